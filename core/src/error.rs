@@ -1,0 +1,243 @@
+//! The one error type of `riffle-core`.
+//!
+//! Every failure the core can meet, on any input, is a variant of [`Error`]: it is
+//! `Copy`, holds no strings and needs no allocator, and its `Display` text names the
+//! problem in a short lowercase sentence (with a hint where one helps). Fields are
+//! small integers: a tensor index, a byte offset, the sizes that disagree. Front ends
+//! (the CLI, the wasm bindings) add file and tensor names around it.
+
+use core::fmt;
+
+/// Shorthand for `core::result::Result<T, riffle_core::Error>`.
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// Everything that can go wrong in `riffle-core`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    // ---- shapes and configuration of orthogonal chains ----
+    /// A block size below 2 or above [`crate::math::MAX_BLOCK_SIZE`].
+    InvalidBlockSize {
+        /// The block size that was asked for.
+        block: u32,
+    },
+    /// A side of width `dim` cannot be split into blocks of size `block`.
+    NotDivisible {
+        /// The width of the side (`in` or `out`).
+        dim: u32,
+        /// The block size.
+        block: u32,
+    },
+    /// A chain needs at least one factor, and at most [`crate::math::MAX_FACTORS`].
+    InvalidFactorCount {
+        /// The factor count that was asked for.
+        factors: u32,
+    },
+    /// A butterfly chain with `factors > 1` needs an even block size and a width
+    /// divisible by `block * 2^(factors - 1)`.
+    ButterflyShape {
+        /// The width of the side.
+        dim: u32,
+        /// The block size.
+        block: u32,
+        /// The number of butterfly factors.
+        factors: u32,
+    },
+    /// A parameter (skew entry or scale) is NaN or infinite.
+    NonFiniteParameter {
+        /// Position of the value in its tensor.
+        index: u32,
+    },
+    /// A per-output scale is zero, so the adapter could not be unmerged or swapped out.
+    ZeroScale {
+        /// Position of the zero in the scale vector.
+        index: u32,
+    },
+    /// A Cayley solve overflowed (parameters so large that f32 arithmetic fails).
+    NumericalFailure,
+    /// A caller-provided buffer is shorter than the operation needs.
+    BufferTooSmall {
+        /// Elements (or bytes, for byte buffers) the operation needs.
+        needed: usize,
+        /// Elements (or bytes) the caller provided.
+        got: usize,
+    },
+    /// Two lengths that must agree do not (a vector and the width of a chain, say).
+    LengthMismatch {
+        /// The length the operation expected.
+        expected: usize,
+        /// The length it was given.
+        found: usize,
+    },
+
+    // ---- the GGUF container ----
+    /// The bytes end before a structure that starts at `offset` is complete.
+    Truncated {
+        /// Byte offset of the structure that does not fit.
+        offset: u64,
+    },
+    /// The file does not start with the GGUF magic.
+    BadMagic,
+    /// A GGUF version other than 3.
+    UnsupportedVersion(u32),
+    /// A metadata value type that GGUF does not define.
+    UnknownValueType(u32),
+    /// A tensor type the runtime cannot read (F32, F16 and Q8_0 are supported).
+    UnknownTensorType {
+        /// Index of the tensor in the file's tensor table.
+        tensor: u32,
+        /// The ggml type code found.
+        ggml_type: u32,
+    },
+    /// A count, length, rank or size in the file exceeds the reader's hard limits.
+    LimitExceeded {
+        /// Byte offset of the offending field.
+        offset: u64,
+    },
+    /// A string in the file is not valid UTF-8.
+    InvalidUtf8 {
+        /// Byte offset of the string.
+        offset: u64,
+    },
+    /// A tensor's data lies (partly) outside the file.
+    TensorOutOfRange {
+        /// Index of the tensor in the file's tensor table.
+        tensor: u32,
+    },
+    /// A tensor's offset is not a multiple of the file's alignment.
+    Misaligned {
+        /// Index of the tensor in the file's tensor table.
+        tensor: u32,
+    },
+    /// Two tensors (or two metadata keys) share one name.
+    DuplicateName {
+        /// Index of the second occurrence.
+        index: u32,
+    },
+    /// A required metadata key is missing.
+    MissingKey,
+    /// A metadata key holds a value of the wrong type.
+    WrongValueType,
+    /// A required tensor is missing.
+    MissingTensor,
+    /// The CRC-32 stored in an adapter does not match its data.
+    CrcMismatch {
+        /// The value stored in `riffle.data_crc32`.
+        stored: u32,
+        /// The value computed over the data span.
+        computed: u32,
+    },
+
+    // ---- models and adapters ----
+    /// The file is a GGUF file, but not of the kind expected here (a model where an
+    /// adapter was expected, an unknown architecture, ...).
+    UnsupportedModel,
+    /// The adapter was made for a different base model (`adapter.base_model_id`
+    /// differs from the base's `riffle.model_id`).
+    BaseMismatch,
+    /// An adapter tensor's name matches nothing in the base.
+    UnknownTensor {
+        /// Index of the tensor in the adapter's tensor table.
+        tensor: u32,
+    },
+    /// A tensor's shape does not match what the base or the method requires.
+    ShapeMismatch {
+        /// Index of the tensor in its file's tensor table.
+        tensor: u32,
+    },
+    /// A task name or adapter handle that is not resident.
+    UnknownTask,
+    /// An input of the wrong length or kind for this model.
+    BadInput,
+    /// A fixed-capacity table (resident adapters, layers) is full.
+    CapacityExceeded,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::InvalidBlockSize { block } => write!(
+                f,
+                "block size {block} is not supported (need 2 <= b <= {})",
+                crate::math::MAX_BLOCK_SIZE
+            ),
+            Error::NotDivisible { dim, block } => {
+                write!(f, "width {dim} is not divisible by block size {block}")
+            }
+            Error::InvalidFactorCount { factors } => write!(
+                f,
+                "factor count {factors} is not supported (need 1 <= m <= {})",
+                crate::math::MAX_FACTORS
+            ),
+            Error::ButterflyShape { dim, block, factors } => write!(
+                f,
+                "butterfly with {factors} factors needs an even block size and a width divisible by block * 2^(factors-1); got width {dim}, block {block}"
+            ),
+            Error::NonFiniteParameter { index } => {
+                write!(f, "parameter {index} is NaN or infinite")
+            }
+            Error::ZeroScale { index } => write!(
+                f,
+                "scale {index} is zero, so the adapter cannot be removed from merged weights"
+            ),
+            Error::NumericalFailure => write!(
+                f,
+                "the Cayley transform overflowed in f32 (parameters far too large)"
+            ),
+            Error::BufferTooSmall { needed, got } => {
+                write!(f, "buffer too small: need {needed}, got {got}")
+            }
+            Error::LengthMismatch { expected, found } => {
+                write!(f, "length mismatch: expected {expected}, found {found}")
+            }
+            Error::Truncated { offset } => {
+                write!(f, "file is truncated: data ends inside the structure at byte {offset}")
+            }
+            Error::BadMagic => write!(f, "not a GGUF file (bad magic)"),
+            Error::UnsupportedVersion(v) => {
+                write!(f, "unsupported GGUF version {v} (only version 3 is read)")
+            }
+            Error::UnknownValueType(t) => write!(f, "unknown GGUF metadata value type {t}"),
+            Error::UnknownTensorType { tensor, ggml_type } => write!(
+                f,
+                "tensor {tensor} has unsupported type {ggml_type} (supported: F32, F16, Q8_0)"
+            ),
+            Error::LimitExceeded { offset } => write!(
+                f,
+                "a count or length at byte {offset} exceeds the reader's limits (corrupt file?)"
+            ),
+            Error::InvalidUtf8 { offset } => write!(f, "string at byte {offset} is not UTF-8"),
+            Error::TensorOutOfRange { tensor } => {
+                write!(f, "tensor {tensor} lies outside the file")
+            }
+            Error::Misaligned { tensor } => {
+                write!(f, "tensor {tensor} is not aligned to the file's alignment")
+            }
+            Error::DuplicateName { index } => write!(f, "duplicate name at entry {index}"),
+            Error::MissingKey => write!(f, "a required metadata key is missing"),
+            Error::WrongValueType => write!(f, "a metadata key holds a value of the wrong type"),
+            Error::MissingTensor => write!(f, "a required tensor is missing"),
+            Error::CrcMismatch { stored, computed } => write!(
+                f,
+                "CRC mismatch: file says {stored:08x}, data gives {computed:08x} (corrupt or edited file)"
+            ),
+            Error::UnsupportedModel => write!(f, "unsupported model or file kind"),
+            Error::BaseMismatch => write!(
+                f,
+                "adapter was made for a different base model (adapter.base_model_id does not match)"
+            ),
+            Error::UnknownTensor { tensor } => write!(
+                f,
+                "adapter tensor {tensor} matches no tensor of the base (maybe the wrong base model)"
+            ),
+            Error::ShapeMismatch { tensor } => {
+                write!(f, "tensor {tensor} has the wrong shape for this base or method")
+            }
+            Error::UnknownTask => write!(f, "no resident adapter has that task name or handle"),
+            Error::BadInput => write!(f, "input has the wrong length or kind for this model"),
+            Error::CapacityExceeded => write!(f, "a fixed-capacity table is full"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -1,0 +1,338 @@
+//! Chains of permuted block-diagonal orthogonal factors (gs-math.md section 4).
+//!
+//! `Q = F_{m-1} ··· F_1 F_0` with `F_f = P_f^T · blockdiag(B_{f,0}, ..., B_{f,k-1}) · P_f`.
+//! OFT, GSOFT, Double GSOFT (one chain per side) and BOFT are all chains; only
+//! the permutation rule and the factor count differ.
+
+use super::permutation::{block_sources, Permutation};
+use super::{cayley, cayley_scratch_len, dot, packed_len, Scalars, MAX_BLOCK_SIZE, MAX_FACTORS};
+use crate::{Error, Result};
+
+/// The shape of a chain: width `n`, block size `b`, factor count `m`, permutation rule.
+///
+/// Built only through [`ChainSpec::new`], so every `ChainSpec` is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainSpec {
+    n: usize,
+    b: usize,
+    m: usize,
+    permutation: Permutation,
+}
+
+impl ChainSpec {
+    /// Validates a chain shape.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBlockSize`] unless `2 <= b <= MAX_BLOCK_SIZE`;
+    /// [`Error::NotDivisible`] unless `b` divides `n` (and `n > 0`);
+    /// [`Error::InvalidFactorCount`] unless `1 <= m <= MAX_FACTORS`;
+    /// [`Error::ButterflyShape`] for a butterfly with `m > 1` and an odd `b` or a
+    /// width not divisible by `b·2^(m-1)`.
+    pub fn new(n: usize, b: usize, m: usize, permutation: Permutation) -> Result<Self> {
+        if !(2..=MAX_BLOCK_SIZE).contains(&b) {
+            return Err(Error::InvalidBlockSize {
+                block: clamp_u32(b),
+            });
+        }
+        if n == 0 || n % b != 0 || u32::try_from(n).is_err() {
+            return Err(Error::NotDivisible {
+                dim: clamp_u32(n),
+                block: b as u32,
+            });
+        }
+        if !(1..=MAX_FACTORS).contains(&m) {
+            return Err(Error::InvalidFactorCount {
+                factors: clamp_u32(m),
+            });
+        }
+        if permutation == Permutation::Butterfly && m > 1 {
+            let span = b.checked_shl((m - 1) as u32).unwrap_or(0);
+            if b % 2 != 0 || span == 0 || n % span != 0 {
+                return Err(Error::ButterflyShape {
+                    dim: n as u32,
+                    block: b as u32,
+                    factors: m as u32,
+                });
+            }
+        }
+        Ok(ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        })
+    }
+
+    /// Width `n` of the side the chain acts on.
+    pub const fn width(&self) -> usize {
+        self.n
+    }
+    /// Block size `b`.
+    pub const fn block_size(&self) -> usize {
+        self.b
+    }
+    /// Number of factors `m`.
+    pub const fn factors(&self) -> usize {
+        self.m
+    }
+    /// Permutation rule.
+    pub const fn permutation(&self) -> Permutation {
+        self.permutation
+    }
+    /// Blocks per factor, `k = n / b`.
+    pub const fn blocks_per_factor(&self) -> usize {
+        self.n / self.b
+    }
+    /// Packed parameters of one factor: `k · b(b-1)/2`, a tensor of shape `(k, b(b-1)/2)`.
+    pub const fn params_per_factor(&self) -> usize {
+        self.blocks_per_factor() * packed_len(self.b)
+    }
+    /// `f32`s of precomputed blocks for the whole chain: `m · n · b`.
+    pub const fn blocks_len(&self) -> usize {
+        self.m * self.n * self.b
+    }
+    /// Scratch `f32`s that [`Chain::apply`] needs: `2·b`.
+    pub const fn apply_scratch_len(&self) -> usize {
+        2 * self.b
+    }
+    /// Scratch `f32`s that [`prepare_chain`] needs: `b·b`.
+    pub const fn prepare_scratch_len(&self) -> usize {
+        cayley_scratch_len(self.b)
+    }
+    /// Multiply-adds of one application to a vector: `m · n · b`.
+    pub const fn apply_macs(&self) -> usize {
+        self.m * self.n * self.b
+    }
+}
+
+fn clamp_u32(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Computes every Cayley block of a chain into `out[..spec.blocks_len()]`.
+///
+/// `params[f]` holds the packed parameters of factor `f` (shape `(k, b(b-1)/2)`,
+/// row `j` = block `j`), as f32 or f16, typed or little-endian bytes. Everything is
+/// checked before `out` is written, so on error `out` is unchanged.
+///
+/// # Errors
+/// [`Error::InvalidFactorCount`] if `params.len() != m`; [`Error::LengthMismatch`]
+/// if a factor has the wrong number of parameters; [`Error::NonFiniteParameter`]
+/// (index within that factor); [`Error::BufferTooSmall`] for `out` or `scratch`;
+/// [`Error::NumericalFailure`] if a solve overflows (then `out` may be partly written).
+/// Never panics.
+pub fn prepare_chain<'w>(
+    spec: ChainSpec,
+    params: &[Scalars<'_>],
+    out: &'w mut [f32],
+    scratch: &mut [f32],
+) -> Result<Chain<'w>> {
+    if params.len() != spec.m {
+        return Err(Error::InvalidFactorCount {
+            factors: clamp_u32(params.len()),
+        });
+    }
+    let per = spec.params_per_factor();
+    for p in params {
+        if p.len() != per {
+            return Err(Error::LengthMismatch {
+                expected: per,
+                found: p.len(),
+            });
+        }
+        if let Some(i) = p.first_non_finite() {
+            return Err(Error::NonFiniteParameter {
+                index: clamp_u32(i),
+            });
+        }
+    }
+    let need = spec.blocks_len();
+    if out.len() < need {
+        return Err(Error::BufferTooSmall {
+            needed: need,
+            got: out.len(),
+        });
+    }
+    if scratch.len() < spec.prepare_scratch_len() {
+        return Err(Error::BufferTooSmall {
+            needed: spec.prepare_scratch_len(),
+            got: scratch.len(),
+        });
+    }
+    let (b, np, bb) = (spec.b, packed_len(spec.b), spec.b * spec.b);
+    let out = &mut out[..need];
+    for (f, p) in params.iter().enumerate() {
+        for j in 0..spec.blocks_per_factor() {
+            let block_params = p.slice(j * np, np).ok_or(Error::LengthMismatch {
+                expected: per,
+                found: p.len(),
+            })?;
+            let start = (f * spec.blocks_per_factor() + j) * bb;
+            cayley(block_params, b, &mut out[start..start + bb], scratch)?;
+        }
+    }
+    Chain::new(spec, out)
+}
+
+/// A prepared chain: its shape and the `m·k` Cayley blocks, factor-major, each
+/// `b x b` row-major (`blocks[(f·k + j)·b·b ..]` is block `j` of factor `f`).
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'w> {
+    spec: ChainSpec,
+    blocks: &'w [f32],
+}
+
+impl<'w> Chain<'w> {
+    /// Wraps precomputed blocks (for example from [`prepare_chain`] or a cache).
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] if `blocks` is shorter than `spec.blocks_len()`.
+    pub fn new(spec: ChainSpec, blocks: &'w [f32]) -> Result<Self> {
+        let blocks = blocks
+            .get(..spec.blocks_len())
+            .ok_or(Error::BufferTooSmall {
+                needed: spec.blocks_len(),
+                got: blocks.len(),
+            })?;
+        Ok(Chain { spec, blocks })
+    }
+
+    /// The chain's shape.
+    pub const fn spec(&self) -> ChainSpec {
+        self.spec
+    }
+
+    /// The precomputed blocks.
+    pub const fn blocks(&self) -> &'w [f32] {
+        self.blocks
+    }
+
+    /// `x <- Q x` (or `x <- Q^T x` when `transpose`), in place, for one vector of
+    /// width `n`. `scratch` needs `2·b` values. Cost `m·n·b` multiply-adds.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `x.len() != n`; [`Error::BufferTooSmall`] for
+    /// a short scratch. Never panics.
+    pub fn apply(&self, x: &mut [f32], transpose: bool, scratch: &mut [f32]) -> Result<()> {
+        if x.len() != self.spec.n {
+            return Err(Error::LengthMismatch {
+                expected: self.spec.n,
+                found: x.len(),
+            });
+        }
+        self.check_scratch(scratch)?;
+        self.apply_unchecked_len(x, transpose, scratch);
+        Ok(())
+    }
+
+    /// Applies `Q` (or `Q^T`) to every row of a row-major batch `x` of shape
+    /// `(rows, n)`, in place: `X <- X Q^T` (or `X <- X Q`).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `x.len()` is not a multiple of `n`;
+    /// [`Error::BufferTooSmall`] for a short scratch. Never panics.
+    pub fn apply_rows(&self, x: &mut [f32], transpose: bool, scratch: &mut [f32]) -> Result<()> {
+        if x.len() % self.spec.n != 0 {
+            return Err(Error::LengthMismatch {
+                expected: self.spec.n,
+                found: x.len(),
+            });
+        }
+        self.check_scratch(scratch)?;
+        for row in x.chunks_exact_mut(self.spec.n) {
+            self.apply_unchecked_len(row, transpose, scratch);
+        }
+        Ok(())
+    }
+
+    /// Writes the dense `n x n` matrix `Q` (row-major) into `out[..n*n]`.
+    /// For tests and tiny layers only: it costs `m·n²·b`.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] for a short `out` or scratch. Never panics.
+    pub fn to_dense(&self, out: &mut [f32], scratch: &mut [f32]) -> Result<()> {
+        let n = self.spec.n;
+        let nn = n.checked_mul(n).ok_or(Error::BufferTooSmall {
+            needed: usize::MAX,
+            got: out.len(),
+        })?;
+        if out.len() < nn {
+            return Err(Error::BufferTooSmall {
+                needed: nn,
+                got: out.len(),
+            });
+        }
+        self.check_scratch(scratch)?;
+        // Row i of Q is (Q^T e_i)^T.
+        for (i, row) in out[..nn].chunks_exact_mut(n).enumerate() {
+            row.fill(0.0);
+            row[i] = 1.0;
+            self.apply_unchecked_len(row, true, scratch);
+        }
+        Ok(())
+    }
+
+    fn check_scratch(&self, scratch: &[f32]) -> Result<()> {
+        let need = self.spec.apply_scratch_len();
+        if scratch.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: scratch.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Caller guarantees `x.len() == n` and `scratch.len() >= 2b`.
+    fn apply_unchecked_len(&self, x: &mut [f32], transpose: bool, scratch: &mut [f32]) {
+        let m = self.spec.m;
+        if transpose {
+            for f in (0..m).rev() {
+                self.apply_factor(f, x, true, scratch);
+            }
+        } else {
+            for f in 0..m {
+                self.apply_factor(f, x, false, scratch);
+            }
+        }
+    }
+
+    /// `x <- F_f x` or `x <- F_f^T x`: gather each block's sources, multiply by the
+    /// block (or its transpose), scatter back. Blocks touch disjoint entries.
+    fn apply_factor(&self, f: usize, x: &mut [f32], transpose: bool, scratch: &mut [f32]) {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        let k = n / b;
+        let bb = b * b;
+        let (g, rest) = scratch.split_at_mut(b);
+        let u = &mut rest[..b];
+        let mut src = [0usize; MAX_BLOCK_SIZE];
+        let factor_blocks = &self.blocks[f * k * bb..(f + 1) * k * bb];
+        for (j, blk) in factor_blocks.chunks_exact(bb).enumerate() {
+            block_sources(permutation, n, b, m, f, j, &mut src);
+            let src = &src[..b];
+            for (gv, &s) in g.iter_mut().zip(src) {
+                *gv = x[s];
+            }
+            if transpose {
+                u.fill(0.0);
+                for (row, &gt) in blk.chunks_exact(b).zip(g.iter()) {
+                    for (uc, &bv) in u.iter_mut().zip(row) {
+                        *uc += bv * gt;
+                    }
+                }
+            } else {
+                for (uc, row) in u.iter_mut().zip(blk.chunks_exact(b)) {
+                    *uc = dot(row, g);
+                }
+            }
+            for (&uv, &s) in u.iter().zip(src) {
+                x[s] = uv;
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The orthogonal-adapter math engine, following `docs/gs-math.md` exactly.
+//!
+//! Pure slice functions, no format types: packed skew parameters -> Cayley blocks
+//! ([`cayley`]), permutations ([`Permutation`]), chains of permuted block-diagonal
+//! factors ([`ChainSpec`], [`prepare_chain`], [`Chain`]), and merge / unmerge /
+//! in-place swap of adapters on row-major weights ([`merge`], [`unmerge`], [`swap`]).
+//!
+//! | method | permutation | factors `m` |
+//! |---|---|---|
+//! | OFT | [`Permutation::None`] | 1 |
+//! | GSOFT (one side) | [`Permutation::Gs`] | 2 |
+//! | Double GSOFT | [`Permutation::Gs`], a chain on each side | 2 |
+//! | BOFT | [`Permutation::Butterfly`] | any |
+
+mod cayley;
+mod chain;
+mod linalg;
+mod merge;
+pub mod permutation;
+mod scalars;
+
+pub use cayley::{cayley, cayley_scratch_len, packed_len, skew_from_packed};
+pub use chain::{prepare_chain, Chain, ChainSpec};
+pub use linalg::{dot, gemv};
+pub use merge::{merge, swap, swap_scratch_len, unmerge, LayerTransform, WeightsMut};
+pub use permutation::Permutation;
+pub use scalars::Scalars;
+
+/// Largest supported block size `b` (official GSOFT and PEFT configurations use 2..=64).
+pub const MAX_BLOCK_SIZE: usize = 64;
+
+/// Largest supported number of factors per chain (a butterfly over `2^16` entries).
+pub const MAX_FACTORS: usize = 16;
