@@ -19,7 +19,7 @@
 //! let factor0 = [0.5f32, 1.0 / 3.0]; // packed skew parameters, one per 2x2 block
 //! let factor1 = [1.0f32 / 3.0, 0.5];
 //! let mut blocks = [0.0f32; 16]; // spec.blocks_len()
-//! let mut scratch = [0.0f32; 8];
+//! let mut scratch = [0.0f32; 12]; // enough for prepare (2b²), apply (2n) and merge (3·max(rows, cols))
 //! let q = prepare_chain(spec, &[Scalars::F32(&factor0), Scalars::F32(&factor1)], &mut blocks, &mut scratch)?;
 //!
 //! // Unmerged: rotate an input vector in place, y = Q x (gs-math.md section 5).

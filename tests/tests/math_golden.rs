@@ -122,7 +122,7 @@ fn merges_match_float64_reference() {
         let name = c["name"].as_str().unwrap();
         let rows = c["rows"].as_u64().unwrap() as usize;
         let cols = c["cols"].as_u64().unwrap() as usize;
-        let mut scratch = vec![0.0f32; swap_scratch_len(rows, cols, 64)];
+        let mut scratch = vec![0.0f32; swap_scratch_len(rows, cols)];
         let (mut bi, mut bo) = (Vec::new(), Vec::new());
         let (mut pi, mut po) = (None, None);
         let q_in = side(&c["q_in"], cols, &mut bi, &mut scratch, &mut pi);

@@ -229,7 +229,7 @@ proptest! {
         let mut rng = seed | 1;
         let w0: Vec<f32> = (0..rows * n).map(|_| { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; (rng >> 40) as f32 / (1u64 << 23) as f32 - 1.0 }).collect();
         let w0n = norm(&widen(&w0)).max(1e-6);
-        let mut scratch = vec![0.0f32; swap_scratch_len(rows, n, 64)];
+        let mut scratch = vec![0.0f32; swap_scratch_len(rows, n)];
         // gs-math.md section 9: relative 1e-5 per chain, plus the large-parameter block term.
         let out_bound = if double { 1e-5 } else { 0.0 };
         let tol = |k: f64| k * (a.bound() + b_case.bound() + out_bound);
@@ -273,7 +273,7 @@ fn failed_swap_leaves_weights_untouched() {
     };
     let mut w: Vec<f32> = (0..8).map(|i| i as f32).collect();
     let before = w.clone();
-    let mut scratch = vec![0.0f32; swap_scratch_len(2, 4, 2)];
+    let mut scratch = vec![0.0f32; swap_scratch_len(2, 4)];
     let err = swap(
         WeightsMut::F32(&mut w),
         2,
@@ -370,7 +370,7 @@ fn invalid_shapes_are_typed_errors() {
     );
     let spec = ChainSpec::new(4, 2, 1, Permutation::None).unwrap();
     let mut blocks = vec![0.0f32; 8];
-    let mut s = vec![0.0f32; 4];
+    let mut s = vec![0.0f32; 8];
     let bad = [1.0f32, f32::INFINITY];
     assert!(matches!(
         prepare_chain(spec, &[Scalars::F32(&bad)], &mut blocks, &mut s),

@@ -5,7 +5,7 @@
 //! the permutation rule and the factor count differ.
 
 use super::permutation::{block_sources, Permutation};
-use super::{cayley, cayley_scratch_len, dot, packed_len, Scalars, MAX_BLOCK_SIZE, MAX_FACTORS};
+use super::{cayley, cayley_scratch_len, packed_len, Scalars, MAX_BLOCK_SIZE, MAX_FACTORS};
 use crate::{Error, Result};
 
 /// The shape of a chain: width `n`, block size `b`, factor count `m`, permutation rule.
@@ -91,13 +91,13 @@ impl ChainSpec {
     pub const fn blocks_len(&self) -> usize {
         self.m * self.n * self.b
     }
-    /// Scratch `f32`s that [`Chain::apply`] needs: `2·b`.
+    /// Scratch `f32`s that [`Chain::apply`] needs: `2·n`.
     pub const fn apply_scratch_len(&self) -> usize {
-        2 * self.b
+        2 * self.n
     }
-    /// Scratch `f32`s that [`prepare_chain`] needs: `b·b`.
+    /// Scratch `f32`s that [`prepare_chain`] needs: `2·b·b`.
     pub const fn prepare_scratch_len(&self) -> usize {
-        cayley_scratch_len(self.b)
+        self.b * self.b + cayley_scratch_len(self.b)
     }
     /// Multiply-adds of one application to a vector: `m · n · b`.
     pub const fn apply_macs(&self) -> usize {
@@ -159,23 +159,34 @@ pub fn prepare_chain<'w>(
             got: scratch.len(),
         });
     }
-    let (b, np, bb) = (spec.b, packed_len(spec.b), spec.b * spec.b);
+    let (b, k, np, bb) = (
+        spec.b,
+        spec.blocks_per_factor(),
+        packed_len(spec.b),
+        spec.b * spec.b,
+    );
+    let (block, solve) = scratch[..2 * bb].split_at_mut(bb);
     let out = &mut out[..need];
-    for (f, p) in params.iter().enumerate() {
-        for j in 0..spec.blocks_per_factor() {
+    for (p, factor_out) in params.iter().zip(out.chunks_exact_mut(k * bb)) {
+        for j in 0..k {
             let block_params = p.slice(j * np, np).ok_or(Error::LengthMismatch {
                 expected: per,
                 found: p.len(),
             })?;
-            let start = (f * spec.blocks_per_factor() + j) * bb;
-            cayley(block_params, b, &mut out[start..start + bb], scratch)?;
+            cayley(block_params, b, block, solve)?;
+            // Interleave: entry (c, t) of block j goes to (c·b + t)·k + j.
+            for (ct, &v) in block.iter().enumerate() {
+                factor_out[ct * k + j] = v;
+            }
         }
     }
     Chain::new(spec, out)
 }
 
-/// A prepared chain: its shape and the `m·k` Cayley blocks, factor-major, each
-/// `b x b` row-major (`blocks[(f·k + j)·b·b ..]` is block `j` of factor `f`).
+/// A prepared chain: its shape and the `m·k` Cayley blocks, factor-major and
+/// **interleaved** across the blocks of a factor: entry `(c, t)` of block `j` of factor
+/// `f` is `blocks[f·n·b + (c·b + t)·k + j]`. The interleaving lets one factor be applied
+/// as `b²` vector multiply-adds of length `k`, which compilers vectorise on every target.
 #[derive(Debug, Clone, Copy)]
 pub struct Chain<'w> {
     spec: ChainSpec,
@@ -208,7 +219,7 @@ impl<'w> Chain<'w> {
     }
 
     /// `x <- Q x` (or `x <- Q^T x` when `transpose`), in place, for one vector of
-    /// width `n`. `scratch` needs `2·b` values. Cost `m·n·b` multiply-adds.
+    /// width `n`. `scratch` needs `2·n` values. Cost `m·n·b` multiply-adds.
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] if `x.len() != n`; [`Error::BufferTooSmall`] for
@@ -297,8 +308,9 @@ impl<'w> Chain<'w> {
         }
     }
 
-    /// `x <- F_f x` or `x <- F_f^T x`: gather each block's sources, multiply by the
-    /// block (or its transpose), scatter back. Blocks touch disjoint entries.
+    /// `x <- F_f x` or `x <- F_f^T x`: gather each block's sources into `g` (layout
+    /// `g[t·k + j]` = entry `t` of block `j`), multiply by the interleaved blocks, scatter
+    /// back. Blocks touch disjoint entries of `x`.
     fn apply_factor(&self, f: usize, x: &mut [f32], transpose: bool, scratch: &mut [f32]) {
         let ChainSpec {
             n,
@@ -307,32 +319,96 @@ impl<'w> Chain<'w> {
             permutation,
         } = self.spec;
         let k = n / b;
-        let bb = b * b;
-        let (g, rest) = scratch.split_at_mut(b);
-        let u = &mut rest[..b];
-        let mut src = [0usize; MAX_BLOCK_SIZE];
-        let factor_blocks = &self.blocks[f * k * bb..(f + 1) * k * bb];
-        for (j, blk) in factor_blocks.chunks_exact(bb).enumerate() {
-            block_sources(permutation, n, b, m, f, j, &mut src);
-            let src = &src[..b];
-            for (gv, &s) in g.iter_mut().zip(src) {
-                *gv = x[s];
-            }
-            if transpose {
-                u.fill(0.0);
-                for (row, &gt) in blk.chunks_exact(b).zip(g.iter()) {
-                    for (uc, &bv) in u.iter_mut().zip(row) {
-                        *uc += bv * gt;
+        let (g, rest) = scratch.split_at_mut(n);
+        let u = &mut rest[..n];
+        let access = Access::of(permutation, f, m);
+        match access {
+            Access::Contiguous => transpose_into(x, k, b, g),
+            Access::Strided => g.copy_from_slice(x),
+            Access::Table => {
+                let mut src = [0usize; MAX_BLOCK_SIZE];
+                for j in 0..k {
+                    block_sources(permutation, n, b, m, f, j, &mut src);
+                    for (t, &s) in src[..b].iter().enumerate() {
+                        g[t * k + j] = x[s];
                     }
                 }
-            } else {
-                for (uc, row) in u.iter_mut().zip(blk.chunks_exact(b)) {
-                    *uc = dot(row, g);
+            }
+        }
+        let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
+        // Lanes j0 .. j0 + LANES of every block at once, accumulators in registers.
+        let mut j0 = 0;
+        while j0 < k {
+            let w = LANES.min(k - j0);
+            for c in 0..b {
+                let mut acc = [0.0f32; LANES];
+                for t in 0..b {
+                    let entry = if transpose { t * b + c } else { c * b + t };
+                    let b_ct = &blocks[entry * k + j0..entry * k + j0 + w];
+                    let g_t = &g[t * k + j0..t * k + j0 + w];
+                    if let (Ok(b8), Ok(g8)) = (
+                        <&[f32; LANES]>::try_from(b_ct),
+                        <&[f32; LANES]>::try_from(g_t),
+                    ) {
+                        for l in 0..LANES {
+                            acc[l] += b8[l] * g8[l];
+                        }
+                    } else {
+                        for ((a, &bv), &gv) in acc.iter_mut().zip(b_ct).zip(g_t) {
+                            *a += bv * gv;
+                        }
+                    }
+                }
+                u[c * k + j0..c * k + j0 + w].copy_from_slice(&acc[..w]);
+            }
+            j0 += w;
+        }
+        match access {
+            Access::Contiguous => transpose_into(u, b, k, x),
+            Access::Strided => x.copy_from_slice(u),
+            Access::Table => {
+                let mut src = [0usize; MAX_BLOCK_SIZE];
+                for j in 0..k {
+                    block_sources(permutation, n, b, m, f, j, &mut src);
+                    for (c, &s) in src[..b].iter().enumerate() {
+                        x[s] = u[c * k + j];
+                    }
                 }
             }
-            for (&uv, &s) in u.iter().zip(src) {
-                x[s] = uv;
-            }
+        }
+    }
+}
+
+/// Blocks processed together by the inner kernel (one or two SIMD registers wide).
+const LANES: usize = 8;
+
+/// How a factor's blocks address the vector.
+#[derive(Clone, Copy)]
+enum Access {
+    /// Block `j` reads `x[j·b .. j·b + b]` (identity permutation).
+    Contiguous,
+    /// Block `j` reads `x[j], x[j + k], ...` (the first GS shuffle): `g` is `x` itself.
+    Strided,
+    /// Anything else: per-block source indices.
+    Table,
+}
+
+impl Access {
+    fn of(permutation: Permutation, f: usize, m: usize) -> Self {
+        match (permutation, f) {
+            (Permutation::None, _) | (Permutation::Gs, 0) => Access::Contiguous,
+            (Permutation::Butterfly, f) if f + 1 == m => Access::Contiguous,
+            (Permutation::Gs, 1) => Access::Strided,
+            _ => Access::Table,
+        }
+    }
+}
+
+/// `dst[c·rows + r] = src[r·cols + c]`: transpose a row-major `rows x cols` matrix.
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
         }
     }
 }

@@ -97,13 +97,6 @@ impl LayerTransform<'_> {
         Ok(())
     }
 
-    /// Largest block size of the two chains (0 when there is none).
-    fn max_block(&self) -> usize {
-        let bi = self.q_in.map_or(0, |q| q.spec().block_size());
-        let bo = self.q_out.map_or(0, |q| q.spec().block_size());
-        bi.max(bo)
-    }
-
     /// Multiply-adds of applying this adapter unmerged to one input vector, on top of
     /// the base layer: `m_in·in·b + m_out·out·b + out`.
     pub fn unmerged_overhead_macs(&self, rows: usize) -> usize {
@@ -114,11 +107,9 @@ impl LayerTransform<'_> {
 }
 
 /// Scratch `f32`s that [`swap`], [`merge`] and [`unmerge`] need for a weight of shape
-/// `(rows, cols)` and chains whose largest block size is `max_block`:
-/// `max(rows, cols) + 2·max_block`.
-pub const fn swap_scratch_len(rows: usize, cols: usize, max_block: usize) -> usize {
-    let v = if rows > cols { rows } else { cols };
-    v + 2 * max_block
+/// `(rows, cols)`: `3·max(rows, cols)` (one line of the weight plus a chain's scratch).
+pub const fn swap_scratch_len(rows: usize, cols: usize) -> usize {
+    3 * if rows > cols { rows } else { cols }
 }
 
 /// Merges an adapter into base weights: `W <- diag(s) · Q_out · W · Q_in`.
@@ -185,7 +176,7 @@ pub fn swap(
     if let Some(i) = from.scale.and_then(|s| s.first_zero()) {
         return Err(Error::ZeroScale { index: i as u32 });
     }
-    let need = swap_scratch_len(rows, cols, from.max_block().max(to.max_block()));
+    let need = swap_scratch_len(rows, cols);
     if scratch.len() < need {
         return Err(Error::BufferTooSmall {
             needed: need,

@@ -22,7 +22,7 @@ static PARAMS: [f32; 48] = {
 #[entry]
 fn main() -> ! {
     let mut blocks = [0.0f32; 16 * 4 * 2];
-    let mut scratch = [0.0f32; 32];
+    let mut scratch = [0.0f32; 48];
     let mut w = [0.5f32; 4 * 16];
     let ok = ChainSpec::new(16, 4, 2, Permutation::Gs)
         .and_then(|spec| {
