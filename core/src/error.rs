@@ -82,7 +82,8 @@ pub enum Error {
     UnsupportedVersion(u32),
     /// A metadata value type that GGUF does not define.
     UnknownValueType(u32),
-    /// A tensor type the runtime cannot read (F32, F16 and Q8_0 are supported).
+    /// A tensor type the runtime cannot read (F32, F16, BF16, Q8_0 and I32 are
+    /// supported), or a type an operation does not accept (`I32` where floats are read).
     UnknownTensorType {
         /// Index of the tensor in the file's tensor table.
         tensor: u32,
@@ -104,6 +105,8 @@ pub enum Error {
         /// Index of the tensor in the file's tensor table.
         tensor: u32,
     },
+    /// `general.alignment` is zero or not a power of two.
+    BadAlignment(u32),
     /// A tensor's offset is not a multiple of the file's alignment.
     Misaligned {
         /// Index of the tensor in the file's tensor table.
@@ -151,6 +154,14 @@ pub enum Error {
     BadInput,
     /// A fixed-capacity table (resident adapters, layers) is full.
     CapacityExceeded,
+
+    // ---- text ----
+    /// A tokenizer vocabulary is unusable: a special-token id is not in it, or the
+    /// vocabulary source reports ids, lengths or locators that disagree.
+    BadVocabulary {
+        /// The token id at fault (`u32::MAX` when no single id is).
+        id: u32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -200,7 +211,7 @@ impl fmt::Display for Error {
             Error::UnknownValueType(t) => write!(f, "unknown GGUF metadata value type {t}"),
             Error::UnknownTensorType { tensor, ggml_type } => write!(
                 f,
-                "tensor {tensor} has unsupported type {ggml_type} (supported: F32, F16, Q8_0)"
+                "tensor {tensor} has unsupported type {ggml_type} (supported: F32, F16, BF16, Q8_0, I32)"
             ),
             Error::LimitExceeded { offset } => write!(
                 f,
@@ -209,6 +220,9 @@ impl fmt::Display for Error {
             Error::InvalidUtf8 { offset } => write!(f, "string at byte {offset} is not UTF-8"),
             Error::TensorOutOfRange { tensor } => {
                 write!(f, "tensor {tensor} lies outside the file")
+            }
+            Error::BadAlignment(a) => {
+                write!(f, "general.alignment is {a}, which is not a power of two")
             }
             Error::Misaligned { tensor } => {
                 write!(f, "tensor {tensor} is not aligned to the file's alignment")
@@ -236,6 +250,10 @@ impl fmt::Display for Error {
             Error::UnknownTask => write!(f, "no resident adapter has that task name or handle"),
             Error::BadInput => write!(f, "input has the wrong length or kind for this model"),
             Error::CapacityExceeded => write!(f, "a fixed-capacity table is full"),
+            Error::BadVocabulary { id } => write!(
+                f,
+                "tokenizer vocabulary is inconsistent or lacks token id {id} (wrong special-token ids?)"
+            ),
         }
     }
 }
