@@ -1,0 +1,2 @@
+"""riffle_train: PyTorch training path for riffle orthogonal adapters."""
+__version__ = "0.1.0"

@@ -1,0 +1,417 @@
+"""Orthogonal adapter layers: chains of permuted block-diagonal Cayley factors.
+
+Conventions are those of ``shared/docs/gs-math.md`` (normative):
+
+* packed skew parameters, one row of ``b(b-1)/2`` values per block, in the order of
+  ``torch.triu_indices(b, b, 1)``;
+* Cayley sign ``C(S) = (I + S)(I - S)^{-1}`` (computed as ``solve(I - S, I + S)``,
+  batched over the blocks of a factor);
+* a factor is ``P_pi^T blockdiag(B) P_pi`` with ``pi`` a gather table; a chain is
+  ``Q = F_{m-1} ... F_0`` (factor 0 applied first);
+* permutations: ``none`` (identity), ``gs`` (factor f uses sigma^f with
+  ``sigma(i) = (i mod b) k + i // b``), ``butterfly`` (factor f uses level m-1-f);
+* an adapted layer computes ``y = s * (Q_out (W (Q_in x))) + bias``.
+
+The unmerged forward of a Linear applies the chains to the activations with gathers
+and batched block matmuls; no dense ``n x n`` matrix is formed. Convolutions apply
+``Q_in`` / ``Q_out`` to the weight viewed as an ``(out, in*kh*kw)`` matrix (row-major
+flattening), which costs ``out*in*kh*kw*b`` MACs per factor and again forms no dense Q.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+METHODS = ("gsoft", "double_gsoft", "oft", "boft", "gs")
+PERMUTATIONS = ("none", "gs", "butterfly")
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU (the same code runs on both)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def packed_len(b: int) -> int:
+    return b * (b - 1) // 2
+
+
+# --------------------------------------------------------------------------- permutations
+
+
+def gs_shuffle(n: int, b: int) -> list[int]:
+    k = n // b
+    return [(i % b) * k + i // b for i in range(n)]
+
+
+def butterfly_level(n: int, b: int, level: int) -> list[int]:
+    """Gather table of butterfly level ``level`` (gs-math.md section 4)."""
+    if level == 0:
+        return list(range(n))
+    h = b // 2
+    span = b << level
+    out = []
+    for j in range(n):
+        base = j // span * span
+        local = j - base
+        q, e = divmod(local, h)
+        c = q // 2 if q % 2 == 0 else (1 << level) + (q - 1) // 2
+        out.append(base + c * h + e)
+    return out
+
+
+def factor_permutation(kind: str, n: int, b: int, m: int, f: int) -> list[int]:
+    """Gather table ``pi`` of factor ``f`` of an ``m``-factor chain."""
+    if kind == "none":
+        return list(range(n))
+    if kind == "gs":
+        sigma = gs_shuffle(n, b)
+        pi = list(range(n))
+        for _ in range(f):  # sigma^f: sigma applied f times to the index
+            pi = [sigma[j] for j in pi]
+        return pi
+    if kind == "butterfly":
+        return butterfly_level(n, b, m - 1 - f)
+    raise ValueError(f"unknown permutation {kind!r}")
+
+
+def inverse_permutation(pi: Sequence[int]) -> list[int]:
+    inv = [0] * len(pi)
+    for i, p in enumerate(pi):
+        inv[p] = i
+    return inv
+
+
+def check_chain_shape(n: int, b: int, m: int, kind: str) -> None:
+    if b < 2:
+        raise ValueError(f"block size {b} < 2")
+    if n <= 0 or n % b:
+        raise ValueError(f"block size {b} does not divide width {n}")
+    if m < 1:
+        raise ValueError(f"factor count {m} < 1")
+    if kind not in PERMUTATIONS:
+        raise ValueError(f"unknown permutation {kind!r}")
+    if kind == "butterfly" and m > 1 and (b % 2 or n % (b << (m - 1))):
+        raise ValueError(f"butterfly needs even b and b*2^(m-1) | n (n={n}, b={b}, m={m})")
+
+
+# --------------------------------------------------------------------------- Cayley
+
+
+def skew_from_packed(p: torch.Tensor, b: int) -> torch.Tensor:
+    """``(..., b(b-1)/2)`` packed parameters -> ``(..., b, b)`` skew matrices."""
+    iu = torch.triu_indices(b, b, 1, device=p.device)
+    s = p.new_zeros(p.shape[:-1] + (b, b))
+    s[..., iu[0], iu[1]] = p
+    return s - s.transpose(-1, -2)
+
+
+def cayley(p: torch.Tensor, b: int) -> torch.Tensor:
+    """Cayley blocks ``C(S) = (I - S)^{-1} (I + S)`` for packed parameters ``(..., P)``."""
+    s = skew_from_packed(p, b)
+    eye = torch.eye(b, dtype=p.dtype, device=p.device).expand_as(s)
+    return torch.linalg.solve(eye - s, eye + s)
+
+
+def packed_from_blocks(a: torch.Tensor) -> torch.Tensor:
+    """Packed parameters ``p_ij = (A_ij - A_ji)/2`` of full ``(..., b, b)`` tensors."""
+    b = a.shape[-1]
+    iu = torch.triu_indices(b, b, 1, device=a.device)
+    skew = (a - a.transpose(-1, -2)) / 2
+    return skew[..., iu[0], iu[1]]
+
+
+# --------------------------------------------------------------------------- chains
+
+
+class OrthogonalChain(nn.Module):
+    """``Q = F_{m-1} ... F_0`` on a side of width ``n``; parameters packed per factor.
+
+    ``params[f]`` has shape ``(n/b, b(b-1)/2)``, exactly the ``T.oft_in.{f}`` tensor
+    of format.md. Zero parameters give ``Q = I`` exactly.
+    """
+
+    def __init__(self, n: int, block_size: int, factors: int = 2, permutation: str = "gs",
+                 dtype: torch.dtype | None = None, device=None):
+        super().__init__()
+        check_chain_shape(n, block_size, factors, permutation)
+        self.n, self.b, self.m, self.permutation = n, block_size, factors, permutation
+        self.k = n // block_size
+        self.params = nn.ParameterList(
+            nn.Parameter(torch.zeros(self.k, packed_len(block_size), dtype=dtype, device=device))
+            for _ in range(factors))
+        pis = [factor_permutation(permutation, n, block_size, factors, f) for f in range(factors)]
+        invs = [inverse_permutation(pi) for pi in pis]
+        # Forward Q: gather g_f = x[pi_f]; u = B g; y = u[inv_f]. Consecutive scatter/gather
+        # pairs are fused into one gather: g_{f+1} = u_f[inv_f[pi_{f+1}]].
+        fwd = [pis[0]] + [[invs[f - 1][j] for j in pis[f]] for f in range(1, factors)]
+        fwd.append(invs[-1])
+        # Transpose Q^T: factors m-1 .. 0 with transposed blocks.
+        order = list(range(factors - 1, -1, -1))
+        bwd = [pis[order[0]]] + [[invs[order[i - 1]][j] for j in pis[order[i]]]
+                                 for i in range(1, factors)]
+        bwd.append(invs[order[-1]])
+        for i, t in enumerate(fwd):
+            self.register_buffer(f"fwd_{i}", torch.tensor(t, dtype=torch.long, device=device),
+                                 persistent=False)
+        for i, t in enumerate(bwd):
+            self.register_buffer(f"bwd_{i}", torch.tensor(t, dtype=torch.long, device=device),
+                                 persistent=False)
+        self._identity_gather = [t == list(range(n)) for t in fwd], [t == list(range(n)) for t in bwd]
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, b={self.b}, m={self.m}, permutation={self.permutation}"
+
+    def num_params(self) -> int:
+        return self.m * self.k * packed_len(self.b)
+
+    def blocks(self) -> list[torch.Tensor]:
+        """The ``m`` factors' Cayley blocks, each ``(k, b, b)``."""
+        return [cayley(p, self.b) for p in self.params]
+
+    def _run(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
+        if blocks is None:
+            blocks = self.blocks()
+        lead = x.shape[:-1]
+        prefix, ident = ("bwd_", self._identity_gather[1]) if transpose else ("fwd_", self._identity_gather[0])
+        order = range(self.m - 1, -1, -1) if transpose else range(self.m)
+        for i, f in enumerate(order):
+            if not ident[i]:
+                x = x.index_select(-1, getattr(self, f"{prefix}{i}"))
+            blk = blocks[f].to(x.dtype)
+            g = x.reshape(lead + (self.k, self.b))
+            # u[..., j, c] = sum_t B_j[c, t] g[..., j, t]   (B^T for the transpose)
+            eq = "...jt,jct->...jc" if not transpose else "...jt,jtc->...jc"
+            x = torch.einsum(eq, g, blk).reshape(lead + (self.n,))
+        if not ident[self.m]:
+            x = x.index_select(-1, getattr(self, f"{prefix}{self.m}"))
+        return x
+
+    def forward(self, x: torch.Tensor, blocks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``Q x`` for every vector along the last dimension of ``x``."""
+        return self._run(x, False, blocks)
+
+    def apply_transpose(self, x: torch.Tensor, blocks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``Q^T x`` along the last dimension."""
+        return self._run(x, True, blocks)
+
+    def dense(self) -> torch.Tensor:
+        """Dense ``Q`` (tests and goldens only)."""
+        eye = torch.eye(self.n, dtype=self.params[0].dtype, device=self.params[0].device)
+        return self.forward(eye).T  # rows of eye are e_i; Q e_i is column i
+
+
+# --------------------------------------------------------------------------- adapted layers
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    method: str = "gsoft"
+    block_size: int = 8
+    factors: int | None = None
+    scale: bool = True
+
+    @property
+    def permutation(self) -> str:
+        return {"gsoft": "gs", "double_gsoft": "gs", "gs": "gs", "oft": "none", "boft": "butterfly"}[self.method]
+
+    @property
+    def factor_count(self) -> int:
+        if self.method == "oft":
+            if self.factors not in (None, 1):
+                raise ValueError("oft has exactly one factor")
+            return 1
+        if self.factors is not None:
+            return self.factors
+        return 2
+
+    @property
+    def double(self) -> bool:
+        return self.method == "double_gsoft"
+
+
+def _chain(n: int, cfg: AdapterConfig, like: torch.Tensor) -> OrthogonalChain:
+    return OrthogonalChain(n, cfg.block_size, cfg.factor_count, cfg.permutation,
+                           dtype=like.dtype, device=like.device)
+
+
+class _AdaptedBase(nn.Module):
+    """Shared logic: chains, scale, merge/unmerge on the ``(out, in_flat)`` weight matrix."""
+
+    base: nn.Module
+
+    def _setup(self, base: nn.Module, out_f: int, in_f: int, cfg: AdapterConfig):
+        if cfg.method not in METHODS:
+            raise ValueError(f"unknown method {cfg.method!r}")
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.cfg = cfg
+        w = base.weight
+        self.oft_in = _chain(in_f, cfg, w)
+        self.oft_out = _chain(out_f, cfg, w) if cfg.double else None
+        self.oft_scale = nn.Parameter(torch.ones(out_f, dtype=w.dtype, device=w.device)) if cfg.scale else None
+        self.merged = False
+
+    # weight viewed as (out, in_flat)
+    def _wmat(self) -> torch.Tensor:
+        return self.base.weight.reshape(self.base.weight.shape[0], -1)
+
+    def adapted_weight(self) -> torch.Tensor:
+        """``diag(s) Q_out W Q_in`` without a dense Q (rows by Q_in^T, columns by Q_out)."""
+        w = self.oft_in.apply_transpose(self._wmat())
+        if self.oft_out is not None:
+            w = self.oft_out(w.T).T
+        if self.oft_scale is not None:
+            w = w * self.oft_scale[:, None]
+        return w
+
+    def unmerged_weight_from(self, merged: torch.Tensor) -> torch.Tensor:
+        """``Q_out^T diag(s)^{-1} W' Q_in^T``."""
+        w = merged
+        if self.oft_scale is not None:
+            w = w / self.oft_scale[:, None]
+        if self.oft_out is not None:
+            w = self.oft_out.apply_transpose(w.T).T
+        return self.oft_in(w)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged:
+            return
+        w = self.adapted_weight()
+        self.base.weight.copy_(w.reshape(self.base.weight.shape))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        w = self.unmerged_weight_from(self._wmat())
+        self.base.weight.copy_(w.reshape(self.base.weight.shape))
+        self.merged = False
+
+    def adapter_num_params(self) -> int:
+        n = self.oft_in.num_params()
+        if self.oft_out is not None:
+            n += self.oft_out.num_params()
+        if self.oft_scale is not None:
+            n += self.oft_scale.numel()
+        return n
+
+
+class AdaptedLinear(_AdaptedBase):
+    """``y = s * (Q_out (W (Q_in x))) + bias``, input-centric when unmerged."""
+
+    def __init__(self, base: nn.Linear, cfg: AdapterConfig):
+        super().__init__()
+        self._setup(base, base.out_features, base.in_features, cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base(x)
+        h = F.linear(self.oft_in(x), self.base.weight)
+        if self.oft_out is not None:
+            h = self.oft_out(h)
+        if self.oft_scale is not None:
+            h = h * self.oft_scale
+        if self.base.bias is not None:
+            h = h + self.base.bias
+        return h
+
+
+class AdaptedConv2d(_AdaptedBase):
+    """Conv2d whose weight, as the ``(out, in*kh*kw)`` matrix, is adapted like a Linear."""
+
+    def __init__(self, base: nn.Conv2d, cfg: AdapterConfig):
+        super().__init__()
+        if base.groups != 1:
+            raise ValueError("grouped convolutions are not supported")
+        in_f = base.in_channels * base.kernel_size[0] * base.kernel_size[1]
+        self._setup(base, base.out_channels, in_f, cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base(x)
+        w = self.oft_in.apply_transpose(self._wmat())
+        if self.oft_out is not None:
+            w = self.oft_out(w.T).T
+        w = w.reshape(self.base.weight.shape)
+        h = self.base._conv_forward(x, w, None)
+        if self.oft_scale is not None:
+            h = h * self.oft_scale[:, None, None]
+        if self.base.bias is not None:
+            h = h + self.base.bias[:, None, None]
+        return h
+
+
+ADAPTED = (AdaptedLinear, AdaptedConv2d)
+
+
+# --------------------------------------------------------------------------- inject
+
+
+def _matches(name: str, targets) -> bool:
+    if isinstance(targets, str):  # PEFT: a string is a regex that must match the full name
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: int = 8,
+           factors: int | None = None, scale: bool = True,
+           modules_to_save: Iterable[str] | None = None) -> nn.Module:
+    """Wrap matching ``nn.Linear`` / ``nn.Conv2d`` modules in place (like PEFT's
+    ``get_peft_model``) and freeze everything else.
+
+    ``target_modules``: list of names (exact or dotted suffix) or one regex string.
+    ``modules_to_save``: modules that stay trainable as a whole (task heads); they are
+    exported as replacement tensors.
+    """
+    cfg = AdapterConfig(method, block_size, factors, scale)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = [n for n, mod in model.named_modules()
+             if n and _matches(n, target_modules) and isinstance(mod, (nn.Linear, nn.Conv2d))]
+    if not names:
+        raise ValueError(f"no module matches {target_modules!r}")
+    save = list(modules_to_save or [])
+    for n in names:
+        mod = model.get_submodule(n)
+        new = AdaptedLinear(mod, cfg) if isinstance(mod, nn.Linear) else AdaptedConv2d(mod, cfg)
+        _set_submodule(model, n, new)
+    for n, mod in model.named_modules():
+        if n and save and _matches(n, save):
+            for p in mod.parameters():
+                p.requires_grad_(True)
+    model.riffle_adapter = {"config": cfg, "targets": names, "modules_to_save": save}
+    return model
+
+
+def adapted_modules(model: nn.Module) -> list[tuple[str, _AdaptedBase]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ADAPTED)]
+
+
+def merge_adapters(model: nn.Module) -> None:
+    for _, m in adapted_modules(model):
+        m.merge()
+
+
+def unmerge_adapters(model: nn.Module) -> None:
+    for _, m in adapted_modules(model):
+        m.unmerge()
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

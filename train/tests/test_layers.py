@@ -1,0 +1,179 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from riffle_train import reference
+from riffle_train.layers import (AdaptedConv2d, AdaptedLinear, AdapterConfig, OrthogonalChain, cayley,
+                                 factor_permutation, inject, merge_adapters, packed_from_blocks,
+                                 trainable_parameters, unmerge_adapters)
+
+D = torch.float64
+
+
+def test_gsoft_worked_example():
+    c = OrthogonalChain(4, 2, 2, "gs", dtype=D)
+    with torch.no_grad():
+        c.params[0].copy_(torch.tensor([[1 / 2], [1 / 3]]))
+        c.params[1].copy_(torch.tensor([[1 / 3], [1 / 2]]))
+    y = c(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=D))
+    assert torch.allclose(y, torch.tensor([4.64, 1.36, 2.52, 0.52], dtype=D), atol=1e-12)
+    q = torch.tensor([[0.48, 0.64, 0.48, 0.36], [-0.48, 0.36, -0.48, 0.64],
+                      [-0.36, -0.48, 0.64, 0.48], [0.64, -0.48, -0.36, 0.48]], dtype=D)
+    assert torch.allclose(c.dense(), q, atol=1e-12)
+    assert factor_permutation("gs", 4, 2, 2, 1) == [0, 2, 1, 3]
+
+
+def test_cayley_examples():
+    c3 = cayley(torch.tensor([1.0, 2.0, 3.0], dtype=D), 3)
+    want = torch.tensor([[5, -10, 10], [-14, -5, 2], [2, -10, -11]], dtype=D) / 15
+    assert torch.allclose(c3, want, atol=1e-12)
+    c2 = cayley(torch.tensor([0.5], dtype=D), 2)
+    assert torch.allclose(c2, torch.tensor([[0.6, 0.8], [-0.8, 0.6]], dtype=D), atol=1e-12)
+    assert torch.equal(cayley(torch.zeros(4, 28), 8), torch.eye(8).expand(4, 8, 8))
+    # packed order is triu order; packing full tensors takes the skew part
+    a = torch.randn(3, 5, 5, dtype=D)
+    p = packed_from_blocks(a)
+    s = (a - a.transpose(-1, -2)) / 2
+    assert torch.allclose(cayley(p, 5), reference_cayley(s), atol=1e-12)
+
+
+def reference_cayley(s):
+    eye = torch.eye(s.shape[-1], dtype=s.dtype)
+    return (eye + s) @ torch.linalg.inv(eye - s)
+
+
+def test_permutations():
+    assert factor_permutation("gs", 6, 2, 2, 1) == [0, 3, 1, 4, 2, 5]
+    assert factor_permutation("gs", 6, 3, 2, 1) == [0, 2, 4, 1, 3, 5]
+    assert factor_permutation("butterfly", 8, 2, 2, 0) == [0, 2, 1, 3, 4, 6, 5, 7]
+    assert factor_permutation("butterfly", 8, 2, 2, 1) == list(range(8))
+    # n = 16, b = 4, level 2 (factor 0 of a 3-factor chain)
+    assert factor_permutation("butterfly", 16, 4, 3, 0) == [0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15]
+    assert factor_permutation("none", 5, 5, 1, 0) == list(range(5))
+
+
+CHAINS = [(64, 8, 2, "gs"), (24, 4, 3, "gs"), (30, 3, 2, "gs"), (16, 4, 3, "butterfly"),
+          (32, 4, 2, "butterfly"), (12, 4, 1, "none"), (9, 3, 2, "gs")]
+
+
+@pytest.mark.parametrize("n,b,m,perm", CHAINS)
+def test_chain_matches_reference_and_is_orthogonal(n, b, m, perm):
+    torch.manual_seed(n + b + m)
+    c = OrthogonalChain(n, b, m, perm, dtype=D)
+    with torch.no_grad():
+        for p in c.params:
+            p.normal_(0, 0.7)
+    q = c.dense()
+    ref = reference.chain_dense([p.detach().numpy() for p in c.params], perm, n, b)
+    assert np.abs(q.detach().numpy() - ref).max() < 1e-12
+    assert torch.allclose(q.T @ q, torch.eye(n, dtype=D), atol=1e-12)
+    x = torch.randn(5, n, dtype=D)
+    assert torch.allclose(c(x), x @ q.T, atol=1e-12)
+    assert torch.allclose(c.apply_transpose(x), x @ q, atol=1e-12)
+    # f32 orthogonality within gs-math.md's bound
+    c32 = c.float()
+    q32 = c32.dense().detach()
+    assert (q32.T @ q32 - torch.eye(n)).abs().max() < m * 1e-5
+
+
+def test_gs_density():
+    # b >= k: dense; b < k with m = 2: structural zeros
+    for n, b, dense in ((64, 8, True), (24, 4, False)):
+        c = OrthogonalChain(n, b, 2, "gs", dtype=D)
+        with torch.no_grad():
+            for p in c.params:
+                p.normal_(0, 0.5)
+        assert bool((c.dense().abs() > 1e-14).all()) == dense
+
+
+def _randomize(model, std=0.3):
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".params." in n:
+                p.normal_(0, std)
+            if n.endswith("oft_scale"):
+                p.uniform_(0.5, 1.5)
+
+
+@pytest.mark.parametrize("method,b,factors", [("gsoft", 4, None), ("double_gsoft", 4, None), ("oft", 4, None),
+                                              ("boft", 2, 3), ("gs", 2, 3)])
+def test_adapted_linear_forward_merge_unmerge(method, b, factors):
+    torch.manual_seed(0)
+    base = nn.Linear(16, 8).double()
+    lin = AdaptedLinear(base, AdapterConfig(method, b, factors, True))
+    _randomize(lin)
+    x = torch.randn(7, 16, dtype=D)
+    y = lin(x)
+    # float64 numpy reference of the unmerged formula
+    qi = reference.chain_dense([p.detach().numpy() for p in lin.oft_in.params], lin.oft_in.permutation, 16, b)
+    qo = None if lin.oft_out is None else reference.chain_dense(
+        [p.detach().numpy() for p in lin.oft_out.params], lin.oft_out.permutation, 8, b)
+    ref = reference.linear_unmerged(x.numpy(), base.weight.detach().numpy(), base.bias.detach().numpy(),
+                                    qi, qo, lin.oft_scale.detach().numpy())
+    assert np.abs(y.detach().numpy() - ref).max() < 1e-12
+    w0 = base.weight.detach().clone()
+    lin.merge()
+    assert torch.allclose(lin(x), y, atol=1e-12)
+    assert torch.allclose(base.weight, torch.from_numpy(reference.adapted_matrix(
+        w0.numpy(), qi, qo, lin.oft_scale.detach().numpy())), atol=1e-12)
+    lin.unmerge()
+    assert torch.allclose(base.weight, w0, atol=1e-12)
+    assert torch.allclose(lin(x), y, atol=1e-12)
+
+
+def test_adapted_linear_f32_close_to_f64():
+    torch.manual_seed(3)
+    lin = AdaptedLinear(nn.Linear(64, 64), AdapterConfig("double_gsoft", 8))
+    _randomize(lin)
+    x = torch.randn(4, 64)
+    y32 = lin(x)
+    y64 = lin.double()(x.double())
+    assert (y32.double() - y64).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("method", ["gsoft", "double_gsoft", "oft", "boft"])
+def test_adapted_conv(method):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(8, 8, 3, padding=1).double()
+    mod = AdaptedConv2d(conv, AdapterConfig(method, 4, None, True))
+    _randomize(mod)
+    x = torch.randn(2, 8, 6, 6, dtype=D)
+    y = mod(x)
+    w = conv.weight.detach().numpy()
+    qi = reference.chain_dense([p.detach().numpy() for p in mod.oft_in.params], mod.oft_in.permutation, 72, 4)
+    qo = None if mod.oft_out is None else reference.chain_dense(
+        [p.detach().numpy() for p in mod.oft_out.params], mod.oft_out.permutation, 8, 4)
+    wm = reference.adapted_matrix(w, qi, qo, mod.oft_scale.detach().numpy()).reshape(w.shape)
+    ref = reference.conv2d_same(x.numpy(), wm, conv.bias.detach().numpy())
+    assert np.abs(y.detach().numpy() - ref).max() < 1e-11
+    mod.merge()
+    assert torch.allclose(mod(x), y, atol=1e-11)
+    mod.unmerge()
+    assert torch.allclose(mod(x), y, atol=1e-11)
+
+
+def test_zero_init_is_identity_and_inject_freezes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.randn(3, 16)
+    y0 = model(x)
+    inject(model, ["0"], method="gsoft", block_size=4, modules_to_save=["2"])
+    assert isinstance(model[0], AdaptedLinear)
+    assert torch.equal(model(x), y0)  # zero parameters and unit scale: bit-exact
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {"0.oft_in.params.0", "0.oft_in.params.1", "0.oft_scale", "2.weight", "2.bias"}
+    assert trainable_parameters(model) == 2 * 4 * 6 + 16 + 16 * 4 + 4
+    _randomize(model)
+    y = model(x)
+    merge_adapters(model)
+    assert torch.allclose(model(x), y, atol=1e-5)
+    unmerge_adapters(model)
+    assert torch.allclose(model(x), y, atol=1e-5)
+
+
+def test_inject_errors():
+    with pytest.raises(ValueError):
+        inject(nn.Sequential(nn.Linear(10, 10)), ["0"], block_size=4)  # 4 does not divide 10
+    with pytest.raises(ValueError):
+        inject(nn.Sequential(nn.Linear(8, 8)), ["nope"], block_size=4)
