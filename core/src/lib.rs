@@ -45,5 +45,6 @@
 
 mod error;
 pub mod math;
+pub mod text;
 
 pub use error::{Error, Result};
