@@ -43,7 +43,9 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod checksum;
 mod error;
+pub mod gguf;
 pub mod math;
 pub mod text;
 

@@ -1,0 +1,235 @@
+//! Metadata keys, fixed values and tensor names of `docs/format.md`.
+//!
+//! These constants are the only place where GGUF key and tensor names are spelled
+//! in Rust code; everything else refers to them.
+
+use core::fmt::Write;
+
+// ---- general (all files) ----
+
+/// `general.architecture` (string): `bert`, `mlp`, ...
+pub const KEY_ARCHITECTURE: &str = "general.architecture";
+/// `general.type` (string): [`TYPE_MODEL`] or [`TYPE_ADAPTER`].
+pub const KEY_TYPE: &str = "general.type";
+/// `general.name` (string): a human name.
+pub const KEY_NAME: &str = "general.name";
+/// `general.alignment` (u32, a power of two; absent means [`super::DEFAULT_ALIGNMENT`]).
+pub const KEY_ALIGNMENT: &str = "general.alignment";
+
+/// Value of `general.type` for a base model.
+pub const TYPE_MODEL: &str = "model";
+/// Value of `general.type` for an adapter.
+pub const TYPE_ADAPTER: &str = "adapter";
+/// Value of `general.architecture` for BERT encoders (llama.cpp's names).
+pub const ARCH_BERT: &str = "bert";
+/// Value of `general.architecture` for the small multilayer perceptron.
+pub const ARCH_MLP: &str = "mlp";
+
+// ---- riffle ----
+
+/// `riffle.model_id` (string): lowercase hex SHA-256 of a base model's data span.
+pub const KEY_MODEL_ID: &str = "riffle.model_id";
+/// `riffle.labels` (array of string): class labels of a base model's head.
+pub const KEY_LABELS: &str = "riffle.labels";
+/// `riffle.data_crc32` (u32): CRC-32 of an adapter's data span.
+pub const KEY_DATA_CRC32: &str = "riffle.data_crc32";
+
+// ---- adapters ----
+
+/// `adapter.type` (string): [`ADAPTER_TYPE_ORTHOGONAL`].
+pub const KEY_ADAPTER_TYPE: &str = "adapter.type";
+/// Value of `adapter.type` for riffle's orthogonal adapters.
+pub const ADAPTER_TYPE_ORTHOGONAL: &str = "orthogonal";
+/// `adapter.orthogonal.method` (string): `gsoft`, `double_gsoft`, `oft`, `boft`.
+pub const KEY_ORTHOGONAL_METHOD: &str = "adapter.orthogonal.method";
+/// `adapter.orthogonal.block_size` (u32): the block size b.
+pub const KEY_ORTHOGONAL_BLOCK_SIZE: &str = "adapter.orthogonal.block_size";
+/// `adapter.orthogonal.permutation` (string): `gs`, `butterfly` or `none`.
+pub const KEY_ORTHOGONAL_PERMUTATION: &str = "adapter.orthogonal.permutation";
+/// `adapter.orthogonal.factor_count` (u32): m, factors per side.
+pub const KEY_ORTHOGONAL_FACTOR_COUNT: &str = "adapter.orthogonal.factor_count";
+/// `adapter.base_model_id` (string): the base's `riffle.model_id`.
+pub const KEY_BASE_MODEL_ID: &str = "adapter.base_model_id";
+/// `adapter.task_name` (string): e.g. `sentiment`.
+pub const KEY_TASK_NAME: &str = "adapter.task_name";
+/// `adapter.labels` (array of string): labels of the adapter's own head.
+pub const KEY_ADAPTER_LABELS: &str = "adapter.labels";
+
+/// `adapter.orthogonal.method` value: GSOFT.
+pub const METHOD_GSOFT: &str = "gsoft";
+/// `adapter.orthogonal.method` value: Double GSOFT.
+pub const METHOD_DOUBLE_GSOFT: &str = "double_gsoft";
+/// `adapter.orthogonal.method` value: OFT.
+pub const METHOD_OFT: &str = "oft";
+/// `adapter.orthogonal.method` value: BOFT.
+pub const METHOD_BOFT: &str = "boft";
+/// `adapter.orthogonal.permutation` value: the GS shuffle.
+pub const PERMUTATION_GS: &str = "gs";
+/// `adapter.orthogonal.permutation` value: butterfly.
+pub const PERMUTATION_BUTTERFLY: &str = "butterfly";
+/// `adapter.orthogonal.permutation` value: identity.
+pub const PERMUTATION_NONE: &str = "none";
+
+/// Middle of an input-side factor name: `T.oft_in.{f}`.
+pub const TENSOR_OFT_IN: &str = ".oft_in.";
+/// Middle of an output-side factor name: `T.oft_out.{f}`.
+pub const TENSOR_OFT_OUT: &str = ".oft_out.";
+/// Suffix of a per-output scale name: `T.oft_scale`.
+pub const TENSOR_OFT_SCALE: &str = ".oft_scale";
+
+// ---- mlp ----
+
+/// `mlp.layer_count` (u32): number of linear layers L.
+pub const KEY_MLP_LAYER_COUNT: &str = "mlp.layer_count";
+/// `mlp.activation` (string): [`ACTIVATION_RELU`].
+pub const KEY_MLP_ACTIVATION: &str = "mlp.activation";
+/// `mlp.input_length` (u32): length of the input vector.
+pub const KEY_MLP_INPUT_LENGTH: &str = "mlp.input_length";
+/// `mlp.activation` value: ReLU between layers.
+pub const ACTIVATION_RELU: &str = "relu";
+/// Prefix of the MLP's tensors: `layers.{i}.weight`, `layers.{i}.bias`.
+pub const TENSOR_MLP_LAYER_PREFIX: &str = "layers.";
+
+/// Suffix of a weight tensor.
+pub const SUFFIX_WEIGHT: &str = ".weight";
+/// Suffix of a bias tensor.
+pub const SUFFIX_BIAS: &str = ".bias";
+
+// ---- bert (llama.cpp's names) ----
+
+/// `bert.block_count`: number of encoder blocks.
+pub const KEY_BERT_BLOCK_COUNT: &str = "bert.block_count";
+/// `bert.context_length`: maximum sequence length.
+pub const KEY_BERT_CONTEXT_LENGTH: &str = "bert.context_length";
+/// `bert.embedding_length`: hidden size.
+pub const KEY_BERT_EMBEDDING_LENGTH: &str = "bert.embedding_length";
+/// `bert.feed_forward_length`: intermediate size.
+pub const KEY_BERT_FEED_FORWARD_LENGTH: &str = "bert.feed_forward_length";
+/// `bert.attention.head_count`: attention heads.
+pub const KEY_BERT_HEAD_COUNT: &str = "bert.attention.head_count";
+/// `bert.attention.layer_norm_epsilon` (f32 in llama.cpp's files).
+pub const KEY_BERT_LAYER_NORM_EPSILON: &str = "bert.attention.layer_norm_epsilon";
+/// `bert.attention.causal` (bool, false for BERT).
+pub const KEY_BERT_CAUSAL: &str = "bert.attention.causal";
+/// `bert.pooling_type`: [`POOLING_NONE`], [`POOLING_MEAN`] or [`POOLING_CLS`].
+pub const KEY_BERT_POOLING_TYPE: &str = "bert.pooling_type";
+/// `bert.pooling_type` value: no pooling.
+pub const POOLING_NONE: u32 = 0;
+/// `bert.pooling_type` value: mean over tokens.
+pub const POOLING_MEAN: u32 = 1;
+/// `bert.pooling_type` value: the `[CLS]` token.
+pub const POOLING_CLS: u32 = 2;
+
+/// `tokenizer.ggml.model` (string): [`TOKENIZER_MODEL_BERT`] for WordPiece.
+pub const KEY_TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
+/// `tokenizer.ggml.model` value for BERT's WordPiece.
+pub const TOKENIZER_MODEL_BERT: &str = "bert";
+/// `tokenizer.ggml.tokens` (array of string), spelled with the phantom space
+/// ([`PHANTOM_SPACE`]) as llama.cpp's converter writes it.
+pub const KEY_TOKENIZER_TOKENS: &str = "tokenizer.ggml.tokens";
+/// `tokenizer.ggml.token_type` (array of i32): `TOKEN_TYPE_*` per token.
+pub const KEY_TOKENIZER_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+/// `tokenizer.ggml.bos_token_id`: `[CLS]` in llama.cpp's BERT files.
+pub const KEY_TOKENIZER_BOS_ID: &str = "tokenizer.ggml.bos_token_id";
+/// `tokenizer.ggml.eos_token_id`: `[SEP]` in llama.cpp's BERT files.
+pub const KEY_TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
+/// `tokenizer.ggml.seperator_token_id` (gguf's spelling): `[SEP]`.
+pub const KEY_TOKENIZER_SEP_ID: &str = "tokenizer.ggml.seperator_token_id";
+/// `tokenizer.ggml.cls_token_id`: defined by gguf-py but not written by
+/// llama.cpp's BERT converter (use [`KEY_TOKENIZER_BOS_ID`] when it is absent).
+pub const KEY_TOKENIZER_CLS_ID: &str = "tokenizer.ggml.cls_token_id";
+/// `tokenizer.ggml.unknown_token_id`: `[UNK]`.
+pub const KEY_TOKENIZER_UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
+/// `tokenizer.ggml.padding_token_id`: `[PAD]`.
+pub const KEY_TOKENIZER_PAD_ID: &str = "tokenizer.ggml.padding_token_id";
+/// `tokenizer.ggml.mask_token_id`: `[MASK]`.
+pub const KEY_TOKENIZER_MASK_ID: &str = "tokenizer.ggml.mask_token_id";
+/// `tokenizer.ggml.add_bos_token` (bool).
+pub const KEY_TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+/// `tokenizer.ggml.add_eos_token` (bool).
+pub const KEY_TOKENIZER_ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
+
+/// The phantom space U+2581 (`▁`) that starts word-initial tokens in llama.cpp's
+/// BERT vocabularies (continuation tokens lose their `##` instead).
+pub const PHANTOM_SPACE: char = '\u{2581}';
+
+/// `tokenizer.ggml.token_type` value: a normal token.
+pub const TOKEN_TYPE_NORMAL: i32 = 1;
+/// `tokenizer.ggml.token_type` value: the unknown token.
+pub const TOKEN_TYPE_UNKNOWN: i32 = 2;
+/// `tokenizer.ggml.token_type` value: a control token (`[CLS]`, `[SEP]`, ...).
+pub const TOKEN_TYPE_CONTROL: i32 = 3;
+/// `tokenizer.ggml.token_type` value: user-defined.
+pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+/// `tokenizer.ggml.token_type` value: unused.
+pub const TOKEN_TYPE_UNUSED: i32 = 5;
+/// `tokenizer.ggml.token_type` value: a byte token.
+pub const TOKEN_TYPE_BYTE: i32 = 6;
+
+/// `token_embd.weight`: word embeddings, PyTorch shape `(vocab, hidden)`.
+pub const TENSOR_TOKEN_EMBD: &str = "token_embd.weight";
+/// `token_types.weight`: token-type (segment) embeddings.
+pub const TENSOR_TOKEN_TYPES: &str = "token_types.weight";
+/// `position_embd.weight`: position embeddings.
+pub const TENSOR_POSITION_EMBD: &str = "position_embd.weight";
+/// `token_embd_norm.weight`: embedding layer norm gain.
+pub const TENSOR_TOKEN_EMBD_NORM_WEIGHT: &str = "token_embd_norm.weight";
+/// `token_embd_norm.bias`: embedding layer norm bias.
+pub const TENSOR_TOKEN_EMBD_NORM_BIAS: &str = "token_embd_norm.bias";
+/// Prefix of per-block tensors: `blk.{N}.{layer}{suffix}`.
+pub const TENSOR_BLOCK_PREFIX: &str = "blk.";
+/// Per-block layer: query projection.
+pub const LAYER_ATTN_Q: &str = "attn_q";
+/// Per-block layer: key projection.
+pub const LAYER_ATTN_K: &str = "attn_k";
+/// Per-block layer: value projection.
+pub const LAYER_ATTN_V: &str = "attn_v";
+/// Per-block layer: attention output projection.
+pub const LAYER_ATTN_OUTPUT: &str = "attn_output";
+/// Per-block layer: layer norm after attention.
+pub const LAYER_ATTN_OUTPUT_NORM: &str = "attn_output_norm";
+/// Per-block layer: feed-forward up projection.
+pub const LAYER_FFN_UP: &str = "ffn_up";
+/// Per-block layer: feed-forward down projection.
+pub const LAYER_FFN_DOWN: &str = "ffn_down";
+/// Per-block layer: layer norm after the feed-forward.
+pub const LAYER_LAYER_OUTPUT_NORM: &str = "layer_output_norm";
+
+/// Longest tensor name the name builders below produce.
+pub const TENSOR_NAME_CAPACITY: usize = 96;
+
+/// A tensor name built in a fixed buffer.
+pub type TensorName = heapless::String<TENSOR_NAME_CAPACITY>;
+
+fn build(args: core::fmt::Arguments<'_>) -> Option<TensorName> {
+    let mut s = TensorName::new();
+    s.write_fmt(args).ok()?;
+    Some(s)
+}
+
+/// `blk.{block}.{layer}{suffix}`, e.g. `block_tensor_name(3, LAYER_ATTN_Q, SUFFIX_WEIGHT)`
+/// is `blk.3.attn_q.weight`. `None` if longer than [`TENSOR_NAME_CAPACITY`].
+pub fn block_tensor_name(block: u32, layer: &str, suffix: &str) -> Option<TensorName> {
+    build(format_args!("{TENSOR_BLOCK_PREFIX}{block}.{layer}{suffix}"))
+}
+
+/// `layers.{layer}{suffix}`, e.g. `layers.0.weight`. `None` if too long.
+pub fn mlp_tensor_name(layer: u32, suffix: &str) -> Option<TensorName> {
+    build(format_args!("{TENSOR_MLP_LAYER_PREFIX}{layer}{suffix}"))
+}
+
+/// `{base}.oft_in.{factor}`, or `{base}.oft_out.{factor}` when `output_side`.
+/// `None` if too long.
+pub fn oft_factor_name(base: &str, output_side: bool, factor: u32) -> Option<TensorName> {
+    let mid = if output_side {
+        TENSOR_OFT_OUT
+    } else {
+        TENSOR_OFT_IN
+    };
+    build(format_args!("{base}{mid}{factor}"))
+}
+
+/// `{base}.oft_scale`. `None` if too long.
+pub fn oft_scale_name(base: &str) -> Option<TensorName> {
+    build(format_args!("{base}{TENSOR_OFT_SCALE}"))
+}
