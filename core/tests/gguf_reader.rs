@@ -707,3 +707,30 @@ fn empty_file_and_empty_arrays() {
     let s = g.get_strings("s").unwrap();
     assert!(s.is_empty() && s.iter().next().is_none());
 }
+
+#[test]
+fn bert_sized_vocabulary_by_locator() {
+    // 30,522 tokens like all-MiniLM-L6-v2's, then keys stored after the array.
+    let tokens: Vec<String> = (0..30_522)
+        .map(|i| match i {
+            0 => "[PAD]".to_string(),
+            i if i % 3 == 0 => format!("{i}"),
+            i => format!("{PHANTOM_SPACE}w{i}"),
+        })
+        .collect();
+    let refs: Vec<&[u8]> = tokens.iter().map(|t| t.as_bytes()).collect();
+    let bytes = Builder::new()
+        .kv_str(KEY_TOKENIZER_MODEL, TOKENIZER_MODEL_BERT)
+        .kv_strings(KEY_TOKENIZER_TOKENS, &refs)
+        .kv_u32(KEY_TOKENIZER_UNK_ID, 100)
+        .build();
+    let g = Gguf::parse(&bytes).unwrap();
+    assert_eq!(g.get_u32(KEY_TOKENIZER_UNK_ID), Ok(100));
+    let vocab = g.get_strings(KEY_TOKENIZER_TOKENS).unwrap();
+    assert_eq!(vocab.len(), tokens.len());
+    let locators: Vec<u32> = vocab.iter().map(|(loc, _)| loc).collect();
+    assert!(locators.windows(2).all(|w| w[0] < w[1]));
+    for (i, loc) in locators.iter().enumerate().rev() {
+        assert_eq!(vocab.str_at(*loc), Some(tokens[i].as_str()));
+    }
+}

@@ -110,7 +110,7 @@ pub enum Value<'a> {
     I32(i32),
     /// `f32`.
     F32(f32),
-    /// `bool` (any non-zero byte reads as `true`, as in ggml).
+    /// `bool` (stored as one byte; any non-zero byte reads as `true`).
     Bool(bool),
     /// A UTF-8 string (checked when the file was parsed).
     String(&'a str),
