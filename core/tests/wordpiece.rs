@@ -57,7 +57,12 @@ fn corpus() -> Vec<Case> {
                 .iter()
                 .map(|x| x.as_u64().expect("id") as u32)
                 .collect();
-            cases.push(Case { kind: kind.clone(), text: t.clone(), max_len, ids });
+            cases.push(Case {
+                kind: kind.clone(),
+                text: t.clone(),
+                max_len,
+                ids,
+            });
         }
     }
     cases
@@ -98,8 +103,15 @@ fn check_corpus<S: VocabSource>(tok: &Tokenizer<'_, S>, label: &str) {
     for (k, (m, t)) in &per_kind {
         println!("  {k:>20}: {m}/{t}");
     }
-    assert!(texts.len() >= 1000, "the corpus must have at least 1,000 texts");
-    assert!(failures.is_empty(), "{label}: mismatches:\n{}", failures.join("\n"));
+    assert!(
+        texts.len() >= 1000,
+        "the corpus must have at least 1,000 texts"
+    );
+    assert!(
+        failures.is_empty(),
+        "{label}: mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -131,17 +143,47 @@ fn lookups_and_stats() {
     assert_eq!(tok.token_id(false, "hello"), Some(7592));
     assert_eq!(tok.token_id(true, "ing"), Some(2075));
     assert_eq!(tok.token_id(false, "#"), Some(1001));
-    assert_eq!(tok.token_id(true, "#"), vocab.lines().position(|l| l == "###").map(|p| p as u32));
-    assert_eq!(tok.token_id(false, "[CLS]"), None, "special tokens are not pieces");
+    assert_eq!(
+        tok.token_id(true, "#"),
+        vocab.lines().position(|l| l == "###").map(|p| p as u32)
+    );
+    assert_eq!(
+        tok.token_id(false, "[CLS]"),
+        None,
+        "special tokens are not pieces"
+    );
     assert_eq!(tok.token_id(false, "xyzzyplugh"), None);
     assert_eq!(tok.index().max_piece_bytes(), 18);
 
     let mut out = [0u32; 8];
-    let s = tok.encode_with_stats("Hello, [MASK] xyzzyplugh!! more words here", 8, &mut out).unwrap();
-    assert_eq!(&out[..s.len], &[101, 7592, 1010, 103, 1060, 2100, 28753, 102]);
-    assert_eq!(s, EncodeStats { len: 8, words: 5, unknown_words: 0, truncated: true });
-    let s = tok.encode_with_stats("a\u{1F970}b ok", 8, &mut out).unwrap();
-    assert_eq!(s, EncodeStats { len: 4, words: 2, unknown_words: 1, truncated: false });
+    let s = tok
+        .encode_with_stats("Hello, [MASK] xyzzyplugh!! more words here", 8, &mut out)
+        .unwrap();
+    assert_eq!(
+        &out[..s.len],
+        &[101, 7592, 1010, 103, 1060, 2100, 28753, 102]
+    );
+    assert_eq!(
+        s,
+        EncodeStats {
+            len: 8,
+            words: 5,
+            unknown_words: 0,
+            truncated: true
+        }
+    );
+    let s = tok
+        .encode_with_stats("a\u{1F970}b ok", 8, &mut out)
+        .unwrap();
+    assert_eq!(
+        s,
+        EncodeStats {
+            len: 4,
+            words: 2,
+            unknown_words: 1,
+            truncated: false
+        }
+    );
     assert_eq!(&out[..4], &[101, 100, 7929, 102]);
     let s = tok.encode_with_stats("", 2, &mut out).unwrap();
     assert_eq!((s.len, &out[..2]), (2, &[101u32, 102][..]));
@@ -156,18 +198,30 @@ fn errors() {
     let mut small = vec![0u32; index_len(source.len()) - 1];
     assert_eq!(
         Tokenizer::new(source, &mut small, SpecialTokens::BERT_UNCASED).err(),
-        Some(Error::BufferTooSmall { needed: index_len(30_522), got: index_len(30_522) - 1 })
+        Some(Error::BufferTooSmall {
+            needed: index_len(30_522),
+            got: index_len(30_522) - 1
+        })
     );
     let mut index = vec![0u32; index_len(source.len())];
-    let bad = SpecialTokens { mask: Some(30_522), ..SpecialTokens::BERT_UNCASED };
+    let bad = SpecialTokens {
+        mask: Some(30_522),
+        ..SpecialTokens::BERT_UNCASED
+    };
     assert_eq!(
         Tokenizer::new(source, &mut index, bad).err(),
         Some(Error::BadVocabulary { id: 30_522 })
     );
     let tok = Tokenizer::new(source, &mut index, SpecialTokens::BERT_UNCASED).unwrap();
     let mut out = [0u32; 4];
-    assert_eq!(tok.encode("x", 1, &mut out), Err(Error::BufferTooSmall { needed: 2, got: 1 }));
-    assert_eq!(tok.encode("x", 5, &mut out), Err(Error::BufferTooSmall { needed: 5, got: 4 }));
+    assert_eq!(
+        tok.encode("x", 1, &mut out),
+        Err(Error::BufferTooSmall { needed: 2, got: 1 })
+    );
+    assert_eq!(
+        tok.encode("x", 5, &mut out),
+        Err(Error::BufferTooSmall { needed: 5, got: 4 })
+    );
     assert_eq!(tok.encode("x", 4, &mut out), Ok(3));
 }
 
@@ -197,12 +251,20 @@ fn speed() {
     }
     let dt = t0.elapsed();
     let per = dt / (reps * english.len()) as u32;
-    println!("{} encodes to 128 tokens: {per:?} each, {:.0} tokens/s", reps * english.len(), tokens as f64 / dt.as_secs_f64());
+    println!(
+        "{} encodes to 128 tokens: {per:?} each, {:.0} tokens/s",
+        reps * english.len(),
+        tokens as f64 / dt.as_secs_f64()
+    );
     let t0 = Instant::now();
     let mut n = 0;
     for c in &cases {
         out.resize(c.max_len.max(128), 0);
         n += tok.encode(&c.text, c.max_len, &mut out).unwrap();
     }
-    println!("whole corpus ({} cases, {n} ids): {:?}", cases.len(), t0.elapsed());
+    println!(
+        "whole corpus ({} cases, {n} ids): {:?}",
+        cases.len(),
+        t0.elapsed()
+    );
 }

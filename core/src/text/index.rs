@@ -147,7 +147,17 @@ impl<'i> WordPieceIndex<'i> {
                     max_piece_bytes = max_piece_bytes.max(piece.len());
                     return;
                 }
-                if same_key(source, spelling, table, slot, word, m, id_bits, continuation, piece) {
+                if same_key(
+                    source,
+                    spelling,
+                    table,
+                    slot,
+                    word,
+                    m,
+                    id_bits,
+                    continuation,
+                    piece,
+                ) {
                     return; // duplicate key: keep the first token
                 }
                 slot = next(slot, slots);
@@ -176,8 +186,18 @@ impl<'i> WordPieceIndex<'i> {
     /// assert_eq!(index.lookup(&vocab, false, "ing"), None);
     /// # Ok::<(), riffle_core::Error>(())
     /// ```
-    pub fn lookup<S: VocabSource>(&self, source: &S, continuation: bool, piece: &str) -> Option<u32> {
-        self.find(source, hash_piece(continuation, piece.as_bytes()), continuation, piece.as_bytes())
+    pub fn lookup<S: VocabSource>(
+        &self,
+        source: &S,
+        continuation: bool,
+        piece: &str,
+    ) -> Option<u32> {
+        self.find(
+            source,
+            hash_piece(continuation, piece.as_bytes()),
+            continuation,
+            piece.as_bytes(),
+        )
     }
 
     /// Length in bytes of the longest indexed piece: no longer piece can match.

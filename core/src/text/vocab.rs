@@ -121,7 +121,11 @@ impl<'a> LineVocab<'a> {
         } else {
             newlines + 1
         };
-        Ok(LineVocab { text, len, spelling })
+        Ok(LineVocab {
+            text,
+            len,
+            spelling,
+        })
     }
 }
 

@@ -119,7 +119,8 @@ impl<'i, S: VocabSource> Tokenizer<'i, S> {
 
     /// Tokenizes `text` into `out`: `[CLS]`, the word pieces, `[SEP]`, keeping only the
     /// first `max_len - 2` pieces when there are more (HF's truncation to `max_len`
-    /// with the special tokens kept). Returns the number of ids written.
+    /// with the special tokens kept). Returns the number of ids written, `n`; `out[n..max_len]`
+    /// may have been used as scratch, `out[max_len..]` is untouched.
     ///
     /// # Errors
     /// [`Error::BufferTooSmall`] when `max_len < 2` (no room for `[CLS]` and `[SEP]`)
