@@ -47,6 +47,7 @@ pub mod checksum;
 mod error;
 pub mod gguf;
 pub mod math;
+pub mod runtime;
 pub mod text;
 
 pub use error::{Error, Result};

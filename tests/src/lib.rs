@@ -30,3 +30,15 @@ pub fn norm(a: &[f64]) -> f64 {
 pub fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
+
+/// Path of a file relative to the repository root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
+
+/// Reads a file relative to the repository root.
+pub fn read_repo_file(rel: &str) -> Vec<u8> {
+    std::fs::read(repo_path(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+}

@@ -216,6 +216,14 @@ impl<'a> TensorInfo<'a> {
         })
     }
 
+    /// A nameless, rank-1 view of `data` (for compact tensor references that keep only
+    /// the bytes and the type, and decode through [`TensorInfo::decode_f32`]).
+    pub(crate) fn detached(index: u32, ty: TensorType, elements: usize, data: &'a [u8]) -> Self {
+        let mut shape = [1u64; MAX_RANK];
+        shape[0] = elements as u64;
+        TensorInfo { index, name: "", ty, shape, rank: 1, elements, offset: 0, data }
+    }
+
     /// Position of the tensor in the file's tensor table.
     pub fn index(&self) -> u32 {
         self.index

@@ -1,0 +1,641 @@
+//! Orthogonal adapters: parsing, validation against a base, and preparation.
+//!
+//! Three phases, as in TFLM: [`Adapter::from_bytes`] checks the container, the keys and
+//! the CRC-32; [`Adapter::workspace_len`] / [`Adapter::prepare`] check it against a base
+//! (base id, every name and shape, divisibility by `b`, no NaN or infinite parameter, no
+//! zero scale) **before** writing anything, then compute every Cayley block into a
+//! caller-provided workspace. A [`Prepared`] adapter can never fail at run time, and
+//! switching between prepared adapters is O(1).
+
+use heapless::Vec;
+
+use super::model::{Model, MAX_SLOTS};
+use super::weights::TensorRef;
+use crate::gguf::{self, Gguf, StringArray, TensorInfo, TensorType};
+use crate::math::{
+    prepare_chain, Chain, ChainSpec, LayerTransform, Permutation, Scalars, MAX_FACTORS,
+};
+use crate::{Error, Result};
+
+/// Most slots one adapter may adapt.
+pub const MAX_ADAPTED_SLOTS: usize = 48;
+/// Most tensors one adapter may replace (task heads).
+pub const MAX_HEAD_TENSORS: usize = 4;
+
+/// The adapter methods of `adapter.orthogonal.method` (informative: the tensors define
+/// the transform).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GSOFT: two GS factors on the input side.
+    Gsoft,
+    /// Double GSOFT: GS chains on both sides.
+    DoubleGsoft,
+    /// OFT: one block-diagonal factor.
+    Oft,
+    /// BOFT: butterfly factors.
+    Boft,
+}
+
+impl Method {
+    /// The name stored in the file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Gsoft => "gsoft",
+            Method::DoubleGsoft => "double_gsoft",
+            Method::Oft => "oft",
+            Method::Boft => "boft",
+        }
+    }
+    fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "gsoft" => Some(Method::Gsoft),
+            "double_gsoft" => Some(Method::DoubleGsoft),
+            "oft" => Some(Method::Oft),
+            "boft" => Some(Method::Boft),
+            _ => None,
+        }
+    }
+}
+
+/// What an adapter tensor is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    OftIn(usize),
+    OftOut(usize),
+    Scale,
+}
+
+/// Splits `T.oft_in.{f}` / `T.oft_out.{f}` / `T.oft_scale` into `(T, role)`.
+fn role_of(name: &str) -> Option<(&str, Role)> {
+    if let Some(t) = name.strip_suffix(gguf::TENSOR_OFT_SCALE) {
+        return Some((t, Role::Scale));
+    }
+    for (tag, is_in) in [(gguf::TENSOR_OFT_IN, true), (gguf::TENSOR_OFT_OUT, false)] {
+        if let Some(pos) = name.rfind(tag) {
+            let digits = &name[pos + tag.len()..];
+            if digits.is_empty() || digits.len() > 2 || !digits.bytes().all(|c| c.is_ascii_digit())
+            {
+                return None;
+            }
+            let f: usize = digits.parse().ok()?;
+            let t = &name[..pos];
+            return Some((
+                t,
+                if is_in {
+                    Role::OftIn(f)
+                } else {
+                    Role::OftOut(f)
+                },
+            ));
+        }
+    }
+    None
+}
+
+/// An adapter file, parsed and checked on its own (container, keys, CRC-32).
+#[derive(Debug, Clone)]
+pub struct Adapter<'a> {
+    gguf: Gguf<'a>,
+    method: Method,
+    block: usize,
+    factors: usize,
+    permutation: Permutation,
+    base_id: &'a str,
+    task: &'a str,
+    architecture: &'a str,
+    labels: Option<StringArray<'a>>,
+}
+
+/// Where one adapted slot's data lives in the workspace.
+#[derive(Debug, Clone, Copy)]
+struct SlotLayout {
+    slot: u16,
+    q_in: Option<u32>,
+    q_out: Option<u32>,
+    scale: Option<u32>,
+    rows: u32,
+    cols: u32,
+}
+
+/// A task head tensor that replaces a base tensor while the adapter is active.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// Slot whose weight (and bias) are replaced.
+    pub slot: usize,
+    /// The replacement weight `(rows, cols)`.
+    pub weight: TensorRef<'a>,
+    /// The replacement bias, if the base slot has one.
+    pub bias: Option<TensorRef<'a>>,
+    /// Output width of the replacement.
+    pub rows: usize,
+}
+
+/// The plan of an adapter against one base: what goes where in the workspace.
+#[derive(Debug, Clone)]
+struct Plan<'a> {
+    layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS>,
+    heads: Vec<Head<'a>, MAX_HEAD_TENSORS>,
+    /// Workspace `f32`s holding blocks and scales.
+    data_len: usize,
+}
+
+impl<'a> Adapter<'a> {
+    /// Parses an adapter file and checks its CRC-32 (`riffle.data_crc32`).
+    ///
+    /// # Errors
+    /// Any container error; [`Error::UnsupportedModel`] if `general.type` is not
+    /// `adapter` or `adapter.type` not `orthogonal` or the method or permutation is
+    /// unknown; [`Error::MissingKey`] / [`Error::WrongValueType`] for the keys of
+    /// `docs/format.md`; [`Error::CrcMismatch`]; [`Error::InvalidBlockSize`],
+    /// [`Error::InvalidFactorCount`]. Never panics.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
+        let g = Gguf::parse(bytes)?;
+        if g.get_str(gguf::KEY_TYPE)? != gguf::TYPE_ADAPTER
+            || g.get_str(gguf::KEY_ADAPTER_TYPE)? != gguf::ADAPTER_TYPE_ORTHOGONAL
+        {
+            return Err(Error::UnsupportedModel);
+        }
+        g.verify_crc()?;
+        let method = Method::from_name(g.get_str(gguf::KEY_ORTHOGONAL_METHOD)?)
+            .ok_or(Error::UnsupportedModel)?;
+        let permutation = Permutation::from_name(g.get_str(gguf::KEY_ORTHOGONAL_PERMUTATION)?)
+            .ok_or(Error::UnsupportedModel)?;
+        let block = g.get_u32(gguf::KEY_ORTHOGONAL_BLOCK_SIZE)? as usize;
+        let factors = g.get_u32(gguf::KEY_ORTHOGONAL_FACTOR_COUNT)? as usize;
+        if !(2..=crate::math::MAX_BLOCK_SIZE).contains(&block) {
+            return Err(Error::InvalidBlockSize {
+                block: block as u32,
+            });
+        }
+        if !(1..=MAX_FACTORS).contains(&factors) {
+            return Err(Error::InvalidFactorCount {
+                factors: factors as u32,
+            });
+        }
+        let labels = match g.get(gguf::KEY_ADAPTER_LABELS) {
+            None => None,
+            Some(_) => Some(g.get_strings(gguf::KEY_ADAPTER_LABELS)?),
+        };
+        Ok(Adapter {
+            method,
+            block,
+            factors,
+            permutation,
+            base_id: g.get_str(gguf::KEY_BASE_MODEL_ID)?,
+            task: g.get_str(gguf::KEY_TASK_NAME)?,
+            architecture: g.get_str(gguf::KEY_ARCHITECTURE)?,
+            labels,
+            gguf: g,
+        })
+    }
+
+    /// The parsed container.
+    pub fn gguf(&self) -> &Gguf<'a> {
+        &self.gguf
+    }
+    /// The method named in the file.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+    /// Block size `b`.
+    pub fn block_size(&self) -> usize {
+        self.block
+    }
+    /// Factors per side `m`.
+    pub fn factors(&self) -> usize {
+        self.factors
+    }
+    /// Permutation rule.
+    pub fn permutation(&self) -> Permutation {
+        self.permutation
+    }
+    /// `adapter.base_model_id`.
+    pub fn base_model_id(&self) -> &'a str {
+        self.base_id
+    }
+    /// `adapter.task_name`.
+    pub fn task_name(&self) -> &'a str {
+        self.task
+    }
+    /// Labels of the adapter's own head, if it brings one.
+    pub fn labels(&self) -> Option<StringArray<'a>> {
+        self.labels
+    }
+    /// Number of trainable values stored (skew parameters, scales and head tensors).
+    pub fn parameter_count(&self) -> usize {
+        self.gguf.tensors().map(|t| t.element_count()).sum()
+    }
+
+    /// Validates the adapter against `model` and returns the workspace length (`f32`s)
+    /// that [`Adapter::prepare`] needs.
+    ///
+    /// # Errors
+    /// As [`Adapter::prepare`], without touching any buffer.
+    pub fn workspace_len(&self, model: &Model<'a>) -> Result<usize> {
+        let plan = self.plan(model)?;
+        Ok(plan.data_len + 2 * self.block * self.block)
+    }
+
+    fn spec(&self, n: usize) -> Result<ChainSpec> {
+        ChainSpec::new(n, self.block, self.factors, self.permutation)
+    }
+
+    /// Checks every tensor against the base and lays out the workspace.
+    fn plan(&self, model: &Model<'a>) -> Result<Plan<'a>> {
+        if self.architecture != model.architecture().name() {
+            return Err(Error::UnsupportedModel);
+        }
+        if self.base_id != model.model_id() {
+            return Err(Error::BaseMismatch);
+        }
+        // Pass 1: which slots have which sides; every name must match the base.
+        let mut has_in = 0u128;
+        let mut has_out = 0u128;
+        let mut has_scale = 0u128;
+        let mut heads: Vec<Head<'a>, MAX_HEAD_TENSORS> = Vec::new();
+        let np = self.block * (self.block - 1) / 2;
+        for t in self.gguf.tensors() {
+            let idx = t.index();
+            match role_of(t.name()) {
+                Some((base, role)) => {
+                    let slot = model
+                        .slot_index(base)
+                        .ok_or(Error::UnknownTensor { tensor: idx })?;
+                    let s = &model.slots()[slot];
+                    let bit = 1u128 << slot;
+                    if !matches!(t.ggml_type(), TensorType::F32 | TensorType::F16) {
+                        return Err(Error::UnknownTensorType {
+                            tensor: idx,
+                            ggml_type: tensor_code(t.ggml_type()),
+                        });
+                    }
+                    let (n, mask) = match role {
+                        Role::OftIn(f) | Role::OftOut(f) if f >= self.factors => {
+                            return Err(Error::ShapeMismatch { tensor: idx })
+                        }
+                        Role::OftIn(_) => (s.cols, &mut has_in),
+                        Role::OftOut(_) => (s.rows, &mut has_out),
+                        Role::Scale => {
+                            if t.shape() != [s.rows as u64] {
+                                return Err(Error::ShapeMismatch { tensor: idx });
+                            }
+                            check_values(&t, true)?;
+                            has_scale |= bit;
+                            continue;
+                        }
+                    };
+                    if n % self.block != 0 {
+                        return Err(Error::NotDivisible {
+                            dim: n as u32,
+                            block: self.block as u32,
+                        });
+                    }
+                    self.spec(n)?;
+                    if t.shape() != [(n / self.block) as u64, np as u64] {
+                        return Err(Error::ShapeMismatch { tensor: idx });
+                    }
+                    check_values(&t, false)?;
+                    *mask |= bit;
+                }
+                None => {
+                    // A replacement of a base tensor (a task head).
+                    let (slot, is_bias) = find_head_slot(model, t.name())
+                        .ok_or(Error::UnknownTensor { tensor: idx })?;
+                    let s = &model.slots()[slot];
+                    let is_last = slot + 1 == model.slots().len();
+                    let rows = t.shape().first().copied().unwrap_or(0) as usize;
+                    let resized = rows != s.rows;
+                    let shape_ok = if is_bias {
+                        t.shape().len() == 1
+                    } else {
+                        t.shape().len() == 2 && t.shape()[1] as usize == s.cols
+                    };
+                    if !shape_ok || rows == 0 || (resized && !(is_last && self.labels.is_some())) {
+                        return Err(Error::ShapeMismatch { tensor: idx });
+                    }
+                    check_values(&t, false)?;
+                    if t.ggml_type() == TensorType::I32 {
+                        return Err(Error::UnknownTensorType {
+                            tensor: idx,
+                            ggml_type: 26,
+                        });
+                    }
+                    let entry = match heads.iter_mut().find(|h| h.slot == slot) {
+                        Some(h) => h,
+                        None => {
+                            heads
+                                .push(Head {
+                                    slot,
+                                    weight: s.weight,
+                                    bias: s.bias,
+                                    rows: s.rows,
+                                })
+                                .map_err(|_| Error::CapacityExceeded)?;
+                            heads.last_mut().ok_or(Error::CapacityExceeded)?
+                        }
+                    };
+                    if is_bias {
+                        entry.bias = Some(TensorRef::new(&t));
+                    } else {
+                        entry.weight = TensorRef::new(&t);
+                        entry.rows = rows;
+                    }
+                }
+            }
+        }
+        // Heads: weight and bias must agree; a replaced slot is not also rotated.
+        for h in &heads {
+            let bit = 1u128 << h.slot;
+            if (has_in | has_out | has_scale) & bit != 0 {
+                return Err(Error::ShapeMismatch {
+                    tensor: h.weight.index(),
+                });
+            }
+            let wrows = h.weight.element_count() / model.slots()[h.slot].cols.max(1);
+            let brows = h.bias.map_or(wrows, |b| b.element_count());
+            if wrows != h.rows || brows != h.rows {
+                return Err(Error::ShapeMismatch {
+                    tensor: h.weight.index(),
+                });
+            }
+        }
+        if let Some(l) = &self.labels {
+            let last = model.slots().len() - 1;
+            let rows = heads
+                .iter()
+                .find(|h| h.slot == last)
+                .map_or(model.output_len(), |h| h.rows);
+            if l.len() != rows {
+                return Err(Error::ShapeMismatch { tensor: 0 });
+            }
+        }
+        // Pass 2: every factor of every used side is present; lay out the workspace.
+        let mut layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS> = Vec::new();
+        let mut off = 0usize;
+        for (i, s) in model.slots().iter().enumerate() {
+            let bit = 1u128 << i;
+            if (has_in | has_out | has_scale) & bit == 0 {
+                continue;
+            }
+            let slot_name = model.slot_name(i);
+            let mut side = |present: bool, n: usize, tag: &str| -> Result<Option<u32>> {
+                if !present {
+                    return Ok(None);
+                }
+                for f in 0..self.factors {
+                    self.factor_tensor(slot_name, tag, f)?;
+                }
+                let at = off;
+                off += self.spec(n)?.blocks_len();
+                Ok(Some(at as u32))
+            };
+            let q_in = side(has_in & bit != 0, s.cols, gguf::TENSOR_OFT_IN)?;
+            let q_out = side(has_out & bit != 0, s.rows, gguf::TENSOR_OFT_OUT)?;
+            let scale = if has_scale & bit != 0 {
+                let at = off;
+                off += s.rows;
+                Some(at as u32)
+            } else {
+                None
+            };
+            layouts
+                .push(SlotLayout {
+                    slot: i as u16,
+                    q_in,
+                    q_out,
+                    scale,
+                    rows: s.rows as u32,
+                    cols: s.cols as u32,
+                })
+                .map_err(|_| Error::CapacityExceeded)?;
+        }
+        Ok(Plan {
+            layouts,
+            heads,
+            data_len: off,
+        })
+    }
+
+    /// Validates the adapter against `model` and computes every Cayley block (and copies
+    /// the scales) into `workspace`, whose length [`Adapter::workspace_len`] gives.
+    ///
+    /// Everything is checked before the workspace is written.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedModel`] for another architecture; [`Error::BaseMismatch`] when
+    /// `adapter.base_model_id` is not the base's id; [`Error::UnknownTensor`] for a name
+    /// that matches nothing in the base; [`Error::ShapeMismatch`]; [`Error::NotDivisible`]
+    /// when `b` does not divide a side; [`Error::NonFiniteParameter`], [`Error::ZeroScale`];
+    /// [`Error::MissingTensor`] for a missing factor; [`Error::BufferTooSmall`] for a short
+    /// workspace; [`Error::CapacityExceeded`]. Never panics.
+    pub fn prepare<'w>(
+        &self,
+        model: &Model<'a>,
+        workspace: &'w mut [f32],
+    ) -> Result<Prepared<'a, 'w>> {
+        let plan = self.plan(model)?;
+        let need = plan.data_len + 2 * self.block * self.block;
+        if workspace.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: workspace.len(),
+            });
+        }
+        let (data, scratch) = workspace.split_at_mut(plan.data_len);
+        for l in &plan.layouts {
+            let name = model.slot_name(l.slot as usize);
+            for (at, n, tag) in [
+                (l.q_in, l.cols, gguf::TENSOR_OFT_IN),
+                (l.q_out, l.rows, gguf::TENSOR_OFT_OUT),
+            ] {
+                let Some(at) = at else { continue };
+                let spec = self.spec(n as usize)?;
+                let mut params: Vec<Scalars<'a>, MAX_FACTORS> = Vec::new();
+                for f in 0..self.factors {
+                    let t = self.factor_tensor(name, tag, f)?;
+                    params
+                        .push(scalars_of(&t))
+                        .map_err(|_| Error::CapacityExceeded)?;
+                }
+                let at = at as usize;
+                prepare_chain(
+                    spec,
+                    &params,
+                    &mut data[at..at + spec.blocks_len()],
+                    scratch,
+                )?;
+            }
+            if let Some(at) = l.scale {
+                let mut tname: heapless::String<128> = heapless::String::new();
+                tname.push_str(name).map_err(|_| Error::CapacityExceeded)?;
+                tname
+                    .push_str(gguf::TENSOR_OFT_SCALE)
+                    .map_err(|_| Error::CapacityExceeded)?;
+                let t = self.gguf.require_tensor(&tname)?;
+                let at = at as usize;
+                t.decode_f32(0, &mut data[at..at + l.rows as usize])?;
+            }
+        }
+        let data: &'w [f32] = data;
+        Ok(Prepared {
+            model_id: heapless::String::try_from(model.model_id())
+                .map_err(|_| Error::CapacityExceeded)?,
+            task: self.task,
+            labels: self.labels,
+            method: self.method,
+            block: self.block,
+            factors: self.factors,
+            permutation: self.permutation,
+            layouts: plan.layouts,
+            heads: plan.heads,
+            data,
+            bytes: self.gguf.as_bytes().len(),
+            parameters: self.parameter_count(),
+        })
+    }
+
+    fn factor_tensor(&self, slot_name: &str, tag: &str, f: usize) -> Result<TensorInfo<'a>> {
+        let mut name: heapless::String<128> = heapless::String::new();
+        name.push_str(slot_name)
+            .map_err(|_| Error::CapacityExceeded)?;
+        name.push_str(tag).map_err(|_| Error::CapacityExceeded)?;
+        super::model::push_indexed(&mut name, "", f, "")?;
+        self.gguf.require_tensor(&name)
+    }
+}
+
+fn tensor_code(t: TensorType) -> u32 {
+    match t {
+        TensorType::F32 => 0,
+        TensorType::F16 => 1,
+        TensorType::Q8_0 => 8,
+        TensorType::I32 => 26,
+        TensorType::BF16 => 30,
+    }
+}
+
+fn scalars_of<'a>(t: &TensorInfo<'a>) -> Scalars<'a> {
+    match t.ggml_type() {
+        TensorType::F16 => Scalars::F16Le(t.data()),
+        _ => Scalars::F32Le(t.data()),
+    }
+}
+
+/// Rejects NaN and infinite values (and zeros, for scales).
+fn check_values(t: &TensorInfo<'_>, is_scale: bool) -> Result<()> {
+    for i in 0..t.element_count() {
+        let v = t
+            .get_f32(i)
+            .ok_or(Error::TensorOutOfRange { tensor: t.index() })?;
+        if !v.is_finite() {
+            return Err(Error::NonFiniteParameter { index: i as u32 });
+        }
+        if is_scale && v == 0.0 {
+            return Err(Error::ZeroScale { index: i as u32 });
+        }
+    }
+    Ok(())
+}
+
+/// The slot whose weight or bias is called `name`, and whether it is the bias.
+fn find_head_slot(model: &Model<'_>, name: &str) -> Option<(usize, bool)> {
+    model
+        .slot_index(name)
+        .map(|i| (i, false))
+        .or_else(|| model.bias_slot_index(name).map(|i| (i, true)))
+}
+
+/// An adapter validated against one base, with every Cayley block computed: ready to be
+/// activated in O(1) (unmerged) or swapped into merged weights.
+#[derive(Debug, Clone)]
+pub struct Prepared<'a, 'w> {
+    model_id: heapless::String<64>,
+    task: &'a str,
+    labels: Option<StringArray<'a>>,
+    method: Method,
+    block: usize,
+    factors: usize,
+    permutation: Permutation,
+    layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS>,
+    heads: Vec<Head<'a>, MAX_HEAD_TENSORS>,
+    data: &'w [f32],
+    bytes: usize,
+    parameters: usize,
+}
+
+impl<'a> Prepared<'a, '_> {
+    /// Id of the base it was prepared for.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+    /// `adapter.task_name`.
+    pub fn task_name(&self) -> &'a str {
+        self.task
+    }
+    /// Labels of its head (or `None`: the base's labels apply).
+    pub fn labels(&self) -> Option<StringArray<'a>> {
+        self.labels
+    }
+    /// The method named in the file.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+    /// Block size `b`.
+    pub fn block_size(&self) -> usize {
+        self.block
+    }
+    /// Factors per side `m`.
+    pub fn factors(&self) -> usize {
+        self.factors
+    }
+    /// Permutation rule.
+    pub fn permutation(&self) -> Permutation {
+        self.permutation
+    }
+    /// Size of the adapter file in bytes.
+    pub fn file_bytes(&self) -> usize {
+        self.bytes
+    }
+    /// Stored values (parameters, scales, head tensors).
+    pub fn parameter_count(&self) -> usize {
+        self.parameters
+    }
+    /// Number of slots the adapter rotates or scales.
+    pub fn adapted_slots(&self) -> usize {
+        self.layouts.len()
+    }
+    /// Output width of its head replacement of the last slot, 0 if none.
+    pub(crate) fn head_rows(&self) -> usize {
+        self.heads.iter().map(|h| h.rows).max().unwrap_or(0)
+    }
+    /// Its replacement of slot `slot`, if any.
+    pub fn head(&self, slot: usize) -> Option<&Head<'a>> {
+        self.heads.iter().find(|h| h.slot == slot)
+    }
+    /// The transform of slot `slot` (identity for slots it does not touch).
+    pub fn transform(&self, slot: usize) -> LayerTransform<'_> {
+        let Some(l) = self.layouts.iter().find(|l| l.slot as usize == slot) else {
+            return LayerTransform::IDENTITY;
+        };
+        let chain = |at: Option<u32>, n: u32| -> Option<Chain<'_>> {
+            let at = at? as usize;
+            let spec =
+                ChainSpec::new(n as usize, self.block, self.factors, self.permutation).ok()?;
+            Chain::new(spec, self.data.get(at..)?).ok()
+        };
+        LayerTransform {
+            q_in: chain(l.q_in, l.cols),
+            q_out: chain(l.q_out, l.rows),
+            scale: l
+                .scale
+                .and_then(|at| self.data.get(at as usize..(at + l.rows) as usize))
+                .map(Scalars::F32),
+        }
+    }
+    /// Slots it touches (rotates, scales) in forward order.
+    pub(crate) fn touched_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.layouts.iter().map(|l| l.slot as usize)
+    }
+}
+
+const _: () = assert!(MAX_SLOTS <= 128, "slot masks are u128");

@@ -1,0 +1,233 @@
+//! A session: one base model, several resident adapters, one active, merged or not.
+//!
+//! This is the state a front end keeps (the CLI's repl, the browser worker, the
+//! firmware's command line), as llama.cpp keeps its active adapter list. Switching the
+//! active adapter is O(1) unmerged, and an exact in-place swap of the merged weights in
+//! merged mode; every check happens before the first weight is written, so a failed
+//! switch leaves the previous adapter active and the outputs unchanged.
+
+use heapless::Vec;
+
+use super::adapter::Prepared;
+use super::model::{Input, Model};
+use crate::math::{swap, swap_scratch_len, LayerTransform, WeightsMut};
+use crate::{Error, Result};
+
+/// Most adapters resident in one session.
+pub const MAX_RESIDENT: usize = 8;
+
+/// Handle of a resident adapter.
+pub type AdapterHandle = usize;
+
+/// Merged-mode state: the writable `f32` weights of every slot.
+#[derive(Debug)]
+struct Merged<'w> {
+    weights: &'w mut [f32],
+}
+
+/// One base model with resident adapters.
+#[derive(Debug)]
+pub struct Session<'m, 'a, 'w> {
+    model: &'m Model<'a>,
+    adapters: Vec<Prepared<'a, 'w>, MAX_RESIDENT>,
+    active: Option<AdapterHandle>,
+    merged: Option<Merged<'w>>,
+}
+
+impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
+    /// A session on `model` with no adapter, unmerged.
+    pub fn new(model: &'m Model<'a>) -> Self {
+        Session {
+            model,
+            adapters: Vec::new(),
+            active: None,
+            merged: None,
+        }
+    }
+
+    /// The base model.
+    pub fn model(&self) -> &'m Model<'a> {
+        self.model
+    }
+
+    /// Makes a prepared adapter resident and returns its handle.
+    ///
+    /// # Errors
+    /// [`Error::BaseMismatch`] if it was prepared for another base;
+    /// [`Error::CapacityExceeded`] past [`MAX_RESIDENT`].
+    pub fn add_adapter(&mut self, adapter: Prepared<'a, 'w>) -> Result<AdapterHandle> {
+        if adapter.model_id() != self.model.model_id() {
+            return Err(Error::BaseMismatch);
+        }
+        self.adapters
+            .push(adapter)
+            .map_err(|_| Error::CapacityExceeded)?;
+        Ok(self.adapters.len() - 1)
+    }
+
+    /// The resident adapters, indexed by handle.
+    pub fn adapters(&self) -> &[Prepared<'a, 'w>] {
+        &self.adapters
+    }
+
+    /// Handle of the resident adapter whose task is `task`.
+    pub fn find(&self, task: &str) -> Option<AdapterHandle> {
+        self.adapters.iter().position(|a| a.task_name() == task)
+    }
+
+    /// The active adapter's handle (`None` = bare base).
+    pub fn active(&self) -> Option<AdapterHandle> {
+        self.active
+    }
+
+    /// The active adapter.
+    pub fn active_adapter(&self) -> Option<&Prepared<'a, 'w>> {
+        self.active.and_then(|h| self.adapters.get(h))
+    }
+
+    /// True in merged mode.
+    pub fn is_merged(&self) -> bool {
+        self.merged.is_some()
+    }
+
+    /// Scratch `f32`s that merged-mode switches need.
+    pub fn swap_scratch_len(&self) -> usize {
+        self.model
+            .slots()
+            .iter()
+            .map(|s| swap_scratch_len(s.rows, s.cols))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Activates adapter `handle` (or the bare base with `None`). Unmerged this is O(1);
+    /// merged, the weights are swapped in place from the previous adapter to the new one.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTask`] for a handle that is not resident; [`Error::BufferTooSmall`]
+    /// for a short `scratch` in merged mode. On error nothing changes.
+    pub fn activate(&mut self, handle: Option<AdapterHandle>, scratch: &mut [f32]) -> Result<()> {
+        if let Some(h) = handle {
+            if h >= self.adapters.len() {
+                return Err(Error::UnknownTask);
+            }
+        }
+        if let Some(m) = self.merged.as_mut() {
+            let need = swap_len(self.model);
+            if scratch.len() < need {
+                return Err(Error::BufferTooSmall {
+                    needed: need,
+                    got: scratch.len(),
+                });
+            }
+            let from = self.active.and_then(|h| self.adapters.get(h));
+            let to = handle.and_then(|h| self.adapters.get(h));
+            switch_merged(self.model, m.weights, from, to, scratch)?;
+        }
+        self.active = handle;
+        Ok(())
+    }
+
+    /// Enters merged mode with `weights` (length [`Model::merged_len`]): the base weights
+    /// are decoded into it and the active adapter merged in.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for a wrong buffer; [`Error::BufferTooSmall`] for a
+    /// short `scratch`. On error the session stays unmerged.
+    pub fn enable_merged(&mut self, weights: &'w mut [f32], scratch: &mut [f32]) -> Result<()> {
+        let need = swap_len(self.model);
+        if scratch.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: scratch.len(),
+            });
+        }
+        self.model.decode_weights_into(weights)?;
+        let to = self.active.and_then(|h| self.adapters.get(h));
+        switch_merged(self.model, weights, None, to, scratch)?;
+        self.merged = Some(Merged { weights });
+        Ok(())
+    }
+
+    /// Leaves merged mode and hands the weight buffer back.
+    pub fn disable_merged(&mut self) -> Option<&'w mut [f32]> {
+        self.merged.take().map(|m| m.weights)
+    }
+
+    /// Re-merges the active adapter from the base weights, discarding the rounding drift
+    /// that many in-place swaps accumulate (gs-math.md section 7). No-op unmerged.
+    ///
+    /// # Errors
+    /// As [`Session::enable_merged`].
+    pub fn remerge(&mut self, scratch: &mut [f32]) -> Result<()> {
+        if let Some(w) = self.disable_merged() {
+            self.enable_merged(w, scratch)?;
+        }
+        Ok(())
+    }
+
+    /// The merged weights (merged mode only).
+    pub fn merged_weights(&self) -> Option<&[f32]> {
+        self.merged.as_ref().map(|m| &*m.weights)
+    }
+
+    /// Runs one input with the active adapter, merged or not; see [`Model::run`].
+    ///
+    /// # Errors
+    /// As [`Model::run`].
+    pub fn run(&self, input: Input<'_>, output: &mut [f32], arena: &mut [f32]) -> Result<usize> {
+        let merged = self.merged.as_ref().map(|m| &*m.weights);
+        self.model
+            .run(self.active_adapter(), merged, input, output, arena)
+    }
+
+    /// Arena length (`f32`s) that [`Session::run`] needs for inputs of at most
+    /// `max_tokens` tokens with any resident adapter active.
+    pub fn arena_len(&self, max_tokens: usize) -> usize {
+        let rows = self
+            .adapters
+            .iter()
+            .map(|a| a.head_rows())
+            .max()
+            .unwrap_or(0);
+        self.model.arena_len(max_tokens, rows)
+    }
+}
+
+fn swap_len(model: &Model<'_>) -> usize {
+    model
+        .slots()
+        .iter()
+        .map(|s| swap_scratch_len(s.rows, s.cols))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Swaps every slot touched by `from` or `to` in place. Prepared adapters were fully
+/// validated and the scratch was checked, so no slot can fail after the first is written.
+fn switch_merged(
+    model: &Model<'_>,
+    weights: &mut [f32],
+    from: Option<&Prepared<'_, '_>>,
+    to: Option<&Prepared<'_, '_>>,
+    scratch: &mut [f32],
+) -> Result<()> {
+    for (i, s) in model.slots().iter().enumerate() {
+        let touched =
+            |p: Option<&Prepared<'_, '_>>| p.is_some_and(|p| p.touched_slots().any(|t| t == i));
+        if !touched(from) && !touched(to) {
+            continue;
+        }
+        let tf = from.map_or(LayerTransform::IDENTITY, |p| p.transform(i));
+        let tt = to.map_or(LayerTransform::IDENTITY, |p| p.transform(i));
+        let off = model.merged_offset(i);
+        let w = weights
+            .get_mut(off..off + s.rows * s.cols)
+            .ok_or(Error::LengthMismatch {
+                expected: off + s.rows * s.cols,
+                found: 0,
+            })?;
+        swap(WeightsMut::F32(w), s.rows, s.cols, &tf, &tt, scratch)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Weight views and the dense kernels of the forward pass.
+//!
+//! A weight is either a tensor read in place from the model's bytes (F32, F16, Q8_0 or
+//! BF16, any alignment) or a caller-owned `f32` slice (merged mode). Kernels decode a
+//! few rows at a time into scratch and reuse them across the whole batch of inputs, so
+//! a quantised base costs one decode per forward, not one per input row.
+
+use crate::gguf::{TensorInfo, TensorType};
+use crate::math::dot;
+use crate::{Error, Result};
+
+/// Weight rows decoded together by [`linear`].
+pub const ROW_TILE: usize = 4;
+
+/// A compact reference to a tensor's bytes: what the runtime keeps per weight (a
+/// fraction of a [`TensorInfo`], so model tables stay small on a microcontroller).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorRef<'a> {
+    index: u32,
+    ty: TensorType,
+    elements: usize,
+    data: &'a [u8],
+}
+
+impl<'a> TensorRef<'a> {
+    /// Keeps the bytes, type and element count of `t`.
+    pub fn new(t: &TensorInfo<'a>) -> Self {
+        TensorRef {
+            index: t.index(),
+            ty: t.ggml_type(),
+            elements: t.element_count(),
+            data: t.data(),
+        }
+    }
+    /// Position in its file's tensor table.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+    /// Element type.
+    pub fn ggml_type(&self) -> TensorType {
+        self.ty
+    }
+    /// Number of elements.
+    pub fn element_count(&self) -> usize {
+        self.elements
+    }
+    /// The stored bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+    /// Decodes elements `start .. start + out.len()` into `out` (see [`TensorInfo::decode_f32`]).
+    ///
+    /// # Errors
+    /// As [`TensorInfo::decode_f32`].
+    pub fn decode_f32(&self, start: usize, out: &mut [f32]) -> Result<()> {
+        TensorInfo::detached(self.index, self.ty, self.elements, self.data).decode_f32(start, out)
+    }
+}
+
+/// A 2-D weight `(rows, cols)` = `(out, in)`, row-major.
+#[derive(Debug, Clone, Copy)]
+pub enum WeightView<'x> {
+    /// Read in place from a GGUF tensor (any supported type).
+    Tensor(TensorRef<'x>),
+    /// Plain `f32` values (merged weights).
+    F32(&'x [f32]),
+}
+
+impl<'x> WeightView<'x> {
+    /// Writes rows `r0 .. r0 + n` (each `cols` long) as `f32` into `buf`, or returns them
+    /// borrowed when they already are `f32` in memory.
+    fn rows<'b>(
+        &'b self,
+        r0: usize,
+        n: usize,
+        cols: usize,
+        buf: &'b mut [f32],
+    ) -> Result<&'b [f32]> {
+        let len = n * cols;
+        match self {
+            WeightView::F32(w) => w
+                .get(r0 * cols..r0 * cols + len)
+                .ok_or(Error::LengthMismatch {
+                    expected: r0 * cols + len,
+                    found: w.len(),
+                }),
+            WeightView::Tensor(t) => {
+                let out = buf.get_mut(..len).ok_or(Error::BufferTooSmall {
+                    needed: len,
+                    got: 0,
+                })?;
+                t.decode_f32(r0 * cols, out)?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Element type of a tensor as a short name (`F32`, `F16`, `Q8_0`, ...).
+pub fn type_name(t: TensorType) -> &'static str {
+    match t {
+        TensorType::F32 => "F32",
+        TensorType::F16 => "F16",
+        TensorType::Q8_0 => "Q8_0",
+        TensorType::I32 => "I32",
+        TensorType::BF16 => "BF16",
+    }
+}
+
+/// A dense layer as the kernels see it: weight `(rows, cols)` and optional bias.
+#[derive(Debug, Clone, Copy)]
+pub struct Dense<'x> {
+    /// The weight.
+    pub weight: WeightView<'x>,
+    /// Output width.
+    pub rows: usize,
+    /// Input width.
+    pub cols: usize,
+    /// Bias (`rows` values), if any.
+    pub bias: Option<&'x [f32]>,
+}
+
+/// `y[r][o] = sum_i x[r][i] · W[o][i] (+ bias[o])` for a batch of `n` input rows.
+///
+/// `x` is `(n, cols)`, `y` is `(n, rows)`, both row-major; `wbuf` needs
+/// `ROW_TILE · cols` values. Cost `n · rows · cols` multiply-adds plus one decode of `W`.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] / [`Error::BufferTooSmall`] for short buffers.
+pub fn linear(
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+) -> Result<()> {
+    let Dense {
+        weight: w,
+        rows,
+        cols,
+        bias,
+    } = *layer;
+    if x.len() < n * cols || y.len() < n * rows {
+        return Err(Error::LengthMismatch {
+            expected: n * cols,
+            found: x.len(),
+        });
+    }
+    let mut r0 = 0;
+    while r0 < rows {
+        let t = ROW_TILE.min(rows - r0);
+        let wr = w.rows(r0, t, cols, wbuf)?;
+        for (xi, yi) in x.chunks_exact(cols).take(n).zip(y.chunks_exact_mut(rows)) {
+            for (o, wrow) in wr.chunks_exact(cols).enumerate() {
+                yi[r0 + o] = dot(xi, wrow);
+            }
+        }
+        r0 += t;
+    }
+    if let Some(b) = bias {
+        for yi in y.chunks_exact_mut(rows).take(n) {
+            for (v, bv) in yi.iter_mut().zip(b) {
+                *v += bv;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// In-place ReLU.
+pub fn relu(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
+    }
+}
