@@ -80,12 +80,14 @@
 //! (366 KiB for 30,522 tokens). Encoding uses about 1.3 KiB of stack and no heap. The
 //! Unicode tables are about 18 KiB of read-only data.
 
+mod gguf;
 mod index;
 mod tables;
 mod unicode;
 mod vocab;
 mod wordpiece;
 
+pub use gguf::{gguf_index_len, gguf_vocab};
 pub use index::{index_len, WordPieceIndex};
 pub use vocab::{LineVocab, Spelling, VocabSource};
 pub use wordpiece::{EncodeStats, SpecialTokens, Tokenizer, MAX_INPUT_CHARS_PER_WORD};
