@@ -14,6 +14,18 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("golden", help="write golden JSON files for the Rust tests")
     g.add_argument("--models", default="models/digits")
     g.add_argument("--out", default="tests/data/golden")
+    m = sub.add_parser("minilm", help="all-MiniLM-L6-v2: convert to GGUF, train text adapters")
+    msub = m.add_subparsers(dest="minilm_cmd", required=True)
+    mc = msub.add_parser("convert", help="write minilm-{f32,f16,q8_0}.gguf (never committed)")
+    mc.add_argument("--out", default="models/minilm")
+    mt = msub.add_parser("train", help="train text adapters with their own heads")
+    mt.add_argument("--base", default="models/minilm/minilm-f32.gguf")
+    mt.add_argument("--tasks", default="sentiment,topic,language")
+    mt.add_argument("--out", default="models/minilm-adapters")
+    mt.add_argument("--method", default="gsoft")
+    mt.add_argument("--block-size", type=int, default=8)
+    mt.add_argument("--adapt-layers", type=int, default=2)
+    mt.add_argument("--dtype", default="f16", choices=["f16", "f32"])
     args = ap.parse_args(argv)
     if args.cmd == "digits":
         from .digits import build_all
@@ -21,6 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "golden":
         from .golden import write_golden
         write_golden(args.models, args.out)
+    elif args.cmd == "minilm":
+        from . import minilm
+        if args.minilm_cmd == "convert":
+            minilm.convert(args.out)
+        else:
+            import json
+            from pathlib import Path
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            rep_path = out / "report.json"
+            reports = json.loads(rep_path.read_text()) if rep_path.exists() else {}
+            for task in args.tasks.split(","):
+                reports[task] = minilm.train_text_adapter(
+                    args.base, task, out, method=args.method, block_size=args.block_size,
+                    adapt_layers=args.adapt_layers, dtype=args.dtype)
+                rep_path.write_text(json.dumps(reports, indent=1) + "\n")
+            minilm.write_readme(out, reports)
     return 0
 
 

@@ -81,8 +81,8 @@ def write_gguf(path: str | Path, arch: str, kv: dict[str, Any],
                id_key: str | None = None) -> dict[str, Any]:
     """Write a GGUF file; ``kv`` excludes ``general.architecture`` (from ``arch``).
 
-    ``tensors``: (name, array) in PyTorch shape order, or (name, raw uint8 array,
-    (ggml type, torch shape)) for quantised data. ``id_key`` = "model_id" adds
+    ``tensors``: (name, array) in PyTorch shape order, or (name, quantised uint8 array as
+    made by ``gguf.quants.quantize``, ggml type) for quantised data. ``id_key`` = "model_id" adds
     ``riffle.model_id``; "crc" adds ``riffle.data_crc32``. Returns the span facts.
     """
     path = Path(path)
@@ -99,8 +99,8 @@ def write_gguf(path: str | Path, arch: str, kv: dict[str, Any],
         w.add_uint32("riffle.data_crc32", facts["data_crc32"])
     for t in tensors:
         if len(t) == 3:
-            name, raw, (qtype, shape) = t
-            w.add_tensor(name, raw, raw_shape=list(shape), raw_dtype=qtype)
+            name, raw, qtype = t
+            w.add_tensor(name, np.ascontiguousarray(raw), raw_dtype=qtype)
         else:
             name, arr = t
             w.add_tensor(name, np.ascontiguousarray(arr))
@@ -180,3 +180,7 @@ def read_tensors(path: str | Path, widen: bool = True) -> tuple[dict[str, Any], 
             arr = arr.astype(np.float64)
         tensors[t.name] = arr
     return kv, tensors, types
+
+
+def read_kv_only(path: str | Path) -> dict[str, Any]:
+    return read_kv(gguf.GGUFReader(str(path)))
