@@ -317,6 +317,22 @@ fn speed() {
     }
     let dt = t0.elapsed();
     let per = dt / (reps * english.len()) as u32;
+    let bytes = minilm_tokenizer_gguf();
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let mut gguf_index = vec![0u32; gguf_index_len(&gguf).unwrap()];
+    let t1 = Instant::now();
+    let gguf_tok = Tokenizer::from_gguf(&gguf, &mut gguf_index).unwrap();
+    println!("GGUF index build: {:?}", t1.elapsed());
+    let t1 = Instant::now();
+    for _ in 0..reps {
+        for t in &english {
+            gguf_tok.encode(t, 128, &mut out).unwrap();
+        }
+    }
+    println!(
+        "GGUF source: {:?} per 128-token encode",
+        t1.elapsed() / (reps * english.len()) as u32
+    );
     println!(
         "{} encodes to 128 tokens: {per:?} each, {:.0} tokens/s",
         reps * english.len(),
