@@ -350,3 +350,100 @@ fn speed() {
         t0.elapsed()
     );
 }
+
+/// A source whose reports can be made inconsistent.
+struct Mock {
+    len: usize,
+    entries: Vec<(u32, u32, &'static str)>,
+}
+
+impl VocabSource for Mock {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn for_each<F: FnMut(u32, u32, &str)>(&self, mut f: F) {
+        for &(id, loc, tok) in &self.entries {
+            f(id, loc, tok);
+        }
+    }
+    fn token_at(&self, locator: u32) -> Option<&str> {
+        self.entries.iter().find(|e| e.1 == locator).map(|e| e.2)
+    }
+    fn spelling(&self) -> Spelling {
+        Spelling::Hf
+    }
+}
+
+#[test]
+fn index_edge_cases() {
+    use riffle_core::text::WordPieceIndex;
+    let ok = |entries: Vec<(u32, u32, &'static str)>| Mock {
+        len: entries.len(),
+        entries,
+    };
+    let mut buf = vec![0u32; 64];
+
+    // Duplicates: the first token wins; empty pieces are not indexed.
+    let m = ok(vec![
+        (0, 10, "a"),
+        (1, 20, "a"),
+        (2, 30, "##b"),
+        (3, 40, ""),
+    ]);
+    let idx = WordPieceIndex::build(&m, &mut buf, &[]).unwrap();
+    assert_eq!(idx.lookup(&m, false, "a"), Some(0));
+    assert_eq!(idx.lookup(&m, true, "b"), Some(2));
+    assert_eq!(idx.lookup(&m, false, ""), None);
+    assert_eq!(idx.max_piece_bytes(), 1);
+
+    // Inconsistent sources are refused.
+    let bad_id = Mock {
+        len: 2,
+        entries: vec![(0, 1, "x"), (5, 2, "y")],
+    };
+    assert_eq!(
+        WordPieceIndex::build(&bad_id, &mut buf, &[]).err(),
+        Some(Error::BadVocabulary { id: 5 })
+    );
+    let too_many = Mock {
+        len: 1,
+        entries: vec![(0, 1, "x"), (0, 2, "y")],
+    };
+    assert!(WordPieceIndex::build(&too_many, &mut buf, &[]).is_err());
+    let dup_locator = ok(vec![(0, 1, "x"), (1, 1, "y")]);
+    assert_eq!(
+        WordPieceIndex::build(&dup_locator, &mut buf, &[]).err(),
+        Some(Error::BadVocabulary { id: 1 })
+    );
+
+    // Empty vocabulary: builds, finds nothing, has no special tokens.
+    let empty = LineVocab::new("", Spelling::Hf).unwrap();
+    assert_eq!((empty.len(), index_len(0)), (0, 2));
+    let idx = WordPieceIndex::build(&empty, &mut buf, &[]).unwrap();
+    assert_eq!(idx.lookup(&empty, false, "a"), None);
+    let sp = SpecialTokens {
+        cls: 0,
+        sep: 1,
+        unk: 2,
+        pad: None,
+        mask: None,
+    };
+    assert_eq!(
+        Tokenizer::new(empty, &mut buf, sp).err(),
+        Some(Error::BadVocabulary { id: 0 })
+    );
+
+    // Only special tokens: every word is [UNK]; their texts are still recognised.
+    let v = LineVocab::new("[UNK]\r\n[CLS]\r\n[SEP]", Spelling::Hf).unwrap();
+    let sp = SpecialTokens {
+        cls: 1,
+        sep: 2,
+        unk: 0,
+        pad: None,
+        mask: None,
+    };
+    let tok = Tokenizer::new(v, &mut buf, sp).unwrap();
+    let mut out = [0u32; 8];
+    let n = tok.encode("hello, [SEP]world", 8, &mut out).unwrap();
+    assert_eq!(&out[..n], &[1, 0, 0, 2, 0, 2]);
+}

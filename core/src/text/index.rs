@@ -270,7 +270,8 @@ fn word_tag(word: u32, id_bits: u32) -> u32 {
 /// The home slot: `m * slots / 2^32`, uniform over `0..slots` for any slot count.
 #[inline]
 fn home(m: u32, slots: usize) -> usize {
-    ((u64::from(m) * slots as u64) >> 32) as usize
+    // u128: `slots` may exceed 2^32 for (absurdly) large vocabularies.
+    ((u128::from(m) * slots as u128) >> 32) as usize
 }
 
 #[inline]
