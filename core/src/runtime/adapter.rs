@@ -130,11 +130,28 @@ pub struct Head<'a> {
     pub rows: usize,
 }
 
+/// A classification head an adapter brings to a text model (`cls.weight`, `cls.bias`),
+/// applied to the mean-pooled hidden states (docs/models.md).
+#[derive(Debug, Clone, Copy)]
+pub struct ClsHead<'a> {
+    /// `(labels, hidden)`.
+    pub weight: TensorRef<'a>,
+    /// `(labels)`, if present.
+    pub bias: Option<TensorRef<'a>>,
+    /// Number of labels.
+    pub rows: usize,
+}
+
+/// Name of a text classification head's weight and bias.
+const CLS_WEIGHT: &str = "cls.weight";
+const CLS_BIAS: &str = "cls.bias";
+
 /// The plan of an adapter against one base: what goes where in the workspace.
 #[derive(Debug, Clone)]
 struct Plan<'a> {
     layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS>,
     heads: Vec<Head<'a>, MAX_HEAD_TENSORS>,
+    cls: Option<ClsHead<'a>>,
     /// Workspace `f32`s holding blocks and scales.
     data_len: usize,
 }
@@ -253,6 +270,9 @@ impl<'a> Adapter<'a> {
         let mut has_out = 0u128;
         let mut has_scale = 0u128;
         let mut heads: Vec<Head<'a>, MAX_HEAD_TENSORS> = Vec::new();
+        let mut cls_w: Option<TensorInfo<'a>> = None;
+        let mut cls_b: Option<TensorInfo<'a>> = None;
+        let hidden = model.bert_config().map(|c| c.hidden);
         let np = self.block * (self.block - 1) / 2;
         for t in self.gguf.tensors() {
             let idx = t.index();
@@ -296,6 +316,27 @@ impl<'a> Adapter<'a> {
                     }
                     check_values(&t, false)?;
                     *mask |= bit;
+                }
+                None if hidden.is_some() && (t.name() == CLS_WEIGHT || t.name() == CLS_BIAS) => {
+                    // A text classification head (docs/models.md): needs declared labels.
+                    let rows = self.labels.map_or(0, |l| l.len()) as u64;
+                    let want_w = [rows, hidden.unwrap_or(0) as u64];
+                    let ok = rows > 0
+                        && t.ggml_type().is_float()
+                        && if t.name() == CLS_WEIGHT {
+                            t.shape() == want_w
+                        } else {
+                            t.shape() == [rows]
+                        };
+                    if !ok {
+                        return Err(Error::ShapeMismatch { tensor: idx });
+                    }
+                    check_values(&t, false)?;
+                    if t.name() == CLS_WEIGHT {
+                        cls_w = Some(t);
+                    } else {
+                        cls_b = Some(t);
+                    }
                 }
                 None => {
                     // A replacement of a base tensor (a task head).
@@ -359,7 +400,19 @@ impl<'a> Adapter<'a> {
                 });
             }
         }
-        if let Some(l) = &self.labels {
+        let cls = match (cls_w, cls_b) {
+            (Some(w), b) => Some(ClsHead {
+                weight: TensorRef::new(&w),
+                bias: b.map(|b| TensorRef::new(&b)),
+                rows: w.shape().first().copied().unwrap_or(0) as usize,
+            }),
+            (None, Some(b)) => return Err(Error::ShapeMismatch { tensor: b.index() }),
+            (None, None) => None,
+        };
+        if hidden.is_some() && self.labels.is_some() && cls.is_none() {
+            return Err(Error::MissingTensor);
+        }
+        if let (Some(l), None) = (&self.labels, &cls) {
             let last = model.slots().len() - 1;
             let rows = heads
                 .iter()
@@ -412,6 +465,7 @@ impl<'a> Adapter<'a> {
         Ok(Plan {
             layouts,
             heads,
+            cls,
             data_len: off,
         })
     }
@@ -488,6 +542,7 @@ impl<'a> Adapter<'a> {
             permutation: self.permutation,
             layouts: plan.layouts,
             heads: plan.heads,
+            cls: plan.cls,
             data,
             bytes: self.gguf.as_bytes().len(),
             parameters: self.parameter_count(),
@@ -558,6 +613,7 @@ pub struct Prepared<'a, 'w> {
     permutation: Permutation,
     layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS>,
     heads: Vec<Head<'a>, MAX_HEAD_TENSORS>,
+    cls: Option<ClsHead<'a>>,
     data: &'w [f32],
     bytes: usize,
     parameters: usize,
@@ -606,7 +662,17 @@ impl<'a> Prepared<'a, '_> {
     }
     /// Output width of its head replacement of the last slot, 0 if none.
     pub(crate) fn head_rows(&self) -> usize {
-        self.heads.iter().map(|h| h.rows).max().unwrap_or(0)
+        let cls = self.cls.map_or(0, |c| c.rows);
+        self.heads
+            .iter()
+            .map(|h| h.rows)
+            .max()
+            .unwrap_or(0)
+            .max(cls)
+    }
+    /// The classification head it brings to a text model, if any.
+    pub fn cls_head(&self) -> Option<ClsHead<'a>> {
+        self.cls
     }
     /// Its replacement of slot `slot`, if any.
     pub fn head(&self, slot: usize) -> Option<&Head<'a>> {

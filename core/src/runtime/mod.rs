@@ -1,17 +1,19 @@
 //! The inference runtime: base models and adapters read in place from GGUF bytes, run
 //! in caller-provided buffers, with adapters swapped at runtime, merged or unmerged.
 //!
-//! - [`Model`]: a base (`mlp`, `cnn`) as a table of linear slots; [`Model::arena_len`]
+//! - [`Model`]: a base (`mlp`, `cnn`, `bert`) as a table of linear slots; [`Model::arena_len`]
 //!   gives the exact arena before anything runs.
 //! - [`Adapter`]: an adapter file; [`Adapter::prepare`] validates it against a base and
 //!   computes its Cayley blocks into a caller workspace, giving a [`Prepared`] adapter.
 //! - [`Session`]: resident adapters, the active one, merged mode with in-place swaps.
 
 mod adapter;
+mod bert;
 mod model;
 mod session;
 pub mod weights;
 
-pub use adapter::{Adapter, Head, Method, Prepared, MAX_ADAPTED_SLOTS, MAX_HEAD_TENSORS};
+pub use adapter::{Adapter, ClsHead, Head, Method, Prepared, MAX_ADAPTED_SLOTS, MAX_HEAD_TENSORS};
+pub use bert::{BertConfig, MAX_BERT_BLOCKS};
 pub use model::{Architecture, Input, Model, Slot, MAX_LAYERS, MAX_SLOTS};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};

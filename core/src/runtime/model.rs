@@ -10,13 +10,15 @@
 use heapless::Vec;
 
 use super::adapter::Prepared;
+use super::bert::{attention, gelu, Bert, BertConfig};
 use super::weights::{linear, relu, Dense, TensorRef, WeightView, ROW_TILE};
 use crate::gguf::{self, Gguf, StringArray, TensorInfo};
 use crate::math::LayerTransform;
 use crate::{Error, Result};
 
-/// Most linear slots a model may have (one bit each in an adapter's masks).
-pub const MAX_SLOTS: usize = 128;
+/// Most linear slots a model may have (one bit each in an adapter's masks): enough for a
+/// 12-block `bert` (72 slots).
+pub const MAX_SLOTS: usize = 80;
 /// Most convolutions or dense layers per network.
 pub const MAX_LAYERS: usize = 16;
 
@@ -28,6 +30,8 @@ pub enum Architecture {
     /// `cnn`: 3x3-style convolutions with ReLU and 2x2 max pooling, then dense layers
     /// (`docs/models.md`).
     Cnn,
+    /// `bert`: a BERT encoder with llama.cpp's names (all-MiniLM-L6-v2).
+    Bert,
 }
 
 impl Architecture {
@@ -36,6 +40,7 @@ impl Architecture {
         match self {
             Architecture::Mlp => "mlp",
             Architecture::Cnn => "cnn",
+            Architecture::Bert => "bert",
         }
     }
 }
@@ -84,6 +89,7 @@ pub struct Model<'a> {
     input_len: usize,
     model_id: heapless::String<64>,
     labels: Option<StringArray<'a>>,
+    bert: Option<Bert<'a>>,
 }
 
 /// Caller-sized buffers of one forward pass, carved from the arena.
@@ -118,6 +124,7 @@ impl<'a> Model<'a> {
         let arch = match g.get_str(gguf::KEY_ARCHITECTURE)? {
             "mlp" => Architecture::Mlp,
             "cnn" => Architecture::Cnn,
+            "bert" => Architecture::Bert,
             _ => return Err(Error::UnsupportedModel),
         };
         let model_id = g.model_id();
@@ -130,10 +137,28 @@ impl<'a> Model<'a> {
             input_len: 0,
             model_id,
             labels,
+            bert: None,
         };
         match arch {
             Architecture::Mlp => m.load_mlp()?,
             Architecture::Cnn => m.load_cnn()?,
+            Architecture::Bert => {
+                let slots = &mut m.slots;
+                let bert = Bert::load(&m.gguf, |w, b, rows, cols| {
+                    let weight = check_float(w)?;
+                    let bias = b.map(|b| check_float(b)).transpose()?;
+                    slots
+                        .push(Slot {
+                            weight,
+                            bias,
+                            rows,
+                            cols,
+                        })
+                        .map_err(|_| Error::CapacityExceeded)
+                })?;
+                m.input_len = bert.config.context;
+                m.bert = Some(bert);
+            }
         }
         if let Some(l) = &m.labels {
             if l.len() != m.output_len() {
@@ -263,9 +288,43 @@ impl<'a> Model<'a> {
     pub fn input_len(&self) -> usize {
         self.input_len
     }
-    /// Length of the base's output vector (logits).
+    /// Length of the base's output vector: logits, or for `bert` the sentence embedding.
     pub fn output_len(&self) -> usize {
-        self.slots.last().map_or(0, |s| s.rows)
+        match &self.bert {
+            Some(b) => b.config.hidden,
+            None => self.slots.last().map_or(0, |s| s.rows),
+        }
+    }
+
+    /// The `bert` hyper-parameters (text models only).
+    pub fn bert_config(&self) -> Option<BertConfig> {
+        self.bert.as_ref().map(|b| b.config)
+    }
+
+    /// Longest input in tokens (`[CLS]` and `[SEP]` included) for text models, 0 otherwise.
+    pub fn max_tokens(&self) -> usize {
+        self.bert.as_ref().map_or(0, |b| b.config.context)
+    }
+
+    /// `u32`s of tokenizer index that [`Model::tokenizer`] needs (text models).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedModel`] for a model without a WordPiece vocabulary.
+    pub fn tokenizer_index_len(&self) -> Result<usize> {
+        crate::text::gguf_index_len(&self.gguf)
+    }
+
+    /// The model's WordPiece tokenizer, its index built in `index` (see
+    /// [`Model::tokenizer_index_len`]). `tokenizer.encode(text, model.max_tokens(), &mut ids)`
+    /// gives the ids for [`Input::Tokens`].
+    ///
+    /// # Errors
+    /// As [`crate::text::Tokenizer::from_gguf`].
+    pub fn tokenizer<'i>(
+        &self,
+        index: &'i mut [u32],
+    ) -> Result<crate::text::Tokenizer<'i, StringArray<'a>>> {
+        crate::text::Tokenizer::from_gguf(&self.gguf, index)
     }
     /// The model id adapters bind to (`riffle.model_id`, or the hash of the data span
     /// when the file has none).
@@ -310,13 +369,16 @@ impl<'a> Model<'a> {
     /// adapter whose head has at most `head_rows` outputs (0 = the base head). Known
     /// before anything runs, like TFLM's `arena_used_bytes`.
     pub fn arena_len(&self, max_tokens: usize, head_rows: usize) -> usize {
-        let _ = max_tokens;
+        if let Some(b) = &self.bert {
+            return bert_arena(&b.config, max_tokens.clamp(1, b.config.context), head_rows);
+        }
         let (act, max_cols, max_rows) = self.widths(head_rows);
         2 * act + act + 2 * max_cols.max(max_rows) + ROW_TILE * max_cols + max_rows
     }
 
     fn split_arena<'x>(&self, arena: &'x mut [f32], head_rows: usize) -> Result<Buffers<'x>> {
         let need = self.arena_len(0, head_rows);
+        debug_assert!(self.bert.is_none());
         if arena.len() < need {
             return Err(Error::BufferTooSmall {
                 needed: need,
@@ -358,15 +420,6 @@ impl<'a> Model<'a> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        let input = match input {
-            Input::Vector(v) if v.len() == self.input_len => v,
-            _ => return Err(Error::BadInput),
-        };
-        if let Some(p) = adapter {
-            if p.model_id() != self.model_id() {
-                return Err(Error::BaseMismatch);
-            }
-        }
         if let Some(m) = merged {
             if m.len() != self.merged_len() {
                 return Err(Error::LengthMismatch {
@@ -375,10 +428,123 @@ impl<'a> Model<'a> {
                 });
             }
         }
+        if let Some(p) = adapter {
+            if p.model_id() != self.model_id() {
+                return Err(Error::BaseMismatch);
+            }
+        }
+        if let Some(bert) = &self.bert {
+            return match input {
+                Input::Tokens(ids) if !ids.is_empty() && ids.len() <= bert.config.context => {
+                    self.forward_bert(bert, adapter, merged, ids, output, arena)
+                }
+                _ => Err(Error::BadInput),
+            };
+        }
+        let input = match input {
+            Input::Vector(v) if v.len() == self.input_len => v,
+            _ => return Err(Error::BadInput),
+        };
         let head_rows = adapter.map_or(0, |p| p.head_rows());
         let buf = self.split_arena(arena, head_rows)?;
         let out_len = self.forward(adapter, merged, input, buf, output)?;
         Ok(out_len)
+    }
+
+    /// The `bert` forward pass: embeddings, encoder blocks, mean pooling, then the
+    /// adapter's classification head or the L2-normalised embedding.
+    fn forward_bert(
+        &self,
+        bert: &Bert<'a>,
+        adapter: Option<&Prepared<'a, '_>>,
+        merged: Option<&[f32]>,
+        ids: &[u32],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        let cfg = bert.config;
+        let (t, h, f) = (ids.len(), cfg.hidden, cfg.ffn);
+        let cls = adapter.and_then(|p| p.cls_head());
+        let head_rows = cls.map_or(0, |c| c.rows);
+        let need = bert_arena(&cfg, t, head_rows);
+        if arena.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: arena.len(),
+            });
+        }
+        let wide = h.max(f);
+        let (x, rest) = arena.split_at_mut(t * h);
+        let (q, rest) = rest.split_at_mut(t * h);
+        let (k, rest) = rest.split_at_mut(t * h);
+        let (v, rest) = rest.split_at_mut(t * h);
+        let (ctx, rest) = rest.split_at_mut(t * h);
+        let (ffn, rest) = rest.split_at_mut(t * f);
+        let (rot, rest) = rest.split_at_mut(t * wide);
+        let (chain, rest) = rest.split_at_mut(2 * wide);
+        let (wbuf, rest) = rest.split_at_mut(ROW_TILE * wide);
+        let (bias, rest) = rest.split_at_mut(wide.max(head_rows));
+        let (scores, rest) = rest.split_at_mut(t);
+        let norm_buf = &mut rest[..2 * h];
+        bert.embed(ids, x, norm_buf)?;
+        for blk in 0..cfg.blocks {
+            let s0 = blk * 6;
+            self.slot_forward(s0, adapter, merged, x, t, q, rot, chain, wbuf, bias)?;
+            self.slot_forward(s0 + 1, adapter, merged, x, t, k, rot, chain, wbuf, bias)?;
+            self.slot_forward(s0 + 2, adapter, merged, x, t, v, rot, chain, wbuf, bias)?;
+            attention([q, k, v], t, h, cfg.heads, ctx, scores);
+            self.slot_forward(s0 + 3, adapter, merged, ctx, t, q, rot, chain, wbuf, bias)?;
+            bert.residual_norm(blk, 0, x, q, norm_buf)?;
+            self.slot_forward(s0 + 4, adapter, merged, x, t, ffn, rot, chain, wbuf, bias)?;
+            gelu(ffn);
+            self.slot_forward(s0 + 5, adapter, merged, ffn, t, q, rot, chain, wbuf, bias)?;
+            bert.residual_norm(blk, 1, x, q, norm_buf)?;
+        }
+        // Mean pooling over the tokens.
+        let pooled = &mut ctx[..h];
+        pooled.fill(0.0);
+        for row in x.chunks_exact(h).take(t) {
+            for (p, v) in pooled.iter_mut().zip(row) {
+                *p += v;
+            }
+        }
+        let inv = 1.0 / t as f32;
+        pooled.iter_mut().for_each(|p| *p *= inv);
+        match cls {
+            Some(c) => {
+                let got = output.len();
+                let out = output.get_mut(..c.rows).ok_or(Error::BufferTooSmall {
+                    needed: c.rows,
+                    got,
+                })?;
+                let b = match &c.bias {
+                    Some(bt) => {
+                        bt.decode_f32(0, &mut bias[..c.rows])?;
+                        Some(&bias[..c.rows])
+                    }
+                    None => None,
+                };
+                let layer = Dense {
+                    weight: WeightView::Tensor(c.weight),
+                    rows: c.rows,
+                    cols: h,
+                    bias: b,
+                };
+                linear(&layer, pooled, 1, out, wbuf)?;
+                Ok(c.rows)
+            }
+            None => {
+                let got = output.len();
+                let out = output
+                    .get_mut(..h)
+                    .ok_or(Error::BufferTooSmall { needed: h, got })?;
+                let norm = libm::sqrtf(pooled.iter().map(|p| p * p).sum::<f32>()).max(1e-12);
+                for (o, p) in out.iter_mut().zip(pooled.iter()) {
+                    *o = p / norm;
+                }
+                Ok(h)
+            }
+        }
     }
 
     fn forward(
@@ -608,6 +774,15 @@ impl<'a> Model<'a> {
         }
         Ok(rows)
     }
+}
+
+/// Arena `f32`s of a `bert` forward over `t` tokens: hidden states, q, k, v, context,
+/// feed-forward, the rotated-input copy, chain scratch, weight tile, bias, one score row
+/// and the norm buffers.
+fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
+    let (h, f) = (cfg.hidden, cfg.ffn);
+    let wide = h.max(f);
+    5 * t * h + t * f + t * wide + 2 * wide + ROW_TILE * wide + wide.max(head_rows) + t + 2 * h
 }
 
 /// A dense slot `prefix{i}.weight` of shape `(out, width)` and its bias.

@@ -1,0 +1,332 @@
+//! The `bert` architecture with llama.cpp's key and tensor names (format.md), enough to
+//! run all-MiniLM-L6-v2: embeddings, post-norm encoder blocks with multi-head attention
+//! and an exact (erf) GELU feed-forward, mean pooling, then either the L2-normalised
+//! sentence embedding or, when an adapter brings one, its classification head
+//! (`cls.weight`, `cls.bias`) on the mean-pooled hidden states.
+//!
+//! The six linear layers of every block are slots (`attn_q`, `attn_k`, `attn_v`,
+//! `attn_output`, `ffn_up`, `ffn_down`, in that order), so adapters rotate them exactly
+//! like the dense layers of the small models.
+
+use heapless::Vec;
+
+use super::weights::TensorRef;
+use crate::gguf::{self, Gguf, TensorInfo};
+use crate::{Error, Result};
+
+/// Most encoder blocks a `bert` model may have (BERT-base and MiniLM-L12 have 12).
+pub const MAX_BERT_BLOCKS: usize = 12;
+
+/// The linear layers of one block, in slot order.
+pub(crate) const BLOCK_LINEARS: [&str; 6] = [
+    gguf::LAYER_ATTN_Q,
+    gguf::LAYER_ATTN_K,
+    gguf::LAYER_ATTN_V,
+    gguf::LAYER_ATTN_OUTPUT,
+    gguf::LAYER_FFN_UP,
+    gguf::LAYER_FFN_DOWN,
+];
+
+/// Hyper-parameters of a `bert` file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BertConfig {
+    /// Encoder blocks.
+    pub blocks: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Feed-forward width.
+    pub ffn: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Layer-norm epsilon.
+    pub eps: f32,
+    /// Longest input in tokens (`bert.context_length`, at most the position table).
+    pub context: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+}
+
+/// A layer norm's weight and bias.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Norm<'a> {
+    weight: TensorRef<'a>,
+    bias: TensorRef<'a>,
+}
+
+/// The non-slot tensors of a `bert` model.
+#[derive(Debug, Clone)]
+pub(crate) struct Bert<'a> {
+    pub(crate) config: BertConfig,
+    token_embd: TensorRef<'a>,
+    position_embd: TensorRef<'a>,
+    token_types: Option<TensorRef<'a>>,
+    embd_norm: Norm<'a>,
+    /// Per block: attention-output norm, layer-output norm.
+    norms: Vec<[Norm<'a>; 2], MAX_BERT_BLOCKS>,
+}
+
+fn tensor_2d<'a>(
+    g: &Gguf<'a>,
+    name: &str,
+    rows: Option<usize>,
+    cols: usize,
+) -> Result<TensorInfo<'a>> {
+    let t = g.require_tensor(name)?;
+    let s = t.shape();
+    if s.len() != 2
+        || s[1] as usize != cols
+        || rows.is_some_and(|r| s[0] as usize != r)
+        || !t.ggml_type().is_float()
+    {
+        return Err(Error::ShapeMismatch { tensor: t.index() });
+    }
+    Ok(t)
+}
+
+fn vector<'a>(g: &Gguf<'a>, name: &str, len: usize) -> Result<TensorRef<'a>> {
+    let t = g.require_tensor(name)?;
+    if t.shape() != [len as u64] || !t.ggml_type().is_float() {
+        return Err(Error::ShapeMismatch { tensor: t.index() });
+    }
+    Ok(TensorRef::new(&t))
+}
+
+fn norm<'a>(g: &Gguf<'a>, weight: &str, bias: &str, len: usize) -> Result<Norm<'a>> {
+    Ok(Norm {
+        weight: vector(g, weight, len)?,
+        bias: vector(g, bias, len)?,
+    })
+}
+
+fn block_name(block: usize, layer: &str, suffix: &str) -> Result<gguf::TensorName> {
+    gguf::block_tensor_name(block as u32, layer, suffix).ok_or(Error::CapacityExceeded)
+}
+
+impl<'a> Bert<'a> {
+    /// Reads the configuration and the non-slot tensors, and pushes the block linears as
+    /// slots `(weight, bias, rows, cols)` through `push_slot`.
+    pub(crate) fn load(
+        g: &Gguf<'a>,
+        mut push_slot: impl FnMut(TensorInfo<'a>, Option<TensorInfo<'a>>, usize, usize) -> Result<()>,
+    ) -> Result<Self> {
+        let blocks = g.get_u32(gguf::KEY_BERT_BLOCK_COUNT)? as usize;
+        let hidden = g.get_u32(gguf::KEY_BERT_EMBEDDING_LENGTH)? as usize;
+        let ffn = g.get_u32(gguf::KEY_BERT_FEED_FORWARD_LENGTH)? as usize;
+        let heads = g.get_u32(gguf::KEY_BERT_HEAD_COUNT)? as usize;
+        let eps = g.get_f32(gguf::KEY_BERT_LAYER_NORM_EPSILON)?;
+        if blocks == 0 || blocks > MAX_BERT_BLOCKS {
+            return Err(Error::CapacityExceeded);
+        }
+        if heads == 0
+            || hidden == 0
+            || hidden % heads != 0
+            || ffn == 0
+            || hidden > 1 << 16
+            || ffn > 1 << 18
+        {
+            return Err(Error::UnsupportedModel);
+        }
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(Error::UnsupportedModel);
+        }
+        if let Ok(p) = g.get_u32(gguf::KEY_BERT_POOLING_TYPE) {
+            if p != gguf::POOLING_MEAN {
+                return Err(Error::UnsupportedModel);
+            }
+        }
+        if g.get_bool(gguf::KEY_BERT_CAUSAL).unwrap_or(false) {
+            return Err(Error::UnsupportedModel);
+        }
+        let token_embd = tensor_2d(g, gguf::TENSOR_TOKEN_EMBD, None, hidden)?;
+        let vocab = token_embd.shape()[0] as usize;
+        let position_embd = tensor_2d(g, gguf::TENSOR_POSITION_EMBD, None, hidden)?;
+        let positions = position_embd.shape()[0] as usize;
+        let context = g
+            .get_u32(gguf::KEY_BERT_CONTEXT_LENGTH)
+            .map_or(positions, |c| (c as usize).min(positions));
+        let token_types = match g.find_tensor(gguf::TENSOR_TOKEN_TYPES) {
+            Some(_) => Some(TensorRef::new(&tensor_2d(
+                g,
+                gguf::TENSOR_TOKEN_TYPES,
+                None,
+                hidden,
+            )?)),
+            None => None,
+        };
+        let embd_norm = norm(
+            g,
+            gguf::TENSOR_TOKEN_EMBD_NORM_WEIGHT,
+            gguf::TENSOR_TOKEN_EMBD_NORM_BIAS,
+            hidden,
+        )?;
+        let mut norms = Vec::new();
+        for blk in 0..blocks {
+            for (j, layer) in BLOCK_LINEARS.iter().enumerate() {
+                let (rows, cols) = match j {
+                    4 => (ffn, hidden),
+                    5 => (hidden, ffn),
+                    _ => (hidden, hidden),
+                };
+                let w = tensor_2d(
+                    g,
+                    &block_name(blk, layer, gguf::SUFFIX_WEIGHT)?,
+                    Some(rows),
+                    cols,
+                )?;
+                let bias = match g.find_tensor(&block_name(blk, layer, gguf::SUFFIX_BIAS)?) {
+                    Some(b) if b.shape() == [rows as u64] && b.ggml_type().is_float() => Some(b),
+                    Some(b) => return Err(Error::ShapeMismatch { tensor: b.index() }),
+                    None => None,
+                };
+                push_slot(w, bias, rows, cols)?;
+            }
+            let pair = [
+                norm(
+                    g,
+                    &block_name(blk, gguf::LAYER_ATTN_OUTPUT_NORM, gguf::SUFFIX_WEIGHT)?,
+                    &block_name(blk, gguf::LAYER_ATTN_OUTPUT_NORM, gguf::SUFFIX_BIAS)?,
+                    hidden,
+                )?,
+                norm(
+                    g,
+                    &block_name(blk, gguf::LAYER_LAYER_OUTPUT_NORM, gguf::SUFFIX_WEIGHT)?,
+                    &block_name(blk, gguf::LAYER_LAYER_OUTPUT_NORM, gguf::SUFFIX_BIAS)?,
+                    hidden,
+                )?,
+            ];
+            norms.push(pair).map_err(|_| Error::CapacityExceeded)?;
+        }
+        Ok(Bert {
+            config: BertConfig {
+                blocks,
+                hidden,
+                ffn,
+                heads,
+                eps,
+                context,
+                vocab,
+            },
+            token_embd: TensorRef::new(&token_embd),
+            position_embd: TensorRef::new(&position_embd),
+            token_types,
+            embd_norm,
+            norms,
+        })
+    }
+
+    /// Writes the embeddings of `ids` into `x` (`ids.len() × hidden`), then the embedding
+    /// layer norm; `buf` needs `2·hidden` values.
+    pub(crate) fn embed(&self, ids: &[u32], x: &mut [f32], buf: &mut [f32]) -> Result<()> {
+        let h = self.config.hidden;
+        let (row, tmp) = buf.split_at_mut(h);
+        let tmp = &mut tmp[..h];
+        for (t, (&id, xr)) in ids.iter().zip(x.chunks_exact_mut(h)).enumerate() {
+            let id = id as usize;
+            if id >= self.config.vocab {
+                return Err(Error::BadInput);
+            }
+            self.token_embd.decode_f32(id * h, xr)?;
+            self.position_embd.decode_f32(t * h, row)?;
+            if let Some(tt) = &self.token_types {
+                tt.decode_f32(0, tmp)?;
+                for ((v, p), q) in xr.iter_mut().zip(row.iter()).zip(tmp.iter()) {
+                    *v += p + q;
+                }
+            } else {
+                for (v, p) in xr.iter_mut().zip(row.iter()) {
+                    *v += p;
+                }
+            }
+        }
+        self.layer_norm(&self.embd_norm, &mut x[..ids.len() * h], buf)
+    }
+
+    /// Layer norm over each row of `x` with `norm`; `buf` needs `2·hidden` values.
+    fn layer_norm(&self, norm: &Norm<'_>, x: &mut [f32], buf: &mut [f32]) -> Result<()> {
+        let h = self.config.hidden;
+        let (w, b) = buf.split_at_mut(h);
+        let b = &mut b[..h];
+        norm.weight.decode_f32(0, w)?;
+        norm.bias.decode_f32(0, b)?;
+        for row in x.chunks_exact_mut(h) {
+            let mean = row.iter().sum::<f32>() / h as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+            let inv = 1.0 / libm::sqrtf(var + self.config.eps);
+            for ((v, wv), bv) in row.iter_mut().zip(w.iter()).zip(b.iter()) {
+                *v = (*v - mean) * inv * wv + bv;
+            }
+        }
+        Ok(())
+    }
+
+    /// `x <- LN(x + y)` with block `blk`'s norm `which` (0 = attention output, 1 = layer output).
+    pub(crate) fn residual_norm(
+        &self,
+        blk: usize,
+        which: usize,
+        x: &mut [f32],
+        y: &[f32],
+        buf: &mut [f32],
+    ) -> Result<()> {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+        let n = self
+            .norms
+            .get(blk)
+            .and_then(|p| p.get(which))
+            .ok_or(Error::MissingTensor)?;
+        self.layer_norm(n, x, buf)
+    }
+}
+
+/// Multi-head self-attention over `t` tokens without masking (every token is real):
+/// `ctx = softmax(q k^T / sqrt(d)) v` per head. `scores` needs `t` values per row of one
+/// head at a time (`t` values in all, row by row).
+pub(crate) fn attention(
+    [q, k, v]: [&[f32]; 3],
+    t: usize,
+    hidden: usize,
+    heads: usize,
+    ctx: &mut [f32],
+    scores: &mut [f32],
+) {
+    let d = hidden / heads;
+    let scale = 1.0 / libm::sqrtf(d as f32);
+    let scores = &mut scores[..t];
+    for h in 0..heads {
+        let off = h * d;
+        for i in 0..t {
+            let qi = &q[i * hidden + off..i * hidden + off + d];
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = crate::math::dot(qi, &k[j * hidden + off..j * hidden + off + d]) * scale;
+                max = max.max(*s);
+            }
+            let mut sum = 0.0;
+            for s in scores.iter_mut() {
+                *s = libm::expf(*s - max);
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            let out = &mut ctx[i * hidden + off..i * hidden + off + d];
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let w = p * inv;
+                for (o, &vv) in out
+                    .iter_mut()
+                    .zip(&v[j * hidden + off..j * hidden + off + d])
+                {
+                    *o += w * vv;
+                }
+            }
+        }
+    }
+}
+
+/// Exact GELU, `0.5·x·(1 + erf(x/√2))` (HF BERT's `gelu`).
+pub(crate) fn gelu(x: &mut [f32]) {
+    for v in x {
+        *v = 0.5 * *v * (1.0 + libm::erff(*v * core::f32::consts::FRAC_1_SQRT_2));
+    }
+}

@@ -1,0 +1,106 @@
+//! all-MiniLM-L6-v2 as a `bert` GGUF (F32, F16, Q8_0, built at set-up into models/minilm/
+//! by `riffle-train minilm convert`): token ids equal to HF `tokenizers`, sentence
+//! embeddings against Hugging Face `transformers` in float64 (tests/data/minilm/golden.json).
+//!
+//! The GGUF files are never committed; `scripts/test` builds them before `cargo test`.
+//! Without them these tests fail with a message saying how to build them (set
+//! `RIFFLE_SKIP_MINILM=1` to skip on a machine without the Python set-up).
+
+use riffle_core::runtime::{Input, Model};
+use riffle_tests::{data_path, repo_path};
+use serde_json::Value;
+
+/// Cosine similarity bound per weight type: F32 and F16 as issue 4 asks (0.9999 to
+/// sentence-transformers' pooling); Q8_0 quantises every weight matrix and the token
+/// table to 8 bits: its documented tolerance is 0.999 (worst measured on this set:
+/// 0.99946; F16 0.9999995; F32 1.0000000 to 7 digits).
+const BOUNDS: [(&str, f64); 3] = [("f32", 0.9999), ("f16", 0.9999), ("q8_0", 0.999)];
+
+fn load(kind: &str) -> Option<Vec<u8>> {
+    if std::env::var_os("RIFFLE_SKIP_MINILM").is_some() {
+        return None;
+    }
+    let p = repo_path(&format!("models/minilm/minilm-{kind}.gguf"));
+    Some(std::fs::read(&p).unwrap_or_else(|e| {
+        panic!("{}: {e}; build it with `$(scripts/python-env) -m riffle_train minilm convert --out models/minilm`", p.display())
+    }))
+}
+
+fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn embeddings_match_transformers_for_every_weight_type() {
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(data_path("minilm/golden.json")).unwrap())
+            .unwrap();
+    for (kind, bound) in BOUNDS {
+        let Some(bytes) = load(kind) else { return };
+        let model = Model::from_bytes(&bytes).unwrap();
+        let mut index = vec![0u32; model.tokenizer_index_len().unwrap()];
+        let tok = model.tokenizer(&mut index).unwrap();
+        let mut arena = vec![0.0f32; model.arena_len(128, 0)];
+        let mut ids = vec![0u32; 128];
+        let mut out = vec![0.0f32; 384];
+        let mut worst = 1.0f64;
+        for case in g["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let n = tok.encode(text, 128, &mut ids).unwrap();
+            let want_ids: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(&ids[..n], &want_ids[..], "{kind}: ids of {text:?}");
+            let k = model
+                .run(None, None, Input::Tokens(&ids[..n]), &mut out, &mut arena)
+                .unwrap();
+            assert_eq!(k, 384);
+            let want: Vec<f64> = case["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let c = cosine(&out[..k], &want);
+            worst = worst.min(c);
+            assert!(c >= bound, "{kind}: cosine {c} < {bound} for {text:?}");
+        }
+        eprintln!("minilm-{kind}: worst cosine {worst:.7}");
+    }
+}
+
+#[test]
+fn text_model_rejects_bad_inputs() {
+    let Some(bytes) = load("q8_0") else { return };
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut arena = vec![0.0f32; model.arena_len(8, 0)];
+    let mut out = vec![0.0f32; 384];
+    let err = model
+        .run(None, None, Input::Vector(&[0.0; 4]), &mut out, &mut arena)
+        .unwrap_err();
+    assert_eq!(err, riffle_core::Error::BadInput);
+    let err = model
+        .run(None, None, Input::Tokens(&[]), &mut out, &mut arena)
+        .unwrap_err();
+    assert_eq!(err, riffle_core::Error::BadInput);
+    let err = model
+        .run(
+            None,
+            None,
+            Input::Tokens(&[101, 40_000, 102]),
+            &mut out,
+            &mut arena,
+        )
+        .unwrap_err();
+    assert_eq!(err, riffle_core::Error::BadInput);
+    let err = model
+        .run(None, None, Input::Tokens(&[101; 9]), &mut out, &mut arena)
+        .unwrap_err();
+    assert!(matches!(err, riffle_core::Error::BufferTooSmall { .. }));
+}
