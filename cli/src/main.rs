@@ -1,6 +1,198 @@
-//! `riffle`: the command-line front end of riffle-core.
+//! `riffle`: the command-line front end of riffle-core. Thin by design: argument parsing,
+//! file I/O and printing; every model computation is the core's.
 
-fn main() {
-    eprintln!("riffle: the command line lands with the runtime (see the issues)");
-    std::process::exit(2);
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Parser, Subcommand};
+
+mod cmd;
+mod embedded;
+mod engine;
+mod fail;
+mod files;
+mod gguf_write;
+mod npy;
+mod show;
+
+/// Run fine-tuned networks by swapping tiny orthogonal adapters (GSOFT, Double GSOFT,
+/// OFT, BOFT) over one frozen base model.
+#[derive(Parser, Debug)]
+#[command(name = "riffle", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the embedded 8x8-digits demo: two bases, eight adapters, swapped at runtime
+    /// unmerged and merged, scored on held-out sets (no files, no network).
+    Demo,
+    /// Run inputs through a base with resident adapters.
+    #[command(group(ArgGroup::new("source").required(true).args(["text", "input", "stdin"])))]
+    Run {
+        /// Base model (GGUF).
+        #[arg(long, short = 'm', value_name = "M.gguf")]
+        model: PathBuf,
+        /// Adapter (GGUF); repeat to keep several resident.
+        #[arg(long, short = 'a', value_name = "A.gguf")]
+        adapter: Vec<PathBuf>,
+        /// Task of the adapter to activate (default: the first adapter). `base` runs the
+        /// bare base.
+        #[arg(long, short = 't', value_name = "NAME")]
+        task: Option<String>,
+        /// Merge the adapter into a copy of the weights instead of applying it unmerged.
+        #[arg(long)]
+        merge: bool,
+        /// One text input (text models).
+        #[arg(long, value_name = "TEXT")]
+        text: Option<String>,
+        /// A NumPy .npy file of float32, shape (d) or (batch, d).
+        #[arg(long, short = 'i', value_name = "x.npy")]
+        input: Option<PathBuf>,
+        /// Read one input per line from stdin (numbers separated by commas or spaces, or
+        /// text for text models).
+        #[arg(long)]
+        stdin: bool,
+        /// One JSON object per input, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Interactive session: swap adapters between inputs (`:use NAME`, `:base`,
+    /// `:merge on|off`, `:info`, `:help`, `:quit`). Works with piped input.
+    Repl {
+        /// Base model (GGUF).
+        #[arg(long, short = 'm', value_name = "M.gguf")]
+        model: PathBuf,
+        /// Adapter (GGUF); repeat to keep several resident.
+        #[arg(long, short = 'a', value_name = "A.gguf")]
+        adapter: Vec<PathBuf>,
+        /// Print results as JSON objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a GGUF file: metadata, tensors, and what riffle makes of it.
+    Inspect {
+        /// A base model, an adapter or a dataset (GGUF).
+        file: PathBuf,
+        /// Recompute the model id (bases) or the CRC-32 (adapters, datasets); exit 2 on a
+        /// mismatch.
+        #[arg(long)]
+        verify: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a base model with an adapter merged into its weights.
+    Merge {
+        /// Base model (GGUF).
+        #[arg(long, short = 'm', value_name = "M.gguf")]
+        model: PathBuf,
+        /// Adapter to merge (GGUF).
+        #[arg(long, short = 'a', value_name = "A.gguf")]
+        adapter: PathBuf,
+        /// Output file.
+        #[arg(long, short = 'o', value_name = "OUT.gguf")]
+        output: PathBuf,
+    },
+    /// Measure base, unmerged and merged latency, activation and in-place swap times.
+    Bench {
+        /// Base model (GGUF).
+        #[arg(long, short = 'm', value_name = "M.gguf")]
+        model: PathBuf,
+        /// Adapter (GGUF).
+        #[arg(long, short = 'a', value_name = "A.gguf")]
+        adapter: PathBuf,
+        /// Sequence lengths for text models, comma-separated (vector models use their
+        /// input length).
+        #[arg(long, value_name = "16,64,128", value_delimiter = ',')]
+        seq: Vec<usize>,
+        /// Seconds spent on each measurement.
+        #[arg(long, default_value_t = 0.25, value_name = "SECONDS")]
+        budget: f64,
+        /// One JSON object per sequence length, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a PEFT OFT or BOFT adapter folder (adapter_config.json +
+    /// adapter_model.safetensors) into a riffle adapter.
+    ImportPeft {
+        /// The PEFT adapter folder.
+        dir: PathBuf,
+        /// The base model the adapter was trained on (GGUF).
+        #[arg(long, short = 'b', value_name = "M.gguf")]
+        base: PathBuf,
+        /// Output adapter file.
+        #[arg(long, short = 'o', value_name = "A.gguf")]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("riffle: internal error (a bug, please report it): {msg}{at}");
+        std::process::exit(101);
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo => cmd::demo::run(),
+        Command::Run {
+            model,
+            adapter,
+            task,
+            merge,
+            text,
+            input,
+            stdin,
+            json,
+        } => cmd::run::run(cmd::run::RunArgs {
+            model,
+            adapters: adapter,
+            task,
+            merge,
+            text,
+            input,
+            stdin,
+            json,
+        }),
+        Command::Repl {
+            model,
+            adapter,
+            json,
+        } => cmd::repl::run(&model, &adapter, json),
+        Command::Inspect { file, verify, json } => cmd::inspect::run(&file, verify, json),
+        Command::Merge {
+            model,
+            adapter,
+            output,
+        } => cmd::merge::run(&model, &adapter, &output),
+        Command::Bench {
+            model,
+            adapter,
+            seq,
+            budget,
+            json,
+        } => cmd::bench::run(&model, &adapter, &seq, budget, json),
+        Command::ImportPeft { dir, base, output } => cmd::import_peft::run(&dir, &base, &output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("riffle: {e}");
+            ExitCode::from(e.code as u8)
+        }
+    }
 }

@@ -1,0 +1,9 @@
+//! One module per command.
+
+pub mod bench;
+pub mod demo;
+pub mod import_peft;
+pub mod inspect;
+pub mod merge;
+pub mod repl;
+pub mod run;

@@ -1,0 +1,210 @@
+//! `riffle run`: inputs from `--text`, a `.npy` file or stdin, through a base with
+//! resident adapters, unmerged or merged.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::engine::{input_kind, takes_text, InputValue, Prediction, Runner, Stack};
+use crate::fail::{bad, Result};
+use crate::files::{open_all, Mapped};
+use crate::{npy, show};
+
+/// Arguments of `riffle run`.
+pub struct RunArgs {
+    pub model: PathBuf,
+    pub adapters: Vec<PathBuf>,
+    pub task: Option<String>,
+    pub merge: bool,
+    pub text: Option<String>,
+    pub input: Option<PathBuf>,
+    pub stdin: bool,
+    pub json: bool,
+}
+
+/// Maps the base and the adapters and checks them against each other.
+pub fn open(model: &std::path::Path, adapters: &[PathBuf]) -> Result<(Mapped, Vec<Mapped>)> {
+    let model = Mapped::open(model)?;
+    let adapters = open_all(adapters)?;
+    Ok((model, adapters))
+}
+
+/// (name, bytes) of mapped files.
+pub fn pairs(maps: &[Mapped]) -> Vec<(&str, &[u8])> {
+    maps.iter().map(|m| (m.name(), m.bytes())).collect()
+}
+
+/// Parses one line of input for `model`: numbers separated by commas and/or spaces for
+/// vector models, the line itself for text models.
+pub fn parse_line(line: &str, runner: &Runner<'_, '_>) -> std::result::Result<InputValue, String> {
+    if takes_text(runner.model()) {
+        return Ok(InputValue::Text(line.to_string()));
+    }
+    let mut v = Vec::new();
+    for (i, tok) in line
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .enumerate()
+    {
+        let x: f32 = tok.parse().map_err(|_| {
+            format!(
+                "value {} (`{}`) is not a number; {} takes {}",
+                i + 1,
+                tok.chars().take(20).collect::<String>(),
+                runner.model_name(),
+                input_kind(runner.model())
+            )
+        })?;
+        v.push(x);
+    }
+    let want = runner.model().input_len();
+    if v.len() != want {
+        return Err(format!(
+            "input has {} values; {} takes {want}",
+            v.len(),
+            runner.model_name()
+        ));
+    }
+    Ok(InputValue::Vector(v))
+}
+
+/// One prediction as a line: JSON or readable.
+pub fn render(p: &Prediction, index: usize, merged: bool, json: bool) -> String {
+    if json {
+        let mut o = json!({
+            "input": index,
+            "task": p.task,
+            "merged": merged,
+        });
+        if let Some((i, name)) = &p.label {
+            o["label"] = json!(name);
+            o["label_index"] = json!(i);
+        }
+        if let Some(probs) = &p.probabilities {
+            o["probabilities"] = show::nums(probs);
+        }
+        o["output"] = show::nums(&p.output);
+        return o.to_string();
+    }
+    let task = p.task.as_deref().unwrap_or("base");
+    let mode = if merged { ", merged" } else { "" };
+    match (&p.label, &p.probabilities) {
+        (Some((i, name)), Some(probs)) => {
+            format!("{index}: {name}  (p = {:.3}; {task}{mode})", probs[*i])
+        }
+        _ => {
+            let head: Vec<String> = p.output.iter().take(8).map(|x| format!("{x:.4}")).collect();
+            let more = if p.output.len() > 8 {
+                format!(", … {} values", p.output.len())
+            } else {
+                String::new()
+            };
+            format!("{index}: [{}{more}]  ({task}{mode})", head.join(", "))
+        }
+    }
+}
+
+/// Picks the handle for `--task` (`base` = the bare base, when no adapter has that task).
+pub fn pick_task(runner: &Runner<'_, '_>, task: Option<&str>) -> Result<Option<usize>> {
+    match task {
+        None => Ok(if runner.tasks().is_empty() {
+            None
+        } else {
+            Some(0)
+        }),
+        Some(t) => match runner.session().find(t) {
+            Some(h) => Ok(Some(h)),
+            None if t == "base" => Ok(None),
+            None => runner.handle(t, "--task").map(Some),
+        },
+    }
+}
+
+/// `riffle run`.
+pub fn run(a: RunArgs) -> Result<()> {
+    let (model_map, adapter_maps) = open(&a.model, &a.adapters)?;
+    let mut stack = Stack::load((model_map.name(), model_map.bytes()), &pairs(&adapter_maps))?;
+    let text_model = takes_text(&stack.model);
+    let kind = input_kind(&stack.model);
+    if a.text.is_some() && !text_model {
+        return Err(bad(
+            model_map.name(),
+            format!("this model takes {kind}, not text (use --input x.npy or --stdin)"),
+        ));
+    }
+    let batch = match &a.input {
+        Some(path) => {
+            let f = Mapped::open(path)?;
+            if text_model {
+                return Err(bad(
+                    model_map.name(),
+                    "this model takes text, not a .npy file (use --text or --stdin)",
+                ));
+            }
+            let m = npy::parse(f.bytes()).map_err(|e| bad(f.name(), e))?;
+            let want = stack.model.input_len();
+            if m.cols != want {
+                return Err(bad(
+                    f.name(),
+                    format!(
+                        "inputs have {} values each (shape {}); {} takes {want}",
+                        m.cols,
+                        if m.rows == 1 {
+                            format!("({},) or (1, {})", m.cols, m.cols)
+                        } else {
+                            format!("({}, {})", m.rows, m.cols)
+                        },
+                        model_map.name()
+                    ),
+                ));
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    let mut runner = stack.runner()?;
+    let handle = pick_task(&runner, a.task.as_deref())?;
+    runner.activate(handle)?;
+    runner.set_merged(a.merge)?;
+    let merged = runner.is_merged();
+    let emit = |runner: &mut Runner<'_, '_>, index: usize, input: &InputValue, what: &str| {
+        let p = runner.predict(input).map_err(|e| bad(what, e))?;
+        show::line(render(&p, index, merged, a.json));
+        Ok(())
+    };
+    if let Some(t) = &a.text {
+        emit(&mut runner, 0, &InputValue::Text(t.clone()), "--text")?;
+    }
+    if let Some(m) = &batch {
+        let name = a
+            .input
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        for i in 0..m.rows {
+            emit(
+                &mut runner,
+                i,
+                &InputValue::Vector(m.row(i).to_vec()),
+                &name,
+            )?;
+        }
+    }
+    if a.stdin {
+        let stdin = std::io::stdin();
+        let mut index = 0;
+        for (n, line) in stdin.lock().lines().enumerate() {
+            let line = line.map_err(|e| bad("<stdin>", crate::files::io_problem(&e)))?;
+            let l = line.trim();
+            if l.is_empty() || (!text_model && l.starts_with('#')) {
+                continue;
+            }
+            let what = format!("<stdin>:{}", n + 1);
+            let input = parse_line(l, &runner).map_err(|e| bad(&what, e))?;
+            emit(&mut runner, index, &input, &what)?;
+            index += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! The CLI's thin layer over a `riffle_core` session: a base, resident adapters, the
+//! buffers they need, and turning raw outputs into labels and probabilities.
+
+use riffle_core::runtime::{Adapter, AdapterHandle, Input, Model, Session};
+
+use crate::fail::{bad, runtime, Result};
+use crate::files::{load_adapter, load_model};
+
+/// One input as read from the command line, a file or a line of stdin.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputValue {
+    /// Numbers, for vector-input models (`mlp`, `cnn`).
+    Vector(Vec<f32>),
+    /// Text, for text models (`bert`).
+    Text(String),
+}
+
+/// What the model made of one input.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// The active adapter's task, `None` for the bare base.
+    pub task: Option<String>,
+    /// The raw output vector (logits, or an embedding for a text model without a head).
+    pub output: Vec<f32>,
+    /// Index and name of the top label, when the active head has labels.
+    pub label: Option<(usize, String)>,
+    /// Softmax of the output, when the active head has labels.
+    pub probabilities: Option<Vec<f32>>,
+}
+
+/// True for models that take text (`--text`, text lines on stdin).
+pub fn takes_text(model: &Model<'_>) -> bool {
+    model.architecture().name() == "bert"
+}
+
+/// A sentence saying what inputs `model` takes.
+pub fn input_kind(model: &Model<'_>) -> String {
+    if takes_text(model) {
+        "text".to_string()
+    } else {
+        format!("vectors of {} numbers", model.input_len())
+    }
+}
+
+/// A base model and its adapters, parsed and checked against each other, with the
+/// buffers a session borrows.
+pub struct Stack<'f> {
+    /// Name of the base file.
+    pub model_name: String,
+    /// The base.
+    pub model: Model<'f>,
+    /// Adapter file names and adapters, in command-line order.
+    pub adapters: Vec<(String, Adapter<'f>)>,
+    workspaces: Vec<Vec<f32>>,
+    merged: Vec<f32>,
+}
+
+impl<'f> Stack<'f> {
+    /// Loads the base `model` and every adapter in `adapters` (name, bytes).
+    ///
+    /// # Errors
+    /// A bad input naming the file at fault: see [`load_model`] and [`load_adapter`];
+    /// two adapters with the same task name.
+    pub fn load(model: (&str, &'f [u8]), adapters: &[(&str, &'f [u8])]) -> Result<Self> {
+        let (model_name, model_bytes) = model;
+        let model = load_model(model_name, model_bytes)?;
+        let mut loaded: Vec<(String, Adapter<'f>)> = Vec::new();
+        let mut workspaces = Vec::new();
+        if adapters.len() > riffle_core::runtime::MAX_RESIDENT {
+            return Err(bad(
+                "--adapter",
+                format!(
+                    "at most {} adapters can be resident at once",
+                    riffle_core::runtime::MAX_RESIDENT
+                ),
+            ));
+        }
+        for (name, bytes) in adapters {
+            let (a, ws) = load_adapter(name, bytes, &model, model_name)?;
+            if let Some((other, _)) = loaded.iter().find(|(_, b)| b.task_name() == a.task_name()) {
+                return Err(bad(
+                    name,
+                    format!("task `{}` is already given by {other}", a.task_name()),
+                ));
+            }
+            loaded.push((name.to_string(), a));
+            workspaces.push(vec![0.0f32; ws]);
+        }
+        let merged = vec![0.0f32; model.merged_len()];
+        Ok(Stack {
+            model_name: model_name.to_string(),
+            model,
+            adapters: loaded,
+            workspaces,
+            merged,
+        })
+    }
+
+    /// Prepares every adapter (Cayley blocks into its workspace) and opens a session
+    /// with all of them resident, the bare base active, unmerged.
+    ///
+    /// # Errors
+    /// A bad input naming the adapter that fails to prepare.
+    pub fn runner(&mut self) -> Result<Runner<'_, 'f>> {
+        let Stack {
+            model_name,
+            model,
+            adapters,
+            workspaces,
+            merged,
+        } = self;
+        let model: &Model<'f> = model;
+        let mut session = Session::new(model);
+        let mut names = Vec::new();
+        for ((name, a), ws) in adapters.iter().zip(workspaces.iter_mut()) {
+            let p = a
+                .prepare(model, ws)
+                .map_err(|e| crate::fail::core_bad(name, e, Some(a.gguf())))?;
+            session
+                .add_adapter(p)
+                .map_err(|e| crate::fail::core_bad(name, e, Some(a.gguf())))?;
+            names.push(name.clone());
+        }
+        let last = model.slots().len().saturating_sub(1);
+        let out_len = session
+            .adapters()
+            .iter()
+            .map(|p| {
+                p.head(last)
+                    .map_or(0, |h| h.rows)
+                    .max(p.labels().map_or(0, |l| l.len()))
+            })
+            .chain([model.output_len(), 1])
+            .max()
+            .unwrap_or(1);
+        let arena = vec![0.0f32; session.arena_len(max_tokens(model))];
+        let scratch = vec![0.0f32; session.swap_scratch_len()];
+        Ok(Runner {
+            session,
+            merged_buf: Some(merged.as_mut_slice()),
+            scratch,
+            arena,
+            out: vec![0.0f32; out_len],
+            model_name: model_name.as_str(),
+            file_names: names,
+        })
+    }
+}
+
+/// Longest input in tokens a runner sizes its arena for (0 for vector models).
+fn max_tokens(model: &Model<'_>) -> usize {
+    if takes_text(model) {
+        text::max_tokens(model)
+    } else {
+        0
+    }
+}
+
+/// A live session over a [`Stack`], with its buffers.
+pub struct Runner<'s, 'f> {
+    session: Session<'s, 'f, 's>,
+    merged_buf: Option<&'s mut [f32]>,
+    scratch: Vec<f32>,
+    arena: Vec<f32>,
+    out: Vec<f32>,
+    model_name: &'s str,
+    file_names: Vec<String>,
+}
+
+impl<'s, 'f> Runner<'s, 'f> {
+    /// The session (for timing loops).
+    pub fn session(&self) -> &Session<'s, 'f, 's> {
+        &self.session
+    }
+
+    /// The base model.
+    pub fn model(&self) -> &'s Model<'f> {
+        self.session.model()
+    }
+
+    /// Name of the base file.
+    pub fn model_name(&self) -> &str {
+        self.model_name
+    }
+
+    /// Task names of the resident adapters, by handle.
+    pub fn tasks(&self) -> Vec<&'f str> {
+        self.session
+            .adapters()
+            .iter()
+            .map(|p| p.task_name())
+            .collect()
+    }
+
+    /// File name of adapter `h`.
+    pub fn file_name(&self, h: AdapterHandle) -> &str {
+        &self.file_names[h]
+    }
+
+    /// Handle of the adapter for `task`.
+    ///
+    /// # Errors
+    /// An unknown task: a bad input naming `--task` (or `what`), listing the tasks.
+    pub fn handle(&self, task: &str, what: &str) -> Result<AdapterHandle> {
+        self.session.find(task).ok_or_else(|| {
+            let tasks = self.tasks();
+            bad(
+                what,
+                if tasks.is_empty() {
+                    format!("unknown task `{task}`: no adapter is loaded (add --adapter FILE)")
+                } else {
+                    format!(
+                        "unknown task `{task}` (resident: {})",
+                        tasks
+                            .iter()
+                            .map(|t| format!("`{t}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+            )
+        })
+    }
+
+    /// Activates adapter `h`, or the bare base.
+    ///
+    /// # Errors
+    /// A runtime failure (the handle is valid and the scratch sized by the session).
+    pub fn activate(&mut self, h: Option<AdapterHandle>) -> Result<()> {
+        self.session
+            .activate(h, &mut self.scratch)
+            .map_err(|e| runtime(self.model_name, e))
+    }
+
+    /// True in merged mode.
+    pub fn is_merged(&self) -> bool {
+        self.session.is_merged()
+    }
+
+    /// Enters or leaves merged mode (the active adapter stays active).
+    ///
+    /// # Errors
+    /// A runtime failure.
+    pub fn set_merged(&mut self, on: bool) -> Result<()> {
+        if on == self.session.is_merged() {
+            return Ok(());
+        }
+        if on {
+            let buf = self
+                .merged_buf
+                .take()
+                .ok_or_else(|| runtime(self.model_name, "merged weights are unavailable"))?;
+            self.session
+                .enable_merged(buf, &mut self.scratch)
+                .map_err(|e| runtime(self.model_name, e))
+        } else {
+            self.merged_buf = self.session.disable_merged();
+            Ok(())
+        }
+    }
+
+    /// Re-merges the active adapter from the base (resets swap drift).
+    ///
+    /// # Errors
+    /// A runtime failure.
+    pub fn remerge(&mut self) -> Result<()> {
+        self.session
+            .remerge(&mut self.scratch)
+            .map_err(|e| runtime(self.model_name, e))
+    }
+
+    /// The merged weights, in merged mode.
+    pub fn merged_weights(&self) -> Option<&[f32]> {
+        self.session.merged_weights()
+    }
+
+    /// Runs a vector input and returns the raw output (no allocation: for timing loops).
+    ///
+    /// # Errors
+    /// A message for an input of the wrong length.
+    pub fn run_vector(&mut self, x: &[f32]) -> std::result::Result<&[f32], String> {
+        let want = self.model().input_len();
+        if takes_text(self.model()) {
+            return Err(format!(
+                "{} takes text, not numbers (use --text or text lines)",
+                self.model_name
+            ));
+        }
+        if x.len() != want {
+            return Err(format!(
+                "input has {} values; {} takes {want}",
+                x.len(),
+                self.model_name
+            ));
+        }
+        let n = self
+            .session
+            .run(Input::Vector(x), &mut self.out, &mut self.arena)
+            .map_err(|e| e.to_string())?;
+        Ok(&self.out[..n])
+    }
+
+    /// Runs token ids (text models).
+    ///
+    /// # Errors
+    /// A message when the model is not a text model or the ids do not fit.
+    pub fn run_tokens(&mut self, ids: &[u32]) -> std::result::Result<&[f32], String> {
+        let n = self
+            .session
+            .run(Input::Tokens(ids), &mut self.out, &mut self.arena)
+            .map_err(|e| e.to_string())?;
+        Ok(&self.out[..n])
+    }
+
+    /// Runs one input and names the result.
+    ///
+    /// # Errors
+    /// A message (without location) for an input the model cannot take.
+    pub fn predict(&mut self, input: &InputValue) -> std::result::Result<Prediction, String> {
+        let output = match input {
+            InputValue::Vector(x) => self.run_vector(x)?.to_vec(),
+            InputValue::Text(t) => {
+                if !takes_text(self.model()) {
+                    return Err(format!(
+                        "{} takes {}, not text",
+                        self.model_name,
+                        input_kind(self.model())
+                    ));
+                }
+                let ids = text::encode(self.model(), t)?;
+                self.run_tokens(&ids)?.to_vec()
+            }
+        };
+        let active = self.session.active_adapter();
+        let labels = active
+            .and_then(|p| p.labels())
+            .or_else(|| self.model().labels());
+        let (label, probabilities) = match labels {
+            Some(l) if l.len() == output.len() => {
+                let probs = softmax(&output);
+                let top = argmax(&output);
+                (
+                    Some((top, l.get(top).unwrap_or("?").to_string())),
+                    Some(probs),
+                )
+            }
+            _ => (None, None),
+        };
+        Ok(Prediction {
+            task: active.map(|p| p.task_name().to_string()),
+            output,
+            label,
+            probabilities,
+        })
+    }
+
+    /// Labels of the active head (the adapter's, else the base's).
+    pub fn labels(&self) -> Option<Vec<String>> {
+        self.session
+            .active_adapter()
+            .and_then(|p| p.labels())
+            .or_else(|| self.model().labels())
+            .map(|l| l.iter().map(|(_, s)| s.to_string()).collect())
+    }
+
+    /// Arena bytes of this session.
+    pub fn arena_bytes(&self) -> usize {
+        4 * self.arena.len()
+    }
+}
+
+/// Index of the largest value (the first on ties; NaN never wins).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] || v[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Softmax, computed in f64 for stability.
+pub fn softmax(v: &[f32]) -> Vec<f32> {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = v.iter().map(|x| (*x as f64 - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|x| (x / s) as f32).collect()
+}
+
+/// Text inputs: tokenization for `bert` models. The runtime's text support lands
+/// separately; until then a text model is reported as unsupported by the core's loader.
+mod text {
+    use riffle_core::runtime::Model;
+
+    /// Longest input the arena is sized for.
+    pub fn max_tokens(_model: &Model<'_>) -> usize {
+        0
+    }
+
+    /// Token ids of `text`, with `[CLS]` and `[SEP]`.
+    pub fn encode(_model: &Model<'_>, _text: &str) -> Result<Vec<u32>, String> {
+        Err("text models are not supported by this build yet".into())
+    }
+}

@@ -1,0 +1,153 @@
+//! Printing: stdout lines that survive a closed pipe, tables, durations, sizes, JSON
+//! numbers.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Prints one line on stdout. A closed pipe (`riffle ... | head`) ends the program
+/// quietly with status 0; any other write error is a runtime failure.
+pub fn line(s: impl AsRef<str>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{}", s.as_ref()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("riffle: <stdout>: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Column alignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Left.
+    L,
+    /// Right.
+    R,
+}
+
+/// A text table with a header, a rule under it, and aligned columns.
+pub fn table(header: &[&str], align: &[Align], rows: &[Vec<String>]) -> Vec<String> {
+    let n = header.len();
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let fmt_row = |cells: &[String]| -> String {
+        let mut s = String::new();
+        for i in 0..n {
+            let c = cells.get(i).map_or("", String::as_str);
+            let pad = width[i].saturating_sub(c.chars().count());
+            if i > 0 {
+                s.push_str("  ");
+            }
+            match align.get(i).copied().unwrap_or(Align::L) {
+                Align::L => {
+                    s.push_str(c);
+                    if i + 1 < n {
+                        s.extend(std::iter::repeat_n(' ', pad));
+                    }
+                }
+                Align::R => {
+                    s.extend(std::iter::repeat_n(' ', pad));
+                    s.push_str(c);
+                }
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut out = vec![fmt_row(&head)];
+    let total: usize = width.iter().sum::<usize>() + 2 * n.saturating_sub(1);
+    out.push("─".repeat(total));
+    out.extend(rows.iter().map(|r| fmt_row(r)));
+    out
+}
+
+/// A duration with a unit that keeps 2-3 significant digits.
+pub fn duration(d: Duration) -> String {
+    seconds(d.as_secs_f64())
+}
+
+/// Seconds with a readable unit.
+pub fn seconds(s: f64) -> String {
+    let ns = s * 1e9;
+    if ns < 1_000.0 {
+        format!("{ns:.0} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// A byte count: exact below 10 KiB, else KiB / MiB.
+pub fn bytes(n: usize) -> String {
+    let f = n as f64;
+    if n < 10 * 1024 {
+        format!("{n} B")
+    } else if f < 10.0 * 1024.0 * 1024.0 {
+        format!("{:.1} KiB", f / 1024.0)
+    } else {
+        format!("{:.1} MiB", f / (1024.0 * 1024.0))
+    }
+}
+
+/// A JSON number for an `f32`, printed with the shortest digits that read back as the
+/// same `f32` (`null` for NaN and infinities).
+pub fn num(x: f32) -> Value {
+    if !x.is_finite() {
+        return Value::Null;
+    }
+    // The f32's shortest decimal, read as f64, prints back as the same short decimal.
+    let short: f64 = x.to_string().parse().unwrap_or(x as f64);
+    serde_json::Number::from_f64(short).map_or(Value::Null, Value::Number)
+}
+
+/// A JSON array of `f32`s.
+pub fn nums(v: &[f32]) -> Value {
+    Value::Array(v.iter().map(|x| num(*x)).collect())
+}
+
+/// A JSON number for an `f64` rounded to `digits` decimals.
+pub fn round(x: f64, digits: i32) -> Value {
+    let p = 10f64.powi(digits);
+    let r: f64 = format!("{:.*}", digits.max(0) as usize, (x * p).round() / p)
+        .parse()
+        .unwrap_or(x);
+    serde_json::Number::from_f64(r).map_or(Value::Null, Value::Number)
+}
+
+/// Median of a list of samples (seconds).
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// A percentage with one decimal.
+pub fn percent(num: usize, den: usize) -> String {
+    if den == 0 {
+        return "-".into();
+    }
+    format!("{:.1}%", 100.0 * num as f64 / den as f64)
+}
+
+/// `s` when stderr is a terminal, else nothing (for prompts).
+pub fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
