@@ -1,7 +1,9 @@
 //! The CLI's thin layer over a `riffle_core` session: a base, resident adapters, the
 //! buffers they need, and turning raw outputs into labels and probabilities.
 
+use riffle_core::gguf::StringArray;
 use riffle_core::runtime::{Adapter, AdapterHandle, Input, Model, Session};
+use riffle_core::text::Tokenizer;
 
 use crate::fail::{bad, runtime, Result};
 use crate::files::{load_adapter, load_model};
@@ -26,11 +28,13 @@ pub struct Prediction {
     pub label: Option<(usize, String)>,
     /// Softmax of the output, when the active head has labels.
     pub probabilities: Option<Vec<f32>>,
+    /// Token count of a text input (`[CLS]` and `[SEP]` included).
+    pub tokens: Option<usize>,
 }
 
 /// True for models that take text (`--text`, text lines on stdin).
 pub fn takes_text(model: &Model<'_>) -> bool {
-    model.architecture().name() == "bert"
+    model.bert_config().is_some()
 }
 
 /// A sentence saying what inputs `model` takes.
@@ -53,6 +57,7 @@ pub struct Stack<'f> {
     pub adapters: Vec<(String, Adapter<'f>)>,
     workspaces: Vec<Vec<f32>>,
     merged: Vec<f32>,
+    token_index: Vec<u32>,
 }
 
 impl<'f> Stack<'f> {
@@ -87,12 +92,21 @@ impl<'f> Stack<'f> {
             workspaces.push(vec![0.0f32; ws]);
         }
         let merged = vec![0.0f32; model.merged_len()];
+        let token_index = if takes_text(&model) {
+            let n = model
+                .tokenizer_index_len()
+                .map_err(|e| crate::fail::core_bad(model_name, e, Some(model.gguf())))?;
+            vec![0u32; n]
+        } else {
+            Vec::new()
+        };
         Ok(Stack {
             model_name: model_name.to_string(),
             model,
             adapters: loaded,
             workspaces,
             merged,
+            token_index,
         })
     }
 
@@ -108,8 +122,18 @@ impl<'f> Stack<'f> {
             adapters,
             workspaces,
             merged,
+            token_index,
         } = self;
         let model: &Model<'f> = model;
+        let tokenizer = if takes_text(model) {
+            Some(
+                model
+                    .tokenizer(token_index)
+                    .map_err(|e| crate::fail::core_bad(&*model_name, e, Some(model.gguf())))?,
+            )
+        } else {
+            None
+        };
         let mut session = Session::new(model);
         let mut names = Vec::new();
         for ((name, a), ws) in adapters.iter().zip(workspaces.iter_mut()) {
@@ -128,12 +152,13 @@ impl<'f> Stack<'f> {
             .map(|p| {
                 p.head(last)
                     .map_or(0, |h| h.rows)
+                    .max(p.cls_head().map_or(0, |h| h.rows))
                     .max(p.labels().map_or(0, |l| l.len()))
             })
             .chain([model.output_len(), 1])
             .max()
             .unwrap_or(1);
-        let arena = vec![0.0f32; session.arena_len(max_tokens(model))];
+        let arena = vec![0.0f32; session.arena_len(model.max_tokens())];
         let scratch = vec![0.0f32; session.swap_scratch_len()];
         Ok(Runner {
             session,
@@ -143,16 +168,9 @@ impl<'f> Stack<'f> {
             out: vec![0.0f32; out_len],
             model_name: model_name.as_str(),
             file_names: names,
+            tokenizer,
+            ids: vec![0u32; model.max_tokens()],
         })
-    }
-}
-
-/// Longest input in tokens a runner sizes its arena for (0 for vector models).
-fn max_tokens(model: &Model<'_>) -> usize {
-    if takes_text(model) {
-        text::max_tokens(model)
-    } else {
-        0
     }
 }
 
@@ -165,6 +183,8 @@ pub struct Runner<'s, 'f> {
     out: Vec<f32>,
     model_name: &'s str,
     file_names: Vec<String>,
+    tokenizer: Option<Tokenizer<'s, StringArray<'f>>>,
+    ids: Vec<u32>,
 }
 
 impl<'s, 'f> Runner<'s, 'f> {
@@ -317,18 +337,16 @@ impl<'s, 'f> Runner<'s, 'f> {
     /// # Errors
     /// A message (without location) for an input the model cannot take.
     pub fn predict(&mut self, input: &InputValue) -> std::result::Result<Prediction, String> {
+        let mut tokens = None;
         let output = match input {
             InputValue::Vector(x) => self.run_vector(x)?.to_vec(),
             InputValue::Text(t) => {
-                if !takes_text(self.model()) {
-                    return Err(format!(
-                        "{} takes {}, not text",
-                        self.model_name,
-                        input_kind(self.model())
-                    ));
-                }
-                let ids = text::encode(self.model(), t)?;
-                self.run_tokens(&ids)?.to_vec()
+                let n = self.encode(t)?;
+                tokens = Some(n);
+                let ids = std::mem::take(&mut self.ids);
+                let out = self.run_tokens(&ids[..n]).map(<[f32]>::to_vec);
+                self.ids = ids;
+                out?
             }
         };
         let active = self.session.active_adapter();
@@ -351,7 +369,25 @@ impl<'s, 'f> Runner<'s, 'f> {
             output,
             label,
             probabilities,
+            tokens,
         })
+    }
+
+    /// Tokenizes `text` into the runner's id buffer; returns the token count.
+    ///
+    /// # Errors
+    /// A message when the model does not take text.
+    pub fn encode(&mut self, text: &str) -> std::result::Result<usize, String> {
+        let Some(tok) = &self.tokenizer else {
+            return Err(format!(
+                "{} takes {}, not text",
+                self.model_name,
+                input_kind(self.model())
+            ));
+        };
+        let max = self.ids.len();
+        tok.encode(text, max, &mut self.ids)
+            .map_err(|e| e.to_string())
     }
 
     /// Labels of the active head (the adapter's, else the base's).
@@ -386,20 +422,4 @@ pub fn softmax(v: &[f32]) -> Vec<f32> {
     let e: Vec<f64> = v.iter().map(|x| (*x as f64 - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.iter().map(|x| (x / s) as f32).collect()
-}
-
-/// Text inputs: tokenization for `bert` models. The runtime's text support lands
-/// separately; until then a text model is reported as unsupported by the core's loader.
-mod text {
-    use riffle_core::runtime::Model;
-
-    /// Longest input the arena is sized for.
-    pub fn max_tokens(_model: &Model<'_>) -> usize {
-        0
-    }
-
-    /// Token ids of `text`, with `[CLS]` and `[SEP]`.
-    pub fn encode(_model: &Model<'_>, _text: &str) -> Result<Vec<u32>, String> {
-        Err("text models are not supported by this build yet".into())
-    }
 }

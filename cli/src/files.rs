@@ -118,7 +118,16 @@ impl Kind {
 /// # Errors
 /// Any container problem, as a bad input naming `name`.
 pub fn parse_gguf<'a>(name: &str, bytes: &'a [u8]) -> Result<Gguf<'a>> {
-    Gguf::parse(bytes).map_err(|e| core_bad(name, e, None))
+    Gguf::parse(bytes).map_err(|e| match e {
+        riffle_core::Error::TensorOutOfRange { tensor } => bad(
+            name,
+            format!(
+                "file is truncated or corrupt: the data of tensor {tensor} lies beyond its end ({} bytes)",
+                bytes.len()
+            ),
+        ),
+        e => core_bad(name, e, None),
+    })
 }
 
 /// Loads a base model.

@@ -73,6 +73,15 @@ pub fn duration(d: Duration) -> String {
     seconds(d.as_secs_f64())
 }
 
+/// A byte count, with the exact figure after a rounded one.
+pub fn bytes_exact(n: usize) -> String {
+    if n < 10 * 1024 {
+        format!("{n} B")
+    } else {
+        format!("{} ({n} bytes)", bytes(n))
+    }
+}
+
 /// Seconds with a readable unit.
 pub fn seconds(s: f64) -> String {
     let ns = s * 1e9;
@@ -92,7 +101,7 @@ pub fn bytes(n: usize) -> String {
     let f = n as f64;
     if n < 10 * 1024 {
         format!("{n} B")
-    } else if f < 10.0 * 1024.0 * 1024.0 {
+    } else if f < 1024.0 * 1024.0 {
         format!("{:.1} KiB", f / 1024.0)
     } else {
         format!("{:.1} MiB", f / (1024.0 * 1024.0))

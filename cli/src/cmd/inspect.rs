@@ -333,16 +333,14 @@ fn model(name: &str, g: &Gguf<'_>, verify: bool, r: &mut Report, problem: &mut O
         obj.insert("arena_bytes".into(), Json::Object(arena));
     } else {
         let b = 4 * m.arena_len(0, 0);
-        r.text.push(format!(
-            "  arena        {} ({b} bytes) per input",
-            show::bytes(b)
-        ));
+        r.text
+            .push(format!("  arena        {} per input", show::bytes_exact(b)));
         obj.insert("arena_bytes".into(), json!(b));
     }
     let merged = 4 * m.merged_len();
     r.text.push(format!(
-        "  merged mode  {} of f32 weights ({merged} bytes)",
-        show::bytes(merged)
+        "  merged mode  {} of f32 weights",
+        show::bytes_exact(merged)
     ));
     obj.insert("merged_bytes".into(), json!(merged));
     if verify {

@@ -84,11 +84,19 @@ pub fn render(p: &Prediction, index: usize, merged: bool, json: bool) -> String 
         if let Some(probs) = &p.probabilities {
             o["probabilities"] = show::nums(probs);
         }
+        if let Some(n) = p.tokens {
+            o["tokens"] = json!(n);
+        }
         o["output"] = show::nums(&p.output);
         return o.to_string();
     }
     let task = p.task.as_deref().unwrap_or("base");
-    let mode = if merged { ", merged" } else { "" };
+    let mode = match (merged, p.tokens) {
+        (true, Some(n)) => format!(", merged, {n} tokens"),
+        (false, Some(n)) => format!(", {n} tokens"),
+        (true, None) => ", merged".to_string(),
+        (false, None) => String::new(),
+    };
     match (&p.label, &p.probabilities) {
         (Some((i, name)), Some(probs)) => {
             format!("{index}: {name}  (p = {:.3}; {task}{mode})", probs[*i])

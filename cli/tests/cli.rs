@@ -1,0 +1,940 @@
+//! Integration tests of the `riffle` binary on the committed digits models: every command,
+//! the JSON shapes, adapter swapping in the repl, merge == unmerged, and bad inputs that
+//! must give exit status 2 with one line naming the file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use riffle_core::gguf::Gguf;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_riffle"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn digits(name: &str) -> String {
+    repo()
+        .join("models/digits")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A fresh scratch folder for one test.
+fn scratch(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("riffle-cli-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn run_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Held-out inputs `(n, 64)` and labels of a committed dataset.
+fn heldout(task: &str) -> (Vec<Vec<f32>>, Vec<i32>) {
+    let bytes = std::fs::read(digits(&format!("heldout-{task}.gguf"))).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let x = g.find_tensor("inputs").unwrap();
+    let n = x.shape()[0] as usize;
+    let mut flat = vec![0.0f32; n * 64];
+    x.decode_f32(0, &mut flat).unwrap();
+    let y = g.find_tensor("labels").unwrap();
+    let mut labels = vec![0i32; n];
+    y.decode_i32(0, &mut labels).unwrap();
+    (flat.chunks(64).map(<[f32]>::to_vec).collect(), labels)
+}
+
+/// A `.npy` v1 file with the given dtype descriptor, shape and raw data.
+fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+fn f32_npy(rows: &[Vec<f32>]) -> Vec<u8> {
+    let data: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    npy(
+        "<f4",
+        &format!("({}, {})", rows.len(), rows[0].len()),
+        &data,
+    )
+}
+
+fn line_of(x: &[f32]) -> String {
+    x.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Exit status 2, one line on stderr, starting with `riffle: ` and naming `file`.
+fn assert_bad(o: &Output, file: &str, words: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("riffle: "), "{err}");
+    assert!(err.contains(file), "names `{file}`: {err}");
+    assert!(
+        err.to_lowercase().contains(&words.to_lowercase()),
+        "says `{words}`: {err}"
+    );
+}
+
+#[test]
+fn demo_prints_every_task_with_plausible_accuracies() {
+    let out = ok(&run(&["demo"]));
+    for word in [
+        "mlp.gguf",
+        "cnn.gguf",
+        "digits",
+        "rotated",
+        "inverted",
+        "noisy",
+        "parity",
+        "gsoft",
+        "double_gsoft",
+        "oft",
+        "boft",
+        "activate",
+        "swap",
+        "arena",
+    ] {
+        assert!(out.contains(word), "demo output lacks `{word}`:\n{out}");
+    }
+    // Every adapter row: the adapter lifts the task to a good accuracy.
+    let mut rows = 0;
+    for line in out.lines() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        let Some(task) = cells.first() else { continue };
+        if !["rotated", "inverted", "noisy", "parity"].contains(task) || cells.len() < 8 {
+            continue;
+        }
+        let pct: Vec<f64> = cells
+            .iter()
+            .filter_map(|c| c.strip_suffix('%'))
+            .map(|c| c.parse().unwrap())
+            .collect();
+        if pct.len() != 2 {
+            continue;
+        }
+        rows += 1;
+        let (base, adapted) = (pct[0], pct[1]);
+        assert!(adapted >= 85.0, "{line}");
+        if ["rotated", "inverted"].contains(task) {
+            assert!(base < 30.0 && adapted > base + 50.0, "{line}");
+        }
+    }
+    assert_eq!(rows, 8, "two bases × four adapters:\n{out}");
+    assert_eq!(
+        out.matches("same predictions on 1800/1800").count(),
+        2,
+        "merged mode agrees:\n{out}"
+    );
+    assert!(out.contains('█'), "draws a digit");
+}
+
+#[test]
+fn run_json_shape_and_accuracy() {
+    let dir = scratch("run-json");
+    let (x, y) = heldout("rotated");
+    let rows: Vec<Vec<f32>> = x[..20].to_vec();
+    let path = dir.join("x.npy");
+    std::fs::write(&path, f32_npy(&rows)).unwrap();
+    let out = ok(&run(&[
+        "run",
+        "--model",
+        &digits("mlp.gguf"),
+        "--adapter",
+        &digits("mlp-rotated.gguf"),
+        "--adapter",
+        &digits("mlp-parity.gguf"),
+        "--task",
+        "rotated",
+        "--input",
+        path.to_str().unwrap(),
+        "--json",
+    ]));
+    let objs = json_lines(&out);
+    assert_eq!(objs.len(), 20);
+    let mut right = 0;
+    for (i, o) in objs.iter().enumerate() {
+        assert_eq!(o["input"], i);
+        assert_eq!(o["task"], "rotated");
+        assert_eq!(o["merged"], false);
+        assert_eq!(o["output"].as_array().unwrap().len(), 10);
+        let probs: Vec<f64> = o["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+        let label = o["label"].as_str().unwrap();
+        assert_eq!(label, o["label_index"].as_u64().unwrap().to_string());
+        right += usize::from(label == y[i].to_string());
+    }
+    assert!(right >= 17, "{right}/20 right");
+
+    // The base alone on the same inputs is mostly wrong; the parity head says even/odd.
+    let base = json_lines(&ok(&run(&[
+        "run",
+        "-m",
+        &digits("mlp.gguf"),
+        "-a",
+        &digits("mlp-rotated.gguf"),
+        "--task",
+        "base",
+        "-i",
+        path.to_str().unwrap(),
+        "--json",
+    ])));
+    assert!(base.iter().all(|o| o["task"].is_null()));
+    let parity = json_lines(&ok(&run(&[
+        "run",
+        "-m",
+        &digits("mlp.gguf"),
+        "-a",
+        &digits("mlp-parity.gguf"),
+        "-i",
+        path.to_str().unwrap(),
+        "--json",
+    ])));
+    for o in &parity {
+        assert!(["even", "odd"].contains(&o["label"].as_str().unwrap()));
+        assert_eq!(o["output"].as_array().unwrap().len(), 2);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn run_readable_vector_npy_stdin_and_merge_flag() {
+    let dir = scratch("run-text");
+    let (x, _) = heldout("digits");
+    let path = dir.join("one.npy");
+    let data: Vec<u8> = x[0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&path, npy("<f4", "(64,)", &data)).unwrap();
+    let out = ok(&run(&[
+        "run",
+        "-m",
+        &digits("cnn.gguf"),
+        "-i",
+        path.to_str().unwrap(),
+    ]));
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.starts_with("0: "), "{out}");
+    assert!(out.contains("p = "), "{out}");
+
+    let input = format!(
+        "# a comment\n{}\n\n{}\n",
+        line_of(&x[0]),
+        x[1].iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let unmerged = json_lines(&ok(&run_stdin(
+        &[
+            "run",
+            "-m",
+            &digits("cnn.gguf"),
+            "-a",
+            &digits("cnn-noisy.gguf"),
+            "--stdin",
+            "--json",
+        ],
+        &input,
+    )));
+    let merged = json_lines(&ok(&run_stdin(
+        &[
+            "run",
+            "-m",
+            &digits("cnn.gguf"),
+            "-a",
+            &digits("cnn-noisy.gguf"),
+            "--stdin",
+            "--json",
+            "--merge",
+        ],
+        &input,
+    )));
+    assert_eq!(unmerged.len(), 2);
+    assert_eq!(merged.len(), 2);
+    for (u, m) in unmerged.iter().zip(&merged) {
+        assert_eq!(m["merged"], true);
+        assert_eq!(u["label"], m["label"]);
+        for (a, b) in u["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(m["output"].as_array().unwrap())
+        {
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn repl_swaps_adapters_between_inputs() {
+    let (x, _) = heldout("digits");
+    let (r, _) = heldout("rotated");
+    let script = format!(
+        ":info\n{a}\n:use parity\n{a}\n:base\n{b}\n:use rotated\n{b}\n:merge on\n{b}\n:use parity\n{a}\n:merge off\n{a}\n:quit\n{a}\n",
+        a = line_of(&x[0]),
+        b = line_of(&r[0]),
+    );
+    let o = run_stdin(
+        &[
+            "repl",
+            "--model",
+            &digits("mlp.gguf"),
+            "--adapter",
+            &digits("mlp-rotated.gguf"),
+            "--adapter",
+            &digits("mlp-parity.gguf"),
+            "--json",
+        ],
+        &script,
+    );
+    let out = ok(&o);
+    // No prompt noise on piped input.
+    assert_eq!(stderr(&o), "");
+    let lines: Vec<Value> = json_lines(&out);
+    assert_eq!(
+        lines.len(),
+        1 + 7,
+        "info + 7 results (none after :quit):\n{out}"
+    );
+    let info = &lines[0];
+    assert_eq!(info["model_id"].as_str().unwrap().len(), 64);
+    assert_eq!(info["adapters"].as_array().unwrap().len(), 2);
+    assert_eq!(info["active"], "rotated");
+    let res = &lines[1..];
+    let label = |i: usize| res[i]["label"].as_str().unwrap().to_string();
+    let task = |i: usize| res[i]["task"].clone();
+    // Same input, rotated adapter (a digit) then parity adapter (even / odd).
+    assert!(label(0).parse::<u8>().is_ok());
+    assert!(["even", "odd"].contains(&label(1).as_str()));
+    assert_ne!(label(0), label(1));
+    assert_eq!(task(1), "parity");
+    // Rotated input: the base and the rotated adapter; merged gives the same label.
+    assert!(task(2).is_null());
+    assert_eq!(task(3), "rotated");
+    assert_eq!(res[4]["merged"], true);
+    assert_eq!(label(3), label(4));
+    assert_eq!(label(5), label(1));
+    assert_eq!(res[6]["merged"], false);
+    assert_eq!(label(6), label(1));
+}
+
+#[test]
+fn repl_reports_bad_lines_and_continues() {
+    let (x, _) = heldout("digits");
+    let script = format!(":use nope\n1 2 3\n:merge maybe\n{}\n", line_of(&x[0]));
+    let o = run_stdin(
+        &[
+            "repl",
+            "-m",
+            &digits("mlp.gguf"),
+            "-a",
+            &digits("mlp-noisy.gguf"),
+        ],
+        &script,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("noisy"), "{out}");
+    let err = stderr(&o);
+    assert!(err.contains("<stdin>:1: unknown task `nope`"), "{err}");
+    assert!(err.contains("<stdin>:2: input has 3 values"), "{err}");
+    assert!(err.contains("<stdin>:3:"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+/// Outputs of `run --json` for `inputs`.
+fn outputs(args: &[&str], inputs: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    let text: String = inputs.iter().map(|x| line_of(x) + "\n").collect();
+    let mut a = args.to_vec();
+    a.extend(["--stdin", "--json"]);
+    json_lines(&ok(&run_stdin(&a, &text)))
+        .iter()
+        .map(|o| {
+            o["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn merged_model_matches_unmerged_within_1e4() {
+    let dir = scratch("merge");
+    for (base, adapter, task) in [
+        ("mlp", "mlp-rotated", "rotated"),
+        ("mlp", "mlp-inverted", "inverted"),
+        ("mlp", "mlp-parity", "parity"),
+        ("cnn", "cnn-noisy", "noisy"),
+        ("cnn", "cnn-parity", "parity"),
+    ] {
+        let (x, _) = heldout(task);
+        let x = &x[..60];
+        let merged = dir.join(format!("{adapter}-merged.gguf"));
+        let o = run(&[
+            "merge",
+            "--model",
+            &digits(&format!("{base}.gguf")),
+            "--adapter",
+            &digits(&format!("{adapter}.gguf")),
+            "-o",
+            merged.to_str().unwrap(),
+        ]);
+        assert!(ok(&o).contains("wrote"));
+        let want = outputs(
+            &[
+                "run",
+                "-m",
+                &digits(&format!("{base}.gguf")),
+                "-a",
+                &digits(&format!("{adapter}.gguf")),
+            ],
+            x,
+        );
+        let got = outputs(&["run", "-m", merged.to_str().unwrap()], x);
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w.len(), g.len());
+            for (a, b) in w.iter().zip(g) {
+                assert!((a - b).abs() < 1e-4, "{adapter}: {a} vs {b}");
+            }
+        }
+        // The merged file is a base with a fresh, correct model id and the task's labels.
+        let info = json_lines(&ok(&run(&[
+            "inspect",
+            merged.to_str().unwrap(),
+            "--verify",
+            "--json",
+        ])));
+        assert_eq!(info[0]["kind"], "model");
+        assert_eq!(info[0]["verify"]["ok"], true);
+        if task == "parity" {
+            assert_eq!(
+                info[0]["model"]["labels"],
+                serde_json::json!(["even", "odd"])
+            );
+        }
+        // An adapter bound to the original base is refused on the merged one.
+        let o = run(&[
+            "run",
+            "-m",
+            merged.to_str().unwrap(),
+            "-a",
+            &digits(&format!("{adapter}.gguf")),
+            "--stdin",
+        ]);
+        assert_bad(&o, &format!("{adapter}.gguf"), "another base model");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn inspect_base_adapter_and_dataset() {
+    let base = json_lines(&ok(&run(&[
+        "inspect",
+        &digits("mlp.gguf"),
+        "--verify",
+        "--json",
+    ])));
+    let b = &base[0];
+    assert_eq!(b["kind"], "model");
+    assert_eq!(b["model"]["architecture"], "mlp");
+    assert_eq!(b["model"]["input_len"], 64);
+    assert_eq!(b["model"]["output_len"], 10);
+    assert_eq!(
+        b["model"]["merged_bytes"],
+        4 * (64 * 64 + 64 * 64 + 10 * 64)
+    );
+    assert!(b["model"]["arena_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(b["verify"]["ok"], true);
+    let tensors = b["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 6);
+    assert_eq!(tensors[0]["name"], "layers.0.weight");
+    assert_eq!(tensors[0]["shape"], serde_json::json!([64, 64]));
+    assert_eq!(tensors[0]["type"], "F32");
+    assert_eq!(tensors[0]["bytes"], 64 * 64 * 4);
+    assert_eq!(b["metadata"]["general.architecture"], "mlp");
+
+    let ad = json_lines(&ok(&run(&[
+        "inspect",
+        &digits("cnn-inverted.gguf"),
+        "--verify",
+        "--json",
+    ])));
+    let a = &ad[0]["adapter"];
+    assert_eq!(ad[0]["kind"], "adapter");
+    assert_eq!(a["method"], "boft");
+    assert_eq!(a["block_size"], 4);
+    assert_eq!(a["factors"], 2);
+    assert_eq!(a["permutation"], "butterfly");
+    assert_eq!(a["task"], "inverted");
+    assert_eq!(a["parameter_count"], 562);
+    assert_eq!(a["base_model_id"], base_id("cnn.gguf"));
+    assert_eq!(ad[0]["verify"]["ok"], true);
+
+    let par = json_lines(&ok(&run(&[
+        "inspect",
+        &digits("mlp-parity.gguf"),
+        "--json",
+    ])));
+    assert_eq!(
+        par[0]["adapter"]["labels"],
+        serde_json::json!(["even", "odd"])
+    );
+    assert_eq!(
+        par[0]["adapter"]["head_tensors"],
+        serde_json::json!(["layers.2.weight", "layers.2.bias"])
+    );
+
+    let ds = json_lines(&ok(&run(&[
+        "inspect",
+        &digits("heldout-noisy.gguf"),
+        "--verify",
+        "--json",
+    ])));
+    assert_eq!(ds[0]["kind"], "dataset");
+    assert_eq!(ds[0]["dataset"]["task"], "noisy");
+    assert_eq!(ds[0]["dataset"]["count"], 450);
+    assert_eq!(ds[0]["verify"]["ok"], true);
+
+    // The readable form has the sections and the tensor table.
+    let text = ok(&run(&["inspect", &digits("mlp-rotated.gguf")]));
+    for w in [
+        "metadata",
+        "tensors",
+        "adapter: gsoft",
+        "layers.0.weight.oft_in.0",
+        "(8, 28)",
+        "base id",
+    ] {
+        assert!(text.contains(w), "lacks `{w}`:\n{text}");
+    }
+}
+
+fn base_id(file: &str) -> String {
+    let bytes = std::fs::read(digits(file)).unwrap();
+    Gguf::parse(&bytes)
+        .unwrap()
+        .stored_model_id()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn inspect_verify_finds_corruption() {
+    let dir = scratch("verify");
+    // A flipped byte in the last tensor's data: CRC (adapter) and model id (base) mismatch.
+    for (file, what) in [
+        ("mlp-noisy.gguf", "CRC-32 MISMATCH"),
+        ("cnn.gguf", "model id MISMATCH"),
+    ] {
+        let mut bytes = std::fs::read(digits(file)).unwrap();
+        let span_end = {
+            let g = Gguf::parse(&bytes).unwrap();
+            g.data_offset() + g.data_span().len()
+        };
+        bytes[span_end - 3] ^= 0x40;
+        let path = dir.join(file);
+        std::fs::write(&path, &bytes).unwrap();
+        let o = run(&["inspect", path.to_str().unwrap(), "--verify"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stdout(&o).contains(what), "{}", stdout(&o));
+        assert!(stderr(&o).contains(path.to_str().unwrap()));
+    }
+    // A corrupted adapter is refused by run too.
+    let o = run(&[
+        "run",
+        "-m",
+        &digits("mlp.gguf"),
+        "-a",
+        dir.join("mlp-noisy.gguf").to_str().unwrap(),
+        "--stdin",
+    ]);
+    assert_bad(&o, "mlp-noisy.gguf", "CRC");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bench_json_fields() {
+    let out = ok(&run(&[
+        "bench",
+        "--model",
+        &digits("mlp.gguf"),
+        "--adapter",
+        &digits("mlp-inverted.gguf"),
+        "--json",
+        "--budget",
+        "0.02",
+    ]));
+    let objs = json_lines(&out);
+    assert_eq!(objs.len(), 1);
+    let o = &objs[0];
+    assert_eq!(o["seq"], 64);
+    for f in [
+        "base_ms",
+        "unmerged_ms",
+        "merged_ms",
+        "activate_us",
+        "swap_merged_ms",
+    ] {
+        let v = o[f].as_f64().unwrap_or_else(|| panic!("{f} in {o}"));
+        assert!(v >= 0.0 && v < 1e4, "{f} = {v}");
+    }
+    assert!(o["base_ms"].as_f64().unwrap() > 0.0);
+    assert!(o["arena_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(o["task"], "inverted");
+    let text = ok(&run(&[
+        "bench",
+        "-m",
+        &digits("cnn.gguf"),
+        "-a",
+        &digits("cnn-parity.gguf"),
+        "--budget",
+        "0.02",
+    ]));
+    assert!(text.contains("swap (merged, in place)"), "{text}");
+}
+
+#[test]
+fn bad_inputs_exit_2_naming_the_file() {
+    let dir = scratch("bad");
+    let p = |name: &str| dir.join(name).display().to_string();
+    let mut noise = Vec::new();
+    let mut s: u32 = 7;
+    for _ in 0..4096 {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        noise.push((s >> 24) as u8);
+    }
+    std::fs::write(p("random.gguf"), &noise).unwrap();
+    let adapter = std::fs::read(digits("mlp-rotated.gguf")).unwrap();
+    std::fs::write(p("truncated.gguf"), &adapter[..adapter.len() - 100]).unwrap();
+    std::fs::write(p("header-only.gguf"), &adapter[..40]).unwrap();
+    std::fs::write(p("empty.gguf"), b"").unwrap();
+    let (x, _) = heldout("digits");
+    let f64_data: Vec<u8> = x[0]
+        .iter()
+        .flat_map(|v| f64::from(*v).to_le_bytes())
+        .collect();
+    std::fs::write(p("f64.npy"), npy("<f8", "(64,)", &f64_data)).unwrap();
+    let short: Vec<u8> = x[0][..63].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(p("short.npy"), npy("<f4", "(1, 63)", &short)).unwrap();
+    let cube: Vec<u8> = x[0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(p("cube.npy"), npy("<f4", "(4, 4, 4)", &cube)).unwrap();
+    let mlp = digits("mlp.gguf");
+    let missing = p("missing.gguf");
+
+    let cases: Vec<(Vec<String>, String, &str)> = vec![
+        (
+            vec!["run".into(), "-m".into(), missing.clone(), "--stdin".into()],
+            missing.clone(),
+            "no such file",
+        ),
+        (
+            vec!["inspect".into(), missing.clone()],
+            missing.clone(),
+            "no such file",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-a".into(),
+                missing.clone(),
+            ],
+            missing.clone(),
+            "no such file",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                p("random.gguf"),
+                "--stdin".into(),
+            ],
+            p("random.gguf"),
+            "not a GGUF",
+        ),
+        (
+            vec!["inspect".into(), p("random.gguf")],
+            p("random.gguf"),
+            "not a GGUF",
+        ),
+        (
+            vec!["inspect".into(), p("empty.gguf")],
+            p("empty.gguf"),
+            "empty",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-a".into(),
+                p("truncated.gguf"),
+                "--stdin".into(),
+            ],
+            p("truncated.gguf"),
+            "truncated",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-a".into(),
+                p("header-only.gguf"),
+                "--stdin".into(),
+            ],
+            p("header-only.gguf"),
+            "truncated",
+        ),
+        (
+            vec!["inspect".into(), p("truncated.gguf")],
+            p("truncated.gguf"),
+            "truncated",
+        ),
+        (
+            vec![
+                "merge".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-a".into(),
+                p("truncated.gguf"),
+                "-o".into(),
+                p("out.gguf"),
+            ],
+            p("truncated.gguf"),
+            "truncated",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-a".into(),
+                digits("cnn-rotated.gguf"),
+                "--stdin".into(),
+            ],
+            digits("cnn-rotated.gguf"),
+            "`cnn` base",
+        ),
+        (
+            vec![
+                "merge".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-a".into(),
+                digits("cnn-parity.gguf"),
+                "-o".into(),
+                p("out.gguf"),
+            ],
+            digits("cnn-parity.gguf"),
+            "`cnn` base",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "-m".into(),
+                digits("cnn.gguf"),
+                "-a".into(),
+                digits("mlp-noisy.gguf"),
+            ],
+            digits("mlp-noisy.gguf"),
+            "`mlp` base",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                digits("mlp-rotated.gguf"),
+                "--stdin".into(),
+            ],
+            digits("mlp-rotated.gguf"),
+            "not a base model",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-a".into(),
+                digits("heldout-digits.gguf"),
+                "--stdin".into(),
+            ],
+            digits("heldout-digits.gguf"),
+            "not an adapter",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-a".into(),
+                digits("mlp-rotated.gguf"),
+                "--task".into(),
+                "sentiment".into(),
+                "--stdin".into(),
+            ],
+            "--task".into(),
+            "unknown task `sentiment`",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "--text".into(),
+                "hello".into(),
+            ],
+            mlp.clone(),
+            "not text",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-i".into(),
+                p("f64.npy"),
+            ],
+            p("f64.npy"),
+            "float64",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-i".into(),
+                p("short.npy"),
+            ],
+            p("short.npy"),
+            "63 values",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-i".into(),
+                p("cube.npy"),
+            ],
+            p("cube.npy"),
+            "(4, 4, 4)",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-i".into(),
+                p("random.gguf"),
+            ],
+            p("random.gguf"),
+            "not a NumPy",
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                mlp.clone(),
+                "-i".into(),
+                missing.clone(),
+            ],
+            missing.clone(),
+            "no such file",
+        ),
+    ];
+    for (args, file, words) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&args);
+        assert_bad(&o, file, words);
+    }
+    // Wrong input length and non-numbers on stdin, named by line.
+    let o = run_stdin(&["run", "-m", &mlp, "--stdin"], "1, 2, 3\n");
+    assert_bad(&o, "<stdin>:1", "input has 3 values");
+    let o = run_stdin(
+        &["run", "-m", &mlp, "--stdin"],
+        &format!("{}\nabc\n", line_of(&x[0])),
+    );
+    assert_bad(&o, "<stdin>:2", "not a number");
+    assert!(!Path::new(&p("out.gguf")).exists(), "no output on failure");
+    // Usage errors (clap) exit 2 as well.
+    let o = run(&["run", "-m", &mlp]);
+    assert_eq!(o.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
