@@ -39,9 +39,9 @@ pub fn table(header: &[&str], align: &[Align], rows: &[Vec<String>]) -> Vec<Stri
     }
     let fmt_row = |cells: &[String]| -> String {
         let mut s = String::new();
-        for i in 0..n {
+        for (i, w) in width.iter().enumerate() {
             let c = cells.get(i).map_or("", String::as_str);
-            let pad = width[i].saturating_sub(c.chars().count());
+            let pad = w.saturating_sub(c.chars().count());
             if i > 0 {
                 s.push_str("  ");
             }

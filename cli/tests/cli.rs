@@ -651,7 +651,7 @@ fn bench_json_fields() {
         "swap_merged_ms",
     ] {
         let v = o[f].as_f64().unwrap_or_else(|| panic!("{f} in {o}"));
-        assert!(v >= 0.0 && v < 1e4, "{f} = {v}");
+        assert!((0.0..1e4).contains(&v), "{f} = {v}");
     }
     assert!(o["base_ms"].as_f64().unwrap() > 0.0);
     assert!(o["arena_bytes"].as_u64().unwrap() > 0);
