@@ -19,51 +19,159 @@
 
 use std::fmt;
 
+use riffle_core::gguf::{self, Gguf};
 use riffle_core::runtime::{Adapter, AdapterHandle, Input, Model, Session, MAX_RESIDENT};
 use riffle_core::Error;
 
-/// A failure, worded like the CLI's: what failed, the file name when there is one, then
-/// the core error's own message.
+/// A failure, worded like the CLI's (`cli/src/files.rs`): `<what>: <problem>`, where
+/// `what` is the file name when the caller gave one (else `model`, `adapter`, `input`,
+/// ...) and `problem` the core error's own message, with the name of the tensor it
+/// points at, or the CLI's wording for a file of the wrong kind or for the wrong base.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    what: &'static str,
-    name: Option<String>,
-    error: Error,
+    what: String,
+    problem: String,
+    error: Option<Error>,
 }
 
 impl Failure {
-    fn new(what: &'static str, error: Error) -> Self {
+    fn new(what: &str, problem: impl Into<String>, error: Option<Error>) -> Self {
         Failure {
-            what,
-            name: None,
+            what: what.to_owned(),
+            problem: problem.into(),
             error,
         }
     }
 
-    fn named(what: &'static str, name: Option<&str>, error: Error) -> Self {
-        Failure {
-            what,
-            name: name.filter(|n| !n.is_empty()).map(str::to_owned),
-            error,
-        }
+    /// A core error on `file` (whose tensor table names the tensor an error points at).
+    fn core(what: &str, error: Error, file: Option<&Gguf<'_>>) -> Self {
+        Failure::new(what, describe(error, file), Some(error))
     }
 
-    /// The core error.
-    pub fn error(&self) -> Error {
+    /// The core error behind it, if any.
+    pub fn error(&self) -> Option<Error> {
         self.error
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.name {
-            Some(n) => write!(f, "cannot {} {}: {}", self.what, n, self.error),
-            None => write!(f, "cannot {}: {}", self.what, self.error),
-        }
+        write!(f, "{}: {}", self.what, self.problem)
     }
 }
 
 impl std::error::Error for Failure {}
+
+/// The core's message for `err`, with the name of the tensor it points at in `file` (the
+/// core's errors carry table indices), as the CLI prints it.
+fn describe(err: Error, file: Option<&Gguf<'_>>) -> String {
+    let index = match err {
+        Error::UnknownTensorType { tensor, .. }
+        | Error::TensorOutOfRange { tensor }
+        | Error::Misaligned { tensor }
+        | Error::UnknownTensor { tensor }
+        | Error::ShapeMismatch { tensor } => Some(tensor),
+        _ => None,
+    };
+    let name = index.and_then(|i| Some(file?.tensor(i as usize)?.name()));
+    match (index, name) {
+        (Some(i), Some(n)) if !n.is_empty() => format!("{err} [tensor {i} is `{n}`]"),
+        _ => err.to_string(),
+    }
+}
+
+/// What a parsed file is, from `general.type`, as a noun for messages.
+fn kind_noun(g: &Gguf<'_>) -> &'static str {
+    match g.get_str(gguf::KEY_TYPE) {
+        Ok(gguf::TYPE_MODEL) | Err(_) => "a base model",
+        Ok(gguf::TYPE_ADAPTER) => "an adapter",
+        Ok("dataset") => "a dataset",
+        Ok(_) => "not a riffle file",
+    }
+}
+
+/// Reads a base model, with the CLI's messages.
+fn load_model<'a>(what: &str, bytes: &'a [u8]) -> Result<Model<'a>> {
+    let g = Gguf::parse(bytes).map_err(|e| Failure::core(what, e, None))?;
+    let kind = kind_noun(&g);
+    if kind != "a base model" {
+        return Err(Failure::new(
+            what,
+            format!("is {kind}, not a base model"),
+            Some(Error::UnsupportedModel),
+        ));
+    }
+    Model::from_bytes(bytes).map_err(|e| match e {
+        Error::UnsupportedModel => Failure::new(
+            what,
+            format!(
+                "architecture `{}` is not supported by this runtime",
+                g.get_str(gguf::KEY_ARCHITECTURE).unwrap_or("?")
+            ),
+            Some(e),
+        ),
+        e => Failure::core(what, e, Some(&g)),
+    })
+}
+
+/// Reads an adapter and checks it against `model`, with the CLI's messages; returns
+/// it with its workspace length.
+fn load_adapter<'a>(
+    what: &str,
+    bytes: &'a [u8],
+    model: &Model<'a>,
+) -> Result<(Adapter<'a>, usize)> {
+    let g = Gguf::parse(bytes).map_err(|e| Failure::core(what, e, None))?;
+    let kind = kind_noun(&g);
+    if kind != "an adapter" {
+        return Err(Failure::new(
+            what,
+            format!("is {kind}, not an adapter"),
+            Some(Error::UnsupportedModel),
+        ));
+    }
+    let adapter = Adapter::from_bytes(bytes).map_err(|e| match e {
+        Error::MissingKey | Error::WrongValueType => Failure::new(
+            what,
+            format!("{} (malformed adapter)", describe(e, Some(&g))),
+            Some(e),
+        ),
+        Error::UnsupportedModel => Failure::new(
+            what,
+            "unsupported adapter (adapter.type must be `orthogonal`, with a known method and permutation)",
+            Some(e),
+        ),
+        e => Failure::core(what, e, Some(&g)),
+    })?;
+    let arch = g.get_str(gguf::KEY_ARCHITECTURE).unwrap_or("?");
+    let base_arch = model.architecture().name();
+    if arch != base_arch {
+        return Err(Failure::new(
+            what,
+            format!("adapter is for a `{arch}` base, but the base is a `{base_arch}` model"),
+            Some(Error::UnsupportedModel),
+        ));
+    }
+    if adapter.base_model_id() != model.model_id() {
+        return Err(Failure::new(
+            what,
+            format!(
+                "adapter was made for another base model (it binds to {}, the base is {})",
+                short_id(adapter.base_model_id()),
+                short_id(model.model_id())
+            ),
+            Some(Error::BaseMismatch),
+        ));
+    }
+    let need = adapter
+        .workspace_len(model)
+        .map_err(|e| Failure::core(what, e, Some(&g)))?;
+    Ok((adapter, need))
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
 
 /// Shorthand for results of this module.
 pub type Result<T> = std::result::Result<T, Failure>;
@@ -181,13 +289,15 @@ impl Engine {
     /// Reads a base model (copied once into wasm memory by the caller, then kept).
     ///
     /// # Errors
-    /// Any error of [`Model::from_bytes`], as "cannot load model: ...".
-    pub fn new(bytes: Vec<u8>) -> Result<Self> {
+    /// A file that is not a base model, or any error of [`Model::from_bytes`], as
+    /// "NAME: ..." (`model: ...` without a name).
+    pub fn new(bytes: Vec<u8>, name: Option<&str>) -> Result<Self> {
+        let what = name.filter(|n| !n.is_empty()).unwrap_or("model");
         // Validate before leaking: a bad file must not cost memory.
-        Model::from_bytes(&bytes).map_err(|e| Failure::new("load model", e))?;
+        load_model(what, &bytes)?;
         let model_bytes = bytes.len();
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        let model = Model::from_bytes(bytes).map_err(|e| Failure::new("load model", e))?;
+        let model = load_model(what, bytes)?;
         let model: &'static Model<'static> = Box::leak(Box::new(model));
         let session = Session::new(model);
         let mut e = Engine {
@@ -227,23 +337,42 @@ impl Engine {
     /// makes it resident. The active adapter does not change.
     ///
     /// # Errors
-    /// Any error of [`Adapter::from_bytes`], [`Adapter::prepare`] or
-    /// [`Session::add_adapter`], as "cannot load adapter NAME: ...". Nothing changes.
+    /// A file that is not an adapter, an adapter for another architecture or base, a task
+    /// already resident, or any error of [`Adapter::from_bytes`], [`Adapter::prepare`] or
+    /// [`Session::add_adapter`], as "NAME: ..." (`adapter: ...` without a name). Nothing
+    /// changes.
     pub fn add_adapter(&mut self, bytes: Vec<u8>, name: Option<&str>) -> Result<AdapterHandle> {
         let t0 = now_ms();
-        let fail = |e| Failure::named("load adapter", name, e);
+        let what = name.filter(|n| !n.is_empty()).unwrap_or("adapter");
         if self.session.adapters().len() >= MAX_RESIDENT {
-            return Err(fail(Error::CapacityExceeded));
+            return Err(Failure::new(
+                what,
+                format!("at most {MAX_RESIDENT} adapters can be resident at once"),
+                Some(Error::CapacityExceeded),
+            ));
         }
         // Full validation on the caller's bytes first; only a good adapter is leaked.
-        let need = Adapter::from_bytes(&bytes)
-            .and_then(|a| a.workspace_len(self.model))
-            .map_err(fail)?;
+        let (adapter, need) = load_adapter(what, &bytes, self.model)?;
+        if let Some(other) = self.session.find(adapter.task_name()) {
+            return Err(Failure::new(
+                what,
+                format!(
+                    "task `{}` is already given by resident adapter {other}",
+                    adapter.task_name()
+                ),
+                None,
+            ));
+        }
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        let adapter = Adapter::from_bytes(bytes).map_err(fail)?;
+        let (adapter, _) = load_adapter(what, bytes, self.model)?;
         let workspace: &'static mut [f32] = Box::leak(vec![0.0f32; need].into_boxed_slice());
-        let prepared = adapter.prepare(self.model, workspace).map_err(fail)?;
-        let handle = self.session.add_adapter(prepared).map_err(fail)?;
+        let prepared = adapter
+            .prepare(self.model, workspace)
+            .map_err(|e| Failure::core(what, e, Some(adapter.gguf())))?;
+        let handle = self
+            .session
+            .add_adapter(prepared)
+            .map_err(|e| Failure::core(what, e, None))?;
         self.workspace_lens.push(need);
         self.prepare_ms.push(now_ms() - t0);
         self.size_buffers();
@@ -258,12 +387,12 @@ impl Engine {
     /// Activates an adapter (`None`: the bare base). Returns the switch time in ms.
     ///
     /// # Errors
-    /// "cannot switch adapter: ..." for an unknown handle; nothing changes.
+    /// "adapter handle: ..." for an unknown handle; nothing changes.
     pub fn use_adapter(&mut self, handle: Option<AdapterHandle>) -> Result<f64> {
         let t0 = now_ms();
         self.session
             .activate(handle, &mut self.scratch)
-            .map_err(|e| Failure::new("switch adapter", e))?;
+            .map_err(|e| Failure::core("adapter handle", e, None))?;
         self.last_swap_ms = now_ms() - t0;
         Ok(self.last_swap_ms)
     }
@@ -271,7 +400,7 @@ impl Engine {
     /// Enters or leaves merged mode. Returns the time it took in ms.
     ///
     /// # Errors
-    /// "cannot enable merged mode: ..."; the session stays unmerged.
+    /// "merged mode: ..."; the session stays unmerged.
     pub fn set_merged(&mut self, on: bool) -> Result<f64> {
         let t0 = now_ms();
         if on && !self.session.is_merged() {
@@ -283,7 +412,7 @@ impl Engine {
             // (only a short scratch can fail here, and the scratch is sized above).
             self.session
                 .enable_merged(weights, &mut self.scratch)
-                .map_err(|e| Failure::new("enable merged mode", e))?;
+                .map_err(|e| Failure::core("merged mode", e, None))?;
         } else if !on {
             if let Some(w) = self.session.disable_merged() {
                 self.spare_merged = Some(w);
@@ -317,7 +446,7 @@ impl Engine {
     /// Runs one input vector with the active adapter, merged or not.
     ///
     /// # Errors
-    /// "cannot run: ..." (wrong input length, ...).
+    /// "input: ..." (wrong input length, ...).
     pub fn run_vector(&mut self, x: &[f32]) -> Result<RunResult<'_>> {
         self.run(Input::Vector(x))
     }
@@ -330,7 +459,7 @@ impl Engine {
                 Err(Error::BufferTooSmall { needed, got }) if got == self.output.len() => {
                     self.output.resize(needed, 0.0);
                 }
-                Err(e) => return Err(Failure::new("run", e)),
+                Err(e) => return Err(Failure::core("input", e, None)),
             }
         };
         let latency_ms = now_ms() - t0;

@@ -8,7 +8,7 @@
 //! ```js
 //! import init, { RiffleModel } from './pkg/riffle_wasm.js';
 //! await init();
-//! const model = new RiffleModel(new Uint8Array(await (await fetch('mlp.gguf')).arrayBuffer()));
+//! const model = new RiffleModel(new Uint8Array(await (await fetch('mlp.gguf')).arrayBuffer()), 'mlp.gguf');
 //! const h = model.addAdapter(adapterBytes, 'mlp-rotated.gguf'); // throws Error on a bad file
 //! model.useAdapter(h);          // or null for the bare base
 //! model.setMerged(true);        // fold the adapter into the weights
@@ -103,10 +103,11 @@ pub struct RiffleModel {
 impl RiffleModel {
     /// Reads a base model from the bytes of its GGUF file (copied once into wasm memory).
     ///
-    /// Throws an `Error` ("cannot load model: ...") for a file that is not a base model.
+    /// Throws an `Error` (`"NAME: problem"`, the CLI's wording; `name` is the file name,
+    /// `model` when absent) for a file that is not a usable base model.
     #[wasm_bindgen(constructor)]
-    pub fn new(bytes: Vec<u8>) -> Result<RiffleModel, JsError> {
-        Engine::new(bytes)
+    pub fn new(bytes: Vec<u8>, name: Option<String>) -> Result<RiffleModel, JsError> {
+        Engine::new(bytes, name.as_deref())
             .map(|engine| RiffleModel { engine })
             .map_err(js_error)
     }
@@ -114,7 +115,8 @@ impl RiffleModel {
     /// Checks an adapter file against this base (CRC, base id, tensor names and shapes,
     /// parameter values), precomputes its Cayley blocks and makes it resident; returns
     /// its handle. The active adapter does not change. `name` (a file name) only words
-    /// the error: throws `Error("cannot load adapter NAME: ...")`, and nothing changes.
+    /// the error: throws `Error("NAME: problem")` (`adapter: ...` without a name), and
+    /// nothing changes.
     #[wasm_bindgen(js_name = addAdapter)]
     pub fn add_adapter(&mut self, bytes: Vec<u8>, name: Option<String>) -> Result<u32, JsError> {
         self.engine

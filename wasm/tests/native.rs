@@ -55,7 +55,7 @@ fn cases() -> Vec<(&'static str, Option<&'static str>)> {
 fn run_case(base: &str, adapter: Option<&str>, merged: bool, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let dir = root().join("models/digits");
     let bytes = std::fs::read(dir.join(format!("{base}.gguf"))).expect("base file");
-    let mut e = Engine::new(bytes).expect("base loads");
+    let mut e = Engine::new(bytes, Some(base)).expect("base loads");
     if let Some(a) = adapter {
         let bytes = std::fs::read(dir.join(format!("{a}.gguf"))).expect("adapter file");
         let h = e.add_adapter(bytes, Some(a)).expect("adapter loads");
@@ -143,13 +143,17 @@ fn native_outputs_match_the_stored_expectations() {
 #[test]
 fn errors_are_worded_like_the_cli() {
     let dir = root().join("models/digits");
-    let e = Engine::new(b"not a gguf file".to_vec()).expect_err("garbage");
+    let e = Engine::new(b"not a gguf file".to_vec(), None).expect_err("garbage");
+    assert_eq!(e.to_string(), "model: not a GGUF file (bad magic)");
+    let adapter_bytes = std::fs::read(dir.join("mlp-noisy.gguf")).expect("adapter");
+    let e = Engine::new(adapter_bytes, Some("mlp-noisy.gguf")).expect_err("adapter as base");
     assert_eq!(
         e.to_string(),
-        "cannot load model: not a GGUF file (bad magic)"
+        "mlp-noisy.gguf: is an adapter, not a base model"
     );
 
-    let mut mlp = Engine::new(std::fs::read(dir.join("mlp.gguf")).expect("mlp")).expect("mlp");
+    let mlp_bytes = std::fs::read(dir.join("mlp.gguf")).expect("mlp");
+    let mut mlp = Engine::new(mlp_bytes, Some("mlp.gguf")).expect("mlp");
     let good = std::fs::read(dir.join("mlp-rotated.gguf")).expect("adapter");
     let h = mlp
         .add_adapter(good.clone(), Some("mlp-rotated.gguf"))
@@ -168,22 +172,37 @@ fn errors_are_worded_like_the_cli() {
         .expect_err("corrupt adapter");
     assert!(
         e.to_string()
-            .starts_with("cannot load adapter bad.gguf: CRC mismatch"),
+            .starts_with("bad.gguf: CRC mismatch: file says "),
         "{e}"
     );
     let cnn_adapter = std::fs::read(dir.join("cnn-rotated.gguf")).expect("cnn adapter");
     let e = mlp.add_adapter(cnn_adapter, None).expect_err("wrong base");
     assert_eq!(
         e.to_string(),
-        "cannot load adapter: unsupported model or file kind"
+        "adapter: adapter is for a `cnn` base, but the base is a `mlp` model"
     );
+    let e = mlp
+        .add_adapter(good.clone(), Some("again.gguf"))
+        .expect_err("same task twice");
+    assert_eq!(
+        e.to_string(),
+        "again.gguf: task `rotated` is already given by resident adapter 0"
+    );
+    let base = std::fs::read(dir.join("cnn.gguf")).expect("cnn");
+    let e = mlp.add_adapter(base, Some("cnn.gguf")).expect_err("a base");
+    assert_eq!(e.to_string(), "cnn.gguf: is a base model, not an adapter");
+    let e = mlp.add_adapter(good[..good.len() / 2].to_vec(), Some("half.gguf"));
+    assert!(e
+        .expect_err("truncated")
+        .to_string()
+        .starts_with("half.gguf: "));
     let e = mlp.run_vector(&[0.0; 3]).expect_err("short input");
     assert_eq!(
         e.to_string(),
-        "cannot run: input has the wrong length or kind for this model"
+        "input: input has the wrong length or kind for this model"
     );
     let e = mlp.use_adapter(Some(7)).expect_err("unknown handle");
-    assert!(e.to_string().starts_with("cannot switch adapter: "), "{e}");
+    assert!(e.to_string().starts_with("adapter handle: "), "{e}");
     // The previous adapter is still active and answers the same.
     assert_eq!(mlp.active(), Some(h));
     assert_eq!(mlp.run_vector(&x).expect("run").output, before.as_slice());
@@ -193,7 +212,7 @@ fn errors_are_worded_like_the_cli() {
 #[test]
 fn merged_switches_match_unmerged_and_info_reports_sizes() {
     let dir = root().join("models/digits");
-    let mut e = Engine::new(std::fs::read(dir.join("cnn.gguf")).expect("cnn")).expect("cnn");
+    let mut e = Engine::new(std::fs::read(dir.join("cnn.gguf")).expect("cnn"), None).expect("cnn");
     let mut handles = Vec::new();
     for task in ["rotated", "inverted", "noisy", "parity"] {
         let name = format!("cnn-{task}.gguf");

@@ -1,0 +1,122 @@
+// Inference worker: owns the wasm module and every RiffleModel, so the page never
+// freezes. Messages in: {id, op, ...}; replies: {id, ok, result} or {id, ok: false,
+// error}; unsolicited: {type: 'progress', key, loaded, total}.
+import init, { RiffleModel } from './pkg/riffle_wasm.js';
+
+const models = new Map(); // key -> RiffleModel (one per base, kept for the page's life)
+
+async function fetchBytes(url, key) {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`cannot fetch ${url}: HTTP ${resp.status}`);
+  const total = Number(resp.headers.get('content-length')) || 0;
+  if (!resp.body || !key) return new Uint8Array(await resp.arrayBuffer());
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  let lastPost = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    const now = performance.now();
+    if (now - lastPost > 30) {
+      lastPost = now;
+      postMessage({ type: 'progress', key, loaded, total });
+    }
+  }
+  postMessage({ type: 'progress', key, loaded, total: total || loaded });
+  const out = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
+
+function model(key) {
+  const m = models.get(key);
+  if (!m) throw new Error(`no model ${key} is loaded`);
+  return m;
+}
+
+const ops = {
+  async init({ wasmUrl }) {
+    const bytes = await fetchBytes(wasmUrl, 'wasm');
+    const t0 = performance.now();
+    await init({ module_or_path: bytes });
+    return { wasmBytes: bytes.length, instantiateMs: performance.now() - t0 };
+  },
+  // Loads a base (with a progress bar) and its shipped adapters.
+  async load({ key, url, adapters = [] }) {
+    if (models.has(key)) return { info: models.get(key).info(), loadMs: 0 };
+    const bytes = await fetchBytes(url, key);
+    const t0 = performance.now();
+    const m = new RiffleModel(bytes);
+    const adapterBytes = await Promise.all(adapters.map((a) => fetchBytes(a.url)));
+    adapters.forEach((a, i) => m.addAdapter(adapterBytes[i], a.name));
+    models.set(key, m);
+    return { info: m.info(), loadMs: performance.now() - t0 };
+  },
+  addAdapter({ key, bytes, name }) {
+    const m = model(key);
+    const handle = m.addAdapter(new Uint8Array(bytes), name);
+    return { handle, info: m.info() };
+  },
+  use({ key, handle }) {
+    const m = model(key);
+    const swapMs = m.useAdapter(handle);
+    return { swapMs, info: m.info() };
+  },
+  merged({ key, on }) {
+    const m = model(key);
+    const swapMs = m.setMerged(on);
+    return { swapMs, info: m.info() };
+  },
+  runVector({ key, input }) {
+    return model(key).runVector(input);
+  },
+  // Runs one input through the bare base and every resident adapter, then restores the
+  // active adapter: the "what would each task say" row. Unmerged switches are O(1).
+  compareVector({ key, input }) {
+    const m = model(key);
+    const info = m.info();
+    const rows = [];
+    const t0 = performance.now();
+    for (const h of [null, ...info.adapters.map((a) => a.handle)]) {
+      m.useAdapter(h);
+      const r = m.runVector(input);
+      rows.push({ handle: h, task: r.task, label: r.label, p: r.probabilities[r.index] });
+    }
+    m.useAdapter(info.active);
+    return { rows, totalMs: performance.now() - t0 };
+  },
+  // Mean latency over many runs (performance.now() is coarse without cross-origin
+  // isolation, so one digits inference often reads as 0).
+  benchVector({ key, input, iterations = 200 }) {
+    const m = model(key);
+    const t0 = performance.now();
+    for (let i = 0; i < iterations; i++) m.runVector(input);
+    return { meanMs: (performance.now() - t0) / iterations, iterations };
+  },
+  runText({ key, text }) {
+    return model(key).runText(text);
+  },
+  info({ key }) {
+    return model(key).info();
+  },
+};
+
+let queue = Promise.resolve();
+onmessage = (ev) => {
+  const { id, op, ...args } = ev.data;
+  // One op at a time, in order: a RiffleModel is not re-entrant.
+  queue = queue.then(async () => {
+    try {
+      const fn = ops[op];
+      if (!fn) throw new Error(`unknown op ${op}`);
+      const result = await fn(args);
+      postMessage({ id, ok: true, result });
+    } catch (e) {
+      postMessage({ id, ok: false, error: String(e && e.message ? e.message : e) });
+    }
+  });
+};
