@@ -69,7 +69,10 @@ mod imp {
 
     #[exception]
     fn SysTick() {
-        WRAPS.store(WRAPS.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        WRAPS.store(
+            WRAPS.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 
     #[exception]
@@ -112,6 +115,13 @@ mod imp {
                     syst.clear_current();
                     syst.enable_interrupt();
                     syst.enable_counter();
+                    // Enabling with the current value at 0 reloads and may raise one
+                    // interrupt at once: let it pass, then start counting from zero.
+                    while SYST::get_current() == 0 {}
+                    cortex_m::asm::dsb();
+                    cortex_m::asm::isb();
+                    SCB::clear_pendst();
+                    WRAPS.store(0, Ordering::Relaxed);
                 }
                 None => Board.exit(false),
             }
@@ -128,7 +138,9 @@ mod imp {
                 let pending = SCB::is_pendst_pending();
                 let c2 = SYST::get_current();
                 let w2 = WRAPS.load(Ordering::Relaxed);
-                if w1 == w2 && c2 <= c1 {
+                // Retry when a wrap or the interrupt fell between the reads, and at 0
+                // (the reload is due: whether the pending bit belongs to it is unclear).
+                if w1 == w2 && c2 <= c1 && c1 != 0 {
                     let wraps = u64::from(w1) + u64::from(pending);
                     return (wraps << 24) + u64::from(RELOAD - c1);
                 }
@@ -203,7 +215,6 @@ mod imp {
             }
         }
     }
-
 }
 
 #[cfg(target_arch = "riscv32")]
@@ -305,7 +316,6 @@ mod imp {
             }
         }
     }
-
 }
 
 pub use imp::Board;

@@ -363,7 +363,10 @@ fn command_line<P: Platform>(
             }
         });
         if state.active.is_some() && handle.is_none() {
-            say!(p, "note: the previously active adapter is gone; bare base active\r\n");
+            say!(
+                p,
+                "note: the previously active adapter is gone; bare base active\r\n"
+            );
             state.active = None;
         }
         let mut merged_buf: Option<&mut [f32]> = Some(&mut merged[..]);
@@ -434,7 +437,10 @@ fn epoch<'w, P: Platform>(
                 }
             },
             Command::Upload(Err(msg)) => {
-                say!(p, "error: upload rejected: {msg}; the active adapter is unchanged\r\n");
+                say!(
+                    p,
+                    "error: upload rejected: {msg}; the active adapter is unchanged\r\n"
+                );
                 continue;
             }
             Command::TooLong => {
@@ -671,7 +677,13 @@ fn run_command<P: Platform>(
                 .and_then(|a| a.labels())
                 .or_else(|| model.labels());
             let adapter = session.active_adapter().map_or("base", |a| a.task_name());
-            say!(p, "result adapter={} mode={} index={} label=", adapter, mode_name(session), pred);
+            say!(
+                p,
+                "result adapter={} mode={} index={} label=",
+                adapter,
+                mode_name(session),
+                pred
+            );
             match labels.and_then(|l| l.get(pred)) {
                 Some(l) => say!(p, "{l}"),
                 None => say!(p, "{pred}"),
@@ -686,12 +698,7 @@ fn run_command<P: Platform>(
     }
 }
 
-fn stats<P: Platform>(
-    p: &mut P,
-    model: &Model<'_>,
-    session: &Session<'_, '_, '_>,
-    state: &State,
-) {
+fn stats<P: Platform>(p: &mut P, model: &Model<'_>, session: &Session<'_, '_, '_>, state: &State) {
     say!(
         p,
         "arena: {} bytes static (the active configuration needs {})\r\n",
@@ -700,14 +707,24 @@ fn stats<P: Platform>(
     );
     say!(p, "adapter workspaces: {} bytes (", WORKSPACE_TOTAL * 4);
     for (i, w) in WORKSPACE_LENS.iter().enumerate() {
-        say!(p, "{}{} {}", if i == 0 { "" } else { ", " }, ADAPTER_FILES[i], w * 4);
+        say!(
+            p,
+            "{}{} {}",
+            if i == 0 { "" } else { ", " },
+            ADAPTER_FILES[i],
+            w * 4
+        );
     }
     say!(p, ")\r\n");
     say!(
         p,
         "merged weights: {} bytes ({}); swap scratch: {} bytes\r\n",
         MERGED_LEN * 4,
-        if session.is_merged() { "in use" } else { "idle" },
+        if session.is_merged() {
+            "in use"
+        } else {
+            "idle"
+        },
         SWAP_SCRATCH_LEN * 4
     );
     say!(
@@ -737,7 +754,13 @@ fn stats<P: Platform>(
         ADAPTERS.iter().map(|a| a.0.len()).sum::<usize>()
     );
     for (i, a) in ADAPTERS.iter().enumerate() {
-        say!(p, "{}{} {}", if i == 0 { "" } else { ", " }, ADAPTER_FILES[i], a.0.len());
+        say!(
+            p,
+            "{}{} {}",
+            if i == 0 { "" } else { ", " },
+            ADAPTER_FILES[i],
+            a.0.len()
+        );
     }
     say!(p, ")\r\n");
     say!(

@@ -207,7 +207,9 @@ pub fn run<'w, P: Probe>(
         };
         if st.mode == Mode::Merged && !session.is_merged() {
             session.activate(None, scratch)?;
-            let w = merged.take().ok_or(Error::BufferTooSmall { needed: 1, got: 0 })?;
+            let w = merged
+                .take()
+                .ok_or(Error::BufferTooSmall { needed: 1, got: 0 })?;
             let t0 = probe.now();
             session.enable_merged(w, scratch)?;
             report.enable_merged_cost = probe.now() - t0;

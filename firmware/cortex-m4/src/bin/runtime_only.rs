@@ -1,14 +1,15 @@
 //! The runtime alone, for the size report: the base and one adapter in flash, one
-//! adapter slot, unmerged, an arena of exactly `Session::arena_len(0)`; no command
-//! line, no text formatting. Runs one digit through base + adapter and exits with
-//! success if the prediction is the host build's.
+//! adapter slot, unmerged (`Model::run`), an arena of exactly `Session::arena_len(0)`; no command
+//! line, no text formatting. Runs one digit through base + adapter, prints three
+//! numbers (digits only, no `core::fmt`) and exits with success if the prediction is
+//! the host build's.
 #![no_std]
 #![no_main]
 
 #[path = "../board.rs"]
 mod board;
 
-use riffle_core::runtime::{Adapter, Input, Model, Session};
+use riffle_core::runtime::{Adapter, Input, Model};
 use riffle_firmware::{Platform, ADAPTERS, RT_ARENA_LEN, RT_EXPECTED, RT_SAMPLE, WORKSPACE_LENS};
 
 /// Arena, workspace of adapter 0, and the logits.
@@ -24,13 +25,33 @@ static mut RAM: Ram = Ram {
     out: [0.0; 16],
 };
 
+/// Writes `v` in decimal without `core::fmt`.
+fn put_u64(b: &mut board::Board, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    b.write_bytes(&digits[i..]);
+}
+
 fn infer(ram: &'static mut Ram) -> riffle_core::Result<usize> {
     let model = Model::from_bytes(&riffle_firmware::BASE.0)?;
     let adapter = Adapter::from_bytes(&ADAPTERS[0].0)?.prepare(&model, &mut ram.workspace)?;
-    let mut session = Session::new(&model);
-    let h = session.add_adapter(adapter)?;
-    session.activate(Some(h), &mut [])?;
-    let n = session.run(Input::Vector(&RT_SAMPLE), &mut ram.out, &mut ram.arena)?;
+    // One slot, unmerged: `Model::run` with the prepared adapter, no `Session` (whose
+    // table of resident adapters would cost ~17 KB of stack).
+    let n = model.run(
+        Some(&adapter),
+        None,
+        Input::Vector(&RT_SAMPLE),
+        &mut ram.out,
+        &mut ram.arena,
+    )?;
     let out = &ram.out[..n];
     let mut best = 0;
     for (i, v) in out.iter().enumerate() {
@@ -47,7 +68,18 @@ fn main() -> ! {
     let mut board = board::Board::init();
     // SAFETY: `main` runs once and never returns; the only reference to RAM.
     let ram: &'static mut Ram = unsafe { &mut *core::ptr::addr_of_mut!(RAM) };
+    let t0 = board.now();
     let ok = matches!(infer(ram), Ok(p) if p == RT_EXPECTED);
+    let cost = board.now() - t0;
+    let peak = board.stack_peak().unwrap_or(0) as u64;
+    board.write_bytes(b"runtime-only: parse + prepare + one inference instructions=");
+    put_u64(&mut board, cost);
+    board.write_bytes(b" stack_peak=");
+    put_u64(&mut board, peak);
+    let ram = board.static_ram() as u64;
+    board.write_bytes(b" static_ram=");
+    put_u64(&mut board, ram);
+    board.write_bytes(if ok { b" ok\r\n" } else { b" WRONG\r\n" });
     board.exit(ok)
 }
 
