@@ -366,7 +366,7 @@ class TextTask:
 
 TEXT_TASKS = {
     "sentiment": TextTask("sentiment", load_sentiment, 64, 3000, 1000, epochs=3),
-    "topic": TextTask("topic", load_topic, 128, 1668, 557, epochs=4),
+    "topic": TextTask("topic", load_topic, 128, 1000, 557, epochs=3),
     "language": TextTask("language", load_language, 48, 3000, 1000, epochs=6),
 }
 
@@ -438,9 +438,16 @@ def train_text_adapter(base_path: str | Path, task_name: str, out_dir: str | Pat
     # linear probe (head only) on the frozen encoder, same seed and schedule: the baseline
     d = enc.token_embd.weight.shape[1]
     results = {}
+    # the head-only baseline needs no gradient through the encoder: pool once
+    with torch.no_grad():
+        pooled_tr = [(enc.mean_pool(enc.hidden(None, m, split, None, x=h), m), y) for h, m, y in tr]
+        pooled_te = [(enc.mean_pool(enc.hidden(None, m, split, None, x=h), m), y) for h, m, y in te]
     for variant in ("head_only", method):
         torch.manual_seed(seed)
         enc.cls = nn.Linear(d, len(labels))
+        if variant == "head_only":
+            results[variant] = train_head_only(enc.cls, pooled_tr, pooled_te, task, seed, log, task_name)
+            continue
         if variant != "head_only":
             targets = [f"blk.{i}.{w}" for i in range(split, nl) for w in LAYER_WEIGHTS]
             inject(enc, targets, method=method, block_size=block_size, scale=True, modules_to_save=["cls"])
@@ -464,7 +471,7 @@ def train_text_adapter(base_path: str | Path, task_name: str, out_dir: str | Pat
                 opt.step()
                 sched.step()
                 tot += loss.item()
-            log(f"  [{task_name}/{variant}] epoch {ep} loss {tot / len(tr):.4f}")
+            log(f"  [{task_name}/{variant}] epoch {ep} loss {tot / len(tr):.4f}", flush=True)
         acc = evaluate(enc, te, split)
         results[variant] = {"accuracy": acc, "trainable": trainable_parameters(enc),
                             "train_seconds": round(time.perf_counter() - t1, 1)}
@@ -511,6 +518,28 @@ def train_text_adapter(base_path: str | Path, task_name: str, out_dir: str | Pat
               "adapter_accuracy_from_file": acc_file}
     log(f"{out}: {facts['bytes']} bytes, accuracy from file {acc_file:.4f}")
     return report
+
+
+def train_head_only(head: nn.Linear, tr, te, task: TextTask, seed: int, log, name: str) -> dict:
+    opt = torch.optim.Adam(head.parameters(), lr=task.lr)
+    steps = task.epochs * len(tr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=task.lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    t1 = time.perf_counter()
+    for ep in range(task.epochs):
+        for bi in torch.randperm(len(tr), generator=gen).tolist():
+            x, y = tr[bi]
+            loss = F.cross_entropy(head(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        acc = sum(int((head(x).argmax(-1) == y).sum()) for x, y in te) / sum(len(y) for _, y in te)
+    res = {"accuracy": acc, "trainable": sum(p.numel() for p in head.parameters()),
+           "train_seconds": round(time.perf_counter() - t1, 1)}
+    log(f"[{name}] head_only: held-out {acc:.4f} ({res['trainable']} trainable)", flush=True)
+    return res
 
 
 def apply_text_adapter(enc: BertEncoder, path: str | Path) -> dict:
