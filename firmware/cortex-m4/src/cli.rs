@@ -75,6 +75,27 @@ pub fn main<P: Platform>(p: &mut P, bufs: &'static mut Buffers) -> ! {
         None => say!(p, "counter: {}\r\n", P::COUNTER),
     }
 
+    let model = parse_base(p);
+    self_check(p, &model, workspace, merged, arena, scratch);
+
+    command_line(
+        p,
+        &model,
+        Bufs {
+            workspace,
+            arena,
+            merged,
+            scratch,
+            upload_workspace,
+            upload: &mut upload.0,
+            staging: &mut staging.0,
+        },
+    )
+}
+
+/// Parses the base (out of line, so that the parser's temporaries leave the stack).
+#[inline(never)]
+fn parse_base<P: Platform>(p: &mut P) -> Model<'static> {
     let t0 = p.now();
     let model = match Model::from_bytes(&BASE.0) {
         Ok(m) => m,
@@ -88,53 +109,53 @@ pub fn main<P: Platform>(p: &mut P, bufs: &'static mut Buffers) -> ! {
         BASE.0.len(),
         parse_cost
     );
+    model
+}
 
-    // Embedded adapters: parsed (CRC checked) and prepared once into static workspaces.
-    let mut rest: &'static mut [f32] = &mut workspace[..];
-    let mut prepared: heapless::Vec<Prepared<'static, 'static>, ADAPTER_COUNT> =
-        heapless::Vec::new();
+/// Parses (CRC checked) and prepares every embedded adapter into its slice of the
+/// static workspace, straight into `session`; with `report`, prints what each costs.
+/// Returns the handle of each task's adapter. Out of line, like [`parse_base`].
+#[inline(never)]
+fn load_adapters<'a, 'w, P: Platform>(
+    p: &mut P,
+    model: &Model<'a>,
+    session: &mut Session<'_, 'a, 'w>,
+    workspace: &'w mut [f32],
+    report: bool,
+) -> [Option<AdapterHandle>; TASKS.len()] {
+    let mut handles = [None; TASKS.len()];
+    let mut rest = workspace;
     for i in 0..ADAPTER_COUNT {
         let ws = take(&mut rest, WORKSPACE_LENS[i]);
         let t0 = p.now();
-        let r = Adapter::from_bytes(&ADAPTERS[i].0).and_then(|a| a.prepare(&model, ws));
+        let r = Adapter::from_bytes(&ADAPTERS[i].0).and_then(|a| a.prepare(model, ws));
         let cost = p.now() - t0;
-        match r {
-            Ok(a) => {
-                say!(
-                    p,
-                    "adapter {} ({}, {} b={} m={}): {} bytes, workspace {} bytes, parsed + prepared in {} instructions\r\n",
-                    a.task_name(),
-                    ADAPTER_FILES[i],
-                    a.method().name(),
-                    a.block_size(),
-                    a.factors(),
-                    a.file_bytes(),
-                    WORKSPACE_LENS[i] * 4,
-                    cost
-                );
-                if prepared.push(a).is_err() {
-                    fail(p, "adapters", Error::CapacityExceeded);
-                }
-            }
+        let a = match r {
+            Ok(a) => a,
             Err(e) => fail(p, ADAPTER_FILES[i], e),
+        };
+        if report {
+            say!(
+                p,
+                "adapter {} ({}, {} b={} m={}): {} bytes, workspace {} bytes, parsed + prepared in {} instructions\r\n",
+                a.task_name(),
+                ADAPTER_FILES[i],
+                a.method().name(),
+                a.block_size(),
+                a.factors(),
+                a.file_bytes(),
+                WORKSPACE_LENS[i] * 4,
+                cost
+            );
+        }
+        let t = TASKS.iter().position(|t| *t == a.task_name());
+        match (session.add_adapter(a), t) {
+            (Ok(h), Some(t)) => handles[t] = Some(h),
+            (Err(e), _) => fail(p, "add_adapter", e),
+            _ => {}
         }
     }
-
-    self_check(p, &model, &prepared, merged, arena, scratch);
-
-    command_line(
-        p,
-        &model,
-        &prepared,
-        Bufs {
-            arena,
-            merged,
-            scratch,
-            upload_workspace,
-            upload: &mut upload.0,
-            staging: &mut staging.0,
-        },
-    )
+    handles
 }
 
 /// The firmware's probe: compares every prediction with the host's.
@@ -166,24 +187,18 @@ fn percent(correct: usize, n: usize) -> (usize, usize) {
     (bp / 100, bp % 100)
 }
 
+// Not inlined into `main`: its session's stack frame is gone before the command line's.
+#[inline(never)]
 fn self_check<P: Platform>(
     p: &mut P,
     model: &Model<'static>,
-    prepared: &[Prepared<'static, 'static>],
+    workspace: &mut [f32; WORKSPACE_TOTAL],
     merged: &mut [f32; MERGED_LEN],
     arena: &mut [f32; ARENA_LEN],
     scratch: &mut [f32; SWAP_SCRATCH_LEN],
 ) {
     let mut session = Session::new(model);
-    let mut handles: [Option<AdapterHandle>; TASKS.len()] = [None; TASKS.len()];
-    for a in prepared {
-        let t = TASKS.iter().position(|t| *t == a.task_name());
-        match (session.add_adapter(a.clone()), t) {
-            (Ok(h), Some(t)) => handles[t] = Some(h),
-            (Err(e), _) => fail(p, "add_adapter", e),
-            _ => {}
-        }
-    }
+    let handles = load_adapters(p, model, &mut session, &mut workspace[..], true);
     let sets = match parse_sets() {
         Ok(s) => s,
         Err(e) => fail(p, "held-out set", e),
@@ -291,6 +306,7 @@ fn parse_sets() -> Result<[Heldout<'static>; TASKS.len()], Error> {
 
 /// RAM buffers the command line borrows.
 struct Bufs<'b> {
+    workspace: &'b mut [f32; WORKSPACE_TOTAL],
     arena: &'b mut [f32; ARENA_LEN],
     merged: &'b mut [f32; MERGED_LEN],
     scratch: &'b mut [f32; SWAP_SCRATCH_LEN],
@@ -313,13 +329,10 @@ struct State {
     last_instr: u64,
 }
 
-fn command_line<P: Platform>(
-    p: &mut P,
-    model: &Model<'static>,
-    prepared: &[Prepared<'static, 'static>],
-    b: Bufs<'_>,
-) -> ! {
+#[inline(never)]
+fn command_line<P: Platform>(p: &mut P, model: &Model<'static>, b: Bufs<'_>) -> ! {
     let Bufs {
+        workspace,
         arena,
         merged,
         scratch,
@@ -336,12 +349,10 @@ fn command_line<P: Platform>(
     say!(p, "ready: type `help`\r\n");
     loop {
         // Build the session: embedded adapters, then the upload (if any).
+        // (Re-preparing the embedded adapters costs a few million instructions, only at
+        // start and after an upload, and saves keeping a second copy of their tables.)
         let mut session = Session::new(model);
-        for a in prepared {
-            if let Err(e) = session.add_adapter(a.clone()) {
-                fail(p, "add_adapter", e);
-            }
-        }
+        load_adapters(p, model, &mut session, &mut workspace[..], false);
         let mut uploaded: Option<AdapterHandle> = None;
         if let Some(len) = upload_len {
             let r = Adapter::from_bytes(&upload[..len])
@@ -357,7 +368,7 @@ fn command_line<P: Platform>(
             if *up {
                 uploaded
             } else {
-                session.adapters()[..prepared.len()]
+                session.adapters()[..ADAPTER_COUNT]
                     .iter()
                     .position(|a| a.task_name() == name.as_str())
             }

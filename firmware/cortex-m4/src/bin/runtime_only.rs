@@ -9,7 +9,7 @@
 #[path = "../board.rs"]
 mod board;
 
-use riffle_core::runtime::{Adapter, Input, Model};
+use riffle_core::runtime::{Adapter, Input, Model, Prepared};
 use riffle_firmware::{Platform, ADAPTERS, RT_ARENA_LEN, RT_EXPECTED, RT_SAMPLE, WORKSPACE_LENS};
 
 /// Arena, workspace of adapter 0, and the logits.
@@ -40,9 +40,23 @@ fn put_u64(b: &mut board::Board, mut v: u64) {
     b.write_bytes(&digits[i..]);
 }
 
+// Parsing and preparing out of line: their temporaries leave the stack before the run.
+#[inline(never)]
+fn parse() -> riffle_core::Result<Model<'static>> {
+    Model::from_bytes(&riffle_firmware::BASE.0)
+}
+
+#[inline(never)]
+fn prepare<'w>(
+    model: &Model<'static>,
+    workspace: &'w mut [f32],
+) -> riffle_core::Result<Prepared<'static, 'w>> {
+    Adapter::from_bytes(&ADAPTERS[0].0)?.prepare(model, workspace)
+}
+
 fn infer(ram: &'static mut Ram) -> riffle_core::Result<usize> {
-    let model = Model::from_bytes(&riffle_firmware::BASE.0)?;
-    let adapter = Adapter::from_bytes(&ADAPTERS[0].0)?.prepare(&model, &mut ram.workspace)?;
+    let model = parse()?;
+    let adapter = prepare(&model, &mut ram.workspace)?;
     // One slot, unmerged: `Model::run` with the prepared adapter, no `Session` (whose
     // table of resident adapters would cost ~17 KB of stack).
     let n = model.run(
