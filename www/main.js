@@ -107,6 +107,7 @@ const state = {
   runSeq: 0,
 };
 window.riffleDemo = state; // for the page test and the curious
+state.call = call;
 
 // ---- drawing pad and the 8x8 downsampling -------------------------------------------------
 const pad = $('pad');
@@ -123,7 +124,7 @@ function clearPad() {
 
 // sklearn's digits (UCI optdigits): a 32x32 bitmap, each 4x4 block counts its inked pixels
 // (0..16). The drawing's bounding box is fitted into 32x32 (aspect kept, centred), each
-// target pixel's ink coverage estimated with 6x6 sub-samples, on above 40%.
+// target pixel's ink coverage estimated with 6x6 sub-samples, on above 30%.
 function padToCounts() {
   const W = pad.width;
   const H = pad.height;
@@ -160,7 +161,7 @@ function padToCounts() {
           if (x >= 0 && x < W && y >= 0 && y < H) sum += ink[y * W + x];
         }
       }
-      if (sum / (S * S) > 0.4) out[(ty >> 2) * 8 + (tx >> 2)] += 1;
+      if (sum / (S * S) > 0.3) out[(ty >> 2) * 8 + (tx >> 2)] += 1;
     }
   }
   return out;
@@ -265,7 +266,7 @@ function padPoint(e) {
 }
 function stroke(a, b) {
   padCtx.strokeStyle = '#111';
-  padCtx.lineWidth = 17;
+  padCtx.lineWidth = 22;
   padCtx.lineCap = 'round';
   padCtx.lineJoin = 'round';
   padCtx.beginPath();
@@ -305,6 +306,7 @@ function syncTransformButtons() {
   for (const b of document.querySelectorAll('#transforms .toggle')) {
     b.setAttribute('aria-pressed', String(!!state.transforms[b.dataset.t]));
   }
+  renderDigitChips();
 }
 
 // ---- digits: models, adapters, inference ---------------------------------------------------
@@ -388,7 +390,6 @@ function renderDigitChips() {
           Object.assign(state.transforms, want);
           if (want.noise) state.noiseSeed++;
           syncTransformButtons();
-          renderDigitChips();
           refreshDigits(true);
         },
       }));
@@ -401,6 +402,9 @@ async function selectBase(key) {
   renderBasePicker();
   $('digits').setAttribute('aria-busy', 'true');
   const info = await ensureBase(key);
+  const entry = baseEntry(key);
+  $('base-progress-text').textContent =
+    `${entry.name}: ${fmtBytes(entry.bytes)} base + ${info.adapters.length} adapters loaded`;
   // Keep the task (if this base has it) and the merged state across bases.
   let h = handleFor(info, state.task);
   if (h === null) state.task = 'base';
@@ -458,12 +462,16 @@ let again = null;
 async function refreshDigits(full) {
   const x = modelInput();
   drawGrid(x);
-  if (!state.bases[state.base]?.info) return;
+  if (!state.bases[state.base]?.info) {
+    if (!running) document.body.dataset.digitsBusy = '0';
+    return;
+  }
   if (running) {
     again = again || full;
     return;
   }
   running = true;
+  document.body.dataset.digitsBusy = '1';
   try {
     const key = state.base;
     const r = await call('runVector', { key, input: x });
@@ -492,6 +500,8 @@ async function refreshDigits(full) {
       const f = again;
       again = null;
       refreshDigits(f);
+    } else {
+      document.body.dataset.digitsBusy = '0';
     }
   }
 }

@@ -19,8 +19,9 @@
 
 use std::fmt;
 
-use riffle_core::gguf::{self, Gguf};
+use riffle_core::gguf::{self, Gguf, StringArray};
 use riffle_core::runtime::{Adapter, AdapterHandle, Input, Model, Session, MAX_RESIDENT};
+use riffle_core::text::Tokenizer;
 use riffle_core::Error;
 
 /// A failure, worded like the CLI's (`cli/src/files.rs`): `<what>: <problem>`, where
@@ -226,8 +227,10 @@ pub struct Info {
     pub model_id: String,
     /// Size of the base model file.
     pub model_bytes: usize,
-    /// Input vector length.
+    /// Input vector length (0 for text models).
     pub input_len: usize,
+    /// Longest input in tokens for text models, 0 otherwise.
+    pub max_tokens: usize,
     /// The base's labels (or `0..n` when the file has none).
     pub labels: Vec<String>,
     /// Resident adapters, by handle.
@@ -261,8 +264,10 @@ pub struct RunResult<'e> {
     pub label: String,
     /// The active task (`"base"` without adapter).
     pub task: String,
-    /// Duration of the run, ms.
+    /// Duration of the run, ms (tokenization included for text).
     pub latency_ms: f64,
+    /// Tokens fed to a text model (`[CLS]` and `[SEP]` included), 0 for vectors.
+    pub tokens: usize,
 }
 
 /// One base model, its resident adapters, and every buffer they need.
@@ -271,11 +276,15 @@ pub struct Engine {
     model: &'static Model<'static>,
     session: Session<'static, 'static, 'static>,
     model_bytes: usize,
+    /// The WordPiece tokenizer of a text model (its index leaked like the model bytes).
+    tokenizer: Option<Tokenizer<'static, StringArray<'static>>>,
+    ids: Vec<u32>,
     workspace_lens: Vec<usize>,
     prepare_ms: Vec<f64>,
     arena: Vec<f32>,
     scratch: Vec<f32>,
     output: Vec<f32>,
+    out_len: usize,
     /// The merged weight buffer while unmerged (the session holds it while merged).
     spare_merged: Option<&'static mut [f32]>,
     last_swap_ms: f64,
@@ -299,16 +308,32 @@ impl Engine {
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
         let model = load_model(what, bytes)?;
         let model: &'static Model<'static> = Box::leak(Box::new(model));
+        let tokenizer = if model.bert_config().is_some() {
+            let len = model
+                .tokenizer_index_len()
+                .map_err(|e| Failure::core(what, e, Some(model.gguf())))?;
+            let index: &'static mut [u32] = Box::leak(vec![0u32; len].into_boxed_slice());
+            Some(
+                model
+                    .tokenizer(index)
+                    .map_err(|e| Failure::core(what, e, Some(model.gguf())))?,
+            )
+        } else {
+            None
+        };
         let session = Session::new(model);
         let mut e = Engine {
             model,
             session,
             model_bytes,
+            tokenizer,
+            ids: vec![0; model.max_tokens()],
             workspace_lens: Vec::new(),
             prepare_ms: Vec::new(),
             arena: Vec::new(),
             scratch: Vec::new(),
             output: vec![0.0; OUTPUT_LEN.max(model.output_len())],
+            out_len: 0,
             spare_merged: None,
             last_swap_ms: 0.0,
             last_run_ms: 0.0,
@@ -318,7 +343,7 @@ impl Engine {
     }
 
     fn size_buffers(&mut self) {
-        let arena = self.session.arena_len(1);
+        let arena = self.session.arena_len(self.model.max_tokens().max(1));
         if self.arena.len() < arena {
             self.arena.resize(arena, 0.0);
         }
@@ -432,15 +457,23 @@ impl Engine {
         self.session.active()
     }
 
-    /// Labels of the active head: the active adapter's own, else the base's, else `0..n`.
+    /// Labels of the active head: the active adapter's own, else the base's, else `0..n`
+    /// for a vector model; empty for a text model without a head (its output is the
+    /// sentence embedding).
     pub fn labels(&self) -> Vec<String> {
         let own = self.session.active_adapter().and_then(|p| p.labels());
         match own.or_else(|| self.model.labels()) {
             Some(l) => l.iter().map(|(_, s)| s.to_owned()).collect(),
+            None if self.takes_text() => Vec::new(),
             None => (0..self.model.output_len())
                 .map(|i| i.to_string())
                 .collect(),
         }
+    }
+
+    /// True for text models (they take [`Engine::run_text`]).
+    pub fn takes_text(&self) -> bool {
+        self.tokenizer.is_some()
     }
 
     /// Runs one input vector with the active adapter, merged or not.
@@ -448,11 +481,51 @@ impl Engine {
     /// # Errors
     /// "input: ..." (wrong input length, ...).
     pub fn run_vector(&mut self, x: &[f32]) -> Result<RunResult<'_>> {
-        self.run(Input::Vector(x))
+        if self.takes_text() {
+            return Err(Failure::new(
+                "input",
+                "this model takes text, not numbers (use runText)",
+                Some(Error::BadInput),
+            ));
+        }
+        let t0 = now_ms();
+        self.run(Input::Vector(x), t0, 0)
     }
 
-    fn run(&mut self, input: Input<'_>) -> Result<RunResult<'_>> {
+    /// Tokenizes `text` with the model's WordPiece tokenizer (truncated to
+    /// [`Model::max_tokens`]) and runs it with the active adapter.
+    ///
+    /// # Errors
+    /// "input: ..." for a model that does not take text.
+    pub fn run_text(&mut self, text: &str) -> Result<RunResult<'_>> {
         let t0 = now_ms();
+        let Some(tok) = &self.tokenizer else {
+            return Err(Failure::new(
+                "input",
+                format!(
+                    "this model takes {} numbers, not text (use runVector)",
+                    self.model.input_len()
+                ),
+                Some(Error::BadInput),
+            ));
+        };
+        let max = self.ids.len();
+        let n = tok
+            .encode(text, max, &mut self.ids)
+            .map_err(|e| Failure::core("input", e, None))?;
+        let ids = std::mem::take(&mut self.ids);
+        let r = self.forward(Input::Tokens(&ids[..n]));
+        self.ids = ids;
+        r?;
+        self.result(t0, n)
+    }
+
+    fn run(&mut self, input: Input<'_>, t0: f64, tokens: usize) -> Result<RunResult<'_>> {
+        self.forward(input)?;
+        self.result(t0, tokens)
+    }
+
+    fn forward(&mut self, input: Input<'_>) -> Result<()> {
         let n = loop {
             match self.session.run(input, &mut self.output, &mut self.arena) {
                 Ok(n) => break n,
@@ -462,14 +535,16 @@ impl Engine {
                 Err(e) => return Err(Failure::core("input", e, None)),
             }
         };
+        self.out_len = n;
+        Ok(())
+    }
+
+    fn result(&mut self, t0: f64, tokens: usize) -> Result<RunResult<'_>> {
+        let n = self.out_len;
         let latency_ms = now_ms() - t0;
         self.last_run_ms = latency_ms;
         let index = argmax(&self.output[..n]);
-        let label = self
-            .labels()
-            .into_iter()
-            .nth(index)
-            .unwrap_or_else(|| index.to_string());
+        let label = self.labels().into_iter().nth(index).unwrap_or_default();
         let task = self
             .session
             .active_adapter()
@@ -483,6 +558,7 @@ impl Engine {
             label,
             task,
             latency_ms,
+            tokens,
         })
     }
 
@@ -490,6 +566,7 @@ impl Engine {
     pub fn info(&self) -> Info {
         let base_labels = match self.model.labels() {
             Some(l) => l.iter().map(|(_, s)| s.to_owned()).collect(),
+            None if self.takes_text() => Vec::new(),
             None => (0..self.model.output_len())
                 .map(|i| i.to_string())
                 .collect(),
@@ -524,7 +601,12 @@ impl Engine {
             architecture: self.model.architecture().name(),
             model_id: self.model.model_id().to_owned(),
             model_bytes: self.model_bytes,
-            input_len: self.model.input_len(),
+            input_len: if self.takes_text() {
+                0
+            } else {
+                self.model.input_len()
+            },
+            max_tokens: self.model.max_tokens(),
             labels: base_labels,
             adapters,
             active: self.session.active(),

@@ -13,6 +13,7 @@
 //! model.useAdapter(h);          // or null for the bare base
 //! model.setMerged(true);        // fold the adapter into the weights
 //! const r = model.runVector(new Float32Array(64)); // {output, probabilities, label, index, task, latencyMs}
+//! // text models (bert): model.runText('what a lovely day')
 //! console.log(model.info());    // sizes, task names, labels, timings
 //! ```
 //!
@@ -53,6 +54,8 @@ export interface RunResult {
   latencyMs: number;
   /** True when the weights were merged. */
   merged: boolean;
+  /** Tokens fed to a text model ([CLS] and [SEP] included), 0 for vectors. */
+  tokens: number;
 }
 /** One resident adapter. */
 export interface AdapterInfo {
@@ -62,7 +65,7 @@ export interface AdapterInfo {
 }
 /** Sizes, names and timings of a model and its adapters. */
 export interface ModelInfo {
-  architecture: string; modelId: string; modelBytes: number; inputLength: number;
+  architecture: string; modelId: string; modelBytes: number; inputLength: number; maxTokens: number;
   labels: string[]; adapters: AdapterInfo[]; active: number | null; merged: boolean;
   arenaBytes: number; mergedBytes: number; scratchBytes: number; wasmMemoryBytes: number;
   lastSwapMs: number; lastRunMs: number;
@@ -162,6 +165,23 @@ impl RiffleModel {
         Ok(run_result(&r, &labels, merged).into())
     }
 
+    /// Tokenizes a sentence with the model's WordPiece tokenizer and runs it (text
+    /// models); the result also has `tokens`. Without an adapter head the output is
+    /// the mean-pooled sentence embedding and `label` is empty.
+    #[wasm_bindgen(js_name = runText, unchecked_return_type = "RunResult")]
+    pub fn run_text(&mut self, text: &str) -> Result<JsValue, JsError> {
+        let merged = self.engine.is_merged();
+        let labels = self.engine.labels();
+        let r = self.engine.run_text(text).map_err(js_error)?;
+        Ok(run_result(&r, &labels, merged).into())
+    }
+
+    /// True for text models (`runText`), false for vector models (`runVector`).
+    #[wasm_bindgen(getter, js_name = takesText)]
+    pub fn takes_text(&self) -> bool {
+        self.engine.takes_text()
+    }
+
     /// Sizes (model bytes, each adapter's bytes, arena bytes, wasm memory), task names,
     /// labels and the last swap and run times.
     #[wasm_bindgen(unchecked_return_type = "ModelInfo")]
@@ -184,6 +204,7 @@ fn run_result(r: &RunResult<'_>, labels: &[String], merged: bool) -> Object {
     set(&o, "task", r.task.as_str());
     set(&o, "latencyMs", r.latency_ms);
     set(&o, "merged", merged);
+    set(&o, "tokens", r.tokens as f64);
     o
 }
 
@@ -193,6 +214,7 @@ fn info_object(i: &Info) -> Object {
     set(&o, "modelId", i.model_id.as_str());
     set(&o, "modelBytes", i.model_bytes as f64);
     set(&o, "inputLength", i.input_len as f64);
+    set(&o, "maxTokens", i.max_tokens as f64);
     set(&o, "labels", strings(&i.labels));
     let adapters: Array = i
         .adapters

@@ -1,0 +1,275 @@
+// End-to-end test of the demo page in Debian's headless Chromium (playwright-core).
+//
+//   node www/test/page.test.mjs            (scripts/test-wasm runs it after scripts/build-www)
+//
+// Serves www/ with `python3 -m http.server` on a free 127.0.0.1 port, loads the page,
+// waits for the model, classifies a sample digit and a drawn one, switches adapters and
+// sees the label change, toggles merged weights, feeds a corrupt and a wrong-base adapter
+// through the page's file input and sees the error while the previous adapter still
+// answers, types a sentence when the MiniLM files were built, and saves screenshots under
+// www/test/results/ (ignored).
+//
+// Environment: PLAYWRIGHT_CORE_DIR (folder whose node_modules has playwright-core;
+// default ~/.cache/riffle/npm), CHROMIUM (default /usr/bin/chromium).
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { mkdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const www = path.resolve(here, '..');
+const root = path.resolve(www, '..');
+const results = path.join(here, 'results');
+const pwDir = process.env.PLAYWRIGHT_CORE_DIR || path.join(os.homedir(), '.cache/riffle/npm');
+const { chromium } = createRequire(path.join(pwDir, 'package.json'))('playwright-core');
+
+let failures = 0;
+const t0 = Date.now();
+function ok(cond, what) {
+  console.log(`${cond ? 'ok  ' : 'FAIL'} ${what}`);
+  if (!cond) failures++;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForServer(url, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      const r = await fetch(url);
+      if (r.ok) return;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server at ${url} did not start`);
+}
+
+const port = await freePort();
+const server = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www], {
+  stdio: ['ignore', 'ignore', 'pipe'],
+});
+const serverLog = [];
+server.stderr.on('data', (d) => serverLog.push(String(d)));
+const base = `http://127.0.0.1:${port}/`;
+
+let browser;
+try {
+  await waitForServer(`${base}models/manifest.json`, 10000);
+  const manifest = JSON.parse(readFileSync(path.join(www, 'models/manifest.json'), 'utf8'));
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 }, deviceScaleFactor: 1 });
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') pageErrors.push(m.text()); });
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
+
+  await page.goto(base);
+  await page.waitForFunction(() => ['digits', 'all', 'failed'].includes(document.body.dataset.ready), null, { timeout: 60000 });
+  ok(await page.evaluate(() => document.body.dataset.ready !== 'failed'), 'page loads the wasm module and the digits base');
+  const progressText = await page.textContent('#base-progress-text');
+  ok(/MLP.*loaded/.test(progressText), `progress line reports the base: "${progressText}"`);
+  ok(await page.evaluate(() => getComputedStyle(document.querySelector('#base-progress-bar')).width !== '0px'),
+    'progress bar filled');
+
+  // Waits for a digits result newer than `after`, optionally with a given task/merged state.
+  async function digitResult(after, want = {}) {
+    await page.waitForFunction(([seq, w]) => {
+      if (document.body.dataset.digitsBusy !== '0') return false;
+      const l = document.querySelector('#digit-label');
+      if (Number(l.dataset.seq || 0) <= seq) return false;
+      if (w.task && l.dataset.task !== w.task) return false;
+      if (w.merged !== undefined && l.dataset.merged !== String(w.merged)) return false;
+      if (w.label && l.textContent !== w.label) return false;
+      return true;
+    }, [after, want], { timeout: 15000 });
+    return page.evaluate(() => {
+      const l = document.querySelector('#digit-label');
+      return { label: l.textContent, task: l.dataset.task, merged: l.dataset.merged, seq: Number(l.dataset.seq) };
+    });
+  }
+  const seq = () => page.evaluate(() => Number(document.querySelector('#digit-label').dataset.seq || 0));
+
+  // 1. The first held-out sample (a 2; golden label 2) through the bare base.
+  let r = await digitResult(0, { task: 'base' });
+  ok(r.label === '2', `sample digit through the base: "${r.label}" (want 2)`);
+  const gridCounts = await page.evaluate(() => Array.from(window.riffleDemo.raw));
+  ok(gridCounts.length === 64 && gridCounts.every((v) => Number.isInteger(v) && v >= 0 && v <= 16),
+    '8x8 input holds counts 0..16');
+  await page.waitForFunction(() => document.querySelectorAll('#compare .c').length === 5);
+  ok(true, 'compare row shows the base and 4 adapters');
+
+  // 2. Parity brings its own head: even.
+  let s = await seq();
+  await page.click('#digit-adapters [data-task="parity"]');
+  r = await digitResult(s, { task: 'parity' });
+  ok(r.label === 'even', `parity adapter on a 2: "${r.label}" (want even)`);
+  const swapText = await page.textContent('#digit-swap');
+  ok(/ms/.test(swapText), `swap time shown: "${swapText}"`);
+
+  // 3. Rotate the input: the base is lost, the rotated adapter reads it.
+  s = await seq();
+  await page.click('#digit-adapters [data-task="base"]');
+  r = await digitResult(s, { task: 'base' });
+  s = r.seq;
+  await page.click('#transforms [data-t="rotate"]');
+  r = await digitResult(s, { task: 'base' });
+  const baseOnRotated = r.label;
+  s = r.seq;
+  await page.click('#digit-adapters [data-task="rotated"]');
+  r = await digitResult(s, { task: 'rotated' });
+  ok(r.label === '2', `rotated adapter on the rotated 2: "${r.label}" (the base said "${baseOnRotated}")`);
+  ok(baseOnRotated !== r.label, 'switching adapter changes the label');
+
+  // 4. Merged weights give the same answers; swaps happen in place.
+  s = r.seq;
+  await page.click('label.switch:has(#merged)');
+  r = await digitResult(s, { task: 'rotated', merged: true });
+  ok(r.label === '2', `merged rotated adapter: "${r.label}"`);
+  s = r.seq;
+  await page.click('#transforms [data-t="rotate"]');
+  await page.click('#digit-adapters [data-task="parity"]');
+  r = await digitResult(s, { task: 'parity', merged: true, label: 'even' });
+  ok(r.label === 'even', `merged, swapped in place to parity: "${r.label}"`);
+
+  // 5. A corrupt adapter through the file input: error shown, parity keeps answering.
+  const good = readFileSync(path.join(root, 'models/digits/mlp-noisy.gguf'));
+  const corrupt = Buffer.from(good);
+  corrupt[corrupt.length - 100] ^= 0x10;
+  s = await seq();
+  await page.setInputFiles('#digit-file', { name: 'corrupt.gguf', mimeType: 'application/octet-stream', buffer: corrupt });
+  await page.waitForSelector('#digit-error:not([hidden])', { timeout: 10000 });
+  let err = await page.textContent('#digit-error');
+  ok(/^corrupt\.gguf: CRC mismatch/.test(err), `corrupt adapter rejected: "${err}"`);
+  r = await digitResult(s, { task: 'parity' });
+  ok(r.label === 'even' && r.merged === 'true', `previous adapter still answers: "${r.label}" (${r.task}, merged ${r.merged})`);
+  const chipsAfter = await page.$$eval('#digit-adapters button', (b) => b.map((x) => x.dataset.task));
+  ok(chipsAfter.length === 5, `no adapter was added (${chipsAfter.join(', ')})`);
+
+  // 6. An adapter for the other base.
+  s = await seq();
+  await page.setInputFiles('#digit-file', {
+    name: 'cnn-rotated.gguf', mimeType: 'application/octet-stream',
+    buffer: readFileSync(path.join(root, 'models/digits/cnn-rotated.gguf')),
+  });
+  await page.waitForFunction(() => /cnn-rotated/.test(document.querySelector('#digit-error').textContent));
+  err = await page.textContent('#digit-error');
+  ok(/adapter is for a `cnn` base/.test(err), `wrong-base adapter rejected: "${err}"`);
+  r = await digitResult(s, { task: 'parity' });
+  ok(r.label === 'even', 'previous adapter still answers after the second bad file');
+
+  // 7. Draw a digit with the mouse (a 7): the 8x8 downsampling fills, a digit comes out.
+  await page.click('#digit-adapters [data-task="base"]');
+  await page.click('#clear');
+  const box = await page.locator('#pad').boundingBox();
+  const P = (x, y) => [box.x + x * box.width, box.y + y * box.height];
+  s = await seq();
+  await page.mouse.move(...P(0.25, 0.18));
+  await page.mouse.down();
+  for (const [x, y] of [[0.5, 0.18], [0.75, 0.18], [0.65, 0.45], [0.55, 0.65], [0.45, 0.85]]) {
+    await page.mouse.move(...P(x, y), { steps: 6 });
+  }
+  await page.mouse.up();
+  r = await digitResult(s, { task: 'base' });
+  const drawn = await page.evaluate(() => Array.from(window.riffleDemo.raw));
+  const inked = drawn.filter((v) => v > 0).length;
+  for (let i = 0; i < 8; i++) console.log(`     ${drawn.slice(i * 8, i * 8 + 8).map((v) => String(v).padStart(2)).join(' ')}`);
+  ok(inked >= 6 && inked <= 40, `drawing downsampled to 8x8: ${inked} inked cells`);
+  ok(/^[0-9]$/.test(r.label), `drawn digit classified as "${r.label}"`);
+
+  // 8. The CNN base: same UI, its own adapters.
+  s = await seq();
+  await page.click('#sample'); // the first held-out sample again (a 2)
+  await page.click('#base-picker [data-base="cnn"]');
+  r = await digitResult(s, { task: 'base', label: '2' });
+  ok(r.label === '2', `CNN base on the sample: "${r.label}" (want 2)`);
+  await page.waitForFunction(() => document.querySelector('#sizes').textContent.includes('cnn base'));
+  const sizes = await page.textContent('#sizes');
+  ok(/WebAssembly module/.test(sizes) && /15,616 B/.test(sizes) && /3,648 B/.test(sizes),
+    'sizes table lists the wasm module, the CNN base and its adapters');
+
+  // 9. Text (MiniLM) when the build found its files.
+  if (manifest.text) {
+    await page.waitForFunction(() => document.body.dataset.ready === 'all', null, { timeout: 180000 });
+    const textErr = await page.$eval('#text-error', (e) => (e.hidden ? '' : e.textContent));
+    const textRequired = process.env.RIFFLE_TEXT_OPTIONAL !== '1';
+    if (textErr) {
+      ok(!textRequired, `text demo: ${textErr}`);
+    } else {
+      const tasks = await page.$$eval('#text-adapters button', (b) => b.map((x) => x.dataset.task));
+      ok(tasks.length >= 1, `text adapters: ${tasks.join(', ')}`);
+      const textResult = async (sentence, task) => {
+        const before = await seq();
+        if (task) await page.click(`#text-adapters [data-task="${task}"]`);
+        await page.fill('#sentence', sentence);
+        await page.waitForFunction(([sq, t]) => {
+          const l = document.querySelector('#text-label');
+          return Number(l.dataset.seq || 0) > sq && (!t || l.dataset.task === t);
+        }, [before, task], { timeout: 30000 });
+        await page.waitForTimeout(400); // the debounce may fire once more
+        return page.textContent('#text-label');
+      };
+      if (tasks.includes('sentiment')) {
+        const pos = await textResult('What a wonderful, heartwarming film. I loved every minute of it.', 'sentiment');
+        const neg = await textResult('A dull, painful mess. I hated every minute and want my money back.', 'sentiment');
+        ok(pos !== neg, `sentiment: positive sentence -> "${pos}", negative -> "${neg}"`);
+      }
+      if (tasks.includes('language')) {
+        const lang = await textResult('Le chat dort sur le canapé depuis ce matin.', 'language');
+        ok(lang.length > 0, `language of a French sentence: "${lang}"`);
+      }
+      if (tasks.includes('topic')) {
+        const topic = await textResult('The central bank raised interest rates again to fight inflation.', 'topic');
+        ok(topic.length > 0, `topic of a finance sentence: "${topic}"`);
+      }
+      if (tasks.includes('sentiment')) {
+        await textResult('What a wonderful, heartwarming film. I loved every minute of it.', 'sentiment');
+      }
+    }
+  } else {
+    console.log('skip text demo: the build found no MiniLM files (models/minilm/)');
+  }
+
+  // 10. Back to a good-looking state for the screenshot: MLP, sample 2 rotated, rotated adapter.
+  s = await seq();
+  await page.click('#base-picker [data-base="mlp"]');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.click('#digit-adapters [data-task="rotated"]');
+  await page.click('#transforms [data-t="rotate"]');
+  r = await digitResult(s, { task: 'rotated' });
+  await page.waitForTimeout(300);
+
+  ok(pageErrors.length === 0, `no page errors${pageErrors.length ? `: ${pageErrors.join(' | ')}` : ''}`);
+  const outside = requests.filter((u) => !u.startsWith(base) && !u.startsWith('data:'));
+  ok(outside.length === 0, `no request leaves 127.0.0.1${outside.length ? `: ${outside.join(', ')}` : ''}`);
+
+  mkdirSync(results, { recursive: true });
+  await page.screenshot({ path: path.join(results, 'www-demo-full.png'), fullPage: true });
+  await page.screenshot({ path: path.join(results, 'www-demo.png') });
+  console.log(`screenshots: ${path.relative(root, results)}/www-demo.png, www-demo-full.png`);
+} catch (e) {
+  failures++;
+  console.log(`FAIL ${e.stack || e}`);
+  if (serverLog.length) console.log(serverLog.slice(-5).join(''));
+} finally {
+  await browser?.close();
+  server.kill();
+}
+console.log(`page test: ${failures ? `${failures} failure(s)` : 'all passed'} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+process.exit(failures ? 1 : 0);
