@@ -158,6 +158,55 @@ fn load_adapters<'a, 'w, P: Platform>(
     handles
 }
 
+/// The buffer sizes were computed by build.rs with the *host* build of the core; the
+/// target recomputes them here and refuses to go on if any differs (a size function
+/// that depended on the target would otherwise go unnoticed).
+fn check_sizes<P: Platform>(p: &mut P, model: &Model<'_>, session: &Session<'_, '_, '_>) {
+    let mut ok = true;
+    let checks = [
+        ("Session::arena_len", session.arena_len(0), ARENA_LEN),
+        ("Model::merged_len", model.merged_len(), MERGED_LEN),
+        (
+            "Session::swap_scratch_len",
+            session.swap_scratch_len(),
+            SWAP_SCRATCH_LEN,
+        ),
+    ];
+    for (what, target, host) in checks {
+        if target != host {
+            say!(
+                p,
+                "FAIL: {what}: the target computes {target}, build.rs computed {host}\r\n"
+            );
+            ok = false;
+        }
+    }
+    for (i, bytes) in ADAPTERS.iter().enumerate() {
+        let target = Adapter::from_bytes(&bytes.0).and_then(|a| a.workspace_len(model));
+        if target != Ok(WORKSPACE_LENS[i]) {
+            say!(
+                p,
+                "FAIL: workspace_len of {}: the target computes {:?}, build.rs computed {}\r\n",
+                ADAPTER_FILES[i],
+                target,
+                WORKSPACE_LENS[i]
+            );
+            ok = false;
+        }
+    }
+    if !ok {
+        p.exit(false);
+    }
+    say!(
+        p,
+        "buffers (f32s, from build.rs, equal to what the target computes): arena {}, workspaces {:?}, merged {}, swap scratch {}\r\n",
+        ARENA_LEN,
+        WORKSPACE_LENS,
+        MERGED_LEN,
+        SWAP_SCRATCH_LEN
+    );
+}
+
 /// The firmware's probe: compares every prediction with the host's.
 struct Check<'p, P: Platform> {
     p: &'p mut P,
@@ -199,6 +248,7 @@ fn self_check<P: Platform>(
 ) {
     let mut session = Session::new(model);
     let handles = load_adapters(p, model, &mut session, &mut workspace[..], true);
+    check_sizes(p, model, &session);
     let sets = match parse_sets() {
         Ok(s) => s,
         Err(e) => fail(p, "held-out set", e),

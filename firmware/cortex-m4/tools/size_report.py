@@ -135,6 +135,10 @@ def main():
     if failures:
         for f in failures:
             print("FAIL: " + f)
+        print(
+            "If the growth is intended, rewrite the budget with "
+            "`RIFFLE_FW_UPDATE_BUDGET=1 scripts/test-firmware` and commit firmware/size-budget.toml."
+        )
         sys.exit(1)
     print(f"sizes within {int(TOLERANCE * 100)}% of {os.path.basename(a.budget)}")
 
