@@ -8,7 +8,6 @@ use riffle_core::gguf::{TensorType, Value, ValueType, DEFAULT_ALIGNMENT};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Meta {
     /// A `u32`.
-    #[allow(dead_code)]
     U32(u32),
     /// A string.
     Str(String),
@@ -148,6 +147,12 @@ impl Writer {
     pub fn model_id(&self) -> String {
         let (data, _, span) = self.layout();
         hex_lower(&sha256(&data[..span])).to_string()
+    }
+
+    /// CRC-32 of the data span the file will have (`riffle.data_crc32`).
+    pub fn data_crc32(&self) -> u32 {
+        let (data, _, span) = self.layout();
+        riffle_core::checksum::crc32(&data[..span])
     }
 
     /// The whole file.

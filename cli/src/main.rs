@@ -14,6 +14,7 @@ mod fail;
 mod files;
 mod gguf_write;
 mod npy;
+mod safetensors;
 mod show;
 
 /// Run fine-tuned networks by swapping tiny orthogonal adapters (GSOFT, Double GSOFT,
@@ -127,6 +128,13 @@ enum Command {
         /// Output adapter file.
         #[arg(long, short = 'o', value_name = "A.gguf")]
         output: PathBuf,
+        /// Task name of the adapter (default: the folder's name).
+        #[arg(long, short = 't', value_name = "NAME")]
+        task: Option<String>,
+        /// Class labels of a head the adapter brings (PEFT modules_to_save),
+        /// comma-separated.
+        #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+        labels: Option<Vec<String>>,
     },
 }
 
@@ -185,7 +193,19 @@ fn main() -> ExitCode {
             budget,
             json,
         } => cmd::bench::run(&model, &adapter, &seq, budget, json),
-        Command::ImportPeft { dir, base, output } => cmd::import_peft::run(&dir, &base, &output),
+        Command::ImportPeft {
+            dir,
+            base,
+            output,
+            task,
+            labels,
+        } => cmd::import_peft::run(cmd::import_peft::ImportArgs {
+            dir: &dir,
+            base: &base,
+            output: &output,
+            task,
+            labels,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1011,3 +1011,125 @@ fn text_model_run_repl_and_errors() {
     assert!(info[0]["model"]["arena_bytes"]["128"].as_u64().unwrap() > 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// PEFT 0.21 adapters over the digits MLP, made by `tests/data/peft/make_fixtures.py`,
+/// with the PEFT model's own outputs.
+#[test]
+fn import_peft_matches_peft_outputs() {
+    let dir = scratch("peft");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/peft");
+    for (fixture, tol, method) in [
+        ("oft-exact", 1e-4, "oft"),
+        ("boft", 1e-4, "boft"),
+        // Cayley-Neumann (5 terms) is imported approximately: O(||S||^4).
+        ("oft-neumann", 5e-3, "oft"),
+    ] {
+        let src = data.join(fixture);
+        let out = dir.join(format!("{fixture}.gguf"));
+        let msg = ok(&run(&[
+            "import-peft",
+            src.to_str().unwrap(),
+            "--base",
+            &digits("mlp.gguf"),
+            "-o",
+            out.to_str().unwrap(),
+        ]));
+        assert!(msg.contains("wrote"), "{msg}");
+        assert_eq!(
+            msg.contains("Cayley-Neumann"),
+            fixture == "oft-neumann",
+            "{msg}"
+        );
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("expected.json")).unwrap())
+                .unwrap();
+        let inputs: Vec<Vec<f32>> = expected["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        let got = outputs(
+            &[
+                "run",
+                "-m",
+                &digits("mlp.gguf"),
+                "-a",
+                out.to_str().unwrap(),
+            ],
+            &inputs,
+        );
+        let want = expected["outputs"].as_array().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            let w: Vec<f64> = w
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            for (a, b) in g.iter().zip(&w) {
+                assert!((a - b).abs() < tol, "{fixture}: riffle {a} vs PEFT {b}");
+            }
+        }
+        let info = json_lines(&ok(&run(&[
+            "inspect",
+            out.to_str().unwrap(),
+            "--verify",
+            "--json",
+        ])));
+        assert_eq!(info[0]["adapter"]["method"], method);
+        assert_eq!(info[0]["adapter"]["task"], fixture);
+        assert_eq!(info[0]["verify"]["ok"], true);
+        assert_eq!(info[0]["adapter"]["base_model_id"], base_id("mlp.gguf"));
+    }
+    // Bad inputs: no folder, a folder without a config, an adapter for another base.
+    let missing = dir.join("nope").display().to_string();
+    let o = run(&[
+        "import-peft",
+        &missing,
+        "-b",
+        &digits("mlp.gguf"),
+        "-o",
+        &missing,
+    ]);
+    assert_bad(&o, &missing, "no such folder");
+    let o = run(&[
+        "import-peft",
+        dir.to_str().unwrap(),
+        "-b",
+        &digits("mlp.gguf"),
+        "-o",
+        &missing,
+    ]);
+    assert_bad(&o, "adapter_config.json", "no such file");
+    let src = data.join("boft").display().to_string();
+    let o = run(&[
+        "import-peft",
+        &src,
+        "-b",
+        &digits("cnn.gguf"),
+        "-o",
+        &missing,
+    ]);
+    assert_bad(&o, "adapter_model.safetensors", "cnn.gguf");
+    let lora = dir.join("lora");
+    std::fs::create_dir_all(&lora).unwrap();
+    std::fs::write(lora.join("adapter_config.json"), r#"{"peft_type": "LORA"}"#).unwrap();
+    let o = run(&[
+        "import-peft",
+        lora.to_str().unwrap(),
+        "-b",
+        &digits("mlp.gguf"),
+        "-o",
+        &missing,
+    ]);
+    assert_bad(&o, "adapter_config.json", "LORA");
+    let _ = std::fs::remove_dir_all(dir);
+}
