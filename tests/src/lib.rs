@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub mod gguf_edit;
 pub mod reference;
 
 /// Path of a file under `tests/data/`.
