@@ -11,7 +11,7 @@ use heapless::Vec;
 
 use super::adapter::Prepared;
 use super::bert::{attention, gelu, Bert, BertConfig};
-use super::weights::{linear, relu, Dense, TensorRef, WeightView, ROW_TILE};
+use super::weights::{linear, relu, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::gguf::{self, Gguf, StringArray, TensorInfo};
 use crate::math::LayerTransform;
 use crate::{Error, Result};
@@ -373,7 +373,7 @@ impl<'a> Model<'a> {
             return bert_arena(&b.config, max_tokens.clamp(1, b.config.context), head_rows);
         }
         let (act, max_cols, max_rows) = self.widths(head_rows);
-        2 * act + act + 2 * max_cols.max(max_rows) + ROW_TILE * max_cols + max_rows
+        2 * act + act + 2 * max_cols.max(max_rows) + weight_scratch_len(max_cols) + max_rows
     }
 
     fn split_arena<'x>(&self, arena: &'x mut [f32], head_rows: usize) -> Result<Buffers<'x>> {
@@ -390,7 +390,7 @@ impl<'a> Model<'a> {
         let (b, rest) = rest.split_at_mut(act);
         let (rot, rest) = rest.split_at_mut(act);
         let (chain, rest) = rest.split_at_mut(2 * max_cols.max(max_rows));
-        let (wbuf, rest) = rest.split_at_mut(ROW_TILE * max_cols);
+        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(max_cols));
         let bias = &mut rest[..max_rows];
         Ok(Buffers {
             a,
@@ -482,7 +482,7 @@ impl<'a> Model<'a> {
         let (ffn, rest) = rest.split_at_mut(t * f);
         let (rot, rest) = rest.split_at_mut(t * wide);
         let (chain, rest) = rest.split_at_mut(2 * wide);
-        let (wbuf, rest) = rest.split_at_mut(ROW_TILE * wide);
+        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide));
         let (bias, rest) = rest.split_at_mut(wide.max(head_rows));
         let (scores, rest) = rest.split_at_mut(t);
         let norm_buf = &mut rest[..2 * h];
@@ -782,7 +782,14 @@ impl<'a> Model<'a> {
 fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
     let (h, f) = (cfg.hidden, cfg.ffn);
     let wide = h.max(f);
-    5 * t * h + t * f + t * wide + 2 * wide + ROW_TILE * wide + wide.max(head_rows) + t + 2 * h
+    5 * t * h
+        + t * f
+        + t * wide
+        + 2 * wide
+        + weight_scratch_len(wide)
+        + wide.max(head_rows)
+        + t
+        + 2 * h
 }
 
 /// A dense slot `prefix{i}.weight` of shape `(out, width)` and its bias.

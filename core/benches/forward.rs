@@ -1,0 +1,112 @@
+//! Forward-pass latency of the base models (`cargo bench -p riffle-core --bench forward`).
+//!
+//! MiniLM (models/minilm/minilm-{f32,f16,q8_0}.gguf, built at set-up) at 16, 64 and 128
+//! tokens, batch 1, one thread; medians of repeated runs. The side-by-side comparison
+//! with ONNX Runtime and PyTorch is `scripts/bench`.
+
+use std::time::Instant;
+
+use riffle_core::runtime::{Input, Model};
+
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 Hz ticks):
+/// robust to other processes sharing the machine, unlike wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median_ms(mut f: impl FnMut(), reps: usize) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `RIFFLE_BENCH_ONE=f32:128` runs one forward of one configuration (for callgrind).
+    if let Ok(one) = std::env::var("RIFFLE_BENCH_ONE") {
+        let (kind, t) = one.split_once(':').expect("kind:tokens");
+        let t: usize = t.parse().expect("tokens");
+        let path = format!(
+            "{}/../models/minilm/minilm-{kind}.gguf",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).expect("model file");
+        let model = Model::from_bytes(&bytes).unwrap();
+        let ids: Vec<u32> = (0..t as u32).map(|i| 1000 + i * 7).collect();
+        let mut arena = vec![0.0f32; model.arena_len(t, 0)];
+        let mut out = vec![0.0f32; 384];
+        let reps: usize = std::env::var("RIFFLE_BENCH_REPS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(1);
+        model
+            .run(None, None, Input::Tokens(&ids), &mut out, &mut arena)
+            .unwrap();
+        let (u0, t0) = (cpu_seconds(), Instant::now());
+        for _ in 0..reps {
+            model
+                .run(None, None, Input::Tokens(&ids), &mut out, &mut arena)
+                .unwrap();
+        }
+        let (cpu, wall) = (
+            (cpu_seconds() - u0) / reps as f64 * 1e3,
+            t0.elapsed().as_secs_f64() / reps as f64 * 1e3,
+        );
+        println!("{one}: {cpu:.1} ms CPU, {wall:.1} ms wall per forward ({reps} runs)");
+        return;
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/minilm");
+    println!("| weights | tokens | forward (ms) |");
+    println!("|---|---|---|");
+    for kind in ["f32", "f16", "q8_0"] {
+        let path = format!("{root}/minilm-{kind}.gguf");
+        let Ok(bytes) = std::fs::read(&path) else {
+            eprintln!("skipping {path}: not built (riffle-train minilm convert)");
+            continue;
+        };
+        let model = Model::from_bytes(&bytes).unwrap();
+        for t in [16usize, 64, 128] {
+            let ids: Vec<u32> = (0..t as u32)
+                .map(|i| {
+                    if i == 0 {
+                        101
+                    } else if i + 1 == t as u32 {
+                        102
+                    } else {
+                        1000 + i * 7
+                    }
+                })
+                .collect();
+            let mut arena = vec![0.0f32; model.arena_len(t, 0)];
+            let mut out = vec![0.0f32; 384];
+            let ms = median_ms(
+                || {
+                    model
+                        .run(None, None, Input::Tokens(&ids), &mut out, &mut arena)
+                        .unwrap();
+                },
+                7,
+            );
+            println!("| {kind} | {t} | {ms:.2} |");
+        }
+    }
+}
