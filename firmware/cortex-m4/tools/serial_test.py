@@ -30,6 +30,17 @@ def load_expect(path):
     return table, hexes
 
 
+def qemu_command(machine, cpu, elf):
+    """QEMU for an MPS2 board (ARM) or the RISC-V `virt` board, UART on stdio."""
+    common = ["-display", "none", "-serial", "stdio", "-monitor", "none", "-icount", "shift=0"]
+    if machine == "virt":
+        return ["qemu-system-riscv32", "-machine", "virt", "-bios", "none", *common, "-kernel", elf]
+    return [
+        "qemu-system-arm", "-cpu", cpu, "-machine", machine, *common,
+        "-semihosting-config", "enable=on,target=native", "-kernel", elf,
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--elf", required=True)
@@ -37,7 +48,7 @@ def main():
     ap.add_argument("--models", required=True)
     ap.add_argument("--base", default="mlp")
     ap.add_argument("--other-base", default="cnn")
-    ap.add_argument("--machine", default="mps2-an386")
+    ap.add_argument("--machine", default="mps2-an386", help="an MPS2 board, or `virt` (RISC-V)")
     ap.add_argument("--cpu", default="cortex-m4")
     ap.add_argument("--timeout", type=int, default=120)
     ap.add_argument("--log", default=None)
@@ -90,12 +101,7 @@ def main():
         ("quit", ("text", "bye")),
     ]
     stdin = "".join(cmd + "\n" for cmd, _ in steps)
-    cmd = [
-        "qemu-system-arm", "-cpu", a.cpu, "-machine", a.machine, "-display", "none",
-        "-serial", "stdio", "-monitor", "none",
-        "-semihosting-config", "enable=on,target=native", "-icount", "shift=0",
-        "-kernel", a.elf,
-    ]
+    cmd = qemu_command(a.machine, a.cpu, a.elf)
     try:
         p = subprocess.run(cmd, input=stdin.encode(), capture_output=True, timeout=a.timeout)
         out, rc = p.stdout.decode(errors="replace"), p.returncode
