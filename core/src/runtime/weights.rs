@@ -6,7 +6,6 @@
 //! a quantised base costs one decode per forward, not one per input row.
 
 use crate::gguf::{TensorInfo, TensorType};
-use crate::math::dot;
 use crate::{Error, Result};
 
 /// A compact reference to a tensor's bytes: what the runtime keeps per weight (a
