@@ -50,7 +50,8 @@ enum Command {
         /// One text input (text models).
         #[arg(long, value_name = "TEXT")]
         text: Option<String>,
-        /// A NumPy .npy file of float32, shape (d) or (batch, d).
+        /// A NumPy .npy file of float32, shape (d) or (batch, d), or a riffle dataset
+        /// (.gguf with an `inputs` tensor).
         #[arg(long, short = 'i', value_name = "x.npy")]
         input: Option<PathBuf>,
         /// Read one input per line from stdin (numbers separated by commas or spaces, or

@@ -177,7 +177,10 @@ fn metadata(g: &Gguf<'_>, r: &mut Report) {
             }
             v => (
                 type_name(v.value_type()).to_string(),
-                scalar_text(&v),
+                match (k, v.as_u32()) {
+                    (gguf::KEY_DATA_CRC32, Some(c)) => format!("{c:08x}"),
+                    _ => scalar_text(&v),
+                },
                 scalar_json(&v),
             ),
         };

@@ -150,7 +150,17 @@ pub fn run(a: RunArgs) -> Result<()> {
                     "this model takes text, not a .npy file (use --text or --stdin)",
                 ));
             }
-            let m = npy::parse(f.bytes()).map_err(|e| bad(f.name(), e))?;
+            let m = if f.bytes().starts_with(b"GGUF") {
+                // A riffle dataset file: its `inputs` tensor.
+                let d = crate::files::load_dataset(f.name(), f.bytes())?;
+                npy::Npy {
+                    rows: d.len(),
+                    cols: d.width,
+                    data: d.inputs,
+                }
+            } else {
+                npy::parse(f.bytes()).map_err(|e| bad(f.name(), e))?
+            };
             let want = stack.model.input_len();
             if m.cols != want {
                 return Err(bad(
