@@ -397,7 +397,12 @@ function renderDigitChips() {
   }
 }
 
-async function selectBase(key) {
+let switching = Promise.resolve();
+function selectBase(key) {
+  switching = switching.then(() => switchBase(key));
+  return switching;
+}
+async function switchBase(key) {
   state.base = key;
   renderBasePicker();
   $('digits').setAttribute('aria-busy', 'true');
@@ -419,6 +424,7 @@ async function selectBase(key) {
 }
 
 async function selectDigitTask(task) {
+  await switching; // a base switch in flight decides which adapters exist
   const info = state.bases[state.base].info;
   const r = await call('use', { key: state.base, handle: handleFor(info, task) });
   state.task = task;
@@ -479,6 +485,7 @@ async function refreshDigits(full) {
     label.textContent = r.label;
     label.dataset.task = r.task;
     label.dataset.merged = String(r.merged);
+    label.dataset.base = key;
     label.dataset.seq = String(++state.runSeq);
     $('digit-conf').textContent = `${(r.probabilities[r.index] * 100).toFixed(1)}% · ${r.task}`;
     renderBars($('digit-bars'), r.labels, r.probabilities, r.index);
@@ -663,7 +670,8 @@ $('sentence').addEventListener('input', () => {
 async function refreshText() {
   if (!state.text.ready) return;
   try {
-    const r = await call('runText', { key: state.text.key, text: $('sentence').value });
+    const text = $('sentence').value;
+    const r = await call('runText', { key: state.text.key, text });
     const label = $('text-label');
     if (state.text.task) {
       label.textContent = r.label;
@@ -675,6 +683,7 @@ async function refreshText() {
       $('text-bars').replaceChildren(el('div', { class: 'muted', text: `[${Array.from(r.output.slice(0, 6), (v) => v.toFixed(3)).join(', ')}, …]` }));
     }
     label.dataset.task = r.task;
+    label.dataset.text = text;
     label.dataset.seq = String(++state.runSeq);
     $('text-latency').textContent = `${fmtMs(r.latencyMs)}${r.tokens ? ` for ${r.tokens} tokens` : ''}`;
   } catch (err) {

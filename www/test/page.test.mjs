@@ -56,6 +56,58 @@ async function waitForServer(url, ms) {
   throw new Error(`server at ${url} did not start`);
 }
 
+// The text model cannot be committed, so its native outputs are computed here, by the
+// same Engine built for the host (wasm/examples/native_outputs.rs), and the worker's
+// wasm outputs must equal them within 1e-5: bare base and every adapter, unmerged and merged.
+const SENTENCES = [
+  'What a wonderful, heartwarming film. I loved every minute of it.',
+  'The service was slow and the food arrived cold.',
+  "Riffle swaps tiny adapters over one frozen model; café naïve ÉLAN 東京 🙂!",
+];
+async function textEqualsNative(page, manifest) {
+  if (process.env.RIFFLE_SKIP_NATIVE === '1') {
+    console.log('skip text wasm-vs-native check (RIFFLE_SKIP_NATIVE=1)');
+    return;
+  }
+  const files = [manifest.text.file, ...manifest.text.adapters.map((a) => a.file)].map((f) => path.join(www, f));
+  const args = ['run', '--release', '-q', '--locked', '-p', 'riffle-wasm', '--example', 'native_outputs', '--', ...files];
+  for (const t of SENTENCES) args.push('--text', t);
+  const native = await new Promise((resolve, reject) => {
+    const p = spawn('cargo', args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`native_outputs exited ${code}`))));
+  });
+  const got = await page.evaluate(async (cases) => {
+    const d = window.riffleDemo;
+    const key = d.text.key;
+    const info = await d.call('info', { key });
+    const out = [];
+    for (const c of cases) {
+      await d.call('merged', { key, on: c.merged });
+      const a = info.adapters.find((x) => x.task === c.task);
+      await d.call('use', { key, handle: a ? a.handle : null });
+      const r = await d.call('runText', { key, text: c.text });
+      out.push({ output: Array.from(r.output), label: r.label, tokens: r.tokens });
+    }
+    // Back to what the page shows.
+    await d.call('merged', { key, on: d.text.merged });
+    const a = info.adapters.find((x) => x.task === d.text.task);
+    await d.call('use', { key, handle: a ? a.handle : null });
+    return out;
+  }, native.cases);
+  let worst = 0;
+  let labelsAgree = true;
+  native.cases.forEach((c, i) => {
+    const g = got[i];
+    if (g.output.length !== c.output.length || g.tokens !== c.tokens) worst = Infinity;
+    c.output.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - g.output[j])); });
+    if (g.label !== c.label) labelsAgree = false;
+  });
+  ok(worst <= 1e-5 && labelsAgree,
+    `text: wasm equals native on ${native.cases.length} runs (base + ${manifest.text.adapters.length} adapters, unmerged and merged): max |diff| ${worst.toExponential(2)}`);
+}
+
 const port = await freePort();
 const server = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www], {
   stdio: ['ignore', 'ignore', 'pipe'],
@@ -95,13 +147,14 @@ try {
       const l = document.querySelector('#digit-label');
       if (Number(l.dataset.seq || 0) <= seq) return false;
       if (w.task && l.dataset.task !== w.task) return false;
+      if (w.base && l.dataset.base !== w.base) return false;
       if (w.merged !== undefined && l.dataset.merged !== String(w.merged)) return false;
       if (w.label && l.textContent !== w.label) return false;
       return true;
     }, [after, want], { timeout: 15000 });
     return page.evaluate(() => {
       const l = document.querySelector('#digit-label');
-      return { label: l.textContent, task: l.dataset.task, merged: l.dataset.merged, seq: Number(l.dataset.seq) };
+      return { label: l.textContent, task: l.dataset.task, merged: l.dataset.merged, base: l.dataset.base, seq: Number(l.dataset.seq) };
     });
   }
   const seq = () => page.evaluate(() => Number(document.querySelector('#digit-label').dataset.seq || 0));
@@ -197,7 +250,7 @@ try {
   s = await seq();
   await page.click('#sample'); // the first held-out sample again (a 2)
   await page.click('#base-picker [data-base="cnn"]');
-  r = await digitResult(s, { task: 'base', label: '2' });
+  r = await digitResult(s, { task: 'base', base: 'cnn' });
   ok(r.label === '2', `CNN base on the sample: "${r.label}" (want 2)`);
   await page.waitForFunction(() => document.querySelector('#sizes').textContent.includes('cnn base'));
   const sizes = await page.textContent('#sizes');
@@ -218,11 +271,10 @@ try {
         const before = await seq();
         if (task) await page.click(`#text-adapters [data-task="${task}"]`);
         await page.fill('#sentence', sentence);
-        await page.waitForFunction(([sq, t]) => {
+        await page.waitForFunction(([sq, t, text]) => {
           const l = document.querySelector('#text-label');
-          return Number(l.dataset.seq || 0) > sq && (!t || l.dataset.task === t);
-        }, [before, task], { timeout: 30000 });
-        await page.waitForTimeout(400); // the debounce may fire once more
+          return Number(l.dataset.seq || 0) > sq && (!t || l.dataset.task === t) && l.dataset.text === text;
+        }, [before, task, sentence], { timeout: 30000 });
         return page.textContent('#text-label');
       };
       if (tasks.includes('sentiment')) {
@@ -238,6 +290,7 @@ try {
         const topic = await textResult('The central bank raised interest rates again to fight inflation.', 'topic');
         ok(topic.length > 0, `topic of a finance sentence: "${topic}"`);
       }
+      await textEqualsNative(page, manifest);
       if (tasks.includes('sentiment')) {
         await textResult('What a wonderful, heartwarming film. I loved every minute of it.', 'sentiment');
       }
@@ -249,6 +302,8 @@ try {
   // 10. Back to a good-looking state for the screenshot: MLP, sample 2 rotated, rotated adapter.
   s = await seq();
   await page.click('#base-picker [data-base="mlp"]');
+  r = await digitResult(s, { task: 'base', base: 'mlp' });
+  s = r.seq;
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.click('#digit-adapters [data-task="rotated"]');
   await page.click('#transforms [data-t="rotate"]');
