@@ -104,3 +104,74 @@ fn text_model_rejects_bad_inputs() {
         .unwrap_err();
     assert!(matches!(err, riffle_core::Error::BufferTooSmall { .. }));
 }
+
+/// The committed sentiment adapter (GSOFT b = 8 on the top two blocks, its own 3-way head):
+/// unmerged and merged outputs agree, its labels and head apply, and it binds to the F16
+/// and Q8_0 conversions of the same base through `adapter.compatible_model_ids`.
+#[test]
+fn sentiment_adapter_unmerged_equals_merged_on_every_weight_type() {
+    use riffle_core::runtime::{Adapter, Session};
+    let adapter_bytes =
+        riffle_tests::read_repo_file("models/minilm-adapters/minilm-sentiment.gguf");
+    let adapter = Adapter::from_bytes(&adapter_bytes).unwrap();
+    let texts = [
+        "what a lovely day",
+        "this is the worst service ever, I am so angry",
+        "the meeting is at 3pm",
+    ];
+    for (kind, tol) in [("f32", 1e-4f32), ("f16", 1e-3), ("q8_0", 1e-3)] {
+        let Some(bytes) = load(kind) else { return };
+        let model = Model::from_bytes(&bytes).unwrap();
+        let mut index = vec![0u32; model.tokenizer_index_len().unwrap()];
+        let tok = model.tokenizer(&mut index).unwrap();
+        let mut workspace = vec![0.0f32; adapter.workspace_len(&model).unwrap()];
+        let mut merged = vec![0.0f32; model.merged_len()];
+        let mut session = Session::new(&model);
+        let h = session
+            .add_adapter(adapter.prepare(&model, &mut workspace).unwrap())
+            .unwrap();
+        let mut scratch = vec![0.0f32; session.swap_scratch_len()];
+        session.activate(Some(h), &mut scratch).unwrap();
+        let labels = session.adapters()[h].labels().unwrap();
+        assert_eq!(
+            labels.iter().map(|(_, l)| l).collect::<Vec<_>>(),
+            ["negative", "neutral", "positive"]
+        );
+        let mut arena = vec![0.0f32; session.arena_len(32)];
+        let mut ids = vec![0u32; 32];
+        let mut unmerged = Vec::new();
+        let mut out = vec![0.0f32; 8];
+        for t in texts {
+            let n = tok.encode(t, 32, &mut ids).unwrap();
+            let k = session
+                .run(Input::Tokens(&ids[..n]), &mut out, &mut arena)
+                .unwrap();
+            assert_eq!(k, 3, "{kind}: a 3-way head");
+            unmerged.push(out[..k].to_vec());
+        }
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        assert_eq!(
+            argmax(&unmerged[0]),
+            2,
+            "{kind}: 'what a lovely day' is positive"
+        );
+        assert_eq!(
+            argmax(&unmerged[1]),
+            0,
+            "{kind}: the angry sentence is negative"
+        );
+        session.enable_merged(&mut merged, &mut scratch).unwrap();
+        for (t, um) in texts.iter().zip(&unmerged) {
+            let n = tok.encode(t, 32, &mut ids).unwrap();
+            let k = session
+                .run(Input::Tokens(&ids[..n]), &mut out, &mut arena)
+                .unwrap();
+            let d = out[..k]
+                .iter()
+                .zip(um)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(d <= tol, "{kind}: merged vs unmerged logits differ by {d}");
+        }
+    }
+}

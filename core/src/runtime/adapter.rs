@@ -142,6 +142,9 @@ pub struct ClsHead<'a> {
     pub rows: usize,
 }
 
+/// Optional array of further base ids the adapter binds to (docs/models.md).
+pub const KEY_COMPATIBLE_MODEL_IDS: &str = "adapter.compatible_model_ids";
+
 /// Name of a text classification head's weight and bias.
 const CLS_WEIGHT: &str = "cls.weight";
 const CLS_BIAS: &str = "cls.bias";
@@ -234,6 +237,16 @@ impl<'a> Adapter<'a> {
     pub fn task_name(&self) -> &'a str {
         self.task
     }
+    /// True if the adapter may be applied to the base with id `model_id`: its
+    /// `adapter.base_model_id`, or one of `adapter.compatible_model_ids` (the same
+    /// weights stored as F16 or Q8_0, whose data spans, and so ids, differ).
+    pub fn binds_to(&self, model_id: &str) -> bool {
+        self.base_id == model_id
+            || self
+                .gguf
+                .get_strings(KEY_COMPATIBLE_MODEL_IDS)
+                .is_ok_and(|ids| ids.iter().any(|(_, id)| id == model_id))
+    }
     /// Labels of the adapter's own head, if it brings one.
     pub fn labels(&self) -> Option<StringArray<'a>> {
         self.labels
@@ -262,7 +275,7 @@ impl<'a> Adapter<'a> {
         if self.architecture != model.architecture().name() {
             return Err(Error::UnsupportedModel);
         }
-        if self.base_id != model.model_id() {
+        if !self.binds_to(model.model_id()) {
             return Err(Error::BaseMismatch);
         }
         // Pass 1: which slots have which sides; every name must match the base.

@@ -13,7 +13,10 @@ mod model;
 mod session;
 pub mod weights;
 
-pub use adapter::{Adapter, ClsHead, Head, Method, Prepared, MAX_ADAPTED_SLOTS, MAX_HEAD_TENSORS};
+pub use adapter::{
+    Adapter, ClsHead, Head, Method, Prepared, KEY_COMPATIBLE_MODEL_IDS, MAX_ADAPTED_SLOTS,
+    MAX_HEAD_TENSORS,
+};
 pub use bert::{BertConfig, MAX_BERT_BLOCKS};
 pub use model::{Architecture, Input, Model, Slot, MAX_LAYERS, MAX_SLOTS};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};
