@@ -324,7 +324,7 @@ def riffle_adapter_ops(man: dict, reps: int) -> dict:
     return out
 
 
-def peft_adapter_ops(hf, reps: int, threads=(1, 2)) -> dict:
+def peft_adapter_ops(hf, reps: int, threads=(1,)) -> dict:
     """PEFT on CPU: set_adapter (unmerged switch), merge_adapter, unmerge_adapter, a merged
     A->B swap (unmerge_adapter + set_adapter + merge_adapter) and merge_and_unload."""
     import copy
@@ -364,7 +364,7 @@ def peft_adapter_ops(hf, reps: int, threads=(1, 2)) -> dict:
                 pm.unmerge_adapter()
                 pm.set_adapter("a")
                 mau = []
-                for _ in range(max(2, reps // 2)):
+                for _ in range(2):
                     c = copy.deepcopy(pm)
                     t = time.perf_counter()
                     c.merge_and_unload()
@@ -422,24 +422,65 @@ def apply_bench() -> dict | None:
     return {"table": table, "notes": notes}
 
 
-def wasm_info() -> dict:
-    """The browser build, if present (www/pkg from scripts/build-www)."""
-    wasm = ROOT / "www" / "pkg" / "riffle_wasm_bg.wasm"
-    res: dict = {"present": wasm.exists()}
-    if wasm.exists():
-        res["wasm_bytes"] = wasm.stat().st_size
-        import gzip
+def _playwright_dir() -> Path | None:
+    for d in (os.environ.get("PLAYWRIGHT_CORE_DIR"), Path.home() / ".cache/riffle/npm",
+              Path.home() / ".cache/riffle/bench-npm"):
+        if d and (Path(d) / "node_modules" / "playwright-core").is_dir():
+            return Path(d)
+    return None
 
-        res["wasm_gzip_bytes"] = len(gzip.compress(wasm.read_bytes(), 9))
-        js = wasm.with_name("riffle_wasm.js")
-        if js.exists():
-            res["js_bytes"] = js.stat().st_size
-    bench = ROOT / "www" / "test" / "results" / "bench.json"
-    if bench.exists():
-        try:
-            res["browser"] = json.loads(bench.read_text())
-        except ValueError:
-            pass
+
+def wasm(texts, gsoft_a: Path, rounds: int, budget: float) -> dict:
+    """The browser build (www/pkg from scripts/build-www) in headless Chromium against
+    native, interleaved (bench/browser/bench.mjs), and the module's size."""
+    wasm_file = ROOT / "www" / "pkg" / "riffle_wasm_bg.wasm"
+    res: dict = {"present": wasm_file.exists()}
+    if not wasm_file.exists():
+        res["why"] = "www/pkg/riffle_wasm_bg.wasm is missing (scripts/build-www did not run or failed)"
+        return res
+    import gzip
+
+    res["wasm_bytes"] = wasm_file.stat().st_size
+    res["wasm_gzip_bytes"] = len(gzip.compress(wasm_file.read_bytes(), 9))
+    js = wasm_file.with_name("riffle_wasm.js")
+    res["js_bytes"] = js.stat().st_size if js.exists() else None
+    pw = _playwright_dir()
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if pw is None or not Path(chromium).exists() or not shutil.which("node"):
+        res["why"] = "headless Chromium, node or playwright-core is missing"
+        return res
+    cfg = {"texts": {str(L): texts[L][0] for L in SEQS}, "rounds": rounds, "budget_s": budget,
+           "riffle": str(RIFFLE), "model": str(C.MODEL_F32.relative_to(ROOT)), "adapter": str(gsoft_a.relative_to(ROOT))}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg, f)
+        cfg_path = f.name
+    try:
+        r = subprocess.run(["node", str(ROOT / "bench" / "browser" / "bench.mjs"), cfg_path], cwd=ROOT,
+                           capture_output=True, text=True, env={**os.environ, "PLAYWRIGHT_CORE_DIR": str(pw)},
+                           timeout=900)
+    finally:
+        os.unlink(cfg_path)
+    if r.returncode != 0:
+        res["why"] = f"browser run failed: {r.stderr.strip()[-500:]}"
+        return res
+    b = json.loads(r.stdout.strip().splitlines()[-1])
+    res["chromium"] = b["chromium"]
+    res["load_ms"] = b["loadMs"]
+    res["wasm_memory_bytes"] = b["info"].get("wasmMemoryBytes")
+    res["seq"] = {}
+    for L in SEQS:
+        rows = b["rows"][str(L)]
+        nat = C.riffle_embed(texts[L][0])["output"]
+        out = b["outputs"][str(L)]
+        res["seq"][L] = {
+            "tokens": out["tokens"], "cosine_vs_native": C.cosine(out["output"], nat),
+            **{k: summary(v) for k, v in rows.items()},
+            "ratio_wasm_over_native": summary([w / n for w, n in zip(rows["wasm_wall_ms"], rows["native_base_ms"])]),
+            "ratio_wasm_unmerged_over_native_unmerged": summary(
+                [w / n for w, n in zip(rows["wasm_unmerged_ms"], rows["native_unmerged_ms"])]),
+            "raw": rows}
+        log(f"wasm seq {L}: {res['seq'][L]['wasm_wall_ms']['median']:.1f} ms vs native "
+            f"{res['seq'][L]['native_base_ms']['median']:.1f} ms, cos {res['seq'][L]['cosine_vs_native']:.7f}")
     return res
 
 
@@ -451,6 +492,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("RIFFLE_BENCH_ROUNDS", 5)))
     ap.add_argument("--budget", type=float, default=0.3, help="seconds of samples per system and round")
     ap.add_argument("--swap-reps", type=int, default=6)
+    ap.add_argument("--peft-reps", type=int, default=3)
     ap.add_argument("--no-callgrind", action="store_true")
     args = ap.parse_args()
     t0 = time.time()
@@ -488,12 +530,17 @@ def main() -> int:
         res["instructions"] = instructions(texts, gsoft_a)
     log("adapter operations")
     res["riffle_ops"] = riffle_adapter_ops(man, args.swap_reps)
-    res["peft_ops"] = peft_adapter_ops(hf, args.swap_reps)
+    peft_threads = tuple(int(x) for x in os.environ.get("RIFFLE_BENCH_PEFT_THREADS", "1").split(","))
+    res["peft_ops"] = peft_adapter_ops(hf, args.peft_reps, peft_threads)
     log("peak resident memory")
     res["memory"] = peak_rss(texts, gsoft_a)
     log("riffle-core apply benchmark")
     res["apply"] = apply_bench()
-    res["wasm"] = wasm_info()
+    if os.environ.get("RIFFLE_BENCH_SKIP_WASM") == "1":
+        res["wasm"] = {"present": False, "why": "skipped (RIFFLE_BENCH_SKIP_WASM=1)"}
+    else:
+        log("wasm in headless Chromium against native")
+        res["wasm"] = wasm(texts, gsoft_a, max(3, args.rounds // 2 + 1), args.budget)
     res["load_end"] = loadavg()
     res["seconds"] = round(time.time() - t0, 1)
     OUT.mkdir(parents=True, exist_ok=True)
