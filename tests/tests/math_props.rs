@@ -152,6 +152,33 @@ proptest! {
     }
 
     #[test]
+    fn feature_major_batch_equals_per_row_apply(c in case_strategy(), batch in 1usize..=9, transpose in any::<bool>()) {
+        let (h, _) = c.stored();
+        let mut blocks = Vec::new();
+        let q = prepare(&c, &h, &mut blocks);
+        let n = c.n;
+        let rows: Vec<f32> = (0..batch * n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02).collect();
+        let mut per_row = rows.clone();
+        let mut s = vec![0.0f32; q.spec().apply_scratch_len()];
+        q.apply_rows(&mut per_row, transpose, &mut s).unwrap();
+        // The same vectors as columns of a feature-major (n × batch) matrix.
+        let mut xt = vec![0.0f32; n * batch];
+        for r in 0..batch {
+            for i in 0..n {
+                xt[i * batch + r] = rows[r * n + i];
+            }
+        }
+        let mut cs = vec![0.0f32; q.columns_scratch_len(batch)];
+        q.apply_columns(&mut xt, batch, transpose, &mut cs).unwrap();
+        for r in 0..batch {
+            for i in 0..n {
+                let (a, b) = (xt[i * batch + r], per_row[r * n + i]);
+                prop_assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "row {r} entry {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
     fn zero_parameters_give_identity_exactly(c in case_strategy()) {
         let zero = Case { params: c.params.iter().map(|p| vec![0.0; p.len()]).collect(), ..c };
         let (h, _) = zero.stored();

@@ -256,6 +256,74 @@ impl<'w> Chain<'w> {
         Ok(())
     }
 
+    /// Scratch `f32`s that [`Chain::apply_columns`] needs for `cols` vectors: `b·cols`.
+    pub const fn columns_scratch_len(&self, cols: usize) -> usize {
+        self.spec.b * cols
+    }
+
+    /// Applies `Q` (or `Q^T`) to every column of a **feature-major** batch `xt` of shape
+    /// `(n, cols)`: row `i` holds feature `i` of all `cols` vectors. Each block then
+    /// combines `b` whole rows, `b²` multiply-adds over `cols` contiguous values, which
+    /// vectorises across the batch; this is how the runtime rotates a sequence of tokens.
+    /// `scratch` needs [`Chain::columns_scratch_len`] values.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `xt.len() != n·cols`; [`Error::BufferTooSmall`] for a
+    /// short scratch. Never panics.
+    pub fn apply_columns(
+        &self,
+        xt: &mut [f32],
+        cols: usize,
+        transpose: bool,
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        if Some(xt.len()) != n.checked_mul(cols) {
+            return Err(Error::LengthMismatch {
+                expected: n.saturating_mul(cols),
+                found: xt.len(),
+            });
+        }
+        let need = self.columns_scratch_len(cols);
+        if scratch.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: scratch.len(),
+            });
+        }
+        let k = n / b;
+        let tmp = &mut scratch[..need];
+        let mut src = [0usize; MAX_BLOCK_SIZE];
+        for step in 0..m {
+            let f = if transpose { m - 1 - step } else { step };
+            let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
+            for j in 0..k {
+                block_sources(permutation, n, b, m, f, j, &mut src);
+                let src = &src[..b];
+                for (c, out) in tmp.chunks_exact_mut(cols).enumerate() {
+                    out.fill(0.0);
+                    for (t, &row) in src.iter().enumerate() {
+                        let entry = if transpose { t * b + c } else { c * b + t };
+                        let coef = blocks[entry * k + j];
+                        for (o, &v) in out.iter_mut().zip(&xt[row * cols..(row + 1) * cols]) {
+                            *o += coef * v;
+                        }
+                    }
+                }
+                for (c, &row) in src.iter().enumerate() {
+                    xt[row * cols..(row + 1) * cols]
+                        .copy_from_slice(&tmp[c * cols..(c + 1) * cols]);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the dense `n x n` matrix `Q` (row-major) into `out[..n*n]`.
     /// For tests and tiny layers only: it costs `m·n²·b`.
     ///

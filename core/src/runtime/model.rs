@@ -13,7 +13,7 @@ use super::adapter::Prepared;
 use super::bert::{attention, gelu, Bert, BertConfig};
 use super::weights::{linear, relu, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::gguf::{self, Gguf, StringArray, TensorInfo};
-use crate::math::LayerTransform;
+use crate::math::{Chain, LayerTransform, MAX_BLOCK_SIZE};
 use crate::{Error, Result};
 
 /// Most linear slots a model may have (one bit each in an adapter's masks): enough for a
@@ -481,7 +481,8 @@ impl<'a> Model<'a> {
         let (ctx, rest) = rest.split_at_mut(t * h);
         let (ffn, rest) = rest.split_at_mut(t * f);
         let (rot, rest) = rest.split_at_mut(t * wide);
-        let (chain, rest) = rest.split_at_mut(2 * wide);
+        let (spare, rest) = rest.split_at_mut(t * wide);
+        let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * t));
         let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide));
         let (bias, rest) = rest.split_at_mut(wide.max(head_rows));
         let (scores, rest) = rest.split_at_mut(t);
@@ -489,15 +490,75 @@ impl<'a> Model<'a> {
         bert.embed(ids, x, norm_buf)?;
         for blk in 0..cfg.blocks {
             let s0 = blk * 6;
-            self.slot_forward(s0, adapter, merged, x, t, q, rot, chain, wbuf, bias)?;
-            self.slot_forward(s0 + 1, adapter, merged, x, t, k, rot, chain, wbuf, bias)?;
-            self.slot_forward(s0 + 2, adapter, merged, x, t, v, rot, chain, wbuf, bias)?;
+            self.slot_forward(s0, adapter, merged, x, t, q, rot, spare, chain, wbuf, bias)?;
+            self.slot_forward(
+                s0 + 1,
+                adapter,
+                merged,
+                x,
+                t,
+                k,
+                rot,
+                spare,
+                chain,
+                wbuf,
+                bias,
+            )?;
+            self.slot_forward(
+                s0 + 2,
+                adapter,
+                merged,
+                x,
+                t,
+                v,
+                rot,
+                spare,
+                chain,
+                wbuf,
+                bias,
+            )?;
             attention([q, k, v], t, h, cfg.heads, ctx, scores);
-            self.slot_forward(s0 + 3, adapter, merged, ctx, t, q, rot, chain, wbuf, bias)?;
+            self.slot_forward(
+                s0 + 3,
+                adapter,
+                merged,
+                ctx,
+                t,
+                q,
+                rot,
+                spare,
+                chain,
+                wbuf,
+                bias,
+            )?;
             bert.residual_norm(blk, 0, x, q, norm_buf)?;
-            self.slot_forward(s0 + 4, adapter, merged, x, t, ffn, rot, chain, wbuf, bias)?;
+            self.slot_forward(
+                s0 + 4,
+                adapter,
+                merged,
+                x,
+                t,
+                ffn,
+                rot,
+                spare,
+                chain,
+                wbuf,
+                bias,
+            )?;
             gelu(ffn);
-            self.slot_forward(s0 + 5, adapter, merged, ffn, t, q, rot, chain, wbuf, bias)?;
+            self.slot_forward(
+                s0 + 5,
+                adapter,
+                merged,
+                ffn,
+                t,
+                q,
+                rot,
+                spare,
+                chain,
+                wbuf,
+                bias,
+            )?;
             bert.residual_norm(blk, 1, x, q, norm_buf)?;
         }
         // Mean pooling over the tokens.
@@ -592,6 +653,7 @@ impl<'a> Model<'a> {
                     pixels,
                     cur,
                     rot,
+                    &mut [],
                     chain,
                     wbuf,
                     bias,
@@ -624,6 +686,7 @@ impl<'a> Model<'a> {
                 1,
                 nxt,
                 rot,
+                &mut [],
                 chain,
                 wbuf,
                 bias,
@@ -686,6 +749,7 @@ impl<'a> Model<'a> {
         n: usize,
         y: &mut [f32],
         rot: &mut [f32],
+        spare: &mut [f32],
         chain: &mut [f32],
         wbuf: &mut [f32],
         bias_buf: &mut [f32],
@@ -725,7 +789,7 @@ impl<'a> Model<'a> {
             Some(q) => {
                 let xr = &mut rot[..n * cols];
                 xr.copy_from_slice(&x[..n * cols]);
-                q.apply_rows(xr, false, chain)?;
+                rotate_rows(q, xr, n, spare, chain)?;
                 xr
             }
             None => &x[..n * cols],
@@ -758,7 +822,7 @@ impl<'a> Model<'a> {
             wbuf,
         )?;
         if let Some(q) = &t.q_out {
-            q.apply_rows(&mut y[..n * rows], false, chain)?;
+            rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;
         }
         for yr in y[..n * rows].chunks_exact_mut(rows) {
             if let Some(sc) = &t.scale {
@@ -776,20 +840,46 @@ impl<'a> Model<'a> {
     }
 }
 
+/// Rotates every row of `data` (`n × w`) by `q`: one vector at a time, or, when `spare`
+/// and `chain` are big enough, through a feature-major copy so the work vectorises
+/// across the `n` rows ([`Chain::apply_columns`]).
+fn rotate_rows(
+    q: &Chain<'_>,
+    data: &mut [f32],
+    n: usize,
+    spare: &mut [f32],
+    chain: &mut [f32],
+) -> Result<()> {
+    let w = q.spec().width();
+    if n > 1 && spare.len() >= n * w && chain.len() >= q.columns_scratch_len(n) {
+        let xt = &mut spare[..n * w];
+        transpose(data, n, w, xt);
+        q.apply_columns(xt, n, false, chain)?;
+        transpose(xt, w, n, data);
+        Ok(())
+    } else {
+        q.apply_rows(data, false, chain)
+    }
+}
+
+/// `dst[c·rows + r] = src[r·cols + c]` for a row-major `rows × cols` matrix.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
+    }
+}
+
 /// Arena `f32`s of a `bert` forward over `t` tokens: hidden states, q, k, v, context,
 /// feed-forward, the rotated-input copy, chain scratch, weight tile, bias, one score row
 /// and the norm buffers.
 fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
     let (h, f) = (cfg.hidden, cfg.ffn);
     let wide = h.max(f);
-    5 * t * h
-        + t * f
-        + t * wide
-        + 2 * wide
-        + weight_scratch_len(wide)
-        + wide.max(head_rows)
-        + t
-        + 2 * h
+    let states = 5 * t * h + t * f;
+    let rotation = 2 * t * wide + (2 * wide).max(MAX_BLOCK_SIZE * t);
+    states + rotation + weight_scratch_len(wide) + wide.max(head_rows) + t + 2 * h
 }
 
 /// A dense slot `prefix{i}.weight` of shape `(out, width)` and its bias.
