@@ -97,6 +97,25 @@ const ops = {
     for (let i = 0; i < iterations; i++) m.runVector(input);
     return { meanMs: (performance.now() - t0) / iterations, iterations };
   },
+  // Mean time of one adapter switch (from the active one to `handle` and back), in the
+  // current mode: O(1) unmerged, an in-place swap of the merged weights when merged.
+  benchSwap({ key, handle, rounds = 100 }) {
+    const m = model(key);
+    const back = m.info().active;
+    const t0 = performance.now();
+    for (let i = 0; i < rounds; i++) {
+      m.useAdapter(handle);
+      m.useAdapter(back);
+    }
+    return { meanMs: (performance.now() - t0) / (2 * rounds), rounds };
+  },
+  benchText({ key, text, iterations = 5 }) {
+    const m = model(key);
+    let tokens = 0;
+    const t0 = performance.now();
+    for (let i = 0; i < iterations; i++) tokens = m.runText(text).tokens;
+    return { meanMs: (performance.now() - t0) / iterations, iterations, tokens };
+  },
   runText({ key, text }) {
     return model(key).runText(text);
   },

@@ -13,7 +13,7 @@
 // default ~/.cache/riffle/npm), CHROMIUM (default /usr/bin/chromium).
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -59,6 +59,7 @@ async function waitForServer(url, ms) {
 // The text model cannot be committed, so its native outputs are computed here, by the
 // same Engine built for the host (wasm/examples/native_outputs.rs), and the worker's
 // wasm outputs must equal them within 1e-5: bare base and every adapter, unmerged and merged.
+const LONG_SENTENCE = Array(8).fill('The committee reviewed the proposal carefully and, after a long discussion, decided to postpone the vote.').join(' ');
 const SENTENCES = [
   'What a wonderful, heartwarming film. I loved every minute of it.',
   'The service was slow and the food arrived cold.',
@@ -299,6 +300,60 @@ try {
     console.log('skip text demo: the build found no MiniLM files (models/minilm/)');
   }
 
+  // Measurements for docs/wasm.md, inside the worker (performance.now() is coarse, so
+  // means over many runs): inference per base and adapter, switch times, text latency.
+  const measured = await page.evaluate(async ({ hasText, sentences }) => {
+    const d = window.riffleDemo;
+    const out = { digits: {}, text: null };
+    const x = new Float32Array(64).map((_, i) => ((i * 7) % 17) / 16);
+    for (const key of ['mlp', 'cnn']) {
+      const info = await d.call('info', { key });
+      const m = { unmerged: {}, merged: {}, swapUnmergedMs: {}, swapMergedMs: {}, mergeMs: null };
+      for (const merged of [false, true]) {
+        const t = await d.call('merged', { key, on: merged });
+        if (merged) m.mergeMs = t.swapMs;
+        for (const h of [null, ...info.adapters.map((a) => a.handle)]) {
+          const task = h === null ? 'base' : info.adapters[h].task;
+          await d.call('use', { key, handle: null });
+          (merged ? m.swapMergedMs : m.swapUnmergedMs)[task] = h === null ? 0 : (await d.call('benchSwap', { key, handle: h, rounds: 200 })).meanMs;
+          await d.call('use', { key, handle: h });
+          m[merged ? 'merged' : 'unmerged'][task] = (await d.call('benchVector', { key, input: x, iterations: 2000 })).meanMs;
+        }
+      }
+      await d.call('merged', { key, on: false });
+      await d.call('use', { key, handle: null });
+      out.digits[key] = m;
+    }
+    if (hasText) {
+      const key = d.text.key;
+      const info = await d.call('info', { key });
+      out.text = { runs: [] };
+      for (const h of [null, ...info.adapters.map((a) => a.handle)]) {
+        await d.call('use', { key, handle: h });
+        for (const s of sentences) {
+          const r = await d.call('benchText', { key, text: s, iterations: 3 });
+          out.text.runs.push({ task: h === null ? 'base' : info.adapters[h].task, tokens: r.tokens, meanMs: r.meanMs });
+        }
+      }
+      const a = info.adapters.find((x) => x.task === d.text.task);
+      await d.call('use', { key, handle: a ? a.handle : null });
+      out.text.wasmMemoryBytes = (await d.call('info', { key })).wasmMemoryBytes;
+    }
+    return out;
+  }, { hasText: !!manifest.text && (await page.$eval('#text-error', (e) => e.hidden)), sentences: [SENTENCES[0], LONG_SENTENCE] });
+  mkdirSync(results, { recursive: true });
+  writeFileSync(path.join(results, 'measurements.json'), JSON.stringify(measured, null, 1));
+  for (const [key, m] of Object.entries(measured.digits)) {
+    const f = (o) => Object.entries(o).map(([t, v]) => `${t} ${(v * 1000).toFixed(1)}`).join(', ');
+    console.log(`measure ${key}: inference µs unmerged: ${f(m.unmerged)}`);
+    console.log(`measure ${key}: inference µs merged:   ${f(m.merged)}`);
+    console.log(`measure ${key}: switch µs unmerged: ${f(m.swapUnmergedMs)}; merged (in-place swap): ${f(m.swapMergedMs)}; enable merged ${m.mergeMs.toFixed(2)} ms`);
+  }
+  if (measured.text) {
+    for (const r of measured.text.runs) console.log(`measure text ${r.task}: ${r.tokens} tokens ${r.meanMs.toFixed(1)} ms`);
+    console.log(`measure text: wasm memory ${measured.text.wasmMemoryBytes} bytes`);
+  }
+
   // 10. Back to a good-looking state for the screenshot: MLP, sample 2 rotated, rotated adapter.
   s = await seq();
   await page.click('#base-picker [data-base="mlp"]');
@@ -317,7 +372,15 @@ try {
   mkdirSync(results, { recursive: true });
   await page.screenshot({ path: path.join(results, 'www-demo-full.png'), fullPage: true });
   await page.screenshot({ path: path.join(results, 'www-demo.png') });
-  console.log(`screenshots: ${path.relative(root, results)}/www-demo.png, www-demo-full.png`);
+  // Both demos, without the sizes table (the README / docs screenshot).
+  const bottom = await page.evaluate(() => {
+    const t = document.querySelector('#text');
+    const d = document.querySelector('#digits');
+    const r = (t.hidden ? d : t).getBoundingClientRect();
+    return Math.ceil(r.bottom + window.scrollY + 16);
+  });
+  await page.screenshot({ path: path.join(results, 'www-demos.png'), clip: { x: 0, y: 0, width: 1200, height: bottom }, fullPage: true });
+  console.log(`screenshots: ${path.relative(root, results)}/www-demo.png, www-demos.png, www-demo-full.png`);
 } catch (e) {
   failures++;
   console.log(`FAIL ${e.stack || e}`);
