@@ -4,8 +4,8 @@
 use half::f16;
 use proptest::prelude::*;
 use riffle_core::math::{
-    merge, prepare_chain, swap, swap_scratch_len, unmerge, Chain, ChainSpec, LayerTransform,
-    Permutation, Scalars, WeightsMut,
+    merge, prepare_chain, swap, swap_fast_scratch_len, swap_scratch_len, unmerge, Chain, ChainSpec,
+    LayerTransform, Permutation, Scalars, WeightsMut,
 };
 use riffle_tests::reference::chain_dense;
 use riffle_tests::{max_abs_diff, norm, widen};
@@ -276,6 +276,17 @@ proptest! {
         let dn = norm(&widen(&direct)).max(1e-6);
         let rel = norm(&widen(&w).iter().zip(widen(&direct)).map(|(x, y)| x - y).collect::<Vec<_>>()) / dn;
         prop_assert!(rel <= tol(4.0), "swap vs direct merge relative error {rel:e}");
+
+        // The batched path (large scratch) gives the same weights as the per-line path.
+        let mut fast_scratch = vec![0.0f32; swap_fast_scratch_len(rows, n)];
+        let mut wf = w0.clone();
+        merge(WeightsMut::F32(&mut wf), rows, n, &ta, &mut fast_scratch).unwrap();
+        swap(WeightsMut::F32(&mut wf), rows, n, &ta, &tb, &mut fast_scratch).unwrap();
+        let rel = norm(&widen(&wf).iter().zip(widen(&w)).map(|(x, y)| x - y).collect::<Vec<_>>()) / dn;
+        prop_assert!(rel <= tol(4.0), "batched vs per-line swap relative error {rel:e}");
+        unmerge(WeightsMut::F32(&mut wf), rows, n, &tb, &mut fast_scratch).unwrap();
+        let rel = norm(&widen(&wf).iter().zip(widen(&w0)).map(|(x, y)| x - y).collect::<Vec<_>>()) / w0n;
+        prop_assert!(rel <= tol(6.0), "batched unmerge relative error {rel:e}");
     }
 }
 

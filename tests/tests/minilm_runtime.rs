@@ -130,7 +130,8 @@ fn sentiment_adapter_unmerged_equals_merged_on_every_weight_type() {
         let h = session
             .add_adapter(adapter.prepare(&model, &mut workspace).unwrap())
             .unwrap();
-        let mut scratch = vec![0.0f32; session.swap_scratch_len()];
+        // The batched swap path (a transposed copy of the largest weight as scratch).
+        let mut scratch = vec![0.0f32; session.swap_fast_scratch_len()];
         session.activate(Some(h), &mut scratch).unwrap();
         let labels = session.adapters()[h].labels().unwrap();
         assert_eq!(

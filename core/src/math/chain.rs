@@ -4,6 +4,7 @@
 //! OFT, GSOFT, Double GSOFT (one chain per side) and BOFT are all chains; only
 //! the permutation rule and the factor count differ.
 
+use super::linalg::transpose as transpose_matrix;
 use super::permutation::{block_sources, Permutation};
 use super::{cayley, cayley_scratch_len, packed_len, Scalars, MAX_BLOCK_SIZE, MAX_FACTORS};
 use crate::{Error, Result};
@@ -391,7 +392,7 @@ impl<'w> Chain<'w> {
         let u = &mut rest[..n];
         let access = Access::of(permutation, f, m);
         match access {
-            Access::Contiguous => transpose_into(x, k, b, g),
+            Access::Contiguous => transpose_matrix(x, k, b, g),
             Access::Strided => g.copy_from_slice(x),
             Access::Table => {
                 let mut src = [0usize; MAX_BLOCK_SIZE];
@@ -432,7 +433,7 @@ impl<'w> Chain<'w> {
             j0 += w;
         }
         match access {
-            Access::Contiguous => transpose_into(u, b, k, x),
+            Access::Contiguous => transpose_matrix(u, b, k, x),
             Access::Strided => x.copy_from_slice(u),
             Access::Table => {
                 let mut src = [0usize; MAX_BLOCK_SIZE];
@@ -468,15 +469,6 @@ impl Access {
             (Permutation::Butterfly, f) if f + 1 == m => Access::Contiguous,
             (Permutation::Gs, 1) => Access::Strided,
             _ => Access::Table,
-        }
-    }
-}
-
-/// `dst[c·rows + r] = src[r·cols + c]`: transpose a row-major `rows x cols` matrix.
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            dst[c * rows + r] = v;
         }
     }
 }

@@ -58,3 +58,18 @@ pub fn gemv(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> Re
     }
     Ok(())
 }
+
+/// `dst[c·rows + r] = src[r·cols + c]`: writes the transpose of a row-major `rows × cols`
+/// matrix into `dst` (`cols × rows`). Both must hold at least `rows·cols` values.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    if cols == 0 {
+        return;
+    }
+    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            if let Some(d) = dst.get_mut(c * rows + r) {
+                *d = v;
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@
 
 use half::f16;
 
-use super::{Chain, Scalars};
+use super::{transpose, Chain, Scalars};
 use crate::{Error, Result};
 
 /// Writable row-major weights of shape `(rows, cols)` = `(out, in)`.
@@ -112,6 +112,14 @@ pub const fn swap_scratch_len(rows: usize, cols: usize) -> usize {
     3 * if rows > cols { rows } else { cols }
 }
 
+/// Scratch `f32`s with which [`swap`] (and [`merge`], [`unmerge`]) take their batched
+/// path on `f32` weights: a transposed copy of the weight plus block scratch,
+/// `rows·cols + MAX_BLOCK_SIZE·max(rows, cols)`. The batched path applies each chain to
+/// all rows (or columns) at once, vectorised across them ([`Chain::apply_columns`]).
+pub const fn swap_fast_scratch_len(rows: usize, cols: usize) -> usize {
+    rows * cols + super::MAX_BLOCK_SIZE * if rows > cols { rows } else { cols }
+}
+
 /// Merges an adapter into base weights: `W <- diag(s) · Q_out · W · Q_in`.
 ///
 /// # Errors
@@ -183,19 +191,52 @@ pub fn swap(
             got: scratch.len(),
         });
     }
-    let (vec_buf, chain_scratch) = scratch.split_at_mut(rows.max(cols));
-
     let has_col_pass = from.q_out.is_some() || to.q_out.is_some();
     let row_ops = [(from.q_in, false), (to.q_in, true)];
+    let col_ops = [(from.q_out, true), (to.q_out, false)];
     let row_scale = RowScale {
         divide: from.scale,
         multiply: if has_col_pass { None } else { to.scale },
     };
-    let mut w = w;
     let row_work = from.q_in.is_some()
         || to.q_in.is_some()
         || row_scale.divide.is_some()
         || row_scale.multiply.is_some();
+    let mut w = w;
+    if let WeightsMut::F32(wf) = &mut w {
+        if scratch.len() >= swap_fast_scratch_len(rows, cols) {
+            let (tbuf, cs) = scratch.split_at_mut(rows * cols);
+            if row_work {
+                // Rows of W become columns of its transpose: one batched apply per chain.
+                transpose(wf, rows, cols, tbuf);
+                for (chain, tr) in row_ops.iter() {
+                    if let Some(c) = chain {
+                        c.apply_columns(tbuf, rows, *tr, cs)?;
+                    }
+                }
+                transpose(tbuf, cols, rows, wf);
+                for (r, row) in wf.chunks_exact_mut(cols).enumerate() {
+                    row_scale.apply_to_row(r, row);
+                }
+            }
+            if has_col_pass {
+                // W itself is feature-major for its columns.
+                for (chain, tr) in col_ops.iter() {
+                    if let Some(c) = chain {
+                        c.apply_columns(wf, cols, *tr, cs)?;
+                    }
+                }
+                if let Some(s) = to.scale {
+                    for (r, row) in wf.chunks_exact_mut(cols).enumerate() {
+                        let m = s.get(r).unwrap_or(1.0);
+                        row.iter_mut().for_each(|x| *x *= m);
+                    }
+                }
+            }
+            return Ok(());
+        }
+    }
+    let (vec_buf, chain_scratch) = scratch.split_at_mut(rows.max(cols));
     if row_work {
         for_each_line(&mut w, rows, cols, Line::Rows, vec_buf, |r, v| {
             apply_ops(&row_ops, v, chain_scratch);
@@ -203,7 +244,6 @@ pub fn swap(
         });
     }
     if has_col_pass {
-        let col_ops = [(from.q_out, true), (to.q_out, false)];
         let multiply = to.scale;
         for_each_line(&mut w, rows, cols, Line::Columns, vec_buf, |_, v| {
             apply_ops(&col_ops, v, chain_scratch);

@@ -13,7 +13,7 @@ use super::adapter::Prepared;
 use super::bert::{attention, gelu, Bert, BertConfig};
 use super::weights::{linear, relu, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::gguf::{self, Gguf, StringArray, TensorInfo};
-use crate::math::{Chain, LayerTransform, MAX_BLOCK_SIZE};
+use crate::math::{transpose, Chain, LayerTransform, MAX_BLOCK_SIZE};
 use crate::{Error, Result};
 
 /// Most linear slots a model may have (one bit each in an adapter's masks): enough for a
@@ -859,15 +859,6 @@ fn rotate_rows(
         Ok(())
     } else {
         q.apply_rows(data, false, chain)
-    }
-}
-
-/// `dst[c·rows + r] = src[r·cols + c]` for a row-major `rows × cols` matrix.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            dst[c * rows + r] = v;
-        }
     }
 }
 

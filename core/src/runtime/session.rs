@@ -90,7 +90,18 @@ impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
         self.merged.is_some()
     }
 
-    /// Scratch `f32`s that merged-mode switches need.
+    /// Scratch `f32`s with which merged-mode switches take the batched path on every slot
+    /// (much faster on large layers; see [`crate::math::swap_fast_scratch_len`]).
+    pub fn swap_fast_scratch_len(&self) -> usize {
+        self.model
+            .slots()
+            .iter()
+            .map(|s| crate::math::swap_fast_scratch_len(s.rows, s.cols))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Scratch `f32`s that merged-mode switches need at least.
     pub fn swap_scratch_len(&self) -> usize {
         self.model
             .slots()
