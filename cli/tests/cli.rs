@@ -264,6 +264,24 @@ fn run_json_shape_and_accuracy() {
         assert!(["even", "odd"].contains(&o["label"].as_str().unwrap()));
         assert_eq!(o["output"].as_array().unwrap().len(), 2);
     }
+    // A riffle dataset file is an input too: the whole held-out set through the adapter.
+    let all = json_lines(&ok(&run(&[
+        "run",
+        "-m",
+        &digits("mlp.gguf"),
+        "-a",
+        &digits("mlp-rotated.gguf"),
+        "-i",
+        &digits("heldout-rotated.gguf"),
+        "--json",
+    ])));
+    assert_eq!(all.len(), y.len());
+    let right = all
+        .iter()
+        .zip(&y)
+        .filter(|(o, t)| o["label_index"] == **t)
+        .count();
+    assert!(right * 100 >= 95 * y.len(), "{right}/{}", y.len());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -1006,6 +1024,12 @@ fn text_model_run_repl_and_errors() {
     std::fs::write(&npy_path, f32_npy(&[vec![0.0; 4]])).unwrap();
     let o = run(&["run", "-m", &model, "-i", npy_path.to_str().unwrap()]);
     assert_bad(&o, &model, "takes text");
+    let bench = json_lines(&ok(&run(&[
+        "bench", "-m", &model, "-a", &adapter, "--seq", "8,24", "--budget", "0.01", "--json",
+    ])));
+    assert_eq!(bench.len(), 2);
+    assert_eq!(bench[1]["seq"], 24);
+    assert!(bench[1]["arena_bytes"].as_u64() > bench[0]["arena_bytes"].as_u64());
     let info = json_lines(&ok(&run(&["inspect", &model, "--json"])));
     assert_eq!(info[0]["model"]["takes_text"], true);
     assert!(info[0]["model"]["arena_bytes"]["128"].as_u64().unwrap() > 0);
