@@ -1157,3 +1157,71 @@ fn import_peft_matches_peft_outputs() {
     assert_bad(&o, "adapter_config.json", "LORA");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Truncated and bit-flipped files through `inspect`, `run` and `merge`: always a clean exit
+/// (0 or 2 with one `riffle:` line), never a panic.
+#[test]
+fn hostile_files_never_panic() {
+    let dir = scratch("hostile");
+    let out = dir.join("out.gguf").display().to_string();
+    let mut s: u32 = 12345;
+    let mut rand = move || {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        s >> 8
+    };
+    for file in [
+        "mlp.gguf",
+        "cnn-parity.gguf",
+        "mlp-inverted.gguf",
+        "heldout-digits.gguf",
+    ] {
+        let bytes = std::fs::read(digits(file)).unwrap();
+        let mut variants: Vec<Vec<u8>> = [
+            1usize,
+            4,
+            8,
+            23,
+            24,
+            60,
+            200,
+            700,
+            bytes.len() / 2,
+            bytes.len() - 1,
+        ]
+        .iter()
+        .map(|&n| bytes[..n.min(bytes.len())].to_vec())
+        .collect();
+        for _ in 0..12 {
+            let mut v = bytes.clone();
+            // Flip a byte in the header and metadata, where the structure lives.
+            let at = (rand() as usize) % v.len().min(1024);
+            v[at] ^= 1 << (rand() % 8);
+            variants.push(v);
+        }
+        for (i, v) in variants.iter().enumerate() {
+            let path = dir.join(format!("{i}-{file}"));
+            std::fs::write(&path, v).unwrap();
+            let p = path.to_str().unwrap();
+            for args in [
+                vec!["inspect", p, "--verify"],
+                vec!["run", "-m", p, "--stdin"],
+                vec!["run", "-m", &digits("mlp.gguf"), "-a", p, "--stdin"],
+                vec!["merge", "-m", &digits("mlp.gguf"), "-a", p, "-o", &out],
+            ] {
+                let o = run(&args);
+                let code = o.status.code();
+                assert!(
+                    code == Some(0) || code == Some(2),
+                    "{args:?}: {code:?}\n{}",
+                    stderr(&o)
+                );
+                if code == Some(2) {
+                    let err = stderr(&o);
+                    assert!(err.starts_with("riffle: "), "{args:?}: {err}");
+                    assert!(!err.contains("panicked"), "{args:?}: {err}");
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
