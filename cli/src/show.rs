@@ -155,8 +155,52 @@ pub fn percent(num: usize, den: usize) -> String {
     format!("{:.1}%", 100.0 * num as f64 / den as f64)
 }
 
-/// `s` when stderr is a terminal, else nothing (for prompts).
+/// True when stderr is a terminal (prompts, progress bars).
 pub fn stderr_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal()
+}
+
+/// A progress bar that stays hidden for its first second, then draws on stderr when stderr
+/// is a terminal (long runs only, and never in pipes).
+pub struct LazyBar {
+    bar: indicatif::ProgressBar,
+    start: std::time::Instant,
+    shown: bool,
+}
+
+impl LazyBar {
+    /// A bar of `len` steps with the message `msg`.
+    pub fn new(len: u64, msg: &str) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(len),
+            indicatif::ProgressDrawTarget::hidden(),
+        );
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(msg.to_string());
+        LazyBar {
+            bar,
+            start: std::time::Instant::now(),
+            shown: false,
+        }
+    }
+
+    /// One step done.
+    pub fn inc(&mut self) {
+        if !self.shown && self.start.elapsed().as_secs_f64() > 1.0 && stderr_is_terminal() {
+            self.bar
+                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            self.shown = true;
+        }
+        self.bar.inc(1);
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

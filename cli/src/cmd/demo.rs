@@ -116,7 +116,7 @@ fn warm(r: &mut Runner<'_, '_>, set: &Dataset) -> Result<()> {
     Ok(())
 }
 
-fn evaluate(fam: &Family, sets: &[Dataset]) -> Result<FamilyReport> {
+fn evaluate(fam: &Family, sets: &[Dataset], bar: &mut show::LazyBar) -> Result<FamilyReport> {
     let adapters: Vec<(&str, &[u8])> = fam.adapters.iter().map(|(n, b)| (*n, *b)).collect();
     let mut stack = Stack::load(fam.base, &adapters)?;
     let params = stack
@@ -136,6 +136,7 @@ fn evaluate(fam: &Family, sets: &[Dataset]) -> Result<FamilyReport> {
 
     // Unmerged: the bare base, then each task's adapter activated in O(1).
     for set in sets {
+        bar.inc();
         let on_parity = set.task == "parity";
         r.activate(None)?;
         let (mut bc, mut bt, mut bp) = (0, Vec::new(), Vec::new());
@@ -207,6 +208,7 @@ fn evaluate(fam: &Family, sets: &[Dataset]) -> Result<FamilyReport> {
         adapted_logits.push(Some(al));
     }
 
+    bar.inc();
     // Merged: the same adapters swapped in place, exactly, in one weight buffer.
     r.activate(None)?;
     r.set_merged(true)?;
@@ -472,7 +474,11 @@ pub fn run() -> Result<()> {
     show::line("");
     let mut reports = Vec::new();
     for fam in &families {
-        let rep = evaluate(fam, &sets)?;
+        let name = fam.base.0.rsplit('/').next().unwrap_or("");
+        let mut bar = show::LazyBar::new(sets.len() as u64 + 1, &format!("demo: {name}"));
+        let rep = evaluate(fam, &sets, &mut bar);
+        bar.finish();
+        let rep = rep?;
         print_family(&rep);
         show::line("");
         reports.push(rep);
