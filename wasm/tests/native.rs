@@ -1,19 +1,15 @@
-//! Host half of the wasm equivalence test: runs the digits bases and adapters through the
-//! same `Engine` the browser uses, natively, on the golden inputs, and checks the outputs
-//! stored in `tests/data/native.json`, which `web.rs` compares the wasm build against
-//! (within 1e-5) in headless Chromium.
-//!
-//! After a change to the models or the core's numerics, regenerate the file with
-//! `RIFFLE_BLESS=1 cargo test -p riffle-wasm --test native` and commit it.
+//! Host tests of the `Engine` the browser runs: it gives the native core's outputs that
+//! `build.rs` computed (which `web.rs` compares the wasm build against) and stays within
+//! the float64 reference of `tests/data/golden`; errors are worded like the CLI's; merged
+//! switches match unmerged runs; `info()` reports the sizes.
 #![cfg(not(target_arch = "wasm32"))]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
 use riffle_wasm::engine::Engine;
-use serde_json::{json, Value};
-
-/// Native vs the stored native outputs: same code, same platform class, so tight.
-const NATIVE_TOL: f32 = 1e-6;
+use serde_json::Value;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -24,35 +20,7 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn inputs_of(golden: &Value) -> Vec<Vec<f32>> {
-    golden["inputs"]
-        .as_array()
-        .expect("inputs")
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .expect("row")
-                .iter()
-                .map(|v| v.as_f64().expect("number") as f32)
-                .collect()
-        })
-        .collect()
-}
-
-/// (base, adapter) pairs in the order of the stored file.
-fn cases() -> Vec<(&'static str, Option<&'static str>)> {
-    let mut v = Vec::new();
-    for base in ["mlp", "cnn"] {
-        v.push((base, None));
-        for task in ["rotated", "inverted", "noisy", "parity"] {
-            let name: &'static str = Box::leak(format!("{base}-{task}").into_boxed_str());
-            v.push((base, Some(name)));
-        }
-    }
-    v
-}
-
-fn run_case(base: &str, adapter: Option<&str>, merged: bool, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
+fn engine(base: &str, adapter: Option<&str>, merged: bool) -> Engine {
     let dir = root().join("models/digits");
     let bytes = std::fs::read(dir.join(format!("{base}.gguf"))).expect("base file");
     let mut e = Engine::new(bytes, Some(base)).expect("base loads");
@@ -62,81 +30,50 @@ fn run_case(base: &str, adapter: Option<&str>, merged: bool, inputs: &[Vec<f32>]
         e.use_adapter(Some(h)).expect("switch");
     }
     e.set_merged(merged).expect("merged");
-    inputs
-        .iter()
-        .map(|x| e.run_vector(x).expect("run").output.to_vec())
-        .collect()
-}
-
-fn golden_name(base: &str, adapter: Option<&str>) -> String {
-    format!("{}.json", adapter.unwrap_or(base))
+    e
 }
 
 #[test]
-fn native_outputs_match_the_stored_expectations() {
-    let stored_path = root().join("wasm/tests/data/native.json");
-    let bless = std::env::var_os("RIFFLE_BLESS").is_some();
-    let mut out_cases = Vec::new();
-    let stored = if bless {
-        Value::Null
-    } else {
-        read_json(&stored_path)
-    };
-    for (i, (base, adapter)) in cases().into_iter().enumerate() {
-        let golden_file = golden_name(base, adapter);
-        let golden = read_json(&root().join("tests/data/golden").join(&golden_file));
-        let inputs = inputs_of(&golden);
-        for merged in [false, true] {
-            let got = run_case(base, adapter, merged, &inputs);
-            // Honesty check against the float64 reference too (its own tolerance).
-            let key = if adapter.is_some() {
-                "adapter_logits"
-            } else {
-                "base_logits"
-            };
-            let tol64 = golden["tolerance"]["logits_abs"].as_f64().unwrap_or(1e-4) as f32;
-            for (r, row) in got.iter().enumerate() {
-                for (c, v) in row.iter().enumerate() {
-                    let want = golden[key][r][c].as_f64().expect("golden logit") as f32;
-                    assert!(
-                        (v - want).abs() <= tol64,
-                        "{golden_file} merged={merged} row {r} col {c}: {v} vs float64 {want}"
-                    );
-                }
-            }
-            if bless {
-                out_cases.push(json!({
-                    "base": base,
-                    "adapter": adapter,
-                    "golden": golden_file,
-                    "merged": merged,
-                    "outputs": got,
-                }));
-            } else {
-                let case = &stored["cases"][2 * i + usize::from(merged)];
-                assert_eq!(case["golden"], json!(golden_file), "stored case order");
-                assert_eq!(case["merged"], json!(merged), "stored case order");
-                for (r, row) in got.iter().enumerate() {
-                    for (c, v) in row.iter().enumerate() {
-                        let want = case["outputs"][r][c].as_f64().expect("stored") as f32;
-                        assert!(
-                            (v - want).abs() <= NATIVE_TOL,
-                            "{golden_file} merged={merged} row {r} col {c}: {v} vs stored {want}; \
-                             regenerate with RIFFLE_BLESS=1 if the models changed"
-                        );
-                    }
-                }
-            }
+fn engine_equals_the_native_core_and_the_float64_reference() {
+    assert_eq!(common::CASES.len(), 20);
+    for case in common::CASES {
+        let mut e = engine(case.base, case.adapter, case.merged);
+        for (r, (x, want)) in case.inputs.iter().zip(case.outputs).enumerate() {
+            let got = e.run_vector(x).expect("run");
+            // The same core on the same machine: identical.
+            assert_eq!(
+                got.output, *want,
+                "{:?} merged={} row {r}",
+                case.adapter, case.merged
+            );
         }
     }
-    if bless {
-        let doc = json!({
-            "generator": "RIFFLE_BLESS=1 cargo test -p riffle-wasm --test native (native x86-64 run of riffle_wasm::engine::Engine)",
-            "inputs": "the `inputs` of tests/data/golden/<golden>",
-            "cases": out_cases,
-        });
-        let text = serde_json::to_string(&doc).expect("serialise");
-        std::fs::write(&stored_path, text + "\n").expect("write native.json");
+    // The golden files (float64 PyTorch reference) hold the same held-out rows.
+    for case in common::CASES.iter().filter(|c| !c.merged) {
+        let name = format!("{}.json", case.adapter.unwrap_or(case.base));
+        let golden = read_json(&root().join("tests/data/golden").join(&name));
+        let key = if case.adapter.is_some() {
+            "adapter_logits"
+        } else {
+            "base_logits"
+        };
+        let tol = golden["tolerance"]["logits_abs"].as_f64().unwrap_or(1e-4) as f32;
+        for (r, (x, out)) in case.inputs.iter().zip(case.outputs).enumerate() {
+            for (c, v) in x.iter().enumerate() {
+                let want = golden["inputs"][r][c].as_f64().expect("golden input") as f32;
+                assert_eq!(
+                    *v, want,
+                    "{name}: input row {r} differs from the golden file"
+                );
+            }
+            for (c, v) in out.iter().enumerate() {
+                let want = golden[key][r][c].as_f64().expect("golden logit") as f32;
+                assert!(
+                    (v - want).abs() <= tol,
+                    "{name} row {r} col {c}: {v} vs float64 {want}"
+                );
+            }
+        }
     }
 }
 

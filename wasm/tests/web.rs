@@ -1,12 +1,13 @@
 //! The bindings in a real browser (headless Chromium through chromedriver; run by
-//! `scripts/test-wasm`): the wasm build's outputs equal the native ones stored in
-//! `tests/data/native.json` (by `native.rs`) within 1e-5, swapping and merging work, and
+//! `scripts/test-wasm`): the wasm build's outputs equal the native ones that `build.rs`
+//! computed with `riffle-core` for the host (within 1e-5), swapping and merging work, and
 //! bad bytes give a JavaScript `Error` while the previous adapter keeps answering.
 #![cfg(target_arch = "wasm32")]
 
+mod common;
+
 use js_sys::{Float32Array, Reflect};
 use riffle_wasm::RiffleModel;
-use serde_json::Value;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
@@ -37,33 +38,12 @@ fn file(name: &str) -> &'static [u8] {
     }
 }
 
-fn golden(name: &str) -> Value {
-    let text = match name {
-        "mlp.json" => include_str!("../../tests/data/golden/mlp.json"),
-        "cnn.json" => include_str!("../../tests/data/golden/cnn.json"),
-        "mlp-rotated.json" => include_str!("../../tests/data/golden/mlp-rotated.json"),
-        "mlp-inverted.json" => include_str!("../../tests/data/golden/mlp-inverted.json"),
-        "mlp-noisy.json" => include_str!("../../tests/data/golden/mlp-noisy.json"),
-        "mlp-parity.json" => include_str!("../../tests/data/golden/mlp-parity.json"),
-        "cnn-rotated.json" => include_str!("../../tests/data/golden/cnn-rotated.json"),
-        "cnn-inverted.json" => include_str!("../../tests/data/golden/cnn-inverted.json"),
-        "cnn-noisy.json" => include_str!("../../tests/data/golden/cnn-noisy.json"),
-        "cnn-parity.json" => include_str!("../../tests/data/golden/cnn-parity.json"),
-        _ => panic!("no golden {name}"),
-    };
-    serde_json::from_str(text).expect("golden json")
-}
-
-fn native() -> Value {
-    serde_json::from_str(include_str!("data/native.json")).expect("native.json")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array")
+/// The native case for `adapter` (or the bare `base`), unmerged.
+fn case(base: &str, adapter: Option<&str>) -> &'static common::Case {
+    common::CASES
         .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect()
+        .find(|c| c.base == base && c.adapter == adapter && !c.merged)
+        .expect("case")
 }
 
 fn get(obj: &JsValue, key: &str) -> JsValue {
@@ -103,36 +83,30 @@ fn close(got: &[f32], want: &[f32], what: &str) {
 
 #[wasm_bindgen_test]
 fn outputs_equal_native_within_1e5() {
-    let native = native();
-    let cases = native["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 20);
-    for case in cases {
-        let base = case["base"].as_str().expect("base");
-        let adapter = case["adapter"].as_str();
-        let merged = case["merged"].as_bool().expect("merged");
-        let g = golden(case["golden"].as_str().expect("golden"));
-        let mut m = model(base);
-        if let Some(a) = adapter {
+    assert_eq!(common::CASES.len(), 20);
+    for case in common::CASES {
+        let mut m = model(case.base);
+        if let Some(a) = case.adapter {
             let h = m
                 .add_adapter(file(a).to_vec(), Some(format!("{a}.gguf")))
                 .map_err(error_message)
                 .expect("adapter");
             m.use_adapter(Some(h)).map_err(error_message).expect("use");
         }
-        m.set_merged(merged).map_err(error_message).expect("merged");
-        let inputs = g["inputs"].as_array().expect("inputs");
-        for (r, x) in inputs.iter().enumerate() {
-            let res = m
-                .run_vector(&floats(x))
-                .map_err(error_message)
-                .expect("run");
-            let want = floats(&case["outputs"][r]);
+        m.set_merged(case.merged)
+            .map_err(error_message)
+            .expect("merged");
+        for (r, (x, want)) in case.inputs.iter().zip(case.outputs).enumerate() {
+            let res = m.run_vector(x).map_err(error_message).expect("run");
             close(
                 &output(&res),
-                &want,
-                &format!("{base}+{adapter:?} merged={merged} row {r}"),
+                want,
+                &format!(
+                    "{}+{:?} merged={} row {r}",
+                    case.base, case.adapter, case.merged
+                ),
             );
-            assert_eq!(get(&res, "merged").as_bool(), Some(merged));
+            assert_eq!(get(&res, "merged").as_bool(), Some(case.merged));
             assert!(get(&res, "latencyMs").as_f64().expect("latency") >= 0.0);
         }
     }
@@ -140,8 +114,7 @@ fn outputs_equal_native_within_1e5() {
 
 #[wasm_bindgen_test]
 fn swapping_and_merging_in_place() {
-    let g = golden("mlp-parity.json");
-    let x = floats(&g["inputs"][0]);
+    let x = case("mlp", Some("mlp-parity")).inputs[0];
     let mut m = model("mlp");
     let mut handles = Vec::new();
     for task in ["rotated", "inverted", "noisy", "parity"] {
@@ -158,12 +131,12 @@ fn swapping_and_merging_in_place() {
     for h in [None, Some(0), Some(1), Some(2), Some(3)] {
         m.use_adapter(h).map_err(error_message).expect("use");
         want.push(output(
-            &m.run_vector(&x).map_err(error_message).expect("run"),
+            &m.run_vector(x).map_err(error_message).expect("run"),
         ));
     }
     // Parity brings its own 2-way head and labels.
     m.use_adapter(Some(3)).map_err(error_message).expect("use");
-    let r = m.run_vector(&x).map_err(error_message).expect("run");
+    let r = m.run_vector(x).map_err(error_message).expect("run");
     assert_eq!(output(&r).len(), 2);
     assert!(["even", "odd"].contains(&label(&r).as_str()));
     assert_eq!(get(&r, "task").as_string().as_deref(), Some("parity"));
@@ -177,7 +150,7 @@ fn swapping_and_merging_in_place() {
         {
             let swap_ms = m.use_adapter(h).map_err(error_message).expect("swap");
             assert!(swap_ms >= 0.0);
-            let got = output(&m.run_vector(&x).map_err(error_message).expect("run"));
+            let got = output(&m.run_vector(x).map_err(error_message).expect("run"));
             for (a, b) in got.iter().zip(&want[k]) {
                 assert!(
                     (a - b).abs() < 1e-4,
@@ -223,7 +196,7 @@ fn bad_bytes_throw_errors_and_the_previous_adapter_keeps_working() {
         .expect("truncated base");
     assert!(error_message(e).starts_with("cut.gguf: "));
 
-    let x = floats(&golden("cnn-rotated.json")["inputs"][1]);
+    let x = case("cnn", Some("cnn-rotated")).inputs[1];
     let mut m = model("cnn");
     let h = m
         .add_adapter(
@@ -234,7 +207,7 @@ fn bad_bytes_throw_errors_and_the_previous_adapter_keeps_working() {
         .expect("adapter");
     m.use_adapter(Some(h)).map_err(error_message).expect("use");
     m.set_merged(true).map_err(error_message).expect("merge");
-    let before = output(&m.run_vector(&x).map_err(error_message).expect("run"));
+    let before = output(&m.run_vector(x).map_err(error_message).expect("run"));
 
     // A flipped bit in the tensor data: the CRC catches it.
     let mut corrupt = file("cnn-noisy").to_vec();
@@ -270,7 +243,7 @@ fn bad_bytes_throw_errors_and_the_previous_adapter_keeps_working() {
     assert!(error_message(m.run_vector(&[0.5; 10]).expect_err("short")).starts_with("input: "));
 
     // Nothing changed: same adapter, still merged, same outputs.
-    let after = m.run_vector(&x).map_err(error_message).expect("run");
+    let after = m.run_vector(x).map_err(error_message).expect("run");
     assert_eq!(output(&after), before);
     assert_eq!(get(&after, "task").as_string().as_deref(), Some("rotated"));
     assert!(m.merged());
