@@ -54,7 +54,10 @@ fn block_defect(params: &[f32], b: usize) -> Result<f64, Error> {
     let mut c = vec![0.0f32; b * b];
     let mut scratch = vec![0.0f32; b * b];
     cayley(Scalars::F32(params), b, &mut c, &mut scratch)?;
-    assert!(c.iter().all(|v| v.is_finite()), "Ok with a non-finite block");
+    assert!(
+        c.iter().all(|v| v.is_finite()),
+        "Ok with a non-finite block"
+    );
     Ok(orthogonality_defect(&c, b))
 }
 
@@ -74,7 +77,18 @@ fn dense_params(rng: &mut Rng, shape: usize, np: usize, scale: f32) -> Vec<f32> 
 fn cayley_of_very_large_parameters_stays_orthogonal() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut table = Vec::new();
-    for &scale in &[1.0f32, 1e2, 1e4, 65504.0, 1e8, 1e12, 1e15, 1e19, 1e30, f32::MAX] {
+    for &scale in &[
+        1.0f32,
+        1e2,
+        1e4,
+        65504.0,
+        1e8,
+        1e12,
+        1e15,
+        1e19,
+        1e30,
+        f32::MAX,
+    ] {
         let (mut worst, mut worst_ratio, mut failures, mut cases) = (0.0f64, 0.0f64, 0, 0);
         for b in [2usize, 3, 4, 8, 16, 32, 64] {
             let np = b * (b - 1) / 2;
@@ -93,7 +107,10 @@ fn cayley_of_very_large_parameters_stays_orthogonal() {
                     }
                     // Past what f32 can solve: a typed error, never a wrong block.
                     Err(Error::NumericalFailure) => {
-                        assert!(scale > 65504.0, "b = {b}, scale {scale:e}: NumericalFailure");
+                        assert!(
+                            scale > 65504.0,
+                            "b = {b}, scale {scale:e}: NumericalFailure"
+                        );
                         failures += 1;
                     }
                     Err(e) => panic!("b = {b}, scale {scale:e}: {e:?}"),
@@ -107,7 +124,9 @@ fn cayley_of_very_large_parameters_stays_orthogonal() {
             "| {scale:e} | {cases} | {failures} | {worst:.1e} | {worst_ratio:.2} |"
         ));
     }
-    eprintln!("| parameter scale (dense) | blocks | NumericalFailure | max defect | max defect / bound |");
+    eprintln!(
+        "| parameter scale (dense) | blocks | NumericalFailure | max defect | max defect / bound |"
+    );
     eprintln!("|---|---|---|---|---|");
     for row in table {
         eprintln!("{row}");
@@ -185,7 +204,10 @@ fn chains_of_huge_parameters_stay_orthogonal() {
                 .fold(0.0, f64::max);
             // to_dense itself rounds once per factor: m·b·u more.
             let bound = m as f64 * per_block + (m * b) as f64 * U;
-            assert!(d <= bound, "{perm:?} n={n} b={b} m={m} scale {scale:e}: {d:e} > {bound:e}");
+            assert!(
+                d <= bound,
+                "{perm:?} n={n} b={b} m={m} scale {scale:e}: {d:e} > {bound:e}"
+            );
         }
     }
 }
@@ -305,8 +327,9 @@ struct Row {
 /// measuring the drift at each; asserts the bound of gs-math.md section 7 and that a
 /// re-merge brings the drift back to exactly zero.
 fn swap_drift(a_name: &str, b_name: &str, checkpoints: &[usize]) -> Vec<Row> {
-    let model: &'static Model<'static> =
-        Box::leak(Box::new(Model::from_bytes(leak("models/digits/mlp.gguf")).unwrap()));
+    let model: &'static Model<'static> = Box::leak(Box::new(
+        Model::from_bytes(leak("models/digits/mlp.gguf")).unwrap(),
+    ));
     let mut base = vec![0.0f32; model.merged_len()];
     model.decode_weights_into(&mut base).unwrap();
     let prep = |name: &str| {
@@ -366,7 +389,10 @@ fn swap_drift(a_name: &str, b_name: &str, checkpoints: &[usize]) -> Vec<Row> {
         }
     };
     let mut rows = vec![measure(session.merged_weights().unwrap(), 0, 0)];
-    assert_eq!(rows[0].drift, 0.0, "enable_merged is the merge from the base");
+    assert_eq!(
+        rows[0].drift, 0.0,
+        "enable_merged is the merge from the base"
+    );
     let total = *checkpoints.last().unwrap();
     for n in 1..=total {
         let to = n % 2; // B after an odd number of swaps
@@ -414,14 +440,21 @@ fn swap_drift(a_name: &str, b_name: &str, checkpoints: &[usize]) -> Vec<Row> {
 fn ten_thousand_merged_swaps_drift_within_the_bound_and_remerge_resets_it() {
     let checkpoints = [1usize, 10, 100, 1_000, 10_000];
     let mut lines = Vec::new();
-    for (a, b) in [("mlp-rotated", "mlp-inverted"), ("mlp-rotated", "mlp-noisy")] {
+    for (a, b) in [
+        ("mlp-rotated", "mlp-inverted"),
+        ("mlp-rotated", "mlp-noisy"),
+    ] {
         for r in swap_drift(a, b, &checkpoints) {
             let n = if r.swaps == usize::MAX {
                 "remerge".to_string()
             } else {
                 r.swaps.to_string()
             };
-            let ratio = if r.bound > 0.0 { r.drift / r.bound } else { 0.0 };
+            let ratio = if r.bound > 0.0 {
+                r.drift / r.bound
+            } else {
+                0.0
+            };
             lines.push(format!(
                 "| {a} <-> {b} | {n} | {:.2e} | {:.2e} | {ratio:.2} | {:.2e} |",
                 r.drift, r.bound, r.vs_f64

@@ -48,7 +48,12 @@ fn walk(g: &Gguf<'_>) {
             (Value::Array(a), Value::Array(b)) => assert_eq!(a.len(), b.len()),
             (a, b) => assert_eq!(a, b),
         }
-        let _ = (g.get_str(key), g.get_u32(key), g.get_f32(key), g.get_strings(key));
+        let _ = (
+            g.get_str(key),
+            g.get_u32(key),
+            g.get_f32(key),
+            g.get_strings(key),
+        );
     }
     let _ = (g.model_id(), g.verify_crc());
     for t in g.tensors() {
@@ -73,7 +78,9 @@ fn model_outcome(bytes: &[u8]) -> Outcome {
 fn adapter_outcome(bytes: &[u8], bases: &[Model<'_>]) -> Outcome {
     let adapter = Adapter::from_bytes(bytes)?;
     for model in bases {
-        let Ok(len) = adapter.workspace_len(model) else { continue };
+        let Ok(len) = adapter.workspace_len(model) else {
+            continue;
+        };
         let mut ws = vec![0.0f32; len];
         if let Ok(p) = adapter.prepare(model, &mut ws) {
             let mut s = Session::new(model);
@@ -92,13 +99,19 @@ fn adapter_outcome(bytes: &[u8], bases: &[Model<'_>]) -> Outcome {
 fn every_regression_input_is_handled() {
     let mlp = read_repo_file("models/digits/mlp.gguf");
     let cnn = read_repo_file("models/digits/cnn.gguf");
-    let bases = [Model::from_bytes(&mlp).unwrap(), Model::from_bytes(&cnn).unwrap()];
+    let bases = [
+        Model::from_bytes(&mlp).unwrap(),
+        Model::from_bytes(&cnn).unwrap(),
+    ];
     let vocab = std::fs::read_to_string(data_path("tokenizer/vocab.txt")).unwrap();
     let source = LineVocab::new(&vocab, Spelling::Hf).unwrap();
     let mut index = vec![0u32; index_len(source_len(&vocab))];
     let tok = Tokenizer::new(source, &mut index, SpecialTokens::BERT_UNCASED).unwrap();
     let files = corrupt_files();
-    assert!(!files.is_empty(), "tests/data/corrupt/ has no regression inputs");
+    assert!(
+        !files.is_empty(),
+        "tests/data/corrupt/ has no regression inputs"
+    );
     for (name, bytes) in &files {
         let parsed = Gguf::parse(bytes).map(|g| walk(&g));
         let model = model_outcome(bytes);
@@ -108,7 +121,10 @@ fn every_regression_input_is_handled() {
             .encode(&String::from_utf8_lossy(bytes), 128, &mut ids)
             .unwrap();
         assert!((2..=128).contains(&n));
-        for e in [&parsed, &model, &adapter].into_iter().filter_map(|r| r.err()) {
+        for e in [&parsed, &model, &adapter]
+            .into_iter()
+            .filter_map(|r| r.err())
+        {
             assert!(!e.to_string().is_empty());
         }
         if let Some((_, p, m, a)) = EXPECTED.iter().find(|(n, ..)| n == name) {
