@@ -38,7 +38,39 @@ fn log_factors(n: usize, b: usize) -> usize {
     m
 }
 
+/// `--one n,b,m`: 1000 applications of one GS chain and 1000 dense products, for
+/// instruction counting under `valgrind --tool=callgrind` (deterministic on a busy machine).
+fn one(arg: &str) {
+    let v: Vec<usize> = arg.split(',').map(|x| x.parse().expect("n,b,m")).collect();
+    let (n, b, m) = (v[0], v[1], v[2]);
+    let spec = ChainSpec::new(n, b, m, Permutation::Gs).unwrap();
+    let params: Vec<f32> = (0..spec.params_per_factor())
+        .map(|i| ((i % 97) as f32 - 48.0) * 1e-3)
+        .collect();
+    let per: Vec<Scalars> = (0..m).map(|_| Scalars::F32(&params)).collect();
+    let mut blocks = vec![0.0f32; spec.blocks_len()];
+    let mut scratch = vec![0.0f32; spec.prepare_scratch_len().max(spec.apply_scratch_len())];
+    let q = prepare_chain(spec, &per, &mut blocks, &mut scratch).unwrap();
+    let w: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 2654435761) % 1000) as f32 * 1e-3 - 0.5)
+        .collect();
+    let mut x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.1).sin()).collect();
+    let mut y = vec![0.0f32; n];
+    for _ in 0..1000 {
+        q.apply(black_box(&mut x), false, &mut scratch).unwrap();
+    }
+    for _ in 0..1000 {
+        gemv(black_box(&w), n, n, black_box(&x), &mut y).unwrap();
+    }
+    black_box((x, y));
+}
+
 fn main() {
+    if let Some(pos) = std::env::args().position(|a| a == "--one") {
+        let arg = std::env::args().nth(pos + 1).expect("--one n,b,m");
+        one(&arg);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let widths: &[usize] = if quick { &[384] } else { &[384, 768, 1536] };
     println!("| n | b | m | apply Q x (ns) | dense W x (ns) | ratio | theory m·b/n |");

@@ -221,7 +221,16 @@ impl<'a> TensorInfo<'a> {
     pub(crate) fn detached(index: u32, ty: TensorType, elements: usize, data: &'a [u8]) -> Self {
         let mut shape = [1u64; MAX_RANK];
         shape[0] = elements as u64;
-        TensorInfo { index, name: "", ty, shape, rank: 1, elements, offset: 0, data }
+        TensorInfo {
+            index,
+            name: "",
+            ty,
+            shape,
+            rank: 1,
+            elements,
+            offset: 0,
+            data,
+        }
     }
 
     /// Position of the tensor in the file's tensor table.

@@ -4,7 +4,7 @@
 //! OFT, GSOFT, Double GSOFT (one chain per side) and BOFT are all chains; only
 //! the permutation rule and the factor count differ.
 
-use super::linalg::transpose as transpose_matrix;
+use super::dot;
 use super::permutation::{block_sources, Permutation};
 use super::{cayley, cayley_scratch_len, packed_len, Scalars, MAX_BLOCK_SIZE, MAX_FACTORS};
 use crate::{Error, Result};
@@ -168,26 +168,29 @@ pub fn prepare_chain<'w>(
     );
     let (block, solve) = scratch[..2 * bb].split_at_mut(bb);
     let out = &mut out[..need];
-    for (p, factor_out) in params.iter().zip(out.chunks_exact_mut(k * bb)) {
+    for (f, (p, factor_out)) in params.iter().zip(out.chunks_exact_mut(k * bb)).enumerate() {
+        let layout = Access::of(spec.permutation, f, spec.m);
         for j in 0..k {
             let block_params = p.slice(j * np, np).ok_or(Error::LengthMismatch {
                 expected: per,
                 found: p.len(),
             })?;
             cayley(block_params, b, block, solve)?;
-            // Interleave: entry (c, t) of block j goes to (c·b + t)·k + j.
             for (ct, &v) in block.iter().enumerate() {
-                factor_out[ct * k + j] = v;
+                factor_out[layout.position(ct / b, ct % b, j, b, k)] = v;
             }
         }
     }
     Chain::new(spec, out)
 }
 
-/// A prepared chain: its shape and the `m·k` Cayley blocks, factor-major and
-/// **interleaved** across the blocks of a factor: entry `(c, t)` of block `j` of factor
-/// `f` is `blocks[f·n·b + (c·b + t)·k + j]`. The interleaving lets one factor be applied
-/// as `b²` vector multiply-adds of length `k`, which compilers vectorise on every target.
+/// A prepared chain: its shape and the `m·k` Cayley blocks, factor-major (`n·b` values
+/// per factor). A factor whose blocks read contiguous runs of `x` (the identity
+/// permutation: OFT, the first GS factor, the last butterfly level) stores each block
+/// column-major, one after the other: entry `(c, t)` of block `j` at `j·b² + t·b + c`, so
+/// `B x` is `b` broadcast multiply-adds over `b` contiguous values. Every other factor is
+/// **interleaved** across its blocks: entry `(c, t)` of block `j` at `(c·b + t)·k + j`, so
+/// the factor is `b²` multiply-adds over `k` contiguous values. Both vectorise.
 #[derive(Debug, Clone, Copy)]
 pub struct Chain<'w> {
     spec: ChainSpec,
@@ -303,14 +306,15 @@ impl<'w> Chain<'w> {
         for step in 0..m {
             let f = if transpose { m - 1 - step } else { step };
             let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
+            let layout = Access::of(permutation, f, m);
             for j in 0..k {
                 block_sources(permutation, n, b, m, f, j, &mut src);
                 let src = &src[..b];
                 for (c, out) in tmp.chunks_exact_mut(cols).enumerate() {
                     out.fill(0.0);
                     for (t, &row) in src.iter().enumerate() {
-                        let entry = if transpose { t * b + c } else { c * b + t };
-                        let coef = blocks[entry * k + j];
+                        let (r, s) = if transpose { (t, c) } else { (c, t) };
+                        let coef = blocks[layout.position(r, s, j, b, k)];
                         for (o, &v) in out.iter_mut().zip(&xt[row * cols..(row + 1) * cols]) {
                             *o += coef * v;
                         }
@@ -391,8 +395,35 @@ impl<'w> Chain<'w> {
         let (g, rest) = scratch.split_at_mut(n);
         let u = &mut rest[..n];
         let access = Access::of(permutation, f, m);
+        let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
+        if let Access::Contiguous = access {
+            match b {
+                4 => contiguous_blocks::<4>(x, blocks, transpose),
+                8 => contiguous_blocks::<8>(x, blocks, transpose),
+                16 => contiguous_blocks::<16>(x, blocks, transpose),
+                _ => {
+                    let u = &mut u[..b];
+                    for (xs, blk) in x.chunks_exact_mut(b).zip(blocks.chunks_exact(b * b)) {
+                        if transpose {
+                            for (uc, col) in u.iter_mut().zip(blk.chunks_exact(b)) {
+                                *uc = dot(col, xs);
+                            }
+                        } else {
+                            u.fill(0.0);
+                            for (&xt, col) in xs.iter().zip(blk.chunks_exact(b)) {
+                                for (uc, &v) in u.iter_mut().zip(col) {
+                                    *uc += xt * v;
+                                }
+                            }
+                        }
+                        xs.copy_from_slice(u);
+                    }
+                }
+            }
+            return;
+        }
         match access {
-            Access::Contiguous => transpose_matrix(x, k, b, g),
+            Access::Contiguous => {}
             Access::Strided => g.copy_from_slice(x),
             Access::Table => {
                 let mut src = [0usize; MAX_BLOCK_SIZE];
@@ -404,36 +435,19 @@ impl<'w> Chain<'w> {
                 }
             }
         }
-        let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
-        // Lanes j0 .. j0 + LANES of every block at once, accumulators in registers.
-        let mut j0 = 0;
-        while j0 < k {
-            let w = LANES.min(k - j0);
-            for c in 0..b {
-                let mut acc = [0.0f32; LANES];
-                for t in 0..b {
-                    let entry = if transpose { t * b + c } else { c * b + t };
-                    let b_ct = &blocks[entry * k + j0..entry * k + j0 + w];
-                    let g_t = &g[t * k + j0..t * k + j0 + w];
-                    if let (Ok(b8), Ok(g8)) = (
-                        <&[f32; LANES]>::try_from(b_ct),
-                        <&[f32; LANES]>::try_from(g_t),
-                    ) {
-                        for l in 0..LANES {
-                            acc[l] += b8[l] * g8[l];
-                        }
-                    } else {
-                        for ((a, &bv), &gv) in acc.iter_mut().zip(b_ct).zip(g_t) {
-                            *a += bv * gv;
-                        }
-                    }
+        // u_c = sum_t B(c, t) ⊙ g_t over the k blocks: b² multiply-adds of length k.
+        for (c, u_c) in u.chunks_exact_mut(k).enumerate() {
+            u_c.fill(0.0);
+            for (t, g_t) in g.chunks_exact(k).enumerate() {
+                let entry = if transpose { t * b + c } else { c * b + t };
+                let b_ct = &blocks[entry * k..(entry + 1) * k];
+                for ((uv, &bv), &gv) in u_c.iter_mut().zip(b_ct).zip(g_t) {
+                    *uv += bv * gv;
                 }
-                u[c * k + j0..c * k + j0 + w].copy_from_slice(&acc[..w]);
             }
-            j0 += w;
         }
         match access {
-            Access::Contiguous => transpose_matrix(u, b, k, x),
+            Access::Contiguous => {}
             Access::Strided => x.copy_from_slice(u),
             Access::Table => {
                 let mut src = [0usize; MAX_BLOCK_SIZE];
@@ -448,8 +462,33 @@ impl<'w> Chain<'w> {
     }
 }
 
-/// Blocks processed together by the inner kernel (one or two SIMD registers wide).
-const LANES: usize = 8;
+/// Contiguous blocks of a compile-time size `B` (stored column-major), in place: the
+/// arrays let the compiler unroll each `B x B` product into a few vector operations.
+#[inline]
+fn contiguous_blocks<const B: usize>(x: &mut [f32], blocks: &[f32], transpose: bool) {
+    let (xs, _) = x.as_chunks_mut::<B>();
+    let (cols, _) = blocks.as_chunks::<B>();
+    for (xv, blk) in xs.iter_mut().zip(cols.chunks_exact(B)) {
+        let mut u = [0.0f32; B];
+        if transpose {
+            // (B^T x)[t] = column t of B · x.
+            for (ut, col) in u.iter_mut().zip(blk) {
+                let mut s = [0.0f32; B];
+                for c in 0..B {
+                    s[c] = col[c] * xv[c];
+                }
+                *ut = s.iter().sum();
+            }
+        } else {
+            for (xt, col) in xv.iter().zip(blk) {
+                for c in 0..B {
+                    u[c] += xt * col[c];
+                }
+            }
+        }
+        *xv = u;
+    }
+}
 
 /// How a factor's blocks address the vector.
 #[derive(Clone, Copy)]
@@ -463,6 +502,15 @@ enum Access {
 }
 
 impl Access {
+    /// Index of entry `(c, t)` of block `j` within its factor's `n·b` values.
+    #[inline]
+    fn position(self, c: usize, t: usize, j: usize, b: usize, k: usize) -> usize {
+        match self {
+            Access::Contiguous => j * b * b + t * b + c,
+            _ => (c * b + t) * k + j,
+        }
+    }
+
     fn of(permutation: Permutation, f: usize, m: usize) -> Self {
         match (permutation, f) {
             (Permutation::None, _) | (Permutation::Gs, 0) => Access::Contiguous,

@@ -373,7 +373,17 @@ impl<'a> Model<'a> {
             return bert_arena(&b.config, max_tokens.clamp(1, b.config.context), head_rows);
         }
         let (act, max_cols, max_rows) = self.widths(head_rows);
-        2 * act + act + 2 * max_cols.max(max_rows) + weight_scratch_len(max_cols) + max_rows
+        2 * act
+            + act
+            + 2 * max_cols.max(max_rows)
+            + weight_scratch_len(max_cols, self.max_batch())
+            + max_rows
+    }
+
+    /// Largest batch of rows one slot sees in a vector model: the pixels of the first
+    /// convolution, or 1.
+    fn max_batch(&self) -> usize {
+        self.convs.iter().map(|c| c.h * c.w).max().unwrap_or(1)
     }
 
     fn split_arena<'x>(&self, arena: &'x mut [f32], head_rows: usize) -> Result<Buffers<'x>> {
@@ -390,7 +400,7 @@ impl<'a> Model<'a> {
         let (b, rest) = rest.split_at_mut(act);
         let (rot, rest) = rest.split_at_mut(act);
         let (chain, rest) = rest.split_at_mut(2 * max_cols.max(max_rows));
-        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(max_cols));
+        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(max_cols, self.max_batch()));
         let bias = &mut rest[..max_rows];
         Ok(Buffers {
             a,
@@ -483,7 +493,7 @@ impl<'a> Model<'a> {
         let (rot, rest) = rest.split_at_mut(t * wide);
         let (spare, rest) = rest.split_at_mut(t * wide);
         let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * t));
-        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide));
+        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, t));
         let (bias, rest) = rest.split_at_mut(wide.max(head_rows));
         let (scores, rest) = rest.split_at_mut(t);
         let norm_buf = &mut rest[..2 * h];
@@ -870,7 +880,7 @@ fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
     let wide = h.max(f);
     let states = 5 * t * h + t * f;
     let rotation = 2 * t * wide + (2 * wide).max(MAX_BLOCK_SIZE * t);
-    states + rotation + weight_scratch_len(wide) + wide.max(head_rows) + t + 2 * h
+    states + rotation + weight_scratch_len(wide, t) + wide.max(head_rows) + t + 2 * h
 }
 
 /// A dense slot `prefix{i}.weight` of shape `(out, width)` and its bias.

@@ -121,16 +121,25 @@ pub const PANEL: usize = 16;
 /// Input rows computed together against one panel.
 const MR: usize = 4;
 
-/// Scratch `f32`s that [`linear`] needs for inputs of width `cols`: a decoded panel of
-/// `PANEL` weight rows and its transpose.
-pub const fn weight_scratch_len(cols: usize) -> usize {
-    2 * PANEL * cols
+/// Batches of at least this many input rows use the panel kernel; smaller ones (a single
+/// vector, the usual case on a microcontroller) decode one weight row at a time.
+pub const PANEL_MIN_ROWS: usize = 8;
+
+/// Scratch `f32`s that [`linear`] needs for at most `n` inputs of width `cols`: one
+/// decoded weight row for small batches, or a decoded panel of `PANEL` weight rows and
+/// its transpose.
+pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
+    if n >= PANEL_MIN_ROWS {
+        2 * PANEL * cols
+    } else {
+        cols
+    }
 }
 
 /// `y[r][o] = sum_i x[r][i] · W[o][i] (+ bias[o])` for a batch of `n` input rows.
 ///
 /// `x` is `(n, cols)`, `y` is `(n, rows)`, both row-major; `wbuf` needs
-/// [`weight_scratch_len`]`(cols)` values. The weight is decoded `PANEL` rows at a time
+/// [`weight_scratch_len`]`(cols, n)` values. Large batches decode the weight `PANEL` rows at a time
 /// and transposed into a `(cols, PANEL)` panel, so the inner loop is a broadcast
 /// multiply-add over `PANEL` contiguous lanes that compilers vectorise on every target,
 /// and every decoded weight is reused by all `n` inputs. Cost `n · rows · cols`
@@ -157,12 +166,23 @@ pub fn linear(
             found: x.len(),
         });
     }
-    let need = weight_scratch_len(cols);
+    let need = weight_scratch_len(cols, n);
     if wbuf.len() < need {
         return Err(Error::BufferTooSmall {
             needed: need,
             got: wbuf.len(),
         });
+    }
+    if n < PANEL_MIN_ROWS {
+        // Row by row: decode W[o] once, dot it with every input.
+        for o in 0..rows {
+            let wr = w.rows(o, 1, cols, wbuf)?;
+            for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)).take(n) {
+                yr[o] = crate::math::dot(xr, wr);
+            }
+        }
+        add_bias(y, rows, n, bias);
+        return Ok(());
     }
     let (tmp, panel) = wbuf[..need].split_at_mut(PANEL * cols);
     let mut o0 = 0;
@@ -190,6 +210,12 @@ pub fn linear(
         }
         o0 += p;
     }
+    add_bias(y, rows, n, bias);
+    Ok(())
+}
+
+/// Adds `bias` to each of the `n` output rows (width `rows`) of `y`.
+fn add_bias(y: &mut [f32], rows: usize, n: usize, bias: Option<&[f32]>) {
     if let Some(b) = bias {
         for yi in y.chunks_exact_mut(rows).take(n) {
             for (v, bv) in yi.iter_mut().zip(b) {
@@ -197,7 +223,6 @@ pub fn linear(
             }
         }
     }
-    Ok(())
 }
 
 /// `R` input rows (`x`, `R × cols`) against one transposed panel (`cols × PANEL`).
