@@ -326,6 +326,7 @@ async function ensureBase(key) {
     adapters: entry.adapters.map((a) => ({ url: a.file, name: a.file.split('/').pop() })),
   }).then((r) => {
     state.bases[key].info = r.info;
+    if (r.errors.length) showError('digit', r.errors.join('\n'));
     $('base-progress').classList.add('done');
     $('base-progress-text').textContent =
       `${entry.name}: ${fmtBytes(entry.bytes)} base + ${r.info.adapters.length} adapters loaded`;
@@ -605,6 +606,7 @@ async function startText() {
     });
     state.text.info = r.info;
     state.text.ready = true;
+    if (r.errors.length) showError('text', r.errors.join('\n'));
     $('text-progress').classList.add('done');
     $('text').setAttribute('aria-busy', 'false');
     const first = r.info.adapters[0]?.task ?? null;

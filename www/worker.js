@@ -47,14 +47,22 @@ const ops = {
   },
   // Loads a base (with a progress bar) and its shipped adapters.
   async load({ key, url, adapters = [] }) {
-    if (models.has(key)) return { info: models.get(key).info(), loadMs: 0 };
+    if (models.has(key)) return { info: models.get(key).info(), loadMs: 0, errors: [] };
     const bytes = await fetchBytes(url, key);
     const t0 = performance.now();
     const m = new RiffleModel(bytes);
     const adapterBytes = await Promise.all(adapters.map((a) => fetchBytes(a.url)));
-    adapters.forEach((a, i) => m.addAdapter(adapterBytes[i], a.name));
+    // A shipped adapter that does not fit is reported; the base and the others still load.
+    const errors = [];
+    adapters.forEach((a, i) => {
+      try {
+        m.addAdapter(adapterBytes[i], a.name);
+      } catch (e) {
+        errors.push(String(e.message || e));
+      }
+    });
     models.set(key, m);
-    return { info: m.info(), loadMs: performance.now() - t0 };
+    return { info: m.info(), loadMs: performance.now() - t0, errors };
   },
   addAdapter({ key, bytes, name }) {
     const m = model(key);

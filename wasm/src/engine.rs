@@ -81,6 +81,21 @@ fn describe(err: Error, file: Option<&Gguf<'_>>) -> String {
     }
 }
 
+/// Parses the container, with the CLI's wording for a file cut short.
+fn parse<'a>(what: &str, bytes: &'a [u8]) -> Result<Gguf<'a>> {
+    Gguf::parse(bytes).map_err(|e| match e {
+        Error::TensorOutOfRange { tensor } => Failure::new(
+            what,
+            format!(
+                "file is truncated or corrupt: the data of tensor {tensor} lies beyond its end ({} bytes)",
+                bytes.len()
+            ),
+            Some(e),
+        ),
+        e => Failure::core(what, e, None),
+    })
+}
+
 /// What a parsed file is, from `general.type`, as a noun for messages.
 fn kind_noun(g: &Gguf<'_>) -> &'static str {
     match g.get_str(gguf::KEY_TYPE) {
@@ -93,7 +108,7 @@ fn kind_noun(g: &Gguf<'_>) -> &'static str {
 
 /// Reads a base model, with the CLI's messages.
 fn load_model<'a>(what: &str, bytes: &'a [u8]) -> Result<Model<'a>> {
-    let g = Gguf::parse(bytes).map_err(|e| Failure::core(what, e, None))?;
+    let g = parse(what, bytes)?;
     let kind = kind_noun(&g);
     if kind != "a base model" {
         return Err(Failure::new(
@@ -122,7 +137,7 @@ fn load_adapter<'a>(
     bytes: &'a [u8],
     model: &Model<'a>,
 ) -> Result<(Adapter<'a>, usize)> {
-    let g = Gguf::parse(bytes).map_err(|e| Failure::core(what, e, None))?;
+    let g = parse(what, bytes)?;
     let kind = kind_noun(&g);
     if kind != "an adapter" {
         return Err(Failure::new(

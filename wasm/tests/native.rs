@@ -129,10 +129,11 @@ fn errors_are_worded_like_the_cli() {
     let e = mlp.add_adapter(base, Some("cnn.gguf")).expect_err("a base");
     assert_eq!(e.to_string(), "cnn.gguf: is a base model, not an adapter");
     let e = mlp.add_adapter(good[..good.len() / 2].to_vec(), Some("half.gguf"));
-    assert!(e
-        .expect_err("truncated")
-        .to_string()
-        .starts_with("half.gguf: "));
+    let e = e.expect_err("truncated").to_string();
+    assert!(
+        e.starts_with("half.gguf: file is truncated or corrupt: "),
+        "{e}"
+    );
     let e = mlp.run_vector(&[0.0; 3]).expect_err("short input");
     assert_eq!(
         e.to_string(),

@@ -228,6 +228,22 @@ try {
   r = await digitResult(s, { task: 'parity' });
   ok(r.label === 'even', 'previous adapter still answers after the second bad file');
 
+  // 6b. Drag and drop (a synthetic drop event with a DataTransfer): a truncated file.
+  s = await seq();
+  const half = Array.from(good.subarray(0, good.length >> 1));
+  await page.evaluate((bytes) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(bytes)], 'half.gguf'));
+    const zone = document.querySelector('#digit-drop');
+    zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, half);
+  await page.waitForFunction(() => /^half\.gguf: /.test(document.querySelector('#digit-error').textContent));
+  err = await page.textContent('#digit-error');
+  ok(/^half\.gguf: file is truncated or corrupt/.test(err), `dropped truncated adapter rejected: "${err}"`);
+  r = await digitResult(s, { task: 'parity' });
+  ok(r.label === 'even', 'previous adapter still answers after the dropped file');
+
   // 7. Draw a digit with the mouse (a 7): the 8x8 downsampling fills, a digit comes out.
   await page.click('#digit-adapters [data-task="base"]');
   await page.click('#clear');
