@@ -179,6 +179,14 @@ impl Live {
     }
 }
 
+impl Drop for Live {
+    fn drop(&mut self) {
+        // `--nocapture` shows how many cases each test tried (docs/robustness.md).
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        eprintln!("{test}: {} cases, each followed by a live check", self.checks);
+    }
+}
+
 fn untouched(ws: &[f32]) -> bool {
     ws.iter().all(|v| v.to_bits() == SENTINEL)
 }
