@@ -466,9 +466,10 @@ impl<'w> Chain<'w> {
 /// arrays let the compiler unroll each `B x B` product into a few vector operations.
 #[inline]
 fn contiguous_blocks<const B: usize>(x: &mut [f32], blocks: &[f32], transpose: bool) {
-    let (xs, _) = x.as_chunks_mut::<B>();
-    let (cols, _) = blocks.as_chunks::<B>();
-    for (xv, blk) in xs.iter_mut().zip(cols.chunks_exact(B)) {
+    for (xs, blk) in x.chunks_exact_mut(B).zip(blocks.chunks_exact(B * B)) {
+        let mut xv = [0.0f32; B];
+        xv.copy_from_slice(xs);
+        let blk = blk.chunks_exact(B);
         let mut u = [0.0f32; B];
         if transpose {
             // (B^T x)[t] = column t of B · x.
@@ -486,7 +487,7 @@ fn contiguous_blocks<const B: usize>(x: &mut [f32], blocks: &[f32], transpose: b
                 }
             }
         }
-        *xv = u;
+        xs.copy_from_slice(&u);
     }
 }
 
