@@ -159,7 +159,7 @@ impl<'f> Stack<'f> {
             .max()
             .unwrap_or(1);
         let arena = vec![0.0f32; session.arena_len(model.max_tokens())];
-        let scratch = vec![0.0f32; session.swap_scratch_len()];
+        let scratch = vec![0.0f32; session.swap_fast_scratch_len()]; // batched in-place swaps
         Ok(Runner {
             session,
             merged_buf: Some(merged.as_mut_slice()),

@@ -197,7 +197,7 @@ pub fn load_adapter<'a>(
             ),
         ));
     }
-    if adapter.base_model_id() != model.model_id() {
+    if !adapter.binds_to(model.model_id()) {
         return Err(bad(
             name,
             format!(
