@@ -176,3 +176,67 @@ fn adapters_swap_at_runtime_and_beat_the_base_on_their_tasks() {
         }
     }
 }
+
+#[test]
+fn removing_adapters_keeps_the_session_consistent() {
+    let base = read_repo_file("models/digits/mlp.gguf");
+    let model = Model::from_bytes(&base).unwrap();
+    let files: Vec<Vec<u8>> = ["rotated", "inverted", "noisy"]
+        .iter()
+        .map(|t| read_repo_file(&format!("models/digits/mlp-{t}.gguf")))
+        .collect();
+    let adapters: Vec<Adapter> = files
+        .iter()
+        .map(|b| Adapter::from_bytes(b).unwrap())
+        .collect();
+    let mut workspaces: Vec<Vec<f32>> = adapters
+        .iter()
+        .map(|a| vec![0.0f32; a.workspace_len(&model).unwrap()])
+        .collect();
+    let mut merged_w = vec![0.0f32; model.merged_len()];
+    let mut session = Session::new(&model);
+    for (a, ws) in adapters.iter().zip(workspaces.iter_mut()) {
+        session.add_adapter(a.prepare(&model, ws).unwrap()).unwrap();
+    }
+    let mut scratch = vec![0.0f32; session.swap_scratch_len()];
+    let mut arena = vec![0.0f32; session.arena_len(0)];
+    let x: Vec<f32> = (0..64).map(|i| (i % 17) as f32 / 16.0).collect();
+    let mut out = vec![0.0f32; 16];
+    let mut base_out = vec![0.0f32; 16];
+    session
+        .run(Input::Vector(&x), &mut base_out, &mut arena)
+        .unwrap();
+    session.enable_merged(&mut merged_w, &mut scratch).unwrap();
+    session.activate(Some(2), &mut scratch).unwrap();
+    session
+        .run(Input::Vector(&x), &mut out, &mut arena)
+        .unwrap();
+    let noisy_out = out.clone();
+    // Removing an inactive adapter before the active one shifts the active handle.
+    session.remove_adapter(0, &mut scratch).unwrap();
+    assert_eq!(session.active(), Some(1));
+    assert_eq!(session.active_adapter().unwrap().task_name(), "noisy");
+    session
+        .run(Input::Vector(&x), &mut out, &mut arena)
+        .unwrap();
+    assert_eq!(out, noisy_out);
+    // Removing the active adapter in merged mode swaps back to the base first.
+    session.remove_adapter(1, &mut scratch).unwrap();
+    assert_eq!(session.active(), None);
+    session
+        .run(Input::Vector(&x), &mut out, &mut arena)
+        .unwrap();
+    let d = out
+        .iter()
+        .zip(&base_out)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        d <= 1e-4,
+        "after removal the merged weights are the base again (max diff {d})"
+    );
+    assert!(matches!(
+        session.remove_adapter(5, &mut scratch),
+        Err(riffle_core::Error::UnknownTask)
+    ));
+}

@@ -65,6 +65,31 @@ impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
         Ok(self.adapters.len() - 1)
     }
 
+    /// Removes a resident adapter and returns it (with its workspace borrow), so its memory
+    /// can take another upload. If it is active, the session first returns to the bare base
+    /// (in merged mode by an in-place swap). Handles after it shift down by one.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTask`] for a handle that is not resident; as [`Session::activate`]
+    /// when it is active in merged mode. On error nothing changes.
+    pub fn remove_adapter(
+        &mut self,
+        handle: AdapterHandle,
+        scratch: &mut [f32],
+    ) -> Result<Prepared<'a, 'w>> {
+        if handle >= self.adapters.len() {
+            return Err(Error::UnknownTask);
+        }
+        if self.active == Some(handle) {
+            self.activate(None, scratch)?;
+        }
+        self.active = match self.active {
+            Some(a) if a > handle => Some(a - 1),
+            other => other,
+        };
+        Ok(self.adapters.remove(handle))
+    }
+
     /// The resident adapters, indexed by handle.
     pub fn adapters(&self) -> &[Prepared<'a, 'w>] {
         &self.adapters
