@@ -168,7 +168,7 @@ fn load_adapter<'a>(
             Some(Error::UnsupportedModel),
         ));
     }
-    if adapter.base_model_id() != model.model_id() {
+    if !adapter.binds_to(model.model_id()) {
         return Err(Failure::new(
             what,
             format!(
