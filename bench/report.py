@@ -120,10 +120,12 @@ def plots(res: dict) -> dict:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("sequence length (tokens, batch 1)")
         ax.set_title(f"{th} thread{'s' if th > 1 else ''}" + (" (riffle: its 1-thread figure)" if th > 1 else ""))
-    axes[0].set_ylabel("latency, ms (log scale; bars: min–max of round medians)")
+    axes[0].set_ylabel("latency (ms, log scale)")
+    fig.text(0.5, 0.005, "points: median over rounds; bars: min–max of the round medians", ha="center",
+             fontsize=9, color="#555")
     axes[0].legend(loc="upper left", fontsize=9, framealpha=0.9)
     fig.suptitle("all-MiniLM-L6-v2 forward + mean pooling, CPU", fontweight="bold")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     p = IMG / "bench-latency.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
@@ -182,6 +184,29 @@ def _peft(po: dict, method: str, key: str, th: int = 1):
 
 
 # --------------------------------------------------------------------------- page
+
+
+def firmware_tables(path: Path) -> dict | None:
+    """Rows of docs/firmware.md's instruction and size tables (None if their layout changed)."""
+    try:
+        group, instr, sizes = None, [], []
+        for line in path.read_text().splitlines():
+            if not line.startswith("|"):
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            m = re.match(r"\*\*(.+?)\*\*", cells[0])
+            if m:
+                group = m.group(1).split(",")[0] + ", " + m.group(1).split(",")[1].strip()
+                continue
+            if group and cells[0] == "digits" and len(cells) >= 5:
+                instr.append([group, cells[1], "", cells[3], cells[4]])
+            elif group and cells[0].startswith("rotated") and instr and instr[-1][0] == group:
+                instr[-1][2] = cells[2]
+            if re.match(r"(thumbv|riscv)", cells[0]) and len(cells) >= 8 and "MLP" in cells[1]:
+                sizes.append([f"`{cells[0]}`", cells[1], cells[2], cells[5], cells[6], cells[7]])
+        return {"instr": instr, "sizes": sizes} if instr and sizes else None
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def goals(res: dict) -> list[list[str]]:
@@ -357,7 +382,9 @@ def page(res: dict, imgs: dict) -> str:
         "unmerge = A → base in merged mode; merged swap A→B = one in-place switch from A's merged weights to "
         "B's. PEFT: unmerged switch = `set_adapter`; merge = `merge_adapter()`; unmerge = `unmerge_adapter()`; "
         "merged swap A→B = `unmerge_adapter()` + `set_adapter(B)` + `merge_adapter()`; `merge_and_unload()` "
-        "timed on a fresh copy of the PEFT model.")
+        "timed on a fresh copy of the PEFT model. Brackets here are the min–max of the individual samples "
+        "(riffle: 6 switches of each kind; PEFT: 3, `merge_and_unload` 2, `set_adapter` as many as fit in "
+        "0.3 s), not of round medians.")
     add("")
     add(f"![adapter operations](img/{imgs['ops'].name})")
     add("")
@@ -424,17 +451,30 @@ def page(res: dict, imgs: dict) -> str:
     add("## 5. Microcontrollers")
     add("")
     fw = ROOT / "docs" / "firmware.md"
-    if fw.exists():
-        add("riffle's own figures are in [firmware.md](firmware.md) (instructions per inference under QEMU "
-            "`-icount`, flash and RAM of the images), measured by `scripts/test-firmware`, not by this command.")
+    fwt = firmware_tables(fw) if fw.exists() else None
+    if fwt:
+        add("Not measured by this command: the figures below are **copied from [firmware.md](firmware.md)** "
+            "when this page was generated (measured there by `scripts/test-firmware` under QEMU: instructions "
+            "per inference counted with `-icount shift=0`; the 8x8-digits bases, not MiniLM).")
+        add("")
+        add(table(["target, base", "base (instructions / inference)", "+ GSOFT b=8 m=2 adapter, unmerged",
+                   "merged", "accuracy"], fwt["instr"]))
+        add("")
+        add(table(["target", "image", "flash (bytes)", "code", "static RAM", "stack peak"], fwt["sizes"], "llrrrr"))
+        add("")
+        add("docs/firmware.md's comparison notes also set these beside published TensorFlow Lite Micro and "
+            "MicroFlow figures (published, not measured here; see that page for what is quoted).")
+    elif fw.exists():
+        add("riffle's own figures are in [firmware.md](firmware.md), measured by `scripts/test-firmware`, not by "
+            "this command (its tables could not be read automatically).")
     else:
         add("Not measured yet: docs/firmware.md (the firmware figures) does not exist in this checkout.")
     add("")
-    add("Published figures of TensorFlow Lite Micro (David et al., \"TensorFlow Lite Micro: Embedded Machine "
+    add("This command quotes no published figure of TensorFlow Lite Micro (David et al., \"TensorFlow Lite Micro: Embedded Machine "
         "Learning on TinyML Systems\", MLSys 2021, arXiv:2010.08678) and MicroFlow (Carnelos, Pasti, Bellotto, "
-        "\"MicroFlow: An Efficient Rust-Based Inference Engine for TinyML\", arXiv:2409.19432) are not "
-        "quoted here: their tables could not be checked from this machine, and a figure that cannot be "
-        "checked is left out. Their models (keyword spotting, person detection, int8 TFLite) also differ "
+        "\"MicroFlow: An Efficient Rust-Based Inference Engine for TinyML\", arXiv:2409.19432) itself: "
+        "their tables could not be checked from this machine, and a figure that cannot be checked is left "
+        "out. Their models (keyword spotting, person detection, int8 TFLite) also differ "
         "from riffle's digits MLP/CNN, so any comparison would be across different networks. Nothing in "
         "this section is measured against them.")
     add("")

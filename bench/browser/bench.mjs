@@ -60,8 +60,8 @@ try {
   const page = browser.pages()[0] || await browser.newPage();
   await page.goto(`${base}/bench/browser/index.html`);
   const version = browser.browser() ? browser.browser().version() : '';
-  const setup = await page.evaluate(async ({ model, adapter }) => {
-    const m = await import('/www/pkg/riffle_wasm.js');
+  const setup = await page.evaluate(async ({ model, adapter, pkg }) => {
+    const m = await import(pkg + '/riffle_wasm.js');
     await m.default();
     const get = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
     const t0 = performance.now();
@@ -69,7 +69,7 @@ try {
     const loadMs = performance.now() - t0;
     window.handle = window.rm.addAdapter(await get('/' + adapter), adapter.split('/').pop());
     return { loadMs, userAgent: navigator.userAgent, info: JSON.parse(JSON.stringify(window.rm.info())) };
-  }, { model: cfg.model, adapter: cfg.adapter });
+  }, { model: cfg.model, adapter: cfg.adapter, pkg: cfg.pkg || '/www/pkg' });
 
   // outputs of the base on each text (checked against native by bench/run.py)
   const outputs = {};
@@ -78,6 +78,13 @@ try {
       window.rm.useAdapter(null);
       const r = window.rm.runText(t);
       return { tokens: r.tokens, output: Array.from(r.output) };
+    }, text);
+  }
+
+  // warm-up: let the engine tier the module up (Liftoff -> TurboFan) before timing
+  for (const text of Object.values(cfg.texts)) {
+    await page.evaluate((t) => {
+      for (const h of [null, window.handle, null]) { window.rm.useAdapter(h); window.rm.runText(t); }
     }, text);
   }
 
