@@ -119,7 +119,7 @@ pub struct Dense<'x> {
 /// Outputs computed together: one panel of `PANEL` weight rows, transposed.
 pub const PANEL: usize = 16;
 /// Input rows computed together against one panel.
-const MR: usize = 4;
+const MR: usize = 6;
 
 /// Batches of at least this many input rows use the panel kernel; smaller ones (a single
 /// vector, the usual case on a microcontroller) decode one weight row at a time.
