@@ -88,6 +88,26 @@ def riffle_synthetic_ids(seq: int, kv: dict) -> list[int]:
     return ids[: max(seq, 2)]
 
 
+# sha256 (16 hex) of `synthetic_tokens` in cli/src/cmd/bench.rs, whitespace collapsed, for the
+# version reproduced above; a change there means the ids above may no longer be riffle's.
+SYNTHETIC_TOKENS_SHA = "3b5adb3c025c99d3"
+
+
+def synthetic_ids_match_cli() -> bool:
+    """True when cli/src/cmd/bench.rs still has the `synthetic_tokens` reproduced above."""
+    import hashlib
+    import re
+
+    try:
+        src = (ROOT / "cli" / "src" / "cmd" / "bench.rs").read_text()
+    except OSError:
+        return False
+    m = re.search(r"fn synthetic_tokens\(.*?\n}\n", src, re.S)
+    if not m:
+        return False
+    return hashlib.sha256(re.sub(r"\s+", " ", m.group(0)).encode()).hexdigest()[:16] == SYNTHETIC_TOKENS_SHA
+
+
 PASSAGE = (
     "Swapping small orthogonal adapters over one frozen base model lets a single device serve "
     "many tasks: a sentiment classifier in the morning, a topic router at noon and a language "

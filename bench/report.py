@@ -510,10 +510,21 @@ def page(res: dict, imgs: dict) -> str:
                "ORT vs PyTorch (timed ids)"], rows))
     add("")
     add(f"Cosine similarity of the pooled embeddings (threshold {ch['threshold']}). The text inputs (in "
-        f"bench/out/results.json) tokenise to exactly 16, 64 and 128 tokens with the HF tokenizer and with "
+        f"the details below) tokenise to exactly 16, 64 and 128 tokens with the HF tokenizer and with "
         f"riffle's; riffle reads text only (`riffle run --text`), so on the timed ids themselves only ONNX "
-        f"Runtime and PyTorch are compared. GSOFT adapter, riffle unmerged vs merged: cosine "
+        f"Runtime and PyTorch are compared"
+        + ("" if ch.get("synthetic_ids_match_cli", True) else
+           " (**warning**: `synthetic_tokens` in cli/src/cmd/bench.rs changed since bench/common.py reproduced "
+           "it, so ONNX Runtime and PyTorch may have been timed on other ids than riffle)")
+        + f". GSOFT adapter, riffle unmerged vs merged: cosine "
         f"{ch['adapters']['gsoft_unmerged_vs_merged']:.10f}.")
+    add("")
+    add("<details><summary>The check texts (exactly 16, 64 and 128 tokens with [CLS] and [SEP])</summary>")
+    add("")
+    for Ls in SEQS:
+        add(f"- {Ls}: \"{g(res['texts'], Ls)}\"")
+    add("")
+    add("</details>")
     return "\n".join(L) + "\n"
 
 

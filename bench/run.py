@@ -150,7 +150,11 @@ class Systems:
 
 def check_outputs(sysm: Systems, tok, texts, kv, gsoft_a: Path) -> dict:
     """Outputs equal (cosine >= 0.9999 of the pooled embeddings) before any timing."""
-    res = {"threshold": 0.9999, "text": {}, "timed_ids": {}, "adapters": {}}
+    res = {"threshold": 0.9999, "text": {}, "timed_ids": {}, "adapters": {},
+           "synthetic_ids_match_cli": C.synthetic_ids_match_cli()}
+    if not res["synthetic_ids_match_cli"]:
+        log("WARNING: cli/src/cmd/bench.rs `synthetic_tokens` changed: update bench/common.py "
+            "riffle_synthetic_ids (the systems may be timed on different ids than riffle)")
     ok = True
     for L in SEQS:
         text, ids = texts[L]
