@@ -439,6 +439,10 @@ def wasm(texts, gsoft_a: Path, rounds: int, budget: float) -> dict:
     native, interleaved (bench/browser/bench.mjs), and the module's size."""
     wasm_file = ROOT / "www" / "pkg" / "riffle_wasm_bg.wasm"
     res: dict = {"present": wasm_file.exists()}
+    if os.environ.get("RIFFLE_BENCH_WWW_FAILED") == "1":
+        res["present"] = False
+        res["why"] = "scripts/build-www failed in this run, so the wasm build of this riffle is not available"
+        return res
     if not wasm_file.exists():
         res["why"] = "www/pkg/riffle_wasm_bg.wasm is missing (scripts/build-www did not run or failed)"
         return res
