@@ -84,7 +84,8 @@ def versions() -> dict:
 
     def cmd(c):
         try:
-            return sh(c).strip().splitlines()[0]
+            lines = sh(c).strip().splitlines()
+            return lines[0] if lines else ""
         except (OSError, subprocess.CalledProcessError):
             return "?"
 
