@@ -13,7 +13,7 @@ use super::adapter::Prepared;
 use super::bert::{attention, gelu, Bert, BertConfig};
 use super::weights::{linear, relu, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::gguf::{self, Gguf, StringArray, TensorInfo};
-use crate::math::{transpose, Chain, LayerTransform, MAX_BLOCK_SIZE};
+use crate::math::{transpose, Chain, LayerTransform, Scalars, MAX_BLOCK_SIZE};
 use crate::{Error, Result};
 
 /// Most linear slots a model may have (one bit each in an adapter's masks): enough for a
@@ -834,11 +834,24 @@ impl<'a> Model<'a> {
         if let Some(q) = &t.q_out {
             rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;
         }
+        // Prepared adapters keep their scale as f32: a vectorised pass.
+        let scale: Option<&[f32]> = match t.scale {
+            Some(Scalars::F32(v)) => Some(v),
+            _ => None,
+        };
         for yr in y[..n * rows].chunks_exact_mut(rows) {
-            if let Some(sc) = &t.scale {
-                for (r, v) in yr.iter_mut().enumerate() {
-                    *v *= sc.get(r).unwrap_or(1.0);
+            match (scale, t.scale) {
+                (Some(sv), _) => {
+                    for (v, s) in yr.iter_mut().zip(sv) {
+                        *v *= s;
+                    }
                 }
+                (None, Some(sc)) => {
+                    for (r, v) in yr.iter_mut().enumerate() {
+                        *v *= sc.get(r).unwrap_or(1.0);
+                    }
+                }
+                (None, None) => {}
             }
             if let Some(b) = bias {
                 for (v, bv) in yr.iter_mut().zip(b) {
