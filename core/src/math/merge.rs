@@ -10,7 +10,7 @@
 
 use half::f16;
 
-use super::{transpose, Chain, Scalars};
+use super::{Chain, Scalars};
 use crate::{Error, Result};
 
 /// Writable row-major weights of shape `(rows, cols)` = `(out, in)`.
@@ -113,11 +113,10 @@ pub const fn swap_scratch_len(rows: usize, cols: usize) -> usize {
 }
 
 /// Scratch `f32`s with which [`swap`] (and [`merge`], [`unmerge`]) take their batched
-/// path on `f32` weights: a transposed copy of the weight plus block scratch,
-/// `rows·cols + MAX_BLOCK_SIZE·max(rows, cols)`. The batched path applies each chain to
-/// all rows (or columns) at once, vectorised across them ([`Chain::apply_columns`]).
+/// column pass on `f32` weights (output-side chains applied to all columns at once,
+/// vectorised, [`Chain::apply_columns`]): `max(rows, cols) + MAX_BLOCK_SIZE·cols`.
 pub const fn swap_fast_scratch_len(rows: usize, cols: usize) -> usize {
-    rows * cols + super::MAX_BLOCK_SIZE * if rows > cols { rows } else { cols }
+    (if rows > cols { rows } else { cols }) + super::MAX_BLOCK_SIZE * cols
 }
 
 /// Merges an adapter into base weights: `W <- diag(s) · Q_out · W · Q_in`.
@@ -203,39 +202,6 @@ pub fn swap(
         || row_scale.divide.is_some()
         || row_scale.multiply.is_some();
     let mut w = w;
-    if let WeightsMut::F32(wf) = &mut w {
-        if scratch.len() >= swap_fast_scratch_len(rows, cols) {
-            let (tbuf, cs) = scratch.split_at_mut(rows * cols);
-            if row_work {
-                // Rows of W become columns of its transpose: one batched apply per chain.
-                transpose(wf, rows, cols, tbuf);
-                for (chain, tr) in row_ops.iter() {
-                    if let Some(c) = chain {
-                        c.apply_columns(tbuf, rows, *tr, cs)?;
-                    }
-                }
-                transpose(tbuf, cols, rows, wf);
-                for (r, row) in wf.chunks_exact_mut(cols).enumerate() {
-                    row_scale.apply_to_row(r, row);
-                }
-            }
-            if has_col_pass {
-                // W itself is feature-major for its columns.
-                for (chain, tr) in col_ops.iter() {
-                    if let Some(c) = chain {
-                        c.apply_columns(wf, cols, *tr, cs)?;
-                    }
-                }
-                if let Some(s) = to.scale {
-                    for (r, row) in wf.chunks_exact_mut(cols).enumerate() {
-                        let m = s.get(r).unwrap_or(1.0);
-                        row.iter_mut().for_each(|x| *x *= m);
-                    }
-                }
-            }
-            return Ok(());
-        }
-    }
     let (vec_buf, chain_scratch) = scratch.split_at_mut(rows.max(cols));
     if row_work {
         for_each_line(&mut w, rows, cols, Line::Rows, vec_buf, |r, v| {
@@ -243,17 +209,40 @@ pub fn swap(
             row_scale.apply_to_row(r, v);
         });
     }
-    if has_col_pass {
-        let multiply = to.scale;
-        for_each_line(&mut w, rows, cols, Line::Columns, vec_buf, |_, v| {
-            apply_ops(&col_ops, v, chain_scratch);
-            if let Some(s) = multiply {
-                for (r, x) in v.iter_mut().enumerate() {
-                    *x *= s.get(r).unwrap_or(1.0);
+    if !has_col_pass {
+        return Ok(());
+    }
+    // The column pass: an f32 weight is feature-major for its columns, so with enough
+    // scratch each chain is applied to all columns at once, vectorised, with no copy.
+    if let WeightsMut::F32(wf) = &mut w {
+        let fast = col_ops
+            .iter()
+            .filter_map(|(c, _)| c.as_ref())
+            .all(|c| chain_scratch.len() >= c.columns_scratch_len(cols));
+        if fast {
+            for (chain, tr) in col_ops.iter() {
+                if let Some(c) = chain {
+                    c.apply_columns(wf, cols, *tr, chain_scratch)?;
                 }
             }
-        });
+            if let Some(s) = to.scale {
+                for (r, row) in wf.chunks_exact_mut(cols).enumerate() {
+                    let m = s.get(r).unwrap_or(1.0);
+                    row.iter_mut().for_each(|x| *x *= m);
+                }
+            }
+            return Ok(());
+        }
     }
+    let multiply = to.scale;
+    for_each_line(&mut w, rows, cols, Line::Columns, vec_buf, |_, v| {
+        apply_ops(&col_ops, v, chain_scratch);
+        if let Some(s) = multiply {
+            for (r, x) in v.iter_mut().enumerate() {
+                *x *= s.get(r).unwrap_or(1.0);
+            }
+        }
+    });
     Ok(())
 }
 
