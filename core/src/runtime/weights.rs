@@ -188,11 +188,28 @@ pub fn linear(
     let mut o0 = 0;
     while o0 < rows {
         let p = PANEL.min(rows - o0);
-        let wr = w.rows(o0, p, cols, tmp)?;
-        // panel[k·PANEL + j] = W[o0 + j][k], zero past the last row.
-        for (k, prow) in panel.chunks_exact_mut(PANEL).enumerate() {
-            for (j, v) in prow.iter_mut().enumerate() {
-                *v = if j < p { wr[j * cols + k] } else { 0.0 };
+        // panel[k·PANEL + j] = W[o0 + j][k], zero past the last row. F32 tensors are read
+        // straight from their bytes; other types are decoded into `tmp` first.
+        match w {
+            WeightView::Tensor(t) if t.ggml_type() == TensorType::F32 => {
+                let bytes = t
+                    .data()
+                    .get(o0 * cols * 4..(o0 + p) * cols * 4)
+                    .ok_or(Error::TensorOutOfRange { tensor: t.index() })?;
+                panel.fill(0.0);
+                for (j, row) in bytes.chunks_exact(cols * 4).enumerate() {
+                    for (k, c) in row.chunks_exact(4).enumerate() {
+                        panel[k * PANEL + j] = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    }
+                }
+            }
+            _ => {
+                let wr = w.rows(o0, p, cols, tmp)?;
+                for (k, prow) in panel.chunks_exact_mut(PANEL).enumerate() {
+                    for (j, v) in prow.iter_mut().enumerate() {
+                        *v = if j < p { wr[j * cols + k] } else { 0.0 };
+                    }
+                }
             }
         }
         let mut r0 = 0;
