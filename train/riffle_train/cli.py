@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     mt.add_argument("--block-size", type=int, default=8)
     mt.add_argument("--adapt-layers", type=int, default=2)
     mt.add_argument("--dtype", default="f16", choices=["f16", "f32"])
+    mt.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: up to 2)")
+    mt.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available, else cpu)")
+    mr = msub.add_parser("readme", help="rewrite the adapters' README.md from their report.json")
+    mr.add_argument("--out", default="models/minilm-adapters")
     args = ap.parse_args(argv)
     if args.cmd == "digits":
         from .digits import build_all
@@ -37,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         from . import minilm
         if args.minilm_cmd == "convert":
             minilm.convert(args.out)
+        elif args.minilm_cmd == "readme":
+            import json
+            from pathlib import Path
+            out = Path(args.out)
+            reports = json.loads((out / "report.json").read_text())
+            for task, r in reports.items():  # corpus sizes for reports written before they were recorded
+                if "available_examples" not in r and task in minilm.TEXT_TASKS:
+                    r["available_examples"] = len(minilm.TEXT_TASKS[task].loader()[0])
+            (out / "report.json").write_text(json.dumps(reports, indent=1) + "\n")
+            minilm.write_readme(out, reports)
         else:
             import json
             from pathlib import Path
@@ -47,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             for task in args.tasks.split(","):
                 reports[task] = minilm.train_text_adapter(
                     args.base, task, out, method=args.method, block_size=args.block_size,
-                    adapt_layers=args.adapt_layers, dtype=args.dtype)
+                    adapt_layers=args.adapt_layers, dtype=args.dtype,
+                    threads=args.threads, device=args.device)
                 rep_path.write_text(json.dumps(reports, indent=1) + "\n")
             minilm.write_readme(out, reports)
     return 0
