@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     mt.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available, else cpu)")
     mr = msub.add_parser("readme", help="rewrite the adapters' README.md from their report.json")
     mr.add_argument("--out", default="models/minilm-adapters")
+    mg = msub.add_parser("golden", help="write tests/data/golden/minilm-<task>.json (float64 logits)")
+    mg.add_argument("--base", default="models/minilm/minilm-f32.gguf")
+    mg.add_argument("--adapters", default="models/minilm-adapters")
+    mg.add_argument("--out", default="tests/data/golden")
+    mg.add_argument("--tasks", default="sentiment,topic,language")
     args = ap.parse_args(argv)
     if args.cmd == "digits":
         from .digits import build_all
@@ -51,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                     r["available_examples"] = len(minilm.TEXT_TASKS[task].loader()[0])
             (out / "report.json").write_text(json.dumps(reports, indent=1) + "\n")
             minilm.write_readme(out, reports)
+        elif args.minilm_cmd == "golden":
+            from .minilm_golden import write_minilm_golden
+            write_minilm_golden(args.base, args.adapters, args.out, args.tasks.split(","))
         else:
             import json
             from pathlib import Path
