@@ -14,6 +14,15 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("golden", help="write golden JSON files for the Rust tests")
     g.add_argument("--models", default="models/digits")
     g.add_argument("--out", default="tests/data/golden")
+    ip = sub.add_parser("import-peft", help="convert a PEFT OFT/BOFT adapter folder into a riffle adapter")
+    ip.add_argument("dir", help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
+    ip.add_argument("--base", required=True, help="the base GGUF the adapter binds to")
+    ip.add_argument("-o", "--output", required=True, help="adapter GGUF to write")
+    ip.add_argument("--task", default=None, help="adapter.task_name (default: the folder's name)")
+    ip.add_argument("--labels", default=None, help="comma-separated labels of a head with a new size")
+    ip.add_argument("--max-truncation-error", type=float, default=None,
+                    help="largest accepted Cayley-Neumann truncation error (spectral norm per block; "
+                         "default 1e-2)")
     m = sub.add_parser("minilm", help="all-MiniLM-L6-v2: convert to GGUF, train text adapters")
     msub = m.add_subparsers(dest="minilm_cmd", required=True)
     mc = msub.add_parser("convert", help="write minilm-{f32,f16,q8_0}.gguf (never committed)")
@@ -42,6 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "golden":
         from .golden import write_golden
         write_golden(args.models, args.out)
+    elif args.cmd == "import-peft":
+        from .peft_import import DEFAULT_MAX_TRUNCATION_ERROR, ImportError_, import_peft
+        try:
+            rep = import_peft(args.dir, args.base, args.output, task=args.task,
+                              labels=args.labels.split(",") if args.labels else None,
+                              max_truncation_error=args.max_truncation_error or DEFAULT_MAX_TRUNCATION_ERROR)
+        except (ImportError_, FileNotFoundError) as e:
+            print(f"riffle-train import-peft: {e}", file=sys.stderr)
+            return 2
+        print(rep.describe())
     elif args.cmd == "minilm":
         from . import minilm
         if args.minilm_cmd == "convert":

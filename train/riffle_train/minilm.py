@@ -569,10 +569,12 @@ def train_head_only(head: nn.Linear, tr, te, task: TextTask, seed: int, log, nam
 def apply_text_adapter(enc: BertEncoder, path: str | Path) -> dict:
     kv, t, _ = gguf_io.read_tensors(path, widen=False)
     targets = sorted({n.split(".weight.oft_")[0] for n in t if ".weight.oft_" in n})
-    enc.cls = nn.Linear(t["cls.weight"].shape[1], t["cls.weight"].shape[0])
+    head = "cls.weight" in t
+    if head:
+        enc.cls = nn.Linear(t["cls.weight"].shape[1], t["cls.weight"].shape[0])
     inject(enc, targets, method=kv["adapter.orthogonal.method"], block_size=kv["adapter.orthogonal.block_size"],
            factors=kv["adapter.orthogonal.factor_count"],
-           scale=any(n.endswith(".oft_scale") for n in t), modules_to_save=["cls"])
+           scale=any(n.endswith(".oft_scale") for n in t), modules_to_save=["cls"] if head else None)
     sd = {}
     for n, v in t.items():
         v = torch.from_numpy(np.asarray(v, np.float32))
