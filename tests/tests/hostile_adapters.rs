@@ -183,7 +183,10 @@ impl Drop for Live {
     fn drop(&mut self) {
         // `--nocapture` shows how many cases each test tried (docs/robustness.md).
         let test = std::thread::current().name().unwrap_or("?").to_string();
-        eprintln!("{test}: {} cases, each followed by a live check", self.checks);
+        eprintln!(
+            "{test}: {} cases, each followed by a live check",
+            self.checks
+        );
     }
 }
 
