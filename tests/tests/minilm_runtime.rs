@@ -176,3 +176,71 @@ fn sentiment_adapter_unmerged_equals_merged_on_every_weight_type() {
         }
     }
 }
+
+/// The committed text adapters (sentiment, topic, language) against the training path's
+/// float64 logits from the stored parameters (tests/data/golden/minilm-*.json), unmerged
+/// and merged, on the F32 base; ids from riffle's tokenizer equal the golden ids.
+#[test]
+fn text_adapters_match_training_path_goldens() {
+    use riffle_core::runtime::{Adapter, Session};
+    let Some(bytes) = load("f32") else { return };
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut index = vec![0u32; model.tokenizer_index_len().unwrap()];
+    let tok = model.tokenizer(&mut index).unwrap();
+    for task in ["sentiment", "topic", "language"] {
+        let g: Value = serde_json::from_str(
+            &std::fs::read_to_string(data_path(&format!("golden/minilm-{task}.json"))).unwrap(),
+        )
+        .unwrap();
+        let tol = g["tolerance"]["logits_abs"].as_f64().unwrap() as f32;
+        let adapter_bytes = riffle_tests::read_repo_file(g["adapter"].as_str().unwrap());
+        let adapter = Adapter::from_bytes(&adapter_bytes).unwrap();
+        let mut workspace = vec![0.0f32; adapter.workspace_len(&model).unwrap()];
+        let mut merged = vec![0.0f32; model.merged_len()];
+        let mut session = Session::new(&model);
+        let h = session
+            .add_adapter(adapter.prepare(&model, &mut workspace).unwrap())
+            .unwrap();
+        let mut scratch = vec![0.0f32; session.swap_fast_scratch_len()];
+        session.activate(Some(h), &mut scratch).unwrap();
+        let cases = g["cases"].as_array().unwrap();
+        let mut arena = vec![0.0f32; session.arena_len(model.max_tokens())];
+        let mut ids = vec![0u32; model.max_tokens()];
+        let mut out = vec![0.0f32; 64];
+        let mut check = |session: &Session, merged_mode: bool| {
+            for c in cases {
+                let text = c["text"].as_str().unwrap();
+                let want_ids: Vec<u32> = c["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect();
+                let n = tok.encode(text, model.max_tokens(), &mut ids).unwrap();
+                assert_eq!(&ids[..n], &want_ids[..], "{task}: ids of {text:?}");
+                let k = session
+                    .run(Input::Tokens(&ids[..n]), &mut out, &mut arena)
+                    .unwrap();
+                let want: Vec<f32> = c["logits"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect();
+                assert_eq!(k, want.len(), "{task}: head size");
+                let d = out[..k]
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    d <= tol,
+                    "{task} (merged: {merged_mode}): |logits - golden| = {d} > {tol} for {text:?}"
+                );
+            }
+        };
+        check(&session, false);
+        session.enable_merged(&mut merged, &mut scratch).unwrap();
+        check(&session, true);
+    }
+}
