@@ -60,3 +60,14 @@ def test_ddp_world_size_2_gloo(repo, tmp_path):
     assert a["steps"] == b["steps"] == 3
     assert a["flat"].abs().sum() > 0  # parameters moved from zero
     assert torch.equal(a["flat"], b["flat"])  # DDP kept the replicas identical
+
+
+def test_ddp_example_single_process(repo, tmp_path, capsys):
+    """riffle_train.ddp (the torchrun example of docs/training.md) also runs as one process."""
+    from riffle_train import ddp, gguf_io
+
+    out = tmp_path / "rotated.gguf"
+    assert ddp.main(["--base", str(repo / "models" / "digits" / "mlp.gguf"), "--epochs", "2", "--out", str(out)]) == 0
+    assert "world 1 on" in capsys.readouterr().out
+    kv, t, _ = gguf_io.read_tensors(out)
+    assert kv["adapter.task_name"] == "rotated" and "layers.0.weight.oft_in.1" in t
