@@ -11,8 +11,17 @@ use riffle_core::Error;
 
 fn one(bytes: &[u8]) -> Result<(), Error> {
     let adapter = Adapter::from_bytes(bytes)?;
-    let _ = (adapter.method(), adapter.block_size(), adapter.factors(), adapter.permutation());
-    let _ = (adapter.base_model_id(), adapter.task_name(), adapter.parameter_count());
+    let _ = (
+        adapter.method(),
+        adapter.block_size(),
+        adapter.factors(),
+        adapter.permutation(),
+    );
+    let _ = (
+        adapter.base_model_id(),
+        adapter.task_name(),
+        adapter.parameter_count(),
+    );
     if let Some(labels) = adapter.labels() {
         assert_eq!(labels.iter().count(), labels.len());
     }

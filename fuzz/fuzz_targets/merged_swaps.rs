@@ -13,8 +13,14 @@ use riffle_core::Error;
 const MAX_OPS: usize = 192;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&kind, ops)) = data.split_first() else { return };
-    let fx = if kind & 1 == 0 { riffle_fuzz::mlp() } else { riffle_fuzz::cnn() };
+    let Some((&kind, ops)) = data.split_first() else {
+        return;
+    };
+    let fx = if kind & 1 == 0 {
+        riffle_fuzz::mlp()
+    } else {
+        riffle_fuzz::cnn()
+    };
     let model = &fx.model;
     let inputs = riffle_fuzz::heldout_inputs();
     let mut weights = vec![0.0f32; model.merged_len()];
@@ -46,7 +52,9 @@ fuzz_target!(|data: &[u8]| {
             }
             2 => {
                 if let Some(w) = spare.take() {
-                    session.enable_merged(w, &mut scratch).expect("enable merged");
+                    session
+                        .enable_merged(w, &mut scratch)
+                        .expect("enable merged");
                     swaps = 0;
                 }
             }
@@ -61,7 +69,10 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => {
                 let bad = n + arg;
-                assert_eq!(session.activate(Some(bad), &mut scratch), Err(Error::UnknownTask));
+                assert_eq!(
+                    session.activate(Some(bad), &mut scratch),
+                    Err(Error::UnknownTask)
+                );
             }
             6 => {
                 let short = &mut scratch[..arg.min(session.swap_scratch_len().saturating_sub(1))];
@@ -71,7 +82,9 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     // Unmerged activation needs no scratch.
                     assert_eq!(r, Ok(()));
-                    mirror.activate(Some(arg % n.max(1)), &mut scratch).expect("mirror");
+                    mirror
+                        .activate(Some(arg % n.max(1)), &mut scratch)
+                        .expect("mirror");
                 }
                 if session.is_merged() && r.is_ok() {
                     swaps += 1;
@@ -102,14 +115,25 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(session.active(), mirror.active());
         // Merged (or not) against the unmerged mirror, on one held-out input.
         let x = &inputs[arg % inputs.len()];
-        let k = session.run(Input::Vector(x), &mut out, &mut arena).expect("run");
-        let kw = mirror.run(Input::Vector(x), &mut want, &mut arena).expect("mirror run");
+        let k = session
+            .run(Input::Vector(x), &mut out, &mut arena)
+            .expect("run");
+        let kw = mirror
+            .run(Input::Vector(x), &mut want, &mut arena)
+            .expect("mirror run");
         assert_eq!(k, kw);
-        assert!(out[..k].iter().all(|v| v.is_finite()), "non-finite output {:?}", &out[..k]);
+        assert!(
+            out[..k].iter().all(|v| v.is_finite()),
+            "non-finite output {:?}",
+            &out[..k]
+        );
         let big = want[..k].iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let d = riffle_fuzz::max_diff(&out[..k], &want[..k]);
         let tol = 1e-4 * big * (1 + swaps) as f32;
-        assert!(d <= tol, "merged vs unmerged: {d} > {tol} after {swaps} swaps");
+        assert!(
+            d <= tol,
+            "merged vs unmerged: {d} > {tol} after {swaps} swaps"
+        );
         if !session.is_merged() {
             assert_eq!(d, 0.0, "two unmerged sessions disagree");
         }

@@ -61,8 +61,13 @@ fn bert(max_len: usize, text: &str) {
     let p = pair();
     let mut a = vec![0u32; 512];
     let mut b = vec![0u32; 512];
-    let sa = p.hf.encode_with_stats(text, max_len, &mut a).expect("encode");
-    let sb = p.phantom.encode_with_stats(text, max_len, &mut b).expect("encode");
+    let sa =
+        p.hf.encode_with_stats(text, max_len, &mut a)
+            .expect("encode");
+    let sb = p
+        .phantom
+        .encode_with_stats(text, max_len, &mut b)
+        .expect("encode");
     let n = sa.len;
     assert!((2..=max_len).contains(&n));
     assert_eq!(&a[..n], &b[..sb.len], "spellings disagree on {text:?}");
@@ -71,7 +76,9 @@ fn bert(max_len: usize, text: &str) {
     assert!(a[max_len..].iter().all(|&v| v == 0), "wrote past max_len");
     // The untruncated encoding starts with the truncated one's pieces.
     let mut full = vec![0u32; 512];
-    let sf = p.hf.encode_with_stats(text, 512, &mut full).expect("encode");
+    let sf =
+        p.hf.encode_with_stats(text, 512, &mut full)
+            .expect("encode");
     if !sf.truncated {
         assert!(sf.len >= n);
         assert_eq!(&full[..n - 1], &a[..n - 1]);
@@ -98,18 +105,27 @@ fn hostile(rest: &[u8]) {
     let vocab = text_of(vocab_bytes);
     let text = text_of(text);
     for spelling in [Spelling::Hf, Spelling::PhantomSpace] {
-        let Ok(source) = LineVocab::new(&vocab, spelling) else { continue };
+        let Ok(source) = LineVocab::new(&vocab, spelling) else {
+            continue;
+        };
         let mut index = vec![0u32; index_len(vocab.len() + 1)];
-        let Ok(tok) = Tokenizer::new(source, &mut index, special) else { continue };
+        let Ok(tok) = Tokenizer::new(source, &mut index, special) else {
+            continue;
+        };
         let mut out = [0u32; 64];
         let n = tok.encode(&text, 64, &mut out).expect("encode");
         let len = vocab.split('\n').count();
-        assert!(out[..n].iter().all(|&i| (i as usize) < len.max(1)), "id outside the vocabulary");
+        assert!(
+            out[..n].iter().all(|&i| (i as usize) < len.max(1)),
+            "id outside the vocabulary"
+        );
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&head, rest)) = data.split_first() else { return };
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
     if head & 0x80 != 0 {
         hostile(rest);
         return;

@@ -18,7 +18,11 @@ pub const MAX_ALLOC: usize = 1 << 22;
 
 macro_rules! digits {
     ($name:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/digits/", $name))
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/digits/",
+            $name
+        ))
     };
 }
 
@@ -40,7 +44,10 @@ pub static CNN_ADAPTERS: [&[u8]; 4] = [
     digits!("cnn-noisy.gguf"),
     digits!("cnn-parity.gguf"),
 ];
-static HELDOUT: [&[u8]; 2] = [digits!("heldout-rotated.gguf"), digits!("heldout-inverted.gguf")];
+static HELDOUT: [&[u8]; 2] = [
+    digits!("heldout-rotated.gguf"),
+    digits!("heldout-inverted.gguf"),
+];
 
 /// A base model with its committed adapters prepared once (leaked, so they are `'static`).
 pub struct Fixture {
@@ -104,9 +111,17 @@ pub fn walk_gguf(g: &Gguf<'_>) {
     for (key, value) in g.metadata() {
         kvs += 1;
         let got = g.get(key).expect("a key from metadata() is found by get()");
-        assert!(same_value(&got, &value), "get({key:?}) disagrees with metadata()");
+        assert!(
+            same_value(&got, &value),
+            "get({key:?}) disagrees with metadata()"
+        );
         touch_value(&value);
-        let _ = (g.get_str(key), g.get_u32(key), g.get_u64(key), g.get_i32(key));
+        let _ = (
+            g.get_str(key),
+            g.get_u32(key),
+            g.get_u64(key),
+            g.get_i32(key),
+        );
         let _ = (g.get_f32(key), g.get_bool(key), g.get_array(key));
         if let Ok(s) = g.get_strings(key) {
             for (i, (loc, text)) in s.iter().enumerate() {
@@ -118,7 +133,10 @@ pub fn walk_gguf(g: &Gguf<'_>) {
     }
     assert_eq!(kvs, g.kv_count());
     let _ = (g.stored_model_id(), g.model_id(), g.verify_crc());
-    assert_eq!(g.compute_data_crc32(), riffle_core::checksum::crc32(g.data_span()));
+    assert_eq!(
+        g.compute_data_crc32(),
+        riffle_core::checksum::crc32(g.data_span())
+    );
     let mut count = 0;
     for t in g.tensors() {
         assert_eq!(t.index() as usize, count);
@@ -130,7 +148,10 @@ pub fn walk_gguf(g: &Gguf<'_>) {
             t.ggml_type().byte_len(n as u64).expect("size was checked"),
         );
         assert_eq!(g.find_tensor(t.name()).map(|f| f.index()), Some(t.index()));
-        assert_eq!(g.tensor(t.index() as usize).map(|f| f.offset()), Some(t.offset()));
+        assert_eq!(
+            g.tensor(t.index() as usize).map(|f| f.offset()),
+            Some(t.offset())
+        );
         assert_eq!(t.offset() % u64::from(g.alignment()), 0);
         let _ = (t.ggml_dims(), t.row_len(), t.row_count());
         let take = n.min(4096);
@@ -158,7 +179,9 @@ pub fn walk_gguf(g: &Gguf<'_>) {
             let mut index = vec![0u32; len];
             if let Ok(tok) = Tokenizer::from_gguf(g, &mut index) {
                 let mut ids = [0u32; 32];
-                let n = tok.encode("Hello, wörld! [MASK] 中文 ##x", 32, &mut ids).expect("fits");
+                let n = tok
+                    .encode("Hello, wörld! [MASK] 中文 ##x", 32, &mut ids)
+                    .expect("fits");
                 assert!((2..=32).contains(&n));
             }
         }
@@ -180,7 +203,13 @@ fn same_value(a: &Value<'_>, b: &Value<'_>) -> bool {
 }
 
 fn touch_value(v: &Value<'_>) {
-    let _ = (v.value_type(), v.as_str(), v.as_bool(), v.as_u64(), v.as_i64());
+    let _ = (
+        v.value_type(),
+        v.as_str(),
+        v.as_bool(),
+        v.as_u64(),
+        v.as_i64(),
+    );
     let _ = (v.as_u32(), v.as_i32(), v.as_f32(), v.as_f64());
     if let Value::Array(a) = v {
         let mut seen = 0;
@@ -189,7 +218,13 @@ fn touch_value(v: &Value<'_>) {
             touch_value(&e);
         }
         assert_eq!(seen, a.len());
-        let _ = (a.get(a.len()), a.get_u32(0), a.get_i32(0), a.get_f32(0), a.as_le_bytes());
+        let _ = (
+            a.get(a.len()),
+            a.get_u32(0),
+            a.get_i32(0),
+            a.get_f32(0),
+            a.as_le_bytes(),
+        );
         if let Some(s) = a.as_strings() {
             let _ = s.position("[CLS]");
         }
@@ -199,10 +234,19 @@ fn touch_value(v: &Value<'_>) {
 /// Loads-then-runs checks of a base model: every accessor, one run on a zero input
 /// (or a short token sequence), unmerged and merged. A model that loaded must run.
 pub fn exercise_model(model: &Model<'_>) {
-    let _ = (model.architecture(), model.labels(), model.max_tokens(), model.bert_config());
+    let _ = (
+        model.architecture(),
+        model.labels(),
+        model.max_tokens(),
+        model.bert_config(),
+    );
     for (i, s) in model.slots().iter().enumerate() {
         let name = model.slot_name(i);
-        assert_eq!(model.slot_index(name), Some(i), "slot {i} ({name}) does not round-trip");
+        assert_eq!(
+            model.slot_index(name),
+            Some(i),
+            "slot {i} ({name}) does not round-trip"
+        );
         assert!(s.rows > 0 && s.cols > 0);
     }
     let tokens: Vec<u32>;
@@ -277,7 +321,10 @@ pub fn is_tame(adapter: &Adapter<'_>) -> bool {
 
 /// Largest `|a - b|`, and whether both are finite.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Validates `adapter` against `model`, then checks the promises of the prepare phase:
@@ -289,8 +336,15 @@ pub fn exercise_adapter<'a>(model: &Model<'a>, adapter: &Adapter<'a>) {
         Ok(len) => len,
         Err(e) => {
             let mut ws = vec![f32::from_bits(SENTINEL); 4096];
-            assert_eq!(adapter.prepare(model, &mut ws).err(), Some(e), "prepare disagrees with workspace_len");
-            assert!(ws.iter().all(|v| v.to_bits() == SENTINEL), "failed prepare wrote to the workspace");
+            assert_eq!(
+                adapter.prepare(model, &mut ws).err(),
+                Some(e),
+                "prepare disagrees with workspace_len"
+            );
+            assert!(
+                ws.iter().all(|v| v.to_bits() == SENTINEL),
+                "failed prepare wrote to the workspace"
+            );
             return;
         }
     };
@@ -298,8 +352,14 @@ pub fn exercise_adapter<'a>(model: &Model<'a>, adapter: &Adapter<'a>) {
         return;
     }
     let mut short = vec![f32::from_bits(SENTINEL); len.saturating_sub(1)];
-    assert!(matches!(adapter.prepare(model, &mut short), Err(Error::BufferTooSmall { .. })));
-    assert!(short.iter().all(|v| v.to_bits() == SENTINEL), "failed prepare wrote to the workspace");
+    assert!(matches!(
+        adapter.prepare(model, &mut short),
+        Err(Error::BufferTooSmall { .. })
+    ));
+    assert!(
+        short.iter().all(|v| v.to_bits() == SENTINEL),
+        "failed prepare wrote to the workspace"
+    );
     let mut ws = vec![f32::from_bits(SENTINEL); len];
     let prepared = match adapter.prepare(model, &mut ws) {
         Ok(p) => p,
@@ -308,10 +368,23 @@ pub fn exercise_adapter<'a>(model: &Model<'a>, adapter: &Adapter<'a>) {
         Err(Error::NumericalFailure) => return,
         Err(e) => panic!("workspace_len accepted what prepare rejects: {e:?}"),
     };
-    let _ = (prepared.method(), prepared.block_size(), prepared.factors(), prepared.permutation());
-    let _ = (prepared.labels(), prepared.cls_head(), prepared.adapted_slots(), prepared.parameter_count());
+    let _ = (
+        prepared.method(),
+        prepared.block_size(),
+        prepared.factors(),
+        prepared.permutation(),
+    );
+    let _ = (
+        prepared.labels(),
+        prepared.cls_head(),
+        prepared.adapted_slots(),
+        prepared.parameter_count(),
+    );
     for (i, s) in model.slots().iter().enumerate() {
-        prepared.transform(i).check_shape(s.rows, s.cols).expect("transform fits its slot");
+        prepared
+            .transform(i)
+            .check_shape(s.rows, s.cols)
+            .expect("transform fits its slot");
         let _ = prepared.head(i);
     }
     let past = prepared.transform(model.slots().len());
@@ -319,31 +392,44 @@ pub fn exercise_adapter<'a>(model: &Model<'a>, adapter: &Adapter<'a>) {
     let tame = is_tame(adapter);
     let mut weights = vec![0.0f32; model.merged_len()];
     let mut session = Session::new(model);
-    let h = session.add_adapter(prepared).expect("prepared for this model");
+    let h = session
+        .add_adapter(prepared)
+        .expect("prepared for this model");
     let mut scratch = vec![0.0f32; session.swap_scratch_len()];
-    session.activate(Some(h), &mut scratch).expect("unmerged activation cannot fail");
+    session
+        .activate(Some(h), &mut scratch)
+        .expect("unmerged activation cannot fail");
     let arena_len = session.arena_len(0);
     assert!(arena_len <= MAX_ALLOC * 4);
     let mut arena = vec![0.0f32; arena_len];
     let mut unmerged = Vec::new();
     for x in heldout_inputs() {
         let mut out = vec![0.0f32; 64];
-        let n = session.run(Input::Vector(x), &mut out, &mut arena).expect("a prepared adapter runs");
+        let n = session
+            .run(Input::Vector(x), &mut out, &mut arena)
+            .expect("a prepared adapter runs");
         out.truncate(n);
         unmerged.push(out);
     }
-    session.enable_merged(&mut weights, &mut scratch).expect("merge of a prepared adapter");
+    session
+        .enable_merged(&mut weights, &mut scratch)
+        .expect("merge of a prepared adapter");
     // Out and back in again: an in-place swap round trip.
     session.activate(None, &mut scratch).expect("swap out");
     session.activate(Some(h), &mut scratch).expect("swap in");
     for (x, um) in heldout_inputs().iter().zip(&unmerged) {
         let mut out = vec![0.0f32; 64];
-        let n = session.run(Input::Vector(x), &mut out, &mut arena).expect("merged run");
+        let n = session
+            .run(Input::Vector(x), &mut out, &mut arena)
+            .expect("merged run");
         assert_eq!(n, um.len());
         if tame {
             let big = um.iter().fold(1.0f32, |m, v| m.max(v.abs()));
             let d = max_diff(&out[..n], um);
-            assert!(d <= 1e-3 * big, "merged and unmerged disagree by {d} (scale {big})");
+            assert!(
+                d <= 1e-3 * big,
+                "merged and unmerged disagree by {d} (scale {big})"
+            );
         }
     }
 }
