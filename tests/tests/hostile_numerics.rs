@@ -137,7 +137,6 @@ fn cayley_of_very_large_parameters_stays_orthogonal() {
 /// return a finite block that is far from orthogonal. gs-math.md section 9 requires the
 /// bound (or, per the core's contract, `NumericalFailure`).
 #[test]
-#[ignore = "core bug: cayley returns Ok with non-orthogonal blocks for one large parameter among small ones (e.g. b = 4, [0.5, -0.5, -1, -1, -1, 1e12]: defect 2.2); see docs/robustness.md"]
 fn cayley_of_one_large_parameter_among_small_ones_stays_orthogonal() {
     let p = [0.5f32, -0.5, -1.0, -1.0, -1.0, 1e12];
     match block_defect(&p, 4) {

@@ -18,8 +18,10 @@ pub const fn cayley_scratch_len(b: usize) -> usize {
 /// `S` is the skew matrix of the packed parameters `params[0 .. b(b-1)/2]`, in the
 /// row-major order of the strict upper triangle (`S[i][j] = p`, `S[j][i] = -p`).
 /// The solve is Gaussian elimination **with partial pivoting** (gs-math.md section 9:
-/// without pivoting, large parameters cancel pivots to zero in f32). Zero parameters
-/// give the identity exactly.
+/// without pivoting, large parameters cancel pivots to zero in f32), in f64 for `b <= 16`
+/// (rounded once to f32) and in f32 above. The block is then checked: a defect
+/// `||C^T C - I||_max` above [`ORTHOGONALITY_CAP`] (f64 solves) or section 9's bound (f32
+/// solves) is refused, so a prepared adapter always swaps exactly. Zero parameters give the identity exactly.
 ///
 /// `scratch` needs [`cayley_scratch_len`]`(b)` values. Cost about `(4/3)·b^3` flops.
 ///
@@ -27,7 +29,8 @@ pub const fn cayley_scratch_len(b: usize) -> usize {
 /// [`Error::InvalidBlockSize`] for `b < 2` or `b >` [`super::MAX_BLOCK_SIZE`],
 /// [`Error::BufferTooSmall`] for short `params`, `out` or `scratch`,
 /// [`Error::NonFiniteParameter`] for a NaN or infinite parameter (index within
-/// `params`), and [`Error::NumericalFailure`] if the solve overflows. Never panics.
+/// `params`), and [`Error::NumericalFailure`] if the solve overflows or the block is not
+/// orthogonal to the accepted tolerance. Never panics.
 ///
 /// ```
 /// use riffle_core::math::{cayley, Scalars};
@@ -85,22 +88,84 @@ pub fn cayley(params: Scalars<'_>, b: usize, out: &mut [f32], scratch: &mut [f32
             idx += 1;
         }
     }
-    solve_in_place(a, r, b);
+    if b <= F64_SOLVE_MAX_BLOCK {
+        // Solve in f64 on the stack and round once: orthogonal to f32 precision whatever the
+        // parameters (gs-math.md section 9); a one-time cost even where f64 is software.
+        let mut a64 = [0.0f64; F64_SOLVE_MAX_BLOCK * F64_SOLVE_MAX_BLOCK];
+        let mut r64 = [0.0f64; F64_SOLVE_MAX_BLOCK * F64_SOLVE_MAX_BLOCK];
+        for ((d, &v), (e, &w)) in a64
+            .iter_mut()
+            .zip(a.iter())
+            .zip(r64.iter_mut().zip(r.iter()))
+        {
+            *d = f64::from(v);
+            *e = f64::from(w);
+        }
+        solve_in_place(&mut a64[..bb], &mut r64[..bb], b);
+        for (o, &v) in r.iter_mut().zip(r64.iter()) {
+            *o = v as f32;
+        }
+    } else {
+        solve_in_place(a, r, b);
+    }
     if r.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NumericalFailure);
+    }
+    // The solve is accurate only while the skew part is moderate (gs-math.md section 9):
+    // one huge parameter among small ones can give a finite but visibly non-orthogonal
+    // block, which would break exact swaps. The f64 solve reaches f32 precision for any
+    // realistic parameters, so its blocks must meet ORTHOGONALITY_CAP; f32 solves (b > 16)
+    // must meet section 9's bound, `1e-5 + 2^-23·||S||_F`, capped at 1e-3.
+    let bound = if b <= F64_SOLVE_MAX_BLOCK {
+        ORTHOGONALITY_CAP
+    } else {
+        let mut s2 = 0.0f32;
+        for i in 0..np {
+            let p = params.get(i).unwrap_or(0.0);
+            s2 += 2.0 * p * p;
+        }
+        (1e-5 + libm::sqrtf(s2) * f32::EPSILON).min(1e-3)
+    };
+    if orthogonality_defect(r, b) > bound {
         return Err(Error::NumericalFailure);
     }
     Ok(())
 }
 
+/// Blocks up to this size are solved in f64 (2 × 2 KiB of stack); larger ones in f32.
+const F64_SOLVE_MAX_BLOCK: usize = 16;
+
+/// Largest orthogonality defect `||C^T C - I||_max` accepted for a block solved in f64
+/// (`b <= 16`), whatever its parameters: such blocks measure about 1e-7 unless the system is
+/// hopelessly ill-conditioned (a parameter of 1e12 among order-1 ones), and a larger defect
+/// would make merged swaps drift visibly (docs/robustness.md).
+pub const ORTHOGONALITY_CAP: f32 = 4e-6;
+
+/// `||C^T C - I||_max` of a row-major `b x b` block (`b³` multiply-adds).
+fn orthogonality_defect(c: &[f32], b: usize) -> f32 {
+    let mut worst = 0.0f32;
+    for i in 0..b {
+        for j in i..b {
+            let mut d = 0.0f32;
+            for k in 0..b {
+                d += c[k * b + i] * c[k * b + j];
+            }
+            let e = if i == j { d - 1.0 } else { d };
+            worst = worst.max(libm::fabsf(e));
+        }
+    }
+    worst
+}
+
 /// Solves `A X = R` for `X` (written over `R`), both `b x b` row-major, by Gaussian
 /// elimination with partial pivoting. `A` is destroyed.
-fn solve_in_place(a: &mut [f32], r: &mut [f32], b: usize) {
+fn solve_in_place<T: Real>(a: &mut [T], r: &mut [T], b: usize) {
     for col in 0..b {
         // Partial pivoting: the largest |a[row][col]| for row >= col.
         let mut piv_row = col;
-        let mut piv_abs = libm::fabsf(a[col * b + col]);
+        let mut piv_abs = a[col * b + col].abs();
         for row in col + 1..b {
-            let v = libm::fabsf(a[row * b + col]);
+            let v = a[row * b + col].abs();
             if v > piv_abs {
                 piv_abs = v;
                 piv_row = row;
@@ -115,15 +180,15 @@ fn solve_in_place(a: &mut [f32], r: &mut [f32], b: usize) {
         let piv = a[col * b + col];
         for row in col + 1..b {
             let f = a[row * b + col] / piv;
-            if f == 0.0 {
+            if f == T::ZERO {
                 continue;
             }
-            a[row * b + col] = 0.0;
+            a[row * b + col] = T::ZERO;
             for c in col + 1..b {
-                a[row * b + c] -= f * a[col * b + c];
+                a[row * b + c] = a[row * b + c] - f * a[col * b + c];
             }
             for c in 0..b {
-                r[row * b + c] -= f * r[col * b + c];
+                r[row * b + c] = r[row * b + c] - f * r[col * b + c];
             }
         }
     }
@@ -132,10 +197,36 @@ fn solve_in_place(a: &mut [f32], r: &mut [f32], b: usize) {
         for c in 0..b {
             let mut s = r[row * b + c];
             for k in row + 1..b {
-                s -= a[row * b + k] * r[k * b + c];
+                s = s - a[row * b + k] * r[k * b + c];
             }
             r[row * b + c] = s / d;
         }
+    }
+}
+
+/// The arithmetic [`solve_in_place`] needs, for `f32` and `f64`.
+trait Real:
+    Copy
+    + PartialOrd
+    + core::ops::Sub<Output = Self>
+    + core::ops::Mul<Output = Self>
+    + core::ops::Div<Output = Self>
+{
+    const ZERO: Self;
+    fn abs(self) -> Self;
+}
+
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    fn abs(self) -> Self {
+        libm::fabsf(self)
+    }
+}
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    fn abs(self) -> Self {
+        libm::fabs(self)
     }
 }
 

@@ -19,7 +19,7 @@ mod merge;
 pub mod permutation;
 mod scalars;
 
-pub use cayley::{cayley, cayley_scratch_len, packed_len, skew_from_packed};
+pub use cayley::{cayley, cayley_scratch_len, packed_len, skew_from_packed, ORTHOGONALITY_CAP};
 pub use chain::{prepare_chain, Chain, ChainSpec};
 pub(crate) use linalg::transpose;
 pub use linalg::{dot, gemv};
