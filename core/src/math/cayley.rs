@@ -88,7 +88,7 @@ pub fn cayley(params: Scalars<'_>, b: usize, out: &mut [f32], scratch: &mut [f32
             idx += 1;
         }
     }
-    if b <= F64_SOLVE_MAX_BLOCK {
+    if USE_F64_SOLVE && b <= F64_SOLVE_MAX_BLOCK {
         // Solve in f64 on the stack and round once: orthogonal to f32 precision whatever the
         // parameters (gs-math.md section 9); a one-time cost even where f64 is software.
         let mut a64 = [0.0f64; F64_SOLVE_MAX_BLOCK * F64_SOLVE_MAX_BLOCK];
@@ -116,7 +116,7 @@ pub fn cayley(params: Scalars<'_>, b: usize, out: &mut [f32], scratch: &mut [f32
     // block, which would break exact swaps. The f64 solve reaches f32 precision for any
     // realistic parameters, so its blocks must meet ORTHOGONALITY_CAP; f32 solves (b > 16)
     // must meet section 9's bound, `1e-5 + 2^-23·||S||_F`, capped at 1e-3.
-    let bound = if b <= F64_SOLVE_MAX_BLOCK {
+    let bound = if USE_F64_SOLVE && b <= F64_SOLVE_MAX_BLOCK {
         ORTHOGONALITY_CAP
     } else {
         let mut s2 = 0.0f32;
@@ -134,6 +134,16 @@ pub fn cayley(params: Scalars<'_>, b: usize, out: &mut [f32], scratch: &mut [f32
 
 /// Blocks up to this size are solved in f64 (2 × 2 KiB of stack); larger ones in f32.
 const F64_SOLVE_MAX_BLOCK: usize = 16;
+
+/// The f64 solve where f64 is hardware (PC, wasm): on microcontrollers without a
+/// double-precision FPU it would add about 6 KB of soft-float code, so they solve in f32 and
+/// rely on the section 9 check alone (still refusing a non-orthogonal block).
+const USE_F64_SOLVE: bool = cfg!(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "wasm32"
+));
 
 /// Largest orthogonality defect `||C^T C - I||_max` accepted for a block solved in f64
 /// (`b <= 16`), whatever its parameters: such blocks measure about 1e-7 unless the system is
