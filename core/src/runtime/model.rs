@@ -92,6 +92,16 @@ pub struct Model<'a> {
     bert: Option<Bert<'a>>,
 }
 
+/// The scratch one slot needs: the rotated-input copy, the feature-major spare (empty when
+/// the model never batches rotations), chain scratch, the weight panel, the bias.
+struct SlotScratch<'x> {
+    rot: &'x mut [f32],
+    spare: &'x mut [f32],
+    chain: &'x mut [f32],
+    wbuf: &'x mut [f32],
+    bias: &'x mut [f32],
+}
+
 /// Caller-sized buffers of one forward pass, carved from the arena.
 struct Buffers<'x> {
     a: &'x mut [f32],
@@ -498,77 +508,24 @@ impl<'a> Model<'a> {
         let (scores, rest) = rest.split_at_mut(t);
         let norm_buf = &mut rest[..2 * h];
         bert.embed(ids, x, norm_buf)?;
+        let mut sc = SlotScratch {
+            rot,
+            spare,
+            chain,
+            wbuf,
+            bias,
+        };
         for blk in 0..cfg.blocks {
             let s0 = blk * 6;
-            self.slot_forward(s0, adapter, merged, x, t, q, rot, spare, chain, wbuf, bias)?;
-            self.slot_forward(
-                s0 + 1,
-                adapter,
-                merged,
-                x,
-                t,
-                k,
-                rot,
-                spare,
-                chain,
-                wbuf,
-                bias,
-            )?;
-            self.slot_forward(
-                s0 + 2,
-                adapter,
-                merged,
-                x,
-                t,
-                v,
-                rot,
-                spare,
-                chain,
-                wbuf,
-                bias,
-            )?;
+            self.slot_forward(s0, adapter, merged, x, t, q, &mut sc)?;
+            self.slot_forward(s0 + 1, adapter, merged, x, t, k, &mut sc)?;
+            self.slot_forward(s0 + 2, adapter, merged, x, t, v, &mut sc)?;
             attention([q, k, v], t, h, cfg.heads, ctx, scores);
-            self.slot_forward(
-                s0 + 3,
-                adapter,
-                merged,
-                ctx,
-                t,
-                q,
-                rot,
-                spare,
-                chain,
-                wbuf,
-                bias,
-            )?;
+            self.slot_forward(s0 + 3, adapter, merged, ctx, t, q, &mut sc)?;
             bert.residual_norm(blk, 0, x, q, norm_buf)?;
-            self.slot_forward(
-                s0 + 4,
-                adapter,
-                merged,
-                x,
-                t,
-                ffn,
-                rot,
-                spare,
-                chain,
-                wbuf,
-                bias,
-            )?;
+            self.slot_forward(s0 + 4, adapter, merged, x, t, ffn, &mut sc)?;
             gelu(ffn);
-            self.slot_forward(
-                s0 + 5,
-                adapter,
-                merged,
-                ffn,
-                t,
-                q,
-                rot,
-                spare,
-                chain,
-                wbuf,
-                bias,
-            )?;
+            self.slot_forward(s0 + 5, adapter, merged, ffn, t, q, &mut sc)?;
             bert.residual_norm(blk, 1, x, q, norm_buf)?;
         }
         // Mean pooling over the tokens.
@@ -590,8 +547,8 @@ impl<'a> Model<'a> {
                 })?;
                 let b = match &c.bias {
                     Some(bt) => {
-                        bt.decode_f32(0, &mut bias[..c.rows])?;
-                        Some(&bias[..c.rows])
+                        bt.decode_f32(0, &mut sc.bias[..c.rows])?;
+                        Some(&sc.bias[..c.rows])
                     }
                     None => None,
                 };
@@ -601,7 +558,7 @@ impl<'a> Model<'a> {
                     cols: h,
                     bias: b,
                 };
-                linear(&layer, pooled, 1, out, wbuf)?;
+                linear(&layer, pooled, 1, out, sc.wbuf)?;
                 Ok(c.rows)
             }
             None => {
@@ -634,6 +591,13 @@ impl<'a> Model<'a> {
             wbuf,
             bias,
         } = buf;
+        let mut sc = SlotScratch {
+            rot,
+            spare: &mut [],
+            chain,
+            wbuf,
+            bias,
+        };
         let (mut cur, mut nxt) = (a, b);
         cur[..input.len()].copy_from_slice(input);
         let mut slot = 0;
@@ -662,11 +626,7 @@ impl<'a> Model<'a> {
                     &mut nxt[..pixels * patch],
                     pixels,
                     cur,
-                    rot,
-                    &mut [],
-                    chain,
-                    wbuf,
-                    bias,
+                    &mut sc,
                 )?;
                 relu(&mut cur[..pixels * cv.out_c]);
                 maxpool2(&cur[..pixels * cv.out_c], cv.h, cv.w, cv.out_c, nxt);
@@ -688,19 +648,8 @@ impl<'a> Model<'a> {
         let n_slots = self.slots.len();
         let mut width = self.slots.get(slot).map_or(0, |s| s.cols);
         while slot < n_slots {
-            let rows = self.slot_forward(
-                slot,
-                adapter,
-                merged,
-                &mut cur[..width],
-                1,
-                nxt,
-                rot,
-                &mut [],
-                chain,
-                wbuf,
-                bias,
-            )?;
+            let rows =
+                self.slot_forward(slot, adapter, merged, &mut cur[..width], 1, nxt, &mut sc)?;
             if slot + 1 < n_slots {
                 relu(&mut nxt[..rows]);
             }
@@ -758,12 +707,15 @@ impl<'a> Model<'a> {
         x: &mut [f32],
         n: usize,
         y: &mut [f32],
-        rot: &mut [f32],
-        spare: &mut [f32],
-        chain: &mut [f32],
-        wbuf: &mut [f32],
-        bias_buf: &mut [f32],
+        sc: &mut SlotScratch<'_>,
     ) -> Result<usize> {
+        let SlotScratch {
+            rot,
+            spare,
+            chain,
+            wbuf,
+            bias: bias_buf,
+        } = sc;
         let s = self.slots.get(i).ok_or(Error::MissingTensor)?;
         let head = adapter.and_then(|p| p.head(i));
         let (weight, bias_t, rows) = match head {
