@@ -102,6 +102,22 @@ fn golden_logits_unmerged_and_merged() {
     }
 }
 
+/// The bytes of the committed digits adapters `models/digits/{arch}-{task}.gguf`.
+fn adapter_files(arch: &str, tasks: &[&str]) -> Vec<Vec<u8>> {
+    tasks
+        .iter()
+        .map(|t| read_repo_file(&format!("models/digits/{arch}-{t}.gguf")))
+        .collect()
+}
+
+/// One zeroed workspace per adapter, sized for `model`.
+fn workspaces_for(adapters: &[Adapter], model: &Model) -> Vec<Vec<f32>> {
+    adapters
+        .iter()
+        .map(|a| vec![0.0f32; a.workspace_len(model).unwrap()])
+        .collect()
+}
+
 /// Held-out accuracy of `model` (+ adapter) on a dataset file, unmerged and merged.
 fn accuracy(session: &Session, dataset: &[u8], arena: &mut [f32]) -> f64 {
     let ds = riffle_core::gguf::Gguf::parse(dataset).unwrap();
@@ -126,18 +142,12 @@ fn adapters_swap_at_runtime_and_beat_the_base_on_their_tasks() {
         let base = read_repo_file(&format!("models/digits/{arch}.gguf"));
         let model = Model::from_bytes(&base).unwrap();
         let tasks = ["rotated", "inverted", "noisy", "parity"];
-        let files: Vec<Vec<u8>> = tasks
-            .iter()
-            .map(|t| read_repo_file(&format!("models/digits/{arch}-{t}.gguf")))
-            .collect();
+        let files = adapter_files(arch, &tasks);
         let adapters: Vec<Adapter> = files
             .iter()
             .map(|b| Adapter::from_bytes(b).unwrap())
             .collect();
-        let mut workspaces: Vec<Vec<f32>> = adapters
-            .iter()
-            .map(|a| vec![0.0f32; a.workspace_len(&model).unwrap()])
-            .collect();
+        let mut workspaces = workspaces_for(&adapters, &model);
         let mut merged_w = vec![0.0f32; model.merged_len()];
         let mut session = Session::new(&model);
         for (a, ws) in adapters.iter().zip(workspaces.iter_mut()) {
@@ -181,18 +191,12 @@ fn adapters_swap_at_runtime_and_beat_the_base_on_their_tasks() {
 fn removing_adapters_keeps_the_session_consistent() {
     let base = read_repo_file("models/digits/mlp.gguf");
     let model = Model::from_bytes(&base).unwrap();
-    let files: Vec<Vec<u8>> = ["rotated", "inverted", "noisy"]
-        .iter()
-        .map(|t| read_repo_file(&format!("models/digits/mlp-{t}.gguf")))
-        .collect();
+    let files = adapter_files("mlp", &["rotated", "inverted", "noisy"]);
     let adapters: Vec<Adapter> = files
         .iter()
         .map(|b| Adapter::from_bytes(b).unwrap())
         .collect();
-    let mut workspaces: Vec<Vec<f32>> = adapters
-        .iter()
-        .map(|a| vec![0.0f32; a.workspace_len(&model).unwrap()])
-        .collect();
+    let mut workspaces = workspaces_for(&adapters, &model);
     let mut merged_w = vec![0.0f32; model.merged_len()];
     let mut session = Session::new(&model);
     for (a, ws) in adapters.iter().zip(workspaces.iter_mut()) {
