@@ -130,7 +130,7 @@ fn sentiment_adapter_unmerged_equals_merged_on_every_weight_type() {
         let h = session
             .add_adapter(adapter.prepare(&model, &mut workspace).unwrap())
             .unwrap();
-        // The batched swap path (a transposed copy of the largest weight as scratch).
+        // Scratch for the batched swap path (output-side chains applied to all columns).
         let mut scratch = vec![0.0f32; session.swap_fast_scratch_len()];
         session.activate(Some(h), &mut scratch).unwrap();
         let labels = session.adapters()[h].labels().unwrap();

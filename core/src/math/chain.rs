@@ -422,19 +422,7 @@ impl<'w> Chain<'w> {
             }
             return;
         }
-        match access {
-            Access::Contiguous => {}
-            Access::Strided => g.copy_from_slice(x),
-            Access::Table => {
-                let mut src = [0usize; MAX_BLOCK_SIZE];
-                for j in 0..k {
-                    block_sources(permutation, n, b, m, f, j, &mut src);
-                    for (t, &s) in src[..b].iter().enumerate() {
-                        g[t * k + j] = x[s];
-                    }
-                }
-            }
-        }
+        self.exchange(f, x, g, true);
         // u_c = sum_t B(c, t) ⊙ g_t over the k blocks: b² multiply-adds of length k.
         for (c, u_c) in u.chunks_exact_mut(k).enumerate() {
             u_c.fill(0.0);
@@ -446,16 +434,36 @@ impl<'w> Chain<'w> {
                 }
             }
         }
-        match access {
-            Access::Contiguous => {}
-            Access::Strided => x.copy_from_slice(u),
-            Access::Table => {
-                let mut src = [0usize; MAX_BLOCK_SIZE];
-                for j in 0..k {
-                    block_sources(permutation, n, b, m, f, j, &mut src);
-                    for (c, &s) in src[..b].iter().enumerate() {
-                        x[s] = u[c * k + j];
-                    }
+        self.exchange(f, x, u, false);
+    }
+
+    /// Moves entries between `x` and the gathered layout `g[t·k + j]` (entry `t` of block
+    /// `j`) of a non-contiguous factor: gather when `to_gathered`, else scatter back.
+    fn exchange(&self, f: usize, x: &mut [f32], g: &mut [f32], to_gathered: bool) {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        let k = n / b;
+        if let Access::Strided = Access::of(permutation, f, m) {
+            // Block j reads x[j], x[j + k], ...: the gathered layout is x itself.
+            if to_gathered {
+                g.copy_from_slice(x);
+            } else {
+                x.copy_from_slice(g);
+            }
+            return;
+        }
+        let mut src = [0usize; MAX_BLOCK_SIZE];
+        for j in 0..k {
+            block_sources(permutation, n, b, m, f, j, &mut src);
+            for (t, &s) in src[..b].iter().enumerate() {
+                if to_gathered {
+                    g[t * k + j] = x[s];
+                } else {
+                    x[s] = g[t * k + j];
                 }
             }
         }

@@ -106,10 +106,7 @@ struct SlotScratch<'x> {
 struct Buffers<'x> {
     a: &'x mut [f32],
     b: &'x mut [f32],
-    rot: &'x mut [f32],
-    chain: &'x mut [f32],
-    wbuf: &'x mut [f32],
-    bias: &'x mut [f32],
+    scratch: SlotScratch<'x>,
 }
 
 impl<'a> Model<'a> {
@@ -412,14 +409,15 @@ impl<'a> Model<'a> {
         let (chain, rest) = rest.split_at_mut(2 * max_cols.max(max_rows));
         let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(max_cols, self.max_batch()));
         let bias = &mut rest[..max_rows];
-        Ok(Buffers {
-            a,
-            b,
+        // Vector models rotate one vector at a time: no feature-major spare.
+        let scratch = SlotScratch {
             rot,
+            spare: &mut [],
             chain,
             wbuf,
             bias,
-        })
+        };
+        Ok(Buffers { a, b, scratch })
     }
 
     /// Runs one input through the base, or through the base with `adapter` applied
@@ -586,18 +584,8 @@ impl<'a> Model<'a> {
         let Buffers {
             a,
             b,
-            rot,
-            chain,
-            wbuf,
-            bias,
+            scratch: mut sc,
         } = buf;
-        let mut sc = SlotScratch {
-            rot,
-            spare: &mut [],
-            chain,
-            wbuf,
-            bias,
-        };
         let (mut cur, mut nxt) = (a, b);
         cur[..input.len()].copy_from_slice(input);
         let mut slot = 0;

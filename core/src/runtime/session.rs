@@ -128,12 +128,7 @@ impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
 
     /// Scratch `f32`s that merged-mode switches need at least.
     pub fn swap_scratch_len(&self) -> usize {
-        self.model
-            .slots()
-            .iter()
-            .map(|s| swap_scratch_len(s.rows, s.cols))
-            .max()
-            .unwrap_or(0)
+        swap_len(self.model)
     }
 
     /// Activates adapter `handle` (or the bare base with `None`). Unmerged this is O(1);
@@ -149,13 +144,7 @@ impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
             }
         }
         if let Some(m) = self.merged.as_mut() {
-            let need = swap_len(self.model);
-            if scratch.len() < need {
-                return Err(Error::BufferTooSmall {
-                    needed: need,
-                    got: scratch.len(),
-                });
-            }
+            check_swap_scratch(self.model, scratch)?;
             let from = self.active.and_then(|h| self.adapters.get(h));
             let to = handle.and_then(|h| self.adapters.get(h));
             switch_merged(self.model, m.weights, from, to, scratch)?;
@@ -171,13 +160,7 @@ impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
     /// [`Error::LengthMismatch`] for a wrong buffer; [`Error::BufferTooSmall`] for a
     /// short `scratch`. On error the session stays unmerged.
     pub fn enable_merged(&mut self, weights: &'w mut [f32], scratch: &mut [f32]) -> Result<()> {
-        let need = swap_len(self.model);
-        if scratch.len() < need {
-            return Err(Error::BufferTooSmall {
-                needed: need,
-                got: scratch.len(),
-            });
-        }
+        check_swap_scratch(self.model, scratch)?;
         self.model.decode_weights_into(weights)?;
         let to = self.active.and_then(|h| self.adapters.get(h));
         switch_merged(self.model, weights, None, to, scratch)?;
@@ -230,6 +213,19 @@ impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
     }
 }
 
+/// [`Error::BufferTooSmall`] unless `scratch` holds at least [`swap_len`] values.
+fn check_swap_scratch(model: &Model<'_>, scratch: &[f32]) -> Result<()> {
+    let need = swap_len(model);
+    if scratch.len() < need {
+        return Err(Error::BufferTooSmall {
+            needed: need,
+            got: scratch.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Least scratch for an in-place swap of any slot of `model`.
 fn swap_len(model: &Model<'_>) -> usize {
     model
         .slots()
