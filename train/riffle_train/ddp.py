@@ -22,7 +22,7 @@ import torch
 
 def main(argv: list[str] | None = None) -> int:
     from . import digits, gguf_io
-    from .trainer import accuracy, fit, init_distributed, seed_everything
+    from .trainer import accuracy, fit, init_distributed, seed_everything, shutdown_distributed
 
     ap = argparse.ArgumentParser(prog="python -m riffle_train.ddp")
     ap.add_argument("--base", default="models/digits/mlp.gguf")
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             gguf_io.write_gguf(Path(args.out), arch, digits.adapter_kv(spec, bkv["riffle.model_id"], None),
                                digits.adapter_tensors(model, spec), id_key="crc")
             print(f"wrote {args.out}")
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    shutdown_distributed()
     return 0
 
 

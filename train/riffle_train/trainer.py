@@ -46,6 +46,15 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
     return rank, world, device
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly: every rank reaches a barrier before any rank tears
+    down, so no rank's transport threads are still talking to a peer that has already gone
+    (gloo aborts the process with "terminate called without an active exception" otherwise)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 @dataclass
 class FitResult:
     losses: list[float]

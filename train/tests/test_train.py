@@ -1,5 +1,4 @@
 import os
-import socket
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ import torch.nn as nn
 
 from riffle_train import digits
 from riffle_train.layers import inject
-from riffle_train.trainer import accuracy, fit, seed_everything
+from riffle_train.trainer import accuracy, fit, seed_everything, shutdown_distributed
 
 
 def _tiny():
@@ -30,16 +29,12 @@ def test_tiny_adapter_training_improves_loss(repo):
         assert torch.equal(model.state_dict()[name], v)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, path, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+def _ddp_worker(rank, world, path, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file store instead of a TCP store: no port to race for, and no rank hosts the
+    # rendezvous, so rank 0 leaving first cannot pull it from under rank 1.
+    store = f"file://{os.path.join(out_dir, 'rendezvous')}"
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
     try:
         seed_everything(0)
         model, _ = digits.model_from_gguf(path)
@@ -49,12 +44,12 @@ def _ddp_worker(rank, world, port, path, out_dir):
         flat = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
         torch.save({"flat": flat, "steps": res.steps}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def test_ddp_world_size_2_gloo(repo, tmp_path):
     path = str(repo / "models" / "digits" / "mlp.gguf")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), path, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, path, str(tmp_path)), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt")
     b = torch.load(tmp_path / "rank1.pt")
     assert a["steps"] == b["steps"] == 3
