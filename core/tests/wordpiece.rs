@@ -181,7 +181,7 @@ fn minilm_tokenizer_gguf() -> Vec<u8> {
         f.extend_from_slice(&4u32.to_le_bytes());
         f.extend_from_slice(&id.to_le_bytes());
     }
-    while f.len() % 32 != 0 {
+    while !f.len().is_multiple_of(32) {
         f.push(0);
     }
     f

@@ -182,7 +182,7 @@ pub fn run(model: &Path, adapter: &Path, seq: &[usize], budget: f64, json_out: b
             r.activate(Some(0))?;
             let b = t.elapsed().as_secs_f64();
             swaps += 2;
-            if swaps % REMERGE_EVERY == 0 {
+            if swaps.is_multiple_of(REMERGE_EVERY) {
                 r.remerge()?;
             }
             Ok(0.5 * (a + b))

@@ -35,7 +35,7 @@ impl ChainSpec {
                 block: clamp_u32(b),
             });
         }
-        if n == 0 || n % b != 0 || u32::try_from(n).is_err() {
+        if n == 0 || !n.is_multiple_of(b) || u32::try_from(n).is_err() {
             return Err(Error::NotDivisible {
                 dim: clamp_u32(n),
                 block: b as u32,
@@ -48,7 +48,7 @@ impl ChainSpec {
         }
         if permutation == Permutation::Butterfly && m > 1 {
             let span = b.checked_shl((m - 1) as u32).unwrap_or(0);
-            if b % 2 != 0 || span == 0 || n % span != 0 {
+            if !b.is_multiple_of(2) || span == 0 || !n.is_multiple_of(span) {
                 return Err(Error::ButterflyShape {
                     dim: n as u32,
                     block: b as u32,
@@ -247,7 +247,7 @@ impl<'w> Chain<'w> {
     /// [`Error::LengthMismatch`] if `x.len()` is not a multiple of `n`;
     /// [`Error::BufferTooSmall`] for a short scratch. Never panics.
     pub fn apply_rows(&self, x: &mut [f32], transpose: bool, scratch: &mut [f32]) -> Result<()> {
-        if x.len() % self.spec.n != 0 {
+        if !x.len().is_multiple_of(self.spec.n) {
             return Err(Error::LengthMismatch {
                 expected: self.spec.n,
                 found: x.len(),

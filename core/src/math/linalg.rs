@@ -23,6 +23,19 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
+/// Sum of `a`, accumulated in eight lanes (so it vectorises) and then pairwise.
+pub fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = a.chunks_exact(8);
+    for x in &mut chunks {
+        for l in 0..8 {
+            acc[l] += x[l];
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
 /// `y = W x` for a row-major `W` of shape `(rows, cols)`.
 ///
 /// # Errors

@@ -22,7 +22,7 @@ mod scalars;
 pub use cayley::{cayley, cayley_scratch_len, packed_len, skew_from_packed, ORTHOGONALITY_CAP};
 pub use chain::{prepare_chain, Chain, ChainSpec};
 pub(crate) use linalg::transpose;
-pub use linalg::{dot, gemv};
+pub use linalg::{dot, gemv, sum};
 pub use merge::{
     merge, swap, swap_fast_scratch_len, swap_scratch_len, unmerge, LayerTransform, WeightsMut,
 };

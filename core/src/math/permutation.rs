@@ -76,7 +76,7 @@ pub fn gather_index(
             let local = i - base;
             let q = local / h;
             let e = local % h;
-            let c = if q % 2 == 0 {
+            let c = if q.is_multiple_of(2) {
                 q / 2
             } else {
                 (1 << level) + (q - 1) / 2

@@ -8,6 +8,7 @@
 //! `attn_output`, `ffn_up`, `ffn_down`, in that order), so adapters rotate them exactly
 //! like the dense layers of the small models.
 
+use super::gemm::{matmul, pack_transposed, Product, RowsRef};
 use heapless::Vec;
 
 use super::weights::TensorRef;
@@ -119,7 +120,7 @@ impl<'a> Bert<'a> {
         }
         if heads == 0
             || hidden == 0
-            || hidden % heads != 0
+            || !hidden.is_multiple_of(heads)
             || ffn == 0
             || hidden > 1 << 16
             || ffn > 1 << 18
@@ -281,47 +282,88 @@ impl<'a> Bert<'a> {
 }
 
 /// Multi-head self-attention over `t` tokens without masking (every token is real):
-/// `ctx = softmax(q k^T / sqrt(d)) v` per head. `scores` needs `t` values per row of one
-/// head at a time (`t` values in all, row by row).
+/// `ctx = softmax(q k^T / sqrt(d)) v` per head, as two dense products per head on the
+/// `gemm` kernels. `kt` needs `t · hidden` values (`k` transposed, so each head's `k^T`
+/// is a strided operand) and `scores` `t · t` (one head's attention matrix at a time).
+///
+/// # Errors
+/// [`Error::BufferTooSmall`](crate::Error::BufferTooSmall) for short buffers.
 pub(crate) fn attention(
     [q, k, v]: [&[f32]; 3],
     t: usize,
     hidden: usize,
     heads: usize,
     ctx: &mut [f32],
+    kt: &mut [f32],
     scores: &mut [f32],
-) {
+) -> Result<()> {
     let d = hidden / heads;
     let scale = 1.0 / libm::sqrtf(d as f32);
-    let scores = &mut scores[..t];
+    let need = t * hidden;
+    if k.len() < need || kt.len() < need || scores.len() < t * t {
+        return Err(crate::Error::BufferTooSmall {
+            needed: need.max(t * t),
+            got: kt.len().min(scores.len()),
+        });
+    }
+    pack_transposed(RowsRef::F32(&k[..need]), t, hidden, kt, t)?;
+    let scores = &mut scores[..t * t];
     for h in 0..heads {
         let off = h * d;
-        for i in 0..t {
-            let qi = &q[i * hidden + off..i * hidden + off + d];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = crate::math::dot(qi, &k[j * hidden + off..j * hidden + off + d]) * scale;
-                max = max.max(*s);
-            }
-            let mut sum = 0.0;
-            for s in scores.iter_mut() {
-                *s = fast_exp(*s - max);
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
-            let out = &mut ctx[i * hidden + off..i * hidden + off + d];
-            out.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let w = p * inv;
-                for (o, &vv) in out
-                    .iter_mut()
-                    .zip(&v[j * hidden + off..j * hidden + off + d])
-                {
-                    *o += w * vv;
-                }
-            }
+        // scores = q_h · k_h^T
+        let qk = Product {
+            m: t,
+            n: t,
+            k: d,
+            a_stride: hidden,
+            b_stride: t,
+            c_stride: t,
+            accumulate: false,
+        };
+        matmul(&qk, q.get(off..).unwrap_or(&[]), &kt[off * t..], scores)?;
+        for row in scores.chunks_exact_mut(t) {
+            softmax(row, scale);
+        }
+        // ctx_h = softmax · v_h
+        let pv = Product {
+            m: t,
+            n: d,
+            k: t,
+            a_stride: t,
+            b_stride: hidden,
+            c_stride: hidden,
+            accumulate: false,
+        };
+        matmul(
+            &pv,
+            scores,
+            v.get(off..).unwrap_or(&[]),
+            ctx.get_mut(off..).unwrap_or(&mut []),
+        )?;
+    }
+    Ok(())
+}
+
+/// `row = softmax(scale · row)` in place, in three passes that each vectorise (maximum
+/// and sum over eight lanes, the exponentials branch-free).
+fn softmax(row: &mut [f32], scale: f32) {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v);
         }
     }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for s in row.iter_mut() {
+        *s = fast_exp((*s - max) * scale);
+    }
+    let inv = 1.0 / crate::math::sum(row);
+    row.iter_mut().for_each(|s| *s *= inv);
 }
 
 /// Exact GELU, `0.5·x·(1 + erf(x/√2))` (HF BERT's `gelu`).

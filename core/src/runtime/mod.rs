@@ -9,6 +9,7 @@
 
 mod adapter;
 mod bert;
+mod gemm;
 mod model;
 mod session;
 pub mod weights;
@@ -18,5 +19,6 @@ pub use adapter::{
     MAX_HEAD_TENSORS,
 };
 pub use bert::{BertConfig, MAX_BERT_BLOCKS};
+pub use gemm::simd_kernel_name as dense_kernel_name;
 pub use model::{Architecture, Input, Model, Slot, MAX_LAYERS, MAX_SLOTS};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};

@@ -503,7 +503,7 @@ impl<'a> Model<'a> {
         let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * t));
         let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, t));
         let (bias, rest) = rest.split_at_mut(wide.max(head_rows));
-        let (scores, rest) = rest.split_at_mut(t);
+        let (scores, rest) = rest.split_at_mut(t * t);
         let norm_buf = &mut rest[..2 * h];
         bert.embed(ids, x, norm_buf)?;
         let mut sc = SlotScratch {
@@ -518,7 +518,7 @@ impl<'a> Model<'a> {
             self.slot_forward(s0, adapter, merged, x, t, q, &mut sc)?;
             self.slot_forward(s0 + 1, adapter, merged, x, t, k, &mut sc)?;
             self.slot_forward(s0 + 2, adapter, merged, x, t, v, &mut sc)?;
-            attention([q, k, v], t, h, cfg.heads, ctx, scores);
+            attention([q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
             self.slot_forward(s0 + 3, adapter, merged, ctx, t, q, &mut sc)?;
             bert.residual_norm(blk, 0, x, q, norm_buf)?;
             self.slot_forward(s0 + 4, adapter, merged, x, t, ffn, &mut sc)?;
@@ -826,14 +826,14 @@ fn rotate_rows(
 }
 
 /// Arena `f32`s of a `bert` forward over `t` tokens: hidden states, q, k, v, context,
-/// feed-forward, the rotated-input copy, chain scratch, weight tile, bias, one score row
-/// and the norm buffers.
+/// feed-forward, the rotated-input copy (also `k^T` during attention), chain scratch,
+/// weight tile, bias, one head's attention scores and the norm buffers.
 fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
     let (h, f) = (cfg.hidden, cfg.ffn);
     let wide = h.max(f);
     let states = 5 * t * h + t * f;
     let rotation = 2 * t * wide + (2 * wide).max(MAX_BLOCK_SIZE * t);
-    states + rotation + weight_scratch_len(wide, t) + wide.max(head_rows) + t + 2 * h
+    states + rotation + weight_scratch_len(wide, t) + wide.max(head_rows) + t * t + 2 * h
 }
 
 /// A dense slot `prefix{i}.weight` of shape `(out, width)` and its bias.

@@ -5,6 +5,7 @@
 //! few rows at a time into scratch and reuse them across the whole batch of inputs, so
 //! a quantised base costs one decode per forward, not one per input row.
 
+use super::gemm::{matmul, pack_transposed, Product, RowsRef};
 use crate::gguf::{TensorInfo, TensorType};
 use crate::{Error, Result};
 
@@ -116,10 +117,9 @@ pub struct Dense<'x> {
     pub bias: Option<&'x [f32]>,
 }
 
-/// Outputs computed together: one panel of `PANEL` weight rows, transposed.
-pub const PANEL: usize = 16;
-/// Input rows computed together against one panel.
-const MR: usize = 6;
+/// Outputs computed together: one panel of `PANEL` weight rows, transposed (the width of
+/// the AVX-512 kernel's tile on x86-64, of the portable kernel's elsewhere).
+pub const PANEL: usize = if cfg!(target_arch = "x86_64") { 32 } else { 16 };
 
 /// Batches of at least this many input rows use the panel kernel; smaller ones (a single
 /// vector, the usual case on a microcontroller) decode one weight row at a time.
@@ -140,10 +140,10 @@ pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
 ///
 /// `x` is `(n, cols)`, `y` is `(n, rows)`, both row-major; `wbuf` needs
 /// [`weight_scratch_len`]`(cols, n)` values. Large batches decode the weight `PANEL` rows at a time
-/// and transposed into a `(cols, PANEL)` panel, so the inner loop is a broadcast
-/// multiply-add over `PANEL` contiguous lanes that compilers vectorise on every target,
-/// and every decoded weight is reused by all `n` inputs. Cost `n · rows · cols`
-/// multiply-adds plus one decode of `W`.
+/// and transposed into a `(cols, PANEL)` panel, then multiply the whole batch by it with
+/// the register-tiled kernel of the `gemm` module (AVX-512 where the CPU has it), so every
+/// decoded weight is reused by all `n` inputs. Cost `n · rows · cols` multiply-adds plus
+/// one decode of `W`.
 ///
 /// # Errors
 /// [`Error::LengthMismatch`] / [`Error::BufferTooSmall`] for short buffers.
@@ -188,43 +188,28 @@ pub fn linear(
     let mut o0 = 0;
     while o0 < rows {
         let p = PANEL.min(rows - o0);
-        // panel[k·PANEL + j] = W[o0 + j][k], zero past the last row. F32 tensors are read
-        // straight from their bytes; other types are decoded into `tmp` first.
-        match w {
-            WeightView::Tensor(t) if t.ggml_type() == TensorType::F32 => {
-                let bytes = t
-                    .data()
-                    .get(o0 * cols * 4..(o0 + p) * cols * 4)
-                    .ok_or(Error::TensorOutOfRange { tensor: t.index() })?;
-                panel.fill(0.0);
-                for (j, row) in bytes.chunks_exact(cols * 4).enumerate() {
-                    for (k, c) in row.chunks_exact(4).enumerate() {
-                        panel[k * PANEL + j] = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                    }
-                }
-            }
-            _ => {
-                let wr = w.rows(o0, p, cols, tmp)?;
-                for (k, prow) in panel.chunks_exact_mut(PANEL).enumerate() {
-                    for (j, v) in prow.iter_mut().enumerate() {
-                        *v = if j < p { wr[j * cols + k] } else { 0.0 };
-                    }
-                }
-            }
-        }
-        let mut r0 = 0;
-        while r0 + MR <= n {
-            let acc = panel_tile::<MR>(&x[r0 * cols..(r0 + MR) * cols], panel, cols);
-            for (i, a) in acc.iter().enumerate() {
-                y[(r0 + i) * rows + o0..(r0 + i) * rows + o0 + p].copy_from_slice(&a[..p]);
-            }
-            r0 += MR;
-        }
-        while r0 < n {
-            let acc = panel_tile::<1>(&x[r0 * cols..(r0 + 1) * cols], panel, cols);
-            y[r0 * rows + o0..r0 * rows + o0 + p].copy_from_slice(&acc[0][..p]);
-            r0 += 1;
-        }
+        // panel[k·PANEL + j] = W[o0 + j][k] for j < p (the kernel reads no further). F32
+        // tensors are read straight from their bytes, other types decoded into `tmp` first.
+        let span = o0 * cols..(o0 + p) * cols;
+        let rows_ref = match w {
+            WeightView::Tensor(t) if t.ggml_type() == TensorType::F32 => RowsRef::LeBytes(
+                t.data()
+                    .get(span.start * 4..span.end * 4)
+                    .ok_or(Error::TensorOutOfRange { tensor: t.index() })?,
+            ),
+            _ => RowsRef::F32(w.rows(o0, p, cols, tmp)?),
+        };
+        pack_transposed(rows_ref, p, cols, panel, PANEL)?;
+        let product = Product {
+            m: n,
+            n: p,
+            k: cols,
+            a_stride: cols,
+            b_stride: PANEL,
+            c_stride: rows,
+            accumulate: false,
+        };
+        matmul(&product, x, panel, &mut y[o0..])?;
         o0 += p;
     }
     add_bias(y, rows, n, bias);
@@ -240,27 +225,6 @@ fn add_bias(y: &mut [f32], rows: usize, n: usize, bias: Option<&[f32]>) {
             }
         }
     }
-}
-
-/// `R` input rows (`x`, `R × cols`) against one transposed panel (`cols × PANEL`).
-#[inline(always)]
-fn panel_tile<const R: usize>(x: &[f32], panel: &[f32], cols: usize) -> [[f32; PANEL]; R] {
-    let mut acc = [[0.0f32; PANEL]; R];
-    // Slices of exactly `cols` values, so the loop below needs no bounds checks.
-    let rows: [&[f32]; R] =
-        core::array::from_fn(|i| x.get(i * cols..(i + 1) * cols).unwrap_or(&[]));
-    if rows.iter().any(|r| r.len() != cols) || panel.len() < cols * PANEL {
-        return acc;
-    }
-    for (k, w) in panel[..cols * PANEL].chunks_exact(PANEL).enumerate() {
-        for (a, r) in acc.iter_mut().zip(rows.iter()) {
-            let xv = r[k];
-            for (al, wl) in a.iter_mut().zip(w) {
-                *al += xv * wl;
-            }
-        }
-    }
-    acc
 }
 
 /// In-place ReLU.

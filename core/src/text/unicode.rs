@@ -89,7 +89,7 @@ fn strip_accents(c: char, f: &mut impl FnMut(char)) {
                 f(j);
             }
         }
-        if s % T_COUNT != 0 {
+        if !s.is_multiple_of(T_COUNT) {
             if let Some(t) = char::from_u32(T_BASE + s % T_COUNT) {
                 f(t);
             }

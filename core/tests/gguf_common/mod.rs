@@ -136,7 +136,7 @@ impl Builder {
         ggml_type: u32,
         bytes: &[u8],
     ) -> &mut Self {
-        while self.data.len() % self.alignment != 0 {
+        while !self.data.len().is_multiple_of(self.alignment) {
             self.data.push(0);
         }
         let offset = self.data.len() as u64;

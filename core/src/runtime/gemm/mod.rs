@@ -1,0 +1,259 @@
+//! Dense matrix products of the forward pass, `C = A · B` (or `C += A · B`), on strided
+//! row-major `f32` operands.
+//!
+//! One entry point, [`matmul`], checks every length and then runs the fastest kernel the
+//! CPU has: an AVX-512 register-tiled kernel on x86-64 CPUs that support it (detected at
+//! run time, no `std` needed), otherwise a portable kernel written so that LLVM
+//! vectorises it for any target (SSE/AVX2, WebAssembly SIMD, Cortex-M scalar FPU).
+//! Both compute the same sums in the same `k` order per output, so they agree to the
+//! last bit except where the AVX-512 kernel fuses the multiply and the add.
+
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::{Error, Result};
+
+/// The shape of one product: `C (m × n) = A (m × k) · B (k × n)`, each operand row-major
+/// with its own row stride (so heads of a packed `q`/`k`/`v` matrix are operands too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Product {
+    /// Rows of `A` and `C`.
+    pub m: usize,
+    /// Columns of `B` and `C`.
+    pub n: usize,
+    /// Columns of `A`, rows of `B`.
+    pub k: usize,
+    /// Distance between consecutive rows of `A`, in elements.
+    pub a_stride: usize,
+    /// Distance between consecutive rows of `B`.
+    pub b_stride: usize,
+    /// Distance between consecutive rows of `C`.
+    pub c_stride: usize,
+    /// `C += A · B` instead of `C = A · B`.
+    pub accumulate: bool,
+}
+
+impl Product {
+    /// Elements an operand of `rows` rows of `width` used values at `stride` must hold.
+    fn span(rows: usize, width: usize, stride: usize) -> Option<usize> {
+        if rows == 0 || width == 0 {
+            return Some(0);
+        }
+        if stride < width {
+            return None;
+        }
+        (rows - 1).checked_mul(stride)?.checked_add(width)
+    }
+
+    /// Checks that `a`, `b` and `c` hold every element `C = A · B` touches.
+    fn check(&self, a: usize, b: usize, c: usize) -> Result<()> {
+        check_spans([
+            (Self::span(self.m, self.k, self.a_stride), a),
+            (Self::span(self.k, self.n, self.b_stride), b),
+            (Self::span(self.m, self.n, self.c_stride), c),
+        ])
+    }
+}
+
+/// `(needed, available)` per operand; `needed = None` means a stride below the row width.
+fn check_spans(spans: [(Option<usize>, usize); 3]) -> Result<()> {
+    for (need, got) in spans {
+        match need {
+            Some(need) if need <= got => {}
+            Some(need) => return Err(Error::BufferTooSmall { needed: need, got }),
+            None => {
+                return Err(Error::LengthMismatch {
+                    expected: usize::MAX,
+                    found: got,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rows of `W` in `C = A · Wᵀ`: `f32` values, or little-endian `f32` bytes read in
+/// place from a model file at any alignment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RowsRef<'a> {
+    /// Plain values.
+    F32(&'a [f32]),
+    /// Little-endian IEEE `f32` bytes (GGUF `F32` tensor data).
+    LeBytes(&'a [u8]),
+}
+
+impl RowsRef<'_> {
+    /// Start and number of whole `f32` elements (the pointer may be unaligned).
+    #[cfg(target_arch = "x86_64")]
+    fn raw_parts(&self) -> (*const f32, usize) {
+        match self {
+            RowsRef::F32(v) => (v.as_ptr(), v.len()),
+            RowsRef::LeBytes(v) => (v.as_ptr().cast::<f32>(), v.len() / 4),
+        }
+    }
+
+    /// Element `i`, if present.
+    fn get(&self, i: usize) -> Option<f32> {
+        match self {
+            RowsRef::F32(v) => v.get(i).copied(),
+            RowsRef::LeBytes(v) => {
+                let c = v.get(4 * i..4 * i + 4)?;
+                Some(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            }
+        }
+    }
+}
+
+/// Packs `W` (`rows × cols`, row-major) transposed into `panel`:
+/// `panel[k · stride + j] = W[j][k]` for `j < rows`, `k < cols`; other cells are left as
+/// they are. The right-hand operand of [`matmul`] for `x · Wᵀ`.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] when `w` or `panel` is too short, [`Error::LengthMismatch`]
+/// when `stride < rows`.
+pub(crate) fn pack_transposed(
+    w: RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    panel: &mut [f32],
+    stride: usize,
+) -> Result<()> {
+    let w_len = match w {
+        RowsRef::F32(v) => v.len(),
+        RowsRef::LeBytes(v) => v.len() / 4,
+    };
+    check_spans([
+        (Product::span(rows, cols, cols), w_len),
+        (Product::span(cols, rows, stride), panel.len()),
+        (Some(0), 0),
+    ])?;
+    #[cfg(target_arch = "x86_64")]
+    if x86::pack_transposed(w, rows, cols, panel, stride) {
+        return Ok(());
+    }
+    portable::pack_transposed(w, rows, cols, panel, stride);
+    Ok(())
+}
+
+/// `C = A · B` (or `C += A · B` with [`Product::accumulate`]) for the shapes in `p`.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] when an operand is shorter than its shape and stride need,
+/// [`Error::LengthMismatch`] when a stride is smaller than its row width.
+pub(crate) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+    p.check(a.len(), b.len(), c.len())?;
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if x86::avx512_available() {
+        x86::matmul(p, a, b, c);
+        return Ok(());
+    }
+    portable::matmul(p, a, b, c);
+    Ok(())
+}
+
+/// The kernel the dense products run on this CPU: `"avx512"` or `"portable"`.
+pub fn simd_kernel_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if x86::avx512_available() {
+        return "avx512";
+    }
+    "portable"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn fill(v: &mut [f32], seed: u32) {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        for x in v {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            *x = (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
+        }
+    }
+
+    fn reference(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) {
+        for i in 0..p.m {
+            for j in 0..p.n {
+                let mut s = 0.0f64;
+                for kk in 0..p.k {
+                    s += a[i * p.a_stride + kk] as f64 * b[kk * p.b_stride + j] as f64;
+                }
+                let o = &mut c[i * p.c_stride + j];
+                *o = if p.accumulate {
+                    *o + s as f32
+                } else {
+                    s as f32
+                };
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_a_float64_reference_on_ragged_strided_shapes() {
+        let mut a = [0.0f32; 40 * 70];
+        let mut b = [0.0f32; 70 * 80];
+        fill(&mut a, 1);
+        fill(&mut b, 2);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (13, 33, 7),
+            (12, 32, 64),
+            (25, 17, 31),
+            (40, 70, 70),
+            (3, 80, 1),
+        ] {
+            for accumulate in [false, true] {
+                let p = Product {
+                    m,
+                    n,
+                    k,
+                    a_stride: k,
+                    b_stride: n + 3,
+                    c_stride: n + 1,
+                    accumulate,
+                };
+                let mut want = [0.5f32; 40 * 81];
+                reference(&p, &a, &b, &mut want);
+                let mut got = [0.5f32; 40 * 81];
+                portable::matmul(&p, &a, &b, &mut got);
+                let close = |x: &[f32], y: &[f32]| {
+                    x.iter()
+                        .zip(y)
+                        .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
+                };
+                assert!(close(&got, &want), "portable {m}x{n}x{k}");
+                let mut got = [0.5f32; 40 * 81];
+                assert!(matmul(&p, &a, &b, &mut got).is_ok());
+                assert!(close(&got, &want), "dispatched {m}x{n}x{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn short_operands_and_narrow_strides_are_errors() {
+        let p = Product {
+            m: 2,
+            n: 3,
+            k: 4,
+            a_stride: 4,
+            b_stride: 3,
+            c_stride: 3,
+            accumulate: false,
+        };
+        let (a, b, mut c) = ([0.0f32; 8], [0.0f32; 12], [0.0f32; 6]);
+        assert!(matmul(&p, &a, &b, &mut c).is_ok());
+        assert!(matmul(&p, &a[..7], &b, &mut c).is_err());
+        assert!(matmul(&p, &a, &b[..11], &mut c).is_err());
+        assert!(matmul(&p, &a, &b, &mut c[..5]).is_err());
+        let narrow = Product { a_stride: 3, ..p };
+        assert!(matmul(&narrow, &a, &b, &mut c).is_err());
+    }
+}

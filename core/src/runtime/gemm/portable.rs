@@ -1,0 +1,106 @@
+//! The portable kernel: tiles of up to [`MR`] rows of `C` by [`NR`] columns, accumulated
+//! in fixed-size arrays that LLVM keeps in vector registers on every target.
+
+use super::{Product, RowsRef};
+
+/// Rows of `C` computed together (each `A` value is loaded once per tile row).
+const MR: usize = 6;
+/// Columns of `C` computed together (one or two SIMD vectors on most targets).
+const NR: usize = 16;
+
+/// `C = A · B` (or `+=`); the caller has checked every length against `p`.
+pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let mut j0 = 0;
+    while j0 < p.n {
+        let cols = NR.min(p.n - j0);
+        let mut i0 = 0;
+        while i0 < p.m {
+            let rows = MR.min(p.m - i0);
+            match rows {
+                6 => tile::<6>(p, a, b, c, i0, j0, cols),
+                5 => tile::<5>(p, a, b, c, i0, j0, cols),
+                4 => tile::<4>(p, a, b, c, i0, j0, cols),
+                3 => tile::<3>(p, a, b, c, i0, j0, cols),
+                2 => tile::<2>(p, a, b, c, i0, j0, cols),
+                _ => tile::<1>(p, a, b, c, i0, j0, cols),
+            }
+            i0 += rows;
+        }
+        j0 += cols;
+    }
+}
+
+/// One `R × cols` tile of `C` at `(i0, j0)`, `cols <= NR`.
+#[inline(always)]
+fn tile<const R: usize>(
+    p: &Product,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    i0: usize,
+    j0: usize,
+    cols: usize,
+) {
+    let k = p.k;
+    // Row slices of exactly `k` values, so the inner loop needs no bounds checks.
+    let rows: [&[f32]; R] = core::array::from_fn(|r| {
+        let s = (i0 + r) * p.a_stride;
+        a.get(s..s + k).unwrap_or(&[])
+    });
+    if rows.iter().any(|r| r.len() != k) {
+        return;
+    }
+    let mut acc = [[0.0f32; NR]; R];
+    let mut brow = [0.0f32; NR];
+    for kk in 0..k {
+        let s = kk * p.b_stride + j0;
+        let bv: &[f32; NR] = match b.get(s..s + NR).and_then(|v| v.try_into().ok()) {
+            Some(full) if cols == NR => full,
+            _ => {
+                // Last, narrower tile: copy the used columns, zero the rest.
+                for (j, v) in brow.iter_mut().enumerate() {
+                    *v = if j < cols {
+                        b.get(s + j).copied().unwrap_or(0.0)
+                    } else {
+                        0.0
+                    };
+                }
+                &brow
+            }
+        };
+        for (acc_r, row) in acc.iter_mut().zip(rows.iter()) {
+            let x = row[kk];
+            for (o, w) in acc_r.iter_mut().zip(bv) {
+                *o += x * w;
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let s = (i0 + r) * p.c_stride + j0;
+        if let Some(out) = c.get_mut(s..s + cols) {
+            if p.accumulate {
+                out.iter_mut().zip(acc_r).for_each(|(o, v)| *o += v);
+            } else {
+                out.copy_from_slice(&acc_r[..cols]);
+            }
+        }
+    }
+}
+
+/// `panel[k · stride + j] = W[j][k]`; the caller has checked both spans. Panel rows are
+/// written in order (sequential stores), each reading one value of every `W` row.
+pub(super) fn pack_transposed(
+    w: RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    panel: &mut [f32],
+    stride: usize,
+) {
+    for (k, prow) in panel.chunks_mut(stride).take(cols).enumerate() {
+        for (j, v) in prow.iter_mut().take(rows).enumerate() {
+            if let Some(x) = w.get(j * cols + k) {
+                *v = x;
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The AVX-512 kernel (x86-64), chosen at run time: tiles of up to 12 rows by 32 columns
+//! of `C`, 24 accumulators in `zmm` registers, one fused multiply-add per broadcast `A`
+//! value and 16-column half of the `B` row.
+//!
+//! This is the only module of the crate with `unsafe` code. Soundness rests on two
+//! local facts, checked in this file: the kernel runs only after [`avx512_available`]
+//! has seen the CPU and the operating system support AVX-512, and every pointer it reads
+//! or writes lies inside a slice whose length [`matmul`] checked against the shape
+//! (masked loads and stores never touch lanes past a row's used width).
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::{
+    __cpuid, __cpuid_count, __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps,
+    _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _xgetbv,
+};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use super::Product;
+
+/// Rows of `C` per tile.
+const MR: usize = 12;
+/// Columns of `C` per tile (two 16-lane vectors).
+const NR: usize = 32;
+
+/// Whether this CPU and OS run AVX-512F code (CPUID leaf 7, and XCR0 enabling the
+/// `opmask` and `zmm` register state). Detected once, then cached.
+pub(super) fn avx512_available() -> bool {
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes = detect();
+            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+#[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
+fn detect() -> bool {
+    // SAFETY: CPUID exists on every x86-64 CPU.
+    let leaf1 = unsafe { __cpuid(1) };
+    let osxsave = leaf1.ecx & (1 << 27) != 0;
+    if !osxsave {
+        return false;
+    }
+    // SAFETY: OSXSAVE set means XGETBV is available and enabled by the OS.
+    let xcr0 = unsafe { read_xcr0() };
+    // SSE, AVX, opmask, ZMM_Hi256 and Hi16_ZMM state saved by the OS.
+    if xcr0 & 0xE6 != 0xE6 {
+        return false;
+    }
+    // SAFETY: as above.
+    let max_leaf = unsafe { __cpuid(0) }.eax;
+    if max_leaf < 7 {
+        return false;
+    }
+    // SAFETY: as above; leaf 7 exists (checked).
+    let leaf7 = unsafe { __cpuid_count(7, 0) };
+    leaf7.ebx & (1 << 16) != 0
+}
+
+/// XCR0, the OS-enabled register state.
+///
+/// # Safety
+/// The CPU must support XSAVE and the OS must have enabled it (CPUID.1:ECX.OSXSAVE).
+#[target_feature(enable = "xsave")]
+unsafe fn read_xcr0() -> u64 {
+    _xgetbv(0)
+}
+
+/// `C = A · B` (or `+=`) with the AVX-512 kernel.
+///
+/// Sound for any input: returns without touching `c` unless [`avx512_available`] holds
+/// and every operand holds the elements `p` addresses (the caller normally checked both).
+pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) {
+    if !avx512_available() || p.check(a.len(), b.len(), c.len()).is_err() {
+        return;
+    }
+    let mut j0 = 0;
+    while j0 < p.n {
+        let cols = NR.min(p.n - j0);
+        let mut i0 = 0;
+        while i0 < p.m {
+            let rows = MR.min(p.m - i0);
+            let at = Tile { i0, j0, cols };
+            // SAFETY: AVX-512F is available (checked above), and `Tile` addresses rows
+            // `i0 .. i0 + rows` and columns `j0 .. j0 + cols` of operands whose spans were
+            // checked against `p` (rows <= m - i0, cols <= n - j0).
+            unsafe {
+                match rows {
+                    12 => tile::<12>(p, a, b, c, at),
+                    11 => tile::<11>(p, a, b, c, at),
+                    10 => tile::<10>(p, a, b, c, at),
+                    9 => tile::<9>(p, a, b, c, at),
+                    8 => tile::<8>(p, a, b, c, at),
+                    7 => tile::<7>(p, a, b, c, at),
+                    6 => tile::<6>(p, a, b, c, at),
+                    5 => tile::<5>(p, a, b, c, at),
+                    4 => tile::<4>(p, a, b, c, at),
+                    3 => tile::<3>(p, a, b, c, at),
+                    2 => tile::<2>(p, a, b, c, at),
+                    _ => tile::<1>(p, a, b, c, at),
+                }
+            }
+            i0 += rows;
+        }
+        j0 += cols;
+    }
+}
+
+/// Where one tile of `C` sits: rows from `i0`, columns `j0 .. j0 + cols` (`cols <= NR`).
+#[derive(Clone, Copy)]
+struct Tile {
+    i0: usize,
+    j0: usize,
+    cols: usize,
+}
+
+/// Lane mask of the first `n` of 16 lanes (`n` may exceed 16).
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// One `R × cols` tile.
+///
+/// # Safety
+/// AVX-512F must be available; rows `t.i0 .. t.i0 + R` and columns `t.j0 .. t.j0 + t.cols`
+/// must be inside the checked spans of `a`, `b` and `c` for the shape `p`.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize>(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], t: Tile) {
+    let (m0, m1) = (lanes(t.cols), lanes(t.cols.saturating_sub(16)));
+    // Pointer arithmetic wraps (never UB on its own); only in-span lanes are dereferenced.
+    let a0 = a.as_ptr().wrapping_add(t.i0 * p.a_stride);
+    let b0 = b.as_ptr().wrapping_add(t.j0);
+    let c0 = c.as_mut_ptr().wrapping_add(t.i0 * p.c_stride + t.j0);
+    let mut acc: [[__m512; 2]; R] = [[_mm512_setzero_ps(); 2]; R];
+    for kk in 0..p.k {
+        let brow = b0.wrapping_add(kk * p.b_stride);
+        // SAFETY: row kk < k of B, columns j0 .. j0 + cols: in B's checked span; lanes
+        // past `cols` are masked off and not read.
+        let (w0, w1) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m0, brow),
+                _mm512_maskz_loadu_ps(m1, brow.wrapping_add(16)),
+            )
+        };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: row i0 + r < m and column kk < k of A: in A's checked span.
+            let x = _mm512_set1_ps(unsafe { *a0.wrapping_add(r * p.a_stride + kk) });
+            acc_r[0] = _mm512_fmadd_ps(x, w0, acc_r[0]);
+            acc_r[1] = _mm512_fmadd_ps(x, w1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let row = c0.wrapping_add(r * p.c_stride);
+        let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
+        // SAFETY: columns j0 .. j0 + cols of row i0 + r < m of C: in C's checked span
+        // (which `c: &mut` makes exclusive); lanes past `cols` are masked off.
+        unsafe {
+            if p.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)));
+            }
+            _mm512_mask_storeu_ps(row, m0, v0);
+            _mm512_mask_storeu_ps(row.wrapping_add(16), m1, v1);
+        }
+    }
+}
+
+/// `panel[k · stride + j] = W[j][k]` for `j < rows`, `k < cols` (`W` row-major, `rows ×
+/// cols`): 16 × 16 blocks loaded as rows, transposed in registers, stored as panel rows.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available,
+/// `w` holds `rows · cols` values, `panel` holds `cols` rows of `stride >= rows` values.
+pub(super) fn pack_transposed(
+    w: super::RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    panel: &mut [f32],
+    stride: usize,
+) -> bool {
+    let (w_ptr, w_len) = w.raw_parts();
+    let panel_need = Product::span(cols, rows, stride);
+    if !avx512_available()
+        || rows.checked_mul(cols).is_none_or(|n| n > w_len)
+        || panel_need.is_none_or(|n| n > panel.len())
+    {
+        return false;
+    }
+    let mut j0 = 0;
+    while j0 < rows {
+        let mut k0 = 0;
+        while k0 < cols {
+            // SAFETY: AVX-512F is available; the block covers rows j0 .. j0 + 16 (only those
+            // < rows are read) and columns k0 .. k0 + 16 (masked to < cols) of W, whose
+            // `rows · cols` values were checked, and the matching panel cells, checked
+            // against the panel span.
+            unsafe { transpose_block(w_ptr, rows, cols, panel, stride, [j0, k0]) };
+            k0 += 16;
+        }
+        j0 += 16;
+    }
+    true
+}
+
+/// One 16 × 16 block of [`pack_transposed`] at row `j0`, column `k0` of `W`.
+///
+/// # Safety
+/// AVX-512F must be available; `w` must point at `rows · cols` readable `f32`s (any
+/// alignment) and `panel` hold `(cols - 1) · stride + rows` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_block(
+    w: *const f32,
+    rows: usize,
+    cols: usize,
+    panel: &mut [f32],
+    stride: usize,
+    [j0, k0]: [usize; 2],
+) {
+    use core::arch::x86_64::{
+        _mm512_castpd_ps, _mm512_castps_pd, _mm512_shuffle_f32x4, _mm512_unpackhi_pd,
+        _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps,
+    };
+    let kmask = lanes(cols - k0);
+    let jmask = lanes(rows - j0);
+    // r[i] = W[j0 + i][k0 .. k0 + 16] (zero past the last row or column).
+    let r: [__m512; 16] = core::array::from_fn(|i| {
+        if j0 + i < rows {
+            // SAFETY: row j0 + i < rows, columns masked to < cols.
+            unsafe { _mm512_maskz_loadu_ps(kmask, w.wrapping_add((j0 + i) * cols + k0)) }
+        } else {
+            _mm512_setzero_ps()
+        }
+    });
+    // Pairs of rows interleaved, then pairs of pairs: within each 128-bit lane l,
+    // u[4q + c] holds column 4l + c of rows 4q .. 4q + 4.
+    let t: [__m512; 16] = core::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    let u: [__m512; 16] = core::array::from_fn(|i| {
+        let (q, c) = (i / 4, i % 4);
+        let (a, b) = (
+            _mm512_castps_pd(t[4 * q + c / 2]),
+            _mm512_castps_pd(t[4 * q + 2 + c / 2]),
+        );
+        _mm512_castpd_ps(if c % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
+    });
+    // Gather the four 128-bit lanes of each column: v[c] / v[c + 4] pick lanes {0, 2} /
+    // {1, 3} of rows 0-7 and 8-15, the final shuffle joins them.
+    let lo: [__m512; 8] = core::array::from_fn(|i| {
+        let (c, half) = (i % 4, i / 4);
+        _mm512_shuffle_f32x4::<0x88>(u[c + 8 * half], u[c + 4 + 8 * half])
+    });
+    let hi: [__m512; 8] = core::array::from_fn(|i| {
+        let (c, half) = (i % 4, i / 4);
+        _mm512_shuffle_f32x4::<0xDD>(u[c + 8 * half], u[c + 4 + 8 * half])
+    });
+    let col: [__m512; 16] = core::array::from_fn(|k| {
+        let c = k % 4;
+        match k / 4 {
+            0 => _mm512_shuffle_f32x4::<0x88>(lo[c], lo[c + 4]),
+            1 => _mm512_shuffle_f32x4::<0x88>(hi[c], hi[c + 4]),
+            2 => _mm512_shuffle_f32x4::<0xDD>(lo[c], lo[c + 4]),
+            _ => _mm512_shuffle_f32x4::<0xDD>(hi[c], hi[c + 4]),
+        }
+    });
+    let base = panel.as_mut_ptr().wrapping_add(k0 * stride + j0);
+    for (k, v) in col.iter().enumerate().take(cols - k0) {
+        // SAFETY: panel row k0 + k < cols, cells j0 .. j0 + 16 masked to < rows <= stride.
+        unsafe { _mm512_mask_storeu_ps(base.wrapping_add(k * stride), jmask, *v) };
+    }
+}
