@@ -5,7 +5,7 @@
 //! few rows at a time into scratch and reuse them across the whole batch of inputs, so
 //! a quantised base costs one decode per forward, not one per input row.
 
-use super::gemm::{matmul, pack_transposed, Product, RowsRef};
+use super::gemm::{matmul_then, pack_transposed, Product, RowsRef};
 use crate::gguf::{TensorInfo, TensorType};
 use crate::{Error, Result};
 
@@ -64,6 +64,23 @@ pub enum WeightView<'x> {
 }
 
 impl<'x> WeightView<'x> {
+    /// The stored memory of rows `r0 .. r0 + n` (each `cols` long) in whatever type they
+    /// are, for prefetching; empty when out of range.
+    fn raw_rows(&self, r0: usize, n: usize, cols: usize) -> RowsRef<'x> {
+        let (start, end) = (r0 * cols, (r0 + n) * cols);
+        match self {
+            WeightView::F32(w) => RowsRef::F32(w.get(start..end).unwrap_or(&[])),
+            WeightView::Tensor(t) => {
+                let bytes = match t.ggml_type() {
+                    TensorType::F32 | TensorType::I32 => start * 4..end * 4,
+                    TensorType::F16 | TensorType::BF16 => start * 2..end * 2,
+                    TensorType::Q8_0 => start / 32 * 34..end.div_ceil(32) * 34,
+                };
+                RowsRef::LeBytes(t.data().get(bytes).unwrap_or(&[]))
+            }
+        }
+    }
+
     /// Writes rows `r0 .. r0 + n` (each `cols` long) as `f32` into `buf`, or returns them
     /// borrowed when they already are `f32` in memory.
     fn rows<'b>(
@@ -209,7 +226,8 @@ pub fn linear(
             c_stride: rows,
             accumulate: false,
         };
-        matmul(&product, x, panel, &mut y[o0..])?;
+        let next = w.raw_rows(o0 + p, PANEL.min(rows - o0 - p), cols);
+        matmul_then(&product, x, panel, &mut y[o0..], next)?;
         o0 += p;
     }
     add_bias(y, rows, n, bias);

@@ -93,6 +93,15 @@ impl RowsRef<'_> {
         }
     }
 
+    /// Start and length in bytes.
+    #[cfg(target_arch = "x86_64")]
+    fn byte_range(&self) -> (*const u8, usize) {
+        match self {
+            RowsRef::F32(v) => (v.as_ptr().cast::<u8>(), core::mem::size_of_val(*v)),
+            RowsRef::LeBytes(v) => (v.as_ptr(), v.len()),
+        }
+    }
+
     /// Element `i`, if present.
     fn get(&self, i: usize) -> Option<f32> {
         match self {
@@ -142,15 +151,32 @@ pub(crate) fn pack_transposed(
 /// [`Error::BufferTooSmall`] when an operand is shorter than its shape and stride need,
 /// [`Error::LengthMismatch`] when a stride is smaller than its row width.
 pub(crate) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+    matmul_then(p, a, b, c, RowsRef::LeBytes(&[]))
+}
+
+/// [`matmul`], telling the kernel which memory the caller reads next (`next`, for
+/// example the next weight panel's bytes, whatever their type: only the memory range
+/// matters) so that it can prefetch it while it computes.
+///
+/// # Errors
+/// As [`matmul`].
+pub(crate) fn matmul_then(
+    p: &Product,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    next: RowsRef<'_>,
+) -> Result<()> {
     p.check(a.len(), b.len(), c.len())?;
     if p.m == 0 || p.n == 0 {
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
     if x86::avx512_available() {
-        x86::matmul(p, a, b, c);
+        x86::matmul(p, a, b, c, next);
         return Ok(());
     }
+    let _ = next;
     portable::matmul(p, a, b, c);
     Ok(())
 }

@@ -11,7 +11,8 @@
 
 use core::arch::x86_64::{
     __cpuid, __cpuid_count, __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps,
-    _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _xgetbv,
+    _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm_prefetch,
+    _xgetbv, _MM_HINT_T1,
 };
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -74,17 +75,34 @@ unsafe fn read_xcr0() -> u64 {
 ///
 /// Sound for any input: returns without touching `c` unless [`avx512_available`] holds
 /// and every operand holds the elements `p` addresses (the caller normally checked both).
-pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) {
+///
+/// `next` is memory the caller reads after this product (the next weight panel): its
+/// cache lines are prefetched into L2 spread over the tiles, so streaming a weight matrix
+/// from DRAM overlaps with arithmetic instead of following it.
+pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], next: super::RowsRef<'_>) {
     if !avx512_available() || p.check(a.len(), b.len(), c.len()).is_err() {
         return;
     }
+    let (next_ptr, next_len) = next.byte_range();
+    let next_lines = next_len.div_ceil(64);
+    let tiles = p.m.div_ceil(MR) * p.n.div_ceil(NR);
+    let per_tile = next_lines.div_ceil(tiles.max(1));
+    let mut fetched = 0usize;
     let mut j0 = 0;
     while j0 < p.n {
         let cols = NR.min(p.n - j0);
         let mut i0 = 0;
         while i0 < p.m {
             let rows = MR.min(p.m - i0);
-            let at = Tile { i0, j0, cols };
+            let lines = per_tile.min(next_lines.saturating_sub(fetched));
+            let at = Tile {
+                i0,
+                j0,
+                cols,
+                prefetch: next_ptr.wrapping_add(fetched * 64),
+                prefetch_lines: lines,
+            };
+            fetched += lines;
             // SAFETY: AVX-512F is available (checked above), and `Tile` addresses rows
             // `i0 .. i0 + rows` and columns `j0 .. j0 + cols` of operands whose spans were
             // checked against `p` (rows <= m - i0, cols <= n - j0).
@@ -116,6 +134,9 @@ struct Tile {
     i0: usize,
     j0: usize,
     cols: usize,
+    /// First of `prefetch_lines` cache lines to prefetch, one per `k` step.
+    prefetch: *const u8,
+    prefetch_lines: usize,
 }
 
 /// Lane mask of the first `n` of 16 lanes (`n` may exceed 16).
@@ -141,6 +162,10 @@ unsafe fn tile<const R: usize>(p: &Product, a: &[f32], b: &[f32], c: &mut [f32],
     let c0 = c.as_mut_ptr().wrapping_add(t.i0 * p.c_stride + t.j0);
     let mut acc: [[__m512; 2]; R] = [[_mm512_setzero_ps(); 2]; R];
     for kk in 0..p.k {
+        if kk < t.prefetch_lines {
+            // A hint only: prefetching never faults, and the line is inside `next`.
+            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add(kk * 64).cast::<i8>());
+        }
         let brow = b0.wrapping_add(kk * p.b_stride);
         // SAFETY: row kk < k of B, columns j0 .. j0 + cols: in B's checked span; lanes
         // past `cols` are masked off and not read.
