@@ -54,17 +54,45 @@ fn main() {
         let ids: Vec<u32> = (0..t as u32).map(|i| 1000 + i * 7).collect();
         let mut arena = vec![0.0f32; model.arena_len(t, 0)];
         let mut out = vec![0.0f32; 384];
+        // `RIFFLE_BENCH_ADAPTER=A.gguf` runs the adapter unmerged.
+        let adapter_bytes = std::env::var("RIFFLE_BENCH_ADAPTER")
+            .ok()
+            .map(|p| std::fs::read(p).expect("adapter file"));
+        let adapter = adapter_bytes
+            .as_deref()
+            .map(|b| riffle_core::runtime::Adapter::from_bytes(b).unwrap());
+        let mut ws = vec![
+            0.0f32;
+            adapter
+                .as_ref()
+                .map_or(0, |a| a.workspace_len(&model).unwrap())
+        ];
+        let prepared = adapter
+            .as_ref()
+            .map(|a| a.prepare(&model, &mut ws).unwrap());
         let reps: usize = std::env::var("RIFFLE_BENCH_REPS")
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(1);
         model
-            .run(None, None, Input::Tokens(&ids), &mut out, &mut arena)
+            .run(
+                prepared.as_ref(),
+                None,
+                Input::Tokens(&ids),
+                &mut out,
+                &mut arena,
+            )
             .unwrap();
         let (u0, t0) = (cpu_seconds(), Instant::now());
         for _ in 0..reps {
             model
-                .run(None, None, Input::Tokens(&ids), &mut out, &mut arena)
+                .run(
+                    prepared.as_ref(),
+                    None,
+                    Input::Tokens(&ids),
+                    &mut out,
+                    &mut arena,
+                )
                 .unwrap();
         }
         let (cpu, wall) = (

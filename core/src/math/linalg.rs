@@ -75,14 +75,6 @@ pub fn gemv(w: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) -> Re
 /// `dst[c·rows + r] = src[r·cols + c]`: writes the transpose of a row-major `rows × cols`
 /// matrix into `dst` (`cols × rows`). Both must hold at least `rows·cols` values.
 pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    if cols == 0 {
-        return;
-    }
-    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            if let Some(d) = dst.get_mut(c * rows + r) {
-                *d = v;
-            }
-        }
-    }
+    // Short buffers leave `dst` as it is (callers size both from the same shape).
+    let _ = super::gemm::pack_transposed(super::gemm::RowsRef::F32(src), rows, cols, dst, rows);
 }

@@ -3,7 +3,9 @@
 //! Pure slice functions, no format types: packed skew parameters -> Cayley blocks
 //! ([`cayley`]), permutations ([`Permutation`]), chains of permuted block-diagonal
 //! factors ([`ChainSpec`], [`prepare_chain`], [`Chain`]), and merge / unmerge /
-//! in-place swap of adapters on row-major weights ([`merge`], [`unmerge`], [`swap`]).
+//! in-place swap of adapters on row-major weights ([`merge`], [`unmerge`], [`swap`]), and
+//! the dense products and transposes the forward pass runs on (`gemm`, with an AVX-512
+//! kernel chosen at run time on x86-64).
 //!
 //! | method | permutation | factors `m` |
 //! |---|---|---|
@@ -14,6 +16,7 @@
 
 mod cayley;
 mod chain;
+pub(crate) mod gemm;
 mod linalg;
 mod merge;
 pub mod permutation;
@@ -21,6 +24,7 @@ mod scalars;
 
 pub use cayley::{cayley, cayley_scratch_len, packed_len, skew_from_packed, ORTHOGONALITY_CAP};
 pub use chain::{prepare_chain, Chain, ChainSpec};
+pub use gemm::simd_kernel_name as dense_kernel_name;
 pub(crate) use linalg::transpose;
 pub use linalg::{dot, gemv, sum};
 pub use merge::{

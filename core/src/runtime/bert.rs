@@ -8,7 +8,7 @@
 //! `attn_output`, `ffn_up`, `ffn_down`, in that order), so adapters rotate them exactly
 //! like the dense layers of the small models.
 
-use super::gemm::{matmul, pack_transposed, Product, RowsRef};
+use crate::math::gemm::{matmul, pack_transposed, Product, RowsRef};
 use heapless::Vec;
 
 use super::weights::TensorRef;

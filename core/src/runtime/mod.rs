@@ -9,16 +9,15 @@
 
 mod adapter;
 mod bert;
-mod gemm;
 mod model;
 mod session;
 pub mod weights;
 
+pub use crate::math::dense_kernel_name;
 pub use adapter::{
     Adapter, ClsHead, Head, Method, Prepared, KEY_COMPATIBLE_MODEL_IDS, MAX_ADAPTED_SLOTS,
     MAX_HEAD_TENSORS,
 };
 pub use bert::{BertConfig, MAX_BERT_BLOCKS};
-pub use gemm::simd_kernel_name as dense_kernel_name;
 pub use model::{Architecture, Input, Model, Slot, MAX_LAYERS, MAX_SLOTS};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};

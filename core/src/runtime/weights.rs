@@ -5,8 +5,8 @@
 //! few rows at a time into scratch and reuse them across the whole batch of inputs, so
 //! a quantised base costs one decode per forward, not one per input row.
 
-use super::gemm::{matmul_then, pack_transposed, Product, RowsRef};
 use crate::gguf::{TensorInfo, TensorType};
+use crate::math::gemm::{matmul_then, pack_transposed, Product, RowsRef};
 use crate::{Error, Result};
 
 /// A compact reference to a tensor's bytes: what the runtime keeps per weight (a
