@@ -4,9 +4,9 @@
 //! OFT, GSOFT, Double GSOFT (one chain per side) and BOFT are all chains; only
 //! the permutation rule and the factor count differ.
 
-use super::dot;
 use super::permutation::{block_sources, Permutation};
 use super::{cayley, cayley_scratch_len, packed_len, Scalars, MAX_BLOCK_SIZE, MAX_FACTORS};
+use super::{dot, gemm};
 use crate::{Error, Result};
 
 /// The shape of a chain: width `n`, block size `b`, factor count `m`, permutation rule.
@@ -254,9 +254,7 @@ impl<'w> Chain<'w> {
             });
         }
         self.check_scratch(scratch)?;
-        for row in x.chunks_exact_mut(self.spec.n) {
-            self.apply_unchecked_len(row, transpose, scratch);
-        }
+        self.apply_unchecked_len(x, transpose, scratch);
         Ok(())
     }
 
@@ -367,17 +365,46 @@ impl<'w> Chain<'w> {
         Ok(())
     }
 
-    /// Caller guarantees `x.len() == n` and `scratch.len() >= 2b`.
+    /// Every row of `x` (whole rows of `n`; the caller checked, and `scratch` holds
+    /// `2n`), factor by factor: a SIMD kernel takes the whole batch when the CPU and the
+    /// factor's layout have one, the portable loop goes row by row otherwise.
     fn apply_unchecked_len(&self, x: &mut [f32], transpose: bool, scratch: &mut [f32]) {
         let m = self.spec.m;
-        if transpose {
-            for f in (0..m).rev() {
-                self.apply_factor(f, x, true, scratch);
+        for step in 0..m {
+            let f = if transpose { m - 1 - step } else { step };
+            if !self.apply_factor_simd(f, x, transpose) {
+                for row in x.chunks_exact_mut(self.spec.n) {
+                    self.apply_factor(f, row, transpose, scratch);
+                }
             }
-        } else {
-            for f in 0..m {
-                self.apply_factor(f, x, false, scratch);
-            }
+        }
+    }
+
+    /// Whether this CPU has a SIMD kernel for factor `f` of this chain.
+    pub fn has_simd_kernel(&self) -> bool {
+        let mut probe = [0.0f32; 0];
+        (0..self.spec.m).all(|f| self.apply_factor_simd(f, &mut probe, false))
+    }
+
+    /// Factor `f` over every row of `x` on a SIMD kernel; `false` (nothing touched) when
+    /// there is none for this CPU and layout.
+    fn apply_factor_simd(&self, f: usize, x: &mut [f32], transpose: bool) -> bool {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
+        match Access::of(permutation, f, m) {
+            Access::Contiguous => match b {
+                4 => gemm::contiguous_blocks::<4>(x, n, blocks, transpose),
+                8 => gemm::contiguous_blocks::<8>(x, n, blocks, transpose),
+                16 => gemm::contiguous_blocks::<16>(x, n, blocks, transpose),
+                _ => false,
+            },
+            Access::Strided => gemm::strided_blocks(x, n, b, blocks, transpose),
+            Access::Table => false,
         }
     }
 

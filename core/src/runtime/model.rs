@@ -803,9 +803,10 @@ impl<'a> Model<'a> {
     }
 }
 
-/// Rotates every row of `data` (`n × w`) by `q`: one vector at a time, or, when `spare`
-/// and `chain` are big enough, through a feature-major copy so the work vectorises
-/// across the `n` rows ([`Chain::apply_columns`]).
+/// Rotates every row of `data` (`n × w`) by `q`: in place on the SIMD kernels when the
+/// CPU has them for this chain, otherwise through a feature-major copy (when `spare` and
+/// `chain` are big enough) so that portable code vectorises across the `n` rows
+/// ([`Chain::apply_columns`]), otherwise one vector at a time.
 fn rotate_rows(
     q: &Chain<'_>,
     data: &mut [f32],
@@ -814,7 +815,11 @@ fn rotate_rows(
     chain: &mut [f32],
 ) -> Result<()> {
     let w = q.spec().width();
-    if n > 1 && spare.len() >= n * w && chain.len() >= q.columns_scratch_len(n) {
+    if n > 1
+        && !q.has_simd_kernel()
+        && spare.len() >= n * w
+        && chain.len() >= q.columns_scratch_len(n)
+    {
         let xt = &mut spare[..n * w];
         transpose(data, n, w, xt);
         q.apply_columns(xt, n, false, chain)?;

@@ -114,6 +114,41 @@ impl RowsRef<'_> {
     }
 }
 
+/// Applies a block-diagonal factor with `B × B` blocks on contiguous runs (column-major
+/// blocks, one after the other) to every row of `x` (`rows × n`) in place, on the SIMD
+/// kernel. Returns `false`, touching nothing, when this CPU or shape has none (the
+/// caller then runs its portable loop).
+pub(crate) fn contiguous_blocks<const B: usize>(
+    x: &mut [f32],
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86::contiguous_blocks::<B>(x, n, blocks, transpose) {
+        return true;
+    }
+    let _ = (x, n, blocks, transpose);
+    false
+}
+
+/// As [`contiguous_blocks`] for a factor whose block `j` reads `x[j], x[j + k], ...`
+/// (`k = n / b`), coefficients interleaved across blocks (`blocks[(c·b + t)·k + j]`).
+pub(crate) fn strided_blocks(
+    x: &mut [f32],
+    n: usize,
+    b: usize,
+    blocks: &[f32],
+    transpose: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86::strided_blocks(x, n, b, blocks, transpose) {
+        return true;
+    }
+    let _ = (x, n, b, blocks, transpose);
+    false
+}
+
 /// Packs `W` (`rows × cols`, row-major) transposed into `panel`:
 /// `panel[k · stride + j] = W[j][k]` for `j < rows`, `k < cols`; other cells are left as
 /// they are. The right-hand operand of [`matmul`] for `x · Wᵀ`.

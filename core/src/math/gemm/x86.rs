@@ -310,3 +310,188 @@ unsafe fn transpose_block(
         unsafe { _mm512_mask_storeu_ps(base.wrapping_add(k * stride), jmask, *v) };
     }
 }
+
+/// `x <- F x` (or `F^T x`) for every row of `x` (`rows × n`), where `F` is block-diagonal
+/// with `k = n / B` blocks of `B × B` on contiguous runs of each row, stored column-major
+/// one after the other (`blocks[j·B² + t·B + c]` = entry `(c, t)` of block `j`).
+///
+/// `16 / B` blocks share one 16-lane vector: per block entry `t`, one lane permutation
+/// broadcasts `x[t]` of each block across its lanes and one fused multiply-add adds
+/// column `t`. Blocks are the outer loop, so their coefficients stay in registers
+/// across the rows.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available,
+/// `B` is 4, 8 or 16, `n` is a multiple of 16, `x` is whole rows and `blocks` holds `n·B`.
+pub(crate) fn contiguous_blocks<const B: usize>(
+    x: &mut [f32],
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) -> bool {
+    if !avx512_available()
+        || !matches!(B, 4 | 8 | 16)
+        || n == 0
+        || n % 16 != 0
+        || x.len() % n != 0
+        || blocks.len() < n * B
+    {
+        return false;
+    }
+    // SAFETY: AVX-512F is available; the shapes were checked above.
+    unsafe { contiguous_blocks_avx512::<B>(x, n, blocks, transpose) };
+    true
+}
+
+/// # Safety
+/// AVX-512F available, `B` in {4, 8, 16}, `n % 16 == 0`, `x.len() % n == 0`,
+/// `blocks.len() >= n·B`.
+#[target_feature(enable = "avx512f")]
+unsafe fn contiguous_blocks_avx512<const B: usize>(
+    x: &mut [f32],
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) {
+    use core::arch::x86_64::{
+        _mm512_loadu_ps, _mm512_permutexvar_ps, _mm512_setr_epi32, _mm512_storeu_ps,
+    };
+    let rows = x.len() / n;
+    let mut v0 = 0;
+    while v0 < n {
+        // Coefficients of the 16 / B blocks at columns v0 .. v0 + 16: coef[t] lane l is
+        // entry (l % B, t) of block (v0 + l) / B (or entry (t, l % B) for the transpose).
+        let first = v0 / B;
+        let mut coef = [[0.0f32; 16]; B];
+        for (t, ct) in coef.iter_mut().enumerate() {
+            for (l, v) in ct.iter_mut().enumerate() {
+                let (blk, c) = (first + l / B, l % B);
+                let at = if transpose {
+                    blk * B * B + c * B + t
+                } else {
+                    blk * B * B + t * B + c
+                };
+                *v = blocks.get(at).copied().unwrap_or(0.0);
+            }
+        }
+        // SAFETY: `coef[t]` is 16 values.
+        let cv: [__m512; B] =
+            core::array::from_fn(|t| unsafe { _mm512_loadu_ps(coef[t].as_ptr()) });
+        // Lane l of idx[t] selects entry t of its own block: (l / B)·B + t.
+        let idx: [_; B] = core::array::from_fn(|t| {
+            let s = |l: i32| (l / B as i32) * B as i32 + t as i32;
+            _mm512_setr_epi32(
+                s(0),
+                s(1),
+                s(2),
+                s(3),
+                s(4),
+                s(5),
+                s(6),
+                s(7),
+                s(8),
+                s(9),
+                s(10),
+                s(11),
+                s(12),
+                s(13),
+                s(14),
+                s(15),
+            )
+        });
+        // Four rows at a time: four independent multiply-add chains hide the latency.
+        let mut r = 0;
+        while r < rows {
+            let group = (rows - r).min(4);
+            let p: [*mut f32; 4] = core::array::from_fn(|i| {
+                x.as_mut_ptr().wrapping_add((r + i.min(group - 1)) * n + v0)
+            });
+            // SAFETY: rows r .. r + group < rows (later lanes repeat the last row, loaded but
+            // not stored), columns v0 .. v0 + 16 <= n: inside `x`.
+            let xv: [__m512; 4] = core::array::from_fn(|i| unsafe { _mm512_loadu_ps(p[i]) });
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (c, ix) in cv.iter().zip(&idx) {
+                for (a, v) in acc.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(_mm512_permutexvar_ps(*ix, *v), *c, *a);
+                }
+            }
+            for (a, &pi) in acc.iter().zip(&p).take(group) {
+                // SAFETY: as for the loads; each stored row is distinct.
+                unsafe { _mm512_storeu_ps(pi, *a) };
+            }
+            r += group;
+        }
+        v0 += 16;
+    }
+}
+
+/// `x <- F x` (or `F^T x`) for every row of `x` (`rows × n`), where `F`'s `k = n / b`
+/// blocks read strided entries: block `j` reads `x[j], x[j + k], ..., x[j + (b-1)k]` (the
+/// second GS factor), with coefficients interleaved across blocks
+/// (`blocks[(c·b + t)·k + j]` = entry `(c, t)` of block `j`). Sixteen blocks per vector:
+/// `b²` fused multiply-adds per 16 blocks, all `b` inputs loaded before any output is
+/// stored, so it works in place.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available,
+/// `2 <= b <= 16`, `b` divides `n`, `x` is whole rows and `blocks` holds `n·b` values.
+pub(crate) fn strided_blocks(
+    x: &mut [f32],
+    n: usize,
+    b: usize,
+    blocks: &[f32],
+    transpose: bool,
+) -> bool {
+    if !avx512_available()
+        || !(2..=16).contains(&b)
+        || n == 0
+        || n % b != 0
+        || x.len() % n != 0
+        || blocks.len() < n * b
+    {
+        return false;
+    }
+    // SAFETY: AVX-512F is available; the shapes were checked above.
+    unsafe { strided_blocks_avx512(x, n, b, blocks, transpose) };
+    true
+}
+
+/// # Safety
+/// AVX-512F available, `2 <= b <= 16`, `n % b == 0`, `x.len() % n == 0`,
+/// `blocks.len() >= n·b`.
+#[target_feature(enable = "avx512f")]
+unsafe fn strided_blocks_avx512(
+    x: &mut [f32],
+    n: usize,
+    b: usize,
+    blocks: &[f32],
+    transpose: bool,
+) {
+    let k = n / b;
+    let rows = x.len() / n;
+    for r in 0..rows {
+        let row = x.as_mut_ptr().wrapping_add(r * n);
+        let mut j0 = 0;
+        while j0 < k {
+            let mask = lanes(k - j0);
+            let mut g = [_mm512_setzero_ps(); 16];
+            for (t, gt) in g.iter_mut().enumerate().take(b) {
+                // SAFETY: entries t·k + j0 .. (masked to < k): inside row r.
+                *gt = unsafe { _mm512_maskz_loadu_ps(mask, row.wrapping_add(t * k + j0)) };
+            }
+            for c in 0..b {
+                let mut acc = _mm512_setzero_ps();
+                for (t, gt) in g.iter().enumerate().take(b) {
+                    let entry = if transpose { t * b + c } else { c * b + t };
+                    // SAFETY: entry·k + j0 .. (masked to < k) < n·b: inside `blocks`.
+                    let w = unsafe {
+                        _mm512_maskz_loadu_ps(mask, blocks.as_ptr().wrapping_add(entry * k + j0))
+                    };
+                    acc = _mm512_fmadd_ps(w, *gt, acc);
+                }
+                // SAFETY: entries c·k + j0 .. (masked to < k): inside row r; every input
+                // of these blocks is already in `g`.
+                unsafe { _mm512_mask_storeu_ps(row.wrapping_add(c * k + j0), mask, acc) };
+            }
+            j0 += 16;
+        }
+    }
+}
