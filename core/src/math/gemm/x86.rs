@@ -356,72 +356,133 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
         _mm512_loadu_ps, _mm512_permutexvar_ps, _mm512_setr_epi32, _mm512_storeu_ps,
     };
     let rows = x.len() / n;
-    let mut v0 = 0;
-    while v0 < n {
-        // Coefficients of the 16 / B blocks at columns v0 .. v0 + 16: coef[t] lane l is
-        // entry (l % B, t) of block (v0 + l) / B (or entry (t, l % B) for the transpose).
-        let first = v0 / B;
-        let mut coef = [[0.0f32; 16]; B];
-        for (t, ct) in coef.iter_mut().enumerate() {
-            for (l, v) in ct.iter_mut().enumerate() {
-                let (blk, c) = (first + l / B, l % B);
-                let at = if transpose {
-                    blk * B * B + c * B + t
-                } else {
-                    blk * B * B + t * B + c
-                };
-                *v = blocks.get(at).copied().unwrap_or(0.0);
-            }
-        }
-        // SAFETY: `coef[t]` is 16 values.
-        let cv: [__m512; B] =
-            core::array::from_fn(|t| unsafe { _mm512_loadu_ps(coef[t].as_ptr()) });
-        // Lane l of idx[t] selects entry t of its own block: (l / B)·B + t.
-        let idx: [_; B] = core::array::from_fn(|t| {
-            let s = |l: i32| (l / B as i32) * B as i32 + t as i32;
-            _mm512_setr_epi32(
-                s(0),
-                s(1),
-                s(2),
-                s(3),
-                s(4),
-                s(5),
-                s(6),
-                s(7),
-                s(8),
-                s(9),
-                s(10),
-                s(11),
-                s(12),
-                s(13),
-                s(14),
-                s(15),
-            )
-        });
-        // Four rows at a time: four independent multiply-add chains hide the latency.
-        let mut r = 0;
-        while r < rows {
-            let group = (rows - r).min(4);
-            let p: [*mut f32; 4] = core::array::from_fn(|i| {
-                x.as_mut_ptr().wrapping_add((r + i.min(group - 1)) * n + v0)
-            });
-            // SAFETY: rows r .. r + group < rows (later lanes repeat the last row, loaded but
-            // not stored), columns v0 .. v0 + 16 <= n: inside `x`.
-            let xv: [__m512; 4] = core::array::from_fn(|i| unsafe { _mm512_loadu_ps(p[i]) });
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for (c, ix) in cv.iter().zip(&idx) {
-                for (a, v) in acc.iter_mut().zip(&xv) {
-                    *a = _mm512_fmadd_ps(_mm512_permutexvar_ps(*ix, *v), *c, *a);
+    // Lane l of idx[t] selects entry t of its own block: (l / B)·B + t.
+    let idx: [_; B] = core::array::from_fn(|t| {
+        let s = |l: i32| (l / B as i32) * B as i32 + t as i32;
+        _mm512_setr_epi32(
+            s(0),
+            s(1),
+            s(2),
+            s(3),
+            s(4),
+            s(5),
+            s(6),
+            s(7),
+            s(8),
+            s(9),
+            s(10),
+            s(11),
+            s(12),
+            s(13),
+            s(14),
+            s(15),
+        )
+    });
+    // Rows in bands that stay in L1 while every column group passes over them; the
+    // coefficients of a group are rebuilt per band (a few lane shuffles for `F x`, a
+    // gather for `F^T x`, which therefore takes all rows as one band).
+    let band = if transpose { rows } else { 16 };
+    let mut r0 = 0;
+    while r0 < rows {
+        let r1 = rows.min(r0 + band);
+        let mut v0 = 0;
+        while v0 < n {
+            // coef[t] lane l: entry (l % B, t) of block (v0 + l) / B, or entry (t, l % B)
+            // for the transpose.
+            let cv: [__m512; B] = if transpose {
+                let first = v0 / B;
+                let mut coef = [[0.0f32; 16]; B];
+                for (t, ct) in coef.iter_mut().enumerate() {
+                    for (l, v) in ct.iter_mut().enumerate() {
+                        let at = (first + l / B) * B * B + (l % B) * B + t;
+                        *v = blocks.get(at).copied().unwrap_or(0.0);
+                    }
                 }
+                // SAFETY: `coef[t]` is 16 values.
+                core::array::from_fn(|t| unsafe { _mm512_loadu_ps(coef[t].as_ptr()) })
+            } else {
+                // SAFETY: the 16 / B blocks of this group are the B·16 values at v0·B,
+                // inside `blocks` (n·B values, v0 + 16 <= n).
+                unsafe { columns::<B>(blocks.as_ptr().wrapping_add(v0 * B)) }
+            };
+            // Four rows at a time: four independent multiply-add chains hide the latency.
+            let mut r = r0;
+            while r < r1 {
+                let group = (r1 - r).min(4);
+                let p: [*mut f32; 4] = core::array::from_fn(|i| {
+                    x.as_mut_ptr().wrapping_add((r + i.min(group - 1)) * n + v0)
+                });
+                // SAFETY: rows r .. r + group < rows (later lanes repeat the last row,
+                // loaded but not stored), columns v0 .. v0 + 16 <= n: inside `x`.
+                let xv: [__m512; 4] = core::array::from_fn(|i| unsafe { _mm512_loadu_ps(p[i]) });
+                let mut acc = [_mm512_setzero_ps(); 4];
+                for (c, ix) in cv.iter().zip(&idx) {
+                    for (a, v) in acc.iter_mut().zip(&xv) {
+                        *a = _mm512_fmadd_ps(_mm512_permutexvar_ps(*ix, *v), *c, *a);
+                    }
+                }
+                for (a, &pi) in acc.iter().zip(&p).take(group) {
+                    // SAFETY: as for the loads; each stored row is distinct.
+                    unsafe { _mm512_storeu_ps(pi, *a) };
+                }
+                r += group;
             }
-            for (a, &pi) in acc.iter().zip(&p).take(group) {
-                // SAFETY: as for the loads; each stored row is distinct.
-                unsafe { _mm512_storeu_ps(pi, *a) };
-            }
-            r += group;
+            v0 += 16;
         }
-        v0 += 16;
+        r0 = r1;
     }
+}
+
+/// Column `t` of each of the `16 / B` consecutive column-major `B × B` blocks at `p`, as
+/// one vector per `t` (lanes `i·B .. (i+1)·B` from block `i`).
+///
+/// # Safety
+/// AVX-512F available, `B` in {4, 8, 16}, `p` points at `16·B` readable values.
+#[target_feature(enable = "avx512f")]
+unsafe fn columns<const B: usize>(p: *const f32) -> [__m512; B] {
+    use core::arch::x86_64::{_mm512_loadu_ps, _mm512_shuffle_f32x4};
+    // z[i] = values 16·i .. 16·i + 16.
+    // SAFETY: i < B, so 16·i + 16 <= 16·B.
+    let z: [__m512; B] =
+        core::array::from_fn(|i| unsafe { _mm512_loadu_ps(p.wrapping_add(16 * i)) });
+    core::array::from_fn(|t| match B {
+        // One block: column t is z[t].
+        16 => z[t],
+        // Two blocks (z[0..4], z[4..8]); column t is half t % 2 of z[t / 2] and z[4 + t / 2].
+        8 => {
+            let (a, b) = (z[t / 2], z[4 + t / 2]);
+            if t % 2 == 0 {
+                _mm512_shuffle_f32x4::<0x44>(a, b)
+            } else {
+                _mm512_shuffle_f32x4::<0xEE>(a, b)
+            }
+        }
+        // Four blocks z[0..4]; column t is 128-bit lane t of each: lanes (t, t) of z[0],
+        // z[1] and of z[2], z[3], then joined.
+        _ => {
+            let (lo, hi) = match t {
+                0 => (
+                    _mm512_shuffle_f32x4::<0x00>(z[0], z[1]),
+                    _mm512_shuffle_f32x4::<0x00>(z[2], z[3]),
+                ),
+                1 => (
+                    _mm512_shuffle_f32x4::<0x55>(z[0], z[1]),
+                    _mm512_shuffle_f32x4::<0x55>(z[2], z[3]),
+                ),
+                2 => (
+                    _mm512_shuffle_f32x4::<0xAA>(z[0], z[1]),
+                    _mm512_shuffle_f32x4::<0xAA>(z[2], z[3]),
+                ),
+                _ => (
+                    _mm512_shuffle_f32x4::<0xFF>(z[0], z[1]),
+                    _mm512_shuffle_f32x4::<0xFF>(z[2], z[3]),
+                ),
+            };
+            // lo = [z0.t, z0.t, z1.t, z1.t], hi = [z2.t, z2.t, z3.t, z3.t] -> lanes 0, 2 of
+            // each: [z0.t, z1.t, z2.t, z3.t].
+            _mm512_shuffle_f32x4::<0x88>(lo, hi)
+        }
+    })
 }
 
 /// `x <- F x` (or `F^T x`) for every row of `x` (`rows × n`), where `F`'s `k = n / b`
@@ -450,21 +511,76 @@ pub(crate) fn strided_blocks(
         return false;
     }
     // SAFETY: AVX-512F is available; the shapes were checked above.
-    unsafe { strided_blocks_avx512(x, n, b, blocks, transpose) };
+    unsafe {
+        match b {
+            4 if x.len() > n => strided_blocks_avx512::<4, 2>(x, n, blocks, transpose),
+            4 => strided_blocks_avx512::<4, 1>(x, n, blocks, transpose),
+            8 if x.len() > n => strided_blocks_avx512::<8, 2>(x, n, blocks, transpose),
+            8 => strided_blocks_avx512::<8, 1>(x, n, blocks, transpose),
+            16 => strided_blocks_avx512::<16, 1>(x, n, blocks, transpose),
+            _ => strided_blocks_any(x, n, b, blocks, transpose),
+        }
+    }
     true
+}
+
+/// [`strided_blocks`] for a compile-time block size `B`, `R` rows at a time (each
+/// coefficient vector, loaded once, serves `R` rows).
+///
+/// # Safety
+/// As [`strided_blocks_any`] with `b = B`.
+#[target_feature(enable = "avx512f")]
+unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
+    x: &mut [f32],
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) {
+    let k = n / B;
+    let rows = x.len() / n;
+    let mut r = 0;
+    while r < rows {
+        let group = (rows - r).min(R);
+        let row: [*mut f32; R] =
+            core::array::from_fn(|i| x.as_mut_ptr().wrapping_add((r + i.min(group - 1)) * n));
+        let mut j0 = 0;
+        while j0 < k {
+            let mask = lanes(k - j0);
+            // SAFETY: entries t·k + j0 .. (masked to < k) of rows < rows: inside `x`.
+            let g: [[__m512; B]; R] = core::array::from_fn(|i| {
+                core::array::from_fn(|t| unsafe {
+                    _mm512_maskz_loadu_ps(mask, row[i].wrapping_add(t * k + j0))
+                })
+            });
+            for c in 0..B {
+                let mut acc = [_mm512_setzero_ps(); R];
+                for t in 0..B {
+                    let entry = if transpose { t * B + c } else { c * B + t };
+                    // SAFETY: entry·k + j0 .. (masked to < k) < n·B: inside `blocks`.
+                    let w = unsafe {
+                        _mm512_maskz_loadu_ps(mask, blocks.as_ptr().wrapping_add(entry * k + j0))
+                    };
+                    for (a, gi) in acc.iter_mut().zip(&g) {
+                        *a = _mm512_fmadd_ps(w, gi[t], *a);
+                    }
+                }
+                for (a, &ri) in acc.iter().zip(&row).take(group) {
+                    // SAFETY: entries c·k + j0 .. (masked) of a row < rows; every input of
+                    // these blocks is already in `g`.
+                    unsafe { _mm512_mask_storeu_ps(ri.wrapping_add(c * k + j0), mask, *a) };
+                }
+            }
+            j0 += 16;
+        }
+        r += group;
+    }
 }
 
 /// # Safety
 /// AVX-512F available, `2 <= b <= 16`, `n % b == 0`, `x.len() % n == 0`,
 /// `blocks.len() >= n·b`.
 #[target_feature(enable = "avx512f")]
-unsafe fn strided_blocks_avx512(
-    x: &mut [f32],
-    n: usize,
-    b: usize,
-    blocks: &[f32],
-    transpose: bool,
-) {
+unsafe fn strided_blocks_any(x: &mut [f32], n: usize, b: usize, blocks: &[f32], transpose: bool) {
     let k = n / b;
     let rows = x.len() / n;
     for r in 0..rows {
