@@ -331,8 +331,8 @@ pub(crate) fn contiguous_blocks<const B: usize>(
     if !avx512_available()
         || !matches!(B, 4 | 8 | 16)
         || n == 0
-        || n % 16 != 0
-        || x.len() % n != 0
+        || !n.is_multiple_of(16)
+        || !x.len().is_multiple_of(n)
         || blocks.len() < n * B
     {
         return false;
@@ -504,8 +504,8 @@ pub(crate) fn strided_blocks(
     if !avx512_available()
         || !(2..=16).contains(&b)
         || n == 0
-        || n % b != 0
-        || x.len() % n != 0
+        || !n.is_multiple_of(b)
+        || !x.len().is_multiple_of(n)
         || blocks.len() < n * b
     {
         return false;
