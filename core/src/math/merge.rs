@@ -204,10 +204,26 @@ pub fn swap(
     let mut w = w;
     let (vec_buf, chain_scratch) = scratch.split_at_mut(rows.max(cols));
     if row_work {
-        for_each_line(&mut w, rows, cols, Line::Rows, vec_buf, |r, v| {
-            apply_ops(&row_ops, v, chain_scratch);
-            row_scale.apply_to_row(r, v);
-        });
+        if let WeightsMut::F32(wf) = &mut w {
+            // f32 rows are a row-major batch already: every chain passes over a band of
+            // rows at once (the SIMD kernels keep a factor's coefficients in registers),
+            // and the band stays in cache through all chains and the scale.
+            for (i, band) in wf.chunks_mut(SWAP_BAND_ROWS * cols).enumerate() {
+                for (chain, transpose) in &row_ops {
+                    if let Some(c) = chain {
+                        c.apply_rows(band, *transpose, chain_scratch)?;
+                    }
+                }
+                for (r, row) in band.chunks_exact_mut(cols).enumerate() {
+                    row_scale.apply_to_row(i * SWAP_BAND_ROWS + r, row);
+                }
+            }
+        } else {
+            for_each_line(&mut w, rows, cols, Line::Rows, vec_buf, |r, v| {
+                apply_ops(&row_ops, v, chain_scratch);
+                row_scale.apply_to_row(r, v);
+            });
+        }
     }
     if !has_col_pass {
         return Ok(());
@@ -245,6 +261,9 @@ pub fn swap(
     });
     Ok(())
 }
+
+/// Rows of an f32 weight that go through all row operations of a swap together.
+const SWAP_BAND_ROWS: usize = 16;
 
 /// Division by an old scale and multiplication by a new one, per row.
 #[derive(Clone, Copy)]

@@ -298,6 +298,124 @@ mod tests {
         }
     }
 
+    /// `F x` / `F^T x` per row by definition, for both block layouts.
+    fn blocks_reference(
+        x: &[f32],
+        n: usize,
+        b: usize,
+        blocks: &[f32],
+        transpose: bool,
+        strided: bool,
+    ) -> [f32; 9 * 64] {
+        let k = n / b;
+        let mut out = [0.0f32; 9 * 64];
+        for (row, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            for j in 0..k {
+                let at = |t: usize| if strided { t * k + j } else { j * b + t };
+                let coef = |c: usize, t: usize| {
+                    if strided {
+                        blocks[(c * b + t) * k + j]
+                    } else {
+                        blocks[j * b * b + t * b + c]
+                    }
+                };
+                for c in 0..b {
+                    let mut s = 0.0f64;
+                    for t in 0..b {
+                        let e = if transpose { coef(t, c) } else { coef(c, t) };
+                        s += e as f64 * row[at(t)] as f64;
+                    }
+                    o[at(c)] = s as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn block_kernels_match_the_definition_when_the_cpu_has_them() {
+        let mut blocks = [0.0f32; 64 * 16];
+        fill(&mut blocks, 7);
+        for (n, b) in [
+            (16, 4),
+            (32, 8),
+            (64, 16),
+            (48, 8),
+            (64, 4),
+            (24, 2),
+            (60, 12),
+        ] {
+            for rows in [1usize, 2, 5, 9] {
+                for transpose in [false, true] {
+                    let mut x = [0.0f32; 9 * 64];
+                    fill(&mut x, (n * 31 + rows) as u32);
+                    let x = &mut x[..rows * n];
+                    let close = |got: &[f32], want: &[f32]| {
+                        got.iter()
+                            .zip(want)
+                            .all(|(g, w)| (g - w).abs() <= 1e-5 * (1.0 + w.abs()))
+                    };
+                    let want = blocks_reference(x, n, b, &blocks, transpose, false);
+                    let mut got = [0.0f32; 9 * 64];
+                    got[..rows * n].copy_from_slice(x);
+                    let ran = match b {
+                        4 => contiguous_blocks::<4>(&mut got[..rows * n], n, &blocks, transpose),
+                        8 => contiguous_blocks::<8>(&mut got[..rows * n], n, &blocks, transpose),
+                        16 => contiguous_blocks::<16>(&mut got[..rows * n], n, &blocks, transpose),
+                        _ => false,
+                    };
+                    if ran {
+                        assert!(
+                            close(&got[..rows * n], &want[..rows * n]),
+                            "contiguous n={n} b={b}"
+                        );
+                    } else {
+                        assert_eq!(&got[..rows * n], &*x, "a refused call touches nothing");
+                    }
+                    let want = blocks_reference(x, n, b, &blocks, transpose, true);
+                    got[..rows * n].copy_from_slice(x);
+                    if strided_blocks(&mut got[..rows * n], n, b, &blocks, transpose) {
+                        assert!(
+                            close(&got[..rows * n], &want[..rows * n]),
+                            "strided n={n} b={b}"
+                        );
+                    } else {
+                        assert_eq!(&got[..rows * n], &*x, "a refused call touches nothing");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_transposes_ragged_shapes_from_floats_and_bytes() {
+        let mut w = [0.0f32; 37 * 41];
+        fill(&mut w, 3);
+        let mut bytes = [0u8; 4 * 37 * 41 + 1];
+        for (c, v) in bytes[1..].chunks_exact_mut(4).zip(&w) {
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+        for (rows, cols) in [(1, 1), (16, 16), (17, 33), (37, 41), (5, 40), (32, 3)] {
+            let stride = rows + 3;
+            for source in [
+                RowsRef::F32(&w[..rows * cols]),
+                RowsRef::LeBytes(&bytes[1..1 + 4 * rows * cols]),
+            ] {
+                let mut panel = [-9.0f32; 41 * 40];
+                assert!(pack_transposed(source, rows, cols, &mut panel, stride).is_ok());
+                for k in 0..cols {
+                    for j in 0..stride {
+                        let want = if j < rows { w[j * cols + k] } else { -9.0 };
+                        assert_eq!(panel[k * stride + j], want, "{rows}x{cols} at ({k}, {j})");
+                    }
+                }
+            }
+        }
+        let mut small = [0.0f32; 4];
+        assert!(pack_transposed(RowsRef::F32(&w[..6]), 2, 3, &mut small, 2).is_err());
+        assert!(pack_transposed(RowsRef::F32(&w[..5]), 2, 3, &mut [0.0; 6], 2).is_err());
+    }
+
     #[test]
     fn short_operands_and_narrow_strides_are_errors() {
         let p = Product {

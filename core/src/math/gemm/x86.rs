@@ -379,9 +379,9 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
         )
     });
     // Rows in bands that stay in L1 while every column group passes over them; the
-    // coefficients of a group are rebuilt per band (a few lane shuffles for `F x`, a
-    // gather for `F^T x`, which therefore takes all rows as one band).
-    let band = if transpose { rows } else { 16 };
+    // coefficients of a group are rebuilt per band (a few lane shuffles; for `F^T x` with
+    // blocks other than 8 × 8 a gather, which therefore takes all rows as one band).
+    let band = if transpose && B != 8 { rows } else { 16 };
     let mut r0 = 0;
     while r0 < rows {
         let r1 = rows.min(r0 + band);
@@ -389,7 +389,18 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
         while v0 < n {
             // coef[t] lane l: entry (l % B, t) of block (v0 + l) / B, or entry (t, l % B)
             // for the transpose.
-            let cv: [__m512; B] = if transpose {
+            let cv: [__m512; B] = if !transpose {
+                // SAFETY: the 16 / B blocks of this group are the B·16 values at v0·B,
+                // inside `blocks` (n·B values, v0 + 16 <= n).
+                unsafe { columns::<B>(blocks.as_ptr().wrapping_add(v0 * B)) }
+            } else if B == 8 {
+                // SAFETY: as above; rows of a block are the columns transposed in registers.
+                let cols = unsafe { columns::<B>(blocks.as_ptr().wrapping_add(v0 * B)) };
+                let mut eight = [_mm512_setzero_ps(); 8];
+                eight.copy_from_slice(&cols[..8]);
+                let rows8 = transpose_8x8_halves(eight);
+                core::array::from_fn(|t| rows8[t % 8])
+            } else {
                 let first = v0 / B;
                 let mut coef = [[0.0f32; 16]; B];
                 for (t, ct) in coef.iter_mut().enumerate() {
@@ -400,10 +411,6 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
                 }
                 // SAFETY: `coef[t]` is 16 values.
                 core::array::from_fn(|t| unsafe { _mm512_loadu_ps(coef[t].as_ptr()) })
-            } else {
-                // SAFETY: the 16 / B blocks of this group are the B·16 values at v0·B,
-                // inside `blocks` (n·B values, v0 + 16 <= n).
-                unsafe { columns::<B>(blocks.as_ptr().wrapping_add(v0 * B)) }
             };
             // Four rows at a time: four independent multiply-add chains hide the latency.
             let mut r = r0;
@@ -431,6 +438,43 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
         }
         r0 = r1;
     }
+}
+
+/// Transposes the two 8 × 8 matrices held in the 256-bit halves of `r` (row `i` of each
+/// in half `h` of `r[i]`): unpacks, in-lane shuffles, then 128-bit lane moves.
+#[target_feature(enable = "avx512f")]
+fn transpose_8x8_halves(r: [__m512; 8]) -> [__m512; 8] {
+    use core::arch::x86_64::{
+        _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
+    };
+    let t: [__m512; 8] = core::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // u[4q + c] lane L (of each 128-bit lane) = column 4L + c of rows 4q .. 4q + 4.
+    let u: [__m512; 8] = core::array::from_fn(|i| {
+        let (q, c) = (i / 4, i % 4);
+        let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
+        if c % 2 == 0 {
+            _mm512_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm512_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    // Column c of the 8 rows: 128-bit lane (c / 4) of u[c % 4] and u[4 + c % 4] in each half.
+    core::array::from_fn(|c| {
+        let (a, b) = (u[c % 4], u[4 + c % 4]);
+        let v = if c < 4 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xDD>(a, b)
+        };
+        _mm512_shuffle_f32x4::<0xD8>(v, v)
+    })
 }
 
 /// Column `t` of each of the `16 / B` consecutive column-major `B × B` blocks at `p`, as
