@@ -218,6 +218,7 @@ pub fn run(model: &Path, adapter: &Path, seq: &[usize], budget: f64, json_out: b
                     "swap_merged_ms": show::round(row.swap * 1e3, 6),
                     "arena_bytes": row.arena,
                     "runs": row.runs,
+                    "kernels": riffle_core::math::dense_kernel_name(),
                 })
                 .to_string(),
             );
@@ -225,10 +226,11 @@ pub fn run(model: &Path, adapter: &Path, seq: &[usize], budget: f64, json_out: b
         return Ok(());
     }
     show::line(format!(
-        "bench: {} + {} ({method}, task `{task}`), medians over {:.2} s per measurement",
+        "bench: {} + {} ({method}, task `{task}`), medians over {:.2} s per measurement, {} kernels",
         model_map.name(),
         adapter_maps[0].name(),
-        budget.as_secs_f64()
+        budget.as_secs_f64(),
+        riffle_core::math::dense_kernel_name()
     ));
     let table: Vec<Vec<String>> = rows
         .iter()

@@ -450,6 +450,11 @@ impl<'w> Chain<'w> {
             return;
         }
         self.exchange(f, x, g, true);
+        // The gathered layout is the strided one: the SIMD kernel works on it in place.
+        if gemm::strided_blocks(g, n, b, blocks, transpose) {
+            self.exchange(f, x, g, false);
+            return;
+        }
         // u_c = sum_t B(c, t) ⊙ g_t over the k blocks: b² multiply-adds of length k.
         for (c, u_c) in u.chunks_exact_mut(k).enumerate() {
             u_c.fill(0.0);

@@ -13,7 +13,6 @@ mod model;
 mod session;
 pub mod weights;
 
-pub use crate::math::dense_kernel_name;
 pub use adapter::{
     Adapter, ClsHead, Head, Method, Prepared, KEY_COMPATIBLE_MODEL_IDS, MAX_ADAPTED_SLOTS,
     MAX_HEAD_TENSORS,

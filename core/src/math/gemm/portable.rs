@@ -5,7 +5,7 @@ use super::{Product, RowsRef};
 
 /// Rows of `C` computed together (each `A` value is loaded once per tile row).
 const MR: usize = 6;
-/// Columns of `C` computed together (one or two SIMD vectors on most targets).
+/// Columns of `C` computed together: two AVX2 vectors, four WebAssembly or NEON vectors.
 const NR: usize = 16;
 
 /// `C = A · B` (or `+=`); the caller has checked every length against `p`.
@@ -51,28 +51,23 @@ fn tile<const R: usize>(
         return;
     }
     let mut acc = [[0.0f32; NR]; R];
-    let mut brow = [0.0f32; NR];
-    for kk in 0..k {
-        let s = kk * p.b_stride + j0;
-        let bv: &[f32; NR] = match b.get(s..s + NR).and_then(|v| v.try_into().ok()) {
-            Some(full) if cols == NR => full,
-            _ => {
-                // Last, narrower tile: copy the used columns, zero the rest.
-                for (j, v) in brow.iter_mut().enumerate() {
-                    *v = if j < cols {
-                        b.get(s + j).copied().unwrap_or(0.0)
-                    } else {
-                        0.0
-                    };
-                }
-                &brow
+    let b = b.get(j0..).unwrap_or(&[]);
+    if cols == NR && p.b_stride >= NR {
+        // Full tile: B's rows as exact 16-value arrays, no branch in the loop.
+        for (kk, brow) in b.chunks(p.b_stride).take(k).enumerate() {
+            let Some(bv) = brow.first_chunk::<NR>() else {
+                return;
+            };
+            step(&mut acc, &rows, kk, bv);
+        }
+    } else {
+        // Last, narrower tile: each row's used columns copied, the rest zero.
+        let mut bv = [0.0f32; NR];
+        for (kk, brow) in b.chunks(p.b_stride.max(1)).take(k).enumerate() {
+            for (j, v) in bv.iter_mut().enumerate().take(cols) {
+                *v = brow.get(j).copied().unwrap_or(0.0);
             }
-        };
-        for (acc_r, row) in acc.iter_mut().zip(rows.iter()) {
-            let x = row[kk];
-            for (o, w) in acc_r.iter_mut().zip(bv) {
-                *o += x * w;
-            }
+            step(&mut acc, &rows, kk, &bv);
         }
     }
     for (r, acc_r) in acc.iter().enumerate() {
@@ -83,6 +78,17 @@ fn tile<const R: usize>(
             } else {
                 out.copy_from_slice(&acc_r[..cols]);
             }
+        }
+    }
+}
+
+/// `acc[r] += A[r][kk] · bv` for the tile's rows.
+#[inline(always)]
+fn step<const R: usize>(acc: &mut [[f32; NR]; R], rows: &[&[f32]; R], kk: usize, bv: &[f32; NR]) {
+    for (acc_r, row) in acc.iter_mut().zip(rows.iter()) {
+        let x = row[kk];
+        for (o, w) in acc_r.iter_mut().zip(bv) {
+            *o += x * w;
         }
     }
 }

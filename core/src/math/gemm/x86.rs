@@ -26,6 +26,9 @@ const NR: usize = 32;
 /// Whether this CPU and OS run AVX-512F code (CPUID leaf 7, and XCR0 enabling the
 /// `opmask` and `zmm` register state). Detected once, then cached.
 pub(super) fn avx512_available() -> bool {
+    if cfg!(feature = "force-portable") {
+        return false;
+    }
     static STATE: AtomicU8 = AtomicU8::new(0);
     match STATE.load(Ordering::Relaxed) {
         1 => false,
