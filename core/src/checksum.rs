@@ -95,6 +95,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     c.finish()
 }
 
+#[cfg(feature = "sha256")]
 /// SHA-256 round constants (FIPS 180-4, section 4.2.2).
 const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -107,11 +108,13 @@ const K: [u32; 64] = [
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
+#[cfg(feature = "sha256")]
 /// SHA-256 initial hash value (FIPS 180-4, section 5.3.3).
 const H0: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
+#[cfg(feature = "sha256")]
 /// A running SHA-256 (FIPS 180-4). About 100 bytes of state, no allocation.
 ///
 /// ```
@@ -129,12 +132,14 @@ pub struct Sha256 {
     total_len: u64,
 }
 
+#[cfg(feature = "sha256")]
 impl Default for Sha256 {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(feature = "sha256")]
 impl Sha256 {
     /// A hash over no bytes yet.
     pub const fn new() -> Self {
@@ -202,6 +207,7 @@ impl Sha256 {
     }
 }
 
+#[cfg(feature = "sha256")]
 /// One SHA-256 compression of a 64-byte block into `state`.
 fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
     let mut w = [0u32; 64];
@@ -242,6 +248,7 @@ fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
     }
 }
 
+#[cfg(feature = "sha256")]
 /// SHA-256 of `bytes`, equal to Python's `hashlib.sha256(bytes).digest()`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -272,6 +279,7 @@ mod tests {
         assert_eq!(CRC32_TABLE[255], 0x2d02_ef8d);
     }
 
+    #[cfg(feature = "sha256")]
     #[test]
     fn sha_padding_boundaries() {
         // 55, 56, 63, 64 bytes straddle the one-block/two-block padding boundary.

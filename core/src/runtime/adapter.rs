@@ -285,7 +285,7 @@ impl<'a> Adapter<'a> {
         let mut heads: Vec<Head<'a>, MAX_HEAD_TENSORS> = Vec::new();
         let mut cls_w: Option<TensorInfo<'a>> = None;
         let mut cls_b: Option<TensorInfo<'a>> = None;
-        let hidden = model.bert_config().map(|c| c.hidden);
+        let hidden = model.text_hidden();
         let np = self.block * (self.block - 1) / 2;
         for t in self.gguf.tensors() {
             let idx = t.index();
@@ -584,6 +584,7 @@ fn tensor_code(t: TensorType) -> u32 {
 
 fn scalars_of<'a>(t: &TensorInfo<'a>) -> Scalars<'a> {
     match t.ggml_type() {
+        #[cfg(feature = "f16")]
         TensorType::F16 => Scalars::F16Le(t.data()),
         _ => Scalars::F32Le(t.data()),
     }
