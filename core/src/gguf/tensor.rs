@@ -87,15 +87,17 @@ impl TensorType {
     /// Bytes that `elements` values occupy, or `None` if `elements` is not a whole
     /// number of blocks or the size overflows `u64`.
     pub const fn byte_len(self, elements: u64) -> Option<u64> {
-        let bl = self.block_len() as u64;
-        match elements.checked_rem(bl) {
-            Some(0) => {}
-            _ => return None,
-        }
-        match elements.checked_div(bl) {
-            Some(blocks) => blocks.checked_mul(self.block_bytes() as u64),
-            None => None,
-        }
+        // Constant divisors: no 64-bit division routine on 32-bit targets.
+        let blocks = match self {
+            TensorType::Q8_0 => {
+                if elements % Q8_0_BLOCK_LEN as u64 != 0 {
+                    return None;
+                }
+                elements / Q8_0_BLOCK_LEN as u64
+            }
+            _ => elements,
+        };
+        blocks.checked_mul(self.block_bytes() as u64)
     }
 
     /// True for the types [`TensorInfo::decode_f32`] reads (all but `I32`).
@@ -165,7 +167,8 @@ pub(crate) fn place(
     alignment: u64,
     index: u32,
 ) -> Result<(usize, usize)> {
-    if raw.offset.checked_rem(alignment) != Some(0) {
+    // `alignment` is a power of two (checked by the parser): a mask, not a 64-bit division.
+    if alignment == 0 || raw.offset & alignment.wrapping_sub(1) != 0 {
         return Err(Error::Misaligned { tensor: index });
     }
     let out = Error::TensorOutOfRange { tensor: index };

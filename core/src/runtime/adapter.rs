@@ -65,29 +65,49 @@ enum Role {
     Scale,
 }
 
-/// Splits `T.oft_in.{f}` / `T.oft_out.{f}` / `T.oft_scale` into `(T, role)`.
+/// Splits `T.oft_in.{f}` / `T.oft_out.{f}` / `T.oft_scale` into `(T, role)`. In a name
+/// that contains `.oft_in.` (else `.oft_out.`), its last occurrence must be followed by
+/// one or two digits that end the name, or the name has no role. Byte comparisons only:
+/// no substring search or number parsing from `core` (small on a microcontroller).
 fn role_of(name: &str) -> Option<(&str, Role)> {
     if let Some(t) = name.strip_suffix(gguf::TENSOR_OFT_SCALE) {
         return Some((t, Role::Scale));
     }
+    let bytes = name.as_bytes();
     for (tag, is_in) in [(gguf::TENSOR_OFT_IN, true), (gguf::TENSOR_OFT_OUT, false)] {
-        if let Some(pos) = name.rfind(tag) {
-            let digits = &name[pos + tag.len()..];
-            if digits.is_empty() || digits.len() > 2 || !digits.bytes().all(|c| c.is_ascii_digit())
-            {
-                return None;
-            }
-            let f: usize = digits.parse().ok()?;
-            let t = &name[..pos];
-            return Some((
-                t,
-                if is_in {
-                    Role::OftIn(f)
-                } else {
-                    Role::OftOut(f)
-                },
-            ));
+        let tag = tag.as_bytes();
+        if !bytes.windows(tag.len()).any(|w| w == tag) {
+            continue;
         }
+        // The tag ends with '.', so the digits that end the name follow its last
+        // occurrence exactly when the tag sits right before them (no later occurrence
+        // fits in two digits).
+        let digits = bytes
+            .iter()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if !(1..=2).contains(&digits) {
+            return None;
+        }
+        let end = bytes.len() - digits;
+        let t_end = end.checked_sub(tag.len())?;
+        if bytes.get(t_end..end) != Some(tag) {
+            return None;
+        }
+        let f = bytes
+            .get(end..)?
+            .iter()
+            .fold(0usize, |f, &c| f * 10 + usize::from(c - b'0'));
+        let t = name.get(..t_end)?;
+        return Some((
+            t,
+            if is_in {
+                Role::OftIn(f)
+            } else {
+                Role::OftOut(f)
+            },
+        ));
     }
     None
 }
@@ -719,3 +739,67 @@ impl<'a> Prepared<'a, '_> {
 }
 
 const _: () = assert!(MAX_SLOTS <= 128, "slot masks are u128");
+
+#[cfg(test)]
+mod tests {
+    use super::{gguf, role_of, Role};
+
+    /// The substring-search reading of the names that `role_of` replaced.
+    fn role_of_by_search(name: &str) -> Option<(&str, Role)> {
+        if let Some(t) = name.strip_suffix(gguf::TENSOR_OFT_SCALE) {
+            return Some((t, Role::Scale));
+        }
+        for (tag, is_in) in [(gguf::TENSOR_OFT_IN, true), (gguf::TENSOR_OFT_OUT, false)] {
+            if let Some(pos) = name.rfind(tag) {
+                let digits = &name[pos + tag.len()..];
+                if digits.is_empty()
+                    || digits.len() > 2
+                    || !digits.bytes().all(|c| c.is_ascii_digit())
+                {
+                    return None;
+                }
+                let f: usize = digits.parse().ok()?;
+                let t = &name[..pos];
+                return Some((
+                    t,
+                    if is_in {
+                        Role::OftIn(f)
+                    } else {
+                        Role::OftOut(f)
+                    },
+                ));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn role_of_matches_the_substring_search() {
+        let names = [
+            "layers.0.weight.oft_in.0",
+            "layers.0.weight.oft_in.15",
+            "layers.0.weight.oft_out.1",
+            "layers.0.weight.oft_in.",
+            "layers.0.weight.oft_in.123",
+            "layers.0.weight.oft_in.x1",
+            "layers.0.weight.oft_in.1x",
+            "layers.0.weight.oft_in.0.oft_out.1",
+            "layers.0.weight.oft_out.0.oft_in.1",
+            "a.oft_in.1.oft_in.2",
+            ".oft_in.7",
+            ".oft_out.07",
+            "oft_in.7",
+            "layers.0.weight.oft_scale",
+            ".oft_scale",
+            "layers.0.weight",
+            "layers.0.weight.oft_in.٣",
+            "é.oft_out.9",
+            "",
+            "9",
+            "12",
+        ];
+        for n in names {
+            assert_eq!(role_of(n), role_of_by_search(n), "{n:?}");
+        }
+    }
+}
