@@ -90,10 +90,11 @@ impl TensorType {
         // Constant divisors: no 64-bit division routine on 32-bit targets.
         let blocks = match self {
             TensorType::Q8_0 => {
-                if elements % Q8_0_BLOCK_LEN as u64 != 0 {
-                    return None;
+                let bl = Q8_0_BLOCK_LEN as u64;
+                match (elements.checked_rem(bl), elements.checked_div(bl)) {
+                    (Some(0), Some(blocks)) => blocks,
+                    _ => return None,
                 }
-                elements / Q8_0_BLOCK_LEN as u64
             }
             _ => elements,
         };
