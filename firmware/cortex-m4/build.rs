@@ -68,6 +68,14 @@ fn main() {
     };
     std::fs::copy(manifest.join(memory), out.join("memory.x")).unwrap_or_else(|e| fail(memory, e));
     println!("cargo:rerun-if-changed={memory}");
+    // cortex-m-rt's `device` feature includes `device.x` (weak aliases of the device's
+    // interrupt handlers): the firmware handles no interrupt by name, so it is empty, and
+    // `board.rs` supplies the interrupt vectors.
+    std::fs::write(
+        out.join("device.x"),
+        "/* no device interrupt handlers (board.rs) */\n",
+    )
+    .unwrap_or_else(|e| fail("device.x", e));
     println!("cargo:rustc-link-search={}", out.display());
 
     // 2. The embedded files, parsed with the host build of the core.
