@@ -202,11 +202,16 @@ pub type TensorName = heapless::String<TENSOR_NAME_CAPACITY>;
 /// Appends `v` in decimal to `out` (no `core::fmt`: names are built on microcontrollers
 /// too); `None` if it does not fit.
 pub(crate) fn push_decimal<const N: usize>(out: &mut heapless::String<N>, v: u32) -> Option<()> {
+    out.push_str(decimal(v, &mut [0; 10])).ok()
+}
+
+/// `v` in decimal, written at the end of `buf` (one copy of the digit loop, whatever
+/// the string capacity).
+fn decimal(v: u32, buf: &mut [u8; 10]) -> &str {
     // Least significant digit first; a u32 has at most 10.
-    let mut digits = [0u8; 10];
     let mut n = 0usize;
     let mut v = v;
-    for d in digits.iter_mut() {
+    for d in buf.iter_mut().rev() {
         *d = b'0'.wrapping_add((v % 10) as u8);
         n = n.wrapping_add(1);
         v /= 10;
@@ -214,10 +219,10 @@ pub(crate) fn push_decimal<const N: usize>(out: &mut heapless::String<N>, v: u32
             break;
         }
     }
-    for &d in digits.iter().take(n).rev() {
-        out.push(char::from(d)).ok()?;
-    }
-    Some(())
+    let start = buf.len().saturating_sub(n);
+    buf.get(start..)
+        .and_then(|d| core::str::from_utf8(d).ok())
+        .unwrap_or("")
 }
 
 /// Concatenates `parts`, with `number` in decimal after the first one, or `None` if the

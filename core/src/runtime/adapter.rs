@@ -9,7 +9,7 @@
 
 use heapless::Vec;
 
-use super::model::{Model, MAX_SLOTS};
+use super::model::{Model, NameBuf, MAX_SLOTS};
 use super::weights::TensorRef;
 use crate::gguf::{self, Gguf, StringArray, TensorInfo, TensorType};
 use crate::math::{
@@ -299,9 +299,9 @@ impl<'a> Adapter<'a> {
             return Err(Error::BaseMismatch);
         }
         // Pass 1: which slots have which sides; every name must match the base.
-        let mut has_in = 0u128;
-        let mut has_out = 0u128;
-        let mut has_scale = 0u128;
+        let mut has_in: SlotMask = 0;
+        let mut has_out: SlotMask = 0;
+        let mut has_scale: SlotMask = 0;
         let mut heads: Vec<Head<'a>, MAX_HEAD_TENSORS> = Vec::new();
         let mut cls_w: Option<TensorInfo<'a>> = None;
         let mut cls_b: Option<TensorInfo<'a>> = None;
@@ -315,7 +315,7 @@ impl<'a> Adapter<'a> {
                         .slot_index(base)
                         .ok_or(Error::UnknownTensor { tensor: idx })?;
                     let s = &model.slots()[slot];
-                    let bit = 1u128 << slot;
+                    let bit: SlotMask = 1 << slot;
                     if !matches!(t.ggml_type(), TensorType::F32 | TensorType::F16) {
                         return Err(Error::UnknownTensorType {
                             tensor: idx,
@@ -419,7 +419,7 @@ impl<'a> Adapter<'a> {
         }
         // Heads: weight and bias must agree; a replaced slot is not also rotated.
         for h in &heads {
-            let bit = 1u128 << h.slot;
+            let bit: SlotMask = 1 << h.slot;
             if (has_in | has_out | has_scale) & bit != 0 {
                 return Err(Error::ShapeMismatch {
                     tensor: h.weight.index(),
@@ -459,7 +459,7 @@ impl<'a> Adapter<'a> {
         let mut layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS> = Vec::new();
         let mut off = 0usize;
         for (i, s) in model.slots().iter().enumerate() {
-            let bit = 1u128 << i;
+            let bit: SlotMask = 1 << i;
             if (has_in | has_out | has_scale) & bit == 0 {
                 continue;
             }
@@ -553,7 +553,7 @@ impl<'a> Adapter<'a> {
                 )?;
             }
             if let Some(at) = l.scale {
-                let mut tname: heapless::String<128> = heapless::String::new();
+                let mut tname = NameBuf::new();
                 tname.push_str(name).map_err(|_| Error::CapacityExceeded)?;
                 tname
                     .push_str(gguf::TENSOR_OFT_SCALE)
@@ -583,7 +583,7 @@ impl<'a> Adapter<'a> {
     }
 
     fn factor_tensor(&self, slot_name: &str, tag: &str, f: usize) -> Result<TensorInfo<'a>> {
-        let mut name: heapless::String<128> = heapless::String::new();
+        let mut name = NameBuf::new();
         name.push_str(slot_name)
             .map_err(|_| Error::CapacityExceeded)?;
         name.push_str(tag).map_err(|_| Error::CapacityExceeded)?;
@@ -738,7 +738,16 @@ impl<'a> Prepared<'a, '_> {
     }
 }
 
-const _: () = assert!(MAX_SLOTS <= 128, "slot masks are u128");
+/// One bit per slot of a model: as narrow as [`MAX_SLOTS`] allows (32-bit words are
+/// cheap on a microcontroller; `u128` shifts are not).
+#[cfg(feature = "bert")]
+type SlotMask = u128;
+/// One bit per slot of a model: as narrow as [`MAX_SLOTS`] allows (32-bit words are
+/// cheap on a microcontroller; `u128` shifts are not).
+#[cfg(not(feature = "bert"))]
+type SlotMask = u32;
+
+const _: () = assert!(MAX_SLOTS <= SlotMask::BITS as usize, "slot masks");
 
 #[cfg(test)]
 mod tests {

@@ -245,7 +245,7 @@ impl<'a> Model<'a> {
             return Err(Error::CapacityExceeded);
         }
         for i in 0..convs {
-            let mut name: heapless::String<48> = heapless::String::new();
+            let mut name = NameBuf::new();
             push_indexed(&mut name, "conv.", i, ".weight")?;
             let wt = g.require_tensor(&name)?;
             let s = wt.shape();
@@ -900,7 +900,7 @@ fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
 
 /// A dense slot `prefix{i}.weight` of shape `(out, width)` and its bias.
 fn dense_slot<'a>(g: &Gguf<'a>, prefix: &str, i: usize, width: usize) -> Result<Slot<'a>> {
-    let mut name: heapless::String<48> = heapless::String::new();
+    let mut name = NameBuf::new();
     push_indexed(&mut name, prefix, i, ".weight")?;
     let wt = g.require_tensor(&name)?;
     let s = wt.shape();
@@ -923,7 +923,7 @@ fn find_bias<'a>(
     i: usize,
     rows: usize,
 ) -> Result<Option<TensorRef<'a>>> {
-    let mut name: heapless::String<48> = heapless::String::new();
+    let mut name = NameBuf::new();
     push_indexed(&mut name, prefix, i, ".bias")?;
     match g.find_tensor(&name) {
         None => Ok(None),
@@ -943,13 +943,12 @@ fn check_float(t: TensorInfo<'_>) -> Result<TensorRef<'_>> {
     Ok(TensorRef::new(&t))
 }
 
+/// The buffer tensor names are built in (base slots, adapter factors and scales): one
+/// type, so its code exists once.
+pub(crate) type NameBuf = heapless::String<128>;
+
 /// Appends `prefix{i}suffix` to `out` (without `core::fmt`).
-pub(crate) fn push_indexed<const N: usize>(
-    out: &mut heapless::String<N>,
-    prefix: &str,
-    i: usize,
-    suffix: &str,
-) -> Result<()> {
+pub(crate) fn push_indexed(out: &mut NameBuf, prefix: &str, i: usize, suffix: &str) -> Result<()> {
     let i = u32::try_from(i).map_err(|_| Error::CapacityExceeded)?;
     out.push_str(prefix)
         .ok()
