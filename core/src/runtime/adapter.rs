@@ -17,8 +17,9 @@ use crate::math::{
 };
 use crate::{Error, Result};
 
-/// Most slots one adapter may adapt.
-pub const MAX_ADAPTED_SLOTS: usize = 48;
+/// Most slots one adapter may adapt: 48, or every slot of a model when [`MAX_SLOTS`] is
+/// smaller (builds without `bert`), so the limit never binds there.
+pub const MAX_ADAPTED_SLOTS: usize = if MAX_SLOTS < 48 { MAX_SLOTS } else { 48 };
 /// Most tensors one adapter may replace (task heads).
 pub const MAX_HEAD_TENSORS: usize = 4;
 
