@@ -437,8 +437,11 @@ impl<'a> Model<'a> {
     }
 
     /// Largest batch of rows one slot sees in a vector model: the pixels of the first
-    /// convolution, or 1.
-    fn max_batch(&self) -> usize {
+    /// convolution, or 1. [`Model::arena_len`] holds the dense kernel's scratch for it,
+    /// [`weight_scratch_len`]`(widest input, max_batch())`, whose value depends on the
+    /// target: a build script that sizes a firmware's arena on the host re-evaluates
+    /// that term for the target (see `firmware/cortex-m4/build.rs`).
+    pub fn max_batch(&self) -> usize {
         #[cfg(feature = "cnn")]
         return self.convs.iter().map(|c| c.h * c.w).max().unwrap_or(1);
         #[cfg(not(feature = "cnn"))]

@@ -43,6 +43,14 @@ fn prepare<'w>(
 
 fn infer(ram: &'static mut Ram) -> riffle_core::Result<usize> {
     let model = parse()?;
+    // The arena is exactly what this target computes (build.rs sized it on the host).
+    // Adapter 0 brings no head, so the base head's size applies.
+    if model.arena_len(0, 0) != RT_ARENA_LEN {
+        return Err(riffle_core::Error::LengthMismatch {
+            expected: model.arena_len(0, 0),
+            found: RT_ARENA_LEN,
+        });
+    }
     let adapter = prepare(&model, &mut ram.workspace)?;
     // One slot, unmerged: `Model::run` with the prepared adapter, no `Session` (whose
     // table of resident adapters would cost ~17 KB of stack).
