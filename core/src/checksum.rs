@@ -24,15 +24,22 @@
 const CRC32_POLY: u32 = 0xedb8_8320;
 
 /// Byte-at-a-time lookup table of the reflected CRC-32, built at compile time (1 KiB).
-const CRC32_TABLE: [u32; 256] = crc32_table();
+#[cfg(feature = "crc32-table")]
+const CRC32_TABLE: [u32; 256] = crc32_table::<256>(8);
 
-const fn crc32_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
+/// Nibble-at-a-time table (64 bytes, two lookups per byte), without the `crc32-table`
+/// feature: the same CRC in less flash.
+#[cfg(not(feature = "crc32-table"))]
+const CRC32_NIBBLES: [u32; 16] = crc32_table::<16>(4);
+
+/// `table[n]` = the register `n` after `bits` shifts of the reflected CRC (`N = 2^bits`).
+const fn crc32_table<const N: usize>(bits: u32) -> [u32; N] {
+    let mut table = [0u32; N];
     let mut n = 0;
-    while n < 256 {
+    while n < N {
         let mut c = n as u32;
         let mut k = 0;
-        while k < 8 {
+        while k < bits {
             c = if c & 1 != 0 {
                 CRC32_POLY ^ (c >> 1)
             } else {
@@ -76,8 +83,18 @@ impl Crc32 {
     pub fn update(&mut self, bytes: &[u8]) {
         let mut c = self.state;
         for &b in bytes {
-            // The index is a u8, always < 256: no bounds check can fail.
-            c = CRC32_TABLE[usize::from((c as u8) ^ b)] ^ (c >> 8);
+            #[cfg(feature = "crc32-table")]
+            {
+                // The index is a u8, always < 256: no bounds check can fail.
+                c = CRC32_TABLE[usize::from((c as u8) ^ b)] ^ (c >> 8);
+            }
+            #[cfg(not(feature = "crc32-table"))]
+            {
+                c ^= u32::from(b);
+                // Indices are masked to 4 bits, always < 16.
+                c = CRC32_NIBBLES[(c & 0xf) as usize] ^ (c >> 4);
+                c = CRC32_NIBBLES[(c & 0xf) as usize] ^ (c >> 4);
+            }
         }
         self.state = c;
     }
@@ -95,6 +112,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     c.finish()
 }
 
+#[cfg(feature = "sha256")]
 /// SHA-256 round constants (FIPS 180-4, section 4.2.2).
 const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -107,11 +125,13 @@ const K: [u32; 64] = [
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
+#[cfg(feature = "sha256")]
 /// SHA-256 initial hash value (FIPS 180-4, section 5.3.3).
 const H0: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
+#[cfg(feature = "sha256")]
 /// A running SHA-256 (FIPS 180-4). About 100 bytes of state, no allocation.
 ///
 /// ```
@@ -129,12 +149,14 @@ pub struct Sha256 {
     total_len: u64,
 }
 
+#[cfg(feature = "sha256")]
 impl Default for Sha256 {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(feature = "sha256")]
 impl Sha256 {
     /// A hash over no bytes yet.
     pub const fn new() -> Self {
@@ -202,6 +224,7 @@ impl Sha256 {
     }
 }
 
+#[cfg(feature = "sha256")]
 /// One SHA-256 compression of a 64-byte block into `state`.
 fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
     let mut w = [0u32; 64];
@@ -242,6 +265,7 @@ fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
     }
 }
 
+#[cfg(feature = "sha256")]
 /// SHA-256 of `bytes`, equal to Python's `hashlib.sha256(bytes).digest()`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -266,12 +290,39 @@ pub fn hex_lower(digest: &[u8; 32]) -> heapless::String<64> {
 mod tests {
     use super::*;
 
+    /// Bit at a time, the definition both tables implement.
+    fn crc32_bitwise(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    CRC32_POLY ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn crc_matches_the_bitwise_definition() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        let data: [u8; 300] = core::array::from_fn(|i| (i * 131 + 7) as u8);
+        for n in [0, 1, 2, 3, 31, 64, 255, 300] {
+            assert_eq!(crc32(&data[..n]), crc32_bitwise(&data[..n]), "length {n}");
+        }
+    }
+
+    #[cfg(feature = "crc32-table")]
     #[test]
     fn crc_table_spot_values() {
         assert_eq!(CRC32_TABLE[1], 0x7707_3096);
         assert_eq!(CRC32_TABLE[255], 0x2d02_ef8d);
     }
 
+    #[cfg(feature = "sha256")]
     #[test]
     fn sha_padding_boundaries() {
         // 55, 56, 63, 64 bytes straddle the one-block/two-block padding boundary.

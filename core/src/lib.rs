@@ -48,6 +48,7 @@ mod error;
 pub mod gguf;
 pub mod math;
 pub mod runtime;
+#[cfg(feature = "text")]
 pub mod text;
 
 pub use error::{Error, Result};

@@ -68,6 +68,14 @@ fn main() {
     };
     std::fs::copy(manifest.join(memory), out.join("memory.x")).unwrap_or_else(|e| fail(memory, e));
     println!("cargo:rerun-if-changed={memory}");
+    // cortex-m-rt's `device` feature includes `device.x` (weak aliases of the device's
+    // interrupt handlers): the firmware handles no interrupt by name, so it is empty, and
+    // `board.rs` supplies the interrupt vectors.
+    std::fs::write(
+        out.join("device.x"),
+        "/* no device interrupt handlers (board.rs) */\n",
+    )
+    .unwrap_or_else(|e| fail("device.x", e));
     println!("cargo:rustc-link-search={}", out.display());
 
     // 2. The embedded files, parsed with the host build of the core.
@@ -121,6 +129,19 @@ fn main() {
         handles[t] = Some(h);
     }
     let arena_len = session.arena_len(0);
+    // One term of the arena is the dense kernel's scratch, whose size depends on the
+    // target (`weights::PANEL` is wider on x86-64): generated.rs has the target's compiler
+    // evaluate that term (a `const fn`); the rest is the host's figure. The boot check
+    // compares the result with what the target computes.
+    let max_cols = model.slots().iter().map(|s| s.cols).max().unwrap_or(0);
+    let batch = model.max_batch();
+    let host_kernel = riffle_core::runtime::weights::weight_scratch_len(max_cols, batch);
+    let for_target = |host_len: usize| {
+        format!(
+            "{} + riffle_core::runtime::weights::weight_scratch_len({max_cols}, {batch})",
+            host_len - host_kernel
+        )
+    };
     let merged_len = model.merged_len();
     let swap_len = session.swap_scratch_len();
     let max_file = adapter_bytes.iter().map(Vec::len).max().unwrap_or(0);
@@ -306,7 +327,7 @@ fn main() {
         "/// `Session::arena_len(0)` with every embedded adapter resident (f32s)."
     )
     .ok();
-    writeln!(g, "pub const ARENA_LEN: usize = {arena_len};").ok();
+    writeln!(g, "pub const ARENA_LEN: usize = {};", for_target(arena_len)).ok();
     writeln!(g, "/// `Model::merged_len` (f32s).").ok();
     writeln!(g, "pub const MERGED_LEN: usize = {merged_len};").ok();
     writeln!(g, "/// `Session::swap_scratch_len` (f32s).").ok();
@@ -366,7 +387,12 @@ fn main() {
         "/// Runtime-only image: `Session::arena_len(0)` with adapter 0 alone."
     )
     .ok();
-    writeln!(g, "pub const RT_ARENA_LEN: usize = {rt_arena_len};").ok();
+    writeln!(
+        g,
+        "pub const RT_ARENA_LEN: usize = {};",
+        for_target(rt_arena_len)
+    )
+    .ok();
     writeln!(
         g,
         "/// Runtime-only image: held-out example 0 of adapter 0's task."

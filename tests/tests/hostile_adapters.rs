@@ -1001,6 +1001,14 @@ fn failed_activations_change_nothing() {
         Some(Error::CapacityExceeded)
     );
     live.check("capacity");
+    // A session sized by its owner (a firmware sizes it to what it holds).
+    let mut small = Session::<2>::with_capacity(live.model);
+    small.add_adapter(p.clone()).unwrap();
+    small.add_adapter(p.clone()).unwrap();
+    assert_eq!(
+        small.add_adapter(p.clone()).err(),
+        Some(Error::CapacityExceeded)
+    );
     // Bad buffers and inputs.
     let mut wrong = vec![0.0f32; live.model.merged_len() - 1];
     let mut right = vec![0.0f32; live.model.merged_len()];

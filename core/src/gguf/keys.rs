@@ -3,8 +3,6 @@
 //! These constants are the only place where GGUF key and tensor names are spelled
 //! in Rust code; everything else refers to them.
 
-use core::fmt::Write;
-
 // ---- general (all files) ----
 
 /// `general.architecture` (string): `bert`, `mlp`, ...
@@ -201,21 +199,55 @@ pub const TENSOR_NAME_CAPACITY: usize = 96;
 /// A tensor name built in a fixed buffer.
 pub type TensorName = heapless::String<TENSOR_NAME_CAPACITY>;
 
-fn build(args: core::fmt::Arguments<'_>) -> Option<TensorName> {
+/// Appends `v` in decimal to `out` (no `core::fmt`: names are built on microcontrollers
+/// too); `None` if it does not fit.
+pub(crate) fn push_decimal<const N: usize>(out: &mut heapless::String<N>, v: u32) -> Option<()> {
+    out.push_str(decimal(v, &mut [0; 10])).ok()
+}
+
+/// `v` in decimal, written at the end of `buf` (one copy of the digit loop, whatever
+/// the string capacity).
+fn decimal(v: u32, buf: &mut [u8; 10]) -> &str {
+    // Least significant digit first; a u32 has at most 10.
+    let mut n = 0usize;
+    let mut v = v;
+    for d in buf.iter_mut().rev() {
+        *d = b'0'.wrapping_add((v % 10) as u8);
+        n = n.wrapping_add(1);
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = buf.len().saturating_sub(n);
+    buf.get(start..)
+        .and_then(|d| core::str::from_utf8(d).ok())
+        .unwrap_or("")
+}
+
+/// Concatenates `parts`, with `number` in decimal after the first one, or `None` if the
+/// result is longer than [`TENSOR_NAME_CAPACITY`].
+fn build(first: &str, number: Option<u32>, rest: &[&str]) -> Option<TensorName> {
     let mut s = TensorName::new();
-    s.write_fmt(args).ok()?;
+    s.push_str(first).ok()?;
+    if let Some(n) = number {
+        push_decimal(&mut s, n)?;
+    }
+    for p in rest {
+        s.push_str(p).ok()?;
+    }
     Some(s)
 }
 
 /// `blk.{block}.{layer}{suffix}`, e.g. `block_tensor_name(3, LAYER_ATTN_Q, SUFFIX_WEIGHT)`
 /// is `blk.3.attn_q.weight`. `None` if longer than [`TENSOR_NAME_CAPACITY`].
 pub fn block_tensor_name(block: u32, layer: &str, suffix: &str) -> Option<TensorName> {
-    build(format_args!("{TENSOR_BLOCK_PREFIX}{block}.{layer}{suffix}"))
+    build(TENSOR_BLOCK_PREFIX, Some(block), &[".", layer, suffix])
 }
 
 /// `layers.{layer}{suffix}`, e.g. `layers.0.weight`. `None` if too long.
 pub fn mlp_tensor_name(layer: u32, suffix: &str) -> Option<TensorName> {
-    build(format_args!("{TENSOR_MLP_LAYER_PREFIX}{layer}{suffix}"))
+    build(TENSOR_MLP_LAYER_PREFIX, Some(layer), &[suffix])
 }
 
 /// `{base}.oft_in.{factor}`, or `{base}.oft_out.{factor}` when `output_side`.
@@ -226,10 +258,10 @@ pub fn oft_factor_name(base: &str, output_side: bool, factor: u32) -> Option<Ten
     } else {
         TENSOR_OFT_IN
     };
-    build(format_args!("{base}{mid}{factor}"))
+    build(base, None, &[mid]).and_then(|mut s| push_decimal(&mut s, factor).map(|()| s))
 }
 
 /// `{base}.oft_scale`. `None` if too long.
 pub fn oft_scale_name(base: &str) -> Option<TensorName> {
-    build(format_args!("{base}{TENSOR_OFT_SCALE}"))
+    build(base, None, &[TENSOR_OFT_SCALE])
 }

@@ -75,7 +75,9 @@ pub use keys::*;
 pub use tensor::{TensorInfo, TensorType, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_LEN};
 pub use value::{ArrayIter, ArrayView, StringArray, StringIter, Value, ValueType};
 
-use crate::checksum::{crc32, hex_lower, Sha256};
+use crate::checksum::crc32;
+#[cfg(feature = "sha256")]
+use crate::checksum::{hex_lower, Sha256};
 use crate::{Error, Result};
 use cursor::{off, Cursor};
 use tensor::{place, read_info, RawInfo};
@@ -429,6 +431,7 @@ impl<'a> Gguf<'a> {
     /// The model id computed from the file: lowercase hex SHA-256 of
     /// [`Gguf::data_span`]. This reads every byte of tensor data (the slow,
     /// explicit "verify" step); loading never calls it.
+    #[cfg(feature = "sha256")]
     pub fn compute_model_id(&self) -> heapless::String<64> {
         let mut h = Sha256::new();
         h.update(self.data_span());
@@ -438,6 +441,7 @@ impl<'a> Gguf<'a> {
     /// The model id an adapter binds to: the stored `riffle.model_id` when present,
     /// otherwise [`Gguf::compute_model_id`] (as `docs/format.md` requires for files
     /// from other tools).
+    #[cfg(feature = "sha256")]
     pub fn model_id(&self) -> heapless::String<64> {
         match self
             .stored_model_id()
@@ -446,6 +450,17 @@ impl<'a> Gguf<'a> {
             Some(s) => s,
             None => self.compute_model_id(),
         }
+    }
+
+    /// [`Gguf::model_id`] where it can be had: without the `sha256` feature, a file
+    /// without a stored id (or one longer than 64 bytes) has none.
+    pub(crate) fn binding_id(&self) -> Result<heapless::String<64>> {
+        #[cfg(feature = "sha256")]
+        return Ok(self.model_id());
+        #[cfg(not(feature = "sha256"))]
+        self.stored_model_id()
+            .and_then(|s| heapless::String::try_from(s).ok())
+            .ok_or(Error::MissingKey)
     }
 
     /// CRC-32 of [`Gguf::data_span`] (zlib's `crc32`).
@@ -470,6 +485,7 @@ impl<'a> Gguf<'a> {
 
 /// Lowercase hex SHA-256 of the data span of `gguf`: the value `riffle.model_id`
 /// must hold (same as [`Gguf::compute_model_id`]).
+#[cfg(feature = "sha256")]
 pub fn model_id_hex(gguf: &Gguf<'_>) -> heapless::String<64> {
     gguf.compute_model_id()
 }

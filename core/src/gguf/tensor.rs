@@ -4,6 +4,7 @@
 use super::cursor::{off, Cursor};
 use super::{MAX_NAME_LEN, MAX_RANK};
 use crate::{Error, Result};
+#[cfg(any(feature = "f16", feature = "q8_0"))]
 use half::f16;
 
 /// Elements per Q8_0 block.
@@ -28,13 +29,17 @@ pub enum TensorType {
 }
 
 impl TensorType {
-    /// The type with ggml code `code`, or `None` for a type this reader does not read.
+    /// The type with ggml code `code`, or `None` for a type this reader does not read
+    /// (F16, Q8_0 and BF16 only with their cargo features, which are on by default).
     pub const fn from_ggml(code: u32) -> Option<Self> {
         Some(match code {
             0 => TensorType::F32,
+            #[cfg(feature = "f16")]
             1 => TensorType::F16,
+            #[cfg(feature = "q8_0")]
             8 => TensorType::Q8_0,
             26 => TensorType::I32,
+            #[cfg(feature = "bf16")]
             30 => TensorType::BF16,
             _ => return None,
         })
@@ -82,15 +87,18 @@ impl TensorType {
     /// Bytes that `elements` values occupy, or `None` if `elements` is not a whole
     /// number of blocks or the size overflows `u64`.
     pub const fn byte_len(self, elements: u64) -> Option<u64> {
-        let bl = self.block_len() as u64;
-        match elements.checked_rem(bl) {
-            Some(0) => {}
-            _ => return None,
-        }
-        match elements.checked_div(bl) {
-            Some(blocks) => blocks.checked_mul(self.block_bytes() as u64),
-            None => None,
-        }
+        // Constant divisors: no 64-bit division routine on 32-bit targets.
+        let blocks = match self {
+            TensorType::Q8_0 => {
+                let bl = Q8_0_BLOCK_LEN as u64;
+                match (elements.checked_rem(bl), elements.checked_div(bl)) {
+                    (Some(0), Some(blocks)) => blocks,
+                    _ => return None,
+                }
+            }
+            _ => elements,
+        };
+        blocks.checked_mul(self.block_bytes() as u64)
     }
 
     /// True for the types [`TensorInfo::decode_f32`] reads (all but `I32`).
@@ -160,7 +168,8 @@ pub(crate) fn place(
     alignment: u64,
     index: u32,
 ) -> Result<(usize, usize)> {
-    if raw.offset.checked_rem(alignment) != Some(0) {
+    // `alignment` is a power of two (checked by the parser): a mask, not a 64-bit division.
+    if alignment == 0 || raw.offset & alignment.wrapping_sub(1) != 0 {
         return Err(Error::Misaligned { tensor: index });
     }
     let out = Error::TensorOutOfRange { tensor: index };
@@ -328,20 +337,25 @@ impl<'a> TensorInfo<'a> {
                     *o = f32::from_le_bytes(le(c));
                 }
             }
+            #[cfg(feature = "f16")]
             TensorType::F16 => {
                 let b = byte_run(self.data, start, end, 2).ok_or(bad)?;
                 for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
                     *o = f16::from_le_bytes(le(c)).to_f32();
                 }
             }
+            #[cfg(feature = "bf16")]
             TensorType::BF16 => {
                 let b = byte_run(self.data, start, end, 2).ok_or(bad)?;
                 for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
                     *o = f32::from_bits(u32::from(u16::from_le_bytes(le(c))) << 16);
                 }
             }
+            #[cfg(feature = "q8_0")]
             TensorType::Q8_0 => decode_q8_0(self.data, start, out).ok_or(bad)?,
-            TensorType::I32 => {
+            // I32, and the types whose features are off (never parsed then).
+            #[allow(unreachable_patterns)]
+            _ => {
                 return Err(Error::UnknownTensorType {
                     tensor: self.index,
                     ggml_type: self.ty.ggml_code(),
@@ -421,6 +435,7 @@ fn le<const N: usize>(c: &[u8]) -> [u8; N] {
 }
 
 /// Decodes Q8_0 elements `start .. start + out.len()` of `data` (whole blocks).
+#[cfg(feature = "q8_0")]
 fn decode_q8_0(data: &[u8], start: usize, out: &mut [f32]) -> Option<()> {
     let mut block = start / Q8_0_BLOCK_LEN;
     let mut within = start % Q8_0_BLOCK_LEN;

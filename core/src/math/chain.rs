@@ -425,8 +425,11 @@ impl<'w> Chain<'w> {
         let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
         if let Access::Contiguous = access {
             match b {
+                #[cfg(feature = "unrolled-blocks")]
                 4 => contiguous_blocks::<4>(x, blocks, transpose),
+                #[cfg(feature = "unrolled-blocks")]
                 8 => contiguous_blocks::<8>(x, blocks, transpose),
+                #[cfg(feature = "unrolled-blocks")]
                 16 => contiguous_blocks::<16>(x, blocks, transpose),
                 _ => {
                     let u = &mut u[..b];
@@ -504,6 +507,7 @@ impl<'w> Chain<'w> {
 
 /// Contiguous blocks of a compile-time size `B` (stored column-major), in place: the
 /// arrays let the compiler unroll each `B x B` product into a few vector operations.
+#[cfg(feature = "unrolled-blocks")]
 #[inline]
 fn contiguous_blocks<const B: usize>(x: &mut [f32], blocks: &[f32], transpose: bool) {
     for (xs, blk) in x.chunks_exact_mut(B).zip(blocks.chunks_exact(B * B)) {

@@ -8,6 +8,7 @@
 //! the new scale `s_to` is applied at the end of the last pass. Every value is
 //! rounded to the weight's type once per pass.
 
+#[cfg(feature = "f16")]
 use half::f16;
 
 use super::{Chain, Scalars};
@@ -18,6 +19,7 @@ use crate::{Error, Result};
 pub enum WeightsMut<'a> {
     /// `f32` weights.
     F32(&'a mut [f32]),
+    #[cfg(feature = "f16")]
     /// `f16` weights (each pass works on an `f32` copy of one row or column and
     /// rounds once).
     F16(&'a mut [f16]),
@@ -28,6 +30,7 @@ impl WeightsMut<'_> {
     pub fn len(&self) -> usize {
         match self {
             WeightsMut::F32(w) => w.len(),
+            #[cfg(feature = "f16")]
             WeightsMut::F16(w) => w.len(),
         }
     }
@@ -160,6 +163,8 @@ pub fn unmerge(
 /// [`Error::NonFiniteParameter`] for a NaN or infinite scale; [`Error::ZeroScale`]
 /// if `from` has a zero scale; [`Error::BufferTooSmall`] if `scratch` is shorter than
 /// [`swap_scratch_len`]. Never panics.
+// Without the `f16` feature `WeightsMut` has only its `F32` variant.
+#[cfg_attr(not(feature = "f16"), allow(irrefutable_let_patterns))]
 pub fn swap(
     w: WeightsMut<'_>,
     rows: usize,
@@ -317,6 +322,7 @@ fn for_each_line(
                 op(r, row);
             }
         }
+        #[cfg(feature = "f16")]
         (WeightsMut::F16(w), Line::Rows) => {
             let v = &mut buf[..cols];
             for (r, row) in w.chunks_exact_mut(cols).enumerate() {
@@ -341,6 +347,7 @@ fn for_each_line(
                 }
             }
         }
+        #[cfg(feature = "f16")]
         (WeightsMut::F16(w), Line::Columns) => {
             let v = &mut buf[..rows];
             for c in 0..cols {

@@ -9,7 +9,7 @@
 
 use heapless::Vec;
 
-use super::model::{Model, MAX_SLOTS};
+use super::model::{Model, NameBuf, MAX_SLOTS};
 use super::weights::TensorRef;
 use crate::gguf::{self, Gguf, StringArray, TensorInfo, TensorType};
 use crate::math::{
@@ -17,8 +17,9 @@ use crate::math::{
 };
 use crate::{Error, Result};
 
-/// Most slots one adapter may adapt.
-pub const MAX_ADAPTED_SLOTS: usize = 48;
+/// Most slots one adapter may adapt: 48, or every slot of a model when [`MAX_SLOTS`] is
+/// smaller (builds without `bert`), so the limit never binds there.
+pub const MAX_ADAPTED_SLOTS: usize = if MAX_SLOTS < 48 { MAX_SLOTS } else { 48 };
 /// Most tensors one adapter may replace (task heads).
 pub const MAX_HEAD_TENSORS: usize = 4;
 
@@ -65,29 +66,49 @@ enum Role {
     Scale,
 }
 
-/// Splits `T.oft_in.{f}` / `T.oft_out.{f}` / `T.oft_scale` into `(T, role)`.
+/// Splits `T.oft_in.{f}` / `T.oft_out.{f}` / `T.oft_scale` into `(T, role)`. In a name
+/// that contains `.oft_in.` (else `.oft_out.`), its last occurrence must be followed by
+/// one or two digits that end the name, or the name has no role. Byte comparisons only:
+/// no substring search or number parsing from `core` (small on a microcontroller).
 fn role_of(name: &str) -> Option<(&str, Role)> {
     if let Some(t) = name.strip_suffix(gguf::TENSOR_OFT_SCALE) {
         return Some((t, Role::Scale));
     }
+    let bytes = name.as_bytes();
     for (tag, is_in) in [(gguf::TENSOR_OFT_IN, true), (gguf::TENSOR_OFT_OUT, false)] {
-        if let Some(pos) = name.rfind(tag) {
-            let digits = &name[pos + tag.len()..];
-            if digits.is_empty() || digits.len() > 2 || !digits.bytes().all(|c| c.is_ascii_digit())
-            {
-                return None;
-            }
-            let f: usize = digits.parse().ok()?;
-            let t = &name[..pos];
-            return Some((
-                t,
-                if is_in {
-                    Role::OftIn(f)
-                } else {
-                    Role::OftOut(f)
-                },
-            ));
+        let tag = tag.as_bytes();
+        if !bytes.windows(tag.len()).any(|w| w == tag) {
+            continue;
         }
+        // The tag ends with '.', so the digits that end the name follow its last
+        // occurrence exactly when the tag sits right before them (no later occurrence
+        // fits in two digits).
+        let digits = bytes
+            .iter()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if !(1..=2).contains(&digits) {
+            return None;
+        }
+        let end = bytes.len() - digits;
+        let t_end = end.checked_sub(tag.len())?;
+        if bytes.get(t_end..end) != Some(tag) {
+            return None;
+        }
+        let f = bytes
+            .get(end..)?
+            .iter()
+            .fold(0usize, |f, &c| f * 10 + usize::from(c - b'0'));
+        let t = name.get(..t_end)?;
+        return Some((
+            t,
+            if is_in {
+                Role::OftIn(f)
+            } else {
+                Role::OftOut(f)
+            },
+        ));
     }
     None
 }
@@ -279,13 +300,13 @@ impl<'a> Adapter<'a> {
             return Err(Error::BaseMismatch);
         }
         // Pass 1: which slots have which sides; every name must match the base.
-        let mut has_in = 0u128;
-        let mut has_out = 0u128;
-        let mut has_scale = 0u128;
+        let mut has_in: SlotMask = 0;
+        let mut has_out: SlotMask = 0;
+        let mut has_scale: SlotMask = 0;
         let mut heads: Vec<Head<'a>, MAX_HEAD_TENSORS> = Vec::new();
         let mut cls_w: Option<TensorInfo<'a>> = None;
         let mut cls_b: Option<TensorInfo<'a>> = None;
-        let hidden = model.bert_config().map(|c| c.hidden);
+        let hidden = model.text_hidden();
         let np = self.block * (self.block - 1) / 2;
         for t in self.gguf.tensors() {
             let idx = t.index();
@@ -295,7 +316,7 @@ impl<'a> Adapter<'a> {
                         .slot_index(base)
                         .ok_or(Error::UnknownTensor { tensor: idx })?;
                     let s = &model.slots()[slot];
-                    let bit = 1u128 << slot;
+                    let bit: SlotMask = 1 << slot;
                     if !matches!(t.ggml_type(), TensorType::F32 | TensorType::F16) {
                         return Err(Error::UnknownTensorType {
                             tensor: idx,
@@ -399,7 +420,7 @@ impl<'a> Adapter<'a> {
         }
         // Heads: weight and bias must agree; a replaced slot is not also rotated.
         for h in &heads {
-            let bit = 1u128 << h.slot;
+            let bit: SlotMask = 1 << h.slot;
             if (has_in | has_out | has_scale) & bit != 0 {
                 return Err(Error::ShapeMismatch {
                     tensor: h.weight.index(),
@@ -439,7 +460,7 @@ impl<'a> Adapter<'a> {
         let mut layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS> = Vec::new();
         let mut off = 0usize;
         for (i, s) in model.slots().iter().enumerate() {
-            let bit = 1u128 << i;
+            let bit: SlotMask = 1 << i;
             if (has_in | has_out | has_scale) & bit == 0 {
                 continue;
             }
@@ -533,7 +554,7 @@ impl<'a> Adapter<'a> {
                 )?;
             }
             if let Some(at) = l.scale {
-                let mut tname: heapless::String<128> = heapless::String::new();
+                let mut tname = NameBuf::new();
                 tname.push_str(name).map_err(|_| Error::CapacityExceeded)?;
                 tname
                     .push_str(gguf::TENSOR_OFT_SCALE)
@@ -563,7 +584,7 @@ impl<'a> Adapter<'a> {
     }
 
     fn factor_tensor(&self, slot_name: &str, tag: &str, f: usize) -> Result<TensorInfo<'a>> {
-        let mut name: heapless::String<128> = heapless::String::new();
+        let mut name = NameBuf::new();
         name.push_str(slot_name)
             .map_err(|_| Error::CapacityExceeded)?;
         name.push_str(tag).map_err(|_| Error::CapacityExceeded)?;
@@ -584,6 +605,7 @@ fn tensor_code(t: TensorType) -> u32 {
 
 fn scalars_of<'a>(t: &TensorInfo<'a>) -> Scalars<'a> {
     match t.ggml_type() {
+        #[cfg(feature = "f16")]
         TensorType::F16 => Scalars::F16Le(t.data()),
         _ => Scalars::F32Le(t.data()),
     }
@@ -717,4 +739,77 @@ impl<'a> Prepared<'a, '_> {
     }
 }
 
-const _: () = assert!(MAX_SLOTS <= 128, "slot masks are u128");
+/// One bit per slot of a model: as narrow as [`MAX_SLOTS`] allows (32-bit words are
+/// cheap on a microcontroller; `u128` shifts are not).
+#[cfg(feature = "bert")]
+type SlotMask = u128;
+/// One bit per slot of a model: as narrow as [`MAX_SLOTS`] allows (32-bit words are
+/// cheap on a microcontroller; `u128` shifts are not).
+#[cfg(not(feature = "bert"))]
+type SlotMask = u32;
+
+const _: () = assert!(MAX_SLOTS <= SlotMask::BITS as usize, "slot masks");
+
+#[cfg(test)]
+mod tests {
+    use super::{gguf, role_of, Role};
+
+    /// The substring-search reading of the names that `role_of` replaced.
+    fn role_of_by_search(name: &str) -> Option<(&str, Role)> {
+        if let Some(t) = name.strip_suffix(gguf::TENSOR_OFT_SCALE) {
+            return Some((t, Role::Scale));
+        }
+        for (tag, is_in) in [(gguf::TENSOR_OFT_IN, true), (gguf::TENSOR_OFT_OUT, false)] {
+            if let Some(pos) = name.rfind(tag) {
+                let digits = &name[pos + tag.len()..];
+                if digits.is_empty()
+                    || digits.len() > 2
+                    || !digits.bytes().all(|c| c.is_ascii_digit())
+                {
+                    return None;
+                }
+                let f: usize = digits.parse().ok()?;
+                let t = &name[..pos];
+                return Some((
+                    t,
+                    if is_in {
+                        Role::OftIn(f)
+                    } else {
+                        Role::OftOut(f)
+                    },
+                ));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn role_of_matches_the_substring_search() {
+        let names = [
+            "layers.0.weight.oft_in.0",
+            "layers.0.weight.oft_in.15",
+            "layers.0.weight.oft_out.1",
+            "layers.0.weight.oft_in.",
+            "layers.0.weight.oft_in.123",
+            "layers.0.weight.oft_in.x1",
+            "layers.0.weight.oft_in.1x",
+            "layers.0.weight.oft_in.0.oft_out.1",
+            "layers.0.weight.oft_out.0.oft_in.1",
+            "a.oft_in.1.oft_in.2",
+            ".oft_in.7",
+            ".oft_out.07",
+            "oft_in.7",
+            "layers.0.weight.oft_scale",
+            ".oft_scale",
+            "layers.0.weight",
+            "layers.0.weight.oft_in.٣",
+            "é.oft_out.9",
+            "",
+            "9",
+            "12",
+        ];
+        for n in names {
+            assert_eq!(role_of(n), role_of_by_search(n), "{n:?}");
+        }
+    }
+}

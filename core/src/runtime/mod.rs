@@ -8,6 +8,7 @@
 //! - [`Session`]: resident adapters, the active one, merged mode with in-place swaps.
 
 mod adapter;
+#[cfg(feature = "bert")]
 mod bert;
 mod model;
 mod session;
@@ -17,6 +18,7 @@ pub use adapter::{
     Adapter, ClsHead, Head, Method, Prepared, KEY_COMPATIBLE_MODEL_IDS, MAX_ADAPTED_SLOTS,
     MAX_HEAD_TENSORS,
 };
+#[cfg(feature = "bert")]
 pub use bert::{BertConfig, MAX_BERT_BLOCKS};
 pub use model::{Architecture, Input, Model, Slot, MAX_LAYERS, MAX_SLOTS};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};

@@ -10,15 +10,27 @@
 use heapless::Vec;
 
 use super::adapter::Prepared;
+#[cfg(feature = "bert")]
 use super::bert::{attention, gelu, Bert, BertConfig};
 use super::weights::{linear, relu, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::gguf::{self, Gguf, StringArray, TensorInfo};
-use crate::math::{transpose, Chain, LayerTransform, Scalars, MAX_BLOCK_SIZE};
+#[cfg(feature = "bert")]
+use crate::math::MAX_BLOCK_SIZE;
+use crate::math::{transpose, Chain, LayerTransform, Scalars};
 use crate::{Error, Result};
 
 /// Most linear slots a model may have (one bit each in an adapter's masks): enough for a
 /// 12-block `bert` (72 slots).
+#[cfg(feature = "bert")]
 pub const MAX_SLOTS: usize = 80;
+/// Most linear slots a model may have (one bit each in an adapter's masks): every layer
+/// of a `cnn`, [`MAX_LAYERS`] convolutions and [`MAX_LAYERS`] dense layers.
+#[cfg(all(feature = "cnn", not(feature = "bert")))]
+pub const MAX_SLOTS: usize = 2 * MAX_LAYERS;
+/// Most linear slots a model may have (one bit each in an adapter's masks): every layer
+/// of an `mlp`.
+#[cfg(not(any(feature = "cnn", feature = "bert")))]
+pub const MAX_SLOTS: usize = MAX_LAYERS;
 /// Most convolutions or dense layers per network.
 pub const MAX_LAYERS: usize = 16;
 
@@ -68,6 +80,7 @@ pub struct Slot<'a> {
 }
 
 /// A convolution layer of the `cnn` architecture.
+#[cfg(feature = "cnn")]
 #[derive(Debug, Clone, Copy)]
 struct Conv {
     in_c: usize,
@@ -85,10 +98,12 @@ pub struct Model<'a> {
     gguf: Gguf<'a>,
     arch: Architecture,
     slots: Vec<Slot<'a>, MAX_SLOTS>,
+    #[cfg(feature = "cnn")]
     convs: Vec<Conv, MAX_LAYERS>,
     input_len: usize,
     model_id: heapless::String<64>,
     labels: Option<StringArray<'a>>,
+    #[cfg(feature = "bert")]
     bert: Option<Bert<'a>>,
 }
 
@@ -128,27 +143,38 @@ impl<'a> Model<'a> {
                 return Err(Error::UnsupportedModel);
             }
         }
+        // Architectures compiled out (cargo features) are unsupported ones.
         let arch = match g.get_str(gguf::KEY_ARCHITECTURE)? {
             "mlp" => Architecture::Mlp,
+            #[cfg(feature = "cnn")]
             "cnn" => Architecture::Cnn,
+            #[cfg(feature = "bert")]
             "bert" => Architecture::Bert,
             _ => return Err(Error::UnsupportedModel),
         };
-        let model_id = g.model_id();
+        let model_id = g.binding_id()?;
         let labels = g.get_strings(gguf::KEY_LABELS).ok();
         let mut m = Model {
             gguf: g,
             arch,
             slots: Vec::new(),
+            #[cfg(feature = "cnn")]
             convs: Vec::new(),
             input_len: 0,
             model_id,
             labels,
+            #[cfg(feature = "bert")]
             bert: None,
         };
         match arch {
             Architecture::Mlp => m.load_mlp()?,
+            #[cfg(feature = "cnn")]
             Architecture::Cnn => m.load_cnn()?,
+            #[cfg(not(feature = "cnn"))]
+            Architecture::Cnn => return Err(Error::UnsupportedModel),
+            #[cfg(not(feature = "bert"))]
+            Architecture::Bert => return Err(Error::UnsupportedModel),
+            #[cfg(feature = "bert")]
             Architecture::Bert => {
                 let slots = &mut m.slots;
                 let bert = Bert::load(&m.gguf, |w, b, rows, cols| {
@@ -196,6 +222,7 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
+    #[cfg(feature = "cnn")]
     fn load_cnn(&mut self) -> Result<()> {
         let g = &self.gguf;
         let (mut c, mut h, mut w) = (
@@ -218,7 +245,7 @@ impl<'a> Model<'a> {
             return Err(Error::CapacityExceeded);
         }
         for i in 0..convs {
-            let mut name: heapless::String<48> = heapless::String::new();
+            let mut name = NameBuf::new();
             push_indexed(&mut name, "conv.", i, ".weight")?;
             let wt = g.require_tensor(&name)?;
             let s = wt.shape();
@@ -297,26 +324,41 @@ impl<'a> Model<'a> {
     }
     /// Length of the base's output vector: logits, or for `bert` the sentence embedding.
     pub fn output_len(&self) -> usize {
-        match &self.bert {
-            Some(b) => b.config.hidden,
+        match self.text_hidden() {
+            Some(h) => h,
             None => self.slots.last().map_or(0, |s| s.rows),
         }
     }
 
     /// The `bert` hyper-parameters (text models only).
+    #[cfg(feature = "bert")]
     pub fn bert_config(&self) -> Option<BertConfig> {
         self.bert.as_ref().map(|b| b.config)
     }
 
+    /// Hidden width of a text model (what a classification head reads), `None` otherwise.
+    pub(crate) fn text_hidden(&self) -> Option<usize> {
+        #[cfg(feature = "bert")]
+        if let Some(b) = &self.bert {
+            return Some(b.config.hidden);
+        }
+        None
+    }
+
     /// Longest input in tokens (`[CLS]` and `[SEP]` included) for text models, 0 otherwise.
     pub fn max_tokens(&self) -> usize {
-        self.bert.as_ref().map_or(0, |b| b.config.context)
+        #[cfg(feature = "bert")]
+        if let Some(b) = &self.bert {
+            return b.config.context;
+        }
+        0
     }
 
     /// `u32`s of tokenizer index that [`Model::tokenizer`] needs (text models).
     ///
     /// # Errors
     /// [`Error::UnsupportedModel`] for a model without a WordPiece vocabulary.
+    #[cfg(feature = "text")]
     pub fn tokenizer_index_len(&self) -> Result<usize> {
         crate::text::gguf_index_len(&self.gguf)
     }
@@ -327,6 +369,7 @@ impl<'a> Model<'a> {
     ///
     /// # Errors
     /// As [`crate::text::Tokenizer::from_gguf`].
+    #[cfg(feature = "text")]
     pub fn tokenizer<'i>(
         &self,
         index: &'i mut [u32],
@@ -340,6 +383,7 @@ impl<'a> Model<'a> {
     }
     /// Recomputes the SHA-256 model id over the data span and compares it with the id in
     /// use: the slow, explicit verification (`riffle inspect --verify`).
+    #[cfg(feature = "sha256")]
     pub fn verify_model_id(&self) -> bool {
         self.gguf.compute_model_id() == self.model_id
     }
@@ -362,7 +406,9 @@ impl<'a> Model<'a> {
             .max()
             .unwrap_or(0)
             .max(head_rows);
+        #[allow(unused_mut)]
         let mut act = self.input_len.max(max_rows);
+        #[cfg(feature = "cnn")]
         for cv in &self.convs {
             act = act
                 .max(cv.h * cv.w * cv.in_c * cv.kernel * cv.kernel)
@@ -376,9 +422,12 @@ impl<'a> Model<'a> {
     /// adapter whose head has at most `head_rows` outputs (0 = the base head). Known
     /// before anything runs, like TFLM's `arena_used_bytes`.
     pub fn arena_len(&self, max_tokens: usize, head_rows: usize) -> usize {
+        #[cfg(feature = "bert")]
         if let Some(b) = &self.bert {
             return bert_arena(&b.config, max_tokens.clamp(1, b.config.context), head_rows);
         }
+        #[cfg(not(feature = "bert"))]
+        let _ = max_tokens;
         let (act, max_cols, max_rows) = self.widths(head_rows);
         2 * act
             + act
@@ -388,14 +437,20 @@ impl<'a> Model<'a> {
     }
 
     /// Largest batch of rows one slot sees in a vector model: the pixels of the first
-    /// convolution, or 1.
-    fn max_batch(&self) -> usize {
-        self.convs.iter().map(|c| c.h * c.w).max().unwrap_or(1)
+    /// convolution, or 1. [`Model::arena_len`] holds the dense kernel's scratch for it,
+    /// [`weight_scratch_len`]`(widest input, max_batch())`, whose value depends on the
+    /// target: a build script that sizes a firmware's arena on the host re-evaluates
+    /// that term for the target (see `firmware/cortex-m4/build.rs`).
+    pub fn max_batch(&self) -> usize {
+        #[cfg(feature = "cnn")]
+        return self.convs.iter().map(|c| c.h * c.w).max().unwrap_or(1);
+        #[cfg(not(feature = "cnn"))]
+        1
     }
 
     fn split_arena<'x>(&self, arena: &'x mut [f32], head_rows: usize) -> Result<Buffers<'x>> {
         let need = self.arena_len(0, head_rows);
-        debug_assert!(self.bert.is_none());
+        debug_assert!(self.text_hidden().is_none());
         if arena.len() < need {
             return Err(Error::BufferTooSmall {
                 needed: need,
@@ -451,6 +506,7 @@ impl<'a> Model<'a> {
                 return Err(Error::BaseMismatch);
             }
         }
+        #[cfg(feature = "bert")]
         if let Some(bert) = &self.bert {
             return match input {
                 Input::Tokens(ids) if !ids.is_empty() && ids.len() <= bert.config.context => {
@@ -471,6 +527,7 @@ impl<'a> Model<'a> {
 
     /// The `bert` forward pass: embeddings, encoder blocks, mean pooling, then the
     /// adapter's classification head or the L2-normalised embedding.
+    #[cfg(feature = "bert")]
     fn forward_bert(
         &self,
         bert: &Bert<'a>,
@@ -588,8 +645,10 @@ impl<'a> Model<'a> {
         } = buf;
         let (mut cur, mut nxt) = (a, b);
         cur[..input.len()].copy_from_slice(input);
+        #[allow(unused_mut)]
         let mut slot = 0;
         // Convolutions: activations are (h, w, c), pixel-major.
+        #[cfg(feature = "cnn")]
         if self.arch == Architecture::Cnn {
             // Input arrives as (c, h, w) like PyTorch; reorder to (h, w, c).
             if let Some(first) = self.convs.first() {
@@ -833,6 +892,7 @@ fn rotate_rows(
 /// Arena `f32`s of a `bert` forward over `t` tokens: hidden states, q, k, v, context,
 /// feed-forward, the rotated-input copy (also `k^T` during attention), chain scratch,
 /// weight tile, bias, one head's attention scores and the norm buffers.
+#[cfg(feature = "bert")]
 fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
     let (h, f) = (cfg.hidden, cfg.ffn);
     let wide = h.max(f);
@@ -843,7 +903,7 @@ fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
 
 /// A dense slot `prefix{i}.weight` of shape `(out, width)` and its bias.
 fn dense_slot<'a>(g: &Gguf<'a>, prefix: &str, i: usize, width: usize) -> Result<Slot<'a>> {
-    let mut name: heapless::String<48> = heapless::String::new();
+    let mut name = NameBuf::new();
     push_indexed(&mut name, prefix, i, ".weight")?;
     let wt = g.require_tensor(&name)?;
     let s = wt.shape();
@@ -866,7 +926,7 @@ fn find_bias<'a>(
     i: usize,
     rows: usize,
 ) -> Result<Option<TensorRef<'a>>> {
-    let mut name: heapless::String<48> = heapless::String::new();
+    let mut name = NameBuf::new();
     push_indexed(&mut name, prefix, i, ".bias")?;
     match g.find_tensor(&name) {
         None => Ok(None),
@@ -886,17 +946,21 @@ fn check_float(t: TensorInfo<'_>) -> Result<TensorRef<'_>> {
     Ok(TensorRef::new(&t))
 }
 
-/// Writes `prefix{i}suffix` into `out`.
-pub(crate) fn push_indexed<const N: usize>(
-    out: &mut heapless::String<N>,
-    prefix: &str,
-    i: usize,
-    suffix: &str,
-) -> Result<()> {
-    use core::fmt::Write;
-    write!(out, "{prefix}{i}{suffix}").map_err(|_| Error::CapacityExceeded)
+/// The buffer tensor names are built in (base slots, adapter factors and scales): one
+/// type, so its code exists once.
+pub(crate) type NameBuf = heapless::String<128>;
+
+/// Appends `prefix{i}suffix` to `out` (without `core::fmt`).
+pub(crate) fn push_indexed(out: &mut NameBuf, prefix: &str, i: usize, suffix: &str) -> Result<()> {
+    let i = u32::try_from(i).map_err(|_| Error::CapacityExceeded)?;
+    out.push_str(prefix)
+        .ok()
+        .and_then(|()| gguf::push_decimal(out, i))
+        .and_then(|()| out.push_str(suffix).ok())
+        .ok_or(Error::CapacityExceeded)
 }
 
+#[cfg(feature = "cnn")]
 fn chw_to_hwc(src: &[f32], c: usize, h: usize, w: usize, dst: &mut [f32]) {
     for ci in 0..c {
         for p in 0..h * w {
@@ -905,6 +969,7 @@ fn chw_to_hwc(src: &[f32], c: usize, h: usize, w: usize, dst: &mut [f32]) {
     }
 }
 
+#[cfg(feature = "cnn")]
 fn hwc_to_chw(src: &[f32], c: usize, h: usize, w: usize, dst: &mut [f32]) {
     for p in 0..h * w {
         for ci in 0..c {
@@ -913,6 +978,7 @@ fn hwc_to_chw(src: &[f32], c: usize, h: usize, w: usize, dst: &mut [f32]) {
     }
 }
 
+#[cfg(feature = "cnn")]
 /// Patches of a zero-padded, stride-1 convolution: row `p` = pixel `p`, in the
 /// `(ci, dy, dx)` order of PyTorch's flattened `(out_c, in_c, kh, kw)` weight.
 fn im2col(x: &[f32], cv: &Conv, pad: usize, out: &mut [f32]) {
@@ -938,6 +1004,7 @@ fn im2col(x: &[f32], cv: &Conv, pad: usize, out: &mut [f32]) {
 }
 
 /// 2x2 max pooling, stride 2 (floor), on `(h, w, c)` activations.
+#[cfg(feature = "cnn")]
 fn maxpool2(x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
     let (oh, ow) = (h / 2, w / 2);
     for y in 0..oh {

@@ -13,7 +13,8 @@ use super::model::{Input, Model};
 use crate::math::{swap, swap_scratch_len, LayerTransform, WeightsMut};
 use crate::{Error, Result};
 
-/// Most adapters resident in one session.
+/// Most adapters resident in one session made by [`Session::new`] (the default of its
+/// `R` parameter; [`Session::with_capacity`] picks another).
 pub const MAX_RESIDENT: usize = 8;
 
 /// Handle of a resident adapter.
@@ -25,18 +26,27 @@ struct Merged<'w> {
     weights: &'w mut [f32],
 }
 
-/// One base model with resident adapters.
+/// One base model with at most `R` resident adapters (a fixed-capacity table inside the
+/// session: a firmware sizes it to what it holds).
 #[derive(Debug)]
-pub struct Session<'m, 'a, 'w> {
+pub struct Session<'m, 'a, 'w, const R: usize = MAX_RESIDENT> {
     model: &'m Model<'a>,
-    adapters: Vec<Prepared<'a, 'w>, MAX_RESIDENT>,
+    adapters: Vec<Prepared<'a, 'w>, R>,
     active: Option<AdapterHandle>,
     merged: Option<Merged<'w>>,
 }
 
 impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
-    /// A session on `model` with no adapter, unmerged.
+    /// A session on `model` with no adapter, unmerged, room for [`MAX_RESIDENT`].
     pub fn new(model: &'m Model<'a>) -> Self {
+        Self::with_capacity(model)
+    }
+}
+
+impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
+    /// A session on `model` with no adapter, unmerged, room for `R` resident adapters
+    /// (`Session::<4>::with_capacity(&model)`).
+    pub fn with_capacity(model: &'m Model<'a>) -> Self {
         Session {
             model,
             adapters: Vec::new(),
@@ -54,7 +64,7 @@ impl<'m, 'a, 'w> Session<'m, 'a, 'w> {
     ///
     /// # Errors
     /// [`Error::BaseMismatch`] if it was prepared for another base;
-    /// [`Error::CapacityExceeded`] past [`MAX_RESIDENT`].
+    /// [`Error::CapacityExceeded`] past `R` adapters ([`MAX_RESIDENT`] by default).
     pub fn add_adapter(&mut self, adapter: Prepared<'a, 'w>) -> Result<AdapterHandle> {
         if adapter.model_id() != self.model.model_id() {
             return Err(Error::BaseMismatch);

@@ -75,6 +75,20 @@ mod imp {
         );
     }
 
+    extern "C" {
+        /// cortex-m-rt's default exception handler.
+        fn DefaultHandler();
+    }
+
+    /// The interrupt vectors (cortex-m-rt's `device` feature): the firmware enables no
+    /// interrupt, and the linker script wants at least one entry, so IRQ 0 alone, to the
+    /// default handler. cortex-m-rt's own table, without `device`, has 240 entries on
+    /// ARMv7-M (960 bytes of flash).
+    #[link_section = ".vector_table.interrupts"]
+    #[no_mangle]
+    #[used]
+    pub static __INTERRUPTS: [unsafe extern "C" fn(); 1] = [DefaultHandler];
+
     #[exception]
     unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
         Board.write_bytes(b"\r\nFAIL: hard fault\r\n");

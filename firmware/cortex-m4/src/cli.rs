@@ -14,11 +14,11 @@
 //! | `upload HEX` | an adapter file as hex; validated completely before it replaces the previous upload |
 //! | `quit` | exits with success |
 
-use riffle_core::runtime::{Adapter, AdapterHandle, Input, Model, Prepared, Session};
+use riffle_core::runtime::{Adapter, AdapterHandle, Input, Model, Prepared};
 use riffle_core::Error;
 
 use crate::selfcheck::{self, Heldout, Probe, MAX_OUT, STEPS, TASKS};
-use crate::{say, Buffers, Platform};
+use crate::{say, Buffers, FwSession, Platform};
 use crate::{
     ADAPTERS, ADAPTER_COUNT, ADAPTER_FILES, ARENA_LEN, BASE, BASE_NAME, EXPECTED, HELDOUT,
     MERGED_LEN, SELFCHECK_N, SWAP_SCRATCH_LEN, UPLOAD_CAPACITY, UPLOAD_WORKSPACE_LEN,
@@ -119,7 +119,7 @@ fn parse_base<P: Platform>(p: &mut P) -> Model<'static> {
 fn load_adapters<'a, 'w, P: Platform>(
     p: &mut P,
     model: &Model<'a>,
-    session: &mut Session<'_, 'a, 'w>,
+    session: &mut FwSession<'_, 'a, 'w>,
     workspace: &'w mut [f32],
     report: bool,
 ) -> [Option<AdapterHandle>; TASKS.len()] {
@@ -161,7 +161,7 @@ fn load_adapters<'a, 'w, P: Platform>(
 /// The buffer sizes were computed by build.rs with the *host* build of the core; the
 /// target recomputes them here and refuses to go on if any differs (a size function
 /// that depended on the target would otherwise go unnoticed).
-fn check_sizes<P: Platform>(p: &mut P, model: &Model<'_>, session: &Session<'_, '_, '_>) {
+fn check_sizes<P: Platform>(p: &mut P, model: &Model<'_>, session: &FwSession<'_, '_, '_>) {
     let mut ok = true;
     let checks = [
         ("Session::arena_len", session.arena_len(0), ARENA_LEN),
@@ -246,7 +246,7 @@ fn self_check<P: Platform>(
     arena: &mut [f32; ARENA_LEN],
     scratch: &mut [f32; SWAP_SCRATCH_LEN],
 ) {
-    let mut session = Session::new(model);
+    let mut session = FwSession::with_capacity(model);
     let handles = load_adapters(p, model, &mut session, &mut workspace[..], true);
     check_sizes(p, model, &session);
     let sets = match parse_sets() {
@@ -401,7 +401,7 @@ fn command_line<P: Platform>(p: &mut P, model: &Model<'static>, b: Bufs<'_>) -> 
         // Build the session: embedded adapters, then the upload (if any).
         // (Re-preparing the embedded adapters costs a few million instructions, only at
         // start and after an upload, and saves keeping a second copy of their tables.)
-        let mut session = Session::new(model);
+        let mut session = FwSession::with_capacity(model);
         load_adapters(p, model, &mut session, &mut workspace[..], false);
         let mut uploaded: Option<AdapterHandle> = None;
         if let Some(len) = upload_len {
@@ -468,7 +468,7 @@ fn command_line<P: Platform>(p: &mut P, model: &Model<'static>, b: Bufs<'_>) -> 
 fn epoch<'w, P: Platform>(
     p: &mut P,
     model: &Model<'_>,
-    session: &mut Session<'_, '_, 'w>,
+    session: &mut FwSession<'_, '_, 'w>,
     uploaded: Option<AdapterHandle>,
     mut merged_buf: Option<&'w mut [f32]>,
     state: &mut State,
@@ -622,7 +622,7 @@ fn epoch<'w, P: Platform>(
     }
 }
 
-fn mode_name(session: &Session<'_, '_, '_>) -> &'static str {
+fn mode_name(session: &FwSession<'_, '_, '_>) -> &'static str {
     if session.is_merged() {
         "merged"
     } else {
@@ -655,7 +655,7 @@ fn validate_upload<'x>(model: &Model<'x>, bytes: &'x [u8]) -> Result<&'x str, Er
 fn list<P: Platform>(
     p: &mut P,
     model: &Model<'_>,
-    session: &Session<'_, '_, '_>,
+    session: &FwSession<'_, '_, '_>,
     uploaded: Option<AdapterHandle>,
 ) {
     let active = session.active();
@@ -700,7 +700,7 @@ fn hex_val(c: u8) -> Option<u8> {
 fn run_command<P: Platform>(
     p: &mut P,
     model: &Model<'_>,
-    session: &Session<'_, '_, '_>,
+    session: &FwSession<'_, '_, '_>,
     state: &mut State,
     hex: &str,
     arena: &mut [f32],
@@ -759,7 +759,12 @@ fn run_command<P: Platform>(
     }
 }
 
-fn stats<P: Platform>(p: &mut P, model: &Model<'_>, session: &Session<'_, '_, '_>, state: &State) {
+fn stats<P: Platform>(
+    p: &mut P,
+    model: &Model<'_>,
+    session: &FwSession<'_, '_, '_>,
+    state: &State,
+) {
     say!(
         p,
         "arena: {} bytes static (the active configuration needs {})\r\n",
@@ -805,7 +810,7 @@ fn stats<P: Platform>(p: &mut P, model: &Model<'_>, session: &Session<'_, '_, '_
         "core structs: Model {} bytes, Prepared {} bytes, Session {} bytes\r\n",
         core::mem::size_of::<Model<'_>>(),
         core::mem::size_of::<Prepared<'_, '_>>(),
-        core::mem::size_of::<Session<'_, '_, '_>>()
+        core::mem::size_of::<FwSession<'_, '_, '_>>()
     );
     say!(
         p,

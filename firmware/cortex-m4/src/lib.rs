@@ -29,6 +29,13 @@ mod generated {
 }
 pub use generated::*;
 
+/// Adapters resident at once: the embedded ones and one upload.
+pub const RESIDENT: usize = ADAPTER_COUNT + 1;
+
+/// The firmware's session: room for [`RESIDENT`] adapters, not riffle-core's default
+/// [`riffle_core::runtime::MAX_RESIDENT`] (each slot holds a `Prepared`).
+pub type FwSession<'m, 'a, 'w> = riffle_core::runtime::Session<'m, 'a, 'w, RESIDENT>;
+
 /// What the firmware needs from a board.
 pub trait Platform {
     /// Target description for the banner.

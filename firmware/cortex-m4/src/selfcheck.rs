@@ -182,8 +182,8 @@ pub struct Report {
 /// # Errors
 /// Any runtime error (the firmware treats it as a failed self-check).
 #[allow(clippy::too_many_arguments)]
-pub fn run<'w, P: Probe>(
-    session: &mut Session<'_, '_, 'w>,
+pub fn run<'w, P: Probe, const R: usize>(
+    session: &mut Session<'_, '_, 'w, R>,
     adapters: &[Option<AdapterHandle>; TASKS.len()],
     sets: &[Heldout<'_>; TASKS.len()],
     n: usize,

@@ -12,6 +12,10 @@ from the sizes of the `riffle_firmware::generated::*` symbols (llvm-nm).
 Fails (exit 1) when flash, ram or code is more than 3% past its budget; prints a note
 to lower the budget when one is more than 3% under it. `--update` rewrites the budget
 file from the current build.
+
+Where a target has a `board-only` image (the runtime-only probe without riffle: same
+start-up, board code and report), the code of each `runtime-only*` image less the
+board-only image's is printed as the code riffle itself adds.
 """
 import argparse
 import glob
@@ -90,6 +94,16 @@ def main():
             f"  {target:<29} {image:<17} {m['text']:>8} {m['data']:>6} {m['bss']:>8} | "
             f"{m['flash']:>8} {m['weights']:>8} {m['selfcheck']:>8} {m['code']:>7} | {m['ram']:>8}"
         )
+
+    base = {t: m for t, image, m in rows if image == "board-only"}
+    for target, image, m in rows:
+        if image.startswith("runtime-only") and target in base:
+            b = base[target]
+            print(
+                f"  riffle code in {target} {image}: {m['code'] - b['code']} bytes "
+                f"(code {m['code']} - board-only {b['code']}); "
+                f"static RAM {m['ram'] - b['ram']} bytes"
+            )
 
     if a.update:
         lines = [

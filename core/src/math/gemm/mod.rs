@@ -185,6 +185,7 @@ pub(crate) fn pack_transposed(
 /// # Errors
 /// [`Error::BufferTooSmall`] when an operand is shorter than its shape and stride need,
 /// [`Error::LengthMismatch`] when a stride is smaller than its row width.
+#[cfg(feature = "bert")]
 pub(crate) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
     matmul_then(p, a, b, c, RowsRef::LeBytes(&[]))
 }

@@ -8,6 +8,8 @@
 
 #[path = "../board.rs"]
 mod board;
+#[path = "../probe.rs"]
+mod probe;
 
 use riffle_core::runtime::{Adapter, Input, Model, Prepared};
 use riffle_firmware::{Platform, ADAPTERS, RT_ARENA_LEN, RT_EXPECTED, RT_SAMPLE, WORKSPACE_LENS};
@@ -25,21 +27,6 @@ static mut RAM: Ram = Ram {
     out: [0.0; 16],
 };
 
-/// Writes `v` in decimal without `core::fmt`.
-fn put_u64(b: &mut board::Board, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    b.write_bytes(&digits[i..]);
-}
-
 // Parsing and preparing out of line: their temporaries leave the stack before the run.
 #[inline(never)]
 fn parse() -> riffle_core::Result<Model<'static>> {
@@ -56,6 +43,14 @@ fn prepare<'w>(
 
 fn infer(ram: &'static mut Ram) -> riffle_core::Result<usize> {
     let model = parse()?;
+    // The arena is exactly what this target computes (build.rs sized it on the host).
+    // Adapter 0 brings no head, so the base head's size applies.
+    if model.arena_len(0, 0) != RT_ARENA_LEN {
+        return Err(riffle_core::Error::LengthMismatch {
+            expected: model.arena_len(0, 0),
+            found: RT_ARENA_LEN,
+        });
+    }
     let adapter = prepare(&model, &mut ram.workspace)?;
     // One slot, unmerged: `Model::run` with the prepared adapter, no `Session` (whose
     // table of resident adapters would cost ~17 KB of stack).
@@ -85,16 +80,12 @@ fn main() -> ! {
     let t0 = board.now();
     let ok = matches!(infer(ram), Ok(p) if p == RT_EXPECTED);
     let cost = board.now() - t0;
-    let peak = board.stack_peak().unwrap_or(0) as u64;
-    board.write_bytes(b"runtime-only: parse + prepare + one inference instructions=");
-    put_u64(&mut board, cost);
-    board.write_bytes(b" stack_peak=");
-    put_u64(&mut board, peak);
-    let ram = board.static_ram() as u64;
-    board.write_bytes(b" static_ram=");
-    put_u64(&mut board, ram);
-    board.write_bytes(if ok { b" ok\r\n" } else { b" WRONG\r\n" });
-    board.exit(ok)
+    probe::report(
+        &mut board,
+        b"runtime-only: parse + prepare + one inference",
+        cost,
+        ok,
+    )
 }
 
 #[panic_handler]

@@ -1,0 +1,29 @@
+//! The runtime-only image without riffle, for the size report: the same board set-up,
+//! instruction counter, stack painting and report line as `runtime_only.rs`, but no
+//! model, adapter or inference. The difference between the two images' code is the code
+//! that riffle adds to a firmware (docs/firmware.md).
+#![no_std]
+#![no_main]
+
+#[path = "../board.rs"]
+mod board;
+#[path = "../probe.rs"]
+mod probe;
+
+use riffle_firmware::Platform;
+
+#[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
+#[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
+fn main() -> ! {
+    let mut board = board::Board::init();
+    let t0 = board.now();
+    // Opaque to the optimiser, so the report is built as in the runtime-only image.
+    let ok = core::hint::black_box(true);
+    let cost = board.now() - t0;
+    probe::report(&mut board, b"board-only: no riffle", cost, ok)
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    board::panic_quiet()
+}
