@@ -213,15 +213,41 @@ pub(crate) fn matmul_then(
         return Ok(());
     }
     let _ = next;
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Whole 16-column tiles on AVX2 + FMA; the portable kernel takes what is left.
+        let done = x86::matmul_avx2(p, a, b, c);
+        if done > 0 {
+            if done < p.n {
+                let rest = Product {
+                    n: p.n - done,
+                    ..*p
+                };
+                portable::matmul(
+                    &rest,
+                    a,
+                    b.get(done..).unwrap_or(&[]),
+                    c.get_mut(done..).unwrap_or(&mut []),
+                );
+            }
+            return Ok(());
+        }
+    }
     portable::matmul(p, a, b, c);
     Ok(())
 }
 
-/// The kernel the dense products run on this CPU: `"avx512"` or `"portable"`.
+/// The kernel the dense products run on this CPU: `"avx512"`, `"avx2+fma"` (x86-64
+/// without AVX-512) or `"portable"`.
 pub fn simd_kernel_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if x86::avx512_available() {
-        return "avx512";
+    {
+        if x86::avx512_available() {
+            return "avx512";
+        }
+        if x86::avx2_fma_available() {
+            return "avx2+fma";
+        }
     }
     "portable"
 }
@@ -295,6 +321,16 @@ mod tests {
                 let mut got = [0.5f32; 40 * 81];
                 assert!(matmul(&p, &a, &b, &mut got).is_ok());
                 assert!(close(&got, &want), "dispatched {m}x{n}x{k}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // The AVX2 kernel (whole 16-column tiles) with the portable rest, as
+                    // the dispatcher runs it on a CPU without AVX-512.
+                    let mut got = [0.5f32; 40 * 81];
+                    let done = x86::matmul_avx2(&p, &a, &b, &mut got);
+                    let rest = Product { n: p.n - done, ..p };
+                    portable::matmul(&rest, &a, &b[done..], &mut got[done..]);
+                    assert!(close(&got, &want), "avx2 {m}x{n}x{k}");
+                }
             }
         }
     }

@@ -41,6 +41,40 @@ pub(super) fn avx512_available() -> bool {
     }
 }
 
+/// Whether this CPU and OS run AVX2 and FMA code (CPUID leaves 1 and 7, XCR0 enabling
+/// the `ymm` state): the product kernel for x86-64 CPUs without AVX-512. Cached.
+pub(super) fn avx2_fma_available() -> bool {
+    if cfg!(feature = "force-portable") {
+        return false;
+    }
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes = detect_avx2_fma();
+            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+#[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
+fn detect_avx2_fma() -> bool {
+    // SAFETY: CPUID exists on every x86-64 CPU.
+    let leaf1 = unsafe { __cpuid(1) };
+    let (fma, osxsave, avx) = (1 << 12, 1 << 27, 1 << 28);
+    if leaf1.ecx & (fma | osxsave | avx) != (fma | osxsave | avx) {
+        return false;
+    }
+    // SAFETY: OSXSAVE set means XGETBV is available and enabled by the OS.
+    if unsafe { read_xcr0() } & 0x6 != 0x6 {
+        return false;
+    }
+    // SAFETY: as above; leaf 7 exists when the maximum leaf is at least 7.
+    unsafe { __cpuid(0) }.eax >= 7 && unsafe { __cpuid_count(7, 0) }.ebx & (1 << 5) != 0
+}
+
 #[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
 fn detect() -> bool {
     // SAFETY: CPUID exists on every x86-64 CPU.
@@ -655,6 +689,93 @@ unsafe fn strided_blocks_any(x: &mut [f32], n: usize, b: usize, blocks: &[f32], 
                 unsafe { _mm512_mask_storeu_ps(row.wrapping_add(c * k + j0), mask, acc) };
             }
             j0 += 16;
+        }
+    }
+}
+
+/// Rows of `C` per tile of the AVX2 kernel.
+const AVX2_MR: usize = 6;
+/// Columns of `C` per tile of the AVX2 kernel (two 8-lane vectors).
+const AVX2_NR: usize = 16;
+
+/// `C = A · B` (or `+=`) with the AVX2 + FMA kernel for the columns of whole 16-column
+/// tiles; returns how many columns it computed (a multiple of 16, 0 when the CPU lacks
+/// AVX2 or FMA): the caller finishes the rest.
+///
+/// Sound for any input: computes nothing unless AVX2 and FMA are available and every
+/// operand holds the elements `p` addresses.
+pub(super) fn matmul_avx2(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) -> usize {
+    if !avx2_fma_available() || p.check(a.len(), b.len(), c.len()).is_err() {
+        return 0;
+    }
+    let whole = p.n / AVX2_NR * AVX2_NR;
+    let mut j0 = 0;
+    while j0 < whole {
+        let mut i0 = 0;
+        while i0 < p.m {
+            let rows = AVX2_MR.min(p.m - i0);
+            // SAFETY: AVX2 and FMA are available; rows i0 .. i0 + rows <= m and columns
+            // j0 .. j0 + 16 <= n lie in the spans checked above.
+            unsafe {
+                match rows {
+                    6 => tile_avx2::<6>(p, a, b, c, [i0, j0]),
+                    5 => tile_avx2::<5>(p, a, b, c, [i0, j0]),
+                    4 => tile_avx2::<4>(p, a, b, c, [i0, j0]),
+                    3 => tile_avx2::<3>(p, a, b, c, [i0, j0]),
+                    2 => tile_avx2::<2>(p, a, b, c, [i0, j0]),
+                    _ => tile_avx2::<1>(p, a, b, c, [i0, j0]),
+                }
+            }
+            i0 += rows;
+        }
+        j0 += AVX2_NR;
+    }
+    whole
+}
+
+/// One `R × 16` tile of the AVX2 kernel at row `i0`, column `j0`.
+///
+/// # Safety
+/// AVX2 and FMA available; rows `i0 .. i0 + R` and columns `j0 .. j0 + 16` inside the
+/// checked spans of `a`, `b` and `c`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const R: usize>(
+    p: &Product,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    [i0, j0]: [usize; 2],
+) {
+    use core::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let a0 = a.as_ptr().wrapping_add(i0 * p.a_stride);
+    let b0 = b.as_ptr().wrapping_add(j0);
+    let c0 = c.as_mut_ptr().wrapping_add(i0 * p.c_stride + j0);
+    let mut acc: [[__m256; 2]; R] = [[_mm256_setzero_ps(); 2]; R];
+    for kk in 0..p.k {
+        let brow = b0.wrapping_add(kk * p.b_stride);
+        // SAFETY: row kk < k of B, columns j0 .. j0 + 16 <= n.
+        let (w0, w1) = unsafe { (_mm256_loadu_ps(brow), _mm256_loadu_ps(brow.wrapping_add(8))) };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: row i0 + r < m, column kk < k of A.
+            let x = unsafe { _mm256_broadcast_ss(&*a0.wrapping_add(r * p.a_stride + kk)) };
+            acc_r[0] = _mm256_fmadd_ps(x, w0, acc_r[0]);
+            acc_r[1] = _mm256_fmadd_ps(x, w1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let row = c0.wrapping_add(r * p.c_stride);
+        // SAFETY: row i0 + r < m, columns j0 .. j0 + 16 <= n of C (exclusive via `c`).
+        unsafe {
+            let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
+            if p.accumulate {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.wrapping_add(8)));
+            }
+            _mm256_storeu_ps(row, v0);
+            _mm256_storeu_ps(row.wrapping_add(8), v1);
         }
     }
 }
