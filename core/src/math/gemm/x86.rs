@@ -26,34 +26,29 @@ const NR: usize = 32;
 /// Whether this CPU and OS run AVX-512F code (CPUID leaf 7, and XCR0 enabling the
 /// `opmask` and `zmm` register state). Detected once, then cached.
 pub(super) fn avx512_available() -> bool {
-    if cfg!(feature = "force-portable") {
-        return false;
-    }
     static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let yes = detect();
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-    }
+    cached(&STATE, detect)
 }
 
 /// Whether this CPU and OS run AVX2 and FMA code (CPUID leaves 1 and 7, XCR0 enabling
 /// the `ymm` state): the product kernel for x86-64 CPUs without AVX-512. Cached.
 pub(super) fn avx2_fma_available() -> bool {
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    cached(&STATE, detect_avx2_fma)
+}
+
+/// `detect()` once per `state` (0 = not yet, 1 = no, 2 = yes); always `false` with the
+/// `force-portable` feature.
+fn cached(state: &AtomicU8, detect: fn() -> bool) -> bool {
     if cfg!(feature = "force-portable") {
         return false;
     }
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
+    match state.load(Ordering::Relaxed) {
         1 => false,
         2 => true,
         _ => {
-            let yes = detect_avx2_fma();
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            let yes = detect();
+            state.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
             yes
         }
     }
