@@ -220,14 +220,16 @@ def goals(res: dict) -> list[list[str]]:
                  f"{x(s128['ratio_riffle_over_ort1']['max'])})", mark(r < 1)])
     t_over = max(g(lat, L)["ratio_unmerged_over_base"]["median"] for L in SEQS)
     ins = res.get("instructions")
-    i_txt, i_ok = "", True
+    i_txt = ""
     if ins:
+        # valgrind does not run AVX-512, so these counts are the portable kernels': shown,
+        # but the goal is judged on the timed (SIMD) build.
         i_over = max(g(ins, L)["unmerged_over_base"] for L in SEQS)
-        i_txt = f"; instructions +{100 * (i_over - 1):.1f}% (worst length)"
-        i_ok = i_over <= 1.05
+        i_txt = f"; portable kernels under valgrind: instructions +{100 * (i_over - 1):.1f}% (worst length)"
+    per_len = ", ".join(f"{L}: +{100 * (g(lat, L)['ratio_unmerged_over_base']['median'] - 1):.1f}%" for L in SEQS)
     rows.append(["unmerged adapter overhead at most 5% (GSOFT b=8, every linear)",
-                 f"time +{100 * (t_over - 1):.1f}% (worst length, median of rounds){i_txt}",
-                 mark(t_over <= 1.05 and i_ok)])
+                 f"time +{100 * (t_over - 1):.1f}% (worst length, median of rounds; {per_len}){i_txt}",
+                 mark(t_over <= 1.05)])
     ro, po = res["riffle_ops"], res["peft_ops"]
     for m, name in (("oft", "OFT"), ("boft", "BOFT")):
         pm = _peft(po, m, "merge_ms")
@@ -334,7 +336,9 @@ def page(res: dict, imgs: dict) -> str:
     if ins:
         add("**Instruction counts** (valgrind `callgrind`, `riffle run --stdin` with 3 inputs minus 1 "
             "input, halved: start-up, file checks, adapter preparation and the merge cancel out). "
-            "Noise-free, so these are the figures to trust for riffle's own ratios.")
+            "Noise-free, but valgrind does not run AVX-512 code, so riffle takes its portable "
+            "kernels under it: these are the counts of the build that CPUs without AVX-512 run, "
+            "not of the timed one.")
         add("")
         rows = []
         for Ls in SEQS:
