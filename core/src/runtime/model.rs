@@ -611,6 +611,7 @@ impl<'a> Model<'a> {
                     weight: WeightView::Tensor(c.weight),
                     rows: c.rows,
                     cols: h,
+                    scale: None,
                     bias: b,
                 };
                 linear(&layer, pooled, 1, out, sc.wbuf)?;
@@ -803,12 +804,19 @@ impl<'a> Model<'a> {
             }
             None => &x[..n * cols],
         };
-        if t.q_out.is_none() && t.scale.is_none() {
+        // Prepared adapters keep their scale as f32; without an output-side chain it is
+        // applied with the bias, in the same pass as the base's bias.
+        let scale_f32: Option<&[f32]> = match t.scale {
+            Some(Scalars::F32(v)) => Some(v),
+            _ => None,
+        };
+        if t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some()) {
             linear(
                 &Dense {
                     weight,
                     rows,
                     cols,
+                    scale: scale_f32,
                     bias,
                 },
                 input,
@@ -823,6 +831,7 @@ impl<'a> Model<'a> {
                 weight,
                 rows,
                 cols,
+                scale: None,
                 bias: None,
             },
             input,
@@ -833,13 +842,8 @@ impl<'a> Model<'a> {
         if let Some(q) = &t.q_out {
             rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;
         }
-        // Prepared adapters keep their scale as f32: a vectorised pass.
-        let scale: Option<&[f32]> = match t.scale {
-            Some(Scalars::F32(v)) => Some(v),
-            _ => None,
-        };
         for yr in y[..n * rows].chunks_exact_mut(rows) {
-            match (scale, t.scale) {
+            match (scale_f32, t.scale) {
                 (Some(sv), _) => {
                     for (v, s) in yr.iter_mut().zip(sv) {
                         *v *= s;

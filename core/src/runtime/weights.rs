@@ -121,7 +121,8 @@ pub fn type_name(t: TensorType) -> &'static str {
     }
 }
 
-/// A dense layer as the kernels see it: weight `(rows, cols)` and optional bias.
+/// A dense layer as the kernels see it: weight `(rows, cols)`, an optional per-output
+/// scale (an adapter's `s`) and an optional bias: `y = s ⊙ (W x) + bias`.
 #[derive(Debug, Clone, Copy)]
 pub struct Dense<'x> {
     /// The weight.
@@ -130,6 +131,8 @@ pub struct Dense<'x> {
     pub rows: usize,
     /// Input width.
     pub cols: usize,
+    /// Per-output scale (`rows` values), applied before the bias, if any.
+    pub scale: Option<&'x [f32]>,
     /// Bias (`rows` values), if any.
     pub bias: Option<&'x [f32]>,
 }
@@ -175,6 +178,7 @@ pub fn linear(
         weight: w,
         rows,
         cols,
+        scale,
         bias,
     } = *layer;
     if x.len() < n * cols || y.len() < n * rows {
@@ -198,7 +202,7 @@ pub fn linear(
                 yr[o] = crate::math::dot(xr, wr);
             }
         }
-        add_bias(y, rows, n, bias);
+        finish_outputs(y, rows, n, scale, bias);
         return Ok(());
     }
     let (tmp, panel) = wbuf[..need].split_at_mut(PANEL * cols);
@@ -230,17 +234,29 @@ pub fn linear(
         matmul_then(&product, x, panel, &mut y[o0..], next)?;
         o0 += p;
     }
-    add_bias(y, rows, n, bias);
+    finish_outputs(y, rows, n, scale, bias);
     Ok(())
 }
 
-/// Adds `bias` to each of the `n` output rows (width `rows`) of `y`.
-fn add_bias(y: &mut [f32], rows: usize, n: usize, bias: Option<&[f32]>) {
-    if let Some(b) = bias {
-        for yi in y.chunks_exact_mut(rows).take(n) {
-            for (v, bv) in yi.iter_mut().zip(b) {
-                *v += bv;
+/// `y = scale ⊙ y + bias` on each of the `n` output rows (width `rows`) of `y`, in one
+/// pass.
+fn finish_outputs(
+    y: &mut [f32],
+    rows: usize,
+    n: usize,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+) {
+    for yi in y.chunks_exact_mut(rows).take(n) {
+        match (scale, bias) {
+            (Some(s), Some(b)) => {
+                for ((v, sv), bv) in yi.iter_mut().zip(s).zip(b) {
+                    *v = *v * sv + bv;
+                }
             }
+            (Some(s), None) => yi.iter_mut().zip(s).for_each(|(v, sv)| *v *= sv),
+            (None, Some(b)) => yi.iter_mut().zip(b).for_each(|(v, bv)| *v += bv),
+            (None, None) => return,
         }
     }
 }
