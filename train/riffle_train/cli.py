@@ -44,6 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     mg.add_argument("--adapters", default="models/minilm-adapters")
     mg.add_argument("--out", default="tests/data/golden")
     mg.add_argument("--tasks", default="sentiment,topic,language")
+    c = sub.add_parser("compare", help="per-task tables: GSOFT, Double GSOFT, OFT, BOFT against PEFT LoRA "
+                                       "(run under train/peft-env)")
+    c.add_argument("--tasks", default="rotated,inverted,noisy,parity,sentiment,topic,language",
+                   help="digits: rotated,inverted,noisy,parity; text: sentiment,topic,language")
+    c.add_argument("--methods", default="gsoft,double_gsoft,oft,boft,lora")
+    c.add_argument("--out", default="train/results/compare", help="folder for compare.md and compare.json")
+    c.add_argument("--digits-base", default="models/digits/mlp.gguf")
+    c.add_argument("--minilm-base", default="models/minilm/minilm-f32.gguf")
+    c.add_argument("--block-size", type=int, default=8, help="gsoft, double_gsoft, oft")
+    c.add_argument("--boft-block-size", type=int, default=8)
+    c.add_argument("--boft-factors", type=int, default=2)
+    c.add_argument("--lora-rank", type=int, default=4)
+    c.add_argument("--lora-alpha", type=int, default=8)
+    c.add_argument("--text-train", type=int, default=1500, help="training examples per text task (at most)")
+    c.add_argument("--text-heldout", type=int, default=500, help="held-out examples per text task (at most)")
+    c.add_argument("--text-max-length", type=int, default=64, help="tokens per text, [CLS]/[SEP] included")
+    c.add_argument("--text-epochs", type=int, default=2)
+    c.add_argument("--text-lr", type=float, default=3e-3)
+    c.add_argument("--adapt-layers", type=int, default=2, help="top MiniLM blocks adapted")
+    c.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args(argv)
     if args.cmd == "digits":
         from .digits import build_all
@@ -61,6 +81,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"riffle-train import-peft: {e}", file=sys.stderr)
             return 2
         print(rep.describe())
+    elif args.cmd == "compare":
+        from . import compare
+        command = "python -m riffle_train " + " ".join(argv if argv is not None else sys.argv[1:])
+        compare.run(args.tasks.split(","), args.out, methods=args.methods.split(","),
+                    digits_base=args.digits_base, minilm_base=args.minilm_base,
+                    text_budget=compare.TextBudget(args.text_train, args.text_heldout, args.text_max_length,
+                                                   args.text_epochs, lr=args.text_lr,
+                                                   adapt_layers=args.adapt_layers, threads=args.threads),
+                    digits_budget=compare.DigitsBudget(dict(compare.DIGITS_EPOCHS), threads=args.threads),
+                    spec_kw=dict(block_size=args.block_size, boft_block_size=args.boft_block_size,
+                                 boft_factors=args.boft_factors, lora_rank=args.lora_rank,
+                                 lora_alpha=args.lora_alpha),
+                    command=command)
     elif args.cmd == "minilm":
         from . import minilm
         if args.minilm_cmd == "convert":
