@@ -64,6 +64,26 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--text-lr", type=float, default=3e-3)
     c.add_argument("--adapt-layers", type=int, default=2, help="top MiniLM blocks adapted")
     c.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    b = sub.add_parser("gpu-bench", help="training step time and peak memory: riffle GSOFT/Double GSOFT/OFT "
+                                         "against PEFT LoRA/OFT/BOFT (needs torch, transformers, peft)")
+    b.add_argument("--models", default="minilm,roberta-base")
+    b.add_argument("--methods", default="gsoft,double_gsoft,oft,lora,peft_oft,peft_boft")
+    b.add_argument("--batch", type=int, default=32)
+    b.add_argument("--seq", type=int, default=128)
+    b.add_argument("--steps", type=int, default=10, help="timed steps")
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--block-size", type=int, default=8, help="ours and PEFT OFT")
+    b.add_argument("--boft-block-size", type=int, default=8)
+    b.add_argument("--boft-factors", type=int, default=2)
+    b.add_argument("--lora-rank", type=int, default=4)
+    b.add_argument("--lora-alpha", type=int, default=8)
+    b.add_argument("--tiny", action="store_true", help="tiny encoders (hidden 32, 2 layers) for a CPU smoke run")
+    b.add_argument("--autocast", default=None, choices=["bf16", "fp16"])
+    b.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    b.add_argument("--no-boft-cuda-ext", action="store_true",
+                   help="do not let PEFT BOFT compile fbd_cuda (it then builds one factor)")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.add_argument("--out", default=None, help="folder for gpu-bench.md and gpu-bench.json")
     args = ap.parse_args(argv)
     if args.cmd == "digits":
         from .digits import build_all
@@ -81,6 +101,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"riffle-train import-peft: {e}", file=sys.stderr)
             return 2
         print(rep.describe())
+    elif args.cmd == "gpu-bench":
+        from . import gpu_bench
+        cfg = gpu_bench.BenchConfig(
+            models=tuple(args.models.split(",")), methods=tuple(args.methods.split(",")), batch=args.batch,
+            seq=args.seq, steps=args.steps, warmup=args.warmup, block_size=args.block_size,
+            boft_block_size=args.boft_block_size, boft_factors=args.boft_factors, lora_rank=args.lora_rank,
+            lora_alpha=args.lora_alpha, tiny=args.tiny, autocast=args.autocast, device=args.device,
+            boft_cuda_ext=not args.no_boft_cuda_ext, threads=args.threads)
+        res = gpu_bench.run(cfg)
+        command = "python -m riffle_train " + " ".join(argv if argv is not None else sys.argv[1:])
+        print(gpu_bench.markdown(res, command))
+        if args.out:
+            gpu_bench.write(res, args.out, command)
     elif args.cmd == "compare":
         from . import compare
         command = "python -m riffle_train " + " ".join(argv if argv is not None else sys.argv[1:])
