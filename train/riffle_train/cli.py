@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "(run under train/peft-env)")
     c.add_argument("--tasks", default="rotated,inverted,noisy,parity,sentiment,topic,language",
                    help="digits: rotated,inverted,noisy,parity; text: sentiment,topic,language")
-    c.add_argument("--methods", default="gsoft,double_gsoft,oft,boft,lora")
+    c.add_argument("--methods", default="gsoft,double_gsoft,oft,boft,lora,head",
+                   help="head = the new head alone on the frozen base (tasks with a new head only)")
     c.add_argument("--out", default="train/results/compare", help="folder for compare.md and compare.json")
     c.add_argument("--digits-base", default="models/digits/mlp.gguf")
     c.add_argument("--minilm-base", default="models/minilm/minilm-f32.gguf")

@@ -44,6 +44,8 @@ from .trainer import accuracy, fit, seed_everything
 DIGITS_TASKS = ("rotated", "inverted", "noisy", "parity")
 TEXT_TASKS = ("sentiment", "topic", "language")
 METHODS = ("gsoft", "double_gsoft", "oft", "boft", "lora")
+# "head": the reference row of tasks with a new head (parity, text): the head alone on the frozen base
+EXTRA_METHODS = ("head",)
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,11 @@ class MethodSpec:
 
     @property
     def ours(self) -> bool:
-        return self.method != "lora"
+        return self.method not in ("lora", "head")
 
     def label(self) -> str:
+        if self.method == "head":
+            return "head only (frozen base)"
         if self.method == "lora":
             return f"PEFT LoRA r={self.rank} alpha={self.alpha}"
         cfg = AdapterConfig(self.method, self.block_size, self.factors)
@@ -72,12 +76,14 @@ def method_specs(methods, block_size: int = 8, boft_block_size: int = 8, boft_fa
     for m in methods:
         if m == "lora":
             out.append(MethodSpec("lora", rank=lora_rank, alpha=lora_alpha))
+        elif m == "head":
+            out.append(MethodSpec("head"))
         elif m == "boft":
             out.append(MethodSpec("boft", boft_block_size, boft_factors))
         elif m in ("gsoft", "double_gsoft", "oft"):
             out.append(MethodSpec(m, block_size))
         else:
-            raise ValueError(f"unknown method {m!r} (choose from {', '.join(METHODS)})")
+            raise ValueError(f"unknown method {m!r} (choose from {', '.join(METHODS + EXTRA_METHODS)})")
     return out
 
 
@@ -86,7 +92,14 @@ def method_specs(methods, block_size: int = 8, boft_block_size: int = 8, boft_fa
 
 def apply_method(model: nn.Module, spec: MethodSpec, targets: list[str], heads: list[str]):
     """Wrap ``targets`` in place; return the PEFT model for LoRA (else None). Only the adapter
-    parameters and ``heads`` are trainable afterwards."""
+    parameters and ``heads`` are trainable afterwards ("head": only ``heads``)."""
+    if spec.method == "head":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for h in heads:
+            for p in model.get_submodule(h).parameters():
+                p.requires_grad_(True)
+        return None
     if spec.ours:
         inject(model, targets, method=spec.method, block_size=spec.block_size, factors=spec.factors,
                scale=True, modules_to_save=heads or None)
@@ -176,6 +189,8 @@ def compare_digits(task: str, specs: list[MethodSpec], base_path: str | Path, wo
     epochs = budget.epochs[task]
     rows = []
     for spec in specs:
+        if spec.method == "head" and not heads:
+            continue  # no new head on this task: nothing to train
         model, _ = digits.model_from_gguf(base_path)
         seed_everything(budget.seed)
         if heads:
@@ -194,9 +209,11 @@ def compare_digits(task: str, specs: list[MethodSpec], base_path: str | Path, wo
             nbytes, fmt = facts["bytes"], "riffle GGUF, F32"
             loaded, _ = digits.adapted_model_from_gguf(base_path, path)
             acc = accuracy(loaded, xte, yte)
-        else:
+        elif spec.method == "lora":
             nbytes, fmt = lora_bytes(peft_model, work / f"{task}-lora"), "PEFT safetensors, F32"
             acc = acc_mem
+        else:
+            nbytes, fmt, acc = None, "no adapter file", acc_mem
         row = {"method": spec.method, "label": spec.label(), "trainable": ntrain, "bytes": nbytes,
                "format": fmt, "accuracy": acc, "accuracy_in_memory": acc_mem,
                "train_seconds": round(res.seconds, 2), "steps": res.steps,
@@ -295,9 +312,11 @@ def compare_text(task_name: str, specs: list[MethodSpec], base_path: str | Path,
             e2, _ = minilm.encoder_from_gguf(base_path)
             minilm.apply_text_adapter(e2, path)
             acc = minilm.evaluate(e2, te, split)
-        else:
+        elif spec.method == "lora":
             nbytes, fmt = lora_bytes(peft_model, work / f"{task_name}-lora"), "PEFT safetensors, F32"
             acc = acc_mem
+        else:
+            nbytes, fmt, acc = None, "no adapter file", acc_mem
         row = {"method": spec.method, "label": spec.label(), "trainable": ntrain, "bytes": nbytes,
                "format": fmt, "accuracy": acc, "accuracy_in_memory": acc_mem, "train_seconds": round(secs, 1),
                "steps": steps}
@@ -343,7 +362,8 @@ def markdown(results: list[dict], command: str | None = None) -> str:
         L += ["| method | trainable params | adapter bytes | held-out accuracy | train time | steps |",
               "|---|---|---|---|---|---|"]
         for row in r["rows"]:
-            L.append(f"| {row['label']} | {row['trainable']:,} | {row['bytes']:,} ({row['format']}) | "
+            nb = "-" if row["bytes"] is None else f"{row['bytes']:,} ({row['format']})"
+            L.append(f"| {row['label']} | {row['trainable']:,} | {nb} | "
                      f"{_pct(row['accuracy'])} | {row['train_seconds']} s | {row['steps']} |")
         L.append("")
     return "\n".join(L)

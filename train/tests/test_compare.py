@@ -13,12 +13,15 @@ HAVE_PEFT = importlib.util.find_spec("peft") is not None
 METHODS = ("gsoft", "double_gsoft", "oft", "boft") + (("lora",) if HAVE_PEFT else ())
 
 
-def _check_rows(r, expect_trainable):
+def _check_rows(r, expect_trainable, methods=METHODS):
     rows = {row["method"]: row for row in r["rows"]}
-    assert tuple(rows) == METHODS
+    assert tuple(rows) == methods
     for m, row in rows.items():
         assert row["trainable"] == expect_trainable[m], (m, row["trainable"])
         assert row["steps"] > 0 and row["train_seconds"] >= 0
+        if m == "head":
+            assert row["bytes"] is None
+            continue
         # ours: scored after reloading the exported F32 GGUF, which must agree with the trained model
         assert row["accuracy"] == row["accuracy_in_memory"]
         # F32 parameters: at least 4 bytes per trainable value, plus a small header
@@ -29,7 +32,8 @@ def _check_rows(r, expect_trainable):
 
 def test_compare_digits_rotated(repo, tmp_path):
     base = repo / "models" / "digits" / "mlp.gguf"
-    r = compare.compare_digits("rotated", compare.method_specs(METHODS), base, tmp_path,
+    # "head" is skipped on a task without a new head
+    r = compare.compare_digits("rotated", compare.method_specs(METHODS + ("head",)), base, tmp_path,
                                compare.DigitsBudget({"rotated": 3}), log=lambda *a, **k: None)
     skew = 28  # b = 8
     # layers.0 and layers.1, 64 -> 64 each: k = 8 blocks, 64 scales
@@ -63,7 +67,8 @@ def test_compare_text_tiny(tmp_path, monkeypatch):
     monkeypatch.setitem(minilm.TEXT_TASKS, "toy", minilm.TextTask("toy", lambda: (texts, ys, ["cats", "money"]),
                                                                   16, 40, 20))
     budget = compare.TextBudget(train_cap=40, test_cap=20, max_length=16, epochs=1, batch_size=8, adapt_layers=1)
-    r = compare.compare_text("toy", compare.method_specs(METHODS), base, tmp_path, budget, log=lambda *a, **k: None)
+    r = compare.compare_text("toy", compare.method_specs(METHODS + ("head",)), base, tmp_path, budget,
+                             log=lambda *a, **k: None)
     d, ff, skew = 32, 64, 28
     lin = [(d, d)] * 4 + [(d, ff), (ff, d)]  # top block: q, k, v, attention output, FFN up, FFN down
     head = d * 2 + 2
@@ -71,8 +76,9 @@ def test_compare_text_tiny(tmp_path, monkeypatch):
               "double_gsoft": sum(2 * (i // 8) * skew + 2 * (o // 8) * skew + o for i, o in lin) + head,
               "oft": sum((i // 8) * skew + o for i, o in lin) + head,
               "boft": sum(2 * (i // 8) * skew + o for i, o in lin) + head,
-              "lora": sum(4 * (i + o) for i, o in lin) + head}
-    _check_rows(r, expect)
+              "lora": sum(4 * (i + o) for i, o in lin) + head, "head": head}
+    _check_rows(r, expect, METHODS + ("head",))
+    assert "| head only (frozen base) | 66 | - |" in compare.markdown([r])
     assert r["train_examples"] == 40 and r["heldout_examples"] == 20
     assert all(row["steps"] == 5 for row in r["rows"])  # 40 examples, batch 8, 1 epoch
     kv = gguf_io.read_kv_only(tmp_path / "toy-double_gsoft.gguf")
