@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--boft-factors", type=int, default=2)
     c.add_argument("--lora-rank", type=int, default=4)
     c.add_argument("--lora-alpha", type=int, default=8)
+    c.add_argument("--digits-lr", type=float, default=1e-2)
     c.add_argument("--text-train", type=int, default=1500, help="training examples per text task (at most)")
     c.add_argument("--text-heldout", type=int, default=500, help="held-out examples per text task (at most)")
     c.add_argument("--text-max-length", type=int, default=64, help="tokens per text, [CLS]/[SEP] included")
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                     text_budget=compare.TextBudget(args.text_train, args.text_heldout, args.text_max_length,
                                                    args.text_epochs, lr=args.text_lr,
                                                    adapt_layers=args.adapt_layers, threads=args.threads),
-                    digits_budget=compare.DigitsBudget(dict(compare.DIGITS_EPOCHS), threads=args.threads),
+                    digits_budget=compare.DigitsBudget(dict(compare.DIGITS_EPOCHS), lr=args.digits_lr,
+                                                       threads=args.threads),
                     spec_kw=dict(block_size=args.block_size, boft_block_size=args.boft_block_size,
                                  boft_factors=args.boft_factors, lora_rank=args.lora_rank,
                                  lora_alpha=args.lora_alpha),
