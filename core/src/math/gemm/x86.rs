@@ -377,6 +377,8 @@ pub(crate) fn contiguous_blocks<const B: usize>(
 /// # Safety
 /// AVX-512F available, `B` in {4, 8, 16}, `n % 16 == 0`, `x.len() % n == 0`,
 /// `blocks.len() >= n·B`.
+// Register arrays indexed by row: explicit indices keep them in registers.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 unsafe fn contiguous_blocks_avx512<const B: usize>(
     x: &mut [f32],
@@ -444,27 +446,38 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
                 // SAFETY: `coef[t]` is 16 values.
                 core::array::from_fn(|t| unsafe { _mm512_loadu_ps(coef[t].as_ptr()) })
             };
-            // Four rows at a time: four independent multiply-add chains hide the latency.
+            // Four rows at a time: four independent multiply-add chains hide the latency
+            // (every store unconditional, so the accumulators stay in registers); the last
+            // rows of the band one at a time.
             let mut r = r0;
-            while r < r1 {
-                let group = (r1 - r).min(4);
-                let p: [*mut f32; 4] = core::array::from_fn(|i| {
-                    x.as_mut_ptr().wrapping_add((r + i.min(group - 1)) * n + v0)
-                });
-                // SAFETY: rows r .. r + group < rows (later lanes repeat the last row,
-                // loaded but not stored), columns v0 .. v0 + 16 <= n: inside `x`.
+            while r + 4 <= r1 {
+                let p: [*mut f32; 4] =
+                    core::array::from_fn(|i| x.as_mut_ptr().wrapping_add((r + i) * n + v0));
+                // SAFETY: rows r .. r + 4 <= rows, columns v0 .. v0 + 16 <= n: inside `x`.
                 let xv: [__m512; 4] = core::array::from_fn(|i| unsafe { _mm512_loadu_ps(p[i]) });
                 let mut acc = [_mm512_setzero_ps(); 4];
                 for (c, ix) in cv.iter().zip(&idx) {
-                    for (a, v) in acc.iter_mut().zip(&xv) {
-                        *a = _mm512_fmadd_ps(_mm512_permutexvar_ps(*ix, *v), *c, *a);
+                    for i in 0..4 {
+                        acc[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(*ix, xv[i]), *c, acc[i]);
                     }
                 }
-                for (a, &pi) in acc.iter().zip(&p).take(group) {
-                    // SAFETY: as for the loads; each stored row is distinct.
-                    unsafe { _mm512_storeu_ps(pi, *a) };
+                for i in 0..4 {
+                    // SAFETY: as for the loads; the four rows are distinct.
+                    unsafe { _mm512_storeu_ps(p[i], acc[i]) };
                 }
-                r += group;
+                r += 4;
+            }
+            while r < r1 {
+                let p = x.as_mut_ptr().wrapping_add(r * n + v0);
+                // SAFETY: row r < rows, columns v0 .. v0 + 16 <= n: inside `x`.
+                let xv = unsafe { _mm512_loadu_ps(p) };
+                let mut acc = _mm512_setzero_ps();
+                for (c, ix) in cv.iter().zip(&idx) {
+                    acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(*ix, xv), *c, acc);
+                }
+                // SAFETY: as for the load.
+                unsafe { _mm512_storeu_ps(p, acc) };
+                r += 1;
             }
             v0 += 16;
         }
@@ -605,6 +618,8 @@ pub(crate) fn strided_blocks(
 ///
 /// # Safety
 /// As [`strided_blocks_any`] with `b = B`.
+// Register arrays indexed by row: explicit indices keep them in registers.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
     x: &mut [f32],
@@ -614,11 +629,12 @@ unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
 ) {
     let k = n / B;
     let rows = x.len() / n;
+    // Whole groups of R rows here (every store unconditional, so the accumulators stay in
+    // registers); the last rows one at a time.
+    let full = rows / R * R;
     let mut r = 0;
-    while r < rows {
-        let group = (rows - r).min(R);
-        let row: [*mut f32; R] =
-            core::array::from_fn(|i| x.as_mut_ptr().wrapping_add((r + i.min(group - 1)) * n));
+    while r < full {
+        let row: [*mut f32; R] = core::array::from_fn(|i| x.as_mut_ptr().wrapping_add((r + i) * n));
         let mut j0 = 0;
         while j0 < k {
             let mask = lanes(k - j0);
@@ -636,19 +652,25 @@ unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
                     let w = unsafe {
                         _mm512_maskz_loadu_ps(mask, blocks.as_ptr().wrapping_add(entry * k + j0))
                     };
-                    for (a, gi) in acc.iter_mut().zip(&g) {
-                        *a = _mm512_fmadd_ps(w, gi[t], *a);
+                    for i in 0..R {
+                        acc[i] = _mm512_fmadd_ps(w, g[i][t], acc[i]);
                     }
                 }
-                for (a, &ri) in acc.iter().zip(&row).take(group) {
-                    // SAFETY: entries c·k + j0 .. (masked) of a row < rows; every input of
+                for i in 0..R {
+                    // SAFETY: entries c·k + j0 .. (masked) of row r + i < rows; every input of
                     // these blocks is already in `g`.
-                    unsafe { _mm512_mask_storeu_ps(ri.wrapping_add(c * k + j0), mask, *a) };
+                    unsafe { _mm512_mask_storeu_ps(row[i].wrapping_add(c * k + j0), mask, acc[i]) };
                 }
             }
             j0 += 16;
         }
-        r += group;
+        r += R;
+    }
+    if full < rows {
+        if let Some(tail) = x.get_mut(full * n..) {
+            // SAFETY: the same shapes, on whole rows of `x`.
+            unsafe { strided_blocks_avx512::<B, 1>(tail, n, blocks, transpose) };
+        }
     }
 }
 
