@@ -379,15 +379,19 @@ pub(crate) fn gelu(x: &mut [f32]) {
 #[inline(always)]
 pub(crate) fn fast_exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    // Round to nearest with the 1.5·2^23 trick (no `floor` in core, and it vectorises).
-    let n = (x * core::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest with the 1.5·2^23 trick (no `floor` in core, and it vectorises):
+    // `shifted`'s bits are 0x4B40_0000 + n, so `n` comes back as an integer without a
+    // float-to-int conversion (whose saturation would keep the loop scalar).
+    let shifted = x * core::f32::consts::LOG2_E + 12_582_912.0;
+    let n = shifted - 12_582_912.0;
     let f = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + f * (1.0
             + f * (0.5
                 + f * (0.166_666_67
                     + f * (0.041_666_668 + f * (0.008_333_334 + f * 0.001_388_889)))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n: (0x4B40_0000 + n + 127) << 23 keeps the low 9 bits, n + 127 in 1 ..= 254.
+    p * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }
 
 /// `erf(x)`, branch-free (Abramowitz and Stegun 7.1.26, with [`fast_exp`]): absolute error
@@ -400,11 +404,7 @@ pub(crate) fn fast_erf(x: f32) -> f32 {
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let y = 1.0 - poly * fast_exp(-a * a);
-    if x < 0.0 {
-        -y
-    } else {
-        y
-    }
+    y.copysign(x)
 }
 
 #[cfg(test)]
