@@ -250,8 +250,17 @@ impl<'a> Bert<'a> {
         norm.weight.decode_f32(0, w)?;
         norm.bias.decode_f32(0, b)?;
         for row in x.chunks_exact_mut(h) {
-            let mean = row.iter().sum::<f32>() / h as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+            // Lane-wise sums (they vectorise; a plain `sum` is one serial chain).
+            let mean = crate::math::sum(row) / h as f32;
+            let mut dev = [0.0f32; 8];
+            let mut chunks = row.chunks_exact(8);
+            for c in &mut chunks {
+                for (d, v) in dev.iter_mut().zip(c) {
+                    *d += (v - mean) * (v - mean);
+                }
+            }
+            let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+            let var = (crate::math::sum(&dev) + tail) / h as f32;
             let inv = 1.0 / libm::sqrtf(var + self.config.eps);
             for ((v, wv), bv) in row.iter_mut().zip(w.iter()).zip(b.iter()) {
                 *v = (*v - mean) * inv * wv + bv;
