@@ -602,9 +602,9 @@ pub(crate) fn strided_blocks(
     // SAFETY: AVX-512F is available; the shapes were checked above.
     unsafe {
         match b {
-            4 if x.len() > n => strided_blocks_avx512::<4, 2>(x, n, blocks, transpose),
+            4 if x.len() > n => strided_blocks_avx512::<4, 4>(x, n, blocks, transpose),
             4 => strided_blocks_avx512::<4, 1>(x, n, blocks, transpose),
-            8 if x.len() > n => strided_blocks_avx512::<8, 2>(x, n, blocks, transpose),
+            8 if x.len() > n => strided_blocks_avx512::<8, 3>(x, n, blocks, transpose),
             8 => strided_blocks_avx512::<8, 1>(x, n, blocks, transpose),
             16 => strided_blocks_avx512::<16, 1>(x, n, blocks, transpose),
             _ => strided_blocks_any(x, n, b, blocks, transpose),
