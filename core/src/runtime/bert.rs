@@ -259,7 +259,11 @@ impl<'a> Bert<'a> {
                     *d += (v - mean) * (v - mean);
                 }
             }
-            let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+            let tail: f32 = chunks
+                .remainder()
+                .iter()
+                .map(|v| (v - mean) * (v - mean))
+                .sum();
             let var = (crate::math::sum(&dev) + tail) / h as f32;
             let inv = 1.0 / libm::sqrtf(var + self.config.eps);
             for ((v, wv), bv) in row.iter_mut().zip(w.iter()).zip(b.iter()) {

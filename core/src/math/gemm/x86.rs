@@ -26,6 +26,11 @@ const NR: usize = 32;
 /// Whether this CPU and OS run AVX-512F code (CPUID leaf 7, and XCR0 enabling the
 /// `opmask` and `zmm` register state). Detected once, then cached.
 pub(super) fn avx512_available() -> bool {
+    // Miri cannot run CPUID: it takes the compile-time features (scripts/test runs the
+    // kernels under Miri with `-C target-feature=+avx512f`).
+    if cfg!(miri) {
+        return cfg!(target_feature = "avx512f") && !cfg!(feature = "force-portable");
+    }
     static STATE: AtomicU8 = AtomicU8::new(0);
     cached(&STATE, detect)
 }
@@ -33,6 +38,10 @@ pub(super) fn avx512_available() -> bool {
 /// Whether this CPU and OS run AVX2 and FMA code (CPUID leaves 1 and 7, XCR0 enabling
 /// the `ymm` state): the product kernel for x86-64 CPUs without AVX-512. Cached.
 pub(super) fn avx2_fma_available() -> bool {
+    if cfg!(miri) {
+        return cfg!(all(target_feature = "avx2", target_feature = "fma"))
+            && !cfg!(feature = "force-portable");
+    }
     static STATE: AtomicU8 = AtomicU8::new(0);
     cached(&STATE, detect_avx2_fma)
 }
@@ -386,10 +395,11 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
     blocks: &[f32],
     transpose: bool,
 ) {
-    use core::arch::x86_64::{
-        _mm512_loadu_ps, _mm512_permutexvar_ps, _mm512_setr_epi32, _mm512_storeu_ps,
-    };
+    use core::arch::x86_64::{_mm512_loadu_ps, _mm512_setr_epi32, _mm512_storeu_ps};
     let rows = x.len() / n;
+    // One raw pointer for the whole call: every access derives from it (a fresh
+    // `as_mut_ptr` per row would retag `x` and invalidate the others).
+    let xp = x.as_mut_ptr();
     // Lane l of idx[t] selects entry t of its own block: (l / B)·B + t.
     let idx: [_; B] = core::array::from_fn(|t| {
         let s = |l: i32| (l / B as i32) * B as i32 + t as i32;
@@ -451,14 +461,13 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
             // rows of the band one at a time.
             let mut r = r0;
             while r + 4 <= r1 {
-                let p: [*mut f32; 4] =
-                    core::array::from_fn(|i| x.as_mut_ptr().wrapping_add((r + i) * n + v0));
+                let p: [*mut f32; 4] = core::array::from_fn(|i| xp.wrapping_add((r + i) * n + v0));
                 // SAFETY: rows r .. r + 4 <= rows, columns v0 .. v0 + 16 <= n: inside `x`.
                 let xv: [__m512; 4] = core::array::from_fn(|i| unsafe { _mm512_loadu_ps(p[i]) });
                 let mut acc = [_mm512_setzero_ps(); 4];
                 for (c, ix) in cv.iter().zip(&idx) {
                     for i in 0..4 {
-                        acc[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(*ix, xv[i]), *c, acc[i]);
+                        acc[i] = _mm512_fmadd_ps(select_lanes(*ix, xv[i]), *c, acc[i]);
                     }
                 }
                 for i in 0..4 {
@@ -468,12 +477,12 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
                 r += 4;
             }
             while r < r1 {
-                let p = x.as_mut_ptr().wrapping_add(r * n + v0);
+                let p = xp.wrapping_add(r * n + v0);
                 // SAFETY: row r < rows, columns v0 .. v0 + 16 <= n: inside `x`.
                 let xv = unsafe { _mm512_loadu_ps(p) };
                 let mut acc = _mm512_setzero_ps();
                 for (c, ix) in cv.iter().zip(&idx) {
-                    acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(*ix, xv), *c, acc);
+                    acc = _mm512_fmadd_ps(select_lanes(*ix, xv), *c, acc);
                 }
                 // SAFETY: as for the load.
                 unsafe { _mm512_storeu_ps(p, acc) };
@@ -482,6 +491,33 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
             v0 += 16;
         }
         r0 = r1;
+    }
+}
+
+/// Lane `l` of the result is lane `idx[l]` of `v` (`vpermps`). Under Miri, which has no
+/// shim for that instruction, the same selection goes through memory, so the kernels'
+/// loads and stores are still checked there.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn select_lanes(idx: core::arch::x86_64::__m512i, v: __m512) -> __m512 {
+    #[cfg(not(miri))]
+    {
+        core::arch::x86_64::_mm512_permutexvar_ps(idx, v)
+    }
+    #[cfg(miri)]
+    {
+        use core::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps, _mm512_storeu_si512};
+        let (mut i, mut x, mut out) = ([0i32; 16], [0.0f32; 16], [0.0f32; 16]);
+        // SAFETY: each array holds exactly the 16 lanes written or read.
+        unsafe {
+            _mm512_storeu_si512(i.as_mut_ptr().cast(), idx);
+            _mm512_storeu_ps(x.as_mut_ptr(), v);
+        }
+        for (o, &l) in out.iter_mut().zip(&i) {
+            *o = x[(l & 15) as usize];
+        }
+        // SAFETY: as above.
+        unsafe { _mm512_loadu_ps(out.as_ptr()) }
     }
 }
 
@@ -629,12 +665,14 @@ unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
 ) {
     let k = n / B;
     let rows = x.len() / n;
+    // One raw pointer for the whole call (see `contiguous_blocks_avx512`).
+    let xp = x.as_mut_ptr();
     // Whole groups of R rows here (every store unconditional, so the accumulators stay in
     // registers); the last rows one at a time.
     let full = rows / R * R;
     let mut r = 0;
     while r < full {
-        let row: [*mut f32; R] = core::array::from_fn(|i| x.as_mut_ptr().wrapping_add((r + i) * n));
+        let row: [*mut f32; R] = core::array::from_fn(|i| xp.wrapping_add((r + i) * n));
         let mut j0 = 0;
         while j0 < k {
             let mask = lanes(k - j0);
@@ -681,8 +719,9 @@ unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
 unsafe fn strided_blocks_any(x: &mut [f32], n: usize, b: usize, blocks: &[f32], transpose: bool) {
     let k = n / b;
     let rows = x.len() / n;
+    let xp = x.as_mut_ptr();
     for r in 0..rows {
-        let row = x.as_mut_ptr().wrapping_add(r * n);
+        let row = xp.wrapping_add(r * n);
         let mut j0 = 0;
         while j0 < k {
             let mask = lanes(k - j0);
