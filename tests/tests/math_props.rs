@@ -168,6 +168,12 @@ proptest! {
                 xt[i * batch + r] = rows[r * n + i];
             }
         }
+        // Out of place (the forward pass's form): the same values as in place.
+        let mut out = vec![f32::NAN; batch * n];
+        q.apply_rows_from(&rows, &mut out, transpose, &mut s).unwrap();
+        for (i, (a, b)) in out.iter().zip(&per_row).enumerate() {
+            prop_assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "apply_rows_from entry {i}: {a} vs {b}");
+        }
         let mut cs = vec![0.0f32; q.columns_scratch_len(batch)];
         q.apply_columns(&mut xt, batch, transpose, &mut cs).unwrap();
         for r in 0..batch {

@@ -258,6 +258,52 @@ impl<'w> Chain<'w> {
         Ok(())
     }
 
+    /// [`Chain::apply_rows`] from `src` into `dst` (same length): `dst <- src Q^T` (or
+    /// `src Q`). When the first factor has a SIMD kernel it reads `src` directly, so the
+    /// input is not copied first (the unmerged forward pass rotates a layer's input this
+    /// way).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if the lengths differ or are not whole rows;
+    /// [`Error::BufferTooSmall`] for a short scratch. Never panics.
+    pub fn apply_rows_from(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        transpose: bool,
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        if src.len() != dst.len() || !src.len().is_multiple_of(n) {
+            return Err(Error::LengthMismatch {
+                expected: src.len(),
+                found: dst.len(),
+            });
+        }
+        self.check_scratch(scratch)?;
+        let f = if transpose { m - 1 } else { 0 };
+        let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
+        let done = matches!(Access::of(permutation, f, m), Access::Contiguous)
+            && match b {
+                4 => gemm::contiguous_blocks_from::<4>(src, dst, n, blocks, transpose),
+                8 => gemm::contiguous_blocks_from::<8>(src, dst, n, blocks, transpose),
+                16 => gemm::contiguous_blocks_from::<16>(src, dst, n, blocks, transpose),
+                _ => false,
+            };
+        if done {
+            self.apply_factors(dst, transpose, scratch, 1);
+        } else {
+            dst.copy_from_slice(src);
+            self.apply_unchecked_len(dst, transpose, scratch);
+        }
+        Ok(())
+    }
+
     /// Scratch `f32`s that [`Chain::apply_columns`] needs for `cols` vectors: `b·cols`.
     pub const fn columns_scratch_len(&self, cols: usize) -> usize {
         self.spec.b * cols
@@ -369,8 +415,13 @@ impl<'w> Chain<'w> {
     /// `2n`), factor by factor: a SIMD kernel takes the whole batch when the CPU and the
     /// factor's layout have one, the portable loop goes row by row otherwise.
     fn apply_unchecked_len(&self, x: &mut [f32], transpose: bool, scratch: &mut [f32]) {
+        self.apply_factors(x, transpose, scratch, 0);
+    }
+
+    /// [`Chain::apply_unchecked_len`] from step `first` on (the factors before it done).
+    fn apply_factors(&self, x: &mut [f32], transpose: bool, scratch: &mut [f32], first: usize) {
         let m = self.spec.m;
-        for step in 0..m {
+        for step in first..m {
             let f = if transpose { m - 1 - step } else { step };
             if !self.apply_factor_simd(f, x, transpose) {
                 for row in x.chunks_exact_mut(self.spec.n) {

@@ -798,8 +798,12 @@ impl<'a> Model<'a> {
         let input: &[f32] = match &t.q_in {
             Some(q) => {
                 let xr = &mut rot[..n * cols];
-                xr.copy_from_slice(&x[..n * cols]);
-                rotate_rows(q, xr, n, spare, chain)?;
+                if q.has_simd_kernel() {
+                    q.apply_rows_from(&x[..n * cols], xr, false, chain)?;
+                } else {
+                    xr.copy_from_slice(&x[..n * cols]);
+                    rotate_rows(q, xr, n, spare, chain)?;
+                }
                 xr
             }
             None => &x[..n * cols],

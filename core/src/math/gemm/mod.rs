@@ -132,6 +132,22 @@ pub(crate) fn contiguous_blocks<const B: usize>(
     false
 }
 
+/// [`contiguous_blocks`] from `src` into `dst` (same length) instead of in place.
+pub(crate) fn contiguous_blocks_from<const B: usize>(
+    src: &[f32],
+    dst: &mut [f32],
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86::contiguous_blocks_from::<B>(src, dst, n, blocks, transpose) {
+        return true;
+    }
+    let _ = (src, dst, n, blocks, transpose);
+    false
+}
+
 /// As [`contiguous_blocks`] for a factor whose block `j` reads `x[j], x[j + k], ...`
 /// (`k = n / b`), coefficients interleaved across blocks (`blocks[(c·b + t)·k + j]`).
 pub(crate) fn strided_blocks(

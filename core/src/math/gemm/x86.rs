@@ -378,28 +378,65 @@ pub(crate) fn contiguous_blocks<const B: usize>(
     {
         return false;
     }
-    // SAFETY: AVX-512F is available; the shapes were checked above.
-    unsafe { contiguous_blocks_avx512::<B>(x, n, blocks, transpose) };
+    // One raw pointer for the whole call: every access derives from it (a fresh
+    // `as_mut_ptr` per row would retag `x` and invalidate the others).
+    let xp = x.as_mut_ptr();
+    // SAFETY: AVX-512F is available; the shapes were checked above; reading and writing
+    // through the same pointer is the in-place case.
+    unsafe { contiguous_blocks_avx512::<B>(xp, xp, x.len() / n, n, blocks, transpose) };
+    true
+}
+
+/// As [`contiguous_blocks`], reading the rows from `src` and writing them to `dst` (same
+/// length): the first factor of a rotation without a copy of its input first.
+pub(crate) fn contiguous_blocks_from<const B: usize>(
+    src: &[f32],
+    dst: &mut [f32],
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) -> bool {
+    if !avx512_available()
+        || !matches!(B, 4 | 8 | 16)
+        || n == 0
+        || !n.is_multiple_of(16)
+        || src.len() != dst.len()
+        || !src.len().is_multiple_of(n)
+        || blocks.len() < n * B
+    {
+        return false;
+    }
+    // SAFETY: AVX-512F is available; the shapes were checked above; `src` and `dst` are
+    // distinct borrows of equal length.
+    unsafe {
+        contiguous_blocks_avx512::<B>(
+            src.as_ptr(),
+            dst.as_mut_ptr(),
+            src.len() / n,
+            n,
+            blocks,
+            transpose,
+        )
+    };
     true
 }
 
 /// # Safety
-/// AVX-512F available, `B` in {4, 8, 16}, `n % 16 == 0`, `x.len() % n == 0`,
+/// AVX-512F available, `B` in {4, 8, 16}, `n % 16 == 0`, `src` readable and `dst`
+/// writable for `rows · n` values (the same pointer for in place, or non-overlapping),
 /// `blocks.len() >= n·B`.
 // Register arrays indexed by row: explicit indices keep them in registers.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 unsafe fn contiguous_blocks_avx512<const B: usize>(
-    x: &mut [f32],
+    src: *const f32,
+    xp: *mut f32,
+    rows: usize,
     n: usize,
     blocks: &[f32],
     transpose: bool,
 ) {
     use core::arch::x86_64::{_mm512_loadu_ps, _mm512_setr_epi32, _mm512_storeu_ps};
-    let rows = x.len() / n;
-    // One raw pointer for the whole call: every access derives from it (a fresh
-    // `as_mut_ptr` per row would retag `x` and invalidate the others).
-    let xp = x.as_mut_ptr();
     // Lane l of idx[t] selects entry t of its own block: (l / B)·B + t.
     let idx: [_; B] = core::array::from_fn(|t| {
         let s = |l: i32| (l / B as i32) * B as i32 + t as i32;
@@ -462,8 +499,10 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
             let mut r = r0;
             while r + 4 <= r1 {
                 let p: [*mut f32; 4] = core::array::from_fn(|i| xp.wrapping_add((r + i) * n + v0));
-                // SAFETY: rows r .. r + 4 <= rows, columns v0 .. v0 + 16 <= n: inside `x`.
-                let xv: [__m512; 4] = core::array::from_fn(|i| unsafe { _mm512_loadu_ps(p[i]) });
+                // SAFETY: rows r .. r + 4 <= rows, columns v0 .. v0 + 16 <= n: inside `src`.
+                let xv: [__m512; 4] = core::array::from_fn(|i| unsafe {
+                    _mm512_loadu_ps(src.wrapping_add((r + i) * n + v0))
+                });
                 let mut acc = [_mm512_setzero_ps(); 4];
                 for (c, ix) in cv.iter().zip(&idx) {
                     for i in 0..4 {
@@ -478,8 +517,8 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
             }
             while r < r1 {
                 let p = xp.wrapping_add(r * n + v0);
-                // SAFETY: row r < rows, columns v0 .. v0 + 16 <= n: inside `x`.
-                let xv = unsafe { _mm512_loadu_ps(p) };
+                // SAFETY: row r < rows, columns v0 .. v0 + 16 <= n: inside `src`.
+                let xv = unsafe { _mm512_loadu_ps(src.wrapping_add(r * n + v0)) };
                 let mut acc = _mm512_setzero_ps();
                 for (c, ix) in cv.iter().zip(&idx) {
                     acc = _mm512_fmadd_ps(select_lanes(*ix, xv), *c, acc);
