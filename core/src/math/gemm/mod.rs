@@ -423,7 +423,21 @@ mod tests {
                         16 => contiguous_blocks::<16>(&mut got[..rows * n], n, &blocks, transpose),
                         _ => false,
                     };
+                    let mut from = [f32::NAN; 9 * 64];
+                    let out = &mut from[..rows * n];
+                    let ran_from = match b {
+                        4 => contiguous_blocks_from::<4>(x, out, n, &blocks, transpose),
+                        8 => contiguous_blocks_from::<8>(x, out, n, &blocks, transpose),
+                        16 => contiguous_blocks_from::<16>(x, out, n, &blocks, transpose),
+                        _ => false,
+                    };
+                    assert_eq!(ran, ran_from);
                     if ran {
+                        assert_eq!(
+                            &from[..rows * n],
+                            &got[..rows * n],
+                            "out of place = in place"
+                        );
                         assert!(
                             close(&got[..rows * n], &want[..rows * n]),
                             "contiguous n={n} b={b}"
