@@ -6,7 +6,7 @@
 //! a quantised base costs one decode per forward, not one per input row.
 
 use crate::gguf::{TensorInfo, TensorType};
-use crate::math::gemm::{matmul_then, pack_transposed, Product, RowsRef};
+use crate::math::gemm::{matmul_then, pack_scaled, Product, RowsRef};
 use crate::{Error, Result};
 
 /// A compact reference to a tensor's bytes: what the runtime keeps per weight (a
@@ -220,7 +220,15 @@ pub fn linear(
             ),
             _ => RowsRef::F32(w.rows(o0, p, cols, tmp)?),
         };
-        pack_transposed(rows_ref, p, cols, panel, PANEL)?;
+        // An adapter's output scale is folded into the panel (no pass over the outputs).
+        let panel_scale = match scale {
+            Some(s) => Some(s.get(o0..o0 + p).ok_or(Error::LengthMismatch {
+                expected: rows,
+                found: s.len(),
+            })?),
+            None => None,
+        };
+        pack_scaled(rows_ref, p, cols, panel_scale, panel, PANEL)?;
         let product = Product {
             m: n,
             n: p,
@@ -234,7 +242,7 @@ pub fn linear(
         matmul_then(&product, x, panel, &mut y[o0..], next)?;
         o0 += p;
     }
-    finish_outputs(y, rows, n, scale, bias);
+    finish_outputs(y, rows, n, None, bias);
     Ok(())
 }
 

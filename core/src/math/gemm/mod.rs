@@ -179,6 +179,23 @@ pub(crate) fn pack_transposed(
     panel: &mut [f32],
     stride: usize,
 ) -> Result<()> {
+    pack_scaled(w, rows, cols, None, panel, stride)
+}
+
+/// [`pack_transposed`] with each `W` row `j` multiplied by `scale[j]` (an adapter's
+/// per-output scale, folded into the panel so that it costs no pass over the outputs).
+///
+/// # Errors
+/// As [`pack_transposed`]; [`Error::BufferTooSmall`] also for a `scale` shorter than
+/// `rows`.
+pub(crate) fn pack_scaled(
+    w: RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    scale: Option<&[f32]>,
+    panel: &mut [f32],
+    stride: usize,
+) -> Result<()> {
     let w_len = match w {
         RowsRef::F32(v) => v.len(),
         RowsRef::LeBytes(v) => v.len() / 4,
@@ -186,13 +203,16 @@ pub(crate) fn pack_transposed(
     check_spans([
         (Product::span(rows, cols, cols), w_len),
         (Product::span(cols, rows, stride), panel.len()),
-        (Some(0), 0),
+        (
+            Some(scale.map_or(0, |_| rows)),
+            scale.map_or(0, <[f32]>::len),
+        ),
     ])?;
     #[cfg(target_arch = "x86_64")]
-    if x86::pack_transposed(w, rows, cols, panel, stride) {
+    if x86::pack_transposed(w, rows, cols, scale, panel, stride) {
         return Ok(());
     }
-    portable::pack_transposed(w, rows, cols, panel, stride);
+    portable::pack_transposed(w, rows, cols, scale, panel, stride);
     Ok(())
 }
 
@@ -482,6 +502,30 @@ mod tests {
                         assert_eq!(panel[k * stride + j], want, "{rows}x{cols} at ({k}, {j})");
                     }
                 }
+                let scale: [f32; 40] = core::array::from_fn(|j| 0.5 + j as f32 * 0.25);
+                assert!(
+                    pack_scaled(source, rows, cols, Some(&scale[..rows]), &mut panel, stride)
+                        .is_ok()
+                );
+                for k in 0..cols {
+                    for j in 0..rows {
+                        let want = w[j * cols + k] * scale[j];
+                        assert_eq!(
+                            panel[k * stride + j],
+                            want,
+                            "scaled {rows}x{cols} at ({k}, {j})"
+                        );
+                    }
+                }
+                assert!(pack_scaled(
+                    source,
+                    rows,
+                    cols,
+                    Some(&scale[..rows - 1]),
+                    &mut panel,
+                    stride
+                )
+                .is_err());
             }
         }
         let mut small = [0.0f32; 4];

@@ -93,19 +93,24 @@ fn step<const R: usize>(acc: &mut [[f32; NR]; R], rows: &[&[f32]; R], kk: usize,
     }
 }
 
-/// `panel[k · stride + j] = W[j][k]`; the caller has checked both spans. Panel rows are
-/// written in order (sequential stores), each reading one value of every `W` row.
+/// `panel[k · stride + j] = s[j] · W[j][k]` (`s` = `scale`, or 1); the caller has checked
+/// every span. Panel rows are written in order (sequential stores), each reading one value
+/// of every `W` row.
 pub(super) fn pack_transposed(
     w: RowsRef<'_>,
     rows: usize,
     cols: usize,
+    scale: Option<&[f32]>,
     panel: &mut [f32],
     stride: usize,
 ) {
     for (k, prow) in panel.chunks_mut(stride).take(cols).enumerate() {
         for (j, v) in prow.iter_mut().take(rows).enumerate() {
             if let Some(x) = w.get(j * cols + k) {
-                *v = x;
+                *v = match scale {
+                    Some(s) => x * s.get(j).copied().unwrap_or(1.0),
+                    None => x,
+                };
             }
         }
     }

@@ -11,8 +11,8 @@
 
 use core::arch::x86_64::{
     __cpuid, __cpuid_count, __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps,
-    _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm_prefetch,
-    _xgetbv, _MM_HINT_T1,
+    _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm_prefetch, _xgetbv, _MM_HINT_T1,
 };
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -239,15 +239,18 @@ unsafe fn tile<const R: usize>(p: &Product, a: &[f32], b: &[f32], c: &mut [f32],
     }
 }
 
-/// `panel[k · stride + j] = W[j][k]` for `j < rows`, `k < cols` (`W` row-major, `rows ×
-/// cols`): 16 × 16 blocks loaded as rows, transposed in registers, stored as panel rows.
+/// `panel[k · stride + j] = s[j] · W[j][k]` for `j < rows`, `k < cols` (`W` row-major,
+/// `rows × cols`; `s` = `scale`, or 1): 16 × 16 blocks loaded as rows, transposed in
+/// registers, stored as panel rows.
 ///
 /// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available,
-/// `w` holds `rows · cols` values, `panel` holds `cols` rows of `stride >= rows` values.
+/// `w` holds `rows · cols` values, `panel` holds `cols` rows of `stride >= rows` values and
+/// `scale` (if any) `rows` values.
 pub(super) fn pack_transposed(
     w: super::RowsRef<'_>,
     rows: usize,
     cols: usize,
+    scale: Option<&[f32]>,
     panel: &mut [f32],
     stride: usize,
 ) -> bool {
@@ -256,6 +259,7 @@ pub(super) fn pack_transposed(
     if !avx512_available()
         || rows.checked_mul(cols).is_none_or(|n| n > w_len)
         || panel_need.is_none_or(|n| n > panel.len())
+        || scale.is_some_and(|s| s.len() < rows)
     {
         return false;
     }
@@ -267,7 +271,7 @@ pub(super) fn pack_transposed(
             // < rows are read) and columns k0 .. k0 + 16 (masked to < cols) of W, whose
             // `rows · cols` values were checked, and the matching panel cells, checked
             // against the panel span.
-            unsafe { transpose_block(w_ptr, rows, cols, panel, stride, [j0, k0]) };
+            unsafe { transpose_block(w_ptr, rows, cols, scale, panel, stride, [j0, k0]) };
             k0 += 16;
         }
         j0 += 16;
@@ -279,12 +283,14 @@ pub(super) fn pack_transposed(
 ///
 /// # Safety
 /// AVX-512F must be available; `w` must point at `rows · cols` readable `f32`s (any
-/// alignment) and `panel` hold `(cols - 1) · stride + rows` values.
+/// alignment), `scale` hold `rows` values if present, and `panel` hold
+/// `(cols - 1) · stride + rows` values.
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_block(
     w: *const f32,
     rows: usize,
     cols: usize,
+    scale: Option<&[f32]>,
     panel: &mut [f32],
     stride: usize,
     [j0, k0]: [usize; 2],
@@ -345,10 +351,16 @@ unsafe fn transpose_block(
             _ => _mm512_shuffle_f32x4::<0xDD>(hi[c], hi[c + 4]),
         }
     });
+    // SAFETY: scale values j0 .. j0 + 16, masked to < rows: inside `scale`.
+    let sv = scale.map(|s| unsafe { _mm512_maskz_loadu_ps(jmask, s.as_ptr().wrapping_add(j0)) });
     let base = panel.as_mut_ptr().wrapping_add(k0 * stride + j0);
     for (k, v) in col.iter().enumerate().take(cols - k0) {
+        let v = match sv {
+            Some(s) => _mm512_mul_ps(*v, s),
+            None => *v,
+        };
         // SAFETY: panel row k0 + k < cols, cells j0 .. j0 + 16 masked to < rows <= stride.
-        unsafe { _mm512_mask_storeu_ps(base.wrapping_add(k * stride), jmask, *v) };
+        unsafe { _mm512_mask_storeu_ps(base.wrapping_add(k * stride), jmask, v) };
     }
 }
 
