@@ -102,13 +102,20 @@ impl RowsRef<'_> {
         }
     }
 
-    /// Element `i`, if present.
-    fn get(&self, i: usize) -> Option<f32> {
+    /// Elements `start .. start + out.len()` into `out` (left as they are past the end).
+    fn read_into(&self, start: usize, out: &mut [f32]) {
         match self {
-            RowsRef::F32(v) => v.get(i).copied(),
+            RowsRef::F32(v) => {
+                if let Some(src) = v.get(start..start + out.len()) {
+                    out.copy_from_slice(src);
+                }
+            }
             RowsRef::LeBytes(v) => {
-                let c = v.get(4 * i..4 * i + 4)?;
-                Some(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                if let Some(src) = v.get(4 * start..4 * (start + out.len())) {
+                    for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+                        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    }
+                }
             }
         }
     }

@@ -94,8 +94,9 @@ fn step<const R: usize>(acc: &mut [[f32; NR]; R], rows: &[&[f32]; R], kk: usize,
 }
 
 /// `panel[k · stride + j] = s[j] · W[j][k]` (`s` = `scale`, or 1); the caller has checked
-/// every span. Panel rows are written in order (sequential stores), each reading one value
-/// of every `W` row.
+/// every span. Tiles of 8 × 8: eight `W` row segments decoded contiguously into a local
+/// tile, then written out as eight panel-row segments.
+#[allow(clippy::needless_range_loop)] // `kk` indexes the tile's inner dimension
 pub(super) fn pack_transposed(
     w: RowsRef<'_>,
     rows: usize,
@@ -104,14 +105,29 @@ pub(super) fn pack_transposed(
     panel: &mut [f32],
     stride: usize,
 ) {
-    for (k, prow) in panel.chunks_mut(stride).take(cols).enumerate() {
-        for (j, v) in prow.iter_mut().take(rows).enumerate() {
-            if let Some(x) = w.get(j * cols + k) {
-                *v = match scale {
-                    Some(s) => x * s.get(j).copied().unwrap_or(1.0),
-                    None => x,
-                };
+    const T: usize = 8;
+    let mut j0 = 0;
+    while j0 < rows {
+        let jn = (rows - j0).min(T);
+        let s: [f32; T] =
+            core::array::from_fn(|jj| scale.and_then(|s| s.get(j0 + jj)).copied().unwrap_or(1.0));
+        let mut k0 = 0;
+        while k0 < cols {
+            let kn = (cols - k0).min(T);
+            let mut tile = [[0.0f32; T]; T];
+            for (jj, t) in tile.iter_mut().enumerate().take(jn) {
+                w.read_into((j0 + jj) * cols + k0, &mut t[..kn]);
             }
+            for kk in 0..kn {
+                let at = (k0 + kk) * stride + j0;
+                if let Some(out) = panel.get_mut(at..at + jn) {
+                    for (jj, o) in out.iter_mut().enumerate() {
+                        *o = tile[jj][kk] * s[jj];
+                    }
+                }
+            }
+            k0 += T;
         }
+        j0 += T;
     }
 }
