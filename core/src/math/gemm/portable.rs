@@ -14,17 +14,16 @@ pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) {
     while j0 < p.n {
         let cols = NR.min(p.n - j0);
         let mut i0 = 0;
+        // Whole tiles of MR rows, then the last rows one at a time (two instances of the
+        // tile code in all: small on a microcontroller).
         while i0 < p.m {
-            let rows = MR.min(p.m - i0);
-            match rows {
-                6 => tile::<6>(p, a, b, c, i0, j0, cols),
-                5 => tile::<5>(p, a, b, c, i0, j0, cols),
-                4 => tile::<4>(p, a, b, c, i0, j0, cols),
-                3 => tile::<3>(p, a, b, c, i0, j0, cols),
-                2 => tile::<2>(p, a, b, c, i0, j0, cols),
-                _ => tile::<1>(p, a, b, c, i0, j0, cols),
+            if p.m - i0 >= MR {
+                tile::<MR>(p, a, b, c, i0, j0, cols);
+                i0 += MR;
+            } else {
+                tile::<1>(p, a, b, c, i0, j0, cols);
+                i0 += 1;
             }
-            i0 += rows;
         }
         j0 += cols;
     }
@@ -96,6 +95,7 @@ fn step<const R: usize>(acc: &mut [[f32; NR]; R], rows: &[&[f32]; R], kk: usize,
 /// `panel[k · stride + j] = s[j] · W[j][k]` (`s` = `scale`, or 1); the caller has checked
 /// every span. Tiles of 8 × 8: eight `W` row segments decoded contiguously into a local
 /// tile, then written out as eight panel-row segments.
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // `kk` indexes the tile's inner dimension
 pub(super) fn pack_transposed(
     w: RowsRef<'_>,
@@ -129,5 +129,26 @@ pub(super) fn pack_transposed(
             k0 += T;
         }
         j0 += T;
+    }
+}
+
+/// `panel[k · stride + j] = s[j] · W[j][k]` (`s` = `scale`, or 1); the caller has checked
+/// every span. The compact loop for targets where code size matters more than packing
+/// speed (microcontrollers, wasm): one element at a time, panel rows in order.
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn pack_transposed(
+    w: RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    scale: Option<&[f32]>,
+    panel: &mut [f32],
+    stride: usize,
+) {
+    for (k, prow) in panel.chunks_mut(stride).take(cols).enumerate() {
+        for (j, v) in prow.iter_mut().take(rows).enumerate() {
+            let mut x = [0.0f32];
+            w.read_into(j * cols + k, &mut x);
+            *v = x[0] * scale.and_then(|s| s.get(j)).copied().unwrap_or(1.0);
+        }
     }
 }
