@@ -95,7 +95,7 @@ fn step<const R: usize>(acc: &mut [[f32; NR]; R], rows: &[&[f32]; R], kk: usize,
 /// `panel[k · stride + j] = s[j] · W[j][k]` (`s` = `scale`, or 1); the caller has checked
 /// every span. Tiles of 8 × 8: eight `W` row segments decoded contiguously into a local
 /// tile, then written out as eight panel-row segments.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
 #[allow(clippy::needless_range_loop)] // `kk` indexes the tile's inner dimension
 pub(super) fn pack_transposed(
     w: RowsRef<'_>,
@@ -134,8 +134,8 @@ pub(super) fn pack_transposed(
 
 /// `panel[k · stride + j] = s[j] · W[j][k]` (`s` = `scale`, or 1); the caller has checked
 /// every span. The compact loop for targets where code size matters more than packing
-/// speed (microcontrollers, wasm): one element at a time, panel rows in order.
-#[cfg(not(target_arch = "x86_64"))]
+/// speed (microcontrollers): one element at a time, panel rows in order.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
 pub(super) fn pack_transposed(
     w: RowsRef<'_>,
     rows: usize,
