@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from . import gguf_io
 from .gguf_io import U32
-from .layers import AdapterConfig, adapted_modules, inject, trainable_parameters
+from .layers import AdapterConfig, adapter_tensors, inject, trainable_parameters
 from .trainer import accuracy, fit, seed_everything
 
 DIGITS_TASKS = ("rotated", "inverted", "noisy", "parity")
@@ -109,26 +109,6 @@ def apply_method(model: nn.Module, spec: MethodSpec, targets: list[str], heads: 
     cfg = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=0.0, bias="none",
                      target_modules=targets, modules_to_save=heads or None)
     return get_peft_model(model, cfg)
-
-
-def ours_tensors(model: nn.Module, heads: list[str], np_dtype=np.float32) -> list[tuple[str, np.ndarray]]:
-    """format.md tensors of an injected model (``T.oft_in.f``, ``T.oft_out.f``, ``T.oft_scale``,
-    then the heads' weight and bias in F32)."""
-    out = []
-    for mname, mod in adapted_modules(model):
-        w = f"{mname}.weight"
-        for f, p in enumerate(mod.oft_in.params):
-            out.append((f"{w}.oft_in.{f}", p.detach().cpu().numpy().astype(np_dtype)))
-        if mod.oft_out is not None:
-            for f, p in enumerate(mod.oft_out.params):
-                out.append((f"{w}.oft_out.{f}", p.detach().cpu().numpy().astype(np_dtype)))
-        if mod.oft_scale is not None:
-            out.append((f"{w}.oft_scale", mod.oft_scale.detach().cpu().numpy().astype(np_dtype)))
-    for h in heads:
-        head = model.get_submodule(h)
-        out.append((f"{h}.weight", head.weight.detach().cpu().numpy().astype(np.float32)))
-        out.append((f"{h}.bias", head.bias.detach().cpu().numpy().astype(np.float32)))
-    return out
 
 
 def ours_kv(spec: MethodSpec, arch_name: str, base_id: str, task: str, labels: list[str] | None) -> dict:
@@ -205,7 +185,7 @@ def compare_digits(task: str, specs: list[MethodSpec], base_path: str | Path, wo
             path = work / f"{task}-{spec.method}.gguf"
             facts = gguf_io.write_gguf(path, bkv["general.architecture"],
                                        ours_kv(spec, "digits", bkv["riffle.model_id"], task, labels),
-                                       ours_tensors(model, heads), id_key="crc")
+                                       adapter_tensors(model, heads), id_key="crc")
             nbytes, fmt = facts["bytes"], "riffle GGUF, F32"
             loaded, _ = digits.adapted_model_from_gguf(base_path, path)
             acc = accuracy(loaded, xte, yte)
@@ -307,7 +287,7 @@ def compare_text(task_name: str, specs: list[MethodSpec], base_path: str | Path,
         if spec.ours:
             path = work / f"{task_name}-{spec.method}.gguf"
             kv = ours_kv(spec, "all-MiniLM-L6-v2", bkv["riffle.model_id"], task_name, labels)
-            facts = gguf_io.write_gguf(path, "bert", kv, ours_tensors(e, ["cls"]), id_key="crc")
+            facts = gguf_io.write_gguf(path, "bert", kv, adapter_tensors(e, ["cls"]), id_key="crc")
             nbytes, fmt = facts["bytes"], "riffle GGUF, F32"
             e2, _ = minilm.encoder_from_gguf(base_path)
             minilm.apply_text_adapter(e2, path)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from . import gguf_io
 from .gguf_io import U32
-from .layers import AdapterConfig, adapted_modules, inject, trainable_parameters
+from . import layers
+from .layers import AdapterConfig, inject, trainable_parameters
 from .trainer import accuracy, fit, seed_everything
 
 SPLIT_SEED = 0
@@ -212,22 +213,8 @@ def apply_adapter_spec(model: nn.Module, spec: AdapterSpec, labels: list[str], s
 
 
 def adapter_tensors(model: nn.Module, spec: AdapterSpec) -> list[tuple[str, np.ndarray]]:
-    np_dtype = np.float16 if spec.dtype == "f16" else np.float32
-    out = []
-    for mname, mod in adapted_modules(model):
-        w = f"{mname}.weight"
-        for f, p in enumerate(mod.oft_in.params):
-            out.append((f"{w}.oft_in.{f}", p.detach().cpu().numpy().astype(np_dtype)))
-        if mod.oft_out is not None:
-            for f, p in enumerate(mod.oft_out.params):
-                out.append((f"{w}.oft_out.{f}", p.detach().cpu().numpy().astype(np_dtype)))
-        if mod.oft_scale is not None:
-            out.append((f"{w}.oft_scale", mod.oft_scale.detach().cpu().numpy().astype(np_dtype)))
-    if spec.head:
-        head = model.get_submodule(spec.head)
-        out.append((f"{spec.head}.weight", head.weight.detach().cpu().numpy().astype(np.float32)))
-        out.append((f"{spec.head}.bias", head.bias.detach().cpu().numpy().astype(np.float32)))
-    return out
+    return layers.adapter_tensors(model, [spec.head] if spec.head else [],
+                                  np.float16 if spec.dtype == "f16" else np.float32)
 
 
 def adapter_kv(spec: AdapterSpec, base_id: str, labels: list[str] | None) -> dict:

@@ -403,6 +403,30 @@ def adapted_modules(model: nn.Module) -> list[tuple[str, _AdaptedBase]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, ADAPTED)]
 
 
+def adapter_tensors(model: nn.Module, heads: Sequence[str] = (), dtype=None) -> list[tuple[str, "np.ndarray"]]:
+    """format.md tensors of an injected model: ``T.oft_in.f``, ``T.oft_out.f`` and
+    ``T.oft_scale`` per adapted layer in ``dtype`` (numpy, default float32), then each head's
+    ``weight`` and ``bias`` in float32."""
+    import numpy as np
+
+    dtype = np.float32 if dtype is None else dtype
+    out = []
+    for mname, mod in adapted_modules(model):
+        w = f"{mname}.weight"
+        for f, p in enumerate(mod.oft_in.params):
+            out.append((f"{w}.oft_in.{f}", p.detach().cpu().numpy().astype(dtype)))
+        if mod.oft_out is not None:
+            for f, p in enumerate(mod.oft_out.params):
+                out.append((f"{w}.oft_out.{f}", p.detach().cpu().numpy().astype(dtype)))
+        if mod.oft_scale is not None:
+            out.append((f"{w}.oft_scale", mod.oft_scale.detach().cpu().numpy().astype(dtype)))
+    for h in heads:
+        head = model.get_submodule(h)
+        out.append((f"{h}.weight", head.weight.detach().cpu().numpy().astype(np.float32)))
+        out.append((f"{h}.bias", head.bias.detach().cpu().numpy().astype(np.float32)))
+    return out
+
+
 def merge_adapters(model: nn.Module) -> None:
     for _, m in adapted_modules(model):
         m.merge()

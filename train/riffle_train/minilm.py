@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import gguf_io
 from .gguf_io import F32, U32
-from .layers import AdapterConfig, adapted_modules, default_device, inject, trainable_parameters
+from .layers import AdapterConfig, adapter_tensors, default_device, inject, trainable_parameters
 from .trainer import seed_everything
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -502,19 +502,7 @@ def train_text_adapter(base_path: str | Path, task_name: str, out_dir: str | Pat
         log(f"[{task_name}] {variant}: held-out {acc:.4f} ({results[variant]['trainable']} trainable, "
             f"{results[variant]['train_seconds']}s)")
     # export the adapter
-    np_dtype = np.float16 if dtype == "f16" else np.float32
-    tensors = []
-    for mname, mod in adapted_modules(enc):
-        w = f"{mname}.weight"
-        for f, p in enumerate(mod.oft_in.params):
-            tensors.append((f"{w}.oft_in.{f}", p.detach().cpu().numpy().astype(np_dtype)))
-        if mod.oft_out is not None:
-            for f, p in enumerate(mod.oft_out.params):
-                tensors.append((f"{w}.oft_out.{f}", p.detach().cpu().numpy().astype(np_dtype)))
-        if mod.oft_scale is not None:
-            tensors.append((f"{w}.oft_scale", mod.oft_scale.detach().cpu().numpy().astype(np_dtype)))
-    tensors.append(("cls.weight", enc.cls.weight.detach().cpu().numpy().astype(np.float32)))
-    tensors.append(("cls.bias", enc.cls.bias.detach().cpu().numpy().astype(np.float32)))
+    tensors = adapter_tensors(enc, ["cls"], np.float16 if dtype == "f16" else np.float32)
     cfg = AdapterConfig(method, block_size)
     alt = [gguf_io.verify_span(p)["model_id"] for p in sorted(Path(base_path).parent.glob("minilm-*.gguf"))
            if gguf_io.read_kv_only(p).get("general.type") == "model"]
