@@ -295,10 +295,7 @@ unsafe fn transpose_block(
     stride: usize,
     [j0, k0]: [usize; 2],
 ) {
-    use core::arch::x86_64::{
-        _mm512_castpd_ps, _mm512_castps_pd, _mm512_shuffle_f32x4, _mm512_unpackhi_pd,
-        _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps,
-    };
+    use core::arch::x86_64::_mm512_shuffle_f32x4;
     let kmask = lanes(cols - k0);
     let jmask = lanes(rows - j0);
     // r[i] = W[j0 + i][k0 .. k0 + 16] (zero past the last row or column).
@@ -310,28 +307,8 @@ unsafe fn transpose_block(
             _mm512_setzero_ps()
         }
     });
-    // Pairs of rows interleaved, then pairs of pairs: within each 128-bit lane l,
-    // u[4q + c] holds column 4l + c of rows 4q .. 4q + 4.
-    let t: [__m512; 16] = core::array::from_fn(|i| {
-        let (a, b) = (r[i & !1], r[i | 1]);
-        if i % 2 == 0 {
-            _mm512_unpacklo_ps(a, b)
-        } else {
-            _mm512_unpackhi_ps(a, b)
-        }
-    });
-    let u: [__m512; 16] = core::array::from_fn(|i| {
-        let (q, c) = (i / 4, i % 4);
-        let (a, b) = (
-            _mm512_castps_pd(t[4 * q + c / 2]),
-            _mm512_castps_pd(t[4 * q + 2 + c / 2]),
-        );
-        _mm512_castpd_ps(if c % 2 == 0 {
-            _mm512_unpacklo_pd(a, b)
-        } else {
-            _mm512_unpackhi_pd(a, b)
-        })
-    });
+    // Within each 128-bit lane l, u[4q + c] holds column 4l + c of rows 4q .. 4q + 4.
+    let u = transpose_4x4_in_lanes(r);
     // Gather the four 128-bit lanes of each column: v[c] / v[c + 4] pick lanes {0, 2} /
     // {1, 3} of rows 0-7 and 8-15, the final shuffle joins them.
     let lo: [__m512; 8] = core::array::from_fn(|i| {
@@ -381,13 +358,7 @@ pub(crate) fn contiguous_blocks<const B: usize>(
     blocks: &[f32],
     transpose: bool,
 ) -> bool {
-    if !avx512_available()
-        || !matches!(B, 4 | 8 | 16)
-        || n == 0
-        || !n.is_multiple_of(16)
-        || !x.len().is_multiple_of(n)
-        || blocks.len() < n * B
-    {
+    if !contiguous_shape_ok::<B>(x.len(), n, blocks) {
         return false;
     }
     // One raw pointer for the whole call: every access derives from it (a fresh
@@ -399,6 +370,17 @@ pub(crate) fn contiguous_blocks<const B: usize>(
     true
 }
 
+/// What both contiguous-block entry points require: AVX-512F, `B` in {4, 8, 16}, `n` a
+/// multiple of 16, `len` whole rows of `n`, and `n·B` coefficients.
+fn contiguous_shape_ok<const B: usize>(len: usize, n: usize, blocks: &[f32]) -> bool {
+    avx512_available()
+        && matches!(B, 4 | 8 | 16)
+        && n != 0
+        && n.is_multiple_of(16)
+        && len.is_multiple_of(n)
+        && blocks.len() >= n * B
+}
+
 /// As [`contiguous_blocks`], reading the rows from `src` and writing them to `dst` (same
 /// length): the first factor of a rotation without a copy of its input first.
 pub(crate) fn contiguous_blocks_from<const B: usize>(
@@ -408,14 +390,7 @@ pub(crate) fn contiguous_blocks_from<const B: usize>(
     blocks: &[f32],
     transpose: bool,
 ) -> bool {
-    if !avx512_available()
-        || !matches!(B, 4 | 8 | 16)
-        || n == 0
-        || !n.is_multiple_of(16)
-        || src.len() != dst.len()
-        || !src.len().is_multiple_of(n)
-        || blocks.len() < n * B
-    {
+    if src.len() != dst.len() || !contiguous_shape_ok::<B>(src.len(), n, blocks) {
         return false;
     }
     // SAFETY: AVX-512F is available; the shapes were checked above; `src` and `dst` are
@@ -576,27 +551,9 @@ fn select_lanes(idx: core::arch::x86_64::__m512i, v: __m512) -> __m512 {
 /// in half `h` of `r[i]`): unpacks, in-lane shuffles, then 128-bit lane moves.
 #[target_feature(enable = "avx512f")]
 fn transpose_8x8_halves(r: [__m512; 8]) -> [__m512; 8] {
-    use core::arch::x86_64::{
-        _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
-    };
-    let t: [__m512; 8] = core::array::from_fn(|i| {
-        let (a, b) = (r[i & !1], r[i | 1]);
-        if i % 2 == 0 {
-            _mm512_unpacklo_ps(a, b)
-        } else {
-            _mm512_unpackhi_ps(a, b)
-        }
-    });
+    use core::arch::x86_64::_mm512_shuffle_f32x4;
     // u[4q + c] lane L (of each 128-bit lane) = column 4L + c of rows 4q .. 4q + 4.
-    let u: [__m512; 8] = core::array::from_fn(|i| {
-        let (q, c) = (i / 4, i % 4);
-        let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
-        if c % 2 == 0 {
-            _mm512_shuffle_ps::<0x44>(a, b)
-        } else {
-            _mm512_shuffle_ps::<0xEE>(a, b)
-        }
-    });
+    let u = transpose_4x4_in_lanes(r);
     // Column c of the 8 rows: 128-bit lane (c / 4) of u[c % 4] and u[4 + c % 4] in each half.
     core::array::from_fn(|c| {
         let (a, b) = (u[c % 4], u[4 + c % 4]);
@@ -606,6 +563,32 @@ fn transpose_8x8_halves(r: [__m512; 8]) -> [__m512; 8] {
             _mm512_shuffle_f32x4::<0xDD>(a, b)
         };
         _mm512_shuffle_f32x4::<0xD8>(v, v)
+    })
+}
+
+/// The first two stages of every in-register transpose here: pairs of rows interleaved,
+/// then pairs of pairs, so that within each 128-bit lane `l` the result's vector `4q + c`
+/// holds column `4l + c` of rows `4q .. 4q + 4` (`N` rows, a multiple of 4).
+#[target_feature(enable = "avx512f")]
+fn transpose_4x4_in_lanes<const N: usize>(r: [__m512; N]) -> [__m512; N] {
+    use core::arch::x86_64::{_mm512_shuffle_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps};
+    let t: [__m512; N] = core::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    core::array::from_fn(|i| {
+        let (q, c) = (i / 4, i % 4);
+        let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
+        // Low or high 64-bit halves of each 128-bit lane of a and b.
+        if c % 2 == 0 {
+            _mm512_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm512_shuffle_ps::<0xEE>(a, b)
+        }
     })
 }
 
