@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-boft-cuda-ext", action="store_true",
                    help="do not let PEFT BOFT compile fbd_cuda (it then builds one factor)")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.add_argument("--weight-bank", default="auto", choices=["auto", "on", "off"],
+                   help="ours: batched adapted weights (layers.WeightBank); auto = on for CUDA")
     b.add_argument("--out", default=None, help="folder for gpu-bench.md and gpu-bench.json")
     args = ap.parse_args(argv)
     if args.cmd == "digits":
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             seq=args.seq, steps=args.steps, warmup=args.warmup, block_size=args.block_size,
             boft_block_size=args.boft_block_size, boft_factors=args.boft_factors, lora_rank=args.lora_rank,
             lora_alpha=args.lora_alpha, tiny=args.tiny, autocast=args.autocast, device=args.device,
-            boft_cuda_ext=not args.no_boft_cuda_ext, threads=args.threads)
+            boft_cuda_ext=not args.no_boft_cuda_ext, threads=args.threads,
+            weight_bank={"auto": None, "on": True, "off": False}[args.weight_bank])
         res = gpu_bench.run(cfg)
         command = "python -m riffle_train " + " ".join(argv if argv is not None else sys.argv[1:])
         print(gpu_bench.markdown(res, command))

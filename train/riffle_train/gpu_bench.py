@@ -70,6 +70,7 @@ class BenchConfig:
     seed: int = 0
     boft_cuda_ext: bool = True   # let PEFT try to compile fbd_cuda (False: PEFT's 1-factor fallback)
     threads: int | None = None
+    weight_bank: bool | None = None  # ours: layers.WeightBank (None: inject's default, on for CUDA)
 
 
 def make_model(name: str, tiny: bool):
@@ -96,7 +97,8 @@ def apply_method(model, method: str, c: BenchConfig):
         from .layers import inject
 
         inject(model, TARGETS, method=method, block_size=c.block_size, scale=True,
-               modules_to_save=["classifier"])
+               modules_to_save=["classifier"], weight_bank=c.weight_bank)
+        notes["weight_bank"] = model.riffle_adapter["bank"] is not None
         return model, notes
     from peft import BOFTConfig, LoraConfig, OFTConfig, get_peft_model
 

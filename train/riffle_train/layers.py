@@ -20,6 +20,7 @@ flattening), which costs ``out*in*kh*kw*b`` MACs per factor and again forms no d
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 METHODS = ("gsoft", "double_gsoft", "oft", "boft", "gs")
@@ -112,11 +114,33 @@ def skew_from_packed(p: torch.Tensor, b: int) -> torch.Tensor:
     return s - s.transpose(-1, -2)
 
 
+@functools.lru_cache(maxsize=None)
+def _minus_skew_index(b: int, device: torch.device) -> torch.Tensor:
+    """Gather table from ``[0, p, -p]`` to the ``b*b`` entries of ``-S`` (row-major)."""
+    packed = {(i, j): t for t, (i, j) in enumerate(torch.triu_indices(b, b, 1).T.tolist())}
+    npk = len(packed)
+    idx = [0 if r == c else (1 + npk + packed[(r, c)] if r < c else 1 + packed[(c, r)])
+           for r in range(b) for c in range(b)]
+    return torch.tensor(idx, dtype=torch.long, device=device)
+
+
+@functools.lru_cache(maxsize=None)
+def _eye(b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.eye(b, dtype=dtype, device=device)
+
+
 def cayley(p: torch.Tensor, b: int) -> torch.Tensor:
-    """Cayley blocks ``C(S) = (I - S)^{-1} (I + S)`` for packed parameters ``(..., P)``."""
-    s = skew_from_packed(p, b)
-    eye = torch.eye(b, dtype=p.dtype, device=p.device).expand_as(s)
-    return torch.linalg.solve(eye - s, eye + s)
+    """Cayley blocks ``C(S) = (I - S)^{-1} (I + S)`` for packed parameters ``(..., P)``.
+
+    ``I - S`` is gathered from ``[0, p, -p]`` in one indexing operation and ``I + S`` is its
+    transpose, so a whole set of blocks costs a handful of kernels and one batched solve.
+    ``I - S`` is never singular for a real skew ``S`` (its eigenvalues are ``1 - i*lambda``),
+    so the solve skips the error check, which on a GPU would wait for the device.
+    """
+    zero = p.new_zeros(()).expand(p.shape[:-1] + (1,))
+    ext = torch.cat([zero, p, -p], -1)
+    a = ext.index_select(-1, _minus_skew_index(b, p.device)).unflatten(-1, (b, b)) + _eye(b, p.dtype, p.device)
+    return torch.linalg.solve_ex(a, a.mT).result
 
 
 def packed_from_blocks(a: torch.Tensor) -> torch.Tensor:
@@ -172,8 +196,10 @@ class OrthogonalChain(nn.Module):
         return self.m * self.k * packed_len(self.b)
 
     def blocks(self) -> list[torch.Tensor]:
-        """The ``m`` factors' Cayley blocks, each ``(k, b, b)``."""
-        return [cayley(p, self.b) for p in self.params]
+        """The ``m`` factors' Cayley blocks, each ``(k, b, b)`` (one batched solve)."""
+        if self.m == 1:
+            return [cayley(self.params[0], self.b)]
+        return list(cayley(torch.cat(list(self.params)), self.b).split(self.k))
 
     def _run(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
         if blocks is None:
@@ -258,6 +284,8 @@ class _AdaptedBase(nn.Module):
         self.oft_out = _chain(out_f, cfg, w) if cfg.double else None
         self.oft_scale = nn.Parameter(torch.ones(out_f, dtype=w.dtype, device=w.device)) if cfg.scale else None
         self.merged = False
+        # Set by the model's WeightBank for the duration of one forward of the whole model.
+        self.bank_weight: torch.Tensor | None = None
 
     # weight viewed as (out, in_flat)
     def _wmat(self) -> torch.Tensor:
@@ -316,6 +344,8 @@ class AdaptedLinear(_AdaptedBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.base(x)
+        if self.bank_weight is not None:
+            return F.linear(x, self.bank_weight, self.base.bias)
         h = F.linear(self.oft_in(x), self.base.weight)
         if self.oft_out is not None:
             h = self.oft_out(h)
@@ -339,6 +369,8 @@ class AdaptedConv2d(_AdaptedBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.base(x)
+        if self.bank_weight is not None:
+            return self.base._conv_forward(x, self.bank_weight.reshape(self.base.weight.shape), self.base.bias)
         w = self.oft_in.apply_transpose(self._wmat())
         if self.oft_out is not None:
             w = self.oft_out(w.T).T
@@ -352,6 +384,137 @@ class AdaptedConv2d(_AdaptedBase):
 
 
 ADAPTED = (AdaptedLinear, AdaptedConv2d)
+
+
+# --------------------------------------------------------------------------- weight bank
+
+
+class WeightBank:
+    """Computes every adapted weight of an injected model in a few batched operations.
+
+    Without the bank each adapted layer builds its own Cayley blocks and rotates its own
+    input: a dozen small operations per layer and per step, which on a GPU costs more in
+    launches than the arithmetic. With it, a forward pre-hook on the model solves the
+    Cayley blocks of *every* chain in one batched solve, and rotates the weights of all
+    layers of one shape together (a stack, ``m`` gathers and ``m`` batched block products
+    per side), so a layer's forward is a plain ``F.linear`` with ``diag(s) Q_out W Q_in``.
+    The rotation of each shape group runs under activation checkpointing: only the
+    blocks and the scales are kept for the backward pass, which recomputes the
+    intermediate weight-sized tensors, so the bank adds one weight-sized tensor per layer
+    (the adapted weight, which the layer's product keeps) to the memory of a step.
+
+    Weight-centric rotation costs ``out*in*b`` multiply-adds per factor and a full weight
+    gradient in the backward pass, against ``tokens*in*b`` for rotating the activations;
+    :func:`inject` turns it on by default for CUDA models (where launches dominate) and off
+    on CPU, and either path computes the same function (tests compare them).
+    The bank is active only while the model it was installed on runs its forward; calling
+    an adapted layer on its own uses the layer's own path.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.modules = [m for _, m in adapted_modules(model)]
+        self.handles = [model.register_forward_pre_hook(self._begin),
+                        model.register_forward_hook(self._end, always_call=True)]
+
+    def remove(self) -> None:
+        """Uninstall the hooks (each layer goes back to its own path)."""
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def _begin(self, _module, _args) -> None:
+        mods = [m for m in self.modules if not m.merged]
+        if not mods:
+            return
+        for m, w in zip(mods, adapted_weights(mods)):
+            m.bank_weight = w
+
+    def _end(self, _module, _args, _output) -> None:
+        for m in self.modules:
+            m.bank_weight = None
+
+
+def _chain_sides(mod: _AdaptedBase) -> list[OrthogonalChain]:
+    return [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
+
+
+def adapted_weights(mods: Sequence[_AdaptedBase]) -> list[torch.Tensor]:
+    """``diag(s) Q_out W Q_in`` as an ``(out, in_flat)`` matrix for each module, batched:
+    one Cayley solve for all chains, one rotation per group of equal weight shape."""
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(mods):
+        key = (tuple(m._wmat().shape), tuple((c.n, c.b, c.m, c.permutation) for c in _chain_sides(m)),
+               m.oft_scale is not None, m.base.weight.dtype, m.base.weight.device)
+        groups.setdefault(key, []).append(i)
+    # Parameters ordered group -> side -> factor -> module, so that each (group, side,
+    # factor) set of blocks is one contiguous (G, k, b, b) slice of the solve's result.
+    params, sizes = [], []
+    for idx in groups.values():
+        first = mods[idx[0]]
+        for side in range(len(_chain_sides(first))):
+            for f in range(_chain_sides(first)[side].m):
+                for i in idx:
+                    p = _chain_sides(mods[i])[side].params[f]
+                    params.append(p)
+                sizes.append(len(idx) * params[-1].shape[0])
+    b = mods[0].oft_in.b
+    if any(c.b != b for m in mods for c in _chain_sides(m)):
+        raise ValueError("a weight bank needs one block size for every chain")
+    blocks = cayley(torch.cat(params), b).split(sizes)
+    out: list[torch.Tensor | None] = [None] * len(mods)
+    pos = 0
+    for idx in groups.values():
+        first = mods[idx[0]]
+        sides = _chain_sides(first)
+        side_blocks = []
+        for c in sides:
+            side_blocks.append([blk.view(len(idx), c.k, b, b) for blk in blocks[pos:pos + c.m]])
+            pos += c.m
+        weights = [mods[i]._wmat() for i in idx]
+        scales = [mods[i].oft_scale for i in idx] if first.oft_scale is not None else []
+        flat_blocks = [blk for sb in side_blocks for blk in sb]
+        adapted = torch.utils.checkpoint.checkpoint(
+            functools.partial(_rotate_group, sides, len(flat_blocks), len(weights)),
+            *flat_blocks, *weights, *scales, use_reentrant=False)
+        for j, i in enumerate(idx):
+            out[i] = adapted[j]
+    return out  # type: ignore[return-value]
+
+
+def _rotate_group(sides: list[OrthogonalChain], nblocks: int, nweights: int, *tensors: torch.Tensor) -> torch.Tensor:
+    """``diag(s) Q_out W Q_in`` for a stack of equally shaped weights (see adapted_weights)."""
+    blocks, weights, scales = tensors[:nblocks], tensors[nblocks:nblocks + nweights], tensors[nblocks + nweights:]
+    # (G, in, out): Q_in^T applied to the columns of W^T is W Q_in, factor by factor.
+    w = torch.stack([t.T for t in weights])
+    w = _chain_along_rows(sides[0], w, blocks[:sides[0].m], transpose=True)
+    w = w.mT  # (G, out, in), a view
+    if len(sides) == 2:
+        w = _chain_along_rows(sides[1], w, blocks[sides[0].m:], transpose=False)
+    else:
+        w = w.contiguous()
+    if scales:
+        w = w * torch.stack(scales)[:, :, None]
+    return w
+
+
+def _chain_along_rows(chain: OrthogonalChain, w: torch.Tensor, blocks: Sequence[torch.Tensor],
+                      transpose: bool) -> torch.Tensor:
+    """``Q w`` (or ``Q^T w``) for every column of each ``(n, cols)`` matrix of a stack
+    ``(G, n, cols)``; ``blocks[f]`` is ``(G, k, b, b)``. Returns a contiguous stack."""
+    g, n, cols = w.shape
+    prefix, ident = ("bwd_", chain._identity_gather[1]) if transpose else ("fwd_", chain._identity_gather[0])
+    order = range(chain.m - 1, -1, -1) if transpose else range(chain.m)
+    for i, f in enumerate(order):
+        if not ident[i]:
+            w = w.index_select(1, getattr(chain, f"{prefix}{i}"))
+        blk = blocks[f].to(w.dtype)
+        if transpose:
+            blk = blk.mT
+        w = torch.matmul(blk, w.reshape(g, chain.k, chain.b, cols)).reshape(g, n, cols)
+    if not ident[chain.m]:
+        w = w.index_select(1, getattr(chain, f"{prefix}{chain.m}"))
+    return w.contiguous()
 
 
 # --------------------------------------------------------------------------- inject
@@ -371,13 +534,15 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: int = 8,
            factors: int | None = None, scale: bool = True,
-           modules_to_save: Iterable[str] | None = None) -> nn.Module:
+           modules_to_save: Iterable[str] | None = None, weight_bank: bool | None = None) -> nn.Module:
     """Wrap matching ``nn.Linear`` / ``nn.Conv2d`` modules in place (like PEFT's
     ``get_peft_model``) and freeze everything else.
 
     ``target_modules``: list of names (exact or dotted suffix) or one regex string.
     ``modules_to_save``: modules that stay trainable as a whole (task heads); they are
     exported as replacement tensors.
+    ``weight_bank``: compute all adapted weights per forward in batched operations
+    (:class:`WeightBank`); ``None`` (default) turns it on when the model is on a CUDA device.
     """
     cfg = AdapterConfig(method, block_size, factors, scale)
     for p in model.parameters():
@@ -395,7 +560,13 @@ def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: 
         if n and save and _matches(n, save):
             for p in mod.parameters():
                 p.requires_grad_(True)
-    model.riffle_adapter = {"config": cfg, "targets": names, "modules_to_save": save}
+    if weight_bank is None:
+        weight_bank = any(p.is_cuda for p in model.parameters())
+    old = getattr(model, "riffle_adapter", None)
+    if old and old.get("bank") is not None:
+        old["bank"].remove()
+    model.riffle_adapter = {"config": cfg, "targets": names, "modules_to_save": save,
+                            "bank": WeightBank(model) if weight_bank else None}
     return model
 
 

@@ -34,7 +34,7 @@ def _lin_sizes(d, ff, layers):
 def test_gpu_bench_tiny_cpu(tmp_path):
     out = tmp_path / "bench"
     stdout = _run(tmp_path, "gpu-bench", "--tiny", "--batch", "2", "--seq", "16", "--steps", "2", "--warmup", "1",
-                  "--threads", "1", "--device", "cpu", "--out", str(out))
+                  "--threads", "1", "--device", "cpu", "--weight-bank", "on", "--out", str(out))
     assert "riffle_train.layers" in stdout and "riffle_train.gguf_io" not in stdout
     res = json.loads((out / "gpu-bench.json").read_text())
     md = (out / "gpu-bench.md").read_text()
@@ -55,6 +55,8 @@ def test_gpu_bench_tiny_cpu(tmp_path):
         assert got["peft_oft"] == sum((i // b) * skew for i, o in lin) + head  # packed, no scale
         m = rows[(model, "peft_boft")]["notes"]["boft_factors_built"][0]  # full b x b blocks + boft_s
         assert got["peft_boft"] == sum(m * (i // b) * b * b + o for i, o in lin) + head
+        for k in ("gsoft", "double_gsoft", "oft"):  # the batched path a CUDA run takes by default
+            assert rows[(model, k)]["notes"]["weight_bank"] is True
         for k in methods:
             r = rows[(model, k)]
             assert r["step_ms_median"] > 0 and r["step_ms_mean"] > 0

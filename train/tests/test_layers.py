@@ -177,3 +177,73 @@ def test_inject_errors():
         inject(nn.Sequential(nn.Linear(10, 10)), ["0"], block_size=4)  # 4 does not divide 10
     with pytest.raises(ValueError):
         inject(nn.Sequential(nn.Linear(8, 8)), ["nope"], block_size=4)
+
+
+class _Mixed(nn.Module):
+    """Layers of three shapes (two share one) and a convolution: every bank group kind."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(16, 16)
+        self.b = nn.Linear(16, 16, bias=False)
+        self.up = nn.Linear(16, 32)
+        self.down = nn.Linear(32, 16)
+        self.conv = nn.Conv2d(2, 4, 2)  # weight as a (4, 8) matrix
+
+    def forward(self, x, img):
+        h = self.down(torch.relu(self.up(self.a(x) + self.b(x))))
+        return h.sum(-1) + self.conv(img).sum((1, 2, 3))[:, None]
+
+
+@pytest.mark.parametrize("method,b,factors", [("gsoft", 4, None), ("double_gsoft", 4, None), ("oft", 4, None),
+                                              ("boft", 2, 2), ("gs", 4, 3)])
+@pytest.mark.parametrize("scale", [True, False])
+def test_weight_bank_matches_per_layer_path(method, b, factors, scale):
+    """The batched weight bank computes the same outputs and gradients as each layer's
+    own path, and the bank is used only inside the model's forward."""
+    torch.manual_seed(3)
+    outs, grads = [], []
+    for bank in (False, True):
+        torch.manual_seed(3)
+        model = _Mixed().to(D)
+        inject(model, ["a", "b", "up", "down", "conv"], method=method, block_size=b, factors=factors,
+               scale=scale, weight_bank=bank)
+        assert (model.riffle_adapter["bank"] is not None) == bank
+        _randomize(model)
+        x = torch.randn(3, 5, 16, dtype=D)
+        img = torch.randn(3, 2, 3, 3, dtype=D)
+        y = model(x, img)
+        y.square().sum().backward()
+        outs.append(y.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        assert all(m.bank_weight is None for m in (model.a, model.b, model.up, model.down, model.conv))
+    assert torch.allclose(outs[0], outs[1], atol=1e-10)
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-9), n
+
+
+def test_weight_bank_zero_init_is_bit_exact_and_merge_skips_it():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
+    x = torch.randn(4, 16)
+    y0 = model(x)
+    inject(model, ["0", "2"], method="gsoft", block_size=4, weight_bank=True)
+    assert torch.equal(model(x), y0)
+    _randomize(model)
+    y = model(x)
+    merge_adapters(model)  # merged layers run the base; the bank leaves them alone
+    assert torch.allclose(model(x), y, atol=1e-5)
+    assert all(m.bank_weight is None for m in (model[0], model[2]))
+    unmerge_adapters(model)
+    assert torch.allclose(model(x), y, atol=1e-5)
+    model.riffle_adapter["bank"].remove()
+    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert torch.allclose(model(x), y, atol=1e-5)
+
+
+def test_cayley_of_negated_parameters_is_the_transpose():
+    p = torch.randn(6, 28, dtype=D)
+    c, ct = cayley(p, 8), cayley(-p, 8)
+    assert torch.allclose(c.mT, ct, atol=1e-12)
+    assert torch.allclose(c @ c.mT, torch.eye(8, dtype=D).expand(6, 8, 8), atol=1e-12)
