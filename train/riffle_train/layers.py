@@ -16,6 +16,8 @@ The unmerged forward of a Linear applies the chains to the activations with gath
 and batched block matmuls; no dense ``n x n`` matrix is formed. Convolutions apply
 ``Q_in`` / ``Q_out`` to the weight viewed as an ``(out, in*kh*kw)`` matrix (row-major
 flattening), which costs ``out*in*kh*kw*b`` MACs per factor and again forms no dense Q.
+:class:`WeightBank` (the default for CUDA models) batches that weight-side form over every
+layer of a model, which on a GPU is much cheaper than a dozen small launches per layer.
 """
 
 from __future__ import annotations
