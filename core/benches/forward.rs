@@ -8,9 +8,46 @@ use std::time::Instant;
 
 use riffle_core::runtime::{Input, Model};
 
-/// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 Hz ticks):
-/// robust to other processes sharing the machine, unlike wall time.
+/// CPU time of the calling thread from `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`, which
+/// the kernel brings up to date on every call (nanoseconds, unlike the tick-granular
+/// `/proc` counters). Linux only.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn thread_cpu_seconds() -> Option<f64> {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid, writable `struct timespec` (two 64-bit fields on 64-bit
+    // Linux); the call writes only it.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.sec as f64 + ts.nsec as f64 * 1e-9)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_seconds() -> Option<f64> {
+    None
+}
+
+/// CPU seconds of this (single-threaded) process: robust to other processes sharing the
+/// machine, unlike wall time. Linux `/proc/thread-self/schedstat` (nanoseconds), or
+/// `/proc/self/stat` (user + system, 100 Hz ticks) where that is missing.
 fn cpu_seconds() -> f64 {
+    if let Some(s) = thread_cpu_seconds() {
+        return s;
+    }
+    if let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+    {
+        return ns * 1e-9;
+    }
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -74,32 +111,45 @@ fn main() {
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(1);
-        model
-            .run(
-                prepared.as_ref(),
-                None,
-                Input::Tokens(&ids),
-                &mut out,
-                &mut arena,
-            )
-            .unwrap();
+        let mut run = |with: Option<&riffle_core::runtime::Prepared<'_, '_>>| {
+            model
+                .run(with, None, Input::Tokens(&ids), &mut out, &mut arena)
+                .unwrap();
+        };
+        run(prepared.as_ref());
+        if let Some(p) = prepared.as_ref() {
+            // With an adapter: base and unmerged runs alternate one by one in this one
+            // process; the medians of their CPU times and the ratio.
+            run(None);
+            let (mut base, mut with) = (Vec::new(), Vec::new());
+            for _ in 0..reps {
+                for (which, times) in [(None, &mut base), (Some(p), &mut with)] {
+                    let t0 = cpu_seconds();
+                    run(which);
+                    times.push((cpu_seconds() - t0) * 1e3);
+                }
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (b, w) = (median(&mut base), median(&mut with));
+            println!(
+                "{one}: base {b:.3} ms, unmerged {w:.3} ms CPU per forward (medians of {} alternating runs): {:+.1}%",
+                base.len(),
+                (w / b - 1.0) * 100.0
+            );
+            return;
+        }
         let (u0, t0) = (cpu_seconds(), Instant::now());
         for _ in 0..reps {
-            model
-                .run(
-                    prepared.as_ref(),
-                    None,
-                    Input::Tokens(&ids),
-                    &mut out,
-                    &mut arena,
-                )
-                .unwrap();
+            run(None);
         }
         let (cpu, wall) = (
             (cpu_seconds() - u0) / reps as f64 * 1e3,
             t0.elapsed().as_secs_f64() / reps as f64 * 1e3,
         );
-        println!("{one}: {cpu:.1} ms CPU, {wall:.1} ms wall per forward ({reps} runs)");
+        println!("{one}: {cpu:.2} ms CPU, {wall:.2} ms wall per forward ({reps} runs)");
         return;
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/minilm");
