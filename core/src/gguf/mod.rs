@@ -125,14 +125,15 @@ pub struct Gguf<'a> {
 }
 
 /// A small Bloom filter over names, so duplicate checks compare strings only
-/// when a name may have been seen (a 256-byte stack table, two probes per name).
+/// when a name may have been seen (a 256-byte stack table, two probes per name). The
+/// words are `u32`: no 64-bit shifts on 32-bit targets, no 8-byte-aligned clear.
 struct Seen {
-    bits: [u64; 32],
+    bits: [u32; 64],
 }
 
 impl Seen {
     fn new() -> Self {
-        Seen { bits: [0; 32] }
+        Seen { bits: [0; 64] }
     }
 
     /// Records `name`; `false` means it was certainly not recorded before.
@@ -144,7 +145,7 @@ impl Seen {
         }
         let mut hit = true;
         for probe in [h & 0x7ff, (h >> 16) & 0x7ff] {
-            let (word, bit) = ((probe >> 6) as usize, probe & 63);
+            let (word, bit) = ((probe >> 5) as usize, probe & 31);
             if let Some(w) = self.bits.get_mut(word) {
                 hit &= *w & (1 << bit) != 0;
                 *w |= 1 << bit;
