@@ -328,6 +328,9 @@ impl<'a> Adapter<'a> {
                             return Err(Error::ShapeMismatch { tensor: idx })
                         }
                         Role::OftIn(_) => (s.cols, &mut has_in),
+                        Role::OftOut(_) if !cfg!(feature = "double-sided") => {
+                            return Err(Error::Unsupported { tensor: idx })
+                        }
                         Role::OftOut(_) => (s.rows, &mut has_out),
                         Role::Scale => {
                             if t.shape() != [s.rows as u64] {
@@ -376,6 +379,9 @@ impl<'a> Adapter<'a> {
                     // A replacement of a base tensor (a task head).
                     let (slot, is_bias) = find_head_slot(model, t.name())
                         .ok_or(Error::UnknownTensor { tensor: idx })?;
+                    if !cfg!(feature = "heads") {
+                        return Err(Error::Unsupported { tensor: idx });
+                    }
                     let s = &model.slots()[slot];
                     let is_last = slot + 1 == model.slots().len();
                     let rows = t.shape().first().copied().unwrap_or(0) as usize;
@@ -515,7 +521,9 @@ impl<'a> Adapter<'a> {
     /// that matches nothing in the base; [`Error::ShapeMismatch`]; [`Error::NotDivisible`]
     /// when `b` does not divide a side; [`Error::NonFiniteParameter`], [`Error::ZeroScale`];
     /// [`Error::MissingTensor`] for a missing factor; [`Error::BufferTooSmall`] for a short
-    /// workspace; [`Error::CapacityExceeded`]. Never panics.
+    /// workspace; [`Error::CapacityExceeded`]; [`Error::Unsupported`] for a task head or an
+    /// output-side chain in a build without the `heads` or `double-sided` feature. Never
+    /// panics.
     pub fn prepare<'w>(
         &self,
         model: &Model<'a>,
@@ -711,6 +719,9 @@ impl<'a> Prepared<'a, '_> {
     }
     /// Its replacement of slot `slot`, if any.
     pub fn head(&self, slot: usize) -> Option<&Head<'a>> {
+        if !cfg!(feature = "heads") {
+            return None;
+        }
         self.heads.iter().find(|h| h.slot == slot)
     }
     /// The transform of slot `slot` (identity for slots it does not touch).
@@ -726,7 +737,11 @@ impl<'a> Prepared<'a, '_> {
         };
         LayerTransform {
             q_in: chain(l.q_in, l.cols),
-            q_out: chain(l.q_out, l.rows),
+            q_out: if cfg!(feature = "double-sided") {
+                chain(l.q_out, l.rows)
+            } else {
+                None
+            },
             scale: l
                 .scale
                 .and_then(|at| self.data.get(at as usize..(at + l.rows) as usize))
