@@ -213,9 +213,9 @@ impl<'a> Adapter<'a> {
                 factors: factors as u32,
             });
         }
-        let labels = match g.get(gguf::KEY_ADAPTER_LABELS) {
-            None => None,
-            Some(_) => Some(g.get_strings(gguf::KEY_ADAPTER_LABELS)?),
+        let labels = match g.get_strings(gguf::KEY_ADAPTER_LABELS) {
+            Err(Error::MissingKey) => None,
+            labels => Some(labels?),
         };
         Ok(Adapter {
             method,
