@@ -423,6 +423,7 @@ impl<'a> Gguf<'a> {
     }
 
     /// All tensors, in table order.
+    #[inline(never)] // one copy for every scan (smaller firmware)
     pub fn tensors(&self) -> Tensors<'a> {
         Tensors {
             gguf: *self,

@@ -287,6 +287,7 @@ impl<'a> Adapter<'a> {
         Ok(plan.data_len + 2 * self.block * self.block)
     }
 
+    #[inline(never)] // one copy for its callers (smaller firmware)
     fn spec(&self, n: usize) -> Result<ChainSpec> {
         ChainSpec::new(n, self.block, self.factors, self.permutation)
     }
