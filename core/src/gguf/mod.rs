@@ -72,6 +72,7 @@ mod tensor;
 mod value;
 
 pub use keys::*;
+pub(crate) use tensor::decode_f32_run;
 pub use tensor::{TensorInfo, TensorType, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_LEN};
 pub use value::{ArrayIter, ArrayView, StringArray, StringIter, Value, ValueType};
 
