@@ -11,7 +11,9 @@
 //!
 //! The loops read and write through `read_volatile` / `write_volatile` so that LLVM
 //! cannot recognise them as a copy or fill idiom and turn them back into calls to the
-//! very functions they define.
+//! very functions they define; and the exported functions call the private ones below,
+//! never each other, since LLVM treats a call to a function *named* `memmove` (say) as
+//! the library call and lowers it to `__aeabi_memmove`, which would then call itself.
 #![allow(unsafe_code)]
 
 use core::ptr::{read_volatile as rd, write_volatile as wr};
@@ -64,10 +66,11 @@ pub unsafe extern "C" fn memcpy(d: *mut u8, s: *const u8, n: usize) -> *mut u8 {
     d
 }
 
+/// Copies `n` bytes from `s` to `d`, which may overlap.
+///
 /// # Safety
-/// As C's `memmove`.
-#[no_mangle]
-pub unsafe extern "C" fn memmove(d: *mut u8, s: *const u8, n: usize) -> *mut u8 {
+/// `s` readable and `d` writable for `n` bytes.
+unsafe fn copy_any(d: *mut u8, s: *const u8, n: usize) {
     if (d as usize) <= (s as usize) {
         copy_forward(d, s, n);
     } else {
@@ -77,6 +80,29 @@ pub unsafe extern "C" fn memmove(d: *mut u8, s: *const u8, n: usize) -> *mut u8 
             wr(d.add(i), rd(s.add(i)));
         }
     }
+}
+
+/// Compares `n` bytes, as C's `memcmp`.
+///
+/// # Safety
+/// `a` and `b` readable for `n` bytes.
+unsafe fn compare(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        let (x, y) = (rd(a.add(i)), rd(b.add(i)));
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+        i += 1;
+    }
+    0
+}
+
+/// # Safety
+/// As C's `memmove`.
+#[no_mangle]
+pub unsafe extern "C" fn memmove(d: *mut u8, s: *const u8, n: usize) -> *mut u8 {
+    copy_any(d, s, n);
     d
 }
 
@@ -92,28 +118,20 @@ pub unsafe extern "C" fn memset(d: *mut u8, c: i32, n: usize) -> *mut u8 {
 /// As C's `memcmp`.
 #[no_mangle]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    let mut i = 0;
-    while i < n {
-        let (x, y) = (rd(a.add(i)), rd(b.add(i)));
-        if x != y {
-            return i32::from(x) - i32::from(y);
-        }
-        i += 1;
-    }
-    0
+    compare(a, b, n)
 }
 
 /// # Safety
 /// As C's `bcmp`.
 #[no_mangle]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    memcmp(a, b, n)
+    compare(a, b, n)
 }
 
 /// ARM's run-time ABI entry points (`__aeabi_memset` takes the value last).
 #[cfg(target_arch = "arm")]
 mod aeabi {
-    use super::{copy_forward, fill, memmove};
+    use super::{copy_any, copy_forward, fill};
 
     /// # Safety
     /// As `memcpy`.
@@ -137,19 +155,19 @@ mod aeabi {
     /// As `memmove`.
     #[no_mangle]
     pub unsafe extern "aapcs" fn __aeabi_memmove(d: *mut u8, s: *const u8, n: usize) {
-        memmove(d, s, n);
+        copy_any(d, s, n);
     }
     /// # Safety
     /// As `memmove`.
     #[no_mangle]
     pub unsafe extern "aapcs" fn __aeabi_memmove4(d: *mut u8, s: *const u8, n: usize) {
-        memmove(d, s, n);
+        copy_any(d, s, n);
     }
     /// # Safety
     /// As `memmove`.
     #[no_mangle]
     pub unsafe extern "aapcs" fn __aeabi_memmove8(d: *mut u8, s: *const u8, n: usize) {
-        memmove(d, s, n);
+        copy_any(d, s, n);
     }
     /// # Safety
     /// As `memset`.
