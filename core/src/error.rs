@@ -143,6 +143,13 @@ pub enum Error {
         /// Index of the tensor in the adapter's tensor table.
         tensor: u32,
     },
+    /// An adapter tensor needs a capability that this build of riffle-core leaves out
+    /// (a task head without the `heads` cargo feature, an output-side chain without
+    /// `double-sided`). Builds with the default features never return it.
+    Unsupported {
+        /// Index of the tensor in the adapter's tensor table.
+        tensor: u32,
+    },
     /// A tensor's shape does not match what the base or the method requires.
     ShapeMismatch {
         /// Index of the tensor in its file's tensor table.
@@ -243,6 +250,10 @@ impl fmt::Display for Error {
             Error::UnknownTensor { tensor } => write!(
                 f,
                 "adapter tensor {tensor} matches no tensor of the base (maybe the wrong base model)"
+            ),
+            Error::Unsupported { tensor } => write!(
+                f,
+                "adapter tensor {tensor} needs a capability this build leaves out (task heads or output-side chains)"
             ),
             Error::ShapeMismatch { tensor } => {
                 write!(f, "tensor {tensor} has the wrong shape for this base or method")

@@ -72,6 +72,7 @@ mod tensor;
 mod value;
 
 pub use keys::*;
+pub(crate) use tensor::decode_f32_run;
 pub use tensor::{TensorInfo, TensorType, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_LEN};
 pub use value::{ArrayIter, ArrayView, StringArray, StringIter, Value, ValueType};
 
@@ -81,7 +82,7 @@ use crate::checksum::{hex_lower, Sha256};
 use crate::{Error, Result};
 use cursor::{off, Cursor};
 use tensor::{place, read_info, RawInfo};
-use value::{read_type, read_value, skip_value};
+use value::{read_array, read_type, read_u32, read_value, skip_value};
 
 /// The GGUF magic, the first four bytes of every file.
 pub const MAGIC: [u8; 4] = *b"GGUF";
@@ -125,14 +126,15 @@ pub struct Gguf<'a> {
 }
 
 /// A small Bloom filter over names, so duplicate checks compare strings only
-/// when a name may have been seen (a 256-byte stack table, two probes per name).
+/// when a name may have been seen (a 256-byte stack table, two probes per name). The
+/// words are `u32`: no 64-bit shifts on 32-bit targets, no 8-byte-aligned clear.
 struct Seen {
-    bits: [u64; 32],
+    bits: [u32; 64],
 }
 
 impl Seen {
     fn new() -> Self {
-        Seen { bits: [0; 32] }
+        Seen { bits: [0; 64] }
     }
 
     /// Records `name`; `false` means it was certainly not recorded before.
@@ -144,7 +146,7 @@ impl Seen {
         }
         let mut hit = true;
         for probe in [h & 0x7ff, (h >> 16) & 0x7ff] {
-            let (word, bit) = ((probe >> 6) as usize, probe & 63);
+            let (word, bit) = ((probe >> 5) as usize, probe & 31);
             if let Some(w) = self.bits.get_mut(word) {
                 hit &= *w & (1 << bit) != 0;
                 *w |= 1 << bit;
@@ -200,12 +202,15 @@ impl<'a> Gguf<'a> {
         for i in 0..kv_count {
             let (key, _) = cur.string(MAX_NAME_LEN)?;
             let vt = read_type(&mut cur)?;
-            let value = read_value(&mut cur, vt, true)?;
+            let mut value = cur;
+            skip_value(&mut cur, vt, true)?;
             if key == KEY_ALIGNMENT {
-                match value {
-                    Value::U32(a) if a.is_power_of_two() => alignment = a,
-                    Value::U32(a) => return Err(Error::BadAlignment(a)),
-                    _ => return Err(Error::WrongValueType),
+                if vt != ValueType::U32 {
+                    return Err(Error::WrongValueType);
+                }
+                alignment = value.u32()?;
+                if !alignment.is_power_of_two() {
+                    return Err(Error::BadAlignment(alignment));
                 }
             }
             if seen.insert(key.as_bytes()) && key_before(bytes, i, key.as_bytes()) {
@@ -309,14 +314,21 @@ impl<'a> Gguf<'a> {
     /// The value of `key`, or `None`. A linear scan: O(number of keys, plus the
     /// elements of string arrays stored before the key).
     pub fn get(&self, key: &str) -> Option<Value<'a>> {
+        let (vt, mut cur) = self.find_value(key)?;
+        read_value(&mut cur, vt, false).ok()
+    }
+
+    /// The type of the value of `key` and a cursor at that value, or `None`. The one key
+    /// scan behind every accessor (the typed ones decode only what they return).
+    fn find_value(&self, key: &str) -> Option<(ValueType, Cursor<'a>)> {
         let mut cur = Cursor::new(self.bytes, HEADER_LEN);
         for _ in 0..self.kv_count {
             let (k, _) = cur.raw_string(MAX_NAME_LEN).ok()?;
             let vt = read_type(&mut cur).ok()?;
             if k == key.as_bytes() {
-                return read_value(&mut cur, vt, false).ok();
+                return Some((vt, cur));
             }
-            skip_value(&mut cur, vt).ok()?;
+            skip_value(&mut cur, vt, false).ok()?;
         }
         None
     }
@@ -330,7 +342,13 @@ impl<'a> Gguf<'a> {
     /// # Errors
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] if the value is not a string.
     pub fn get_str(&self, key: &str) -> Result<&'a str> {
-        self.require(key)?.as_str().ok_or(Error::WrongValueType)
+        let (vt, mut cur) = self.find_value(key).ok_or(Error::MissingKey)?;
+        if vt != ValueType::String {
+            return Err(Error::WrongValueType);
+        }
+        cur.string(MAX_STRING_LEN)
+            .map(|(s, _)| s)
+            .map_err(|_| Error::MissingKey)
     }
 
     /// The value of `key` as `u32`: any integer type (`u8` .. `u64`, `i8` .. `i64`)
@@ -341,7 +359,8 @@ impl<'a> Gguf<'a> {
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] for other types or values
     /// out of range.
     pub fn get_u32(&self, key: &str) -> Result<u32> {
-        self.require(key)?.as_u32().ok_or(Error::WrongValueType)
+        let (vt, mut cur) = self.find_value(key).ok_or(Error::MissingKey)?;
+        read_u32(&mut cur, vt).ok_or(Error::WrongValueType)
     }
 
     /// The value of `key` as `u64`: any integer type whose value is `>= 0`.
@@ -381,7 +400,11 @@ impl<'a> Gguf<'a> {
     /// # Errors
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] if the value is not an array.
     pub fn get_array(&self, key: &str) -> Result<ArrayView<'a>> {
-        self.require(key)?.as_array().ok_or(Error::WrongValueType)
+        let (vt, mut cur) = self.find_value(key).ok_or(Error::MissingKey)?;
+        if vt != ValueType::Array {
+            return Err(Error::WrongValueType);
+        }
+        read_array(&mut cur, false).map_err(|_| Error::MissingKey)
     }
 
     /// The string-array value of `key`, with O(1) locators (see [`StringArray`]).
@@ -401,6 +424,7 @@ impl<'a> Gguf<'a> {
     }
 
     /// All tensors, in table order.
+    #[inline(never)] // one copy for every scan (smaller firmware)
     pub fn tensors(&self) -> Tensors<'a> {
         Tensors {
             gguf: *self,
@@ -425,7 +449,7 @@ impl<'a> Gguf<'a> {
     /// `riffle.model_id` as stored, or `None` when the key is absent or not a string
     /// (files made by other tools; use [`Gguf::compute_model_id`] then).
     pub fn stored_model_id(&self) -> Option<&'a str> {
-        self.get(KEY_MODEL_ID)?.as_str()
+        self.get_str(KEY_MODEL_ID).ok()
     }
 
     /// The model id computed from the file: lowercase hex SHA-256 of
@@ -508,7 +532,7 @@ fn key_before(bytes: &[u8], count: usize, key: &[u8]) -> bool {
         let Ok(vt) = read_type(&mut cur) else {
             return false;
         };
-        if skip_value(&mut cur, vt).is_err() {
+        if skip_value(&mut cur, vt, false).is_err() {
             return false;
         }
     }

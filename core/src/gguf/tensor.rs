@@ -225,23 +225,6 @@ impl<'a> TensorInfo<'a> {
         })
     }
 
-    /// A nameless, rank-1 view of `data` (for compact tensor references that keep only
-    /// the bytes and the type, and decode through [`TensorInfo::decode_f32`]).
-    pub(crate) fn detached(index: u32, ty: TensorType, elements: usize, data: &'a [u8]) -> Self {
-        let mut shape = [1u64; MAX_RANK];
-        shape[0] = elements as u64;
-        TensorInfo {
-            index,
-            name: "",
-            ty,
-            shape,
-            rank: 1,
-            elements,
-            offset: 0,
-            data,
-        }
-    }
-
     /// Position of the tensor in the file's tensor table.
     pub fn index(&self) -> u32 {
         self.index
@@ -328,41 +311,7 @@ impl<'a> TensorInfo<'a> {
     /// run) if the run does not lie inside the tensor; [`Error::UnknownTensorType`]
     /// for an `I32` tensor (use [`TensorInfo::decode_i32`]). Never panics.
     pub fn decode_f32(&self, start: usize, out: &mut [f32]) -> Result<()> {
-        let end = self.check_run(start, out.len())?;
-        let bad = Error::TensorOutOfRange { tensor: self.index };
-        match self.ty {
-            TensorType::F32 => {
-                let b = byte_run(self.data, start, end, 4).ok_or(bad)?;
-                for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
-                    *o = f32::from_le_bytes(le(c));
-                }
-            }
-            #[cfg(feature = "f16")]
-            TensorType::F16 => {
-                let b = byte_run(self.data, start, end, 2).ok_or(bad)?;
-                for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
-                    *o = f16::from_le_bytes(le(c)).to_f32();
-                }
-            }
-            #[cfg(feature = "bf16")]
-            TensorType::BF16 => {
-                let b = byte_run(self.data, start, end, 2).ok_or(bad)?;
-                for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
-                    *o = f32::from_bits(u32::from(u16::from_le_bytes(le(c))) << 16);
-                }
-            }
-            #[cfg(feature = "q8_0")]
-            TensorType::Q8_0 => decode_q8_0(self.data, start, out).ok_or(bad)?,
-            // I32, and the types whose features are off (never parsed then).
-            #[allow(unreachable_patterns)]
-            _ => {
-                return Err(Error::UnknownTensorType {
-                    tensor: self.index,
-                    ggml_type: self.ty.ggml_code(),
-                })
-            }
-        }
-        Ok(())
+        decode_f32_run(self.index, self.ty, self.elements, self.data, start, out)
     }
 
     /// Decodes row `row` (length [`TensorInfo::row_len`]) into `out`, which must be
@@ -421,6 +370,61 @@ impl<'a> TensorInfo<'a> {
         self.decode_i32(index, &mut v).ok()?;
         Some(v[0])
     }
+}
+
+/// [`TensorInfo::decode_f32`] on the parts a tensor reference keeps (one copy of the
+/// decoder for [`TensorInfo`] and `runtime::TensorRef`).
+pub(crate) fn decode_f32_run(
+    index: u32,
+    ty: TensorType,
+    elements: usize,
+    data: &[u8],
+    start: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let end = match start.checked_add(out.len()) {
+        Some(end) if end <= elements => end,
+        _ => {
+            return Err(Error::LengthMismatch {
+                expected: elements,
+                found: start.saturating_add(out.len()),
+            })
+        }
+    };
+    let bad = Error::TensorOutOfRange { tensor: index };
+    match ty {
+        TensorType::F32 => {
+            let b = byte_run(data, start, end, 4).ok_or(bad)?;
+            for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+                *o = f32::from_le_bytes(le(c));
+            }
+        }
+        #[cfg(feature = "f16")]
+        TensorType::F16 => {
+            let b = byte_run(data, start, end, 2).ok_or(bad)?;
+            for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
+                *o = f16::from_le_bytes(le(c)).to_f32();
+            }
+        }
+        #[cfg(feature = "bf16")]
+        TensorType::BF16 => {
+            let b = byte_run(data, start, end, 2).ok_or(bad)?;
+            for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
+                *o = f32::from_bits(u32::from(u16::from_le_bytes(le(c))) << 16);
+            }
+        }
+        #[cfg(feature = "q8_0")]
+        TensorType::Q8_0 => decode_q8_0(data, start, out).ok_or(bad)?,
+        // I32, and the types whose features are off (never parsed then).
+        #[allow(unreachable_patterns)]
+        _ => {
+            return Err(Error::UnknownTensorType {
+                tensor: index,
+                ggml_type: ty.ggml_code(),
+            })
+        }
+    }
+    Ok(())
 }
 
 /// Bytes of elements `start..end` at `size` bytes each.

@@ -274,11 +274,39 @@ pub(crate) fn read_value<'a>(
     }
 }
 
-/// Steps over one value of type `vt` without decoding it or checking UTF-8.
-pub(crate) fn skip_value(cur: &mut Cursor<'_>, vt: ValueType) -> Result<()> {
+/// Reads an integer value of type `vt` as `u32` when it lies in `0 ..= u32::MAX` (what
+/// [`Value::as_u32`] accepts), without building a [`Value`]; `None` for other types or
+/// values.
+pub(crate) fn read_u32(cur: &mut Cursor<'_>, vt: ValueType) -> Option<u32> {
+    let signed = match vt {
+        ValueType::U8 | ValueType::U16 | ValueType::U32 | ValueType::U64 => false,
+        ValueType::I8 | ValueType::I16 | ValueType::I32 | ValueType::I64 => true,
+        _ => return None,
+    };
+    let b = cur.take(vt.fixed_size()?).ok()?;
+    // Little-endian: a negative value has the top bit of its last byte set.
+    if signed && b.last().is_some_and(|&x| x & 0x80 != 0) {
+        return None;
+    }
+    // Bytes past the fourth must be zero (the value is below 2^32).
+    if b.iter().skip(4).any(|&x| x != 0) {
+        return None;
+    }
+    let mut le = [0u8; 4];
+    for (o, &x) in le.iter_mut().zip(b) {
+        *o = x;
+    }
+    Some(u32::from_le_bytes(le))
+}
+
+/// Steps over one value of type `vt` without decoding it. With `validate` (parse time),
+/// strings and the elements of string arrays are checked for UTF-8; without it they are
+/// only walked.
+pub(crate) fn skip_value(cur: &mut Cursor<'_>, vt: ValueType, validate: bool) -> Result<()> {
     match vt {
+        ValueType::String if validate => cur.string(MAX_STRING_LEN).map(|_| ()),
         ValueType::String => cur.raw_string(MAX_STRING_LEN).map(|_| ()),
-        ValueType::Array => read_array(cur, false).map(|_| ()),
+        ValueType::Array => read_array(cur, validate).map(|_| ()),
         _ => {
             let size = vt.fixed_size().ok_or(Error::Truncated {
                 offset: off(cur.pos()),
@@ -288,7 +316,7 @@ pub(crate) fn skip_value(cur: &mut Cursor<'_>, vt: ValueType) -> Result<()> {
     }
 }
 
-fn read_array<'a>(cur: &mut Cursor<'a>, validate: bool) -> Result<ArrayView<'a>> {
+pub(crate) fn read_array<'a>(cur: &mut Cursor<'a>, validate: bool) -> Result<ArrayView<'a>> {
     let at = cur.pos();
     let elem = read_type(cur)?;
     if elem == ValueType::Array {
@@ -571,5 +599,41 @@ impl<'a> Iterator for StringIter<'a> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.left))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::{read_u32, scalar, Cursor, ValueType};
+
+    /// `read_u32` accepts exactly what `Value::as_u32` accepts, for every type and a
+    /// spread of byte patterns (zero, one, sign bits, values just past `u32::MAX`).
+    #[test]
+    fn read_u32_is_as_u32() {
+        let patterns: [[u8; 8]; 9] = [
+            [0; 8],
+            [1, 0, 0, 0, 0, 0, 0, 0],
+            [0xff; 8],
+            [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+            [0, 0, 0, 0, 1, 0, 0, 0],
+            [0x80, 0, 0, 0, 0, 0, 0, 0],
+            [0, 0x80, 0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0x80, 0, 0, 0, 0],
+            [0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0x80],
+        ];
+        for code in 0..13 {
+            let Some(vt) = ValueType::from_code(code) else {
+                continue;
+            };
+            let Some(size) = vt.fixed_size() else {
+                continue;
+            };
+            for p in &patterns {
+                let want = scalar(vt, &p[..size]).and_then(|v| v.as_u32());
+                let got = read_u32(&mut Cursor::new(&p[..size], 0), vt);
+                assert_eq!(got, want, "{vt:?} {p:?}");
+            }
+        }
     }
 }

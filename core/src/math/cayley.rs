@@ -74,12 +74,15 @@ pub fn cayley(params: Scalars<'_>, b: usize, out: &mut [f32], scratch: &mut [f32
         r[i * b + i] = 1.0;
     }
     let mut idx = 0;
+    // 2·||p||² = ||S||_F², for the f32 solves' bound below.
+    let mut s2 = 0.0f32;
     for i in 0..b {
         for j in i + 1..b {
             let p = params.get(idx).unwrap_or(f32::NAN);
             if !p.is_finite() {
                 return Err(Error::NonFiniteParameter { index: idx as u32 });
             }
+            s2 += 2.0 * p * p;
             // A = I - S, R = I + S.
             a[i * b + j] = -p;
             a[j * b + i] = p;
@@ -114,22 +117,30 @@ pub fn cayley(params: Scalars<'_>, b: usize, out: &mut [f32], scratch: &mut [f32
     // The solve is accurate only while the skew part is moderate (gs-math.md section 9):
     // one huge parameter among small ones can give a finite but visibly non-orthogonal
     // block, which would break exact swaps. The f64 solve reaches f32 precision for any
-    // realistic parameters, so its blocks must meet ORTHOGONALITY_CAP; f32 solves (b > 16)
-    // must meet section 9's bound, `1e-5 + 2^-23·||S||_F`, capped at 1e-3.
-    let bound = if USE_F64_SOLVE && b <= F64_SOLVE_MAX_BLOCK {
-        ORTHOGONALITY_CAP
+    // realistic parameters, so its blocks must meet ORTHOGONALITY_CAP; f32 solves (b > 16,
+    // or any b where f64 is not hardware) must meet section 9's bound,
+    // `1e-5 + 2^-23·||S||_F`, capped at 1e-3 ([`exceeds_f32_bound`]).
+    let defect = orthogonality_defect(r, b);
+    let fails = if USE_F64_SOLVE && b <= F64_SOLVE_MAX_BLOCK {
+        defect > ORTHOGONALITY_CAP
     } else {
-        let mut s2 = 0.0f32;
-        for i in 0..np {
-            let p = params.get(i).unwrap_or(0.0);
-            s2 += 2.0 * p * p;
-        }
-        (1e-5 + libm::sqrtf(s2) * f32::EPSILON).min(1e-3)
+        exceeds_f32_bound(defect, s2)
     };
-    if orthogonality_defect(r, b) > bound {
+    if fails {
         return Err(Error::NumericalFailure);
     }
     Ok(())
+}
+
+/// Whether an f32-solved block's defect exceeds gs-math.md section 9's bound
+/// `min(1e-5 + 2^-23·sqrt(s2), 1e-3)`, `s2 = ||S||_F²`. Compared without a square root (so
+/// a microcontroller image links no `sqrtf`): with `t = defect - 1e-5`,
+/// `defect > 1e-5 + eps·sqrt(s2)` exactly when `t > 0` and `t² > eps²·s2` (`eps²` is a
+/// power of two, and `t <= 1e-3` where it is squared, so nothing overflows).
+#[inline]
+fn exceeds_f32_bound(defect: f32, s2: f32) -> bool {
+    let t = defect - 1e-5;
+    defect > 1e-3 || (t > 0.0 && t * t > s2 * (f32::EPSILON * f32::EPSILON))
 }
 
 /// Blocks up to this size are solved in f64 (2 × 2 KiB of stack); larger ones in f32.
@@ -269,4 +280,38 @@ pub fn skew_from_packed(params: Scalars<'_>, b: usize, out: &mut [f32]) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exceeds_f32_bound;
+
+    /// The square-root-free comparison decides as `defect > min(1e-5 + eps·sqrt(s2), 1e-3)`
+    /// computed with a square root (in f64, so the reference itself does not round),
+    /// except within a few ulps of the bound.
+    #[test]
+    fn f32_bound_without_a_square_root() {
+        let mut checked = 0;
+        for si in 0..200 {
+            let s2 = (10.0f64).powf(-8.0 + si as f64 * 0.1) as f32; // 1e-8 .. 1e12
+            let bound = (1e-5f64 + f64::from(f32::EPSILON) * f64::from(s2).sqrt()).min(1e-3);
+            for di in -100..=100 {
+                let defect = (bound * (1.0 + di as f64 * 1e-3)) as f32;
+                let want = f64::from(defect) > bound;
+                let near =
+                    (f64::from(defect) - bound).abs() <= bound * 4.0 * f64::from(f32::EPSILON);
+                if !near {
+                    assert_eq!(
+                        exceeds_f32_bound(defect, s2),
+                        want,
+                        "defect {defect} s2 {s2}"
+                    );
+                    checked += 1;
+                }
+            }
+            assert!(!exceeds_f32_bound(0.0, s2));
+            assert!(exceeds_f32_bound(2e-3, s2));
+        }
+        assert!(checked > 30_000);
+    }
 }

@@ -213,9 +213,9 @@ impl<'a> Adapter<'a> {
                 factors: factors as u32,
             });
         }
-        let labels = match g.get(gguf::KEY_ADAPTER_LABELS) {
-            None => None,
-            Some(_) => Some(g.get_strings(gguf::KEY_ADAPTER_LABELS)?),
+        let labels = match g.get_strings(gguf::KEY_ADAPTER_LABELS) {
+            Err(Error::MissingKey) => None,
+            labels => Some(labels?),
         };
         Ok(Adapter {
             method,
@@ -287,6 +287,7 @@ impl<'a> Adapter<'a> {
         Ok(plan.data_len + 2 * self.block * self.block)
     }
 
+    #[inline(never)] // one copy for its callers (smaller firmware)
     fn spec(&self, n: usize) -> Result<ChainSpec> {
         ChainSpec::new(n, self.block, self.factors, self.permutation)
     }
@@ -328,6 +329,9 @@ impl<'a> Adapter<'a> {
                             return Err(Error::ShapeMismatch { tensor: idx })
                         }
                         Role::OftIn(_) => (s.cols, &mut has_in),
+                        Role::OftOut(_) if !cfg!(feature = "double-sided") => {
+                            return Err(Error::Unsupported { tensor: idx })
+                        }
                         Role::OftOut(_) => (s.rows, &mut has_out),
                         Role::Scale => {
                             if t.shape() != [s.rows as u64] {
@@ -376,6 +380,9 @@ impl<'a> Adapter<'a> {
                     // A replacement of a base tensor (a task head).
                     let (slot, is_bias) = find_head_slot(model, t.name())
                         .ok_or(Error::UnknownTensor { tensor: idx })?;
+                    if !cfg!(feature = "heads") {
+                        return Err(Error::Unsupported { tensor: idx });
+                    }
                     let s = &model.slots()[slot];
                     let is_last = slot + 1 == model.slots().len();
                     let rows = t.shape().first().copied().unwrap_or(0) as usize;
@@ -515,7 +522,9 @@ impl<'a> Adapter<'a> {
     /// that matches nothing in the base; [`Error::ShapeMismatch`]; [`Error::NotDivisible`]
     /// when `b` does not divide a side; [`Error::NonFiniteParameter`], [`Error::ZeroScale`];
     /// [`Error::MissingTensor`] for a missing factor; [`Error::BufferTooSmall`] for a short
-    /// workspace; [`Error::CapacityExceeded`]. Never panics.
+    /// workspace; [`Error::CapacityExceeded`]; [`Error::Unsupported`] for a task head or an
+    /// output-side chain in a build without the `heads` or `double-sided` feature. Never
+    /// panics.
     pub fn prepare<'w>(
         &self,
         model: &Model<'a>,
@@ -711,6 +720,9 @@ impl<'a> Prepared<'a, '_> {
     }
     /// Its replacement of slot `slot`, if any.
     pub fn head(&self, slot: usize) -> Option<&Head<'a>> {
+        if !cfg!(feature = "heads") {
+            return None;
+        }
         self.heads.iter().find(|h| h.slot == slot)
     }
     /// The transform of slot `slot` (identity for slots it does not touch).
@@ -726,7 +738,11 @@ impl<'a> Prepared<'a, '_> {
         };
         LayerTransform {
             q_in: chain(l.q_in, l.cols),
-            q_out: chain(l.q_out, l.rows),
+            q_out: if cfg!(feature = "double-sided") {
+                chain(l.q_out, l.rows)
+            } else {
+                None
+            },
             scale: l
                 .scale
                 .and_then(|at| self.data.get(at as usize..(at + l.rows) as usize))

@@ -5,7 +5,7 @@
 //! few rows at a time into scratch and reuse them across the whole batch of inputs, so
 //! a quantised base costs one decode per forward, not one per input row.
 
-use crate::gguf::{TensorInfo, TensorType};
+use crate::gguf::{decode_f32_run, TensorInfo, TensorType};
 use crate::math::gemm::{matmul_then, pack_scaled, Product, RowsRef};
 use crate::{Error, Result};
 
@@ -50,7 +50,7 @@ impl<'a> TensorRef<'a> {
     /// # Errors
     /// As [`TensorInfo::decode_f32`].
     pub fn decode_f32(&self, start: usize, out: &mut [f32]) -> Result<()> {
-        TensorInfo::detached(self.index, self.ty, self.elements, self.data).decode_f32(start, out)
+        decode_f32_run(self.index, self.ty, self.elements, self.data, start, out)
     }
 }
 

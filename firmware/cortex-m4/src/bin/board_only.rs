@@ -9,6 +9,9 @@
 mod board;
 #[path = "../probe.rs"]
 mod probe;
+// Size-first mem* functions instead of compiler-builtins' (see mem.rs).
+#[path = "../mem.rs"]
+mod mem;
 
 use riffle_firmware::Platform;
 

@@ -10,6 +10,9 @@
 mod board;
 #[path = "../probe.rs"]
 mod probe;
+// Size-first mem* functions instead of compiler-builtins' (see mem.rs).
+#[path = "../mem.rs"]
+mod mem;
 
 use riffle_core::runtime::{Adapter, Input, Model, Prepared};
 use riffle_firmware::{Platform, ADAPTERS, RT_ARENA_LEN, RT_EXPECTED, RT_SAMPLE, WORKSPACE_LENS};
