@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     b.add_argument("--weight-bank", default="auto", choices=["auto", "on", "off"],
                    help="ours: batched adapted weights (layers.WeightBank); auto = on for CUDA")
+    b.add_argument("--memory-efficient", action="store_true",
+                   help="ours: the weight bank's linears keep no adapted weight for the backward pass")
     b.add_argument("--out", default=None, help="folder for gpu-bench.md and gpu-bench.json")
     args = ap.parse_args(argv)
     if args.cmd == "digits":
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             boft_block_size=args.boft_block_size, boft_factors=args.boft_factors, lora_rank=args.lora_rank,
             lora_alpha=args.lora_alpha, tiny=args.tiny, autocast=args.autocast, device=args.device,
             boft_cuda_ext=not args.no_boft_cuda_ext, threads=args.threads,
-            weight_bank={"auto": None, "on": True, "off": False}[args.weight_bank])
+            weight_bank={"auto": None, "on": True, "off": False}[args.weight_bank],
+            memory_efficient=args.memory_efficient)
         res = gpu_bench.run(cfg)
         command = "python -m riffle_train " + " ".join(argv if argv is not None else sys.argv[1:])
         print(gpu_bench.markdown(res, command))

@@ -71,6 +71,7 @@ class BenchConfig:
     boft_cuda_ext: bool = True   # let PEFT try to compile fbd_cuda (False: PEFT's 1-factor fallback)
     threads: int | None = None
     weight_bank: bool | None = None  # ours: layers.WeightBank (None: inject's default, on for CUDA)
+    memory_efficient: bool = False   # ours: the bank's memory-efficient linears
 
 
 def make_model(name: str, tiny: bool):
@@ -97,8 +98,10 @@ def apply_method(model, method: str, c: BenchConfig):
         from .layers import inject
 
         inject(model, TARGETS, method=method, block_size=c.block_size, scale=True,
-               modules_to_save=["classifier"], weight_bank=c.weight_bank)
+               modules_to_save=["classifier"], weight_bank=c.weight_bank, memory_efficient=c.memory_efficient)
         notes["weight_bank"] = model.riffle_adapter["bank"] is not None
+        if c.memory_efficient:
+            notes["memory_efficient"] = True
         return model, notes
     from peft import BOFTConfig, LoraConfig, OFTConfig, get_peft_model
 

@@ -288,6 +288,7 @@ class _AdaptedBase(nn.Module):
         self.merged = False
         # Set by the model's WeightBank for the duration of one forward of the whole model.
         self.bank_weight: torch.Tensor | None = None
+        self.bank_blocks: list[list[torch.Tensor]] | None = None
 
     # weight viewed as (out, in_flat)
     def _wmat(self) -> torch.Tensor:
@@ -347,6 +348,8 @@ class AdaptedLinear(_AdaptedBase):
         if self.merged:
             return self.base(x)
         if self.bank_weight is not None:
+            if self.bank_blocks is not None:
+                return _LeanLinear.apply(x, self.bank_weight, self.base.bias, self)
             return F.linear(x, self.bank_weight, self.base.bias)
         h = F.linear(self.oft_in(x), self.base.weight)
         if self.oft_out is not None:
@@ -356,6 +359,40 @@ class AdaptedLinear(_AdaptedBase):
         if self.base.bias is not None:
             h = h + self.base.bias
         return h
+
+
+class _LeanLinear(torch.autograd.Function):
+    """``F.linear(x, w, bias)`` for a bank weight ``w = diag(s) Q_out W Q_in`` that keeps
+    only ``x`` for the backward pass (see :class:`WeightBank`'s ``memory_efficient``)."""
+
+    @staticmethod
+    def forward(ctx, x, w, bias, mod):  # noqa: D401 - autograd API
+        y = F.linear(x, w, bias)
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):
+            x = x.to(torch.get_autocast_dtype(dev))  # what F.linear keeps under autocast
+        ctx.save_for_backward(x)
+        ctx.mod, ctx.blocks, ctx.w_dtype = mod, mod.bank_blocks, w.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        mod, blocks = ctx.mod, ctx.blocks
+        dx = dw = dbias = None
+        if ctx.needs_input_grad[1]:
+            dw = (dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(dy.dtype)).to(ctx.w_dtype)
+        if ctx.needs_input_grad[2]:
+            dbias = dy.reshape(-1, dy.shape[-1]).sum(0)
+        if ctx.needs_input_grad[0]:
+            g = dy
+            if mod.oft_scale is not None:
+                g = g * mod.oft_scale.detach().to(g.dtype)
+            if mod.oft_out is not None:
+                g = mod.oft_out.apply_transpose(g, blocks[1])  # rows r -> r Q_out
+            g = g @ mod.base.weight.detach().to(g.dtype)
+            dx = mod.oft_in.apply_transpose(g, blocks[0])  # rows r -> r Q_in
+        return dx, dw, dbias, None
 
 
 class AdaptedConv2d(_AdaptedBase):
@@ -411,10 +448,17 @@ class WeightBank:
     on CPU, and either path computes the same function (tests compare them).
     The bank is active only while the model it was installed on runs its forward; calling
     an adapted layer on its own uses the layer's own path.
+
+    ``memory_efficient``: linear layers do not keep their adapted weight for the backward
+    pass either. Their input gradient ``((dy * s) Q_out W) Q_in`` goes through the frozen
+    weight and the chains, whose blocks the bank keeps anyway. This saves one weight-sized
+    tensor per adapted linear, at the price of a few more kernels per layer in the
+    backward pass.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, memory_efficient: bool = False):
         self.model = model
+        self.memory_efficient = memory_efficient
         self.modules = [m for _, m in adapted_modules(model)]
         self.handles = [model.register_forward_pre_hook(self._begin),
                         model.register_forward_hook(self._end, always_call=True)]
@@ -429,12 +473,16 @@ class WeightBank:
         mods = [m for m in self.modules if not m.merged]
         if not mods:
             return
-        for m, w in zip(mods, adapted_weights(mods)):
+        weights, blocks = _bank_tensors(mods)
+        for m, w, blk in zip(mods, weights, blocks):
             m.bank_weight = w
+            if self.memory_efficient and isinstance(m, AdaptedLinear):
+                m.bank_blocks = [[t.detach() for t in side] for side in blk]
 
     def _end(self, _module, _args, _output) -> None:
         for m in self.modules:
             m.bank_weight = None
+            m.bank_blocks = None
 
 
 def _chain_sides(mod: _AdaptedBase) -> list[OrthogonalChain]:
@@ -444,6 +492,11 @@ def _chain_sides(mod: _AdaptedBase) -> list[OrthogonalChain]:
 def adapted_weights(mods: Sequence[_AdaptedBase]) -> list[torch.Tensor]:
     """``diag(s) Q_out W Q_in`` as an ``(out, in_flat)`` matrix for each module, batched:
     one Cayley solve for all chains, one rotation per group of equal weight shape."""
+    return _bank_tensors(mods)[0]
+
+
+def _bank_tensors(mods: Sequence[_AdaptedBase]) -> tuple[list[torch.Tensor], list[list[list[torch.Tensor]]]]:
+    """:func:`adapted_weights`, and each module's Cayley blocks per side and factor."""
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(mods):
         key = (tuple(m._wmat().shape), tuple((c.n, c.b, c.m, c.permutation) for c in _chain_sides(m)),
@@ -465,6 +518,7 @@ def adapted_weights(mods: Sequence[_AdaptedBase]) -> list[torch.Tensor]:
         raise ValueError("a weight bank needs one block size for every chain")
     blocks = cayley(torch.cat(params), b).split(sizes)
     out: list[torch.Tensor | None] = [None] * len(mods)
+    per_module: list[list[list[torch.Tensor]]] = [[] for _ in mods]
     pos = 0
     for idx in groups.values():
         first = mods[idx[0]]
@@ -473,6 +527,8 @@ def adapted_weights(mods: Sequence[_AdaptedBase]) -> list[torch.Tensor]:
         for c in sides:
             side_blocks.append([blk.view(len(idx), c.k, b, b) for blk in blocks[pos:pos + c.m]])
             pos += c.m
+        for j, i in enumerate(idx):
+            per_module[i] = [[blk[j] for blk in sb] for sb in side_blocks]
         weights = [mods[i]._wmat() for i in idx]
         scales = [mods[i].oft_scale for i in idx] if first.oft_scale is not None else []
         flat_blocks = [blk for sb in side_blocks for blk in sb]
@@ -481,7 +537,7 @@ def adapted_weights(mods: Sequence[_AdaptedBase]) -> list[torch.Tensor]:
             *flat_blocks, *weights, *scales, use_reentrant=False)
         for j, i in enumerate(idx):
             out[i] = adapted[j]
-    return out  # type: ignore[return-value]
+    return out, per_module  # type: ignore[return-value]
 
 
 def _rotate_group(sides: list[OrthogonalChain], nblocks: int, nweights: int, *tensors: torch.Tensor) -> torch.Tensor:
@@ -536,7 +592,8 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: int = 8,
            factors: int | None = None, scale: bool = True,
-           modules_to_save: Iterable[str] | None = None, weight_bank: bool | None = None) -> nn.Module:
+           modules_to_save: Iterable[str] | None = None, weight_bank: bool | None = None,
+           memory_efficient: bool = False) -> nn.Module:
     """Wrap matching ``nn.Linear`` / ``nn.Conv2d`` modules in place (like PEFT's
     ``get_peft_model``) and freeze everything else.
 
@@ -545,6 +602,8 @@ def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: 
     exported as replacement tensors.
     ``weight_bank``: compute all adapted weights per forward in batched operations
     (:class:`WeightBank`); ``None`` (default) turns it on when the model is on a CUDA device.
+    ``memory_efficient``: with the bank, linear layers keep no adapted weight for the
+    backward pass (less memory, more kernels; see :class:`WeightBank`).
     """
     cfg = AdapterConfig(method, block_size, factors, scale)
     for p in model.parameters():
@@ -568,7 +627,7 @@ def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: 
     if old and old.get("bank") is not None:
         old["bank"].remove()
     model.riffle_adapter = {"config": cfg, "targets": names, "modules_to_save": save,
-                            "bank": WeightBank(model) if weight_bank else None}
+                            "bank": WeightBank(model, memory_efficient) if weight_bank else None}
     return model
 
 
