@@ -363,7 +363,8 @@ class AdaptedLinear(_AdaptedBase):
 
 class _LeanLinear(torch.autograd.Function):
     """``F.linear(x, w, bias)`` for a bank weight ``w = diag(s) Q_out W Q_in`` that keeps
-    only ``x`` for the backward pass (see :class:`WeightBank`'s ``memory_efficient``)."""
+    only ``x`` (and the bank's blocks) for the backward pass, where ``w`` is recomputed
+    (see :class:`WeightBank`'s ``memory_efficient``)."""
 
     @staticmethod
     def forward(ctx, x, w, bias, mod):  # noqa: D401 - autograd API
@@ -385,13 +386,12 @@ class _LeanLinear(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             dbias = dy.reshape(-1, dy.shape[-1]).sum(0)
         if ctx.needs_input_grad[0]:
-            g = dy
-            if mod.oft_scale is not None:
-                g = g * mod.oft_scale.detach().to(g.dtype)
-            if mod.oft_out is not None:
-                g = mod.oft_out.apply_transpose(g, blocks[1])  # rows r -> r Q_out
-            g = g @ mod.base.weight.detach().to(g.dtype)
-            dx = mod.oft_in.apply_transpose(g, blocks[0])  # rows r -> r Q_in
+            # The adapted weight again, from the kept blocks: weight-sized temporaries only.
+            sides = _chain_sides(mod)
+            flat = [blk.unsqueeze(0) for side in blocks for blk in side]
+            scales = [mod.oft_scale.detach()] if mod.oft_scale is not None else []
+            w = _rotate_group(sides, len(flat), 1, *flat, mod._wmat().detach(), *scales)[0]
+            dx = dy @ w.to(dy.dtype)
         return dx, dw, dbias, None
 
 
@@ -450,10 +450,10 @@ class WeightBank:
     an adapted layer on its own uses the layer's own path.
 
     ``memory_efficient``: linear layers do not keep their adapted weight for the backward
-    pass either. Their input gradient ``((dy * s) Q_out W) Q_in`` goes through the frozen
-    weight and the chains, whose blocks the bank keeps anyway. This saves one weight-sized
-    tensor per adapted linear, at the price of a few more kernels per layer in the
-    backward pass.
+    pass either. Each recomputes it there from the frozen weight and the blocks the bank
+    keeps anyway (weight-sized temporaries, one layer at a time). This saves one
+    weight-sized tensor per adapted linear, at the price of a few more kernels per layer
+    in the backward pass.
     """
 
     def __init__(self, model: nn.Module, memory_efficient: bool = False):
