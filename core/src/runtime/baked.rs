@@ -726,7 +726,8 @@ impl BakedAdapter<'_> {
     }
 }
 
-#[cfg(test)]
+// The digits adapters need F16 parameters, a task head and an output-side chain.
+#[cfg(all(test, feature = "f16", feature = "heads", feature = "double-sided"))]
 #[allow(clippy::unwrap_used)] // tests: a failure is a panic with its location
 mod tests {
     extern crate std;
