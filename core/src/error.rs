@@ -8,6 +8,9 @@
 
 use core::fmt;
 
+/// The baked blob layout version this build reads (`runtime::baked`).
+pub(crate) const BAKED_VERSION: u32 = 1;
+
 /// Shorthand for `core::result::Result<T, riffle_core::Error>`.
 pub type Result<T> = core::result::Result<T, Error>;
 
@@ -162,6 +165,12 @@ pub enum Error {
     /// A fixed-capacity table (resident adapters, layers) is full.
     CapacityExceeded,
 
+    // ---- baked blobs (cargo feature `baked`) ----
+    /// The bytes do not start with the baked blob's magic, `RFBK`.
+    BadBakedMagic,
+    /// A baked blob of a layout version this reader does not know.
+    UnsupportedBakedVersion(u32),
+
     // ---- text ----
     /// A tokenizer vocabulary is unusable: a special-token id is not in it, or the
     /// vocabulary source reports ids, lengths or locators that disagree.
@@ -261,6 +270,12 @@ impl fmt::Display for Error {
             Error::UnknownTask => write!(f, "no resident adapter has that task name or handle"),
             Error::BadInput => write!(f, "input has the wrong length or kind for this model"),
             Error::CapacityExceeded => write!(f, "a fixed-capacity table is full"),
+            Error::BadBakedMagic => write!(f, "not a baked riffle blob (bad magic)"),
+            Error::UnsupportedBakedVersion(v) => write!(
+                f,
+                "unsupported baked blob version {v} (this reader reads version {})",
+                BAKED_VERSION
+            ),
             Error::BadVocabulary { id } => write!(
                 f,
                 "tokenizer vocabulary is inconsistent or lacks token id {id} (wrong special-token ids?)"

@@ -38,6 +38,17 @@
 //! }
 //! # Ok::<(), riffle_core::Error>(())
 //! ```
+//!
+//! ## Cargo features
+//!
+//! Everything but `baked` and `force-portable` is on by default (the list, with what each
+//! adds, is in `core/Cargo.toml` and docs/firmware.md). A small firmware turns the
+//! defaults off and names what it runs; what is left out is refused with a typed error.
+//! `baked` (off by default) adds `runtime::baked`: `bake` writes an `mlp` base and
+//! adapters prepared by the full runtime into one compact blob on the host, and
+//! `BakedModel` runs it on a device without the GGUF parser,
+//! the Cayley solver or adapter validation (the blob's integrity is checked: CRC-32,
+//! bounds, dimensions; its numeric content is trusted as validated at bake time).
 #![no_std]
 #![deny(unsafe_code)]
 #![deny(missing_docs)]

@@ -8,7 +8,10 @@
 //!    files that `include_bytes!` embeds, and emitted as `const`s (`generated.rs`);
 //! 3. runs the boot self-check sequence (`src/selfcheck.rs`, included below, the same
 //!    source the firmware runs) on the host and emits every prediction as the expected
-//!    answers, plus `serial-expect.tsv` for `scripts/test-firmware`.
+//!    answers, plus `serial-expect.tsv` for `scripts/test-firmware`;
+//! 4. bakes the base and adapter 0 into `baked.bin` (riffle-core's `baked` feature) for
+//!    the `riffle-baked-only` probe, checking on the host that the blob gives the full
+//!    runtime's logits bit for bit.
 
 #[path = "src/selfcheck.rs"]
 #[allow(dead_code)]
@@ -264,7 +267,27 @@ fn main() {
         .unwrap_or_else(|e| fail("run", e));
     let rt_expected = selfcheck::argmax(&o[..k]);
 
-    // 6. generated.rs.
+    // 6. The baked image: the base and adapter 0, validated and prepared above by the
+    //    full runtime, written as one blob (MLP base only; the CNN build gets an empty
+    //    one, and the baked probes refuse to build with `base-cnn`). The host reads it
+    //    back with the same reader the device runs and checks that it gives the full
+    //    runtime's logits bit for bit.
+    let (baked, bk_ws_len, bk_arena_len) = if base_name == "mlp" {
+        use riffle_core::runtime::baked::{bake, baked_len};
+        let srcs = [&prepared[0]];
+        let len = baked_len(&model, &srcs).unwrap_or_else(|e| fail("baked_len", e));
+        let mut blob = vec![0u8; len];
+        bake(&model, &srcs, &mut blob).unwrap_or_else(|e| fail("bake", e));
+        let (ws_len, arena_len) = check_baked(&blob, &rt_sample, &o[..k]);
+        assert_eq!(arena_len, rt_arena_len, "baked arena");
+        (blob, ws_len, arena_len)
+    } else {
+        (Vec::new(), 0, rt_arena_len)
+    };
+    let baked_path = out.join("baked.bin");
+    std::fs::write(&baked_path, &baked).unwrap_or_else(|e| fail("baked.bin", e));
+
+    // 7. generated.rs.
     let mut g = String::new();
     let lit = |p: &Path| format!("{:?}", p.display().to_string());
     writeln!(
@@ -409,5 +432,59 @@ fn main() {
     )
     .ok();
     writeln!(g, "pub const RT_EXPECTED: usize = {rt_expected};").ok();
+    writeln!(
+        g,
+        "/// Baked image: the base and adapter 0, baked by build.rs (empty for the cnn base)."
+    )
+    .ok();
+    writeln!(
+        g,
+        "pub static BAKED: &Aligned<[u8; BAKED_LEN]> = &Aligned(*include_bytes!({}));",
+        lit(&baked_path)
+    )
+    .ok();
+    writeln!(g, "/// Bytes of [`BAKED`].").ok();
+    writeln!(g, "pub const BAKED_LEN: usize = {};", baked.len()).ok();
+    writeln!(
+        g,
+        "/// Baked image: `BakedModel::workspace_len(0)` (f32s: adapter 0's blocks and scales)."
+    )
+    .ok();
+    writeln!(g, "pub const BK_WORKSPACE_LEN: usize = {bk_ws_len};").ok();
+    writeln!(
+        g,
+        "/// Baked image: `BakedModel::arena_len()` (equal to [`RT_ARENA_LEN`])."
+    )
+    .ok();
+    writeln!(
+        g,
+        "pub const BK_ARENA_LEN: usize = {};",
+        for_target(bk_arena_len)
+    )
+    .ok();
     std::fs::write(out.join("generated.rs"), g).unwrap_or_else(|e| fail("generated.rs", e));
+}
+
+/// Opens `blob` with the device's reader and checks that adapter 0 gives `want` on `x`,
+/// bit for bit; returns its workspace and arena lengths.
+fn check_baked(blob: &[u8], x: &[f32], want: &[f32]) -> (usize, usize) {
+    use riffle_core::runtime::baked::BakedModel;
+    let bm = BakedModel::open(blob).unwrap_or_else(|e| fail("baked open", e));
+    let ws_len = bm.workspace_len(0).unwrap_or_else(|e| fail("baked ws", e));
+    let mut ws = vec![0.0f32; ws_len];
+    let ad = bm
+        .activate(0, &mut ws)
+        .unwrap_or_else(|e| fail("baked activate", e));
+    let mut arena = vec![0.0f32; bm.arena_len()];
+    let mut out = [0.0f32; selfcheck::MAX_OUT];
+    let n = bm
+        .run(Some(&ad), x, &mut out, &mut arena)
+        .unwrap_or_else(|e| fail("baked run", e));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&out[..n]),
+        bits(want),
+        "baked logits differ from the full runtime's"
+    );
+    (ws_len, bm.arena_len())
 }

@@ -6,8 +6,12 @@
 //! - [`Adapter`]: an adapter file; [`Adapter::prepare`] validates it against a base and
 //!   computes its Cayley blocks into a caller workspace, giving a [`Prepared`] adapter.
 //! - [`Session`]: resident adapters, the active one, merged mode with in-place swaps.
+//! - `baked` (cargo feature `baked`): a base and prepared adapters written ahead of time
+//!   into one compact blob, and the small reader a minimal firmware runs it with.
 
 mod adapter;
+#[cfg(feature = "baked")]
+pub mod baked;
 #[cfg(feature = "bert")]
 mod bert;
 mod model;

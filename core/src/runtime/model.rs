@@ -109,7 +109,7 @@ pub struct Model<'a> {
 
 /// The scratch one slot needs: the rotated-input copy, the feature-major spare (empty when
 /// the model never batches rotations), chain scratch, the weight panel, the bias.
-struct SlotScratch<'x> {
+pub(crate) struct SlotScratch<'x> {
     rot: &'x mut [f32],
     spare: &'x mut [f32],
     chain: &'x mut [f32],
@@ -118,10 +118,58 @@ struct SlotScratch<'x> {
 }
 
 /// Caller-sized buffers of one forward pass, carved from the arena.
-struct Buffers<'x> {
-    a: &'x mut [f32],
-    b: &'x mut [f32],
-    scratch: SlotScratch<'x>,
+pub(crate) struct Buffers<'x> {
+    pub(crate) a: &'x mut [f32],
+    pub(crate) b: &'x mut [f32],
+    pub(crate) scratch: SlotScratch<'x>,
+}
+
+/// Arena `f32`s of a vector model's forward pass ([`Model::arena_len`]): two activation
+/// buffers and the rotated-input copy (`act` wide each), chain scratch, the dense kernel's
+/// scratch for batches of `batch` rows, the bias. Shared with the baked reader, so both
+/// size their arena by one formula.
+pub(crate) fn vector_arena_len(
+    act: usize,
+    max_cols: usize,
+    max_rows: usize,
+    batch: usize,
+) -> usize {
+    2 * act + act + 2 * max_cols.max(max_rows) + weight_scratch_len(max_cols, batch) + max_rows
+}
+
+/// Carves [`Buffers`] out of `arena` as [`vector_arena_len`] sizes it.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] if `arena` is shorter.
+pub(crate) fn split_vector_arena(
+    arena: &mut [f32],
+    act: usize,
+    max_cols: usize,
+    max_rows: usize,
+    batch: usize,
+) -> Result<Buffers<'_>> {
+    let need = vector_arena_len(act, max_cols, max_rows, batch);
+    if arena.len() < need {
+        return Err(Error::BufferTooSmall {
+            needed: need,
+            got: arena.len(),
+        });
+    }
+    let (a, rest) = arena.split_at_mut(act);
+    let (b, rest) = rest.split_at_mut(act);
+    let (rot, rest) = rest.split_at_mut(act);
+    let (chain, rest) = rest.split_at_mut(2 * max_cols.max(max_rows));
+    let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(max_cols, batch));
+    let bias = &mut rest[..max_rows];
+    // Vector models rotate one vector at a time: no feature-major spare.
+    let scratch = SlotScratch {
+        rot,
+        spare: &mut [],
+        chain,
+        wbuf,
+        bias,
+    };
+    Ok(Buffers { a, b, scratch })
 }
 
 impl<'a> Model<'a> {
@@ -429,11 +477,7 @@ impl<'a> Model<'a> {
         #[cfg(not(feature = "bert"))]
         let _ = max_tokens;
         let (act, max_cols, max_rows) = self.widths(head_rows);
-        2 * act
-            + act
-            + 2 * max_cols.max(max_rows)
-            + weight_scratch_len(max_cols, self.max_batch())
-            + max_rows
+        vector_arena_len(act, max_cols, max_rows, self.max_batch())
     }
 
     /// Largest batch of rows one slot sees in a vector model: the pixels of the first
@@ -449,30 +493,9 @@ impl<'a> Model<'a> {
     }
 
     fn split_arena<'x>(&self, arena: &'x mut [f32], head_rows: usize) -> Result<Buffers<'x>> {
-        let need = self.arena_len(0, head_rows);
         debug_assert!(self.text_hidden().is_none());
-        if arena.len() < need {
-            return Err(Error::BufferTooSmall {
-                needed: need,
-                got: arena.len(),
-            });
-        }
         let (act, max_cols, max_rows) = self.widths(head_rows);
-        let (a, rest) = arena.split_at_mut(act);
-        let (b, rest) = rest.split_at_mut(act);
-        let (rot, rest) = rest.split_at_mut(act);
-        let (chain, rest) = rest.split_at_mut(2 * max_cols.max(max_rows));
-        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(max_cols, self.max_batch()));
-        let bias = &mut rest[..max_rows];
-        // Vector models rotate one vector at a time: no feature-major spare.
-        let scratch = SlotScratch {
-            rot,
-            spare: &mut [],
-            chain,
-            wbuf,
-            bias,
-        };
-        Ok(Buffers { a, b, scratch })
+        split_vector_arena(arena, act, max_cols, max_rows, self.max_batch())
     }
 
     /// Runs one input through the base, or through the base with `adapter` applied
@@ -757,13 +780,6 @@ impl<'a> Model<'a> {
         y: &mut [f32],
         sc: &mut SlotScratch<'_>,
     ) -> Result<usize> {
-        let SlotScratch {
-            rot,
-            spare,
-            chain,
-            wbuf,
-            bias: bias_buf,
-        } = sc;
         let s = self.slots.get(i).ok_or(Error::MissingTensor)?;
         let head = adapter.and_then(|p| p.head(i));
         let (weight, bias_t, rows) = match head {
@@ -780,14 +796,6 @@ impl<'a> Model<'a> {
                 None => (WeightView::Tensor(s.weight), s.bias, s.rows),
             },
         };
-        let cols = s.cols;
-        let bias = match bias_t {
-            Some(t) => {
-                t.decode_f32(0, &mut bias_buf[..rows])?;
-                Some(&bias_buf[..rows])
-            }
-            None => None,
-        };
         // Unmerged rotation only when the weights are the base's.
         let t = if merged.is_none() && head.is_none() {
             adapter.map(|p| p.transform(i))
@@ -795,79 +803,112 @@ impl<'a> Model<'a> {
             None
         };
         let t = t.unwrap_or(LayerTransform::IDENTITY);
-        let input: &[f32] = match &t.q_in {
-            Some(q) => {
-                let xr = &mut rot[..n * cols];
-                if q.has_simd_kernel() {
-                    q.apply_rows_from(&x[..n * cols], xr, false, chain)?;
-                } else {
-                    xr.copy_from_slice(&x[..n * cols]);
-                    rotate_rows(q, xr, n, spare, chain)?;
-                }
-                xr
-            }
-            None => &x[..n * cols],
-        };
-        // Prepared adapters keep their scale as f32; without an output-side chain it is
-        // applied with the bias, in the same pass as the base's bias.
-        let scale_f32: Option<&[f32]> = match t.scale {
-            Some(Scalars::F32(v)) => Some(v),
-            _ => None,
-        };
-        if t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some()) {
-            linear(
-                &Dense {
-                    weight,
-                    rows,
-                    cols,
-                    scale: scale_f32,
-                    bias,
-                },
-                input,
-                n,
-                y,
-                wbuf,
-            )?;
-            return Ok(rows);
+        slot_apply(weight, bias_t, rows, s.cols, &t, x, n, y, sc)
+    }
+}
+
+/// One slot's arithmetic on a batch of `n` input rows `x` (`n × cols`, modified only
+/// through a copy): `y = s ⊙ Q_out (W (Q_in x)) + bias`, `n × rows` outputs into `y`;
+/// returns `rows`. [`Model::slot_forward`] picks the weight, bias and transform; the
+/// baked reader calls it too, so both run the same code.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn slot_apply(
+    weight: WeightView<'_>,
+    bias_t: Option<TensorRef<'_>>,
+    rows: usize,
+    cols: usize,
+    t: &LayerTransform<'_>,
+    x: &mut [f32],
+    n: usize,
+    y: &mut [f32],
+    sc: &mut SlotScratch<'_>,
+) -> Result<usize> {
+    let SlotScratch {
+        rot,
+        spare,
+        chain,
+        wbuf,
+        bias: bias_buf,
+    } = sc;
+    let bias = match bias_t {
+        Some(bt) => {
+            bt.decode_f32(0, &mut bias_buf[..rows])?;
+            Some(&bias_buf[..rows])
         }
+        None => None,
+    };
+    let input: &[f32] = match &t.q_in {
+        Some(q) => {
+            let xr = &mut rot[..n * cols];
+            if q.has_simd_kernel() {
+                q.apply_rows_from(&x[..n * cols], xr, false, chain)?;
+            } else {
+                xr.copy_from_slice(&x[..n * cols]);
+                rotate_rows(q, xr, n, spare, chain)?;
+            }
+            xr
+        }
+        None => &x[..n * cols],
+    };
+    // Prepared adapters keep their scale as f32; without an output-side chain it is
+    // applied with the bias, in the same pass as the base's bias.
+    let scale_f32: Option<&[f32]> = match t.scale {
+        Some(Scalars::F32(v)) => Some(v),
+        _ => None,
+    };
+    if t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some()) {
         linear(
             &Dense {
                 weight,
                 rows,
                 cols,
-                scale: None,
-                bias: None,
+                scale: scale_f32,
+                bias,
             },
             input,
             n,
             y,
             wbuf,
         )?;
-        if let Some(q) = &t.q_out {
-            rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;
-        }
-        for yr in y[..n * rows].chunks_exact_mut(rows) {
-            match (scale_f32, t.scale) {
-                (Some(sv), _) => {
-                    for (v, s) in yr.iter_mut().zip(sv) {
-                        *v *= s;
-                    }
-                }
-                (None, Some(sc)) => {
-                    for (r, v) in yr.iter_mut().enumerate() {
-                        *v *= sc.get(r).unwrap_or(1.0);
-                    }
-                }
-                (None, None) => {}
-            }
-            if let Some(b) = bias {
-                for (v, bv) in yr.iter_mut().zip(b) {
-                    *v += bv;
-                }
-            }
-        }
-        Ok(rows)
+        return Ok(rows);
     }
+    linear(
+        &Dense {
+            weight,
+            rows,
+            cols,
+            scale: None,
+            bias: None,
+        },
+        input,
+        n,
+        y,
+        wbuf,
+    )?;
+    if let Some(q) = &t.q_out {
+        rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;
+    }
+    for yr in y[..n * rows].chunks_exact_mut(rows) {
+        match (scale_f32, t.scale) {
+            (Some(sv), _) => {
+                for (v, s) in yr.iter_mut().zip(sv) {
+                    *v *= s;
+                }
+            }
+            (None, Some(sc)) => {
+                for (r, v) in yr.iter_mut().enumerate() {
+                    *v *= sc.get(r).unwrap_or(1.0);
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(b) = bias {
+            for (v, bv) in yr.iter_mut().zip(b) {
+                *v += bv;
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Rotates every row of `data` (`n × w`) by `q`: in place on the SIMD kernels when the

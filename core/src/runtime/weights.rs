@@ -29,6 +29,17 @@ impl<'a> TensorRef<'a> {
             data: t.data(),
         }
     }
+    /// A little-endian F32 array of `data.len() / 4` elements (the baked reader's
+    /// weights and biases), numbered `index` in errors.
+    #[cfg(feature = "baked")]
+    pub(crate) fn f32_le(index: u32, data: &'a [u8]) -> Self {
+        TensorRef {
+            index,
+            ty: TensorType::F32,
+            elements: data.len() / 4,
+            data,
+        }
+    }
     /// Position in its file's tensor table.
     pub fn index(&self) -> u32 {
         self.index

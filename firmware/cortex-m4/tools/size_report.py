@@ -2,7 +2,7 @@
 """Size report of the firmware images and the check against firmware/size-budget.toml.
 
 For each ELF: text, data, bss (llvm-size), then flash = text + data and static RAM =
-data + bss, and flash split into the embedded model (base + adapters), the embedded
+data + bss, and flash split into the embedded model (base + adapters, or the baked blob), the embedded
 self-check data (held-out sets, expected predictions, sample) and everything else
 ("code": the runtime, the command line, formatting, start-up, constants), measured
 from the sizes of the `riffle_firmware::generated::*` symbols (llvm-nm).
@@ -14,8 +14,8 @@ to lower the budget when one is more than 3% under it. `--update` rewrites the b
 file from the current build.
 
 Where a target has a `board-only` image (the runtime-only probe without riffle: same
-start-up, board code and report), the code of each `runtime-only*` image less the
-board-only image's is printed as the code riffle itself adds.
+start-up, board code and report), the code of each `runtime-only*` and `baked-only*`
+image less the board-only image's is printed as the code riffle itself adds.
 """
 import argparse
 import glob
@@ -56,7 +56,7 @@ def measure(elf, size_tool, nm_tool):
             continue
         size = int(parts[1], 16)
         name = parts[3]
-        if "generated::BASE" in name or "generated::ADAPTERS" in name:
+        if any(f"generated::{k}" in name for k in ("BASE", "ADAPTERS", "BAKED")):
             weights += size
         elif any(f"generated::{k}" in name for k in ("HELDOUT", "EXPECTED", "RT_SAMPLE")):
             selfcheck += size
@@ -97,7 +97,7 @@ def main():
 
     base = {t: m for t, image, m in rows if image == "board-only"}
     for target, image, m in rows:
-        if image.startswith("runtime-only") and target in base:
+        if image.startswith(("runtime-only", "baked-only")) and target in base:
             b = base[target]
             print(
                 f"  riffle code in {target} {image}: {m['code'] - b['code']} bytes "
