@@ -464,7 +464,7 @@ def page(res: dict, imgs: dict) -> str:
         add(table(["target, base", "base (instructions / inference)", "+ GSOFT b=8 m=2 adapter, unmerged",
                    "merged", "accuracy"], fwt["instr"]))
         add("")
-        add(table(["target", "image", "flash (bytes)", "code", "static RAM", "stack peak"], fwt["sizes"], "llrrrr"))
+        add(table(["target", "image", "flash (bytes)", "code", "riffle's code", "static RAM"], fwt["sizes"], "llrrrr"))
         add("")
         add("docs/firmware.md's comparison notes also set these beside published TensorFlow Lite Micro and "
             "MicroFlow figures (published, not measured here; see that page for what is quoted).")
