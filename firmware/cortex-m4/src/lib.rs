@@ -69,6 +69,29 @@ impl<P: Platform> Write for Console<'_, P> {
     }
 }
 
+/// Reports a failed case of a hostile-input check (`riffle-minimal-check`,
+/// `riffle-baked-check`): `{check}: WRONG result for {case}`, then `: accepted` when the
+/// input was taken or `: {error}` when the wrong typed error came back. Returns `false`
+/// (the check's new verdict).
+pub fn report_wrong<P: Platform>(
+    p: &mut P,
+    check: &str,
+    case: &[u8],
+    got: Option<Result<(), riffle_core::Error>>,
+) -> bool {
+    let _ = write!(Console(&mut *p), "{check}: WRONG result for ");
+    p.write_bytes(case);
+    match got {
+        Some(Ok(())) => p.write_bytes(b": accepted"),
+        Some(Err(e)) => {
+            let _ = write!(Console(&mut *p), ": {e}");
+        }
+        None => {}
+    }
+    p.write_bytes(b"\r\n");
+    false
+}
+
 /// Prints to the console (like `print!`; errors of a console are ignored).
 #[macro_export]
 macro_rules! say {

@@ -60,24 +60,7 @@ fn set(c: &mut [u8], i: usize, v: u32) {
 const L0: usize = 6;
 
 fn fail(b: &mut board::Board, case: &[u8], got: Option<Result<(), Error>>) -> bool {
-    struct W<'b>(&'b mut board::Board);
-    impl core::fmt::Write for W<'_> {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            self.0.write_bytes(s.as_bytes());
-            Ok(())
-        }
-    }
-    b.write_bytes(b"baked-check: WRONG result for ");
-    b.write_bytes(case);
-    match got {
-        Some(Ok(())) => b.write_bytes(b": accepted"),
-        Some(Err(e)) => {
-            let _ = core::fmt::write(&mut W(b), format_args!(": {e}"));
-        }
-        None => {}
-    }
-    b.write_bytes(b"\r\n");
-    false
+    riffle_firmware::report_wrong(b, "baked-check", case, got)
 }
 
 #[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
@@ -286,14 +269,7 @@ fn check(b: &mut board::Board, ram: &'static mut Ram) -> bool {
     // Finally the sample through the intact blob: the host build's prediction.
     match model.run(Some(&adapter), &RT_SAMPLE, &mut ram.out, &mut ram.arena) {
         Ok(k) => {
-            let out = &ram.out[..k];
-            let mut best = 0;
-            for (i, v) in out.iter().enumerate() {
-                if *v > out[best] {
-                    best = i;
-                }
-            }
-            if best != RT_EXPECTED {
+            if riffle_firmware::selfcheck::argmax(&ram.out[..k]) != RT_EXPECTED {
                 ok = fail(b, b"prediction", None);
             }
         }

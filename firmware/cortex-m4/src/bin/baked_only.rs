@@ -47,14 +47,7 @@ fn infer(ram: &'static mut Ram) -> riffle_core::Result<usize> {
     }
     let adapter = model.activate(0, &mut ram.workspace)?;
     let n = model.run(Some(&adapter), &RT_SAMPLE, &mut ram.out, &mut ram.arena)?;
-    let out = &ram.out[..n];
-    let mut best = 0;
-    for (i, v) in out.iter().enumerate() {
-        if *v > out[best] {
-            best = i;
-        }
-    }
-    Ok(best)
+    Ok(riffle_firmware::selfcheck::argmax(&ram.out[..n]))
 }
 
 #[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]

@@ -94,24 +94,7 @@ fn fail(b: &mut board::Board, case: &[u8]) -> bool {
 
 /// Prints the case and what it gave instead.
 fn fail_with(b: &mut board::Board, case: &[u8], got: Option<riffle_core::Result<usize>>) -> bool {
-    struct W<'b>(&'b mut board::Board);
-    impl core::fmt::Write for W<'_> {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            self.0.write_bytes(s.as_bytes());
-            Ok(())
-        }
-    }
-    b.write_bytes(b"minimal-check: WRONG result for ");
-    b.write_bytes(case);
-    match got {
-        Some(Ok(_)) => b.write_bytes(b": accepted"),
-        Some(Err(e)) => {
-            let _ = core::fmt::write(&mut W(b), format_args!(": {e}"));
-        }
-        None => {}
-    }
-    b.write_bytes(b"\r\n");
-    false
+    riffle_firmware::report_wrong(b, "minimal-check", case, got.map(|r| r.map(|_| ())))
 }
 
 #[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]

@@ -64,14 +64,7 @@ fn infer(ram: &'static mut Ram) -> riffle_core::Result<usize> {
         &mut ram.out,
         &mut ram.arena,
     )?;
-    let out = &ram.out[..n];
-    let mut best = 0;
-    for (i, v) in out.iter().enumerate() {
-        if *v > out[best] {
-            best = i;
-        }
-    }
-    Ok(best)
+    Ok(riffle_firmware::selfcheck::argmax(&ram.out[..n]))
 }
 
 #[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
