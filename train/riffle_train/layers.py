@@ -207,19 +207,27 @@ class OrthogonalChain(nn.Module):
         if blocks is None:
             blocks = self.blocks()
         lead = x.shape[:-1]
-        prefix, ident = ("bwd_", self._identity_gather[1]) if transpose else ("fwd_", self._identity_gather[0])
-        order = range(self.m - 1, -1, -1) if transpose else range(self.m)
-        for i, f in enumerate(order):
-            if not ident[i]:
-                x = x.index_select(-1, getattr(self, f"{prefix}{i}"))
+        steps, last = self._plan(transpose)
+        for gather, f in steps:
+            if gather is not None:
+                x = x.index_select(-1, gather)
             blk = blocks[f].to(x.dtype)
             g = x.reshape(lead + (self.k, self.b))
             # u[..., j, c] = sum_t B_j[c, t] g[..., j, t]   (B^T for the transpose)
             eq = "...jt,jct->...jc" if not transpose else "...jt,jtc->...jc"
             x = torch.einsum(eq, g, blk).reshape(lead + (self.n,))
-        if not ident[self.m]:
-            x = x.index_select(-1, getattr(self, f"{prefix}{self.m}"))
+        if last is not None:
+            x = x.index_select(-1, last)
         return x
+
+    def _plan(self, transpose: bool) -> tuple[list[tuple[torch.Tensor | None, int]], torch.Tensor | None]:
+        """How ``Q`` (or ``Q^T``) runs: ``(gather, f)`` per factor in order (``gather`` is
+        the fused index table to apply first, ``None`` for the identity), then the last
+        gather (or ``None``)."""
+        prefix, ident = ("bwd_", self._identity_gather[1]) if transpose else ("fwd_", self._identity_gather[0])
+        order = range(self.m - 1, -1, -1) if transpose else range(self.m)
+        steps = [(None if ident[i] else getattr(self, f"{prefix}{i}"), f) for i, f in enumerate(order)]
+        return steps, None if ident[self.m] else getattr(self, f"{prefix}{self.m}")
 
     def forward(self, x: torch.Tensor, blocks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``Q x`` for every vector along the last dimension of ``x``."""
@@ -473,11 +481,11 @@ class WeightBank:
         mods = [m for m in self.modules if not m.merged]
         if not mods:
             return
-        weights, blocks = _bank_tensors(mods)
-        for m, w, blk in zip(mods, weights, blocks):
+        weights, blocks = _bank_tensors(mods, with_blocks=self.memory_efficient)
+        for i, (m, w) in enumerate(zip(mods, weights)):
             m.bank_weight = w
             if self.memory_efficient and isinstance(m, AdaptedLinear):
-                m.bank_blocks = [[t.detach() for t in side] for side in blk]
+                m.bank_blocks = [[t.detach() for t in side] for side in blocks[i]]
 
     def _end(self, _module, _args, _output) -> None:
         for m in self.modules:
@@ -492,11 +500,14 @@ def _chain_sides(mod: _AdaptedBase) -> list[OrthogonalChain]:
 def adapted_weights(mods: Sequence[_AdaptedBase]) -> list[torch.Tensor]:
     """``diag(s) Q_out W Q_in`` as an ``(out, in_flat)`` matrix for each module, batched:
     one Cayley solve for all chains, one rotation per group of equal weight shape."""
-    return _bank_tensors(mods)[0]
+    return _bank_tensors(mods, with_blocks=False)[0]
 
 
-def _bank_tensors(mods: Sequence[_AdaptedBase]) -> tuple[list[torch.Tensor], list[list[list[torch.Tensor]]]]:
-    """:func:`adapted_weights`, and each module's Cayley blocks per side and factor."""
+def _bank_tensors(mods: Sequence[_AdaptedBase], with_blocks: bool
+                  ) -> tuple[list[torch.Tensor], list[list[list[torch.Tensor]]]]:
+    """:func:`adapted_weights`, and with ``with_blocks`` each module's Cayley blocks per side
+    and factor (views, made only when asked: a forward pass without them does no per-module
+    tensor indexing)."""
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(mods):
         key = (tuple(m._wmat().shape), tuple((c.n, c.b, c.m, c.permutation) for c in _chain_sides(m)),
@@ -527,8 +538,9 @@ def _bank_tensors(mods: Sequence[_AdaptedBase]) -> tuple[list[torch.Tensor], lis
         for c in sides:
             side_blocks.append([blk.view(len(idx), c.k, b, b) for blk in blocks[pos:pos + c.m]])
             pos += c.m
-        for j, i in enumerate(idx):
-            per_module[i] = [[blk[j] for blk in sb] for sb in side_blocks]
+        if with_blocks:
+            for j, i in enumerate(idx):
+                per_module[i] = [[blk[j] for blk in sb] for sb in side_blocks]
         weights = [mods[i]._wmat() for i in idx]
         scales = [mods[i].oft_scale for i in idx] if first.oft_scale is not None else []
         flat_blocks = [blk for sb in side_blocks for blk in sb]
@@ -561,17 +573,16 @@ def _chain_along_rows(chain: OrthogonalChain, w: torch.Tensor, blocks: Sequence[
     """``Q w`` (or ``Q^T w``) for every column of each ``(n, cols)`` matrix of a stack
     ``(G, n, cols)``; ``blocks[f]`` is ``(G, k, b, b)``. Returns a contiguous stack."""
     g, n, cols = w.shape
-    prefix, ident = ("bwd_", chain._identity_gather[1]) if transpose else ("fwd_", chain._identity_gather[0])
-    order = range(chain.m - 1, -1, -1) if transpose else range(chain.m)
-    for i, f in enumerate(order):
-        if not ident[i]:
-            w = w.index_select(1, getattr(chain, f"{prefix}{i}"))
+    steps, last = chain._plan(transpose)
+    for gather, f in steps:
+        if gather is not None:
+            w = w.index_select(1, gather)
         blk = blocks[f].to(w.dtype)
         if transpose:
             blk = blk.mT
         w = torch.matmul(blk, w.reshape(g, chain.k, chain.b, cols)).reshape(g, n, cols)
-    if not ident[chain.m]:
-        w = w.index_select(1, getattr(chain, f"{prefix}{chain.m}"))
+    if last is not None:
+        w = w.index_select(1, last)
     return w.contiguous()
 
 
