@@ -56,7 +56,7 @@
 //! # let _ = n; Ok(()) }
 //! ```
 
-use super::model::{slot_apply, split_vector_arena, vector_arena_len, Buffers};
+use super::model::{slot_apply, split_vector_arena, vector_arena_len, write_output, Buffers};
 use super::weights::{relu, TensorRef, WeightView};
 use super::{Architecture, Model, Prepared, MAX_LAYERS};
 use crate::checksum::crc32;
@@ -693,12 +693,7 @@ impl<'a> BakedModel<'a> {
             core::mem::swap(&mut cur, &mut nxt);
             width = rows;
         }
-        let got = output.len();
-        let out = output
-            .get_mut(..width)
-            .ok_or(Error::BufferTooSmall { needed: width, got })?;
-        out.copy_from_slice(&cur[..width]);
-        Ok(width)
+        write_output(output, &cur[..width])
     }
 }
 

@@ -728,12 +728,7 @@ impl<'a> Model<'a> {
             width = rows;
             slot += 1;
         }
-        let got = output.len();
-        let out = output
-            .get_mut(..width)
-            .ok_or(Error::BufferTooSmall { needed: width, got })?;
-        out.copy_from_slice(&cur[..width]);
-        Ok(width)
+        write_output(output, &cur[..width])
     }
 
     /// Total `f32`s of merged weights: every slot's `rows·cols`.
@@ -805,6 +800,22 @@ impl<'a> Model<'a> {
         let t = t.unwrap_or(LayerTransform::IDENTITY);
         slot_apply(weight, bias_t, rows, s.cols, &t, x, n, y, sc)
     }
+}
+
+/// Copies a vector model's final activations into the caller's `output`; their count.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] when `output` is shorter than `values`.
+pub(crate) fn write_output(output: &mut [f32], values: &[f32]) -> Result<usize> {
+    let got = output.len();
+    let out = output
+        .get_mut(..values.len())
+        .ok_or(Error::BufferTooSmall {
+            needed: values.len(),
+            got,
+        })?;
+    out.copy_from_slice(values);
+    Ok(values.len())
 }
 
 /// One slot's arithmetic on a batch of `n` input rows `x` (`n × cols`, modified only

@@ -190,7 +190,8 @@ pub(crate) fn pack_transposed(
 }
 
 /// [`pack_transposed`] with each `W` row `j` multiplied by `scale[j]` (an adapter's
-/// per-output scale, folded into the panel so that it costs no pass over the outputs).
+/// per-output scale, folded into the panel when that costs less than scaling the outputs:
+/// batches wider than the layer's input).
 ///
 /// # Errors
 /// As [`pack_transposed`]; [`Error::BufferTooSmall`] also for a `scale` shorter than
