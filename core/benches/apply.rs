@@ -5,6 +5,9 @@
 //! median time of `Q x` on one vector, the median time of a dense n x n `W x`, and their
 //! ratio (theory: m·b/n). A plain harness (no criterion) keeps riffle-core's
 //! dev-dependencies light; each figure is the median of 15 timed batches.
+//!
+//! `cargo bench -p riffle-core --bench apply -- --rows` times the batched form instead:
+//! rows of tokens through one GS chain, as the unmerged forward pass rotates its inputs.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -65,7 +68,47 @@ fn one(arg: &str) {
     black_box((x, y));
 }
 
+/// `--rows`: a batch of token rows through one GS chain (b = 8; m = 1 is the contiguous
+/// factor alone, m = 2 adds the strided one), as the unmerged forward pass rotates a
+/// layer's input (`Chain::apply_rows_from`), at MiniLM's two widths: median µs per call
+/// and ns per element. The kernels behind issue 4's unmerged
+/// overhead (docs/runtime.md).
+fn rows() {
+    println!("| n | m | rows | apply_rows_from (µs) | ns per element |");
+    println!("|---|---|---|---|---|");
+    for (n, m) in [(384usize, 1usize), (384, 2), (1536, 1), (1536, 2)] {
+        let spec = ChainSpec::new(n, 8, m, Permutation::Gs).unwrap();
+        let params: Vec<f32> = (0..spec.params_per_factor())
+            .map(|i| ((i % 97) as f32 - 48.0) * 1e-3)
+            .collect();
+        let per = vec![Scalars::F32(&params); m];
+        let mut blocks = vec![0.0f32; spec.blocks_len()];
+        let mut scratch = vec![0.0f32; spec.prepare_scratch_len().max(spec.apply_scratch_len())];
+        let q = prepare_chain(spec, &per, &mut blocks, &mut scratch).unwrap();
+        for rows in [16usize, 64, 128] {
+            let src: Vec<f32> = (0..rows * n).map(|i| (i as f32 * 0.1).sin()).collect();
+            let mut dst = vec![0.0f32; rows * n];
+            let t = median_ns(
+                || {
+                    q.apply_rows_from(black_box(&src), &mut dst, false, &mut scratch)
+                        .unwrap()
+                },
+                200,
+            );
+            println!(
+                "| {n} | {m} | {rows} | {:.2} | {:.3} |",
+                t * 1e-3,
+                t / (rows * n) as f64
+            );
+        }
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--rows") {
+        rows();
+        return;
+    }
     if let Some(pos) = std::env::args().position(|a| a == "--one") {
         let arg = std::env::args().nth(pos + 1).expect("--one n,b,m");
         one(&arg);

@@ -686,6 +686,7 @@ impl<'a> BakedModel<'a> {
                 1,
                 nxt,
                 &mut sc,
+                &[],
             )?;
             if l.relu {
                 relu(&mut nxt[..rows]);

@@ -12,7 +12,7 @@ use heapless::Vec;
 use super::adapter::Prepared;
 #[cfg(feature = "bert")]
 use super::bert::{attention, gelu, Bert, BertConfig};
-use super::weights::{linear, relu, weight_scratch_len, Dense, TensorRef, WeightView};
+use super::weights::{linear, linear_then, relu, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::gguf::{self, Gguf, StringArray, TensorInfo};
 #[cfg(feature = "bert")]
 use crate::math::MAX_BLOCK_SIZE;
@@ -798,7 +798,13 @@ impl<'a> Model<'a> {
             None
         };
         let t = t.unwrap_or(LayerTransform::IDENTITY);
-        slot_apply(weight, bias_t, rows, s.cols, &t, x, n, y, sc)
+        let after = match (merged, adapter) {
+            (None, Some(p)) if i + 1 < self.slots.len() && p.head(i + 1).is_none() => {
+                p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[])
+            }
+            _ => &[],
+        };
+        slot_apply(weight, bias_t, rows, s.cols, &t, x, n, y, sc, after)
     }
 }
 
@@ -833,6 +839,7 @@ pub(crate) fn slot_apply(
     n: usize,
     y: &mut [f32],
     sc: &mut SlotScratch<'_>,
+    after: &[f32],
 ) -> Result<usize> {
     let SlotScratch {
         rot,
@@ -868,7 +875,7 @@ pub(crate) fn slot_apply(
         _ => None,
     };
     if t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some()) {
-        linear(
+        linear_then(
             &Dense {
                 weight,
                 rows,
@@ -880,6 +887,7 @@ pub(crate) fn slot_apply(
             n,
             y,
             wbuf,
+            after,
         )?;
         return Ok(rows);
     }

@@ -135,7 +135,9 @@ pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], next: sup
         let mut i0 = 0;
         while i0 < p.m {
             let rows = MR.min(p.m - i0);
-            let lines = per_tile.min(next_lines.saturating_sub(fetched));
+            let lines = per_tile
+                .min(2 * p.k)
+                .min(next_lines.saturating_sub(fetched));
             let at = Tile {
                 i0,
                 j0,
@@ -175,7 +177,8 @@ struct Tile {
     i0: usize,
     j0: usize,
     cols: usize,
-    /// First of `prefetch_lines` cache lines to prefetch, one per `k` step.
+    /// First of `prefetch_lines` (at most `2k`) cache lines to prefetch, one or two per
+    /// `k` step.
     prefetch: *const u8,
     prefetch_lines: usize,
 }
@@ -203,9 +206,13 @@ unsafe fn tile<const R: usize>(p: &Product, a: &[f32], b: &[f32], c: &mut [f32],
     let c0 = c.as_mut_ptr().wrapping_add(t.i0 * p.c_stride + t.j0);
     let mut acc: [[__m512; 2]; R] = [[_mm512_setzero_ps(); 2]; R];
     for kk in 0..p.k {
+        // Lines kk and k + kk: up to two per step. A hint only: prefetching never
+        // faults, and the lines are inside `next`.
         if kk < t.prefetch_lines {
-            // A hint only: prefetching never faults, and the line is inside `next`.
             _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add(kk * 64).cast::<i8>());
+        }
+        if p.k + kk < t.prefetch_lines {
+            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add((p.k + kk) * 64).cast::<i8>());
         }
         let brow = b0.wrapping_add(kk * p.b_stride);
         // SAFETY: row kk < k of B, columns j0 .. j0 + cols: in B's checked span; lanes
@@ -345,10 +352,10 @@ unsafe fn transpose_block(
 /// with `k = n / B` blocks of `B × B` on contiguous runs of each row, stored column-major
 /// one after the other (`blocks[j·B² + t·B + c]` = entry `(c, t)` of block `j`).
 ///
-/// `16 / B` blocks share one 16-lane vector: per block entry `t`, one lane permutation
-/// broadcasts `x[t]` of each block across its lanes and one fused multiply-add adds
-/// column `t`. Blocks are the outer loop, so their coefficients stay in registers
-/// across the rows.
+/// `16 / B` blocks share one 16-lane vector: per block entry `t`, an in-lane shuffle
+/// broadcasts `x[t]` of each block across its lanes ([`block_entries`]) and one fused
+/// multiply-add adds column `t`. Blocks are the outer loop within a band of rows, so
+/// their coefficients stay in registers across the band.
 ///
 /// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available,
 /// `B` is 4, 8 or 16, `n` is a multiple of 16, `x` is whole rows and `blocks` holds `n·B`.
@@ -423,33 +430,18 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
     blocks: &[f32],
     transpose: bool,
 ) {
-    use core::arch::x86_64::{_mm512_loadu_ps, _mm512_setr_epi32, _mm512_storeu_ps};
-    // Lane l of idx[t] selects entry t of its own block: (l / B)·B + t.
-    let idx: [_; B] = core::array::from_fn(|t| {
-        let s = |l: i32| (l / B as i32) * B as i32 + t as i32;
-        _mm512_setr_epi32(
-            s(0),
-            s(1),
-            s(2),
-            s(3),
-            s(4),
-            s(5),
-            s(6),
-            s(7),
-            s(8),
-            s(9),
-            s(10),
-            s(11),
-            s(12),
-            s(13),
-            s(14),
-            s(15),
-        )
-    });
-    // Rows in bands that stay in L1 while every column group passes over them; the
-    // coefficients of a group are rebuilt per band (a few lane shuffles; for `F^T x` with
-    // blocks other than 8 × 8 a gather, which therefore takes all rows as one band).
-    let band = if transpose && B != 8 { rows } else { 16 };
+    use core::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+    // Rows in bands of 8: every column group passes over the band's rows, and the
+    // coefficients of a group are rebuilt per band (a few loads and lane moves; for `F^T
+    // x` with blocks other than 8 × 8 a gather, which therefore takes all rows as one
+    // band). Few rows per band keep few streams in flight: rows 1536 wide sit 6 KiB
+    // apart, so 16 rows read and 16 written at one column fall into a handful of L1 sets
+    // (the contiguous factor of a 1536-wide rotation took 1.5x as long with bands of 16).
+    let band = match (transpose, B) {
+        (true, 8) => 16,
+        (true, _) => rows,
+        (false, _) => 8,
+    };
     let mut r0 = 0;
     while r0 < rows {
         let r1 = rows.min(r0 + band);
@@ -490,10 +482,11 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
                 let xv: [__m512; 4] = core::array::from_fn(|i| unsafe {
                     _mm512_loadu_ps(src.wrapping_add((r + i) * n + v0))
                 });
+                let e: [[__m512; B]; 4] = core::array::from_fn(|i| block_entries::<B>(xv[i]));
                 let mut acc = [_mm512_setzero_ps(); 4];
-                for (c, ix) in cv.iter().zip(&idx) {
+                for t in 0..B {
                     for i in 0..4 {
-                        acc[i] = _mm512_fmadd_ps(select_lanes(*ix, xv[i]), *c, acc[i]);
+                        acc[i] = _mm512_fmadd_ps(e[i][t], cv[t], acc[i]);
                     }
                 }
                 for i in 0..4 {
@@ -506,9 +499,10 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
                 let p = xp.wrapping_add(r * n + v0);
                 // SAFETY: row r < rows, columns v0 .. v0 + 16 <= n: inside `src`.
                 let xv = unsafe { _mm512_loadu_ps(src.wrapping_add(r * n + v0)) };
+                let e = block_entries::<B>(xv);
                 let mut acc = _mm512_setzero_ps();
-                for (c, ix) in cv.iter().zip(&idx) {
-                    acc = _mm512_fmadd_ps(select_lanes(*ix, xv), *c, acc);
+                for (et, c) in e.iter().zip(&cv) {
+                    acc = _mm512_fmadd_ps(*et, *c, acc);
                 }
                 // SAFETY: as for the load.
                 unsafe { _mm512_storeu_ps(p, acc) };
@@ -520,30 +514,73 @@ unsafe fn contiguous_blocks_avx512<const B: usize>(
     }
 }
 
-/// Lane `l` of the result is lane `idx[l]` of `v` (`vpermps`). Under Miri, which has no
-/// shim for that instruction, the same selection goes through memory, so the kernels'
-/// loads and stores are still checked there.
+/// Entry `t` of each lane's block broadcast across that block's lanes, for every `t <
+/// B` (`16 / B` blocks of `B` in `x`). One lane-crossing shuffle per group of four
+/// entries brings the group into every 128-bit lane of its block; in-lane `vpermilps`
+/// then splat each entry. This CPU family issues in-lane shuffles beside the
+/// multiply-adds, where a `vpermps` per entry competes with them for the same pipes.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn select_lanes(idx: core::arch::x86_64::__m512i, v: __m512) -> __m512 {
+fn block_entries<const B: usize>(x: __m512) -> [__m512; B] {
+    use core::arch::x86_64::_mm512_shuffle_f32x4;
+    let splat4 = |v: __m512| {
+        [
+            in_lane_splat::<0x00>(v),
+            in_lane_splat::<0x55>(v),
+            in_lane_splat::<0xAA>(v),
+            in_lane_splat::<0xFF>(v),
+        ]
+    };
+    match B {
+        4 => {
+            let e = splat4(x);
+            core::array::from_fn(|t| e[t % 4])
+        }
+        8 => {
+            // 128-bit lanes (0, 0, 2, 2) and (1, 1, 3, 3): each block's first and
+            // second group of four in both of its lanes.
+            let lo = splat4(_mm512_shuffle_f32x4::<0xA0>(x, x));
+            let hi = splat4(_mm512_shuffle_f32x4::<0xF5>(x, x));
+            core::array::from_fn(|t| if t < 4 { lo[t % 4] } else { hi[t % 4] })
+        }
+        _ => {
+            let q = [
+                splat4(_mm512_shuffle_f32x4::<0x00>(x, x)),
+                splat4(_mm512_shuffle_f32x4::<0x55>(x, x)),
+                splat4(_mm512_shuffle_f32x4::<0xAA>(x, x)),
+                splat4(_mm512_shuffle_f32x4::<0xFF>(x, x)),
+            ];
+            core::array::from_fn(|t| q[(t / 4) % 4][t % 4])
+        }
+    }
+}
+
+/// `vpermilps` with an immediate, written as an instruction: LLVM's shuffle combiner
+/// would otherwise fold it with the lane moves of [`block_quarters`] into one lane-crossing
+/// permute per entry, the very cost this avoids. Under Miri (no inline assembly) the
+/// intrinsic.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn in_lane_splat<const IMM: i32>(v: __m512) -> __m512 {
     #[cfg(not(miri))]
     {
-        core::arch::x86_64::_mm512_permutexvar_ps(idx, v)
+        let out: __m512;
+        // SAFETY: `vpermilps` with an immediate reads and writes registers only; AVX-512F
+        // is enabled for this function.
+        unsafe {
+            core::arch::asm!(
+                "vpermilps {o}, {v}, {imm}",
+                o = lateout(zmm_reg) out,
+                v = in(zmm_reg) v,
+                imm = const IMM,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        out
     }
     #[cfg(miri)]
     {
-        use core::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps, _mm512_storeu_si512};
-        let (mut i, mut x, mut out) = ([0i32; 16], [0.0f32; 16], [0.0f32; 16]);
-        // SAFETY: each array holds exactly the 16 lanes written or read.
-        unsafe {
-            _mm512_storeu_si512(i.as_mut_ptr().cast(), idx);
-            _mm512_storeu_ps(x.as_mut_ptr(), v);
-        }
-        for (o, &l) in out.iter_mut().zip(&i) {
-            *o = x[(l & 15) as usize];
-        }
-        // SAFETY: as above.
-        unsafe { _mm512_loadu_ps(out.as_ptr()) }
+        core::arch::x86_64::_mm512_permute_ps::<IMM>(v)
     }
 }
 
@@ -599,7 +636,24 @@ fn transpose_4x4_in_lanes<const N: usize>(r: [__m512; N]) -> [__m512; N] {
 /// AVX-512F available, `B` in {4, 8, 16}, `p` points at `16·B` readable values.
 #[target_feature(enable = "avx512f")]
 unsafe fn columns<const B: usize>(p: *const f32) -> [__m512; B] {
-    use core::arch::x86_64::{_mm512_loadu_ps, _mm512_shuffle_f32x4};
+    use core::arch::x86_64::{
+        _mm256_loadu_pd, _mm512_castpd256_pd512, _mm512_castpd_ps, _mm512_insertf64x4,
+        _mm512_loadu_ps, _mm512_shuffle_f32x4,
+    };
+    if B == 8 {
+        // Two blocks; column t is the 8 values at 8t of each, the second inserted into the
+        // upper half (two loads and an insert, no shuffle of whole vectors).
+        return core::array::from_fn(|t| {
+            // SAFETY: 8t + 8 <= 64 and 64 + 8t + 8 <= 128 = 16·B values.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_pd(p.wrapping_add(8 * t).cast()),
+                    _mm256_loadu_pd(p.wrapping_add(64 + 8 * t).cast()),
+                )
+            };
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(a), b))
+        });
+    }
     // z[i] = values 16·i .. 16·i + 16.
     // SAFETY: i < B, so 16·i + 16 <= 16·B.
     let z: [__m512; B] =
@@ -607,15 +661,6 @@ unsafe fn columns<const B: usize>(p: *const f32) -> [__m512; B] {
     core::array::from_fn(|t| match B {
         // One block: column t is z[t].
         16 => z[t],
-        // Two blocks (z[0..4], z[4..8]); column t is half t % 2 of z[t / 2] and z[4 + t / 2].
-        8 => {
-            let (a, b) = (z[t / 2], z[4 + t / 2]);
-            if t % 2 == 0 {
-                _mm512_shuffle_f32x4::<0x44>(a, b)
-            } else {
-                _mm512_shuffle_f32x4::<0xEE>(a, b)
-            }
-        }
         // Four blocks z[0..4]; column t is 128-bit lane t of each: lanes (t, t) of z[0],
         // z[1] and of z[2], z[3], then joined.
         _ => {
@@ -674,7 +719,7 @@ pub(crate) fn strided_blocks(
         match b {
             4 if x.len() > n => strided_blocks_avx512::<4, 4>(x, n, blocks, transpose),
             4 => strided_blocks_avx512::<4, 1>(x, n, blocks, transpose),
-            8 if x.len() > n => strided_blocks_avx512::<8, 3>(x, n, blocks, transpose),
+            8 if x.len() > n => strided_blocks_avx512::<8, 4>(x, n, blocks, transpose),
             8 => strided_blocks_avx512::<8, 1>(x, n, blocks, transpose),
             16 => strided_blocks_avx512::<16, 1>(x, n, blocks, transpose),
             _ => strided_blocks_any(x, n, b, blocks, transpose),
@@ -716,18 +761,24 @@ unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
                     _mm512_maskz_loadu_ps(mask, row[i].wrapping_add(t * k + j0))
                 })
             });
+            // Entry (c, t) of these blocks sits at (c·B + t)·k + j0, or (t·B + c)·k + j0
+            // for the transpose: one pointer stepped by `step` along t (not 64 separate
+            // addresses, which the compiler would keep on the stack).
+            let (step, next_c) = if transpose { (B * k, k) } else { (k, B * k) };
+            let mut first = blocks.as_ptr().wrapping_add(j0);
             for c in 0..B {
                 let mut acc = [_mm512_setzero_ps(); R];
+                let mut wp = first;
                 for t in 0..B {
-                    let entry = if transpose { t * B + c } else { c * B + t };
-                    // SAFETY: entry·k + j0 .. (masked to < k) < n·B: inside `blocks`.
-                    let w = unsafe {
-                        _mm512_maskz_loadu_ps(mask, blocks.as_ptr().wrapping_add(entry * k + j0))
-                    };
+                    // SAFETY: wp = blocks + entry·k + j0 with entry < B²; lanes masked to
+                    // < k: inside `blocks` (n·B values).
+                    let w = unsafe { _mm512_maskz_loadu_ps(mask, wp) };
                     for i in 0..R {
                         acc[i] = _mm512_fmadd_ps(w, g[i][t], acc[i]);
                     }
+                    wp = wp.wrapping_add(step);
                 }
+                first = first.wrapping_add(next_c);
                 for i in 0..R {
                     // SAFETY: entries c·k + j0 .. (masked) of row r + i < rows; every input of
                     // these blocks is already in `g`.
