@@ -556,7 +556,7 @@ fn block_entries<const B: usize>(x: __m512) -> [__m512; B] {
 }
 
 /// `vpermilps` with an immediate, written as an instruction: LLVM's shuffle combiner
-/// would otherwise fold it with the lane moves of [`block_quarters`] into one lane-crossing
+/// would otherwise fold it with the lane moves of [`block_entries`] into one lane-crossing
 /// permute per entry, the very cost this avoids. Under Miri (no inline assembly) the
 /// intrinsic.
 #[target_feature(enable = "avx512f")]
@@ -762,8 +762,7 @@ unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
                 })
             });
             // Entry (c, t) of these blocks sits at (c·B + t)·k + j0, or (t·B + c)·k + j0
-            // for the transpose: one pointer stepped by `step` along t (not 64 separate
-            // addresses, which the compiler would keep on the stack).
+            // for the transpose: one pointer, stepped by `step` along t.
             let (step, next_c) = if transpose { (B * k, k) } else { (k, B * k) };
             let mut first = blocks.as_ptr().wrapping_add(j0);
             for c in 0..B {
