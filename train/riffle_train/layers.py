@@ -297,6 +297,14 @@ class _AdaptedBase(nn.Module):
         # Set by the model's WeightBank for the duration of one forward of the whole model.
         self.bank_weight: torch.Tensor | None = None
         self.bank_blocks: list[list[torch.Tensor]] | None = None
+        self.bank_chunk: _BankChunk | None = None
+
+    def _bank_weight_now(self) -> torch.Tensor | None:
+        """The bank's adapted weight for this forward, computed with the rest of its chunk
+        on first use when the bank computes weights chunk by chunk."""
+        if self.bank_weight is None and self.bank_chunk is not None:
+            self.bank_chunk.materialize()
+        return self.bank_weight
 
     # weight viewed as (out, in_flat)
     def _wmat(self) -> torch.Tensor:
@@ -355,10 +363,15 @@ class AdaptedLinear(_AdaptedBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.base(x)
-        if self.bank_weight is not None:
+        w = self._bank_weight_now()
+        if w is not None:
             if self.bank_blocks is not None:
-                return _LeanLinear.apply(x, self.bank_weight, self.base.bias, self)
-            return F.linear(x, self.bank_weight, self.base.bias)
+                if self.bank_chunk is not None:
+                    # Nothing keeps it for the backward pass: dropped now, its chunk's
+                    # weights are freed once the chunk's last layer has run.
+                    self.bank_weight = None
+                return _LeanLinear.apply(x, w, self.base.bias, self)
+            return F.linear(x, w, self.base.bias)
         h = F.linear(self.oft_in(x), self.base.weight)
         if self.oft_out is not None:
             h = self.oft_out(h)
@@ -416,8 +429,9 @@ class AdaptedConv2d(_AdaptedBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.base(x)
-        if self.bank_weight is not None:
-            return self.base._conv_forward(x, self.bank_weight.reshape(self.base.weight.shape), self.base.bias)
+        w = self._bank_weight_now()
+        if w is not None:
+            return self.base._conv_forward(x, w.reshape(self.base.weight.shape), self.base.bias)
         w = self.oft_in.apply_transpose(self._wmat())
         if self.oft_out is not None:
             w = self.oft_out(w.T).T
@@ -459,15 +473,19 @@ class WeightBank:
 
     ``memory_efficient``: linear layers do not keep their adapted weight for the backward
     pass either. Each recomputes it there from the frozen weight and the blocks the bank
-    keeps anyway (weight-sized temporaries, one layer at a time). This saves one
-    weight-sized tensor per adapted linear, at the price of a few more kernels per layer
-    in the backward pass.
+    keeps anyway (weight-sized temporaries, one layer at a time). The forward pass, too,
+    holds only one chunk of adapted weights at a time: the layers of one transformer block
+    (names up to their first numeric part, ``encoder.layer.3``), computed together when the
+    block's first layer runs and dropped by each layer once used. This saves the adapted
+    weights of every other block, at the price of a few more kernels per layer and block.
     """
 
     def __init__(self, model: nn.Module, memory_efficient: bool = False):
         self.model = model
         self.memory_efficient = memory_efficient
-        self.modules = [m for _, m in adapted_modules(model)]
+        named = adapted_modules(model)
+        self.modules = [m for _, m in named]
+        self.chunk_of = {id(m): _chunk_key(n) for n, m in named}
         self.handles = [model.register_forward_pre_hook(self._begin),
                         model.register_forward_hook(self._end, always_call=True)]
 
@@ -481,16 +499,50 @@ class WeightBank:
         mods = [m for m in self.modules if not m.merged]
         if not mods:
             return
-        weights, blocks = _bank_tensors(mods, with_blocks=self.memory_efficient)
-        for i, (m, w) in enumerate(zip(mods, weights)):
-            m.bank_weight = w
-            if self.memory_efficient and isinstance(m, AdaptedLinear):
-                m.bank_blocks = [[t.detach() for t in side] for side in blocks[i]]
+        if not self.memory_efficient:
+            for m, w in zip(mods, adapted_weights(mods)):
+                m.bank_weight = w
+            return
+        # One solve for every chain; the weights chunk by chunk (one transformer block
+        # each), on the chunk's first use, and dropped by each layer once used.
+        blocks = _solve_blocks(mods)
+        chunks: dict[str, list[int]] = {}
+        for i, m in enumerate(mods):
+            chunks.setdefault(self.chunk_of[id(m)], []).append(i)
+        for idx in chunks.values():
+            chunk = _BankChunk([mods[i] for i in idx], [blocks[i] for i in idx])
+            for i in idx:
+                mods[i].bank_chunk = chunk
+                if isinstance(mods[i], AdaptedLinear):
+                    mods[i].bank_blocks = [[t.detach() for t in side] for side in blocks[i]]
 
     def _end(self, _module, _args, _output) -> None:
         for m in self.modules:
             m.bank_weight = None
             m.bank_blocks = None
+            m.bank_chunk = None
+
+
+def _chunk_key(name: str) -> str:
+    """The dotted prefix of ``name`` up to its first numeric part (``encoder.layer.3``):
+    the transformer block a layer belongs to, or ``""`` when the name has none."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[:i + 1])
+    return ""
+
+
+class _BankChunk:
+    """The adapted weights of one chunk of a memory-efficient bank's layers, computed
+    together (batched per weight shape) when the chunk's first layer runs."""
+
+    def __init__(self, mods: list[_AdaptedBase], blocks: list[list[list[torch.Tensor]]]):
+        self.mods, self.blocks = mods, blocks
+
+    def materialize(self) -> None:
+        for m, w in zip(self.mods, _rotate_modules(self.mods, self.blocks)):
+            m.bank_weight = w
 
 
 def _chain_sides(mod: _AdaptedBase) -> list[OrthogonalChain]:
@@ -500,56 +552,85 @@ def _chain_sides(mod: _AdaptedBase) -> list[OrthogonalChain]:
 def adapted_weights(mods: Sequence[_AdaptedBase]) -> list[torch.Tensor]:
     """``diag(s) Q_out W Q_in`` as an ``(out, in_flat)`` matrix for each module, batched:
     one Cayley solve for all chains, one rotation per group of equal weight shape."""
-    return _bank_tensors(mods, with_blocks=False)[0]
+    b = _bank_block_size(mods)
+    groups = _shape_groups(mods)
+    # Parameters ordered group -> side -> factor -> module, so that each (group, side,
+    # factor) set of blocks is one contiguous (G, k, b, b) slice of the solve's result.
+    params, sizes = [], []
+    for idx in groups.values():
+        for side, c in enumerate(_chain_sides(mods[idx[0]])):
+            for f in range(c.m):
+                params += [_chain_sides(mods[i])[side].params[f] for i in idx]
+                sizes.append(len(idx) * params[-1].shape[0])
+    solved = cayley(torch.cat(params), b).split(sizes)
+    stacks, pos = [], 0
+    for idx in groups.values():
+        stack = []
+        for c in _chain_sides(mods[idx[0]]):
+            stack += [blk.view(len(idx), c.k, b, b) for blk in solved[pos:pos + c.m]]
+            pos += c.m
+        stacks.append(stack)
+    return _rotate_groups(mods, groups, stacks)
 
 
-def _bank_tensors(mods: Sequence[_AdaptedBase], with_blocks: bool
-                  ) -> tuple[list[torch.Tensor], list[list[list[torch.Tensor]]]]:
-    """:func:`adapted_weights`, and with ``with_blocks`` each module's Cayley blocks per side
-    and factor (views, made only when asked: a forward pass without them does no per-module
-    tensor indexing)."""
+def _solve_blocks(mods: Sequence[_AdaptedBase]) -> list[list[list[torch.Tensor]]]:
+    """Every chain's Cayley blocks in one batched solve: per module, side and factor a
+    ``(k, b, b)`` tensor."""
+    b = _bank_block_size(mods)
+    params = [p for m in mods for c in _chain_sides(m) for p in c.params]
+    solved = cayley(torch.cat(params), b).split([p.shape[0] for p in params])
+    out, pos = [], 0
+    for m in mods:
+        sides = []
+        for c in _chain_sides(m):
+            sides.append(list(solved[pos:pos + c.m]))
+            pos += c.m
+        out.append(sides)
+    return out
+
+
+def _rotate_modules(mods: Sequence[_AdaptedBase], blocks: Sequence[list[list[torch.Tensor]]]) -> list[torch.Tensor]:
+    """The adapted weights of ``mods`` from their solved ``blocks`` (:func:`_solve_blocks`),
+    one rotation per group of equal weight shape."""
+    groups = _shape_groups(mods)
+    stacks = [[torch.stack([blocks[i][s][f] for i in idx]) for s, c in enumerate(_chain_sides(mods[idx[0]]))
+               for f in range(c.m)] for idx in groups.values()]
+    return _rotate_groups(mods, groups, stacks)
+
+
+def _bank_block_size(mods: Sequence[_AdaptedBase]) -> int:
+    b = mods[0].oft_in.b
+    if any(c.b != b for m in mods for c in _chain_sides(m)):
+        raise ValueError("a weight bank needs one block size for every chain")
+    return b
+
+
+def _shape_groups(mods: Sequence[_AdaptedBase]) -> dict[tuple, list[int]]:
+    """Indices of the modules whose adapted weights one batched rotation computes together."""
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(mods):
         key = (tuple(m._wmat().shape), tuple((c.n, c.b, c.m, c.permutation) for c in _chain_sides(m)),
                m.oft_scale is not None, m.base.weight.dtype, m.base.weight.device)
         groups.setdefault(key, []).append(i)
-    # Parameters ordered group -> side -> factor -> module, so that each (group, side,
-    # factor) set of blocks is one contiguous (G, k, b, b) slice of the solve's result.
-    params, sizes = [], []
-    for idx in groups.values():
-        first = mods[idx[0]]
-        for side in range(len(_chain_sides(first))):
-            for f in range(_chain_sides(first)[side].m):
-                for i in idx:
-                    p = _chain_sides(mods[i])[side].params[f]
-                    params.append(p)
-                sizes.append(len(idx) * params[-1].shape[0])
-    b = mods[0].oft_in.b
-    if any(c.b != b for m in mods for c in _chain_sides(m)):
-        raise ValueError("a weight bank needs one block size for every chain")
-    blocks = cayley(torch.cat(params), b).split(sizes)
+    return groups
+
+
+def _rotate_groups(mods: Sequence[_AdaptedBase], groups: dict[tuple, list[int]],
+                   stacks: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Each shape group's weights rotated by its stacked ``(G, k, b, b)`` blocks (side by
+    side, factor by factor) under checkpointing: only the blocks and scales are kept for
+    the backward pass, which recomputes the weight-sized intermediates."""
     out: list[torch.Tensor | None] = [None] * len(mods)
-    per_module: list[list[list[torch.Tensor]]] = [[] for _ in mods]
-    pos = 0
-    for idx in groups.values():
+    for idx, flat_blocks in zip(groups.values(), stacks):
         first = mods[idx[0]]
-        sides = _chain_sides(first)
-        side_blocks = []
-        for c in sides:
-            side_blocks.append([blk.view(len(idx), c.k, b, b) for blk in blocks[pos:pos + c.m]])
-            pos += c.m
-        if with_blocks:
-            for j, i in enumerate(idx):
-                per_module[i] = [[blk[j] for blk in sb] for sb in side_blocks]
         weights = [mods[i]._wmat() for i in idx]
         scales = [mods[i].oft_scale for i in idx] if first.oft_scale is not None else []
-        flat_blocks = [blk for sb in side_blocks for blk in sb]
         adapted = torch.utils.checkpoint.checkpoint(
-            functools.partial(_rotate_group, sides, len(flat_blocks), len(weights)),
+            functools.partial(_rotate_group, _chain_sides(first), len(flat_blocks), len(weights)),
             *flat_blocks, *weights, *scales, use_reentrant=False)
         for j, i in enumerate(idx):
             out[i] = adapted[j]
-    return out, per_module  # type: ignore[return-value]
+    return out  # type: ignore[return-value]
 
 
 def _rotate_group(sides: list[OrthogonalChain], nblocks: int, nweights: int, *tensors: torch.Tensor) -> torch.Tensor:

@@ -224,6 +224,69 @@ def test_weight_bank_matches_per_layer_path(method, b, factors, scale):
             assert torch.allclose(grads[0][n], grads[other][n], atol=1e-9), (other, n)
 
 
+class _Blocks(nn.Module):
+    """Three numbered blocks of two linears each, as a transformer's layers are named."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.ModuleList(nn.ModuleDict({"up": nn.Linear(16, 32), "down": nn.Linear(32, 16)})
+                                   for _ in range(3))
+
+    def forward(self, x):
+        for blk in self.layer:
+            x = x + blk["down"](torch.tanh(blk["up"](x)))
+        return x
+
+
+def test_memory_efficient_bank_holds_one_block_of_weights_at_a_time():
+    """The memory-efficient bank computes each block's adapted weights when the block's
+    first layer runs and frees them once its last layer has: while block 2 runs, block
+    0's weights are gone and none of block 2's were made before; outputs and gradients
+    equal the per-layer path's."""
+    import gc
+    import weakref
+
+    from riffle_train import layers
+
+    made: list[list] = []  # per chunk made, weak references to its weights' storage
+    real = layers._BankChunk.materialize
+
+    def spy(chunk):
+        real(chunk)
+        made.append([weakref.ref(m.bank_weight._base) for m in chunk.mods])
+
+    outs, grads = [], []
+    for bank in (False, True):
+        torch.manual_seed(7)
+        model = _Blocks().to(D)
+        inject(model, ["up", "down"], method="gsoft", block_size=4, weight_bank=bank, memory_efficient=bank)
+        _randomize(model)
+        seen = []
+
+        def at_block_2(_mod, _args):
+            gc.collect()
+            seen.append((len(made), [r() is None for r in made[0]] if made else []))
+
+        model.layer[2]["up"].register_forward_pre_hook(at_block_2)
+        x = torch.randn(4, 16, dtype=D)
+        layers._BankChunk.materialize = spy
+        try:
+            y = model(x)
+        finally:
+            layers._BankChunk.materialize = real
+        y.square().sum().backward()
+        outs.append(y.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        if bank:
+            # Blocks 0 and 1 made (block 2 not yet), and block 0's weights already freed.
+            assert seen == [(2, [True, True])]
+            assert len(made) == 3
+        made.clear()
+    assert torch.allclose(outs[0], outs[1], atol=1e-10)
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-9), n
+
+
 def test_memory_efficient_bank_under_bf16_autocast_matches_the_bank():
     """The lean backward keeps what F.linear keeps under autocast and gives the same
     gradients as the bank's plain product, to bf16 precision."""
