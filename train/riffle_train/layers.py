@@ -296,7 +296,6 @@ class _AdaptedBase(nn.Module):
         self.merged = False
         # Set by the model's WeightBank for the duration of one forward of the whole model.
         self.bank_weight: torch.Tensor | None = None
-        self.bank_blocks: list[list[torch.Tensor]] | None = None
         self.bank_chunk: _BankChunk | None = None
 
     def _bank_weight_now(self) -> torch.Tensor | None:
@@ -365,12 +364,11 @@ class AdaptedLinear(_AdaptedBase):
             return self.base(x)
         w = self._bank_weight_now()
         if w is not None:
-            if self.bank_blocks is not None:
-                if self.bank_chunk is not None:
-                    # Nothing keeps it for the backward pass: dropped now, its chunk's
-                    # weights are freed once the chunk's last layer has run.
-                    self.bank_weight = None
-                return _LeanLinear.apply(x, w, self.base.bias, self)
+            if self.bank_chunk is not None:
+                # Nothing keeps it for the backward pass: dropped now, its chunk's weights
+                # are freed once the chunk's last layer has run.
+                self.bank_weight = None
+                return _LeanLinear.apply(x, w, self.base.bias, self.bank_chunk, self)
             return F.linear(x, w, self.base.bias)
         h = F.linear(self.oft_in(x), self.base.weight)
         if self.oft_out is not None:
@@ -384,36 +382,30 @@ class AdaptedLinear(_AdaptedBase):
 
 class _LeanLinear(torch.autograd.Function):
     """``F.linear(x, w, bias)`` for a bank weight ``w = diag(s) Q_out W Q_in`` that keeps
-    only ``x`` (and the bank's blocks) for the backward pass, where ``w`` is recomputed
-    (see :class:`WeightBank`'s ``memory_efficient``)."""
+    only ``x`` for the backward pass, where ``w`` is recomputed with the rest of its
+    chunk (see :class:`WeightBank`'s ``memory_efficient``)."""
 
     @staticmethod
-    def forward(ctx, x, w, bias, mod):  # noqa: D401 - autograd API
+    def forward(ctx, x, w, bias, chunk, mod):  # noqa: D401 - autograd API
         y = F.linear(x, w, bias)
         dev = x.device.type
         if torch.is_autocast_enabled(dev):
             x = x.to(torch.get_autocast_dtype(dev))  # what F.linear keeps under autocast
         ctx.save_for_backward(x)
-        ctx.mod, ctx.blocks, ctx.w_dtype = mod, mod.bank_blocks, w.dtype
+        ctx.chunk, ctx.mod, ctx.w_dtype = chunk, mod, w.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
         (x,) = ctx.saved_tensors
-        mod, blocks = ctx.mod, ctx.blocks
         dx = dw = dbias = None
         if ctx.needs_input_grad[1]:
             dw = (dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(dy.dtype)).to(ctx.w_dtype)
         if ctx.needs_input_grad[2]:
             dbias = dy.reshape(-1, dy.shape[-1]).sum(0)
         if ctx.needs_input_grad[0]:
-            # The adapted weight again, from the kept blocks: weight-sized temporaries only.
-            sides = _chain_sides(mod)
-            flat = [blk.unsqueeze(0) for side in blocks for blk in side]
-            scales = [mod.oft_scale.detach()] if mod.oft_scale is not None else []
-            w = _rotate_group(sides, len(flat), 1, *flat, mod._wmat().detach(), *scales)[0]
-            dx = dy @ w.to(dy.dtype)
-        return dx, dw, dbias, None
+            dx = dy @ ctx.chunk.weight_for_backward(ctx.mod).to(dy.dtype)
+        return dx, dw, dbias, None, None
 
 
 class AdaptedConv2d(_AdaptedBase):
@@ -505,21 +497,18 @@ class WeightBank:
             return
         # One solve for every chain; the weights chunk by chunk (one transformer block
         # each), on the chunk's first use, and dropped by each layer once used.
-        blocks = _solve_blocks(mods)
-        chunks: dict[str, list[int]] = {}
-        for i, m in enumerate(mods):
-            chunks.setdefault(self.chunk_of[id(m)], []).append(i)
-        for idx in chunks.values():
-            chunk = _BankChunk([mods[i] for i in idx], [blocks[i] for i in idx])
-            for i in idx:
-                mods[i].bank_chunk = chunk
-                if isinstance(mods[i], AdaptedLinear):
-                    mods[i].bank_blocks = [[t.detach() for t in side] for side in blocks[i]]
+        keyed: dict[str, list[_AdaptedBase]] = {}
+        for m in mods:
+            keyed.setdefault(self.chunk_of[id(m)], []).append(m)
+        chunks = list(keyed.values())
+        for cmods, (groups, stacks) in zip(chunks, _solve_chunks(chunks)):
+            chunk = _BankChunk(cmods, groups, stacks)
+            for m in cmods:
+                m.bank_chunk = chunk
 
     def _end(self, _module, _args, _output) -> None:
         for m in self.modules:
             m.bank_weight = None
-            m.bank_blocks = None
             m.bank_chunk = None
 
 
@@ -537,12 +526,27 @@ class _BankChunk:
     """The adapted weights of one chunk of a memory-efficient bank's layers, computed
     together (batched per weight shape) when the chunk's first layer runs."""
 
-    def __init__(self, mods: list[_AdaptedBase], blocks: list[list[list[torch.Tensor]]]):
-        self.mods, self.blocks = mods, blocks
+    def __init__(self, mods: list[_AdaptedBase], groups: dict[tuple, list[int]], stacks: list[list[torch.Tensor]]):
+        self.mods, self.groups, self.stacks = mods, groups, stacks
+        self._for_backward: dict[int, torch.Tensor] = {}
 
     def materialize(self) -> None:
-        for m, w in zip(self.mods, _rotate_modules(self.mods, self.blocks)):
+        for m, w in zip(self.mods, _rotate_groups(self.mods, self.groups, self.stacks)):
             m.bank_weight = w
+
+    def weight_for_backward(self, mod: _AdaptedBase) -> torch.Tensor:
+        """``mod``'s adapted weight again, without gradient, for its input gradient: the
+        weights of its shape group recomputed together when the first of them is asked
+        for (the backward pass visits a block's layers one after another), each handed
+        out once, so at most one group's weights are held."""
+        if id(mod) not in self._for_backward:
+            i = self.mods.index(mod)
+            g, (key, idx) = next((g, kv) for g, kv in enumerate(self.groups.items()) if i in kv[1])
+            with torch.no_grad():
+                stack = [t.detach() for t in self.stacks[g]]
+                ws = _rotate_groups(self.mods, {key: idx}, [stack], checkpoint=False)
+            self._for_backward = {id(self.mods[j]): ws[j] for j in idx}
+        return self._for_backward.pop(id(mod))
 
 
 def _chain_sides(mod: _AdaptedBase) -> list[OrthogonalChain]:
@@ -552,50 +556,36 @@ def _chain_sides(mod: _AdaptedBase) -> list[OrthogonalChain]:
 def adapted_weights(mods: Sequence[_AdaptedBase]) -> list[torch.Tensor]:
     """``diag(s) Q_out W Q_in`` as an ``(out, in_flat)`` matrix for each module, batched:
     one Cayley solve for all chains, one rotation per group of equal weight shape."""
-    b = _bank_block_size(mods)
-    groups = _shape_groups(mods)
-    # Parameters ordered group -> side -> factor -> module, so that each (group, side,
-    # factor) set of blocks is one contiguous (G, k, b, b) slice of the solve's result.
+    groups, stacks = _solve_chunks([list(mods)])[0]
+    return _rotate_groups(mods, groups, stacks)
+
+
+def _solve_chunks(chunks: list[list[_AdaptedBase]]) -> list[tuple[dict[tuple, list[int]], list[list[torch.Tensor]]]]:
+    """One batched Cayley solve for every chain of every chunk of modules. Per chunk: its
+    shape groups (:func:`_shape_groups`) and, per group, its blocks side by side and
+    factor by factor, each a ``(G, k, b, b)`` view of the solve's result (parameters are
+    ordered chunk -> group -> side -> factor -> module, so no stacking is needed)."""
+    b = _bank_block_size([m for mods in chunks for m in mods])
+    plans = [_shape_groups(mods) for mods in chunks]
     params, sizes = [], []
-    for idx in groups.values():
-        for side, c in enumerate(_chain_sides(mods[idx[0]])):
-            for f in range(c.m):
-                params += [_chain_sides(mods[i])[side].params[f] for i in idx]
-                sizes.append(len(idx) * params[-1].shape[0])
+    for mods, groups in zip(chunks, plans):
+        for idx in groups.values():
+            for side, c in enumerate(_chain_sides(mods[idx[0]])):
+                for f in range(c.m):
+                    params += [_chain_sides(mods[i])[side].params[f] for i in idx]
+                    sizes.append(len(idx) * params[-1].shape[0])
     solved = cayley(torch.cat(params), b).split(sizes)
-    stacks, pos = [], 0
-    for idx in groups.values():
-        stack = []
-        for c in _chain_sides(mods[idx[0]]):
-            stack += [blk.view(len(idx), c.k, b, b) for blk in solved[pos:pos + c.m]]
-            pos += c.m
-        stacks.append(stack)
-    return _rotate_groups(mods, groups, stacks)
-
-
-def _solve_blocks(mods: Sequence[_AdaptedBase]) -> list[list[list[torch.Tensor]]]:
-    """Every chain's Cayley blocks in one batched solve: per module, side and factor a
-    ``(k, b, b)`` tensor."""
-    b = _bank_block_size(mods)
-    params = [p for m in mods for c in _chain_sides(m) for p in c.params]
-    solved = cayley(torch.cat(params), b).split([p.shape[0] for p in params])
     out, pos = [], 0
-    for m in mods:
-        sides = []
-        for c in _chain_sides(m):
-            sides.append(list(solved[pos:pos + c.m]))
-            pos += c.m
-        out.append(sides)
+    for mods, groups in zip(chunks, plans):
+        stacks = []
+        for idx in groups.values():
+            stack = []
+            for c in _chain_sides(mods[idx[0]]):
+                stack += [blk.view(len(idx), c.k, b, b) for blk in solved[pos:pos + c.m]]
+                pos += c.m
+            stacks.append(stack)
+        out.append((groups, stacks))
     return out
-
-
-def _rotate_modules(mods: Sequence[_AdaptedBase], blocks: Sequence[list[list[torch.Tensor]]]) -> list[torch.Tensor]:
-    """The adapted weights of ``mods`` from their solved ``blocks`` (:func:`_solve_blocks`),
-    one rotation per group of equal weight shape."""
-    groups = _shape_groups(mods)
-    stacks = [[torch.stack([blocks[i][s][f] for i in idx]) for s, c in enumerate(_chain_sides(mods[idx[0]]))
-               for f in range(c.m)] for idx in groups.values()]
-    return _rotate_groups(mods, groups, stacks)
 
 
 def _bank_block_size(mods: Sequence[_AdaptedBase]) -> int:
@@ -616,18 +606,22 @@ def _shape_groups(mods: Sequence[_AdaptedBase]) -> dict[tuple, list[int]]:
 
 
 def _rotate_groups(mods: Sequence[_AdaptedBase], groups: dict[tuple, list[int]],
-                   stacks: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+                   stacks: list[list[torch.Tensor]], checkpoint: bool = True) -> list[torch.Tensor]:
     """Each shape group's weights rotated by its stacked ``(G, k, b, b)`` blocks (side by
-    side, factor by factor) under checkpointing: only the blocks and scales are kept for
-    the backward pass, which recomputes the weight-sized intermediates."""
+    side, factor by factor), with ``checkpoint`` under activation checkpointing: only the
+    blocks and scales are kept for the backward pass, which recomputes the weight-sized
+    intermediates."""
     out: list[torch.Tensor | None] = [None] * len(mods)
     for idx, flat_blocks in zip(groups.values(), stacks):
         first = mods[idx[0]]
         weights = [mods[i]._wmat() for i in idx]
         scales = [mods[i].oft_scale for i in idx] if first.oft_scale is not None else []
-        adapted = torch.utils.checkpoint.checkpoint(
-            functools.partial(_rotate_group, _chain_sides(first), len(flat_blocks), len(weights)),
-            *flat_blocks, *weights, *scales, use_reentrant=False)
+        rotate = functools.partial(_rotate_group, _chain_sides(first), len(flat_blocks), len(weights))
+        if checkpoint:
+            adapted = torch.utils.checkpoint.checkpoint(rotate, *flat_blocks, *weights, *scales,
+                                                        use_reentrant=False, preserve_rng_state=False)
+        else:
+            adapted = rotate(*flat_blocks, *weights, *scales)
         for j, i in enumerate(idx):
             out[i] = adapted[j]
     return out  # type: ignore[return-value]
