@@ -3,9 +3,9 @@
 //!
 //! # Buffers and lifetimes
 //!
-//! `riffle-core` borrows everything: a [`Model`] borrows its file bytes, a [`Prepared`]
-//! adapter borrows its file bytes and its workspace, a [`Session`] borrows the model and
-//! (in merged mode) the merged weight buffer. A `#[wasm_bindgen]` struct cannot hold
+//! `riffle-core` borrows everything: a [`Model`] borrows its file bytes, a
+//! [`Prepared`](riffle_core::runtime::Prepared) adapter borrows its file bytes and its
+//! workspace, a [`Session`] borrows the model and (in merged mode) the merged weight buffer. A `#[wasm_bindgen]` struct cannot hold
 //! borrows, and rebuilding the views on every call would redo the Cayley precompute of
 //! every adapter. So the long-lived buffers are **leaked** (`Box::leak`) into `'static`
 //! slices when they are handed to the core: the model bytes and the model itself once per
