@@ -1,6 +1,6 @@
-//! The report of the two size probes (`src/bin/runtime_only.rs`, `src/bin/board_only.rs`),
-//! included by both (`#[path = "../probe.rs"] mod probe;`): one line of figures, written
-//! without `core::fmt`, then exit.
+//! The measurement and report of the probe images (`src/bin/*.rs`), included by each
+//! (`#[path = "../probe.rs"] mod probe;`): one line of figures, written without
+//! `core::fmt`, then exit.
 
 use riffle_firmware::Platform;
 
@@ -20,6 +20,15 @@ fn put_u32(b: &mut Board, mut v: u32) {
         }
     }
     b.write_bytes(&digits[i..]);
+}
+
+/// Runs `work` between two readings of the board's instruction counter, then
+/// [`report`]s its cost and verdict.
+pub fn measure(b: &mut Board, what: &[u8], work: impl FnOnce(&mut Board) -> bool) -> ! {
+    let t0 = b.now();
+    let ok = work(b);
+    let cost = b.now() - t0;
+    report(b, what, cost, ok)
 }
 
 /// Prints `{what} instructions=… stack_peak=… static_ram=… ok|WRONG` and exits with

@@ -25,7 +25,7 @@ use riffle_core::checksum::crc32;
 use riffle_core::runtime::baked::BakedModel;
 use riffle_core::Error;
 use riffle_firmware::{
-    Aligned, Platform, BAKED, BAKED_LEN, BK_ARENA_LEN, BK_WORKSPACE_LEN, RT_EXPECTED, RT_SAMPLE,
+    Aligned, BAKED, BAKED_LEN, BK_ARENA_LEN, BK_WORKSPACE_LEN, RT_EXPECTED, RT_SAMPLE,
 };
 
 struct Ram {
@@ -69,14 +69,10 @@ fn main() -> ! {
     let mut board = board::Board::init();
     // SAFETY: `main` runs once and never returns; the only reference to RAM.
     let ram: &'static mut Ram = unsafe { &mut *core::ptr::addr_of_mut!(RAM) };
-    let t0 = board.now();
-    let ok = check(&mut board, ram);
-    let cost = board.now() - t0;
-    probe::report(
+    probe::measure(
         &mut board,
         b"baked-check: hostile blobs refused with typed errors",
-        cost,
-        ok,
+        |b| check(b, ram),
     )
 }
 

@@ -21,7 +21,7 @@ mod probe;
 mod mem;
 
 use riffle_core::runtime::baked::BakedModel;
-use riffle_firmware::{Platform, BAKED, BK_ARENA_LEN, BK_WORKSPACE_LEN, RT_EXPECTED, RT_SAMPLE};
+use riffle_firmware::{BAKED, BK_ARENA_LEN, BK_WORKSPACE_LEN, RT_EXPECTED, RT_SAMPLE};
 
 /// Arena, adapter 0's blocks and scales, and the logits.
 struct Ram {
@@ -56,14 +56,10 @@ fn main() -> ! {
     let mut board = board::Board::init();
     // SAFETY: `main` runs once and never returns; the only reference to RAM.
     let ram: &'static mut Ram = unsafe { &mut *core::ptr::addr_of_mut!(RAM) };
-    let t0 = board.now();
-    let ok = matches!(infer(ram), Ok(p) if p == RT_EXPECTED);
-    let cost = board.now() - t0;
-    probe::report(
+    probe::measure(
         &mut board,
         b"baked-only: open + activate + one inference",
-        cost,
-        ok,
+        |_| matches!(infer(ram), Ok(p) if p == RT_EXPECTED),
     )
 }
 

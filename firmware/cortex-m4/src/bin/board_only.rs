@@ -13,17 +13,14 @@ mod probe;
 #[path = "../mem.rs"]
 mod mem;
 
-use riffle_firmware::Platform;
-
 #[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
 #[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
 fn main() -> ! {
     let mut board = board::Board::init();
-    let t0 = board.now();
     // Opaque to the optimiser, so the report is built as in the runtime-only image.
-    let ok = core::hint::black_box(true);
-    let cost = board.now() - t0;
-    probe::report(&mut board, b"board-only: no riffle", cost, ok)
+    probe::measure(&mut board, b"board-only: no riffle", |_| {
+        core::hint::black_box(true)
+    })
 }
 
 #[panic_handler]

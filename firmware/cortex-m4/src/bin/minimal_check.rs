@@ -23,8 +23,7 @@ use riffle_core::gguf::Gguf;
 use riffle_core::runtime::{Adapter, Input, Model};
 use riffle_core::Error;
 use riffle_firmware::{
-    Aligned, Platform, ADAPTERS, RT_ARENA_LEN, RT_EXPECTED, RT_SAMPLE, UPLOAD_CAPACITY,
-    WORKSPACE_LENS,
+    Aligned, ADAPTERS, RT_ARENA_LEN, RT_EXPECTED, RT_SAMPLE, UPLOAD_CAPACITY, WORKSPACE_LENS,
 };
 
 /// The largest workspace an embedded adapter needs.
@@ -103,14 +102,10 @@ fn main() -> ! {
     let mut board = board::Board::init();
     // SAFETY: `main` runs once and never returns; the only reference to RAM.
     let ram: &'static mut Ram = unsafe { &mut *core::ptr::addr_of_mut!(RAM) };
-    let t0 = board.now();
-    let ok = check(&mut board, ram);
-    let cost = board.now() - t0;
-    probe::report(
+    probe::measure(
         &mut board,
         b"minimal-check: hostile adapters refused with typed errors",
-        cost,
-        ok,
+        |b| check(b, ram),
     )
 }
 

@@ -15,7 +15,7 @@ mod probe;
 mod mem;
 
 use riffle_core::runtime::{Adapter, Input, Model, Prepared};
-use riffle_firmware::{Platform, ADAPTERS, RT_ARENA_LEN, RT_EXPECTED, RT_SAMPLE, WORKSPACE_LENS};
+use riffle_firmware::{ADAPTERS, RT_ARENA_LEN, RT_EXPECTED, RT_SAMPLE, WORKSPACE_LENS};
 
 /// Arena, workspace of adapter 0, and the logits.
 struct Ram {
@@ -73,14 +73,10 @@ fn main() -> ! {
     let mut board = board::Board::init();
     // SAFETY: `main` runs once and never returns; the only reference to RAM.
     let ram: &'static mut Ram = unsafe { &mut *core::ptr::addr_of_mut!(RAM) };
-    let t0 = board.now();
-    let ok = matches!(infer(ram), Ok(p) if p == RT_EXPECTED);
-    let cost = board.now() - t0;
-    probe::report(
+    probe::measure(
         &mut board,
         b"runtime-only: parse + prepare + one inference",
-        cost,
-        ok,
+        |_| matches!(infer(ram), Ok(p) if p == RT_EXPECTED),
     )
 }
 
