@@ -798,8 +798,13 @@ impl<'a> Model<'a> {
             None
         };
         let t = t.unwrap_or(LayerTransform::IDENTITY);
+        // Only the x86-64 kernels prefetch (`linear_then`); other targets skip the look-up.
         let after = match (merged, adapter) {
-            (None, Some(p)) if i + 1 < self.slots.len() && p.head(i + 1).is_none() => {
+            (None, Some(p))
+                if cfg!(target_arch = "x86_64")
+                    && i + 1 < self.slots.len()
+                    && p.head(i + 1).is_none() =>
+            {
                 p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[])
             }
             _ => &[],
