@@ -58,6 +58,7 @@ pub mod checksum;
 mod error;
 pub mod gguf;
 pub mod math;
+pub mod nn;
 pub mod runtime;
 #[cfg(feature = "text")]
 pub mod text;

@@ -9,7 +9,7 @@
 
 use heapless::Vec;
 
-use super::model::{Model, NameBuf, MAX_SLOTS};
+use super::slots::{push_indexed, Base, BaseFacts, NameBuf, MAX_SLOTS};
 use super::weights::TensorRef;
 use crate::gguf::{self, Gguf, StringArray, TensorInfo, TensorType};
 use crate::math::{
@@ -17,9 +17,8 @@ use crate::math::{
 };
 use crate::{Error, Result};
 
-/// Most slots one adapter may adapt: 48, or every slot of a model when [`MAX_SLOTS`] is
-/// smaller (builds without `bert`), so the limit never binds there.
-pub const MAX_ADAPTED_SLOTS: usize = if MAX_SLOTS < 48 { MAX_SLOTS } else { 48 };
+/// Most slots one adapter may adapt: every slot of a model.
+pub const MAX_ADAPTED_SLOTS: usize = MAX_SLOTS;
 /// Most tensors one adapter may replace (task heads).
 pub const MAX_HEAD_TENSORS: usize = 4;
 
@@ -282,8 +281,8 @@ impl<'a> Adapter<'a> {
     ///
     /// # Errors
     /// As [`Adapter::prepare`], without touching any buffer.
-    pub fn workspace_len(&self, model: &Model<'a>) -> Result<usize> {
-        let plan = self.plan(model)?;
+    pub fn workspace_len(&self, model: &impl Base<'a>) -> Result<usize> {
+        let plan = self.plan(&model.facts())?;
         Ok(plan.data_len + 2 * self.block * self.block)
     }
 
@@ -293,31 +292,31 @@ impl<'a> Adapter<'a> {
     }
 
     /// Checks every tensor against the base and lays out the workspace.
-    fn plan(&self, model: &Model<'a>) -> Result<Plan<'a>> {
-        if self.architecture != model.architecture().name() {
+    fn plan(&self, base: &BaseFacts<'_, 'a>) -> Result<Plan<'a>> {
+        if self.architecture != base.architecture {
             return Err(Error::UnsupportedModel);
         }
-        if !self.binds_to(model.model_id()) {
+        if !self.binds_to(base.model_id) {
             return Err(Error::BaseMismatch);
         }
+        let slots = base.slots;
         // Pass 1: which slots have which sides; every name must match the base.
-        let mut has_in: SlotMask = 0;
-        let mut has_out: SlotMask = 0;
-        let mut has_scale: SlotMask = 0;
+        let mut has_in = SlotSet::new();
+        let mut has_out = SlotSet::new();
+        let mut has_scale = SlotSet::new();
         let mut heads: Vec<Head<'a>, MAX_HEAD_TENSORS> = Vec::new();
         let mut cls_w: Option<TensorInfo<'a>> = None;
         let mut cls_b: Option<TensorInfo<'a>> = None;
-        let hidden = model.text_hidden();
+        let hidden = base.pooled_width;
         let np = self.block * (self.block - 1) / 2;
         for t in self.gguf.tensors() {
             let idx = t.index();
             match role_of(t.name()) {
-                Some((base, role)) => {
-                    let slot = model
-                        .slot_index(base)
+                Some((base_name, role)) => {
+                    let slot = slots
+                        .index_of(base_name)
                         .ok_or(Error::UnknownTensor { tensor: idx })?;
-                    let s = &model.slots()[slot];
-                    let bit: SlotMask = 1 << slot;
+                    let s = slots.get(slot).ok_or(Error::MissingTensor)?;
                     if !matches!(t.ggml_type(), TensorType::F32 | TensorType::F16) {
                         return Err(Error::UnknownTensorType {
                             tensor: idx,
@@ -338,7 +337,7 @@ impl<'a> Adapter<'a> {
                                 return Err(Error::ShapeMismatch { tensor: idx });
                             }
                             check_values(&t, true)?;
-                            has_scale |= bit;
+                            has_scale.insert(slot);
                             continue;
                         }
                     };
@@ -353,7 +352,7 @@ impl<'a> Adapter<'a> {
                         return Err(Error::ShapeMismatch { tensor: idx });
                     }
                     check_values(&t, false)?;
-                    *mask |= bit;
+                    mask.insert(slot);
                 }
                 None if hidden.is_some() && (t.name() == CLS_WEIGHT || t.name() == CLS_BIAS) => {
                     // A text classification head (docs/models.md): needs declared labels.
@@ -378,13 +377,13 @@ impl<'a> Adapter<'a> {
                 }
                 None => {
                     // A replacement of a base tensor (a task head).
-                    let (slot, is_bias) = find_head_slot(model, t.name())
+                    let (slot, is_bias) = find_head_slot(base, t.name())
                         .ok_or(Error::UnknownTensor { tensor: idx })?;
                     if !cfg!(feature = "heads") {
                         return Err(Error::Unsupported { tensor: idx });
                     }
-                    let s = &model.slots()[slot];
-                    let is_last = slot + 1 == model.slots().len();
+                    let s = slots.get(slot).ok_or(Error::MissingTensor)?;
+                    let is_last = slot + 1 == slots.len();
                     let rows = t.shape().first().copied().unwrap_or(0) as usize;
                     let resized = rows != s.rows;
                     let shape_ok = if is_bias {
@@ -399,7 +398,7 @@ impl<'a> Adapter<'a> {
                     if t.ggml_type() == TensorType::I32 {
                         return Err(Error::UnknownTensorType {
                             tensor: idx,
-                            ggml_type: 26,
+                            ggml_type: TensorType::I32.ggml_code(),
                         });
                     }
                     let entry = match heads.iter_mut().find(|h| h.slot == slot) {
@@ -427,13 +426,13 @@ impl<'a> Adapter<'a> {
         }
         // Heads: weight and bias must agree; a replaced slot is not also rotated.
         for h in &heads {
-            let bit: SlotMask = 1 << h.slot;
-            if (has_in | has_out | has_scale) & bit != 0 {
+            if has_in.contains(h.slot) || has_out.contains(h.slot) || has_scale.contains(h.slot) {
                 return Err(Error::ShapeMismatch {
                     tensor: h.weight.index(),
                 });
             }
-            let wrows = h.weight.element_count() / model.slots()[h.slot].cols.max(1);
+            let cols = slots.get(h.slot).map_or(1, |s| s.cols.max(1));
+            let wrows = h.weight.element_count() / cols;
             let brows = h.bias.map_or(wrows, |b| b.element_count());
             if wrows != h.rows || brows != h.rows {
                 return Err(Error::ShapeMismatch {
@@ -454,11 +453,11 @@ impl<'a> Adapter<'a> {
             return Err(Error::MissingTensor);
         }
         if let (Some(l), None) = (&self.labels, &cls) {
-            let last = model.slots().len() - 1;
+            let last = slots.len().saturating_sub(1);
             let rows = heads
                 .iter()
                 .find(|h| h.slot == last)
-                .map_or(model.output_len(), |h| h.rows);
+                .map_or(base.output_len, |h| h.rows);
             if l.len() != rows {
                 return Err(Error::ShapeMismatch { tensor: 0 });
             }
@@ -466,12 +465,11 @@ impl<'a> Adapter<'a> {
         // Pass 2: every factor of every used side is present; lay out the workspace.
         let mut layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS> = Vec::new();
         let mut off = 0usize;
-        for (i, s) in model.slots().iter().enumerate() {
-            let bit: SlotMask = 1 << i;
-            if (has_in | has_out | has_scale) & bit == 0 {
+        for (i, s) in slots.as_slice().iter().enumerate() {
+            if !(has_in.contains(i) || has_out.contains(i) || has_scale.contains(i)) {
                 continue;
             }
-            let slot_name = model.slot_name(i);
+            let slot_name = s.name;
             let mut side = |present: bool, n: usize, tag: &str| -> Result<Option<u32>> {
                 if !present {
                     return Ok(None);
@@ -483,9 +481,9 @@ impl<'a> Adapter<'a> {
                 off += self.spec(n)?.blocks_len();
                 Ok(Some(at as u32))
             };
-            let q_in = side(has_in & bit != 0, s.cols, gguf::TENSOR_OFT_IN)?;
-            let q_out = side(has_out & bit != 0, s.rows, gguf::TENSOR_OFT_OUT)?;
-            let scale = if has_scale & bit != 0 {
+            let q_in = side(has_in.contains(i), s.cols, gguf::TENSOR_OFT_IN)?;
+            let q_out = side(has_out.contains(i), s.rows, gguf::TENSOR_OFT_OUT)?;
+            let scale = if has_scale.contains(i) {
                 let at = off;
                 off += s.rows;
                 Some(at as u32)
@@ -527,10 +525,11 @@ impl<'a> Adapter<'a> {
     /// panics.
     pub fn prepare<'w>(
         &self,
-        model: &Model<'a>,
+        model: &impl Base<'a>,
         workspace: &'w mut [f32],
     ) -> Result<Prepared<'a, 'w>> {
-        let plan = self.plan(model)?;
+        let base = model.facts();
+        let plan = self.plan(&base)?;
         let need = plan.data_len + 2 * self.block * self.block;
         if workspace.len() < need {
             return Err(Error::BufferTooSmall {
@@ -540,7 +539,7 @@ impl<'a> Adapter<'a> {
         }
         let (data, scratch) = workspace.split_at_mut(plan.data_len);
         for l in &plan.layouts {
-            let name = model.slot_name(l.slot as usize);
+            let name = base.slots.get(l.slot as usize).map_or("", |s| s.name);
             for (at, n, tag) in [
                 (l.q_in, l.cols, gguf::TENSOR_OFT_IN),
                 (l.q_out, l.rows, gguf::TENSOR_OFT_OUT),
@@ -575,7 +574,7 @@ impl<'a> Adapter<'a> {
         }
         let data: &'w [f32] = data;
         Ok(Prepared {
-            model_id: heapless::String::try_from(model.model_id())
+            model_id: heapless::String::try_from(base.model_id)
                 .map_err(|_| Error::CapacityExceeded)?,
             task: self.task,
             labels: self.labels,
@@ -597,7 +596,7 @@ impl<'a> Adapter<'a> {
         name.push_str(slot_name)
             .map_err(|_| Error::CapacityExceeded)?;
         name.push_str(tag).map_err(|_| Error::CapacityExceeded)?;
-        super::model::push_indexed(&mut name, "", f, "")?;
+        push_indexed(&mut name, "", f, "")?;
         self.gguf.require_tensor(&name)
     }
 }
@@ -637,11 +636,11 @@ fn check_values(t: &TensorInfo<'_>, is_scale: bool) -> Result<()> {
 }
 
 /// The slot whose weight or bias is called `name`, and whether it is the bias.
-fn find_head_slot(model: &Model<'_>, name: &str) -> Option<(usize, bool)> {
-    model
-        .slot_index(name)
+fn find_head_slot(base: &BaseFacts<'_, '_>, name: &str) -> Option<(usize, bool)> {
+    base.slots
+        .index_of(name)
         .map(|i| (i, false))
-        .or_else(|| model.bias_slot_index(name).map(|i| (i, true)))
+        .or_else(|| base.slots.bias_index_of(base.gguf, name).map(|i| (i, true)))
 }
 
 /// An adapter validated against one base, with every Cayley block computed: ready to be
@@ -727,9 +726,14 @@ impl<'a> Prepared<'a, '_> {
     }
     /// The transform of slot `slot` (identity for slots it does not touch).
     pub fn transform(&self, slot: usize) -> LayerTransform<'_> {
-        let Some(l) = self.layouts.iter().find(|l| l.slot as usize == slot) else {
+        // Layouts are in slot order.
+        let Ok(at) = self
+            .layouts
+            .binary_search_by_key(&slot, |l| l.slot as usize)
+        else {
             return LayerTransform::IDENTITY;
         };
+        let l = &self.layouts[at];
         let chain = |at: Option<u32>, n: u32| -> Option<Chain<'_>> {
             let at = at? as usize;
             let spec =
@@ -755,16 +759,23 @@ impl<'a> Prepared<'a, '_> {
     }
 }
 
-/// One bit per slot of a model: as narrow as [`MAX_SLOTS`] allows (32-bit words are
-/// cheap on a microcontroller; `u128` shifts are not).
-#[cfg(feature = "bert")]
-type SlotMask = u128;
-/// One bit per slot of a model: as narrow as [`MAX_SLOTS`] allows (32-bit words are
-/// cheap on a microcontroller; `u128` shifts are not).
-#[cfg(not(feature = "bert"))]
-type SlotMask = u32;
+/// One bit per slot of a model, in 32-bit words (cheap on a microcontroller).
+#[derive(Debug, Clone, Copy)]
+struct SlotSet([u32; MAX_SLOTS.div_ceil(32)]);
 
-const _: () = assert!(MAX_SLOTS <= SlotMask::BITS as usize, "slot masks");
+impl SlotSet {
+    const fn new() -> Self {
+        SlotSet([0; MAX_SLOTS.div_ceil(32)])
+    }
+    fn insert(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 32) {
+            *w |= 1 << (i % 32);
+        }
+    }
+    fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 32).is_some_and(|w| w & (1 << (i % 32)) != 0)
+    }
+}
 
 #[cfg(test)]
 mod tests {

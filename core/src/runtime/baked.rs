@@ -56,12 +56,14 @@
 //! # let _ = n; Ok(()) }
 //! ```
 
-use super::model::{slot_apply, split_vector_arena, vector_arena_len, write_output, Buffers};
-use super::weights::{relu, TensorRef, WeightView};
+use super::arch::mlp::{split_vector_arena, vector_arena_len, Buffers};
+use super::linear::{slot_apply, write_output};
+use super::weights::{TensorRef, WeightView};
 use super::{Architecture, Model, Prepared, MAX_LAYERS};
 use crate::checksum::crc32;
 use crate::error::BAKED_VERSION;
 use crate::math::{Chain, ChainSpec, LayerTransform, Permutation, Scalars};
+use crate::nn::activation::relu;
 use crate::{Error, Result};
 
 /// The first four bytes of a baked blob.

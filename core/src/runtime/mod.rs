@@ -1,21 +1,26 @@
 //! The inference runtime: base models and adapters read in place from GGUF bytes, run
 //! in caller-provided buffers, with adapters swapped at runtime, merged or unmerged.
 //!
-//! - [`Model`]: a base (`mlp`, `cnn`, `bert`) as a table of linear slots; [`Model::arena_len`]
-//!   gives the exact arena before anything runs.
+//! - [`Model`]: a base as a table of linear slots ([`SlotTable`]) plus one architecture
+//!   (`arch/`: `mlp`, `cnn`, `bert`); [`Model::arena_len`] gives the exact arena before
+//!   anything runs.
 //! - [`Adapter`]: an adapter file; [`Adapter::prepare`] validates it against a base and
 //!   computes its Cayley blocks into a caller workspace, giving a [`Prepared`] adapter.
 //! - [`Session`]: resident adapters, the active one, merged mode with in-place swaps.
 //! - `baked` (cargo feature `baked`): a base and prepared adapters written ahead of time
 //!   into one compact blob, and the small reader a minimal firmware runs it with.
+//!
+//! Module dependencies run one way: `slots` (the table and the facts adapters need) ←
+//! `adapter` ← `linear` (the adapter-aware linear op) ← `arch/*` ← `model` ← `session`.
 
 mod adapter;
+mod arch;
 #[cfg(feature = "baked")]
 pub mod baked;
-#[cfg(feature = "bert")]
-mod bert;
+mod linear;
 mod model;
 mod session;
+mod slots;
 pub mod weights;
 
 pub use adapter::{
@@ -23,6 +28,8 @@ pub use adapter::{
     MAX_HEAD_TENSORS,
 };
 #[cfg(feature = "bert")]
-pub use bert::{BertConfig, MAX_BERT_BLOCKS};
-pub use model::{Architecture, Input, Model, Slot, MAX_LAYERS, MAX_SLOTS};
+pub use arch::bert::{BertConfig, MAX_BERT_BLOCKS};
+pub use arch::{Architecture, InputKind};
+pub use model::{Input, Model};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};
+pub use slots::{Base, BaseFacts, Slot, SlotTable, MAX_LAYERS, MAX_SLOTS};

@@ -313,10 +313,3 @@ fn finish_outputs(
         }
     }
 }
-
-/// In-place ReLU.
-pub fn relu(x: &mut [f32]) {
-    for v in x {
-        *v = v.max(0.0);
-    }
-}

@@ -8,11 +8,19 @@
 //! `attn_output`, `ffn_up`, `ffn_down`, in that order), so adapters rotate them exactly
 //! like the dense layers of the small models.
 
-use crate::math::gemm::{matmul, pack_transposed, Product, RowsRef};
 use heapless::Vec;
 
-use super::weights::TensorRef;
+use super::mlp::check_float;
+use super::{Forward, InputKind};
 use crate::gguf::{self, Gguf, TensorInfo};
+use crate::math::MAX_BLOCK_SIZE;
+use crate::nn::activation::gelu;
+use crate::nn::attention::attention;
+use crate::nn::norm::layer_norm;
+use crate::runtime::linear::{Linears, SlotScratch};
+use crate::runtime::model::Input;
+use crate::runtime::slots::{Slot, SlotTable};
+use crate::runtime::weights::{linear, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::{Error, Result};
 
 /// Most encoder blocks a `bert` model may have (BERT-base and MiniLM-L12 have 12).
@@ -104,12 +112,9 @@ fn block_name(block: usize, layer: &str, suffix: &str) -> Result<gguf::TensorNam
 }
 
 impl<'a> Bert<'a> {
-    /// Reads the configuration and the non-slot tensors, and pushes the block linears as
-    /// slots `(weight, bias, rows, cols)` through `push_slot`.
-    pub(crate) fn load(
-        g: &Gguf<'a>,
-        mut push_slot: impl FnMut(TensorInfo<'a>, Option<TensorInfo<'a>>, usize, usize) -> Result<()>,
-    ) -> Result<Self> {
+    /// Reads the configuration and the non-slot tensors, and pushes the block linears
+    /// into `slots`.
+    pub(crate) fn load(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
         let blocks = g.get_u32(gguf::KEY_BERT_BLOCK_COUNT)? as usize;
         let hidden = g.get_u32(gguf::KEY_BERT_EMBEDDING_LENGTH)? as usize;
         let ffn = g.get_u32(gguf::KEY_BERT_FEED_FORWARD_LENGTH)? as usize;
@@ -179,7 +184,11 @@ impl<'a> Bert<'a> {
                     Some(b) => return Err(Error::ShapeMismatch { tensor: b.index() }),
                     None => None,
                 };
-                push_slot(w, bias, rows, cols)?;
+                check_float(&w)?;
+                if let Some(b) = &bias {
+                    check_float(b)?;
+                }
+                slots.push(Slot::new(&w, bias.as_ref(), rows, cols))?;
             }
             let pair = [
                 norm(
@@ -250,25 +259,7 @@ impl<'a> Bert<'a> {
         norm.weight.decode_f32(0, w)?;
         norm.bias.decode_f32(0, b)?;
         for row in x.chunks_exact_mut(h) {
-            // Lane-wise sums (they vectorise; a plain `sum` is one serial chain).
-            let mean = crate::math::sum(row) / h as f32;
-            let mut dev = [0.0f32; 8];
-            let mut chunks = row.chunks_exact(8);
-            for c in &mut chunks {
-                for (d, v) in dev.iter_mut().zip(c) {
-                    *d += (v - mean) * (v - mean);
-                }
-            }
-            let tail: f32 = chunks
-                .remainder()
-                .iter()
-                .map(|v| (v - mean) * (v - mean))
-                .sum();
-            let var = (crate::math::sum(&dev) + tail) / h as f32;
-            let inv = 1.0 / libm::sqrtf(var + self.config.eps);
-            for ((v, wv), bv) in row.iter_mut().zip(w.iter()).zip(b.iter()) {
-                *v = (*v - mean) * inv * wv + bv;
-            }
+            layer_norm(row, w, b, self.config.eps);
         }
         Ok(())
     }
@@ -294,158 +285,142 @@ impl<'a> Bert<'a> {
     }
 }
 
-/// Multi-head self-attention over `t` tokens without masking (every token is real):
-/// `ctx = softmax(q k^T / sqrt(d)) v` per head, as two dense products per head on the
-/// `gemm` kernels. `kt` needs `t · hidden` values (`k` transposed, so each head's `k^T`
-/// is a strided operand) and `scores` `t · t` (one head's attention matrix at a time).
-///
-/// # Errors
-/// [`Error::BufferTooSmall`](crate::Error::BufferTooSmall) for short buffers.
-pub(crate) fn attention(
-    [q, k, v]: [&[f32]; 3],
-    t: usize,
-    hidden: usize,
-    heads: usize,
-    ctx: &mut [f32],
-    kt: &mut [f32],
-    scores: &mut [f32],
-) -> Result<()> {
-    let d = hidden / heads;
-    let scale = 1.0 / libm::sqrtf(d as f32);
-    let need = t * hidden;
-    if k.len() < need || kt.len() < need || scores.len() < t * t {
-        return Err(crate::Error::BufferTooSmall {
-            needed: need.max(t * t),
-            got: kt.len().min(scores.len()),
-        });
+/// Arena `f32`s of a `bert` forward over `t` tokens: hidden states, q, k, v, context,
+/// feed-forward, the rotated-input copy (also `k^T` during attention), chain scratch,
+/// weight tile, bias, one head's attention scores and the norm buffers.
+fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
+    let (h, f) = (cfg.hidden, cfg.ffn);
+    let wide = h.max(f);
+    let states = 5 * t * h + t * f;
+    let rotation = 2 * t * wide + (2 * wide).max(MAX_BLOCK_SIZE * t);
+    states + rotation + weight_scratch_len(wide, t) + wide.max(head_rows) + t * t + 2 * h
+}
+
+impl<'a> Forward<'a> for Bert<'a> {
+    fn input(&self) -> InputKind {
+        InputKind::Tokens {
+            max: self.config.context,
+        }
     }
-    pack_transposed(RowsRef::F32(&k[..need]), t, hidden, kt, t)?;
-    let scores = &mut scores[..t * t];
-    for h in 0..heads {
-        let off = h * d;
-        // scores = q_h · k_h^T
-        let qk = Product {
-            m: t,
-            n: t,
-            k: d,
-            a_stride: hidden,
-            b_stride: t,
-            c_stride: t,
-            accumulate: false,
+    fn output_len(&self, _slots: &SlotTable<'a>) -> usize {
+        self.config.hidden
+    }
+    fn pooled_width(&self) -> Option<usize> {
+        Some(self.config.hidden)
+    }
+    fn arena_len(&self, _slots: &SlotTable<'a>, max_tokens: usize, head_rows: usize) -> usize {
+        bert_arena(
+            &self.config,
+            max_tokens.clamp(1, self.config.context),
+            head_rows,
+        )
+    }
+
+    /// The `bert` forward pass: embeddings, encoder blocks, mean pooling, then the
+    /// adapter's classification head or the L2-normalised embedding.
+    fn forward(
+        &self,
+        lin: &Linears<'_, 'a>,
+        input: Input<'_>,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        let ids = match input {
+            Input::Tokens(ids) if !ids.is_empty() && ids.len() <= self.config.context => ids,
+            _ => return Err(Error::BadInput),
         };
-        matmul(&qk, q.get(off..).unwrap_or(&[]), &kt[off * t..], scores)?;
-        for row in scores.chunks_exact_mut(t) {
-            softmax(row, scale);
+        let cfg = self.config;
+        let (t, h, f) = (ids.len(), cfg.hidden, cfg.ffn);
+        let cls = lin.adapter.and_then(|p| p.cls_head());
+        let head_rows = cls.map_or(0, |c| c.rows);
+        let need = bert_arena(&cfg, t, head_rows);
+        if arena.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: arena.len(),
+            });
         }
-        // ctx_h = softmax · v_h
-        let pv = Product {
-            m: t,
-            n: d,
-            k: t,
-            a_stride: t,
-            b_stride: hidden,
-            c_stride: hidden,
-            accumulate: false,
+        let wide = h.max(f);
+        let (x, rest) = arena.split_at_mut(t * h);
+        let (q, rest) = rest.split_at_mut(t * h);
+        let (k, rest) = rest.split_at_mut(t * h);
+        let (v, rest) = rest.split_at_mut(t * h);
+        let (ctx, rest) = rest.split_at_mut(t * h);
+        let (ffn, rest) = rest.split_at_mut(t * f);
+        let (rot, rest) = rest.split_at_mut(t * wide);
+        let (spare, rest) = rest.split_at_mut(t * wide);
+        let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * t));
+        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, t));
+        let (bias, rest) = rest.split_at_mut(wide.max(head_rows));
+        let (scores, rest) = rest.split_at_mut(t * t);
+        let norm_buf = &mut rest[..2 * h];
+        self.embed(ids, x, norm_buf)?;
+        let mut sc = SlotScratch {
+            rot,
+            spare,
+            chain,
+            wbuf,
+            bias,
         };
-        matmul(
-            &pv,
-            scores,
-            v.get(off..).unwrap_or(&[]),
-            ctx.get_mut(off..).unwrap_or(&mut []),
-        )?;
-    }
-    Ok(())
-}
-
-/// `row = softmax(scale · row)` in place, in three passes that each vectorise (maximum
-/// and sum over eight lanes, the exponentials branch-free).
-fn softmax(row: &mut [f32], scale: f32) {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = m.max(v);
+        let per_block = BLOCK_LINEARS.len();
+        for blk in 0..cfg.blocks {
+            let s0 = blk * per_block;
+            lin.apply(s0, x, t, q, &mut sc)?;
+            lin.apply(s0 + 1, x, t, k, &mut sc)?;
+            lin.apply(s0 + 2, x, t, v, &mut sc)?;
+            attention([q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
+            lin.apply(s0 + 3, ctx, t, q, &mut sc)?;
+            self.residual_norm(blk, 0, x, q, norm_buf)?;
+            lin.apply(s0 + 4, x, t, ffn, &mut sc)?;
+            gelu(ffn);
+            lin.apply(s0 + 5, ffn, t, q, &mut sc)?;
+            self.residual_norm(blk, 1, x, q, norm_buf)?;
         }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    for s in row.iter_mut() {
-        *s = fast_exp((*s - max) * scale);
-    }
-    let inv = 1.0 / crate::math::sum(row);
-    row.iter_mut().for_each(|s| *s *= inv);
-}
-
-/// Exact GELU, `0.5·x·(1 + erf(x/√2))` (HF BERT's `gelu`).
-pub(crate) fn gelu(x: &mut [f32]) {
-    for v in x {
-        *v = 0.5 * *v * (1.0 + fast_erf(*v * core::f32::consts::FRAC_1_SQRT_2));
-    }
-}
-
-/// `e^x` for `x <= 0` (softmax arguments) and moderate positive `x`, branch-free so loops
-/// over it vectorise: `2^n · p(f)` with `n = round(x·log2 e)`, `f = x - n·ln 2` (split in two
-/// constants) and a degree-6 polynomial; relative error below 3e-7 on `[-87, 88]`, 0 below.
-#[inline(always)]
-pub(crate) fn fast_exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    // Round to nearest with the 1.5·2^23 trick (no `floor` in core, and it vectorises):
-    // `shifted`'s bits are 0x4B40_0000 + n, so `n` comes back as an integer without a
-    // float-to-int conversion (whose saturation would keep the loop scalar).
-    let shifted = x * core::f32::consts::LOG2_E + 12_582_912.0;
-    let n = shifted - 12_582_912.0;
-    let f = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + f * (1.0
-            + f * (0.5
-                + f * (0.166_666_67
-                    + f * (0.041_666_668 + f * (0.008_333_334 + f * 0.001_388_889)))));
-    // 2^n: (0x4B40_0000 + n + 127) << 23 keeps the low 9 bits, n + 127 in 1 ..= 254.
-    p * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
-}
-
-/// `erf(x)`, branch-free (Abramowitz and Stegun 7.1.26, with [`fast_exp`]): absolute error
-/// below 1e-6 in f32 (measured 5.8e-7 against libm), far inside the model tolerances.
-#[inline(always)]
-pub(crate) fn fast_erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * fast_exp(-a * a);
-    y.copysign(x)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{fast_erf, fast_exp};
-
-    #[test]
-    fn fast_exp_matches_libm() {
-        let mut worst = 0.0f32;
-        let mut x = -87.0f32;
-        while x < 20.0 {
-            let (a, b) = (fast_exp(x), libm::expf(x));
-            worst = worst.max(((a - b) / b).abs());
-            x += 0.001_3;
+        // Mean pooling over the tokens.
+        let pooled = &mut ctx[..h];
+        pooled.fill(0.0);
+        for row in x.chunks_exact(h).take(t) {
+            for (p, v) in pooled.iter_mut().zip(row) {
+                *p += v;
+            }
         }
-        assert!(worst < 3e-7, "relative error {worst}");
-        assert_eq!(fast_exp(-200.0), fast_exp(-87.0));
-        assert!(fast_exp(-87.0) > 0.0 && fast_exp(-87.0) < 2e-38);
-    }
-
-    #[test]
-    fn fast_erf_matches_libm() {
-        let mut worst = 0.0f32;
-        let mut x = -6.0f32;
-        while x < 6.0 {
-            worst = worst.max((fast_erf(x) - libm::erff(x)).abs());
-            x += 0.000_7;
+        let inv = 1.0 / t as f32;
+        pooled.iter_mut().for_each(|p| *p *= inv);
+        match cls {
+            Some(c) => {
+                let got = output.len();
+                let out = output.get_mut(..c.rows).ok_or(Error::BufferTooSmall {
+                    needed: c.rows,
+                    got,
+                })?;
+                let b = match &c.bias {
+                    Some(bt) => {
+                        bt.decode_f32(0, &mut sc.bias[..c.rows])?;
+                        Some(&sc.bias[..c.rows])
+                    }
+                    None => None,
+                };
+                let layer = Dense {
+                    weight: WeightView::Tensor(c.weight),
+                    rows: c.rows,
+                    cols: h,
+                    scale: None,
+                    bias: b,
+                };
+                linear(&layer, pooled, 1, out, sc.wbuf)?;
+                Ok(c.rows)
+            }
+            None => {
+                let got = output.len();
+                let out = output
+                    .get_mut(..h)
+                    .ok_or(Error::BufferTooSmall { needed: h, got })?;
+                let norm = libm::sqrtf(pooled.iter().map(|p| p * p).sum::<f32>()).max(1e-12);
+                for (o, p) in out.iter_mut().zip(pooled.iter()) {
+                    *o = p / norm;
+                }
+                Ok(h)
+            }
         }
-        assert!(worst < 1e-6, "absolute error {worst}");
     }
 }

@@ -1,0 +1,171 @@
+//! The small `cnn` of `docs/models.md`: stride-1 convolutions (`conv.{i}`) with ReLU and
+//! 2x2 max pooling, then dense layers (`dense.{i}`) with ReLU between them. Convolutions
+//! are slots too, as the matrix `(out_c, in_c·kh·kw)` over im2col patches.
+
+use heapless::Vec;
+
+use super::mlp::{
+    check_float, dense_slot, dense_stack, find_bias, split_vector_arena, vector_arena_len,
+    vector_widths, Buffers,
+};
+use super::{Forward, InputKind};
+use crate::gguf::Gguf;
+use crate::nn::activation::relu;
+use crate::nn::conv::{chw_to_hwc, hwc_to_chw, im2col, maxpool2, Conv};
+use crate::runtime::linear::Linears;
+use crate::runtime::model::Input;
+use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotTable, MAX_LAYERS};
+use crate::{Error, Result};
+
+/// A `cnn`: the geometry of its convolutions (their weights are slots).
+#[derive(Debug, Clone)]
+pub(crate) struct Cnn {
+    convs: Vec<Conv, MAX_LAYERS>,
+    input_len: usize,
+}
+
+impl Cnn {
+    /// Reads `cnn.*`, the convolutions and the dense layers into `slots`.
+    pub(crate) fn load<'a>(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
+        let (mut c, mut h, mut w) = (
+            g.get_u32("cnn.input_channels")? as usize,
+            g.get_u32("cnn.input_height")? as usize,
+            g.get_u32("cnn.input_width")? as usize,
+        );
+        let input_len = c
+            .checked_mul(h)
+            .and_then(|v| v.checked_mul(w))
+            .ok_or(Error::CapacityExceeded)?;
+        let n_convs = g.get_u32("cnn.conv_count")? as usize;
+        let dense = g.get_u32("cnn.dense_count")? as usize;
+        if n_convs > MAX_LAYERS
+            || dense == 0
+            || dense > MAX_LAYERS
+            || input_len == 0
+            || input_len > 1 << 20
+        {
+            return Err(Error::CapacityExceeded);
+        }
+        let mut convs = Vec::new();
+        for i in 0..n_convs {
+            let mut name = NameBuf::new();
+            push_indexed(&mut name, "conv.", i, ".weight")?;
+            let wt = g.require_tensor(&name)?;
+            let s = wt.shape();
+            if s.len() != 4 || s[1] as usize != c || s[2] != s[3] || s[2] % 2 == 0 || s[0] == 0 {
+                return Err(Error::ShapeMismatch { tensor: wt.index() });
+            }
+            let (out_c, k) = (s[0] as usize, s[2] as usize);
+            let bias = find_bias(g, "conv.", i, out_c)?;
+            convs
+                .push(Conv {
+                    in_c: c,
+                    out_c,
+                    kernel: k,
+                    h,
+                    w,
+                })
+                .map_err(|_| Error::CapacityExceeded)?;
+            check_float(&wt)?;
+            let mut slot = Slot::new(&wt, None, out_c, c * k * k);
+            slot.bias = bias;
+            slots.push(slot)?;
+            c = out_c;
+            h /= 2;
+            w /= 2;
+            if h == 0 || w == 0 {
+                return Err(Error::ShapeMismatch { tensor: wt.index() });
+            }
+        }
+        let mut width = c * h * w;
+        for i in 0..dense {
+            let slot = dense_slot(g, "dense.", i, width)?;
+            width = slot.rows;
+            slots.push(slot)?;
+        }
+        Ok(Cnn { convs, input_len })
+    }
+
+    /// Widest activation (im2col patches included), slot input and slot output.
+    fn widths(&self, slots: &SlotTable<'_>, head_rows: usize) -> (usize, usize, usize) {
+        let (mut act, max_cols, max_rows) = vector_widths(slots, self.input_len, head_rows);
+        for cv in &self.convs {
+            act = act
+                .max(cv.h * cv.w * cv.in_c * cv.kernel * cv.kernel)
+                .max(cv.h * cv.w * cv.out_c);
+        }
+        (act, max_cols, max_rows)
+    }
+}
+
+impl<'a> Forward<'a> for Cnn {
+    fn input(&self) -> InputKind {
+        InputKind::Vector {
+            len: self.input_len,
+        }
+    }
+    fn output_len(&self, slots: &SlotTable<'a>) -> usize {
+        slots.as_slice().last().map_or(0, |s| s.rows)
+    }
+    fn max_batch(&self) -> usize {
+        self.convs.iter().map(|c| c.h * c.w).max().unwrap_or(1)
+    }
+    fn arena_len(&self, slots: &SlotTable<'a>, _max_tokens: usize, head_rows: usize) -> usize {
+        let (act, max_cols, max_rows) = self.widths(slots, head_rows);
+        vector_arena_len(act, max_cols, max_rows, Forward::max_batch(self))
+    }
+    fn forward(
+        &self,
+        lin: &Linears<'_, 'a>,
+        input: Input<'_>,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        let input = match input {
+            Input::Vector(v) if v.len() == self.input_len => v,
+            _ => return Err(Error::BadInput),
+        };
+        let head_rows = lin.adapter.map_or(0, |p| p.head_rows());
+        let (act, max_cols, max_rows) = self.widths(lin.slots, head_rows);
+        let Buffers {
+            a: mut cur,
+            b: mut nxt,
+            mut scratch,
+        } = split_vector_arena(arena, act, max_cols, max_rows, Forward::max_batch(self))?;
+        cur[..input.len()].copy_from_slice(input);
+        // Convolutions: activations are (h, w, c), pixel-major. Input arrives as (c, h, w)
+        // like PyTorch; reorder to (h, w, c).
+        if let Some(first) = self.convs.first() {
+            chw_to_hwc(&cur[..input.len()], first.in_c, first.h, first.w, nxt);
+            core::mem::swap(&mut cur, &mut nxt);
+        }
+        for (slot, cv) in self.convs.iter().enumerate() {
+            let (k, pad) = (cv.kernel, cv.kernel / 2);
+            let patch = cv.in_c * k * k;
+            let pixels = cv.h * cv.w;
+            // im2col into nxt: row p holds the patch of pixel p in (ci, dy, dx) order.
+            im2col(
+                &cur[..pixels * cv.in_c],
+                cv,
+                pad,
+                &mut nxt[..pixels * patch],
+            );
+            lin.apply(slot, &mut nxt[..pixels * patch], pixels, cur, &mut scratch)?;
+            relu(&mut cur[..pixels * cv.out_c]);
+            maxpool2(&cur[..pixels * cv.out_c], cv.h, cv.w, cv.out_c, nxt);
+            core::mem::swap(&mut cur, &mut nxt);
+        }
+        if let Some(last) = self.convs.last() {
+            // Flatten in PyTorch's (c, h, w) order.
+            hwc_to_chw(
+                &cur[..last.out_c * (last.h / 2) * (last.w / 2)],
+                last.out_c,
+                last.h / 2,
+                last.w / 2,
+                nxt,
+            );
+            core::mem::swap(&mut cur, &mut nxt);
+        }
+        dense_stack(lin, self.convs.len(), cur, nxt, &mut scratch, output)
+    }
+}

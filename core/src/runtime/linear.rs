@@ -1,0 +1,228 @@
+//! The adapter-aware linear op: one slot of a model on a batch of input rows, applying
+//! the active adapter unmerged (`y = s ⊙ Q_out (W (Q_in x)) + bias`), its replacement
+//! tensors (task heads), or merged weights. Every architecture runs its slots through
+//! [`Linears::apply`]; the baked reader calls [`slot_apply`] with the same arithmetic.
+
+use super::adapter::Prepared;
+use super::slots::SlotTable;
+use super::weights::{linear, linear_then, Dense, TensorRef, WeightView};
+use crate::math::{transpose, Chain, LayerTransform, Scalars};
+use crate::{Error, Result};
+
+/// The scratch one slot needs: the rotated-input copy, the feature-major spare (empty when
+/// the model never batches rotations), chain scratch, the weight panel, the bias.
+pub(crate) struct SlotScratch<'x> {
+    pub(crate) rot: &'x mut [f32],
+    pub(crate) spare: &'x mut [f32],
+    pub(crate) chain: &'x mut [f32],
+    pub(crate) wbuf: &'x mut [f32],
+    pub(crate) bias: &'x mut [f32],
+}
+
+/// What one forward pass runs its slots with: the base's slot table, the active adapter
+/// (unmerged) and the merged weights, if any.
+#[derive(Clone, Copy)]
+pub(crate) struct Linears<'r, 'a> {
+    pub(crate) slots: &'r SlotTable<'a>,
+    pub(crate) adapter: Option<&'r Prepared<'a, 'r>>,
+    pub(crate) merged: Option<&'r [f32]>,
+}
+
+impl<'a> Linears<'_, 'a> {
+    /// Slot `i` on a batch of `n` input rows `x` (`n × cols`, modified only through a
+    /// copy), writing `n × rows` outputs into `y`; returns `rows`.
+    pub(crate) fn apply(
+        &self,
+        i: usize,
+        x: &mut [f32],
+        n: usize,
+        y: &mut [f32],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<usize> {
+        let (adapter, merged) = (self.adapter, self.merged);
+        let s = self.slots.get(i).ok_or(Error::MissingTensor)?;
+        let head = adapter.and_then(|p| p.head(i));
+        let (weight, bias_t, rows) = match head {
+            Some(h) => (WeightView::Tensor(h.weight), h.bias, h.rows),
+            None => match merged {
+                Some(m) => {
+                    let off = self.slots.merged_offset(i);
+                    (
+                        WeightView::F32(&m[off..off + s.rows * s.cols]),
+                        s.bias,
+                        s.rows,
+                    )
+                }
+                None => (WeightView::Tensor(s.weight), s.bias, s.rows),
+            },
+        };
+        // Unmerged rotation only when the weights are the base's.
+        let t = if merged.is_none() && head.is_none() {
+            adapter.map(|p| p.transform(i))
+        } else {
+            None
+        };
+        let t = t.unwrap_or(LayerTransform::IDENTITY);
+        // Only the x86-64 kernels prefetch (`linear_then`); other targets skip the look-up.
+        let after = match (merged, adapter) {
+            (None, Some(p))
+                if cfg!(target_arch = "x86_64")
+                    && i + 1 < self.slots.len()
+                    && p.head(i + 1).is_none() =>
+            {
+                p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[])
+            }
+            _ => &[],
+        };
+        slot_apply(weight, bias_t, rows, s.cols, &t, x, n, y, sc, after)
+    }
+}
+
+/// Copies a model's final activations into the caller's `output`; their count.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] when `output` is shorter than `values`.
+pub(crate) fn write_output(output: &mut [f32], values: &[f32]) -> Result<usize> {
+    let got = output.len();
+    let out = output
+        .get_mut(..values.len())
+        .ok_or(Error::BufferTooSmall {
+            needed: values.len(),
+            got,
+        })?;
+    out.copy_from_slice(values);
+    Ok(values.len())
+}
+
+/// One slot's arithmetic on a batch of `n` input rows `x` (`n × cols`, modified only
+/// through a copy): `y = s ⊙ Q_out (W (Q_in x)) + bias`, `n × rows` outputs into `y`;
+/// returns `rows`. [`Linears::apply`] picks the weight, bias and transform; the baked
+/// reader calls it too, so both run the same code.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn slot_apply(
+    weight: WeightView<'_>,
+    bias_t: Option<TensorRef<'_>>,
+    rows: usize,
+    cols: usize,
+    t: &LayerTransform<'_>,
+    x: &mut [f32],
+    n: usize,
+    y: &mut [f32],
+    sc: &mut SlotScratch<'_>,
+    after: &[f32],
+) -> Result<usize> {
+    let SlotScratch {
+        rot,
+        spare,
+        chain,
+        wbuf,
+        bias: bias_buf,
+    } = sc;
+    let bias = match bias_t {
+        Some(bt) => {
+            bt.decode_f32(0, &mut bias_buf[..rows])?;
+            Some(&bias_buf[..rows])
+        }
+        None => None,
+    };
+    let input: &[f32] = match &t.q_in {
+        Some(q) => {
+            let xr = &mut rot[..n * cols];
+            if q.has_simd_kernel() {
+                q.apply_rows_from(&x[..n * cols], xr, false, chain)?;
+            } else {
+                xr.copy_from_slice(&x[..n * cols]);
+                rotate_rows(q, xr, n, spare, chain)?;
+            }
+            xr
+        }
+        None => &x[..n * cols],
+    };
+    // Prepared adapters keep their scale as f32; without an output-side chain it is
+    // applied with the bias, in the same pass as the base's bias.
+    let scale_f32: Option<&[f32]> = match t.scale {
+        Some(Scalars::F32(v)) => Some(v),
+        _ => None,
+    };
+    if t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some()) {
+        linear_then(
+            &Dense {
+                weight,
+                rows,
+                cols,
+                scale: scale_f32,
+                bias,
+            },
+            input,
+            n,
+            y,
+            wbuf,
+            after,
+        )?;
+        return Ok(rows);
+    }
+    linear(
+        &Dense {
+            weight,
+            rows,
+            cols,
+            scale: None,
+            bias: None,
+        },
+        input,
+        n,
+        y,
+        wbuf,
+    )?;
+    if let Some(q) = &t.q_out {
+        rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;
+    }
+    for yr in y[..n * rows].chunks_exact_mut(rows) {
+        match (scale_f32, t.scale) {
+            (Some(sv), _) => {
+                for (v, s) in yr.iter_mut().zip(sv) {
+                    *v *= s;
+                }
+            }
+            (None, Some(sc)) => {
+                for (r, v) in yr.iter_mut().enumerate() {
+                    *v *= sc.get(r).unwrap_or(1.0);
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(b) = bias {
+            for (v, bv) in yr.iter_mut().zip(b) {
+                *v += bv;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Rotates every row of `data` (`n × w`) by `q`: in place on the SIMD kernels when the
+/// CPU has them for this chain, otherwise through a feature-major copy (when `spare` and
+/// `chain` are big enough) so that portable code vectorises across the `n` rows
+/// ([`Chain::apply_columns`]), otherwise one vector at a time.
+pub(crate) fn rotate_rows(
+    q: &Chain<'_>,
+    data: &mut [f32],
+    n: usize,
+    spare: &mut [f32],
+    chain: &mut [f32],
+) -> Result<()> {
+    let w = q.spec().width();
+    if n > 1
+        && !q.has_simd_kernel()
+        && spare.len() >= n * w
+        && chain.len() >= q.columns_scratch_len(n)
+    {
+        let xt = &mut spare[..n * w];
+        transpose(data, n, w, xt);
+        q.apply_columns(xt, n, false, chain)?;
+        transpose(xt, w, n, data);
+        Ok(())
+    } else {
+        q.apply_rows(data, false, chain)
+    }
+}
