@@ -164,6 +164,17 @@ pub enum Error {
     BadInput,
     /// A fixed-capacity table (resident adapters, layers) is full.
     CapacityExceeded,
+    /// A causal model was asked to hold more positions than its context (or its state
+    /// buffer) allows.
+    ContextExceeded {
+        /// Positions the request needs.
+        needed: usize,
+        /// Positions available.
+        context: usize,
+    },
+    /// A decoder state was computed under another adapter (or the bare base): its keys
+    /// and values must not be reused; reset it and re-read the prompt.
+    StaleState,
 
     // ---- baked blobs (cargo feature `baked`) ----
     /// The bytes do not start with the baked blob's magic, `RFBK`.
@@ -270,6 +281,14 @@ impl fmt::Display for Error {
             Error::UnknownTask => write!(f, "no resident adapter has that task name or handle"),
             Error::BadInput => write!(f, "input has the wrong length or kind for this model"),
             Error::CapacityExceeded => write!(f, "a fixed-capacity table is full"),
+            Error::ContextExceeded { needed, context } => write!(
+                f,
+                "{needed} positions do not fit the context of {context} tokens"
+            ),
+            Error::StaleState => write!(
+                f,
+                "the decoder state belongs to another adapter (reset it and re-read the prompt)"
+            ),
             Error::BadBakedMagic => write!(f, "not a baked riffle blob (bad magic)"),
             Error::UnsupportedBakedVersion(v) => write!(
                 f,

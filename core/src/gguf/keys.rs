@@ -193,6 +193,37 @@ pub const LAYER_FFN_DOWN: &str = "ffn_down";
 /// Per-block layer: layer norm after the feed-forward.
 pub const LAYER_LAYER_OUTPUT_NORM: &str = "layer_output_norm";
 
+/// `llama.block_count`: decoder blocks.
+pub const KEY_LLAMA_BLOCK_COUNT: &str = "llama.block_count";
+/// `llama.context_length`: longest sequence the model was trained for.
+pub const KEY_LLAMA_CONTEXT_LENGTH: &str = "llama.context_length";
+/// `llama.embedding_length`: hidden width.
+pub const KEY_LLAMA_EMBEDDING_LENGTH: &str = "llama.embedding_length";
+/// `llama.feed_forward_length`: SwiGLU width.
+pub const KEY_LLAMA_FEED_FORWARD_LENGTH: &str = "llama.feed_forward_length";
+/// `llama.attention.head_count`: query heads.
+pub const KEY_LLAMA_HEAD_COUNT: &str = "llama.attention.head_count";
+/// `llama.attention.head_count_kv`: key/value heads (grouped-query attention).
+pub const KEY_LLAMA_HEAD_COUNT_KV: &str = "llama.attention.head_count_kv";
+/// `llama.attention.layer_norm_rms_epsilon`: RMS norm epsilon.
+pub const KEY_LLAMA_RMS_EPSILON: &str = "llama.attention.layer_norm_rms_epsilon";
+/// `llama.rope.freq_base`: RoPE frequency base (10000 when absent).
+pub const KEY_LLAMA_ROPE_FREQ_BASE: &str = "llama.rope.freq_base";
+/// `llama.rope.dimension_count`: rotated elements per head (the head width when absent).
+pub const KEY_LLAMA_ROPE_DIMENSION_COUNT: &str = "llama.rope.dimension_count";
+/// `llama.vocab_size`: vocabulary size (the embedding table's rows when absent).
+pub const KEY_LLAMA_VOCAB_SIZE: &str = "llama.vocab_size";
+/// `output_norm.weight`: the final RMS norm of a decoder.
+pub const TENSOR_OUTPUT_NORM: &str = "output_norm.weight";
+/// `output.weight`: a decoder's output head (absent when tied to `token_embd.weight`).
+pub const TENSOR_OUTPUT: &str = "output.weight";
+/// Per-block layer: RMS norm before attention.
+pub const LAYER_ATTN_NORM: &str = "attn_norm";
+/// Per-block layer: RMS norm before the feed-forward.
+pub const LAYER_FFN_NORM: &str = "ffn_norm";
+/// Per-block layer: SwiGLU gate projection.
+pub const LAYER_FFN_GATE: &str = "ffn_gate";
+
 /// Longest tensor name the name builders below produce.
 pub const TENSOR_NAME_CAPACITY: usize = 96;
 

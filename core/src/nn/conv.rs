@@ -37,6 +37,7 @@ pub fn hwc_to_chw(src: &[f32], c: usize, h: usize, w: usize, dst: &mut [f32]) {
 
 /// Patches of a zero-padded, stride-1 convolution: row `p` = pixel `p`, in the
 /// `(ci, dy, dx)` order of PyTorch's flattened `(out_c, in_c, kh, kw)` weight.
+#[inline]
 pub fn im2col(x: &[f32], cv: &Conv, pad: usize, out: &mut [f32]) {
     let k = cv.kernel;
     let patch = cv.in_c * k * k;
@@ -60,6 +61,7 @@ pub fn im2col(x: &[f32], cv: &Conv, pad: usize, out: &mut [f32]) {
 }
 
 /// 2x2 max pooling, stride 2 (floor), on `(h, w, c)` activations.
+#[inline]
 pub fn maxpool2(x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
     let (oh, ow) = (h / 2, w / 2);
     for y in 0..oh {

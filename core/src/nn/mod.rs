@@ -15,7 +15,6 @@
 
 pub mod activation;
 pub mod attention;
-#[cfg(feature = "cnn")]
 pub mod conv;
 pub mod norm;
 pub mod rope;

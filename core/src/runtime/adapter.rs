@@ -314,7 +314,7 @@ impl<'a> Adapter<'a> {
             match role_of(t.name()) {
                 Some((base_name, role)) => {
                     let slot = slots
-                        .index_of(base_name)
+                        .index_of(base.gguf, base_name)
                         .ok_or(Error::UnknownTensor { tensor: idx })?;
                     let s = slots.get(slot).ok_or(Error::MissingTensor)?;
                     if !matches!(t.ggml_type(), TensorType::F32 | TensorType::F16) {
@@ -469,7 +469,7 @@ impl<'a> Adapter<'a> {
             if !(has_in.contains(i) || has_out.contains(i) || has_scale.contains(i)) {
                 continue;
             }
-            let slot_name = s.name;
+            let slot_name = slots.name_of(base.gguf, i);
             let mut side = |present: bool, n: usize, tag: &str| -> Result<Option<u32>> {
                 if !present {
                     return Ok(None);
@@ -539,7 +539,7 @@ impl<'a> Adapter<'a> {
         }
         let (data, scratch) = workspace.split_at_mut(plan.data_len);
         for l in &plan.layouts {
-            let name = base.slots.get(l.slot as usize).map_or("", |s| s.name);
+            let name = base.slots.name_of(base.gguf, l.slot as usize);
             for (at, n, tag) in [
                 (l.q_in, l.cols, gguf::TENSOR_OFT_IN),
                 (l.q_out, l.rows, gguf::TENSOR_OFT_OUT),
@@ -588,7 +588,26 @@ impl<'a> Adapter<'a> {
             data,
             bytes: self.gguf.as_bytes().len(),
             parameters: self.parameter_count(),
+            #[cfg(feature = "llama")]
+            key: self.state_key(),
         })
+    }
+
+    /// FNV-1a over the data CRC-32, the file length and the task name.
+    #[cfg(feature = "llama")]
+    fn state_key(&self) -> u64 {
+        let crc = self.gguf.get_u32(gguf::KEY_DATA_CRC32).unwrap_or(0);
+        let len = self.gguf.as_bytes().len() as u64;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let bytes = crc
+            .to_le_bytes()
+            .into_iter()
+            .chain(len.to_le_bytes())
+            .chain(self.task.bytes());
+        for b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
     }
 
     fn factor_tensor(&self, slot_name: &str, tag: &str, f: usize) -> Result<TensorInfo<'a>> {
@@ -638,7 +657,7 @@ fn check_values(t: &TensorInfo<'_>, is_scale: bool) -> Result<()> {
 /// The slot whose weight or bias is called `name`, and whether it is the bias.
 fn find_head_slot(base: &BaseFacts<'_, '_>, name: &str) -> Option<(usize, bool)> {
     base.slots
-        .index_of(name)
+        .index_of(base.gguf, name)
         .map(|i| (i, false))
         .or_else(|| base.slots.bias_index_of(base.gguf, name).map(|i| (i, true)))
 }
@@ -660,6 +679,8 @@ pub struct Prepared<'a, 'w> {
     data: &'w [f32],
     bytes: usize,
     parameters: usize,
+    #[cfg(feature = "llama")]
+    key: u64,
 }
 
 impl<'a> Prepared<'a, '_> {
@@ -698,6 +719,12 @@ impl<'a> Prepared<'a, '_> {
     /// Stored values (parameters, scales, head tensors).
     pub fn parameter_count(&self) -> usize {
         self.parameters
+    }
+    /// A key that tells this adapter's decoder states from every other adapter's: a hash
+    /// of its file's CRC-32, length and task name ([`crate::runtime::DecoderState`]).
+    #[cfg(feature = "llama")]
+    pub fn state_key(&self) -> u64 {
+        self.key
     }
     /// Number of slots the adapter rotates or scales.
     pub fn adapted_slots(&self) -> usize {

@@ -6,6 +6,8 @@
 //!   anything runs.
 //! - [`Adapter`]: an adapter file; [`Adapter::prepare`] validates it against a base and
 //!   computes its Cayley blocks into a caller workspace, giving a [`Prepared`] adapter.
+//! - [`DecoderState`]: the key/value cache of a causal model (`llama`), apart from the
+//!   arena, owned by the adapter it was computed under.
 //! - [`Session`]: resident adapters, the active one, merged mode with in-place swaps.
 //! - `baked` (cargo feature `baked`): a base and prepared adapters written ahead of time
 //!   into one compact blob, and the small reader a minimal firmware runs it with.
@@ -21,6 +23,7 @@ mod linear;
 mod model;
 mod session;
 mod slots;
+mod state;
 pub mod weights;
 
 pub use adapter::{
@@ -29,7 +32,10 @@ pub use adapter::{
 };
 #[cfg(feature = "bert")]
 pub use arch::bert::{BertConfig, MAX_BERT_BLOCKS};
+#[cfg(feature = "llama")]
+pub use arch::llama::{LlamaConfig, MAX_LLAMA_BLOCKS};
 pub use arch::{Architecture, InputKind};
 pub use model::{Input, Model};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};
 pub use slots::{Base, BaseFacts, Slot, SlotTable, MAX_LAYERS, MAX_SLOTS};
+pub use state::{DecoderState, StateOwner};

@@ -10,6 +10,8 @@ use super::adapter::Prepared;
 use super::arch::{Arch, Architecture, InputKind};
 use super::linear::Linears;
 use super::slots::{Base, BaseFacts, Slot, SlotTable};
+#[cfg(feature = "llama")]
+use super::state::DecoderState;
 use crate::gguf::{self, Gguf, StringArray};
 use crate::{Error, Result};
 
@@ -86,7 +88,7 @@ impl<'a> Model<'a> {
     }
     /// What the model takes as input.
     pub fn input_kind(&self) -> InputKind {
-        self.arch.get().input()
+        self.arch.input()
     }
     /// The linear slots, in forward order.
     pub fn slots(&self) -> &[Slot<'a>] {
@@ -98,7 +100,7 @@ impl<'a> Model<'a> {
     }
     /// Index of the slot whose weight tensor is `name`.
     pub fn slot_index(&self, name: &str) -> Option<usize> {
-        self.slots.index_of(name)
+        self.slots.index_of(&self.gguf, name)
     }
     /// Index of the slot whose bias tensor is `name`.
     pub fn bias_slot_index(&self, name: &str) -> Option<usize> {
@@ -106,7 +108,7 @@ impl<'a> Model<'a> {
     }
     /// The base tensor name of slot `i` (what adapters use to address it).
     pub fn slot_name(&self, i: usize) -> &'a str {
-        self.slots.get(i).map_or("", |s| s.name)
+        self.slots.name_of(&self.gguf, i)
     }
     /// Length of the input vector, or the longest input in tokens of a text model.
     pub fn input_len(&self) -> usize {
@@ -117,7 +119,7 @@ impl<'a> Model<'a> {
     }
     /// Length of the base's output vector: logits, or for `bert` the sentence embedding.
     pub fn output_len(&self) -> usize {
-        self.arch.get().output_len(&self.slots)
+        self.arch.output_len(&self.slots)
     }
 
     /// The `bert` hyper-parameters (text models only).
@@ -128,7 +130,7 @@ impl<'a> Model<'a> {
 
     /// Hidden width of a text model (what a classification head reads), `None` otherwise.
     pub(crate) fn text_hidden(&self) -> Option<usize> {
-        self.arch.get().pooled_width()
+        self.arch.pooled_width()
     }
 
     /// Longest input in tokens (`[CLS]` and `[SEP]` included) for text models, 0 otherwise.
@@ -182,9 +184,7 @@ impl<'a> Model<'a> {
     /// adapter whose head has at most `head_rows` outputs (0 = the base head). Known
     /// before anything runs, like TFLM's `arena_used_bytes`.
     pub fn arena_len(&self, max_tokens: usize, head_rows: usize) -> usize {
-        self.arch
-            .get()
-            .arena_len(&self.slots, max_tokens, head_rows)
+        self.arch.arena_len(&self.slots, max_tokens, head_rows)
     }
 
     /// Largest batch of rows one slot sees in a vector model: the pixels of the first
@@ -193,7 +193,7 @@ impl<'a> Model<'a> {
     /// depends on the target: a build script that sizes a firmware's arena on the host
     /// re-evaluates that term for the target (see `firmware/cortex-m4/build.rs`).
     pub fn max_batch(&self) -> usize {
-        self.arch.get().max_batch()
+        self.arch.max_batch()
     }
 
     /// Runs one input through the base, or through the base with `adapter` applied
@@ -214,6 +214,73 @@ impl<'a> Model<'a> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
+        self.check_run(adapter, merged)?;
+        let lin = Linears {
+            slots: &self.slots,
+            adapter,
+            merged,
+        };
+        self.arch.forward(&lin, input, output, arena)
+    }
+
+    /// True for a causal (generative) model, run token by token with a [`DecoderState`].
+    pub fn is_causal(&self) -> bool {
+        self.arch.is_causal()
+    }
+
+    /// The `llama` hyper-parameters (decoder models only).
+    #[cfg(feature = "llama")]
+    pub fn llama_config(&self) -> Option<super::LlamaConfig> {
+        self.arch.llama().map(|l| l.config)
+    }
+
+    /// `f32`s of [`DecoderState`] for `context` positions (0 for models without state).
+    pub fn state_len(&self, context: usize) -> usize {
+        self.arch.state_len(context)
+    }
+
+    /// Arena `f32`s of one [`Model::step`] over at most `max_tokens` new tokens.
+    pub fn step_arena_len(&self, max_tokens: usize) -> usize {
+        self.arch.step_arena_len(max_tokens)
+    }
+
+    /// Reads `tokens` into `state` after the positions it holds, with `adapter` applied
+    /// unmerged (or on `merged` weights), and writes the logits of the next token into
+    /// `output`; returns their count. Prefill a prompt with one call, then decode one
+    /// token per call. The state records the adapter it was computed under.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedModel`] for a model without state; [`Error::StaleState`] for a
+    /// state computed under another adapter; [`Error::ContextExceeded`] past the state's
+    /// context; [`Error::BadInput`] for no token or an id outside the vocabulary;
+    /// [`Error::BufferTooSmall`] for a short arena or output. On error the state keeps
+    /// its positions (a failed step may have written the cache past them).
+    #[cfg(feature = "llama")]
+    pub fn step(
+        &self,
+        adapter: Option<&Prepared<'a, '_>>,
+        merged: Option<&[f32]>,
+        state: &mut DecoderState<'_>,
+        tokens: &[u32],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        self.check_run(adapter, merged)?;
+        let owner = adapter.map(|p| p.state_key());
+        let (kv, context, past) = state.claim(owner)?;
+        let lin = Linears {
+            slots: &self.slots,
+            adapter,
+            merged,
+        };
+        let n = self
+            .arch
+            .step(&lin, tokens, kv, context, past, output, arena)?;
+        state.advance(tokens.len(), owner);
+        Ok(n)
+    }
+
+    fn check_run(&self, adapter: Option<&Prepared<'a, '_>>, merged: Option<&[f32]>) -> Result<()> {
         if let Some(m) = merged {
             if m.len() != self.merged_len() {
                 return Err(Error::LengthMismatch {
@@ -227,12 +294,7 @@ impl<'a> Model<'a> {
                 return Err(Error::BaseMismatch);
             }
         }
-        let lin = Linears {
-            slots: &self.slots,
-            adapter,
-            merged,
-        };
-        self.arch.get().forward(&lin, input, output, arena)
+        Ok(())
     }
 
     /// Total `f32`s of merged weights: every slot's `rows·cols`.

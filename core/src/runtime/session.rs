@@ -10,6 +10,8 @@ use heapless::Vec;
 
 use super::adapter::Prepared;
 use super::model::{Input, Model};
+#[cfg(feature = "llama")]
+use super::state::DecoderState;
 use crate::math::{swap, swap_scratch_len, LayerTransform, WeightsMut};
 use crate::{Error, Result};
 
@@ -208,6 +210,26 @@ impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
         let merged = self.merged.as_ref().map(|m| &*m.weights);
         self.model
             .run(self.active_adapter(), merged, input, output, arena)
+    }
+
+    /// Reads `tokens` into `state` with the active adapter, merged or not, and writes the
+    /// next token's logits; see [`Model::step`]. After [`Session::activate`] a state
+    /// filled under the previous adapter is [`crate::Error::StaleState`]: reset it and
+    /// re-read the prompt.
+    ///
+    /// # Errors
+    /// As [`Model::step`].
+    #[cfg(feature = "llama")]
+    pub fn step(
+        &self,
+        state: &mut DecoderState<'_>,
+        tokens: &[u32],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        let merged = self.merged.as_ref().map(|m| &*m.weights);
+        self.model
+            .step(self.active_adapter(), merged, state, tokens, output, arena)
     }
 
     /// Arena length (`f32`s) that [`Session::run`] needs for inputs of at most

@@ -29,8 +29,6 @@ pub const MAX_LAYERS: usize = 16;
 /// One adaptable weight: `(rows, cols)` = `(out, in)`, plus its bias.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot<'a> {
-    /// The base tensor name of the weight (what adapters use to address the slot).
-    pub name: &'a str,
     /// The weight tensor (for a convolution, of shape `(out_c, in_c, kh, kw)`).
     pub weight: TensorRef<'a>,
     /// The bias tensor, if any.
@@ -50,7 +48,6 @@ impl<'a> Slot<'a> {
         cols: usize,
     ) -> Self {
         Slot {
-            name: w.name(),
             weight: TensorRef::new(w),
             bias: b.map(TensorRef::new),
             rows,
@@ -93,9 +90,17 @@ impl<'a> SlotTable<'a> {
     pub fn get(&self, i: usize) -> Option<&Slot<'a>> {
         self.slots.get(i)
     }
-    /// Index of the slot whose weight tensor is `name`.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| s.name == name)
+    /// Index of the slot whose weight tensor is `name` in `gguf`.
+    pub fn index_of(&self, gguf: &Gguf<'_>, name: &str) -> Option<usize> {
+        let t = gguf.find_tensor(name)?.index();
+        self.slots.iter().position(|s| s.weight.index() == t)
+    }
+    /// The base tensor name of slot `i` in `gguf` (what adapters use to address it).
+    pub fn name_of<'g>(&self, gguf: &Gguf<'g>, i: usize) -> &'g str {
+        self.slots
+            .get(i)
+            .and_then(|s| gguf.tensor(s.weight.index() as usize))
+            .map_or("", |t| t.name())
     }
     /// Index of the slot whose bias tensor is `name` in `gguf`.
     pub fn bias_index_of(&self, gguf: &Gguf<'_>, name: &str) -> Option<usize> {

@@ -5,16 +5,15 @@
 use heapless::Vec;
 
 use super::mlp::{
-    check_float, dense_slot, dense_stack, find_bias, split_vector_arena, vector_arena_len,
-    vector_widths, Buffers,
+    check_float, dense_slot, find_bias, vector_arena_len, vector_forward, vector_widths,
 };
 use super::{Forward, InputKind};
 use crate::gguf::Gguf;
-use crate::nn::activation::relu;
-use crate::nn::conv::{chw_to_hwc, hwc_to_chw, im2col, maxpool2, Conv};
+use crate::nn::conv::Conv;
 use crate::runtime::linear::Linears;
 use crate::runtime::model::Input;
 use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotTable, MAX_LAYERS};
+use crate::runtime::weights::TensorRef;
 use crate::{Error, Result};
 
 /// A `cnn`: the geometry of its convolutions (their weights are slots).
@@ -67,9 +66,12 @@ impl Cnn {
                 })
                 .map_err(|_| Error::CapacityExceeded)?;
             check_float(&wt)?;
-            let mut slot = Slot::new(&wt, None, out_c, c * k * k);
-            slot.bias = bias;
-            slots.push(slot)?;
+            slots.push(Slot {
+                weight: TensorRef::new(&wt),
+                bias,
+                rows: out_c,
+                cols: c * k * k,
+            })?;
             c = out_c;
             h /= 2;
             w /= 2;
@@ -121,51 +123,18 @@ impl<'a> Forward<'a> for Cnn {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        let input = match input {
-            Input::Vector(v) if v.len() == self.input_len => v,
-            _ => return Err(Error::BadInput),
-        };
         let head_rows = lin.adapter.map_or(0, |p| p.head_rows());
-        let (act, max_cols, max_rows) = self.widths(lin.slots, head_rows);
-        let Buffers {
-            a: mut cur,
-            b: mut nxt,
-            mut scratch,
-        } = split_vector_arena(arena, act, max_cols, max_rows, Forward::max_batch(self))?;
-        cur[..input.len()].copy_from_slice(input);
-        // Convolutions: activations are (h, w, c), pixel-major. Input arrives as (c, h, w)
-        // like PyTorch; reorder to (h, w, c).
-        if let Some(first) = self.convs.first() {
-            chw_to_hwc(&cur[..input.len()], first.in_c, first.h, first.w, nxt);
-            core::mem::swap(&mut cur, &mut nxt);
-        }
-        for (slot, cv) in self.convs.iter().enumerate() {
-            let (k, pad) = (cv.kernel, cv.kernel / 2);
-            let patch = cv.in_c * k * k;
-            let pixels = cv.h * cv.w;
-            // im2col into nxt: row p holds the patch of pixel p in (ci, dy, dx) order.
-            im2col(
-                &cur[..pixels * cv.in_c],
-                cv,
-                pad,
-                &mut nxt[..pixels * patch],
-            );
-            lin.apply(slot, &mut nxt[..pixels * patch], pixels, cur, &mut scratch)?;
-            relu(&mut cur[..pixels * cv.out_c]);
-            maxpool2(&cur[..pixels * cv.out_c], cv.h, cv.w, cv.out_c, nxt);
-            core::mem::swap(&mut cur, &mut nxt);
-        }
-        if let Some(last) = self.convs.last() {
-            // Flatten in PyTorch's (c, h, w) order.
-            hwc_to_chw(
-                &cur[..last.out_c * (last.h / 2) * (last.w / 2)],
-                last.out_c,
-                last.h / 2,
-                last.w / 2,
-                nxt,
-            );
-            core::mem::swap(&mut cur, &mut nxt);
-        }
-        dense_stack(lin, self.convs.len(), cur, nxt, &mut scratch, output)
+        let widths = self.widths(lin.slots, head_rows);
+        let batch = Forward::max_batch(self);
+        vector_forward(
+            lin,
+            input,
+            self.input_len,
+            &self.convs,
+            widths,
+            batch,
+            output,
+            arena,
+        )
     }
 }

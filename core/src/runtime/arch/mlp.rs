@@ -5,6 +5,7 @@
 use super::{Forward, InputKind};
 use crate::gguf::{self, Gguf};
 use crate::nn::activation::relu;
+use crate::nn::conv::Conv;
 use crate::runtime::linear::{write_output, Linears, SlotScratch};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotTable, MAX_LAYERS};
@@ -58,33 +59,79 @@ impl<'a> Forward<'a> for Mlp {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        let input = match input {
-            Input::Vector(v) if v.len() == self.input_len => v,
-            _ => return Err(Error::BadInput),
-        };
         let head_rows = lin.adapter.map_or(0, |p| p.head_rows());
-        let (act, max_cols, max_rows) = vector_widths(lin.slots, self.input_len, head_rows);
-        let Buffers { a, b, mut scratch } = split_vector_arena(arena, act, max_cols, max_rows, 1)?;
-        a[..input.len()].copy_from_slice(input);
-        dense_stack(lin, 0, a, b, &mut scratch, output)
+        let widths = vector_widths(lin.slots, self.input_len, head_rows);
+        vector_forward(lin, input, self.input_len, &[], widths, 1, output, arena)
     }
 }
 
-/// Runs slots `first ..` as dense layers with ReLU between them on the vector in `cur`
-/// (`nxt` is the other activation buffer) and writes the last one's output.
-pub(crate) fn dense_stack<'x>(
+/// The forward pass of every vector model: convolutions with ReLU and 2x2 max pooling
+/// (none for an `mlp`), then slots `convs.len() ..` as dense layers with ReLU between
+/// them. One function for both architectures, so a firmware that can load either links
+/// it once. `widths` and `batch` size the arena as [`vector_arena_len`] does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn vector_forward(
     lin: &Linears<'_, '_>,
-    first: usize,
-    mut cur: &'x mut [f32],
-    mut nxt: &'x mut [f32],
-    sc: &mut SlotScratch<'_>,
+    input: Input<'_>,
+    input_len: usize,
+    convs: &[Conv],
+    (act, max_cols, max_rows): (usize, usize, usize),
+    batch: usize,
     output: &mut [f32],
+    arena: &mut [f32],
 ) -> Result<usize> {
+    let input = match input {
+        Input::Vector(v) if v.len() == input_len => v,
+        _ => return Err(Error::BadInput),
+    };
+    let Buffers {
+        a: mut cur,
+        b: mut nxt,
+        scratch: mut sc,
+    } = split_vector_arena(arena, act, max_cols, max_rows, batch)?;
+    cur[..input.len()].copy_from_slice(input);
+    #[cfg(feature = "cnn")]
+    {
+        use crate::nn::conv::{chw_to_hwc, hwc_to_chw, im2col, maxpool2};
+        // Convolutions: activations are (h, w, c), pixel-major. Input arrives as (c, h, w)
+        // like PyTorch; reorder to (h, w, c).
+        if let Some(first) = convs.first() {
+            chw_to_hwc(&cur[..input.len()], first.in_c, first.h, first.w, nxt);
+            core::mem::swap(&mut cur, &mut nxt);
+        }
+        for (slot, cv) in convs.iter().enumerate() {
+            let (k, pad) = (cv.kernel, cv.kernel / 2);
+            let patch = cv.in_c * k * k;
+            let pixels = cv.h * cv.w;
+            // im2col into nxt: row p holds the patch of pixel p in (ci, dy, dx) order.
+            im2col(
+                &cur[..pixels * cv.in_c],
+                cv,
+                pad,
+                &mut nxt[..pixels * patch],
+            );
+            lin.apply(slot, &mut nxt[..pixels * patch], pixels, cur, &mut sc)?;
+            relu(&mut cur[..pixels * cv.out_c]);
+            maxpool2(&cur[..pixels * cv.out_c], cv.h, cv.w, cv.out_c, nxt);
+            core::mem::swap(&mut cur, &mut nxt);
+        }
+        if let Some(last) = convs.last() {
+            // Flatten in PyTorch's (c, h, w) order.
+            hwc_to_chw(
+                &cur[..last.out_c * (last.h / 2) * (last.w / 2)],
+                last.out_c,
+                last.h / 2,
+                last.w / 2,
+                nxt,
+            );
+            core::mem::swap(&mut cur, &mut nxt);
+        }
+    }
     let n_slots = lin.slots.len();
-    let mut slot = first;
+    let mut slot = convs.len();
     let mut width = lin.slots.get(slot).map_or(0, |s| s.cols);
     while slot < n_slots {
-        let rows = lin.apply(slot, &mut cur[..width], 1, nxt, sc)?;
+        let rows = lin.apply(slot, &mut cur[..width], 1, nxt, &mut sc)?;
         if slot + 1 < n_slots {
             relu(&mut nxt[..rows]);
         }
@@ -179,9 +226,12 @@ pub(crate) fn dense_slot<'a>(
     let rows = s[0] as usize;
     let bias = find_bias(g, prefix, i, rows)?;
     check_float(&wt)?;
-    let mut slot = Slot::new(&wt, None, rows, width);
-    slot.bias = bias;
-    Ok(slot)
+    Ok(Slot {
+        weight: TensorRef::new(&wt),
+        bias,
+        rows,
+        cols: width,
+    })
 }
 
 /// The bias `prefix{i}.bias` of a layer with `rows` outputs, if the file has one.

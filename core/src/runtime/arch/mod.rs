@@ -8,11 +8,14 @@
 //! | `mlp` | `mlp` | a vector | the last layer's logits |
 //! | `cnn` | `cnn` | an image `(c, h, w)` | the last dense layer's logits |
 //! | `bert` | `bert` | token ids | the pooled sentence embedding, or a head's logits |
+//! | `llama` | `llama` | token ids (causal, with a key/value cache) | the next token's logits |
 
 #[cfg(feature = "bert")]
 pub(crate) mod bert;
 #[cfg(feature = "cnn")]
 pub(crate) mod cnn;
+#[cfg(feature = "llama")]
+pub(crate) mod llama;
 pub(crate) mod mlp;
 
 use super::linear::Linears;
@@ -31,6 +34,8 @@ pub enum Architecture {
     Cnn,
     /// `bert`: a BERT encoder with llama.cpp's names (all-MiniLM-L6-v2).
     Bert,
+    /// `llama`: a decoder LLM with llama.cpp's names (SmolLM2, Llama, ...).
+    Llama,
 }
 
 impl Architecture {
@@ -40,6 +45,7 @@ impl Architecture {
             Architecture::Mlp => "mlp",
             Architecture::Cnn => "cnn",
             Architecture::Bert => "bert",
+            Architecture::Llama => "llama",
         }
     }
 }
@@ -76,6 +82,34 @@ pub(crate) trait Forward<'a> {
     /// Exact arena `f32`s of one forward over at most `max_tokens` tokens with a head of
     /// at most `head_rows` outputs (0: the base's).
     fn arena_len(&self, slots: &SlotTable<'a>, max_tokens: usize, head_rows: usize) -> usize;
+    /// True for a causal (generative) model that keeps a key/value state.
+    fn is_causal(&self) -> bool {
+        false
+    }
+    /// `f32`s of persistent state for `context` positions (0 for stateless models).
+    fn state_len(&self, _context: usize) -> usize {
+        0
+    }
+    /// Arena `f32`s of one [`Forward::step`] over at most `max_tokens` new tokens.
+    fn step_arena_len(&self, _max_tokens: usize) -> usize {
+        0
+    }
+    /// Reads `tokens` at positions `past ..` into the state `kv` (room for `context`
+    /// positions) and writes the logits of the token after the last one.
+    #[cfg(feature = "llama")]
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        _lin: &Linears<'_, 'a>,
+        _tokens: &[u32],
+        _kv: &mut [f32],
+        _context: usize,
+        _past: usize,
+        _output: &mut [f32],
+        _arena: &mut [f32],
+    ) -> Result<usize> {
+        Err(Error::UnsupportedModel)
+    }
     /// One forward pass; writes the output and returns its length.
     fn forward(
         &self,
@@ -84,6 +118,22 @@ pub(crate) trait Forward<'a> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize>;
+}
+
+/// Calls one [`Forward`] method on whichever architecture `$arch` holds (static
+/// dispatch: a firmware that runs one architecture links no other's code).
+macro_rules! dispatch {
+    ($arch:expr, $a:ident => $call:expr) => {
+        match $arch {
+            Arch::Mlp($a, _) => $call,
+            #[cfg(feature = "cnn")]
+            Arch::Cnn($a) => $call,
+            #[cfg(feature = "bert")]
+            Arch::Bert($a) => $call,
+            #[cfg(feature = "llama")]
+            Arch::Llama($a) => $call,
+        }
+    };
 }
 
 /// The architecture of a loaded model, with what it keeps beyond the slot table.
@@ -98,6 +148,8 @@ pub(crate) enum Arch<'a> {
     Cnn(cnn::Cnn),
     #[cfg(feature = "bert")]
     Bert(bert::Bert<'a>),
+    #[cfg(feature = "llama")]
+    Llama(llama::Llama<'a>),
 }
 
 impl<'a> Arch<'a> {
@@ -114,6 +166,8 @@ impl<'a> Arch<'a> {
             "cnn" => Arch::Cnn(cnn::Cnn::load(g, slots)?),
             #[cfg(feature = "bert")]
             "bert" => Arch::Bert(bert::Bert::load(g, slots)?),
+            #[cfg(feature = "llama")]
+            "llama" => Arch::Llama(llama::Llama::load(g, slots)?),
             _ => return Err(Error::UnsupportedModel),
         })
     }
@@ -126,18 +180,72 @@ impl<'a> Arch<'a> {
             Arch::Cnn(_) => Architecture::Cnn,
             #[cfg(feature = "bert")]
             Arch::Bert(_) => Architecture::Bert,
+            #[cfg(feature = "llama")]
+            Arch::Llama(_) => Architecture::Llama,
         }
     }
 
-    /// The architecture behind the common interface.
-    pub(crate) fn get(&self) -> &dyn Forward<'a> {
-        match self {
-            Arch::Mlp(m, _) => m,
-            #[cfg(feature = "cnn")]
-            Arch::Cnn(c) => c,
-            #[cfg(feature = "bert")]
-            Arch::Bert(b) => b,
-        }
+    /// What the model takes ([`Forward::input`]).
+    pub(crate) fn input(&self) -> InputKind {
+        dispatch!(self, a => a.input())
+    }
+    /// [`Forward::output_len`].
+    pub(crate) fn output_len(&self, slots: &SlotTable<'a>) -> usize {
+        dispatch!(self, a => a.output_len(slots))
+    }
+    /// [`Forward::pooled_width`].
+    pub(crate) fn pooled_width(&self) -> Option<usize> {
+        dispatch!(self, a => a.pooled_width())
+    }
+    /// [`Forward::max_batch`].
+    pub(crate) fn max_batch(&self) -> usize {
+        dispatch!(self, a => a.max_batch())
+    }
+    /// [`Forward::arena_len`].
+    pub(crate) fn arena_len(
+        &self,
+        slots: &SlotTable<'a>,
+        max_tokens: usize,
+        head_rows: usize,
+    ) -> usize {
+        dispatch!(self, a => a.arena_len(slots, max_tokens, head_rows))
+    }
+    /// [`Forward::is_causal`].
+    pub(crate) fn is_causal(&self) -> bool {
+        dispatch!(self, a => a.is_causal())
+    }
+    /// [`Forward::state_len`].
+    pub(crate) fn state_len(&self, context: usize) -> usize {
+        dispatch!(self, a => a.state_len(context))
+    }
+    /// [`Forward::step_arena_len`].
+    pub(crate) fn step_arena_len(&self, max_tokens: usize) -> usize {
+        dispatch!(self, a => a.step_arena_len(max_tokens))
+    }
+    /// [`Forward::step`].
+    #[cfg(feature = "llama")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn step(
+        &self,
+        lin: &Linears<'_, 'a>,
+        tokens: &[u32],
+        kv: &mut [f32],
+        context: usize,
+        past: usize,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        dispatch!(self, a => a.step(lin, tokens, kv, context, past, output, arena))
+    }
+    /// [`Forward::forward`].
+    pub(crate) fn forward(
+        &self,
+        lin: &Linears<'_, 'a>,
+        input: Input<'_>,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        dispatch!(self, a => a.forward(lin, input, output, arena))
     }
 
     /// The `bert` hyper-parameters, for a `bert` model.
@@ -145,6 +253,15 @@ impl<'a> Arch<'a> {
     pub(crate) fn bert(&self) -> Option<&bert::Bert<'a>> {
         match self {
             Arch::Bert(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The `llama` hyper-parameters, for a `llama` model.
+    #[cfg(feature = "llama")]
+    pub(crate) fn llama(&self) -> Option<&llama::Llama<'a>> {
+        match self {
+            Arch::Llama(l) => Some(l),
             _ => None,
         }
     }

@@ -1,0 +1,466 @@
+//! The `llama` decoder with llama.cpp's key and tensor names: token embeddings, blocks
+//! of RMS norm, grouped-query causal attention with rotary position embeddings, RMS norm
+//! and a SwiGLU feed-forward, then a final RMS norm and the output head (tied to the
+//! embeddings when the file has no `output.weight`).
+//!
+//! The seven linear layers of every block are slots (`attn_q`, `attn_k`, `attn_v`,
+//! `attn_output`, `ffn_gate`, `ffn_up`, `ffn_down`, in that order), so adapters rotate
+//! them like every other dense layer, over any weight type the runtime reads (the
+//! quantized base is never touched). Keys and values live in a caller-provided state
+//! (`runtime::DecoderState`): a prompt is read once, then tokens are decoded one at a
+//! time against the cache.
+
+use heapless::Vec;
+
+use super::mlp::check_float;
+use super::{Forward, InputKind};
+use crate::gguf::{self, Gguf, TensorInfo};
+use crate::math::MAX_BLOCK_SIZE;
+use crate::nn::activation::swiglu;
+use crate::nn::attention::{causal_attention, CausalShape};
+use crate::nn::norm::rms_norm;
+use crate::nn::rope::{rope_angles, rope_apply};
+use crate::runtime::linear::{Linears, SlotScratch};
+use crate::runtime::model::Input;
+use crate::runtime::slots::{Slot, SlotTable, MAX_SLOTS};
+use crate::runtime::weights::{linear, weight_scratch_len, Dense, TensorRef, WeightView};
+use crate::{Error, Result};
+
+/// The linear layers of one block, in slot order.
+pub(crate) const BLOCK_LINEARS: [&str; 7] = [
+    gguf::LAYER_ATTN_Q,
+    gguf::LAYER_ATTN_K,
+    gguf::LAYER_ATTN_V,
+    gguf::LAYER_ATTN_OUTPUT,
+    gguf::LAYER_FFN_GATE,
+    gguf::LAYER_FFN_UP,
+    gguf::LAYER_FFN_DOWN,
+];
+
+/// Most decoder blocks a `llama` model may have: as many as the slot table holds.
+pub const MAX_LLAMA_BLOCKS: usize = MAX_SLOTS / BLOCK_LINEARS.len();
+
+/// Largest hidden width, feed-forward width, vocabulary and context a file may declare
+/// (far above any model this runtime targets; they bound every size computed from them).
+const MAX_WIDTH: usize = 1 << 16;
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_CONTEXT: usize = 1 << 20;
+
+/// Hyper-parameters of a `llama` file, all read from its `llama.*` keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LlamaConfig {
+    /// Decoder blocks.
+    pub blocks: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// SwiGLU width.
+    pub ffn: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention; divides `heads`).
+    pub kv_heads: usize,
+    /// Width of one head (`hidden / heads`).
+    pub head_dim: usize,
+    /// Elements of each head that RoPE rotates (even, at most `head_dim`).
+    pub rope_dims: usize,
+    /// RoPE frequency base.
+    pub rope_base: f32,
+    /// RMS norm epsilon.
+    pub eps: f32,
+    /// Longest sequence (`llama.context_length`).
+    pub context: usize,
+    /// Vocabulary size (rows of the embedding table and of the output head).
+    pub vocab: usize,
+}
+
+impl LlamaConfig {
+    /// Width of one position's keys (or values): `kv_heads · head_dim`.
+    pub const fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+/// The non-slot tensors of a `llama` model.
+#[derive(Debug, Clone)]
+pub(crate) struct Llama<'a> {
+    pub(crate) config: LlamaConfig,
+    token_embd: TensorRef<'a>,
+    output: TensorRef<'a>,
+    output_norm: TensorRef<'a>,
+    /// Per block: attention norm, feed-forward norm.
+    norms: Vec<[TensorRef<'a>; 2], MAX_LLAMA_BLOCKS>,
+}
+
+fn dim(g: &Gguf<'_>, key: &str, max: usize) -> Result<usize> {
+    let v = g.get_u32(key)? as usize;
+    if v == 0 || v > max {
+        return Err(Error::UnsupportedModel);
+    }
+    Ok(v)
+}
+
+fn matrix<'a>(g: &Gguf<'a>, name: &str, rows: usize, cols: usize) -> Result<TensorInfo<'a>> {
+    let t = g.require_tensor(name)?;
+    if t.shape() != [rows as u64, cols as u64] {
+        return Err(Error::ShapeMismatch { tensor: t.index() });
+    }
+    check_float(&t)?;
+    Ok(t)
+}
+
+fn vector<'a>(g: &Gguf<'a>, name: &str, len: usize) -> Result<TensorRef<'a>> {
+    let t = g.require_tensor(name)?;
+    if t.shape() != [len as u64] {
+        return Err(Error::ShapeMismatch { tensor: t.index() });
+    }
+    check_float(&t)?;
+    Ok(TensorRef::new(&t))
+}
+
+fn block_name(block: usize, layer: &str) -> Result<gguf::TensorName> {
+    gguf::block_tensor_name(block as u32, layer, gguf::SUFFIX_WEIGHT).ok_or(Error::CapacityExceeded)
+}
+
+impl<'a> Llama<'a> {
+    /// Reads the configuration and the non-slot tensors, and pushes the block linears
+    /// into `slots`.
+    pub(crate) fn load(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
+        let blocks = g.get_u32(gguf::KEY_LLAMA_BLOCK_COUNT)? as usize;
+        if blocks == 0 || blocks > MAX_LLAMA_BLOCKS {
+            return Err(Error::CapacityExceeded);
+        }
+        let hidden = dim(g, gguf::KEY_LLAMA_EMBEDDING_LENGTH, MAX_WIDTH)?;
+        let ffn = dim(g, gguf::KEY_LLAMA_FEED_FORWARD_LENGTH, 4 * MAX_WIDTH)?;
+        let heads = dim(g, gguf::KEY_LLAMA_HEAD_COUNT, hidden)?;
+        let kv_heads = match g.get_u32(gguf::KEY_LLAMA_HEAD_COUNT_KV) {
+            Err(Error::MissingKey) => heads,
+            other => other? as usize,
+        };
+        if kv_heads == 0 || heads % kv_heads != 0 || hidden % heads != 0 {
+            return Err(Error::UnsupportedModel);
+        }
+        let head_dim = hidden / heads;
+        let rope_dims = match g.get_u32(gguf::KEY_LLAMA_ROPE_DIMENSION_COUNT) {
+            Err(Error::MissingKey) => head_dim,
+            other => other? as usize,
+        };
+        if rope_dims % 2 != 0 || rope_dims > head_dim {
+            return Err(Error::UnsupportedModel);
+        }
+        let rope_base = match g.get_f32(gguf::KEY_LLAMA_ROPE_FREQ_BASE) {
+            Err(Error::MissingKey) => 10_000.0,
+            other => other?,
+        };
+        let eps = g.get_f32(gguf::KEY_LLAMA_RMS_EPSILON)?;
+        if !(rope_base.is_finite() && rope_base > 1.0 && eps.is_finite() && eps >= 0.0) {
+            return Err(Error::UnsupportedModel);
+        }
+        let context = dim(g, gguf::KEY_LLAMA_CONTEXT_LENGTH, MAX_CONTEXT)?;
+        let embd = g.require_tensor(gguf::TENSOR_TOKEN_EMBD)?;
+        let vocab = match embd.shape() {
+            [v, h] if *h as usize == hidden && (1..=MAX_VOCAB as u64).contains(v) => *v as usize,
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    tensor: embd.index(),
+                })
+            }
+        };
+        if let Ok(v) = g.get_u32(gguf::KEY_LLAMA_VOCAB_SIZE) {
+            if v as usize != vocab {
+                return Err(Error::ShapeMismatch {
+                    tensor: embd.index(),
+                });
+            }
+        }
+        check_float(&embd)?;
+        let config = LlamaConfig {
+            blocks,
+            hidden,
+            ffn,
+            heads,
+            kv_heads,
+            head_dim,
+            rope_dims,
+            rope_base,
+            eps,
+            context,
+            vocab,
+        };
+        let kvw = config.kv_width();
+        let mut norms = Vec::new();
+        for blk in 0..blocks {
+            for (j, layer) in BLOCK_LINEARS.iter().enumerate() {
+                let (rows, cols) = match j {
+                    1 | 2 => (kvw, hidden),
+                    4 | 5 => (ffn, hidden),
+                    6 => (hidden, ffn),
+                    _ => (hidden, hidden),
+                };
+                let w = matrix(g, &block_name(blk, layer)?, rows, cols)?;
+                slots.push(Slot::new(&w, None, rows, cols))?;
+            }
+            let pair = [
+                vector(g, &block_name(blk, gguf::LAYER_ATTN_NORM)?, hidden)?,
+                vector(g, &block_name(blk, gguf::LAYER_FFN_NORM)?, hidden)?,
+            ];
+            norms.push(pair).map_err(|_| Error::CapacityExceeded)?;
+        }
+        let output = match g.find_tensor(gguf::TENSOR_OUTPUT) {
+            Some(_) => matrix(g, gguf::TENSOR_OUTPUT, vocab, hidden)?,
+            None => embd,
+        };
+        Ok(Llama {
+            config,
+            token_embd: TensorRef::new(&embd),
+            output: TensorRef::new(&output),
+            output_norm: vector(g, gguf::TENSOR_OUTPUT_NORM, hidden)?,
+            norms,
+        })
+    }
+
+    /// Widest activation a slot reads or writes.
+    fn wide(&self) -> usize {
+        let c = &self.config;
+        c.hidden.max(c.ffn)
+    }
+
+    /// Arena `f32`s of one step over `t` new tokens (the cache excluded): hidden states,
+    /// normed states, q, k, v, attention output, gate and up, RoPE angles, attention
+    /// scores over the whole context, a norm weight, and the slot scratch.
+    fn step_arena(&self, t: usize) -> usize {
+        let c = &self.config;
+        let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
+        let states = 3 * t * h + 2 * t * kvw + t * h + 2 * t * f;
+        let rope = t * c.rope_dims;
+        let slot = 2 * t * wide
+            + (2 * wide).max(MAX_BLOCK_SIZE * t)
+            + weight_scratch_len(wide, t).max(weight_scratch_len(h, 1))
+            + wide;
+        states + rope + c.context + h + slot
+    }
+
+    /// `f32`s of keys and values for `context` positions.
+    fn kv_len(&self, context: usize) -> usize {
+        2 * self.config.blocks * context * self.config.kv_width()
+    }
+
+    /// The step of [`Forward::step`], on a cache of `context` positions of which `past`
+    /// are filled.
+    #[allow(clippy::too_many_arguments)]
+    fn run_step(
+        &self,
+        lin: &Linears<'_, 'a>,
+        tokens: &[u32],
+        kv: &mut [f32],
+        context: usize,
+        past: usize,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        let c = self.config;
+        let t = tokens.len();
+        if t == 0 {
+            return Err(Error::BadInput);
+        }
+        if past + t > context {
+            return Err(Error::ContextExceeded {
+                needed: past + t,
+                context,
+            });
+        }
+        let kv_need = self.kv_len(context);
+        if kv.len() < kv_need {
+            return Err(Error::BufferTooSmall {
+                needed: kv_need,
+                got: kv.len(),
+            });
+        }
+        let need = self.step_arena(t);
+        if arena.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: arena.len(),
+            });
+        }
+        let got = output.len();
+        let logits = output.get_mut(..c.vocab).ok_or(Error::BufferTooSmall {
+            needed: c.vocab,
+            got,
+        })?;
+        let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
+        let half = c.rope_dims / 2;
+        let (x, rest) = arena.split_at_mut(t * h);
+        let (xn, rest) = rest.split_at_mut(t * h);
+        let (q, rest) = rest.split_at_mut(t * h);
+        let (k, rest) = rest.split_at_mut(t * kvw);
+        let (v, rest) = rest.split_at_mut(t * kvw);
+        let (att, rest) = rest.split_at_mut(t * h);
+        let (gate, rest) = rest.split_at_mut(t * f);
+        let (up, rest) = rest.split_at_mut(t * f);
+        let (cos, rest) = rest.split_at_mut(t * half);
+        let (sin, rest) = rest.split_at_mut(t * half);
+        let (scores, rest) = rest.split_at_mut(c.context);
+        let (normw, rest) = rest.split_at_mut(h);
+        let (rot, rest) = rest.split_at_mut(t * wide);
+        let (spare, rest) = rest.split_at_mut(t * wide);
+        let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * t));
+        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, t).max(h));
+        let bias = &mut rest[..wide];
+        let mut sc = SlotScratch {
+            rot,
+            spare,
+            chain,
+            wbuf,
+            bias,
+        };
+        for (i, (&id, row)) in tokens.iter().zip(x.chunks_exact_mut(h)).enumerate() {
+            let id = id as usize;
+            if id >= c.vocab {
+                return Err(Error::BadInput);
+            }
+            self.token_embd.decode_f32(id * h, row)?;
+            rope_angles(
+                past + i,
+                c.rope_dims,
+                c.rope_base,
+                &mut cos[i * half..][..half],
+                &mut sin[i * half..][..half],
+            );
+        }
+        let shape = CausalShape {
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        };
+        let per_block = BLOCK_LINEARS.len();
+        for (blk, norms) in self.norms.iter().enumerate() {
+            let s0 = blk * per_block;
+            // Attention.
+            norms[0].decode_f32(0, normw)?;
+            xn.copy_from_slice(x);
+            for row in xn.chunks_exact_mut(h) {
+                rms_norm(row, normw, c.eps);
+            }
+            lin.apply(s0, xn, t, q, &mut sc)?;
+            lin.apply(s0 + 1, xn, t, k, &mut sc)?;
+            lin.apply(s0 + 2, xn, t, v, &mut sc)?;
+            for i in 0..t {
+                let (cs, sn) = (&cos[i * half..][..half], &sin[i * half..][..half]);
+                rope_apply(&mut q[i * h..][..h], c.head_dim, c.rope_dims, cs, sn);
+                rope_apply(&mut k[i * kvw..][..kvw], c.head_dim, c.rope_dims, cs, sn);
+            }
+            let cache = &mut kv[2 * blk * context * kvw..][..2 * context * kvw];
+            let (kc, vc) = cache.split_at_mut(context * kvw);
+            kc[past * kvw..(past + t) * kvw].copy_from_slice(k);
+            vc[past * kvw..(past + t) * kvw].copy_from_slice(v);
+            causal_attention(
+                shape,
+                q,
+                &kc[..(past + t) * kvw],
+                &vc[..(past + t) * kvw],
+                t,
+                past,
+                att,
+                scores,
+            )?;
+            lin.apply(s0 + 3, att, t, xn, &mut sc)?;
+            for (a, b) in x.iter_mut().zip(xn.iter()) {
+                *a += b;
+            }
+            // Feed-forward.
+            norms[1].decode_f32(0, normw)?;
+            xn.copy_from_slice(x);
+            for row in xn.chunks_exact_mut(h) {
+                rms_norm(row, normw, c.eps);
+            }
+            lin.apply(s0 + 4, xn, t, gate, &mut sc)?;
+            lin.apply(s0 + 5, xn, t, up, &mut sc)?;
+            swiglu(gate, up);
+            lin.apply(s0 + 6, gate, t, xn, &mut sc)?;
+            for (a, b) in x.iter_mut().zip(xn.iter()) {
+                *a += b;
+            }
+        }
+        // The head reads the last token only.
+        self.output_norm.decode_f32(0, normw)?;
+        let last = &mut xn[..h];
+        last.copy_from_slice(&x[(t - 1) * h..t * h]);
+        rms_norm(last, normw, c.eps);
+        let head = Dense {
+            weight: WeightView::Tensor(self.output),
+            rows: c.vocab,
+            cols: h,
+            scale: None,
+            bias: None,
+        };
+        linear(&head, last, 1, logits, sc.wbuf)?;
+        Ok(c.vocab)
+    }
+}
+
+impl<'a> Forward<'a> for Llama<'a> {
+    fn input(&self) -> InputKind {
+        InputKind::Tokens {
+            max: self.config.context,
+        }
+    }
+    fn output_len(&self, _slots: &SlotTable<'a>) -> usize {
+        self.config.vocab
+    }
+    fn is_causal(&self) -> bool {
+        true
+    }
+    /// A one-shot run keeps its cache in the arena.
+    fn arena_len(&self, _slots: &SlotTable<'a>, max_tokens: usize, _head_rows: usize) -> usize {
+        let t = max_tokens.clamp(1, self.config.context);
+        self.step_arena(t) + self.kv_len(t)
+    }
+    fn state_len(&self, context: usize) -> usize {
+        self.kv_len(context)
+    }
+    fn step_arena_len(&self, max_tokens: usize) -> usize {
+        self.step_arena(max_tokens.clamp(1, self.config.context))
+    }
+    fn step(
+        &self,
+        lin: &Linears<'_, 'a>,
+        tokens: &[u32],
+        kv: &mut [f32],
+        context: usize,
+        past: usize,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        self.run_step(lin, tokens, kv, context, past, output, arena)
+    }
+
+    /// The logits of the token after `ids`, from a fresh cache kept in the arena.
+    fn forward(
+        &self,
+        lin: &Linears<'_, 'a>,
+        input: Input<'_>,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        let ids = match input {
+            Input::Tokens(ids) if !ids.is_empty() => ids,
+            _ => return Err(Error::BadInput),
+        };
+        let t = ids.len();
+        if t > self.config.context {
+            return Err(Error::ContextExceeded {
+                needed: t,
+                context: self.config.context,
+            });
+        }
+        let kv_len = self.kv_len(t);
+        if arena.len() < kv_len {
+            return Err(Error::BufferTooSmall {
+                needed: kv_len + self.step_arena(t),
+                got: arena.len(),
+            });
+        }
+        let (kv, rest) = arena.split_at_mut(kv_len);
+        self.run_step(lin, ids, kv, t, 0, output, rest)
+    }
+}

@@ -1,0 +1,83 @@
+//! Persistent state of a causal model, apart from the per-run arena: the keys and values
+//! of every position read so far, in a caller-provided buffer whose exact size
+//! [`crate::runtime::Model::state_len`] gives before anything runs.
+//!
+//! A state belongs to the adapter it was computed under: running it with another adapter
+//! (or the bare base) is [`Error::StaleState`], so keys and values are never reused
+//! across adapters. The caller either resets the state and re-reads its tokens, or keeps
+//! one state per adapter.
+
+use crate::{Error, Result};
+
+/// Which adapter a state was computed under: `None` for the bare base, else the
+/// prepared adapter's [`crate::runtime::Prepared::state_key`].
+pub type StateOwner = Option<u64>;
+
+/// The key/value cache of a causal model over at most `context` positions.
+#[derive(Debug)]
+pub struct DecoderState<'s> {
+    kv: &'s mut [f32],
+    context: usize,
+    len: usize,
+    owner: StateOwner,
+}
+
+impl<'s> DecoderState<'s> {
+    /// A state of `context` positions in `buf`, which must hold `need` values (the
+    /// model's [`crate::runtime::Model::state_len`]`(context)`).
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] for a short `buf`.
+    pub fn new(buf: &'s mut [f32], need: usize, context: usize) -> Result<Self> {
+        if buf.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: buf.len(),
+            });
+        }
+        Ok(DecoderState {
+            kv: buf,
+            context,
+            len: 0,
+            owner: None,
+        })
+    }
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True before any token was read.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Positions the state can hold.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+    /// The adapter the filled positions were computed under.
+    pub fn owner(&self) -> StateOwner {
+        self.owner
+    }
+    /// Forgets every position (the buffer is reused as it is).
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.owner = None;
+    }
+    /// Drops the positions from `len` on (to re-read a shorter history).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The cache, checked against `owner`: an empty state takes any owner.
+    pub(crate) fn claim(&mut self, owner: StateOwner) -> Result<(&mut [f32], usize, usize)> {
+        if self.len > 0 && self.owner != owner {
+            return Err(Error::StaleState);
+        }
+        Ok((&mut *self.kv, self.context, self.len))
+    }
+    /// Records `n` more positions computed under `owner`.
+    pub(crate) fn advance(&mut self, n: usize, owner: StateOwner) {
+        self.len += n;
+        self.owner = owner;
+    }
+}

@@ -1,0 +1,144 @@
+//! SmolLM2-135M-Instruct (llama architecture) from llama.cpp's own GGUF, against
+//! transformers' llama in float64 on the same (dequantized) weights
+//! (tests/data/llama/make_reference.py): next-token logits after three prompts, the 32
+//! greedy tokens after each, and the cache's consistency (prefill then decode equals
+//! token by token).
+//!
+//! The model files are never committed; `scripts/test` unpacks and converts them (set
+//! `RIFFLE_SKIP_LLAMA=1` to skip on a machine without them).
+
+use riffle_core::runtime::{DecoderState, Input, Model};
+use riffle_core::Error;
+use riffle_tests::{data_path, read_npy_f32, smollm2};
+use serde_json::Value;
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    // Ties go to the lowest id.
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(data_path("llama/reference.json")).unwrap())
+        .unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Cosine of the next-token logits to the float64 reference, per weight type. F32 holds
+/// the very weights of the reference: only f32 arithmetic differs (measured: see
+/// docs/runtime.md).
+const LOGIT_BOUNDS: [(&str, f64); 1] = [("F32", 0.99999)];
+
+#[test]
+fn logits_match_the_float64_reference() {
+    let r = reference();
+    for (kind, bound) in LOGIT_BOUNDS {
+        let Some(bytes) = smollm2(kind) else { return };
+        let model = Model::from_bytes(&bytes).unwrap();
+        assert!(model.is_causal());
+        let cfg = model.llama_config().unwrap();
+        assert_eq!(
+            (cfg.blocks, cfg.hidden, cfg.heads, cfg.kv_heads),
+            (30, 576, 9, 3)
+        );
+        for (name, p) in r["prompts"].as_object().unwrap() {
+            let prompt = ids(&p["ids"]);
+            let want = read_npy_f32(&data_path(&format!("llama/logits-{name}.npy")));
+            let mut arena = vec![0.0f32; model.arena_len(prompt.len(), 0)];
+            let mut out = vec![0.0f32; model.output_len()];
+            let n = model
+                .run(None, None, Input::Tokens(&prompt), &mut out, &mut arena)
+                .unwrap();
+            assert_eq!(n, cfg.vocab);
+            let c = cosine(&out, &want);
+            eprintln!("{kind} {name}: cosine {c:.7}");
+            assert!(c >= bound, "{kind} {name}: cosine {c} < {bound}");
+            assert_eq!(argmax(&out), argmax(&want), "{kind} {name}: next token");
+        }
+    }
+}
+
+#[test]
+fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
+    let Some(bytes) = smollm2("F32") else { return };
+    let model = Model::from_bytes(&bytes).unwrap();
+    let vocab = model.output_len();
+    let r = reference();
+    for (name, p) in r["prompts"].as_object().unwrap() {
+        let prompt = ids(&p["ids"]);
+        let want = ids(&p["greedy"]);
+        let context = prompt.len() + want.len();
+        let mut kv = vec![0.0f32; model.state_len(context)];
+        let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
+        let mut arena = vec![0.0f32; model.step_arena_len(prompt.len())];
+        let mut logits = vec![0.0f32; vocab];
+        model
+            .step(None, None, &mut state, &prompt, &mut logits, &mut arena)
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let next = argmax(&logits) as u32;
+            got.push(next);
+            if state.len() == context {
+                break;
+            }
+            model
+                .step(None, None, &mut state, &[next], &mut logits, &mut arena)
+                .unwrap();
+        }
+        assert_eq!(got, want, "{name}: greedy continuation");
+
+        // The same prompt one token at a time gives the same next-token logits.
+        let mut kv2 = vec![0.0f32; model.state_len(context)];
+        let mut s2 = DecoderState::new(&mut kv2, model.state_len(context), context).unwrap();
+        let mut one = vec![0.0f32; vocab];
+        for &t in &prompt {
+            model
+                .step(None, None, &mut s2, &[t], &mut one, &mut arena)
+                .unwrap();
+        }
+        let mut whole = vec![0.0f32; vocab];
+        let mut s3 = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
+        model
+            .step(None, None, &mut s3, &prompt, &mut whole, &mut arena)
+            .unwrap();
+        let worst = one
+            .iter()
+            .zip(&whole)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-3,
+            "{name}: prefill vs token by token differ by {worst}"
+        );
+        assert_eq!(argmax(&one), argmax(&whole));
+
+        // Past the state's context: a typed error, and the state keeps its positions.
+        let full = s3.len();
+        let too_long = vec![1u32; context - full + 1];
+        assert!(matches!(
+            model.step(None, None, &mut s3, &too_long, &mut whole, &mut arena),
+            Err(Error::ContextExceeded { .. }) | Err(Error::BufferTooSmall { .. })
+        ));
+        assert_eq!(s3.len(), full);
+    }
+}
