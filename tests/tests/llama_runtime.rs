@@ -44,9 +44,11 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// Cosine of the next-token logits to the float64 reference, per weight type. F32 holds
-/// the very weights of the reference: only f32 arithmetic differs (measured: see
-/// docs/runtime.md).
-const LOGIT_BOUNDS: [(&str, f64); 1] = [("F32", 0.99999)];
+/// the very weights of the reference, so only f32 arithmetic differs (measured worst over
+/// the three prompts: 1.0000000). F16 rounds those weights to half precision (measured
+/// worst 0.9999997). Q8_0 re-quantizes them to 8 bits (measured worst 0.99947, on the
+/// chat prompt): its bound leaves twice the measured gap.
+const LOGIT_BOUNDS: [(&str, f64); 3] = [("F32", 0.99999), ("F16", 0.99999), ("Q8_0", 0.999)];
 
 #[test]
 fn logits_match_the_float64_reference() {
