@@ -91,7 +91,7 @@ impl Sampler {
             return Err(Error::BadInput);
         }
         let c = self.config;
-        if !(c.temperature > 0.0) {
+        if c.temperature.is_nan() || c.temperature <= 0.0 {
             return Ok(argmax(logits));
         }
         let n = logits.len();
