@@ -1,0 +1,234 @@
+//! The generation loop of a causal model: the prompt is read in chunks (bounded arena),
+//! then tokens are sampled one at a time until an end token, a token budget, the
+//! context's end or the caller's stop. Text is streamed as it is made, never splitting
+//! a UTF-8 character across two pieces.
+
+use std::time::Instant;
+
+use riffle_core::runtime::{DecoderState, Model, Session};
+use riffle_core::sample::{Sampler, SamplerConfig};
+use riffle_core::Error;
+
+/// The bytes of each token, for streaming text.
+pub trait TokenBytes {
+    /// Appends the bytes token `id` stands for to `out` (special tokens as their text).
+    fn token_bytes(&self, id: u32, out: &mut Vec<u8>);
+}
+
+/// How to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// Most tokens to generate (the stop token not counted).
+    pub max_tokens: usize,
+    /// Token choice.
+    pub sampler: SamplerConfig,
+    /// Tokens that end the generation (end of sequence, end of turn); not part of the
+    /// output.
+    pub stop_tokens: Vec<u32>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A stop token was sampled.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// The state's context is full.
+    Context,
+    /// The caller asked to stop.
+    Cancelled,
+}
+
+/// What one generation made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The generated tokens (no stop token).
+    pub tokens: Vec<u32>,
+    /// Their text.
+    pub text: String,
+    /// Tokens read before the first generated one.
+    pub prompt_tokens: usize,
+    /// Milliseconds spent reading the prompt (up to the first token's logits).
+    pub prompt_ms: f64,
+    /// Milliseconds spent generating after that.
+    pub decode_ms: f64,
+    /// Why it ended.
+    pub stop: StopReason,
+}
+
+/// The buffers one generation needs, sized once per model: arena, logits, sampler scratch.
+#[derive(Debug)]
+pub struct Buffers {
+    arena: Vec<f32>,
+    logits: Vec<f32>,
+    scratch: Vec<u32>,
+    chunk: usize,
+}
+
+impl Buffers {
+    /// Buffers for `model`, reading prompts `chunk` tokens at a time.
+    pub fn new(model: &Model<'_>, chunk: usize) -> Self {
+        let chunk = chunk.max(1);
+        Buffers {
+            arena: vec![0.0; model.step_arena_len(chunk)],
+            logits: vec![0.0; model.output_len()],
+            scratch: vec![0; model.output_len()],
+            chunk,
+        }
+    }
+    /// The logits of the last step.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+}
+
+/// Streams bytes out as text: holds back an incomplete UTF-8 character, replaces bytes
+/// that can never form one with U+FFFD.
+#[derive(Debug, Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// Adds `bytes` and returns the text that is complete.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let good = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..good]).unwrap_or_default());
+                    match e.error_len() {
+                        // Incomplete at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..good);
+                            return out;
+                        }
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..good + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /// What is left at the end (an incomplete character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        rest
+    }
+}
+
+/// Reads `prompt` into `state` (after what it holds) with the session's active adapter,
+/// then generates. `on_piece(token, text)` sees every generated token with the text it
+/// completes (possibly empty) and returns `false` to stop. An empty `prompt` continues
+/// from the logits already in `bufs` (the state must not be empty then).
+///
+/// # Errors
+/// The core's errors ([`Error::StaleState`] for a state of another adapter,
+/// [`Error::ContextExceeded`] for a prompt past the context, ...).
+pub fn generate(
+    session: &Session<'_, '_, '_>,
+    state: &mut DecoderState<'_>,
+    prompt: &[u32],
+    vocab: &dyn TokenBytes,
+    options: &GenerateOptions,
+    bufs: &mut Buffers,
+    on_piece: &mut dyn FnMut(u32, &str) -> bool,
+) -> Result<Generation, Error> {
+    let t0 = Instant::now();
+    if prompt.is_empty() && state.is_empty() {
+        return Err(Error::BadInput);
+    }
+    if state.len() + prompt.len() > state.context() {
+        return Err(Error::ContextExceeded {
+            needed: state.len() + prompt.len(),
+            context: state.context(),
+        });
+    }
+    for chunk in prompt.chunks(bufs.chunk) {
+        session.step(state, chunk, &mut bufs.logits, &mut bufs.arena)?;
+    }
+    let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t1 = Instant::now();
+    let mut sampler = Sampler::new(options.sampler);
+    let mut stream = Utf8Stream::default();
+    let mut bytes = Vec::new();
+    let mut tokens = Vec::new();
+    let mut text = String::new();
+    let stop = loop {
+        if tokens.len() >= options.max_tokens {
+            break StopReason::Length;
+        }
+        let next = sampler.sample(&bufs.logits, &mut bufs.scratch)?;
+        if options.stop_tokens.contains(&next) {
+            break StopReason::Stop;
+        }
+        tokens.push(next);
+        bytes.clear();
+        vocab.token_bytes(next, &mut bytes);
+        let piece = stream.push(&bytes);
+        text.push_str(&piece);
+        if !on_piece(next, &piece) {
+            break StopReason::Cancelled;
+        }
+        if tokens.len() >= options.max_tokens {
+            break StopReason::Length;
+        }
+        if state.len() >= state.context() {
+            break StopReason::Context;
+        }
+        session.step(state, &[next], &mut bufs.logits, &mut bufs.arena)?;
+    };
+    let rest = stream.finish();
+    if !rest.is_empty() {
+        text.push_str(&rest);
+        if let Some(&last) = tokens.last() {
+            on_piece(last, &rest);
+        }
+    }
+    Ok(Generation {
+        tokens,
+        text,
+        prompt_tokens: prompt.len(),
+        prompt_ms,
+        decode_ms: t1.elapsed().as_secs_f64() * 1e3,
+        stop,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Stream;
+
+    #[test]
+    fn utf8_stream_never_splits_a_character() {
+        let text = "añ€😀z";
+        let bytes = text.as_bytes();
+        for split in 0..=bytes.len() {
+            for split2 in split..=bytes.len() {
+                let mut s = Utf8Stream::default();
+                let mut out = s.push(&bytes[..split]);
+                out += &s.push(&bytes[split..split2]);
+                out += &s.push(&bytes[split2..]);
+                out += &s.finish();
+                assert_eq!(out, text);
+            }
+        }
+        let mut s = Utf8Stream::default();
+        assert_eq!(s.push(&[0xF0, 0x9F]), "");
+        assert_eq!(s.push(&[0x98, 0x80, b'!']), "😀!");
+        assert_eq!(s.push(&[0xFF, b'a']), "\u{FFFD}a");
+        assert_eq!(s.push(&[0xE2, 0x82]), "");
+        assert_eq!(s.finish(), "\u{FFFD}");
+    }
+}
