@@ -3,8 +3,6 @@
 //! context's end or the caller's stop. Text is streamed as it is made, never splitting
 //! a UTF-8 character across two pieces.
 
-use std::time::Instant;
-
 use riffle_core::runtime::{DecoderState, Model, Session};
 use riffle_core::sample::{Sampler, SamplerConfig};
 use riffle_core::Error;
@@ -57,13 +55,27 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
-/// The buffers one generation needs, sized once per model: arena, logits, sampler scratch.
+/// Milliseconds from a fixed origin (the timings of [`Generation`]).
+pub type Clock = fn() -> f64;
+
+/// The process clock (`std::time::Instant`); wasm front ends pass `performance.now`
+/// instead ([`Buffers::with_clock`]), since `Instant` does not exist there.
+pub fn instant_ms() -> f64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
+}
+
+/// The buffers one generation needs, sized once per model: arena, logits, sampler
+/// scratch, and the clock that times it.
 #[derive(Debug)]
 pub struct Buffers {
     arena: Vec<f32>,
     logits: Vec<f32>,
     scratch: Vec<u32>,
     chunk: usize,
+    clock: Clock,
 }
 
 impl Buffers {
@@ -75,7 +87,13 @@ impl Buffers {
             logits: vec![0.0; model.output_len()],
             scratch: vec![0; model.output_len()],
             chunk,
+            clock: instant_ms,
         }
+    }
+    /// The same buffers timed by `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
     /// The logits of the last step.
     pub fn logits(&self) -> &[f32] {
@@ -145,7 +163,7 @@ pub fn generate(
     bufs: &mut Buffers,
     on_piece: &mut dyn FnMut(u32, &str) -> bool,
 ) -> Result<Generation, Error> {
-    let t0 = Instant::now();
+    let t0 = (bufs.clock)();
     if prompt.is_empty() && state.is_empty() {
         return Err(Error::BadInput);
     }
@@ -158,8 +176,8 @@ pub fn generate(
     for chunk in prompt.chunks(bufs.chunk) {
         session.step(state, chunk, &mut bufs.logits, &mut bufs.arena)?;
     }
-    let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let t1 = Instant::now();
+    let t1 = (bufs.clock)();
+    let prompt_ms = t1 - t0;
     let mut sampler = Sampler::new(options.sampler);
     let mut stream = Utf8Stream::default();
     let mut bytes = Vec::new();
@@ -201,7 +219,7 @@ pub fn generate(
         text,
         prompt_tokens: prompt.len(),
         prompt_ms,
-        decode_ms: t1.elapsed().as_secs_f64() * 1e3,
+        decode_ms: (bufs.clock)() - t1,
         stop,
     })
 }
