@@ -2,7 +2,7 @@
 //! buffers they need, and turning raw outputs into labels and probabilities.
 
 use riffle_core::gguf::StringArray;
-use riffle_core::runtime::{Adapter, AdapterHandle, Input, Model, Session};
+use riffle_core::runtime::{Adapter, AdapterHandle, Input, InputKind, Model, Session};
 use riffle_core::text::Tokenizer;
 
 use crate::fail::{bad, runtime, Result};
@@ -34,15 +34,17 @@ pub struct Prediction {
 
 /// True for models that take text (`--text`, text lines on stdin).
 pub fn takes_text(model: &Model<'_>) -> bool {
-    model.bert_config().is_some()
+    matches!(model.input_kind(), InputKind::Tokens { .. })
 }
 
 /// A sentence saying what inputs `model` takes.
 pub fn input_kind(model: &Model<'_>) -> String {
-    if takes_text(model) {
-        "text".to_string()
-    } else {
-        format!("vectors of {} numbers", model.input_len())
+    match model.input_kind() {
+        InputKind::Tokens { max } if model.is_causal() => {
+            format!("text (generative, context {max} tokens)")
+        }
+        InputKind::Tokens { max } => format!("text (at most {max} tokens)"),
+        InputKind::Vector { len } => format!("vectors of {len} numbers"),
     }
 }
 

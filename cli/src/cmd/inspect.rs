@@ -318,10 +318,35 @@ fn model(name: &str, g: &Gguf<'_>, verify: bool, r: &mut Report, problem: &mut O
             .join(", ")
             + if m.slots().len() > 8 { ", …" } else { "" }
     ));
+    if let Some(c) = m.llama_config() {
+        let kv_per_token = 4 * m.state_len(1);
+        r.text.push(format!(
+            "  decoder      {} blocks, hidden {}, {} heads / {} key-value heads of {}, SwiGLU {}, vocabulary {}, context {}, RoPE base {}",
+            c.blocks, c.hidden, c.heads, c.kv_heads, c.head_dim, c.ffn, c.vocab, c.context, c.rope_base
+        ));
+        r.text.push(format!(
+            "  state        {} of keys and values per token ({} for the whole context)",
+            show::bytes_exact(kv_per_token),
+            show::bytes(kv_per_token * c.context)
+        ));
+        r.text.push(format!(
+            "  tokenizer    {} (pre-tokenizer {}), chat template: {}",
+            g.get_str("tokenizer.ggml.model").unwrap_or("none"),
+            g.get_str("tokenizer.ggml.pre").unwrap_or("default"),
+            if g.get_str("tokenizer.chat_template").is_ok() { "yes" } else { "no" }
+        ));
+        obj.insert(
+            "llama".into(),
+            json!({
+                "blocks": c.blocks, "hidden": c.hidden, "ffn": c.ffn, "heads": c.heads,
+                "kv_heads": c.kv_heads, "head_dim": c.head_dim, "rope_dims": c.rope_dims,
+                "rope_base": c.rope_base, "rms_epsilon": c.eps, "context": c.context,
+                "vocab": c.vocab, "state_bytes_per_token": kv_per_token,
+            }),
+        );
+    }
     if takes_text(&m) {
-        let ctx = g
-            .get_u32(gguf::KEY_BERT_CONTEXT_LENGTH)
-            .map_or(512, |c| c as usize);
+        let ctx = m.max_tokens();
         let mut arena = Map::new();
         let mut parts = Vec::new();
         for seq in [16usize, 64, 128, ctx] {
