@@ -59,6 +59,7 @@ mod error;
 pub mod gguf;
 pub mod math;
 pub mod nn;
+pub mod par;
 pub mod runtime;
 pub mod sample;
 #[cfg(feature = "text")]

@@ -20,3 +20,4 @@
 
 pub mod chat;
 pub mod generate;
+pub mod threads;

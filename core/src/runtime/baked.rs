@@ -57,7 +57,7 @@
 //! ```
 
 use super::arch::mlp::{split_vector_arena, vector_arena_len, Buffers};
-use super::linear::{slot_apply, write_output};
+use super::linear::{slot_apply, write_output, ONE_THREAD};
 use super::weights::{TensorRef, WeightView};
 use super::{Architecture, Model, Prepared, MAX_LAYERS};
 use crate::checksum::crc32;
@@ -679,6 +679,7 @@ impl<'a> BakedModel<'a> {
             let weight = WeightView::Tensor(TensorRef::f32_le(2 * i as u32, l.weight));
             let bias = (!l.bias.is_empty()).then(|| TensorRef::f32_le(2 * i as u32 + 1, l.bias));
             let rows = slot_apply(
+                ONE_THREAD,
                 weight,
                 bias,
                 l.rows,

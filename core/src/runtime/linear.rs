@@ -5,7 +5,9 @@
 
 use super::adapter::Prepared;
 use super::slots::SlotTable;
-use super::weights::{linear, linear_then, Dense, TensorRef, WeightView};
+#[cfg(feature = "parallel")]
+use super::weights::linear_par;
+use super::weights::{linear_then, Dense, TensorRef, WeightView};
 use crate::math::{transpose, Chain, LayerTransform, Scalars};
 use crate::{Error, Result};
 
@@ -19,13 +21,48 @@ pub(crate) struct SlotScratch<'x> {
     pub(crate) bias: &'x mut [f32],
 }
 
+/// The executor a forward pass splits its dense products with (`None`: the calling
+/// thread). Without the `parallel` feature there is none, and no code for it.
+#[cfg(feature = "parallel")]
+pub(crate) type Exec<'e> = Option<&'e dyn crate::par::Executor>;
+/// The executor a forward pass splits its dense products with: none without the
+/// `parallel` feature.
+#[cfg(not(feature = "parallel"))]
+pub(crate) type Exec<'e> = core::marker::PhantomData<&'e ()>;
+
+/// No executor: everything on the calling thread.
+#[cfg(feature = "parallel")]
+pub(crate) const ONE_THREAD: Exec<'static> = None;
+/// No executor: everything on the calling thread.
+#[cfg(not(feature = "parallel"))]
+pub(crate) const ONE_THREAD: Exec<'static> = core::marker::PhantomData;
+
+/// A dense product on `exec`'s threads, or on the calling thread.
+pub(crate) fn dense(
+    exec: Exec<'_>,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+    after: &[f32],
+) -> Result<()> {
+    #[cfg(feature = "parallel")]
+    if let Some(e) = exec {
+        return linear_par(e, layer, x, n, y, wbuf, after);
+    }
+    let _ = exec;
+    linear_then(layer, x, n, y, wbuf, after)
+}
+
 /// What one forward pass runs its slots with: the base's slot table, the active adapter
-/// (unmerged) and the merged weights, if any.
+/// (unmerged), the merged weights, if any, and the executor.
 #[derive(Clone, Copy)]
 pub(crate) struct Linears<'r, 'a> {
     pub(crate) slots: &'r SlotTable<'a>,
     pub(crate) adapter: Option<&'r Prepared<'a, 'r>>,
     pub(crate) merged: Option<&'r [f32]>,
+    pub(crate) exec: Exec<'r>,
 }
 
 impl<'a> Linears<'_, 'a> {
@@ -74,7 +111,9 @@ impl<'a> Linears<'_, 'a> {
             }
             _ => &[],
         };
-        slot_apply(weight, bias_t, rows, s.cols, &t, x, n, y, sc, after)
+        slot_apply(
+            self.exec, weight, bias_t, rows, s.cols, &t, x, n, y, sc, after,
+        )
     }
 }
 
@@ -100,6 +139,7 @@ pub(crate) fn write_output(output: &mut [f32], values: &[f32]) -> Result<usize> 
 /// reader calls it too, so both run the same code.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn slot_apply(
+    exec: Exec<'_>,
     weight: WeightView<'_>,
     bias_t: Option<TensorRef<'_>>,
     rows: usize,
@@ -145,7 +185,8 @@ pub(crate) fn slot_apply(
         _ => None,
     };
     if t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some()) {
-        linear_then(
+        dense(
+            exec,
             &Dense {
                 weight,
                 rows,
@@ -161,7 +202,8 @@ pub(crate) fn slot_apply(
         )?;
         return Ok(rows);
     }
-    linear(
+    dense(
+        exec,
         &Dense {
             weight,
             rows,
@@ -173,6 +215,7 @@ pub(crate) fn slot_apply(
         n,
         y,
         wbuf,
+        &[],
     )?;
     if let Some(q) = &t.q_out {
         rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;

@@ -23,6 +23,7 @@ mod linear;
 mod model;
 mod session;
 mod slots;
+#[cfg(feature = "llama")]
 mod state;
 pub mod weights;
 
@@ -38,4 +39,5 @@ pub use arch::{Architecture, InputKind};
 pub use model::{Input, Model};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};
 pub use slots::{Base, BaseFacts, Slot, SlotTable, MAX_LAYERS, MAX_SLOTS};
+#[cfg(feature = "llama")]
 pub use state::{DecoderState, StateOwner};

@@ -8,7 +8,7 @@
 
 use super::adapter::Prepared;
 use super::arch::{Arch, Architecture, InputKind};
-use super::linear::Linears;
+use super::linear::{Exec, Linears, ONE_THREAD};
 use super::slots::{Base, BaseFacts, Slot, SlotTable};
 #[cfg(feature = "llama")]
 use super::state::DecoderState;
@@ -214,11 +214,42 @@ impl<'a> Model<'a> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
+        self.run_in(ONE_THREAD, adapter, merged, input, output, arena)
+    }
+
+    /// [`Model::run`] with its dense products split across `exec`'s threads (results
+    /// identical to one thread's).
+    ///
+    /// # Errors
+    /// As [`Model::run`].
+    #[cfg(feature = "parallel")]
+    pub fn run_on(
+        &self,
+        exec: &dyn crate::par::Executor,
+        adapter: Option<&Prepared<'a, '_>>,
+        merged: Option<&[f32]>,
+        input: Input<'_>,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        self.run_in(Some(exec), adapter, merged, input, output, arena)
+    }
+
+    pub(crate) fn run_in(
+        &self,
+        exec: Exec<'_>,
+        adapter: Option<&Prepared<'a, '_>>,
+        merged: Option<&[f32]>,
+        input: Input<'_>,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
         self.check_run(adapter, merged)?;
         let lin = Linears {
             slots: &self.slots,
             adapter,
             merged,
+            exec,
         };
         self.arch.forward(&lin, input, output, arena)
     }
@@ -265,6 +296,41 @@ impl<'a> Model<'a> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
+        self.step_in(ONE_THREAD, adapter, merged, state, tokens, output, arena)
+    }
+
+    /// [`Model::step`] with its dense products split across `exec`'s threads (results
+    /// identical to one thread's).
+    ///
+    /// # Errors
+    /// As [`Model::step`].
+    #[cfg(all(feature = "llama", feature = "parallel"))]
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_on(
+        &self,
+        exec: &dyn crate::par::Executor,
+        adapter: Option<&Prepared<'a, '_>>,
+        merged: Option<&[f32]>,
+        state: &mut DecoderState<'_>,
+        tokens: &[u32],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        self.step_in(Some(exec), adapter, merged, state, tokens, output, arena)
+    }
+
+    #[cfg(feature = "llama")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn step_in(
+        &self,
+        exec: Exec<'_>,
+        adapter: Option<&Prepared<'a, '_>>,
+        merged: Option<&[f32]>,
+        state: &mut DecoderState<'_>,
+        tokens: &[u32],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
         self.check_run(adapter, merged)?;
         let owner = adapter.map(|p| p.state_key());
         let (kv, context, past) = state.claim(owner)?;
@@ -272,6 +338,7 @@ impl<'a> Model<'a> {
             slots: &self.slots,
             adapter,
             merged,
+            exec,
         };
         let n = self
             .arch

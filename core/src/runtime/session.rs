@@ -9,6 +9,7 @@
 use heapless::Vec;
 
 use super::adapter::Prepared;
+use super::linear::{Exec, ONE_THREAD};
 use super::model::{Input, Model};
 #[cfg(feature = "llama")]
 use super::state::DecoderState;
@@ -33,6 +34,7 @@ struct Merged<'w> {
 #[derive(Debug)]
 pub struct Session<'m, 'a, 'w, const R: usize = MAX_RESIDENT> {
     model: &'m Model<'a>,
+    exec: Exec<'m>,
     adapters: Vec<Prepared<'a, 'w>, R>,
     active: Option<AdapterHandle>,
     merged: Option<Merged<'w>>,
@@ -51,6 +53,7 @@ impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
     pub fn with_capacity(model: &'m Model<'a>) -> Self {
         Session {
             model,
+            exec: ONE_THREAD,
             adapters: Vec::new(),
             active: None,
             merged: None,
@@ -60,6 +63,13 @@ impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
     /// The base model.
     pub fn model(&self) -> &'m Model<'a> {
         self.model
+    }
+
+    /// Splits the dense products of [`Session::run`] and [`Session::step`] across
+    /// `exec`'s threads from now on (results are identical to one thread's).
+    #[cfg(feature = "parallel")]
+    pub fn set_executor(&mut self, exec: &'m dyn crate::par::Executor) {
+        self.exec = Some(exec);
     }
 
     /// Makes a prepared adapter resident and returns its handle.
@@ -208,8 +218,14 @@ impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
     /// As [`Model::run`].
     pub fn run(&self, input: Input<'_>, output: &mut [f32], arena: &mut [f32]) -> Result<usize> {
         let merged = self.merged.as_ref().map(|m| &*m.weights);
-        self.model
-            .run(self.active_adapter(), merged, input, output, arena)
+        self.model.run_in(
+            self.exec,
+            self.active_adapter(),
+            merged,
+            input,
+            output,
+            arena,
+        )
     }
 
     /// Reads `tokens` into `state` with the active adapter, merged or not, and writes the
@@ -228,8 +244,15 @@ impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
         arena: &mut [f32],
     ) -> Result<usize> {
         let merged = self.merged.as_ref().map(|m| &*m.weights);
-        self.model
-            .step(self.active_adapter(), merged, state, tokens, output, arena)
+        self.model.step_in(
+            self.exec,
+            self.active_adapter(),
+            merged,
+            state,
+            tokens,
+            output,
+            arena,
+        )
     }
 
     /// Arena length (`f32`s) that [`Session::run`] needs for inputs of at most

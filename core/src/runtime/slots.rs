@@ -9,7 +9,9 @@
 use heapless::Vec;
 
 use super::weights::TensorRef;
-use crate::gguf::{self, Gguf, TensorInfo};
+#[cfg(any(feature = "bert", feature = "llama"))]
+use crate::gguf::TensorInfo;
+use crate::gguf::{self, Gguf};
 use crate::{Error, Result};
 
 /// Most linear slots a model may have: a 30-block `llama` (210 slots) and a 36-block
@@ -41,6 +43,7 @@ pub struct Slot<'a> {
 
 impl<'a> Slot<'a> {
     /// A slot of weight `w` (shape `(rows, cols)` as the architecture reads it) and bias `b`.
+    #[cfg(any(feature = "bert", feature = "llama"))]
     pub(crate) fn new(
         w: &TensorInfo<'a>,
         b: Option<&TensorInfo<'a>>,

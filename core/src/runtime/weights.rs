@@ -7,7 +7,11 @@
 
 use crate::gguf::{decode_f32_run, TensorInfo, TensorType};
 use crate::math::gemm::{matmul_then, pack_scaled, Product, RowsRef};
+#[cfg(feature = "parallel")]
+use crate::par::{split_ranges, Executor, MAX_PARTS};
 use crate::{Error, Result};
+#[cfg(feature = "parallel")]
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A compact reference to a tensor's bytes: what the runtime keeps per weight (a
 /// fraction of a [`TensorInfo`], so model tables stay small on a microcontroller).
@@ -56,6 +60,36 @@ impl<'a> TensorRef<'a> {
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
+    /// Elements `start .. end` as a tensor of their own, or `None` when `start` and `end`
+    /// are not on block boundaries of the type (or out of range).
+    #[cfg(feature = "parallel")]
+    pub(crate) fn rows_view(&self, start: usize, end: usize) -> Option<TensorRef<'a>> {
+        let bytes = self.byte_range(start, end)?;
+        Some(TensorRef {
+            index: self.index,
+            ty: self.ty,
+            elements: end - start,
+            data: self.data.get(bytes)?,
+        })
+    }
+
+    /// The bytes of elements `start .. end`, when both are on block boundaries.
+    #[cfg(feature = "parallel")]
+    fn byte_range(&self, start: usize, end: usize) -> Option<core::ops::Range<usize>> {
+        if start > end || end > self.elements {
+            return None;
+        }
+        let (block, bytes) = match self.ty {
+            TensorType::F32 | TensorType::I32 => (1, 4),
+            TensorType::F16 | TensorType::BF16 => (1, 2),
+            TensorType::Q8_0 => (32, 34),
+        };
+        if !start.is_multiple_of(block) || !end.is_multiple_of(block) {
+            return None;
+        }
+        Some(start / block * bytes..end / block * bytes)
+    }
+
     /// Decodes elements `start .. start + out.len()` into `out` (see [`TensorInfo::decode_f32`]).
     ///
     /// # Errors
@@ -75,6 +109,16 @@ pub enum WeightView<'x> {
 }
 
 impl<'x> WeightView<'x> {
+    /// Rows `r0 .. r1` (each `cols` long) as a view of their own, or `None` when they do
+    /// not start on a block boundary of the tensor's type.
+    #[cfg(feature = "parallel")]
+    pub(crate) fn rows_view(&self, r0: usize, r1: usize, cols: usize) -> Option<WeightView<'x>> {
+        match self {
+            WeightView::F32(w) => w.get(r0 * cols..r1 * cols).map(WeightView::F32),
+            WeightView::Tensor(t) => t.rows_view(r0 * cols, r1 * cols).map(WeightView::Tensor),
+        }
+    }
+
     /// The stored memory of rows `r0 .. r0 + n` (each `cols` long) in whatever type they
     /// are, for prefetching; empty when out of range.
     fn raw_rows(&self, r0: usize, n: usize, cols: usize) -> RowsRef<'x> {
@@ -201,6 +245,138 @@ pub(crate) fn linear_then(
     wbuf: &mut [f32],
     after: &[f32],
 ) -> Result<()> {
+    linear_in(layer, x, n, y, wbuf, after, Mode::for_batch(n, layer.cols))
+}
+
+/// How [`linear_in`] computes: the panel kernel or row by row, and whether an output
+/// scale is folded into the panels. Decided by the whole batch, so that the parts of a
+/// batch split across threads compute every output exactly as the whole batch would.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    panel: bool,
+    fold_scale: bool,
+}
+
+impl Mode {
+    fn for_batch(n: usize, cols: usize) -> Self {
+        // An adapter's output scale costs `rows · cols` multiplies folded into the
+        // panels, or `n · rows` in the output pass that adds the bias anyway: the panels
+        // only for batches wider than the input (measured: MiniLM's unmerged forward at
+        // 16–128 tokens is 0.3 to 2 points faster with the scale on the outputs,
+        // docs/runtime.md).
+        Mode {
+            panel: n >= PANEL_MIN_ROWS,
+            fold_scale: n > cols,
+        }
+    }
+}
+
+#[cfg(feature = "parallel")]
+/// Token rows per part are multiples of this (the x86-64 kernel's tile height; the
+/// portable kernel's divides it), so parts tile the batch as the whole batch does.
+const TOKEN_ALIGN: usize = 12;
+
+#[cfg(feature = "parallel")]
+/// [`linear_then`] with its work split across `exec`'s threads: a single input by output
+/// rows (each part a contiguous run of `y`), a batch by input rows. Every output is
+/// computed by the same arithmetic as on one thread (bit-identical results); `wbuf` serves
+/// the one-thread path, parts take their scratch from the executor.
+///
+/// # Errors
+/// As [`linear`].
+pub(crate) fn linear_par(
+    exec: &dyn Executor,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+    after: &[f32],
+) -> Result<()> {
+    let (rows, cols) = (layer.rows, layer.cols);
+    let threads = exec.threads();
+    if threads <= 1 || x.len() < n * cols || y.len() < n * rows || n == 0 {
+        return linear_then(layer, x, n, y, wbuf, after);
+    }
+    let mode = Mode::for_batch(n, cols);
+    let mut starts = [0usize; MAX_PARTS + 1];
+    let failed = AtomicBool::new(false);
+    let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
+    if n == 1 {
+        // By output rows: part k computes rows starts[k] .. starts[k + 1].
+        let count = split_ranges(rows, threads, PANEL, &mut starts);
+        if count <= 1 || layer.weight.rows_view(0, rows, cols).is_none() {
+            return linear_then(layer, x, n, y, wbuf, after);
+        }
+        let mut rest = &mut y[..rows];
+        for k in 0..count {
+            let (head, tail) = rest.split_at_mut(starts[k + 1] - starts[k]);
+            let _ = outs.push(head);
+            rest = tail;
+        }
+        let starts = &starts;
+        exec.for_each(
+            &mut outs,
+            weight_scratch_len(cols, 1),
+            &|k, out, scratch| {
+                let (r0, r1) = (starts[k], starts[k + 1]);
+                let part = layer.weight.rows_view(r0, r1, cols).map(|weight| Dense {
+                    weight,
+                    rows: r1 - r0,
+                    cols,
+                    scale: layer.scale.and_then(|s| s.get(r0..r1)),
+                    bias: layer.bias.and_then(|b| b.get(r0..r1)),
+                });
+                let ok = part.is_some_and(|p| linear_in(&p, x, 1, out, scratch, &[], mode).is_ok());
+                if !ok {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            },
+        );
+    } else {
+        // By input rows: part k reads tokens starts[k] .. starts[k + 1].
+        let count = split_ranges(n, threads, TOKEN_ALIGN, &mut starts);
+        if count <= 1 {
+            return linear_then(layer, x, n, y, wbuf, after);
+        }
+        let mut rest = &mut y[..n * rows];
+        for k in 0..count {
+            let (head, tail) = rest.split_at_mut((starts[k + 1] - starts[k]) * rows);
+            let _ = outs.push(head);
+            rest = tail;
+        }
+        let starts = &starts;
+        exec.for_each(
+            &mut outs,
+            weight_scratch_len(cols, n),
+            &|k, out, scratch| {
+                let (t0, t1) = (starts[k], starts[k + 1]);
+                let xs = &x[t0 * cols..t1 * cols];
+                if linear_in(layer, xs, t1 - t0, out, scratch, &[], mode).is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            },
+        );
+    }
+    drop(outs);
+    if failed.load(Ordering::Relaxed) {
+        // Every size was checked above: only a malformed tensor can fail; the one-thread
+        // pass names the error.
+        return linear_then(layer, x, n, y, wbuf, after);
+    }
+    Ok(())
+}
+
+/// [`linear_then`] in a given [`Mode`].
+fn linear_in(
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+    after: &[f32],
+    mode: Mode,
+) -> Result<()> {
     let Dense {
         weight: w,
         rows,
@@ -220,14 +396,14 @@ pub(crate) fn linear_then(
             found: s.len(),
         });
     }
-    let need = weight_scratch_len(cols, n);
+    let need = if mode.panel { 2 * PANEL * cols } else { cols };
     if wbuf.len() < need {
         return Err(Error::BufferTooSmall {
             needed: need,
             got: wbuf.len(),
         });
     }
-    if n < PANEL_MIN_ROWS {
+    if !mode.panel {
         // Row by row: decode W[o] once, dot it with every input.
         for o in 0..rows {
             let wr = w.rows(o, 1, cols, wbuf)?;
@@ -239,11 +415,7 @@ pub(crate) fn linear_then(
         return Ok(());
     }
     let (tmp, panel) = wbuf[..need].split_at_mut(PANEL * cols);
-    // An adapter's output scale costs `rows · cols` multiplies folded into the panels, or
-    // `n · rows` in the output pass that adds the bias anyway: the panels only for batches
-    // wider than the input (measured: MiniLM's unmerged forward at 16–128 tokens is 0.3 to
-    // 2 points faster with the scale on the outputs, docs/runtime.md).
-    let fold_scale = n > cols;
+    let fold_scale = mode.fold_scale;
     let mut o0 = 0;
     while o0 < rows {
         let p = PANEL.min(rows - o0);

@@ -20,10 +20,10 @@ use crate::nn::activation::swiglu;
 use crate::nn::attention::{causal_attention, CausalShape};
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
-use crate::runtime::linear::{Linears, SlotScratch};
+use crate::runtime::linear::{dense, Linears, SlotScratch};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{Slot, SlotTable, MAX_SLOTS};
-use crate::runtime::weights::{linear, weight_scratch_len, Dense, TensorRef, WeightView};
+use crate::runtime::weights::{weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::{Error, Result};
 
 /// The linear layers of one block, in slot order.
@@ -393,7 +393,7 @@ impl<'a> Llama<'a> {
             scale: None,
             bias: None,
         };
-        linear(&head, last, 1, logits, sc.wbuf)?;
+        dense(lin.exec, &head, last, 1, logits, sc.wbuf, &[])?;
         Ok(c.vocab)
     }
 }

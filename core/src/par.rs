@@ -1,0 +1,111 @@
+//! Splitting heavy steps across threads without `std` or an allocator: the core cuts a
+//! step into independent parts, each writing its own disjoint slice of the output, and a
+//! caller-supplied [`Executor`] runs the parts (a thread pool in the CLI, Web Workers in
+//! the browser). [`Sequential`] runs them on the calling thread; a firmware never builds
+//! an executor, and its code path is the one-thread path of before.
+//!
+//! Every split is chosen so that each output value is computed by the same arithmetic in
+//! the same order whatever the thread count: results are bit-identical for 1, 2, 3 or 7
+//! threads (tested).
+//!
+//! ```
+//! use riffle_core::par::{Executor, Sequential};
+//! let mut a = [0.0f32; 3];
+//! let mut b = [0.0f32; 2];
+//! let mut outs: [&mut [f32]; 2] = [&mut a, &mut b];
+//! Sequential.for_each(&mut outs, 4, &|i, out, scratch| {
+//!     assert!(scratch.len() >= 4);
+//!     out.fill(i as f32 + 1.0);
+//! });
+//! assert_eq!((a, b), ([1.0; 3], [2.0; 2]));
+//! ```
+
+/// Most parts one step is cut into (and so the most threads a step uses).
+pub const MAX_PARTS: usize = 64;
+
+/// One part of a step: `(index, output slice, scratch)`.
+pub type Part<'f> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'f;
+
+/// Runs the parts of a step, possibly at the same time.
+pub trait Executor: Sync + core::fmt::Debug {
+    /// Threads the executor runs parts on (1: the caller's thread only).
+    fn threads(&self) -> usize;
+
+    /// Calls `f(i, outs[i], scratch)` once for every part `i`, each with a scratch slice
+    /// of at least `scratch_len` values that no other running part uses, and returns when
+    /// every call has returned. Parts may run in any order, at the same time.
+    fn for_each(&self, outs: &mut [&mut [f32]], scratch_len: usize, f: &Part<'_>);
+}
+
+/// The one-thread executor: parts run in order on the calling thread, with scratch from
+/// a small stack buffer when it fits (callers that use `Sequential` take their one-thread
+/// paths instead and never ask it for a large scratch).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sequential;
+
+impl Executor for Sequential {
+    fn threads(&self) -> usize {
+        1
+    }
+    fn for_each(&self, outs: &mut [&mut [f32]], scratch_len: usize, f: &Part<'_>) {
+        let mut stack = [0.0f32; 256];
+        let scratch: &mut [f32] = if scratch_len <= stack.len() {
+            &mut stack
+        } else {
+            &mut []
+        };
+        for (i, out) in outs.iter_mut().enumerate() {
+            f(i, out, scratch);
+        }
+    }
+}
+
+/// Splits `0 .. len` into at most `parts` ranges whose bounds are multiples of `align`
+/// (the last range takes the rest); returns the number of ranges and writes their
+/// starts into `starts` (`starts[k] .. starts[k + 1]`, with `starts[count] = len`).
+pub fn split_ranges(
+    len: usize,
+    parts: usize,
+    align: usize,
+    starts: &mut [usize; MAX_PARTS + 1],
+) -> usize {
+    let align = align.max(1);
+    let parts = parts.clamp(1, MAX_PARTS);
+    let units = len.div_ceil(align);
+    let per = units.div_ceil(parts).max(1) * align;
+    let mut count = 0;
+    let mut at = 0;
+    while at < len && count < MAX_PARTS {
+        starts[count] = at;
+        count += 1;
+        at = (at + per).min(len);
+    }
+    starts[count] = len;
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_ranges, MAX_PARTS};
+
+    #[test]
+    fn ranges_cover_the_length_once_on_aligned_bounds() {
+        for len in [0usize, 1, 7, 31, 32, 33, 100, 1536, 49_152] {
+            for parts in [1usize, 2, 3, 7, 64, 200] {
+                for align in [1usize, 6, 32] {
+                    let mut s = [0usize; MAX_PARTS + 1];
+                    let n = split_ranges(len, parts, align, &mut s);
+                    assert!(n <= parts.clamp(1, MAX_PARTS));
+                    assert_eq!(s[n], len);
+                    for k in 0..n {
+                        assert!(s[k] < s[k + 1], "{len} {parts} {align}");
+                        assert_eq!(s[k] % align, 0);
+                    }
+                    if len == 0 {
+                        assert_eq!(n, 0);
+                    }
+                }
+            }
+        }
+    }
+}
