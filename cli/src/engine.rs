@@ -137,6 +137,9 @@ impl<'f> Stack<'f> {
             None
         };
         let mut session = Session::new(model);
+        if let Some(pool) = crate::threads::executor() {
+            session.set_executor(pool);
+        }
         let mut names = Vec::new();
         for ((name, a), ws) in adapters.iter().zip(workspaces.iter_mut()) {
             let p = a

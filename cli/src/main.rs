@@ -16,6 +16,7 @@ mod gguf_write;
 mod npy;
 mod safetensors;
 mod show;
+mod threads;
 
 /// Run fine-tuned networks by swapping tiny orthogonal adapters (GSOFT, Double GSOFT,
 /// OFT, BOFT) over one frozen base model.
@@ -24,6 +25,10 @@ mod show;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads for the model's dense products (default: every available core; `demo`
+    /// runs on one).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +160,14 @@ fn main() -> ExitCode {
         std::process::exit(101);
     }));
     let cli = Cli::parse();
+    let threads = match cli.command {
+        Command::Demo => Some(cli.threads.unwrap_or(1)),
+        _ => cli.threads,
+    };
+    if let Err(e) = threads::configure(threads) {
+        eprintln!("riffle: {e}");
+        return ExitCode::from(e.code as u8);
+    }
     let result = match cli.command {
         Command::Demo => cmd::demo::run(),
         Command::Run {
