@@ -23,8 +23,6 @@ pub fn attention(
     kt: &mut [f32],
     scores: &mut [f32],
 ) -> Result<()> {
-    let d = hidden / heads;
-    let scale = 1.0 / libm::sqrtf(d as f32);
     let need = t * hidden;
     if k.len() < need || kt.len() < need || scores.len() < t * t {
         return Err(Error::BufferTooSmall {
@@ -33,12 +31,46 @@ pub fn attention(
         });
     }
     pack_transposed(RowsRef::F32(&k[..need]), t, hidden, kt, t)?;
-    let scores = &mut scores[..t * t];
+    attention_rows(q, kt, v, t, hidden, heads, 0, t, ctx, scores)
+}
+
+/// Query rows `r0 .. r1` of [`attention`] after `k` was packed transposed into `kt`
+/// (`hidden × t`): writes `ctx` rows `r0 .. r1` into `ctx_rows` (`(r1 - r0) × hidden`),
+/// with `scores` holding `(r1 - r0) · t` values. Each output is computed as by the whole
+/// attention, so rows can be split across threads.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] for short buffers.
+#[cfg(feature = "bert")]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_rows(
+    q: &[f32],
+    kt: &[f32],
+    v: &[f32],
+    t: usize,
+    hidden: usize,
+    heads: usize,
+    r0: usize,
+    r1: usize,
+    ctx_rows: &mut [f32],
+    scores: &mut [f32],
+) -> Result<()> {
+    let d = hidden / heads;
+    let scale = 1.0 / libm::sqrtf(d as f32);
+    let m = r1.saturating_sub(r0);
+    if scores.len() < m * t || ctx_rows.len() < m * hidden || q.len() < r1 * hidden {
+        return Err(Error::BufferTooSmall {
+            needed: m * t,
+            got: scores.len(),
+        });
+    }
+    let scores = &mut scores[..m * t];
+    let q = &q[r0 * hidden..];
     for h in 0..heads {
         let off = h * d;
         // scores = q_h · k_h^T
         let qk = Product {
-            m: t,
+            m,
             n: t,
             k: d,
             a_stride: hidden,
@@ -46,13 +78,18 @@ pub fn attention(
             c_stride: t,
             accumulate: false,
         };
-        matmul(&qk, q.get(off..).unwrap_or(&[]), &kt[off * t..], scores)?;
+        matmul(
+            &qk,
+            q.get(off..).unwrap_or(&[]),
+            kt.get(off * t..).unwrap_or(&[]),
+            scores,
+        )?;
         for row in scores.chunks_exact_mut(t) {
             softmax(row, scale);
         }
         // ctx_h = softmax · v_h
         let pv = Product {
-            m: t,
+            m,
             n: d,
             k: t,
             a_stride: t,
@@ -64,7 +101,7 @@ pub fn attention(
             &pv,
             scores,
             v.get(off..).unwrap_or(&[]),
-            ctx.get_mut(off..).unwrap_or(&mut []),
+            ctx_rows.get_mut(off..).unwrap_or(&mut []),
         )?;
     }
     Ok(())

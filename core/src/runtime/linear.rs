@@ -169,7 +169,7 @@ pub(crate) fn slot_apply(
         Some(q) => {
             let xr = &mut rot[..n * cols];
             if q.has_simd_kernel() {
-                q.apply_rows_from(&x[..n * cols], xr, false, chain)?;
+                rotate_rows_from(exec, q, &x[..n * cols], xr, n, chain)?;
             } else {
                 xr.copy_from_slice(&x[..n * cols]);
                 rotate_rows(q, xr, n, spare, chain)?;
@@ -241,6 +241,54 @@ pub(crate) fn slot_apply(
         }
     }
     Ok(rows)
+}
+
+/// `dst = Q src` row by row on the SIMD kernels, the rows split across `exec`'s threads
+/// at multiples of 24 (the kernels' bands of 8 and 4 rows stay as the whole batch forms
+/// them, so every row is computed exactly as on one thread).
+fn rotate_rows_from(
+    exec: Exec<'_>,
+    q: &Chain<'_>,
+    src: &[f32],
+    dst: &mut [f32],
+    n: usize,
+    chain: &mut [f32],
+) -> Result<()> {
+    #[cfg(feature = "parallel")]
+    if let Some(e) = exec.filter(|e| e.threads() > 1 && n >= 48) {
+        use crate::par::{split_ranges, MAX_PARTS};
+        use core::sync::atomic::{AtomicBool, Ordering};
+        let w = q.spec().width();
+        let mut starts = [0usize; MAX_PARTS + 1];
+        let count = split_ranges(n, e.threads(), 24, &mut starts);
+        if count > 1 && src.len() == n * w && dst.len() == n * w {
+            let failed = AtomicBool::new(false);
+            let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
+            let mut rest = &mut *dst;
+            for k in 0..count {
+                let (head, tail) = rest.split_at_mut((starts[k + 1] - starts[k]) * w);
+                let _ = outs.push(head);
+                rest = tail;
+            }
+            let starts = &starts;
+            e.for_each(
+                &mut outs,
+                q.spec().apply_scratch_len(),
+                &|k, out, scratch| {
+                    let rows = &src[starts[k] * w..starts[k + 1] * w];
+                    if q.apply_rows_from(rows, out, false, scratch).is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                },
+            );
+            drop(outs);
+            if !failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
+    }
+    let _ = (exec, n);
+    q.apply_rows_from(src, dst, false, chain)
 }
 
 /// Rotates every row of `data` (`n × w`) by `q`: in place on the SIMD kernels when the

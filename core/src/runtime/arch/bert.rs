@@ -17,7 +17,7 @@ use crate::math::MAX_BLOCK_SIZE;
 use crate::nn::activation::gelu;
 use crate::nn::attention::attention;
 use crate::nn::norm::layer_norm;
-use crate::runtime::linear::{Linears, SlotScratch};
+use crate::runtime::linear::{Exec, Linears, SlotScratch};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{Slot, SlotTable};
 use crate::runtime::weights::{linear, weight_scratch_len, Dense, TensorRef, WeightView};
@@ -368,7 +368,7 @@ impl<'a> Forward<'a> for Bert<'a> {
             lin.apply(s0, x, t, q, &mut sc)?;
             lin.apply(s0 + 1, x, t, k, &mut sc)?;
             lin.apply(s0 + 2, x, t, v, &mut sc)?;
-            attention([q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
+            attend(lin.exec, [q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
             lin.apply(s0 + 3, ctx, t, q, &mut sc)?;
             self.residual_norm(blk, 0, x, q, norm_buf)?;
             lin.apply(s0 + 4, x, t, ffn, &mut sc)?;
@@ -423,4 +423,58 @@ impl<'a> Forward<'a> for Bert<'a> {
             }
         }
     }
+}
+
+/// [`attention`], its query rows split across `exec`'s threads when there is one (each
+/// part's scores in the executor's scratch; results identical to one thread's).
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    exec: Exec<'_>,
+    qkv: [&[f32]; 3],
+    t: usize,
+    h: usize,
+    heads: usize,
+    ctx: &mut [f32],
+    kt: &mut [f32],
+    scores: &mut [f32],
+) -> Result<()> {
+    #[cfg(feature = "parallel")]
+    if let Some(e) = exec.filter(|e| e.threads() > 1 && t >= 16) {
+        use crate::math::gemm::{pack_transposed, RowsRef};
+        use crate::nn::attention::attention_rows;
+        use crate::par::{split_ranges, MAX_PARTS};
+        use core::sync::atomic::{AtomicBool, Ordering};
+        let [q, k, v] = qkv;
+        if k.len() >= t * h && kt.len() >= t * h && ctx.len() >= t * h {
+            pack_transposed(RowsRef::F32(&k[..t * h]), t, h, kt, t)?;
+            let kt: &[f32] = kt;
+            let mut starts = [0usize; MAX_PARTS + 1];
+            let count = split_ranges(t, e.threads(), 12, &mut starts);
+            let failed = AtomicBool::new(false);
+            let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
+            let mut rest = &mut ctx[..t * h];
+            for i in 0..count {
+                let (head, tail) = rest.split_at_mut((starts[i + 1] - starts[i]) * h);
+                let _ = outs.push(head);
+                rest = tail;
+            }
+            let starts = &starts;
+            let most = (0..count)
+                .map(|i| starts[i + 1] - starts[i])
+                .max()
+                .unwrap_or(0);
+            e.for_each(&mut outs, most * t, &|i, out, sc| {
+                if attention_rows(q, kt, v, t, h, heads, starts[i], starts[i + 1], out, sc).is_err()
+                {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            });
+            drop(outs);
+            if !failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
+    }
+    let _ = exec;
+    attention(qkv, t, h, heads, ctx, kt, scores)
 }
