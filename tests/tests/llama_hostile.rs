@@ -1,0 +1,269 @@
+//! The llama loader and decoder on hostile files and inputs (tests/data/llama/tiny-llama.gguf,
+//! a 2-block random llama made by make_tiny.py): every edit is a typed error, never a
+//! panic; a prompt past the context and ids past the vocabulary are refused; a truncated
+//! file at any length is an error.
+
+use riffle_core::runtime::{DecoderState, Input, Model};
+use riffle_core::Error;
+use riffle_tests::data_path;
+use riffle_tests::gguf_edit::{GgufFile, Val};
+
+fn tiny() -> Vec<u8> {
+    std::fs::read(data_path("llama/tiny-llama.gguf")).unwrap()
+}
+
+fn edited(f: impl FnOnce(&mut GgufFile)) -> Vec<u8> {
+    let mut g = GgufFile::parse(&tiny());
+    f(&mut g);
+    g.to_bytes()
+}
+
+fn load_err(bytes: &[u8]) -> Error {
+    match Model::from_bytes(bytes) {
+        Ok(_) => panic!("a hostile file loaded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn the_tiny_llama_loads_and_runs() {
+    let bytes = tiny();
+    let m = Model::from_bytes(&bytes).unwrap();
+    let c = m.llama_config().unwrap();
+    assert_eq!(
+        (c.blocks, c.hidden, c.heads, c.kv_heads, c.ffn, c.vocab, c.context),
+        (2, 16, 4, 2, 32, 64, 32)
+    );
+    let mut out = vec![0.0f32; 64];
+    let mut arena = vec![0.0f32; m.arena_len(5, 0)];
+    m.run(
+        None,
+        None,
+        Input::Tokens(&[1, 2, 3, 4, 5]),
+        &mut out,
+        &mut arena,
+    )
+    .unwrap();
+    assert!(out.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn edited_dimensions_and_missing_keys_are_typed_errors() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut GgufFile)>, fn(&Error) -> bool)> = vec![
+        (
+            "block count 0",
+            Box::new(|g| {
+                g.set("llama.block_count", Val::u32(0));
+            }),
+            |e| matches!(e, Error::CapacityExceeded),
+        ),
+        (
+            "block count past the slot table",
+            Box::new(|g| {
+                g.set("llama.block_count", Val::u32(1_000_000));
+            }),
+            |e| matches!(e, Error::CapacityExceeded),
+        ),
+        (
+            "more blocks than tensors",
+            Box::new(|g| {
+                g.set("llama.block_count", Val::u32(3));
+            }),
+            |e| matches!(e, Error::MissingTensor),
+        ),
+        (
+            "heads do not divide hidden",
+            Box::new(|g| {
+                g.set("llama.attention.head_count", Val::u32(3));
+            }),
+            |e| matches!(e, Error::UnsupportedModel),
+        ),
+        (
+            "kv heads do not divide heads",
+            Box::new(|g| {
+                g.set("llama.attention.head_count_kv", Val::u32(3));
+            }),
+            |e| matches!(e, Error::UnsupportedModel),
+        ),
+        (
+            "kv heads 0",
+            Box::new(|g| {
+                g.set("llama.attention.head_count_kv", Val::u32(0));
+            }),
+            |e| matches!(e, Error::UnsupportedModel),
+        ),
+        (
+            "hidden past the limit",
+            Box::new(|g| {
+                g.set("llama.embedding_length", Val::u32(u32::MAX));
+            }),
+            |e| matches!(e, Error::UnsupportedModel),
+        ),
+        (
+            "hidden disagrees with the tensors",
+            Box::new(|g| {
+                g.set("llama.embedding_length", Val::u32(32));
+            }),
+            |e| matches!(e, Error::ShapeMismatch { .. }),
+        ),
+        (
+            "ffn disagrees with the tensors",
+            Box::new(|g| {
+                g.set("llama.feed_forward_length", Val::u32(48));
+            }),
+            |e| matches!(e, Error::ShapeMismatch { .. }),
+        ),
+        (
+            "odd rope dimensions",
+            Box::new(|g| {
+                g.set("llama.rope.dimension_count", Val::u32(3));
+            }),
+            |e| matches!(e, Error::UnsupportedModel),
+        ),
+        (
+            "rope dimensions past the head",
+            Box::new(|g| {
+                g.set("llama.rope.dimension_count", Val::u32(8));
+            }),
+            |e| matches!(e, Error::UnsupportedModel),
+        ),
+        (
+            "context 0",
+            Box::new(|g| {
+                g.set("llama.context_length", Val::u32(0));
+            }),
+            |e| matches!(e, Error::UnsupportedModel),
+        ),
+        (
+            "vocabulary size disagrees",
+            Box::new(|g| {
+                g.set("llama.vocab_size", Val::u32(65));
+            }),
+            |e| matches!(e, Error::ShapeMismatch { .. }),
+        ),
+        (
+            "no block count",
+            Box::new(|g| {
+                g.remove("llama.block_count");
+            }),
+            |e| matches!(e, Error::MissingKey),
+        ),
+        (
+            "no rms epsilon",
+            Box::new(|g| {
+                g.remove("llama.attention.layer_norm_rms_epsilon");
+            }),
+            |e| matches!(e, Error::MissingKey),
+        ),
+        (
+            "block count of the wrong type",
+            Box::new(|g| {
+                g.set("llama.block_count", Val::str("two"));
+            }),
+            |e| matches!(e, Error::WrongValueType),
+        ),
+        (
+            "no token embeddings",
+            Box::new(|g| {
+                g.tensor_mut("token_embd.weight").name = b"token_embd.weight.gone".to_vec();
+            }),
+            |e| matches!(e, Error::MissingTensor),
+        ),
+        (
+            "no output norm",
+            Box::new(|g| {
+                g.tensor_mut("output_norm.weight").name = b"output_norm.gone".to_vec();
+            }),
+            |e| matches!(e, Error::MissingTensor),
+        ),
+        (
+            "a transposed projection",
+            Box::new(|g| {
+                g.tensor_mut("blk.1.ffn_down.weight").dims = vec![16, 32];
+            }),
+            |e| {
+                matches!(
+                    e,
+                    Error::ShapeMismatch { .. } | Error::TensorOutOfRange { .. }
+                )
+            },
+        ),
+        (
+            "an integer weight",
+            Box::new(|g| {
+                g.tensor_mut("blk.0.attn_q.weight").ggml_type = 26;
+            }),
+            |e| matches!(e, Error::UnknownTensorType { .. }),
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let bytes = edited(|g| edit(g));
+        let e = load_err(&bytes);
+        assert!(want(&e), "{what}: got {e:?}");
+        // Every error displays as one line.
+        assert!(!e.to_string().contains('\n'));
+    }
+}
+
+#[test]
+fn prompts_past_the_context_and_ids_past_the_vocabulary_are_refused() {
+    let bytes = tiny();
+    let m = Model::from_bytes(&bytes).unwrap();
+    let mut out = vec![0.0f32; 64];
+    let mut arena = vec![0.0f32; m.arena_len(64, 0)];
+    let long = vec![1u32; 33];
+    assert!(matches!(
+        m.run(None, None, Input::Tokens(&long), &mut out, &mut arena),
+        Err(Error::ContextExceeded {
+            needed: 33,
+            context: 32
+        })
+    ));
+    assert_eq!(
+        m.run(None, None, Input::Tokens(&[64]), &mut out, &mut arena),
+        Err(Error::BadInput)
+    );
+    assert_eq!(
+        m.run(None, None, Input::Tokens(&[]), &mut out, &mut arena),
+        Err(Error::BadInput)
+    );
+    assert_eq!(
+        m.run(None, None, Input::Vector(&[0.0; 4]), &mut out, &mut arena),
+        Err(Error::BadInput)
+    );
+    // A state of 8 positions: the ninth is refused and the state keeps its eight.
+    let mut kv = vec![0.0f32; m.state_len(8)];
+    let need = kv.len();
+    let mut st = DecoderState::new(&mut kv, need, 8).unwrap();
+    let mut sa = vec![0.0f32; m.step_arena_len(8)];
+    m.step(None, None, &mut st, &[1; 8], &mut out, &mut sa)
+        .unwrap();
+    assert_eq!(st.len(), 8);
+    assert!(matches!(
+        m.step(None, None, &mut st, &[1], &mut out, &mut sa),
+        Err(Error::ContextExceeded { .. })
+    ));
+    assert_eq!(st.len(), 8);
+    // Short buffers are errors.
+    assert!(DecoderState::new(&mut vec![0.0f32; 3], need, 8).is_err());
+    st.reset();
+    assert!(matches!(
+        m.step(None, None, &mut st, &[1, 2], &mut out, &mut sa[..10]),
+        Err(Error::BufferTooSmall { .. })
+    ));
+    assert!(matches!(
+        m.step(None, None, &mut st, &[1, 2], &mut out[..10], &mut sa),
+        Err(Error::BufferTooSmall { .. })
+    ));
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let bytes = tiny();
+    for len in (0..bytes.len()).step_by(97).chain([bytes.len() - 1]) {
+        assert!(
+            Model::from_bytes(&bytes[..len]).is_err(),
+            "truncated at {len}"
+        );
+    }
+}
