@@ -49,7 +49,9 @@ fn the_tiny_llama_loads_and_runs() {
 
 #[test]
 fn edited_dimensions_and_missing_keys_are_typed_errors() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut GgufFile)>, fn(&Error) -> bool)> = vec![
+    type Edit = Box<dyn Fn(&mut GgufFile)>;
+    type Case = (&'static str, Edit, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
         (
             "block count 0",
             Box::new(|g| {
@@ -245,7 +247,7 @@ fn prompts_past_the_context_and_ids_past_the_vocabulary_are_refused() {
     ));
     assert_eq!(st.len(), 8);
     // Short buffers are errors.
-    assert!(DecoderState::new(&mut vec![0.0f32; 3], need, 8).is_err());
+    assert!(DecoderState::new(&mut [0.0f32; 3], need, 8).is_err());
     st.reset();
     assert!(matches!(
         m.step(None, None, &mut st, &[1, 2], &mut out, &mut sa[..10]),
