@@ -20,7 +20,10 @@ pub const MAX_THREADS: usize = riffle_core::par::MAX_PARTS;
 pub fn configure(threads: Option<usize>) -> Result<()> {
     let n = threads.unwrap_or_else(available);
     if n == 0 || n > MAX_THREADS {
-        return Err(bad("--threads", format!("must be between 1 and {MAX_THREADS}")));
+        return Err(bad(
+            "--threads",
+            format!("must be between 1 and {MAX_THREADS}"),
+        ));
     }
     let pool = if n > 1 {
         Some(Pool::new(n).map_err(|e| bad("--threads", format!("cannot start {n} threads: {e}")))?)

@@ -333,7 +333,11 @@ fn model(name: &str, g: &Gguf<'_>, verify: bool, r: &mut Report, problem: &mut O
             "  tokenizer    {} (pre-tokenizer {}), chat template: {}",
             g.get_str("tokenizer.ggml.model").unwrap_or("none"),
             g.get_str("tokenizer.ggml.pre").unwrap_or("default"),
-            if g.get_str("tokenizer.chat_template").is_ok() { "yes" } else { "no" }
+            if g.get_str("tokenizer.chat_template").is_ok() {
+                "yes"
+            } else {
+                "no"
+            }
         ));
         obj.insert(
             "llama".into(),
