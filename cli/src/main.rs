@@ -104,14 +104,21 @@ enum Command {
         #[arg(long, short = 'o', value_name = "OUT.gguf")]
         output: PathBuf,
     },
-    /// Measure base, unmerged and merged latency, activation and in-place swap times.
+    /// Measure base, unmerged and merged latency, activation and in-place swap times; for
+    /// a generative model, prompt and decode tokens per second (base and unmerged).
     Bench {
         /// Base model (GGUF).
         #[arg(long, short = 'm', value_name = "M.gguf")]
         model: PathBuf,
-        /// Adapter (GGUF).
+        /// Adapter (GGUF); required for encoders and vector models.
         #[arg(long, short = 'a', value_name = "A.gguf")]
-        adapter: PathBuf,
+        adapter: Option<PathBuf>,
+        /// Prompt tokens read at once (generative models).
+        #[arg(long, default_value_t = 128, value_name = "N")]
+        prompt_tokens: usize,
+        /// Tokens generated one by one after the prompt (generative models).
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        gen_tokens: usize,
         /// Sequence lengths for text models, comma-separated (vector models use their
         /// input length).
         #[arg(long, value_name = "16,64,128", value_delimiter = ',')]
@@ -203,10 +210,20 @@ fn main() -> ExitCode {
         Command::Bench {
             model,
             adapter,
+            prompt_tokens,
+            gen_tokens,
             seq,
             budget,
             json,
-        } => cmd::bench::run(&model, &adapter, &seq, budget, json),
+        } => cmd::bench_llm::run(
+            &model,
+            adapter.as_ref(),
+            prompt_tokens,
+            gen_tokens,
+            &seq,
+            budget,
+            json,
+        ),
         Command::ImportPeft {
             dir,
             base,

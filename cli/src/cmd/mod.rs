@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod bench;
+pub mod bench_llm;
 pub mod demo;
 pub mod import_peft;
 pub mod inspect;

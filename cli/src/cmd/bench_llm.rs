@@ -1,0 +1,185 @@
+//! `riffle bench` on a causal model: prompt (prefill) and decode tokens per second for
+//! the bare base and, with an adapter, the adapter applied unmerged; medians over
+//! repeated runs, like `llama-bench -p P -n N`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use riffle_core::runtime::{DecoderState, Session};
+use serde_json::json;
+
+use crate::cmd::run::open;
+use crate::fail::{bad, core_bad, runtime, Result};
+use crate::files::{load_adapter, load_model};
+
+/// Runs of each configuration (the median is reported).
+const REPEATS: usize = 5;
+
+/// Tokens/s of one configuration.
+struct Speed {
+    prompt: f64,
+    decode: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A synthetic prompt of `n` ids spread over the vocabulary (ids past 1000 avoid the
+/// special tokens at its start).
+fn prompt_ids(vocab: usize, n: usize) -> Vec<u32> {
+    let mut x: u32 = 12_345;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            1_000 + (x >> 8) % (vocab.max(2_000) as u32 - 1_000)
+        })
+        .collect()
+}
+
+fn measure(session: &Session<'_, '_, '_>, prompt: &[u32], gen: usize, name: &str) -> Result<Speed> {
+    let model = session.model();
+    let context = prompt.len() + gen;
+    let need = model.state_len(context);
+    let mut kv = vec![0.0f32; need];
+    let mut arena = vec![0.0f32; model.step_arena_len(prompt.len())];
+    let mut logits = vec![0.0f32; model.output_len()];
+    let (mut p, mut d) = (Vec::new(), Vec::new());
+    for _ in 0..REPEATS {
+        let mut state = DecoderState::new(&mut kv, need, context).map_err(|e| runtime(name, e))?;
+        let t = Instant::now();
+        session
+            .step(&mut state, prompt, &mut logits, &mut arena)
+            .map_err(|e| runtime(name, e))?;
+        p.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..gen {
+            let next = riffle_core::sample::argmax(&logits);
+            session
+                .step(&mut state, &[next], &mut logits, &mut arena)
+                .map_err(|e| runtime(name, e))?;
+        }
+        d.push(gen as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(Speed {
+        prompt: median(p),
+        decode: median(d),
+    })
+}
+
+/// Runs `riffle bench`: tokens per second on a causal model, else the encoder and
+/// vector-model bench of `cmd::bench` (which needs `--adapter`).
+///
+/// # Errors
+/// Bad inputs for files and sizes; runtime failures.
+pub fn run(
+    model_path: &Path,
+    adapter: Option<&PathBuf>,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    seq: &[usize],
+    budget: f64,
+    json: bool,
+) -> Result<()> {
+    let adapters: Vec<PathBuf> = adapter.cloned().into_iter().collect();
+    let (m, a) = open(model_path, &adapters)?;
+    let model = load_model(m.name(), m.bytes())?;
+    if !model.is_causal() {
+        return match adapter {
+            Some(ad) => crate::cmd::bench::run(model_path, ad, seq, budget, json),
+            None => Err(bad("bench", "give --adapter FILE (the adapter to measure)")),
+        };
+    }
+    if prompt_tokens == 0 || gen_tokens == 0 {
+        return Err(bad("--prompt-tokens/--gen-tokens", "must be at least 1"));
+    }
+    let loaded = a
+        .iter()
+        .map(|f| {
+            load_adapter(f.name(), f.bytes(), &model, m.name()).map(|(ad, ws)| (f.name(), ad, ws))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut workspaces: Vec<Vec<f32>> = loaded.iter().map(|(_, _, ws)| vec![0.0f32; *ws]).collect();
+    let mut session = Session::new(&model);
+    if let Some(pool) = crate::threads::executor() {
+        session.set_executor(pool);
+    }
+    for ((name, ad, _), ws) in loaded.iter().zip(workspaces.iter_mut()) {
+        let p = ad
+            .prepare(&model, ws)
+            .map_err(|e| core_bad(name, e, Some(ad.gguf())))?;
+        session
+            .add_adapter(p)
+            .map_err(|e| core_bad(name, e, Some(ad.gguf())))?;
+    }
+    let tasks: Vec<&str> = session.adapters().iter().map(|p| p.task_name()).collect();
+    if prompt_tokens + gen_tokens > model.max_tokens() {
+        return Err(bad(
+            "--prompt-tokens/--gen-tokens",
+            format!(
+                "{} tokens do not fit the context of {}",
+                prompt_tokens + gen_tokens,
+                model.max_tokens()
+            ),
+        ));
+    }
+    let prompt = prompt_ids(model.output_len(), prompt_tokens);
+    let base = measure(&session, &prompt, gen_tokens, m.name())?;
+    let mut unmerged = None;
+    let mut activate_ns = None;
+    if !tasks.is_empty() {
+        let t = Instant::now();
+        let reps = 1000;
+        for _ in 0..reps {
+            session
+                .activate(Some(0), &mut [])
+                .map_err(|e| runtime(m.name(), e))?;
+            session
+                .activate(None, &mut [])
+                .map_err(|e| runtime(m.name(), e))?;
+        }
+        activate_ns = Some(t.elapsed().as_secs_f64() * 1e9 / (2 * reps) as f64);
+        session
+            .activate(Some(0), &mut [])
+            .map_err(|e| runtime(m.name(), e))?;
+        unmerged = Some(measure(&session, &prompt, gen_tokens, m.name())?);
+    }
+    let speed =
+        |s: &Speed| json!({"prompt_tokens_per_s": s.prompt, "decode_tokens_per_s": s.decode});
+    if json {
+        let mut o = json!({
+            "model": m.name(),
+            "prompt_tokens": prompt_tokens,
+            "gen_tokens": gen_tokens,
+            "repeats": REPEATS,
+            "threads": crate::threads::executor().map_or(1, riffle_core::par::Executor::threads),
+            "base": speed(&base),
+        });
+        if let Some(u) = &unmerged {
+            o["unmerged"] = speed(u);
+            o["adapter"] = json!(tasks[0]);
+            o["activate_ns"] = json!(activate_ns);
+        }
+        println!("{o}");
+    } else {
+        println!(
+            "{} · prompt {prompt_tokens} tokens, decode {gen_tokens} tokens · medians of {REPEATS} runs",
+            m.name()
+        );
+        println!("  {:<10} {:>12} {:>12}", "", "prompt t/s", "decode t/s");
+        println!(
+            "  {:<10} {:>12.1} {:>12.1}",
+            "base", base.prompt, base.decode
+        );
+        if let Some(u) = &unmerged {
+            println!("  {:<10} {:>12.1} {:>12.1}", "unmerged", u.prompt, u.decode);
+            println!(
+                "  decode time per token: unmerged {:.3}x the base's; activating the adapter: {:.0} ns",
+                base.decode / u.decode,
+                activate_ns.unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
