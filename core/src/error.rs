@@ -56,6 +56,14 @@ pub enum Error {
         /// Position of the zero in the scale vector.
         index: u32,
     },
+    /// A per-output scale is outside the accepted magnitudes
+    /// [`crate::math::MIN_SCALE`]`..=`[`crate::math::MAX_SCALE`]: merging it into the
+    /// weights and dividing it out again would lose precision (subnormal products) or
+    /// overflow, so merged and unmerged runs would disagree.
+    ScaleOutOfRange {
+        /// Position of the value in the scale vector.
+        index: u32,
+    },
     /// A Cayley solve overflowed (parameters so large that f32 arithmetic fails).
     NumericalFailure,
     /// A caller-provided buffer is shorter than the operation needs.
@@ -122,6 +130,12 @@ pub enum Error {
     },
     /// A required metadata key is missing.
     MissingKey,
+    /// A metadata key of a known architecture holds a value this runtime does not
+    /// support (an activation other than `relu`, a layer count of 0, ...).
+    UnsupportedValue {
+        /// The key.
+        key: &'static str,
+    },
     /// A metadata key holds a value of the wrong type.
     WrongValueType,
     /// A required tensor is missing.
@@ -218,6 +232,12 @@ impl fmt::Display for Error {
                 f,
                 "scale {index} is zero, so the adapter cannot be removed from merged weights"
             ),
+            Error::ScaleOutOfRange { index } => write!(
+                f,
+                "scale {index} is outside the accepted magnitudes {:e}..={:e} (merged and unmerged runs would disagree)",
+                crate::math::MIN_SCALE,
+                crate::math::MAX_SCALE
+            ),
             Error::NumericalFailure => write!(
                 f,
                 "the Cayley transform overflowed in f32 (parameters far too large)"
@@ -236,10 +256,20 @@ impl fmt::Display for Error {
                 write!(f, "unsupported GGUF version {v} (only version 3 is read)")
             }
             Error::UnknownValueType(t) => write!(f, "unknown GGUF metadata value type {t}"),
-            Error::UnknownTensorType { tensor, ggml_type } => write!(
-                f,
-                "tensor {tensor} has unsupported type {ggml_type} (supported: F32, F16, BF16, Q8_0, I32)"
-            ),
+            Error::UnknownTensorType { tensor, ggml_type } => {
+                match crate::gguf::TensorType::from_ggml(ggml_type) {
+                    // A type the reader knows, refused by the operation that reads it.
+                    Some(t) => write!(
+                        f,
+                        "tensor {tensor} has type {} ({ggml_type}), which this tensor cannot have (float data is needed)",
+                        t.name()
+                    ),
+                    None => write!(
+                        f,
+                        "tensor {tensor} has unsupported type {ggml_type} (supported: F32, F16, BF16, Q8_0, I32)"
+                    ),
+                }
+            }
             Error::LimitExceeded { offset } => write!(
                 f,
                 "a count or length at byte {offset} exceeds the reader's limits (corrupt file?)"
@@ -256,6 +286,9 @@ impl fmt::Display for Error {
             }
             Error::DuplicateName { index } => write!(f, "duplicate name at entry {index}"),
             Error::MissingKey => write!(f, "a required metadata key is missing"),
+            Error::UnsupportedValue { key } => {
+                write!(f, "metadata key {key} holds a value this runtime does not support")
+            }
             Error::WrongValueType => write!(f, "a metadata key holds a value of the wrong type"),
             Error::MissingTensor => write!(f, "a required tensor is missing"),
             Error::CrcMismatch { stored, computed } => write!(

@@ -681,6 +681,106 @@ fn nan_inf_and_zero_parameters_with_a_valid_crc() {
     eprintln!("non-finite and zero parameters: {cases} cases");
 }
 
+/// Issue 23: scales of 1e-40 were accepted and then merged swaps drifted by 1e-2;
+/// scales of 1e30 gave NaN unmerged but finite merged. Magnitudes outside
+/// `MIN_SCALE..=MAX_SCALE` are refused; at the bounds, merged and unmerged agree and
+/// a swap back restores the base weights.
+#[test]
+fn scales_outside_the_accepted_range_are_refused() {
+    use riffle_core::math::{MAX_SCALE, MIN_SCALE};
+    let mut live = Live::new("mlp");
+    let mut cases = 0;
+    for rel in [ROTATED, INVERTED, NOISY, PARITY] {
+        let (_, f) = load(rel);
+        for i in 0..f.tensors.len() {
+            let t = &f.tensors[i];
+            if !t.name.ends_with(b".oft_scale") {
+                continue;
+            }
+            let n = t.element_count() as usize;
+            // Values the tensor's type holds (an F16 scale cannot be 1e30).
+            let bad: &[f32] = if t.ggml_type == ggml::F32 {
+                &[1e-40, -1e-40, 1e-7, -2e6, 1e30, -1e30]
+            } else {
+                &[1.2e-7, -6e-8]
+            };
+            for j in [0, n / 2, n - 1] {
+                for &v in bad {
+                    let mut g = f.clone();
+                    g.set_value(i, j, v).fix_crc();
+                    let what = format!("{rel}: {}[{j}] = {v:e}", t.name_str());
+                    live.expect(
+                        &g.to_bytes(),
+                        Error::ScaleOutOfRange { index: j as u32 },
+                        &what,
+                    );
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert!(cases > 0);
+    // At the bounds: accepted, merged equals unmerged, swapping back restores the base.
+    let model = live.model;
+    for bound in [MIN_SCALE, -MIN_SCALE, MAX_SCALE, -MAX_SCALE] {
+        let (_, f) = load(ROTATED);
+        let mut g = f.clone();
+        for i in 0..g.tensors.len() {
+            if g.tensors[i].name.ends_with(b".oft_scale") {
+                for j in 0..g.tensors[i].element_count() as usize {
+                    g.set_value(i, j, bound);
+                }
+            }
+        }
+        g.fix_crc();
+        let bytes: &'static [u8] = g.to_bytes().leak();
+        let a = Adapter::from_bytes(bytes).unwrap();
+        let mut unmerged = Session::new(model);
+        let mut merged = Session::new(model);
+        for s in [&mut unmerged, &mut merged] {
+            let ws = vec![0.0f32; a.workspace_len(model).unwrap()].leak();
+            s.add_adapter(a.prepare(model, ws).unwrap()).unwrap();
+        }
+        let mut scratch = vec![0.0f32; merged.swap_scratch_len()];
+        let w = vec![0.0f32; model.merged_len()].leak();
+        merged.enable_merged(w, &mut scratch).unwrap();
+        let base = merged.merged_weights().unwrap().to_vec();
+        unmerged.activate(Some(0), &mut scratch).unwrap();
+        merged.activate(Some(0), &mut scratch).unwrap();
+        let mut arena = vec![0.0f32; unmerged.arena_len(0).max(merged.arena_len(0))];
+        for x in &live.inputs {
+            let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+            let n = unmerged.run(Input::Vector(x), &mut a, &mut arena).unwrap();
+            merged.run(Input::Vector(x), &mut b, &mut arena).unwrap();
+            let scale = a[..n].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for k in 0..n {
+                assert!(a[k].is_finite() && b[k].is_finite(), "scale {bound:e}");
+                // f32 rounding of a few hundred products, relative to the largest output.
+                assert!(
+                    (a[k] - b[k]).abs() <= 1e-4 * scale,
+                    "scale {bound:e}: unmerged {} merged {}",
+                    a[k],
+                    b[k]
+                );
+            }
+        }
+        merged.activate(None, &mut scratch).unwrap();
+        // Rotations mix a row's weights, so their rounding is relative to the largest.
+        let top = base.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (k, (&x, &y)) in base
+            .iter()
+            .zip(merged.merged_weights().unwrap())
+            .enumerate()
+        {
+            assert!(
+                (x - y).abs() <= 1e-5 * top,
+                "scale {bound:e}: weight {k} {x} -> {y} after a round trip"
+            );
+        }
+    }
+    eprintln!("out-of-range scales: {cases} cases");
+}
+
 #[test]
 fn huge_but_finite_parameters_stay_safe() {
     // Finite parameters pass validation; the Cayley blocks of huge ones are still
@@ -1198,4 +1298,45 @@ fn a_validated_adapter_cannot_corrupt_merged_weights() {
         }
     }
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Issue 23: messages that misled. `mlp.activation = gelu` read as "unsupported
+/// model", `layer_count = 0` as "a fixed-capacity table is full", and the text for a
+/// type the reader knows but an operation refuses listed that very type as supported.
+#[test]
+fn errors_name_what_is_wrong() {
+    let (_, base) = load("models/digits/mlp.gguf");
+    let mut g = base.clone();
+    g.set("mlp.activation", Val::str("gelu"));
+    assert_eq!(
+        Model::from_bytes(&g.to_bytes()).err(),
+        Some(Error::UnsupportedValue {
+            key: "mlp.activation"
+        })
+    );
+    let mut g = base.clone();
+    g.set("mlp.layer_count", Val::u32(0));
+    let e = Model::from_bytes(&g.to_bytes()).err().unwrap();
+    assert_eq!(
+        e,
+        Error::UnsupportedValue {
+            key: "mlp.layer_count"
+        }
+    );
+    assert!(e.to_string().contains("mlp.layer_count"), "{e}");
+    let known = Error::UnknownTensorType {
+        tensor: 3,
+        ggml_type: 26,
+    }
+    .to_string();
+    assert!(
+        known.contains("I32") && !known.contains("supported:"),
+        "{known}"
+    );
+    let unknown = Error::UnknownTensorType {
+        tensor: 3,
+        ggml_type: 99,
+    }
+    .to_string();
+    assert!(unknown.contains("unsupported type 99"), "{unknown}");
 }

@@ -57,7 +57,14 @@ fn edited_dimensions_and_missing_keys_are_typed_errors() {
             Box::new(|g| {
                 g.set("llama.block_count", Val::u32(0));
             }),
-            |e| matches!(e, Error::CapacityExceeded),
+            |e| {
+                matches!(
+                    e,
+                    Error::UnsupportedValue {
+                        key: "llama.block_count"
+                    }
+                )
+            },
         ),
         (
             "block count past the slot table",

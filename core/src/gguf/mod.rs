@@ -68,6 +68,7 @@
 
 mod cursor;
 mod keys;
+mod names;
 mod tensor;
 mod value;
 
@@ -81,7 +82,7 @@ use crate::checksum::crc32;
 use crate::checksum::{hex_lower, Sha256};
 use crate::{Error, Result};
 use cursor::{off, Cursor};
-use tensor::{place, read_info, RawInfo};
+use tensor::{place, read_info};
 use value::{read_array, read_type, read_u32, read_value, skip_value};
 
 /// The GGUF magic, the first four bytes of every file.
@@ -123,37 +124,6 @@ pub struct Gguf<'a> {
     /// End of the tensor that ends last (`data_start` when there is none).
     span_end: usize,
     alignment: u32,
-}
-
-/// A small Bloom filter over names, so duplicate checks compare strings only
-/// when a name may have been seen (a 256-byte stack table, two probes per name). The
-/// words are `u32`: no 64-bit shifts on 32-bit targets, no 8-byte-aligned clear.
-struct Seen {
-    bits: [u32; 64],
-}
-
-impl Seen {
-    fn new() -> Self {
-        Seen { bits: [0; 64] }
-    }
-
-    /// Records `name`; `false` means it was certainly not recorded before.
-    fn insert(&mut self, name: &[u8]) -> bool {
-        // FNV-1a, 32 bits.
-        let mut h: u32 = 0x811c_9dc5;
-        for &b in name {
-            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
-        let mut hit = true;
-        for probe in [h & 0x7ff, (h >> 16) & 0x7ff] {
-            let (word, bit) = ((probe >> 5) as usize, probe & 31);
-            if let Some(w) = self.bits.get_mut(word) {
-                hit &= *w & (1 << bit) != 0;
-                *w |= 1 << bit;
-            }
-        }
-        hit
-    }
 }
 
 fn align_up(x: usize, alignment: usize) -> Option<usize> {
@@ -198,8 +168,7 @@ impl<'a> Gguf<'a> {
 
         // Key/value pairs.
         let mut alignment = DEFAULT_ALIGNMENT;
-        let mut seen = Seen::new();
-        for i in 0..kv_count {
+        for _ in 0..kv_count {
             let (key, _) = cur.string(MAX_NAME_LEN)?;
             let vt = read_type(&mut cur)?;
             let mut value = cur;
@@ -213,24 +182,15 @@ impl<'a> Gguf<'a> {
                     return Err(Error::BadAlignment(alignment));
                 }
             }
-            if seen.insert(key.as_bytes()) && key_before(bytes, i, key.as_bytes()) {
-                return Err(Error::DuplicateName {
-                    index: index_u32(i),
-                });
-            }
         }
+        names::check_unique(bytes, names::Table::Keys, kv_count)?;
 
         // Tensor infos, each checked on its own.
         let infos_start = cur.pos();
-        let mut seen = Seen::new();
         for i in 0..tensor_count {
-            let raw = read_info(&mut cur, index_u32(i))?;
-            if seen.insert(raw.name.as_bytes()) && tensor_before(bytes, infos_start, i, raw.name) {
-                return Err(Error::DuplicateName {
-                    index: index_u32(i),
-                });
-            }
+            read_info(&mut cur, index_u32(i))?;
         }
+        names::check_unique(bytes, names::Table::Tensors { infos_start }, tensor_count)?;
         let infos_end = cur.pos();
         let align = usize::try_from(alignment).map_err(|_| Error::BadAlignment(alignment))?;
         let data_start = align_up(infos_end, align).ok_or(Error::LimitExceeded {
@@ -517,39 +477,6 @@ pub fn model_id_hex(gguf: &Gguf<'_>) -> heapless::String<64> {
 /// An index below a `MAX_*` limit (<= 65536) as the `u32` errors carry.
 fn index_u32(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
-}
-
-/// Whether one of the first `count` keys equals `key` (lengths compared first).
-fn key_before(bytes: &[u8], count: usize, key: &[u8]) -> bool {
-    let mut cur = Cursor::new(bytes, HEADER_LEN);
-    for _ in 0..count {
-        let Ok((k, _)) = cur.raw_string(MAX_NAME_LEN) else {
-            return false;
-        };
-        if k.len() == key.len() && k == key {
-            return true;
-        }
-        let Ok(vt) = read_type(&mut cur) else {
-            return false;
-        };
-        if skip_value(&mut cur, vt, false).is_err() {
-            return false;
-        }
-    }
-    false
-}
-
-/// Whether one of the first `count` tensor infos is named `name`.
-fn tensor_before(bytes: &[u8], infos_start: usize, count: usize, name: &str) -> bool {
-    let mut cur = Cursor::new(bytes, infos_start);
-    for i in 0..count {
-        match read_info(&mut cur, index_u32(i)) {
-            Ok(RawInfo { name: n, .. }) if n.len() == name.len() && n == name => return true,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 /// Iterator over the key/value pairs of a [`Gguf`], see [`Gguf::metadata`].

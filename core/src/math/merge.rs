@@ -161,7 +161,8 @@ pub fn unmerge(
 /// # Errors
 /// [`Error::LengthMismatch`] if `w.len() != rows·cols` or a chain or scale does not fit;
 /// [`Error::NonFiniteParameter`] for a NaN or infinite scale; [`Error::ZeroScale`]
-/// if `from` has a zero scale; [`Error::BufferTooSmall`] if `scratch` is shorter than
+/// if `from` has a zero scale; [`Error::ScaleOutOfRange`] for a scale magnitude
+/// outside [`super::MIN_SCALE`]`..=`[`super::MAX_SCALE`]; [`Error::BufferTooSmall`] if `scratch` is shorter than
 /// [`swap_scratch_len`]. Never panics.
 // Without the `f16` feature `WeightsMut` has only its `F32` variant.
 #[cfg_attr(not(feature = "f16"), allow(irrefutable_let_patterns))]
@@ -187,6 +188,11 @@ pub fn swap(
     to.check_shape(rows, cols)?;
     if let Some(i) = from.scale.and_then(|s| s.first_zero()) {
         return Err(Error::ZeroScale { index: i as u32 });
+    }
+    for s in [from.scale, to.scale].into_iter().flatten() {
+        if let Some(i) = s.first_out_of_scale_range() {
+            return Err(Error::ScaleOutOfRange { index: i as u32 });
+        }
     }
     let need = swap_scratch_len(rows, cols);
     if scratch.len() < need {

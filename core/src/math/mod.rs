@@ -36,5 +36,18 @@ pub use scalars::Scalars;
 /// Largest supported block size `b` (official GSOFT and PEFT configurations use 2..=64).
 pub const MAX_BLOCK_SIZE: usize = 64;
 
+/// Smallest accepted magnitude of a per-output scale (`2^-20`, about `9.5e-7`).
+///
+/// A merged scale multiplies every weight of its row and a swap divides it out
+/// again: below this, weights times the scale reach the subnormal range, where f32
+/// keeps too few bits for the round trip (scales of `1e-40` drifted merged weights
+/// by `1e-2`). Trained scales stay near 1.
+pub const MIN_SCALE: f32 = 1.0 / 1_048_576.0;
+
+/// Largest accepted magnitude of a per-output scale (`2^20`, about `1.05e6`): its
+/// inverse is finite and normal, and activations scaled by it stay far from f32
+/// overflow where unscaled ones do (scales of `1e30` gave NaN unmerged).
+pub const MAX_SCALE: f32 = 1_048_576.0;
+
 /// Largest supported number of factors per chain (a butterfly over `2^16` entries).
 pub const MAX_FACTORS: usize = 16;

@@ -76,6 +76,16 @@ impl<'a> Scalars<'a> {
         (0..self.len()).find(|&i| !self.get(i).is_some_and(f32::is_finite))
     }
 
+    /// Index of the first non-zero value whose magnitude is outside
+    /// [`super::MIN_SCALE`]`..=`[`super::MAX_SCALE`] (or not finite), if any.
+    pub fn first_out_of_scale_range(&self) -> Option<usize> {
+        (0..self.len()).find(|&i| {
+            self.get(i).is_some_and(|v| {
+                v != 0.0 && !(super::MIN_SCALE..=super::MAX_SCALE).contains(&v.abs())
+            })
+        })
+    }
+
     /// Index of the first value equal to zero, if any.
     pub fn first_zero(&self) -> Option<usize> {
         (0..self.len()).find(|&i| self.get(i) == Some(0.0))

@@ -638,7 +638,8 @@ fn scalars_of<'a>(t: &TensorInfo<'a>) -> Scalars<'a> {
     }
 }
 
-/// Rejects NaN and infinite values (and zeros, for scales).
+/// Rejects NaN and infinite values (and, for scales, zeros and magnitudes outside
+/// [`crate::math::MIN_SCALE`]`..=`[`crate::math::MAX_SCALE`]).
 fn check_values(t: &TensorInfo<'_>, is_scale: bool) -> Result<()> {
     for i in 0..t.element_count() {
         let v = t
@@ -649,6 +650,9 @@ fn check_values(t: &TensorInfo<'_>, is_scale: bool) -> Result<()> {
         }
         if is_scale && v == 0.0 {
             return Err(Error::ZeroScale { index: i as u32 });
+        }
+        if is_scale && !(crate::math::MIN_SCALE..=crate::math::MAX_SCALE).contains(&v.abs()) {
+            return Err(Error::ScaleOutOfRange { index: i as u32 });
         }
     }
     Ok(())

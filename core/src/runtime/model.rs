@@ -182,7 +182,10 @@ impl<'a> Model<'a> {
     /// Exact arena length (in `f32`s; bytes are 4×) that [`Model::run`] needs for one
     /// input of at most `max_tokens` tokens (ignored by vector-input models) with an
     /// adapter whose head has at most `head_rows` outputs (0 = the base head). Known
-    /// before anything runs, like TFLM's `arena_used_bytes`.
+    /// before anything runs, like TFLM's `arena_used_bytes`. Computed with saturating
+    /// arithmetic: dimensions from a file whose arena does not fit in `usize` give
+    /// `usize::MAX`, which no caller can allocate (check sizes against a limit before
+    /// allocating, as the CLI does).
     pub fn arena_len(&self, max_tokens: usize, head_rows: usize) -> usize {
         self.arch.arena_len(&self.slots, max_tokens, head_rows)
     }

@@ -205,7 +205,7 @@ pub const PANEL_MIN_ROWS: usize = 8;
 /// its transpose.
 pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
     if n >= PANEL_MIN_ROWS {
-        2 * PANEL * cols
+        cols.saturating_mul(2 * PANEL)
     } else {
         cols
     }

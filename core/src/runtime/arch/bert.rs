@@ -120,7 +120,12 @@ impl<'a> Bert<'a> {
         let ffn = g.get_u32(gguf::KEY_BERT_FEED_FORWARD_LENGTH)? as usize;
         let heads = g.get_u32(gguf::KEY_BERT_HEAD_COUNT)? as usize;
         let eps = g.get_f32(gguf::KEY_BERT_LAYER_NORM_EPSILON)?;
-        if blocks == 0 || blocks > MAX_BERT_BLOCKS {
+        if blocks == 0 {
+            return Err(Error::UnsupportedValue {
+                key: gguf::KEY_BERT_BLOCK_COUNT,
+            });
+        }
+        if blocks > MAX_BERT_BLOCKS {
             return Err(Error::CapacityExceeded);
         }
         if heads == 0
@@ -291,9 +296,21 @@ impl<'a> Bert<'a> {
 fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
     let (h, f) = (cfg.hidden, cfg.ffn);
     let wide = h.max(f);
-    let states = 5 * t * h + t * f;
-    let rotation = 2 * t * wide + (2 * wide).max(MAX_BLOCK_SIZE * t);
-    states + rotation + weight_scratch_len(wide, t) + wide.max(head_rows) + t * t + 2 * h
+    // Saturating: a context or width from a hostile file must not wrap to a small
+    // arena (on 32-bit targets `t * t` wraps from 65,536 tokens on); `usize::MAX`
+    // is a size no caller can allocate, so `forward` refuses every arena.
+    let sum = |terms: &[usize]| terms.iter().fold(0usize, |a, &x| a.saturating_add(x));
+    let mul = |a: usize, b: usize| a.saturating_mul(b);
+    sum(&[
+        mul(mul(5, t), h),
+        mul(t, f),
+        mul(mul(2, t), wide),
+        mul(2, wide).max(mul(MAX_BLOCK_SIZE, t)),
+        weight_scratch_len(wide, t),
+        wide.max(head_rows),
+        mul(t, t),
+        mul(2, h),
+    ])
 }
 
 impl<'a> Forward<'a> for Bert<'a> {

@@ -126,7 +126,12 @@ impl<'a> Llama<'a> {
     /// into `slots`.
     pub(crate) fn load(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
         let blocks = g.get_u32(gguf::KEY_LLAMA_BLOCK_COUNT)? as usize;
-        if blocks == 0 || blocks > MAX_LLAMA_BLOCKS {
+        if blocks == 0 {
+            return Err(Error::UnsupportedValue {
+                key: gguf::KEY_LLAMA_BLOCK_COUNT,
+            });
+        }
+        if blocks > MAX_LLAMA_BLOCKS {
             return Err(Error::CapacityExceeded);
         }
         let hidden = dim(g, gguf::KEY_LLAMA_EMBEDDING_LENGTH, MAX_WIDTH)?;
@@ -230,18 +235,31 @@ impl<'a> Llama<'a> {
     fn step_arena(&self, t: usize) -> usize {
         let c = &self.config;
         let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
-        let states = 3 * t * h + 2 * t * kvw + t * h + 2 * t * f;
-        let rope = t * c.rope_dims;
-        let slot = 2 * t * wide
-            + (2 * wide).max(MAX_BLOCK_SIZE * t)
-            + weight_scratch_len(wide, t).max(weight_scratch_len(h, 1))
-            + wide;
-        states + rope + c.context + h + slot
+        // Saturating, as `bert_arena`: `usize::MAX` is an arena nobody can allocate.
+        let sum = |terms: &[usize]| terms.iter().fold(0usize, |a, &x| a.saturating_add(x));
+        let mul = |a: usize, b: usize| a.saturating_mul(b);
+        sum(&[
+            mul(mul(4, t), h),
+            mul(mul(2, t), kvw),
+            mul(mul(2, t), f),
+            mul(t, c.rope_dims),
+            c.context,
+            h,
+            mul(mul(2, t), wide),
+            mul(2, wide).max(mul(MAX_BLOCK_SIZE, t)),
+            weight_scratch_len(wide, t).max(weight_scratch_len(h, 1)),
+            wide,
+        ])
     }
 
     /// `f32`s of keys and values for `context` positions.
     fn kv_len(&self, context: usize) -> usize {
-        2 * self.config.blocks * context * self.config.kv_width()
+        // Saturating: `usize::MAX` is a cache nobody can allocate.
+        self.config
+            .blocks
+            .saturating_mul(2)
+            .saturating_mul(context)
+            .saturating_mul(self.config.kv_width())
     }
 
     /// The step of [`Forward::step`], on a cache of `context` positions of which `past`
@@ -413,7 +431,7 @@ impl<'a> Forward<'a> for Llama<'a> {
     /// A one-shot run keeps its cache in the arena.
     fn arena_len(&self, _slots: &SlotTable<'a>, max_tokens: usize, _head_rows: usize) -> usize {
         let t = max_tokens.clamp(1, self.config.context);
-        self.step_arena(t) + self.kv_len(t)
+        self.step_arena(t).saturating_add(self.kv_len(t))
     }
     fn state_len(&self, context: usize) -> usize {
         self.kv_len(context)
@@ -456,7 +474,7 @@ impl<'a> Forward<'a> for Llama<'a> {
         let kv_len = self.kv_len(t);
         if arena.len() < kv_len {
             return Err(Error::BufferTooSmall {
-                needed: kv_len + self.step_arena(t),
+                needed: kv_len.saturating_add(self.step_arena(t)),
                 got: arena.len(),
             });
         }

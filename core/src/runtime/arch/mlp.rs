@@ -23,10 +23,17 @@ impl Mlp {
     pub(crate) fn load<'a>(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
         let layers = g.get_u32(gguf::KEY_MLP_LAYER_COUNT)? as usize;
         if g.get_str(gguf::KEY_MLP_ACTIVATION)? != gguf::ACTIVATION_RELU {
-            return Err(Error::UnsupportedModel);
+            return Err(Error::UnsupportedValue {
+                key: gguf::KEY_MLP_ACTIVATION,
+            });
         }
         let input_len = g.get_u32(gguf::KEY_MLP_INPUT_LENGTH)? as usize;
-        if layers == 0 || layers > MAX_LAYERS {
+        if layers == 0 {
+            return Err(Error::UnsupportedValue {
+                key: gguf::KEY_MLP_LAYER_COUNT,
+            });
+        }
+        if layers > MAX_LAYERS {
             return Err(Error::CapacityExceeded);
         }
         let mut width = input_len;
@@ -171,7 +178,11 @@ pub(crate) fn vector_arena_len(
     max_rows: usize,
     batch: usize,
 ) -> usize {
-    2 * act + act + 2 * max_cols.max(max_rows) + weight_scratch_len(max_cols, batch) + max_rows
+    // Saturating: `usize::MAX` is an arena nobody can allocate.
+    act.saturating_mul(3)
+        .saturating_add(max_cols.max(max_rows).saturating_mul(2))
+        .saturating_add(weight_scratch_len(max_cols, batch))
+        .saturating_add(max_rows)
 }
 
 /// Carves [`Buffers`] out of `arena` as [`vector_arena_len`] sizes it.
