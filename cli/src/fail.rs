@@ -59,7 +59,8 @@ pub fn describe(err: riffle_core::Error, file: Option<&Gguf<'_>>) -> String {
         | E::TensorOutOfRange { tensor }
         | E::Misaligned { tensor }
         | E::UnknownTensor { tensor }
-        | E::ShapeMismatch { tensor } => Some(tensor),
+        | E::ShapeMismatch { tensor }
+        | E::RotatedReplacement { tensor } => Some(tensor),
         _ => None,
     };
     let name = index

@@ -186,6 +186,12 @@ pub enum Error {
         /// Positions available.
         context: usize,
     },
+    /// An adapter replaces the weight of a layer it also rotates (only the bias of a
+    /// rotated layer may be replaced).
+    RotatedReplacement {
+        /// Index of the replacement weight in the adapter's tensor table.
+        tensor: u32,
+    },
     /// A decoder state was computed under another adapter (or the bare base): its keys
     /// and values must not be reused; reset it and re-read the prompt.
     StaleState,
@@ -317,6 +323,10 @@ impl fmt::Display for Error {
             Error::ContextExceeded { needed, context } => write!(
                 f,
                 "{needed} positions do not fit the context of {context} tokens"
+            ),
+            Error::RotatedReplacement { tensor } => write!(
+                f,
+                "tensor {tensor} replaces the weight of a layer the adapter also rotates (only its bias may be replaced)"
             ),
             Error::StaleState => write!(
                 f,

@@ -148,6 +148,9 @@ pub struct Head<'a> {
     pub bias: Option<TensorRef<'a>>,
     /// Output width of the replacement.
     pub rows: usize,
+    /// True when the weight is replaced (else only the bias is, on a slot the adapter may
+    /// also rotate: a bias trained alongside the rotation).
+    pub replaces_weight: bool,
 }
 
 /// A classification head an adapter brings to a text model (`cls.weight`, `cls.bias`),
@@ -410,6 +413,7 @@ impl<'a> Adapter<'a> {
                                     weight: s.weight,
                                     bias: s.bias,
                                     rows: s.rows,
+                                    replaces_weight: false,
                                 })
                                 .map_err(|_| Error::CapacityExceeded)?;
                             heads.last_mut().ok_or(Error::CapacityExceeded)?
@@ -420,14 +424,18 @@ impl<'a> Adapter<'a> {
                     } else {
                         entry.weight = TensorRef::new(&t);
                         entry.rows = rows;
+                        entry.replaces_weight = true;
                     }
                 }
             }
         }
-        // Heads: weight and bias must agree; a replaced slot is not also rotated.
+        // Heads: weight and bias must agree; a slot whose weight is replaced is not also
+        // rotated (its bias alone may be replaced: a bias trained with the rotation).
         for h in &heads {
-            if has_in.contains(h.slot) || has_out.contains(h.slot) || has_scale.contains(h.slot) {
-                return Err(Error::ShapeMismatch {
+            let rotated =
+                has_in.contains(h.slot) || has_out.contains(h.slot) || has_scale.contains(h.slot);
+            if rotated && h.replaces_weight {
+                return Err(Error::RotatedReplacement {
                     tensor: h.weight.index(),
                 });
             }

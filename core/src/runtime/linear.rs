@@ -79,22 +79,27 @@ impl<'a> Linears<'_, 'a> {
         let (adapter, merged) = (self.adapter, self.merged);
         let s = self.slots.get(i).ok_or(Error::MissingTensor)?;
         let head = adapter.and_then(|p| p.head(i));
-        let (weight, bias_t, rows) = match head {
-            Some(h) => (WeightView::Tensor(h.weight), h.bias, h.rows),
-            None => match merged {
-                Some(m) => {
-                    let off = self.slots.merged_offset(i);
-                    (
-                        WeightView::F32(&m[off..off + s.rows * s.cols]),
-                        s.bias,
-                        s.rows,
-                    )
-                }
-                None => (WeightView::Tensor(s.weight), s.bias, s.rows),
-            },
+        // A head replacing the weight takes the slot over; one replacing only the bias
+        // keeps the base's (or merged) weight and its rotation.
+        let replaced = head.is_some_and(|h| h.replaces_weight);
+        let (weight, bias_t, rows) = match (head, merged) {
+            (Some(h), _) if h.replaces_weight => (WeightView::Tensor(h.weight), h.bias, h.rows),
+            (h, Some(m)) => {
+                let off = self.slots.merged_offset(i);
+                (
+                    WeightView::F32(&m[off..off + s.rows * s.cols]),
+                    h.map_or(s.bias, |h| h.bias),
+                    s.rows,
+                )
+            }
+            (h, None) => (
+                WeightView::Tensor(s.weight),
+                h.map_or(s.bias, |h| h.bias),
+                s.rows,
+            ),
         };
         // Unmerged rotation only when the weights are the base's.
-        let t = if merged.is_none() && head.is_none() {
+        let t = if merged.is_none() && !replaced {
             adapter.map(|p| p.transform(i))
         } else {
             None
@@ -105,7 +110,7 @@ impl<'a> Linears<'_, 'a> {
             (None, Some(p))
                 if cfg!(target_arch = "x86_64")
                     && i + 1 < self.slots.len()
-                    && p.head(i + 1).is_none() =>
+                    && !p.head(i + 1).is_some_and(|h| h.replaces_weight) =>
             {
                 p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[])
             }
