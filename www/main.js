@@ -28,15 +28,22 @@ function call(op, args = {}, transfer = []) {
 
 // ---- helpers ------------------------------------------------------------------------------
 const $ = (id) => document.getElementById(id);
+// Strings from files (task names, labels, file names, error messages that quote them)
+// are shown with control and bidirectional-override characters escaped as \uXXXX, so a
+// file cannot reorder or hide what the page says (the CLI escapes the same set).
+const clean = (s) => String(s).replace(
+  /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+  (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+);
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
+    else if (k === 'text') e.textContent = clean(v);
     else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
+    else e.setAttribute(k, k === 'title' ? clean(v) : v);
   }
-  for (const k of kids) e.append(k);
+  for (const k of kids) e.append(typeof k === 'string' ? clean(k) : k);
   return e;
 };
 const fmtBytes = (n) => {
@@ -379,7 +386,7 @@ function renderDigitChips() {
   }
   const spec = TASKS[state.task];
   const note = $('task-note');
-  note.replaceChildren(spec ? spec.note : `Your adapter, task "${state.task}".`);
+  note.replaceChildren(spec ? spec.note : `Your adapter, task "${clean(state.task)}".`);
   if (spec) {
     const want = { rotate: false, invert: false, noise: false, ...spec.t };
     const same = Object.keys(want).every((k) => !!state.transforms[k] === want[k]);
@@ -483,12 +490,12 @@ async function refreshDigits(full) {
     const key = state.base;
     const r = await call('runVector', { key, input: x });
     const label = $('digit-label');
-    label.textContent = r.label;
+    label.textContent = clean(r.label);
     label.dataset.task = r.task;
     label.dataset.merged = String(r.merged);
     label.dataset.base = key;
     label.dataset.seq = String(++state.runSeq);
-    $('digit-conf').textContent = `${(r.probabilities[r.index] * 100).toFixed(1)}% · ${r.task}`;
+    $('digit-conf').textContent = `${(r.probabilities[r.index] * 100).toFixed(1)}% · ${clean(r.task)}`;
     renderBars($('digit-bars'), r.labels, r.probabilities, r.index);
     $('digit-latency').textContent = fmtMs(r.latencyMs);
     if (full) {
@@ -530,7 +537,7 @@ function renderCompare(c) {
 // ---- user adapters (drag and drop, file input) --------------------------------------------
 function showError(kind, msg) {
   const e = $(`${kind}-error`);
-  e.textContent = msg;
+  e.textContent = clean(msg);
   e.hidden = false;
   $(`${kind}-ok`).hidden = true;
 }
@@ -543,7 +550,7 @@ async function addUserAdapter(kind, file) {
     const task = r.info.adapters[r.handle].task;
     $(`${kind}-error`).hidden = true;
     const ok = $(`${kind}-ok`);
-    ok.textContent = `Loaded ${file.name}: task "${task}", ${exactBytes(r.info.adapters[r.handle].fileBytes)}, ` +
+    ok.textContent = `Loaded ${clean(file.name)}: task "${clean(task)}", ${exactBytes(r.info.adapters[r.handle].fileBytes)}, ` +
       `validated and prepared in ${fmtMs(r.info.adapters[r.handle].prepareMs)}.`;
     ok.hidden = false;
     if (kind === 'digit') {
@@ -632,7 +639,7 @@ function renderTextChips() {
   }
   const task = state.text.task;
   $('text-note').textContent = task
-    ? TEXT_NOTES[task] || `Adapter "${task}".`
+    ? TEXT_NOTES[task] || `Adapter "${clean(task)}".`
     : 'The bare base has no classification head: it outputs the pooled sentence embedding.';
 }
 
@@ -676,8 +683,8 @@ async function refreshText() {
     const r = await call('runText', { key: state.text.key, text });
     const label = $('text-label');
     if (state.text.task) {
-      label.textContent = r.label;
-      $('text-conf').textContent = `${(r.probabilities[r.index] * 100).toFixed(1)}% · ${r.task}`;
+      label.textContent = clean(r.label);
+      $('text-conf').textContent = `${(r.probabilities[r.index] * 100).toFixed(1)}% · ${clean(r.task)}`;
       renderBars($('text-bars'), r.labels, r.probabilities, r.index);
     } else {
       label.textContent = `${r.output.length}-d`;

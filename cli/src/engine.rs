@@ -7,6 +7,7 @@ use riffle_core::text::Tokenizer;
 
 use crate::fail::{bad, runtime, Result};
 use crate::files::{load_adapter, load_model};
+use crate::limits;
 
 /// One input as read from the command line, a file or a line of stdin.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +85,12 @@ impl<'f> Stack<'f> {
         }
         for (name, bytes) in adapters {
             let (a, ws) = load_adapter(name, bytes, &model, model_name)?;
+            if a.task_name() == "base" {
+                return Err(bad(
+                    name,
+                    "task name `base` is reserved for the bare base model (`--task base`, `:use base`); rename the adapter's task",
+                ));
+            }
             if let Some((other, _)) = loaded.iter().find(|(_, b)| b.task_name() == a.task_name()) {
                 return Err(bad(
                     name,
@@ -91,14 +98,33 @@ impl<'f> Stack<'f> {
                 ));
             }
             loaded.push((name.to_string(), a));
-            workspaces.push(vec![0.0f32; ws]);
+            workspaces.push(limits::zeroed::<f32>(
+                ws,
+                &format!("{name}: the adapter's workspace"),
+            )?);
         }
-        let merged = vec![0.0f32; model.merged_len()];
+        // Tensors that share one data range count once in the file but once each in
+        // the merged copy: bound the copy by the file (limits::MAX_MERGED_PER_FILE_BYTE).
+        let merged_bytes = (model.merged_len() as u64).saturating_mul(4);
+        let file_bytes = model_bytes.len() as u64;
+        if merged_bytes > file_bytes.saturating_mul(limits::MAX_MERGED_PER_FILE_BYTE) {
+            return Err(bad(
+                model_name,
+                format!(
+                    "its weights would take {merged_bytes} bytes merged, more than {} times the file's {file_bytes} (do tensors share data?)",
+                    limits::MAX_MERGED_PER_FILE_BYTE
+                ),
+            ));
+        }
+        let merged = limits::zeroed::<f32>(
+            model.merged_len(),
+            &format!("{model_name}: the merged weights"),
+        )?;
         let token_index = if takes_text(&model) {
             let n = model
                 .tokenizer_index_len()
                 .map_err(|e| crate::fail::core_bad(model_name, e, Some(model.gguf())))?;
-            vec![0u32; n]
+            limits::zeroed::<u32>(n, &format!("{model_name}: the tokenizer index"))?
         } else {
             Vec::new()
         };
@@ -163,18 +189,31 @@ impl<'f> Stack<'f> {
             .chain([model.output_len(), 1])
             .max()
             .unwrap_or(1);
-        let arena = vec![0.0f32; session.arena_len(model.max_tokens())];
-        let scratch = vec![0.0f32; session.swap_fast_scratch_len()]; // batched in-place swaps
+        let arena = limits::zeroed::<f32>(
+            session.arena_len(model.max_tokens()),
+            &format!(
+                "{model_name}: the working memory for inputs of up to {} tokens",
+                model.max_tokens()
+            ),
+        )?;
+        // Batched in-place swaps.
+        let scratch = limits::zeroed::<f32>(
+            session.swap_fast_scratch_len(),
+            &format!("{model_name}: the swap scratch"),
+        )?;
         Ok(Runner {
             session,
             merged_buf: Some(merged.as_mut_slice()),
             scratch,
             arena,
-            out: vec![0.0f32; out_len],
+            out: limits::zeroed::<f32>(out_len, &format!("{model_name}: the output"))?,
             model_name: model_name.as_str(),
             file_names: names,
             tokenizer,
-            ids: vec![0u32; model.max_tokens()],
+            ids: limits::zeroed::<u32>(
+                model.max_tokens(),
+                &format!("{model_name}: the token buffer"),
+            )?,
         })
     }
 }

@@ -76,3 +76,19 @@ pub fn describe(err: riffle_core::Error, file: Option<&Gguf<'_>>) -> String {
 pub fn core_bad(what: impl fmt::Display, err: riffle_core::Error, file: Option<&Gguf<'_>>) -> Fail {
     bad(what, describe(err, file))
 }
+
+/// Why [`riffle_core::Error::UnsupportedModel`] was returned for the model `g`: an
+/// architecture the runtime does not know, or a known one with settings it does not
+/// support (a pooling type, a causal `bert`, ...; not "architecture mlp is not supported").
+pub fn unsupported_model(g: &Gguf<'_>) -> String {
+    const KNOWN: [&str; 4] = ["mlp", "cnn", "bert", "llama"];
+    match g.get_str(riffle_core::gguf::KEY_ARCHITECTURE) {
+        Ok(a) if KNOWN.contains(&a) => format!(
+            "this `{a}` model uses settings this runtime does not support (see its `{a}.*` keys)"
+        ),
+        a => format!(
+            "architecture `{}` is not supported by this runtime",
+            a.unwrap_or("?")
+        ),
+    }
+}

@@ -20,21 +20,28 @@ pub struct Mapped {
 impl Mapped {
     /// Maps `path` read-only.
     ///
+    /// Only regular files are mapped: a directory, a FIFO, a socket or a device
+    /// (`/dev/zero`, a terminal) is refused before it is opened, and the open itself
+    /// does not block (`O_NONBLOCK`), so a FIFO swapped in meanwhile cannot hang riffle
+    /// either; the opened file is checked again.
+    ///
     /// # Errors
-    /// A missing or unreadable file, a directory, an empty file: all bad inputs (exit 2).
+    /// A missing or unreadable file, anything but a regular file, an empty file: all
+    /// bad inputs (exit 2).
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|e| bad(&name, io_problem(&e)))?;
+        let meta = std::fs::metadata(path).map_err(|e| bad(&name, io_problem(&e)))?;
+        check_regular(&name, &meta)?;
+        let file = open_nonblocking(path).map_err(|e| bad(&name, io_problem(&e)))?;
         let meta = file.metadata().map_err(|e| bad(&name, io_problem(&e)))?;
-        if meta.is_dir() {
-            return Err(bad(&name, "is a directory, not a file"));
-        }
+        check_regular(&name, &meta)?;
         if meta.len() == 0 {
             return Err(bad(&name, "is empty (not a GGUF file)"));
         }
         // SAFETY: the map is read-only and private to this process; riffle reads files it
         // was given and does not expect them to change while it runs (as every mmap-based
-        // model loader does). Nothing is written through the map.
+        // model loader does; outputs are never written over an input, see `atomic`).
+        // Nothing is written through the map.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| bad(&name, io_problem(&e)))?;
         Ok(Mapped {
             name,
@@ -51,6 +58,94 @@ impl Mapped {
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or_default()
     }
+}
+
+/// Refuses anything but a regular file, naming what it is.
+///
+/// # Errors
+/// Exit 2 naming `name`.
+pub fn check_regular(name: &str, meta: &std::fs::Metadata) -> Result<()> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "a directory"
+    } else {
+        special_kind(meta)
+    };
+    Err(bad(name, format!("is {what}, not a regular file")))
+}
+
+#[cfg(unix)]
+fn special_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::Metadata) -> &'static str {
+    "a special file"
+}
+
+/// Opens `path` for reading without blocking on a FIFO or a device.
+pub fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NONBLOCK);
+    }
+    o.open(path)
+}
+
+/// Reads a whole input file that is not mapped (a `.npy`, a safetensors or JSON file of
+/// a PEFT directory): a regular file only, opened without blocking, and at most
+/// `limit` bytes.
+///
+/// # Errors
+/// Exit 2 naming `path` for anything but a readable regular file within the limit.
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| bad(&name, io_problem(&e)))?;
+    check_regular(&name, &meta)?;
+    let file = open_nonblocking(path).map_err(|e| bad(&name, io_problem(&e)))?;
+    let meta = file.metadata().map_err(|e| bad(&name, io_problem(&e)))?;
+    check_regular(&name, &meta)?;
+    if meta.len() > limit {
+        return Err(bad(
+            &name,
+            format!(
+                "is {} bytes, more than the limit of {limit} for this kind of file",
+                meta.len()
+            ),
+        ));
+    }
+    let mut out = crate::limits::zeroed::<u8>(0, &name)?;
+    out.try_reserve_exact(meta.len() as usize)
+        .map_err(|_| bad(&name, "cannot be read into memory"))?;
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| bad(&name, io_problem(&e)))?;
+    if out.len() as u64 > limit {
+        return Err(bad(
+            &name,
+            format!("grew past the limit of {limit} bytes while read"),
+        ));
+    }
+    Ok(out)
 }
 
 /// Maps every path of `paths`.
@@ -148,13 +243,7 @@ pub fn load_model<'a>(name: &str, bytes: &'a [u8]) -> Result<Model<'a>> {
         k => return Err(bad(name, format!("is {}, not a base model", k.noun()))),
     }
     Model::from_bytes(bytes).map_err(|e| match e {
-        riffle_core::Error::UnsupportedModel => bad(
-            name,
-            format!(
-                "architecture `{}` is not supported by this runtime",
-                g.get_str(gguf::KEY_ARCHITECTURE).unwrap_or("?")
-            ),
-        ),
+        riffle_core::Error::UnsupportedModel => bad(name, crate::fail::unsupported_model(&g)),
         riffle_core::Error::MissingKey | riffle_core::Error::WrongValueType => bad(
             name,
             format!(
@@ -294,11 +383,14 @@ pub fn load_dataset(name: &str, bytes: &[u8]) -> Result<Dataset> {
         ));
     }
     let (n, width) = (shape[0] as usize, shape[1] as usize);
-    let mut x = vec![0.0f32; n * width];
+    let mut x = crate::limits::zeroed::<f32>(
+        n.saturating_mul(width),
+        &format!("{name}: the dataset inputs"),
+    )?;
     inputs
         .decode_f32(0, &mut x)
         .map_err(|e| core_bad(name, e, Some(&g)))?;
-    let mut y = vec![0i32; n];
+    let mut y = crate::limits::zeroed::<i32>(n, &format!("{name}: the dataset labels"))?;
     targets
         .decode_i32(0, &mut y)
         .map_err(|e| core_bad(name, e, Some(&g)))?;

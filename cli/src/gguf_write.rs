@@ -2,7 +2,7 @@
 //! shapes (written innermost first), data aligned to 32 bytes. Used by `riffle merge`.
 
 use riffle_core::checksum::{hex_lower, sha256};
-use riffle_core::gguf::{TensorType, Value, ValueType, DEFAULT_ALIGNMENT};
+use riffle_core::gguf::{TensorType, Value, ValueType, DEFAULT_ALIGNMENT, KEY_ALIGNMENT};
 
 /// One metadata value, owned.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,10 +125,27 @@ impl Writer {
         self.tensors.push(t);
     }
 
-    /// The data section as laid out (each tensor at a multiple of 32), the offsets, and
-    /// the data span's length (up to the end of the last tensor).
+    /// The file's alignment: `general.alignment` when it is set (a power of two, as a
+    /// `u32`), else GGUF's default of 32. A copy of a file keeps its alignment, so its
+    /// tensors land where its metadata says (`riffle merge`).
+    fn alignment(&self) -> usize {
+        match self.meta.iter().find(|(k, _)| k == KEY_ALIGNMENT) {
+            Some((_, Meta::U32(a))) if a.is_power_of_two() => *a as usize,
+            // A value copied from a file (`Meta::from_value`): a `u32` payload.
+            Some((_, Meta::Raw(code, p))) if *code == ValueType::U32.code() => {
+                match <[u8; 4]>::try_from(p.as_slice()).map(u32::from_le_bytes) {
+                    Ok(a) if a.is_power_of_two() => a as usize,
+                    _ => DEFAULT_ALIGNMENT as usize,
+                }
+            }
+            _ => DEFAULT_ALIGNMENT as usize,
+        }
+    }
+
+    /// The data section as laid out (each tensor at a multiple of the alignment), the
+    /// offsets, and the data span's length (up to the end of the last tensor).
     fn layout(&self) -> (Vec<u8>, Vec<u64>, usize) {
-        let align = DEFAULT_ALIGNMENT as usize;
+        let align = self.alignment();
         let mut data = Vec::new();
         let mut offsets = Vec::with_capacity(self.tensors.len());
         let mut span = 0;
@@ -157,7 +174,7 @@ impl Writer {
 
     /// The whole file.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let align = DEFAULT_ALIGNMENT as usize;
+        let align = self.alignment();
         let (data, offsets, _) = self.layout();
         let mut out = Vec::with_capacity(data.len() + 4096);
         out.extend(b"GGUF");

@@ -7,12 +7,15 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser, Subcommand};
 
+mod atomic;
 mod cmd;
 mod embedded;
 mod engine;
 mod fail;
 mod files;
 mod gguf_write;
+mod limits;
+mod lines;
 mod npy;
 mod safetensors;
 mod show;
@@ -242,7 +245,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!("riffle: {e}");
+            eprintln!("riffle: {}", show::esc(&e.to_string()));
             ExitCode::from(e.code as u8)
         }
     }

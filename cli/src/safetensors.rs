@@ -56,7 +56,11 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Tensor>, String> {
             .filter(|a| a.len() == 2)
             .and_then(|a| Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)))
             .ok_or_else(|| format!("tensor `{name}` has bad data_offsets"))?;
-        let count: usize = shape.iter().product();
+        // Checked: a shape whose product wraps must not pass as a small tensor.
+        let count = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("tensor `{name}` has a shape {shape:?} too large to hold"))?;
         let width = match dtype {
             "F32" => 4,
             "F16" | "BF16" => 2,
@@ -70,7 +74,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Tensor>, String> {
         let raw = data
             .get(offs.0..offs.1)
             .ok_or_else(|| format!("tensor `{name}` lies outside the file (truncated?)"))?;
-        if raw.len() != count * width {
+        if Some(raw.len()) != count.checked_mul(width) {
             return Err(format!(
                 "tensor `{name}`: {} bytes for shape {shape:?} of {dtype}",
                 raw.len()

@@ -6,11 +6,38 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// Prints one line on stdout. A closed pipe (`riffle ... | head`) ends the program
-/// quietly with status 0; any other write error is a runtime failure.
+/// `s` with every control character (C0, DEL, C1) and every bidirectional-override
+/// character written as `\uXXXX`: strings from files (`general.name`,
+/// `adapter.task_name`, labels, tensor names) can then neither move the cursor, recolour
+/// or clear the terminal, nor reorder what is shown. The escape is also valid inside a
+/// JSON string, so JSON output stays JSON. The page (`www/main.js`, `clean`) escapes
+/// the same set.
+pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(unsafe_char) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// Prints one line on stdout, escaped with [`esc`] (every line riffle prints is one
+/// line, whatever the strings from files in it hold). A closed pipe (`riffle ... |
+/// head`) ends the program quietly with status 0; any other write error is a runtime
+/// failure.
 pub fn line(s: impl AsRef<str>) {
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{}", s.as_ref()).and_then(|_| out.flush()) {
+    if let Err(e) = writeln!(out, "{}", esc(s.as_ref())).and_then(|_| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -202,5 +229,26 @@ impl LazyBar {
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod esc_tests {
+    use super::esc;
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped() {
+        assert_eq!(esc("plain – ünïcode"), "plain – ünïcode");
+        assert_eq!(
+            esc("a\x1b[2Jb\nc\r\u{7f}\u{9b}"),
+            "a\\u001b[2Jb\\u000ac\\u000d\\u007f\\u009b"
+        );
+        assert_eq!(esc("x\u{202e}y\u{2066}"), "x\\u202ey\\u2066");
+        // Still a JSON string after escaping.
+        let j = format!("\"{}\"", esc("\u{7f}\u{202e}"));
+        assert_eq!(
+            serde_json::from_str::<String>(&j).unwrap(),
+            "\u{7f}\u{202e}"
+        );
     }
 }

@@ -1225,3 +1225,386 @@ fn hostile_files_never_panic() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ---- issue 23: nothing lost, nothing hung ------------------------------------------------
+
+/// Runs `riffle` with `args` and `stdin`, failing the test if it takes longer than
+/// `secs` (a hang) instead of waiting forever.
+fn run_within(args: &[&str], stdin: Stdio, secs: u64) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} hung for {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("riffle-tmp"))
+        .collect()
+}
+
+#[test]
+fn merge_never_writes_over_an_input_and_writes_whole_files() {
+    let dir = scratch("atomic");
+    let base = dir.join("base.gguf");
+    let adapter = dir.join("adapter.gguf");
+    std::fs::copy(digits("mlp.gguf"), &base).unwrap();
+    std::fs::copy(digits("mlp-rotated.gguf"), &adapter).unwrap();
+    let (b, a) = (base.to_str().unwrap(), adapter.to_str().unwrap());
+    let base_bytes = std::fs::read(&base).unwrap();
+    let adapter_bytes = std::fs::read(&adapter).unwrap();
+    // The output is an input: by name, through `..`, through a hard link or a symlink.
+    let hard = dir.join("hard.gguf");
+    std::fs::hard_link(&base, &hard).unwrap();
+    let sym = dir.join("sym.gguf");
+    std::os::unix::fs::symlink(&adapter, &sym).unwrap();
+    let dotted = dir.join(".").join("base.gguf");
+    for out in [
+        b,
+        a,
+        hard.to_str().unwrap(),
+        sym.to_str().unwrap(),
+        dotted.to_str().unwrap(),
+    ] {
+        let o = run(&["merge", "-m", b, "-a", a, "-o", out]);
+        assert_bad(&o, out, "same file as the input");
+    }
+    assert_eq!(std::fs::read(&base).unwrap(), base_bytes);
+    assert_eq!(std::fs::read(&adapter).unwrap(), adapter_bytes);
+    // Not a regular file: never renamed over.
+    assert_bad(
+        &run(&["merge", "-m", b, "-a", a, "-o", "/dev/null"]),
+        "/dev/null",
+        "not a regular file",
+    );
+    assert_bad(
+        &run(&["merge", "-m", b, "-a", a, "-o", dir.to_str().unwrap()]),
+        "atomic",
+        "directory",
+    );
+    // A good file at the output survives a write that fails half way: a file-size limit
+    // (SIGXFSZ ignored, so the write fails with EFBIG: exit 1, temporary removed) and the
+    // same limit killing the process (the temporary may stay; the output never changes).
+    let out = dir.join("out.gguf");
+    std::fs::write(&out, b"a good file").unwrap();
+    let o = out.to_str().unwrap();
+    for trap in ["trap '' XFSZ;", ""] {
+        let script = format!("{trap} ulimit -f 4; exec \"$0\" merge -m \"$1\" -a \"$2\" -o \"$3\"");
+        let r = Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_riffle"), b, a, o])
+            .output()
+            .unwrap();
+        assert!(!r.status.success(), "{trap}: {}", stderr(&r));
+        assert_eq!(std::fs::read(&out).unwrap(), b"a good file", "{trap}");
+        if !trap.is_empty() {
+            assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+            assert!(temporaries(&dir).is_empty(), "{:?}", temporaries(&dir));
+        }
+    }
+    for t in temporaries(&dir) {
+        std::fs::remove_file(dir.join(t)).unwrap();
+    }
+    ok(&run(&["merge", "-m", b, "-a", a, "-o", o]));
+    assert!(Gguf::parse(&std::fs::read(&out).unwrap()).is_ok());
+    assert!(temporaries(&dir).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A copy of `file` with `general.alignment = align` and every tensor moved to a
+/// multiple of it (the stored model id is kept, so its adapters still bind).
+fn realigned(file: &str, align: u32) -> Vec<u8> {
+    use riffle_tests::gguf_edit::{GgufFile, Val};
+    let mut g = GgufFile::parse(&std::fs::read(file).unwrap());
+    let old = g.data.clone();
+    let ranges: Vec<_> = (0..g.tensors.len()).map(|i| g.data_range(i)).collect();
+    g.set("general.alignment", Val::u32(align));
+    let mut data = Vec::new();
+    for (t, r) in g.tensors.iter_mut().zip(ranges) {
+        data.resize(data.len().next_multiple_of(align as usize), 0);
+        t.offset = data.len() as u64;
+        data.extend(&old[r]);
+    }
+    g.data = data;
+    g.to_bytes()
+}
+
+#[test]
+fn merge_keeps_the_alignment_and_verifies() {
+    let dir = scratch("align");
+    for arch in ["mlp", "cnn"] {
+        for align in [1u32, 8, 16, 32, 64, 256] {
+            let base = dir.join(format!("{arch}-{align}.gguf"));
+            std::fs::write(&base, realigned(&digits(&format!("{arch}.gguf")), align)).unwrap();
+            let out = dir.join(format!("{arch}-{align}-merged.gguf"));
+            let b = base.to_str().unwrap();
+            let o = out.to_str().unwrap();
+            ok(&run(&[
+                "merge",
+                "-m",
+                b,
+                "-a",
+                &digits(&format!("{arch}-parity.gguf")),
+                "-o",
+                o,
+            ]));
+            let bytes = std::fs::read(&out).unwrap();
+            let g = Gguf::parse(&bytes).unwrap();
+            assert_eq!(g.alignment(), align, "{arch} {align}");
+            ok(&run(&["inspect", o, "--verify"]));
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn special_files_as_inputs_are_refused_without_hanging() {
+    let dir = scratch("special");
+    let fifo = dir.join("fifo.gguf");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let f = fifo.to_str().unwrap();
+    let m = digits("mlp.gguf");
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (vec!["run", "-m", f, "--stdin"], f, "FIFO"),
+        (vec!["run", "-m", &m, "--input", f], f, "FIFO"),
+        (vec!["run", "-m", &m, "-a", f, "--stdin"], f, "FIFO"),
+        (vec!["inspect", f], f, "FIFO"),
+        (
+            vec!["run", "-m", "/dev/zero", "--stdin"],
+            "/dev/zero",
+            "character device",
+        ),
+        (
+            vec!["inspect", "/dev/zero"],
+            "/dev/zero",
+            "character device",
+        ),
+        (
+            vec!["run", "-m", &m, "--input", "/dev/zero"],
+            "/dev/zero",
+            "character device",
+        ),
+    ];
+    for (args, file, words) in cases {
+        let o = run_within(&args, Stdio::null(), 20);
+        assert_bad(&o, file, words);
+        assert!(!stderr(&o).contains("empty"), "{}", stderr(&o));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn stdin_lines_are_capped_and_bad_lines_do_not_end_the_repl() {
+    let (inputs, _) = heldout("digits");
+    let m = digits("mlp.gguf");
+    let a = digits("mlp-rotated.gguf");
+    let mut input = vec![b'1'; 2 << 20];
+    input.extend(b"\n\xff\xfe bad utf-8\n");
+    input.extend(line_of(&inputs[0]).as_bytes());
+    input.push(b'\n');
+    let mut child = bin()
+        .args(["repl", "-m", &m, "-a", &a, "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("<stdin>:1: line is longer than"), "{err}");
+    assert!(err.contains("<stdin>:2: line is not valid UTF-8"), "{err}");
+    assert_eq!(
+        json_lines(&stdout(&o)).len(),
+        1,
+        "the session went on: {err}"
+    );
+    // run --stdin on an endless line: exit 2 at the cap, not an abort or a hang.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let o = run_within(&["run", "-m", &m, "--stdin"], Stdio::from(zero), 20);
+    assert_bad(&o, "<stdin>:1", "longer than");
+}
+
+#[test]
+fn file_strings_are_escaped_on_the_terminal() {
+    use riffle_tests::gguf_edit::{GgufFile, Val};
+    let dir = scratch("escape");
+    let mut g = GgufFile::parse(&std::fs::read(digits("mlp-rotated.gguf")).unwrap());
+    g.set("adapter.task_name", Val::str("evil\u{1b}[2J\u{202e}\nname"));
+    g.set("general.name", Val::str("\u{1b}]0;title\u{7}"));
+    let path = dir.join("evil.gguf");
+    std::fs::write(&path, g.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let mut g2 = g.clone();
+    g2.set("general.architecture", Val::str("mlp\u{1b}[31m"));
+    let path2 = dir.join("evil-arch.gguf");
+    std::fs::write(&path2, g2.to_bytes()).unwrap();
+    let (inputs, _) = heldout("digits");
+    for o in [
+        run(&["inspect", p]),
+        run_stdin(
+            &["run", "-m", &digits("mlp.gguf"), "-a", p, "--stdin"],
+            &line_of(&inputs[0]),
+        ),
+        run_stdin(
+            &[
+                "run",
+                "-m",
+                &digits("mlp.gguf"),
+                "-a",
+                p,
+                "--stdin",
+                "--json",
+            ],
+            &line_of(&inputs[0]),
+        ),
+        run(&[
+            "run",
+            "-m",
+            &digits("mlp.gguf"),
+            "-a",
+            path2.to_str().unwrap(),
+            "--stdin",
+        ]),
+    ] {
+        for s in [stdout(&o), stderr(&o)] {
+            assert!(
+                !s.chars()
+                    .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+                "raw control characters: {s:?}"
+            );
+        }
+        assert!(
+            stdout(&o).contains("\\u001b") || stderr(&o).contains("\\u001b"),
+            "the string is shown, escaped: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+    // A task named `base` would shadow `--task base`.
+    g.set("adapter.task_name", Val::str("base"));
+    std::fs::write(&path, g.to_bytes()).unwrap();
+    let o = run(&[
+        "run",
+        "-m",
+        &digits("mlp.gguf"),
+        "-a",
+        p,
+        "--task",
+        "base",
+        "--stdin",
+    ]);
+    assert_bad(&o, p, "reserved");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sizes_from_files_are_checked_before_allocating() {
+    use riffle_tests::gguf_edit::GgufFile;
+    let Some((model, _)) = minilm() else { return };
+    // A 200,000-token context: a position table that claims 200,000 rows of Q8_0 over
+    // the file's own bytes (the arena grows with the square of the context: 160 GB).
+    let mut g = GgufFile::parse(&std::fs::read(&model).unwrap());
+    let i = g.tensor_index("position_embd.weight");
+    let hidden = g.tensors[i].dims[0];
+    g.tensors[i].dims = vec![hidden, 200_000];
+    g.tensors[i].ggml_type = 8;
+    g.tensors[i].offset = 0;
+    g.set(
+        "bert.context_length",
+        riffle_tests::gguf_edit::Val::u32(200_000),
+    );
+    let dir = scratch("sizes");
+    let path = dir.join("long-context.gguf");
+    std::fs::write(&path, g.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let o = run_within(&["run", "-m", p, "--text", "hello"], Stdio::null(), 60);
+    assert_bad(&o, p, "more than riffle's limit");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A PEFT folder with one F32 tensor `name` of `shape` holding `values`.
+fn peft_dir(dir: &Path, peft_type: &str, name: &str, shape: &[u64], values: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        format!("{{\"peft_type\": \"{peft_type}\", \"peft_version\": \"0.17.0\"}}"),
+    )
+    .unwrap();
+    let header = serde_json::json!({
+        name: {"dtype": "F32", "shape": shape, "data_offsets": [0, 4 * values]}
+    })
+    .to_string();
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend(header.as_bytes());
+    st.extend(std::iter::repeat_n(0u8, 4 * values));
+    std::fs::write(dir.join("adapter_model.safetensors"), st).unwrap();
+}
+
+#[test]
+fn import_peft_bad_shapes_and_factor_counts_exit_2() {
+    let dir = scratch("peft-bad");
+    let out = dir.join("out.gguf");
+    let o = out.to_str().unwrap();
+    let m = digits("mlp.gguf");
+    let name = "base_model.model.layers.0.boft_R";
+    // Butterfly factor counts of 0 and 17 (riffle reads 1 to 16), b = 4 over 64 inputs.
+    for (factors, words) in [(0u64, "0 butterfly factors"), (17, "17 butterfly factors")] {
+        let d = dir.join(format!("m{factors}"));
+        peft_dir(
+            &d,
+            "BOFT",
+            name,
+            &[factors, 16, 4, 4],
+            (factors * 256) as usize,
+        );
+        let r = run(&["import-peft", d.to_str().unwrap(), "--base", &m, "-o", o]);
+        assert_bad(&r, "adapter_model.safetensors", words);
+    }
+    // A shape whose product wraps to 0 in 64 bits, with no data.
+    let d = dir.join("wrap");
+    peft_dir(&d, "BOFT", name, &[1 << 62, 16, 4, 4], 0);
+    let r = run(&["import-peft", d.to_str().unwrap(), "--base", &m, "-o", o]);
+    assert_bad(&r, "adapter_model.safetensors", "too large");
+    // A block size past riffle's 64.
+    let d = dir.join("block");
+    peft_dir(
+        &d,
+        "OFT",
+        "base_model.model.layers.0.oft_r",
+        &[1, 128, 128],
+        128 * 128,
+    );
+    let r = run(&["import-peft", d.to_str().unwrap(), "--base", &m, "-o", o]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    // The output may not be an input.
+    let d = dir.join("m0");
+    let st = d.join("adapter_model.safetensors");
+    let r = run(&[
+        "import-peft",
+        d.to_str().unwrap(),
+        "--base",
+        &m,
+        "-o",
+        st.to_str().unwrap(),
+    ]);
+    assert_bad(&r, "adapter_model.safetensors", "same file");
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}

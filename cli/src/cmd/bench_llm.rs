@@ -42,9 +42,13 @@ fn measure(session: &Session<'_, '_, '_>, prompt: &[u32], gen: usize, name: &str
     let model = session.model();
     let context = prompt.len() + gen;
     let need = model.state_len(context);
-    let mut kv = vec![0.0f32; need];
-    let mut arena = vec![0.0f32; model.step_arena_len(prompt.len())];
-    let mut logits = vec![0.0f32; model.output_len()];
+    let mut kv = crate::limits::zeroed::<f32>(need, &format!("{name}: the key/value cache"))?;
+    let mut arena = crate::limits::zeroed::<f32>(
+        model.step_arena_len(prompt.len()),
+        &format!("{name}: the working memory"),
+    )?;
+    let mut logits =
+        crate::limits::zeroed::<f32>(model.output_len(), &format!("{name}: the logits"))?;
     let (mut p, mut d) = (Vec::new(), Vec::new());
     for _ in 0..REPEATS {
         let mut state = DecoderState::new(&mut kv, need, context).map_err(|e| runtime(name, e))?;
@@ -100,7 +104,12 @@ pub fn run(
             load_adapter(f.name(), f.bytes(), &model, m.name()).map(|(ad, ws)| (f.name(), ad, ws))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut workspaces: Vec<Vec<f32>> = loaded.iter().map(|(_, _, ws)| vec![0.0f32; *ws]).collect();
+    let mut workspaces: Vec<Vec<f32>> = loaded
+        .iter()
+        .map(|(n, _, ws)| {
+            crate::limits::zeroed::<f32>(*ws, &format!("{n}: the adapter's workspace"))
+        })
+        .collect::<Result<_>>()?;
     let mut session = Session::new(&model);
     if let Some(pool) = crate::threads::executor() {
         session.set_executor(pool);

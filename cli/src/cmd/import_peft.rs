@@ -16,10 +16,11 @@
 use std::path::Path;
 
 use riffle_core::gguf::{self, TensorType};
+use riffle_core::math::{MAX_BLOCK_SIZE, MAX_FACTORS};
 use riffle_core::runtime::{Adapter, Model};
 use serde_json::Value;
 
-use crate::fail::{bad, core_bad, describe, runtime, Result};
+use crate::fail::{bad, core_bad, describe, Result};
 use crate::files::{load_model, Mapped};
 use crate::gguf_write::{f32_bytes, Meta, Tensor, Writer};
 use crate::safetensors;
@@ -130,8 +131,8 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
     }
     let cfg_path = a.dir.join("adapter_config.json");
     let cfg_name = cfg_path.display().to_string();
-    let cfg_text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| bad(&cfg_name, crate::files::io_problem(&e)))?;
+    let cfg_bytes = crate::files::read_regular(&cfg_path, 1 << 20)?;
+    let cfg_text = String::from_utf8(cfg_bytes).map_err(|_| bad(&cfg_name, "is not UTF-8 text"))?;
     let cfg: Value = serde_json::from_str(&cfg_text)
         .map_err(|e| bad(&cfg_name, format!("not valid JSON: {e}")))?;
     let peft_type = cfg["peft_type"].as_str().unwrap_or("");
@@ -174,6 +175,7 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
             "pickled weights are not read; save the adapter with safe_serialization=True",
         ));
     }
+    crate::atomic::check_not_input(a.output, &[&cfg_path, &st_path, a.base])?;
     let st = Mapped::open(&st_path)?;
     let tensors = safetensors::parse(st.bytes()).map_err(|e| bad(&st_name, e))?;
 
@@ -297,7 +299,11 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
                 let [r, b, b2] = t.shape[..] else {
                     return Err(shape_err("(r, b, b)"));
                 };
-                if b != b2 || b < 2 || cols % b != 0 || (r != cols / b && r != 1) {
+                if b != b2
+                    || !(2..=MAX_BLOCK_SIZE).contains(&b)
+                    || cols % b != 0
+                    || (r != cols / b && r != 1)
+                {
                     return Err(shape_err("(in / b, b, b)"));
                 }
                 let k = cols / b;
@@ -314,8 +320,17 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
                 let [m, k, b, b2] = t.shape[..] else {
                     return Err(shape_err("(m, k, b, b)"));
                 };
-                if b != b2 || b < 2 || k * b != cols {
+                if b != b2 || !(2..=MAX_BLOCK_SIZE).contains(&b) || k.checked_mul(b) != Some(cols) {
                     return Err(shape_err("(m, in / b, b, b)"));
+                }
+                if !(1..=MAX_FACTORS).contains(&m) {
+                    return Err(bad(
+                        &st_name,
+                        format!(
+                            "tensor `{}` has {m} butterfly factors; riffle reads 1 to {MAX_FACTORS}",
+                            t.name
+                        ),
+                    ));
                 }
                 agree("block sizes", &mut block, b)?;
                 agree("factor counts", &mut factors, m)?;
@@ -435,12 +450,10 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
     let bytes = w.to_bytes();
 
     // The core's checks against the base, before anything is written.
-    let adapter = Adapter::from_bytes(&bytes).map_err(|e| {
-        runtime(
-            &dir_name,
-            format!("imported adapter does not parse: {e} (a bug)"),
-        )
-    })?;
+    // What the core refuses here came from the folder's values (a NaN, a scale out of
+    // range, a butterfly that does not fit the width): a bad input, exit 2.
+    let adapter = Adapter::from_bytes(&bytes)
+        .map_err(|e| bad(&dir_name, format!("the imported adapter is not valid: {e}")))?;
     adapter.workspace_len(&model).map_err(|e| match e {
         riffle_core::Error::ShapeMismatch { .. }
             if adapter.labels().is_none() && !heads.is_empty() =>
@@ -456,8 +469,7 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
         e => core_bad(&dir_name, e, Some(adapter.gguf())),
     })?;
     let out_name = a.output.display().to_string();
-    std::fs::write(a.output, &bytes)
-        .map_err(|e| runtime(&out_name, crate::files::io_problem(&e)))?;
+    crate::atomic::write(a.output, &[&cfg_path, &st_path, a.base], &bytes)?;
     show::line(format!(
         "wrote {out_name}: PEFT {peft_version} {peft_type} ({method_name}, b={b}, m={m}) on {} layer{}{}, task `{task}`, for {} ({} bytes)",
         layers.len(),

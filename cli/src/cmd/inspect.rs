@@ -267,10 +267,7 @@ fn model(name: &str, g: &Gguf<'_>, verify: bool, r: &mut Report, problem: &mut O
         Ok(m) => m,
         Err(e) => {
             let why = match e {
-                riffle_core::Error::UnsupportedModel => format!(
-                    "architecture `{}` is not supported by this runtime",
-                    g.get_str(gguf::KEY_ARCHITECTURE).unwrap_or("?")
-                ),
+                riffle_core::Error::UnsupportedModel => crate::fail::unsupported_model(g),
                 e => describe(e, Some(g)),
             };
             r.text.push(format!("model: cannot be loaded: {why}"));

@@ -13,6 +13,9 @@ use crate::gguf_write::{f32_bytes, Meta, Tensor, Writer};
 
 /// `riffle merge`.
 pub fn run(model: &Path, adapter: &Path, output: &Path) -> Result<()> {
+    // Before any work: never over an input (it is memory-mapped while merging).
+    let inputs: [&Path; 2] = [model, adapter];
+    crate::atomic::check_not_input(output, &inputs)?;
     let (model_map, adapter_maps) = open(model, std::slice::from_ref(&adapter.to_path_buf()))?;
     let mut stack = Stack::load((model_map.name(), model_map.bytes()), &pairs(&adapter_maps))?;
     let out_name = output.display().to_string();
@@ -121,10 +124,8 @@ pub fn run(model: &Path, adapter: &Path, output: &Path) -> Result<()> {
             format!("merged model does not load: {e} (a bug)"),
         )
     })?;
-    if output.is_dir() {
-        return Err(bad(&out_name, "is a directory"));
-    }
-    std::fs::write(output, &bytes).map_err(|e| runtime(&out_name, crate::files::io_problem(&e)))?;
+    // Whole or not at all: a temporary file beside the output, renamed over it.
+    crate::atomic::write(output, &inputs, &bytes)?;
     crate::show::line(format!(
         "wrote {out_name}: {} merged into {} ({} bytes, model id {}…)",
         task,

@@ -2,7 +2,7 @@
 //! stdout; prompts and acknowledgements go to stderr, and the prompt only when stderr is
 //! a terminal, so piped scripts get clean output.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -33,7 +33,7 @@ pub fn run(model: &Path, adapters: &[PathBuf], json_out: bool) -> Result<()> {
     }
     let interactive = show::stderr_is_terminal();
     if interactive {
-        eprintln!(
+        let banner = format!(
             "riffle repl: {} ({}), adapters: {}. :help for commands.",
             runner.model_name(),
             input_kind(runner.model()),
@@ -43,20 +43,32 @@ pub fn run(model: &Path, adapters: &[PathBuf], json_out: bool) -> Result<()> {
                 runner.tasks().join(", ")
             }
         );
+        eprintln!("{}", show::esc(&banner));
     }
     let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut lines = crate::lines::Lines::new(stdin.lock());
     let mut index = 0usize;
     let mut errors = 0usize;
     let mut n = 0usize;
     loop {
         if interactive {
-            eprint!("{}> ", prompt(&runner));
+            eprint!("{}> ", show::esc(&prompt(&runner)));
             let _ = std::io::stderr().flush();
         }
-        let Some(line) = lines.next() else { break };
+        let line = lines
+            .next_line()
+            .map_err(|e| bad("<stdin>", crate::files::io_problem(&e)))?;
+        let Some(line) = line else { break };
         n += 1;
-        let line = line.map_err(|e| bad("<stdin>", crate::files::io_problem(&e)))?;
+        let line = match line.text() {
+            Ok(s) => s,
+            Err(problem) => {
+                // Too long or not UTF-8: reported, and the session goes on.
+                eprintln!("riffle: <stdin>:{n}: {problem}");
+                errors += 1;
+                continue;
+            }
+        };
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') && !crate::engine::takes_text(runner.model()) {
             continue;
@@ -77,7 +89,7 @@ pub fn run(model: &Path, adapters: &[PathBuf], json_out: bool) -> Result<()> {
                 })
         };
         if let Err(e) = outcome {
-            eprintln!("riffle: {what}: {e}");
+            eprintln!("riffle: {what}: {}", show::esc(&e.to_string()));
             errors += 1;
         }
     }
@@ -112,7 +124,7 @@ fn prompt(r: &Runner<'_, '_>) -> String {
 
 fn ack(msg: String) {
     if show::stderr_is_terminal() {
-        eprintln!("{msg}");
+        eprintln!("{}", show::esc(&msg));
     }
 }
 

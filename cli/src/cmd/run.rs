@@ -1,7 +1,6 @@
 //! `riffle run`: inputs from `--text`, a `.npy` file or stdin, through a base with
 //! resident adapters, unmerged or merged.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -211,14 +210,21 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     if a.stdin {
         let stdin = std::io::stdin();
+        let mut lines = crate::lines::Lines::stopping(stdin.lock());
         let mut index = 0;
-        for (n, line) in stdin.lock().lines().enumerate() {
-            let line = line.map_err(|e| bad("<stdin>", crate::files::io_problem(&e)))?;
+        let mut n = 0usize;
+        while let Some(line) = lines
+            .next_line()
+            .map_err(|e| bad("<stdin>", crate::files::io_problem(&e)))?
+        {
+            n += 1;
+            let what = format!("<stdin>:{n}");
+            // A line too long or not UTF-8 is a bad line like any other (exit 2, named).
+            let line = line.text().map_err(|e| bad(&what, e))?;
             let l = line.trim();
             if l.is_empty() || (!text_model && l.starts_with('#')) {
                 continue;
             }
-            let what = format!("<stdin>:{}", n + 1);
             let input = parse_line(l, &runner).map_err(|e| bad(&what, e))?;
             emit(&mut runner, index, &input, &what)?;
             index += 1;
