@@ -1231,23 +1231,26 @@ fn hostile_files_never_panic() {
 /// Runs `riffle` with `args` and `stdin`, failing the test if it takes longer than
 /// `secs` (a hang) instead of waiting forever.
 fn run_within(args: &[&str], stdin: Stdio, secs: u64) -> Output {
-    let mut child = bin()
+    let child = bin()
         .args(args)
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(secs) {
-            let _ = child.kill();
-            let _ = child.wait();
+    let pid = child.id();
+    // Collect the output on a thread (a full pipe must not look like a hang).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
             panic!("{args:?} hung for {secs} s");
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    child.wait_with_output().unwrap()
 }
 
 fn temporaries(dir: &Path) -> Vec<String> {
@@ -1606,5 +1609,109 @@ fn import_peft_bad_shapes_and_factor_counts_exit_2() {
     ]);
     assert_bad(&r, "adapter_model.safetensors", "same file");
     assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A GGUF file from key/value pairs (already encoded: type code and payload) and
+/// tensor infos `(name, ggml dims, type, offset)` over `data`, alignment 32.
+fn gguf_file(
+    kvs: &[(&str, u32, Vec<u8>)],
+    infos: &[(String, Vec<u64>, u32, u64)],
+    data: &[u8],
+) -> Vec<u8> {
+    fn s(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend((b.len() as u64).to_le_bytes());
+        out.extend(b);
+    }
+    let mut f = b"GGUF".to_vec();
+    f.extend(3u32.to_le_bytes());
+    f.extend((infos.len() as u64).to_le_bytes());
+    f.extend((kvs.len() as u64).to_le_bytes());
+    for (k, ty, payload) in kvs {
+        s(&mut f, k.as_bytes());
+        f.extend(ty.to_le_bytes());
+        f.extend(payload);
+    }
+    for (name, dims, ty, off) in infos {
+        s(&mut f, name.as_bytes());
+        f.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            f.extend(d.to_le_bytes());
+        }
+        f.extend(ty.to_le_bytes());
+        f.extend(off.to_le_bytes());
+    }
+    f.resize(f.len().next_multiple_of(32), 0);
+    f.extend(data);
+    f
+}
+
+fn gguf_str(v: &str) -> Vec<u8> {
+    let mut p = (v.len() as u64).to_le_bytes().to_vec();
+    p.extend(v.as_bytes());
+    p
+}
+
+#[test]
+fn shared_tensor_data_cannot_inflate_the_merged_copy() {
+    // 16 Q8_0 layers of 1024 x 1024 over one 1.1 MB data range: the merged f32 copy
+    // would be 67 MB, 60 times the file (issue 23: 17.8 MB took 1.07 GB).
+    let w = 1024u64;
+    let kvs = vec![
+        ("general.architecture", 8, gguf_str("mlp")),
+        ("general.type", 8, gguf_str("model")),
+        ("mlp.layer_count", 4, 16u32.to_le_bytes().to_vec()),
+        ("mlp.activation", 8, gguf_str("relu")),
+        ("mlp.input_length", 4, (w as u32).to_le_bytes().to_vec()),
+    ];
+    let infos: Vec<_> = (0..16)
+        .map(|i| (format!("layers.{i}.weight"), vec![w, w], 8u32, 0u64))
+        .collect();
+    let mut data = Vec::new();
+    for _ in 0..w * w / 32 {
+        data.extend(0x2c00u16.to_le_bytes()); // f16 0.0625
+        data.extend([1u8; 32]);
+    }
+    let dir = scratch("shared");
+    let path = dir.join("shared.gguf");
+    std::fs::write(&path, gguf_file(&kvs, &infos, &data)).unwrap();
+    let p = path.to_str().unwrap();
+    ok(&run(&["inspect", p]));
+    let o = run_within(&["run", "-m", p, "--merge", "--stdin"], Stdio::null(), 30);
+    assert_bad(&o, p, "times the file");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn large_metadata_inspects_in_near_linear_time() {
+    // A 2,000,000-string array and 8,000 keys after it (issue 23: 45 s to inspect).
+    let mut big = 8u32.to_le_bytes().to_vec();
+    big.extend(2_000_000u64.to_le_bytes());
+    for _ in 0..2_000_000 {
+        big.extend(gguf_str("s"));
+    }
+    let mut kvs = vec![("big".to_string(), 9u32, big)];
+    for i in 0..8000u32 {
+        kvs.push((format!("k.{i}"), 4, i.to_le_bytes().to_vec()));
+    }
+    let kvs: Vec<(&str, u32, Vec<u8>)> = kvs
+        .iter()
+        .map(|(k, t, p)| (k.as_str(), *t, p.clone()))
+        .collect();
+    let dir = scratch("bigmeta");
+    let path = dir.join("big.gguf");
+    std::fs::write(&path, gguf_file(&kvs, &[], &[])).unwrap();
+    let p = path.to_str().unwrap();
+    let start = std::time::Instant::now();
+    for args in [vec!["inspect", p], vec!["inspect", p, "--json"]] {
+        let o = run_within(&args, Stdio::null(), 60);
+        assert!(matches!(o.status.code(), Some(0 | 2)), "{}", stderr(&o));
+    }
+    // Milliseconds here; 10 s leaves a slow, shared machine room.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
