@@ -4,8 +4,8 @@
   layer of all-MiniLM-L6-v2, two adapters each (``a``, ``b``), with PEFT's own random
   initialisation (``init_weights=False``, seeded), saved with ``save_pretrained``.
 * The same parameters converted to riffle GGUF adapters (F32 and F16) following
-  gs-math.md section 10 (``riffle import-peft`` is not implemented yet, so the conversion
-  is done here, in Python), and checked against PEFT's own outputs.
+  gs-math.md section 10 (in Python, independently of ``riffle import-peft``, so the two
+  conversions check each other), and checked against PEFT's own outputs.
 * GSOFT b = 8 (2 factors, gs permutation, per-output scale) on every linear layer with
   random small parameters (riffle-only method: PEFT has no GSOFT) for the latency table.
 

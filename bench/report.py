@@ -360,8 +360,8 @@ def page(res: dict, imgs: dict) -> str:
     add("")
     add(f"Same model, every linear layer of the 6 blocks (36 layers), block size b = 8: OFT (1 factor, "
         f"exact Cayley, no scale) and BOFT (2 butterfly factors, per-output scale), two adapters `a` and `b` "
-        f"each with PEFT's random initialisation (`init_weights=False`, seeded). `riffle import-peft` is not "
-        f"implemented yet in this build, so bench/adapters.py converts PEFT's tensors to riffle files itself "
+        f"each with PEFT's random initialisation (`init_weights=False`, seeded). bench/adapters.py converts "
+        f"PEFT's tensors to riffle files itself, independently of `riffle import-peft` "
         f"(docs/gs-math.md section 10) — the **same parameters**, checked: riffle's output against PEFT's on "
         f"a 64-token text has cosine {min(a['cosine_vs_peft_unmerged'] for m in ('oft', 'boft') for a in man['peft'][m]['adapters'].values()):.10f} "
         f"or better (unmerged and merged). PEFT BOFT on a machine without CUDA silently drops to one "

@@ -378,7 +378,7 @@ def write_readme(out: Path, rep: BuildReport) -> None:
          "Produced by `riffle-train digits --out models/digits` (from the repository root:",
          "`$(scripts/python-env) -m riffle_train digits --out models/digits`). Seeds are fixed;",
          "accuracies are measured on models reloaded from these GGUF files (f16 adapters with",
-         "their stored parameters). Formats: `shared/docs/format.md`, `docs/models.md`.", "",
+         "their stored parameters). Formats: `docs/format.md`, `docs/models.md`.", "",
          "## Bases (F32)", "",
          "| file | architecture | parameters | bytes | digits | rotated | inverted | noisy |",
          "|---|---|---|---|---|---|---|---|"]

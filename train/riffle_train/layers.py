@@ -1,6 +1,6 @@
 """Orthogonal adapter layers: chains of permuted block-diagonal Cayley factors.
 
-Conventions are those of ``shared/docs/gs-math.md`` (normative):
+Conventions are those of ``docs/gs-math.md`` (normative):
 
 * packed skew parameters, one row of ``b(b-1)/2`` values per block, in the order of
   ``torch.triu_indices(b, b, 1)``;
