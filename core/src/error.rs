@@ -93,8 +93,9 @@ pub enum Error {
     UnsupportedVersion(u32),
     /// A metadata value type that GGUF does not define.
     UnknownValueType(u32),
-    /// A tensor type the runtime cannot read (F32, F16, BF16, Q8_0 and I32 are
-    /// supported), or a type an operation does not accept (`I32` where floats are read).
+    /// A tensor type this build cannot read (see [`crate::quant::TYPES`]: which types
+    /// are compiled in depends on cargo features), or a type an operation does not accept
+    /// (`I32` where floats are read).
     UnknownTensorType {
         /// Index of the tensor in the file's tensor table.
         tensor: u32,
@@ -263,17 +264,22 @@ impl fmt::Display for Error {
             }
             Error::UnknownValueType(t) => write!(f, "unknown GGUF metadata value type {t}"),
             Error::UnknownTensorType { tensor, ggml_type } => {
-                match crate::gguf::TensorType::from_ggml(ggml_type) {
-                    // A type the reader knows, refused by the operation that reads it.
-                    Some(t) => write!(
+                match crate::quant::TensorType::from_ggml_any(ggml_type) {
+                    // A type this build reads, refused by the operation that reads it.
+                    Some(t) if t.is_compiled() => write!(
                         f,
-                        "tensor {tensor} has type {} ({ggml_type}), which this tensor cannot have (float data is needed)",
-                        t.name()
+                        "tensor {tensor} has type {t} ({ggml_type}), which this tensor cannot have"
                     ),
-                    None => write!(
-                        f,
-                        "tensor {tensor} has unsupported type {ggml_type} (supported: F32, F16, BF16, Q8_0, I32)"
-                    ),
+                    // A known type whose cargo feature is off, or an unknown code.
+                    known => {
+                        write!(f, "tensor {tensor} has unsupported type {ggml_type}")?;
+                        if let Some(t) = known {
+                            write!(f, " ({t}, not compiled into this build)")?;
+                        }
+                        f.write_str(" (supported: ")?;
+                        crate::quant::write_supported(f)?;
+                        f.write_str(")")
+                    }
                 }
             }
             Error::LimitExceeded { offset } => write!(

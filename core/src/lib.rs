@@ -60,6 +60,7 @@ pub mod gguf;
 pub mod math;
 pub mod nn;
 pub mod par;
+pub mod quant;
 pub mod runtime;
 pub mod sample;
 #[cfg(feature = "text")]

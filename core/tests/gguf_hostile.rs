@@ -379,8 +379,8 @@ fn tensor_infos() {
         Gguf::parse(&b.build()).unwrap_err(),
         Error::TensorOutOfRange { tensor: 0 }
     );
-    // Unknown and unsupported ggml types (Q4_0 = 2, Q4_K = 12, way out = 1000).
-    for ty in [2u32, 12, 1000] {
+    // Unknown and unsupported ggml types (Q5_1 = 7, Q2_K = 10, way out = 1000).
+    for ty in [7u32, 10, 1000] {
         let mut b = Builder::new();
         b.f32_tensor("ok", &[1], &[1.0]);
         b.tensor_info(b"a", &[32], ty, 0).data_bytes(&[0; 64]);
@@ -410,6 +410,18 @@ fn tensor_infos() {
     let mut b = Builder::new();
     b.tensor_info(b"q", &[32, 2], TensorType::Q8_0.ggml_code(), 0)
         .data_bytes(&[0; 68]);
+    assert!(Gguf::parse(&b.build()).is_ok());
+    // So must the other block types' (Q4_K: blocks of 256 in 144 bytes).
+    let mut b = Builder::new();
+    b.tensor_info(b"k", &[128, 2], TensorType::Q4_K.ggml_code(), 0)
+        .data_bytes(&[0; 144]);
+    assert_eq!(
+        Gguf::parse(&b.build()).unwrap_err(),
+        Error::ShapeMismatch { tensor: 0 }
+    );
+    let mut b = Builder::new();
+    b.tensor_info(b"k", &[256, 2], TensorType::Q4_K.ggml_code(), 0)
+        .data_bytes(&[0; 288]);
     assert!(Gguf::parse(&b.build()).is_ok());
 }
 

@@ -72,9 +72,10 @@ mod names;
 mod tensor;
 mod value;
 
+pub use crate::quant::{Q8_0_BLOCK_BYTES, Q8_0_BLOCK_LEN};
 pub use keys::*;
 pub(crate) use tensor::decode_f32_run;
-pub use tensor::{TensorInfo, TensorType, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_LEN};
+pub use tensor::{TensorInfo, TensorType};
 pub use value::{ArrayIter, ArrayView, StringArray, StringIter, Value, ValueType};
 
 use crate::checksum::crc32;
@@ -143,9 +144,9 @@ impl<'a> Gguf<'a> {
     /// - [`Error::UnknownValueType`], [`Error::InvalidUtf8`];
     /// - [`Error::WrongValueType`] when `general.alignment` is not a `u32`,
     ///   [`Error::BadAlignment`] when it is not a power of two;
-    /// - [`Error::UnknownTensorType`] for ggml types other than F32, F16, Q8_0,
-    ///   I32 and BF16; [`Error::ShapeMismatch`] for a Q8_0 tensor whose innermost
-    ///   dimension is not a multiple of 32;
+    /// - [`Error::UnknownTensorType`] for ggml types this build does not read (the
+    ///   compiled rows of [`crate::quant::TYPES`]); [`Error::ShapeMismatch`] for a block
+    ///   type's tensor whose innermost dimension is not a whole number of blocks;
     /// - [`Error::Misaligned`], [`Error::TensorOutOfRange`] for tensor data;
     /// - [`Error::DuplicateName`] for a repeated key (index of the key/value pair) or
     ///   a repeated tensor name (index in the tensor table).

@@ -3,109 +3,9 @@
 
 use super::cursor::{off, Cursor};
 use super::{MAX_NAME_LEN, MAX_RANK};
+pub use crate::quant::TensorType;
+use crate::quant::{byte_run, le};
 use crate::{Error, Result};
-#[cfg(any(feature = "f16", feature = "q8_0"))]
-use half::f16;
-
-/// Elements per Q8_0 block.
-pub const Q8_0_BLOCK_LEN: usize = 32;
-/// Bytes per Q8_0 block: an `f16` scale, then 32 `i8` quants.
-pub const Q8_0_BLOCK_BYTES: usize = 34;
-
-/// A tensor data type the reader supports (the ggml type code of a tensor info).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TensorType {
-    /// ggml `0`: little-endian `f32`.
-    F32,
-    /// ggml `1`: little-endian IEEE half.
-    F16,
-    /// ggml `8`: blocks of 32 values, each block an `f16` scale `d` then 32 `i8`
-    /// quants `q`; value = `d * q`. The innermost dimension is a multiple of 32.
-    Q8_0,
-    /// ggml `26`: little-endian `i32` (label and index tensors).
-    I32,
-    /// ggml `30`: bfloat16, the upper half of an `f32`.
-    BF16,
-}
-
-impl TensorType {
-    /// The type with ggml code `code`, or `None` for a type this reader does not read
-    /// (F16, Q8_0 and BF16 only with their cargo features, which are on by default).
-    pub const fn from_ggml(code: u32) -> Option<Self> {
-        Some(match code {
-            0 => TensorType::F32,
-            #[cfg(feature = "f16")]
-            1 => TensorType::F16,
-            #[cfg(feature = "q8_0")]
-            8 => TensorType::Q8_0,
-            26 => TensorType::I32,
-            #[cfg(feature = "bf16")]
-            30 => TensorType::BF16,
-            _ => return None,
-        })
-    }
-
-    /// The ggml type code.
-    pub const fn ggml_code(self) -> u32 {
-        match self {
-            TensorType::F32 => 0,
-            TensorType::F16 => 1,
-            TensorType::Q8_0 => 8,
-            TensorType::I32 => 26,
-            TensorType::BF16 => 30,
-        }
-    }
-
-    /// ggml's name of the type (`"F32"`, `"Q8_0"`, ...).
-    pub const fn name(self) -> &'static str {
-        match self {
-            TensorType::F32 => "F32",
-            TensorType::F16 => "F16",
-            TensorType::Q8_0 => "Q8_0",
-            TensorType::I32 => "I32",
-            TensorType::BF16 => "BF16",
-        }
-    }
-
-    /// Elements per storage block (32 for Q8_0, 1 otherwise).
-    pub const fn block_len(self) -> usize {
-        match self {
-            TensorType::Q8_0 => Q8_0_BLOCK_LEN,
-            _ => 1,
-        }
-    }
-
-    /// Bytes per storage block.
-    pub const fn block_bytes(self) -> usize {
-        match self {
-            TensorType::F32 | TensorType::I32 => 4,
-            TensorType::F16 | TensorType::BF16 => 2,
-            TensorType::Q8_0 => Q8_0_BLOCK_BYTES,
-        }
-    }
-
-    /// Bytes that `elements` values occupy, or `None` if `elements` is not a whole
-    /// number of blocks or the size overflows `u64`.
-    pub const fn byte_len(self, elements: u64) -> Option<u64> {
-        // Constant divisors: no 64-bit division routine on 32-bit targets.
-        let blocks = match self {
-            TensorType::Q8_0 => {
-                let bl = Q8_0_BLOCK_LEN as u64;
-                match (elements.checked_rem(bl), elements.checked_div(bl)) {
-                    (Some(0), Some(blocks)) => blocks,
-                    _ => return None,
-                }
-            }
-            _ => elements,
-        };
-        blocks.checked_mul(self.block_bytes() as u64)
-    }
-
-    /// True for the types [`TensorInfo::decode_f32`] reads (all but `I32`).
-    pub const fn is_float(self) -> bool {
-        !matches!(self, TensorType::I32)
-    }
-}
 
 /// One tensor info as stored, checked on its own (the placement is checked apart).
 #[derive(Debug, Clone, Copy)]
@@ -144,9 +44,8 @@ pub(crate) fn read_info<'a>(cur: &mut Cursor<'a>, index: u32) -> Result<RawInfo<
         tensor: index,
         ggml_type: code,
     })?;
-    if ty == TensorType::Q8_0
-        && (rank == 0 || dims[0].checked_rem(Q8_0_BLOCK_LEN as u64) != Some(0))
-    {
+    // A block type's rows are whole blocks (block lengths are powers of two).
+    if ty.block_len() > 1 && (rank == 0 || dims[0] & (ty.block_len() as u64).wrapping_sub(1) != 0) {
         return Err(Error::ShapeMismatch { tensor: index });
     }
     let offset = cur.u64()?;
@@ -303,8 +202,8 @@ impl<'a> TensorInfo<'a> {
 
     /// Decodes elements `start .. start + out.len()` (flat, row-major) into `out`.
     ///
-    /// F32 and F16 and BF16 widen exactly; Q8_0 gives `f32(d) * q` per element,
-    /// a whole block at a time where the run covers whole blocks.
+    /// F32 and F16 and BF16 widen exactly; the block types give their reference
+    /// dequantization ([`crate::quant::decode_f32`]).
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] (`expected` = element count, `found` = end of the
@@ -373,90 +272,5 @@ impl<'a> TensorInfo<'a> {
 }
 
 /// [`TensorInfo::decode_f32`] on the parts a tensor reference keeps (one copy of the
-/// decoder for [`TensorInfo`] and `runtime::TensorRef`).
-pub(crate) fn decode_f32_run(
-    index: u32,
-    ty: TensorType,
-    elements: usize,
-    data: &[u8],
-    start: usize,
-    out: &mut [f32],
-) -> Result<()> {
-    let end = match start.checked_add(out.len()) {
-        Some(end) if end <= elements => end,
-        _ => {
-            return Err(Error::LengthMismatch {
-                expected: elements,
-                found: start.saturating_add(out.len()),
-            })
-        }
-    };
-    let bad = Error::TensorOutOfRange { tensor: index };
-    match ty {
-        TensorType::F32 => {
-            let b = byte_run(data, start, end, 4).ok_or(bad)?;
-            for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
-                *o = f32::from_le_bytes(le(c));
-            }
-        }
-        #[cfg(feature = "f16")]
-        TensorType::F16 => {
-            let b = byte_run(data, start, end, 2).ok_or(bad)?;
-            for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
-                *o = f16::from_le_bytes(le(c)).to_f32();
-            }
-        }
-        #[cfg(feature = "bf16")]
-        TensorType::BF16 => {
-            let b = byte_run(data, start, end, 2).ok_or(bad)?;
-            for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
-                *o = f32::from_bits(u32::from(u16::from_le_bytes(le(c))) << 16);
-            }
-        }
-        #[cfg(feature = "q8_0")]
-        TensorType::Q8_0 => decode_q8_0(data, start, out).ok_or(bad)?,
-        // I32, and the types whose features are off (never parsed then).
-        #[allow(unreachable_patterns)]
-        _ => {
-            return Err(Error::UnknownTensorType {
-                tensor: index,
-                ggml_type: ty.ggml_code(),
-            })
-        }
-    }
-    Ok(())
-}
-
-/// Bytes of elements `start..end` at `size` bytes each.
-fn byte_run(data: &[u8], start: usize, end: usize, size: usize) -> Option<&[u8]> {
-    data.get(start.checked_mul(size)?..end.checked_mul(size)?)
-}
-
-/// A fixed-size array from a slice whose length `chunks_exact` already guarantees.
-#[inline(always)]
-fn le<const N: usize>(c: &[u8]) -> [u8; N] {
-    <[u8; N]>::try_from(c).unwrap_or([0; N])
-}
-
-/// Decodes Q8_0 elements `start .. start + out.len()` of `data` (whole blocks).
-#[cfg(feature = "q8_0")]
-fn decode_q8_0(data: &[u8], start: usize, out: &mut [f32]) -> Option<()> {
-    let mut block = start / Q8_0_BLOCK_LEN;
-    let mut within = start % Q8_0_BLOCK_LEN;
-    let mut out = out;
-    while !out.is_empty() {
-        let at = block.checked_mul(Q8_0_BLOCK_BYTES)?;
-        let bytes = data.get(at..at.checked_add(Q8_0_BLOCK_BYTES)?)?;
-        let (scale, quants) = bytes.split_at_checked(2)?;
-        let d = f16::from_le_bytes(le(scale)).to_f32();
-        let n = out.len().min(Q8_0_BLOCK_LEN.saturating_sub(within));
-        let (head, tail) = out.split_at_mut(n);
-        for (o, &q) in head.iter_mut().zip(quants.get(within..)?) {
-            *o = d * f32::from(q as i8);
-        }
-        out = tail;
-        block = block.checked_add(1)?;
-        within = 0;
-    }
-    Some(())
-}
+/// decoder for [`TensorInfo`] and `runtime::TensorRef`): [`crate::quant::decode_f32`].
+pub(crate) use crate::quant::decode_f32 as decode_f32_run;

@@ -323,7 +323,7 @@ impl<'a> Adapter<'a> {
                     if !matches!(t.ggml_type(), TensorType::F32 | TensorType::F16) {
                         return Err(Error::UnknownTensorType {
                             tensor: idx,
-                            ggml_type: tensor_code(t.ggml_type()),
+                            ggml_type: t.ggml_type().ggml_code(),
                         });
                     }
                     let (n, mask) = match role {
@@ -625,16 +625,6 @@ impl<'a> Adapter<'a> {
         name.push_str(tag).map_err(|_| Error::CapacityExceeded)?;
         push_indexed(&mut name, "", f, "")?;
         self.gguf.require_tensor(&name)
-    }
-}
-
-fn tensor_code(t: TensorType) -> u32 {
-    match t {
-        TensorType::F32 => 0,
-        TensorType::F16 => 1,
-        TensorType::Q8_0 => 8,
-        TensorType::I32 => 26,
-        TensorType::BF16 => 30,
     }
 }
 

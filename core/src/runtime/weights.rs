@@ -79,11 +79,7 @@ impl<'a> TensorRef<'a> {
         if start > end || end > self.elements {
             return None;
         }
-        let (block, bytes) = match self.ty {
-            TensorType::F32 | TensorType::I32 => (1, 4),
-            TensorType::F16 | TensorType::BF16 => (1, 2),
-            TensorType::Q8_0 => (32, 34),
-        };
+        let (block, bytes) = (self.ty.block_len(), self.ty.block_bytes());
         if !start.is_multiple_of(block) || !end.is_multiple_of(block) {
             return None;
         }
@@ -126,11 +122,9 @@ impl<'x> WeightView<'x> {
         match self {
             WeightView::F32(w) => RowsRef::F32(w.get(start..end).unwrap_or(&[])),
             WeightView::Tensor(t) => {
-                let bytes = match t.ggml_type() {
-                    TensorType::F32 | TensorType::I32 => start * 4..end * 4,
-                    TensorType::F16 | TensorType::BF16 => start * 2..end * 2,
-                    TensorType::Q8_0 => start / 32 * 34..end.div_ceil(32) * 34,
-                };
+                let ty = t.ggml_type();
+                let (len, size) = (ty.block_len(), ty.block_bytes());
+                let bytes = start / len * size..end.div_ceil(len) * size;
                 RowsRef::LeBytes(t.data().get(bytes).unwrap_or(&[]))
             }
         }
@@ -167,13 +161,7 @@ impl<'x> WeightView<'x> {
 
 /// Element type of a tensor as a short name (`F32`, `F16`, `Q8_0`, ...).
 pub fn type_name(t: TensorType) -> &'static str {
-    match t {
-        TensorType::F32 => "F32",
-        TensorType::F16 => "F16",
-        TensorType::Q8_0 => "Q8_0",
-        TensorType::I32 => "I32",
-        TensorType::BF16 => "BF16",
-    }
+    t.name()
 }
 
 /// A dense layer as the kernels see it: weight `(rows, cols)`, an optional per-output

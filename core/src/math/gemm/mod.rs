@@ -14,6 +14,21 @@ mod x86;
 
 use crate::{Error, Result};
 
+/// The run-time CPU probes, shared with the quantized kernels (`crate::quant`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod cpu {
+    /// AVX-512 F, BW, VL and VNNI (with AVX2 and FMA), usable by the OS; `false` with
+    /// the `force-portable` feature.
+    pub(crate) fn avx512_int8_available() -> bool {
+        super::x86::avx512_int8_available()
+    }
+
+    /// AVX2 and FMA, usable by the OS; `false` with the `force-portable` feature.
+    pub(crate) fn avx2_fma_available() -> bool {
+        super::x86::avx2_fma_available()
+    }
+}
+
 /// The shape of one product: `C (m × n) = A (m × k) · B (k × n)`, each operand row-major
 /// with its own row stride (so heads of a packed `q`/`k`/`v` matrix are operands too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

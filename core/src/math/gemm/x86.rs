@@ -103,6 +103,30 @@ fn detect() -> bool {
     leaf7.ebx & (1 << 16) != 0
 }
 
+/// Whether the CPU also runs AVX-512 BW, VL and VNNI (byte and word lanes, the
+/// 256-bit forms, `vpdpbusd`/`vpdpwssd`) besides [`avx512_available`]: the quantized
+/// kernels' AVX-512 build. Cached.
+pub(super) fn avx512_int8_available() -> bool {
+    if cfg!(miri) {
+        return cfg!(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512vl",
+            target_feature = "avx512vnni"
+        )) && !cfg!(feature = "force-portable");
+    }
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    avx512_available() && cached(&STATE, detect_avx512_int8)
+}
+
+#[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
+fn detect_avx512_int8() -> bool {
+    // SAFETY: only called once `detect()` found leaf 7 (CPUID exists on every x86-64).
+    let leaf7 = unsafe { __cpuid_count(7, 0) };
+    let (bw, vl, vnni) = (1u32 << 30, 1u32 << 31, 1u32 << 11);
+    leaf7.ebx & (bw | vl) == (bw | vl) && leaf7.ecx & vnni != 0
+}
+
 /// XCR0, the OS-enabled register state.
 ///
 /// # Safety

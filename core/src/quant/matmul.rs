@@ -1,0 +1,433 @@
+//! Matrix products over weights read in place: `y[t][r] = Σ_i W[r][i] x[t][i]` for a
+//! caller-given range of rows `r` and `n` input rows `t`, and the embedding-row gather.
+//!
+//! The kernels here are written once, plainly, so that LLVM vectorises them for any
+//! target (SSE2, WebAssembly SIMD128, Cortex-M scalar); on x86-64 the same source is
+//! also compiled for AVX2 and AVX-512 and picked at run time (`x86.rs`). Per weight row
+//! they take tiles of up to [`TILE`] input rows, so each weight block is unpacked once
+//! per tile; the integer sums of a block go into eight `f32` lanes that are reduced once
+//! per output.
+
+use core::ops::Range;
+
+#[cfg(feature = "k-quants")]
+use super::act::Q8K_BYTES;
+use super::act::{self, ActivationType, Activations, Q8_1_BYTES};
+use super::{bf16, f16, f32 as f32s, le, TensorType};
+use crate::{Error, Result};
+
+/// Input rows per tile.
+pub(super) const TILE: usize = 4;
+
+/// A row-major matrix (`rows` = outputs, `cols` = inputs) of any compiled float or
+/// block type, borrowed where it lies (any alignment).
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrix<'a> {
+    index: u32,
+    ty: TensorType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+}
+
+impl<'a> QMatrix<'a> {
+    /// The matrix of type `ty` with `rows` rows of `cols` values stored in `data`
+    /// (tensor `index` of its file, named in errors).
+    ///
+    /// # Errors
+    /// [`Error::UnknownTensorType`] for `I32` and for types this build does not read;
+    /// [`Error::ShapeMismatch`] if `cols` is not a whole number of blocks;
+    /// [`Error::LengthMismatch`] if `data` is not exactly `rows` rows long.
+    pub fn new(
+        index: u32,
+        ty: TensorType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self> {
+        if !ty.is_compiled() || !ty.is_float() {
+            return Err(Error::UnknownTensorType {
+                tensor: index,
+                ggml_type: ty.ggml_code(),
+            });
+        }
+        let row_bytes = ty
+            .row_bytes(cols)
+            .ok_or(Error::ShapeMismatch { tensor: index })?;
+        let need = row_bytes
+            .checked_mul(rows)
+            .ok_or(Error::ShapeMismatch { tensor: index })?;
+        if data.len() != need {
+            return Err(Error::LengthMismatch {
+                expected: need,
+                found: data.len(),
+            });
+        }
+        Ok(QMatrix {
+            index,
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// The element type.
+    pub fn ty(&self) -> TensorType {
+        self.ty
+    }
+
+    /// Number of rows (outputs).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row (inputs).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The activation format the products of this matrix read.
+    pub fn activation_type(&self) -> ActivationType {
+        ActivationType::for_weight(self.ty).unwrap_or(ActivationType::F32)
+    }
+
+    /// The stored bytes of rows `range` (for prefetching), empty if out of range.
+    pub fn row_data(&self, range: Range<usize>) -> &'a [u8] {
+        let (Some(a), Some(b)) = (
+            range.start.checked_mul(self.row_bytes),
+            range.end.checked_mul(self.row_bytes),
+        ) else {
+            return &[];
+        };
+        self.data.get(a..b).unwrap_or(&[])
+    }
+
+    /// Decodes row `row` into `out` (exactly `cols` long): the token-embedding lookup.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `out.len() != cols` or the row does not exist.
+    pub fn decode_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.cols || row >= self.rows {
+            return Err(Error::LengthMismatch {
+                expected: self.cols,
+                found: out.len(),
+            });
+        }
+        super::decode_f32(
+            self.index,
+            self.ty,
+            self.cols,
+            self.row_data(row..row + 1),
+            0,
+            out,
+        )
+    }
+}
+
+/// Scratch bytes [`matmul`] needs for `n` input rows of `cols` values against a weight
+/// of type `ty` (0 for F32, F16, BF16), or `None` for `I32` or a `cols` that is not a
+/// whole number of blocks.
+pub fn activation_scratch_len(ty: TensorType, cols: usize, n: usize) -> Option<usize> {
+    ActivationType::for_weight(ty)?.scratch_len(cols, n)
+}
+
+/// Prepares `n` rows of `cols` values (`x`, row-major) as `kind` activations: borrows
+/// them for `F32`, quantizes them into `scratch` otherwise.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] if `x.len() != n * cols` or `cols` is not a whole number
+/// of `kind` blocks; [`Error::BufferTooSmall`] if `scratch` is shorter than
+/// `kind.scratch_len(cols, n)`.
+pub fn quantize_activations<'s>(
+    kind: ActivationType,
+    x: &'s [f32],
+    cols: usize,
+    n: usize,
+    scratch: &'s mut [u8],
+) -> Result<Activations<'s>> {
+    let bad = Error::LengthMismatch {
+        expected: n.saturating_mul(cols),
+        found: x.len(),
+    };
+    if Some(x.len()) != n.checked_mul(cols) {
+        return Err(bad);
+    }
+    let need = kind.scratch_len(cols, n).ok_or(bad)?;
+    let got = scratch.len();
+    let out = scratch
+        .get_mut(..need)
+        .ok_or(Error::BufferTooSmall { needed: need, got })?;
+    if cols > 0 {
+        let row_bytes = need / n.max(1);
+        for (x, o) in x
+            .chunks_exact(cols)
+            .zip(out.chunks_exact_mut(row_bytes.max(1)))
+        {
+            match kind {
+                ActivationType::F32 => {}
+                ActivationType::Q8_1 => act::quantize_q8_1(x, o),
+                ActivationType::Q8K => act::quantize_q8_k(x, o),
+            }
+        }
+    }
+    Ok(Activations {
+        kind,
+        cols,
+        n,
+        f32s: x,
+        bytes: out,
+    })
+}
+
+/// `y[t][r - rows.start] = Σ_i W[r][i] x[t][i]` for `r` in `rows` and `t < n`: `x` is `n`
+/// rows of `w.cols()` values, `y` is `n` rows of `rows.len()` values (both row-major).
+/// The activations are quantized into `scratch` first (at least
+/// [`activation_scratch_len`] bytes) where the weight type needs it.
+///
+/// # Errors
+/// As [`quantize_activations`] and [`matmul_prepared`].
+pub fn matmul(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [u8],
+) -> Result<()> {
+    let a = quantize_activations(w.activation_type(), x, w.cols, n, scratch)?;
+    matmul_prepared(w, rows, &a, y)
+}
+
+/// [`matmul`] on activations already prepared by [`quantize_activations`] (so that
+/// matrices sharing an input, q/k/v or gate/up, quantize it once).
+///
+/// # Errors
+/// [`Error::LengthMismatch`] if `a` is not of `w.activation_type()` or not `w.cols()`
+/// wide, if `rows` is not a range of rows of `w`, or if `y.len() != a.rows() *
+/// rows.len()`.
+pub fn matmul_prepared(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    a: &Activations<'_>,
+    y: &mut [f32],
+) -> Result<()> {
+    if a.kind != w.activation_type() || a.cols != w.cols {
+        return Err(Error::LengthMismatch {
+            expected: w.cols,
+            found: a.cols,
+        });
+    }
+    if rows.start > rows.end || rows.end > w.rows {
+        return Err(Error::LengthMismatch {
+            expected: w.rows,
+            found: rows.end,
+        });
+    }
+    let need = a.n.saturating_mul(rows.len());
+    if y.len() != need {
+        return Err(Error::LengthMismatch {
+            expected: need,
+            found: y.len(),
+        });
+    }
+    if need == 0 {
+        return Ok(());
+    }
+    let data = w.row_data(rows.clone());
+    let p = Problem {
+        ty: w.ty,
+        cols: w.cols,
+        row_bytes: w.row_bytes,
+        data,
+        a: *a,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::run(&p, y) {
+        return Ok(());
+    }
+    run(&p, y);
+    Ok(())
+}
+
+/// A checked product: `data` is `y`'s rows of the weight, `a` its inputs.
+#[derive(Clone, Copy)]
+pub(super) struct Problem<'a> {
+    pub ty: TensorType,
+    pub cols: usize,
+    pub row_bytes: usize,
+    pub data: &'a [u8],
+    pub a: Activations<'a>,
+}
+
+/// The product on the portable kernels (the reference every SIMD build of the same
+/// source is tested against). `y` is `a.n` rows of `data.len() / row_bytes` outputs.
+#[inline(always)]
+pub(super) fn run(p: &Problem<'_>, y: &mut [f32]) {
+    match p.ty {
+        TensorType::F32 => float_rows(p, y, 4, f32s::widen),
+        TensorType::F16 => float_rows(p, y, 2, f16::widen),
+        TensorType::BF16 => float_rows(p, y, 2, bf16::widen),
+        #[cfg(feature = "q8_0")]
+        TensorType::Q8_0 => block_rows::<34, false>(p, y, super::q8_0::unpack),
+        #[cfg(feature = "q4")]
+        TensorType::Q4_0 => block_rows::<18, false>(p, y, super::q4_0::unpack),
+        #[cfg(feature = "q4")]
+        TensorType::Q4_1 => block_rows::<20, true>(p, y, super::q4_1::unpack),
+        #[cfg(feature = "q4")]
+        TensorType::Q5_0 => block_rows::<22, false>(p, y, super::q5_0::unpack),
+        #[cfg(feature = "k-quants")]
+        TensorType::Q4_K => k_rows::<144>(p, y, super::q4_k::unpack),
+        #[cfg(feature = "k-quants")]
+        TensorType::Q6_K => k_rows::<210>(p, y, super::q6_k::unpack),
+        // I32 and compiled-out types never make a `QMatrix`.
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
+}
+
+/// Output `(t, r)` of `y` for `nrows` outputs per input row.
+#[inline(always)]
+fn put(y: &mut [f32], t: usize, r: usize, nrows: usize, v: f32) {
+    if let Some(o) = y.get_mut(t * nrows + r) {
+        *o = v;
+    }
+}
+
+/// F32, F16, BF16 weights against `f32` inputs: 64 weights widened at a time, then
+/// multiplied into eight lanes per input row of the tile.
+#[inline(always)]
+fn float_rows(p: &Problem<'_>, y: &mut [f32], size: usize, widen: impl Fn(&[u8], &mut [f32])) {
+    const CHUNK: usize = 64;
+    let (cols, n) = (p.cols, p.a.n);
+    let nrows = p.data.len() / p.row_bytes.max(1);
+    for (r, row) in p.data.chunks_exact(p.row_bytes.max(1)).enumerate() {
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(TILE);
+            let mut acc = [[0f32; 8]; TILE];
+            let mut buf = [0f32; CHUNK];
+            for (c, wb) in row.chunks(CHUNK * size).enumerate() {
+                let len = wb.len() / size;
+                widen(wb, &mut buf);
+                for (t, acc) in acc.iter_mut().enumerate().take(tn) {
+                    let start = (t0 + t) * cols + c * CHUNK;
+                    let Some(xs) = p.a.f32s.get(start..start + len) else {
+                        continue;
+                    };
+                    if len == CHUNK {
+                        for (w8, x8) in buf.chunks_exact(8).zip(xs.chunks_exact(8)) {
+                            for ((a, &w), &x) in acc.iter_mut().zip(w8).zip(x8) {
+                                *a += w * x;
+                            }
+                        }
+                    } else {
+                        for (i, (&w, &x)) in buf.iter().zip(xs).enumerate() {
+                            acc[i % 8] += w * x;
+                        }
+                    }
+                }
+            }
+            for (t, acc) in acc.iter().enumerate().take(tn) {
+                put(y, t0 + t, r, nrows, acc.iter().sum());
+            }
+            t0 += tn;
+        }
+    }
+}
+
+/// Blocks of 32 (`B` bytes, value = `d q + m`) against Q8_1 inputs; `MIN` adds the
+/// `m * s` term (Q4_1).
+#[inline(always)]
+#[cfg_attr(
+    not(any(feature = "q4", feature = "q8_0", feature = "k-quants")),
+    allow(dead_code)
+)]
+fn block_rows<const B: usize, const MIN: bool>(
+    p: &Problem<'_>,
+    y: &mut [f32],
+    unpack: impl Fn(&[u8; B], &mut [i8; 32]) -> (f32, f32),
+) {
+    let n = p.a.n;
+    let arow = p.cols / 32 * Q8_1_BYTES;
+    let nrows = p.data.len() / p.row_bytes.max(1);
+    for (r, row) in p.data.chunks_exact(p.row_bytes.max(1)).enumerate() {
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(TILE);
+            let mut acc = [[0f32; 8]; TILE];
+            let mut mins = [0f32; TILE];
+            let mut q = [0i8; 32];
+            for (b, wb) in row.chunks_exact(B).enumerate() {
+                let Ok(wb) = <&[u8; B]>::try_from(wb) else {
+                    continue;
+                };
+                let (d, m) = unpack(wb, &mut q);
+                for t in 0..tn {
+                    let at = (t0 + t) * arow + b * Q8_1_BYTES;
+                    let Some(ab) = p.a.bytes.get(at..at + Q8_1_BYTES) else {
+                        continue;
+                    };
+                    let (head, qs) = ab.split_at(8);
+                    let ad = f32::from_le_bytes(le(&head[..4]));
+                    let mut lanes = [0i32; 8];
+                    for (w8, a8) in q.chunks_exact(8).zip(qs.chunks_exact(8)) {
+                        for ((l, &w), &x) in lanes.iter_mut().zip(w8).zip(a8) {
+                            *l += i32::from(w) * i32::from(x as i8);
+                        }
+                    }
+                    let dd = d * ad;
+                    for (a, &l) in acc[t].iter_mut().zip(&lanes) {
+                        *a += dd * l as f32;
+                    }
+                    if MIN {
+                        mins[t] += m * f32::from_le_bytes(le(&head[4..]));
+                    }
+                }
+            }
+            for t in 0..tn {
+                put(y, t0 + t, r, nrows, acc[t].iter().sum::<f32>() + mins[t]);
+            }
+            t0 += tn;
+        }
+    }
+}
+
+/// K-quant super-blocks (`B` bytes) against Q8_K inputs.
+#[cfg(feature = "k-quants")]
+#[inline(always)]
+fn k_rows<const B: usize>(
+    p: &Problem<'_>,
+    y: &mut [f32],
+    unpack: impl Fn(&[u8; B], &mut super::q8_k::KBlock),
+) {
+    let n = p.a.n;
+    let arow = p.cols / 256 * Q8K_BYTES;
+    let nrows = p.data.len() / p.row_bytes.max(1);
+    let mut k = super::q8_k::KBlock::default();
+    for (r, row) in p.data.chunks_exact(p.row_bytes.max(1)).enumerate() {
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(TILE);
+            let mut acc = [0f32; TILE];
+            for (b, wb) in row.chunks_exact(B).enumerate() {
+                let Ok(wb) = <&[u8; B]>::try_from(wb) else {
+                    continue;
+                };
+                unpack(wb, &mut k);
+                for (t, acc) in acc.iter_mut().enumerate().take(tn) {
+                    let at = (t0 + t) * arow + b * Q8K_BYTES;
+                    if let Some(ab) = p.a.bytes.get(at..at + Q8K_BYTES) {
+                        *acc += super::q8_k::dot(&k, ab);
+                    }
+                }
+            }
+            for (t, &v) in acc.iter().enumerate().take(tn) {
+                put(y, t0 + t, r, nrows, v);
+            }
+            t0 += tn;
+        }
+    }
+}

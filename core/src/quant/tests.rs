@@ -1,0 +1,300 @@
+//! The shared reference tests of the quantized kernels: decoding against the `gguf`
+//! Python package's dequantization (committed fixtures, tests/data/quant/gen.py), and
+//! every product path (portable, and on x86-64 whichever SIMD build the CPU runs)
+//! against an `f64` reference on the same blocks.
+
+extern crate std;
+use std::vec::Vec;
+
+use super::matmul::{run as portable, Problem};
+use super::*;
+
+fn fixture(name: &str) -> (Vec<u8>, Vec<f32>) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/quant/");
+    let bin = std::fs::read(std::format!("{dir}{name}.bin")).unwrap();
+    let f = std::fs::read(std::format!("{dir}{name}.f32")).unwrap();
+    let f = f
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (bin, f)
+}
+
+fn compiled_block_types() -> Vec<TensorType> {
+    TYPES
+        .iter()
+        .filter(|t| t.compiled && t.ty.is_float() && t.ty != TensorType::F32)
+        .map(|t| t.ty)
+        .collect()
+}
+
+#[test]
+fn the_table_matches_the_block_structs_and_codes_round_trip() {
+    for (i, t) in TYPES.iter().enumerate() {
+        assert_eq!(t.ty as usize, i);
+        assert_eq!(TensorType::from_ggml_any(t.ggml_code), Some(t.ty));
+        assert_eq!(TensorType::from_ggml(t.ggml_code).is_some(), t.compiled);
+        assert_eq!(t.ty.name(), t.name);
+        assert_eq!(t.ty.row_bytes(t.block_len * 3), Some(t.block_bytes * 3));
+        assert_eq!(
+            t.ty.byte_len(t.block_len as u64 * 5),
+            Some(t.block_bytes as u64 * 5)
+        );
+        if t.block_len > 1 {
+            assert_eq!(t.ty.row_bytes(t.block_len + 1), None);
+            assert_eq!(t.ty.byte_len(t.block_len as u64 - 1), None);
+        }
+    }
+    assert_eq!(TensorType::from_ggml(7), None); // Q5_1: not in the table
+    assert_eq!(TensorType::F32.byte_len(u64::MAX), None);
+    #[cfg(feature = "q4")]
+    {
+        assert_eq!(
+            core::mem::size_of::<BlockQ4_0>(),
+            TensorType::Q4_0.block_bytes()
+        );
+        assert_eq!(
+            core::mem::size_of::<BlockQ4_1>(),
+            TensorType::Q4_1.block_bytes()
+        );
+        assert_eq!(
+            core::mem::size_of::<BlockQ5_0>(),
+            TensorType::Q5_0.block_bytes()
+        );
+    }
+    #[cfg(feature = "k-quants")]
+    {
+        assert_eq!(
+            core::mem::size_of::<BlockQ4K>(),
+            TensorType::Q4_K.block_bytes()
+        );
+        assert_eq!(
+            core::mem::size_of::<BlockQ6K>(),
+            TensorType::Q6_K.block_bytes()
+        );
+    }
+}
+
+#[test]
+fn the_error_text_lists_exactly_the_compiled_types() {
+    let e = crate::Error::UnknownTensorType {
+        tensor: 4,
+        ggml_type: 99,
+    };
+    let text = std::format!("{e}");
+    for t in &TYPES {
+        let listed = text.contains(&std::format!(" {},", t.name))
+            || text.contains(&std::format!(" {})", t.name));
+        assert_eq!(listed, t.compiled, "{}: {text}", t.name);
+    }
+}
+
+#[test]
+fn every_type_decodes_as_gguf_py_dequantizes() {
+    for ty in compiled_block_types() {
+        if ty == TensorType::BF16 {
+            continue; // no fixture: BF16 is a shift, tested below
+        }
+        let (bin, want) = fixture(ty.name());
+        let n = want.len();
+        let mut got = std::vec![0f32; n];
+        decode_f32(0, ty, n, &bin, 0, &mut got).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g - w).abs() <= 1e-6 * w.abs(),
+                "{ty} value {i}: {g} vs {w}"
+            );
+        }
+        // Runs that start and end inside blocks.
+        let len = ty.block_len();
+        for (start, count) in [(1, len), (len / 2 + 1, 2 * len + 3), (n - 5, 5)] {
+            let mut part = std::vec![0f32; count];
+            decode_f32(0, ty, n, &bin, start, &mut part).unwrap();
+            assert_eq!(&part[..], &got[start..start + count], "{ty} run at {start}");
+        }
+        assert!(decode_f32(0, ty, n, &bin, n - 1, &mut [0f32; 2]).is_err());
+        assert!(decode_f32(0, ty, n, &bin[..bin.len() - 1], 0, &mut got).is_err());
+    }
+}
+
+/// A matrix of `rows x cols` from the fixture blocks repeated (random bytes for types
+/// without a fixture), and its `f64` values.
+fn matrix(ty: TensorType, rows: usize, cols: usize, seed: u64) -> (Vec<u8>, Vec<f64>) {
+    let bytes = ty.row_bytes(cols).unwrap() * rows;
+    let src: Vec<u8> = match ty {
+        TensorType::F32 | TensorType::BF16 => (0..1024u64)
+            .flat_map(|i| {
+                let v = (((i * 2654435761 + seed) % 2001) as f32 - 1000.0) / 1000.0;
+                let b = v.to_le_bytes();
+                if ty == TensorType::F32 {
+                    b.to_vec()
+                } else {
+                    b[2..].to_vec()
+                }
+            })
+            .collect(),
+        // the fixture's last 8 halves are the special values (infinities)
+        TensorType::F16 => {
+            let b = fixture("F16").0;
+            b[..b.len() - 16].to_vec()
+        }
+        _ => fixture(ty.name()).0,
+    };
+    let bs = ty
+        .block_bytes()
+        .max(if ty == TensorType::F32 { 4 } else { 2 });
+    let blocks = src.len() / bs;
+    let mut data = Vec::with_capacity(bytes);
+    let mut k = seed as usize;
+    while data.len() < bytes {
+        let b = k % blocks;
+        data.extend_from_slice(&src[b * bs..(b + 1) * bs]);
+        k = k.wrapping_mul(31).wrapping_add(7);
+    }
+    data.truncate(bytes);
+    let mut vals = std::vec![0f32; rows * cols];
+    decode_f32(0, ty, rows * cols, &data, 0, &mut vals).unwrap();
+    (data, vals.iter().map(|&v| f64::from(v)).collect())
+}
+
+fn inputs(n: usize, cols: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(747796405).wrapping_add(1);
+    (0..n * cols)
+        .map(|_| {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+/// The activations as the kernels see them, dequantized to `f64`.
+fn dequantized_inputs(a: &Activations<'_>) -> Vec<f64> {
+    match a.kind {
+        ActivationType::F32 => a.f32s.iter().map(|&v| f64::from(v)).collect(),
+        ActivationType::Q8_1 => a
+            .bytes
+            .chunks_exact(40)
+            .flat_map(|b| {
+                let d = f64::from(f32::from_le_bytes(b[..4].try_into().unwrap()));
+                b[8..]
+                    .iter()
+                    .map(move |&q| d * f64::from(q as i8))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        ActivationType::Q8K => a
+            .bytes
+            .chunks_exact(292)
+            .flat_map(|b| {
+                let d = f64::from(f32::from_le_bytes(b[..4].try_into().unwrap()));
+                b[4..260]
+                    .iter()
+                    .map(move |&q| d * f64::from(q as i8))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn every_product_path_matches_the_f64_reference() {
+    let mut types = compiled_block_types();
+    types.push(TensorType::F32);
+    for ty in types {
+        let len = ty.block_len().max(32);
+        for (rows, cols, n, r0, r1) in [
+            (7, len, 1, 0, 7),
+            (9, 3 * len, 5, 2, 9),
+            (4, 2 * len, 9, 1, 3),
+            (3, len + if len == 32 { 0 } else { 256 }, 4, 0, 3),
+        ] {
+            let (data, w) = matrix(ty, rows, cols, (rows * cols + n) as u64);
+            let m = QMatrix::new(0, ty, rows, cols, &data).unwrap();
+            let x = inputs(n, cols, (cols + n) as u32);
+            let mut scratch = std::vec![0u8; activation_scratch_len(ty, cols, n).unwrap()];
+            let a = quantize_activations(m.activation_type(), &x, cols, n, &mut scratch).unwrap();
+            let xq = dequantized_inputs(&a);
+            let out = r1 - r0;
+            let mut want = std::vec![0f64; n * out];
+            let mut scale = std::vec![0f64; n * out];
+            for t in 0..n {
+                for r in r0..r1 {
+                    let (mut s, mut abs) = (0f64, 0f64);
+                    for i in 0..cols {
+                        s += w[r * cols + i] * xq[t * cols + i];
+                        abs += (w[r * cols + i] * xq[t * cols + i]).abs();
+                    }
+                    want[t * out + r - r0] = s;
+                    scale[t * out + r - r0] = abs;
+                }
+            }
+            // Portable: f32 sums of exact integer block sums.
+            let p = Problem {
+                ty,
+                cols,
+                row_bytes: ty.row_bytes(cols).unwrap(),
+                data: m.row_data(r0..r1),
+                a,
+            };
+            let mut got = std::vec![f32::NAN; n * out];
+            portable(&p, &mut got);
+            for i in 0..n * out {
+                let err = (f64::from(got[i]) - want[i]).abs();
+                assert!(
+                    err <= 1e-5 * scale[i] + 1e-6,
+                    "{ty} portable {rows}x{cols} n={n}: {} vs {}",
+                    got[i],
+                    want[i]
+                );
+            }
+            // The path this CPU takes, against the portable one.
+            let mut simd = std::vec![f32::NAN; n * out];
+            matmul_prepared(&m, r0..r1, &a, &mut simd).unwrap();
+            for i in 0..n * out {
+                let err = (simd[i] - got[i]).abs();
+                assert!(
+                    f64::from(err) <= 1e-5 * scale[i] + 1e-6,
+                    "{ty} simd vs portable: {} vs {}",
+                    simd[i],
+                    got[i]
+                );
+            }
+            // The one-call form quantizes the same way.
+            let mut again = std::vec![f32::NAN; n * out];
+            let mut scratch2 = std::vec![0u8; scratch.len()];
+            matmul(&m, r0..r1, &x, n, &mut again, &mut scratch2).unwrap();
+            assert_eq!(again, simd, "{ty}");
+        }
+    }
+}
+
+#[test]
+fn products_check_every_length() {
+    let (data, _) = matrix(TensorType::F32, 3, 32, 1);
+    assert!(QMatrix::new(0, TensorType::F32, 3, 32, &data[1..]).is_err());
+    assert!(QMatrix::new(0, TensorType::I32, 3, 32, &data).is_err());
+    let m = QMatrix::new(0, TensorType::F32, 3, 32, &data).unwrap();
+    let x = inputs(2, 32, 3);
+    let mut y = [0f32; 6];
+    assert!(matmul(&m, 0..3, &x, 2, &mut y, &mut []).is_ok());
+    assert!(matmul(&m, 0..3, &x[1..], 2, &mut y, &mut []).is_err());
+    assert!(matmul(&m, 0..4, &x, 2, &mut y, &mut []).is_err());
+    assert!(matmul(&m, 0..3, &x, 2, &mut y[1..], &mut []).is_err());
+    let mut row = [0f32; 32];
+    assert!(m.decode_row(2, &mut row).is_ok());
+    assert!(m.decode_row(3, &mut row).is_err());
+    #[cfg(feature = "q8_0")]
+    {
+        let (data, _) = matrix(TensorType::Q8_0, 3, 64, 2);
+        let m = QMatrix::new(0, TensorType::Q8_0, 3, 64, &data).unwrap();
+        let x = inputs(1, 64, 3);
+        let need = activation_scratch_len(TensorType::Q8_0, 64, 1).unwrap();
+        let mut scratch = std::vec![0u8; need];
+        let mut y = [0f32; 3];
+        assert!(matmul(&m, 0..3, &x, 1, &mut y, &mut scratch[1..]).is_err());
+        assert!(QMatrix::new(0, TensorType::Q8_0, 3, 48, &data[..102]).is_err());
+        // Activations of the wrong kind are refused.
+        let a = quantize_activations(ActivationType::F32, &x, 64, 1, &mut []).unwrap();
+        assert!(matmul_prepared(&m, 0..3, &a, &mut y).is_err());
+    }
+}
