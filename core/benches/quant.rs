@@ -109,12 +109,20 @@ fn main() {
     println!("| type | shape | matvec (µs) | GB/s | matmul n={PREFILL} (µs/token) |");
     println!("|---|---|---|---|---|");
     let head = |ty: TensorType| {
-        let t = if ty == TensorType::F16 || ty == TensorType::F32 { ty } else { TensorType::Q8_0 };
+        let t = if ty == TensorType::F16 || ty == TensorType::F32 {
+            ty
+        } else {
+            TensorType::Q8_0
+        };
         let (rows, cols) = (49152, 576);
         let mv = time(t, rows, cols, 1);
         let mm = time(t, rows, cols, PREFILL) / PREFILL as f64;
         let gbs = t.row_bytes(cols).unwrap() as f64 * rows as f64 / mv;
-        println!("| {t} | head (49152x576) | {:.1} | {gbs:.1} | {:.1} |", mv / 1e3, mm / 1e3);
+        println!(
+            "| {t} | head (49152x576) | {:.1} | {gbs:.1} | {:.1} |",
+            mv / 1e3,
+            mm / 1e3
+        );
         (mv, mm)
     };
     let mut totals = Vec::new();
@@ -130,7 +138,11 @@ fn main() {
             let mv = time(ty, rows, cols, 1);
             let mm = time(ty, rows, cols, PREFILL) / PREFILL as f64;
             let gbs = ty.row_bytes(cols).unwrap() as f64 * rows as f64 / mv;
-            println!("| {ty} | {name} | {:.1} | {gbs:.1} | {:.1} |", mv / 1e3, mm / 1e3);
+            println!(
+                "| {ty} | {name} | {:.1} | {gbs:.1} | {:.1} |",
+                mv / 1e3,
+                mm / 1e3
+            );
             dec += BLOCKS * count as f64 * mv;
             pre += BLOCKS * count as f64 * mm;
         }

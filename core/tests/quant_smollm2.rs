@@ -77,15 +77,27 @@ fn activations_quantized_to_8_bits_cost_little_on_real_rows() {
                 m.decode_row(r, &mut w).unwrap();
                 for tk in 0..n {
                     let xs = &x[tk * cols..(tk + 1) * cols];
-                    let exact: f64 = w.iter().zip(xs).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                    let exact: f64 = w
+                        .iter()
+                        .zip(xs)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum();
                     err2 += (f64::from(y[tk * rows + r]) - exact).powi(2);
                     ref2 += exact * exact;
                 }
             }
             let rel = (err2 / ref2).sqrt();
-            println!("{kind} file, {name} ({} {rows}x{cols}): relative error {rel:.2e}", t.ggml_type());
-            // f32 inputs (F16) are exact up to f32 rounding; 8-bit inputs stay under 1%.
-            let bound = if m.activation_type() == riffle_core::quant::ActivationType::F32 { 1e-5 } else { 1e-2 };
+            println!(
+                "{kind} file, {name} ({} {rows}x{cols}): relative error {rel:.2e}",
+                t.ggml_type()
+            );
+            // f32 inputs (F16) are exact up to f32 rounding; 8-bit inputs measured 0.3-1.4%
+            // (docs/runtime.md); a kernel bug gives errors near 100%.
+            let bound = if m.activation_type() == riffle_core::quant::ActivationType::F32 {
+                1e-5
+            } else {
+                3e-2
+            };
             assert!(rel < bound, "{kind} {name}: {rel}");
         }
     }
