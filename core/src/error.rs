@@ -210,6 +210,14 @@ pub enum Error {
         /// The token id at fault (`u32::MAX` when no single id is).
         id: u32,
     },
+    /// A BPE merge (`tokenizer.ggml.merges`) is not two tokens of the vocabulary
+    /// separated by a space.
+    BadMerge {
+        /// The merge's rank (its position in the array; `u32::MAX` for the array).
+        rank: u32,
+    },
+    /// The file's `tokenizer.ggml.pre` names a pre-tokenizer riffle does not implement.
+    UnsupportedPreTokenizer,
 }
 
 impl fmt::Display for Error {
@@ -344,6 +352,13 @@ impl fmt::Display for Error {
                 "unsupported baked blob version {v} (this reader reads version {})",
                 BAKED_VERSION
             ),
+            Error::BadMerge { rank } => write!(
+                f,
+                "tokenizer merge {rank} is not two vocabulary tokens separated by a space"
+            ),
+            Error::UnsupportedPreTokenizer => {
+                write!(f, "unsupported tokenizer.ggml.pre (pre-tokenizer) in this file")
+            }
             Error::BadVocabulary { id } => write!(
                 f,
                 "tokenizer vocabulary is inconsistent or lacks token id {id} (wrong special-token ids?)"

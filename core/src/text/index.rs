@@ -48,7 +48,7 @@ fn hash_piece(continuation: bool, piece: &[u8]) -> u32 {
 
 /// Murmur3's finaliser: spreads the FNV state over all 32 bits.
 #[inline]
-fn mix(mut h: u32) -> u32 {
+pub(super) fn mix(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;

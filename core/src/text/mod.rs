@@ -80,6 +80,10 @@
 //! (366 KiB for 30,522 tokens). Encoding uses about 1.3 KiB of stack and no heap. The
 //! Unicode tables are about 18 KiB of read-only data.
 
+#[cfg(feature = "bpe")]
+pub mod bpe;
+#[cfg(feature = "bpe")]
+mod bpe_tables;
 mod gguf;
 mod index;
 mod tables;
