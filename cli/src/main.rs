@@ -133,6 +133,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the token ids of a text under a model file's own tokenizer (byte-level BPE:
+    /// llama.cpp's ids; WordPiece for bert files), without loading the model.
+    Tokenize {
+        /// Model (GGUF) whose tokenizer to use.
+        #[arg(long, short = 'm', value_name = "M.gguf")]
+        model: PathBuf,
+        /// The text to tokenize.
+        #[arg(long, value_name = "TEXT")]
+        text: String,
+        /// One JSON object, `{"ids": [...]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Convert a PEFT OFT or BOFT adapter folder (adapter_config.json +
     /// adapter_model.safetensors) into a riffle adapter.
     ImportPeft {
@@ -227,6 +240,7 @@ fn main() -> ExitCode {
             budget,
             json,
         ),
+        Command::Tokenize { model, text, json } => cmd::tokenize::run(&model, &text, json),
         Command::ImportPeft {
             dir,
             base,

@@ -8,3 +8,4 @@ pub mod inspect;
 pub mod merge;
 pub mod repl;
 pub mod run;
+pub mod tokenize;
