@@ -161,6 +161,16 @@ impl ChatModel {
         self.engine.vocab().text(id).map(str::to_owned)
     }
 
+    /// The text of a sequence of ids (control tokens give none).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        let vocab = self.engine.vocab();
+        for &id in ids {
+            riffle_host::generate::TokenBytes::token_bytes(&vocab, id, &mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Starts a generation after `prompt` (the whole conversation's ids; the prefix the
     /// state holds under the active adapter is reused). Temperature 0 is greedy.
     pub fn begin(

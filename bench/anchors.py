@@ -1,0 +1,129 @@
+"""Browser anchors (issue 21): riffle's wasm against onnxruntime-web (MiniLM) and wllama
+(SmolLM2), one thread each, in the same headless Chromium run (bench/browser/anchors.mjs).
+
+    $(scripts/python-env) bench/anchors.py [--rounds 5] [--budget 2] [--no-minilm] [--no-llm]
+
+Needs scripts/build-www (www/pkg, and www/pkg-chat for the LLM part), playwright-core
+(scripts/test-wasm installs it) and, in RIFFLE_BENCH_NPM_DIR (default
+~/.cache/riffle/bench-npm), npm onnxruntime-web and @wllama/wllama:
+
+    npm install --prefix ~/.cache/riffle/bench-npm onnxruntime-web@1.31.1 @wllama/wllama@3.13.0
+
+MiniLM: the text of exactly 128 tokens that bench/run.py uses, its ids from the HF
+tokenizer (riffle tokenizes the same text itself: the token counts are checked equal),
+riffle's F32 GGUF against the ONNX export of the same F32 weights (bench/onnx_export.py);
+the two sentence embeddings must agree (cosine > 0.9999) before anything is timed.
+Writes bench/out/anchors.json and prints the medians over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import common as C
+
+LLM_MODEL = Path.home() / ".cache/riffle/smollm2/SmolLM2-135M-Instruct.Q8_0.gguf"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=2.0, help="seconds of MiniLM samples per runtime and round")
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--no-minilm", action="store_true")
+    ap.add_argument("--no-llm", action="store_true")
+    ap.add_argument("--llm-model", default=os.environ.get("RIFFLE_ANCHOR_LLM", str(LLM_MODEL)))
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--gen-tokens", type=int, default=32)
+    args = ap.parse_args()
+    cfg: dict = {"rounds": args.rounds, "budget_s": args.budget, "minilm": None, "llm": None}
+    if not args.no_minilm:
+        from onnx_export import ONNX_PATH, export
+
+        hf = C.hf_model()
+        tok = C.hf_tokenizer()
+        text, ids = C.texts_of_length(tok, (args.seq,))[args.seq]
+        export(hf)
+        cfg["minilm"] = {"text": text, "ids": list(ids),
+                         "model": str(C.MODEL_F32.relative_to(C.ROOT)),
+                         "onnx": str(ONNX_PATH.relative_to(C.ROOT))}
+    if not args.no_llm:
+        # The file is served from the page's origin: www/models/ (scripts/build-www links it).
+        served = C.ROOT / "www" / "models" / "smollm2" / Path(args.llm_model).name
+        if not served.exists():
+            print(f"anchors: {served} is missing (scripts/build-www puts it there)", file=sys.stderr)
+            return 1
+        # The France question in the file's chat template, tokenized by llama.cpp itself
+        # (riffle's byte-level BPE tokenizer is not in the chat module yet).
+        text = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                "<|im_end|>\n<|im_start|>user\nWhat is the capital of France? Answer in one sentence, then "
+                "name two famous buildings there.<|im_end|>\n<|im_start|>assistant\n")
+        bindir = subprocess.run([str(C.ROOT / "scripts" / "llama-cpp")], capture_output=True, text=True,
+                                check=True).stdout.strip().splitlines()[-1]
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write(text)
+            tpath = f.name
+        out = subprocess.run([str(Path(bindir) / "llama-tokenize"), "-m", str(served), "-f", tpath, "--ids",
+                              "--log-disable"], capture_output=True, text=True, check=True).stdout
+        os.unlink(tpath)
+        ids = json.loads(out.strip().splitlines()[-1])
+        cfg["llm"] = {"model": str(served.relative_to(C.ROOT)), "prompt_text": text, "prompt_ids": ids,
+                      "gen_tokens": args.gen_tokens}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg, f)
+        path = f.name
+    try:
+        r = subprocess.run(["node", str(C.ROOT / "bench" / "browser" / "anchors.mjs"), path], cwd=C.ROOT,
+                           capture_output=True, text=True, timeout=1800)
+    finally:
+        os.unlink(path)
+    sys.stderr.write(r.stderr)
+    if r.returncode != 0:
+        return r.returncode
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["load"] = os.getloadavg()
+    C.OUT.mkdir(parents=True, exist_ok=True)
+    (C.OUT / "anchors.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(f"Chromium {res['chromium']}, 1 thread, cross-origin isolated: {res['crossOriginIsolated']}")
+    if "minilm" in res:
+        m = res["minilm"]
+        if m["riffleTokens"] != m["tokens"] or m["cosine"] < 0.9999:
+            print(f"anchors: MiniLM outputs disagree: {m['riffleTokens']} vs {m['tokens']} tokens, "
+                  f"cosine {m['cosine']}", file=sys.stderr)
+            return 1
+        rf, ort = m["rows"]["riffle_ms"], m["rows"]["ort_ms"]
+        ratios = [a / b for a, b in zip(rf, ort)]
+        print(f"MiniLM {m['tokens']} tokens: riffle {statistics.median(rf):.1f} ms "
+              f"({min(rf):.1f}-{max(rf):.1f}), onnxruntime-web {res['onnxruntime_web']} "
+              f"{statistics.median(ort):.1f} ms ({min(ort):.1f}-{max(ort):.1f}); riffle/ort "
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}); cosine {m['cosine']:.7f}")
+    if "llm" in res:
+        l = res["llm"]
+        rp = [l["prompt_tokens"] / (row["riffle"]["promptMs"] / 1000) for row in l["rows"]]
+        rd = [(l["gen_tokens"] - 1) / (row["riffle"]["decodeMs"] / 1000) for row in l["rows"]]
+        wp = [row["wllama"]["timings"]["prompt_per_second"] for row in l["rows"]]
+        wd = [row["wllama"]["timings"]["predicted_per_second"] for row in l["rows"]]
+        wn = l["rows"][0]["wllama"]["timings"]
+        name = Path(args.llm_model).name
+        for who, p, d in (("riffle", rp, rd), (f"wllama {res['wllama']}", wp, wd)):
+            print(f"SmolLM2 {name}: {who}: prompt {statistics.median(p):.1f} tok/s ({min(p):.1f}-{max(p):.1f}), "
+                  f"decode {statistics.median(d):.1f} tok/s ({min(d):.1f}-{max(d):.1f})")
+        print(f"prompt {l['prompt_tokens']} tokens (wllama: {wn.get('prompt_n')}), {l['gen_tokens']} generated "
+              f"(wllama: {wn.get('predicted_n')}); wllama threads {l['wllamaThreads']}, multithread "
+              f"{l['wllamaMultithread']}")
+        dr = [a / b for a, b in zip(rd, wd)]
+        print(f"riffle/wllama decode tokens/s: {statistics.median(dr):.2f}x ({min(dr):.2f}-{max(dr):.2f})")
+        print(f"riffle text:  {l['rows'][0]['riffle']['text']!r}")
+        print(f"wllama text:  {l['rows'][0]['wllama']['text']!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
