@@ -1,0 +1,209 @@
+// The chat worker (www/chat-worker.js, the chat module www/pkg-chat) in Debian's headless
+// Chromium (playwright-core), driven by messages from a page:
+//
+//   node www/test/chat.test.mjs            (scripts/test-wasm runs it when build-www linked
+//                                           a SmolLM2 file into www/models/smollm2)
+//
+// Loads the SmolLM2 file from the page's origin through the worker's streaming upload
+// (progress messages, wasm memory against the file size), renders the France question
+// with the file's chat template, generates greedily from llama.cpp's ids for it (the chat
+// module has no tokenizer yet) and expects "Paris", streamed piece by piece; Stop ends
+// the generation within one token; a corrupt, a truncated and a wrong-base adapter each
+// give an error and the next message still answers "Paris". Prints the measurements and
+// writes them to www/test/results/chat.json.
+//
+// Environment: PLAYWRIGHT_CORE_DIR (default ~/.cache/riffle/npm), CHROMIUM.
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const www = path.resolve(here, '..');
+const root = path.resolve(www, '..');
+const results = path.join(here, 'results');
+const pwDir = process.env.PLAYWRIGHT_CORE_DIR || path.join(os.homedir(), '.cache/riffle/npm');
+const { chromium } = createRequire(path.join(pwDir, 'package.json'))('playwright-core');
+
+let failures = 0;
+function ok(cond, what) {
+  console.log(`${cond ? 'ok  ' : 'FAIL'} ${what}`);
+  if (!cond) failures++;
+}
+
+const manifest = JSON.parse(readFileSync(path.join(www, 'models/manifest.json'), 'utf8'));
+if (!manifest.chat) {
+  console.log('chat test skipped: no SmolLM2 file in www/models/smollm2 (scripts/smollm2, then scripts/build-www)');
+  process.exit(0);
+}
+
+// The same conversation and ids as wasm-chat/tests/native.rs (llama.cpp's llama-tokenize).
+const SYSTEM = 'You are a helpful AI assistant named SmolLM, trained by Hugging Face';
+const FRANCE_TEXT = `<|im_start|>system\n${SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n`;
+const FRANCE_IDS = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+  19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+const port = await freePort();
+const server = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www],
+  { stdio: 'ignore' });
+const base = `http://127.0.0.1:${port}`;
+for (let i = 0; i < 150; i++) {
+  try { if ((await fetch(`${base}/chat-worker.js`)).ok) break; } catch { /* not up yet */ }
+  await new Promise((r) => setTimeout(r, 100));
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+const measured = {};
+try {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const offsite = [];
+  page.on('request', (r) => { if (!r.url().startsWith(base)) offsite.push(r.url()); });
+  await page.goto(`${base}/models/manifest.json`);
+  // A message client for the worker, kept on window.
+  await page.evaluate(() => {
+    const w = new Worker('/chat-worker.js', { type: 'module' });
+    let next = 0;
+    window.chat = (msg, onEvent) => new Promise((resolve, reject) => {
+      const id = ++next;
+      const h = ({ data }) => {
+        if (data.id !== id) return;
+        if (onEvent) onEvent(data);
+        if (['loaded', 'adapter', 'used', 'rendered', 'done'].includes(data.type)) { w.removeEventListener('message', h); resolve(data); }
+        if (data.type === 'error') { w.removeEventListener('message', h); reject(new Error(data.message)); }
+      };
+      w.addEventListener('message', h);
+      w.postMessage({ ...msg, id });
+    });
+    window.stopChat = () => w.postMessage({ type: 'stop' });
+  });
+
+  // 1. load through the streaming upload
+  const load = await page.evaluate(async (url) => {
+    const progress = [];
+    const t0 = performance.now();
+    const r = await window.chat({ type: 'load', url, context: 1024 }, (e) => { if (e.type === 'progress') progress.push(e.received); });
+    return { ms: performance.now() - t0, progress, info: r.info };
+  }, '/' + manifest.chat.file);
+  const info = load.info;
+  ok(load.progress.length >= 2 && load.progress.at(-1) === manifest.chat.bytes,
+    `model streamed into the worker (${load.progress.length} progress messages, ${manifest.chat.bytes} bytes, ${load.ms.toFixed(0)} ms)`);
+  const over = info.wasmMemoryBytes - info.modelBytes - info.stateBytes;
+  ok(over < 32 * 1048576,
+    `wasm memory ${info.wasmMemoryBytes} B = file ${info.modelBytes} + state ${info.stateBytes} + ${over} B (one copy of the file)`);
+  Object.assign(measured, { loadMs: load.ms, wasmMemoryBytes: info.wasmMemoryBytes, modelBytes: info.modelBytes,
+    stateBytes: info.stateBytes, threads: info.threads });
+
+  // 2. the chat template and the France question, greedy, streamed
+  const rendered = await page.evaluate((s) => window.chat({ type: 'render', messages: [
+    { role: 'system', content: s }, { role: 'user', content: 'What is the capital of France?' }] }), SYSTEM);
+  ok(rendered.text === FRANCE_TEXT, 'chat template rendered as llama.cpp tokenized it');
+  const ask = () => page.evaluate(async (ids) => {
+    const pieces = [];
+    const r = await window.chat({ type: 'generate', ids, maxTokens: 24 }, (e) => { if (e.type === 'piece') pieces.push(e.text); });
+    return { pieces, reason: r.reason, timings: r.info.timings };
+  }, FRANCE_IDS);
+  const a = await ask();
+  const text = a.pieces.join('');
+  ok(/Paris/.test(text), `greedy answer names Paris: ${JSON.stringify(text)}`);
+  ok(a.pieces.length === a.timings.tokens && a.pieces.length > 3, `streamed ${a.pieces.length} pieces (${a.reason})`);
+  const tps = (a.timings.tokens - 1) / (a.timings.decodeMs / 1000);
+  console.log(`  prompt ${a.timings.promptTokens} tokens in ${a.timings.promptMs.toFixed(0)} ms; ` +
+    `${a.timings.tokens} tokens, ${tps.toFixed(1)} tokens/s`);
+  Object.assign(measured, { promptTokens: a.timings.promptTokens, promptMs: a.timings.promptMs,
+    tokens: a.timings.tokens, decodeMs: a.timings.decodeMs, answer: text });
+
+  // 3. Stop within one token
+  const s = await page.evaluate(async (ids) => {
+    let pieces = 0; let atStop = -1;
+    const r = await window.chat({ type: 'generate', ids, maxTokens: 200 }, (e) => {
+      if (e.type !== 'piece') return;
+      pieces++;
+      if (pieces === 3) { atStop = pieces; window.stopChat(); }
+    });
+    return { pieces, atStop, reason: r.reason };
+  }, FRANCE_IDS);
+  ok(s.reason === 'cancelled' && s.pieces - s.atStop <= 1,
+    `Stop after piece ${s.atStop}: ${s.pieces} pieces in all (${s.reason})`);
+
+  // 4. bad adapters: an error each, the chat goes on
+  const bad = await page.evaluate(async () => {
+    const get = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
+    const good = await get('/models/digits/mlp-rotated.gguf');
+    const corrupt = good.slice(); corrupt[corrupt.length - 3] ^= 0x55;
+    const out = [];
+    for (const [bytes, name] of [[corrupt, 'corrupt.gguf'], [good.slice(0, good.length >> 1), 'half.gguf'],
+      [good, 'mlp-rotated.gguf'], [new TextEncoder().encode('not a gguf file'), 'junk.gguf']]) {
+      try { await window.chat({ type: 'adapter', bytes: bytes.buffer, name }); out.push(`${name}: accepted`); }
+      catch (e) { out.push(e.message); }
+    }
+    return out;
+  });
+  ok(bad[0].startsWith('corrupt.gguf: '), `corrupt adapter refused: ${bad[0]}`);
+  ok(bad[1].startsWith('half.gguf: '), `truncated adapter refused: ${bad[1]}`);
+  ok(bad[2].startsWith('mlp-rotated.gguf: adapter is for a `mlp` base'), `wrong-base adapter refused: ${bad[2]}`);
+  ok(bad[3].startsWith('junk.gguf: '), `junk refused: ${bad[3]}`);
+  const again = await ask();
+  ok(/Paris/.test(again.pieces.join('')), 'the next message still answers Paris');
+  ok(again.timings.reusedTokens === FRANCE_IDS.length - 1, `conversation prefix reused (${again.timings.reusedTokens} tokens)`);
+
+  // 5. an adapter made for this base (www/test/make_chat_adapter.py: random rotations, not
+  //    a trained task): validated, switched to between messages, compared with the base,
+  //    and a copy with one data byte flipped refused by its CRC
+  if (existsSync(path.join(results, 'chat-random.gguf'))) {
+    const sw = await page.evaluate(async (ids) => {
+      const bytes = new Uint8Array(await (await fetch('/test/results/chat-random.gguf')).arrayBuffer());
+      const corrupt = bytes.slice(); corrupt[corrupt.length - 5] ^= 0x55;
+      let corruptMsg = '';
+      try { await window.chat({ type: 'adapter', bytes: corrupt.buffer, name: 'random-corrupt.gguf' }); } catch (e) { corruptMsg = e.message; }
+      const added = await window.chat({ type: 'adapter', bytes: bytes.buffer, name: 'chat-random.gguf' });
+      const answer = async () => {
+        const pieces = [];
+        const r = await window.chat({ type: 'generate', ids, maxTokens: 16 }, (e) => { if (e.type === 'piece') pieces.push(e.text); });
+        return { text: pieces.join(''), timings: r.info.timings };
+      };
+      await window.chat({ type: 'use', handle: added.handle });
+      const adapted = await answer();
+      await window.chat({ type: 'use', handle: null });
+      const bare = await answer();
+      return { corruptMsg, ms: added.ms, adapter: added.info.adapters[0], adapted, bare };
+    }, FRANCE_IDS);
+    ok(/CRC mismatch/.test(sw.corruptMsg), `corrupt adapter for this base refused: ${sw.corruptMsg}`);
+    ok(sw.adapter.task === 'random' && sw.adapter.description.length > 0,
+      `adapter listed: ${sw.adapter.task} (${sw.adapter.description}), prepared in ${sw.ms.toFixed(0)} ms`);
+    ok(sw.adapted.text !== sw.bare.text && sw.adapted.timings.reusedTokens === 0,
+      `with the adapter (state re-read): ${JSON.stringify(sw.adapted.text)}`);
+    ok(/Paris/.test(sw.bare.text) && sw.bare.timings.reusedTokens === 0, `without it again: ${JSON.stringify(sw.bare.text)}`);
+  } else {
+    console.log('skip adapter switching: www/test/results/chat-random.gguf is missing (scripts/test-wasm makes it)');
+  }
+
+  ok(errors.length === 0, `no page errors ${errors.join('; ')}`);
+  ok(offsite.length === 0, `no request left 127.0.0.1 ${offsite.join(' ')}`);
+  measured.chromium = browser.version();
+  mkdirSync(results, { recursive: true });
+  writeFileSync(path.join(results, 'chat.json'), JSON.stringify(measured, null, 1) + '\n');
+} finally {
+  await browser.close();
+  server.kill();
+}
+if (failures) {
+  console.log(`chat test: ${failures} failure(s)`);
+  process.exit(1);
+}
+console.log('chat test: all passed');
