@@ -29,7 +29,7 @@ from pathlib import Path
 
 import common as C
 
-LLM_MODEL = Path.home() / ".cache/riffle/smollm2/SmolLM2-135M-Instruct.Q8_0.gguf"
+LLM_MODEL = Path.home() / ".cache/riffle/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def main() -> int:
