@@ -1,6 +1,8 @@
 //! The thread pool every `std` front end runs riffle-core's parallel steps on: one rayon
 //! pool for the process (no thread spawned per operation), each worker with its own
-//! scratch that grows to the largest part it has run.
+//! scratch that grows to the largest part it has run. The calling thread runs the first
+//! part itself (its caches already hold the step's input), the pool's `threads - 1`
+//! workers the others.
 //!
 //! ```
 //! use riffle_core::par::Executor;
@@ -17,14 +19,13 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
 use riffle_core::par::{Executor, Part};
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A pool of `threads` worker threads (the calling thread waits while they run).
+/// `threads` threads for each step: the caller and `threads - 1` workers.
 #[derive(Debug)]
 pub struct Pool {
     pool: rayon::ThreadPool,
@@ -44,7 +45,7 @@ impl Pool {
     pub fn new(threads: usize) -> Result<Self, String> {
         let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
+            .num_threads((threads - 1).max(1))
             .thread_name(|i| format!("riffle-{i}"))
             .build()
             .map_err(|e| e.to_string())?;
@@ -58,16 +59,23 @@ impl Executor for Pool {
     }
 
     fn for_each(&self, outs: &mut [&mut [f32]], scratch_len: usize, f: &Part<'_>) {
-        self.pool.install(|| {
-            outs.par_iter_mut().enumerate().for_each(|(i, out)| {
-                SCRATCH.with(|s| {
-                    let mut s = s.borrow_mut();
-                    if s.len() < scratch_len {
-                        s.resize(scratch_len, 0.0);
-                    }
-                    f(i, out, &mut s[..scratch_len]);
-                });
+        let run = |i: usize, out: &mut [f32]| {
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < scratch_len {
+                    s.resize(scratch_len, 0.0);
+                }
+                f(i, out, &mut s[..scratch_len]);
             });
+        };
+        let Some((first, rest)) = outs.split_first_mut() else {
+            return;
+        };
+        self.pool.in_place_scope(|scope| {
+            for (i, out) in rest.iter_mut().enumerate() {
+                scope.spawn(move |_| run(i + 1, out));
+            }
+            run(0, first);
         });
     }
 }
