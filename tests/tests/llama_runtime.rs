@@ -46,9 +46,52 @@ fn ids(v: &Value) -> Vec<u32> {
 /// Cosine of the next-token logits to the float64 reference, per weight type. F32 holds
 /// the very weights of the reference, so only f32 arithmetic differs (measured worst over
 /// the three prompts: 1.0000000). F16 rounds those weights to half precision (measured
-/// worst 0.9999997). Q8_0 re-quantizes them to 8 bits (measured worst 0.99947, on the
-/// chat prompt): its bound leaves twice the measured gap.
-const LOGIT_BOUNDS: [(&str, f64); 3] = [("F32", 0.99999), ("F16", 0.99999), ("Q8_0", 0.999)];
+/// worst 0.9999997). Q4_1 is the reference's own file: the difference is the 8-bit
+/// activations of the block kernels on short inputs (measured worst 0.99993). Q8_0
+/// re-quantizes the weights to 8 bits and quantizes the activations (measured worst
+/// 0.99953, on the chat prompt). Each bound leaves at least twice the measured gap. The
+/// other requantizations (Q4_0, Q4_K, Q6_K) lose more than arithmetic to the second
+/// rounding of the weights: they are checked for consistency below, not against this
+/// reference.
+const LOGIT_BOUNDS: [(&str, f64); 4] = [
+    ("F32", 0.99999),
+    ("F16", 0.99999),
+    ("Q4_1", 0.9998),
+    ("Q8_0", 0.999),
+];
+
+/// Every weight type: a whole prompt read at once (matrix products over decoded panels)
+/// and the same prompt read token by token (the block kernels with 8-bit activations)
+/// give the same next token and logits within a cosine of 0.998 (measured worst 0.99929,
+/// Q6_K).
+#[test]
+fn prompt_at_once_equals_token_by_token_on_every_weight_type() {
+    let r = reference();
+    let prompt = ids(&r["prompts"]["france"]["ids"]);
+    for kind in ["Q4_1", "Q4_0", "Q8_0", "Q4_K", "Q6_K", "F16"] {
+        let Some(bytes) = smollm2(kind) else { return };
+        let model = Model::from_bytes(&bytes).unwrap();
+        let mut arena = vec![0.0f32; model.arena_len(prompt.len(), 0)];
+        let mut whole = vec![0.0f32; model.output_len()];
+        model
+            .run(None, None, Input::Tokens(&prompt), &mut whole, &mut arena)
+            .unwrap();
+        let context = prompt.len();
+        let mut kv = vec![0.0f32; model.state_len(context)];
+        let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
+        let mut step_arena = vec![0.0f32; model.step_arena_len(1)];
+        let mut one = vec![0.0f32; model.output_len()];
+        for &t in &prompt {
+            model
+                .step(None, None, &mut state, &[t], &mut one, &mut step_arena)
+                .unwrap();
+        }
+        let c = cosine(&whole, &one);
+        eprintln!("{kind}: at once vs token by token cosine {c:.6}");
+        assert!(c >= 0.998, "{kind}: {c}");
+        assert_eq!(argmax(&whole), argmax(&one), "{kind}");
+    }
+}
 
 #[test]
 fn logits_match_the_float64_reference() {

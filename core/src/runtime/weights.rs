@@ -194,10 +194,27 @@ pub const PANEL_MIN_ROWS: usize = 8;
 pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
     if n >= PANEL_MIN_ROWS {
         cols.saturating_mul(2 * PANEL)
+    } else if QUANT_ROWS {
+        // One decoded row, or the 8-bit activations of the quantized kernels (at most
+        // 1.14 bytes a value: Q8_K's 292 bytes per 256) viewed as bytes.
+        let act = n
+            .saturating_mul(cols)
+            .saturating_mul(5)
+            .div_ceil(16)
+            .saturating_add(16);
+        if act > cols {
+            act
+        } else {
+            cols
+        }
     } else {
         cols
     }
 }
+
+/// Whether small batches over quantized weights take the block kernels of
+/// [`crate::quant`] (8-bit activations against the blocks, never a decoded row).
+const QUANT_ROWS: bool = cfg!(any(feature = "q8_0", feature = "q4", feature = "k-quants"));
 
 /// `y[r][o] = sum_i x[r][i] · W[o][i] (+ bias[o])` for a batch of `n` input rows.
 ///
@@ -390,6 +407,18 @@ fn linear_in(
             needed: need,
             got: wbuf.len(),
         });
+    }
+    #[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
+    if !mode.panel {
+        if let WeightView::Tensor(t) = w {
+            if t.ggml_type().block_len() > 1 {
+                let q = crate::quant::QMatrix::new(t.index(), t.ggml_type(), rows, cols, t.data())?;
+                let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut wbuf[..]);
+                crate::quant::matmul(&q, 0..rows, &x[..n * cols], n, &mut y[..n * rows], bytes)?;
+                finish_outputs(y, rows, n, scale, bias);
+                return Ok(());
+            }
+        }
     }
     if !mode.panel {
         // Row by row: decode W[o] once, dot it with every input.
