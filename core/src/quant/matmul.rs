@@ -288,11 +288,38 @@ pub(super) fn run(p: &Problem<'_>, y: &mut [f32]) {
     }
 }
 
-/// Output `(t, r)` of `y` for `nrows` outputs per input row.
+/// Weight rows per chunk: a chunk stays in L1/L2 while every tile of input rows passes
+/// over it, and each tile writes its outputs as runs of this many contiguous values.
+const ROW_CHUNK: usize = 16;
+
+/// Runs `tile(row, t0, tn, out)` (the `tn <= TILE` outputs of one weight row for input
+/// rows `t0 ..`) over chunks of [`ROW_CHUNK`] weight rows, every tile of input rows per
+/// chunk, and stores the outputs in `y` (input-row-major).
 #[inline(always)]
-fn put(y: &mut [f32], t: usize, r: usize, nrows: usize, v: f32) {
-    if let Some(o) = y.get_mut(t * nrows + r) {
-        *o = v;
+fn tiles(
+    p: &Problem<'_>,
+    y: &mut [f32],
+    mut tile: impl FnMut(&[u8], usize, usize, &mut [f32; TILE]),
+) {
+    let rb = p.row_bytes.max(1);
+    let n = p.a.n;
+    let nrows = p.data.len() / rb;
+    for (c, chunk) in p.data.chunks(ROW_CHUNK * rb).enumerate() {
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(TILE);
+            for (i, row) in chunk.chunks_exact(rb).enumerate() {
+                let r = c * ROW_CHUNK + i;
+                let mut out = [0f32; TILE];
+                tile(row, t0, tn, &mut out);
+                for (t, &v) in out.iter().enumerate().take(tn) {
+                    if let Some(o) = y.get_mut((t0 + t) * nrows + r) {
+                        *o = v;
+                    }
+                }
+            }
+            t0 += tn;
+        }
     }
 }
 
@@ -301,41 +328,39 @@ fn put(y: &mut [f32], t: usize, r: usize, nrows: usize, v: f32) {
 #[inline(always)]
 fn float_rows(p: &Problem<'_>, y: &mut [f32], size: usize, widen: impl Fn(&[u8], &mut [f32])) {
     const CHUNK: usize = 64;
-    let (cols, n) = (p.cols, p.a.n);
-    let nrows = p.data.len() / p.row_bytes.max(1);
-    for (r, row) in p.data.chunks_exact(p.row_bytes.max(1)).enumerate() {
-        let mut t0 = 0;
-        while t0 < n {
-            let tn = (n - t0).min(TILE);
-            let mut acc = [[0f32; 8]; TILE];
-            let mut buf = [0f32; CHUNK];
-            for (c, wb) in row.chunks(CHUNK * size).enumerate() {
-                let len = wb.len() / size;
-                widen(wb, &mut buf);
-                for (t, acc) in acc.iter_mut().enumerate().take(tn) {
-                    let start = (t0 + t) * cols + c * CHUNK;
-                    let Some(xs) = p.a.f32s.get(start..start + len) else {
-                        continue;
-                    };
-                    if len == CHUNK {
-                        for (w8, x8) in buf.chunks_exact(8).zip(xs.chunks_exact(8)) {
-                            for ((a, &w), &x) in acc.iter_mut().zip(w8).zip(x8) {
-                                *a += w * x;
-                            }
+    let cols = p.cols;
+    let x = p.a.f32s;
+    tiles(p, y, |row, t0, tn, out| {
+        let mut acc = [[0f32; 8]; TILE];
+        let mut buf = [0f32; CHUNK];
+        for (c, wb) in row.chunks(CHUNK * size).enumerate() {
+            let len = wb.len() / size;
+            widen(wb, &mut buf[..len]);
+            for (t, acc) in acc.iter_mut().enumerate().take(tn) {
+                let start = (t0 + t) * cols + c * CHUNK;
+                let Some(xs) = x.get(start..start + len) else {
+                    continue;
+                };
+                if let (Ok(xs), Ok(ws)) = (
+                    <&[f32; CHUNK]>::try_from(xs),
+                    <&[f32; CHUNK]>::try_from(&buf[..len]),
+                ) {
+                    for (w8, x8) in ws.chunks_exact(8).zip(xs.chunks_exact(8)) {
+                        for ((a, &w), &x) in acc.iter_mut().zip(w8).zip(x8) {
+                            *a += w * x;
                         }
-                    } else {
-                        for (i, (&w, &x)) in buf.iter().zip(xs).enumerate() {
-                            acc[i % 8] += w * x;
-                        }
+                    }
+                } else {
+                    for (i, (&w, &x)) in buf.iter().zip(xs).enumerate() {
+                        acc[i % 8] += w * x;
                     }
                 }
             }
-            for (t, acc) in acc.iter().enumerate().take(tn) {
-                put(y, t0 + t, r, nrows, acc.iter().sum());
-            }
-            t0 += tn;
         }
-    }
+        for (o, acc) in out.iter_mut().zip(&acc) {
+            *o = acc.iter().sum();
+        }
+    });
 }
 
 /// Blocks of 32 (`B` bytes, value = `d q + m`) against Q8_1 inputs; `MIN` adds the
@@ -350,49 +375,43 @@ fn block_rows<const B: usize, const MIN: bool>(
     y: &mut [f32],
     unpack: impl Fn(&[u8; B], &mut [i8; 32]) -> (f32, f32),
 ) {
-    let n = p.a.n;
     let arow = p.cols / 32 * Q8_1_BYTES;
-    let nrows = p.data.len() / p.row_bytes.max(1);
-    for (r, row) in p.data.chunks_exact(p.row_bytes.max(1)).enumerate() {
-        let mut t0 = 0;
-        while t0 < n {
-            let tn = (n - t0).min(TILE);
-            let mut acc = [[0f32; 8]; TILE];
-            let mut mins = [0f32; TILE];
-            let mut q = [0i8; 32];
-            for (b, wb) in row.chunks_exact(B).enumerate() {
-                let Ok(wb) = <&[u8; B]>::try_from(wb) else {
+    let acts = p.a.bytes;
+    tiles(p, y, |row, t0, tn, out| {
+        let mut acc = [[0f32; 8]; TILE];
+        let mut mins = [0f32; TILE];
+        let mut q = [0i8; 32];
+        for (b, wb) in row.chunks_exact(B).enumerate() {
+            let Ok(wb) = <&[u8; B]>::try_from(wb) else {
+                continue;
+            };
+            let (d, m) = unpack(wb, &mut q);
+            for t in 0..tn {
+                let at = (t0 + t) * arow + b * Q8_1_BYTES;
+                let Some(ab) = acts.get(at..at + Q8_1_BYTES) else {
                     continue;
                 };
-                let (d, m) = unpack(wb, &mut q);
-                for t in 0..tn {
-                    let at = (t0 + t) * arow + b * Q8_1_BYTES;
-                    let Some(ab) = p.a.bytes.get(at..at + Q8_1_BYTES) else {
-                        continue;
-                    };
-                    let (head, qs) = ab.split_at(8);
-                    let ad = f32::from_le_bytes(le(&head[..4]));
-                    let mut lanes = [0i32; 8];
-                    for (w8, a8) in q.chunks_exact(8).zip(qs.chunks_exact(8)) {
-                        for ((l, &w), &x) in lanes.iter_mut().zip(w8).zip(a8) {
-                            *l += i32::from(w) * i32::from(x as i8);
-                        }
-                    }
-                    let dd = d * ad;
-                    for (a, &l) in acc[t].iter_mut().zip(&lanes) {
-                        *a += dd * l as f32;
-                    }
-                    if MIN {
-                        mins[t] += m * f32::from_le_bytes(le(&head[4..]));
+                let (head, qs) = ab.split_at(8);
+                let ad = f32::from_le_bytes(le(&head[..4]));
+                let mut lanes = [0i32; 8];
+                for (w8, a8) in q.chunks_exact(8).zip(qs.chunks_exact(8)) {
+                    for ((l, &w), &x) in lanes.iter_mut().zip(w8).zip(a8) {
+                        *l += i32::from(w) * i32::from(x as i8);
                     }
                 }
+                let dd = d * ad;
+                for (a, &l) in acc[t].iter_mut().zip(&lanes) {
+                    *a += dd * l as f32;
+                }
+                if MIN {
+                    mins[t] += m * f32::from_le_bytes(le(&head[4..]));
+                }
             }
-            for t in 0..tn {
-                put(y, t0 + t, r, nrows, acc[t].iter().sum::<f32>() + mins[t]);
-            }
-            t0 += tn;
         }
-    }
+        for ((o, acc), m) in out.iter_mut().zip(&acc).zip(&mins) {
+            *o = acc.iter().sum::<f32>() + m;
+        }
+    });
 }
 
 /// K-quant super-blocks (`B` bytes) against Q8_K inputs.
@@ -403,31 +422,21 @@ fn k_rows<const B: usize>(
     y: &mut [f32],
     unpack: impl Fn(&[u8; B], &mut super::q8_k::KBlock),
 ) {
-    let n = p.a.n;
     let arow = p.cols / 256 * Q8K_BYTES;
-    let nrows = p.data.len() / p.row_bytes.max(1);
+    let acts = p.a.bytes;
     let mut k = super::q8_k::KBlock::default();
-    for (r, row) in p.data.chunks_exact(p.row_bytes.max(1)).enumerate() {
-        let mut t0 = 0;
-        while t0 < n {
-            let tn = (n - t0).min(TILE);
-            let mut acc = [0f32; TILE];
-            for (b, wb) in row.chunks_exact(B).enumerate() {
-                let Ok(wb) = <&[u8; B]>::try_from(wb) else {
-                    continue;
-                };
-                unpack(wb, &mut k);
-                for (t, acc) in acc.iter_mut().enumerate().take(tn) {
-                    let at = (t0 + t) * arow + b * Q8K_BYTES;
-                    if let Some(ab) = p.a.bytes.get(at..at + Q8K_BYTES) {
-                        *acc += super::q8_k::dot(&k, ab);
-                    }
+    tiles(p, y, |row, t0, tn, out| {
+        for (b, wb) in row.chunks_exact(B).enumerate() {
+            let Ok(wb) = <&[u8; B]>::try_from(wb) else {
+                continue;
+            };
+            unpack(wb, &mut k);
+            for (t, o) in out.iter_mut().enumerate().take(tn) {
+                let at = (t0 + t) * arow + b * Q8K_BYTES;
+                if let Some(ab) = acts.get(at..at + Q8K_BYTES) {
+                    *o += super::q8_k::dot(&k, ab);
                 }
             }
-            for (t, &v) in acc.iter().enumerate().take(tn) {
-                put(y, t0 + t, r, nrows, v);
-            }
-            t0 += tn;
         }
-    }
+    });
 }

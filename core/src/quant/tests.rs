@@ -204,6 +204,7 @@ fn every_product_path_matches_the_f64_reference() {
         let len = ty.block_len().max(32);
         for (rows, cols, n, r0, r1) in [
             (7, len, 1, 0, 7),
+            (37, len, 6, 5, 37), // several chunks of 16 weight rows, a partial tile
             (9, 3 * len, 5, 2, 9),
             (4, 2 * len, 9, 1, 3),
             (3, len + if len == 32 { 0 } else { 256 }, 4, 0, 3),
