@@ -1,14 +1,15 @@
 //! Quantized matrix products at SmolLM2-135M's shapes (issue 18's kernel benchmark).
 //!
 //! `cargo bench -p riffle-core --bench quant` prints a Markdown table: for each weight
-//! type and each linear shape of the model (rows x cols = out x in), the median time of
+//! type and each linear shape of the model (rows x cols = out x in), the best time of
 //! one matrix-vector product (decode: one token; activation quantization included) with
 //! the weight bytes streamed per second, and of one matrix-matrix product over 128 tokens
 //! (prefill) per token. Then, per type, the estimated time of all of one token's linears:
 //! 30 blocks x (q, k, v, o, gate, up, down) plus the tied 49152 x 576 output head (Q8_0,
 //! as llama.cpp's Q4_* files store it; F16 in the F16 file), which is what decode and
 //! prefill speed come down to. Weights are random blocks with finite scales (the kernels
-//! do the same work for any values). A plain harness, medians of 15 timed batches.
+//! do the same work for any values). A plain harness; each figure is the best of 15 timed
+//! batches.
 //!
 //! `-- --quick` runs only Q4_1, Q8_0 and the head.
 
@@ -17,7 +18,9 @@ use std::time::Instant;
 
 use riffle_core::quant::{activation_scratch_len, matmul, QMatrix, TensorType};
 
-fn median_ns(mut f: impl FnMut(), inner: usize) -> f64 {
+/// The fastest of 15 timed batches, in ns per call: the benchmark machine is shared, and
+/// the minimum is the figure other processes disturb least.
+fn best_ns(mut f: impl FnMut(), inner: usize) -> f64 {
     f();
     let mut v: Vec<f64> = (0..15)
         .map(|_| {
@@ -28,8 +31,7 @@ fn median_ns(mut f: impl FnMut(), inner: usize) -> f64 {
             t.elapsed().as_nanos() as f64 / inner as f64
         })
         .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.into_iter().fold(f64::INFINITY, f64::min)
 }
 
 /// Random bytes for `rows x cols` of `ty`, with every `f16` scale set to a small finite
@@ -73,7 +75,7 @@ fn time(ty: TensorType, rows: usize, cols: usize, n: usize) -> f64 {
     let mut y = vec![0f32; n * rows];
     let mut scratch = vec![0u8; activation_scratch_len(ty, cols, n).unwrap()];
     let inner = (20_000_000 / (rows * cols * n)).clamp(1, 2000);
-    median_ns(
+    best_ns(
         || matmul(&m, 0..rows, black_box(&x), n, &mut y, &mut scratch).unwrap(),
         inner,
     )
