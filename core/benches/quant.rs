@@ -22,7 +22,7 @@ use riffle_core::quant::{activation_scratch_len, matmul, QMatrix, TensorType};
 /// the minimum is the figure other processes disturb least.
 fn best_ns(mut f: impl FnMut(), inner: usize) -> f64 {
     f();
-    let mut v: Vec<f64> = (0..15)
+    let v: Vec<f64> = (0..15)
         .map(|_| {
             let t = Instant::now();
             for _ in 0..inner {
