@@ -90,6 +90,55 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--memory-efficient", action="store_true",
                    help="ours: the weight bank's linears keep no adapted weight for the backward pass")
     b.add_argument("--out", default=None, help="folder for gpu-bench.md and gpu-bench.json")
+    lm = sub.add_parser("llm", help="SmolLM2-135M-Instruct chat adapters: compare, score, held-out files, ids")
+    lsub = lm.add_subparsers(dest="llm_cmd", required=True)
+    lc = lsub.add_parser("compare", help="base zero/few-shot, GSOFT, Double GSOFT, OFT, BOFT, PEFT LoRA per task "
+                                         "(LoRA rows need train/peft-env)")
+    lc.add_argument("--base", default=None, help="llama GGUF (default ~/.cache/riffle/smollm2/...Q4_1.gguf)")
+    lc.add_argument("--tasks", default="sentiment,topic,language,news_json")
+    lc.add_argument("--methods", default="gsoft,double_gsoft,oft,boft,lora")
+    lc.add_argument("--out", default="train/results/llm")
+    lc.add_argument("--keep-best", default=None, help="folder for each task's best adapter smollm2-<task>.gguf")
+    lc.add_argument("--compatible-ids", default="train/results/llm/base-ids.json",
+                    help="json from `llm ids` (its compatible ids go into adapter.compatible_model_ids)")
+    lc.add_argument("--train", type=int, default=2000)
+    lc.add_argument("--heldout", type=int, default=200)
+    lc.add_argument("--steps", type=int, default=150)
+    lc.add_argument("--batch", type=int, default=16)
+    lc.add_argument("--lr", type=float, default=3e-3)
+    lc.add_argument("--max-prompt", type=int, default=160)
+    lc.add_argument("--few-shot", type=int, default=3)
+    lc.add_argument("--eval-batch", type=int, default=64)
+    lc.add_argument("--blocks", default="all", help="adapted blocks: all or comma-separated indices")
+    lc.add_argument("--block-size", type=int, default=8)
+    lc.add_argument("--lora-rank", type=int, default=4)
+    lc.add_argument("--lora-alpha", type=int, default=8)
+    lc.add_argument("--device", default=None)
+    lc.add_argument("--threads", type=int, default=None)
+    lc.add_argument("--prepared", default=None, help="folder of <task>.split.json from `llm prepare` (no corpora needed)")
+    lc.add_argument("--note", default="", help="a line for the table (e.g. the CPU fallback's shortening)")
+    lp = lsub.add_parser("prepare", help="write each task's split as <task>.split.json for a machine without corpora")
+    lp.add_argument("--tasks", default="sentiment,topic,language,news_json")
+    lp.add_argument("--out", required=True)
+    lp.add_argument("--train", type=int, default=2000)
+    lp.add_argument("--heldout", type=int, default=200)
+    ls = lsub.add_parser("score", help="score generated answers against a task's held-out file")
+    ls.add_argument("--task", required=True)
+    ls.add_argument("--predictions", required=True,
+                    help="jsonl, one line per held-out example in order: a JSON string or {\"text\": ...}")
+    ls.add_argument("--heldout-dir", default=None, help="default models/smollm2-adapters/heldout")
+    lh = lsub.add_parser("heldout", help="write a task's held-out chats as jsonl (rebuilt from the corpus)")
+    lh.add_argument("--task", required=True)
+    lh.add_argument("--out", required=True)
+    lh.add_argument("--write-committed", action="store_true",
+                    help="rewrite models/smollm2-adapters/heldout/<task>[.ids].jsonl from the split instead")
+    lh.add_argument("--heldout", type=int, default=200)
+    li = lsub.add_parser("ids", help="model ids of the base and its Q4_0/Q8_0/F16 requantizations (llama-quantize)")
+    li.add_argument("--base", default=None)
+    li.add_argument("--out", default="train/results/llm/base-ids.json")
+    lf = lsub.add_parser("fixture", help="write tests/data/llama/: a tiny random llama, a GSOFT adapter, "
+                                         "float64 logits with and without it")
+    lf.add_argument("--out", default="tests/data/llama")
     args = ap.parse_args(argv)
     if args.cmd == "digits":
         from .digits import build_all
@@ -136,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                                  boft_factors=args.boft_factors, lora_rank=args.lora_rank,
                                  lora_alpha=args.lora_alpha),
                     command=command)
+    elif args.cmd == "llm":
+        return _llm(args, argv)
     elif args.cmd == "minilm":
         from . import minilm
         if args.minilm_cmd == "convert":
@@ -167,6 +218,56 @@ def main(argv: list[str] | None = None) -> int:
                     threads=args.threads, device=args.device)
                 rep_path.write_text(json.dumps(reports, indent=1) + "\n")
             minilm.write_readme(out, reports)
+    return 0
+
+
+def _llm(args, argv) -> int:
+    import json
+    from pathlib import Path
+
+    from . import llm
+    from .llama import SMOLLM2_Q4_1
+
+    if args.llm_cmd == "score":
+        folder = Path(args.heldout_dir) if args.heldout_dir else llm.HELDOUT_DIR
+        try:
+            recs = llm.read_heldout(args.task, folder)
+            preds = llm.read_predictions(args.predictions)
+            res = llm.score(args.task, preds, [r["answer"] for r in recs], llm.task_labels(args.task))
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            print(f"riffle-train llm score: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(res))
+    elif args.llm_cmd == "heldout":
+        if args.write_committed:
+            _, te, _ = llm.split(args.task, 10**9, args.heldout)
+            print(llm.write_heldout(args.task, te, llm.HELDOUT_DIR))
+        else:
+            recs = llm.read_heldout(args.task)
+            Path(args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs),
+                                      encoding="utf-8")
+    elif args.llm_cmd == "prepare":
+        for t in args.tasks.split(","):
+            llm.dump_split(t, llm.Budget(train=args.train, heldout=args.heldout), Path(args.out))
+    elif args.llm_cmd == "ids":
+        from .llm_ids import write_ids
+        write_ids(args.base or SMOLLM2_Q4_1, args.out)
+    elif args.llm_cmd == "fixture":
+        from .llm_fixture import write_fixture
+        write_fixture(args.out)
+    else:
+        comp = []
+        p = Path(args.compatible_ids)
+        if p.exists():
+            comp = json.loads(p.read_text())["compatible_model_ids"]
+        b = llm.Budget(train=args.train, heldout=args.heldout, steps=args.steps, batch=args.batch, lr=args.lr,
+                       max_prompt=args.max_prompt, few_shot=args.few_shot, eval_batch=args.eval_batch,
+                       blocks=None if args.blocks == "all" else tuple(int(x) for x in args.blocks.split(",")),
+                       block_size=args.block_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+        command = "python -m riffle_train " + " ".join(argv if argv is not None else sys.argv[1:])
+        llm.run_compare(args.base or SMOLLM2_Q4_1, args.tasks.split(","), args.methods.split(","), args.out, b,
+                        device=args.device, compatible=comp, threads=args.threads, command=command,
+                        keep_best=args.keep_best, note=args.note, prepared_dir=args.prepared)
     return 0
 
 
