@@ -133,6 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     lh.add_argument("--write-committed", action="store_true",
                     help="rewrite models/smollm2-adapters/heldout/<task>[.ids].jsonl from the split instead")
     lh.add_argument("--heldout", type=int, default=200)
+    le = lsub.add_parser("eval", help="generate (greedy) and score a task's held-out chats with an adapter file")
+    le.add_argument("--task", required=True)
+    le.add_argument("--adapter", default=None, help="adapter GGUF (default: the base alone)")
+    le.add_argument("--base", default=None)
+    le.add_argument("--predictions", default=None, help="write the answers here (jsonl, {id, text})")
+    le.add_argument("--limit", type=int, default=None, help="first N held-out chats only")
+    le.add_argument("--heldout-dir", default=None, help="default models/smollm2-adapters/heldout")
+    le.add_argument("--device", default="cpu")
+    le.add_argument("--autocast", action="store_true", help="bf16 autocast (as the comparison ran on the GPU)")
+    le.add_argument("--threads", type=int, default=None)
     li = lsub.add_parser("ids", help="model ids of the base and its Q4_0/Q8_0/F16 requantizations (llama-quantize)")
     li.add_argument("--base", default=None)
     li.add_argument("--out", default="train/results/llm/base-ids.json")
@@ -249,6 +259,32 @@ def _llm(args, argv) -> int:
     elif args.llm_cmd == "prepare":
         for t in args.tasks.split(","):
             llm.dump_split(t, llm.Budget(train=args.train, heldout=args.heldout), Path(args.out))
+    elif args.llm_cmd == "eval":
+        import torch
+
+        from .llama import base_model_id, llama_from_gguf
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        base = args.base or SMOLLM2_Q4_1
+        try:
+            recs = llm.read_heldout(args.task, Path(args.heldout_dir) if args.heldout_dir else llm.HELDOUT_DIR)
+            recs = recs[: args.limit]
+            model, _ = llama_from_gguf(base)
+            model.to(args.device)
+            if args.adapter:
+                llm.load_adapter(model, args.adapter, base_model_id(base))
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            print(f"riffle-train llm eval: {e}", file=sys.stderr)
+            return 2
+        tok = llm.tokenizer_from_gguf(base)
+        texts = llm.generate_texts(model, tok, [r["messages"] for r in recs], llm.max_new_tokens(args.task), 32,
+                                   args.autocast)
+        if args.predictions:
+            Path(args.predictions).write_text("".join(json.dumps({"id": r["id"], "text": t}, ensure_ascii=False) + "\n"
+                                                      for r, t in zip(recs, texts)), encoding="utf-8")
+        res = llm.score(args.task, texts, [r["answer"] for r in recs], llm.task_labels(args.task))
+        print(json.dumps({"task": args.task, "adapter": args.adapter, "device": args.device,
+                          "autocast": args.autocast, **res}))
     elif args.llm_cmd == "ids":
         from .llm_ids import write_ids
         write_ids(args.base or SMOLLM2_Q4_1, args.out)

@@ -327,3 +327,23 @@ def test_committed_results_rescore_from_the_heldout_files():
         for name, texts in r["predictions"].items():
             s = llm.score(r["task"], texts, [x["answer"] for x in recs], r["labels"])
             assert s["score"] == pytest.approx(r["rows"][name]["score"]), (r["task"], name)
+
+
+def test_eval_command_scores_an_adapter_file(tmp_path, capsys):
+    from riffle_train.cli import main
+
+    base, adapter = tmp_path / "b.gguf", tmp_path / "a.gguf"
+    write_tiny_llama(base)
+    write_random_adapter(base, adapter)
+    held = tmp_path / "held"
+    held.mkdir()
+    recs = [{"id": str(i), "messages": [{"role": "user", "content": f"ab {i}"}], "answer": "neutral"} for i in range(3)]
+    (held / "sentiment.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    pred = tmp_path / "p.jsonl"
+    args = ["llm", "eval", "--task", "sentiment", "--base", str(base), "--heldout-dir", str(held)]
+    assert main(args + ["--adapter", str(adapter), "--predictions", str(pred)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["n"] == 3 and len(llm.read_predictions(pred)) == 3
+    other = tmp_path / "other.gguf"
+    write_tiny_llama(other, seed=5)
+    assert main(args + ["--base", str(other), "--adapter", str(adapter)]) == 2  # bound to another base
