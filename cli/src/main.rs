@@ -18,6 +18,7 @@ mod limits;
 mod lines;
 mod npy;
 mod safetensors;
+mod serve;
 mod show;
 mod threads;
 
@@ -146,6 +147,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the model over HTTP with OpenAI's API (chat and text completions, embeddings),
+    /// the adapter chosen per request by its task name.
+    Serve {
+        /// Base model (GGUF).
+        #[arg(long, short = 'm', value_name = "M.gguf")]
+        model: PathBuf,
+        /// Adapter resident from the start (GGUF); repeat for several.
+        #[arg(long, short = 'a', value_name = "A.gguf")]
+        adapter: Vec<PathBuf>,
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0: any free port, printed at start).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Requests computed at once, one decoder slot each (default: 4); each splits
+        /// its dense products across the process's --threads.
+        #[arg(long, value_name = "N")]
+        parallel: Option<usize>,
+        /// Positions (prompt and answer) of each decoder slot, at most the model's context.
+        #[arg(long, default_value_t = 2048, value_name = "TOKENS")]
+        ctx_size: usize,
+        /// Requests that may wait for a worker; more get 429.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        queue: usize,
+        /// Largest request body in bytes; larger ones get 413.
+        #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+        max_body: usize,
+        /// Directory that `POST /v1/adapters` loads from (nothing outside it is read);
+        /// without it runtime loading is off.
+        #[arg(long, value_name = "DIR")]
+        adapter_dir: Option<PathBuf>,
+        /// Most adapters resident at once.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        max_adapters: usize,
+    },
     /// Convert a PEFT OFT or BOFT adapter folder (adapter_config.json +
     /// adapter_model.safetensors) into a riffle adapter.
     ImportPeft {
@@ -241,6 +278,29 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Tokenize { model, text, json } => cmd::tokenize::run(&model, &text, json),
+        Command::Serve {
+            model,
+            adapter,
+            host,
+            port,
+            parallel,
+            ctx_size,
+            queue,
+            max_body,
+            adapter_dir,
+            max_adapters,
+        } => serve::run(serve::ServeArgs {
+            model,
+            adapters: adapter,
+            host,
+            port,
+            parallel,
+            ctx_size,
+            queue,
+            max_body,
+            adapter_dir,
+            max_adapters,
+        }),
         Command::ImportPeft {
             dir,
             base,

@@ -1,0 +1,486 @@
+//! The compute side of the server, run on blocking threads: generation in a pool of decoder
+//! slots with a prompt cache keyed by adapter and tokens, and embeddings of encoder
+//! models. Every request opens its own `Session` holding only its adapter (references:
+//! cheap), so requests with different adapters never touch each other's state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use riffle_core::gguf::StringArray;
+use riffle_core::runtime::{DecoderState, Input, Model, Prepared, Session};
+use riffle_core::sample::SamplerConfig;
+use riffle_core::text::Tokenizer;
+use riffle_host::chat::{ChatTemplate, Message};
+use riffle_host::generate::{self, Buffers, GenerateOptions, StopReason, TokenBytes};
+use tokio::sync::mpsc::Sender;
+
+use super::api::{ApiError, Prompt};
+use super::registry::Entry;
+
+/// Tokens read per prefill step. The same as `riffle generate`'s, so the same prompt is
+/// read in the same chunks and the logits are bit-identical; the prompt cache reuses
+/// whole chunks only, for the same reason.
+pub const PREFILL_CHUNK: usize = 256;
+
+/// A causal model's tokenizer: text to ids, ids to bytes, the tokens that end a turn.
+pub trait Vocab: TokenBytes + Send + Sync {
+    /// Token ids of `text` (special tokens in the text are parsed).
+    ///
+    /// # Errors
+    /// A message when the text cannot be tokenized.
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
+    /// End of sequence and end of turn.
+    fn stop_tokens(&self) -> Vec<u32>;
+    /// Number of tokens.
+    fn len(&self) -> usize;
+}
+
+/// One decoder slot: a key/value state for `context` positions, the generation buffers,
+/// and the prompt tokens whose keys and values the state holds.
+pub struct Slot {
+    state: DecoderState<'static>,
+    bufs: Buffers,
+    cached: Vec<u32>,
+}
+
+impl Slot {
+    /// A slot for `model` over `context` positions. The state buffer lives as long as the
+    /// process (slots are made once, at start-up).
+    pub fn new(model: &Model<'_>, context: usize) -> Result<Self, riffle_core::Error> {
+        let need = model.state_len(context);
+        let buf: &'static mut [f32] = Box::leak(vec![0.0f32; need].into_boxed_slice());
+        Ok(Slot {
+            state: DecoderState::new(buf, need, context)?,
+            bufs: Buffers::new(model, PREFILL_CHUNK),
+            cached: Vec::new(),
+        })
+    }
+}
+
+/// A causal model's serving parts.
+pub struct Causal {
+    /// The tokenizer (`None` when this build cannot read the file's tokenizer: only token
+    /// id prompts then, and no text out).
+    pub vocab: Option<Box<dyn Vocab>>,
+    /// The file's chat template.
+    pub template: Option<ChatTemplate>,
+    /// Positions of each slot.
+    pub context: usize,
+    /// Free slots (as many as permits of the server's semaphore).
+    pub slots: Mutex<Vec<Slot>>,
+    /// Slots made.
+    pub slot_count: usize,
+}
+
+/// An encoder's serving parts.
+pub struct Encoder {
+    /// The WordPiece tokenizer (its index lives as long as the process).
+    pub tokenizer: Tokenizer<'static, StringArray<'static>>,
+}
+
+/// What the model is served for.
+pub enum Kind {
+    /// Chat and text completions.
+    Causal(Box<Causal>),
+    /// Embeddings.
+    Encoder(Encoder),
+    /// Neither (vector models): only health, models, adapters and metrics.
+    Other,
+}
+
+/// A generation request, checked.
+pub struct GenRequest {
+    /// Its adapter (`None`: the bare base).
+    pub adapter: Option<Arc<Entry>>,
+    /// Chat messages, text or ids.
+    pub prompt: PromptIn,
+    /// Most tokens to generate (`None`: up to the context's end).
+    pub max_tokens: Option<usize>,
+    /// Token choice.
+    pub sampler: SamplerConfig,
+    /// Stop sequences.
+    pub stops: Vec<String>,
+}
+
+/// A generation prompt.
+pub enum PromptIn {
+    /// Messages through the chat template.
+    Chat(Vec<(String, String)>),
+    /// A completion prompt.
+    Plain(Prompt),
+}
+
+/// What a finished generation reports.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Of those, read from the prompt cache.
+    pub cached_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+    /// OpenAI's `finish_reason`: `stop` or `length`.
+    pub finish: &'static str,
+    /// Seconds reading the prompt.
+    pub prompt_seconds: f64,
+    /// Seconds generating.
+    pub decode_seconds: f64,
+}
+
+/// Events of one generation, sent to the request's handler.
+pub enum Event {
+    /// The prompt was accepted (checks passed): text follows.
+    Started,
+    /// Text.
+    Piece(String),
+    /// The end.
+    Done(Done),
+    /// The request failed.
+    Failed(ApiError),
+}
+
+static SEEDS: AtomicU64 = AtomicU64::new(0x5EED);
+
+/// A seed for a request that gives none.
+pub fn fresh_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ SEEDS.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+}
+
+fn server_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "internal_error",
+        e.to_string(),
+    )
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl Causal {
+    /// The prompt's token ids.
+    ///
+    /// # Errors
+    /// No template or tokenizer for text; a template failure; ids out of the vocabulary.
+    pub fn tokens(&self, model: &Model<'_>, prompt: &PromptIn) -> Result<Vec<u32>, ApiError> {
+        let text = match prompt {
+            PromptIn::Chat(msgs) => {
+                let t = self.template.as_ref().ok_or_else(|| {
+                    ApiError::invalid(
+                        "no_chat_template",
+                        Some("messages"),
+                        "the model file has no chat template: use /v1/completions",
+                    )
+                })?;
+                let msgs: Vec<Message> = msgs.iter().map(|(r, c)| Message::new(r, c)).collect();
+                t.render(&msgs, true).map_err(|e| {
+                    ApiError::invalid("template_error", Some("messages"), e.to_string())
+                })?
+            }
+            PromptIn::Plain(Prompt::Text(t)) => t.clone(),
+            PromptIn::Plain(Prompt::Ids(ids)) => {
+                let n = self.vocab.as_ref().map_or(model.output_len(), |v| v.len());
+                if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
+                    return Err(ApiError::invalid(
+                        "invalid_value",
+                        Some("prompt"),
+                        format!("token id {bad} is outside the vocabulary of {n} tokens"),
+                    ));
+                }
+                return Ok(ids.clone());
+            }
+        };
+        let vocab = self.vocab.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "invalid_request_error",
+                "no_tokenizer",
+                "this build cannot tokenize text for this model: send token ids as `prompt`",
+            )
+        })?;
+        let ids = vocab
+            .encode(&text)
+            .map_err(|e| ApiError::invalid("tokenize_error", None, e))?;
+        if ids.is_empty() {
+            return Err(ApiError::invalid(
+                "invalid_value",
+                Some("prompt"),
+                "the prompt is empty",
+            ));
+        }
+        Ok(ids)
+    }
+
+    fn take_slot(&self, key: Option<u64>, prompt: &[u32]) -> Option<Slot> {
+        let mut free = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let score = |s: &Slot| {
+            if s.state.owner() == key && !s.cached.is_empty() {
+                common_prefix(&s.cached, prompt)
+            } else {
+                0
+            }
+        };
+        let best = (0..free.len()).max_by_key(|&i| score(&free[i]))?;
+        Some(free.swap_remove(best))
+    }
+
+    fn put_slot(&self, slot: Slot) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
+    }
+
+    /// Runs a generation, sending its events to `tx` (a closed channel cancels it).
+    /// Returns the summary it also sent, or the error.
+    pub fn generate(&self, model: &'static Model<'static>, req: &GenRequest, tx: &Sender<Event>) {
+        let result = match self.tokens(model, &req.prompt) {
+            Ok(ids) => match &req.adapter {
+                Some(e) => e.with(|p| self.run(model, Some(p), &ids, req, tx)),
+                None => self.run(model, None, &ids, req, tx),
+            },
+            Err(e) => Err(e),
+        };
+        let _ = tx.blocking_send(match result {
+            Ok(done) => Event::Done(done),
+            Err(e) => Event::Failed(e),
+        });
+    }
+
+    fn run(
+        &self,
+        model: &Model<'_>,
+        adapter: Option<&Prepared<'_, '_>>,
+        ids: &[u32],
+        req: &GenRequest,
+        tx: &Sender<Event>,
+    ) -> Result<Done, ApiError> {
+        if ids.len() >= self.context {
+            return Err(ApiError::invalid(
+                "context_length_exceeded",
+                Some("messages"),
+                format!(
+                    "the prompt has {} tokens; the context holds {} (prompt and answer)",
+                    ids.len(),
+                    self.context
+                ),
+            ));
+        }
+        let room = self.context - ids.len();
+        let max_tokens = req.max_tokens.unwrap_or(room);
+        let vocab = self.vocab.as_deref();
+        let mut session = Session::new(model);
+        if let Some(pool) = crate::threads::executor() {
+            session.set_executor(pool);
+        }
+        if let Some(p) = adapter {
+            session.add_adapter(p.clone()).map_err(server_error)?;
+            session.activate(Some(0), &mut []).map_err(server_error)?;
+        }
+        let key = adapter.map(Prepared::state_key);
+        let mut slot = self
+            .take_slot(key, ids)
+            .ok_or_else(|| server_error("no free decoder slot"))?;
+        // Whole prefill chunks of the same tokens under the same adapter are reused; at
+        // least one token is read so the first logits exist.
+        let mut reuse = 0;
+        if slot.state.owner() == key && slot.state.len() == slot.cached.len() {
+            reuse = common_prefix(&slot.cached, ids) / PREFILL_CHUNK * PREFILL_CHUNK;
+            if reuse >= ids.len() {
+                reuse -= PREFILL_CHUNK;
+            }
+        }
+        if reuse == 0 {
+            slot.state.reset();
+        } else {
+            slot.state.truncate(reuse);
+        }
+        slot.cached.clear();
+        if tx.blocking_send(Event::Started).is_err() {
+            self.put_slot(slot);
+            return Err(cancelled());
+        }
+        let options = GenerateOptions {
+            max_tokens,
+            sampler: req.sampler,
+            stop_tokens: vocab.map(Vocab::stop_tokens).unwrap_or_default(),
+        };
+        let hold = req
+            .stops
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        let mut text = String::new();
+        let mut sent = 0usize;
+        let mut hit_stop = false;
+        let mut gone = false;
+        let mut on_piece = |_id: u32, piece: &str| -> bool {
+            if hit_stop || gone {
+                return false;
+            }
+            text.push_str(piece);
+            if let Some(at) = req
+                .stops
+                .iter()
+                .filter_map(|s| text[sent..].find(s.as_str()).map(|p| p + sent))
+                .min()
+            {
+                text.truncate(at);
+                hit_stop = true;
+            }
+            let mut upto = if hit_stop {
+                text.len()
+            } else {
+                text.len().saturating_sub(hold)
+            };
+            while !text.is_char_boundary(upto) {
+                upto -= 1;
+            }
+            if upto > sent {
+                if tx
+                    .blocking_send(Event::Piece(text[sent..upto].to_string()))
+                    .is_err()
+                {
+                    gone = true;
+                }
+                sent = upto;
+            } else if tx.is_closed() {
+                gone = true;
+            }
+            !hit_stop && !gone
+        };
+        let no_vocab = NoVocab;
+        let tb: &dyn TokenBytes = match vocab {
+            Some(v) => v,
+            None => &no_vocab,
+        };
+        let g = generate::generate(
+            &session,
+            &mut slot.state,
+            &ids[reuse..],
+            tb,
+            &options,
+            &mut slot.bufs,
+            &mut on_piece,
+        );
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => {
+                slot.state.reset();
+                self.put_slot(slot);
+                return Err(server_error(e));
+            }
+        };
+        // Keep only whole prefill chunks of the prompt for the next request.
+        let keep = ids.len() / PREFILL_CHUNK * PREFILL_CHUNK;
+        if keep > 0 && slot.state.len() >= keep {
+            slot.state.truncate(keep);
+            slot.cached.extend_from_slice(&ids[..keep]);
+        } else {
+            slot.state.reset();
+        }
+        self.put_slot(slot);
+        if gone || (g.stop == StopReason::Cancelled && !hit_stop) {
+            return Err(cancelled());
+        }
+        if sent < text.len()
+            && tx
+                .blocking_send(Event::Piece(text[sent..].to_string()))
+                .is_err()
+        {
+            return Err(cancelled());
+        }
+        Ok(Done {
+            prompt_tokens: ids.len(),
+            cached_tokens: reuse,
+            completion_tokens: g.tokens.len(),
+            finish: if hit_stop || g.stop == StopReason::Stop {
+                "stop"
+            } else {
+                "length"
+            },
+            prompt_seconds: g.prompt_ms / 1e3,
+            decode_seconds: g.decode_ms / 1e3,
+        })
+    }
+}
+
+/// The client went away.
+pub fn cancelled() -> ApiError {
+    ApiError::new(
+        StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        "invalid_request_error",
+        "client_disconnected",
+        "the client closed the connection",
+    )
+}
+
+/// Token bytes when the tokenizer cannot be read: none (ids still count).
+struct NoVocab;
+
+impl TokenBytes for NoVocab {
+    fn token_bytes(&self, _id: u32, _out: &mut Vec<u8>) {}
+}
+
+/// Embeddings of `texts` (one vector each, as `riffle run --text` prints), and the token
+/// count.
+///
+/// # Errors
+/// A text the tokenizer refuses; a runtime failure.
+pub fn embed(
+    model: &Model<'_>,
+    enc: &Encoder,
+    adapter: Option<&Prepared<'_, '_>>,
+    texts: &[String],
+) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    let mut session = Session::new(model);
+    if let Some(pool) = crate::threads::executor() {
+        session.set_executor(pool);
+    }
+    if let Some(p) = adapter {
+        session.add_adapter(p.clone()).map_err(server_error)?;
+        session.activate(Some(0), &mut []).map_err(server_error)?;
+    }
+    let last = model.slots().len().saturating_sub(1);
+    let out_len = adapter
+        .map(|p| {
+            p.head(last)
+                .map_or(0, |h| h.rows)
+                .max(p.cls_head().map_or(0, |h| h.rows))
+                .max(p.labels().map_or(0, |l| l.len()))
+        })
+        .unwrap_or(0)
+        .max(model.output_len())
+        .max(1);
+    let max = model.max_tokens();
+    let mut arena = vec![0.0f32; session.arena_len(max)];
+    let mut out = vec![0.0f32; out_len];
+    let mut ids = vec![0u32; max];
+    let mut vectors = Vec::with_capacity(texts.len());
+    let mut tokens = 0;
+    for (i, t) in texts.iter().enumerate() {
+        let n = enc.tokenizer.encode(t, max, &mut ids).map_err(|e| {
+            ApiError::invalid(
+                "tokenize_error",
+                Some(&format!("input[{i}]")),
+                e.to_string(),
+            )
+        })?;
+        tokens += n;
+        let k = session
+            .run(Input::Tokens(&ids[..n]), &mut out, &mut arena)
+            .map_err(server_error)?;
+        vectors.push(out[..k].to_vec());
+    }
+    Ok((vectors, tokens))
+}
