@@ -287,15 +287,35 @@ impl Server {
         &self,
         req: Request,
     ) -> std::result::Result<serde_json::Map<String, Value>, ApiError> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+                format!("the request body is larger than {} bytes", self.max_body),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return Err(too_large());
+        }
         let bytes = axum::body::to_bytes(req.into_body(), self.max_body)
             .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    "request_too_large",
-                    format!("the request body is larger than {} bytes", self.max_body),
-                )
+            .map_err(|e| {
+                // A chunked body past the limit, or a body cut short.
+                if declared.is_none() && e.to_string().contains("length limit") {
+                    too_large()
+                } else {
+                    ApiError::invalid(
+                        "incomplete_body",
+                        None,
+                        "the request body could not be read in full",
+                    )
+                }
             })?;
         api::object(&bytes)
     }
@@ -350,6 +370,11 @@ impl Server {
                 "the server is overloaded: no worker became free in time",
             )),
         }
+    }
+
+    /// The metrics label of a request's model: the adapter's task, or the base's id.
+    fn label(&self, adapter: Option<&Entry>) -> String {
+        adapter.map_or_else(|| self.base_id.clone(), |e| e.task.clone())
     }
 
     fn next_id(&self, prefix: &str) -> String {
@@ -523,6 +548,7 @@ async fn completions(State(s): State<Shared>, req: Request) -> Response {
 /// A checked generation request and how to answer it.
 struct Parsed {
     model: String,
+    label: String,
     req: GenRequest,
     stream: bool,
     include_usage: bool,
@@ -535,6 +561,7 @@ fn parse_generation(
 ) -> std::result::Result<Parsed, ApiError> {
     let model = api::string(body, "model")?;
     let adapter = s.resolve(&model)?;
+    let label = s.label(adapter.as_deref());
     let Kind::Causal(c) = &s.kind else {
         return Err(ApiError::invalid(
             "unsupported_model",
@@ -600,6 +627,7 @@ fn parse_generation(
     };
     Ok(Parsed {
         model,
+        label,
         req: GenRequest {
             adapter,
             prompt,
@@ -611,6 +639,7 @@ fn parse_generation(
                 seed,
             },
             stops: api::stops(body)?,
+            return_tokens: api::boolean(body, "return_tokens")?,
         },
         stream,
         include_usage,
@@ -635,6 +664,7 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
     let worker = s.clone();
     let Parsed {
         model,
+        label,
         req,
         stream,
         include_usage,
@@ -643,7 +673,10 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
     tokio::task::spawn_blocking(move || {
         let _running = Gauge(&worker.metrics.running);
         if let Kind::Causal(c) = &worker.kind {
-            c.generate(worker.model, &req, &tx);
+            // Errors the handler may no longer be there to count.
+            if let Some(code @ "client_disconnected") = c.generate(worker.model, &req, &tx) {
+                worker.metrics.error(code);
+            }
         }
         drop(permit);
     });
@@ -665,7 +698,7 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
     let id = s.next_id(if api == Api::Chat { "chatcmpl" } else { "cmpl" });
     let created = unix_now();
     if stream {
-        return stream_response(s, rx, api, id, created, model, include_usage);
+        return stream_response(s, rx, api, id, created, (model, label), include_usage);
     }
     let mut text = String::new();
     let done = loop {
@@ -687,9 +720,9 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
             }
         }
     };
-    s.metrics.finished(&model, usage_of(&done));
+    s.metrics.finished(&label, usage_of(&done));
     let usage = usage_json(&done);
-    let body = match api {
+    let mut body = match api {
         Api::Chat => json!({
             "id": id,
             "object": "chat.completion",
@@ -717,6 +750,9 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
             "usage": usage,
         }),
     };
+    if let Some(t) = &done.tokens {
+        body["choices"][0]["tokens"] = json!(t);
+    }
     s.ok(endpoint, Json(body))
 }
 
@@ -749,7 +785,7 @@ fn stream_response(
     api: Api,
     id: String,
     created: u64,
-    model: String,
+    (model, label): (String, String),
     include_usage: bool,
 ) -> Response {
     let (out, out_rx) = mpsc::channel::<std::result::Result<SseEvent, Infallible>>(64);
@@ -788,18 +824,26 @@ fn stream_response(
             return;
         }
         loop {
-            match rx.recv().await {
+            // A client that goes away is noticed even while no text comes.
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = out.closed() => return,
+            };
+            match ev {
                 Some(Event::Piece(t)) => {
                     if !send(chunk(Some(&t), None, false).to_string()).await {
-                        s.metrics.error("client_disconnected");
                         return;
                     }
                 }
                 Some(Event::Started) => {}
                 Some(Event::Done(d)) => {
-                    s.metrics.finished(&model, usage_of(&d));
+                    s.metrics.finished(&label, usage_of(&d));
                     s.metrics.response(endpoint, 200);
-                    let _ = send(chunk(None, Some(d.finish), false).to_string()).await;
+                    let mut last = chunk(None, Some(d.finish), false);
+                    if let Some(t) = &d.tokens {
+                        last["choices"][0]["tokens"] = json!(t);
+                    }
+                    let _ = send(last.to_string()).await;
                     if include_usage {
                         let u = json!({
                             "id": id, "object": if api == Api::Chat { "chat.completion.chunk" } else { "text_completion" },
@@ -842,17 +886,18 @@ async fn embeddings(State(s): State<Shared>, req: Request) -> Response {
                 ),
             ));
         }
-        match body.get("encoding_format") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(f)) if f == "float" => {}
+        let base64 = match body.get("encoding_format") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(f)) if f == "float" => false,
+            Some(Value::String(f)) if f == "base64" => true,
             Some(_) => {
                 return Err(ApiError::invalid(
                     "invalid_value",
                     Some("encoding_format"),
-                    "only `float` is supported",
+                    "`encoding_format` must be `float` or `base64`",
                 ))
             }
-        }
+        };
         let texts = api::inputs(&body)?;
         if texts.len() > MAX_EMBED_INPUTS {
             return Err(ApiError::invalid(
@@ -861,9 +906,10 @@ async fn embeddings(State(s): State<Shared>, req: Request) -> Response {
                 format!("at most {MAX_EMBED_INPUTS} inputs per request"),
             ));
         }
-        Ok((model, adapter, texts))
+        let label = s.label(adapter.as_deref());
+        Ok((model, label, adapter, texts, base64))
     })();
-    let (model, adapter, texts) = match parsed {
+    let (model, label, adapter, texts, base64) = match parsed {
         Ok(p) => p,
         Err(e) => return s.fail(endpoint, e),
     };
@@ -907,7 +953,7 @@ async fn embeddings(State(s): State<Shared>, req: Request) -> Response {
         }
     };
     s.metrics.finished(
-        &model,
+        &label,
         Usage {
             prompt_tokens: tokens,
             prompt_seconds: secs,
@@ -917,7 +963,14 @@ async fn embeddings(State(s): State<Shared>, req: Request) -> Response {
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": crate::show::nums(v)}))
+        .map(|(i, v)| {
+            let e = if base64 {
+                json!(base64_f32(v))
+            } else {
+                crate::show::nums(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": e})
+        })
         .collect();
     s.ok(
         endpoint,
@@ -928,4 +981,35 @@ async fn embeddings(State(s): State<Shared>, req: Request) -> Response {
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })),
     )
+}
+
+/// Little-endian `f32` bytes in standard base64 (OpenAI's `encoding_format: "base64"`).
+fn base64_f32(v: &[f32]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(c.get(2).copied().unwrap_or(0));
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(char::from(ABC[(n >> (18 - 6 * k)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_of_floats() {
+        // 1.0f32 = 00 00 80 3F; 1.0, 2.0 = 00 00 80 3F 00 00 00 40.
+        assert_eq!(super::base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(super::base64_f32(&[1.0, 2.0]), "AACAPwAAAEA=");
+        assert_eq!(super::base64_f32(&[]), "");
+    }
 }

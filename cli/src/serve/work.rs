@@ -101,6 +101,8 @@ pub struct GenRequest {
     pub sampler: SamplerConfig,
     /// Stop sequences.
     pub stops: Vec<String>,
+    /// Also report the generated token ids (llama.cpp's `return_tokens`).
+    pub return_tokens: bool,
 }
 
 /// A generation prompt.
@@ -126,6 +128,8 @@ pub struct Done {
     pub prompt_seconds: f64,
     /// Seconds generating.
     pub decode_seconds: f64,
+    /// The generated ids, when asked for.
+    pub tokens: Option<Vec<u32>>,
 }
 
 /// Events of one generation, sent to the request's handler.
@@ -240,8 +244,13 @@ impl Causal {
     }
 
     /// Runs a generation, sending its events to `tx` (a closed channel cancels it).
-    /// Returns the summary it also sent, or the error.
-    pub fn generate(&self, model: &'static Model<'static>, req: &GenRequest, tx: &Sender<Event>) {
+    /// Returns the code of the error it sent, if any.
+    pub fn generate(
+        &self,
+        model: &'static Model<'static>,
+        req: &GenRequest,
+        tx: &Sender<Event>,
+    ) -> Option<&'static str> {
         let result = match self.tokens(model, &req.prompt) {
             Ok(ids) => match &req.adapter {
                 Some(e) => e.with(|p| self.run(model, Some(p), &ids, req, tx)),
@@ -249,10 +258,12 @@ impl Causal {
             },
             Err(e) => Err(e),
         };
+        let code = result.as_ref().err().map(|e| e.code);
         let _ = tx.blocking_send(match result {
             Ok(done) => Event::Done(done),
             Err(e) => Event::Failed(e),
         });
+        code
     }
 
     fn run(
@@ -393,12 +404,10 @@ impl Causal {
         if gone || (g.stop == StopReason::Cancelled && !hit_stop) {
             return Err(cancelled());
         }
-        if sent < text.len()
-            && tx
-                .blocking_send(Event::Piece(text[sent..].to_string()))
-                .is_err()
-        {
-            return Err(cancelled());
+        if sent < text.len() {
+            // The end of the text (held back for stop sequences); a client gone by now
+            // missed nothing that was still to compute.
+            let _ = tx.blocking_send(Event::Piece(text[sent..].to_string()));
         }
         Ok(Done {
             prompt_tokens: ids.len(),
@@ -411,6 +420,7 @@ impl Causal {
             },
             prompt_seconds: g.prompt_ms / 1e3,
             decode_seconds: g.decode_ms / 1e3,
+            tokens: req.return_tokens.then_some(g.tokens),
         })
     }
 }

@@ -1,0 +1,856 @@
+//! `riffle serve` over loopback: the binary is started on 127.0.0.1 with port 0 and
+//! talked to with raw HTTP/1.1 (so malformed requests are really malformed).
+//!
+//! MiniLM checks need `models/minilm` (built at set-up); generation checks need
+//! SmolLM2's Q8_0 file (`scripts/smollm2`); adapters are made by
+//! `scripts/serve-adapters.py` with the project's Python environment
+//! (`scripts/python-env`). Checks whose files are missing say so and pass.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn riffle() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_riffle"))
+}
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = riffle()
+            .arg("serve")
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("riffle serve starts");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("a first line");
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "unexpected first line {line:?}"
+        );
+        Server { child, addr }
+    }
+
+    fn raw(&self, request: &[u8]) -> (u16, String) {
+        raw(&self.addr, request)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        self.raw(req.as_bytes())
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let b = body.map(|v| v.to_string());
+        let (status, text) = self.call(method, path, b.as_deref());
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
+        (status, v)
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.json("POST", path, Some(body))
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.call("GET", "/metrics", None);
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on a fresh connection; the response's status and (de-chunked) body.
+fn raw(addr: &str, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(300))).ok();
+    s.write_all(request).expect("send");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The `data:` payloads of a server-sent event stream.
+fn events(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn minilm() -> Option<PathBuf> {
+    let m = repo().join("models/minilm/minilm-f32.gguf");
+    if m.exists() {
+        Some(m)
+    } else {
+        eprintln!("note: models/minilm not built; serve checks on MiniLM skipped");
+        None
+    }
+}
+
+fn smollm2() -> Option<PathBuf> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let m = Path::new(&home).join(".cache/riffle/smollm2/SmolLM2-135M-Instruct.Q8_0.gguf");
+    if m.exists() {
+        Some(m)
+    } else {
+        eprintln!("note: SmolLM2 not cached (scripts/smollm2); serve generation checks skipped");
+        None
+    }
+}
+
+/// Random GSOFT adapters `task:seed` for `base` in `dir` (see scripts/serve-adapters.py);
+/// `None` when the Python environment is not available.
+fn make_adapters(base: &Path, dir: &Path, specs: &[&str]) -> Option<()> {
+    let env = Command::new(repo().join("scripts/python-env"))
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let py = String::from_utf8(env.stdout).ok()?.trim().to_string();
+    if !env.status.success() || py.is_empty() {
+        eprintln!("note: no Python environment; adapter checks skipped");
+        return None;
+    }
+    let st = Command::new(py)
+        .arg(repo().join("scripts/serve-adapters.py"))
+        .arg(base)
+        .arg(dir)
+        .args(specs)
+        .stdout(Stdio::null())
+        .status()
+        .ok()?;
+    assert!(st.success(), "scripts/serve-adapters.py failed");
+    Some(())
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d
+}
+
+fn run_json(args: &[&str]) -> Value {
+    let out = riffle().args(args).output().expect("riffle runs");
+    assert!(
+        out.status.success(),
+        "riffle {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON line")
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+#[test]
+fn http_basics_and_malformed_requests() {
+    let Some(model) = minilm() else { return };
+    let s = Server::start(&[
+        "--model",
+        model.to_str().unwrap_or(""),
+        "--max-body",
+        "4096",
+    ]);
+    let (st, v) = s.json("GET", "/health", None);
+    assert_eq!((st, v), (200, json!({"status": "ok"})));
+    let (st, v) = s.json("GET", "/v1/models", None);
+    assert_eq!(st, 200);
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"][0]["id"], "minilm-f32");
+
+    // The embedding is `riffle run --text`'s output, number for number.
+    let (st, v) = s.post(
+        "/v1/embeddings",
+        json!({"model": "minilm-f32", "input": ["hello world", "a second text"]}),
+    );
+    assert_eq!(st, 200, "{v}");
+    for (i, text) in ["hello world", "a second text"].iter().enumerate() {
+        let want = run_json(&[
+            "run",
+            "--model",
+            model.to_str().unwrap_or(""),
+            "--text",
+            text,
+            "--json",
+        ]);
+        assert_eq!(v["data"][i]["embedding"], want["output"], "input {i}");
+        assert_eq!(v["data"][i]["index"], i);
+    }
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 4);
+    // base64: the same floats, little-endian.
+    let (st, b) = s.post(
+        "/v1/embeddings",
+        json!({"model": "base", "input": "hello world", "encoding_format": "base64"}),
+    );
+    assert_eq!(st, 200);
+    assert!(b["data"][0]["embedding"].as_str().unwrap_or("").len() > 100);
+
+    // Malformed requests: one OpenAI-style error each, and the server lives on.
+    let cases: Vec<(&str, &str, Option<&str>, u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/embeddings",
+            Some("{\"model\": "),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some("[1, 2]"),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some("{\"input\": \"x\"}"),
+            400,
+            "missing_required_parameter",
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some("{\"model\": \"nope\", \"input\": \"x\"}"),
+            404,
+            "model_not_found",
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some("{\"model\": \"base\", \"input\": 7}"),
+            400,
+            "invalid_type",
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some("{\"model\": \"base\", \"input\": []}"),
+            400,
+            "invalid_type",
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some("{\"model\": \"base\", \"input\": \"x\", \"encoding_format\": \"hex\"}"),
+            400,
+            "invalid_value",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some("{\"model\": \"base\", \"messages\": []}"),
+            400,
+            "unsupported_model",
+        ),
+        (
+            "POST",
+            "/v1/adapters",
+            Some("{\"path\": \"a.gguf\"}"),
+            403,
+            "adapter_loading_disabled",
+        ),
+        (
+            "DELETE",
+            "/v1/adapters/nope",
+            None,
+            404,
+            "adapter_not_found",
+        ),
+        ("GET", "/v1/nothing", None, 404, "unknown_url"),
+        ("PUT", "/health", None, 405, "method_not_allowed"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (st, t) = s.call(method, path, body);
+        let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+        assert_eq!(st, status, "{method} {path} {body:?}: {v}");
+        assert_eq!(error_code(&v), code, "{method} {path} {body:?}: {v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert!(v["error"]["type"].is_string());
+    }
+    // Too large a body: 413, without reading it all.
+    let big = format!(
+        "{{\"model\": \"base\", \"input\": \"{}\"}}",
+        "a".repeat(10_000)
+    );
+    let (st, t) = s.call("POST", "/v1/embeddings", Some(&big));
+    assert_eq!(st, 413, "{t}");
+    // Not HTTP at all, and a truncated body: the server answers or closes, and lives.
+    let _ = s.raw(b"\x00\x01garbage\r\n\r\n");
+    {
+        let mut c = TcpStream::connect(&s.addr).expect("connect");
+        let _ = c.write_all(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"model\"",
+        );
+    }
+    let (st, _) = s.call("GET", "/health", None);
+    assert_eq!(st, 200);
+    let (_, m) = s.call("GET", "/metrics", None);
+    assert!(
+        m.contains("riffle_requests_total{model=\"minilm-f32\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("riffle_errors_total{kind=\"model_not_found\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("riffle_errors_total{kind=\"request_too_large\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("riffle_adapters_resident 0"), "{m}");
+}
+
+#[test]
+fn adapters_load_from_the_directory_only_and_unload() {
+    let Some(model) = minilm() else { return };
+    let dir = tmp("serve-minilm-adapters");
+    let lib = dir.join("lib");
+    let Some(()) = make_adapters(&model, &lib, &["gamma:3", "delta:4"]) else {
+        return;
+    };
+    // A file outside the directory, and a link from inside to it.
+    let outside = dir.join("outside.gguf");
+    std::fs::copy(lib.join("delta.gguf"), &outside).expect("copy");
+    std::fs::remove_file(lib.join("delta.gguf")).expect("rm");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&outside, lib.join("link.gguf")).expect("symlink");
+    let m = model.to_str().unwrap_or("");
+    let s = Server::start(&["--model", m, "--adapter-dir", lib.to_str().unwrap_or("")]);
+    let (st, v) = s.post("/v1/adapters", json!({"path": "gamma.gguf"}));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["id"], "gamma");
+    let (st, v) = s.post("/v1/adapters", json!({"path": "gamma.gguf"}));
+    assert_eq!((st, error_code(&v)), (409, "adapter_exists"));
+    for (path, status, code) in [
+        (
+            outside.to_str().unwrap_or(""),
+            403,
+            "path_outside_adapter_dir",
+        ),
+        ("../outside.gguf", 403, "path_outside_adapter_dir"),
+        ("link.gguf", 403, "path_outside_adapter_dir"),
+        ("/etc/passwd", 403, "path_outside_adapter_dir"),
+        ("../../../../nonexistent", 403, "path_outside_adapter_dir"),
+        ("missing.gguf", 404, "adapter_file_not_found"),
+        ("", 404, "adapter_file_not_found"),
+    ] {
+        let (st, v) = s.post("/v1/adapters", json!({"path": path}));
+        assert_eq!((st, error_code(&v)), (status, code), "{path}: {v}");
+    }
+    // A file inside that is not an adapter.
+    std::fs::write(lib.join("junk.gguf"), b"GGUF junk").expect("write");
+    let (st, v) = s.post("/v1/adapters", json!({"path": "junk.gguf"}));
+    assert_eq!((st, error_code(&v)), (400, "invalid_adapter"), "{v}");
+
+    let (_, models) = s.json("GET", "/v1/models", None);
+    let ids: Vec<&str> = models["data"].as_array().map_or(vec![], |a| {
+        a.iter().filter_map(|m| m["id"].as_str()).collect()
+    });
+    assert_eq!(ids, ["minilm-f32", "gamma"]);
+    // The adapter's embedding is `riffle run --adapter`'s, and differs from the base's.
+    let (st, v) = s.post(
+        "/v1/embeddings",
+        json!({"model": "gamma", "input": "the adapter changes this"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let want = run_json(&[
+        "run",
+        "--model",
+        m,
+        "--adapter",
+        lib.join("gamma.gguf").to_str().unwrap_or(""),
+        "--text",
+        "the adapter changes this",
+        "--json",
+    ]);
+    assert_eq!(v["data"][0]["embedding"], want["output"]);
+    let (_, b) = s.post(
+        "/v1/embeddings",
+        json!({"model": "base", "input": "the adapter changes this"}),
+    );
+    assert_ne!(b["data"][0]["embedding"], v["data"][0]["embedding"]);
+
+    let (st, v) = s.json("DELETE", "/v1/adapters/gamma", None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["deleted"], true);
+    let (st, v) = s.post("/v1/embeddings", json!({"model": "gamma", "input": "x"}));
+    assert_eq!((st, error_code(&v)), (404, "model_not_found"));
+    // Loaded again after unloading.
+    let (st, _) = s.post("/v1/adapters", json!({"path": "gamma.gguf"}));
+    assert_eq!(st, 201);
+}
+
+/// Generation requests for `model` on `prompt` ids, greedy, with the ids returned.
+fn greedy(s: &Server, model: &str, prompt: &[u32], max_tokens: usize) -> (Vec<u64>, Value) {
+    let (st, v) = s.post(
+        "/v1/completions",
+        json!({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+               "return_tokens": true}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let ids = v["choices"][0]["tokens"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    (ids, v)
+}
+
+fn prompts() -> Vec<Vec<u32>> {
+    vec![
+        vec![1, 504, 3458, 282, 1345, 3756, 42],
+        vec![1, 17, 9802, 314, 253, 1345, 284, 2840, 30],
+        (0..20).map(|i| 100 + 37 * i).collect(),
+    ]
+}
+
+#[test]
+fn generation_is_exact_under_concurrency_with_mixed_adapters() {
+    let Some(model) = smollm2() else { return };
+    let dir = tmp("serve-llama-adapters");
+    let Some(()) = make_adapters(&model, &dir, &["alpha:1", "beta:2"]) else {
+        return;
+    };
+    let m = model.to_str().unwrap_or("");
+    let (a, b) = (dir.join("alpha.gguf"), dir.join("beta.gguf"));
+    let args = [
+        "--model",
+        m,
+        "--adapter",
+        a.to_str().unwrap_or(""),
+        "--adapter",
+        b.to_str().unwrap_or(""),
+        "--parallel",
+        "4",
+        "--ctx-size",
+        "512",
+        "--threads",
+        "1",
+    ];
+    // Reference answers: one request at a time on a fresh server.
+    let reference = {
+        let s = Server::start(&args);
+        let mut r = Vec::new();
+        for model in ["base", "alpha", "beta"] {
+            for p in prompts() {
+                r.push(((model, p.clone()), greedy(&s, model, &p, 6).0));
+            }
+        }
+        r
+    };
+    for ((model, _), ids) in &reference {
+        assert_eq!(ids.len(), 6, "{model}");
+    }
+    // The adapters change the answers (else this test could not fail).
+    assert_ne!(
+        reference[0].1, reference[3].1,
+        "alpha answers like the base"
+    );
+    assert_ne!(reference[3].1, reference[6].1, "alpha answers like beta");
+
+    let s = Arc::new(Server::start(&args));
+    let reference = Arc::new(reference);
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (s, reference, wrong) = (s.clone(), reference.clone(), wrong.clone());
+            std::thread::spawn(move || {
+                for k in 0..4 {
+                    let ((model, p), want) = &reference[(c * 5 + k * 7) % reference.len()];
+                    let stream = (c + k) % 3 == 0;
+                    let got: Vec<u64> = if stream {
+                        let body = json!({"model": model, "prompt": p, "max_tokens": 6,
+                                          "temperature": 0, "return_tokens": true, "stream": true});
+                        let (st, t) = s.call("POST", "/v1/completions", Some(&body.to_string()));
+                        assert_eq!(st, 200, "{t}");
+                        let ev = events(&t);
+                        assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{t}");
+                        let last: Value =
+                            serde_json::from_str(&ev[ev.len() - 2]).unwrap_or(Value::Null);
+                        last["choices"][0]["tokens"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                            .unwrap_or_default()
+                    } else {
+                        greedy(&s, model, p, 6).0
+                    };
+                    if &got != want {
+                        eprintln!("client {c}: {model} {p:?}: {got:?}, alone {want:?}");
+                        wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    assert_eq!(
+        wrong.load(Ordering::Relaxed),
+        0,
+        "answers changed under concurrency"
+    );
+    let t0 = Instant::now();
+    while s.metric("riffle_requests_running") > 0.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "requests still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        s.metric("riffle_requests_total{model=\"alpha\"}") as usize
+            + s.metric("riffle_requests_total{model=\"beta\"}") as usize
+            + s.metric("riffle_requests_total{model=\"SmolLM2-135M-Instruct.Q8_0\"}") as usize,
+        32
+    );
+}
+
+#[test]
+fn prompt_cache_is_keyed_by_adapter_and_tokens() {
+    let Some(model) = smollm2() else { return };
+    let dir = tmp("serve-llama-cache");
+    let Some(()) = make_adapters(&model, &dir, &["alpha:1"]) else {
+        return;
+    };
+    let m = model.to_str().unwrap_or("");
+    let a = dir.join("alpha.gguf");
+    let args = [
+        "--model",
+        m,
+        "--adapter",
+        a.to_str().unwrap_or(""),
+        "--parallel",
+        "1",
+        "--ctx-size",
+        "512",
+        "--threads",
+        "1",
+    ];
+    let long: Vec<u32> = (0..300).map(|i| 200 + (i * 13) % 5000).collect();
+    let fresh = |model: &str| {
+        let s = Server::start(&args);
+        greedy(&s, model, &long, 4).0
+    };
+    let (base_alone, alpha_alone) = (fresh("base"), fresh("alpha"));
+    assert_ne!(base_alone, alpha_alone);
+    let s = Server::start(&args);
+    let (ids, v) = greedy(&s, "alpha", &long, 4);
+    assert_eq!(ids, alpha_alone);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    // The same prompt again with the same adapter: the first 256 positions are reused.
+    let (ids, v) = greedy(&s, "alpha", &long, 4);
+    assert_eq!(ids, alpha_alone);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 256);
+    // Under the base, nothing of alpha's state is reused, and the answer is the base's.
+    let (ids, v) = greedy(&s, "base", &long, 4);
+    assert_eq!(ids, base_alone);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    // A different prompt with the same first 256 tokens reuses them.
+    let mut other = long.clone();
+    other[280] += 1;
+    let (_, v) = greedy(&s, "base", &other, 4);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 256);
+}
+
+#[test]
+fn limits_queue_and_disconnects() {
+    let Some(model) = smollm2() else { return };
+    let m = model.to_str().unwrap_or("");
+    let s = Arc::new(Server::start(&[
+        "--model",
+        m,
+        "--parallel",
+        "1",
+        "--queue",
+        "1",
+        "--ctx-size",
+        "1024",
+        "--threads",
+        "1",
+    ]));
+    // Past the context, and a max_tokens past it.
+    let (st, v) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": vec![42u32; 1024]}),
+    );
+    assert_eq!(
+        (st, error_code(&v)),
+        (400, "context_length_exceeded"),
+        "{v}"
+    );
+    let (st, v) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": [1, 2], "max_tokens": 1025}),
+    );
+    assert_eq!((st, error_code(&v)), (400, "invalid_value"), "{v}");
+    for (body, code) in [
+        (
+            json!({"model": "base", "prompt": [1, 2], "temperature": 3}),
+            "invalid_value",
+        ),
+        (
+            json!({"model": "base", "prompt": [1, 2], "top_p": "x"}),
+            "invalid_type",
+        ),
+        (
+            json!({"model": "base", "prompt": [1, 2], "n": 2}),
+            "invalid_value",
+        ),
+        (
+            json!({"model": "base", "prompt": [1, 99999999]}),
+            "invalid_value",
+        ),
+        (json!({"model": "base", "prompt": {"a": 1}}), "invalid_type"),
+        (json!({"model": "base"}), "missing_required_parameter"),
+        (
+            json!({"model": "base", "prompt": [1], "stop": [1]}),
+            "invalid_type",
+        ),
+        (
+            json!({"model": "base", "prompt": [1], "max_tokens": -1}),
+            "invalid_type",
+        ),
+        (
+            json!({"model": "base", "prompt": [1], "stream": "yes"}),
+            "invalid_type",
+        ),
+    ] {
+        let (st, v) = s.post("/v1/completions", body.clone());
+        assert_eq!((st, error_code(&v)), (400, code), "{body}: {v}");
+    }
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "base", "messages": [{"role": "wizard", "content": "x"}]}),
+    );
+    assert_eq!((st, error_code(&v)), (400, "invalid_value"), "{v}");
+
+    let idle = |s: &Server| {
+        let t0 = Instant::now();
+        while s.metric("riffle_requests_running") > 0.0 || s.metric("riffle_queue_depth") > 0.0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "requests still run"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // A streaming client that goes away after the first bytes, then a non-streaming one
+    // that goes away while its request runs: both generations stop early (1000 tokens
+    // would take far longer), counted as disconnections.
+    for stream in [true, false] {
+        let mut c = TcpStream::connect(&s.addr).expect("connect");
+        let body =
+            json!({"model": "base", "prompt": [1, 2, 3], "max_tokens": 1000, "stream": stream})
+                .to_string();
+        let req = format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(req.as_bytes()).expect("send");
+        if stream {
+            let mut first = [0u8; 64];
+            let _ = c.read(&mut first);
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        drop(c);
+        idle(&s);
+    }
+    assert_eq!(
+        s.metric("riffle_errors_total{kind=\"client_disconnected\"}"),
+        2.0
+    );
+    assert_eq!(
+        s.metric("riffle_completion_tokens_total"),
+        0.0,
+        "a cancelled request finished"
+    );
+
+    // One running, one queued, the rest refused with 429.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let body = json!({"model": "base", "prompt": [1, 2, 3], "max_tokens": 20, "temperature": 0});
+                s.call("POST", "/v1/completions", Some(&body.to_string())).0
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap_or(0))
+        .collect();
+    assert!(
+        statuses.iter().filter(|&&c| c == 200).count() >= 2,
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (st, _) = s.call("GET", "/health", None);
+    assert_eq!(st, 200);
+}
+
+/// The loopback load test: a few hundred requests from 8 clients, mixed adapters, some
+/// malformed, some disconnecting; no crash, every greedy answer equal to the answer
+/// alone, resident memory flat.
+#[test]
+fn load_mixed_adapters_malformed_and_disconnecting() {
+    let Some(model) = smollm2() else { return };
+    let dir = tmp("serve-llama-load");
+    let Some(()) = make_adapters(&model, &dir, &["alpha:1", "beta:2"]) else {
+        return;
+    };
+    let m = model.to_str().unwrap_or("");
+    let (a, b) = (dir.join("alpha.gguf"), dir.join("beta.gguf"));
+    let s = Arc::new(Server::start(&[
+        "--model",
+        m,
+        "--adapter",
+        a.to_str().unwrap_or(""),
+        "--adapter",
+        b.to_str().unwrap_or(""),
+        "--parallel",
+        "4",
+        "--ctx-size",
+        "256",
+        "--threads",
+        "1",
+        "--queue",
+        "64",
+    ]));
+    let models = ["base", "alpha", "beta"];
+    let mut want = Vec::new();
+    for model in models {
+        for p in prompts() {
+            want.push((model, p.clone(), greedy(&s, model, &p, 3).0));
+        }
+    }
+    let want = Arc::new(want);
+    // Warm-up round, then the memory baseline.
+    for (model, p, _) in want.iter() {
+        greedy(&s, model, p, 3);
+    }
+    let rss0 = s.metric("process_resident_memory_bytes");
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let per_client = 30;
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (s, want, wrong) = (s.clone(), want.clone(), wrong.clone());
+            std::thread::spawn(move || {
+                for k in 0..per_client {
+                    let (model, p, ids) = &want[(c * 7 + k * 5) % want.len()];
+                    match (c + k) % 6 {
+                        0 => {
+                            let (st, _) = s.call("POST", "/v1/completions", Some("{\"model\": \"alpha\", \"prompt\": "));
+                            assert_eq!(st, 400);
+                        }
+                        1 => {
+                            // Disconnects after sending.
+                            let mut t = TcpStream::connect(&s.addr).expect("connect");
+                            let body = json!({"model": model, "prompt": p, "max_tokens": 3, "stream": k % 2 == 0}).to_string();
+                            let req = format!("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                            let _ = t.write_all(req.as_bytes());
+                        }
+                        _ => {
+                            let (got, _) = greedy(&s, model, p, 3);
+                            if &got != ids {
+                                wrong.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    assert_eq!(wrong.load(Ordering::Relaxed), 0, "wrong answers under load");
+    let t0 = Instant::now();
+    while s.metric("riffle_requests_running") > 0.0 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rss1 = s.metric("process_resident_memory_bytes");
+    if rss0 > 0.0 {
+        assert!(
+            rss1 < rss0 * 1.10 + 16.0 * 1048576.0,
+            "resident memory grew from {rss0} to {rss1} bytes"
+        );
+    }
+    let (st, _) = s.call("GET", "/health", None);
+    assert_eq!(st, 200);
+}
