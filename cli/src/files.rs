@@ -411,3 +411,16 @@ pub fn load_dataset(name: &str, bytes: &[u8]) -> Result<Dataset> {
 pub fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }
+
+/// True when `file` is a GGUF base of a causal (generative) architecture; anything else,
+/// unreadable files included, is left to the ordinary loaders, which report it.
+pub fn is_causal(file: &Mapped) -> bool {
+    Gguf::parse(file.bytes())
+        .ok()
+        .and_then(|g| {
+            g.get_str(gguf::KEY_ARCHITECTURE)
+                .ok()
+                .and_then(riffle_core::runtime::Architecture::from_name)
+        })
+        .is_some_and(|a| a.is_causal())
+}

@@ -16,6 +16,7 @@ mod files;
 mod gguf_write;
 mod limits;
 mod lines;
+mod llm;
 mod npy;
 mod safetensors;
 mod serve;
@@ -83,6 +84,75 @@ enum Command {
         /// Print results as JSON objects.
         #[arg(long)]
         json: bool,
+    },
+    /// Generate text with a generative model (llama GGUF), streamed as it is made, with
+    /// an adapter active; `--chat` applies the file's chat template.
+    #[command(group(ArgGroup::new("input").required(true).args(["prompt", "chat"])))]
+    Generate {
+        /// Base model (GGUF, a causal architecture such as llama).
+        #[arg(long, short = 'm', value_name = "M.gguf")]
+        model: PathBuf,
+        /// Adapter (GGUF); repeat to keep several resident.
+        #[arg(long, short = 'a', value_name = "A.gguf")]
+        adapter: Vec<PathBuf>,
+        /// Task of the adapter to activate (default: the first adapter; `base`: none).
+        #[arg(long, short = 't', value_name = "NAME")]
+        task: Option<String>,
+        /// Raw prompt text (special tokens such as `<|im_start|>` are parsed).
+        #[arg(long, value_name = "TEXT")]
+        prompt: Option<String>,
+        /// One user message, rendered with the file's chat template.
+        #[arg(long, value_name = "TEXT")]
+        chat: Option<String>,
+        /// A system message for `--chat`.
+        #[arg(long, value_name = "TEXT", requires = "chat")]
+        system: Option<String>,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 256, value_name = "N")]
+        max_tokens: usize,
+        /// Sampling temperature (0: greedy, ties to the lowest id).
+        #[arg(long, default_value_t = 0.8, value_name = "T")]
+        temperature: f32,
+        /// Keep the K most likely tokens (0: all).
+        #[arg(long, default_value_t = 40, value_name = "K")]
+        top_k: usize,
+        /// Keep the most likely tokens up to probability P.
+        #[arg(long, default_value_t = 0.95, value_name = "P")]
+        top_p: f32,
+        /// Seed of the sampler (the same seed gives the same text).
+        #[arg(long, default_value_t = 0, value_name = "S")]
+        seed: u64,
+        /// One JSON object per generated token, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chat with a generative model, streamed, swapping adapters between messages
+    /// (`:use TASK`, `:base`, `:reset`, `:quit`). Works with piped input.
+    Chat {
+        /// Base model (GGUF, a causal architecture such as llama).
+        #[arg(long, short = 'm', value_name = "M.gguf")]
+        model: PathBuf,
+        /// Adapter (GGUF); repeat to keep several resident.
+        #[arg(long, short = 'a', value_name = "A.gguf")]
+        adapter: Vec<PathBuf>,
+        /// A system message for the whole conversation.
+        #[arg(long, value_name = "TEXT")]
+        system: Option<String>,
+        /// Most tokens per answer.
+        #[arg(long, default_value_t = 512, value_name = "N")]
+        max_tokens: usize,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.8, value_name = "T")]
+        temperature: f32,
+        /// Keep the K most likely tokens (0: all).
+        #[arg(long, default_value_t = 40, value_name = "K")]
+        top_k: usize,
+        /// Keep the most likely tokens up to probability P.
+        #[arg(long, default_value_t = 0.95, value_name = "P")]
+        top_p: f32,
+        /// Seed of the sampler.
+        #[arg(long, default_value_t = 0, value_name = "S")]
+        seed: u64,
     },
     /// Show a GGUF file: metadata, tensors, and what riffle makes of it.
     Inspect {
@@ -254,6 +324,44 @@ fn main() -> ExitCode {
             adapter,
             json,
         } => cmd::repl::run(&model, &adapter, json),
+        Command::Generate {
+            model,
+            adapter,
+            task,
+            prompt,
+            chat,
+            system,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            json,
+        } => cmd::generate::sampler(temperature, top_k, top_p, seed).and_then(|sampler| {
+            cmd::generate::run(cmd::generate::GenerateArgs {
+                model,
+                adapters: adapter,
+                task,
+                prompt,
+                chat,
+                system,
+                max_tokens,
+                sampler,
+                json,
+            })
+        }),
+        Command::Chat {
+            model,
+            adapter,
+            system,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        } => cmd::generate::sampler(temperature, top_k, top_p, seed).and_then(|sampler| {
+            cmd::chat::run(&model, &adapter, system.as_deref(), max_tokens, sampler)
+        }),
         Command::Inspect { file, verify, json } => cmd::inspect::run(&file, verify, json),
         Command::Merge {
             model,

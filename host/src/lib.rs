@@ -20,4 +20,5 @@
 
 pub mod chat;
 pub mod generate;
+pub mod text;
 pub mod threads;

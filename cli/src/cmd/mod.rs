@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod bench_llm;
+pub mod chat;
 pub mod demo;
+pub mod generate;
 pub mod import_peft;
 pub mod inspect;
 pub mod merge;

@@ -131,6 +131,25 @@ pub fn pick_task(runner: &Runner<'_, '_>, task: Option<&str>) -> Result<Option<u
 /// `riffle run`.
 pub fn run(a: RunArgs) -> Result<()> {
     let (model_map, adapter_maps) = open(&a.model, &a.adapters)?;
+    if crate::files::is_causal(&model_map) {
+        return match (&a.text, a.merge) {
+            (Some(text), false) => crate::cmd::generate::run_logits(
+                &model_map,
+                &adapter_maps,
+                a.task.as_deref(),
+                text,
+                a.json,
+            ),
+            (_, true) => Err(bad(
+                model_map.name(),
+                "--merge is not available for generative models (adapters run unmerged)",
+            )),
+            (None, _) => Err(bad(
+                model_map.name(),
+                "is a generative model: give --text (the next token's logits), or use `riffle generate`",
+            )),
+        };
+    }
     let mut stack = Stack::load((model_map.name(), model_map.bytes()), &pairs(&adapter_maps))?;
     let text_model = takes_text(&stack.model);
     let kind = input_kind(&stack.model);

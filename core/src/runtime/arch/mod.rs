@@ -39,6 +39,23 @@ pub enum Architecture {
 }
 
 impl Architecture {
+    /// The architecture named `name` in `general.architecture`, if this build runs it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "mlp" => Architecture::Mlp,
+            #[cfg(feature = "cnn")]
+            "cnn" => Architecture::Cnn,
+            #[cfg(feature = "bert")]
+            "bert" => Architecture::Bert,
+            #[cfg(feature = "llama")]
+            "llama" => Architecture::Llama,
+            _ => return None,
+        })
+    }
+    /// True for a causal (generative) architecture, run token by token with a state.
+    pub const fn is_causal(self) -> bool {
+        matches!(self, Architecture::Llama)
+    }
     /// The `general.architecture` string.
     pub const fn name(self) -> &'static str {
         match self {

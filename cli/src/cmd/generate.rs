@@ -1,0 +1,199 @@
+//! `riffle generate`: text from a causal model (`llama`), streamed as it is made, with an
+//! adapter active; `--chat` renders the file's own chat template. Also the causal path
+//! of `riffle run` (the next token's logits).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use riffle_core::runtime::{DecoderState, Input};
+use riffle_core::sample::SamplerConfig;
+use riffle_host::chat::Message;
+use serde_json::json;
+
+use crate::cmd::run::{open, pairs};
+use crate::fail::{bad, runtime, Result};
+use crate::limits::zeroed;
+use crate::llm::{buffers, context_for, Llm};
+
+/// Arguments of `riffle generate`.
+pub struct GenerateArgs {
+    pub model: PathBuf,
+    pub adapters: Vec<PathBuf>,
+    pub task: Option<String>,
+    pub prompt: Option<String>,
+    pub chat: Option<String>,
+    pub system: Option<String>,
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    pub json: bool,
+}
+
+/// Checks sampling flags.
+///
+/// # Errors
+/// A bad input naming the flag.
+pub fn sampler(temperature: f32, top_k: usize, top_p: f32, seed: u64) -> Result<SamplerConfig> {
+    if !temperature.is_finite() || temperature < 0.0 {
+        return Err(bad("--temperature", "must be a finite number >= 0"));
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(bad("--top-p", "must be in (0, 1]"));
+    }
+    Ok(SamplerConfig {
+        temperature,
+        top_k,
+        top_p,
+        seed,
+    })
+}
+
+/// Runs `riffle generate`.
+///
+/// # Errors
+/// Bad inputs (exit 2) for files, flags and prompts; runtime failures (exit 1).
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let (model, adapters) = open(&args.model, &args.adapters)?;
+    let mut llm = Llm::load((model.name(), model.bytes()), &pairs(&adapters))?;
+    let mut chat = llm.open()?;
+    let task = args
+        .task
+        .clone()
+        .or_else(|| chat.tasks().first().map(|t| t.to_string()));
+    if let Some(t) = &task {
+        let h = chat.handle(t, "--task")?;
+        chat.activate(h)?;
+    }
+    let text = match (&args.prompt, &args.chat) {
+        (Some(p), None) => p.clone(),
+        (None, Some(user)) => {
+            let mut messages = Vec::new();
+            if let Some(s) = &args.system {
+                messages.push(Message::system(s));
+            }
+            messages.push(Message::user(user));
+            chat.chat_text(&messages)?
+        }
+        _ => return Err(bad("generate", "give exactly one of --prompt and --chat")),
+    };
+    let ids = chat.encode(&text, "the prompt")?;
+    if ids.is_empty() {
+        return Err(bad("the prompt", "is empty"));
+    }
+    let model = chat.model();
+    let context = context_for(model, ids.len(), args.max_tokens)?;
+    let mut kv = zeroed::<f32>(
+        model.state_len(context),
+        &format!("{}: the key/value cache", llm_name(&args)),
+    )?;
+    let need = kv.len();
+    let mut state =
+        DecoderState::new(&mut kv, need, context).map_err(|e| runtime(llm_name(&args), e))?;
+    let mut bufs = buffers(model);
+    let mut out = std::io::stdout().lock();
+    let json = args.json;
+    let mut write_err = None;
+    let g = chat.generate(
+        &mut state,
+        &ids,
+        args.sampler,
+        args.max_tokens,
+        &mut bufs,
+        &mut |token, piece| {
+            let r = if json {
+                writeln!(out, "{}", json!({"token": token, "text": piece}))
+            } else {
+                write!(out, "{piece}").and_then(|()| out.flush())
+            };
+            match r {
+                Ok(()) => true,
+                Err(e) => {
+                    write_err = Some(e);
+                    false
+                }
+            }
+        },
+    )?;
+    if let Some(e) = write_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(runtime("stdout", e));
+        }
+        return Ok(());
+    }
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "done": true,
+                "tokens": g.tokens,
+                "text": g.text,
+                "prompt_tokens": g.prompt_tokens,
+                "prompt_ms": g.prompt_ms,
+                "decode_ms": g.decode_ms,
+                "stop": format!("{:?}", g.stop).to_lowercase(),
+            })
+        )
+        .map_err(|e| runtime("stdout", e))?;
+    } else {
+        writeln!(out).map_err(|e| runtime("stdout", e))?;
+    }
+    Ok(())
+}
+
+fn llm_name(args: &GenerateArgs) -> String {
+    args.model.display().to_string()
+}
+
+/// `riffle run` on a causal model: the logits of the token after `text`.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_logits(
+    m: &crate::files::Mapped,
+    a: &[crate::files::Mapped],
+    task: Option<&str>,
+    text: &str,
+    json: bool,
+) -> Result<()> {
+    let mut llm = Llm::load((m.name(), m.bytes()), &pairs(a))?;
+    let mut chat = llm.open()?;
+    let task = task
+        .map(str::to_string)
+        .or_else(|| chat.tasks().first().map(|t| t.to_string()));
+    if let Some(t) = &task {
+        let h = chat.handle(t, "--task")?;
+        chat.activate(h)?;
+    }
+    let ids = chat.encode(text, "--text")?;
+    if ids.is_empty() {
+        return Err(bad("--text", "is empty"));
+    }
+    let model = chat.model();
+    context_for(model, ids.len(), 0)?;
+    let mut arena = zeroed::<f32>(
+        model.arena_len(ids.len(), 0),
+        &format!("{}: the arena", m.name()),
+    )?;
+    let mut logits = vec![0.0f32; model.output_len()];
+    let s = chat.session();
+    s.run(Input::Tokens(&ids), &mut logits, &mut arena)
+        .map_err(|e| runtime(m.name(), e))?;
+    let mut out = std::io::stdout().lock();
+    let line = if json {
+        json!({"output": logits, "tokens": ids.len()}).to_string()
+    } else {
+        let next = riffle_core::sample::argmax(&logits);
+        let mut piece = Vec::new();
+        riffle_host::generate::TokenBytes::token_bytes(chat.vocab(), next, &mut piece);
+        format!(
+            "next token: {next} ({:?}), logit {:.3} ({} tokens read)",
+            String::from_utf8_lossy(&piece),
+            logits[next as usize],
+            ids.len()
+        )
+    };
+    match writeln!(out, "{line}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(runtime("stdout", e)),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,277 @@
+//! Causal (generative) models in the CLI: a `llama` base with resident adapters, its
+//! tokenizer and chat template, and generation through `riffle-host`. Shared by
+//! `generate`, `chat`, `bench` and `run` on causal models.
+
+use riffle_core::runtime::{Adapter, AdapterHandle, DecoderState, Model, Session};
+use riffle_core::sample::SamplerConfig;
+use riffle_host::chat::{ChatTemplate, Message};
+use riffle_host::generate::{self, Buffers, GenerateOptions, Generation};
+use riffle_host::text::Vocabulary;
+
+use crate::fail::{bad, core_bad, runtime, Result};
+use crate::files::{load_adapter, load_model};
+use crate::limits::zeroed;
+
+/// Tokens read per prefill step: the arena holds this many, longer prompts are read in
+/// several steps (bounded memory whatever the prompt).
+pub const PREFILL_CHUNK: usize = 256;
+
+/// A causal base and its adapters, parsed and checked, with the memory they borrow.
+pub struct Llm<'f> {
+    /// Name of the base file.
+    pub name: String,
+    /// The base.
+    pub model: Model<'f>,
+    adapters: Vec<(String, Adapter<'f>)>,
+    workspaces: Vec<Vec<f32>>,
+    vocab_index: Vec<u32>,
+    template: Option<ChatTemplate>,
+}
+
+impl<'f> Llm<'f> {
+    /// Loads a causal base and its adapters.
+    ///
+    /// # Errors
+    /// A bad input naming the file at fault: not a causal model, a malformed or unusable
+    /// tokenizer or chat template, an adapter for another base, two adapters with one task.
+    pub fn load(model: (&str, &'f [u8]), adapters: &[(&str, &'f [u8])]) -> Result<Self> {
+        let (name, bytes) = model;
+        let m = load_model(name, bytes)?;
+        if !m.is_causal() {
+            return Err(bad(
+                name,
+                format!(
+                    "is a `{}` model, not a generative (causal) one",
+                    m.architecture().name()
+                ),
+            ));
+        }
+        let index_len =
+            Vocabulary::index_len(m.gguf()).map_err(|e| core_bad(name, e, Some(m.gguf())))?;
+        let vocab_index = zeroed::<u32>(index_len, &format!("{name}: the tokenizer index"))?;
+        let template = ChatTemplate::from_gguf(m.gguf()).map_err(|e| bad(name, e))?;
+        let mut loaded: Vec<(String, Adapter<'f>)> = Vec::new();
+        let mut workspaces = Vec::new();
+        if adapters.len() > riffle_core::runtime::MAX_RESIDENT {
+            return Err(bad(
+                "--adapter",
+                format!(
+                    "at most {} adapters can be resident at once",
+                    riffle_core::runtime::MAX_RESIDENT
+                ),
+            ));
+        }
+        for (aname, abytes) in adapters {
+            let (a, ws) = load_adapter(aname, abytes, &m, name)?;
+            if let Some((other, _)) = loaded.iter().find(|(_, b)| b.task_name() == a.task_name()) {
+                return Err(bad(
+                    aname,
+                    format!("task `{}` is already given by {other}", a.task_name()),
+                ));
+            }
+            loaded.push((aname.to_string(), a));
+            workspaces.push(zeroed::<f32>(
+                ws,
+                &format!("{aname}: the adapter workspace"),
+            )?);
+        }
+        Ok(Llm {
+            name: name.to_string(),
+            model: m,
+            adapters: loaded,
+            workspaces,
+            vocab_index,
+            template,
+        })
+    }
+
+    /// Prepares every adapter and opens a session with all of them resident, the bare
+    /// base active, and the tokenizer.
+    ///
+    /// # Errors
+    /// A bad input naming the adapter that fails to prepare or the tokenizer's file.
+    pub fn open(&mut self) -> Result<Chat<'_, 'f>> {
+        let Llm {
+            name,
+            model,
+            adapters,
+            workspaces,
+            vocab_index,
+            template,
+        } = self;
+        let model: &Model<'f> = model;
+        let vocab = Vocabulary::new(model.gguf(), vocab_index)
+            .map_err(|e| core_bad(&*name, e, Some(model.gguf())))?;
+        let mut session = Session::new(model);
+        for ((aname, a), ws) in adapters.iter().zip(workspaces.iter_mut()) {
+            let p = a
+                .prepare(model, ws)
+                .map_err(|e| core_bad(aname, e, Some(a.gguf())))?;
+            session
+                .add_adapter(p)
+                .map_err(|e| core_bad(aname, e, Some(a.gguf())))?;
+        }
+        Ok(Chat {
+            session,
+            vocab,
+            template: template.as_ref(),
+            name: name.as_str(),
+        })
+    }
+}
+
+/// A live session over an [`Llm`]: the session, the tokenizer, the template.
+pub struct Chat<'s, 'f> {
+    session: Session<'s, 'f, 's>,
+    vocab: Vocabulary<'s, 'f>,
+    template: Option<&'s ChatTemplate>,
+    name: &'s str,
+}
+
+impl<'s, 'f> Chat<'s, 'f> {
+    /// The session.
+    pub fn session(&self) -> &Session<'s, 'f, 's> {
+        &self.session
+    }
+    /// The base.
+    pub fn model(&self) -> &'s Model<'f> {
+        self.session.model()
+    }
+    /// The tokenizer.
+    pub fn vocab(&self) -> &Vocabulary<'s, 'f> {
+        &self.vocab
+    }
+    /// Task names of the resident adapters, by handle.
+    pub fn tasks(&self) -> Vec<&'f str> {
+        self.session
+            .adapters()
+            .iter()
+            .map(|p| p.task_name())
+            .collect()
+    }
+
+    /// Handle of the adapter for `task` (`None` for `base`).
+    ///
+    /// # Errors
+    /// An unknown task, naming `what` and listing the resident tasks.
+    pub fn handle(&self, task: &str, what: &str) -> Result<Option<AdapterHandle>> {
+        if task == "base" && self.session.find(task).is_none() {
+            return Ok(None);
+        }
+        self.session.find(task).map(Some).ok_or_else(|| {
+            let tasks = self.tasks();
+            bad(
+                what,
+                if tasks.is_empty() {
+                    format!("unknown task `{task}`: no adapter is loaded (add --adapter FILE)")
+                } else {
+                    format!(
+                        "unknown task `{task}` (resident: {}; `base` for none)",
+                        tasks
+                            .iter()
+                            .map(|t| format!("`{t}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+            )
+        })
+    }
+
+    /// Activates adapter `h`, or the bare base (unmerged: O(1)).
+    ///
+    /// # Errors
+    /// A runtime failure.
+    pub fn activate(&mut self, h: Option<AdapterHandle>) -> Result<()> {
+        self.session
+            .activate(h, &mut [])
+            .map_err(|e| runtime(self.name, e))
+    }
+
+    /// The prompt text of a chat: the file's template over `messages` with the assistant
+    /// turn opened.
+    ///
+    /// # Errors
+    /// A bad input when the file has no chat template or it fails to render.
+    pub fn chat_text(&self, messages: &[Message]) -> Result<String> {
+        let t = self.template.ok_or_else(|| {
+            bad(
+                self.name,
+                "has no chat template (`tokenizer.chat_template`); use --prompt",
+            )
+        })?;
+        t.render(messages, true).map_err(|e| bad(self.name, e))
+    }
+
+    /// Token ids of `text` as llama.cpp's tokenizer gives them (special tokens in the text
+    /// are parsed; a beginning-of-sequence token only if the file asks for one).
+    ///
+    /// # Errors
+    /// A bad input naming `what` when the text cannot be tokenized.
+    pub fn encode(&self, text: &str, what: &str) -> Result<Vec<u32>> {
+        self.vocab.encode(text).map_err(|e| bad(what, e))
+    }
+
+    /// Tokens that end a generation: end of sequence and end of turn.
+    pub fn stop_tokens(&self) -> Vec<u32> {
+        self.vocab.stop_tokens()
+    }
+
+    /// Generates after `prompt` (read into `state` after what it holds).
+    ///
+    /// # Errors
+    /// A bad input for a prompt longer than the context; a runtime failure otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate(
+        &self,
+        state: &mut DecoderState<'_>,
+        prompt: &[u32],
+        sampler: SamplerConfig,
+        max_tokens: usize,
+        bufs: &mut Buffers,
+        on_piece: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
+        let opts = GenerateOptions {
+            max_tokens,
+            sampler,
+            stop_tokens: self.stop_tokens(),
+        };
+        generate::generate(
+            &self.session,
+            state,
+            prompt,
+            &self.vocab,
+            &opts,
+            bufs,
+            on_piece,
+        )
+        .map_err(|e| match e {
+            riffle_core::Error::ContextExceeded { needed, context } => bad(
+                "the prompt",
+                format!("{needed} tokens do not fit the context of {context} tokens"),
+            ),
+            e => runtime(self.name, e),
+        })
+    }
+}
+
+/// Positions a state needs for a prompt of `prompt` tokens and `max_tokens` more, within
+/// the model's context.
+///
+/// # Errors
+/// A bad input when the prompt alone does not fit the model's context.
+pub fn context_for(model: &Model<'_>, prompt: usize, max_tokens: usize) -> Result<usize> {
+    let max = model.max_tokens();
+    if prompt >= max {
+        return Err(bad(
+            "the prompt",
+            format!("{prompt} tokens do not fit the model's context of {max} tokens"),
+        ));
+    }
+    Ok((prompt + max_tokens).min(max))
+}
+
+/// Generation buffers for `model`.
+pub fn buffers(model: &Model<'_>) -> Buffers {
+    Buffers::new(model, PREFILL_CHUNK)
+}

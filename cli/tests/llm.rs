@@ -1,0 +1,268 @@
+//! The generative commands on SmolLM2-135M-Instruct (llama.cpp's GGUF and its
+//! requantizations in ~/.cache/riffle/smollm2, made by scripts/smollm2; set
+//! RIFFLE_SKIP_LLAMA=1 to skip): `generate` (greedy chat answer, JSON lines, stop token
+//! excluded), `run --text` (next-token logits), `chat` (piped, adapter commands,
+//! reset), `bench` (tokens/s JSON), and bad inputs with exit status 2.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_riffle"))
+}
+
+/// The SmolLM2 file of `kind`, or `None` when the llama tests are switched off.
+fn smollm2(kind: &str) -> Option<String> {
+    if std::env::var_os("RIFFLE_SKIP_LLAMA").is_some() {
+        return None;
+    }
+    let dir = std::env::var_os("RIFFLE_SMOLLM2_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/riffle/smollm2")
+        });
+    let p = dir.join(format!("SmolLM2-135M-Instruct.{kind}.gguf"));
+    assert!(
+        p.exists(),
+        "{}: missing; scripts/smollm2 makes it",
+        p.display()
+    );
+    Some(p.display().to_string())
+}
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+#[test]
+fn generate_answers_the_capital_question_greedily() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let o = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--chat",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+            "--json",
+            "--threads",
+            "1",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let done = lines.last().unwrap();
+    assert_eq!(done["done"], true);
+    let answer = done["text"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "{answer:?}");
+    // One line per generated token, their pieces making the text; no stop token.
+    let tokens: Vec<u64> = done["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(lines.len() - 1, tokens.len());
+    let joined: String = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, answer);
+    assert!(
+        !tokens.contains(&2),
+        "the end-of-turn token is not part of the output"
+    );
+    assert!(done["prompt_tokens"].as_u64().unwrap() > 10);
+    // The same with two threads: the same tokens.
+    let o2 = run(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--chat",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+            "--json",
+            "--threads",
+            "2",
+        ],
+        "",
+    );
+    let last: Value = serde_json::from_str(text(&o2.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["tokens"], done["tokens"]);
+}
+
+#[test]
+fn sampling_is_reproducible_by_seed() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let gen = |seed: &str| {
+        let o = run(
+            &[
+                "generate",
+                "--model",
+                &m,
+                "--prompt",
+                "Once upon a time",
+                "--max-tokens",
+                "16",
+                "--seed",
+                seed,
+                "--json",
+            ],
+            "",
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let last: Value = serde_json::from_str(text(&o.stdout).lines().last().unwrap()).unwrap();
+        last["tokens"].clone()
+    };
+    assert_eq!(gen("7"), gen("7"));
+    assert_ne!(gen("7"), gen("8"));
+}
+
+#[test]
+fn run_gives_the_next_token_logits() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let o = run(
+        &[
+            "run",
+            "--model",
+            &m,
+            "--text",
+            "The capital of France is",
+            "--json",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    let logits: Vec<f64> = v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(logits.len(), 49_152);
+    let best = (0..logits.len())
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    assert_eq!(best, 7042, "\" Paris\" is the most likely next token");
+}
+
+#[test]
+fn chat_keeps_going_after_bad_commands_and_resets() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let o = run(
+        &["chat", "--model", &m, "--temperature", "0", "--max-tokens", "16"],
+        "What is the capital of France?\n:use nope\n:frobnicate\n:reset\nWhat is the capital of France?\n:quit\n",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert_eq!(out.matches("Paris").count(), 2, "{out}");
+    let err = text(&o.stderr);
+    assert!(err.contains("<stdin>:2: unknown task `nope`"), "{err}");
+    assert!(err.contains("<stdin>:3: unknown command"), "{err}");
+}
+
+#[test]
+fn bench_reports_tokens_per_second() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let o = run(
+        &[
+            "bench",
+            "--model",
+            &m,
+            "--prompt-tokens",
+            "16",
+            "--gen-tokens",
+            "4",
+            "--json",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert!(v["base"]["prompt_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["base"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_inputs_exit_2_with_one_line() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let digits = format!("{}/../models/digits/mlp.gguf", env!("CARGO_MANIFEST_DIR"));
+    let long = "a ".repeat(9_000);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["generate", "--model", &digits, "--prompt", "hi"],
+        vec!["generate", "--model", &m, "--prompt", &long],
+        vec![
+            "generate", "--model", &m, "--prompt", "hi", "--task", "nope",
+        ],
+        vec!["generate", "--model", &m, "--prompt", "hi", "--top-p", "0"],
+        vec![
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "hi",
+            "--temperature=-1",
+        ],
+        vec![
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "hi",
+            "--adapter",
+            &digits,
+        ],
+        vec!["run", "--model", &m, "--input", &digits],
+        vec!["run", "--model", &m, "--text", "hi", "--merge"],
+        vec![
+            "bench",
+            "--model",
+            &m,
+            "--prompt-tokens",
+            "9000",
+            "--gen-tokens",
+            "1",
+        ],
+    ];
+    for args in cases {
+        let o = run(&args, "");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
