@@ -1,5 +1,5 @@
-//! The x86-64 quantized kernels: a hand-written AVX2 kernel for Q8_0, Q4_0 and Q4_1
-//! weights ([`run_block32`]), and for the other types the portable source
+//! The x86-64 quantized kernels: a hand-written AVX2 kernel for Q8_0, Q4_0, Q4_1 and
+//! Q5_0 weights ([`run_block32`]), and for the other types the portable source
 //! (`matmul::run`) compiled with AVX-512 (F, BW, VL, VNNI) and with AVX2 + FMA enabled.
 //! Each is taken when the CPU has its features (detected at run time by the
 //! dense-product module's CPUID probe; the `force-portable` feature never takes them).
@@ -12,11 +12,13 @@
 )]
 
 use core::arch::x86_64::{
-    __m256, __m256i, _mm256_castps256_ps128, _mm256_cvtepi32_ps, _mm256_extractf128_ps,
-    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
-    _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_m128i, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_sign_epi8, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128,
-    _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16,
+    __m256, __m256i, _mm256_and_si256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
+    _mm256_cvtepi32_ps, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set1_epi16, _mm256_set1_epi32,
+    _mm256_set1_epi64x, _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_epi64x, _mm256_set_m128i,
+    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
+    _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtss_f32, _mm_loadu_si128,
+    _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16,
 };
 
 use super::act::Q8_1_BYTES;
@@ -59,8 +61,9 @@ unsafe fn run_avx2(p: &Problem<'_>, y: &mut [f32]) {
 const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
+const Q5_0: u8 = 3;
 
-/// Hand-written AVX2 kernel for Q8_0, Q4_0 and Q4_1 weights against Q8_1 inputs: per
+/// Hand-written AVX2 kernel for Q8_0, Q4_0, Q4_1 and Q5_0 weights against Q8_1 inputs: per
 /// block and input row one `vpmaddubsw` (unsigned weights, or `|w|` against `sign(a, w)`
 /// for signed ones) and one `vpmaddwd` into eight `i32` lanes, converted and fused into
 /// eight `f32` lanes with `d_w · d_x`. The same tiling as the portable kernel (chunks of
@@ -75,6 +78,8 @@ pub(super) fn run_block32(p: &Problem<'_>, y: &mut [f32]) -> bool {
         T::Q4_0 => Q4_0,
         #[cfg(feature = "q4")]
         T::Q4_1 => Q4_1,
+        #[cfg(feature = "q4")]
+        T::Q5_0 => Q5_0,
         _ => return false,
     };
     if !crate::math::gemm::cpu::avx2_fma_available() {
@@ -98,6 +103,7 @@ pub(super) fn run_block32(p: &Problem<'_>, y: &mut [f32]) -> bool {
         match kind {
             Q8_0 => block32_avx2::<Q8_0, 34>(p, y),
             Q4_0 => block32_avx2::<Q4_0, 18>(p, y),
+            Q5_0 => block32_avx2::<Q5_0, 22>(p, y),
             _ => block32_avx2::<Q4_1, 20>(p, y),
         }
     }
@@ -133,6 +139,28 @@ unsafe fn nibbles(s: &[u8], at: usize) -> __m256i {
     }
 }
 
+/// Byte `j` = `0xff` where bit `j` of `bits` is set, else 0 (Q5_0's fifth bits).
+#[inline(always)]
+#[allow(unused_unsafe)]
+unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+    unsafe {
+        // Byte j takes byte j / 8 of `bits`; OR-ing every bit but bit j % 8 makes it all
+        // ones exactly when that bit is set.
+        let v = _mm256_set1_epi32(bits as i32);
+        let spread = _mm256_shuffle_epi8(
+            v,
+            _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            ),
+        );
+        let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1))
+    }
+}
+
 /// The sum of the eight lanes.
 #[inline(always)]
 #[allow(unused_unsafe)]
@@ -159,6 +187,7 @@ unsafe fn block32_avx2<const K: u8, const B: usize>(p: &Problem<'_>, y: &mut [f3
     unsafe {
         let ones = _mm256_set1_epi16(1);
         let eight = _mm256_set1_epi8(8);
+        let sixteen = _mm256_set1_epi8(16);
         for (c, chunk) in p.data.chunks(ROWS * rb).enumerate() {
             let mut t0 = 0;
             while t0 < n {
@@ -171,6 +200,12 @@ unsafe fn block32_avx2<const K: u8, const B: usize>(p: &Problem<'_>, y: &mut [f3
                         let (w, m) = match K {
                             Q8_0 => (load32(wb, 2), 0.0),
                             Q4_0 => (_mm256_sub_epi8(nibbles(wb, 2), eight), 0.0),
+                            Q5_0 => {
+                                let qh = u32::from_le_bytes(le(wb.get(2..6).unwrap_or(&[])));
+                                let high = _mm256_and_si256(bits_to_bytes(qh), sixteen);
+                                let q = _mm256_or_si256(nibbles(wb, 6), high);
+                                (_mm256_sub_epi8(q, sixteen), 0.0)
+                            }
                             _ => (nibbles(wb, 4), f16::read(wb.get(2..).unwrap_or(&[]))),
                         };
                         // Signed weights: |w| times sign(a, w) keeps vpmaddubsw's
