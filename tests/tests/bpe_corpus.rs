@@ -133,3 +133,39 @@ proptest! {
         prop_assert_eq!(got, s);
     }
 }
+
+/// Timings quoted in docs/runtime.md (run with `--release -- --ignored --nocapture`): the
+/// index, the whole corpus file as one text, a long run of CJK letters, a 5,000-byte word.
+#[test]
+#[ignore]
+fn encode_speed() {
+    use std::time::Instant;
+    let Some(bytes) = file() else { return };
+    let gguf = Gguf::parse(bytes).unwrap();
+    let t = Instant::now();
+    let mut idx = index(&gguf);
+    let tok = BpeTokenizer::from_gguf(&gguf, &mut idx).unwrap();
+    println!("index: {:?}", t.elapsed());
+    let corpus = riffle_tests::read_repo_file("tests/data/tokenizer/bpe-corpus.jsonl");
+    let corpus = String::from_utf8(corpus).unwrap();
+    let cjk = "日本語のテキスト中文文本测试你好世界".repeat(60);
+    let word = "a".repeat(5000);
+    for (name, text, ids) in [
+        ("corpus file", &corpus, 124_373),
+        ("CJK run", &cjk, 1_920),
+        ("5,000 x a", &word, 1_250),
+    ] {
+        for factor in [2, 1] {
+            let mut out = vec![0u32; factor * text.len() + 2];
+            let t = Instant::now();
+            let n = tok.encode(text, &mut out).unwrap();
+            let e = t.elapsed();
+            assert_eq!(n, ids, "{name}");
+            println!(
+                "{name}: {} bytes -> {n} ids in {e:?} ({:.1} MB/s), out = {factor} x text",
+                text.len(),
+                text.len() as f64 / e.as_secs_f64() / 1e6
+            );
+        }
+    }
+}

@@ -49,7 +49,8 @@ pub fn run(model: &Path, text: &str, json_out: bool) -> Result<()> {
             let mut index = vec![0u32; len];
             let tok =
                 BpeTokenizer::from_gguf(&g, &mut index).map_err(|e| core_bad(name, e, Some(&g)))?;
-            let mut out = zeroed::<u32>(text.len() + 2, "--text")?;
+            // Twice the text's length: room for the merge workspace's rank cache.
+            let mut out = zeroed::<u32>(2 * text.len() + 2, "--text")?;
             let n = tok
                 .encode(text, &mut out)
                 .map_err(|e| core_bad("--text", e, None))?;
