@@ -12,7 +12,8 @@
 //               {type: 'adapter', bytes, name}                       -> adapter | error (the chat keeps working)
 //               {type: 'use', handle}  (null: the bare base)         -> used
 //               {type: 'render', messages}                           -> rendered {text}
-//               {type: 'generate', ids, maxTokens, temperature, topK, topP, seed}
+//               {type: 'encode', text}                               -> encoded {ids}
+//               {type: 'generate', messages | ids, maxTokens, temperature, topK, topP, seed}
 //                                                                    -> prompt..., piece..., done {reason, timings}
 //               {type: 'stop'}
 // Every reply carries the request's `id`.
@@ -64,7 +65,9 @@ async function generate(id, msg) {
   generating = true;
   stopRequested = false;
   try {
-    model.begin(Uint32Array.from(msg.ids), msg.temperature ?? 0, msg.topK ?? 0, msg.topP ?? 1,
+    // The conversation through the file's chat template and tokenizer, or ids as given.
+    const ids = msg.messages ? model.encode(model.render(msg.messages)) : Uint32Array.from(msg.ids);
+    model.begin(ids, msg.temperature ?? 0, msg.topK ?? 0, msg.topP ?? 1,
       BigInt(msg.seed ?? 0), msg.maxTokens ?? 256);
     for (;;) {
       await yieldTurn();
@@ -96,6 +99,8 @@ self.onmessage = async ({ data: msg }) => {
     } else if (msg.type === 'use') {
       model.useAdapter(msg.handle ?? undefined);
       postMessage({ id, type: 'used', info: model.info() });
+    } else if (msg.type === 'encode') {
+      postMessage({ id, type: 'encoded', ids: Array.from(model.encode(msg.text)) });
     } else if (msg.type === 'render') {
       postMessage({ id, type: 'rendered', text: model.render(msg.messages) });
     } else if (msg.type === 'generate') {

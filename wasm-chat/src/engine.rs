@@ -22,6 +22,7 @@ use std::fmt;
 use riffle_core::gguf::{self, Gguf, StringArray};
 use riffle_core::runtime::{Adapter, AdapterHandle, DecoderState, Model, Session, MAX_RESIDENT};
 use riffle_core::sample::{Sampler, SamplerConfig};
+use riffle_core::text::bpe::{BpeTokenizer, EncodeOptions};
 use riffle_core::Error;
 use riffle_host::chat::{ChatTemplate, Message};
 use riffle_host::generate::{TokenBytes, Utf8Stream};
@@ -286,6 +287,8 @@ pub struct ChatEngine {
     /// The ids in `state`, to reuse the common prefix of the next prompt.
     cached: Vec<u32>,
     vocab: ByteVocab<'static>,
+    /// The file's byte-level BPE tokenizer (its index leaked like the model bytes).
+    tokenizer: Option<BpeTokenizer<'static, 'static>>,
     template: Option<ChatTemplate>,
     stop_tokens: Vec<u32>,
     model_bytes: usize,
@@ -425,6 +428,17 @@ impl ChatEngine {
         let kv: &'static mut [f32] = Box::leak(vec![0.0f32; need].into_boxed_slice());
         let state = DecoderState::new(kv, need, context).map_err(|e| Failure::core(what, e))?;
         let vocab = ByteVocab::from_gguf(model.gguf()).map_err(|e| Failure::core(what, e))?;
+        // A file without a byte-level BPE tokenizer still runs on ids (`encode` refuses).
+        let tokenizer = match BpeTokenizer::index_len(model.gguf()) {
+            Ok(len) => {
+                let index: &'static mut [u32] = Box::leak(vec![0u32; len].into_boxed_slice());
+                Some(
+                    BpeTokenizer::from_gguf(model.gguf(), index)
+                        .map_err(|e| Failure::new(what, format!("tokenizer: {e}"), Some(e)))?,
+                )
+            }
+            Err(_) => None,
+        };
         let template = ChatTemplate::from_gguf(model.gguf())
             .map_err(|e| Failure::new(what, format!("chat template: {}", e.0), None))?;
         let mut stop_tokens = Vec::new();
@@ -445,6 +459,7 @@ impl ChatEngine {
             state,
             cached: Vec::new(),
             vocab,
+            tokenizer,
             template,
             stop_tokens,
             model_bytes,
@@ -583,6 +598,28 @@ impl ChatEngine {
         })?;
         t.render(messages, true)
             .map_err(|e| Failure::new("chat template", e.0, None))
+    }
+
+    /// The ids of `text` by the file's byte-level BPE tokenizer, special tokens
+    /// (`<|im_start|>`, ...) matched in the text, as `llama-tokenize` reads a rendered
+    /// chat template.
+    ///
+    /// # Errors
+    /// A model without such a tokenizer, or a text the tokenizer refuses.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let t = self.tokenizer.as_ref().ok_or_else(|| {
+            Failure::new(
+                "tokenizer",
+                "the model file has no byte-level BPE tokenizer (tokenizer.ggml.model gpt2)",
+                Some(Error::UnsupportedModel),
+            )
+        })?;
+        let mut out = vec![0u32; text.len() + 2];
+        let n = t
+            .encode_with(text, &mut out, EncodeOptions::default())
+            .map_err(|e| Failure::core("text", e))?;
+        out.truncate(n);
+        Ok(out)
     }
 
     /// Starts a generation after `prompt` (the whole conversation's ids): the prefix the

@@ -161,6 +161,11 @@ impl ChatModel {
         self.engine.vocab().text(id).map(str::to_owned)
     }
 
+    /// The ids of `text` by the file's byte-level BPE tokenizer (special tokens matched).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, JsError> {
+        self.engine.encode(text).map_err(js_error)
+    }
+
     /// The text of a sequence of ids (control tokens give none).
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();

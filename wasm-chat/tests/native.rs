@@ -64,6 +64,7 @@ fn france_answers_paris_like_the_host_loop() {
         ])
         .unwrap();
     assert_eq!(rendered, FRANCE_TEXT);
+    assert_eq!(e.encode(&rendered).unwrap(), FRANCE_IDS);
     e.begin(&FRANCE_IDS, SamplerConfig::GREEDY, 24).unwrap();
     let (ids, text, reason) = run_all(&mut e);
     assert!(text.contains("Paris"), "answer: {text:?}");

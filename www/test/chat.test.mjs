@@ -84,7 +84,7 @@ try {
       const h = ({ data }) => {
         if (data.id !== id) return;
         if (onEvent) onEvent(data);
-        if (['loaded', 'adapter', 'used', 'rendered', 'done'].includes(data.type)) { w.removeEventListener('message', h); resolve(data); }
+        if (['loaded', 'adapter', 'used', 'rendered', 'encoded', 'done'].includes(data.type)) { w.removeEventListener('message', h); resolve(data); }
         if (data.type === 'error') { w.removeEventListener('message', h); reject(new Error(data.message)); }
       };
       w.addEventListener('message', h);
@@ -113,6 +113,8 @@ try {
   const rendered = await page.evaluate((s) => window.chat({ type: 'render', messages: [
     { role: 'system', content: s }, { role: 'user', content: 'What is the capital of France?' }] }), SYSTEM);
   ok(rendered.text === FRANCE_TEXT, 'chat template rendered as llama.cpp tokenized it');
+  const encoded = await page.evaluate((t) => window.chat({ type: 'encode', text: t }), FRANCE_TEXT);
+  ok(JSON.stringify(encoded.ids) === JSON.stringify(FRANCE_IDS), 'the worker tokenizes it to llama.cpp\'s ids');
   const ask = () => page.evaluate(async (ids) => {
     const pieces = [];
     const r = await window.chat({ type: 'generate', ids, maxTokens: 24 }, (e) => { if (e.type === 'piece') pieces.push(e.text); });
@@ -192,6 +194,51 @@ try {
   } else {
     console.log('skip adapter switching: www/test/results/chat-random.gguf is missing (scripts/test-wasm makes it)');
   }
+
+  // 6. the chat panel on the demo page, end to end
+  const ui = await browser.newPage({ viewport: { width: 1180, height: 900 } });
+  ui.on('pageerror', (e) => errors.push(String(e)));
+  ui.on('request', (r) => { if (!r.url().startsWith(base)) offsite.push(r.url()); });
+  await ui.goto(`${base}/`);
+  await ui.waitForSelector('#chat:not([hidden])');
+  await ui.click('#chat-open');
+  await ui.waitForSelector('#chat-send:not([disabled])', { timeout: 180000 });
+  ok((await ui.textContent('#chat-progress-text')).startsWith('loaded'), `panel loaded the model: ${await ui.textContent('#chat-progress-text')}`);
+  const sendAndWait = async (q) => {
+    await ui.fill('#chat-input', q);
+    await ui.click('#chat-send');
+    await ui.waitForSelector('#chat-send[disabled]');
+    await ui.waitForSelector('#chat-send:not([disabled])', { timeout: 180000 });
+    return ui.$$eval('#chat-log .msg.assistant .body', (b) => b.at(-1).textContent);
+  };
+  const first = await sendAndWait('What is the capital of France?');
+  ok(/Paris/.test(first), `panel: the France question answers ${JSON.stringify(first)}`);
+  ok(/tokens\/s/.test(await ui.textContent('#chat-stats')), `panel stats: ${await ui.textContent('#chat-stats')}`);
+  await ui.locator('#chat').screenshot({ path: path.join(results, 'www-chat.png') });
+  // Stop: a long answer, stopped after its first pieces
+  await ui.fill('#chat-input', 'Write a long story about a dragon who learns to bake bread.');
+  await ui.click('#chat-send');
+  await ui.waitForFunction(() => {
+    const b = [...document.querySelectorAll('#chat-log .msg.assistant .body')].at(-1);
+    return b && b.textContent.length > 20 && !b.textContent.startsWith('reading');
+  }, null, { timeout: 180000 });
+  await ui.click('#chat-stop');
+  await ui.waitForSelector('#chat-send:not([disabled])', { timeout: 30000 });
+  ok((await ui.$$eval('#chat-log .msg.assistant', (m) => m.at(-1).textContent)).includes('[stopped]'), 'panel: Stop ends the answer');
+  // a corrupt adapter dropped on the panel: an error, and the chat keeps answering
+  if (existsSync(path.join(results, 'chat-random.gguf'))) {
+    const good = readFileSync(path.join(results, 'chat-random.gguf'));
+    const bad = Buffer.from(good); bad[bad.length - 5] ^= 0x55;
+    await ui.setInputFiles('#chat-file', { name: 'corrupt.gguf', mimeType: 'application/octet-stream', buffer: bad });
+    await ui.waitForSelector('#chat-error:not([hidden])');
+    ok(/CRC mismatch/.test(await ui.textContent('#chat-error')), `panel: ${await ui.textContent('#chat-error')}`);
+    await ui.setInputFiles('#chat-file', { name: 'random.gguf', mimeType: 'application/octet-stream', buffer: good });
+    await ui.waitForSelector('#chat-adapters button:has-text("random")');
+    ok(true, 'panel: a good adapter file adds its task chip');
+  }
+  const after = await sendAndWait('What is the capital of France?');
+  ok(/Paris/.test(after), `panel: the next message still answers ${JSON.stringify(after)}`);
+  await ui.close();
 
   ok(errors.length === 0, `no page errors ${errors.join('; ')}`);
   ok(offsite.length === 0, `no request left 127.0.0.1 ${offsite.join(' ')}`);
