@@ -3,8 +3,9 @@
 //! text through the byte-level vocabulary, reuses the conversation prefix, re-reads the
 //! state after an adapter switch, and refuses bad adapters without losing the chat.
 //!
-//! Needs SmolLM2-135M-Instruct's Q8_0 GGUF (`scripts/smollm2`); skipped (with a note)
-//! without it, like the other SmolLM2 tests.
+//! Needs SmolLM2-135M-Instruct's Q4_1 GGUF, the file the page serves (`scripts/smollm2`;
+//! `RIFFLE_CHAT_TEST_MODEL` names another); skipped (with a note) without it, like the
+//! other SmolLM2 tests.
 
 use std::path::PathBuf;
 
@@ -15,8 +16,11 @@ use riffle_host::chat::Message;
 use riffle_host::generate::{generate, Buffers, GenerateOptions};
 
 fn smollm2() -> Option<Vec<u8>> {
-    let home = std::env::var_os("HOME")?;
-    let p = PathBuf::from(home).join(".cache/riffle/smollm2/SmolLM2-135M-Instruct.Q8_0.gguf");
+    let p = match std::env::var_os("RIFFLE_CHAT_TEST_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME")?)
+            .join(".cache/riffle/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
     match std::fs::read(&p) {
         Ok(b) => Some(b),
         Err(_) => {
@@ -30,7 +34,7 @@ fn smollm2() -> Option<Vec<u8>> {
 }
 
 /// The file's chat template on the France question, as llama.cpp's `llama-tokenize`
-/// (SmolLM2-135M-Instruct Q8_0, `--ids`) reads it.
+/// (SmolLM2-135M-Instruct, `--ids`) reads it.
 const FRANCE_TEXT: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
 const FRANCE_IDS: [u32; 37] = [
     1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
