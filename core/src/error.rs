@@ -247,11 +247,10 @@ impl fmt::Display for Error {
                 f,
                 "scale {index} is zero, so the adapter cannot be removed from merged weights"
             ),
+            // The bounds as text: `{:e}` would link float formatting into every firmware.
             Error::ScaleOutOfRange { index } => write!(
                 f,
-                "scale {index} is outside the accepted magnitudes {:e}..={:e} (merged and unmerged runs would disagree)",
-                crate::math::MIN_SCALE,
-                crate::math::MAX_SCALE
+                "scale {index} is outside the accepted magnitudes 2^-20..=2^20 (merged and unmerged runs would disagree)"
             ),
             Error::NumericalFailure => write!(
                 f,

@@ -244,6 +244,17 @@ try {
   r = await digitResult(s, { task: 'parity' });
   ok(r.label === 'even', 'previous adapter still answers after the dropped file');
 
+  // 6c. Strings from files are shown with control and bidi characters escaped (issue 23):
+  // a corrupt file whose name carries an escape sequence and a right-to-left override.
+  s = await seq();
+  await page.setInputFiles('#digit-file', { name: 'evil\u001b[2J\u202egguf.gguf', mimeType: 'application/octet-stream', buffer: corrupt });
+  await page.waitForFunction(() => /^evil/.test(document.querySelector('#digit-error').textContent));
+  err = await page.textContent('#digit-error');
+  ok(!/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/.test(err) && err.includes('\\u001b[2J\\u202e'),
+    `file strings escaped on the page: "${err}"`);
+  r = await digitResult(s, { task: 'parity' });
+  ok(r.label === 'even', 'previous adapter still answers after the escaped file');
+
   // 7. Draw a digit with the mouse (a 7): the 8x8 downsampling fills, a digit comes out.
   await page.click('#digit-adapters [data-task="base"]');
   await page.click('#clear');
