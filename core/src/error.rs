@@ -135,7 +135,7 @@ pub enum Error {
     /// support (an activation other than `relu`, a layer count of 0, ...).
     UnsupportedValue {
         /// The key.
-        key: &'static str,
+        key: KeyName,
     },
     /// A metadata key holds a value of the wrong type.
     WrongValueType,
@@ -218,6 +218,31 @@ pub enum Error {
     },
     /// The file's `tokenizer.ggml.pre` names a pre-tokenizer riffle does not implement.
     UnsupportedPreTokenizer,
+}
+
+/// The name of a metadata key carried by an [`Error`]. A `&'static str` whose `Debug`
+/// writes the plain text: a derived `Debug` of a `str` would link Unicode escaping
+/// (about 2.5 KB) into every firmware that prints an error with `{:?}`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyName(pub &'static str);
+
+impl KeyName {
+    /// The key.
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Debug for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
 }
 
 impl fmt::Display for Error {

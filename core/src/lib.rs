@@ -66,4 +66,4 @@ pub mod sample;
 #[cfg(feature = "text")]
 pub mod text;
 
-pub use error::{Error, Result};
+pub use error::{Error, KeyName, Result};

@@ -1322,7 +1322,7 @@ fn errors_name_what_is_wrong() {
     assert_eq!(
         Model::from_bytes(&g.to_bytes()).err(),
         Some(Error::UnsupportedValue {
-            key: "mlp.activation"
+            key: riffle_core::KeyName("mlp.activation")
         })
     );
     let mut g = base.clone();
@@ -1331,7 +1331,7 @@ fn errors_name_what_is_wrong() {
     assert_eq!(
         e,
         Error::UnsupportedValue {
-            key: "mlp.layer_count"
+            key: riffle_core::KeyName("mlp.layer_count")
         }
     );
     assert!(e.to_string().contains("mlp.layer_count"), "{e}");

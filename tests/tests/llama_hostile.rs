@@ -61,7 +61,7 @@ fn edited_dimensions_and_missing_keys_are_typed_errors() {
                 matches!(
                     e,
                     Error::UnsupportedValue {
-                        key: "llama.block_count"
+                        key: riffle_core::KeyName("llama.block_count")
                     }
                 )
             },

@@ -43,12 +43,15 @@ pub(super) enum Table {
 /// Calls `f(index, offset)` for each name of `table` from index `from` on, in file
 /// order, where `offset` is that of the name's length prefix; stops when `f` returns
 /// `false`. The table was validated before, so a read error only ends the walk.
+// One copy of the walk for both callers (`dyn`, not inlined): it runs once per chunk,
+// and a copy per closure costs a firmware hundreds of bytes.
+#[inline(never)]
 fn walk(
     bytes: &[u8],
     table: Table,
     count: usize,
     from: usize,
-    mut f: impl FnMut(usize, usize) -> bool,
+    f: &mut dyn FnMut(usize, usize) -> bool,
 ) {
     match table {
         Table::Keys => {
@@ -143,7 +146,7 @@ pub(super) fn check_unique(bytes: &[u8], table: Table, count: usize) -> Result<(
         let len = INDEX_LEN.min(count.saturating_sub(first));
         let end = first.saturating_add(len);
         let mut n = 0;
-        walk(bytes, table, count, first, |i, at| {
+        walk(bytes, table, count, first, &mut |i, at| {
             if let Some(slot) = index.get_mut(n) {
                 *slot = at;
                 n = n.saturating_add(1);
@@ -167,7 +170,7 @@ pub(super) fn check_unique(bytes: &[u8], table: Table, count: usize) -> Result<(
             best = best.min(first.saturating_add(rank));
         }
         let chunk = &*chunk;
-        walk(bytes, table, count, end, |i, at| {
+        walk(bytes, table, count, end, &mut |i, at| {
             if i >= best {
                 return false;
             }

@@ -122,7 +122,7 @@ impl<'a> Bert<'a> {
         let eps = g.get_f32(gguf::KEY_BERT_LAYER_NORM_EPSILON)?;
         if blocks == 0 {
             return Err(Error::UnsupportedValue {
-                key: gguf::KEY_BERT_BLOCK_COUNT,
+                key: crate::KeyName(gguf::KEY_BERT_BLOCK_COUNT),
             });
         }
         if blocks > MAX_BERT_BLOCKS {

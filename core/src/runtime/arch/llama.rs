@@ -128,7 +128,7 @@ impl<'a> Llama<'a> {
         let blocks = g.get_u32(gguf::KEY_LLAMA_BLOCK_COUNT)? as usize;
         if blocks == 0 {
             return Err(Error::UnsupportedValue {
-                key: gguf::KEY_LLAMA_BLOCK_COUNT,
+                key: crate::KeyName(gguf::KEY_LLAMA_BLOCK_COUNT),
             });
         }
         if blocks > MAX_LLAMA_BLOCKS {

@@ -24,13 +24,13 @@ impl Mlp {
         let layers = g.get_u32(gguf::KEY_MLP_LAYER_COUNT)? as usize;
         if g.get_str(gguf::KEY_MLP_ACTIVATION)? != gguf::ACTIVATION_RELU {
             return Err(Error::UnsupportedValue {
-                key: gguf::KEY_MLP_ACTIVATION,
+                key: crate::KeyName(gguf::KEY_MLP_ACTIVATION),
             });
         }
         let input_len = g.get_u32(gguf::KEY_MLP_INPUT_LENGTH)? as usize;
         if layers == 0 {
             return Err(Error::UnsupportedValue {
-                key: gguf::KEY_MLP_LAYER_COUNT,
+                key: crate::KeyName(gguf::KEY_MLP_LAYER_COUNT),
             });
         }
         if layers > MAX_LAYERS {
