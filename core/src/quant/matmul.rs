@@ -214,6 +214,31 @@ pub fn matmul_prepared(
     a: &Activations<'_>,
     y: &mut [f32],
 ) -> Result<()> {
+    let need = a.n.saturating_mul(rows.len());
+    if y.len() != need {
+        return Err(Error::LengthMismatch {
+            expected: need,
+            found: y.len(),
+        });
+    }
+    matmul_strided(w, rows.clone(), a, y, rows.len())
+}
+
+/// [`matmul_prepared`] writing input `t`'s outputs at `y[t * y_stride ..][..rows.len()]`:
+/// threads that split the rows of one product write their columns of a shared `n x
+/// w.rows()` output (each its own `y` starting at its first row, `y_stride =
+/// w.rows()`).
+///
+/// # Errors
+/// As [`matmul_prepared`], and [`Error::LengthMismatch`] if `y_stride < rows.len()` or
+/// `y` is shorter than `(a.rows() - 1) * y_stride + rows.len()`.
+pub fn matmul_strided(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    a: &Activations<'_>,
+    y: &mut [f32],
+    y_stride: usize,
+) -> Result<()> {
     if a.kind != w.activation_type() || a.cols != w.cols {
         return Err(Error::LengthMismatch {
             expected: w.cols,
@@ -226,15 +251,20 @@ pub fn matmul_prepared(
             found: rows.end,
         });
     }
-    let need = a.n.saturating_mul(rows.len());
-    if y.len() != need {
-        return Err(Error::LengthMismatch {
-            expected: need,
-            found: y.len(),
-        });
-    }
-    if need == 0 {
+    if a.n == 0 || rows.is_empty() {
         return Ok(());
+    }
+    let need = (a.n - 1)
+        .checked_mul(y_stride)
+        .and_then(|v| v.checked_add(rows.len()));
+    match need {
+        Some(need) if y_stride >= rows.len() && y.len() >= need => {}
+        _ => {
+            return Err(Error::LengthMismatch {
+                expected: need.unwrap_or(usize::MAX),
+                found: y.len(),
+            })
+        }
     }
     let data = w.row_data(rows.clone());
     let p = Problem {
@@ -243,6 +273,7 @@ pub fn matmul_prepared(
         row_bytes: w.row_bytes,
         data,
         a: *a,
+        y_stride,
     };
     #[cfg(target_arch = "x86_64")]
     if super::x86::run(&p, y) {
@@ -260,6 +291,8 @@ pub(super) struct Problem<'a> {
     pub row_bytes: usize,
     pub data: &'a [u8],
     pub a: Activations<'a>,
+    /// Distance between the output rows of consecutive inputs in `y`.
+    pub y_stride: usize,
 }
 
 /// The product on the portable kernels (the reference every SIMD build of the same
@@ -303,7 +336,7 @@ fn tiles(
 ) {
     let rb = p.row_bytes.max(1);
     let n = p.a.n;
-    let nrows = p.data.len() / rb;
+    let nrows = p.y_stride;
     for (c, chunk) in p.data.chunks(ROW_CHUNK * rb).enumerate() {
         let mut t0 = 0;
         while t0 < n {

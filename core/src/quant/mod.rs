@@ -51,7 +51,9 @@ mod x86;
 use crate::{Error, Result};
 
 pub use act::{ActivationType, Activations};
-pub use matmul::{activation_scratch_len, matmul, matmul_prepared, quantize_activations, QMatrix};
+pub use matmul::{
+    activation_scratch_len, matmul, matmul_prepared, matmul_strided, quantize_activations, QMatrix,
+};
 
 #[cfg(feature = "q4")]
 pub use q4_0::BlockQ4_0;

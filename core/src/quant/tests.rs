@@ -236,6 +236,7 @@ fn every_product_path_matches_the_f64_reference() {
                 row_bytes: ty.row_bytes(cols).unwrap(),
                 data: m.row_data(r0..r1),
                 a,
+                y_stride: out,
             };
             let mut got = std::vec![f32::NAN; n * out];
             portable(&p, &mut got);
@@ -262,9 +263,21 @@ fn every_product_path_matches_the_f64_reference() {
             }
             // The one-call form quantizes the same way.
             let mut again = std::vec![f32::NAN; n * out];
-            let mut scratch2 = std::vec![0u8; scratch.len()];
+            let mut scratch2 = std::vec![0u8; activation_scratch_len(ty, cols, n).unwrap()];
             matmul(&m, r0..r1, &x, n, &mut again, &mut scratch2).unwrap();
             assert_eq!(again, simd, "{ty}");
+            // Rows split in two, each half written into a shared output by stride.
+            let mut shared = std::vec![f32::NAN; n * rows];
+            let mid = r0 + out / 2;
+            matmul_strided(&m, r0..mid, &a, &mut shared[r0..], rows).unwrap();
+            matmul_strided(&m, mid..r1, &a, &mut shared[mid..], rows).unwrap();
+            for t in 0..n {
+                assert_eq!(
+                    &shared[t * rows + r0..t * rows + r1],
+                    &simd[t * out..(t + 1) * out],
+                    "{ty}"
+                );
+            }
         }
     }
 }

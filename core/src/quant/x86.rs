@@ -93,7 +93,8 @@ pub(super) fn run_block32(p: &Problem<'_>, y: &mut [f32]) -> bool {
         && rb > 0
         && p.data.len() == rows * rb
         && p.a.bytes.len() >= n * blocks * Q8_1_BYTES
-        && y.len() >= n * rows;
+        && p.y_stride >= rows
+        && y.len() >= (n.max(1) - 1) * p.y_stride + rows;
     if !fits {
         return false;
     }
@@ -180,7 +181,7 @@ unsafe fn block32_avx2<const K: u8, const B: usize>(p: &Problem<'_>, y: &mut [f3
     let rb = p.row_bytes;
     let n = p.a.n;
     let arow = p.cols / 32 * Q8_1_BYTES;
-    let nrows = p.data.len() / rb;
+    let nrows = p.y_stride;
     let acts = p.a.bytes;
     // SAFETY (all intrinsics below): AVX2 and FMA are enabled for this function and
     // present (the caller checked); loads go through `load32`/`nibbles`, which check.
