@@ -451,7 +451,7 @@ fn insert(words: &mut [u32], bits: u32, h: u32, v: u32, mut same: impl FnMut(u32
         };
         if w == 0 {
             if let Some(x) = words.get_mut(slot) {
-                *x = (tag << bits) | (v + 1);
+                *x = tag.checked_shl(bits).unwrap_or(0) | (v + 1);
             }
             return true;
         }
