@@ -261,6 +261,18 @@ fn every_product_path_matches_the_f64_reference() {
                     got[i]
                 );
             }
+            // The AVX2 form of the hand-written block kernel, where this CPU would take
+            // the VNNI one.
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut avx2 = std::vec![f32::NAN; n * out];
+                if super::x86::run_block32(&p, &mut avx2, false) {
+                    for i in 0..n * out {
+                        let err = f64::from((avx2[i] - got[i]).abs());
+                        assert!(err <= 1e-5 * scale[i] + 1e-6, "{ty} avx2 vs portable");
+                    }
+                }
+            }
             // The one-call form quantizes the same way.
             let mut again = std::vec![f32::NAN; n * out];
             let mut scratch2 = std::vec![0u8; activation_scratch_len(ty, cols, n).unwrap()];

@@ -13,12 +13,12 @@
 
 use core::arch::x86_64::{
     __m256, __m256i, _mm256_and_si256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
-    _mm256_cvtepi32_ps, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set1_epi16, _mm256_set1_epi32,
-    _mm256_set1_epi64x, _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_epi64x, _mm256_set_m128i,
-    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
-    _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtss_f32, _mm_loadu_si128,
-    _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16,
+    _mm256_cvtepi32_ps, _mm256_dpbusd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256,
+    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_epi8, _mm256_set1_ps,
+    _mm256_set_epi64x, _mm256_set_m128i, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128,
+    _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16,
 };
 
 use super::act::Q8_1_BYTES;
@@ -28,7 +28,7 @@ use super::{f16, le};
 /// Runs `p` on the widest kernel the CPU has; `false` if neither AVX-512 nor AVX2
 /// is available (the caller runs the portable build).
 pub(super) fn run(p: &Problem<'_>, y: &mut [f32]) -> bool {
-    if run_block32(p, y) {
+    if run_block32(p, y, true) {
         return true;
     }
     if crate::math::gemm::cpu::avx512_int8_available() {
@@ -68,8 +68,9 @@ const Q5_0: u8 = 3;
 /// for signed ones) and one `vpmaddwd` into eight `i32` lanes, converted and fused into
 /// eight `f32` lanes with `d_w · d_x`. The same tiling as the portable kernel (chunks of
 /// 16 weight rows, tiles of 4 input rows). `false` (nothing written) for any other type
-/// or inconsistent lengths; the caller then runs the other builds.
-pub(super) fn run_block32(p: &Problem<'_>, y: &mut [f32]) -> bool {
+/// or inconsistent lengths; the caller then runs the other builds. `vnni` allows the
+/// AVX-512 VNNI form where the CPU has it (tests turn it off to test the AVX2 form).
+pub(super) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) -> bool {
     use super::TensorType as T;
     let kind = match p.ty {
         #[cfg(feature = "q8_0")]
@@ -98,8 +99,21 @@ pub(super) fn run_block32(p: &Problem<'_>, y: &mut [f32]) -> bool {
     if !fits {
         return false;
     }
-    // SAFETY: the CPU and OS support AVX2 and FMA (checked above); every load in the
-    // kernel is from a slice whose length is checked against the load's width first.
+    if vnni && crate::math::gemm::cpu::avx512_int8_available() {
+        // SAFETY: the CPU and OS support AVX2, FMA and AVX-512 F/BW/VL/VNNI (checked);
+        // every load in the kernel is from a slice whose length is checked against the
+        // load's width first.
+        unsafe {
+            match kind {
+                Q8_0 => block32_vnni::<Q8_0, 34>(p, y),
+                Q4_0 => block32_vnni::<Q4_0, 18>(p, y),
+                Q5_0 => block32_vnni::<Q5_0, 22>(p, y),
+                _ => block32_vnni::<Q4_1, 20>(p, y),
+            }
+        }
+        return true;
+    }
+    // SAFETY: the CPU and OS support AVX2 and FMA (checked above); loads as above.
     unsafe {
         match kind {
             Q8_0 => block32_avx2::<Q8_0, 34>(p, y),
@@ -174,9 +188,26 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
+/// [`block32`] with `vpmaddubsw` + `vpmaddwd` (AVX2).
 #[target_feature(enable = "avx2,fma")]
-#[allow(unused_unsafe)]
 unsafe fn block32_avx2<const K: u8, const B: usize>(p: &Problem<'_>, y: &mut [f32]) {
+    // SAFETY: the caller checked AVX2 and FMA.
+    unsafe { block32::<K, B, false>(p, y) }
+}
+
+/// [`block32`] with `vpdpbusd` (AVX-512 VNNI, 256-bit form): one instruction for the
+/// unsigned-by-signed byte products and their sums per `i32` lane.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn block32_vnni<const K: u8, const B: usize>(p: &Problem<'_>, y: &mut [f32]) {
+    // SAFETY: the caller checked AVX2, FMA and AVX-512 F/BW/VL/VNNI.
+    unsafe { block32::<K, B, true>(p, y) }
+}
+
+/// The block kernel, inlined into [`block32_avx2`] and [`block32_vnni`]; `VNNI` selects
+/// `vpdpbusd` (only ever true inside `block32_vnni`).
+#[inline(always)]
+#[allow(unused_unsafe)]
+unsafe fn block32<const K: u8, const B: usize, const VNNI: bool>(p: &Problem<'_>, y: &mut [f32]) {
     const ROWS: usize = 16;
     let rb = p.row_bytes;
     let n = p.a.n;
@@ -220,7 +251,11 @@ unsafe fn block32_avx2<const K: u8, const B: usize>(p: &Problem<'_>, y: &mut [f3
                             let ad = f32::from_le_bytes(le(ab.get(..4).unwrap_or(&[])));
                             let a = load32(ab, 8);
                             let a = if K == Q4_1 { a } else { _mm256_sign_epi8(a, w) };
-                            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(wu, a), ones);
+                            let s = if VNNI {
+                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), wu, a)
+                            } else {
+                                _mm256_madd_epi16(_mm256_maddubs_epi16(wu, a), ones)
+                            };
                             acc[t] = _mm256_fmadd_ps(
                                 _mm256_set1_ps(d * ad),
                                 _mm256_cvtepi32_ps(s),
