@@ -16,7 +16,7 @@ const SYSTEM = 'You are a helpful AI assistant named SmolLM, trained by Hugging 
 
 const state = {
   worker: null, next: 0, handlers: new Map(), busy: false, model: null,
-  adapters: [], active: null, compare: false, messages: [{ role: 'system', content: SYSTEM }],
+  adapters: [], described: {}, active: null, compare: false, messages: [{ role: 'system', content: SYSTEM }],
 };
 
 function call(msg, onEvent) {
@@ -54,9 +54,10 @@ function renderChips() {
     return b;
   };
   box.append(chip('base', null, 'the bare model'));
-  for (const a of state.adapters) box.append(chip(a.task, a.handle, a.description));
+  const about = (a) => a.description || state.described[a.task] || '';
+  for (const a of state.adapters) box.append(chip(a.task, a.handle, about(a)));
   const a = state.adapters.find((x) => x.handle === state.active);
-  $('chat-note').textContent = clean(a ? (a.description || `task "${a.task}"`) : 'The bare SmolLM2-135M-Instruct.');
+  $('chat-note').textContent = clean(a ? (about(a) || `task "${a.task}"`) : 'The bare SmolLM2-135M-Instruct.');
 }
 
 function stats(info) {
@@ -150,6 +151,7 @@ async function open(manifest, file) {
     });
     text.textContent = `loaded ${mb(r.info.modelBytes)} · wasm memory ${mb(r.info.wasmMemoryBytes)}`;
     for (const a of (file ? [] : manifest.chat.adapters || [])) {
+      if (a.task && a.description) state.described[a.task] = a.description;
       const bytes = await (await fetch(a.file)).arrayBuffer();
       try { await call({ type: 'adapter', bytes, name: a.file.split('/').pop() }); } catch (e) { showError(e.message); }
     }

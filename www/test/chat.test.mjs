@@ -195,6 +195,33 @@ try {
     console.log('skip adapter switching: www/test/results/chat-random.gguf is missing (scripts/test-wasm makes it)');
   }
 
+  // 5b. a trained task adapter (models/smollm2-adapters, when build-www copied them): the
+  //     language task answers with the language's name, the bare base does not
+  const lang = (manifest.chat.adapters || []).find((a) => a.task === 'language');
+  if (lang) {
+    const t = await page.evaluate(async (file) => {
+      const bytes = await (await fetch('/' + file)).arrayBuffer();
+      const added = await window.chat({ type: 'adapter', bytes, name: file.split('/').pop() });
+      const ask = async (content) => {
+        const pieces = [];
+        await window.chat({ type: 'generate', messages: [{ role: 'user', content }], maxTokens: 8 },
+          (e) => { if (e.type === 'piece') pieces.push(e.text); });
+        return pieces.join('');
+      };
+      await window.chat({ type: 'use', handle: added.handle });
+      const fr = await ask('Où te trouves-tu');
+      const es = await ask('En muchos sentidos soy bastante inmaduro.');
+      await window.chat({ type: 'use', handle: null });
+      const bare = await ask('Où te trouves-tu');
+      return { fr, es, bare };
+    }, lang.file);
+    ok(/^\s*french\b/i.test(t.fr) && /^\s*spanish\b/i.test(t.es),
+      `language adapter answers in its format: ${JSON.stringify(t.fr)}, ${JSON.stringify(t.es)}`);
+    ok(!/^\s*french\b/i.test(t.bare), `the bare base does not: ${JSON.stringify(t.bare)}`);
+  } else {
+    console.log('skip the task format check: no trained SmolLM2 adapters in www/models/smollm2');
+  }
+
   // 6. the chat panel on the demo page, end to end
   const ui = await browser.newPage({ viewport: { width: 1180, height: 900 } });
   ui.on('pageerror', (e) => errors.push(String(e)));
@@ -211,6 +238,8 @@ try {
     await ui.waitForSelector('#chat-send:not([disabled])', { timeout: 180000 });
     return ui.$$eval('#chat-log .msg.assistant .body', (b) => b.at(-1).textContent);
   };
+  const chips = await ui.$$eval('#chat-adapters button', (b) => b.map((x) => x.textContent));
+  ok(chips.length === 1 + (manifest.chat.adapters || []).length, `panel lists the tasks: ${chips.join(', ')}`);
   const first = await sendAndWait('What is the capital of France?');
   ok(/Paris/.test(first), `panel: the France question answers ${JSON.stringify(first)}`);
   ok(/tokens\/s/.test(await ui.textContent('#chat-stats')), `panel stats: ${await ui.textContent('#chat-stats')}`);
