@@ -120,8 +120,19 @@ pub fn run(a: ServeArgs) -> Result<()> {
             "riffle serve: {parallel} decoder slots of {context} positions, {:.1} MiB each",
             model.state_len(context) as f64 * 4.0 / (1 << 20) as f64
         );
+        let vocab: Option<Box<dyn work::Vocab>> = match work::BpeVocab::of(model) {
+            Ok(v) => Some(Box::new(v)),
+            Err(e) => {
+                eprintln!(
+                    "riffle serve: note: {}: tokenizer not usable ({}); prompts must be token ids and no text comes out",
+                    map.name(),
+                    crate::fail::describe(e, Some(model.gguf()))
+                );
+                None
+            }
+        };
         Kind::Causal(Box::new(Causal {
-            vocab: None,
+            vocab,
             template,
             context,
             slots: std::sync::Mutex::new(slots),

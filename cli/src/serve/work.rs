@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use riffle_core::gguf::StringArray;
 use riffle_core::runtime::{DecoderState, Input, Model, Prepared, Session};
 use riffle_core::sample::SamplerConfig;
+use riffle_core::text::bpe::BpeTokenizer;
 use riffle_core::text::Tokenizer;
 use riffle_host::chat::{ChatTemplate, Message};
 use riffle_host::generate::{self, Buffers, GenerateOptions, StopReason, TokenBytes};
@@ -34,6 +35,56 @@ pub trait Vocab: TokenBytes + Send + Sync {
     fn stop_tokens(&self) -> Vec<u32>;
     /// Number of tokens.
     fn len(&self) -> usize;
+}
+
+/// A byte-level BPE vocabulary (`tokenizer.ggml.model = gpt2`, llama.cpp's ids): prompts
+/// encoded as `llama-tokenize` does by default (special tokens in the text parsed, the
+/// beginning-of-sequence token when the file asks for it), generation ended by the
+/// end-of-sequence and end-of-turn tokens.
+pub struct BpeVocab {
+    tok: BpeTokenizer<'static, 'static>,
+    stops: Vec<u32>,
+}
+
+impl BpeVocab {
+    /// The vocabulary of `model`'s file (its index lives as long as the process).
+    ///
+    /// # Errors
+    /// A file without a byte-level BPE tokenizer this build reads.
+    pub fn of(model: &'static Model<'static>) -> Result<Self, riffle_core::Error> {
+        let g = model.gguf();
+        let len = BpeTokenizer::index_len(g)?;
+        let index: &'static mut [u32] = Box::leak(vec![0u32; len].into_boxed_slice());
+        let tok = BpeTokenizer::from_gguf(g, index)?;
+        let mut stops: Vec<u32> = tok.eos().0.into_iter().collect();
+        if let Ok(eot) = g.get_u32("tokenizer.ggml.eot_token_id") {
+            if !stops.contains(&eot) {
+                stops.push(eot);
+            }
+        }
+        Ok(BpeVocab { tok, stops })
+    }
+}
+
+impl TokenBytes for BpeVocab {
+    fn token_bytes(&self, id: u32, out: &mut Vec<u8>) {
+        let _ = self.tok.piece_bytes(id, true, |b| out.push(b));
+    }
+}
+
+impl Vocab for BpeVocab {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut out = vec![0u32; text.len() + 2];
+        let n = self.tok.encode(text, &mut out).map_err(|e| e.to_string())?;
+        out.truncate(n);
+        Ok(out)
+    }
+    fn stop_tokens(&self) -> Vec<u32> {
+        self.stops.clone()
+    }
+    fn len(&self) -> usize {
+        self.tok.vocab_len()
+    }
 }
 
 /// One decoder slot: a key/value state for `context` positions, the generation buffers,
