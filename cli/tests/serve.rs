@@ -908,6 +908,47 @@ fn chat_streams_stops_and_adapts() {
                 + usage["completion_tokens"].as_u64().unwrap_or(0)
         )
     );
+    // Greedy answers are `riffle generate --chat ... --temperature 0 --json`'s, with and
+    // without the adapter.
+    let generate = |task: &str| {
+        let out = riffle()
+            .args([
+                "generate",
+                "-m",
+                m,
+                "-a",
+                a.to_str().unwrap_or(""),
+                "--task",
+                task,
+            ])
+            .args([
+                "--system",
+                "Answer in one sentence.",
+                "--chat",
+                "What is the capital of France?",
+            ])
+            .args(["--temperature", "0", "--max-tokens", "24", "--json"])
+            .output()
+            .expect("riffle generate runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let v: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
+        v["text"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(text, generate("base"));
+    let (_, va) = s.post("/v1/chat/completions", ask("alpha", json!({})));
+    assert_eq!(
+        va["choices"][0]["message"]["content"],
+        generate("alpha").as_str()
+    );
     // Streamed: the same text.
     let (st, t) = s.call(
         "POST",

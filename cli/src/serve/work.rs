@@ -10,10 +10,10 @@ use axum::http::StatusCode;
 use riffle_core::gguf::StringArray;
 use riffle_core::runtime::{DecoderState, Input, Model, Prepared, Session};
 use riffle_core::sample::SamplerConfig;
-use riffle_core::text::bpe::BpeTokenizer;
 use riffle_core::text::Tokenizer;
 use riffle_host::chat::{ChatTemplate, Message};
 use riffle_host::generate::{self, Buffers, GenerateOptions, StopReason, TokenBytes};
+use riffle_host::text::Vocabulary;
 use tokio::sync::mpsc::Sender;
 
 use super::api::{ApiError, Prompt};
@@ -37,14 +37,10 @@ pub trait Vocab: TokenBytes + Send + Sync {
     fn len(&self) -> usize;
 }
 
-/// A byte-level BPE vocabulary (`tokenizer.ggml.model = gpt2`, llama.cpp's ids): prompts
-/// encoded as `llama-tokenize` does by default (special tokens in the text parsed, the
-/// beginning-of-sequence token when the file asks for it), generation ended by the
-/// end-of-sequence and end-of-turn tokens.
-pub struct BpeVocab {
-    tok: BpeTokenizer<'static, 'static>,
-    stops: Vec<u32>,
-}
+/// The model file's byte-level BPE vocabulary, as `riffle generate` uses it
+/// (`riffle_host::text::Vocabulary`: prompts encoded as `llama-tokenize` does by default,
+/// end-of-sequence and end-of-turn tokens end a generation).
+pub struct BpeVocab(Vocabulary<'static, 'static>);
 
 impl BpeVocab {
     /// The vocabulary of `model`'s file (its index lives as long as the process).
@@ -53,37 +49,27 @@ impl BpeVocab {
     /// A file without a byte-level BPE tokenizer this build reads.
     pub fn of(model: &'static Model<'static>) -> Result<Self, riffle_core::Error> {
         let g = model.gguf();
-        let len = BpeTokenizer::index_len(g)?;
+        let len = Vocabulary::index_len(g)?;
         let index: &'static mut [u32] = Box::leak(vec![0u32; len].into_boxed_slice());
-        let tok = BpeTokenizer::from_gguf(g, index)?;
-        let mut stops: Vec<u32> = tok.eos().0.into_iter().collect();
-        if let Ok(eot) = g.get_u32("tokenizer.ggml.eot_token_id") {
-            if !stops.contains(&eot) {
-                stops.push(eot);
-            }
-        }
-        Ok(BpeVocab { tok, stops })
+        Ok(BpeVocab(Vocabulary::new(g, index)?))
     }
 }
 
 impl TokenBytes for BpeVocab {
     fn token_bytes(&self, id: u32, out: &mut Vec<u8>) {
-        let _ = self.tok.piece_bytes(id, true, |b| out.push(b));
+        self.0.token_bytes(id, out);
     }
 }
 
 impl Vocab for BpeVocab {
     fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
-        let mut out = vec![0u32; text.len() + 2];
-        let n = self.tok.encode(text, &mut out).map_err(|e| e.to_string())?;
-        out.truncate(n);
-        Ok(out)
+        self.0.encode(text).map_err(|e| e.to_string())
     }
     fn stop_tokens(&self) -> Vec<u32> {
-        self.stops.clone()
+        self.0.stop_tokens()
     }
     fn len(&self) -> usize {
-        self.tok.vocab_len()
+        self.0.bpe().vocab_len()
     }
 }
 
