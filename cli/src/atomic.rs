@@ -1,6 +1,6 @@
 //! Output files written whole or not at all, and never over an input.
 //!
-//! [`write`] writes to a new temporary file beside the target (same directory, so the
+//! [`write`](fn@write) writes to a new temporary file beside the target (same directory, so the
 //! same file system), flushes it to disk, renames it over the target and flushes the
 //! directory. A failure at any step (a full disk, a file-size limit, a panic) removes
 //! the temporary file and leaves the target as it was; a `SIGKILL` can leave the
@@ -88,10 +88,10 @@ pub fn write(output: &Path, inputs: &[&Path], bytes: &[u8]) -> Result<()> {
     write_with(output, inputs, |f| f.write_all(bytes))
 }
 
-/// As [`write`], with the content produced by `fill` into the temporary file.
+/// As [`write`](fn@write), with the content produced by `fill` into the temporary file.
 ///
 /// # Errors
-/// As [`write`].
+/// As [`write`](fn@write).
 pub fn write_with(
     output: &Path,
     inputs: &[&Path],

@@ -276,3 +276,37 @@ fn every_truncation_is_an_error() {
         );
     }
 }
+
+/// Capacities follow the model: a 64-block llama (448 linear slots, every block sharing the
+/// tiny model's block-0 tensors) loads and runs, and an adapter could address any slot.
+#[test]
+fn a_64_block_llama_with_448_slots_loads_and_runs() {
+    let mut g = GgufFile::parse(&tiny());
+    let block0: Vec<_> = g
+        .tensors
+        .iter()
+        .filter(|t| t.name_str().starts_with("blk.0."))
+        .cloned()
+        .collect();
+    g.tensors.retain(|t| !t.name_str().starts_with("blk.1."));
+    for b in 1..64 {
+        for t in &block0 {
+            let mut c = t.clone();
+            c.name = t
+                .name_str()
+                .replacen("blk.0.", &format!("blk.{b}."), 1)
+                .into_bytes();
+            g.tensors.push(c);
+        }
+    }
+    g.set("llama.block_count", Val::u32(64));
+    let bytes = g.to_bytes();
+    let m = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(m.slots().len(), 448);
+    assert_eq!(m.slot_name(447), "blk.63.ffn_down.weight");
+    let mut out = vec![0.0f32; 64];
+    let mut arena = vec![0.0f32; m.arena_len(3, 0)];
+    m.run(None, None, Input::Tokens(&[1, 2, 3]), &mut out, &mut arena)
+        .unwrap();
+    assert!(out.iter().all(|v| v.is_finite()));
+}

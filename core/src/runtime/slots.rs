@@ -14,10 +14,11 @@ use crate::gguf::TensorInfo;
 use crate::gguf::{self, Gguf};
 use crate::{Error, Result};
 
-/// Most linear slots a model may have: a 30-block `llama` (210 slots) and a 36-block
-/// one (252) fit, as does a 12-block `bert` (72).
+/// Most linear slots a model may have: a 73-block `llama` (7 slots a block; SmolLM2 has
+/// 30, Llama-3 8B 32, 70B 80 blocks do not fit) or an 85-block `bert`. About 100 bytes a
+/// slot in the model's table.
 #[cfg(any(feature = "llama", feature = "bert"))]
-pub const MAX_SLOTS: usize = 256;
+pub const MAX_SLOTS: usize = 512;
 /// Most linear slots a model may have: every layer of a `cnn`, [`MAX_LAYERS`]
 /// convolutions and [`MAX_LAYERS`] dense layers.
 #[cfg(all(feature = "cnn", not(any(feature = "llama", feature = "bert"))))]
