@@ -253,6 +253,24 @@ pub(crate) fn linear_then(
     linear_in(layer, x, n, y, wbuf, after, Mode::for_batch(n, layer.cols))
 }
 
+/// [`linear_then`] with `f32` inputs on every weight type (never the block kernels'
+/// 8-bit activations): for outputs whose ranking matters more than a millisecond, such
+/// as a language model's head, where two next tokens can be a few hundredths apart.
+#[cfg(feature = "llama")]
+pub(crate) fn linear_precise(
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+) -> Result<()> {
+    let mode = Mode {
+        quant: false,
+        ..Mode::for_batch(n, layer.cols)
+    };
+    linear_in(layer, x, n, y, wbuf, &[], mode)
+}
+
 /// How [`linear_in`] computes: the panel kernel or row by row, and whether an output
 /// scale is folded into the panels. Decided by the whole batch, so that the parts of a
 /// batch split across threads compute every output exactly as the whole batch would.
@@ -260,6 +278,13 @@ pub(crate) fn linear_then(
 struct Mode {
     panel: bool,
     fold_scale: bool,
+    /// Small batches over block-quantized weights take the block kernels with 8-bit
+    /// activations (else a decoded row at a time against `f32` inputs).
+    #[cfg_attr(
+        not(any(feature = "q8_0", feature = "q4", feature = "k-quants")),
+        allow(dead_code)
+    )]
+    quant: bool,
 }
 
 impl Mode {
@@ -272,6 +297,7 @@ impl Mode {
         Mode {
             panel: n >= PANEL_MIN_ROWS,
             fold_scale: n > cols,
+            quant: true,
         }
     }
 }
@@ -282,6 +308,7 @@ impl Mode {
 const TOKEN_ALIGN: usize = 12;
 
 #[cfg(feature = "parallel")]
+#[allow(clippy::too_many_arguments)]
 /// [`linear_then`] with its work split across `exec`'s threads: a single input by output
 /// rows (each part a contiguous run of `y`), a batch by input rows. Every output is
 /// computed by the same arithmetic as on one thread (bit-identical results); `wbuf` serves
@@ -297,13 +324,17 @@ pub(crate) fn linear_par(
     y: &mut [f32],
     wbuf: &mut [f32],
     after: &[f32],
+    precise: bool,
 ) -> Result<()> {
     let (rows, cols) = (layer.rows, layer.cols);
     let threads = exec.threads();
+    let mode = Mode {
+        quant: !precise,
+        ..Mode::for_batch(n, cols)
+    };
     if threads <= 1 || x.len() < n * cols || y.len() < n * rows || n == 0 {
-        return linear_then(layer, x, n, y, wbuf, after);
+        return linear_in(layer, x, n, y, wbuf, after, mode);
     }
-    let mode = Mode::for_batch(n, cols);
     let mut starts = [0usize; MAX_PARTS + 1];
     let failed = AtomicBool::new(false);
     let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
@@ -311,7 +342,7 @@ pub(crate) fn linear_par(
         // By output rows: part k computes rows starts[k] .. starts[k + 1].
         let count = split_ranges(rows, threads, PANEL, &mut starts);
         if count <= 1 || layer.weight.rows_view(0, rows, cols).is_none() {
-            return linear_then(layer, x, n, y, wbuf, after);
+            return linear_in(layer, x, n, y, wbuf, after, mode);
         }
         let mut rest = &mut y[..rows];
         for k in 0..count {
@@ -342,7 +373,7 @@ pub(crate) fn linear_par(
         // By input rows: part k reads tokens starts[k] .. starts[k + 1].
         let count = split_ranges(n, threads, TOKEN_ALIGN, &mut starts);
         if count <= 1 {
-            return linear_then(layer, x, n, y, wbuf, after);
+            return linear_in(layer, x, n, y, wbuf, after, mode);
         }
         let mut rest = &mut y[..n * rows];
         for k in 0..count {
@@ -367,7 +398,7 @@ pub(crate) fn linear_par(
     if failed.load(Ordering::Relaxed) {
         // Every size was checked above: only a malformed tensor can fail; the one-thread
         // pass names the error.
-        return linear_then(layer, x, n, y, wbuf, after);
+        return linear_in(layer, x, n, y, wbuf, after, mode);
     }
     Ok(())
 }
@@ -409,7 +440,7 @@ fn linear_in(
         });
     }
     #[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
-    if !mode.panel {
+    if !mode.panel && mode.quant {
         if let WeightView::Tensor(t) = w {
             if t.ggml_type().block_len() > 1 {
                 let q = crate::quant::QMatrix::new(t.index(), t.ggml_type(), rows, cols, t.data())?;
