@@ -60,6 +60,44 @@ impl Executor for Sequential {
     }
 }
 
+/// One part of [`run_split`]: `(units of the part, its output slice, scratch)`, returning
+/// `false` when the part failed.
+pub type SplitPart<'f> =
+    dyn Fn(core::ops::Range<usize>, &mut [f32], &mut [f32]) -> bool + Sync + 'f;
+
+/// Cuts `out` into the parts `starts[k] .. starts[k + 1]` (`k < count`, from
+/// [`split_ranges`]) of `width` values per unit and runs `f` on each with `exec`; true
+/// when every part succeeded (`out` must hold `starts[count] · width` values).
+pub fn run_split(
+    exec: &dyn Executor,
+    out: &mut [f32],
+    starts: &[usize; MAX_PARTS + 1],
+    count: usize,
+    width: usize,
+    scratch_len: usize,
+    f: &SplitPart<'_>,
+) -> bool {
+    let count = count.min(MAX_PARTS);
+    let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
+    let mut rest = out;
+    for k in 0..count {
+        let len = (starts[k + 1] - starts[k]) * width;
+        if rest.len() < len {
+            return false;
+        }
+        let (head, tail) = rest.split_at_mut(len);
+        let _ = outs.push(head);
+        rest = tail;
+    }
+    let failed = core::sync::atomic::AtomicBool::new(false);
+    exec.for_each(&mut outs, scratch_len, &|k, part, scratch| {
+        if !f(starts[k]..starts[k + 1], part, scratch) {
+            failed.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    !failed.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Splits `0 .. len` into at most `parts` ranges whose bounds are multiples of `align`
 /// (the last range takes the rest); returns the number of ranges and writes their
 /// starts into `starts` (`starts[k] .. starts[k + 1]`, with `starts[count] = len`).

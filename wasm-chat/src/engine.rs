@@ -660,8 +660,12 @@ impl ChatEngine {
         } else {
             self.state.reset();
         }
-        // At least the last prompt token is read again: its logits start the answer.
+        // At least the last prompt token is read again: its logits start the answer. The
+        // kept prefix ends on a chunk boundary, so the rest is read in the very chunks a
+        // fresh start reads it in (a decoder's answer can turn on a near tie between two
+        // tokens, and a one-token step computes differently from a chunk).
         keep = keep.min(prompt.len() - 1);
+        keep -= keep % PROMPT_CHUNK;
         self.state.truncate(keep);
         self.cached.truncate(keep);
         self.timings = Timings {

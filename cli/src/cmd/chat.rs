@@ -131,6 +131,9 @@ pub fn run(
         // Re-read only what the state does not hold yet.
         let common = history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         let common = common.min(ids.len().saturating_sub(1));
+        // Keep whole prefill chunks only: the rest is read in the chunks a fresh start
+        // reads it in, so an answer never depends on what was said before it was cached.
+        let common = common - common % crate::llm::PREFILL_CHUNK;
         if ids.len() >= context {
             messages.pop();
             eprintln!("<stdin>:{line_no}: the conversation no longer fits the context of {context} tokens (:reset)");

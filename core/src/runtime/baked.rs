@@ -680,6 +680,7 @@ impl<'a> BakedModel<'a> {
             let bias = (!l.bias.is_empty()).then(|| TensorRef::f32_le(2 * i as u32 + 1, l.bias));
             let rows = slot_apply(
                 ONE_THREAD,
+                false,
                 weight,
                 bias,
                 l.rows,

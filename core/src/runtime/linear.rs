@@ -38,6 +38,7 @@ pub(crate) const ONE_THREAD: Exec<'static> = None;
 pub(crate) const ONE_THREAD: Exec<'static> = core::marker::PhantomData;
 
 /// A dense product on `exec`'s threads, or on the calling thread.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn dense(
     exec: Exec<'_>,
     layer: &Dense<'_>,
@@ -46,13 +47,18 @@ pub(crate) fn dense(
     y: &mut [f32],
     wbuf: &mut [f32],
     after: &[f32],
+    block_kernels: bool,
 ) -> Result<()> {
     #[cfg(feature = "parallel")]
     if let Some(e) = exec {
-        return linear_par(e, layer, x, n, y, wbuf, after, false);
+        return linear_par(e, layer, x, n, y, wbuf, after, !block_kernels);
     }
     let _ = exec;
-    linear_then(layer, x, n, y, wbuf, after)
+    if block_kernels {
+        linear_then(layer, x, n, y, wbuf, after)
+    } else {
+        super::weights::linear_f32_inputs(layer, x, n, y, wbuf, after)
+    }
 }
 
 /// [`dense`] with `f32` inputs on every weight type (`weights::linear_precise`).
@@ -81,6 +87,11 @@ pub(crate) struct Linears<'r, 'a> {
     pub(crate) adapter: Option<&'r Prepared<'a, 'r>>,
     pub(crate) merged: Option<&'r [f32]>,
     pub(crate) exec: Exec<'r>,
+    /// Small batches over block-quantized weights take the block kernels with 8-bit
+    /// activations (decoders, where decode speed is memory-bound); encoders and vector
+    /// models keep `f32` inputs everywhere (their outputs as before, merged and unmerged
+    /// within the same rounding).
+    pub(crate) block_kernels: bool,
 }
 
 impl<'a> Linears<'_, 'a> {
@@ -135,7 +146,18 @@ impl<'a> Linears<'_, 'a> {
             _ => &[],
         };
         slot_apply(
-            self.exec, weight, bias_t, rows, s.cols, &t, x, n, y, sc, after,
+            self.exec,
+            self.block_kernels,
+            weight,
+            bias_t,
+            rows,
+            s.cols,
+            &t,
+            x,
+            n,
+            y,
+            sc,
+            after,
         )
     }
 }
@@ -163,6 +185,7 @@ pub(crate) fn write_output(output: &mut [f32], values: &[f32]) -> Result<usize> 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn slot_apply(
     exec: Exec<'_>,
+    block_kernels: bool,
     weight: WeightView<'_>,
     bias_t: Option<TensorRef<'_>>,
     rows: usize,
@@ -222,6 +245,7 @@ pub(crate) fn slot_apply(
             y,
             wbuf,
             after,
+            block_kernels,
         )?;
         return Ok(rows);
     }
@@ -239,6 +263,7 @@ pub(crate) fn slot_apply(
         y,
         wbuf,
         &[],
+        block_kernels,
     )?;
     if let Some(q) = &t.q_out {
         rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;
@@ -279,35 +304,27 @@ fn rotate_rows_from(
 ) -> Result<()> {
     #[cfg(feature = "parallel")]
     if let Some(e) = exec.filter(|e| e.threads() > 1 && n >= 48) {
-        use crate::par::{split_ranges, MAX_PARTS};
-        use core::sync::atomic::{AtomicBool, Ordering};
+        use crate::par::{run_split, split_ranges, MAX_PARTS};
         let w = q.spec().width();
         let mut starts = [0usize; MAX_PARTS + 1];
         let count = split_ranges(n, e.threads(), 24, &mut starts);
-        if count > 1 && src.len() == n * w && dst.len() == n * w {
-            let failed = AtomicBool::new(false);
-            let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
-            let mut rest = &mut *dst;
-            for k in 0..count {
-                let (head, tail) = rest.split_at_mut((starts[k + 1] - starts[k]) * w);
-                let _ = outs.push(head);
-                rest = tail;
-            }
-            let starts = &starts;
-            e.for_each(
-                &mut outs,
+        if count > 1
+            && src.len() == n * w
+            && dst.len() == n * w
+            && run_split(
+                e,
+                dst,
+                &starts,
+                count,
+                w,
                 q.spec().apply_scratch_len(),
-                &|k, out, scratch| {
-                    let rows = &src[starts[k] * w..starts[k + 1] * w];
-                    if q.apply_rows_from(rows, out, false, scratch).is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
+                &|r, out, scratch| {
+                    let rows = &src[r.start * w..r.end * w];
+                    q.apply_rows_from(rows, out, false, scratch).is_ok()
                 },
-            );
-            drop(outs);
-            if !failed.load(Ordering::Relaxed) {
-                return Ok(());
-            }
+            )
+        {
+            return Ok(());
         }
     }
     let _ = (exec, n);

@@ -253,6 +253,7 @@ impl<'a> Model<'a> {
             adapter,
             merged,
             exec,
+            block_kernels: self.arch.is_causal(),
         };
         self.arch.forward(&lin, input, output, arena)
     }
@@ -342,6 +343,7 @@ impl<'a> Model<'a> {
             adapter,
             merged,
             exec,
+            block_kernels: self.arch.is_causal(),
         };
         let n = self
             .arch

@@ -8,10 +8,8 @@
 use crate::gguf::{decode_f32_run, TensorInfo, TensorType};
 use crate::math::gemm::{matmul_then, pack_scaled, Product, RowsRef};
 #[cfg(feature = "parallel")]
-use crate::par::{split_ranges, Executor, MAX_PARTS};
+use crate::par::{run_split, split_ranges, Executor, MAX_PARTS};
 use crate::{Error, Result};
-#[cfg(feature = "parallel")]
-use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A compact reference to a tensor's bytes: what the runtime keeps per weight (a
 /// fraction of a [`TensorInfo`], so model tables stay small on a microcontroller).
@@ -254,6 +252,23 @@ pub(crate) fn linear_then(
 }
 
 /// [`linear_then`] with `f32` inputs on every weight type (never the block kernels'
+/// 8-bit activations): encoders and vector models, whose outputs stay as they were.
+pub(crate) fn linear_f32_inputs(
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+    after: &[f32],
+) -> Result<()> {
+    let mode = Mode {
+        quant: false,
+        ..Mode::for_batch(n, layer.cols)
+    };
+    linear_in(layer, x, n, y, wbuf, after, mode)
+}
+
+/// [`linear_then`] with `f32` inputs on every weight type (never the block kernels'
 /// 8-bit activations): for outputs whose ranking matters more than a millisecond, such
 /// as a language model's head, where two next tokens can be a few hundredths apart.
 #[cfg(feature = "llama")]
@@ -297,7 +312,10 @@ impl Mode {
         Mode {
             panel: n >= PANEL_MIN_ROWS,
             fold_scale: n > cols,
-            quant: true,
+            // Only single inputs (a decoder's token-by-token steps, memory-bound): a
+            // prompt's last rows decide the first answer token, and 8-bit activations
+            // there can turn a near tie (SmolLM2's France answer read in chunks of 32 + 5).
+            quant: n == 1,
         }
     }
 }
@@ -328,74 +346,62 @@ pub(crate) fn linear_par(
 ) -> Result<()> {
     let (rows, cols) = (layer.rows, layer.cols);
     let threads = exec.threads();
+    let batch = Mode::for_batch(n, cols);
     let mode = Mode {
-        quant: !precise,
-        ..Mode::for_batch(n, cols)
+        quant: batch.quant && !precise,
+        ..batch
     };
     if threads <= 1 || x.len() < n * cols || y.len() < n * rows || n == 0 {
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
     let mut starts = [0usize; MAX_PARTS + 1];
-    let failed = AtomicBool::new(false);
-    let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
-    if n == 1 {
+    let ok = if n == 1 {
         // By output rows: part k computes rows starts[k] .. starts[k + 1].
         let count = split_ranges(rows, threads, PANEL, &mut starts);
         if count <= 1 || layer.weight.rows_view(0, rows, cols).is_none() {
             return linear_in(layer, x, n, y, wbuf, after, mode);
         }
-        let mut rest = &mut y[..rows];
-        for k in 0..count {
-            let (head, tail) = rest.split_at_mut(starts[k + 1] - starts[k]);
-            let _ = outs.push(head);
-            rest = tail;
-        }
-        let starts = &starts;
-        exec.for_each(
-            &mut outs,
+        run_split(
+            exec,
+            &mut y[..rows],
+            &starts,
+            count,
+            1,
             weight_scratch_len(cols, 1),
-            &|k, out, scratch| {
-                let (r0, r1) = (starts[k], starts[k + 1]);
-                let part = layer.weight.rows_view(r0, r1, cols).map(|weight| Dense {
-                    weight,
-                    rows: r1 - r0,
-                    cols,
-                    scale: layer.scale.and_then(|s| s.get(r0..r1)),
-                    bias: layer.bias.and_then(|b| b.get(r0..r1)),
-                });
-                let ok = part.is_some_and(|p| linear_in(&p, x, 1, out, scratch, &[], mode).is_ok());
-                if !ok {
-                    failed.store(true, Ordering::Relaxed);
-                }
+            &|r, out, scratch| {
+                let part = layer
+                    .weight
+                    .rows_view(r.start, r.end, cols)
+                    .map(|weight| Dense {
+                        weight,
+                        rows: r.len(),
+                        cols,
+                        scale: layer.scale.and_then(|s| s.get(r.clone())),
+                        bias: layer.bias.and_then(|b| b.get(r.clone())),
+                    });
+                part.is_some_and(|p| linear_in(&p, x, 1, out, scratch, &[], mode).is_ok())
             },
-        );
+        )
     } else {
         // By input rows: part k reads tokens starts[k] .. starts[k + 1].
         let count = split_ranges(n, threads, TOKEN_ALIGN, &mut starts);
         if count <= 1 {
             return linear_in(layer, x, n, y, wbuf, after, mode);
         }
-        let mut rest = &mut y[..n * rows];
-        for k in 0..count {
-            let (head, tail) = rest.split_at_mut((starts[k + 1] - starts[k]) * rows);
-            let _ = outs.push(head);
-            rest = tail;
-        }
-        let starts = &starts;
-        exec.for_each(
-            &mut outs,
+        run_split(
+            exec,
+            &mut y[..n * rows],
+            &starts,
+            count,
+            rows,
             weight_scratch_len(cols, n),
-            &|k, out, scratch| {
-                let (t0, t1) = (starts[k], starts[k + 1]);
-                let xs = &x[t0 * cols..t1 * cols];
-                if linear_in(layer, xs, t1 - t0, out, scratch, &[], mode).is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
+            &|t, out, scratch| {
+                let xs = &x[t.start * cols..t.end * cols];
+                linear_in(layer, xs, t.len(), out, scratch, &[], mode).is_ok()
             },
-        );
-    }
-    drop(outs);
-    if failed.load(Ordering::Relaxed) {
+        )
+    };
+    if !ok {
         // Every size was checked above: only a malformed tensor can fail; the one-thread
         // pass names the error.
         return linear_in(layer, x, n, y, wbuf, after, mode);

@@ -459,35 +459,28 @@ fn attend(
     if let Some(e) = exec.filter(|e| e.threads() > 1 && t >= 16) {
         use crate::math::gemm::{pack_transposed, RowsRef};
         use crate::nn::attention::attention_rows;
-        use crate::par::{split_ranges, MAX_PARTS};
-        use core::sync::atomic::{AtomicBool, Ordering};
+        use crate::par::{run_split, split_ranges, MAX_PARTS};
         let [q, k, v] = qkv;
         if k.len() >= t * h && kt.len() >= t * h && ctx.len() >= t * h {
             pack_transposed(RowsRef::F32(&k[..t * h]), t, h, kt, t)?;
             let kt: &[f32] = kt;
             let mut starts = [0usize; MAX_PARTS + 1];
             let count = split_ranges(t, e.threads(), 12, &mut starts);
-            let failed = AtomicBool::new(false);
-            let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
-            let mut rest = &mut ctx[..t * h];
-            for i in 0..count {
-                let (head, tail) = rest.split_at_mut((starts[i + 1] - starts[i]) * h);
-                let _ = outs.push(head);
-                rest = tail;
-            }
-            let starts = &starts;
             let most = (0..count)
                 .map(|i| starts[i + 1] - starts[i])
                 .max()
                 .unwrap_or(0);
-            e.for_each(&mut outs, most * t, &|i, out, sc| {
-                if attention_rows(q, kt, v, t, h, heads, starts[i], starts[i + 1], out, sc).is_err()
-                {
-                    failed.store(true, Ordering::Relaxed);
-                }
-            });
-            drop(outs);
-            if !failed.load(Ordering::Relaxed) {
+            if run_split(
+                e,
+                &mut ctx[..t * h],
+                &starts,
+                count,
+                h,
+                most * t,
+                &|r, out, sc| {
+                    attention_rows(q, kt, v, t, h, heads, r.start, r.end, out, sc).is_ok()
+                },
+            ) {
                 return Ok(());
             }
         }
