@@ -266,24 +266,9 @@ impl<'s, 'f> Runner<'s, 'f> {
     /// # Errors
     /// An unknown task: a bad input naming `--task` (or `what`), listing the tasks.
     pub fn handle(&self, task: &str, what: &str) -> Result<AdapterHandle> {
-        self.session.find(task).ok_or_else(|| {
-            let tasks = self.tasks();
-            bad(
-                what,
-                if tasks.is_empty() {
-                    format!("unknown task `{task}`: no adapter is loaded (add --adapter FILE)")
-                } else {
-                    format!(
-                        "unknown task `{task}` (resident: {})",
-                        tasks
-                            .iter()
-                            .map(|t| format!("`{t}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                },
-            )
-        })
+        self.session
+            .find(task)
+            .ok_or_else(|| unknown_task(task, &self.tasks(), what, ""))
     }
 
     /// Activates adapter `h`, or the bare base.
@@ -466,4 +451,24 @@ pub fn softmax(v: &[f32]) -> Vec<f32> {
     let e: Vec<f64> = v.iter().map(|x| (*x as f64 - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.iter().map(|x| (x / s) as f32).collect()
+}
+
+/// The bad input for a task no resident adapter has, naming `what` and listing `tasks`
+/// (`extra` follows the list, e.g. how to pick the bare base).
+pub fn unknown_task(task: &str, tasks: &[&str], what: &str, extra: &str) -> crate::fail::Fail {
+    bad(
+        what,
+        if tasks.is_empty() {
+            format!("unknown task `{task}`: no adapter is loaded (add --adapter FILE)")
+        } else {
+            format!(
+                "unknown task `{task}` (resident: {}{extra})",
+                tasks
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+    )
 }

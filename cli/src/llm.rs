@@ -159,22 +159,7 @@ impl<'s, 'f> Chat<'s, 'f> {
             return Ok(None);
         }
         self.session.find(task).map(Some).ok_or_else(|| {
-            let tasks = self.tasks();
-            bad(
-                what,
-                if tasks.is_empty() {
-                    format!("unknown task `{task}`: no adapter is loaded (add --adapter FILE)")
-                } else {
-                    format!(
-                        "unknown task `{task}` (resident: {}; `base` for none)",
-                        tasks
-                            .iter()
-                            .map(|t| format!("`{t}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                },
-            )
+            crate::engine::unknown_task(task, &self.tasks(), what, "; `base` for none")
         })
     }
 
