@@ -162,7 +162,9 @@ try {
   ok(bad[3].startsWith('junk.gguf: '), `junk refused: ${bad[3]}`);
   const again = await ask();
   ok(/Paris/.test(again.pieces.join('')), 'the next message still answers Paris');
-  ok(again.timings.reusedTokens === FRANCE_IDS.length - 1, `conversation prefix reused (${again.timings.reusedTokens} tokens)`);
+  // The engine keeps whole prompt chunks of 32 (so a reused prompt is read as a fresh one).
+  const reusable = Math.floor((FRANCE_IDS.length - 1) / 32) * 32;
+  ok(again.timings.reusedTokens === reusable, `conversation prefix reused (${again.timings.reusedTokens} of ${reusable} tokens)`);
 
   // 5. an adapter made for this base (www/test/make_chat_adapter.py: random rotations, not
   //    a trained task): validated, switched to between messages, compared with the base,

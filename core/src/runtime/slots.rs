@@ -15,10 +15,15 @@ use crate::gguf::{self, Gguf};
 use crate::{Error, Result};
 
 /// Most linear slots a model may have: a 73-block `llama` (7 slots a block; SmolLM2 has
-/// 30, Llama-3 8B 32, 70B 80 blocks do not fit) or an 85-block `bert`. About 100 bytes a
-/// slot in the model's table.
-#[cfg(any(feature = "llama", feature = "bert"))]
+/// 30, Llama-3 8B 32) or an 85-block `bert`. About 100 bytes a slot in the model's table
+/// and 36 in each prepared adapter's.
+#[cfg(feature = "llama")]
 pub const MAX_SLOTS: usize = 512;
+/// Most linear slots a model may have: a 13-block `bert` (6 slots a block; MiniLM has 6,
+/// BERT-base 12). Builds without `llama` (the browser's small module) keep their tables,
+/// and the stack their sessions take, small.
+#[cfg(all(feature = "bert", not(feature = "llama")))]
+pub const MAX_SLOTS: usize = 80;
 /// Most linear slots a model may have: every layer of a `cnn`, [`MAX_LAYERS`]
 /// convolutions and [`MAX_LAYERS`] dense layers.
 #[cfg(all(feature = "cnn", not(any(feature = "llama", feature = "bert"))))]
