@@ -54,7 +54,8 @@ pub(crate) fn dense(
         return linear_par(e, layer, x, n, y, wbuf, after, !block_kernels);
     }
     let _ = exec;
-    if block_kernels {
+    // Without block kernels compiled in both are one path: keep one copy of it.
+    if block_kernels || !super::weights::QUANT_ROWS {
         linear_then(layer, x, n, y, wbuf, after)
     } else {
         super::weights::linear_f32_inputs(layer, x, n, y, wbuf, after)

@@ -212,7 +212,8 @@ pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
 
 /// Whether small batches over quantized weights take the block kernels of
 /// [`crate::quant`] (8-bit activations against the blocks, never a decoded row).
-const QUANT_ROWS: bool = cfg!(any(feature = "q8_0", feature = "q4", feature = "k-quants"));
+pub(crate) const QUANT_ROWS: bool =
+    cfg!(any(feature = "q8_0", feature = "q4", feature = "k-quants"));
 
 /// `y[r][o] = sum_i x[r][i] · W[o][i] (+ bias[o])` for a batch of `n` input rows.
 ///
