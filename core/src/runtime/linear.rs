@@ -62,24 +62,6 @@ pub(crate) fn dense(
     }
 }
 
-/// [`dense`] with `f32` inputs on every weight type (`weights::linear_precise`).
-#[cfg(feature = "llama")]
-pub(crate) fn dense_precise(
-    exec: Exec<'_>,
-    layer: &Dense<'_>,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    wbuf: &mut [f32],
-) -> Result<()> {
-    #[cfg(feature = "parallel")]
-    if let Some(e) = exec {
-        return linear_par(e, layer, x, n, y, wbuf, &[], true);
-    }
-    let _ = exec;
-    super::weights::linear_precise(layer, x, n, y, wbuf)
-}
-
 /// What one forward pass runs its slots with: the base's slot table, the active adapter
 /// (unmerged), the merged weights, if any, and the executor.
 #[derive(Clone, Copy)]

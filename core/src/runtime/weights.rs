@@ -269,24 +269,6 @@ pub(crate) fn linear_f32_inputs(
     linear_in(layer, x, n, y, wbuf, after, mode)
 }
 
-/// [`linear_then`] with `f32` inputs on every weight type (never the block kernels'
-/// 8-bit activations): for outputs whose ranking matters more than a millisecond, such
-/// as a language model's head, where two next tokens can be a few hundredths apart.
-#[cfg(feature = "llama")]
-pub(crate) fn linear_precise(
-    layer: &Dense<'_>,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    wbuf: &mut [f32],
-) -> Result<()> {
-    let mode = Mode {
-        quant: false,
-        ..Mode::for_batch(n, layer.cols)
-    };
-    linear_in(layer, x, n, y, wbuf, &[], mode)
-}
-
 /// How [`linear_in`] computes: the panel kernel or row by row, and whether an output
 /// scale is folded into the panels. Decided by the whole batch, so that the parts of a
 /// batch split across threads compute every output exactly as the whole batch would.

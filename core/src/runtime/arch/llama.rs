@@ -20,7 +20,7 @@ use crate::nn::activation::swiglu;
 use crate::nn::attention::{causal_attention, CausalShape};
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
-use crate::runtime::linear::{dense_precise, Linears, SlotScratch};
+use crate::runtime::linear::{dense, Linears, SlotScratch};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{Slot, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{weight_scratch_len, Dense, TensorRef, WeightView};
@@ -414,7 +414,7 @@ impl<'a> Llama<'a> {
         // The head ranks the next tokens: f32 inputs, not 8-bit activations (the best two
         // can be a few hundredths apart: SmolLM2's chat answer to "What is the capital of
         // France?" turns on 0.08).
-        dense_precise(lin.exec, &head, last, 1, logits, sc.wbuf)?;
+        dense(lin.exec, &head, last, 1, logits, sc.wbuf, &[], false)?;
         Ok(c.vocab)
     }
 }
