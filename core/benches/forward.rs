@@ -113,7 +113,7 @@ fn main() {
             .unwrap_or(1);
         let mut run = |with: Option<&riffle_core::runtime::Prepared<'_, '_>>| {
             model
-                .run(with, None, Input::Tokens(&ids), &mut out, &mut arena)
+                .run(with, Input::Tokens(&ids), &mut out, &mut arena)
                 .unwrap();
         };
         run(prepared.as_ref());
@@ -179,7 +179,7 @@ fn main() {
             let ms = median_ms(
                 || {
                     model
-                        .run(None, None, Input::Tokens(&ids), &mut out, &mut arena)
+                        .run(None, Input::Tokens(&ids), &mut out, &mut arena)
                         .unwrap();
                 },
                 7,

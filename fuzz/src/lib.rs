@@ -283,7 +283,7 @@ pub fn exercise_model(model: &Model<'_>) {
     }
     let mut arena = vec![0.0f32; arena_len];
     let mut out = vec![0.0f32; out_len];
-    let r = model.run(None, None, input, &mut out, &mut arena);
+    let r = model.run(None, input, &mut out, &mut arena);
     if let Input::Tokens(_) = input {
         // Token ids outside a hostile vocabulary's embedding table are a typed error.
         if matches!(r, Err(Error::BadInput)) {

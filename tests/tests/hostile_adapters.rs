@@ -1095,7 +1095,7 @@ fn failed_activations_change_nothing() {
     let x = live.inputs[0].clone();
     assert_eq!(
         live.model
-            .run(Some(&p), None, Input::Vector(&x), &mut out, &mut arena)
+            .run(Some(&p), Input::Vector(&x), &mut out, &mut arena)
             .err(),
         Some(Error::BaseMismatch)
     );

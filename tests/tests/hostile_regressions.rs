@@ -70,7 +70,7 @@ fn model_outcome(bytes: &[u8]) -> Outcome {
         let x = vec![0.0f32; model.input_len()];
         let mut out = vec![0.0f32; model.output_len()];
         let mut arena = vec![0.0f32; model.arena_len(0, 0)];
-        model.run(None, None, Input::Vector(&x), &mut out, &mut arena)?;
+        model.run(None, Input::Vector(&x), &mut out, &mut arena)?;
     }
     Ok(())
 }

@@ -36,14 +36,8 @@ fn the_tiny_llama_loads_and_runs() {
     );
     let mut out = vec![0.0f32; 64];
     let mut arena = vec![0.0f32; m.arena_len(5, 0)];
-    m.run(
-        None,
-        None,
-        Input::Tokens(&[1, 2, 3, 4, 5]),
-        &mut out,
-        &mut arena,
-    )
-    .unwrap();
+    m.run(None, Input::Tokens(&[1, 2, 3, 4, 5]), &mut out, &mut arena)
+        .unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
 }
 
@@ -222,22 +216,22 @@ fn prompts_past_the_context_and_ids_past_the_vocabulary_are_refused() {
     let mut arena = vec![0.0f32; m.arena_len(64, 0)];
     let long = vec![1u32; 33];
     assert!(matches!(
-        m.run(None, None, Input::Tokens(&long), &mut out, &mut arena),
+        m.run(None, Input::Tokens(&long), &mut out, &mut arena),
         Err(Error::ContextExceeded {
             needed: 33,
             context: 32
         })
     ));
     assert_eq!(
-        m.run(None, None, Input::Tokens(&[64]), &mut out, &mut arena),
+        m.run(None, Input::Tokens(&[64]), &mut out, &mut arena),
         Err(Error::BadInput)
     );
     assert_eq!(
-        m.run(None, None, Input::Tokens(&[]), &mut out, &mut arena),
+        m.run(None, Input::Tokens(&[]), &mut out, &mut arena),
         Err(Error::BadInput)
     );
     assert_eq!(
-        m.run(None, None, Input::Vector(&[0.0; 4]), &mut out, &mut arena),
+        m.run(None, Input::Vector(&[0.0; 4]), &mut out, &mut arena),
         Err(Error::BadInput)
     );
     // A state of 8 positions: the ninth is refused and the state keeps its eight.
@@ -245,11 +239,10 @@ fn prompts_past_the_context_and_ids_past_the_vocabulary_are_refused() {
     let need = kv.len();
     let mut st = DecoderState::new(&mut kv, need, 8).unwrap();
     let mut sa = vec![0.0f32; m.step_arena_len(8)];
-    m.step(None, None, &mut st, &[1; 8], &mut out, &mut sa)
-        .unwrap();
+    m.step(None, &mut st, &[1; 8], &mut out, &mut sa).unwrap();
     assert_eq!(st.len(), 8);
     assert!(matches!(
-        m.step(None, None, &mut st, &[1], &mut out, &mut sa),
+        m.step(None, &mut st, &[1], &mut out, &mut sa),
         Err(Error::ContextExceeded { .. })
     ));
     assert_eq!(st.len(), 8);
@@ -257,11 +250,11 @@ fn prompts_past_the_context_and_ids_past_the_vocabulary_are_refused() {
     assert!(DecoderState::new(&mut [0.0f32; 3], need, 8).is_err());
     st.reset();
     assert!(matches!(
-        m.step(None, None, &mut st, &[1, 2], &mut out, &mut sa[..10]),
+        m.step(None, &mut st, &[1, 2], &mut out, &mut sa[..10]),
         Err(Error::BufferTooSmall { .. })
     ));
     assert!(matches!(
-        m.step(None, None, &mut st, &[1, 2], &mut out[..10], &mut sa),
+        m.step(None, &mut st, &[1, 2], &mut out[..10], &mut sa),
         Err(Error::BufferTooSmall { .. })
     ));
 }
@@ -306,7 +299,7 @@ fn a_64_block_llama_with_448_slots_loads_and_runs() {
     assert_eq!(m.slot_name(447), "blk.63.ffn_down.weight");
     let mut out = vec![0.0f32; 64];
     let mut arena = vec![0.0f32; m.arena_len(3, 0)];
-    m.run(None, None, Input::Tokens(&[1, 2, 3]), &mut out, &mut arena)
+    m.run(None, Input::Tokens(&[1, 2, 3]), &mut out, &mut arena)
         .unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
 }

@@ -74,7 +74,7 @@ fn prompt_at_once_equals_token_by_token_on_every_weight_type() {
         let mut arena = vec![0.0f32; model.arena_len(prompt.len(), 0)];
         let mut whole = vec![0.0f32; model.output_len()];
         model
-            .run(None, None, Input::Tokens(&prompt), &mut whole, &mut arena)
+            .run(None, Input::Tokens(&prompt), &mut whole, &mut arena)
             .unwrap();
         let context = prompt.len();
         let mut kv = vec![0.0f32; model.state_len(context)];
@@ -83,7 +83,7 @@ fn prompt_at_once_equals_token_by_token_on_every_weight_type() {
         let mut one = vec![0.0f32; model.output_len()];
         for &t in &prompt {
             model
-                .step(None, None, &mut state, &[t], &mut one, &mut step_arena)
+                .step(None, &mut state, &[t], &mut one, &mut step_arena)
                 .unwrap();
         }
         let c = cosine(&whole, &one);
@@ -111,7 +111,7 @@ fn logits_match_the_float64_reference() {
             let mut arena = vec![0.0f32; model.arena_len(prompt.len(), 0)];
             let mut out = vec![0.0f32; model.output_len()];
             let n = model
-                .run(None, None, Input::Tokens(&prompt), &mut out, &mut arena)
+                .run(None, Input::Tokens(&prompt), &mut out, &mut arena)
                 .unwrap();
             assert_eq!(n, cfg.vocab);
             let c = cosine(&out, &want);
@@ -137,7 +137,7 @@ fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
         let mut arena = vec![0.0f32; model.step_arena_len(prompt.len())];
         let mut logits = vec![0.0f32; vocab];
         model
-            .step(None, None, &mut state, &prompt, &mut logits, &mut arena)
+            .step(None, &mut state, &prompt, &mut logits, &mut arena)
             .unwrap();
         let mut got = Vec::new();
         for _ in 0..want.len() {
@@ -147,7 +147,7 @@ fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
                 break;
             }
             model
-                .step(None, None, &mut state, &[next], &mut logits, &mut arena)
+                .step(None, &mut state, &[next], &mut logits, &mut arena)
                 .unwrap();
         }
         assert_eq!(got, want, "{name}: greedy continuation");
@@ -158,13 +158,13 @@ fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
         let mut one = vec![0.0f32; vocab];
         for &t in &prompt {
             model
-                .step(None, None, &mut s2, &[t], &mut one, &mut arena)
+                .step(None, &mut s2, &[t], &mut one, &mut arena)
                 .unwrap();
         }
         let mut whole = vec![0.0f32; vocab];
         let mut s3 = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
         model
-            .step(None, None, &mut s3, &prompt, &mut whole, &mut arena)
+            .step(None, &mut s3, &prompt, &mut whole, &mut arena)
             .unwrap();
         let worst = one
             .iter()
@@ -181,7 +181,7 @@ fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
         let full = s3.len();
         let too_long = vec![1u32; context - full + 1];
         assert!(matches!(
-            model.step(None, None, &mut s3, &too_long, &mut whole, &mut arena),
+            model.step(None, &mut s3, &too_long, &mut whole, &mut arena),
             Err(Error::ContextExceeded { .. }) | Err(Error::BufferTooSmall { .. })
         ));
         assert_eq!(s3.len(), full);

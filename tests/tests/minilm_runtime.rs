@@ -58,7 +58,7 @@ fn embeddings_match_transformers_for_every_weight_type() {
                 .collect();
             assert_eq!(&ids[..n], &want_ids[..], "{kind}: ids of {text:?}");
             let k = model
-                .run(None, None, Input::Tokens(&ids[..n]), &mut out, &mut arena)
+                .run(None, Input::Tokens(&ids[..n]), &mut out, &mut arena)
                 .unwrap();
             assert_eq!(k, 384);
             let want: Vec<f64> = case["embedding"]
@@ -82,16 +82,15 @@ fn text_model_rejects_bad_inputs() {
     let mut arena = vec![0.0f32; model.arena_len(8, 0)];
     let mut out = vec![0.0f32; 384];
     let err = model
-        .run(None, None, Input::Vector(&[0.0; 4]), &mut out, &mut arena)
+        .run(None, Input::Vector(&[0.0; 4]), &mut out, &mut arena)
         .unwrap_err();
     assert_eq!(err, riffle_core::Error::BadInput);
     let err = model
-        .run(None, None, Input::Tokens(&[]), &mut out, &mut arena)
+        .run(None, Input::Tokens(&[]), &mut out, &mut arena)
         .unwrap_err();
     assert_eq!(err, riffle_core::Error::BadInput);
     let err = model
         .run(
-            None,
             None,
             Input::Tokens(&[101, 40_000, 102]),
             &mut out,
@@ -100,7 +99,7 @@ fn text_model_rejects_bad_inputs() {
         .unwrap_err();
     assert_eq!(err, riffle_core::Error::BadInput);
     let err = model
-        .run(None, None, Input::Tokens(&[101; 9]), &mut out, &mut arena)
+        .run(None, Input::Tokens(&[101; 9]), &mut out, &mut arena)
         .unwrap_err();
     assert!(matches!(err, riffle_core::Error::BufferTooSmall { .. }));
 }

@@ -835,13 +835,7 @@ mod tests {
                         .run(with.then_some(&ad), x, &mut o1, &mut arena)
                         .unwrap();
                     let n2 = model
-                        .run(
-                            with.then_some(&p),
-                            None,
-                            Input::Vector(x),
-                            &mut o2,
-                            &mut arena2,
-                        )
+                        .run(with.then_some(&p), Input::Vector(x), &mut o2, &mut arena2)
                         .unwrap();
                     assert_eq!(n1, n2);
                     let b1: Vec<u32> = o1[..n1].iter().map(|v| v.to_bits()).collect();

@@ -200,9 +200,29 @@ impl<'a> Model<'a> {
     }
 
     /// Runs one input through the base, or through the base with `adapter` applied
-    /// unmerged, or (with `merged`) on merged weights. Writes the output (logits, or the
-    /// pooled embedding of a text model without a head) into `output` and returns how
-    /// many values were written.
+    /// unmerged. Writes the output (logits, or the pooled embedding of a text model
+    /// without a head) into `output` and returns how many values were written.
+    ///
+    /// Merged weights are run only through [`super::Session::run`]: the session owns the
+    /// merged buffer together with the adapter merged into it, so the merged weights of
+    /// one adapter can never be paired with another adapter's head. A `Model` call that
+    /// hands merged weights in does not compile:
+    ///
+    /// ```compile_fail,E0061
+    /// # use riffle_core::runtime::{Input, Model};
+    /// fn misuse(m: &Model<'_>, merged: &[f32], out: &mut [f32], arena: &mut [f32]) {
+    ///     let _ = m.run(None, Some(merged), Input::Vector(&[0.0]), out, arena);
+    /// }
+    /// ```
+    ///
+    /// while the call with an adapter alone does:
+    ///
+    /// ```
+    /// # use riffle_core::runtime::{Input, Model};
+    /// fn base(m: &Model<'_>, out: &mut [f32], arena: &mut [f32]) {
+    ///     let _ = m.run(None, Input::Vector(&[0.0]), out, arena);
+    /// }
+    /// ```
     ///
     /// # Errors
     /// [`Error::BadInput`] for an input of the wrong kind or length;
@@ -212,12 +232,11 @@ impl<'a> Model<'a> {
     pub fn run(
         &self,
         adapter: Option<&Prepared<'a, '_>>,
-        merged: Option<&[f32]>,
         input: Input<'_>,
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        self.run_in(ONE_THREAD, adapter, merged, input, output, arena)
+        self.run_in(ONE_THREAD, adapter, None, input, output, arena)
     }
 
     /// [`Model::run`] with its dense products split across `exec`'s threads (results
@@ -230,12 +249,11 @@ impl<'a> Model<'a> {
         &self,
         exec: &dyn crate::par::Executor,
         adapter: Option<&Prepared<'a, '_>>,
-        merged: Option<&[f32]>,
         input: Input<'_>,
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        self.run_in(Some(exec), adapter, merged, input, output, arena)
+        self.run_in(Some(exec), adapter, None, input, output, arena)
     }
 
     pub(crate) fn run_in(
@@ -280,9 +298,9 @@ impl<'a> Model<'a> {
     }
 
     /// Reads `tokens` into `state` after the positions it holds, with `adapter` applied
-    /// unmerged (or on `merged` weights), and writes the logits of the next token into
-    /// `output`; returns their count. Prefill a prompt with one call, then decode one
-    /// token per call. The state records the adapter it was computed under.
+    /// unmerged, and writes the logits of the next token into `output`; returns their
+    /// count. Prefill a prompt with one call, then decode one token per call. The state
+    /// records the adapter it was computed under. Merged weights: [`super::Session::step`].
     ///
     /// # Errors
     /// [`Error::UnsupportedModel`] for a model without state; [`Error::StaleState`] for a
@@ -294,13 +312,12 @@ impl<'a> Model<'a> {
     pub fn step(
         &self,
         adapter: Option<&Prepared<'a, '_>>,
-        merged: Option<&[f32]>,
         state: &mut DecoderState<'_>,
         tokens: &[u32],
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        self.step_in(ONE_THREAD, adapter, merged, state, tokens, output, arena)
+        self.step_in(ONE_THREAD, adapter, None, state, tokens, output, arena)
     }
 
     /// [`Model::step`] with its dense products split across `exec`'s threads (results
@@ -309,18 +326,16 @@ impl<'a> Model<'a> {
     /// # Errors
     /// As [`Model::step`].
     #[cfg(all(feature = "llama", feature = "parallel"))]
-    #[allow(clippy::too_many_arguments)]
     pub fn step_on(
         &self,
         exec: &dyn crate::par::Executor,
         adapter: Option<&Prepared<'a, '_>>,
-        merged: Option<&[f32]>,
         state: &mut DecoderState<'_>,
         tokens: &[u32],
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        self.step_in(Some(exec), adapter, merged, state, tokens, output, arena)
+        self.step_in(Some(exec), adapter, None, state, tokens, output, arena)
     }
 
     #[cfg(feature = "llama")]

@@ -268,7 +268,6 @@ fn check(b: &mut board::Board, ram: &'static mut Ram) -> bool {
     // The adapter prepared first still answers as the host build does.
     let answer = model.run(
         Some(&good),
-        None,
         Input::Vector(&RT_SAMPLE),
         &mut ram.out,
         &mut ram.arena,

@@ -59,7 +59,6 @@ fn infer(ram: &'static mut Ram) -> riffle_core::Result<usize> {
     // table of resident adapters would cost ~17 KB of stack).
     let n = model.run(
         Some(&adapter),
-        None,
         Input::Vector(&RT_SAMPLE),
         &mut ram.out,
         &mut ram.arena,
