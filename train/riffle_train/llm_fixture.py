@@ -7,11 +7,15 @@ the tests use.
   2 KV heads, head dim 16, FFN 128, tied output head, rope base 10000, rms eps 1e-5), F32
   tensors, a small byte-level ``gpt2`` vocabulary with the ChatML control tokens, no
   ``riffle.model_id`` (like llama.cpp's files: the id is the SHA-256 of the data span);
-* ``tiny-llama-gsoft.gguf``: a GSOFT adapter (b=8, m=2, scale) on all seven linears of both
-  blocks, F16 parameters drawn at random (so the adapter visibly changes the logits);
-* ``tiny-llama.json``: a prompt's token ids and the float64 logits of every position without
-  and with the adapter, from :mod:`riffle_train.llama` run in float64 with the F16 adapter
-  parameters widened exactly.
+* ``tiny-llama-gsoft.gguf``, ``tiny-llama-double_gsoft.gguf``, ``tiny-llama-oft.gguf``,
+  ``tiny-llama-boft.gguf``: one adapter of each method (b=8, GSOFT/Double GSOFT/BOFT two
+  factors, OFT one, scale) on all seven linears of both blocks, F16 parameters drawn at
+  random (so each adapter visibly changes the logits), bound to the base's data span;
+* ``tiny-llama.json``: two prompts (a chat with a system message, and bare text with digits
+  and a merge) with their token ids, and the float64 logits of every position of each prompt
+  without any adapter and with each adapter, from :mod:`riffle_train.llama` run in float64
+  with the F16 adapter parameters widened exactly (written with 12 significant digits, far
+  below any float32 runtime's error).
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ import torch
 from . import gguf_io
 from .gguf_io import F32, U32
 from .llama import LINEARS, Llama, LlamaConfig, llama_from_gguf
-from .llm import DEFAULT_SYSTEM, render_chat
+from .llm import DEFAULT_SYSTEM, encode, render_chat
 
 TINY = LlamaConfig(vocab=0, d=64, ff=128, layers=2, heads=4, kv_heads=2, rope_base=10000.0, eps=1e-5, ctx=256)
 FIXTURE_CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the 42 tea"}]
+FIXTURE_TEXT = "he said: the 1999 tea, the end"
+# (method, seed of its random parameters); GSOFT's seed 1 keeps its file as first committed.
+FIXTURE_ADAPTERS = (("gsoft", 1), ("double_gsoft", 2), ("oft", 3), ("boft", 4))
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
                  "{{ '<|im_start|>system\n" + DEFAULT_SYSTEM + "<|im_end|>\n' }}{% endif %}"
@@ -127,12 +134,6 @@ def write_random_adapter(base: str | Path, path: str | Path, seed: int = 1, bloc
     return export_adapter(model, method, Budget(block_size=block_size), "fixture", path, base_model_id(base), [])
 
 
-def fixture_prompt(tok) -> list[int]:
-    from .llm import encode
-
-    return encode(tok, render_chat(FIXTURE_CHAT))
-
-
 @torch.no_grad()
 def logits64(base: str | Path, adapter: str | Path | None, ids: list[int]) -> np.ndarray:
     """Float64 logits (T, vocab) of ``ids`` on ``base`` (optionally with ``adapter``)."""
@@ -145,28 +146,35 @@ def logits64(base: str | Path, adapter: str | Path | None, ids: list[int]) -> np
     return model(torch.tensor([ids])).squeeze(0).numpy()
 
 
+def _rows(m: np.ndarray) -> list[list[float]]:
+    return [[float(f"{v:.12g}") for v in row] for row in m]
+
+
 def write_fixture(out: str | Path) -> dict:
+    """Write the tiny llama, one random adapter per method and their float64 logits into
+    ``out``; returns the JSON document."""
     from .llama import base_model_id
     from .llm import tokenizer_from_gguf
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = out / "tiny-llama-f32.gguf"
-    adapter = out / "tiny-llama-gsoft.gguf"
     bf = write_tiny_llama(base)
-    af = write_random_adapter(base, adapter)
     tok = tokenizer_from_gguf(base)
-    ids = fixture_prompt(tok)
-    plain = logits64(base, None, ids)
-    adapted = logits64(base, adapter, ids)
+    prompts = [("chat", render_chat(FIXTURE_CHAT)), ("text", FIXTURE_TEXT)]
+    ids = [encode(tok, text) for _, text in prompts]
     doc = {"about": "riffle_train.llm_fixture (python -m riffle_train llm fixture): float64 logits of every "
-                    "prompt position of the tiny random llama, without and with the GSOFT adapter",
+                    "position of two prompts on the tiny random llama, without and with one random adapter "
+                    "of each method",
            "base": base.name, "base_model_id": base_model_id(base), "base_bytes": bf["bytes"],
-           "adapter": adapter.name, "adapter_data_crc32": af["data_crc32"], "adapter_bytes": af["bytes"],
-           "prompt": render_chat(FIXTURE_CHAT), "tokens": ids,
-           "vocab": int(plain.shape[1]),
-           "argmax": [int(x) for x in plain.argmax(-1)], "argmax_adapted": [int(x) for x in adapted.argmax(-1)],
-           "logits": [[float(v) for v in row] for row in plain],
-           "logits_adapted": [[float(v) for v in row] for row in adapted]}
+           "vocab": len(tiny_vocab()[0]),
+           "prompts": [{"name": n, "text": t, "tokens": i} for (n, t), i in zip(prompts, ids)],
+           "logits": [_rows(logits64(base, None, i)) for i in ids],
+           "adapters": []}
+    for method, seed in FIXTURE_ADAPTERS:
+        path = out / f"tiny-llama-{method}.gguf"
+        af = write_random_adapter(base, path, seed=seed, method=method)
+        doc["adapters"].append({"method": method, "file": path.name, "data_crc32": af["data_crc32"],
+                                "bytes": af["bytes"], "logits": [_rows(logits64(base, path, i)) for i in ids]})
     (out / "tiny-llama.json").write_text(json.dumps(doc) + "\n")
     return doc

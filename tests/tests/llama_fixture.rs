@@ -1,0 +1,271 @@
+//! Runtime conformance on the training path's llama fixture (tests/data/llama/, written by
+//! `python -m riffle_train llm fixture`, `train/riffle_train/llm_fixture.py`): a tiny random
+//! llama (2 blocks, hidden 64, 4 heads / 2 KV heads, F32, tied head) and one random adapter
+//! of each method (GSOFT, Double GSOFT, OFT, BOFT; F16 parameters, scales) on all seven
+//! linears of both blocks, with PyTorch's float64 logits of every position of two prompts,
+//! without and with each adapter.
+//!
+//! riffle-core must give those logits for the whole prompt at once, for the prompt read one
+//! token at a time through the KV cache (every position), with each adapter unmerged and
+//! merged into an F32 copy of the weights. Unlike `llama_runtime.rs` this needs no model
+//! download: it always runs.
+
+use riffle_core::runtime::{Adapter, DecoderState, Input, Model, Session};
+use riffle_core::text::bpe::BpeTokenizer;
+use riffle_tests::{data_path, read_repo_file};
+use serde_json::Value;
+
+/// Largest `|runtime - float64|` over every logit the tests compare. Measured on this
+/// fixture (x86-64 with AVX-512, `cargo test -p riffle-tests --test llama_fixture --
+/// --nocapture` prints it): base 3.6e-6, adapters unmerged 4.2e-6 to 4.9e-6, merged
+/// 4.4e-6 to 9.8e-6 (worst of the whole prompt at once, prefill and token by token), on
+/// logits of magnitude up to 29. 1e-4 leaves a factor of 10; every adapter moves the logits
+/// by at least 12.7 (OFT) at some position, five orders of magnitude above it, so an adapter
+/// applied wrongly, on the wrong side or not at all fails.
+const TOL: f32 = 1e-4;
+/// Least largest change an adapter must make to the base's logits for the test to mean
+/// anything (the fixture's smallest is 12.76, OFT on the chat prompt).
+const MOVES_AT_LEAST: f64 = 5.0;
+
+fn fixture() -> Value {
+    serde_json::from_slice(&read_repo_file("tests/data/llama/tiny-llama.json")).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The `(positions, vocab)` float64 logits of one prompt, as rows.
+fn rows(v: &Value) -> Vec<Vec<f64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn worst(got: &[f32], want: &[f64]) -> f32 {
+    assert_eq!(got.len(), want.len(), "vocabulary size");
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).abs() as f32)
+        .fold(0.0, f32::max)
+}
+
+/// One run mode: `(adapter index, merged)`; `None` = the bare base.
+type Mode = (Option<usize>, bool);
+
+/// Largest error over (a) the whole prompt read at once by `run`, (b) the whole prompt read
+/// by one `step` (prefill), (c) the prompt read one token per `step`, every position
+/// compared. Panics past `TOL` with where it happened.
+fn check_prompt(
+    session: &Session<'_, '_, '_>,
+    tokens: &[u32],
+    want: &[Vec<f64>],
+    what: &str,
+) -> f32 {
+    let model = session.model();
+    let vocab = model.output_len();
+    let mut out = vec![0.0f32; vocab];
+    let mut arena = vec![0.0f32; session.arena_len(tokens.len())];
+    let n = session
+        .run(Input::Tokens(tokens), &mut out, &mut arena)
+        .unwrap();
+    assert_eq!(n, vocab);
+    let last = want.last().unwrap();
+    let mut w = worst(&out, last);
+    assert!(w <= TOL, "{what}: run, last position off by {w}");
+
+    let context = tokens.len();
+    let mut kv = vec![0.0f32; model.state_len(context)];
+    let mut step_arena = vec![0.0f32; model.step_arena_len(context)];
+    let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
+    session
+        .step(&mut state, tokens, &mut out, &mut step_arena)
+        .unwrap();
+    let e = worst(&out, last);
+    assert!(e <= TOL, "{what}: prefill step off by {e}");
+    w = w.max(e);
+
+    let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
+    for (t, (&id, row)) in tokens.iter().zip(want).enumerate() {
+        session
+            .step(&mut state, &[id], &mut out, &mut step_arena)
+            .unwrap();
+        let e = worst(&out, row);
+        assert!(e <= TOL, "{what}: token-by-token, position {t} off by {e}");
+        w = w.max(e);
+    }
+    assert_eq!(state.len(), context);
+    w
+}
+
+#[test]
+fn tokens_of_the_fixture_prompts_equal_the_trainers() {
+    let f = fixture();
+    let bytes = read_repo_file("tests/data/llama/tiny-llama-f32.gguf");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut idx = vec![0u32; BpeTokenizer::index_len(model.gguf()).unwrap()];
+    let tok = BpeTokenizer::from_gguf(model.gguf(), &mut idx).unwrap();
+    for p in f["prompts"].as_array().unwrap() {
+        let text = p["text"].as_str().unwrap();
+        let mut out = vec![0u32; text.len() + 2];
+        let n = tok.encode(text, &mut out).unwrap();
+        assert_eq!(out[..n], ids(&p["tokens"])[..], "{}", p["name"]);
+    }
+}
+
+#[test]
+fn logits_of_base_and_every_adapter_unmerged_and_merged_equal_float64() {
+    let f = fixture();
+    let bytes = read_repo_file(&format!("tests/data/llama/{}", f["base"].as_str().unwrap()));
+    let model = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(model.model_id(), f["base_model_id"].as_str().unwrap());
+    assert_eq!(model.output_len(), f["vocab"].as_u64().unwrap() as usize);
+    let cfg = model.llama_config().unwrap();
+    assert_eq!(
+        (cfg.blocks, cfg.hidden, cfg.heads, cfg.kv_heads),
+        (2, 64, 4, 2)
+    );
+
+    let prompts: Vec<Vec<u32>> = f["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ids(&p["tokens"]))
+        .collect();
+    let base_logits: Vec<Vec<Vec<f64>>> =
+        f["logits"].as_array().unwrap().iter().map(rows).collect();
+    let specs = f["adapters"].as_array().unwrap();
+    let methods: Vec<&str> = specs
+        .iter()
+        .map(|a| a["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["gsoft", "double_gsoft", "oft", "boft"]);
+    let files: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|a| read_repo_file(&format!("tests/data/llama/{}", a["file"].as_str().unwrap())))
+        .collect();
+    let adapters: Vec<Adapter<'_>> = files
+        .iter()
+        .map(|b| Adapter::from_bytes(b).unwrap())
+        .collect();
+    let mut workspaces: Vec<Vec<f32>> = adapters
+        .iter()
+        .map(|a| vec![0.0f32; a.workspace_len(&model).unwrap()])
+        .collect();
+    let adapter_logits: Vec<Vec<Vec<Vec<f64>>>> = specs
+        .iter()
+        .map(|a| a["logits"].as_array().unwrap().iter().map(rows).collect())
+        .collect();
+
+    // The fixture means something only if each adapter moves the logits far past TOL.
+    for (m, per_prompt) in methods.iter().zip(&adapter_logits) {
+        for (k, (a, b)) in per_prompt.iter().zip(&base_logits).enumerate() {
+            let moved = a
+                .iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                moved >= MOVES_AT_LEAST,
+                "{m} prompt {k}: moves logits by {moved}"
+            );
+        }
+    }
+
+    let mut merged_w = vec![0.0f32; model.merged_len()];
+    let mut session = Session::new(&model);
+    let mut scratch = vec![0.0f32; session.swap_scratch_len()];
+    let handles: Vec<_> = adapters
+        .iter()
+        .zip(workspaces.iter_mut())
+        .map(|(a, ws)| session.add_adapter(a.prepare(&model, ws).unwrap()).unwrap())
+        .collect();
+
+    let mut modes: Vec<Mode> = vec![(None, false)];
+    modes.extend((0..adapters.len()).map(|i| (Some(i), false)));
+    let mut report = Vec::new();
+    for (adapter, _) in &modes {
+        session
+            .activate(adapter.map(|i| handles[i]), &mut scratch)
+            .unwrap();
+        let name = adapter.map_or("base", |i| methods[i]);
+        let want = adapter.map_or(&base_logits, |i| &adapter_logits[i]);
+        let mut w = 0.0f32;
+        for (k, p) in prompts.iter().enumerate() {
+            w = w.max(check_prompt(
+                &session,
+                p,
+                &want[k],
+                &format!("{name} unmerged, prompt {k}"),
+            ));
+        }
+        report.push(format!("{name} unmerged {w:.2e}"));
+    }
+
+    // Merged: the adapters swapped in place in one F32 copy of the weights, each in turn,
+    // then back to the bare base.
+    session.activate(None, &mut scratch).unwrap();
+    session.enable_merged(&mut merged_w, &mut scratch).unwrap();
+    let mut order: Vec<Option<usize>> = (0..adapters.len()).map(Some).collect();
+    order.push(None);
+    for adapter in order {
+        session
+            .activate(adapter.map(|i| handles[i]), &mut scratch)
+            .unwrap();
+        let name = adapter.map_or("base", |i| methods[i]);
+        let want = adapter.map_or(&base_logits, |i| &adapter_logits[i]);
+        let mut w = 0.0f32;
+        for (k, p) in prompts.iter().enumerate() {
+            w = w.max(check_prompt(
+                &session,
+                p,
+                &want[k],
+                &format!("{name} merged, prompt {k}"),
+            ));
+        }
+        report.push(format!("{name} merged {w:.2e}"));
+    }
+    eprintln!("worst |runtime - float64| per mode: {}", report.join(", "));
+}
+
+#[test]
+fn an_adapter_applied_as_another_method_fails_the_tolerance() {
+    // The check can fail: GSOFT's reference logits against the runtime's Double GSOFT (and
+    // the base) are far outside TOL at the last position of the chat prompt.
+    let f = fixture();
+    let bytes = read_repo_file("tests/data/llama/tiny-llama-f32.gguf");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let tokens = ids(&f["prompts"][0]["tokens"]);
+    let want = rows(&f["adapters"][0]["logits"][0]);
+    let last = want.last().unwrap();
+    let dbl = read_repo_file("tests/data/llama/tiny-llama-double_gsoft.gguf");
+    let a = Adapter::from_bytes(&dbl).unwrap();
+    let mut ws = vec![0.0f32; a.workspace_len(&model).unwrap()];
+    let p = a.prepare(&model, &mut ws).unwrap();
+    let mut out = vec![0.0f32; model.output_len()];
+    let mut arena = vec![0.0f32; model.arena_len(tokens.len(), 0)];
+    for adapter in [Some(&p), None] {
+        model
+            .run(adapter, Input::Tokens(&tokens), &mut out, &mut arena)
+            .unwrap();
+        let e = worst(&out, last);
+        assert!(
+            e > 100.0 * TOL,
+            "a wrong adapter is within {e} of GSOFT's logits"
+        );
+    }
+    assert!(data_path("llama/tiny-llama-gsoft.gguf").exists());
+}
