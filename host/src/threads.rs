@@ -51,6 +51,13 @@ impl Pool {
             .map_err(|e| e.to_string())?;
         Ok(Pool { pool, threads })
     }
+
+    /// A pool over a rayon pool built elsewhere (the browser's Web Workers, started by a
+    /// spawn handler): its threads plus the caller's.
+    pub fn from_rayon(pool: rayon::ThreadPool) -> Self {
+        let threads = pool.current_num_threads() + 1;
+        Pool { pool, threads }
+    }
 }
 
 impl Executor for Pool {

@@ -12,69 +12,21 @@
 //! # Buffers
 //!
 //! As in `riffle-wasm`, the long-lived buffers the core borrows are leaked once per model
-//! (`Box::leak`, no `unsafe`): the file bytes (filled in place by [`Upload`], so the model
-//! exists once in wasm memory), the parsed model, the key/value state; and each adapter's
-//! bytes and workspace once per successful [`ChatEngine::add_adapter`]. A bad adapter is
-//! rejected before anything is leaked.
-
-use std::fmt;
+//! (`riffle_wasm_shared::load`, `Box::leak`, no `unsafe`): the file bytes (filled in place
+//! by [`Upload`], so the model exists once in wasm memory), the parsed model, the
+//! key/value state; and each adapter's bytes and workspace once per successful
+//! [`ChatEngine::add_adapter`]. A bad file is rejected before anything is leaked.
 
 use riffle_core::gguf::{self, Gguf, StringArray};
-use riffle_core::runtime::{Adapter, AdapterHandle, DecoderState, Model, Session, MAX_RESIDENT};
+use riffle_core::runtime::{AdapterHandle, DecoderState, Model, Session};
 use riffle_core::sample::{Sampler, SamplerConfig};
 use riffle_core::text::bpe::{BpeTokenizer, EncodeOptions};
 use riffle_core::Error;
 use riffle_host::chat::{ChatTemplate, Message};
 use riffle_host::generate::{TokenBytes, Utf8Stream};
-
-/// A failure worded like the CLI's: `<what>: <problem>`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    what: String,
-    problem: String,
-    error: Option<Error>,
-}
-
-impl Failure {
-    fn new(what: &str, problem: impl Into<String>, error: Option<Error>) -> Self {
-        Failure {
-            what: what.to_owned(),
-            problem: problem.into(),
-            error,
-        }
-    }
-    fn core(what: &str, error: Error) -> Self {
-        Failure::new(what, error.to_string(), Some(error))
-    }
-    /// The core error behind it, if any.
-    pub fn error(&self) -> Option<Error> {
-        self.error
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.problem)
-    }
-}
-
-impl std::error::Error for Failure {}
-
-/// Shorthand for results of this module.
-pub type Result<T> = std::result::Result<T, Failure>;
-
-/// Milliseconds from a monotonic clock: `performance.now()` in a browser, `Instant` on
-/// the host.
-pub fn now_ms() -> f64 {
-    #[cfg(target_arch = "wasm32")]
-    {
-        crate::performance_now()
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        riffle_host::generate::instant_ms()
-    }
-}
+use riffle_wasm_shared::load::{self, what};
+pub use riffle_wasm_shared::load::{Failure, Result};
+pub use riffle_wasm_shared::now_ms;
 
 /// A model file written into wasm memory piece by piece as it downloads: one buffer of
 /// the announced size, so the file never exists twice.
@@ -302,112 +254,19 @@ pub struct ChatEngine {
     descriptions: Vec<String>,
     run: Option<Run>,
     timings: Timings,
+    threads: usize,
 }
 
-fn kind_noun(g: &Gguf<'_>) -> &'static str {
-    match g.get_str(gguf::KEY_TYPE) {
-        Ok(gguf::TYPE_MODEL) | Err(_) => "a base model",
-        Ok(gguf::TYPE_ADAPTER) => "an adapter",
-        Ok("dataset") => "a dataset",
-        Ok(_) => "not a riffle file",
+/// Refuses a base that is not causal (the digits and text demos read those).
+fn causal(what: &str, model: &Model<'_>) -> Result<()> {
+    if model.is_causal() {
+        return Ok(());
     }
-}
-
-fn parse<'a>(what: &str, bytes: &'a [u8]) -> Result<Gguf<'a>> {
-    Gguf::parse(bytes).map_err(|e| match e {
-        Error::TensorOutOfRange { tensor } => Failure::new(
-            what,
-            format!(
-                "file is truncated or corrupt: the data of tensor {tensor} lies beyond its end ({} bytes)",
-                bytes.len()
-            ),
-            Some(e),
-        ),
-        e => Failure::core(what, e),
-    })
-}
-
-fn load_model<'a>(what: &str, bytes: &'a [u8]) -> Result<Model<'a>> {
-    let g = parse(what, bytes)?;
-    let kind = kind_noun(&g);
-    if kind != "a base model" {
-        return Err(Failure::new(
-            what,
-            format!("is {kind}, not a base model"),
-            Some(Error::UnsupportedModel),
-        ));
-    }
-    let model = Model::from_bytes(bytes).map_err(|e| match e {
-        Error::UnsupportedModel => Failure::new(
-            what,
-            format!(
-                "architecture `{}` is not supported by this runtime",
-                g.get_str(gguf::KEY_ARCHITECTURE).unwrap_or("?")
-            ),
-            Some(e),
-        ),
-        e => Failure::core(what, e),
-    })?;
-    if !model.is_causal() {
-        return Err(Failure::new(
-            what,
-            "is not a generative (causal) model; the digits and text demos read it",
-            Some(Error::UnsupportedModel),
-        ));
-    }
-    Ok(model)
-}
-
-fn load_adapter<'a>(
-    what: &str,
-    bytes: &'a [u8],
-    model: &Model<'a>,
-) -> Result<(Adapter<'a>, usize)> {
-    let g = parse(what, bytes)?;
-    let kind = kind_noun(&g);
-    if kind != "an adapter" {
-        return Err(Failure::new(
-            what,
-            format!("is {kind}, not an adapter"),
-            Some(Error::UnsupportedModel),
-        ));
-    }
-    let adapter = Adapter::from_bytes(bytes).map_err(|e| match e {
-        Error::MissingKey | Error::WrongValueType => {
-            Failure::new(what, format!("{e} (malformed adapter)"), Some(e))
-        }
-        Error::UnsupportedModel => Failure::new(
-            what,
-            "unsupported adapter (adapter.type must be `orthogonal`, with a known method and permutation)",
-            Some(e),
-        ),
-        e => Failure::core(what, e),
-    })?;
-    let arch = g.get_str(gguf::KEY_ARCHITECTURE).unwrap_or("?");
-    let base_arch = model.architecture().name();
-    if arch != base_arch {
-        return Err(Failure::new(
-            what,
-            format!("adapter is for a `{arch}` base, but the base is a `{base_arch}` model"),
-            Some(Error::UnsupportedModel),
-        ));
-    }
-    if !adapter.binds_to(model.model_id()) {
-        let short = |s: &str| s.chars().take(12).collect::<String>();
-        return Err(Failure::new(
-            what,
-            format!(
-                "adapter was made for another base model (it binds to {}, the base is {})",
-                short(adapter.base_model_id()),
-                short(model.model_id())
-            ),
-            Some(Error::BaseMismatch),
-        ));
-    }
-    let need = adapter
-        .workspace_len(model)
-        .map_err(|e| Failure::core(what, e))?;
-    Ok((adapter, need))
+    Err(Failure::new(
+        what,
+        "is not a generative (causal) model; the digits and text demos read it",
+        Some(Error::UnsupportedModel),
+    ))
 }
 
 impl ChatEngine {
@@ -417,17 +276,15 @@ impl ChatEngine {
     /// # Errors
     /// A file that is not a causal base model, as `NAME: ...`.
     pub fn new(bytes: Vec<u8>, name: Option<&str>, context: usize) -> Result<Self> {
-        let what = name.filter(|n| !n.is_empty()).unwrap_or("model");
-        load_model(what, &bytes)?;
-        let model_bytes = bytes.len();
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        let model: &'static Model<'static> = Box::leak(Box::new(load_model(what, bytes)?));
+        let what = what(name, "model");
+        let (model, model_bytes) = load::leak_model(bytes, what, causal)?;
         let max = model.llama_config().map_or(context, |c| c.context);
         let context = context.clamp(1, max.max(1));
         let need = model.state_len(context);
         let kv: &'static mut [f32] = Box::leak(vec![0.0f32; need].into_boxed_slice());
-        let state = DecoderState::new(kv, need, context).map_err(|e| Failure::core(what, e))?;
-        let vocab = ByteVocab::from_gguf(model.gguf()).map_err(|e| Failure::core(what, e))?;
+        let state =
+            DecoderState::new(kv, need, context).map_err(|e| Failure::core(what, e, None))?;
+        let vocab = ByteVocab::from_gguf(model.gguf()).map_err(|e| Failure::core(what, e, None))?;
         // A file without a byte-level BPE tokenizer still runs on ids (`encode` refuses).
         let tokenizer = match BpeTokenizer::index_len(model.gguf()) {
             Ok(len) => {
@@ -453,9 +310,11 @@ impl ChatEngine {
             }
         }
         let out = model.output_len();
+        let mut session = Session::new(model);
+        let threads = riffle_wasm_shared::use_threads(&mut session);
         Ok(ChatEngine {
             model,
-            session: Session::new(model),
+            session,
             state,
             cached: Vec::new(),
             vocab,
@@ -473,6 +332,7 @@ impl ChatEngine {
             descriptions: Vec::new(),
             run: None,
             timings: Timings::default(),
+            threads,
         })
     }
 
@@ -497,50 +357,15 @@ impl ChatEngine {
     /// # Errors
     /// Any problem with the file, as `NAME: ...`; nothing changes then.
     pub fn add_adapter(&mut self, bytes: Vec<u8>, name: Option<&str>) -> Result<AdapterHandle> {
-        let t0 = now_ms();
-        let what = name.filter(|n| !n.is_empty()).unwrap_or("adapter");
-        if self.session.adapters().len() >= MAX_RESIDENT {
-            return Err(Failure::new(
-                what,
-                format!("at most {MAX_RESIDENT} adapters can be resident at once"),
-                Some(Error::CapacityExceeded),
-            ));
-        }
-        let (adapter, need) = load_adapter(what, &bytes, self.model)?;
-        if let Some(other) = self.session.find(adapter.task_name()) {
-            return Err(Failure::new(
-                what,
-                format!(
-                    "task `{}` is already given by resident adapter {other}",
-                    adapter.task_name()
-                ),
-                None,
-            ));
-        }
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        let (adapter, _) = load_adapter(what, bytes, self.model)?;
-        let g = adapter.gguf();
-        let description = g
-            .get_str("general.description")
-            .or_else(|_| g.get_str("adapter.description"))
-            .unwrap_or("")
-            .to_string();
-        let workspace: &'static mut [f32] = Box::leak(vec![0.0f32; need].into_boxed_slice());
-        let prepared = adapter
-            .prepare(self.model, workspace)
-            .map_err(|e| Failure::core(what, e))?;
-        let handle = self
-            .session
-            .add_adapter(prepared)
-            .map_err(|e| Failure::core(what, e))?;
-        self.workspace_lens.push(need);
-        self.prepare_ms.push(now_ms() - t0);
-        self.descriptions.push(description);
+        let added = load::add_adapter(&mut self.session, bytes, name)?;
+        self.workspace_lens.push(added.workspace_len);
+        self.prepare_ms.push(added.prepare_ms);
+        self.descriptions.push(added.description);
         let scratch = self.session.swap_scratch_len();
         if self.swap_scratch.len() < scratch {
             self.swap_scratch.resize(scratch, 0.0);
         }
-        Ok(handle)
+        Ok(added.handle)
     }
 
     /// Makes `handle` (or the bare base, `None`) answer from the next generation on.
@@ -552,7 +377,7 @@ impl ChatEngine {
         self.run = None;
         self.session
             .activate(handle, &mut self.swap_scratch)
-            .map_err(|e| Failure::core("adapter handle", e))
+            .map_err(|e| Failure::core("adapter handle", e, None))
     }
 
     /// The active adapter, `None` for the bare base.
@@ -617,7 +442,7 @@ impl ChatEngine {
         let mut out = vec![0u32; text.len() + 2];
         let n = t
             .encode_with(text, &mut out, EncodeOptions::default())
-            .map_err(|e| Failure::core("text", e))?;
+            .map_err(|e| Failure::core("text", e, None))?;
         out.truncate(n);
         Ok(out)
     }
@@ -636,7 +461,7 @@ impl ChatEngine {
     ) -> Result<()> {
         let vocab = self.model.output_len();
         if prompt.is_empty() || prompt.iter().any(|&t| t as usize >= vocab) {
-            return Err(Failure::core("prompt", Error::BadInput));
+            return Err(Failure::core("prompt", Error::BadInput, None));
         }
         if prompt.len() >= self.state.context() {
             return Err(Failure::core(
@@ -645,6 +470,7 @@ impl ChatEngine {
                     needed: prompt.len() + 1,
                     context: self.state.context(),
                 },
+                None,
             ));
         }
         let owner = self.session.active_adapter().map(|p| p.state_key());
@@ -733,7 +559,7 @@ impl ChatEngine {
         let run = self
             .run
             .as_mut()
-            .ok_or_else(|| Failure::core("generation", Error::BadInput))?;
+            .ok_or_else(|| Failure::core("generation", Error::BadInput, None))?;
         if run.produced >= run.max_tokens {
             run.done = true;
             return Ok(Event::Done { reason: "length" });
@@ -745,7 +571,7 @@ impl ChatEngine {
         let run = self
             .run
             .as_mut()
-            .ok_or_else(|| Failure::core("generation", Error::BadInput))?;
+            .ok_or_else(|| Failure::core("generation", Error::BadInput, None))?;
         if self.stop_tokens.contains(&next) {
             run.done = true;
             let rest = run.stream.finish();
@@ -772,7 +598,7 @@ impl ChatEngine {
         self.state.reset();
         self.cached.clear();
         self.run = None;
-        Failure::core("generation", e)
+        Failure::core("generation", e, None)
     }
 
     /// Ends the current generation (the tokens generated so far stay in the state).
@@ -797,6 +623,12 @@ impl ChatEngine {
     /// Bytes of the model file (in wasm memory once).
     pub fn model_bytes(&self) -> usize {
         self.model_bytes
+    }
+
+    /// Threads the model's steps run on (1 unless the threaded build started a pool
+    /// before the model was created).
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Bytes of the key/value state.

@@ -24,37 +24,17 @@
 
 pub mod engine;
 
-use engine::{ChatEngine, Event, Failure, Upload};
+use engine::{ChatEngine, Event, Upload};
 use js_sys::{Array, Object, Reflect, Uint32Array};
 use riffle_core::sample::SamplerConfig;
 use riffle_host::chat::Message;
 use wasm_bindgen::prelude::*;
 
-#[wasm_bindgen]
-extern "C" {
-    /// `performance.now()`, in windows and workers alike.
-    #[wasm_bindgen(js_namespace = performance, js_name = now)]
-    fn performance_now() -> f64;
-}
-
-fn js_error(f: Failure) -> JsError {
-    JsError::new(&f.to_string())
-}
-
-fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
-    // Setting a property on a fresh plain object cannot fail.
-    let _ = Reflect::set(obj, &JsValue::from_str(key), &value.into());
-}
-
-/// Bytes of the wasm linear memory.
-fn wasm_memory_bytes() -> f64 {
-    let buffer = Reflect::get(&wasm_bindgen::memory(), &JsValue::from_str("buffer"));
-    buffer
-        .and_then(|b| Reflect::get(&b, &JsValue::from_str("byteLength")))
-        .ok()
-        .and_then(|v| v.as_f64())
-        .unwrap_or(0.0)
-}
+use riffle_wasm_shared::js::{error as js_error, memory_bytes as wasm_memory_bytes, set};
+#[cfg(feature = "threads")]
+pub use riffle_wasm_shared::threads::{
+    run_thread, start_threads, thread_count, thread_memory, thread_module,
+};
 
 /// A model file being written into wasm memory as it downloads (or is read from a
 /// dropped file): one buffer of the announced size, so the file is never held twice.
@@ -262,7 +242,7 @@ impl ChatModel {
         set(&o, "statePositions", len as f64);
         set(&o, "context", context as f64);
         set(&o, "wasmMemoryBytes", wasm_memory_bytes());
-        set(&o, "threads", 1);
+        set(&o, "threads", e.threads() as f64);
         set(
             &o,
             "active",

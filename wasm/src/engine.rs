@@ -3,210 +3,18 @@
 //!
 //! # Buffers and lifetimes
 //!
-//! `riffle-core` borrows everything: a [`Model`] borrows its file bytes, a
-//! [`Prepared`](riffle_core::runtime::Prepared) adapter borrows its file bytes and its
-//! workspace, a [`Session`] borrows the model and (in merged mode) the merged weight buffer. A `#[wasm_bindgen]` struct cannot hold
-//! borrows, and rebuilding the views on every call would redo the Cayley precompute of
-//! every adapter. So the long-lived buffers are **leaked** (`Box::leak`) into `'static`
-//! slices when they are handed to the core: the model bytes and the model itself once per
-//! `RiffleModel`, each adapter's bytes and workspace once per successful `addAdapter`, the
-//! merged weight buffer once per model (it travels between the session and `spare_merged`,
-//! never reallocated). No `unsafe` is involved. The price: freeing a `RiffleModel` from
-//! JavaScript does not give these buffers back to the wasm heap. The page creates one
-//! model per base and keeps it for its lifetime, so nothing grows; a bad adapter is
-//! rejected before anything is leaked. Short-lived buffers (arena, swap scratch, output)
-//! are ordinary `Vec`s.
+//! The model bytes, the model and each adapter's bytes and workspace are leaked once
+//! (`riffle_wasm_shared::load`), the merged weight buffer once per model (it travels
+//! between the session and `spare_merged`, never reallocated). No `unsafe` is involved.
+//! Short-lived buffers (arena, swap scratch, output) are ordinary `Vec`s.
 
-use std::fmt;
-
-use riffle_core::gguf::{self, Gguf, StringArray};
-use riffle_core::runtime::{Adapter, AdapterHandle, Input, Model, Session, MAX_RESIDENT};
+use riffle_core::gguf::StringArray;
+use riffle_core::runtime::{AdapterHandle, Input, Model, Session};
 use riffle_core::text::Tokenizer;
 use riffle_core::Error;
-
-/// A failure, worded like the CLI's (`cli/src/files.rs`): `<what>: <problem>`, where
-/// `what` is the file name when the caller gave one (else `model`, `adapter`, `input`,
-/// ...) and `problem` the core error's own message, with the name of the tensor it
-/// points at, or the CLI's wording for a file of the wrong kind or for the wrong base.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    what: String,
-    problem: String,
-    error: Option<Error>,
-}
-
-impl Failure {
-    fn new(what: &str, problem: impl Into<String>, error: Option<Error>) -> Self {
-        Failure {
-            what: what.to_owned(),
-            problem: problem.into(),
-            error,
-        }
-    }
-
-    /// A core error on `file` (whose tensor table names the tensor an error points at).
-    fn core(what: &str, error: Error, file: Option<&Gguf<'_>>) -> Self {
-        Failure::new(what, describe(error, file), Some(error))
-    }
-
-    /// The core error behind it, if any.
-    pub fn error(&self) -> Option<Error> {
-        self.error
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.problem)
-    }
-}
-
-impl std::error::Error for Failure {}
-
-/// The core's message for `err`, with the name of the tensor it points at in `file` (the
-/// core's errors carry table indices), as the CLI prints it.
-fn describe(err: Error, file: Option<&Gguf<'_>>) -> String {
-    let index = match err {
-        Error::UnknownTensorType { tensor, .. }
-        | Error::TensorOutOfRange { tensor }
-        | Error::Misaligned { tensor }
-        | Error::UnknownTensor { tensor }
-        | Error::ShapeMismatch { tensor } => Some(tensor),
-        _ => None,
-    };
-    let name = index.and_then(|i| Some(file?.tensor(i as usize)?.name()));
-    match (index, name) {
-        (Some(i), Some(n)) if !n.is_empty() => format!("{err} [tensor {i} is `{n}`]"),
-        _ => err.to_string(),
-    }
-}
-
-/// Parses the container, with the CLI's wording for a file cut short.
-fn parse<'a>(what: &str, bytes: &'a [u8]) -> Result<Gguf<'a>> {
-    Gguf::parse(bytes).map_err(|e| match e {
-        Error::TensorOutOfRange { tensor } => Failure::new(
-            what,
-            format!(
-                "file is truncated or corrupt: the data of tensor {tensor} lies beyond its end ({} bytes)",
-                bytes.len()
-            ),
-            Some(e),
-        ),
-        e => Failure::core(what, e, None),
-    })
-}
-
-/// What a parsed file is, from `general.type`, as a noun for messages.
-fn kind_noun(g: &Gguf<'_>) -> &'static str {
-    match g.get_str(gguf::KEY_TYPE) {
-        Ok(gguf::TYPE_MODEL) | Err(_) => "a base model",
-        Ok(gguf::TYPE_ADAPTER) => "an adapter",
-        Ok("dataset") => "a dataset",
-        Ok(_) => "not a riffle file",
-    }
-}
-
-/// Reads a base model, with the CLI's messages.
-fn load_model<'a>(what: &str, bytes: &'a [u8]) -> Result<Model<'a>> {
-    let g = parse(what, bytes)?;
-    let kind = kind_noun(&g);
-    if kind != "a base model" {
-        return Err(Failure::new(
-            what,
-            format!("is {kind}, not a base model"),
-            Some(Error::UnsupportedModel),
-        ));
-    }
-    Model::from_bytes(bytes).map_err(|e| match e {
-        Error::UnsupportedModel => Failure::new(
-            what,
-            format!(
-                "architecture `{}` is not supported by this runtime",
-                g.get_str(gguf::KEY_ARCHITECTURE).unwrap_or("?")
-            ),
-            Some(e),
-        ),
-        e => Failure::core(what, e, Some(&g)),
-    })
-}
-
-/// Reads an adapter and checks it against `model`, with the CLI's messages; returns
-/// it with its workspace length.
-fn load_adapter<'a>(
-    what: &str,
-    bytes: &'a [u8],
-    model: &Model<'a>,
-) -> Result<(Adapter<'a>, usize)> {
-    let g = parse(what, bytes)?;
-    let kind = kind_noun(&g);
-    if kind != "an adapter" {
-        return Err(Failure::new(
-            what,
-            format!("is {kind}, not an adapter"),
-            Some(Error::UnsupportedModel),
-        ));
-    }
-    let adapter = Adapter::from_bytes(bytes).map_err(|e| match e {
-        Error::MissingKey | Error::WrongValueType => Failure::new(
-            what,
-            format!("{} (malformed adapter)", describe(e, Some(&g))),
-            Some(e),
-        ),
-        Error::UnsupportedModel => Failure::new(
-            what,
-            "unsupported adapter (adapter.type must be `orthogonal`, with a known method and permutation)",
-            Some(e),
-        ),
-        e => Failure::core(what, e, Some(&g)),
-    })?;
-    let arch = g.get_str(gguf::KEY_ARCHITECTURE).unwrap_or("?");
-    let base_arch = model.architecture().name();
-    if arch != base_arch {
-        return Err(Failure::new(
-            what,
-            format!("adapter is for a `{arch}` base, but the base is a `{base_arch}` model"),
-            Some(Error::UnsupportedModel),
-        ));
-    }
-    if !adapter.binds_to(model.model_id()) {
-        return Err(Failure::new(
-            what,
-            format!(
-                "adapter was made for another base model (it binds to {}, the base is {})",
-                short_id(adapter.base_model_id()),
-                short_id(model.model_id())
-            ),
-            Some(Error::BaseMismatch),
-        ));
-    }
-    let need = adapter
-        .workspace_len(model)
-        .map_err(|e| Failure::core(what, e, Some(&g)))?;
-    Ok((adapter, need))
-}
-
-fn short_id(id: &str) -> String {
-    id.chars().take(12).collect()
-}
-
-/// Shorthand for results of this module.
-pub type Result<T> = std::result::Result<T, Failure>;
-
-/// Milliseconds from a monotonic clock: `performance.now()` in a browser (window or
-/// worker), `Instant` on the host.
-pub fn now_ms() -> f64 {
-    #[cfg(target_arch = "wasm32")]
-    {
-        crate::performance_now()
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use std::sync::OnceLock;
-        use std::time::Instant;
-        static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
-    }
-}
+use riffle_wasm_shared::load::{self, what};
+pub use riffle_wasm_shared::load::{Failure, Result};
+pub use riffle_wasm_shared::now_ms;
 
 /// One resident adapter, as `info()` reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +72,9 @@ pub struct Info {
     pub last_swap_ms: f64,
     /// Duration of the last inference, ms.
     pub last_run_ms: f64,
+    /// Threads the model's steps run on (1 unless the threaded build started a pool
+    /// before the model was created).
+    pub threads: usize,
 }
 
 /// The result of one inference: borrowed from the engine's output buffer.
@@ -304,6 +115,7 @@ pub struct Engine {
     spare_merged: Option<&'static mut [f32]>,
     last_swap_ms: f64,
     last_run_ms: f64,
+    threads: usize,
 }
 
 /// Outputs reserved up front; grown on demand if a head is wider.
@@ -316,13 +128,8 @@ impl Engine {
     /// A file that is not a base model, or any error of [`Model::from_bytes`], as
     /// "NAME: ..." (`model: ...` without a name).
     pub fn new(bytes: Vec<u8>, name: Option<&str>) -> Result<Self> {
-        let what = name.filter(|n| !n.is_empty()).unwrap_or("model");
-        // Validate before leaking: a bad file must not cost memory.
-        load_model(what, &bytes)?;
-        let model_bytes = bytes.len();
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        let model = load_model(what, bytes)?;
-        let model: &'static Model<'static> = Box::leak(Box::new(model));
+        let what = what(name, "model");
+        let (model, model_bytes) = load::leak_model(bytes, what, |_, _| Ok(()))?;
         let tokenizer = if model.bert_config().is_some() {
             let len = model
                 .tokenizer_index_len()
@@ -336,7 +143,8 @@ impl Engine {
         } else {
             None
         };
-        let session = Session::new(model);
+        let mut session = Session::new(model);
+        let threads = riffle_wasm_shared::use_threads(&mut session);
         let mut e = Engine {
             model,
             session,
@@ -352,6 +160,7 @@ impl Engine {
             spare_merged: None,
             last_swap_ms: 0.0,
             last_run_ms: 0.0,
+            threads,
         };
         e.size_buffers();
         Ok(e)
@@ -377,46 +186,14 @@ impl Engine {
     /// makes it resident. The active adapter does not change.
     ///
     /// # Errors
-    /// A file that is not an adapter, an adapter for another architecture or base, a task
-    /// already resident, or any error of [`Adapter::from_bytes`], [`Adapter::prepare`] or
-    /// [`Session::add_adapter`], as "NAME: ..." (`adapter: ...` without a name). Nothing
-    /// changes.
+    /// Those of [`load::add_adapter`], as "NAME: ..." (`adapter: ...` without a name).
+    /// Nothing changes.
     pub fn add_adapter(&mut self, bytes: Vec<u8>, name: Option<&str>) -> Result<AdapterHandle> {
-        let t0 = now_ms();
-        let what = name.filter(|n| !n.is_empty()).unwrap_or("adapter");
-        if self.session.adapters().len() >= MAX_RESIDENT {
-            return Err(Failure::new(
-                what,
-                format!("at most {MAX_RESIDENT} adapters can be resident at once"),
-                Some(Error::CapacityExceeded),
-            ));
-        }
-        // Full validation on the caller's bytes first; only a good adapter is leaked.
-        let (adapter, need) = load_adapter(what, &bytes, self.model)?;
-        if let Some(other) = self.session.find(adapter.task_name()) {
-            return Err(Failure::new(
-                what,
-                format!(
-                    "task `{}` is already given by resident adapter {other}",
-                    adapter.task_name()
-                ),
-                None,
-            ));
-        }
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        let (adapter, _) = load_adapter(what, bytes, self.model)?;
-        let workspace: &'static mut [f32] = Box::leak(vec![0.0f32; need].into_boxed_slice());
-        let prepared = adapter
-            .prepare(self.model, workspace)
-            .map_err(|e| Failure::core(what, e, Some(adapter.gguf())))?;
-        let handle = self
-            .session
-            .add_adapter(prepared)
-            .map_err(|e| Failure::core(what, e, None))?;
-        self.workspace_lens.push(need);
-        self.prepare_ms.push(now_ms() - t0);
+        let added = load::add_adapter(&mut self.session, bytes, name)?;
+        self.workspace_lens.push(added.workspace_len);
+        self.prepare_ms.push(added.prepare_ms);
         self.size_buffers();
-        Ok(handle)
+        Ok(added.handle)
     }
 
     /// Handle of the resident adapter for `task`.
@@ -558,7 +335,7 @@ impl Engine {
         let n = self.out_len;
         let latency_ms = now_ms() - t0;
         self.last_run_ms = latency_ms;
-        let index = argmax(&self.output[..n]);
+        let index = riffle_core::sample::argmax(&self.output[..n]) as usize;
         let label = self.labels().into_iter().nth(index).unwrap_or_default();
         let task = self
             .session
@@ -631,18 +408,9 @@ impl Engine {
             scratch_bytes: 4 * self.scratch.len(),
             last_swap_ms: self.last_swap_ms,
             last_run_ms: self.last_run_ms,
+            threads: self.threads,
         }
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 fn softmax(v: &[f32]) -> Vec<f32> {

@@ -23,16 +23,15 @@
 
 pub mod engine;
 
-use engine::{Engine, Failure, Info, RunResult};
-use js_sys::{Array, Float32Array, Object, Reflect};
+use engine::{Engine, Info, RunResult};
+use js_sys::{Array, Float32Array, Object};
 use wasm_bindgen::prelude::*;
 
-#[wasm_bindgen]
-extern "C" {
-    /// `performance.now()`, available in windows and workers alike.
-    #[wasm_bindgen(js_namespace = performance, js_name = now)]
-    fn performance_now() -> f64;
-}
+use riffle_wasm_shared::js::{error as js_error, memory_bytes as wasm_memory_bytes, set, strings};
+#[cfg(feature = "threads")]
+pub use riffle_wasm_shared::threads::{
+    run_thread, start_threads, thread_count, thread_memory, thread_module,
+};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -69,31 +68,10 @@ export interface ModelInfo {
   labels: string[]; adapters: AdapterInfo[]; active: number | null; merged: boolean;
   arenaBytes: number; mergedBytes: number; scratchBytes: number; wasmMemoryBytes: number;
   lastSwapMs: number; lastRunMs: number;
+  /** Threads the model's steps run on (1: the one-thread module, or no pool started). */
+  threads: number;
 }
 "#;
-
-fn js_error(f: Failure) -> JsError {
-    JsError::new(&f.to_string())
-}
-
-fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
-    // Setting a property on a fresh plain object cannot fail.
-    let _ = Reflect::set(obj, &JsValue::from_str(key), &value.into());
-}
-
-fn strings(v: &[String]) -> Array {
-    v.iter().map(|s| JsValue::from_str(s)).collect()
-}
-
-/// Bytes of the wasm linear memory.
-fn wasm_memory_bytes() -> f64 {
-    let buffer = Reflect::get(&wasm_bindgen::memory(), &JsValue::from_str("buffer"));
-    buffer
-        .and_then(|b| Reflect::get(&b, &JsValue::from_str("byteLength")))
-        .ok()
-        .and_then(|v| v.as_f64())
-        .unwrap_or(0.0)
-}
 
 /// One base model with resident adapters (`riffle_core::runtime::Session`), owning every
 /// buffer it needs.
@@ -247,5 +225,6 @@ fn info_object(i: &Info) -> Object {
     set(&o, "wasmMemoryBytes", wasm_memory_bytes());
     set(&o, "lastSwapMs", i.last_swap_ms);
     set(&o, "lastRunMs", i.last_run_ms);
+    set(&o, "threads", i.threads as f64);
     o
 }
