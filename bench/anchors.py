@@ -1,7 +1,9 @@
-"""Browser anchors (issue 21): riffle's wasm against onnxruntime-web (MiniLM) and wllama
-(SmolLM2), one thread each, in the same headless Chromium run (bench/browser/anchors.mjs).
+"""Browser anchors (issues 19, 21): riffle's wasm against onnxruntime-web (MiniLM) and
+wllama (SmolLM2) at the same thread counts (1 and 2: the page is cross-origin isolated,
+riffle's threaded modules run a Web Worker pool), in the same headless Chromium run
+(bench/browser/anchors.mjs), rounds alternating.
 
-    $(scripts/python-env) bench/anchors.py [--rounds 5] [--budget 2] [--no-minilm] [--no-llm]
+    $(scripts/python-env) bench/anchors.py [--rounds 5] [--budget 2] [--threads 1,2] [--no-minilm] [--no-llm]
 
 Needs scripts/build-www (www/pkg, and www/pkg-chat for the LLM part), playwright-core
 (scripts/test-wasm installs it) and, in RIFFLE_BENCH_NPM_DIR (default
@@ -13,7 +15,9 @@ MiniLM: the text of exactly 128 tokens that bench/run.py uses, its ids from the 
 tokenizer (riffle tokenizes the same text itself: the token counts are checked equal),
 riffle's F32 GGUF against the ONNX export of the same F32 weights (bench/onnx_export.py);
 the two sentence embeddings must agree (cosine > 0.9999) before anything is timed.
-Writes bench/out/anchors.json and prints the medians over rounds.
+Needs the threaded modules for thread counts above 1 (scripts/build-www with nightly).
+Writes bench/out/anchors.json and prints the medians over rounds (spread: min-max) and
+the load average.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ def main() -> int:
     ap.add_argument("--llm-model", default=os.environ.get("RIFFLE_ANCHOR_LLM", str(LLM_MODEL)))
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--gen-tokens", type=int, default=32)
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     args = ap.parse_args()
-    cfg: dict = {"rounds": args.rounds, "budget_s": args.budget, "minilm": None, "llm": None}
+    counts = [int(t) for t in args.threads.split(",")]
+    cfg: dict = {"rounds": args.rounds, "budget_s": args.budget, "threads": counts, "minilm": None, "llm": None}
     if not args.no_minilm:
         from onnx_export import ONNX_PATH, export
 
@@ -91,37 +97,50 @@ def main() -> int:
     res["load"] = os.getloadavg()
     C.OUT.mkdir(parents=True, exist_ok=True)
     (C.OUT / "anchors.json").write_text(json.dumps(res, indent=1) + "\n")
-    print(f"Chromium {res['chromium']}, 1 thread, cross-origin isolated: {res['crossOriginIsolated']}")
+    span = lambda v: f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})"  # noqa: E731
+    spanx = lambda v: f"{statistics.median(v):.2f}x ({min(v):.2f}-{max(v):.2f})"  # noqa: E731
+    print(f"Chromium {res['chromium']}, cross-origin isolated: {res['crossOriginIsolated']}, "
+          f"hardwareConcurrency {res['hardwareConcurrency']}, {args.rounds} rounds alternating; "
+          f"load average after: {' '.join(f'{x:.2f}' for x in res['load'])}")
     if "minilm" in res:
         m = res["minilm"]
-        if m["riffleTokens"] != m["tokens"] or m["cosine"] < 0.9999:
-            print(f"anchors: MiniLM outputs disagree: {m['riffleTokens']} vs {m['tokens']} tokens, "
-                  f"cosine {m['cosine']}", file=sys.stderr)
-            return 1
-        rf, ort = m["rows"]["riffle_ms"], m["rows"]["ort_ms"]
-        ratios = [a / b for a, b in zip(rf, ort)]
-        print(f"MiniLM {m['tokens']} tokens: riffle {statistics.median(rf):.1f} ms "
-              f"({min(rf):.1f}-{max(rf):.1f}), onnxruntime-web {res['onnxruntime_web']} "
-              f"{statistics.median(ort):.1f} ms ({min(ort):.1f}-{max(ort):.1f}); riffle/ort "
-              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}); cosine {m['cosine']:.7f}")
+        for n in map(str, counts):
+            s_ = m["setup"][n]
+            if s_["riffleTokens"] != m["tokens"] or s_["cosine"] < 0.9999:
+                print(f"anchors: MiniLM outputs disagree at {n} threads: {s_['riffleTokens']} vs {m['tokens']} "
+                      f"tokens, cosine {s_['cosine']}", file=sys.stderr)
+                return 1
+            if s_["riffleThreads"] != int(n):
+                print(f"anchors: riffle ran {s_['riffleThreads']} thread(s), not {n} ({s_.get('threadError')})",
+                      file=sys.stderr)
+                return 1
+            rf, ort = m["rows"][n]["riffle_ms"], m["rows"][n]["ort_ms"]
+            ratios = [a / b for a, b in zip(rf, ort)]
+            print(f"MiniLM {m['tokens']} tokens, {n} thread(s): riffle {span(rf)} ms, onnxruntime-web "
+                  f"{res['onnxruntime_web']} {span(ort)} ms; riffle/ort {spanx(ratios)}; cosine {s_['cosine']:.7f}")
     if "llm" in res:
         l = res["llm"]
-        rp = [l["prompt_tokens"] / (row["riffle"]["promptMs"] / 1000) for row in l["rows"]]
-        rd = [(l["gen_tokens"] - 1) / (row["riffle"]["decodeMs"] / 1000) for row in l["rows"]]
-        wp = [row["wllama"]["timings"]["prompt_per_second"] for row in l["rows"]]
-        wd = [row["wllama"]["timings"]["predicted_per_second"] for row in l["rows"]]
-        wn = l["rows"][0]["wllama"]["timings"]
         name = Path(args.llm_model).name
-        for who, p, d in (("riffle", rp, rd), (f"wllama {res['wllama']}", wp, wd)):
-            print(f"SmolLM2 {name}: {who}: prompt {statistics.median(p):.1f} tok/s ({min(p):.1f}-{max(p):.1f}), "
-                  f"decode {statistics.median(d):.1f} tok/s ({min(d):.1f}-{max(d):.1f})")
-        print(f"prompt {l['prompt_tokens']} tokens (wllama: {wn.get('prompt_n')}), {l['gen_tokens']} generated "
-              f"(wllama: {wn.get('predicted_n')}); wllama threads {l['wllamaThreads']}, multithread "
-              f"{l['wllamaMultithread']}")
-        dr = [a / b for a, b in zip(rd, wd)]
-        print(f"riffle/wllama decode tokens/s: {statistics.median(dr):.2f}x ({min(dr):.2f}-{max(dr):.2f})")
-        print(f"riffle text:  {l['rows'][0]['riffle']['text']!r}")
-        print(f"wllama text:  {l['rows'][0]['wllama']['text']!r}")
+        for n in map(str, counts):
+            rows, st = l["rows"][n], l["setup"][n]
+            if st["riffleThreads"] != int(n):
+                print(f"anchors: riffle's chat ran {st['riffleThreads']} thread(s), not {n} ({st.get('threadError')})",
+                      file=sys.stderr)
+                return 1
+            rp = [l["prompt_tokens"] / (row["riffle"]["promptMs"] / 1000) for row in rows]
+            rd = [(l["gen_tokens"] - 1) / (row["riffle"]["decodeMs"] / 1000) for row in rows]
+            wp = [row["wllama"]["timings"]["prompt_per_second"] for row in rows]
+            wd = [row["wllama"]["timings"]["predicted_per_second"] for row in rows]
+            wn = rows[0]["wllama"]["timings"]
+            for who, p, d in (("riffle", rp, rd), (f"wllama {res['wllama']}", wp, wd)):
+                print(f"SmolLM2 {name}, {n} thread(s): {who}: prompt {span(p)} tok/s, decode {span(d)} tok/s")
+            print(f"  prompt {l['prompt_tokens']} tokens (wllama: {wn.get('prompt_n')}), {l['gen_tokens']} generated "
+                  f"(wllama: {wn.get('predicted_n')}); wllama threads {st['wllamaThreads']}, multithread "
+                  f"{st['wllamaMultithread']}")
+            print(f"  riffle/wllama prompt tokens/s {spanx([a / b for a, b in zip(rp, wp)])}, "
+                  f"decode {spanx([a / b for a, b in zip(rd, wd)])}")
+            print(f"  riffle text:  {rows[0]['riffle']['text']!r}")
+            print(f"  wllama text:  {rows[0]['wllama']['text']!r}")
     return 0
 
 

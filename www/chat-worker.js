@@ -4,25 +4,30 @@
 //
 // Generation runs in slices: one prompt chunk or one token per ChatModel.next() call,
 // and the worker goes back to its message loop between calls (a MessageChannel turn), so
-// a 'stop' message is read before the next token. One thread: the page is not
-// cross-origin isolated; a Worker pool for the threads issue would take the slices'
-// place, with Stop as an Atomics flag.
+// a 'stop' message is read before the next token.
 //
-// Messages in:  {type: 'load', url} | {type: 'load', file}          -> progress..., loaded | error
+// Threads: with `threads > 1` on the first 'load' and a cross-origin isolated page, the
+// threaded chat module (pkg-chat-mt/) runs, each step split across a pool of Web Workers
+// on the same memory (threads.js); otherwise the one-thread module (pkg-chat/). The
+// slices stay: the pool works inside each slice.
+//
+// Messages in:  {type: 'load', url, threads, threadedUrl} | {type: 'load', file, ...}
+//                                                                    -> progress..., loaded | error
 //               {type: 'adapter', bytes, name}                       -> adapter | error (the chat keeps working)
 //               {type: 'use', handle}  (null: the bare base)         -> used
 //               {type: 'render', messages}                           -> rendered {text}
 //               {type: 'encode', text}                               -> encoded {ids}
 //               {type: 'generate', messages | ids, maxTokens, temperature, topK, topP, seed}
 //                                                                    -> prompt..., piece..., done {reason, timings}
+//               {type: 'bench', ids, n}                              -> benched {promptMs, decodeMs, tokens, text}
 //               {type: 'stop'}
 // Every reply carries the request's `id`.
-import init, { ChatModel, ModelUpload } from './pkg-chat/riffle_chat.js';
+import { loadModule } from './threads.js';
 
 let model = null;
 let stopRequested = false;
 let generating = false;
-const ready = init();
+let module = null; // {glue, threads, ...}: the first 'load' picks and instantiates it
 
 // A zero-delay turn of the event loop (setTimeout clamps nested calls to 4 ms).
 const channel = new MessageChannel();
@@ -31,7 +36,12 @@ channel.port1.onmessage = () => waiters.shift()?.();
 const yieldTurn = () => new Promise((r) => { waiters.push(r); channel.port2.postMessage(0); });
 
 async function load(id, msg) {
-  await ready;
+  module ??= await loadModule({
+    one: { glue: './pkg-chat/riffle_chat.js', wasm: './pkg-chat/riffle_chat_bg.wasm' },
+    threaded: msg.threadedUrl && { glue: './pkg-chat-mt/riffle_chat.js', wasm: msg.threadedUrl },
+    threads: msg.threads || 1,
+  });
+  const { ChatModel, ModelUpload } = module.glue;
   let total; let reader; let name;
   if (msg.file) {
     total = msg.file.size;
@@ -57,7 +67,8 @@ async function load(id, msg) {
   postMessage({ id, type: 'progress', received: up.received, total });
   const t0 = performance.now();
   model = ChatModel.fromUpload(up, name, msg.context || 1024);
-  postMessage({ id, type: 'loaded', parseMs: performance.now() - t0, info: model.info() });
+  postMessage({ id, type: 'loaded', parseMs: performance.now() - t0, info: model.info(),
+    threaded: module.threaded, threadError: module.error });
 }
 
 async function generate(id, msg) {
@@ -103,6 +114,10 @@ self.onmessage = async ({ data: msg }) => {
       postMessage({ id, type: 'encoded', ids: Array.from(model.encode(msg.text)) });
     } else if (msg.type === 'render') {
       postMessage({ id, type: 'rendered', text: model.render(msg.messages) });
+    } else if (msg.type === 'bench') {
+      // The browser benchmark: the prompt ids in one step, then n greedy tokens.
+      const r = model.benchIds(Uint32Array.from(msg.ids), msg.n);
+      postMessage({ id, type: 'benched', ...r, tokens: Array.from(r.tokens), text: model.decode(Uint32Array.from(r.tokens)) });
     } else if (msg.type === 'generate') {
       await generate(id, msg);
     } else {

@@ -1,5 +1,6 @@
 // The chat panel: SmolLM2 with per-task adapters in its own worker (chat-worker.js),
 // loaded only when the panel is opened. UI only; the worker owns the model.
+import { pageThreads } from './threads.js';
 const clean = (s) => String(s).replace(
   /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
   (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
@@ -66,7 +67,7 @@ function stats(info) {
   $('chat-stats').textContent = `prompt ${t.promptTokens} tokens in ${t.promptMs.toFixed(0)} ms` +
     (t.reusedTokens ? ` (${t.reusedTokens} reused)` : '') +
     ` · ${t.tokens} tokens, ${tps.toFixed(1)} tokens/s · wasm memory ${mb(info.wasmMemoryBytes)}` +
-    ` (file ${mb(info.modelBytes)}, state ${mb(info.stateBytes)}) · ${info.threads} thread`;
+    ` (file ${mb(info.modelBytes)}, state ${mb(info.stateBytes)}) · ${info.threads} thread${info.threads > 1 ? 's' : ''}`;
 }
 
 async function answer(messages, label) {
@@ -144,12 +145,15 @@ async function open(manifest, file) {
   const text = $('chat-progress-text');
   try {
     const src = file ? { file } : { url: manifest.chat.file };
-    const r = await call({ type: 'load', context: 1024, ...src }, (e) => {
+    const want = pageThreads();
+    const r = await call({ type: 'load', context: 1024, threads: want.threads,
+      threadedUrl: manifest.chatWasmThreads?.file, ...src }, (e) => {
       if (e.type !== 'progress') return;
       bar.style.width = `${(100 * e.received / e.total).toFixed(1)}%`;
       text.textContent = `${mb(e.received)} / ${mb(e.total)}`;
     });
     text.textContent = `loaded ${mb(r.info.modelBytes)} · wasm memory ${mb(r.info.wasmMemoryBytes)}`;
+    showThreads(want, r);
     for (const a of (file ? [] : manifest.chat.adapters || [])) {
       if (a.task && a.description) state.described[a.task] = a.description;
       const bytes = await (await fetch(a.file)).arrayBuffer();
@@ -167,6 +171,15 @@ async function open(manifest, file) {
   }
 }
 
+// The heading says how many threads the chat runs on, and why only one.
+function showThreads(want, r) {
+  const n = r.info.threads;
+  let note = n > 1 ? `${n} threads (Web Worker pool)` : want.note;
+  if (want.threads > 1 && n === 1) note = r.threadError ? `one thread: the Web Worker pool failed (${r.threadError})` : 'one thread: no threaded chat module built';
+  $('chat-threads').textContent = `· ${note}`;
+  $('chat').dataset.threads = String(n);
+}
+
 export async function initChat() {
   let manifest;
   try { manifest = await (await fetch('models/manifest.json')).json(); } catch { return; }
@@ -174,6 +187,7 @@ export async function initChat() {
   if (!card) return;
   card.hidden = false;
   $('chat-model-name').textContent = clean(manifest.chat ? `${manifest.chat.name}, ${mb(manifest.chat.bytes)}` : 'drop a SmolLM2 GGUF file');
+  $('chat-threads').textContent = `· ${pageThreads().note}`;
   $('chat-module-size').textContent = manifest.chatWasm ? `chat module ${(manifest.chatWasm.gzipBytes / 1024).toFixed(0)} KB gzipped, loaded on open` : '';
   $('chat-open').disabled = !manifest.chat;
   $('chat-open').addEventListener('click', () => open(manifest, null));

@@ -1,5 +1,7 @@
 // The page: UI only. Every model call goes to worker.js (riffle-wasm in a Web Worker).
 
+import { pageThreads } from './threads.js';
+
 // ---- worker RPC ---------------------------------------------------------------------------
 const worker = new Worker('worker.js', { type: 'module' });
 const pending = new Map();
@@ -709,9 +711,10 @@ function renderSizes() {
     el('td', { class: 'n', text: n }), el('td', { class: 'n muted', text: extra })));
   body.append(el('tr', {}, el('th', { text: 'item' }), el('th', { text: 'detail' }),
     el('th', { text: 'size' }), el('th', { text: '' })));
-  const w = state.manifest.wasm;
-  row('WebAssembly module', 'riffle_wasm_bg.wasm, wasm-opt -Oz', exactBytes(w.bytes), `${exactBytes(w.gzipBytes)} gzipped`);
-  row('JS glue', 'riffle_wasm.js (wasm-bindgen --target web)', exactBytes(w.glueBytes),
+  const w = state.wasm?.threaded ? state.manifest.wasmThreads : state.manifest.wasm;
+  row('WebAssembly module', `${w.file.split('/').slice(-2).join('/')}, wasm-opt -Oz${state.wasm?.threaded ? ', threads' : ''}`,
+    exactBytes(w.bytes), `${exactBytes(w.gzipBytes)} gzipped`);
+  row('JS glue', 'riffle_wasm.js (wasm-bindgen --target web)', w.glueBytes ? exactBytes(w.glueBytes) : '–',
     state.wasm ? `instantiated in ${fmtMs(state.wasm.instantiateMs)}` : '');
   const models = [];
   const digitInfo = state.bases[state.base]?.info;
@@ -730,6 +733,17 @@ function renderSizes() {
   if (mem) row('wasm memory', 'linear memory of the worker\'s module', exactBytes(mem));
 }
 
+// ---- threads ------------------------------------------------------------------------------
+function showThreads(want, got) {
+  let note = want.note;
+  if (want.threads > 1 && got.threads === 1) {
+    note = got.threadError ? `one thread: the Web Worker pool failed (${got.threadError})`
+      : 'one thread: the threaded module was not built (scripts/build-www needs nightly)';
+  }
+  $('threads-note').textContent = note;
+  document.body.dataset.threads = String(got.threads);
+}
+
 // ---- start --------------------------------------------------------------------------------
 async function start() {
   clearPad();
@@ -740,7 +754,15 @@ async function start() {
     state.manifest = await resp.json();
     renderBasePicker();
     progressHandlers.set('wasm', progress('wasm', 'base-progress-bar', 'base-progress-text', 'riffle_wasm_bg.wasm'));
-    state.wasm = await call('init', { wasmUrl: state.manifest.wasm.file });
+    // Threads when the page is cross-origin isolated (scripts/serve-www) and the threaded
+    // module was built; else the one-thread module, and the page says why.
+    const want = pageThreads();
+    state.wasm = await call('init', {
+      wasmUrl: state.manifest.wasm.file,
+      threadedUrl: state.manifest.wasmThreads?.file,
+      threads: want.threads,
+    });
+    showThreads(want, state.wasm);
     wireDrop('digit');
     wireDrop('text');
     loadSample(0);

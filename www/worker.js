@@ -1,7 +1,13 @@
 // Inference worker: owns the wasm module and every RiffleModel, so the page never
 // freezes. Messages in: {id, op, ...}; replies: {id, ok, result} or {id, ok: false,
 // error}; unsolicited: {type: 'progress', key, loaded, total}.
-import init, { RiffleModel } from './pkg/riffle_wasm.js';
+//
+// `init` picks the module: the threaded one (pkg-mt/, a Web Worker pool on shared
+// memory, threads.js) when the page asks for more than one thread and is cross-origin
+// isolated, else the small one-thread module (pkg/).
+import { loadModule } from './threads.js';
+
+let glue = null; // the wasm-bindgen module (RiffleModel, ...)
 
 const models = new Map(); // key -> RiffleModel (one per base, kept for the page's life)
 
@@ -39,18 +45,23 @@ function model(key) {
 }
 
 const ops = {
-  async init({ wasmUrl }) {
-    const bytes = await fetchBytes(wasmUrl, 'wasm');
-    const t0 = performance.now();
-    await init({ module_or_path: bytes });
-    return { wasmBytes: bytes.length, instantiateMs: performance.now() - t0 };
+  // wasmUrl: the one-thread module; threadedUrl (optional): the threaded one.
+  async init({ wasmUrl, threadedUrl, threads = 1 }) {
+    const m = await loadModule({
+      one: { glue: './pkg/riffle_wasm.js', wasm: wasmUrl },
+      threaded: threadedUrl && { glue: './pkg-mt/riffle_wasm.js', wasm: threadedUrl },
+      threads,
+      fetchBytes: (url) => fetchBytes(url, 'wasm'),
+    });
+    glue = m.glue;
+    return { wasmBytes: m.wasmBytes, instantiateMs: m.instantiateMs, threads: m.threads, threaded: m.threaded, threadError: m.error };
   },
   // Loads a base (with a progress bar) and its shipped adapters.
   async load({ key, url, adapters = [] }) {
     if (models.has(key)) return { info: models.get(key).info(), loadMs: 0, errors: [] };
     const bytes = await fetchBytes(url, key);
     const t0 = performance.now();
-    const m = new RiffleModel(bytes);
+    const m = new glue.RiffleModel(bytes);
     const adapterBytes = await Promise.all(adapters.map((a) => fetchBytes(a.url)));
     // A shipped adapter that does not fit is reported; the base and the others still load.
     const errors = [];
@@ -123,6 +134,20 @@ const ops = {
     const t0 = performance.now();
     for (let i = 0; i < iterations; i++) tokens = m.runText(text).tokens;
     return { meanMs: (performance.now() - t0) / iterations, iterations, tokens };
+  },
+  // Wall time of each runText call for about budgetMs (at least `min` calls, at most
+  // `max`), after two warm-up calls: the browser benchmark (bench/browser/anchors.mjs).
+  timeText({ key, text, budgetMs = 1000, min = 3, max = 200 }) {
+    const m = model(key);
+    for (let i = 0; i < 2; i++) m.runText(text);
+    const ms = [];
+    const end = performance.now() + budgetMs;
+    while (ms.length < min || (performance.now() < end && ms.length < max)) {
+      const t0 = performance.now();
+      m.runText(text);
+      ms.push(performance.now() - t0);
+    }
+    return { ms };
   },
   runText({ key, text }) {
     return model(key).runText(text);

@@ -55,7 +55,7 @@ function freePort() {
 }
 
 const port = await freePort();
-const server = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www],
+const server = spawn('python3', [path.join(root, 'scripts/serve-www'), String(port), '--directory', www],
   { stdio: 'ignore' });
 const base = `http://127.0.0.1:${port}`;
 for (let i = 0; i < 150; i++) {

@@ -2,7 +2,7 @@
 //
 //   node www/test/page.test.mjs            (scripts/test-wasm runs it after scripts/build-www)
 //
-// Serves www/ with `python3 -m http.server` on a free 127.0.0.1 port, loads the page,
+// Serves www/ with scripts/serve-www (cross-origin isolated: the threaded module) on a free 127.0.0.1 port, loads the page,
 // waits for the model, classifies a sample digit and a drawn one, switches adapters and
 // sees the label change, toggles merged weights, feeds a corrupt and a wrong-base adapter
 // through the page's file input and sees the error while the previous adapter still
@@ -110,7 +110,7 @@ async function textEqualsNative(page, manifest) {
 }
 
 const port = await freePort();
-const server = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www], {
+const server = spawn('python3', [path.join(root, 'scripts/serve-www'), String(port), '--directory', www], {
   stdio: ['ignore', 'ignore', 'pipe'],
 });
 const serverLog = [];
