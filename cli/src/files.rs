@@ -244,7 +244,7 @@ pub fn load_model<'a>(name: &str, bytes: &'a [u8]) -> Result<Model<'a>> {
     }
     Model::from_bytes(bytes).map_err(|e| match e {
         riffle_core::Error::UnsupportedModel => bad(name, crate::fail::unsupported_model(&g)),
-        riffle_core::Error::MissingKey | riffle_core::Error::WrongValueType => bad(
+        riffle_core::Error::MissingKey { .. } | riffle_core::Error::WrongValueType => bad(
             name,
             format!(
                 "{} (malformed `{}` model)",
@@ -319,7 +319,7 @@ pub fn parse_adapter<'a>(name: &str, bytes: &'a [u8]) -> Result<Adapter<'a>> {
         k => return Err(bad(name, format!("is {}, not an adapter", k.noun()))),
     }
     Adapter::from_bytes(bytes).map_err(|e| match e {
-        riffle_core::Error::MissingKey | riffle_core::Error::WrongValueType => bad(
+        riffle_core::Error::MissingKey { .. } | riffle_core::Error::WrongValueType => bad(
             name,
             format!("{} (malformed adapter)", describe(e, Some(&g))),
         ),

@@ -1518,6 +1518,39 @@ fn file_strings_are_escaped_on_the_terminal() {
 }
 
 #[test]
+fn a_missing_key_is_named() {
+    use riffle_tests::gguf_edit::GgufFile;
+    let dir = scratch("missing-key");
+    let (inputs, _) = heldout("digits");
+    let mut a = GgufFile::parse(&std::fs::read(digits("mlp-rotated.gguf")).unwrap());
+    a.remove("adapter.task_name");
+    let adapter = dir.join("no-task.gguf");
+    std::fs::write(&adapter, a.to_bytes()).unwrap();
+    let p = adapter.to_str().unwrap();
+    let o = run_stdin(
+        &["run", "-m", &digits("mlp.gguf"), "-a", p, "--stdin"],
+        &line_of(&inputs[0]),
+    );
+    assert_bad(
+        &o,
+        p,
+        "metadata key adapter.task_name is missing (malformed adapter)",
+    );
+    let mut m = GgufFile::parse(&std::fs::read(digits("mlp.gguf")).unwrap());
+    m.remove("mlp.layer_count");
+    let model = dir.join("no-layers.gguf");
+    std::fs::write(&model, m.to_bytes()).unwrap();
+    let p = model.to_str().unwrap();
+    let o = run_stdin(&["run", "-m", p, "--stdin"], &line_of(&inputs[0]));
+    assert_bad(
+        &o,
+        p,
+        "metadata key mlp.layer_count is missing (malformed `mlp` model)",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn sizes_from_files_are_checked_before_allocating() {
     use riffle_tests::gguf_edit::GgufFile;
     let Some((model, _)) = minilm() else { return };

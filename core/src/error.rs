@@ -130,7 +130,10 @@ pub enum Error {
         index: u32,
     },
     /// A required metadata key is missing.
-    MissingKey,
+    MissingKey {
+        /// The key.
+        key: KeyName,
+    },
     /// A metadata key of a known architecture holds a value this runtime does not
     /// support (an activation other than `relu`, a layer count of 0, ...).
     UnsupportedValue {
@@ -225,6 +228,13 @@ pub enum Error {
 /// (about 2.5 KB) into every firmware that prints an error with `{:?}`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyName(pub &'static str);
+
+impl Error {
+    /// [`Error::MissingKey`] naming `key`.
+    pub(crate) const fn missing_key(key: &'static str) -> Error {
+        Error::MissingKey { key: KeyName(key) }
+    }
+}
 
 impl KeyName {
     /// The key.
@@ -329,7 +339,7 @@ impl fmt::Display for Error {
                 write!(f, "tensor {tensor} is not aligned to the file's alignment")
             }
             Error::DuplicateName { index } => write!(f, "duplicate name at entry {index}"),
-            Error::MissingKey => write!(f, "a required metadata key is missing"),
+            Error::MissingKey { key } => write!(f, "required metadata key {key} is missing"),
             Error::UnsupportedValue { key } => {
                 write!(f, "metadata key {key} holds a value this runtime does not support")
             }

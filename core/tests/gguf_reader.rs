@@ -7,7 +7,7 @@ mod gguf_common;
 use gguf_common::{fixture, Builder, FIXTURES};
 use riffle_core::checksum::{crc32, hex_lower, sha256, Crc32, Sha256};
 use riffle_core::gguf::*;
-use riffle_core::Error;
+use riffle_core::{Error, KeyName};
 use serde_json::Value as Json;
 
 fn expected() -> Json {
@@ -305,7 +305,12 @@ fn every_value_type_and_conversions() {
     assert_eq!(g.get_u32("test.f32"), Err(Error::WrongValueType));
     assert_eq!(g.get_u32("test.bool_true"), Err(Error::WrongValueType));
     assert_eq!(g.get_u32("test.string"), Err(Error::WrongValueType));
-    assert_eq!(g.get_u32("no.such.key"), Err(Error::MissingKey));
+    assert_eq!(
+        g.get_u32("no.such.key"),
+        Err(Error::MissingKey {
+            key: KeyName("no.such.key")
+        })
+    );
     assert_eq!(g.get_u64("test.u64"), Ok((1 << 63) + 5));
     assert_eq!(g.get_u64("test.neg_i64"), Err(Error::WrongValueType));
     assert_eq!(g.get_i32("test.i32"), Ok(-2_000_000_000));
@@ -389,7 +394,12 @@ fn bert_mini_llama_cpp_conventions() {
     assert_eq!(g.get_u32(KEY_TOKENIZER_UNK_ID), Ok(1));
     assert_eq!(g.get_u32(KEY_TOKENIZER_PAD_ID), Ok(0));
     assert_eq!(g.get_u32(KEY_TOKENIZER_MASK_ID), Ok(4));
-    assert_eq!(g.get_u32(KEY_TOKENIZER_CLS_ID), Err(Error::MissingKey));
+    assert_eq!(
+        g.get_u32(KEY_TOKENIZER_CLS_ID),
+        Err(Error::MissingKey {
+            key: KeyName(KEY_TOKENIZER_CLS_ID)
+        })
+    );
     assert_eq!(g.get_bool(KEY_TOKENIZER_ADD_BOS), Ok(true));
     assert_eq!(g.get_bool(KEY_TOKENIZER_ADD_EOS), Ok(true));
 
@@ -447,7 +457,12 @@ fn bert_mini_llama_cpp_conventions() {
     // No riffle.model_id: the id is computed from the data span.
     assert_eq!(g.stored_model_id(), None);
     assert_eq!(g.model_id(), g.compute_model_id());
-    assert_eq!(g.verify_crc(), Err(Error::MissingKey));
+    assert_eq!(
+        g.verify_crc(),
+        Err(Error::MissingKey {
+            key: KeyName(KEY_DATA_CRC32)
+        })
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use riffle_core::gguf::{Gguf, Value};
+use riffle_core::gguf::{self, Gguf, Value};
 use riffle_core::runtime::{Adapter, Input, Model, Prepared, Session};
 use riffle_core::text::{gguf_index_len, Tokenizer};
 use riffle_core::Error;
@@ -116,14 +116,7 @@ pub fn walk_gguf(g: &Gguf<'_>) {
             "get({key:?}) disagrees with metadata()"
         );
         touch_value(&value);
-        let _ = (
-            g.get_str(key),
-            g.get_u32(key),
-            g.get_u64(key),
-            g.get_i32(key),
-        );
-        let _ = (g.get_f32(key), g.get_bool(key), g.get_array(key));
-        if let Ok(s) = g.get_strings(key) {
+        if let Some(s) = value.as_array().and_then(|a| a.as_strings()) {
             for (i, (loc, text)) in s.iter().enumerate() {
                 assert_eq!(s.str_at(loc), Some(text));
                 assert_eq!(s.get(i), Some(text));
@@ -132,6 +125,7 @@ pub fn walk_gguf(g: &Gguf<'_>) {
         }
     }
     assert_eq!(kvs, g.kv_count());
+    touch_typed(g);
     let _ = (g.stored_model_id(), g.model_id(), g.verify_crc());
     assert_eq!(
         g.compute_data_crc32(),
@@ -201,6 +195,37 @@ fn same_value(a: &Value<'_>, b: &Value<'_>) -> bool {
         _ => a == b,
     }
 }
+
+/// The typed accessors (which take the format's static key names) on keys of every
+/// value type the runtime reads, each with every accessor: the right type, the wrong
+/// ones, and a missing key, which names itself.
+pub fn touch_typed(g: &Gguf<'_>) {
+    for key in TYPED_KEYS {
+        let _ = (
+            g.get_str(key),
+            g.get_u32(key),
+            g.get_u64(key),
+            g.get_i32(key),
+        );
+        let _ = (g.get_f32(key), g.get_bool(key), g.get_array(key));
+        if let Err(Error::MissingKey { key: k }) = g.get_strings(key) {
+            assert_eq!(k.as_str(), key);
+        }
+    }
+}
+
+/// Keys whose values are a string, an integer, a float, a bool, and string and integer
+/// arrays.
+const TYPED_KEYS: [&str; 8] = [
+    gguf::KEY_ARCHITECTURE,
+    gguf::KEY_MLP_LAYER_COUNT,
+    gguf::KEY_BERT_LAYER_NORM_EPSILON,
+    gguf::KEY_BERT_CAUSAL,
+    gguf::KEY_LABELS,
+    gguf::KEY_TOKENIZER_TOKENS,
+    gguf::KEY_TOKENIZER_TOKEN_TYPE,
+    gguf::KEY_DATA_CRC32,
+];
 
 fn touch_value(v: &Value<'_>) {
     let _ = (

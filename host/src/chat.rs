@@ -118,7 +118,7 @@ impl ChatTemplate {
         let Ok(source) = g.get_str(KEY_CHAT_TEMPLATE) else {
             return Ok(None);
         };
-        let token = |key: &str| -> String {
+        let token = |key: &'static str| -> String {
             let tokens = g.get_strings("tokenizer.ggml.tokens").ok();
             g.get_u32(key)
                 .ok()

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use riffle_core::runtime::{Adapter, Input, Model, Session};
-use riffle_core::Error;
+use riffle_core::{Error, KeyName};
 use riffle_tests::gguf_edit::{ggml, poke_u32, poke_u64, GgufFile, Layout, Val};
 use riffle_tests::read_repo_file;
 
@@ -498,7 +498,7 @@ fn wrong_base_model_id_and_kind() {
     ] {
         let mut g = f.clone();
         g.remove(key);
-        live.expect(&g.to_bytes(), Error::MissingKey, key);
+        live.expect(&g.to_bytes(), Error::MissingKey { key: KeyName(key) }, key);
         let mut g = f.clone();
         g.set(key, Val::Array(4, vec![Val::u32(1)]));
         live.expect(&g.to_bytes(), Error::WrongValueType, key);

@@ -4,10 +4,12 @@
 //! bases, tokenizer on the bytes as text); none may panic, and the files listed in
 //! `EXPECTED` give exactly the recorded outcome.
 
-use riffle_core::gguf::{Gguf, Value};
+use riffle_core::gguf::{
+    Gguf, Value, KEY_ARCHITECTURE, KEY_DATA_CRC32, KEY_LABELS, KEY_MLP_LAYER_COUNT,
+};
 use riffle_core::runtime::{Adapter, Input, Model, Session};
 use riffle_core::text::{index_len, LineVocab, SpecialTokens, Spelling, Tokenizer};
-use riffle_core::Error;
+use riffle_core::{Error, KeyName};
 use riffle_tests::{data_path, read_repo_file};
 
 /// What each entry point gives on a file: `(file, Gguf::parse, Model::from_bytes,
@@ -19,8 +21,12 @@ const EXPECTED: &[(&str, Outcome, Outcome, Outcome)] = &[
     (
         "gguf-nan-f64-metadata.gguf",
         Ok(()),
-        Err(Error::MissingKey),
-        Err(Error::MissingKey),
+        Err(Error::MissingKey {
+            key: KeyName("mlp.layer_count"),
+        }),
+        Err(Error::MissingKey {
+            key: KeyName("general.type"),
+        }),
     ),
 ];
 
@@ -48,6 +54,20 @@ fn walk(g: &Gguf<'_>) {
             (Value::Array(a), Value::Array(b)) => assert_eq!(a.len(), b.len()),
             (a, b) => assert_eq!(a, b),
         }
+        let _ = (
+            value.as_str(),
+            value.as_u32(),
+            value.as_f32(),
+            value.as_array().and_then(|a| a.as_strings()),
+        );
+    }
+    // The typed accessors take the format's static key names.
+    for key in [
+        KEY_ARCHITECTURE,
+        KEY_MLP_LAYER_COUNT,
+        KEY_LABELS,
+        KEY_DATA_CRC32,
+    ] {
         let _ = (
             g.get_str(key),
             g.get_u32(key),

@@ -149,14 +149,14 @@ fn edited_dimensions_and_missing_keys_are_typed_errors() {
             Box::new(|g| {
                 g.remove("llama.block_count");
             }),
-            |e| matches!(e, Error::MissingKey),
+            |e| matches!(e, Error::MissingKey { key } if key.as_str() == "llama.block_count"),
         ),
         (
             "no rms epsilon",
             Box::new(|g| {
                 g.remove("llama.attention.layer_norm_rms_epsilon");
             }),
-            |e| matches!(e, Error::MissingKey),
+            |e| matches!(e, Error::MissingKey { key } if key.as_str() == "llama.attention.layer_norm_rms_epsilon"),
         ),
         (
             "block count of the wrong type",

@@ -178,7 +178,7 @@ fn load_adapter<'a>(
         ));
     }
     let adapter = Adapter::from_bytes(bytes).map_err(|e| match e {
-        Error::MissingKey | Error::WrongValueType => Failure::new(
+        Error::MissingKey { .. } | Error::WrongValueType => Failure::new(
             what,
             format!("{} (malformed adapter)", describe(e, Some(&g))),
             Some(e),

@@ -38,7 +38,7 @@ pub fn run(model: &Path, text: &str, json_out: bool) -> Result<()> {
     let g = parse_gguf(name, &bytes)?;
     let kind = match g.get_str(KEY_TOKENIZER_MODEL) {
         Ok(k) => k,
-        Err(riffle_core::Error::MissingKey) => {
+        Err(riffle_core::Error::MissingKey { .. }) => {
             return Err(bad(name, "has no tokenizer (no tokenizer.ggml.model)"))
         }
         Err(e) => return Err(core_bad(name, e, Some(&g))),

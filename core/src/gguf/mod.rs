@@ -294,22 +294,22 @@ impl<'a> Gguf<'a> {
         None
     }
 
-    fn require(&self, key: &str) -> Result<Value<'a>> {
-        self.get(key).ok_or(Error::MissingKey)
+    fn require(&self, key: &'static str) -> Result<Value<'a>> {
+        self.get(key).ok_or(Error::missing_key(key))
     }
 
     /// The string value of `key`.
     ///
     /// # Errors
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] if the value is not a string.
-    pub fn get_str(&self, key: &str) -> Result<&'a str> {
-        let (vt, mut cur) = self.find_value(key).ok_or(Error::MissingKey)?;
+    pub fn get_str(&self, key: &'static str) -> Result<&'a str> {
+        let (vt, mut cur) = self.find_value(key).ok_or(Error::missing_key(key))?;
         if vt != ValueType::String {
             return Err(Error::WrongValueType);
         }
         cur.string(MAX_STRING_LEN)
             .map(|(s, _)| s)
-            .map_err(|_| Error::MissingKey)
+            .map_err(|_| Error::missing_key(key))
     }
 
     /// The value of `key` as `u32`: any integer type (`u8` .. `u64`, `i8` .. `i64`)
@@ -319,8 +319,8 @@ impl<'a> Gguf<'a> {
     /// # Errors
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] for other types or values
     /// out of range.
-    pub fn get_u32(&self, key: &str) -> Result<u32> {
-        let (vt, mut cur) = self.find_value(key).ok_or(Error::MissingKey)?;
+    pub fn get_u32(&self, key: &'static str) -> Result<u32> {
+        let (vt, mut cur) = self.find_value(key).ok_or(Error::missing_key(key))?;
         read_u32(&mut cur, vt).ok_or(Error::WrongValueType)
     }
 
@@ -328,7 +328,7 @@ impl<'a> Gguf<'a> {
     ///
     /// # Errors
     /// As [`Gguf::get_u32`].
-    pub fn get_u64(&self, key: &str) -> Result<u64> {
+    pub fn get_u64(&self, key: &'static str) -> Result<u64> {
         self.require(key)?.as_u64().ok_or(Error::WrongValueType)
     }
 
@@ -336,7 +336,7 @@ impl<'a> Gguf<'a> {
     ///
     /// # Errors
     /// As [`Gguf::get_u32`].
-    pub fn get_i32(&self, key: &str) -> Result<i32> {
+    pub fn get_i32(&self, key: &'static str) -> Result<i32> {
         self.require(key)?.as_i32().ok_or(Error::WrongValueType)
     }
 
@@ -344,7 +344,7 @@ impl<'a> Gguf<'a> {
     ///
     /// # Errors
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] for other types.
-    pub fn get_f32(&self, key: &str) -> Result<f32> {
+    pub fn get_f32(&self, key: &'static str) -> Result<f32> {
         self.require(key)?.as_f32().ok_or(Error::WrongValueType)
     }
 
@@ -352,7 +352,7 @@ impl<'a> Gguf<'a> {
     ///
     /// # Errors
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] if the value is not a bool.
-    pub fn get_bool(&self, key: &str) -> Result<bool> {
+    pub fn get_bool(&self, key: &'static str) -> Result<bool> {
         self.require(key)?.as_bool().ok_or(Error::WrongValueType)
     }
 
@@ -360,12 +360,12 @@ impl<'a> Gguf<'a> {
     ///
     /// # Errors
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] if the value is not an array.
-    pub fn get_array(&self, key: &str) -> Result<ArrayView<'a>> {
-        let (vt, mut cur) = self.find_value(key).ok_or(Error::MissingKey)?;
+    pub fn get_array(&self, key: &'static str) -> Result<ArrayView<'a>> {
+        let (vt, mut cur) = self.find_value(key).ok_or(Error::missing_key(key))?;
         if vt != ValueType::Array {
             return Err(Error::WrongValueType);
         }
-        read_array(&mut cur, false).map_err(|_| Error::MissingKey)
+        read_array(&mut cur, false).map_err(|_| Error::missing_key(key))
     }
 
     /// The string-array value of `key`, with O(1) locators (see [`StringArray`]).
@@ -373,7 +373,7 @@ impl<'a> Gguf<'a> {
     /// # Errors
     /// [`Error::MissingKey`]; [`Error::WrongValueType`] if the value is not an
     /// array of strings (or ends beyond the `u32` locator range).
-    pub fn get_strings(&self, key: &str) -> Result<StringArray<'a>> {
+    pub fn get_strings(&self, key: &'static str) -> Result<StringArray<'a>> {
         self.get_array(key)?
             .as_strings()
             .ok_or(Error::WrongValueType)
@@ -445,7 +445,7 @@ impl<'a> Gguf<'a> {
         #[cfg(not(feature = "sha256"))]
         self.stored_model_id()
             .and_then(|s| heapless::String::try_from(s).ok())
-            .ok_or(Error::MissingKey)
+            .ok_or(Error::missing_key(KEY_MODEL_ID))
     }
 
     /// CRC-32 of [`Gguf::data_span`] (zlib's `crc32`).

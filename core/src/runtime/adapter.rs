@@ -216,7 +216,7 @@ impl<'a> Adapter<'a> {
             });
         }
         let labels = match g.get_strings(gguf::KEY_ADAPTER_LABELS) {
-            Err(Error::MissingKey) => None,
+            Err(Error::MissingKey { .. }) => None,
             labels => Some(labels?),
         };
         Ok(Adapter {

@@ -487,18 +487,18 @@ struct Meta<'a> {
     add_eos: bool,
 }
 
-fn optional_u32(gguf: &Gguf<'_>, key: &str) -> Result<Option<u32>> {
+fn optional_u32(gguf: &Gguf<'_>, key: &'static str) -> Result<Option<u32>> {
     match gguf.get_u32(key) {
         Ok(v) => Ok(Some(v)),
-        Err(Error::MissingKey) => Ok(None),
+        Err(Error::MissingKey { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-fn optional_bool(gguf: &Gguf<'_>, key: &str) -> Result<Option<bool>> {
+fn optional_bool(gguf: &Gguf<'_>, key: &'static str) -> Result<Option<bool>> {
     match gguf.get_bool(key) {
         Ok(v) => Ok(Some(v)),
-        Err(Error::MissingKey) => Ok(None),
+        Err(Error::MissingKey { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -529,7 +529,7 @@ impl<'a> Meta<'a> {
         }
         let types = match gguf.get_array(KEY_TOKENIZER_TOKEN_TYPE) {
             Ok(a) => Some(a),
-            Err(Error::MissingKey) => None,
+            Err(Error::MissingKey { .. }) => None,
             Err(e) => return Err(e),
         };
         let mut n_special = 0usize;
@@ -548,10 +548,13 @@ impl<'a> Meta<'a> {
         let eos = optional_u32(gguf, KEY_TOKENIZER_EOS_ID)?;
         let add_bos = optional_bool(gguf, KEY_TOKENIZER_ADD_BOS)?.unwrap_or(false);
         let add_eos = optional_bool(gguf, KEY_TOKENIZER_ADD_EOS)?.unwrap_or(false);
-        for (wanted, id) in [(add_bos, bos), (add_eos, eos)] {
+        for (wanted, id, key) in [
+            (add_bos, bos, KEY_TOKENIZER_BOS_ID),
+            (add_eos, eos, KEY_TOKENIZER_EOS_ID),
+        ] {
             match id {
                 Some(id) if (id as usize) >= n => return Err(Error::BadVocabulary { id }),
-                None if wanted => return Err(Error::MissingKey),
+                None if wanted => return Err(Error::missing_key(key)),
                 _ => {}
             }
         }

@@ -35,10 +35,10 @@ impl VocabSource for StringArray<'_> {
 }
 
 /// The optional id under `key`: `Ok(None)` when the key is absent.
-fn optional_id(gguf: &Gguf<'_>, key: &str) -> Result<Option<u32>> {
+fn optional_id(gguf: &Gguf<'_>, key: &'static str) -> Result<Option<u32>> {
     match gguf.get_u32(key) {
         Ok(id) => Ok(Some(id)),
-        Err(Error::MissingKey) => Ok(None),
+        Err(Error::MissingKey { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -54,7 +54,7 @@ impl SpecialTokens {
     /// [`Error::MissingKey`] when `[CLS]`, `[SEP]` or `[UNK]` has no key;
     /// [`Error::WrongValueType`] when an id is not an integer in `u32` range.
     pub fn from_gguf(gguf: &Gguf<'_>) -> Result<Self> {
-        let either = |a: &str, b: &str| -> Result<u32> {
+        let either = |a: &'static str, b: &'static str| -> Result<u32> {
             optional_id(gguf, a)?.map_or_else(|| gguf.get_u32(b), Ok)
         };
         Ok(SpecialTokens {

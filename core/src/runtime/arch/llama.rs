@@ -91,7 +91,7 @@ pub(crate) struct Llama<'a> {
     norms: Vec<[TensorRef<'a>; 2], MAX_LLAMA_BLOCKS>,
 }
 
-fn dim(g: &Gguf<'_>, key: &str, max: usize) -> Result<usize> {
+fn dim(g: &Gguf<'_>, key: &'static str, max: usize) -> Result<usize> {
     let v = g.get_u32(key)? as usize;
     if v == 0 || v > max {
         return Err(Error::UnsupportedModel);
@@ -138,7 +138,7 @@ impl<'a> Llama<'a> {
         let ffn = dim(g, gguf::KEY_LLAMA_FEED_FORWARD_LENGTH, 4 * MAX_WIDTH)?;
         let heads = dim(g, gguf::KEY_LLAMA_HEAD_COUNT, hidden)?;
         let kv_heads = match g.get_u32(gguf::KEY_LLAMA_HEAD_COUNT_KV) {
-            Err(Error::MissingKey) => heads,
+            Err(Error::MissingKey { .. }) => heads,
             other => other? as usize,
         };
         if kv_heads == 0 || heads % kv_heads != 0 || hidden % heads != 0 {
@@ -146,14 +146,14 @@ impl<'a> Llama<'a> {
         }
         let head_dim = hidden / heads;
         let rope_dims = match g.get_u32(gguf::KEY_LLAMA_ROPE_DIMENSION_COUNT) {
-            Err(Error::MissingKey) => head_dim,
+            Err(Error::MissingKey { .. }) => head_dim,
             other => other? as usize,
         };
         if rope_dims % 2 != 0 || rope_dims > head_dim {
             return Err(Error::UnsupportedModel);
         }
         let rope_base = match g.get_f32(gguf::KEY_LLAMA_ROPE_FREQ_BASE) {
-            Err(Error::MissingKey) => 10_000.0,
+            Err(Error::MissingKey { .. }) => 10_000.0,
             other => other?,
         };
         let eps = g.get_f32(gguf::KEY_LLAMA_RMS_EPSILON)?;
