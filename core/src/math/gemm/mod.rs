@@ -7,27 +7,22 @@
 //! vectorises it for any target (SSE/AVX2, WebAssembly SIMD, Cortex-M scalar FPU).
 //! Both compute the same sums in the same `k` order per output, so they agree to the
 //! last bit except where the AVX-512 kernel fuses the multiply and the add.
-
-mod portable;
-#[cfg(target_arch = "x86_64")]
-mod x86;
-
-use crate::{Error, Result};
+//!
+//! Files by role: `portable.rs`, the kernel for every target; on x86-64, `cpu.rs`
+//! (run-time detection of AVX-512 and AVX2 + FMA), `x86_products.rs` (the f32 product
+//! kernels and the weight-panel pack) and `x86_blocks.rs` (the adapter's block-diagonal
+//! rotation kernels). The three x86 files are the gemm's only `unsafe` code.
 
 /// The run-time CPU probes, shared with the quantized kernels (`crate::quant`).
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod cpu {
-    /// AVX-512 F, BW, VL and VNNI (with AVX2 and FMA), usable by the OS; `false` with
-    /// the `force-portable` feature.
-    pub(crate) fn avx512_int8_available() -> bool {
-        super::x86::avx512_int8_available()
-    }
+pub(crate) mod cpu;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86_blocks;
+#[cfg(target_arch = "x86_64")]
+mod x86_products;
 
-    /// AVX2 and FMA, usable by the OS; `false` with the `force-portable` feature.
-    pub(crate) fn avx2_fma_available() -> bool {
-        super::x86::avx2_fma_available()
-    }
-}
+use crate::{Error, Result};
 
 /// The shape of one product: `C (m × n) = A (m × k) · B (k × n)`, each operand row-major
 /// with its own row stride (so heads of a packed `q`/`k`/`v` matrix are operands too).
@@ -147,7 +142,7 @@ pub(crate) fn contiguous_blocks<const B: usize>(
     transpose: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86::contiguous_blocks::<B>(x, n, blocks, transpose) {
+    if x86_blocks::contiguous_blocks::<B>(x, n, blocks, transpose) {
         return true;
     }
     let _ = (x, n, blocks, transpose);
@@ -163,7 +158,7 @@ pub(crate) fn contiguous_blocks_from<const B: usize>(
     transpose: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86::contiguous_blocks_from::<B>(src, dst, n, blocks, transpose) {
+    if x86_blocks::contiguous_blocks_from::<B>(src, dst, n, blocks, transpose) {
         return true;
     }
     let _ = (src, dst, n, blocks, transpose);
@@ -180,7 +175,7 @@ pub(crate) fn strided_blocks(
     transpose: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86::strided_blocks(x, n, b, blocks, transpose) {
+    if x86_blocks::strided_blocks(x, n, b, blocks, transpose) {
         return true;
     }
     let _ = (x, n, b, blocks, transpose);
@@ -232,7 +227,7 @@ pub(crate) fn pack_scaled(
         ),
     ])?;
     #[cfg(target_arch = "x86_64")]
-    if x86::pack_transposed(w, rows, cols, scale, panel, stride) {
+    if x86_products::pack_transposed(w, rows, cols, scale, panel, stride) {
         return Ok(());
     }
     portable::pack_transposed(w, rows, cols, scale, panel, stride);
@@ -267,15 +262,15 @@ pub(crate) fn matmul_then(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if x86::avx512_available() {
-        x86::matmul(p, a, b, c, next);
+    if cpu::avx512_available() {
+        x86_products::matmul(p, a, b, c, next);
         return Ok(());
     }
     let _ = next;
     #[cfg(target_arch = "x86_64")]
     {
         // Whole 16-column tiles on AVX2 + FMA; the portable kernel takes what is left.
-        let done = x86::matmul_avx2(p, a, b, c);
+        let done = x86_products::matmul_avx2(p, a, b, c);
         if done > 0 {
             if done < p.n {
                 let rest = Product {
@@ -301,10 +296,10 @@ pub(crate) fn matmul_then(
 pub fn simd_kernel_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if x86::avx512_available() {
+        if cpu::avx512_available() {
             return "avx512";
         }
-        if x86::avx2_fma_available() {
+        if cpu::avx2_fma_available() {
             return "avx2+fma";
         }
     }
@@ -391,7 +386,7 @@ mod tests {
                     // The AVX2 kernel (whole 16-column tiles) with the portable rest, as
                     // the dispatcher runs it on a CPU without AVX-512.
                     let mut got = [0.5f32; 40 * 81];
-                    let done = x86::matmul_avx2(&p, &a, &b, &mut got);
+                    let done = x86_products::matmul_avx2(&p, &a, &b, &mut got);
                     let rest = Product { n: p.n - done, ..p };
                     portable::matmul(&rest, &a, &b[done..], &mut got[done..]);
                     assert!(close(&got, &want), "avx2 {m}x{n}x{k}");

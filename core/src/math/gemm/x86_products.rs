@@ -1,0 +1,374 @@
+//! The f32 product kernels (x86-64), chosen at run time. AVX-512: tiles of up to 12 rows
+//! by 32 columns of `C`, 24 accumulators in `zmm` registers, one fused multiply-add per
+//! broadcast `A` value and 16-column half of the `B` row; with it, the transposing
+//! weight-panel pack. AVX2 + FMA: tiles of 6 rows by 16 columns for CPUs without AVX-512.
+//!
+//! Soundness rests on two local facts, checked in this file: a kernel runs only after
+//! [`super::cpu`] has seen the CPU and the operating system support its instructions,
+//! and every pointer it reads or writes lies inside a slice whose length [`matmul`]
+//! (or [`pack_transposed`], [`matmul_avx2`]) checked against the shape (masked loads and
+//! stores never touch lanes past a row's used width).
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::{
+    __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm_prefetch,
+    _MM_HINT_T1,
+};
+
+use super::cpu::{avx2_fma_available, avx512_available};
+use super::Product;
+
+/// Rows of `C` per tile.
+const MR: usize = 12;
+/// Columns of `C` per tile (two 16-lane vectors).
+const NR: usize = 32;
+
+/// `C = A · B` (or `+=`) with the AVX-512 kernel.
+///
+/// Sound for any input: returns without touching `c` unless [`avx512_available`] holds
+/// and every operand holds the elements `p` addresses (the caller normally checked both).
+///
+/// `next` is memory the caller reads after this product (the next weight panel): its
+/// cache lines are prefetched into L2 spread over the tiles, so streaming a weight matrix
+/// from DRAM overlaps with arithmetic instead of following it.
+pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], next: super::RowsRef<'_>) {
+    if !avx512_available() || p.check(a.len(), b.len(), c.len()).is_err() {
+        return;
+    }
+    let (next_ptr, next_len) = next.byte_range();
+    let next_lines = next_len.div_ceil(64);
+    let tiles = p.m.div_ceil(MR) * p.n.div_ceil(NR);
+    let per_tile = next_lines.div_ceil(tiles.max(1));
+    let mut fetched = 0usize;
+    let mut j0 = 0;
+    while j0 < p.n {
+        let cols = NR.min(p.n - j0);
+        let mut i0 = 0;
+        while i0 < p.m {
+            let rows = MR.min(p.m - i0);
+            let lines = per_tile
+                .min(2 * p.k)
+                .min(next_lines.saturating_sub(fetched));
+            let at = Tile {
+                i0,
+                j0,
+                cols,
+                prefetch: next_ptr.wrapping_add(fetched * 64),
+                prefetch_lines: lines,
+            };
+            fetched += lines;
+            // SAFETY: AVX-512F is available (checked above), and `Tile` addresses rows
+            // `i0 .. i0 + rows` and columns `j0 .. j0 + cols` of operands whose spans were
+            // checked against `p` (rows <= m - i0, cols <= n - j0).
+            unsafe {
+                match rows {
+                    12 => tile::<12>(p, a, b, c, at),
+                    11 => tile::<11>(p, a, b, c, at),
+                    10 => tile::<10>(p, a, b, c, at),
+                    9 => tile::<9>(p, a, b, c, at),
+                    8 => tile::<8>(p, a, b, c, at),
+                    7 => tile::<7>(p, a, b, c, at),
+                    6 => tile::<6>(p, a, b, c, at),
+                    5 => tile::<5>(p, a, b, c, at),
+                    4 => tile::<4>(p, a, b, c, at),
+                    3 => tile::<3>(p, a, b, c, at),
+                    2 => tile::<2>(p, a, b, c, at),
+                    _ => tile::<1>(p, a, b, c, at),
+                }
+            }
+            i0 += rows;
+        }
+        j0 += cols;
+    }
+}
+
+/// Where one tile of `C` sits: rows from `i0`, columns `j0 .. j0 + cols` (`cols <= NR`).
+#[derive(Clone, Copy)]
+struct Tile {
+    i0: usize,
+    j0: usize,
+    cols: usize,
+    /// First of `prefetch_lines` (at most `2k`) cache lines to prefetch, one or two per
+    /// `k` step.
+    prefetch: *const u8,
+    prefetch_lines: usize,
+}
+
+/// Lane mask of the first `n` of 16 lanes (`n` may exceed 16).
+pub(super) fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// One `R × cols` tile.
+///
+/// # Safety
+/// AVX-512F must be available; rows `t.i0 .. t.i0 + R` and columns `t.j0 .. t.j0 + t.cols`
+/// must be inside the checked spans of `a`, `b` and `c` for the shape `p`.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize>(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], t: Tile) {
+    let (m0, m1) = (lanes(t.cols), lanes(t.cols.saturating_sub(16)));
+    // Pointer arithmetic wraps (never UB on its own); only in-span lanes are dereferenced.
+    let a0 = a.as_ptr().wrapping_add(t.i0 * p.a_stride);
+    let b0 = b.as_ptr().wrapping_add(t.j0);
+    let c0 = c.as_mut_ptr().wrapping_add(t.i0 * p.c_stride + t.j0);
+    let mut acc: [[__m512; 2]; R] = [[_mm512_setzero_ps(); 2]; R];
+    for kk in 0..p.k {
+        // Lines kk and k + kk: up to two per step. A hint only: prefetching never
+        // faults, and the lines are inside `next`.
+        if kk < t.prefetch_lines {
+            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add(kk * 64).cast::<i8>());
+        }
+        if p.k + kk < t.prefetch_lines {
+            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add((p.k + kk) * 64).cast::<i8>());
+        }
+        let brow = b0.wrapping_add(kk * p.b_stride);
+        // SAFETY: row kk < k of B, columns j0 .. j0 + cols: in B's checked span; lanes
+        // past `cols` are masked off and not read.
+        let (w0, w1) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m0, brow),
+                _mm512_maskz_loadu_ps(m1, brow.wrapping_add(16)),
+            )
+        };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: row i0 + r < m and column kk < k of A: in A's checked span.
+            let x = _mm512_set1_ps(unsafe { *a0.wrapping_add(r * p.a_stride + kk) });
+            acc_r[0] = _mm512_fmadd_ps(x, w0, acc_r[0]);
+            acc_r[1] = _mm512_fmadd_ps(x, w1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let row = c0.wrapping_add(r * p.c_stride);
+        let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
+        // SAFETY: columns j0 .. j0 + cols of row i0 + r < m of C: in C's checked span
+        // (which `c: &mut` makes exclusive); lanes past `cols` are masked off.
+        unsafe {
+            if p.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)));
+            }
+            _mm512_mask_storeu_ps(row, m0, v0);
+            _mm512_mask_storeu_ps(row.wrapping_add(16), m1, v1);
+        }
+    }
+}
+
+/// `panel[k · stride + j] = s[j] · W[j][k]` for `j < rows`, `k < cols` (`W` row-major,
+/// `rows × cols`; `s` = `scale`, or 1): 16 × 16 blocks loaded as rows, transposed in
+/// registers, stored as panel rows.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available,
+/// `w` holds `rows · cols` values, `panel` holds `cols` rows of `stride >= rows` values and
+/// `scale` (if any) `rows` values.
+pub(super) fn pack_transposed(
+    w: super::RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    scale: Option<&[f32]>,
+    panel: &mut [f32],
+    stride: usize,
+) -> bool {
+    let (w_ptr, w_len) = w.raw_parts();
+    let panel_need = Product::span(cols, rows, stride);
+    if !avx512_available()
+        || rows.checked_mul(cols).is_none_or(|n| n > w_len)
+        || panel_need.is_none_or(|n| n > panel.len())
+        || scale.is_some_and(|s| s.len() < rows)
+    {
+        return false;
+    }
+    let mut j0 = 0;
+    while j0 < rows {
+        let mut k0 = 0;
+        while k0 < cols {
+            // SAFETY: AVX-512F is available; the block covers rows j0 .. j0 + 16 (only those
+            // < rows are read) and columns k0 .. k0 + 16 (masked to < cols) of W, whose
+            // `rows · cols` values were checked, and the matching panel cells, checked
+            // against the panel span.
+            unsafe { transpose_block(w_ptr, rows, cols, scale, panel, stride, [j0, k0]) };
+            k0 += 16;
+        }
+        j0 += 16;
+    }
+    true
+}
+
+/// One 16 × 16 block of [`pack_transposed`] at row `j0`, column `k0` of `W`.
+///
+/// # Safety
+/// AVX-512F must be available; `w` must point at `rows · cols` readable `f32`s (any
+/// alignment), `scale` hold `rows` values if present, and `panel` hold
+/// `(cols - 1) · stride + rows` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_block(
+    w: *const f32,
+    rows: usize,
+    cols: usize,
+    scale: Option<&[f32]>,
+    panel: &mut [f32],
+    stride: usize,
+    [j0, k0]: [usize; 2],
+) {
+    use core::arch::x86_64::_mm512_shuffle_f32x4;
+    let kmask = lanes(cols - k0);
+    let jmask = lanes(rows - j0);
+    // r[i] = W[j0 + i][k0 .. k0 + 16] (zero past the last row or column).
+    let r: [__m512; 16] = core::array::from_fn(|i| {
+        if j0 + i < rows {
+            // SAFETY: row j0 + i < rows, columns masked to < cols.
+            unsafe { _mm512_maskz_loadu_ps(kmask, w.wrapping_add((j0 + i) * cols + k0)) }
+        } else {
+            _mm512_setzero_ps()
+        }
+    });
+    // Within each 128-bit lane l, u[4q + c] holds column 4l + c of rows 4q .. 4q + 4.
+    let u = transpose_4x4_in_lanes(r);
+    // Gather the four 128-bit lanes of each column: v[c] / v[c + 4] pick lanes {0, 2} /
+    // {1, 3} of rows 0-7 and 8-15, the final shuffle joins them.
+    let lo: [__m512; 8] = core::array::from_fn(|i| {
+        let (c, half) = (i % 4, i / 4);
+        _mm512_shuffle_f32x4::<0x88>(u[c + 8 * half], u[c + 4 + 8 * half])
+    });
+    let hi: [__m512; 8] = core::array::from_fn(|i| {
+        let (c, half) = (i % 4, i / 4);
+        _mm512_shuffle_f32x4::<0xDD>(u[c + 8 * half], u[c + 4 + 8 * half])
+    });
+    let col: [__m512; 16] = core::array::from_fn(|k| {
+        let c = k % 4;
+        match k / 4 {
+            0 => _mm512_shuffle_f32x4::<0x88>(lo[c], lo[c + 4]),
+            1 => _mm512_shuffle_f32x4::<0x88>(hi[c], hi[c + 4]),
+            2 => _mm512_shuffle_f32x4::<0xDD>(lo[c], lo[c + 4]),
+            _ => _mm512_shuffle_f32x4::<0xDD>(hi[c], hi[c + 4]),
+        }
+    });
+    // SAFETY: scale values j0 .. j0 + 16, masked to < rows: inside `scale`.
+    let sv = scale.map(|s| unsafe { _mm512_maskz_loadu_ps(jmask, s.as_ptr().wrapping_add(j0)) });
+    let base = panel.as_mut_ptr().wrapping_add(k0 * stride + j0);
+    for (k, v) in col.iter().enumerate().take(cols - k0) {
+        let v = match sv {
+            Some(s) => _mm512_mul_ps(*v, s),
+            None => *v,
+        };
+        // SAFETY: panel row k0 + k < cols, cells j0 .. j0 + 16 masked to < rows <= stride.
+        unsafe { _mm512_mask_storeu_ps(base.wrapping_add(k * stride), jmask, v) };
+    }
+}
+
+/// The first two stages of every in-register transpose here: pairs of rows interleaved,
+/// then pairs of pairs, so that within each 128-bit lane `l` the result's vector `4q + c`
+/// holds column `4l + c` of rows `4q .. 4q + 4` (`N` rows, a multiple of 4).
+#[target_feature(enable = "avx512f")]
+pub(super) fn transpose_4x4_in_lanes<const N: usize>(r: [__m512; N]) -> [__m512; N] {
+    use core::arch::x86_64::{_mm512_shuffle_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps};
+    let t: [__m512; N] = core::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    core::array::from_fn(|i| {
+        let (q, c) = (i / 4, i % 4);
+        let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
+        // Low or high 64-bit halves of each 128-bit lane of a and b.
+        if c % 2 == 0 {
+            _mm512_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm512_shuffle_ps::<0xEE>(a, b)
+        }
+    })
+}
+
+/// Rows of `C` per tile of the AVX2 kernel.
+const AVX2_MR: usize = 6;
+/// Columns of `C` per tile of the AVX2 kernel (two 8-lane vectors).
+const AVX2_NR: usize = 16;
+
+/// `C = A · B` (or `+=`) with the AVX2 + FMA kernel for the columns of whole 16-column
+/// tiles; returns how many columns it computed (a multiple of 16, 0 when the CPU lacks
+/// AVX2 or FMA): the caller finishes the rest.
+///
+/// Sound for any input: computes nothing unless AVX2 and FMA are available and every
+/// operand holds the elements `p` addresses.
+pub(super) fn matmul_avx2(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) -> usize {
+    if !avx2_fma_available() || p.check(a.len(), b.len(), c.len()).is_err() {
+        return 0;
+    }
+    let whole = p.n / AVX2_NR * AVX2_NR;
+    let mut j0 = 0;
+    while j0 < whole {
+        let mut i0 = 0;
+        while i0 < p.m {
+            let rows = AVX2_MR.min(p.m - i0);
+            // SAFETY: AVX2 and FMA are available; rows i0 .. i0 + rows <= m and columns
+            // j0 .. j0 + 16 <= n lie in the spans checked above.
+            unsafe {
+                match rows {
+                    6 => tile_avx2::<6>(p, a, b, c, [i0, j0]),
+                    5 => tile_avx2::<5>(p, a, b, c, [i0, j0]),
+                    4 => tile_avx2::<4>(p, a, b, c, [i0, j0]),
+                    3 => tile_avx2::<3>(p, a, b, c, [i0, j0]),
+                    2 => tile_avx2::<2>(p, a, b, c, [i0, j0]),
+                    _ => tile_avx2::<1>(p, a, b, c, [i0, j0]),
+                }
+            }
+            i0 += rows;
+        }
+        j0 += AVX2_NR;
+    }
+    whole
+}
+
+/// One `R × 16` tile of the AVX2 kernel at row `i0`, column `j0`.
+///
+/// # Safety
+/// AVX2 and FMA available; rows `i0 .. i0 + R` and columns `j0 .. j0 + 16` inside the
+/// checked spans of `a`, `b` and `c`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const R: usize>(
+    p: &Product,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    [i0, j0]: [usize; 2],
+) {
+    use core::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let a0 = a.as_ptr().wrapping_add(i0 * p.a_stride);
+    let b0 = b.as_ptr().wrapping_add(j0);
+    let c0 = c.as_mut_ptr().wrapping_add(i0 * p.c_stride + j0);
+    let mut acc: [[__m256; 2]; R] = [[_mm256_setzero_ps(); 2]; R];
+    for kk in 0..p.k {
+        let brow = b0.wrapping_add(kk * p.b_stride);
+        // SAFETY: row kk < k of B, columns j0 .. j0 + 16 <= n.
+        let (w0, w1) = unsafe { (_mm256_loadu_ps(brow), _mm256_loadu_ps(brow.wrapping_add(8))) };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: row i0 + r < m, column kk < k of A.
+            let x = unsafe { _mm256_broadcast_ss(&*a0.wrapping_add(r * p.a_stride + kk)) };
+            acc_r[0] = _mm256_fmadd_ps(x, w0, acc_r[0]);
+            acc_r[1] = _mm256_fmadd_ps(x, w1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let row = c0.wrapping_add(r * p.c_stride);
+        // SAFETY: row i0 + r < m, columns j0 .. j0 + 16 <= n of C (exclusive via `c`).
+        unsafe {
+            let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
+            if p.accumulate {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.wrapping_add(8)));
+            }
+            _mm256_storeu_ps(row, v0);
+            _mm256_storeu_ps(row.wrapping_add(8), v1);
+        }
+    }
+}
