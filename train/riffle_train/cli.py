@@ -143,6 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     le.add_argument("--device", default="cpu")
     le.add_argument("--autocast", action="store_true", help="bf16 autocast (as the comparison ran on the GPU)")
     le.add_argument("--threads", type=int, default=None)
+    lq = lsub.add_parser("parity", help="held-out score of each committed adapter: trainer (fp32 CPU) against "
+                                        "`riffle generate --temperature 0`")
+    lq.add_argument("--tasks", default="sentiment,topic,language,news_json")
+    lq.add_argument("--base", default=None)
+    lq.add_argument("--riffle", default="target/release/riffle", help="the riffle binary (release build)")
+    lq.add_argument("--out", default="train/results/llm")
+    lq.add_argument("--limit", type=int, default=None, help="first N held-out chats only")
+    lq.add_argument("--threads", type=int, default=1)
+    lm_ = lsub.add_parser("memory", help="peak memory of a training step, each method in its own process (CPU; "
+                                         "LoRA needs train/peft-env's python)")
+    lm_.add_argument("--methods", default="gsoft,lora,double_gsoft,oft,boft")
+    lm_.add_argument("--base", default=None)
+    lm_.add_argument("--out", default="train/results/llm")
+    lm_.add_argument("--repeats", type=int, default=3)
+    lm_.add_argument("--batch", type=int, default=2)
+    lm_.add_argument("--tokens", type=int, default=64)
+    lm_.add_argument("--steps", type=int, default=2)
     li = lsub.add_parser("ids", help="model ids of the base and its Q4_0/Q8_0/F16 requantizations (llama-quantize)")
     li.add_argument("--base", default=None)
     li.add_argument("--out", default="train/results/llm/base-ids.json")
@@ -285,6 +302,14 @@ def _llm(args, argv) -> int:
         res = llm.score(args.task, texts, [r["answer"] for r in recs], llm.task_labels(args.task))
         print(json.dumps({"task": args.task, "adapter": args.adapter, "device": args.device,
                           "autocast": args.autocast, **res}))
+    elif args.llm_cmd == "parity":
+        from .llm_parity import run_parity
+        run_parity(args.base or SMOLLM2_Q4_1, args.riffle, args.tasks.split(","), args.out, args.limit,
+                   args.threads, command="python -m riffle_train " + " ".join(argv or sys.argv[1:]))
+    elif args.llm_cmd == "memory":
+        from .llm_memory import run_memory
+        run_memory(str(args.base or SMOLLM2_Q4_1), args.methods.split(","), args.out, args.repeats, args.batch,
+                   args.tokens, args.steps, command="python -m riffle_train " + " ".join(argv or sys.argv[1:]))
     elif args.llm_cmd == "ids":
         from .llm_ids import write_ids
         write_ids(args.base or SMOLLM2_Q4_1, args.out)

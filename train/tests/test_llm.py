@@ -353,3 +353,27 @@ def test_eval_command_scores_an_adapter_file(tmp_path, capsys):
     other = tmp_path / "other.gguf"
     write_tiny_llama(other, seed=5)
     assert main(args + ["--base", str(other), "--adapter", str(adapter)]) == 2  # bound to another base
+
+
+def test_saved_for_backward_counts_the_chains_activations(tiny):
+    from riffle_train.llm_memory import saved_for_backward
+
+    r = saved_for_backward(str(tiny), ["oft", "gsoft", "double_gsoft"], batch=2, tokens=16)
+    # one factor < two factors on the input side < two on each side
+    assert 0 < r["oft"]["saved_mib"] < r["gsoft"]["saved_mib"] < r["double_gsoft"]["saved_mib"]
+
+
+def test_parity_table_keeps_bbc_text_out():
+    from riffle_train.llm_parity import markdown
+
+    row = lambda s: {"score": s, "well_formed": 1.0, "n": 2}  # noqa: E731
+    res = [{"task": "sentiment", "adapter": "a.gguf", "n": 2, "trainer": row(0.5), "runtime": row(1.0),
+            "difference_points": 50.0, "identical_answers": 1,
+            "differing": [{"id": "s1", "trainer_correct": 0.0, "runtime_correct": 1.0, "expected": "positive",
+                           "trainer": "negative", "runtime": "positive"}]},
+           {"task": "news_json", "adapter": "b.gguf", "n": 2, "trainer": row(1.0), "runtime": row(1.0),
+            "difference_points": 0.0, "identical_answers": 1,
+            "differing": [{"id": "tech/001", "trainer_correct": 1.0, "runtime_correct": 1.0}]}]
+    md = markdown(res, {"base": "q.gguf", "torch": "x", "command": "c"})
+    assert "| sentiment | `a.gguf` | 2 | 50.0 | 100.0 | +50.0 |" in md
+    assert '"positive"' in md and "(BBC text not committed)" in md
