@@ -8,7 +8,8 @@
 //! Both compute the same sums in the same `k` order per output, so they agree to the
 //! last bit except where the AVX-512 kernel fuses the multiply and the add.
 //!
-//! Files by role: `portable.rs`, the kernel for every target; on x86-64, `cpu.rs`
+//! Files by role: `portable.rs`, the kernel for every target; `wasm.rs`, the WebAssembly
+//! SIMD128 product kernel and weight-panel pack (safe intrinsics); on x86-64, `cpu.rs`
 //! (run-time detection of AVX-512 and AVX2 + FMA), `x86_products.rs` (the f32 product
 //! kernels and the weight-panel pack) and `x86_blocks.rs` (the adapter's block-diagonal
 //! rotation kernels). The three x86 files are the gemm's only `unsafe` code.
@@ -17,6 +18,8 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod cpu;
 mod portable;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86_blocks;
 #[cfg(target_arch = "x86_64")]
@@ -230,6 +233,10 @@ pub(crate) fn pack_scaled(
     if x86_products::pack_transposed(w, rows, cols, scale, panel, stride) {
         return Ok(());
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if wasm::pack_transposed(w, rows, cols, scale, panel, stride) {
+        return Ok(());
+    }
     portable::pack_transposed(w, rows, cols, scale, panel, stride);
     Ok(())
 }
@@ -267,32 +274,36 @@ pub(crate) fn matmul_then(
         return Ok(());
     }
     let _ = next;
+    // Whole tiles on the SIMD kernel of the target (AVX2 + FMA: 16 columns, WebAssembly
+    // SIMD128: 8); the portable kernel takes the columns left.
     #[cfg(target_arch = "x86_64")]
-    {
-        // Whole 16-column tiles on AVX2 + FMA; the portable kernel takes what is left.
-        let done = x86_products::matmul_avx2(p, a, b, c);
-        if done > 0 {
-            if done < p.n {
-                let rest = Product {
-                    n: p.n - done,
-                    ..*p
-                };
-                portable::matmul(
-                    &rest,
-                    a,
-                    b.get(done..).unwrap_or(&[]),
-                    c.get_mut(done..).unwrap_or(&mut []),
-                );
-            }
-            return Ok(());
-        }
+    let done = x86_products::matmul_avx2(p, a, b, c);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    let done = wasm::matmul(p, a, b, c);
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    let done = 0;
+    if done == 0 {
+        portable::matmul(p, a, b, c);
+    } else if done < p.n {
+        let rest = Product {
+            n: p.n - done,
+            ..*p
+        };
+        portable::matmul(
+            &rest,
+            a,
+            b.get(done..).unwrap_or(&[]),
+            c.get_mut(done..).unwrap_or(&mut []),
+        );
     }
-    portable::matmul(p, a, b, c);
     Ok(())
 }
 
 /// The kernel the dense products run on this CPU: `"avx512"`, `"avx2+fma"` (x86-64
-/// without AVX-512) or `"portable"`.
+/// without AVX-512), `"wasm-simd128"` (WebAssembly with SIMD128) or `"portable"`.
 pub fn simd_kernel_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -303,6 +314,11 @@ pub fn simd_kernel_name() -> &'static str {
             return "avx2+fma";
         }
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        return "wasm-simd128";
+    }
+    #[allow(unreachable_code)]
     "portable"
 }
 
