@@ -188,7 +188,9 @@ export async function initChat() {
   card.hidden = false;
   $('chat-model-name').textContent = clean(manifest.chat ? `${manifest.chat.name}, ${mb(manifest.chat.bytes)}` : 'drop a SmolLM2 GGUF file');
   $('chat-threads').textContent = `· ${pageThreads().note}`;
-  $('chat-module-size').textContent = manifest.chatWasm ? `chat module ${(manifest.chatWasm.gzipBytes / 1024).toFixed(0)} KB gzipped, loaded on open` : '';
+  const threaded = pageThreads().threads > 1 && manifest.chatWasmThreads;
+  const cw = threaded ? manifest.chatWasmThreads : manifest.chatWasm;
+  $('chat-module-size').textContent = cw ? `chat module${threaded ? ' (threads)' : ''} ${(cw.gzipBytes / 1024).toFixed(0)} KB gzipped, loaded on open` : '';
   $('chat-open').disabled = !manifest.chat;
   $('chat-open').addEventListener('click', () => open(manifest, null));
   $('chat-send').addEventListener('click', send);
