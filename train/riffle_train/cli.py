@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("golden", help="write golden JSON files for the Rust tests")
     g.add_argument("--models", default="models/digits")
     g.add_argument("--out", default="tests/data/golden")
-    ip = sub.add_parser("import-peft", help="convert a PEFT OFT/BOFT adapter folder into a riffle adapter")
+    ip = sub.add_parser("import-peft", help="convert a PEFT OFT/BOFT adapter folder into a riffle adapter (runs `riffle import-peft`, "
+                        "adds the float64 Cayley-Neumann truncation check)")
     ip.add_argument("dir", help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
     ip.add_argument("--base", required=True, help="the base GGUF the adapter binds to")
     ip.add_argument("-o", "--output", required=True, help="adapter GGUF to write")

@@ -1,52 +1,34 @@
-"""Import PEFT OFT / BOFT adapter folders into riffle adapter files (gs-math.md sections 3, 10).
+"""PEFT OFT / BOFT adapter folders into riffle adapter files: the conversion is the riffle
+CLI's, ``riffle import-peft`` (``cli/src/cmd/import_peft.rs``, docs/cli.md, gs-math.md sections 3
+and 10), the one implementation; this module runs it and adds what the training path needs
+around it:
 
-A PEFT folder holds ``adapter_config.json`` and ``adapter_model.safetensors``. Conversions:
+* :func:`import_peft` runs ``riffle import-peft`` and reads the written file back into an
+  :class:`ImportReport`; for a Cayley-Neumann adapter it computes, in float64, the truncation
+  error (the largest spectral norm of ``R_series(S)^T - C(-S)`` over all blocks, PEFT's series
+  against the exact Cayley block riffle applies) and refuses the import above a limit.
+* float64 references of the conversions' mathematics (:func:`skew`, :func:`cayley`,
+  :func:`peft_neumann_series`, ...) and of the adapted models (:func:`bert_outputs`,
+  :func:`mlp_outputs`), with which the tests check the CLI's files against PEFT's outputs.
 
-* PEFT >= 0.16 OFT ``<module>.oft_R.weight`` ``(r, b(b-1)/2)``: packed exactly as riffle packs.
-  Exact Cayley (``use_cayley_neumann = false``): PEFT's ``R = (I - S)(I + S)^{-1}`` applied as
-  ``x @ R`` is the column operator ``R^T = C(S)``, riffle's block for the same ``S``: copied.
-  Cayley-Neumann (``use_cayley_neumann``, PEFT's default): PEFT's truncated series
-  ``I + 2S + ... + 2S^(t-2) + c S^(t-1)`` (``t = num_cayley_neumann_terms``; ``c = 1`` from PEFT
-  0.18 on, ``c = 2`` in 0.16 and 0.17, whose configs carry no ``peft_version``) approximates ``(I + S)(I - S)^{-1}``, so its transpose
-  approximates ``C(-S)``: the parameters are negated, and the truncation error (the largest
-  spectral norm of ``R_series(S)^T - C(-S)`` over all blocks, computed in float64) is
-  reported, stored in ``adapter.peft.truncation_error`` and refused above a limit.
-  ``block_share`` (one row) is expanded to every block; ``coft`` applies PEFT's projection.
-* PEFT < 0.16 OFT ``<module>.oft_r`` ``(r, b, b)`` and ``<module>.oft_s`` ``(out, 1)``: the skew
-  part ``p = triu((A - A^T)/2)``, no sign change; ``oft_s`` becomes ``oft_scale``.
-* PEFT BOFT ``<module>.boft_R`` ``(m, k, b, b)`` and ``boft_s`` ``(out, 1)``: riffle factor ``f`` is
-  ``boft_R[m-1-f]`` packed as above (``m`` from the tensor, never from the config: PEFT without
-  its CUDA extension silently trains one factor); ``boft_s`` becomes ``oft_scale``.
-* Any other ``<module>.weight`` / ``.bias`` (PEFT ``modules_to_save``) replaces the base tensor
-  of that name (a task head); a head whose size differs needs ``labels``.
-
-Module names map to base tensors directly (``layers.0`` -> ``layers.0.weight``) or, for
-``bert`` bases, from Hugging Face names to llama.cpp's (``encoder.layer.3.attention.self.query``
--> ``blk.3.attn_q.weight``; an optional ``bert.`` prefix is dropped).
+The CLI is found at ``$RIFFLE_BIN``, else ``target/release/riffle`` of this checkout, else
+``riffle`` on ``PATH`` (``cargo build --release -p riffle-cli`` builds it).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
-from dataclasses import dataclass, field
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import gguf_io
-from .gguf_io import F32, U32
 
 DEFAULT_MAX_TRUNCATION_ERROR = 1e-2
-
-HF_LINEAR = {
-    "attention.self.query": "attn_q",
-    "attention.self.key": "attn_k",
-    "attention.self.value": "attn_v",
-    "attention.output.dense": "attn_output",
-    "intermediate.dense": "ffn_up",
-    "output.dense": "ffn_down",
-}
 
 
 class ImportError_(ValueError):
@@ -143,100 +125,20 @@ def coft_project_full(a: np.ndarray, eps: float) -> np.ndarray:
     return np.where(norm <= lim, a, lim * a / np.where(norm == 0, 1, norm))
 
 
-# --------------------------------------------------------------------------- base model
+# --------------------------------------------------------------------------- import (the CLI)
 
 
-@dataclass
-class BaseInfo:
-    path: Path
-    arch: str
-    model_id: str
-    shapes: dict[str, tuple[int, ...]]
-    kv: dict
-
-
-def read_base(path: str | Path) -> BaseInfo:
-    import gguf
-
-    path = Path(path)
-    r = gguf.GGUFReader(str(path))
-    kv = gguf_io.read_kv(r)
-    if kv.get("general.type", "model") != "model":
-        raise ImportError_(f"{path}: general.type is {kv.get('general.type')!r}, not a base model")
-    shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in r.tensors}
-    mid = kv.get("riffle.model_id") or gguf_io.model_id(gguf_io.span_of_reader(r))
-    return BaseInfo(path, kv["general.architecture"], mid, shapes, kv)
-
-
-def compatible_ids(base: BaseInfo) -> list[str]:
-    """``riffle.model_id`` of the other conversions of the same base next to it (same
-    architecture, name, tensor names and shapes: the F16 / Q8_0 files of riffle-train's
-    ``minilm convert``)."""
-    import gguf
-
-    out = []
-    for p in sorted(base.path.parent.glob("*.gguf")):
-        if p.resolve() == base.path.resolve():
-            continue
-        try:
-            r = gguf.GGUFReader(str(p))
-            kv = gguf_io.read_kv(r)
-        except Exception:
-            continue
-        if kv.get("general.type") != "model" or kv.get("general.architecture") != base.arch:
-            continue
-        if kv.get("general.name") != base.kv.get("general.name"):
-            continue
-        shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in r.tensors}
-        if shapes != base.shapes:
-            continue
-        mid = kv.get("riffle.model_id") or gguf_io.model_id(gguf_io.span_of_reader(r))
-        if mid != base.model_id and mid not in out:
-            out.append(mid)
-    return out
-
-
-def base_weight(base: BaseInfo, module: str) -> str | None:
-    """The base weight a PEFT module path adapts."""
-    direct = f"{module}.weight"
-    if direct in base.shapes:
-        return direct
-    if base.arch == "bert":
-        m = re.search(r"(?:^|\.)encoder\.layer\.(\d+)\.(.+)$", module)
-        if m and m.group(2) in HF_LINEAR:
-            name = f"blk.{m.group(1)}.{HF_LINEAR[m.group(2)]}.weight"
-            if name in base.shapes:
-                return name
-    return None
-
-
-def base_tensor_for_saved(base: BaseInfo, key: str) -> str | None:
-    """The base tensor a ``modules_to_save`` tensor (``<module>.weight|bias``) replaces."""
-    key = key.replace(".modules_to_save.default.", ".").replace(".modules_to_save.", ".")
-    if key in base.shapes:
-        return key
-    if base.arch == "bert":
-        from .minilm import gguf_name
-
-        m = re.search(r"(?:^|\.)((?:encoder\.layer|embeddings)\..+)$", key)
-        if m:
-            try:
-                name = gguf_name(m.group(1))
-            except (KeyError, ValueError):
-                name = None
-            if name in base.shapes:
-                return name
-    return None
-
-
-# --------------------------------------------------------------------------- import
-
-
-@dataclass
-class Layer:
-    target: str
-    factors: list[np.ndarray] = field(default_factory=list)  # packed, factor 0 first
-    scale: np.ndarray | None = None
+def riffle_cli() -> Path | None:
+    """The riffle CLI: ``$RIFFLE_BIN``, this checkout's ``target/release/riffle``, or ``riffle``
+    on ``PATH``; ``None`` when there is none."""
+    env = os.environ.get("RIFFLE_BIN")
+    if env:
+        return Path(env)
+    built = Path(__file__).resolve().parents[2] / "target" / "release" / "riffle"
+    if built.exists():
+        return built
+    found = shutil.which("riffle")
+    return Path(found) if found else None
 
 
 @dataclass
@@ -252,226 +154,58 @@ class ImportReport:
     neumann_terms: int | None
     neumann_last_coefficient: float | None
     truncation_error: float | None
-    max_skew_frobenius: float
-    bytes: int
     output: str
-    base_model_id: str
-    conversion: str
+    cli_output: str
 
     def describe(self) -> str:
-        s = (f"wrote {self.output}: PEFT {self.peft_version} {self.peft_type} ({self.method}, b={self.block_size}, "
-             f"m={self.factor_count}) on {len(self.layers)} layer{'s' if len(self.layers) != 1 else ''}"
-             f"{f' + {len(self.heads)} head tensors' if self.heads else ''}; {self.conversion} ({self.bytes} bytes)")
+        s = self.cli_output.rstrip()
         if self.neumann:
-            s += (f"\nnote: PEFT applies the {self.neumann_terms}-term Cayley-Neumann series (last coefficient "
-                  f"{self.neumann_last_coefficient:g}); riffle applies the exact Cayley transform of the negated "
-                  f"parameters. Truncation error: largest ||R_series^T - C(-S)||_2 over blocks = "
-                  f"{self.truncation_error:.3e} (largest ||S||_F = {self.max_skew_frobenius:.3g})")
+            s += (f"\ntruncation error (float64, last coefficient {self.neumann_last_coefficient:g}): largest "
+                  f"||R_series^T - C(-S)||_2 over blocks = {self.truncation_error:.3e}")
         return s
-
-
-def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
-
-    out = {}
-    with safe_open(str(path), framework="pt") as f:
-        for k in f.keys():
-            out[k] = f.get_tensor(k).double().numpy()
-    return out
 
 
 def import_peft(folder: str | Path, base: str | Path, output: str | Path, task: str | None = None,
                 labels: list[str] | None = None,
                 max_truncation_error: float = DEFAULT_MAX_TRUNCATION_ERROR) -> ImportReport:
-    folder, output = Path(folder), Path(output)
-    cfg_path = folder / "adapter_config.json"
-    if not cfg_path.exists():
-        raise ImportError_(f"{folder}: no adapter_config.json (give the PEFT adapter folder)")
-    cfg = json.loads(cfg_path.read_text())
-    peft_type = cfg.get("peft_type")
-    if peft_type not in ("OFT", "BOFT"):
-        raise ImportError_(f"{cfg_path}: peft_type is {peft_type!r}; riffle imports OFT and BOFT adapters")
-    version = cfg.get("peft_version") or "unknown"  # written from PEFT 0.18 on
-    if cfg.get("bias", "none") != "none":
-        raise ImportError_(f"{cfg_path}: bias = {cfg['bias']!r}: adapters that train biases are not imported")
-    if cfg.get("fan_in_fan_out"):
-        raise ImportError_(f"{cfg_path}: fan_in_fan_out (Conv1D weights) is not supported")
-    st_path = folder / "adapter_model.safetensors"
-    if not st_path.exists():
-        if (folder / "adapter_model.bin").exists():
-            raise ImportError_(f"{folder}: adapter_model.bin (pickle) is not read; save with safe_serialization=True")
-        raise ImportError_(f"{folder}: no adapter_model.safetensors")
-    tensors = _load_safetensors(st_path)
-    info = read_base(base)
-    coft = bool(cfg.get("coft", False))
-    eps = float(cfg.get("eps", 6e-5))
-    neumann_terms = int(cfg.get("num_cayley_neumann_terms", 5))
-    last = neumann_last_coefficient(cfg.get("peft_version"))
-
-    layers: dict[str, Layer] = {}
-    heads: list[tuple[str, np.ndarray]] = []
-    sizes: set[int] = set()
-    counts: set[int] = set()
-    kinds: set[str] = set()
-    trunc = 0.0
-    max_fro = 0.0
-
-    def layer(t: str) -> Layer:
-        return layers.setdefault(t, Layer(t))
-
-    suffixes = ((".oft_R.weight", "oft_R"), (".oft_r", "oft_r"), (".oft_s", "oft_s"),
-                (".boft_R", "boft_R"), (".boft_s", "boft_s"))
-    for key in sorted(tensors):
-        val = tensors[key]
-        name = key[len("base_model.model."):] if key.startswith("base_model.model.") else key
-        kind = module = None
-        for suf, k in suffixes:
-            if name.endswith(suf):
-                kind, module = k, name[:-len(suf)]
-                break
-        if kind is None:
-            if re.search(r"\.(oft|boft)_\w+", name):
-                raise ImportError_(f"{st_path}: tensor {key!r} is a PEFT parameter riffle does not know")
-            tgt = base_tensor_for_saved(info, name)
-            if tgt is None:
-                raise ImportError_(f"{st_path}: tensor {key!r} matches no tensor of {base} "
-                                   "(not an OFT/BOFT parameter or a saved module of this base)")
-            heads.append((tgt, val))
-            continue
-        target = base_weight(info, module)
-        if target is None:
-            raise ImportError_(f"{st_path}: module {module!r} matches no weight of {base} (wrong base?)")
-        shape = info.shapes[target]
-        if len(shape) != 2:
-            raise ImportError_(f"{st_path}: {module!r} is not a linear layer ({target} has shape {shape}); "
-                               "riffle imports PEFT adapters of linear layers only")
-        out_f, in_f = shape
-        kinds.add(kind)
-        if kind == "oft_R":
-            if val.ndim != 2:
-                raise ImportError_(f"{key}: shape {val.shape}, want (r, b(b-1)/2)")
-            b = block_size_of(val.shape[1])
-            if b is None or in_f % b:
-                raise ImportError_(f"{key}: shape {val.shape} does not fit {target} (in = {in_f})")
-            k = in_f // b
-            if val.shape[0] not in (k, 1):
-                raise ImportError_(f"{key}: {val.shape[0]} blocks, want {k} (or 1 with block_share)")
-            p = coft_project_packed(val, b, eps) if coft else val
-            p = np.repeat(p, k, axis=0) if p.shape[0] == 1 and k > 1 else p
-            max_fro = max(max_fro, float(np.sqrt((skew(p, b) ** 2).sum(axis=(-1, -2))).max()))
-            if cfg.get("use_cayley_neumann", True):
-                trunc = max(trunc, neumann_truncation_error(p, b, neumann_terms, last))
-                p = -p
-            layer(target).factors = [p]
-            sizes.add(b)
-            counts.add(1)
-        elif kind == "oft_r":
-            if val.ndim != 3 or val.shape[1] != val.shape[2]:
-                raise ImportError_(f"{key}: shape {val.shape}, want (r, b, b)")
-            b = val.shape[1]
-            if in_f % b or val.shape[0] not in (in_f // b, 1):
-                raise ImportError_(f"{key}: shape {val.shape} does not fit {target} (in = {in_f})")
-            a = coft_project_full(val, eps) if coft else val
-            p = pack_skew_part(a)
-            p = np.repeat(p, in_f // b, axis=0) if p.shape[0] == 1 and in_f // b > 1 else p
-            max_fro = max(max_fro, float(np.sqrt((skew(p, b) ** 2).sum(axis=(-1, -2))).max()))
-            layer(target).factors = [p]
-            sizes.add(b)
-            counts.add(1)
-        elif kind == "boft_R":
-            if val.ndim != 4 or val.shape[2] != val.shape[3]:
-                raise ImportError_(f"{key}: shape {val.shape}, want (m, k, b, b)")
-            m, kk, b = val.shape[0], val.shape[1], val.shape[2]
-            if in_f % b or kk not in (in_f // b, 1):
-                raise ImportError_(f"{key}: shape {val.shape} does not fit {target} (in = {in_f})")
-            facs = []
-            for f in range(m):
-                p = pack_skew_part(val[m - 1 - f])  # riffle factor f = PEFT butterfly level m-1-f
-                p = np.repeat(p, in_f // b, axis=0) if p.shape[0] == 1 and in_f // b > 1 else p
-                max_fro = max(max_fro, float(np.sqrt((skew(p, b) ** 2).sum(axis=(-1, -2))).max()))
-                facs.append(p)
-            layer(target).factors = facs
-            sizes.add(b)
-            counts.add(m)
-        else:  # oft_s / boft_s: (out, 1)
-            if val.size != out_f or val.shape[0] != out_f:
-                raise ImportError_(f"{key}: shape {val.shape}, want ({out_f}, 1)")
-            layer(target).scale = val.reshape(out_f)
-    if not layers:
-        raise ImportError_(f"{st_path}: holds no OFT or BOFT parameters")
-    for l in layers.values():
-        if not l.factors:
-            raise ImportError_(f"{st_path}: {l.target} has a scale but no rotation parameters")
-    if len(sizes) > 1 or len(counts) > 1:
-        raise ImportError_(f"{st_path}: layers use different block sizes {sorted(sizes)} / factor counts "
-                           f"{sorted(counts)}; a riffle adapter has one")
-    b, m = sizes.pop(), counts.pop()
-    method, perm = ("boft", "butterfly") if peft_type == "BOFT" else ("oft", "none")
-    if method == "boft" and m > 1:
-        from .layers import check_chain_shape
-
-        for l in layers.values():
-            try:
-                check_chain_shape(info.shapes[l.target][1], b, m, perm)
-            except ValueError as e:
-                raise ImportError_(f"{l.target}: {e}") from None
-    neumann = peft_type == "OFT" and "oft_R" in kinds and bool(cfg.get("use_cayley_neumann", True))
-    if neumann and trunc > max_truncation_error:
-        raise ImportError_(
-            f"{folder}: PEFT's {neumann_terms}-term Cayley-Neumann series differs from the exact Cayley "
-            f"transform by up to {trunc:.3e} (spectral norm, per block), above the accepted "
-            f"{max_truncation_error:g}; pass a larger max_truncation_error (--max-truncation-error) to import "
-            "it anyway")
-    head_names = []
-    for name, val in heads:
-        want = info.shapes[name]
-        if tuple(val.shape) != want:
-            if labels is None:
-                raise ImportError_(f"{name}: shape {tuple(val.shape)} differs from the base's {want} "
-                                   "(a head with a new number of outputs needs labels)")
-            if val.shape[0] != len(labels) or tuple(val.shape[1:]) != want[1:]:
-                raise ImportError_(f"{name}: shape {tuple(val.shape)} does not fit {len(labels)} labels")
-        head_names.append(name)
-
-    task = task or folder.name
-    order = list(info.shapes)
-    tensors_out = []
-    for l in sorted(layers.values(), key=lambda l: order.index(l.target)):
-        for f, p in enumerate(l.factors):
-            tensors_out.append((f"{l.target}.oft_in.{f}", np.ascontiguousarray(p, np.float32)))
-        if l.scale is not None:
-            tensors_out.append((f"{l.target}.oft_scale", np.ascontiguousarray(l.scale, np.float32)))
-    for name, val in sorted(heads, key=lambda h: order.index(h[0])):
-        tensors_out.append((name, np.ascontiguousarray(val, np.float32)))
-    kv = {"general.type": "adapter", "general.name": f"{task} (imported from PEFT {version} {peft_type})",
-          "adapter.type": "orthogonal", "adapter.orthogonal.method": method,
-          "adapter.orthogonal.block_size": U32(b), "adapter.orthogonal.permutation": perm,
-          "adapter.orthogonal.factor_count": U32(m), "adapter.base_model_id": info.model_id,
-          "adapter.task_name": task}
-    alt = compatible_ids(info)
-    if alt:
-        kv["adapter.compatible_model_ids"] = alt
+    """``riffle import-peft folder --base base -o output [--task] [--labels]``, then the report
+    of the written file. Raises :class:`ImportError_` with the CLI's message when it refuses the
+    folder (exit 2), and when a Cayley-Neumann adapter's truncation error exceeds
+    ``max_truncation_error`` (the file is removed then)."""
+    exe = riffle_cli()
+    if exe is None:
+        raise ImportError_("the riffle CLI is not built (cargo build --release -p riffle-cli) and RIFFLE_BIN is unset")
+    cmd = [str(exe), "import-peft", str(folder), "--base", str(base), "-o", str(output)]
+    if task:
+        cmd += ["--task", task]
     if labels:
-        kv["adapter.labels"] = list(labels)
-    kv["adapter.peft.version"] = version
-    kv["adapter.peft.type"] = peft_type
+        cmd += ["--labels", ",".join(labels)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if r.returncode == 2:
+        raise ImportError_(r.stderr.strip().removeprefix("riffle: "))
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
+    kv, tensors, _ = gguf_io.read_tensors(output)
+    b = int(kv["adapter.orthogonal.block_size"])
+    terms = kv.get("adapter.peft.cayley_neumann_terms")
+    neumann = terms is not None
+    version = kv.get("adapter.peft.version", "unknown")
+    last = trunc = None
     if neumann:
-        kv["adapter.peft.cayley_neumann_terms"] = U32(neumann_terms)
-        kv["adapter.peft.truncation_error"] = F32(trunc)
-    facts = gguf_io.write_gguf(output, info.arch, kv, tensors_out, id_key="crc")
-    if peft_type == "BOFT":
-        conv = "boft_R[m-1-f] -> oft_in.f, skew part packed, no sign change; boft_s -> oft_scale"
-    elif "oft_r" in kinds:
-        conv = "oft_r skew part packed, no sign change; oft_s -> oft_scale"
-    elif neumann:
-        conv = "oft_R.weight negated (Cayley-Neumann)"
-    else:
-        conv = "oft_R.weight copied (exact Cayley)"
-    if coft:
-        conv += "; coft projection applied"
-    return ImportReport(peft_type, version, method, b, m, [l.target for l in layers.values()], head_names,
-                        neumann, neumann_terms if neumann else None, last if neumann else None,
-                        trunc if neumann else None, max_fro, facts["bytes"], str(output), info.model_id, conv)
+        last = neumann_last_coefficient(None if version == "unknown" else version)
+        # The file holds riffle's parameters, PEFT's negated.
+        trunc = max((neumann_truncation_error(-np.asarray(t, np.float64), b, int(terms), last)
+                     for name, t in tensors.items() if ".oft_in." in name), default=0.0)
+        if trunc > max_truncation_error:
+            Path(output).unlink()
+            raise ImportError_(f"{folder}: Cayley-Neumann truncation error {trunc:.3e} exceeds "
+                               f"{max_truncation_error:g} (PEFT's series is far from the exact Cayley transform "
+                               "riffle applies; pass a larger max_truncation_error to import anyway)")
+    layers = sorted({name.split(".oft_")[0] for name in tensors if ".oft_" in name})
+    heads = sorted(name for name in tensors if ".oft_" not in name)
+    return ImportReport(kv.get("adapter.peft.type", "?"), version, kv["adapter.orthogonal.method"], b,
+                        int(kv["adapter.orthogonal.factor_count"]), layers, heads, neumann,
+                        int(terms) if neumann else None, last, trunc, str(output), r.stdout)
 
 
 # --------------------------------------------------------------------------- float64 reference

@@ -1,6 +1,7 @@
-"""PEFT importer: real PEFT folders (tests/data/peft, made by PEFT 0.21.2, 0.17.1 and 0.15.2 on
-all-MiniLM-L6-v2) are imported and riffle's float64 forward of the written GGUF is compared
-with PEFT's own outputs; the Rust CLI too when it is built. A live test with PEFT itself runs
+"""PEFT importer (the riffle CLI's ``import-peft``, run by ``peft_import.import_peft``): real PEFT
+folders (tests/data/peft, made by PEFT 0.21.2, 0.17.1 and 0.15.2 on all-MiniLM-L6-v2) are
+imported and riffle's float64 forward of the written GGUF is compared with PEFT's own outputs,
+and the CLI's own forward too. Skipped when the CLI is not built. A live test with PEFT itself runs
 when ``peft`` is importable (the env of ``train/peft-env``) and is skipped otherwise.
 """
 
@@ -30,6 +31,8 @@ CASES = {
 def imported(minilm_base, tmp_path_factory):
     from pathlib import Path
 
+    if peft_import.riffle_cli() is None:
+        pytest.skip("the riffle CLI is not built (cargo build --release -p riffle-cli): it does the import")
     fix = Path(__file__).resolve().parents[2] / "tests" / "data" / "peft"
     out = tmp_path_factory.mktemp("imported")
     done = {}
@@ -65,7 +68,6 @@ def test_import_matches_peft(case, imported, minilm_base):
         # per-block truncation error (measured: 6e-5 and 1.5e-4 for errors 2.9e-4 and 3.7e-4)
         assert rep.neumann and kv["adapter.peft.cayley_neumann_terms"] == 5
         assert 0 < rep.truncation_error < 1e-3
-        assert abs(kv["adapter.peft.truncation_error"] - rep.truncation_error) < 1e-6 * rep.truncation_error
         gap = np.abs(got - ref64).max()
         assert 1e-7 < gap <= rep.truncation_error
         assert rep.neumann_last_coefficient == (2.0 if case.endswith("0.17") else 1.0)
@@ -104,7 +106,7 @@ def test_rust_cli_matches_peft(case, imported, minilm_base, repo):
         assert np.abs(out - ref).max() <= (1e-4 if CASES[case][3] is not None else rep.truncation_error)
 
 
-def test_rust_digits_fixtures(repo, tmp_path):
+def test_rust_digits_fixtures(repo, tmp_path, cli):
     """The Rust importer's PEFT 0.21 folders on the digits MLP (cli/tests/data/peft) import the same way."""
     d = repo / "cli" / "tests" / "data" / "peft"
     if not d.exists():
@@ -154,7 +156,13 @@ def _write_folder(path, cfg, tensors):
     return path
 
 
-def test_refusals(repo, tmp_path):
+@pytest.fixture
+def cli():
+    if peft_import.riffle_cli() is None:
+        pytest.skip("the riffle CLI is not built (cargo build --release -p riffle-cli): it does the import")
+
+
+def test_refusals(repo, tmp_path, cli):
     base = repo / "models" / "digits" / "mlp.gguf"
     ok = {"peft_type": "OFT", "peft_version": "0.21.2", "use_cayley_neumann": False, "bias": "none"}
     p8 = np.full((8, 28), 0.01)
@@ -166,7 +174,7 @@ def test_refusals(repo, tmp_path):
     with pytest.raises(ImportError_, match="matches no weight"):
         import_peft(_write_folder(tmp_path / "nomod", ok, {"base_model.model.layers.9.oft_R.weight": p8}), base,
                     tmp_path / "o")
-    with pytest.raises(ImportError_, match="does not fit"):
+    with pytest.raises(ImportError_, match="should be"):
         import_peft(_write_folder(tmp_path / "shape", ok, {"base_model.model.layers.0.oft_R.weight": np.zeros((8, 27))}),
                     base, tmp_path / "o")
     big = dict(ok, use_cayley_neumann=True)
@@ -231,7 +239,7 @@ LIVE = {
 
 
 @pytest.mark.parametrize("case", list(LIVE))
-def test_live_peft(case, tmp_path):
+def test_live_peft(case, tmp_path, cli):
     peft = pytest.importorskip("peft", reason="peft is not installed: PY=$(train/peft-env) runs this test")
     model, base = _tiny_bert(tmp_path)
     pm = peft.get_peft_model(model, LIVE[case](peft))

@@ -4,7 +4,8 @@
 //! Conversions (docs/gs-math.md, sections 3 and 10):
 //! - PEFT >= 0.16 OFT `oft_R.weight` `(r, b(b-1)/2)`: packed as riffle packs, copied for
 //!   exact Cayley, negated for Cayley-Neumann (an approximation of the other sign; the
-//!   truncation error is reported). `block_share` (one row) is expanded to every block.
+//!   truncation error is reported). `block_share` (one row) is expanded to every block;
+//!   `coft` applies PEFT's projection first (also to `oft_r`).
 //! - PEFT < 0.16 OFT `oft_r` `(r, b, b)` and `oft_s` `(out, 1)`: `p = triu((A - A^T)/2)`.
 //! - PEFT BOFT `boft_R` `(m, k, b, b)`, `boft_s` `(out, 1)`: riffle factor `f` is
 //!   `boft_R[m-1-f]`, packed as above; `m` comes from the tensor, never from the config.
@@ -17,7 +18,7 @@ use std::path::Path;
 
 use riffle_core::gguf::{self, TensorType};
 use riffle_core::math::{MAX_BLOCK_SIZE, MAX_FACTORS};
-use riffle_core::runtime::{Adapter, Model};
+use riffle_core::runtime::{Adapter, Model, KEY_COMPATIBLE_MODEL_IDS};
 use serde_json::Value;
 
 use crate::fail::{bad, core_bad, describe, Result};
@@ -61,6 +62,78 @@ fn pack_skew(a: &[f32], b: usize) -> Vec<f32> {
         }
     }
     p
+}
+
+/// PEFT's `coft` projection (its `_project_batch`): each of the stored blocks of
+/// `block_len` values scaled to a Frobenius norm of at most `eps / sqrt(r)`, `r` the
+/// number of stored blocks; `fro2` gives a block's squared norm (of the skew matrix for
+/// packed parameters, of the full block for PEFT < 0.16's `oft_r`).
+fn coft_project(data: &mut [f32], block_len: usize, eps: f64, fro2: impl Fn(&[f32]) -> f64) {
+    let r = data.len() / block_len;
+    let lim = eps / (r as f64).sqrt();
+    for blk in data.chunks_mut(block_len) {
+        let norm = fro2(blk).sqrt();
+        if norm > lim {
+            for v in blk.iter_mut() {
+                *v = (lim * f64::from(*v) / norm) as f32;
+            }
+        }
+    }
+}
+
+/// Sum of squares, in `f64`.
+fn sum_sq(v: &[f32]) -> f64 {
+    v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum()
+}
+
+/// `riffle.model_id` of the other conversions of the base next to it: models of the same
+/// architecture and `general.name` with the same tensor names and shapes (the F16 / Q8_0
+/// files of `riffle_train minilm convert`), so the adapter binds to them too, as trained
+/// adapters do. Files that do not parse are passed over.
+fn compatible_ids(base: &Path, g: &gguf::Gguf<'_>, own_id: &str) -> Vec<String> {
+    let shapes = |g: &gguf::Gguf<'_>| -> Vec<(String, Vec<u64>)> {
+        g.tensors()
+            .map(|t| (t.name().to_string(), t.shape().to_vec()))
+            .collect()
+    };
+    let (arch, name, own) = (
+        g.get_str(gguf::KEY_ARCHITECTURE).ok(),
+        g.get_str(gguf::KEY_NAME).ok(),
+        shapes(g),
+    );
+    let dir = match base.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let me = std::fs::canonicalize(base).ok();
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .filter(|p| std::fs::canonicalize(p).ok() != me)
+        .collect();
+    paths.sort();
+    let mut out: Vec<String> = Vec::new();
+    for p in paths {
+        let Ok(m) = Mapped::open(&p) else { continue };
+        let Ok(other) = gguf::Gguf::parse(m.bytes()) else {
+            continue;
+        };
+        if other.get_str(gguf::KEY_TYPE).ok() != Some(gguf::TYPE_MODEL)
+            || other.get_str(gguf::KEY_ARCHITECTURE).ok() != arch
+            || other.get_str(gguf::KEY_NAME).ok() != name
+            || shapes(&other) != own
+        {
+            continue;
+        }
+        let id = other.model_id().to_string();
+        if id != own_id && !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
 }
 
 /// Largest `||S||_F^4` over the blocks of packed parameters (the order of PEFT's
@@ -166,6 +239,10 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
     // PEFT's default for OFT >= 0.16 is the Cayley-Neumann series.
     let neumann = method == Method::Oft && cfg["use_cayley_neumann"].as_bool().unwrap_or(true);
     let neumann_terms = cfg["num_cayley_neumann_terms"].as_u64().unwrap_or(5);
+    // OFT's constrained variant: PEFT projects the blocks in every forward pass, so the
+    // saved parameters are projected here as PEFT would before using them.
+    let coft = method == Method::Oft && cfg["coft"].as_bool() == Some(true);
+    let eps = cfg["eps"].as_f64().unwrap_or(6e-5);
 
     let st_path = a.dir.join("adapter_model.safetensors");
     let st_name = st_path.display().to_string();
@@ -187,6 +264,9 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
     let mut block: Option<usize> = None;
     let mut factors: Option<usize> = None;
     let mut worst_neumann = 0.0f64;
+    // Whether any parameters were negated for the series: only PEFT >= 0.16's `oft_R`
+    // (PEFT < 0.16's `oft_r` is exact Cayley whatever the config says).
+    let mut negated = false;
     let layer_of = |layers: &mut Vec<Layer>, target: &str| -> usize {
         match layers.iter().position(|l| l.target == target) {
             Some(i) => i,
@@ -282,12 +362,17 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
                     return Err(shape_err("(in / b, b(b-1)/2) with b dividing in"));
                 };
                 let k = cols / b;
+                let mut stored = t.data.clone();
+                if coft {
+                    coft_project(&mut stored, np, eps, |blk| 2.0 * sum_sq(blk));
+                }
                 let mut p = match r {
-                    _ if r == k => t.data.clone(),
-                    1 => t.data.repeat(k),
+                    _ if r == k => stored,
+                    1 => stored.repeat(k),
                     _ => return Err(shape_err(&format!("({k}, {np}) or (1, {np})"))),
                 };
                 if neumann {
+                    negated = true;
                     worst_neumann = worst_neumann.max(neumann_error(&p, np));
                     p.iter_mut().for_each(|v| *v = -*v);
                 }
@@ -307,10 +392,14 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
                     return Err(shape_err("(in / b, b, b)"));
                 }
                 let k = cols / b;
+                let mut stored = t.data.clone();
+                if coft {
+                    coft_project(&mut stored, b * b, eps, sum_sq);
+                }
                 let mut p = Vec::new();
                 for j in 0..k {
                     let blk = if r == 1 { 0 } else { j };
-                    p.extend(pack_skew(&t.data[blk * b * b..(blk + 1) * b * b], b));
+                    p.extend(pack_skew(&stored[blk * b * b..(blk + 1) * b * b], b));
                 }
                 agree("block sizes", &mut block, b)?;
                 agree("factor counts", &mut factors, 1)?;
@@ -406,12 +495,16 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
     w.set(gguf::KEY_ORTHOGONAL_FACTOR_COUNT, Meta::U32(m as u32));
     w.set(gguf::KEY_BASE_MODEL_ID, Meta::Str(model.model_id().into()));
     w.set(gguf::KEY_TASK_NAME, Meta::Str(task.clone()));
+    let alt = compatible_ids(a.base, model.gguf(), model.model_id());
+    if !alt.is_empty() {
+        w.set(KEY_COMPATIBLE_MODEL_IDS, Meta::Strings(alt));
+    }
     if let Some(l) = &a.labels {
         w.set(gguf::KEY_ADAPTER_LABELS, Meta::Strings(l.clone()));
     }
     w.set("adapter.peft.version", Meta::Str(peft_version.clone()));
     w.set("adapter.peft.type", Meta::Str(peft_type.into()));
-    if neumann {
+    if negated {
         w.set(
             "adapter.peft.cayley_neumann_terms",
             Meta::U32(neumann_terms as u32),
@@ -482,7 +575,12 @@ pub fn run(a: ImportArgs<'_>) -> Result<()> {
         base_map.name(),
         bytes.len()
     ));
-    if neumann {
+    if coft {
+        show::line(format!(
+            "note: coft: PEFT's projection applied to the blocks (Frobenius norm at most eps / sqrt(r), eps = {eps})"
+        ));
+    }
+    if negated {
         show::line(format!(
             "note: PEFT trained this adapter with the {neumann_terms}-term Cayley-Neumann series; riffle applies the exact Cayley transform of the negated parameters, which differs by O(||S||^4): largest ||S||_F^4 per block = {worst_neumann:.1e}"
         ));
@@ -502,5 +600,19 @@ mod tests {
         let sym = [5.0, 4.0, 4.0, 5.0];
         assert_eq!(pack_skew(&sym, 2), vec![0.0]);
         assert!((neumann_error(&[0.5], 1) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn coft_scales_only_blocks_past_the_limit() {
+        // Two packed blocks (b = 2): skew norms sqrt(2)·3 and sqrt(2)·0.1; limit 1/sqrt(2).
+        let mut p = [3.0f32, 0.1];
+        coft_project(&mut p, 1, 1.0, |blk| 2.0 * sum_sq(blk));
+        assert!((2.0 * f64::from(p[0]) * f64::from(p[0]) - 0.5).abs() < 1e-6);
+        assert_eq!(p[1], 0.1);
+        // A full block: its own Frobenius norm.
+        let mut a = [0.0f32, 4.0, 3.0, 0.0];
+        coft_project(&mut a, 4, 1.0, sum_sq);
+        assert!((sum_sq(&a) - 1.0).abs() < 1e-6);
+        assert!((a[1] - 0.8).abs() < 1e-6 && (a[2] - 0.6).abs() < 1e-6 && a[0] == 0.0);
     }
 }
