@@ -12,27 +12,10 @@
 // give an error and the next message still answers "Paris". Prints the measurements and
 // writes them to www/test/results/chat.json.
 //
-// Environment: PLAYWRIGHT_CORE_DIR (default ~/.cache/riffle/npm), CHROMIUM.
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
+// Environment: as www/test/harness.mjs (PLAYWRIGHT_CORE_DIR, CHROMIUM).
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const www = path.resolve(here, '..');
-const root = path.resolve(www, '..');
-const results = path.join(here, 'results');
-const pwDir = process.env.PLAYWRIGHT_CORE_DIR || path.join(os.homedir(), '.cache/riffle/npm');
-const { chromium } = createRequire(path.join(pwDir, 'package.json'))('playwright-core');
-
-let failures = 0;
-function ok(cond, what) {
-  console.log(`${cond ? 'ok  ' : 'FAIL'} ${what}`);
-  if (!cond) failures++;
-}
+import { FRANCE_IDS, FRANCE_TEXT, SYSTEM, failures, launch, ok, results, serve, www } from './harness.mjs';
 
 const manifest = JSON.parse(readFileSync(path.join(www, 'models/manifest.json'), 'utf8'));
 if (!manifest.chat) {
@@ -40,33 +23,9 @@ if (!manifest.chat) {
   process.exit(0);
 }
 
-// The same conversation and ids as wasm-chat/tests/native.rs (llama.cpp's llama-tokenize).
-const SYSTEM = 'You are a helpful AI assistant named SmolLM, trained by Hugging Face';
-const FRANCE_TEXT = `<|im_start|>system\n${SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n`;
-const FRANCE_IDS = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
-  19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-const port = await freePort();
-const server = spawn('python3', [path.join(root, 'scripts/serve-www'), String(port), '--directory', www],
-  { stdio: 'ignore' });
-const base = `http://127.0.0.1:${port}`;
-for (let i = 0; i < 150; i++) {
-  try { if ((await fetch(`${base}/chat-worker.js`)).ok) break; } catch { /* not up yet */ }
-  await new Promise((r) => setTimeout(r, 100));
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const server = await serve();
+const { base } = server;
+const browser = await launch();
 const measured = {};
 try {
   const page = await browser.newPage();
@@ -278,10 +237,10 @@ try {
   writeFileSync(path.join(results, 'chat.json'), JSON.stringify(measured, null, 1) + '\n');
 } finally {
   await browser.close();
-  server.kill();
+  server.proc.kill();
 }
-if (failures) {
-  console.log(`chat test: ${failures} failure(s)`);
+if (failures()) {
+  console.log(`chat test: ${failures()} failure(s)`);
   process.exit(1);
 }
 console.log('chat test: all passed');

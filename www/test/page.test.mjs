@@ -9,52 +9,13 @@
 // answers, types a sentence when the MiniLM files were built, and saves screenshots under
 // www/test/results/ (ignored).
 //
-// Environment: PLAYWRIGHT_CORE_DIR (folder whose node_modules has playwright-core;
-// default ~/.cache/riffle/npm), CHROMIUM (default /usr/bin/chromium).
+// Environment: as www/test/harness.mjs (PLAYWRIGHT_CORE_DIR, CHROMIUM).
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fail, failures, launch, ok, results, root, serve, www } from './harness.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const www = path.resolve(here, '..');
-const root = path.resolve(www, '..');
-const results = path.join(here, 'results');
-const pwDir = process.env.PLAYWRIGHT_CORE_DIR || path.join(os.homedir(), '.cache/riffle/npm');
-const { chromium } = createRequire(path.join(pwDir, 'package.json'))('playwright-core');
-
-let failures = 0;
 const t0 = Date.now();
-function ok(cond, what) {
-  console.log(`${cond ? 'ok  ' : 'FAIL'} ${what}`);
-  if (!cond) failures++;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForServer(url, ms) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try {
-      const r = await fetch(url);
-      if (r.ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`server at ${url} did not start`);
-}
 
 // The text model cannot be committed, so its native outputs are computed here, by the
 // same Engine built for the host (wasm/examples/native_outputs.rs), and the worker's
@@ -109,23 +70,14 @@ async function textEqualsNative(page, manifest) {
     `text: wasm equals native on ${native.cases.length} runs (base + ${manifest.text.adapters.length} adapters, unmerged and merged): max |diff| ${worst.toExponential(2)}`);
 }
 
-const port = await freePort();
-const server = spawn('python3', [path.join(root, 'scripts/serve-www'), String(port), '--directory', www], {
-  stdio: ['ignore', 'ignore', 'pipe'],
-});
-const serverLog = [];
-server.stderr.on('data', (d) => serverLog.push(String(d)));
-const base = `http://127.0.0.1:${port}/`;
+const server = await serve();
+const serverLog = server.log;
+const base = `${server.base}/`;
 
 let browser;
 try {
-  await waitForServer(`${base}models/manifest.json`, 10000);
   const manifest = JSON.parse(readFileSync(path.join(www, 'models/manifest.json'), 'utf8'));
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launch();
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 }, deviceScaleFactor: 1 });
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -409,12 +361,12 @@ try {
   await page.screenshot({ path: path.join(results, 'www-demos.png'), clip: { x: 0, y: 0, width: 1200, height: bottom }, fullPage: true });
   console.log(`screenshots: ${path.relative(root, results)}/www-demo.png, www-demos.png, www-demo-full.png`);
 } catch (e) {
-  failures++;
+  fail();
   console.log(`FAIL ${e.stack || e}`);
   if (serverLog.length) console.log(serverLog.slice(-5).join(''));
 } finally {
   await browser?.close();
-  server.kill();
+  server.proc.kill();
 }
-console.log(`page test: ${failures ? `${failures} failure(s)` : 'all passed'} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-process.exit(failures ? 1 : 0);
+console.log(`page test: ${failures() ? `${failures()} failure(s)` : 'all passed'} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+process.exit(failures() ? 1 : 0);

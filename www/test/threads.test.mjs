@@ -12,27 +12,10 @@
 // and the results are the same: MiniLM's outputs (bare base and each adapter) equal to
 // the bit, the chat's greedy tokens for the France question identical (and "Paris").
 //
-// Environment: PLAYWRIGHT_CORE_DIR (default ~/.cache/riffle/npm), CHROMIUM.
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
+// Environment: as www/test/harness.mjs (PLAYWRIGHT_CORE_DIR, CHROMIUM).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const www = path.resolve(here, '..');
-const root = path.resolve(www, '..');
-const results = path.join(here, 'results');
-const pwDir = process.env.PLAYWRIGHT_CORE_DIR || path.join(os.homedir(), '.cache/riffle/npm');
-const { chromium } = createRequire(path.join(pwDir, 'package.json'))('playwright-core');
-
-let failures = 0;
-function ok(cond, what) {
-  console.log(`${cond ? 'ok  ' : 'FAIL'} ${what}`);
-  if (!cond) failures++;
-}
+import { FRANCE_IDS, failures, launch, ok, results, serve, www } from './harness.mjs';
 
 const manifest = JSON.parse(readFileSync(path.join(www, 'models/manifest.json'), 'utf8'));
 if (!manifest.wasmThreads) {
@@ -40,30 +23,6 @@ if (!manifest.wasmThreads) {
   process.exit(1);
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-async function serve(isolated) {
-  const port = await freePort();
-  const args = [path.join(root, 'scripts/serve-www'), String(port), '--directory', www];
-  if (!isolated) args.push('--no-isolation');
-  const proc = spawn('python3', args, { stdio: 'ignore', env: { ...process.env, RIFFLE_SERVE_QUIET: '1' } });
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 150; i++) {
-    try { if ((await fetch(`${base}/threads.js`)).ok) break; } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { proc, base };
-}
-
-// The same conversation ids as www/test/chat.test.mjs (llama.cpp's llama-tokenize).
-const FRANCE_IDS = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
-  19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
 const SENTENCE = 'The committee reviewed the proposal carefully and decided to postpone the vote until spring.';
 
 // Runs in the page: the digits / MiniLM worker (worker.js) driven by its messages.
@@ -129,16 +88,12 @@ async function chatIn(page) {
   }, { manifest, ids: FRANCE_IDS });
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const servers = [];
 const seen = {};
 try {
   for (const isolated of [true, false]) {
-    const s = await serve(isolated);
+    const s = await serve({ isolated });
     servers.push(s);
     const mode = isolated ? 'isolated' : 'not isolated';
     const page = await browser.newPage({ viewport: { width: 1180, height: 900 } });
@@ -199,8 +154,8 @@ try {
   await browser.close();
   for (const s of servers) s.proc.kill();
 }
-if (failures) {
-  console.log(`threads test: ${failures} failure(s)`);
+if (failures()) {
+  console.log(`threads test: ${failures()} failure(s)`);
   process.exit(1);
 }
 console.log('threads test: all passed');

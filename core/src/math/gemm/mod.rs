@@ -59,6 +59,17 @@ impl Product {
         (rows - 1).checked_mul(stride)?.checked_add(width)
     }
 
+    /// Rows `i0 .. i0 + R` of `A`, each of exactly `k` values (so a kernel's inner loop
+    /// needs no bounds checks); `None` when `a` is too short.
+    #[inline(always)]
+    fn a_rows<'a, const R: usize>(&self, a: &'a [f32], i0: usize) -> Option<[&'a [f32]; R]> {
+        let rows: [&[f32]; R] = core::array::from_fn(|r| {
+            let s = (i0 + r) * self.a_stride;
+            a.get(s..s + self.k).unwrap_or(&[])
+        });
+        rows.iter().all(|r| r.len() == self.k).then_some(rows)
+    }
+
     /// Checks that `a`, `b` and `c` hold every element `C = A · B` touches.
     fn check(&self, a: usize, b: usize, c: usize) -> Result<()> {
         check_spans([

@@ -41,14 +41,9 @@ fn tile<const R: usize>(
     cols: usize,
 ) {
     let k = p.k;
-    // Row slices of exactly `k` values, so the inner loop needs no bounds checks.
-    let rows: [&[f32]; R] = core::array::from_fn(|r| {
-        let s = (i0 + r) * p.a_stride;
-        a.get(s..s + k).unwrap_or(&[])
-    });
-    if rows.iter().any(|r| r.len() != k) {
+    let Some(rows) = p.a_rows::<R>(a, i0) else {
         return;
-    }
+    };
     let mut acc = [[0.0f32; NR]; R];
     let b = b.get(j0..).unwrap_or(&[]);
     if cols == NR && p.b_stride >= NR {

@@ -55,13 +55,9 @@ pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32]) -> usize 
 #[inline(always)]
 fn tile<const R: usize>(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], i0: usize, j0: usize) {
     let k = p.k;
-    let rows: [&[f32]; R] = core::array::from_fn(|r| {
-        let s = (i0 + r) * p.a_stride;
-        a.get(s..s + k).unwrap_or(&[])
-    });
-    if rows.iter().any(|r| r.len() != k) {
+    let Some(rows) = p.a_rows::<R>(a, i0) else {
         return;
-    }
+    };
     let mut acc = [[f32x4_splat(0.0); NV]; R];
     let b = b.get(j0..).unwrap_or(&[]);
     for (kk, brow) in b.chunks(p.b_stride).take(k).enumerate() {
