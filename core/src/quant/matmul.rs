@@ -239,7 +239,83 @@ pub fn matmul_strided(
     y: &mut [f32],
     y_stride: usize,
 ) -> Result<()> {
-    if a.kind != w.activation_type() || a.cols != w.cols {
+    if a.kind != w.activation_type() {
+        return Err(Error::LengthMismatch {
+            expected: w.cols,
+            found: a.cols,
+        });
+    }
+    let Some(p) = problem(w, rows, a, y, y_stride)? else {
+        return Ok(());
+    };
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::run(&p, y) {
+        return Ok(());
+    }
+    run(&p, y);
+    Ok(())
+}
+
+/// `y[t * y_stride + r - rows.start] = Σ_i W[r][i] x[t][i]` for `r` in `rows` and `t <
+/// n`, with the inputs kept in `f32` on every weight type: block types are read a block
+/// at a time against the `f32` inputs (never a decoded row, never 8-bit activations), so
+/// the result keeps the float model's rounding (a decoder's output head, whose greedy
+/// choice can hang on a near tie). Float types run as [`matmul`] does.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] if `x.len() != n * w.cols()`, if `rows` is not a range of
+/// rows of `w`, if `y_stride < rows.len()` or `y` is shorter than `(n - 1) * y_stride +
+/// rows.len()`.
+pub fn matmul_f32_inputs(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    y_stride: usize,
+) -> Result<()> {
+    if Some(x.len()) != n.checked_mul(w.cols) {
+        return Err(Error::LengthMismatch {
+            expected: n.saturating_mul(w.cols),
+            found: x.len(),
+        });
+    }
+    let a = Activations {
+        kind: ActivationType::F32,
+        cols: w.cols,
+        n,
+        f32s: x,
+        bytes: &[],
+    };
+    let Some(p) = problem(w, rows, &a, y, y_stride)? else {
+        return Ok(());
+    };
+    if w.ty.block_len() == 1 {
+        #[cfg(target_arch = "x86_64")]
+        if super::x86::run(&p, y) {
+            return Ok(());
+        }
+        run(&p, y);
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::run_f32_inputs(&p, y) {
+        return Ok(());
+    }
+    run_f32_inputs(&p, y);
+    Ok(())
+}
+
+/// The checked [`Problem`] of rows `rows` of `w` against `a` into `y` (`y_stride`
+/// apart), or `None` when there is nothing to compute.
+fn problem<'p>(
+    w: &QMatrix<'p>,
+    rows: Range<usize>,
+    a: &Activations<'p>,
+    y: &[f32],
+    y_stride: usize,
+) -> Result<Option<Problem<'p>>> {
+    if a.cols != w.cols {
         return Err(Error::LengthMismatch {
             expected: w.cols,
             found: a.cols,
@@ -252,7 +328,7 @@ pub fn matmul_strided(
         });
     }
     if a.n == 0 || rows.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let need = (a.n - 1)
         .checked_mul(y_stride)
@@ -266,21 +342,14 @@ pub fn matmul_strided(
             })
         }
     }
-    let data = w.row_data(rows.clone());
-    let p = Problem {
+    Ok(Some(Problem {
         ty: w.ty,
         cols: w.cols,
         row_bytes: w.row_bytes,
-        data,
+        data: w.row_data(rows),
         a: *a,
         y_stride,
-    };
-    #[cfg(target_arch = "x86_64")]
-    if super::x86::run(&p, y) {
-        return Ok(());
-    }
-    run(&p, y);
-    Ok(())
+    }))
 }
 
 /// A checked product: `data` is `y`'s rows of the weight, `a` its inputs.
@@ -319,6 +388,64 @@ pub(super) fn run(p: &Problem<'_>, y: &mut [f32]) {
         #[allow(unreachable_patterns)]
         _ => {}
     }
+}
+
+/// Block-quantized weights against `f32` inputs on the portable kernels (the reference
+/// the x86-64 builds are tested against): each block decoded by its type's reference
+/// dequantization into a stack buffer, multiplied by its inputs into eight lanes.
+#[inline(always)]
+pub(super) fn run_f32_inputs(p: &Problem<'_>, y: &mut [f32]) {
+    match p.ty {
+        #[cfg(feature = "q8_0")]
+        TensorType::Q8_0 => decoded_blocks::<32, 34>(p, y, super::q8_0::decode_block),
+        #[cfg(feature = "q4")]
+        TensorType::Q4_0 => decoded_blocks::<32, 18>(p, y, super::q4_0::decode_block),
+        #[cfg(feature = "q4")]
+        TensorType::Q4_1 => decoded_blocks::<32, 20>(p, y, super::q4_1::decode_block),
+        #[cfg(feature = "q4")]
+        TensorType::Q5_0 => decoded_blocks::<32, 22>(p, y, super::q5_0::decode_block),
+        #[cfg(feature = "k-quants")]
+        TensorType::Q4_K => decoded_blocks::<256, 144>(p, y, super::q4_k::decode_block),
+        #[cfg(feature = "k-quants")]
+        TensorType::Q6_K => decoded_blocks::<256, 210>(p, y, super::q6_k::decode_block),
+        _ => run(p, y),
+    }
+}
+
+/// Blocks of `L` values in `B` bytes, decoded one at a time, against `f32` inputs.
+#[inline(always)]
+#[allow(dead_code)] // unused when every block type is compiled out
+fn decoded_blocks<const L: usize, const B: usize>(
+    p: &Problem<'_>,
+    y: &mut [f32],
+    decode: fn(&[u8; B], &mut [f32; L]),
+) {
+    let cols = p.cols;
+    let x = p.a.f32s;
+    let mut buf = [0f32; L];
+    tiles(p, y, |row, t0, tn, out| {
+        let mut acc = [[0f32; 8]; TILE];
+        for (b, wb) in row.chunks_exact(B).enumerate() {
+            let Ok(wb) = <&[u8; B]>::try_from(wb) else {
+                continue;
+            };
+            decode(wb, &mut buf);
+            for (t, acc) in acc.iter_mut().enumerate().take(tn) {
+                let start = (t0 + t) * cols + b * L;
+                let Some(xs) = x.get(start..start + L) else {
+                    continue;
+                };
+                for (w8, x8) in buf.chunks_exact(8).zip(xs.chunks_exact(8)) {
+                    for ((a, &w), &x) in acc.iter_mut().zip(w8).zip(x8) {
+                        *a += w * x;
+                    }
+                }
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(&acc) {
+            *o = acc.iter().sum();
+        }
+    });
 }
 
 /// Weight rows per chunk: a chunk stays in L1/L2 while every tile of input rows passes

@@ -52,7 +52,8 @@ use crate::{Error, Result};
 
 pub use act::{ActivationType, Activations};
 pub use matmul::{
-    activation_scratch_len, matmul, matmul_prepared, matmul_strided, quantize_activations, QMatrix,
+    activation_scratch_len, matmul, matmul_f32_inputs, matmul_prepared, matmul_strided,
+    quantize_activations, QMatrix,
 };
 
 #[cfg(feature = "q4")]

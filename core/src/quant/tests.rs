@@ -303,6 +303,89 @@ fn every_product_path_matches_the_f64_reference() {
 }
 
 #[test]
+fn f32_input_products_match_the_f64_reference() {
+    for ty in compiled_block_types() {
+        let len = ty.block_len();
+        let shapes = [(7, len, 1), (37, 2 * len, 1), (9, 3 * len, 2), (5, len, 3)];
+        let shapes = if cfg!(miri) {
+            &shapes[..1]
+        } else {
+            &shapes[..]
+        };
+        for &(rows, cols, n) in shapes {
+            let (data, w) = matrix(ty, rows, cols, (rows * cols + 7 * n) as u64);
+            let m = QMatrix::new(0, ty, rows, cols, &data).unwrap();
+            let x = inputs(n, cols, (cols + 3 * n) as u32);
+            let mut got = std::vec![f32::NAN; n * rows];
+            matmul_f32_inputs(&m, 0..rows, &x, n, &mut got, rows).unwrap();
+            // The portable build, and (x86-64) the AVX2 form of the hand-written kernel.
+            let a = Activations {
+                kind: ActivationType::F32,
+                cols,
+                n,
+                f32s: &x,
+                bytes: &[],
+            };
+            let p = Problem {
+                ty,
+                cols,
+                row_bytes: ty.row_bytes(cols).unwrap(),
+                data: &data,
+                a,
+                y_stride: rows,
+            };
+            let mut portable = std::vec![f32::NAN; n * rows];
+            super::matmul::run_f32_inputs(&p, &mut portable);
+            #[allow(unused_mut)]
+            let mut forms = std::vec![("simd", got.clone()), ("portable", portable)];
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut avx2 = std::vec![f32::NAN; n * rows];
+                if super::x86::run_q8_0(&p, &mut avx2, false) {
+                    forms.push(("avx2", avx2));
+                }
+            }
+            for (name, got) in &forms {
+                for t in 0..n {
+                    for r in 0..rows {
+                        let (mut s, mut abs) = (0f64, 0f64);
+                        for i in 0..cols {
+                            let v = w[r * cols + i] * f64::from(x[t * cols + i]);
+                            s += v;
+                            abs += v.abs();
+                        }
+                        let err = (f64::from(got[t * rows + r]) - s).abs();
+                        assert!(
+                            err <= 1e-6 * abs + 1e-7,
+                            "{ty} {name} {rows}x{cols} n={n}: {} vs {s}",
+                            got[t * rows + r]
+                        );
+                    }
+                }
+            }
+            // Rows split in two give the same outputs, bit for bit.
+            let mut halves = std::vec![f32::NAN; n * rows];
+            let mid = rows / 2;
+            matmul_f32_inputs(&m, 0..mid, &x, n, &mut halves, rows).unwrap();
+            matmul_f32_inputs(&m, mid..rows, &x, n, &mut halves[mid..], rows).unwrap();
+            assert_eq!(halves, got, "{ty}");
+        }
+    }
+    // Lengths are checked.
+    #[cfg(feature = "q8_0")]
+    {
+        let (data, _) = matrix(TensorType::Q8_0, 3, 64, 2);
+        let m = QMatrix::new(0, TensorType::Q8_0, 3, 64, &data).unwrap();
+        let x = inputs(1, 64, 3);
+        let mut y = [0f32; 3];
+        assert!(matmul_f32_inputs(&m, 0..3, &x[1..], 1, &mut y, 3).is_err());
+        assert!(matmul_f32_inputs(&m, 0..4, &x, 1, &mut y, 3).is_err());
+        assert!(matmul_f32_inputs(&m, 0..3, &x, 1, &mut y[1..], 3).is_err());
+        assert!(matmul_f32_inputs(&m, 0..3, &x, 1, &mut y, 2).is_err());
+    }
+}
+
+#[test]
 fn products_check_every_length() {
     let (data, _) = matrix(TensorType::F32, 3, 32, 1);
     assert!(QMatrix::new(0, TensorType::F32, 3, 32, &data[1..]).is_err());

@@ -429,12 +429,18 @@ fn linear_in(
         });
     }
     #[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
-    if !mode.panel && mode.quant {
+    if !mode.panel && (mode.quant || n == 1) {
         if let WeightView::Tensor(t) = w {
             if t.ggml_type().block_len() > 1 {
                 let q = crate::quant::QMatrix::new(t.index(), t.ggml_type(), rows, cols, t.data())?;
-                let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut wbuf[..]);
-                crate::quant::matmul(&q, 0..rows, &x[..n * cols], n, &mut y[..n * rows], bytes)?;
+                let (x, y) = (&x[..n * cols], &mut y[..n * rows]);
+                if mode.quant {
+                    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut wbuf[..]);
+                    crate::quant::matmul(&q, 0..rows, x, n, y, bytes)?;
+                } else {
+                    // One input in f32: the blocks against it, a block at a time.
+                    crate::quant::matmul_f32_inputs(&q, 0..rows, x, n, y, rows)?;
+                }
                 finish_outputs(y, rows, n, scale, bias);
                 return Ok(());
             }

@@ -1,0 +1,112 @@
+//! The x86-64 quantized kernels, taken when the CPU has their features (detected at run
+//! time by the dense-product module's CPUID probe and [`f16c_available`]; the
+//! `force-portable` feature never takes them):
+//! - [`block32`]: hand-written, Q8_0, Q4_0, Q4_1 and Q5_0 weights against Q8_1
+//!   activations (AVX-512 VNNI or AVX2);
+//! - [`f32_inputs`]: hand-written, Q8_0 weights against `f32` inputs (AVX-512F or AVX2);
+//! - for every other type, the portable source (`matmul`) compiled with AVX-512 (F, BW,
+//!   VL, VNNI) and with AVX2 + FMA enabled.
+//!
+//! The quantized kernels' only unsafe code.
+#![allow(unsafe_code)]
+// Without Q4_0, Q4_1 and Q8_0 compiled in, the hand-written kernels are never taken.
+#![cfg_attr(
+    not(any(feature = "q4", feature = "q8_0")),
+    allow(dead_code, unused_imports, unreachable_code, unused_variables)
+)]
+
+mod block32;
+mod f32_inputs;
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+pub(super) use block32::run_block32;
+#[cfg(test)]
+pub(super) use f32_inputs::run_q8_0;
+
+use super::matmul::{run as portable, run_f32_inputs as portable_f32_inputs, Problem};
+
+/// Runs `p` on the widest kernel the CPU has; `false` if neither AVX-512 nor AVX2
+/// is available (the caller runs the portable build).
+pub(super) fn run(p: &Problem<'_>, y: &mut [f32]) -> bool {
+    if run_block32(p, y, true) {
+        return true;
+    }
+    if crate::math::gemm::cpu::avx512_int8_available() {
+        // SAFETY: the CPU and OS support AVX-512 F/BW/VL/VNNI, AVX2 and FMA (checked
+        // just above); the function reads and writes only through the checked slices
+        // in `p` and `y`, as the portable kernel does.
+        unsafe { run_avx512(p, y) };
+        return true;
+    }
+    if crate::math::gemm::cpu::avx2_fma_available() {
+        // SAFETY: the CPU and OS support AVX2 and FMA (checked just above); slices as
+        // above.
+        unsafe { run_avx2(p, y) };
+        return true;
+    }
+    false
+}
+
+/// [`run`] for block-quantized weights against `f32` inputs; `false` without AVX-512
+/// or AVX2 (the caller runs the portable build).
+pub(super) fn run_f32_inputs(p: &Problem<'_>, y: &mut [f32]) -> bool {
+    if f32_inputs::run_q8_0(p, y, true) {
+        return true;
+    }
+    if crate::math::gemm::cpu::avx512_int8_available() {
+        // SAFETY: as in `run`.
+        unsafe { run_f32_inputs_avx512(p, y) };
+        return true;
+    }
+    if crate::math::gemm::cpu::avx2_fma_available() {
+        // SAFETY: as in `run`.
+        unsafe { run_f32_inputs_avx2(p, y) };
+        return true;
+    }
+    false
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn run_avx512(p: &Problem<'_>, y: &mut [f32]) {
+    portable(p, y)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2(p: &Problem<'_>, y: &mut [f32]) {
+    portable(p, y)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn run_f32_inputs_avx512(p: &Problem<'_>, y: &mut [f32]) {
+    portable_f32_inputs(p, y)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_f32_inputs_avx2(p: &Problem<'_>, y: &mut [f32]) {
+    portable_f32_inputs(p, y)
+}
+
+/// Whether the CPU converts halves to floats in hardware (F16C, CPUID leaf 1 ECX bit
+/// 29; every AVX2 CPU made has it, but it is a separate flag). Cached; under Miri the
+/// compile-time feature.
+pub(super) fn f16c_available() -> bool {
+    if cfg!(miri) {
+        return cfg!(target_feature = "f16c") && !cfg!(feature = "force-portable");
+    }
+    if cfg!(feature = "force-portable") {
+        return false;
+    }
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            // SAFETY: CPUID exists on every x86-64 CPU.
+            #[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
+            let yes = unsafe { core::arch::x86_64::__cpuid(1) }.ecx & (1 << 29) != 0;
+            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
