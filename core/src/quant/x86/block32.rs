@@ -15,14 +15,20 @@
 //! grouping, so rows split across threads give bit-identical results.
 
 use core::arch::x86_64::{
-    __m128, __m256, __m256i, _mm256_and_si256, _mm256_broadcastss_ps, _mm256_castps256_ps128,
-    _mm256_cmpeq_epi8, _mm256_cvtepi32_ps, _mm256_dpbusd_epi32, _mm256_extractf128_ps,
-    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256,
+    __m128, __m256, __m256i, __m512i, _mm256_add_ps, _mm256_and_si256, _mm256_broadcastss_ps,
+    _mm256_castps256_ps128, _mm256_castsi256_ps, _mm256_cmpeq_epi8, _mm256_cvtepi32_ps,
+    _mm256_cvtph_ps, _mm256_dpbusd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_epi8, _mm256_set_epi64x,
     _mm256_set_m128i, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8,
-    _mm256_sign_epi8, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_castsi128_ps, _mm_cvtph_ps,
-    _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_mul_ps,
-    _mm_setzero_ps, _mm_shuffle_ps, _mm_srli_epi16,
+    _mm256_sign_epi8, _mm256_storeu_ps, _mm256_sub_epi8, _mm512_and_si512, _mm512_broadcast_i32x4,
+    _mm512_castps128_ps512, _mm512_castps256_ps512, _mm512_castsi128_si512, _mm512_cvtepi32_ps,
+    _mm512_dpbusd_epi32, _mm512_fmadd_ps, _mm512_inserti32x4, _mm512_permutexvar_ps,
+    _mm512_set1_epi8, _mm512_set_epi32, _mm512_setzero_ps, _mm512_setzero_si512, _mm512_srli_epi16,
+    _mm512_storeu_ps, _mm512_sub_epi32, _mm512_xor_si512, _mm_add_ps, _mm_add_ss, _mm_castsi128_ps,
+    _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128,
+    _mm_movehl_ps, _mm_mul_ps, _mm_set1_ps, _mm_set_epi16, _mm_set_epi32, _mm_setzero_ps,
+    _mm_shuffle_ps, _mm_srli_epi16,
 };
 
 use super::super::act::Q8_1_BYTES;
@@ -87,10 +93,10 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
         // only memory the kernels read.
         unsafe {
             match (kind, wide) {
-                (Q8_0, true) => vnni_rows::<Q8_0, 34>(&job, out),
-                (Q4_0, true) => vnni_rows::<Q4_0, 18>(&job, out),
+                (Q8_0, true) => wide_rows::<Q8_0, 34>(&job, out),
+                (Q4_0, true) => wide_rows::<Q4_0, 18>(&job, out),
                 (Q5_0, true) => vnni_rows::<Q5_0, 22>(&job, out),
-                (_, true) => vnni_rows::<Q4_1, 20>(&job, out),
+                (_, true) => wide_rows::<Q4_1, 20>(&job, out),
                 (Q8_0, false) => avx2_rows::<Q8_0, 34>(&job, out),
                 (Q4_0, false) => avx2_rows::<Q4_0, 18>(&job, out),
                 (Q5_0, false) => avx2_rows::<Q5_0, 22>(&job, out),
@@ -108,6 +114,170 @@ struct Job<'a> {
     rb: usize,
     blocks: usize,
     act: &'a [u8],
+}
+
+/// Q8_0, Q4_0 and Q4_1 with 512-bit VNNI: four weight rows in one register, each row's
+/// 16-byte quarter of a block in its own 128-bit lane, so one `vpdpbusd` pair makes the
+/// four rows' block sums (four `i32` lanes each) against the block's activations
+/// broadcast to every lane; the four scales are widened by one F16C instruction and
+/// spread over their lanes by one permute. Signed quants are made unsigned (Q8_0: `q +
+/// 128`; Q4_0: the stored nibble, `q + 8`) and the offset's products, the same for the
+/// four rows, subtracted once per block: the integer sums are exact. A row's arithmetic
+/// stays in its own lanes, so it is the same whichever rows share its pass (a last
+/// partial pass repeats the last row).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C present; `job` as [`Job`] says, `B` the
+/// bytes of a `K` block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn wide_rows<const K: u8, const B: usize>(job: &Job<'_>, out: &mut [f32]) {
+    let Some(last) = out.len().checked_sub(1) else {
+        return;
+    };
+    let mut r = 0;
+    while r <= last {
+        // SAFETY: rows r .. r + 4, clamped to the last one, lie in `job.w` (the caller's
+        // lengths); the pointers are only read through within their rows.
+        let rows =
+            core::array::from_fn(|i| unsafe { job.w.as_ptr().add((r + i).min(last) * job.rb) });
+        // SAFETY: as above, and `job.act` holds `job.blocks` activation blocks.
+        let sums = unsafe { wide_dot::<K, B>(rows, job.act.as_ptr(), job.blocks) };
+        for (o, s) in out.iter_mut().skip(r).zip(sums) {
+            *o = s;
+        }
+        r += ROWS;
+    }
+}
+
+/// The four rows at `rows` dotted with the activation row at `act` (`blocks` blocks).
+///
+/// # Safety
+/// As [`wide_rows`]: each of `rows` holds `blocks` blocks of `B` bytes, `act` `blocks`
+/// blocks of [`Q8_1_BYTES`].
+#[inline(always)]
+#[allow(unused_unsafe)]
+unsafe fn wide_dot<const K: u8, const B: usize>(
+    rows: [*const u8; ROWS],
+    act: *const u8,
+    blocks: usize,
+) -> [f32; ROWS] {
+    // SAFETY (every read): block b of a row is bytes b·B .. b·B + B of it and each read
+    // stays inside (Q8_0 reads 2..34 of 34, Q4_0 0..2 and 2..18 of 18, Q4_1 0..20 of 20);
+    // activation block b is bytes b·40 .. b·40 + 40 of `act`, read at 0..8 and 8..40.
+    unsafe {
+        let nibble = _mm512_set1_epi8(0x0f);
+        // Lane l of the sums belongs to row l / 4: the scale at index l / 4 (one scale
+        // per row) or 2 (l / 4) (Q4_1's (d, m) pairs).
+        let spread = if K == Q4_1 {
+            _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0)
+        } else {
+            _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
+        };
+        let offset = _mm512_set1_epi8(if K == Q8_0 { -128 } else { 8 });
+        let mut acc = _mm512_setzero_ps();
+        let mut mins = _mm256_setzero_ps();
+        for b in 0..blocks {
+            let ab = act.add(b * Q8_1_BYTES);
+            let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(ab.add(8).cast()));
+            let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(ab.add(24).cast()));
+            let at = b * B;
+            let (sum, scale) = if K == Q4_1 {
+                let v = quarters(rows, at + 4);
+                let lo = _mm512_and_si512(v, nibble);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+                let sum = _mm512_dpbusd_epi32(
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo),
+                    hi,
+                    a_hi,
+                );
+                let halves = _mm_set_epi32(
+                    rows[3].add(at).cast::<i32>().read_unaligned(),
+                    rows[2].add(at).cast::<i32>().read_unaligned(),
+                    rows[1].add(at).cast::<i32>().read_unaligned(),
+                    rows[0].add(at).cast::<i32>().read_unaligned(),
+                );
+                // (d_a, s_a) repeated: [d_w d_a, m_w s_a] per row.
+                let ds = _mm256_castsi256_ps(_mm256_set1_epi64x(ab.cast::<i64>().read_unaligned()));
+                let dm = _mm256_mul_ps(_mm256_cvtph_ps(halves), ds);
+                mins = _mm256_add_ps(mins, dm);
+                (
+                    sum,
+                    _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(dm)),
+                )
+            } else {
+                let products = if K == Q8_0 {
+                    // q + 128 as unsigned bytes: the sign bit flipped.
+                    let u0 = _mm512_xor_si512(quarters(rows, at + 2), offset);
+                    let u1 = _mm512_xor_si512(quarters(rows, at + 18), offset);
+                    _mm512_dpbusd_epi32(
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, a_lo),
+                        u1,
+                        a_hi,
+                    )
+                } else {
+                    let v = quarters(rows, at + 2);
+                    let lo = _mm512_and_si512(v, nibble);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+                    _mm512_dpbusd_epi32(
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo),
+                        hi,
+                        a_hi,
+                    )
+                };
+                // The offset's products: 128 (Q8_0) or 8 (Q4_0) times the activations.
+                let shift = _mm512_dpbusd_epi32(
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, a_lo),
+                    offset,
+                    a_hi,
+                );
+                let halves = _mm_set_epi16(
+                    0,
+                    0,
+                    0,
+                    0,
+                    rows[3].add(at).cast::<i16>().read_unaligned(),
+                    rows[2].add(at).cast::<i16>().read_unaligned(),
+                    rows[1].add(at).cast::<i16>().read_unaligned(),
+                    rows[0].add(at).cast::<i16>().read_unaligned(),
+                );
+                let da = _mm_set1_ps(ab.cast::<f32>().read_unaligned());
+                let d = _mm_mul_ps(_mm_cvtph_ps(halves), da);
+                (
+                    _mm512_sub_epi32(products, shift),
+                    _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d)),
+                )
+            };
+            acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sum), acc);
+        }
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut m = [0f32; 8];
+        _mm256_storeu_ps(m.as_mut_ptr(), mins);
+        core::array::from_fn(|i| {
+            let s = (lanes[4 * i] + lanes[4 * i + 1]) + (lanes[4 * i + 2] + lanes[4 * i + 3]);
+            if K == Q4_1 {
+                s + m[2 * i + 1]
+            } else {
+                s
+            }
+        })
+    }
+}
+
+/// Bytes `at .. at + 16` of each of the four rows, row `i` in 128-bit lane `i`.
+///
+/// # Safety
+/// 16 readable bytes at each `rows[i] + at`; AVX-512F enabled.
+#[inline(always)]
+#[allow(unused_unsafe)]
+unsafe fn quarters(rows: [*const u8; ROWS], at: usize) -> __m512i {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let v = _mm512_castsi128_si512(_mm_loadu_si128(rows[0].add(at).cast()));
+        let v = _mm512_inserti32x4::<1>(v, _mm_loadu_si128(rows[1].add(at).cast()));
+        let v = _mm512_inserti32x4::<2>(v, _mm_loadu_si128(rows[2].add(at).cast()));
+        _mm512_inserti32x4::<3>(v, _mm_loadu_si128(rows[3].add(at).cast()))
+    }
 }
 
 /// [`rows`] with `vpmaddubsw` + `vpmaddwd` (AVX2).
