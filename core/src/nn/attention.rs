@@ -175,13 +175,32 @@ pub fn causal_attention(
             let kv = (h / group) * d;
             let qh = &q[i * qw + h * d..][..d];
             let sc = &mut scores[..seen];
-            for (j, s) in sc.iter_mut().enumerate() {
+            // Keys four at a time: four independent sums share the loads of `qh`.
+            let mut fours = sc.chunks_exact_mut(4);
+            for (c, s4) in (&mut fours).enumerate() {
+                let keys = core::array::from_fn(|u| &k_cache[(4 * c + u) * kvw + kv..][..d]);
+                s4.copy_from_slice(&dot4(qh, keys));
+            }
+            let done = seen - fours.into_remainder().len();
+            for (j, s) in sc.iter_mut().enumerate().skip(done) {
                 *s = crate::math::dot(qh, &k_cache[j * kvw + kv..][..d]);
             }
             softmax(sc, scale);
             let oh = &mut out[i * qw + h * d..][..d];
             oh.fill(0.0);
-            for (j, &p) in sc.iter().enumerate() {
+            // Values four at a time: one pass over the output per four rows.
+            let mut fours = sc.chunks_exact(4);
+            for (c, p) in (&mut fours).enumerate() {
+                let vr: [&[f32]; 4] =
+                    core::array::from_fn(|u| &v_cache[(4 * c + u) * kvw + kv..][..d]);
+                for ((((o, a), b), e), f) in
+                    oh.iter_mut().zip(vr[0]).zip(vr[1]).zip(vr[2]).zip(vr[3])
+                {
+                    *o += (p[0] * a + p[1] * b) + (p[2] * e + p[3] * f);
+                }
+            }
+            let done = seen - fours.remainder().len();
+            for (j, &p) in sc.iter().enumerate().skip(done) {
                 let vr = &v_cache[j * kvw + kv..][..d];
                 for (o, v) in oh.iter_mut().zip(vr) {
                     *o += p * v;
@@ -190,6 +209,37 @@ pub fn causal_attention(
         }
     }
     Ok(())
+}
+
+/// The dot products of `q` with four keys of its length, in eight lanes each (the
+/// arithmetic of [`crate::math::dot`] for each key).
+#[inline]
+fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
+    let mut acc = [[0f32; 8]; 4];
+    let (q8, _) = q.as_chunks::<8>();
+    for (acc, k) in acc.iter_mut().zip(k) {
+        for (x, y) in q8.iter().zip(k.as_chunks::<8>().0) {
+            lanes8(acc, x, y);
+        }
+    }
+    let whole = q8.len() * 8;
+    core::array::from_fn(|u| {
+        let a = &acc[u];
+        let tail: f32 = q[whole..]
+            .iter()
+            .zip(&k[u][whole..])
+            .map(|(x, y)| x * y)
+            .sum();
+        ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
+    })
+}
+
+/// `acc[l] += x[l] · y[l]` for the eight lanes.
+#[inline(always)]
+fn lanes8(acc: &mut [f32; 8], x: &[f32; 8], y: &[f32; 8]) {
+    for l in 0..8 {
+        acc[l] += x[l] * y[l];
+    }
 }
 
 /// `row = softmax(scale · row)` in place, in three passes that each vectorise (maximum

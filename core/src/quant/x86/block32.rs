@@ -47,9 +47,10 @@ const ROWS: usize = 4;
 
 /// How many rows ahead of a pass its reads prefetch the same blocks. The hardware
 /// prefetchers of the machine the benchmarks ran on (a 2-core AMD EPYC VM) left the
-/// token-by-token products waiting on memory: prefetching eight rows ahead made the
-/// 30 MB output head of SmolLM2 three times as fast (docs/benchmarks.md).
-pub(super) const AHEAD_ROWS: usize = 8;
+/// token-by-token products waiting on memory: prefetching rows ahead made the
+/// 30 MB output head of SmolLM2 three times as fast; 32 rows ahead beat 8, 16, 64 and
+/// 128 on the Q4_0, Q4_1 and Q8_0 files (docs/benchmarks.md).
+pub(super) const AHEAD_ROWS: usize = 32;
 
 /// Runs `p` (Q8_0, Q4_0, Q4_1 or Q5_0 weights, Q8_1 activations) on this kernel:
 /// `false` (nothing written) for any other type, inconsistent lengths, or a CPU without
