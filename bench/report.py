@@ -97,8 +97,8 @@ def plots(res: dict) -> dict:
                          "axes.spines.right": False})
     lat = res["latency"]["seq"]
     wasm = res.get("wasm", {})
-    series = [("riffle base (1 thread)", "riffle_base", "#1b6ac9", "o", "-"),
-              ("riffle unmerged GSOFT", "riffle_unmerged", "#1b6ac9", "s", "--"),
+    series = [("riffle base", "riffle{t}_base", "#1b6ac9", "o", "-"),
+              ("riffle unmerged GSOFT", "riffle{t}_unmerged", "#1b6ac9", "s", "--"),
               ("ONNX Runtime", "ort{t}", "#d9480f", "^", "-"),
               ("PyTorch eager", "torch{t}", "#2b8a3e", "D", "-")]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
@@ -119,7 +119,7 @@ def plots(res: dict) -> dict:
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("sequence length (tokens, batch 1)")
-        ax.set_title(f"{th} thread{'s' if th > 1 else ''}" + (" (riffle: its 1-thread figure)" if th > 1 else ""))
+        ax.set_title(f"{th} thread{'s' if th > 1 else ''}")
     axes[0].set_ylabel("latency (ms, log scale)")
     fig.text(0.5, 0.005, "points: median over rounds; bars: min–max of the round medians", ha="center",
              fontsize=9, color="#555")
@@ -175,6 +175,11 @@ def plots(res: dict) -> dict:
     return out
 
 
+def _pct(r: float) -> str:
+    """A time ratio as a signed percentage change: 1.031 -> "+3.1%"."""
+    return f"{100 * (r - 1):+.1f}%"
+
+
 def _peft(po: dict, method: str, key: str, th: int = 1):
     m = po.get(method)
     if not m:
@@ -213,12 +218,12 @@ def goals(res: dict) -> list[list[str]]:
     lat = res["latency"]["seq"]
     rows = []
     s128 = g(lat, 128)
-    r = s128["ratio_riffle_over_ort1"]["median"]
+    r = s128["ratio_riffle1_over_ort1"]["median"]
     rows.append(["riffle native faster than ONNX Runtime at seq 128, 1 thread",
-                 f"riffle {ms(s128['riffle_base']['median'])} vs ORT {ms(s128['ort1']['median'])}: "
-                 f"riffle/ORT = {x(r)} (rounds {x(s128['ratio_riffle_over_ort1']['min'])}–"
-                 f"{x(s128['ratio_riffle_over_ort1']['max'])})", mark(r < 1)])
-    t_over = max(g(lat, L)["ratio_unmerged_over_base"]["median"] for L in SEQS)
+                 f"riffle {ms(s128['riffle1_base']['median'])} vs ORT {ms(s128['ort1']['median'])}: "
+                 f"riffle/ORT = {x(r)} (rounds {x(s128['ratio_riffle1_over_ort1']['min'])}–"
+                 f"{x(s128['ratio_riffle1_over_ort1']['max'])})", mark(r < 1)])
+    t_over = max(g(lat, L)["ratio_riffle1_unmerged_over_base"]["median"] for L in SEQS)
     ins = res.get("instructions")
     i_txt = ""
     if ins:
@@ -226,9 +231,9 @@ def goals(res: dict) -> list[list[str]]:
         # but the goal is judged on the timed (SIMD) build.
         i_over = max(g(ins, L)["unmerged_over_base"] for L in SEQS)
         i_txt = f"; non-AVX-512 kernels under valgrind: instructions +{100 * (i_over - 1):.1f}% (worst length)"
-    per_len = ", ".join(f"{L}: +{100 * (g(lat, L)['ratio_unmerged_over_base']['median'] - 1):.1f}%" for L in SEQS)
-    rows.append(["unmerged adapter overhead at most 5% (GSOFT b=8, every linear)",
-                 f"time +{100 * (t_over - 1):.1f}% (worst length, median of rounds; {per_len}){i_txt}",
+    per_len = ", ".join(f"{L}: {_pct(g(lat, L)['ratio_riffle1_unmerged_over_base']['median'])}" for L in SEQS)
+    rows.append(["unmerged adapter overhead at most 5% (GSOFT b=8, every linear, 1 thread)",
+                 f"time {_pct(t_over)} (worst length, median of rounds; {per_len}){i_txt}",
                  mark(t_over <= 1.05)])
     ro, po = res["riffle_ops"], res["peft_ops"]
     for m, name in (("oft", "OFT"), ("boft", "BOFT")):
@@ -263,8 +268,8 @@ def goals(res: dict) -> list[list[str]]:
     rows.append(["(issue 4) activating a resident unmerged adapter under 1 ms",
                  f"{us(act)} (worst method)", mark(act < 1000)])
     sw = ro["gsoft"]["swap"]["median"]
-    fw = s128["riffle_base"]["median"]
-    rows.append(["(issue 4) in-place merged swap (GSOFT) under one base forward at seq 128",
+    fw = s128["riffle1_base"]["median"]
+    rows.append(["(issue 4) in-place merged swap (GSOFT) under one base forward at seq 128, 1 thread",
                  f"{ms(sw)} vs {ms(fw)} ({sw / fw:.2f} of a forward)", mark(sw < fw)])
     return rows
 
@@ -293,7 +298,8 @@ def page(res: dict, imgs: dict) -> str:
                 f"{mch['hypervisor']} guest), L2 {mch['l2']}, L3 {mch['l3']}"],
         ["SIMD", ", ".join(mch["simd"])],
         ["memory / OS", f"{mch['mem_gib']} GiB, {mch['os']}, Linux {mch['kernel']}"],
-        ["riffle", f"{v['riffle']} (`target/release/riffle`, {v['rustc']}), single-threaded"],
+        ["riffle", f"{v['riffle']} (`target/release/riffle`, {v['rustc']}), `--threads 1` and `--threads 2` "
+                   f"(section 1), `--threads 1` elsewhere"],
         ["ONNX Runtime", f"{v['onnxruntime']} (CPUExecutionProvider, graph optimisation ALL, sequential), "
                          f"model exported by {res['onnx'].get('exporter', 'torch.onnx')} from torch {v['torch']}, "
                          f"onnx {v['onnx']}, opset {res['onnx'].get('opset')}"],
@@ -311,8 +317,9 @@ def page(res: dict, imgs: dict) -> str:
         "ONNX export of the transformers model; PyTorch the transformers model itself. All three are "
         "timed on the **same token ids** (the ids `riffle bench` feeds, reproduced bit for bit in "
         "bench/common.py); the riffle figures are `riffle bench` medians (its own timer around the "
-        "forward), the others `time.perf_counter` around `session.run` / the eager call. **riffle is "
-        "single-threaded: its 2-thread column repeats its 1-thread figure.** \"unmerged\" = a GSOFT "
+        "forward), the others `time.perf_counter` around `session.run` / the eager call. Each system "
+        "runs at 1 and at 2 threads (riffle `riffle bench --threads N`: its dense products on a pool of "
+        "N threads), all six interleaved in each round. \"unmerged\" = a GSOFT "
         "adapter (b = 8, 2 factors, per-output scale) on all 36 linear layers, random parameters "
         "(timing only); \"merged\" = the same adapter merged into a copy of the weights.")
     add("")
@@ -320,16 +327,29 @@ def page(res: dict, imgs: dict) -> str:
         rows = []
         for Ls in SEQS:
             s = g(lat["seq"], Ls)
-            rows.append([str(Ls), rng(s["riffle_base"]), rng(s["riffle_unmerged"]), rng(s["riffle_merged"]),
-                         rng(s[f"ort{th}"]), rng(s[f"torch{th}"]),
-                         x(s[f"ratio_riffle_over_ort{th}"]["median"]),
-                         x(s["riffle_base"]["median"] / s[f"torch{th}"]["median"])])
-        add(f"**{th} thread{'s' if th > 1 else ''}** (ONNX Runtime `intra_op_num_threads={th}`, "
-            f"`torch.set_num_threads({th})`{'; riffle: 1 thread' if th > 1 else ''})")
+            rows.append([str(Ls), rng(s[f"riffle{th}_base"]), rng(s[f"riffle{th}_unmerged"]),
+                         rng(s[f"riffle{th}_merged"]), rng(s[f"ort{th}"]), rng(s[f"torch{th}"]),
+                         rng(s[f"ratio_riffle{th}_over_ort{th}"], x), rng(s[f"ratio_riffle{th}_over_torch{th}"], x),
+                         _pct(s[f"ratio_riffle{th}_unmerged_over_base"]["median"])])
+        add(f"**{th} thread{'s' if th > 1 else ''}** (riffle `--threads {th}`, ONNX Runtime "
+            f"`intra_op_num_threads={th}`, `torch.set_num_threads({th})`)")
         add("")
         add(table(["tokens", "riffle base", "riffle unmerged", "riffle merged", "ONNX Runtime", "PyTorch",
-                   "riffle / ORT", "riffle / PyTorch"], rows))
+                   "riffle / ORT", "riffle / PyTorch", "unmerged vs base"], rows))
         add("")
+    add("Ratios are taken within each round (median, with the min–max over rounds in brackets).")
+    add("")
+    add("**Scaling from 1 to 2 threads**: efficiency = time at 1 thread / (2 × time at 2 threads), per round "
+        "(1.00 = twice as fast on two threads, 0.50 = no gain, below 0.50 = slower); median with the "
+        "min–max over rounds.")
+    add("")
+    rows = []
+    for Ls in SEQS:
+        sc = g(lat["seq"], Ls)["scaling"]
+        rows.append([str(Ls), *(rng(sc[k], lambda v: f"{v:.2f}") for k in ("riffle", "riffle_unmerged", "ort",
+                                                                             "torch"))])
+    add(table(["tokens", "riffle base", "riffle unmerged", "ONNX Runtime", "PyTorch"], rows))
+    add("")
     add(f"![latency against sequence length](img/{imgs['latency'].name})")
     add("")
     ins = res.get("instructions")
@@ -347,9 +367,9 @@ def page(res: dict, imgs: dict) -> str:
             rows.append([str(Ls), f"{s['base'] / 1e6:.0f} M", f"{s['unmerged'] / 1e6:.0f} M",
                          f"{s['merged'] / 1e6:.0f} M", f"+{100 * (s['unmerged_over_base'] - 1):.1f}%",
                          f"{100 * (s['merged_over_base'] - 1):+.2f}%",
-                         f"+{100 * (t['ratio_unmerged_over_base']['median'] - 1):.1f}%"])
+                         _pct(t["ratio_riffle1_unmerged_over_base"]["median"])])
         add(table(["tokens", "base", "unmerged", "merged", "unmerged overhead (instr.)", "merged vs base (instr.)",
-                   "unmerged overhead (time)"], rows))
+                   "unmerged overhead (time, 1 thread)"], rows))
         add("")
         add("For scale, the theoretical overhead of GSOFT b = 8, m = 2 on MiniLM's linear layers is 3.1% of "
             "their multiply-adds (docs/gs-math.md section 8).")
@@ -368,7 +388,7 @@ def page(res: dict, imgs: dict) -> str:
         f"butterfly factor (its `fbd_cuda` extension fails to build); the benchmark gives PEFT a CPU "
         f"stand-in for that extension (the same block-diagonal assembly, in torch) so that PEFT runs the "
         f"2-factor BOFT compared here. GSOFT is riffle-only (PEFT has no GSOFT). Everything on 1 thread "
-        f"(`torch.set_num_threads(1)`); riffle times each switch with its own timer "
+        f"(`torch.set_num_threads(1)`, `riffle --threads 1`); riffle times each switch with its own timer "
         f"(`riffle repl`, merged mode), PEFT with `time.perf_counter`.")
     add("")
     rows = []
@@ -414,7 +434,7 @@ def page(res: dict, imgs: dict) -> str:
     mem = res["memory"]
     add("## 3. Peak resident memory")
     add("")
-    add(f"`/usr/bin/time -v target/release/riffle run --model models/minilm/minilm-f32.gguf --text <128 tokens>` "
+    add(f"`/usr/bin/time -v target/release/riffle run --threads 1 --model models/minilm/minilm-f32.gguf --text <128 tokens>` "
         f"(median of 3), against the model file ({mem['model_bytes']:,} bytes). The base is memory-mapped, not "
         f"copied: only the pages that are read count, so the token-embedding rows that the text never uses "
         f"stay on disk.")
@@ -434,7 +454,7 @@ def page(res: dict, imgs: dict) -> str:
     if w.get("seq"):
         add(f"`www/pkg` as built by `scripts/build-www` (wasm-release profile), loaded into headless Chromium "
             f"{w['chromium']} from a local server; `RiffleModel.runText` on the same texts as the output checks "
-            f"(exactly 16/64/128 tokens), wall time around the call, interleaved with `riffle bench` (native, "
+            f"(exactly 16/64/128 tokens), wall time around the call, interleaved with `riffle bench --threads 1` (native, "
             f"same length) in each round. Module: {w['wasm_bytes']:,} bytes ({w['wasm_gzip_bytes']:,} gzipped) "
             f"+ {w.get('js_bytes') or 0:,} bytes of JS glue; wasm memory after loading the F32 model "
             f"{nbytes(w.get('wasm_memory_bytes') or 0)}.")

@@ -188,50 +188,64 @@ def check_outputs(sysm: Systems, tok, texts, kv, gsoft_a: Path) -> dict:
 # --------------------------------------------------------------------------- latency
 
 
-def riffle_bench(adapter: Path, seq: int, budget: float) -> dict:
+THREADS = (1, 2)  # thread counts every system is timed at
+
+
+def riffle_bench(adapter: Path, seq: int, budget: float, threads: int | None = None) -> dict:
+    """One `riffle bench --json` row; ``threads`` sets `--threads` (None: riffle's default,
+    every available core)."""
+    extra = [] if threads is None else ["--threads", str(threads)]
     rows = C.riffle_json(["bench", "--model", str(C.MODEL_F32), "--adapter", str(adapter), "--seq", str(seq),
-                          "--budget", str(budget), "--json"])
+                          "--budget", str(budget), *extra, "--json"])
     return rows[0]
 
 
 def latency(sysm: Systems, kv, gsoft_a: Path, rounds: int, budget: float) -> dict:
-    """Interleaved rounds; per round and system the median of the samples (ms)."""
-    names = ["riffle", "ort1", "ort2", "torch1", "torch2"]
-    per: dict = {L: {k: [] for k in ("riffle_base", "riffle_unmerged", "riffle_merged", "riffle_activate_us",
-                                     "riffle_swap_ms", "ort1", "ort2", "torch1", "torch2")} for L in SEQS}
+    """Interleaved rounds; per round and system the median of the samples (ms). Every system
+    runs at 1 and 2 threads (riffle `--threads N`, ONNX Runtime `intra_op_num_threads`,
+    `torch.set_num_threads`); the order of the six rotates from round to round."""
+    names = [f"{s}{th}" for s in ("riffle", "ort", "torch") for th in THREADS]
+    keys = [f"riffle{th}_{k}" for th in THREADS for k in ("base", "unmerged", "merged", "activate_us", "swap_ms")]
+    per: dict = {L: {k: [] for k in (*keys, *(n for n in names if not n.startswith("riffle")))} for L in SEQS}
     loads = []
     for r in range(rounds):
         for L in SEQS:
             ids = C.riffle_synthetic_ids(L, kv)
             order = names[r % len(names):] + names[:r % len(names)]
             for sname in order:
-                if sname == "riffle":
-                    row = riffle_bench(gsoft_a, L, budget)
-                    per[L]["riffle_base"].append(row["base_ms"])
-                    per[L]["riffle_unmerged"].append(row["unmerged_ms"])
-                    per[L]["riffle_merged"].append(row["merged_ms"])
-                    per[L]["riffle_activate_us"].append(row["activate_us"])
-                    per[L]["riffle_swap_ms"].append(row["swap_merged_ms"])
+                th = int(sname[-1])
+                if sname.startswith("riffle"):
+                    row = riffle_bench(gsoft_a, L, budget, th)
+                    p = per[L]
+                    p[f"riffle{th}_base"].append(row["base_ms"])
+                    p[f"riffle{th}_unmerged"].append(row["unmerged_ms"])
+                    p[f"riffle{th}_merged"].append(row["merged_ms"])
+                    p[f"riffle{th}_activate_us"].append(row["activate_us"])
+                    p[f"riffle{th}_swap_ms"].append(row["swap_merged_ms"])
                 else:
-                    th = int(sname[-1])
                     fn = sysm.ort_fn(th, ids) if sname.startswith("ort") else sysm.torch_fn(th, ids)
                     per[L][sname].append(1e3 * C.median(samples(fn, budget)))
             loads.append(loadavg()[0])
         log(f"latency round {r + 1}/{rounds}: " + ", ".join(
-            f"seq {L} riffle {per[L]['riffle_base'][-1]:.1f} / ort1 {per[L]['ort1'][-1]:.1f} ms" for L in SEQS))
-    out = {"rounds": rounds, "budget_s": budget, "load_1min": summary(loads), "seq": {}}
+            f"seq {L} riffle {per[L]['riffle1_base'][-1]:.1f}/{per[L]['riffle2_base'][-1]:.1f}, "
+            f"ort {per[L]['ort1'][-1]:.1f}/{per[L]['ort2'][-1]:.1f} ms (1/2 threads)" for L in SEQS))
+    out = {"rounds": rounds, "budget_s": budget, "threads": list(THREADS), "load_1min": summary(loads), "seq": {}}
     for L in SEQS:
         p = per[L]
         ratio = lambda a, b: [x / y for x, y in zip(p[a], p[b])]  # noqa: E731
-        out["seq"][L] = {
-            "raw": p,
-            **{k: summary(v) for k, v in p.items()},
-            "ratio_riffle_over_ort1": summary(ratio("riffle_base", "ort1")),
-            "ratio_riffle_over_ort2": summary(ratio("riffle_base", "ort2")),
-            "ratio_riffle_over_torch1": summary(ratio("riffle_base", "torch1")),
-            "ratio_unmerged_over_base": summary(ratio("riffle_unmerged", "riffle_base")),
-            "ratio_merged_over_base": summary(ratio("riffle_merged", "riffle_base")),
-        }
+        # scaling efficiency: time at 1 thread / (2 x time at 2 threads); 1 = perfect, 0.5 = no gain
+        eff = lambda one, two: [x / (2 * y) for x, y in zip(p[one], p[two])]  # noqa: E731
+        row = {"raw": p, **{k: summary(v) for k, v in p.items()}}
+        for th in THREADS:
+            rb = f"riffle{th}_base"
+            row[f"ratio_riffle{th}_over_ort{th}"] = summary(ratio(rb, f"ort{th}"))
+            row[f"ratio_riffle{th}_over_torch{th}"] = summary(ratio(rb, f"torch{th}"))
+            row[f"ratio_riffle{th}_unmerged_over_base"] = summary(ratio(f"riffle{th}_unmerged", rb))
+            row[f"ratio_riffle{th}_merged_over_base"] = summary(ratio(f"riffle{th}_merged", rb))
+        row["scaling"] = {"riffle": summary(eff("riffle1_base", "riffle2_base")),
+                          "riffle_unmerged": summary(eff("riffle1_unmerged", "riffle2_unmerged")),
+                          "ort": summary(eff("ort1", "ort2")), "torch": summary(eff("torch1", "torch2"))}
+        out["seq"][L] = row
     return out
 
 
@@ -250,15 +264,15 @@ def _callgrind_instr(args: list[str], stdin: str) -> int:
 
 
 def instructions(texts, gsoft_a: Path) -> dict:
-    """Instructions per inference: callgrind on `riffle run --stdin` with 3 lines minus
-    1 line, divided by 2 (start-up, file checks, adapter preparation and the merge cancel)."""
+    """Instructions per inference: callgrind on `riffle run --threads 1 --stdin` with 3 lines
+    minus 1 line, divided by 2 (start-up, file checks, adapter preparation and the merge cancel)."""
     out = {}
     for L in SEQS:
         text = texts[L][0]
         row = {}
         for name, extra in (("base", []), ("unmerged", ["--adapter", str(gsoft_a)]),
                             ("merged", ["--adapter", str(gsoft_a), "--merge"])):
-            args = ["run", "--model", str(C.MODEL_F32), *extra, "--stdin", "--json"]
+            args = ["run", "--threads", "1", "--model", str(C.MODEL_F32), *extra, "--stdin", "--json"]
             one = _callgrind_instr(args, text + "\n")
             three = _callgrind_instr(args, (text + "\n") * 3)
             row[name] = (three - one) / 2
@@ -299,7 +313,7 @@ def riffle_swaps(a: Path, b: Path, task_a: str, task_b: str, reps: int) -> dict:
         f.write("\n".join(cmds) + "\n")
         inp = f.name
     try:
-        inner = (f"{RIFFLE} repl --model {C.MODEL_F32} --adapter {a} --adapter {b} < {inp}")
+        inner = (f"{RIFFLE} repl --threads 1 --model {C.MODEL_F32} --adapter {a} --adapter {b} < {inp}")
         r = subprocess.run(["script", "-qec", inner, "/dev/null"], capture_output=True, text=True)
     finally:
         os.unlink(inp)
@@ -320,8 +334,7 @@ def riffle_adapter_ops(man: dict, reps: int) -> dict:
     specs["gsoft"] = (ROOT / man["gsoft"]["a"]["path"], ROOT / man["gsoft"]["b"]["path"])
     for m, (a, b) in specs.items():
         ta, tb = ("gsoft-a", "gsoft-b") if m == "gsoft" else ("a", "b")
-        bench = C.riffle_json(["bench", "--model", str(C.MODEL_F32), "--adapter", str(a), "--seq", "16",
-                               "--budget", "0.5", "--json"])[0]
+        bench = riffle_bench(a, 16, 0.5, 1)
         sw = riffle_swaps(a, b, ta, tb, reps)
         out[m] = {"activate_us": bench["activate_us"], "bench_swap_merged_ms": bench["swap_merged_ms"], **sw}
         log(f"riffle {m}: activate {bench['activate_us']} us, A->B merged swap {sw['swap']['median']:.1f} ms, "
@@ -398,8 +411,8 @@ def peak_rss(texts, gsoft_a: Path, reps: int = 3) -> dict:
                         ("merged", ["--adapter", str(gsoft_a), "--merge"])):
         v = []
         for _ in range(reps):
-            r = subprocess.run(["/usr/bin/time", "-v", str(RIFFLE), "run", "--model", str(C.MODEL_F32), *extra,
-                                "--text", text, "--json"], capture_output=True, text=True, check=True)
+            r = subprocess.run(["/usr/bin/time", "-v", str(RIFFLE), "run", "--threads", "1", "--model", str(C.MODEL_F32),
+                                *extra, "--text", text, "--json"], capture_output=True, text=True, check=True)
             m = re.search(r"Maximum resident set size \(kbytes\):\s*(\d+)", r.stderr)
             v.append(int(m.group(1)) * 1024)
         out["cases"][name] = {"max_rss_bytes": int(statistics.median(v)), "all": v,

@@ -115,7 +115,7 @@ try {
       rows[seq].wasm_core_ms.push(median(w.base.core));
       rows[seq].wasm_unmerged_ms.push(median(w.unm.wall));
       const out = execFileSync(cfg.riffle, ['bench', '--model', cfg.model, '--adapter', cfg.adapter, '--seq', seq,
-        '--budget', String(cfg.budget_s), '--json'], { cwd: root, encoding: 'utf8' });
+        '--budget', String(cfg.budget_s), '--threads', '1', '--json'], { cwd: root, encoding: 'utf8' });
       const nat = JSON.parse(out.trim().split('\n')[0]);
       rows[seq].native_base_ms.push(nat.base_ms);
       rows[seq].native_unmerged_ms.push(nat.unmerged_ms);
