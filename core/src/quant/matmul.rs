@@ -168,7 +168,13 @@ pub fn quantize_activations<'s>(
         {
             match kind {
                 ActivationType::F32 => {}
-                ActivationType::Q8_1 => act::quantize_q8_1(x, o),
+                ActivationType::Q8_1 => {
+                    #[cfg(target_arch = "x86_64")]
+                    if super::x86::quantize_q8_1(x, o) {
+                        continue;
+                    }
+                    act::quantize_q8_1(x, o)
+                }
                 ActivationType::Q8K => act::quantize_q8_k(x, o),
             }
         }

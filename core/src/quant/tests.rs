@@ -395,6 +395,26 @@ fn f32_input_products_match_the_f64_reference() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
+fn q8_1_quantization_is_the_same_on_every_path() {
+    let mut x = inputs(1, 32 * 40, 9);
+    // Ties (products exactly at .5 after scaling), zeros and a block of zeros.
+    for (i, v) in x.iter_mut().enumerate().take(64) {
+        *v = [127.0, 0.5, -0.5, 1.5, -2.5, 0.0, 63.5, -63.5][i % 8];
+    }
+    for v in &mut x[64..96] {
+        *v = 0.0;
+    }
+    let blocks = x.len() / 32;
+    let mut portable = std::vec![0u8; blocks * act::Q8_1_BYTES];
+    act::quantize_q8_1(&x, &mut portable);
+    let mut simd = std::vec![0u8; blocks * act::Q8_1_BYTES];
+    if super::x86::quantize_q8_1(&x, &mut simd) {
+        assert_eq!(simd, portable);
+    }
+}
+
+#[test]
 fn products_check_every_length() {
     let (data, _) = matrix(TensorType::F32, 3, 32, 1);
     assert!(QMatrix::new(0, TensorType::F32, 3, 32, &data[1..]).is_err());

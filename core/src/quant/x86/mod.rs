@@ -15,11 +15,13 @@
     allow(dead_code, unused_imports, unreachable_code, unused_variables)
 )]
 
+mod act;
 mod block32;
 mod f32_inputs;
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
+pub(super) use act::quantize_q8_1;
 pub(super) use block32::run_block32;
 #[cfg(test)]
 pub(super) use f32_inputs::run_q8_0;
