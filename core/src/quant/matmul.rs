@@ -203,8 +203,50 @@ pub fn matmul(
     y: &mut [f32],
     scratch: &mut [u8],
 ) -> Result<()> {
+    matmul_then(w, rows, x, n, y, scratch, &[])
+}
+
+/// [`matmul`], told what the caller reads next (`next`: the next layer's adapter
+/// blocks), which the x86-64 decode kernels prefetch into L2 while they stream the
+/// weights (the unmerged adapters' coefficients would otherwise come from memory at
+/// each layer, the weights having flushed them). A hint: the result is [`matmul`]'s.
+///
+/// # Errors
+/// As [`matmul`].
+pub(crate) fn matmul_then(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [u8],
+    next: &[u8],
+) -> Result<()> {
     let a = quantize_activations(w.activation_type(), x, w.cols, n, scratch)?;
-    matmul_prepared(w, rows, &a, y)
+    if a.kind != w.activation_type() {
+        return Err(Error::LengthMismatch {
+            expected: w.cols,
+            found: a.cols,
+        });
+    }
+    let need = a.n.saturating_mul(rows.len());
+    if y.len() != need {
+        return Err(Error::LengthMismatch {
+            expected: need,
+            found: y.len(),
+        });
+    }
+    let stride = rows.len();
+    let Some(mut p) = problem(w, rows, &a, y, stride)? else {
+        return Ok(());
+    };
+    p.next = next;
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::run(&p, y) {
+        return Ok(());
+    }
+    run(&p, y);
+    Ok(())
 }
 
 /// [`matmul`] on activations already prepared by [`quantize_activations`] (so that
@@ -355,6 +397,7 @@ fn problem<'p>(
         data: w.row_data(rows),
         a: *a,
         y_stride,
+        next: &[],
     }))
 }
 
@@ -368,6 +411,9 @@ pub(super) struct Problem<'a> {
     pub a: Activations<'a>,
     /// Distance between the output rows of consecutive inputs in `y`.
     pub y_stride: usize,
+    /// What the caller reads next (an adapter's blocks): the x86-64 decode kernels
+    /// prefetch it into L2 while they stream the weights; a hint only.
+    pub next: &'a [u8],
 }
 
 /// The product on the portable kernels (the reference every SIMD build of the same

@@ -51,6 +51,8 @@ mod x86;
 use crate::{Error, Result};
 
 pub use act::{ActivationType, Activations};
+#[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
+pub(crate) use matmul::matmul_then;
 pub use matmul::{
     activation_scratch_len, matmul, matmul_f32_inputs, matmul_prepared, matmul_strided,
     quantize_activations, QMatrix,

@@ -245,6 +245,7 @@ fn every_product_path_matches_the_f64_reference() {
                 data: m.row_data(r0..r1),
                 a,
                 y_stride: out,
+                next: &[],
             };
             let mut got = std::vec![f32::NAN; n * out];
             portable(&p, &mut got);
@@ -286,6 +287,10 @@ fn every_product_path_matches_the_f64_reference() {
             let mut scratch2 = std::vec![0u8; activation_scratch_len(ty, cols, n).unwrap()];
             matmul(&m, r0..r1, &x, n, &mut again, &mut scratch2).unwrap();
             assert_eq!(again, simd, "{ty}");
+            // A prefetch hint changes nothing.
+            let mut hinted = std::vec![f32::NAN; n * out];
+            super::matmul_then(&m, r0..r1, &x, n, &mut hinted, &mut scratch2, &data).unwrap();
+            assert_eq!(hinted, simd, "{ty}");
             // Rows split in two, each half written into a shared output by stride.
             let mut shared = std::vec![f32::NAN; n * rows];
             let mid = r0 + out / 2;
@@ -333,6 +338,7 @@ fn f32_input_products_match_the_f64_reference() {
                 data: &data,
                 a,
                 y_stride: rows,
+                next: &[],
             };
             let mut portable = std::vec![f32::NAN; n * rows];
             super::matmul::run_f32_inputs(&p, &mut portable);

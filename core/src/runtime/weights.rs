@@ -436,7 +436,8 @@ fn linear_in(
                 let (x, y) = (&x[..n * cols], &mut y[..n * rows]);
                 if mode.quant {
                     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut wbuf[..]);
-                    crate::quant::matmul(&q, 0..rows, x, n, y, bytes)?;
+                    let next: &[u8] = bytemuck::cast_slice(after);
+                    crate::quant::matmul_then(&q, 0..rows, x, n, y, bytes, next)?;
                 } else {
                     // One input in f32: the blocks against it, a block at a time.
                     crate::quant::matmul_f32_inputs(&q, 0..rows, x, n, y, rows)?;

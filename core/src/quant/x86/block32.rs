@@ -29,7 +29,7 @@ use core::arch::x86_64::{
     _mm512_sub_epi32, _mm512_xor_si512, _mm_add_ps, _mm_add_ss, _mm_castsi128_ps, _mm_cvtph_ps,
     _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_mul_ps,
     _mm_prefetch, _mm_set1_ps, _mm_set_epi16, _mm_set_epi32, _mm_setzero_ps, _mm_shuffle_ps,
-    _mm_srli_epi16, _MM_HINT_T0,
+    _mm_srli_epi16, _MM_HINT_T0, _MM_HINT_T1,
 };
 
 use super::super::act::Q8_1_BYTES;
@@ -94,6 +94,7 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
             rb,
             blocks,
             act,
+            next: p.next,
         };
         // SAFETY: the CPU and OS support AVX2, FMA and F16C (checked above), and
         // AVX-512 F/BW/VL/VNNI where `wide` (checked); `job` holds `out.len()` rows of
@@ -122,6 +123,8 @@ struct Job<'a> {
     rb: usize,
     blocks: usize,
     act: &'a [u8],
+    /// Bytes to prefetch into L2 while the rows stream (see `Problem::next`).
+    next: &'a [u8],
 }
 
 /// Q8_0, Q4_0 and Q4_1 with 512-bit VNNI: four weight rows in one register, each row's
@@ -142,8 +145,16 @@ unsafe fn wide_rows<const K: u8, const B: usize>(job: &Job<'_>, out: &mut [f32])
     let Some(last) = out.len().checked_sub(1) else {
         return;
     };
+    // The caller's next reads, spread over the passes: a few lines each.
+    let lines = job.next.len().div_ceil(64);
+    let per_pass = lines.div_ceil(out.len().div_ceil(ROWS).max(1));
+    let mut fetched = 0;
     let mut r = 0;
     while r <= last {
+        for _ in 0..per_pass.min(lines - fetched) {
+            _mm_prefetch::<_MM_HINT_T1>(job.next.as_ptr().wrapping_add(fetched * 64).cast());
+            fetched += 1;
+        }
         // SAFETY: rows r .. r + 4, clamped to the last one, lie in `job.w` (the caller's
         // lengths); the pointers are only read through within their rows.
         let rows =
