@@ -304,6 +304,13 @@ impl Mode {
 }
 
 #[cfg(feature = "parallel")]
+/// A single input's product is split across threads only from this many weights on (2 M:
+/// about 100 µs of a memory-bound product on one core, against tens of microseconds to
+/// wake a pool thread; with SmolLM2-135M only the 28 M-weight output head qualifies,
+/// measured: two threads decoded at half the one-thread rate when every layer split).
+const PAR_MIN_WEIGHTS: usize = 1 << 21;
+
+#[cfg(feature = "parallel")]
 /// Token rows per part are multiples of this (the x86-64 kernel's tile height; the
 /// portable kernel's divides it), so parts tile the batch as the whole batch does.
 const TOKEN_ALIGN: usize = 12;
@@ -335,6 +342,11 @@ pub(crate) fn linear_par(
         ..batch
     };
     if threads <= 1 || x.len() < n * cols || y.len() < n * rows || n == 0 {
+        return linear_in(layer, x, n, y, wbuf, after, mode);
+    }
+    if n == 1 && rows.saturating_mul(cols) < PAR_MIN_WEIGHTS {
+        // One input against a small matrix: waking another thread costs more than the
+        // product (decode's per-layer products at SmolLM2's size, 0.1 to 0.9 M weights).
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
     let mut starts = [0usize; MAX_PARTS + 1];
