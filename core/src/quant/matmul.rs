@@ -223,30 +223,7 @@ pub(crate) fn matmul_then(
     next: &[u8],
 ) -> Result<()> {
     let a = quantize_activations(w.activation_type(), x, w.cols, n, scratch)?;
-    if a.kind != w.activation_type() {
-        return Err(Error::LengthMismatch {
-            expected: w.cols,
-            found: a.cols,
-        });
-    }
-    let need = a.n.saturating_mul(rows.len());
-    if y.len() != need {
-        return Err(Error::LengthMismatch {
-            expected: need,
-            found: y.len(),
-        });
-    }
-    let stride = rows.len();
-    let Some(mut p) = problem(w, rows, &a, y, stride)? else {
-        return Ok(());
-    };
-    p.next = next;
-    #[cfg(target_arch = "x86_64")]
-    if super::x86::run(&p, y) {
-        return Ok(());
-    }
-    run(&p, y);
-    Ok(())
+    prepared_then(w, rows, &a, y, next)
 }
 
 /// [`matmul`] on activations already prepared by [`quantize_activations`] (so that
@@ -262,6 +239,17 @@ pub fn matmul_prepared(
     a: &Activations<'_>,
     y: &mut [f32],
 ) -> Result<()> {
+    prepared_then(w, rows, a, y, &[])
+}
+
+/// [`matmul_prepared`] with a prefetch hint (see [`matmul_then`]).
+fn prepared_then(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    a: &Activations<'_>,
+    y: &mut [f32],
+    next: &[u8],
+) -> Result<()> {
     let need = a.n.saturating_mul(rows.len());
     if y.len() != need {
         return Err(Error::LengthMismatch {
@@ -269,7 +257,8 @@ pub fn matmul_prepared(
             found: y.len(),
         });
     }
-    matmul_strided(w, rows.clone(), a, y, rows.len())
+    let stride = rows.len();
+    strided_then(w, rows, a, y, stride, next)
 }
 
 /// [`matmul_prepared`] writing input `t`'s outputs at `y[t * y_stride ..][..rows.len()]`:
@@ -287,15 +276,28 @@ pub fn matmul_strided(
     y: &mut [f32],
     y_stride: usize,
 ) -> Result<()> {
+    strided_then(w, rows, a, y, y_stride, &[])
+}
+
+/// [`matmul_strided`] with a prefetch hint (see [`matmul_then`]).
+fn strided_then(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    a: &Activations<'_>,
+    y: &mut [f32],
+    y_stride: usize,
+    next: &[u8],
+) -> Result<()> {
     if a.kind != w.activation_type() {
         return Err(Error::LengthMismatch {
             expected: w.cols,
             found: a.cols,
         });
     }
-    let Some(p) = problem(w, rows, a, y, y_stride)? else {
+    let Some(mut p) = problem(w, rows, a, y, y_stride)? else {
         return Ok(());
     };
+    p.next = next;
     #[cfg(target_arch = "x86_64")]
     if super::x86::run(&p, y) {
         return Ok(());
@@ -305,10 +307,12 @@ pub fn matmul_strided(
 }
 
 /// `y[t * y_stride + r - rows.start] = Σ_i W[r][i] x[t][i]` for `r` in `rows` and `t <
-/// n`, with the inputs kept in `f32` on every weight type: block types are read a block
-/// at a time against the `f32` inputs (never a decoded row, never 8-bit activations), so
-/// the result keeps the float model's rounding (a decoder's output head, whose greedy
-/// choice can hang on a near tie). Float types run as [`matmul`] does.
+/// n`, with the inputs at `f32` precision on every weight type: block types are read a
+/// block at a time against the inputs (never a decoded row, never 8-bit activations; the
+/// x86-64 AVX-512 kernel for Q8_0 rounds them to 16 bits per block of 32, 2^-16 of the
+/// block's largest value), so the result keeps the float model's ranking (a decoder's
+/// output head, whose greedy choice can hang on a near tie). Float types run as
+/// [`matmul`] does.
 ///
 /// # Errors
 /// [`Error::LengthMismatch`] if `x.len() != n * w.cols()`, if `rows` is not a range of
