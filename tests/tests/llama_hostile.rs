@@ -3,7 +3,7 @@
 //! panic; a prompt past the context and ids past the vocabulary are refused; a truncated
 //! file at any length is an error.
 
-use riffle_core::runtime::{DecoderState, Input, Model};
+use riffle_core::runtime::{Adapter, DecoderState, Input, Model, Slot, MAX_SLOTS};
 use riffle_core::Error;
 use riffle_tests::data_path;
 use riffle_tests::gguf_edit::{GgufFile, Val};
@@ -270,19 +270,17 @@ fn every_truncation_is_an_error() {
     }
 }
 
-/// Capacities follow the model: a 64-block llama (448 linear slots, every block sharing the
-/// tiny model's block-0 tensors) loads and runs, and an adapter could address any slot.
-#[test]
-fn a_64_block_llama_with_448_slots_loads_and_runs() {
-    let mut g = GgufFile::parse(&tiny());
+/// `g` with `blocks` blocks, every block a copy of block 0's tensors under its own names.
+fn with_blocks(g: &mut GgufFile, blocks: u32) {
     let block0: Vec<_> = g
         .tensors
         .iter()
         .filter(|t| t.name_str().starts_with("blk.0."))
         .cloned()
         .collect();
-    g.tensors.retain(|t| !t.name_str().starts_with("blk.1."));
-    for b in 1..64 {
+    g.tensors
+        .retain(|t| !t.name_str().starts_with("blk.") || t.name_str().starts_with("blk.0."));
+    for b in 1..blocks {
         for t in &block0 {
             let mut c = t.clone();
             c.name = t
@@ -292,8 +290,21 @@ fn a_64_block_llama_with_448_slots_loads_and_runs() {
             g.tensors.push(c);
         }
     }
-    g.set("llama.block_count", Val::u32(64));
-    let bytes = g.to_bytes();
+}
+
+fn llama_of(file: &str, blocks: u32) -> Vec<u8> {
+    let mut g = GgufFile::parse(&std::fs::read(data_path(file)).unwrap());
+    with_blocks(&mut g, blocks);
+    g.set("llama.block_count", Val::u32(blocks));
+    g.to_bytes()
+}
+
+/// Capacities follow the model: a 64-block llama (448 linear slots, every block sharing the
+/// tiny model's block-0 tensors) loads and runs, and an adapter could address any slot; in
+/// caller storage it runs bit for bit as in the model's own table.
+#[test]
+fn a_64_block_llama_with_448_slots_loads_and_runs() {
+    let bytes = llama_of("llama/tiny-llama.gguf", 64);
     let m = Model::from_bytes(&bytes).unwrap();
     assert_eq!(m.slots().len(), 448);
     assert_eq!(m.slot_name(447), "blk.63.ffn_down.weight");
@@ -302,4 +313,66 @@ fn a_64_block_llama_with_448_slots_loads_and_runs() {
     m.run(None, Input::Tokens(&[1, 2, 3]), &mut out, &mut arena)
         .unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
+    assert_eq!(Model::storage_len(&bytes).unwrap(), 448);
+    let mut storage = vec![Slot::empty(); 448];
+    let mc = Model::from_bytes_in(&bytes, &mut storage).unwrap();
+    let mut out_c = vec![0.0f32; 64];
+    mc.run(None, Input::Tokens(&[1, 2, 3]), &mut out_c, &mut arena)
+        .unwrap();
+    assert_eq!(bits(&out), bits(&out_c));
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Past the default capacity ([`MAX_SLOTS`]): an 80-block llama (560 slots) is refused by
+/// `Model::from_bytes` and by a caller buffer one record short, loads into a buffer of
+/// `Model::storage_len` records and runs (tiny-llama-f32.gguf's blocks), and a GSOFT adapter
+/// on all 560 slots (tiny-llama-gsoft.gguf's block 0 in every block) prepares
+/// (its slot table in its workspace) and changes the output.
+#[test]
+fn an_80_block_llama_with_560_slots_loads_into_caller_storage() {
+    const BLOCKS: u32 = 80;
+    let n = 7 * BLOCKS as usize;
+    assert!(n > MAX_SLOTS);
+    let bytes = llama_of("llama/tiny-llama-f32.gguf", BLOCKS);
+    assert_eq!(load_err(&bytes), Error::CapacityExceeded);
+    assert_eq!(Model::storage_len(&bytes).unwrap(), n);
+    let mut short = vec![Slot::empty(); n - 1];
+    assert_eq!(
+        Model::from_bytes_in(&bytes, &mut short).err(),
+        Some(Error::CapacityExceeded)
+    );
+    let mut storage = vec![Slot::empty(); n];
+    let m = Model::from_bytes_in(&bytes, &mut storage).unwrap();
+    assert_eq!(m.slots().len(), n);
+    assert_eq!(m.slot_name(n - 1), "blk.79.ffn_down.weight");
+    let tokens = [1u32, 2, 3];
+    let mut base = vec![0.0f32; m.output_len()];
+    let mut arena = vec![0.0f32; m.arena_len(tokens.len(), 0)];
+    m.run(None, Input::Tokens(&tokens), &mut base, &mut arena)
+        .unwrap();
+    assert!(base.iter().all(|v| v.is_finite()));
+
+    let mut a = GgufFile::parse(&std::fs::read(data_path("llama/tiny-llama-gsoft.gguf")).unwrap());
+    with_blocks(&mut a, BLOCKS);
+    a.set("adapter.base_model_id", Val::str(m.model_id()))
+        .fix_crc();
+    let a_bytes = a.to_bytes();
+    let adapter = Adapter::from_bytes(&a_bytes).unwrap();
+    let ws_len = adapter.workspace_len(&m).unwrap();
+    let mut short_ws = vec![0.0f32; ws_len - 1];
+    assert!(matches!(
+        adapter.prepare(&m, &mut short_ws),
+        Err(Error::BufferTooSmall { .. })
+    ));
+    let mut ws = vec![0.0f32; ws_len];
+    let p = adapter.prepare(&m, &mut ws).unwrap();
+    assert_eq!(p.adapted_slots(), n);
+    let mut adapted = vec![0.0f32; m.output_len()];
+    m.run(Some(&p), Input::Tokens(&tokens), &mut adapted, &mut arena)
+        .unwrap();
+    assert!(adapted.iter().all(|v| v.is_finite()));
+    assert_ne!(bits(&base), bits(&adapted));
 }

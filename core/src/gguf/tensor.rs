@@ -107,6 +107,18 @@ pub struct TensorInfo<'a> {
 }
 
 impl<'a> TensorInfo<'a> {
+    /// A tensor of no elements (the runtime's empty slot records).
+    pub(crate) const EMPTY: TensorInfo<'static> = TensorInfo {
+        index: 0,
+        name: "",
+        ty: TensorType::F32,
+        shape: [1; MAX_RANK],
+        rank: 1,
+        elements: 0,
+        offset: 0,
+        data: &[],
+    };
+
     pub(crate) fn new(index: u32, raw: &RawInfo<'a>, data: &'a [u8]) -> Option<Self> {
         let mut shape = [1u64; MAX_RANK];
         for (s, d) in shape.iter_mut().zip(raw.dims.get(..raw.rank)?.iter().rev()) {

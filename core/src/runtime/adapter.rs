@@ -6,6 +6,10 @@
 //! zero scale) **before** writing anything, then compute every Cayley block into a
 //! caller-provided workspace. A [`Prepared`] adapter can never fail at run time, and
 //! switching between prepared adapters is O(1).
+//!
+//! The workspace also holds the adapter's slot table (which slots it rotates or scales,
+//! and where their blocks lie), [`SLOT_RECORD`] `f32`s for every slot of the base: its
+//! capacity follows the model, not a constant.
 
 use heapless::Vec;
 
@@ -17,8 +21,13 @@ use crate::math::{
 };
 use crate::{Error, Result};
 
-/// Most slots one adapter may adapt: every slot of a model.
+/// Slots one adapter may adapt on a model of [`crate::runtime::Model::from_bytes`]: every
+/// one of its slots (on a model in caller storage, every one of that model's).
 pub const MAX_ADAPTED_SLOTS: usize = MAX_SLOTS;
+/// `f32`s of workspace per slot of the base for the adapter's slot table: the offsets of
+/// the slot's input chain, output chain and scales, its rows and its columns, each a
+/// `u32` stored as the bits of one `f32`.
+pub const SLOT_RECORD: usize = 5;
 /// Most tensors one adapter may replace (task heads).
 pub const MAX_HEAD_TENSORS: usize = 4;
 
@@ -126,15 +135,51 @@ pub struct Adapter<'a> {
     labels: Option<StringArray<'a>>,
 }
 
-/// Where one adapted slot's data lives in the workspace.
+/// Where one slot's data lives in the workspace: the decoded [`SLOT_RECORD`].
 #[derive(Debug, Clone, Copy)]
 struct SlotLayout {
-    slot: u16,
     q_in: Option<u32>,
     q_out: Option<u32>,
     scale: Option<u32>,
     rows: u32,
     cols: u32,
+}
+
+/// A record's word for an absent part (a quiet NaN: the offsets and widths stored are
+/// below [`MAX_WORD`], finite `f32` bit patterns, so no move between registers can
+/// change any of them).
+const NONE: u32 = u32::MAX;
+/// Bound on the offsets and widths a record stores (the largest finite `f32` pattern).
+const MAX_WORD: usize = 0x7F7F_FFFF;
+
+/// Word `k` of record `r` (0, 1, 2: the offsets of the input chain, the output chain
+/// and the scales; 3, 4: rows and columns).
+fn word(r: &[f32], k: usize) -> u32 {
+    r.get(k).map_or(NONE, |v| v.to_bits())
+}
+
+fn set_word(r: &mut [f32], k: usize, v: u32) {
+    if let Some(x) = r.get_mut(k) {
+        *x = f32::from_bits(v);
+    }
+}
+
+impl SlotLayout {
+    /// The record `r` (of [`SLOT_RECORD`] `f32`s).
+    fn read(r: &[f32]) -> Self {
+        let part = |k: usize| Some(word(r, k)).filter(|&v| v != NONE);
+        SlotLayout {
+            q_in: part(0),
+            q_out: part(1),
+            scale: part(2),
+            rows: word(r, 3),
+            cols: word(r, 4),
+        }
+    }
+    /// True when the adapter rotates or scales the slot.
+    fn touched(&self) -> bool {
+        self.q_in.is_some() || self.q_out.is_some() || self.scale.is_some()
+    }
 }
 
 /// A task head tensor that replaces a base tensor while the adapter is active.
@@ -175,7 +220,6 @@ const CLS_BIAS: &str = "cls.bias";
 /// The plan of an adapter against one base: what goes where in the workspace.
 #[derive(Debug, Clone)]
 struct Plan<'a> {
-    layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS>,
     heads: Vec<Head<'a>, MAX_HEAD_TENSORS>,
     cls: Option<ClsHead<'a>>,
     /// Workspace `f32`s holding blocks and scales.
@@ -285,8 +329,11 @@ impl<'a> Adapter<'a> {
     /// # Errors
     /// As [`Adapter::prepare`], without touching any buffer.
     pub fn workspace_len(&self, model: &impl Base<'a>) -> Result<usize> {
-        let plan = self.plan(&model.facts())?;
-        Ok(plan.data_len + 2 * self.block * self.block)
+        let base = model.facts();
+        let plan = self.plan(&base)?;
+        Ok(table_len(base.slots.len())?
+            .saturating_add(plan.data_len)
+            .saturating_add(2 * self.block * self.block))
     }
 
     #[inline(never)] // one copy for its callers (smaller firmware)
@@ -303,10 +350,10 @@ impl<'a> Adapter<'a> {
             return Err(Error::BaseMismatch);
         }
         let slots = base.slots;
-        // Pass 1: which slots have which sides; every name must match the base.
-        let mut has_in = SlotSet::new();
-        let mut has_out = SlotSet::new();
-        let mut has_scale = SlotSet::new();
+        // Every name must match the base, every tensor its slot, every side all its
+        // factors (reported after the other checks); the length of the blocks and scales.
+        let mut data_len = 0usize;
+        let mut missing = false;
         let mut heads: Vec<Head<'a>, MAX_HEAD_TENSORS> = Vec::new();
         let mut cls_w: Option<TensorInfo<'a>> = None;
         let mut cls_b: Option<TensorInfo<'a>> = None;
@@ -326,36 +373,48 @@ impl<'a> Adapter<'a> {
                             ggml_type: t.ggml_type().ggml_code(),
                         });
                     }
-                    let (n, mask) = match role {
+                    let (k, tag, f) = match role {
                         Role::OftIn(f) | Role::OftOut(f) if f >= self.factors => {
                             return Err(Error::ShapeMismatch { tensor: idx })
                         }
-                        Role::OftIn(_) => (s.cols, &mut has_in),
+                        Role::OftIn(f) => (0, gguf::TENSOR_OFT_IN, f),
                         Role::OftOut(_) if !cfg!(feature = "double-sided") => {
                             return Err(Error::Unsupported { tensor: idx })
                         }
-                        Role::OftOut(_) => (s.rows, &mut has_out),
-                        Role::Scale => {
-                            if t.shape() != [s.rows as u64] {
-                                return Err(Error::ShapeMismatch { tensor: idx });
-                            }
-                            check_values(&t, true)?;
-                            has_scale.insert(slot);
+                        Role::OftOut(f) => (1, gguf::TENSOR_OFT_OUT, f),
+                        Role::Scale => (2, gguf::TENSOR_OFT_SCALE, 0),
+                    };
+                    if k == 2 {
+                        if t.shape() != [s.rows as u64] {
+                            return Err(Error::ShapeMismatch { tensor: idx });
+                        }
+                        check_values(&t, true)?;
+                    } else {
+                        let n = if k == 0 { s.cols } else { s.rows };
+                        if n % self.block != 0 {
+                            return Err(Error::NotDivisible {
+                                dim: n as u32,
+                                block: self.block as u32,
+                            });
+                        }
+                        self.spec(n)?;
+                        if t.shape() != [(n / self.block) as u64, np as u64] {
+                            return Err(Error::ShapeMismatch { tensor: idx });
+                        }
+                        check_values(&t, false)?;
+                        // A side counts once (at its factor 0), with all its factors.
+                        if f != 0 {
+                            missing |= self.factor_tensor(base_name, tag, 0).is_err();
                             continue;
                         }
-                    };
-                    if n % self.block != 0 {
-                        return Err(Error::NotDivisible {
-                            dim: n as u32,
-                            block: self.block as u32,
-                        });
+                        for g in 1..self.factors {
+                            missing |= self.factor_tensor(base_name, tag, g).is_err();
+                        }
                     }
-                    self.spec(n)?;
-                    if t.shape() != [(n / self.block) as u64, np as u64] {
-                        return Err(Error::ShapeMismatch { tensor: idx });
-                    }
-                    check_values(&t, false)?;
-                    mask.insert(slot);
+                    data_len = data_len
+                        .checked_add(self.part_len(k, s.rows, s.cols)?)
+                        .filter(|&n| n <= MAX_WORD)
+                        .ok_or(Error::CapacityExceeded)?;
                 }
                 None if hidden.is_some() && (t.name() == CLS_WEIGHT || t.name() == CLS_BIAS) => {
                     // A text classification head (docs/models.md): needs declared labels.
@@ -432,9 +491,7 @@ impl<'a> Adapter<'a> {
         // Heads: weight and bias must agree; a slot whose weight is replaced is not also
         // rotated (its bias alone may be replaced: a bias trained with the rotation).
         for h in &heads {
-            let rotated =
-                has_in.contains(h.slot) || has_out.contains(h.slot) || has_scale.contains(h.slot);
-            if rotated && h.replaces_weight {
+            if h.replaces_weight && self.touches(slots.name_of(base.gguf, h.slot))? {
                 return Err(Error::RotatedReplacement {
                     tensor: h.weight.index(),
                 });
@@ -470,50 +527,42 @@ impl<'a> Adapter<'a> {
                 return Err(Error::ShapeMismatch { tensor: 0 });
             }
         }
-        // Pass 2: every factor of every used side is present; lay out the workspace.
-        let mut layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS> = Vec::new();
-        let mut off = 0usize;
-        for (i, s) in slots.as_slice().iter().enumerate() {
-            if !(has_in.contains(i) || has_out.contains(i) || has_scale.contains(i)) {
-                continue;
-            }
-            let slot_name = slots.name_of(base.gguf, i);
-            let mut side = |present: bool, n: usize, tag: &str| -> Result<Option<u32>> {
-                if !present {
-                    return Ok(None);
-                }
-                for f in 0..self.factors {
-                    self.factor_tensor(slot_name, tag, f)?;
-                }
-                let at = off;
-                off += self.spec(n)?.blocks_len();
-                Ok(Some(at as u32))
-            };
-            let q_in = side(has_in.contains(i), s.cols, gguf::TENSOR_OFT_IN)?;
-            let q_out = side(has_out.contains(i), s.rows, gguf::TENSOR_OFT_OUT)?;
-            let scale = if has_scale.contains(i) {
-                let at = off;
-                off += s.rows;
-                Some(at as u32)
-            } else {
-                None
-            };
-            layouts
-                .push(SlotLayout {
-                    slot: i as u16,
-                    q_in,
-                    q_out,
-                    scale,
-                    rows: s.rows as u32,
-                    cols: s.cols as u32,
-                })
-                .map_err(|_| Error::CapacityExceeded)?;
+        if missing {
+            return Err(Error::MissingTensor);
         }
         Ok(Plan {
-            layouts,
             heads,
             cls,
-            data_len: off,
+            data_len,
+        })
+    }
+
+    /// True when the adapter has a chain factor or scales for the base slot `name`.
+    fn touches(&self, name: &str) -> Result<bool> {
+        let mut tname = NameBuf::new();
+        tname.push_str(name).map_err(|_| Error::CapacityExceeded)?;
+        tname
+            .push_str(gguf::TENSOR_OFT_SCALE)
+            .map_err(|_| Error::CapacityExceeded)?;
+        if self.gguf.find_tensor(&tname).is_some() {
+            return Ok(true);
+        }
+        for tag in [gguf::TENSOR_OFT_IN, gguf::TENSOR_OFT_OUT] {
+            for f in 0..self.factors {
+                if self.factor_tensor(name, tag, f).is_ok() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// `f32`s of part `k` (input chain, output chain, scales) of a `rows × cols` slot.
+    fn part_len(&self, k: usize, rows: usize, cols: usize) -> Result<usize> {
+        Ok(match k {
+            0 => self.spec(cols)?.blocks_len(),
+            1 => self.spec(rows)?.blocks_len(),
+            _ => rows,
         })
     }
 
@@ -538,22 +587,45 @@ impl<'a> Adapter<'a> {
     ) -> Result<Prepared<'a, 'w>> {
         let base = model.facts();
         let plan = self.plan(&base)?;
-        let need = plan.data_len + 2 * self.block * self.block;
+        let table_len = table_len(base.slots.len())?;
+        let need = table_len
+            .saturating_add(plan.data_len)
+            .saturating_add(2 * self.block * self.block);
         if workspace.len() < need {
             return Err(Error::BufferTooSmall {
                 needed: need,
                 got: workspace.len(),
             });
         }
-        let (data, scratch) = workspace.split_at_mut(plan.data_len);
-        for l in &plan.layouts {
-            let name = base.slots.name_of(base.gguf, l.slot as usize);
-            for (at, n, tag) in [
-                (l.q_in, l.cols, gguf::TENSOR_OFT_IN),
-                (l.q_out, l.rows, gguf::TENSOR_OFT_OUT),
-            ] {
-                let Some(at) = at else { continue };
-                let spec = self.spec(n as usize)?;
+        let (table, rest) = workspace.split_at_mut(table_len);
+        let (data, scratch) = rest.split_at_mut(plan.data_len);
+        // Slot by slot, in order: each part present (a chain by its factor 0, which
+        // `plan` checked comes with all the others) placed after the last, computed, and
+        // recorded in the slot's record.
+        let mut off = 0usize;
+        for (i, (s, r)) in base
+            .slots
+            .as_slice()
+            .iter()
+            .zip(table.chunks_exact_mut(SLOT_RECORD))
+            .enumerate()
+        {
+            if s.rows.max(s.cols) > MAX_WORD {
+                return Err(Error::CapacityExceeded);
+            }
+            let name = base.slots.name_of(base.gguf, i);
+            let mut words = [NONE, NONE, NONE, s.rows as u32, s.cols as u32];
+            for (k, (n, tag)) in [
+                (s.cols, gguf::TENSOR_OFT_IN),
+                (s.rows, gguf::TENSOR_OFT_OUT),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if self.factor_tensor(name, tag, 0).is_err() {
+                    continue;
+                }
+                let spec = self.spec(n)?;
                 let mut params: Vec<Scalars<'a>, MAX_FACTORS> = Vec::new();
                 for f in 0..self.factors {
                     let t = self.factor_tensor(name, tag, f)?;
@@ -561,26 +633,35 @@ impl<'a> Adapter<'a> {
                         .push(scalars_of(&t))
                         .map_err(|_| Error::CapacityExceeded)?;
                 }
-                let at = at as usize;
-                prepare_chain(
-                    spec,
-                    &params,
-                    &mut data[at..at + spec.blocks_len()],
-                    scratch,
-                )?;
+                let out = data
+                    .get_mut(off..off + spec.blocks_len())
+                    .ok_or(Error::MissingTensor)?;
+                prepare_chain(spec, &params, out, scratch)?;
+                words[k] = off as u32;
+                off += spec.blocks_len();
             }
-            if let Some(at) = l.scale {
-                let mut tname = NameBuf::new();
-                tname.push_str(name).map_err(|_| Error::CapacityExceeded)?;
-                tname
-                    .push_str(gguf::TENSOR_OFT_SCALE)
-                    .map_err(|_| Error::CapacityExceeded)?;
-                let t = self.gguf.require_tensor(&tname)?;
-                let at = at as usize;
-                t.decode_f32(0, &mut data[at..at + l.rows as usize])?;
+            let mut tname = NameBuf::new();
+            tname.push_str(name).map_err(|_| Error::CapacityExceeded)?;
+            tname
+                .push_str(gguf::TENSOR_OFT_SCALE)
+                .map_err(|_| Error::CapacityExceeded)?;
+            if let Some(t) = self.gguf.find_tensor(&tname) {
+                let out = data
+                    .get_mut(off..off + s.rows)
+                    .ok_or(Error::MissingTensor)?;
+                t.decode_f32(0, out)?;
+                words[2] = off as u32;
+                off += s.rows;
+            }
+            for (k, w) in words.into_iter().enumerate() {
+                set_word(r, k, w);
             }
         }
+        if off != plan.data_len {
+            return Err(Error::MissingTensor);
+        }
         let data: &'w [f32] = data;
+        let table: &'w [f32] = table;
         Ok(Prepared {
             model_id: heapless::String::try_from(base.model_id)
                 .map_err(|_| Error::CapacityExceeded)?,
@@ -590,7 +671,7 @@ impl<'a> Adapter<'a> {
             block: self.block,
             factors: self.factors,
             permutation: self.permutation,
-            layouts: plan.layouts,
+            table,
             heads: plan.heads,
             cls: plan.cls,
             data,
@@ -675,7 +756,8 @@ pub struct Prepared<'a, 'w> {
     block: usize,
     factors: usize,
     permutation: Permutation,
-    layouts: Vec<SlotLayout, MAX_ADAPTED_SLOTS>,
+    /// The slot table ([`SLOT_RECORD`] `f32`s a base slot), in the workspace.
+    table: &'w [f32],
     heads: Vec<Head<'a>, MAX_HEAD_TENSORS>,
     cls: Option<ClsHead<'a>>,
     data: &'w [f32],
@@ -730,7 +812,7 @@ impl<'a> Prepared<'a, '_> {
     }
     /// Number of slots the adapter rotates or scales.
     pub fn adapted_slots(&self) -> usize {
-        self.layouts.len()
+        self.touched_slots().count()
     }
     /// Output width of its head replacement of the last slot, 0 if none.
     pub(crate) fn head_rows(&self) -> usize {
@@ -755,14 +837,13 @@ impl<'a> Prepared<'a, '_> {
     }
     /// The transform of slot `slot` (identity for slots it does not touch).
     pub fn transform(&self, slot: usize) -> LayerTransform<'_> {
-        // Layouts are in slot order.
-        let Ok(at) = self
-            .layouts
-            .binary_search_by_key(&slot, |l| l.slot as usize)
+        let Some(l) = self
+            .table
+            .get(slot * SLOT_RECORD..(slot + 1) * SLOT_RECORD)
+            .map(SlotLayout::read)
         else {
             return LayerTransform::IDENTITY;
         };
-        let l = &self.layouts[at];
         let chain = |at: Option<u32>, n: u32| -> Option<Chain<'_>> {
             let at = at? as usize;
             let spec =
@@ -784,26 +865,19 @@ impl<'a> Prepared<'a, '_> {
     }
     /// Slots it touches (rotates, scales) in forward order.
     pub(crate) fn touched_slots(&self) -> impl Iterator<Item = usize> + '_ {
-        self.layouts.iter().map(|l| l.slot as usize)
+        self.table
+            .chunks_exact(SLOT_RECORD)
+            .enumerate()
+            .filter(|(_, r)| SlotLayout::read(r).touched())
+            .map(|(i, _)| i)
     }
 }
 
-/// One bit per slot of a model, in 32-bit words (cheap on a microcontroller).
-#[derive(Debug, Clone, Copy)]
-struct SlotSet([u32; MAX_SLOTS.div_ceil(32)]);
-
-impl SlotSet {
-    const fn new() -> Self {
-        SlotSet([0; MAX_SLOTS.div_ceil(32)])
-    }
-    fn insert(&mut self, i: usize) {
-        if let Some(w) = self.0.get_mut(i / 32) {
-            *w |= 1 << (i % 32);
-        }
-    }
-    fn contains(&self, i: usize) -> bool {
-        self.0.get(i / 32).is_some_and(|w| w & (1 << (i % 32)) != 0)
-    }
+/// `f32`s of an adapter's slot table on a base of `slots` slots.
+fn table_len(slots: usize) -> Result<usize> {
+    slots
+        .checked_mul(SLOT_RECORD)
+        .ok_or(Error::CapacityExceeded)
 }
 
 #[cfg(test)]

@@ -572,7 +572,7 @@ impl<'a> BakedModel<'a> {
     /// `f32`s of workspace that [`BakedModel::activate`] needs for adapter slot `slot`
     /// (its Cayley blocks and scales: [`Adapter::workspace_len`](super::Adapter::workspace_len)
     /// of the file it came from, less the Cayley solve's scratch, which the device no
-    /// longer needs).
+    /// longer needs, and less the adapter's slot table, which the blob holds).
     ///
     /// # Errors
     /// [`Error::UnknownTask`] if `slot >= adapter_count()`.
@@ -821,9 +821,11 @@ mod tests {
         for (slot, file) in [ROTATED, INVERTED, NOISY].iter().enumerate() {
             let a = Adapter::from_bytes(file).unwrap();
             let mut ws = workspace(&model, &a);
-            // The prepared blocks and scales, less the solve's scratch (2b²).
+            // The prepared blocks and scales, less the solve's scratch (2b²) and the
+            // adapter's slot table.
             let b = a.block_size();
-            assert_eq!(baked.workspace_len(slot), Ok(ws.len() - 2 * b * b));
+            let table = crate::runtime::SLOT_RECORD * model.slots().len();
+            assert_eq!(baked.workspace_len(slot), Ok(ws.len() - 2 * b * b - table));
             let p = a.prepare(&model, &mut ws).unwrap();
             let mut ws2 = vec![0.0f32; baked.workspace_len(slot).unwrap()];
             let ad = baked.activate(slot, &mut ws2).unwrap();

@@ -29,7 +29,7 @@ pub mod weights;
 
 pub use adapter::{
     Adapter, ClsHead, Head, Method, Prepared, KEY_COMPATIBLE_MODEL_IDS, MAX_ADAPTED_SLOTS,
-    MAX_HEAD_TENSORS,
+    MAX_HEAD_TENSORS, SLOT_RECORD,
 };
 #[cfg(feature = "bert")]
 pub use arch::bert::{BertConfig, MAX_BERT_BLOCKS};

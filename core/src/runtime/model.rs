@@ -9,7 +9,7 @@
 use super::adapter::Prepared;
 use super::arch::{Arch, Architecture, InputKind};
 use super::linear::{Exec, Linears, ONE_THREAD};
-use super::slots::{Base, BaseFacts, Slot, SlotTable};
+use super::slots::{Base, BaseFacts, CallerSlots, CountSlots, Slot, SlotTable};
 #[cfg(feature = "llama")]
 use super::state::DecoderState;
 use crate::gguf::{self, Gguf, StringArray};
@@ -36,7 +36,9 @@ pub struct Model<'a> {
 }
 
 impl<'a> Model<'a> {
-    /// Reads a base model from GGUF bytes (flash, a static, an mmap, an `ArrayBuffer`).
+    /// Reads a base model from GGUF bytes (flash, a static, an mmap, an `ArrayBuffer`),
+    /// its slot table in the model itself ([`super::MAX_SLOTS`] records; larger models
+    /// load with [`Model::from_bytes_in`]).
     ///
     /// Checks everything once: the container ([`Gguf::parse`]), `general.type`, the
     /// architecture's keys, every tensor's presence, type and shape. The model id is the
@@ -49,15 +51,47 @@ impl<'a> Model<'a> {
     /// [`Error::CapacityExceeded`] past [`super::MAX_SLOTS`] or [`super::MAX_LAYERS`].
     /// Never panics.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
-        let g = Gguf::parse(bytes)?;
-        if let Ok(t) = g.get_str(gguf::KEY_TYPE) {
-            if t != gguf::TYPE_MODEL {
-                return Err(Error::UnsupportedModel);
-            }
-        }
-        let name = g.get_str(gguf::KEY_ARCHITECTURE)?;
-        let mut slots = SlotTable::new();
-        let arch = Arch::load(name, &g, &mut slots)?;
+        let g = open(bytes)?;
+        let mut records = heapless::Vec::new();
+        let arch = Arch::load(g.get_str(gguf::KEY_ARCHITECTURE)?, &g, &mut records)?;
+        Model::finish(g, SlotTable::owned(records), arch)
+    }
+
+    /// Slot records that [`Model::from_bytes_in`] needs for the model in `bytes`: the
+    /// file, not a constant, sets the capacity. Checks the file as
+    /// [`Model::from_bytes`] does.
+    ///
+    /// # Errors
+    /// As [`Model::from_bytes`], without [`Error::CapacityExceeded`] for the slots.
+    pub fn storage_len(bytes: &'a [u8]) -> Result<usize> {
+        let g = open(bytes)?;
+        let mut count = CountSlots(0);
+        Arch::load(g.get_str(gguf::KEY_ARCHITECTURE)?, &g, &mut count)?;
+        Ok(count.0)
+    }
+
+    /// Reads a base model as [`Model::from_bytes`] does, its slot table in `storage`
+    /// (at least [`Model::storage_len`] records, `vec![Slot::empty(); n]`, borrowed as
+    /// long as the model), so any number of slots and blocks loads.
+    ///
+    /// # Errors
+    /// As [`Model::from_bytes`]; [`Error::CapacityExceeded`] when `storage` is shorter
+    /// than [`Model::storage_len`] (or for an `mlp`/`cnn` past [`super::MAX_LAYERS`]).
+    pub fn from_bytes_in(bytes: &'a [u8], storage: &'a mut [Slot<'a>]) -> Result<Self> {
+        let g = open(bytes)?;
+        let mut sink = CallerSlots {
+            buf: storage,
+            len: 0,
+        };
+        let arch = Arch::load(g.get_str(gguf::KEY_ARCHITECTURE)?, &g, &mut sink)?;
+        let (buf, len): (&'a [Slot<'a>], usize) = (sink.buf, sink.len);
+        let used = buf.get(..len).ok_or(Error::CapacityExceeded)?;
+        Model::finish(g, SlotTable::caller(used), arch)
+    }
+
+    /// The model of a loaded architecture: id, labels and their check.
+    #[inline(always)] // one caller in a build that loads one way (smaller firmware)
+    fn finish(g: Gguf<'a>, slots: SlotTable<'a>, arch: Arch<'a>) -> Result<Self> {
         let model_id = g.binding_id()?;
         let labels = g.get_strings(gguf::KEY_LABELS).ok();
         let m = Model {
@@ -427,4 +461,15 @@ impl<'a> Base<'a> for Model<'a> {
             output_len: self.output_len(),
         }
     }
+}
+
+/// Parses a model file and checks `general.type`.
+fn open(bytes: &[u8]) -> Result<Gguf<'_>> {
+    let g = Gguf::parse(bytes)?;
+    if let Ok(t) = g.get_str(gguf::KEY_TYPE) {
+        if t != gguf::TYPE_MODEL {
+            return Err(Error::UnsupportedModel);
+        }
+    }
+    Ok(g)
 }

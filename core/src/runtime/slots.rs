@@ -5,30 +5,35 @@
 //! the base tensor name; architectures fill the table when they load
 //! ([`crate::runtime::Model::from_bytes`]) and run every slot through one routine
 //! (`linear::Linears::apply`).
+//!
+//! The table lives in the model ([`MAX_SLOTS`] records, the convenience constructor) or
+//! in a slice the caller provides ([`crate::runtime::Model::from_bytes_in`], sized by
+//! [`crate::runtime::Model::storage_len`]): then the file, not a constant, sets the
+//! capacity.
 
 use heapless::Vec;
 
 use super::weights::TensorRef;
-#[cfg(any(feature = "bert", feature = "llama"))]
-use crate::gguf::TensorInfo;
-use crate::gguf::{self, Gguf};
+use crate::gguf::{self, Gguf, TensorInfo};
 use crate::{Error, Result};
 
-/// Most linear slots a model may have: a 73-block `llama` (7 slots a block; SmolLM2 has
-/// 30, Llama-3 8B 32) or an 85-block `bert`. About 100 bytes a slot in the model's table
-/// and 36 in each prepared adapter's.
+/// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: a
+/// 73-block `llama` (7 slots a block; SmolLM2 has 30, Llama-3 8B 32) or an 85-block
+/// `bert`. 112 bytes a slot on a 64-bit host, in the model. Larger models load into caller storage
+/// ([`crate::runtime::Model::from_bytes_in`]).
 #[cfg(feature = "llama")]
 pub const MAX_SLOTS: usize = 512;
-/// Most linear slots a model may have: a 13-block `bert` (6 slots a block; MiniLM has 6,
+/// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: a 13-block `bert` (6 slots a block; MiniLM has 6,
 /// BERT-base 12). Builds without `llama` (the browser's small module) keep their tables,
 /// and the stack their sessions take, small.
 #[cfg(all(feature = "bert", not(feature = "llama")))]
 pub const MAX_SLOTS: usize = 80;
-/// Most linear slots a model may have: every layer of a `cnn`, [`MAX_LAYERS`]
+/// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: every layer of a `cnn`, [`MAX_LAYERS`]
 /// convolutions and [`MAX_LAYERS`] dense layers.
 #[cfg(all(feature = "cnn", not(any(feature = "llama", feature = "bert"))))]
 pub const MAX_SLOTS: usize = 2 * MAX_LAYERS;
-/// Most linear slots a model may have: every layer of an `mlp`.
+/// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: every
+/// layer of an `mlp`.
 #[cfg(not(any(feature = "cnn", feature = "bert", feature = "llama")))]
 pub const MAX_SLOTS: usize = MAX_LAYERS;
 /// Most convolutions or dense layers per `mlp` or `cnn`.
@@ -45,6 +50,11 @@ pub struct Slot<'a> {
     pub rows: usize,
     /// Input width (`in_c·kh·kw` for a convolution).
     pub cols: usize,
+    /// The norm a `llama` block applies before this slot (the attention norm on a block's
+    /// first slot, the feed-forward norm on its gate): kept with the slot so that the
+    /// caller's slot storage also holds every per-block tensor.
+    #[cfg(feature = "llama")]
+    pub(crate) norm: Option<TensorRef<'a>>,
 }
 
 impl<'a> Slot<'a> {
@@ -56,80 +66,170 @@ impl<'a> Slot<'a> {
         rows: usize,
         cols: usize,
     ) -> Self {
+        Slot::with_refs(TensorRef::new(w), b.map(TensorRef::new), rows, cols)
+    }
+    /// A slot of weight `weight` and bias `bias`.
+    pub(crate) fn with_refs(
+        weight: TensorRef<'a>,
+        bias: Option<TensorRef<'a>>,
+        rows: usize,
+        cols: usize,
+    ) -> Self {
         Slot {
-            weight: TensorRef::new(w),
-            bias: b.map(TensorRef::new),
+            weight,
+            bias,
             rows,
             cols,
+            #[cfg(feature = "llama")]
+            norm: None,
         }
+    }
+    /// An empty record, to fill caller storage with before
+    /// [`crate::runtime::Model::from_bytes_in`] (`vec![Slot::empty(); n]`).
+    pub fn empty() -> Slot<'static> {
+        Slot::with_refs(TensorRef::new(&TensorInfo::EMPTY), None, 0, 0)
+    }
+}
+
+/// Where an architecture writes its slots while it loads: the model's own records, the
+/// caller's slice, or nowhere (counting only, [`crate::runtime::Model::storage_len`]).
+/// Taken as a trait object, so every architecture's loader exists once (small firmware).
+pub(crate) trait SlotSink<'a> {
+    /// Appends a slot.
+    ///
+    /// # Errors
+    /// [`Error::CapacityExceeded`] past the storage.
+    fn push(&mut self, slot: Slot<'a>) -> Result<()>;
+    /// Most slots the storage holds.
+    #[cfg(feature = "llama")]
+    fn capacity(&self) -> usize;
+}
+
+impl<'a> SlotSink<'a> for Vec<Slot<'a>, MAX_SLOTS> {
+    fn push(&mut self, slot: Slot<'a>) -> Result<()> {
+        Vec::push(self, slot).map_err(|_| Error::CapacityExceeded)
+    }
+    #[cfg(feature = "llama")]
+    fn capacity(&self) -> usize {
+        MAX_SLOTS
+    }
+}
+
+/// The caller's storage, filled from the front.
+pub(crate) struct CallerSlots<'s, 'a> {
+    pub(crate) buf: &'s mut [Slot<'a>],
+    pub(crate) len: usize,
+}
+
+impl<'a> SlotSink<'a> for CallerSlots<'_, 'a> {
+    fn push(&mut self, slot: Slot<'a>) -> Result<()> {
+        *self.buf.get_mut(self.len).ok_or(Error::CapacityExceeded)? = slot;
+        self.len += 1;
+        Ok(())
+    }
+    #[cfg(feature = "llama")]
+    fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Counts the slots without keeping them.
+pub(crate) struct CountSlots(pub(crate) usize);
+
+impl<'a> SlotSink<'a> for CountSlots {
+    fn push(&mut self, _slot: Slot<'a>) -> Result<()> {
+        self.0 = self.0.checked_add(1).ok_or(Error::CapacityExceeded)?;
+        Ok(())
+    }
+    #[cfg(feature = "llama")]
+    fn capacity(&self) -> usize {
+        usize::MAX
     }
 }
 
 /// The slots of one model, in forward order, with the look-ups adapters need.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SlotTable<'a> {
-    slots: Vec<Slot<'a>, MAX_SLOTS>,
+    store: Store<'a>,
+}
+
+// The large variant is the point: without an allocator, the convenience constructor's
+// model holds its records by value (as the heapless vector it replaces did).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+enum Store<'a> {
+    /// The convenience constructor's records.
+    Owned(Vec<Slot<'a>, MAX_SLOTS>),
+    /// The caller's.
+    Caller(&'a [Slot<'a>]),
 }
 
 impl<'a> SlotTable<'a> {
-    /// An empty table.
-    pub const fn new() -> Self {
-        SlotTable { slots: Vec::new() }
+    /// The model's own records and the number filled.
+    pub(crate) fn owned(slots: Vec<Slot<'a>, MAX_SLOTS>) -> Self {
+        SlotTable {
+            store: Store::Owned(slots),
+        }
     }
-    /// Appends a slot.
-    ///
-    /// # Errors
-    /// [`Error::CapacityExceeded`] past [`MAX_SLOTS`].
-    pub(crate) fn push(&mut self, slot: Slot<'a>) -> Result<()> {
-        self.slots.push(slot).map_err(|_| Error::CapacityExceeded)
+    /// The caller's records.
+    pub(crate) fn caller(slots: &'a [Slot<'a>]) -> Self {
+        SlotTable {
+            store: Store::Caller(slots),
+        }
     }
     /// The slots, in forward order.
     pub fn as_slice(&self) -> &[Slot<'a>] {
-        &self.slots
+        match &self.store {
+            Store::Owned(s) => s,
+            Store::Caller(s) => s,
+        }
     }
     /// Number of slots.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.as_slice().len()
     }
     /// True for a table without slots.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.as_slice().is_empty()
     }
     /// Slot `i`.
     pub fn get(&self, i: usize) -> Option<&Slot<'a>> {
-        self.slots.get(i)
+        self.as_slice().get(i)
     }
     /// Index of the slot whose weight tensor is `name` in `gguf`.
     pub fn index_of(&self, gguf: &Gguf<'_>, name: &str) -> Option<usize> {
         let t = gguf.find_tensor(name)?.index();
-        self.slots.iter().position(|s| s.weight.index() == t)
+        self.as_slice().iter().position(|s| s.weight.index() == t)
     }
     /// The base tensor name of slot `i` in `gguf` (what adapters use to address it).
     pub fn name_of<'g>(&self, gguf: &Gguf<'g>, i: usize) -> &'g str {
-        self.slots
-            .get(i)
+        self.get(i)
             .and_then(|s| gguf.tensor(s.weight.index() as usize))
             .map_or("", |t| t.name())
     }
     /// Index of the slot whose bias tensor is `name` in `gguf`.
     pub fn bias_index_of(&self, gguf: &Gguf<'_>, name: &str) -> Option<usize> {
         let t = gguf.find_tensor(name)?.index();
-        self.slots
+        self.as_slice()
             .iter()
             .position(|s| s.bias.is_some_and(|b| b.index() == t))
     }
     /// Total `f32`s of merged weights: every slot's `rows·cols`.
     pub fn merged_len(&self) -> usize {
-        self.slots.iter().map(|s| s.rows * s.cols).sum()
+        self.as_slice().iter().map(|s| s.rows * s.cols).sum()
     }
     /// Offset of slot `i`'s weights inside the merged buffer.
     pub(crate) fn merged_offset(&self, i: usize) -> usize {
-        self.slots.iter().take(i).map(|s| s.rows * s.cols).sum()
+        self.as_slice()
+            .iter()
+            .take(i)
+            .map(|s| s.rows * s.cols)
+            .sum()
     }
     /// Widest input and output of any slot.
     pub(crate) fn max_cols_rows(&self) -> (usize, usize) {
-        let cols = self.slots.iter().map(|s| s.cols).max().unwrap_or(0);
-        let rows = self.slots.iter().map(|s| s.rows).max().unwrap_or(0);
+        let cols = self.as_slice().iter().map(|s| s.cols).max().unwrap_or(0);
+        let rows = self.as_slice().iter().map(|s| s.rows).max().unwrap_or(0);
         (cols, rows)
     }
 }

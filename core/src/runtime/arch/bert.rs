@@ -19,7 +19,7 @@ use crate::nn::attention::attention;
 use crate::nn::norm::layer_norm;
 use crate::runtime::linear::{Exec, Linears, SlotScratch};
 use crate::runtime::model::Input;
-use crate::runtime::slots::{Slot, SlotTable};
+use crate::runtime::slots::{Slot, SlotSink, SlotTable};
 use crate::runtime::weights::{linear, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::{Error, Result};
 
@@ -114,7 +114,7 @@ fn block_name(block: usize, layer: &str, suffix: &str) -> Result<gguf::TensorNam
 impl<'a> Bert<'a> {
     /// Reads the configuration and the non-slot tensors, and pushes the block linears
     /// into `slots`.
-    pub(crate) fn load(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
+    pub(crate) fn load(g: &Gguf<'a>, slots: &mut dyn SlotSink<'a>) -> Result<Self> {
         let blocks = g.get_u32(gguf::KEY_BERT_BLOCK_COUNT)? as usize;
         let hidden = g.get_u32(gguf::KEY_BERT_EMBEDDING_LENGTH)? as usize;
         let ffn = g.get_u32(gguf::KEY_BERT_FEED_FORWARD_LENGTH)? as usize;

@@ -12,7 +12,7 @@ use crate::gguf::Gguf;
 use crate::nn::conv::Conv;
 use crate::runtime::linear::Linears;
 use crate::runtime::model::Input;
-use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotTable, MAX_LAYERS};
+use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotSink, SlotTable, MAX_LAYERS};
 use crate::runtime::weights::TensorRef;
 use crate::{Error, Result};
 
@@ -25,7 +25,7 @@ pub(crate) struct Cnn {
 
 impl Cnn {
     /// Reads `cnn.*`, the convolutions and the dense layers into `slots`.
-    pub(crate) fn load<'a>(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
+    pub(crate) fn load<'a>(g: &Gguf<'a>, slots: &mut dyn SlotSink<'a>) -> Result<Self> {
         let (mut c, mut h, mut w) = (
             g.get_u32("cnn.input_channels")? as usize,
             g.get_u32("cnn.input_height")? as usize,
@@ -66,12 +66,7 @@ impl Cnn {
                 })
                 .map_err(|_| Error::CapacityExceeded)?;
             check_float(&wt)?;
-            slots.push(Slot {
-                weight: TensorRef::new(&wt),
-                bias,
-                rows: out_c,
-                cols: c * k * k,
-            })?;
+            slots.push(Slot::with_refs(TensorRef::new(&wt), bias, out_c, c * k * k))?;
             c = out_c;
             h /= 2;
             w /= 2;

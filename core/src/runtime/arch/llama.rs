@@ -10,8 +10,6 @@
 //! (`runtime::DecoderState`): a prompt is read once, then tokens are decoded one at a
 //! time against the cache.
 
-use heapless::Vec;
-
 use super::mlp::check_float;
 use super::{Forward, InputKind};
 use crate::gguf::{self, Gguf, TensorInfo};
@@ -22,7 +20,7 @@ use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
 use crate::runtime::linear::{dense, Linears, SlotScratch};
 use crate::runtime::model::Input;
-use crate::runtime::slots::{Slot, SlotTable, MAX_SLOTS};
+use crate::runtime::slots::{Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::{Error, Result};
 
@@ -37,7 +35,9 @@ pub(crate) const BLOCK_LINEARS: [&str; 7] = [
     gguf::LAYER_FFN_DOWN,
 ];
 
-/// Most decoder blocks a `llama` model may have: as many as the slot table holds.
+/// Decoder blocks a `llama` model built by [`crate::runtime::Model::from_bytes`] may have:
+/// as many as its slot table holds. Caller storage
+/// ([`crate::runtime::Model::from_bytes_in`]) holds any number.
 pub const MAX_LLAMA_BLOCKS: usize = MAX_SLOTS / BLOCK_LINEARS.len();
 
 /// Largest hidden width, feed-forward width, vocabulary and context a file may declare
@@ -87,8 +87,6 @@ pub(crate) struct Llama<'a> {
     token_embd: TensorRef<'a>,
     output: TensorRef<'a>,
     output_norm: TensorRef<'a>,
-    /// Per block: attention norm, feed-forward norm.
-    norms: Vec<[TensorRef<'a>; 2], MAX_LLAMA_BLOCKS>,
 }
 
 fn dim(g: &Gguf<'_>, key: &'static str, max: usize) -> Result<usize> {
@@ -124,14 +122,14 @@ fn block_name(block: usize, layer: &str) -> Result<gguf::TensorName> {
 impl<'a> Llama<'a> {
     /// Reads the configuration and the non-slot tensors, and pushes the block linears
     /// into `slots`.
-    pub(crate) fn load(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
+    pub(crate) fn load(g: &Gguf<'a>, slots: &mut dyn SlotSink<'a>) -> Result<Self> {
         let blocks = g.get_u32(gguf::KEY_LLAMA_BLOCK_COUNT)? as usize;
         if blocks == 0 {
             return Err(Error::UnsupportedValue {
                 key: crate::KeyName(gguf::KEY_LLAMA_BLOCK_COUNT),
             });
         }
-        if blocks > MAX_LLAMA_BLOCKS {
+        if blocks.saturating_mul(BLOCK_LINEARS.len()) > slots.capacity() {
             return Err(Error::CapacityExceeded);
         }
         let hidden = dim(g, gguf::KEY_LLAMA_EMBEDDING_LENGTH, MAX_WIDTH)?;
@@ -192,7 +190,6 @@ impl<'a> Llama<'a> {
             vocab,
         };
         let kvw = config.kv_width();
-        let mut norms = Vec::new();
         for blk in 0..blocks {
             for (j, layer) in BLOCK_LINEARS.iter().enumerate() {
                 let (rows, cols) = match j {
@@ -202,13 +199,14 @@ impl<'a> Llama<'a> {
                     _ => (hidden, hidden),
                 };
                 let w = matrix(g, &block_name(blk, layer)?, rows, cols)?;
-                slots.push(Slot::new(&w, None, rows, cols))?;
+                let mut slot = Slot::new(&w, None, rows, cols);
+                slot.norm = match j {
+                    0 => Some(vector(g, &block_name(blk, gguf::LAYER_ATTN_NORM)?, hidden)?),
+                    4 => Some(vector(g, &block_name(blk, gguf::LAYER_FFN_NORM)?, hidden)?),
+                    _ => None,
+                };
+                slots.push(slot)?;
             }
-            let pair = [
-                vector(g, &block_name(blk, gguf::LAYER_ATTN_NORM)?, hidden)?,
-                vector(g, &block_name(blk, gguf::LAYER_FFN_NORM)?, hidden)?,
-            ];
-            norms.push(pair).map_err(|_| Error::CapacityExceeded)?;
         }
         let output = match g.find_tensor(gguf::TENSOR_OUTPUT) {
             Some(_) => matrix(g, gguf::TENSOR_OUTPUT, vocab, hidden)?,
@@ -219,7 +217,6 @@ impl<'a> Llama<'a> {
             token_embd: TensorRef::new(&embd),
             output: TensorRef::new(&output),
             output_norm: vector(g, gguf::TENSOR_OUTPUT_NORM, hidden)?,
-            norms,
         })
     }
 
@@ -351,10 +348,16 @@ impl<'a> Llama<'a> {
             head_dim: c.head_dim,
         };
         let per_block = BLOCK_LINEARS.len();
-        for (blk, norms) in self.norms.iter().enumerate() {
+        for blk in 0..c.blocks {
             let s0 = blk * per_block;
+            let norm = |i: usize| {
+                lin.slots
+                    .get(s0 + i)
+                    .and_then(|s| s.norm)
+                    .ok_or(Error::MissingTensor)
+            };
             // Attention.
-            norms[0].decode_f32(0, normw)?;
+            norm(0)?.decode_f32(0, normw)?;
             xn.copy_from_slice(x);
             for row in xn.chunks_exact_mut(h) {
                 rms_norm(row, normw, c.eps);
@@ -386,7 +389,7 @@ impl<'a> Llama<'a> {
                 *a += b;
             }
             // Feed-forward.
-            norms[1].decode_f32(0, normw)?;
+            norm(4)?.decode_f32(0, normw)?;
             xn.copy_from_slice(x);
             for row in xn.chunks_exact_mut(h) {
                 rms_norm(row, normw, c.eps);

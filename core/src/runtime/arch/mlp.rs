@@ -8,7 +8,7 @@ use crate::nn::activation::relu;
 use crate::nn::conv::Conv;
 use crate::runtime::linear::{write_output, Linears, SlotScratch};
 use crate::runtime::model::Input;
-use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotTable, MAX_LAYERS};
+use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotSink, SlotTable, MAX_LAYERS};
 use crate::runtime::weights::{weight_scratch_len, TensorRef};
 use crate::{Error, Result};
 
@@ -20,7 +20,7 @@ pub(crate) struct Mlp {
 
 impl Mlp {
     /// Reads `mlp.*` and the layers into `slots`.
-    pub(crate) fn load<'a>(g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
+    pub(crate) fn load<'a>(g: &Gguf<'a>, slots: &mut dyn SlotSink<'a>) -> Result<Self> {
         let layers = g.get_u32(gguf::KEY_MLP_LAYER_COUNT)? as usize;
         if g.get_str(gguf::KEY_MLP_ACTIVATION)? != gguf::ACTIVATION_RELU {
             return Err(Error::UnsupportedValue {
@@ -237,12 +237,7 @@ pub(crate) fn dense_slot<'a>(
     let rows = s[0] as usize;
     let bias = find_bias(g, prefix, i, rows)?;
     check_float(&wt)?;
-    Ok(Slot {
-        weight: TensorRef::new(&wt),
-        bias,
-        rows,
-        cols: width,
-    })
+    Ok(Slot::with_refs(TensorRef::new(&wt), bias, rows, width))
 }
 
 /// The bias `prefix{i}.bias` of a layer with `rows` outputs, if the file has one.

@@ -20,7 +20,7 @@ pub(crate) mod mlp;
 
 use super::linear::Linears;
 use super::model::Input;
-use super::slots::SlotTable;
+use super::slots::{SlotSink, SlotTable};
 use crate::gguf::Gguf;
 use crate::{Error, Result};
 
@@ -176,7 +176,7 @@ impl<'a> Arch<'a> {
     /// # Errors
     /// [`Error::UnsupportedModel`] for an unknown architecture; the architecture's own
     /// errors for a malformed file.
-    pub(crate) fn load(name: &str, g: &Gguf<'a>, slots: &mut SlotTable<'a>) -> Result<Self> {
+    pub(crate) fn load(name: &str, g: &Gguf<'a>, slots: &mut dyn SlotSink<'a>) -> Result<Self> {
         Ok(match name {
             "mlp" => Arch::Mlp(mlp::Mlp::load(g, slots)?, core::marker::PhantomData),
             #[cfg(feature = "cnn")]
