@@ -189,12 +189,20 @@ impl<'f> Stack<'f> {
             .chain([model.output_len(), 1])
             .max()
             .unwrap_or(1);
-        let arena = limits::zeroed::<f32>(
-            session.arena_len(model.max_tokens()),
+        // Inputs of up to max_tokens must fit in memory (checked now, before any input);
+        // the arena itself grows to the longest input seen (run_tokens), so a short text
+        // does not touch the working memory of a 512-token one.
+        let longest = session.arena_len(model.max_tokens());
+        limits::check_elements::<f32>(
+            longest,
             &format!(
                 "{model_name}: the working memory for inputs of up to {} tokens",
                 model.max_tokens()
             ),
+        )?;
+        let arena = limits::zeroed::<f32>(
+            session.arena_len(0),
+            &format!("{model_name}: the working memory"),
         )?;
         // Batched in-place swaps.
         let scratch = limits::zeroed::<f32>(
@@ -354,6 +362,18 @@ impl<'s, 'f> Runner<'s, 'f> {
     /// # Errors
     /// A message when the model is not a text model or the ids do not fit.
     pub fn run_tokens(&mut self, ids: &[u32]) -> std::result::Result<&[f32], String> {
+        let need = self.session.arena_len(ids.len());
+        if self.arena.len() < need {
+            self.arena = limits::zeroed::<f32>(
+                need,
+                &format!(
+                    "{}: the working memory for {} tokens",
+                    self.model_name,
+                    ids.len()
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+        }
         let n = self
             .session
             .run(Input::Tokens(ids), &mut self.out, &mut self.arena)

@@ -25,6 +25,24 @@ pub const MAX_MERGED_PER_FILE_BYTE: u64 = 8;
 /// # Errors
 /// Exit 2 when `len` values exceed [`MAX_BUFFER_BYTES`] or the allocation fails.
 pub fn zeroed<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>> {
+    let bytes = check_elements::<T>(len, what)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        bad(
+            what,
+            format!("needs {}, which cannot be allocated", size(bytes, false)),
+        )
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
+/// Checks that a buffer of `len` values is within [`MAX_BUFFER_BYTES`] without
+/// allocating it (a buffer that grows later, up to `len`); its size in bytes.
+///
+/// # Errors
+/// Exit 2 when `len` values exceed [`MAX_BUFFER_BYTES`].
+pub fn check_elements<T>(len: usize, what: &str) -> Result<u64> {
     let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
     if len == usize::MAX || bytes > MAX_BUFFER_BYTES {
         return Err(bad(
@@ -36,15 +54,7 @@ pub fn zeroed<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>> {
             ),
         ));
     }
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
-        bad(
-            what,
-            format!("needs {}, which cannot be allocated", size(bytes, false)),
-        )
-    })?;
-    v.resize(len, T::default());
-    Ok(v)
+    Ok(bytes)
 }
 
 fn size(bytes: u64, overflow: bool) -> String {
