@@ -62,9 +62,6 @@ fn worst(got: &[f32], want: &[f64]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// One run mode: `(adapter index, merged)`; `None` = the bare base.
-type Mode = (Option<usize>, bool);
-
 /// Largest error over (a) the whole prompt read at once by `run`, (b) the whole prompt read
 /// by one `step` (prefill), (c) the prompt read one token per `step`, every position
 /// compared. Panics past `TOL` with where it happened.
@@ -194,50 +191,39 @@ fn logits_of_base_and_every_adapter_unmerged_and_merged_equal_float64() {
         .map(|(a, ws)| session.add_adapter(a.prepare(&model, ws).unwrap()).unwrap())
         .collect();
 
-    let mut modes: Vec<Mode> = vec![(None, false)];
-    modes.extend((0..adapters.len()).map(|i| (Some(i), false)));
+    // Each adapter (and the bare base) activated in turn, unmerged; then the same merged:
+    // swapped in place in one F32 copy of the weights, each in turn, then back to the base.
+    let unmerged: Vec<Option<usize>> = std::iter::once(None)
+        .chain((0..adapters.len()).map(Some))
+        .collect();
+    let merged: Vec<Option<usize>> = (0..adapters.len())
+        .map(Some)
+        .chain(std::iter::once(None))
+        .collect();
     let mut report = Vec::new();
-    for (adapter, _) in &modes {
-        session
-            .activate(adapter.map(|i| handles[i]), &mut scratch)
-            .unwrap();
-        let name = adapter.map_or("base", |i| methods[i]);
-        let want = adapter.map_or(&base_logits, |i| &adapter_logits[i]);
-        let mut w = 0.0f32;
-        for (k, p) in prompts.iter().enumerate() {
-            w = w.max(check_prompt(
-                &session,
-                p,
-                &want[k],
-                &format!("{name} unmerged, prompt {k}"),
-            ));
+    let mut check = |session: &mut Session, scratch: &mut [f32], order: &[Option<usize>], how| {
+        for &adapter in order {
+            session
+                .activate(adapter.map(|i| handles[i]), scratch)
+                .unwrap();
+            let name = adapter.map_or("base", |i| methods[i]);
+            let want = adapter.map_or(&base_logits, |i| &adapter_logits[i]);
+            let mut w = 0.0f32;
+            for (k, p) in prompts.iter().enumerate() {
+                w = w.max(check_prompt(
+                    session,
+                    p,
+                    &want[k],
+                    &format!("{name} {how}, prompt {k}"),
+                ));
+            }
+            report.push(format!("{name} {how} {w:.2e}"));
         }
-        report.push(format!("{name} unmerged {w:.2e}"));
-    }
-
-    // Merged: the adapters swapped in place in one F32 copy of the weights, each in turn,
-    // then back to the bare base.
+    };
+    check(&mut session, &mut scratch, &unmerged, "unmerged");
     session.activate(None, &mut scratch).unwrap();
     session.enable_merged(&mut merged_w, &mut scratch).unwrap();
-    let mut order: Vec<Option<usize>> = (0..adapters.len()).map(Some).collect();
-    order.push(None);
-    for adapter in order {
-        session
-            .activate(adapter.map(|i| handles[i]), &mut scratch)
-            .unwrap();
-        let name = adapter.map_or("base", |i| methods[i]);
-        let want = adapter.map_or(&base_logits, |i| &adapter_logits[i]);
-        let mut w = 0.0f32;
-        for (k, p) in prompts.iter().enumerate() {
-            w = w.max(check_prompt(
-                &session,
-                p,
-                &want[k],
-                &format!("{name} merged, prompt {k}"),
-            ));
-        }
-        report.push(format!("{name} merged {w:.2e}"));
-    }
+    check(&mut session, &mut scratch, &merged, "merged");
     eprintln!("worst |runtime - float64| per mode: {}", report.join(", "));
 }
 

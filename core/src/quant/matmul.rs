@@ -468,6 +468,17 @@ pub(super) fn run_f32_inputs(p: &Problem<'_>, y: &mut [f32]) {
     }
 }
 
+/// `f(b, block)` for every whole `B`-byte block `b` of `row`.
+#[inline(always)]
+#[allow(dead_code)] // unused when every block type is compiled out
+fn for_blocks<const B: usize>(row: &[u8], mut f: impl FnMut(usize, &[u8; B])) {
+    for (b, wb) in row.chunks_exact(B).enumerate() {
+        if let Ok(wb) = <&[u8; B]>::try_from(wb) {
+            f(b, wb);
+        }
+    }
+}
+
 /// Blocks of `L` values in `B` bytes, decoded one at a time, against `f32` inputs.
 #[inline(always)]
 #[allow(dead_code)] // unused when every block type is compiled out
@@ -481,23 +492,19 @@ fn decoded_blocks<const L: usize, const B: usize>(
     let mut buf = [0f32; L];
     tiles(p, y, |row, t0, tn, out| {
         let mut acc = [[0f32; 8]; TILE];
-        for (b, wb) in row.chunks_exact(B).enumerate() {
-            let Ok(wb) = <&[u8; B]>::try_from(wb) else {
-                continue;
-            };
+        for_blocks::<B>(row, |b, wb| {
             decode(wb, &mut buf);
             for (t, acc) in acc.iter_mut().enumerate().take(tn) {
                 let start = (t0 + t) * cols + b * L;
-                let Some(xs) = x.get(start..start + L) else {
-                    continue;
-                };
-                for (w8, x8) in buf.chunks_exact(8).zip(xs.chunks_exact(8)) {
-                    for ((a, &w), &x) in acc.iter_mut().zip(w8).zip(x8) {
-                        *a += w * x;
+                if let Some(xs) = x.get(start..start + L) {
+                    for (w8, x8) in buf.chunks_exact(8).zip(xs.chunks_exact(8)) {
+                        for ((a, &w), &x) in acc.iter_mut().zip(w8).zip(x8) {
+                            *a += w * x;
+                        }
                     }
                 }
             }
-        }
+        });
         for (o, acc) in out.iter_mut().zip(&acc) {
             *o = acc.iter().sum();
         }
@@ -642,10 +649,7 @@ fn k_rows<const B: usize>(
     let acts = p.a.bytes;
     let mut k = super::q8_k::KBlock::default();
     tiles(p, y, |row, t0, tn, out| {
-        for (b, wb) in row.chunks_exact(B).enumerate() {
-            let Ok(wb) = <&[u8; B]>::try_from(wb) else {
-                continue;
-            };
+        for_blocks::<B>(row, |b, wb| {
             unpack(wb, &mut k);
             for (t, o) in out.iter_mut().enumerate().take(tn) {
                 let at = (t0 + t) * arow + b * Q8K_BYTES;
@@ -653,6 +657,6 @@ fn k_rows<const B: usize>(
                     *o += super::q8_k::dot(&k, ab);
                 }
             }
-        }
+        });
     });
 }
