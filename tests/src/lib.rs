@@ -84,3 +84,33 @@ pub fn read_npy_f32(path: &std::path::Path) -> Vec<f32> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
+
+/// A JSON array of non-negative integers as token ids.
+///
+/// # Panics
+/// When `v` is not such an array (a broken fixture).
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}
+
+/// A JSON array of arrays of numbers as rows of `f64`.
+///
+/// # Panics
+/// When `v` is not such an array (a broken fixture).
+pub fn json_rows(v: &serde_json::Value) -> Vec<Vec<f64>> {
+    v.as_array()
+        .expect("an array of rows")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("a row")
+                .iter()
+                .map(|x| x.as_f64().expect("a number"))
+                .collect()
+        })
+        .collect()
+}

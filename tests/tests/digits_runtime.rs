@@ -2,28 +2,22 @@
 //! (float64, from the stored parameters), unmerged and merged, and adapter swaps.
 
 use riffle_core::runtime::{Adapter, Input, Model, Session};
-use riffle_tests::{data_path, read_repo_file};
+use riffle_tests::{data_path, json_rows, read_repo_file};
 use serde_json::Value;
+
+/// Rows of a JSON fixture as `f32`.
+fn rows_f32(v: &Value) -> Vec<Vec<f32>> {
+    json_rows(v)
+        .into_iter()
+        .map(|r| r.into_iter().map(|x| x as f32).collect())
+        .collect()
+}
 
 fn golden(name: &str) -> Value {
     serde_json::from_str(
         &std::fs::read_to_string(data_path(&format!("golden/{name}.json"))).unwrap(),
     )
     .unwrap()
-}
-
-fn rows(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -57,7 +51,7 @@ fn golden_logits_unmerged_and_merged() {
         if let Some(id) = g.get("model_id").and_then(Value::as_str) {
             assert_eq!(model.model_id(), id, "{name}: model id");
         }
-        let inputs = rows(&g["inputs"]);
+        let inputs = rows_f32(&g["inputs"]);
         let adapter_bytes = g.get("adapter").and_then(Value::as_str).map(read_repo_file);
         let adapter = adapter_bytes
             .as_deref()
@@ -76,9 +70,9 @@ fn golden_logits_unmerged_and_merged() {
                 .add_adapter(a.prepare(&model, &mut workspace).unwrap())
                 .unwrap();
             session.activate(Some(h), &mut scratch).unwrap();
-            rows(&g["adapter_logits"])
+            rows_f32(&g["adapter_logits"])
         } else {
-            rows(&g["base_logits"])
+            rows_f32(&g["base_logits"])
         };
         let mut arena = vec![0.0f32; session.arena_len(0)];
         let mut out = vec![0.0f32; 16];

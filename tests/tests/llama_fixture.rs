@@ -12,7 +12,7 @@
 
 use riffle_core::runtime::{Adapter, DecoderState, Input, Model, Session};
 use riffle_core::text::bpe::BpeTokenizer;
-use riffle_tests::{data_path, read_repo_file};
+use riffle_tests::{data_path, json_ids, json_rows, read_repo_file};
 use serde_json::Value;
 
 /// Largest `|runtime - float64|` over every logit the tests compare. Measured on this
@@ -29,29 +29,6 @@ const MOVES_AT_LEAST: f64 = 5.0;
 
 fn fixture() -> Value {
     serde_json::from_slice(&read_repo_file("tests/data/llama/tiny-llama.json")).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// The `(positions, vocab)` float64 logits of one prompt, as rows.
-fn rows(v: &Value) -> Vec<Vec<f64>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        })
-        .collect()
 }
 
 fn worst(got: &[f32], want: &[f64]) -> f32 {
@@ -118,7 +95,7 @@ fn tokens_of_the_fixture_prompts_equal_the_trainers() {
         let text = p["text"].as_str().unwrap();
         let mut out = vec![0u32; text.len() + 2];
         let n = tok.encode(text, &mut out).unwrap();
-        assert_eq!(out[..n], ids(&p["tokens"])[..], "{}", p["name"]);
+        assert_eq!(out[..n], json_ids(&p["tokens"])[..], "{}", p["name"]);
     }
 }
 
@@ -139,10 +116,14 @@ fn logits_of_base_and_every_adapter_unmerged_and_merged_equal_float64() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| ids(&p["tokens"]))
+        .map(|p| json_ids(&p["tokens"]))
         .collect();
-    let base_logits: Vec<Vec<Vec<f64>>> =
-        f["logits"].as_array().unwrap().iter().map(rows).collect();
+    let base_logits: Vec<Vec<Vec<f64>>> = f["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(json_rows)
+        .collect();
     let specs = f["adapters"].as_array().unwrap();
     let methods: Vec<&str> = specs
         .iter()
@@ -163,7 +144,14 @@ fn logits_of_base_and_every_adapter_unmerged_and_merged_equal_float64() {
         .collect();
     let adapter_logits: Vec<Vec<Vec<Vec<f64>>>> = specs
         .iter()
-        .map(|a| a["logits"].as_array().unwrap().iter().map(rows).collect())
+        .map(|a| {
+            a["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(json_rows)
+                .collect()
+        })
         .collect();
 
     // The fixture means something only if each adapter moves the logits far past TOL.
@@ -234,8 +222,8 @@ fn an_adapter_applied_as_another_method_fails_the_tolerance() {
     let f = fixture();
     let bytes = read_repo_file("tests/data/llama/tiny-llama-f32.gguf");
     let model = Model::from_bytes(&bytes).unwrap();
-    let tokens = ids(&f["prompts"][0]["tokens"]);
-    let want = rows(&f["adapters"][0]["logits"][0]);
+    let tokens = json_ids(&f["prompts"][0]["tokens"]);
+    let want = json_rows(&f["adapters"][0]["logits"][0]);
     let last = want.last().unwrap();
     let dbl = read_repo_file("tests/data/llama/tiny-llama-double_gsoft.gguf");
     let a = Adapter::from_bytes(&dbl).unwrap();

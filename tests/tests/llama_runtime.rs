@@ -9,7 +9,7 @@
 
 use riffle_core::runtime::{DecoderState, Input, Model};
 use riffle_core::Error;
-use riffle_tests::{data_path, read_npy_f32, smollm2};
+use riffle_tests::{data_path, json_ids, read_npy_f32, smollm2};
 use serde_json::Value;
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -33,14 +33,6 @@ fn argmax(v: &[f32]) -> usize {
 fn reference() -> Value {
     serde_json::from_str(&std::fs::read_to_string(data_path("llama/reference.json")).unwrap())
         .unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 /// Cosine of the next-token logits to the float64 reference, per weight type. F32 holds
@@ -67,7 +59,7 @@ const LOGIT_BOUNDS: [(&str, f64); 4] = [
 #[test]
 fn prompt_at_once_equals_token_by_token_on_every_weight_type() {
     let r = reference();
-    let prompt = ids(&r["prompts"]["france"]["ids"]);
+    let prompt = json_ids(&r["prompts"]["france"]["ids"]);
     for kind in ["Q4_1", "Q4_0", "Q8_0", "Q4_K", "Q6_K", "F16"] {
         let Some(bytes) = smollm2(kind) else { return };
         let model = Model::from_bytes(&bytes).unwrap();
@@ -106,7 +98,7 @@ fn logits_match_the_float64_reference() {
             (30, 576, 9, 3)
         );
         for (name, p) in r["prompts"].as_object().unwrap() {
-            let prompt = ids(&p["ids"]);
+            let prompt = json_ids(&p["ids"]);
             let want = read_npy_f32(&data_path(&format!("llama/logits-{name}.npy")));
             let mut arena = vec![0.0f32; model.arena_len(prompt.len(), 0)];
             let mut out = vec![0.0f32; model.output_len()];
@@ -129,8 +121,8 @@ fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
     let vocab = model.output_len();
     let r = reference();
     for (name, p) in r["prompts"].as_object().unwrap() {
-        let prompt = ids(&p["ids"]);
-        let want = ids(&p["greedy"]);
+        let prompt = json_ids(&p["ids"]);
+        let want = json_ids(&p["greedy"]);
         let context = prompt.len() + want.len();
         let mut kv = vec![0.0f32; model.state_len(context)];
         let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
