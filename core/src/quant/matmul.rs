@@ -298,12 +298,18 @@ fn strided_then(
         return Ok(());
     };
     p.next = next;
-    #[cfg(target_arch = "x86_64")]
-    if super::x86::run(&p, y) {
-        return Ok(());
-    }
-    run(&p, y);
+    run_best(&p, y);
     Ok(())
+}
+
+/// `p` on the fastest kernel this CPU has (the x86-64 builds where they apply), else the
+/// portable one.
+fn run_best(p: &Problem<'_>, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::run(p, y) {
+        return;
+    }
+    run(p, y);
 }
 
 /// `y[t * y_stride + r - rows.start] = Σ_i W[r][i] x[t][i]` for `r` in `rows` and `t <
@@ -343,11 +349,7 @@ pub fn matmul_f32_inputs(
         return Ok(());
     };
     if w.ty.block_len() == 1 {
-        #[cfg(target_arch = "x86_64")]
-        if super::x86::run(&p, y) {
-            return Ok(());
-        }
-        run(&p, y);
+        run_best(&p, y);
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]

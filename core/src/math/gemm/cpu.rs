@@ -113,6 +113,23 @@ fn detect_avx512_int8() -> bool {
     leaf7.ebx & (bw | vl) == (bw | vl) && leaf7.ecx & vnni != 0
 }
 
+/// Whether the CPU converts halves to floats in hardware (F16C, CPUID leaf 1 ECX bit 29;
+/// every AVX2 CPU made has it, but it is a separate flag): the quantized kernels' scale
+/// widening. Cached; under Miri the compile-time feature.
+pub(crate) fn f16c_available() -> bool {
+    if cfg!(miri) {
+        return cfg!(target_feature = "f16c") && !cfg!(feature = "force-portable");
+    }
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    cached(&STATE, detect_f16c)
+}
+
+#[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
+fn detect_f16c() -> bool {
+    // SAFETY: CPUID exists on every x86-64 CPU.
+    unsafe { __cpuid(1) }.ecx & (1 << 29) != 0
+}
+
 /// XCR0, the OS-enabled register state.
 ///
 /// # Safety

@@ -69,7 +69,7 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
         T::Q5_0 => Q5_0,
         _ => return false,
     };
-    if !(crate::math::gemm::cpu::avx2_fma_available() && super::f16c_available()) {
+    if !(crate::math::gemm::cpu::avx2_fma_available() && crate::math::gemm::cpu::f16c_available()) {
         return false;
     }
     let rb = p.row_bytes;

@@ -37,7 +37,8 @@ const ROWS: usize = 4;
 /// AVX2 form).
 pub(in crate::quant) fn run_q8_0(p: &Problem<'_>, y: &mut [f32], wide: bool) -> bool {
     if p.ty != TensorType::Q8_0
-        || !(crate::math::gemm::cpu::avx2_fma_available() && super::f16c_available())
+        || !(crate::math::gemm::cpu::avx2_fma_available()
+            && crate::math::gemm::cpu::f16c_available())
     {
         return false;
     }

@@ -1,9 +1,10 @@
 //! The x86-64 quantized kernels, taken when the CPU has their features (detected at run
-//! time by the dense-product module's CPUID probe and [`f16c_available`]; the
+//! time by the dense-product module's CPUID probes, `math::gemm::cpu`; the
 //! `force-portable` feature never takes them):
 //! - [`block32`]: hand-written, Q8_0, Q4_0, Q4_1 and Q5_0 weights against Q8_1
 //!   activations (AVX-512 VNNI or AVX2);
-//! - [`f32_inputs`]: hand-written, Q8_0 weights against `f32` inputs (AVX-512F or AVX2);
+//! - [`f32_inputs`]: hand-written, Q8_0 weights against one `f32` input (rounded to 16
+//!   bits per block with AVX-512, as `f32` with AVX2);
 //! - for every other type, the portable source (`matmul`) compiled with AVX-512 (F, BW,
 //!   VL, VNNI) and with AVX2 + FMA enabled.
 //!
@@ -18,8 +19,6 @@
 mod act;
 mod block32;
 mod f32_inputs;
-
-use core::sync::atomic::{AtomicU8, Ordering};
 
 pub(super) use act::quantize_q8_1;
 pub(super) use block32::run_block32;
@@ -87,28 +86,4 @@ unsafe fn run_f32_inputs_avx512(p: &Problem<'_>, y: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_f32_inputs_avx2(p: &Problem<'_>, y: &mut [f32]) {
     portable_f32_inputs(p, y)
-}
-
-/// Whether the CPU converts halves to floats in hardware (F16C, CPUID leaf 1 ECX bit
-/// 29; every AVX2 CPU made has it, but it is a separate flag). Cached; under Miri the
-/// compile-time feature.
-pub(super) fn f16c_available() -> bool {
-    if cfg!(miri) {
-        return cfg!(target_feature = "f16c") && !cfg!(feature = "force-portable");
-    }
-    if cfg!(feature = "force-portable") {
-        return false;
-    }
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            // SAFETY: CPUID exists on every x86-64 CPU.
-            #[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
-            let yes = unsafe { core::arch::x86_64::__cpuid(1) }.ecx & (1 << 29) != 0;
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-    }
 }
