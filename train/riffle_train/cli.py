@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     lq.add_argument("--threads", type=int, default=1)
     lm_ = lsub.add_parser("memory", help="peak memory of a training step, each method in its own process (CPU; "
                                          "LoRA needs train/peft-env's python)")
-    lm_.add_argument("--methods", default="gsoft,lora,double_gsoft,oft,boft")
+    lm_.add_argument("--methods", default="gsoft,lora,double_gsoft,oft,boft",
+                     help="comma-separated; ours may name an adapter path: gsoft+plain, gsoft+lean, gsoft+bank, "
+                          "gsoft+bank_lean (without one: inject's default, or RIFFLE_ADAPTER_PATH)")
     lm_.add_argument("--base", default=None)
     lm_.add_argument("--out", default="train/results/llm")
     lm_.add_argument("--repeats", type=int, default=3)

@@ -13,7 +13,10 @@ Conventions are those of ``docs/gs-math.md`` (normative):
 * an adapted layer computes ``y = s * (Q_out (W (Q_in x))) + bias``.
 
 The unmerged forward of a Linear applies the chains to the activations with gathers
-and batched block matmuls; no dense ``n x n`` matrix is formed. Convolutions apply
+and batched block matmuls; no dense ``n x n`` matrix is formed. While training, the
+``lean`` path (the CPU default) runs it as one autograd function that keeps only the
+layer input, the blocks and the scale for the backward pass and recomputes the rest
+there; ``plain`` records every operation (see :data:`ADAPTER_PATHS`). Convolutions apply
 ``Q_in`` / ``Q_out`` to the weight viewed as an ``(out, in*kh*kw)`` matrix (row-major
 flattening), which costs ``out*in*kh*kw*b`` MACs per factor and again forms no dense Q.
 :class:`WeightBank` (the default for CUDA models) batches that weight-side form over every
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -35,6 +39,17 @@ import torch.nn.functional as F
 
 METHODS = ("gsoft", "double_gsoft", "oft", "boft", "gs")
 PERMUTATIONS = ("none", "gs", "butterfly")
+#: How :func:`inject`'s unmerged layers compute while training (``path=`` or the environment
+#: variable ``RIFFLE_ADAPTER_PATH``):
+#:
+#: * ``lean``: each linear through :class:`_LeanAdaptedLinear` (keeps the input, the blocks
+#:   and the scale for backward, recomputes the rest there);
+#: * ``plain``: each linear's operations recorded by autograd one by one (keeps every
+#:   factor's input, the rotated input and the pre-scale output);
+#: * ``bank``: :class:`WeightBank` (adapted weights of all layers per forward, batched);
+#: * ``bank_lean``: the bank with ``memory_efficient`` (no adapted weight kept for backward).
+ADAPTER_PATHS = ("lean", "plain", "bank", "bank_lean")
+PATH_ENV = "RIFFLE_ADAPTER_PATH"
 
 
 def default_device() -> torch.device:
@@ -294,6 +309,8 @@ class _AdaptedBase(nn.Module):
         self.oft_out = _chain(out_f, cfg, w) if cfg.double else None
         self.oft_scale = nn.Parameter(torch.ones(out_f, dtype=w.dtype, device=w.device)) if cfg.scale else None
         self.merged = False
+        # How an unmerged layer runs on its own: "lean" or "plain" (see ADAPTER_PATHS).
+        self.path = "lean"
         # Set by the model's WeightBank for the duration of one forward of the whole model.
         self.bank_weight: torch.Tensor | None = None
         self.bank_chunk: _BankChunk | None = None
@@ -370,14 +387,91 @@ class AdaptedLinear(_AdaptedBase):
                 self.bank_weight = None
                 return _LeanLinear.apply(x, w, self.base.bias, self.bank_chunk, self)
             return F.linear(x, w, self.base.bias)
-        h = F.linear(self.oft_in(x), self.base.weight)
+        if self.path == "lean" and torch.is_grad_enabled():
+            bi = self.oft_in.blocks()
+            bo = self.oft_out.blocks() if self.oft_out is not None else []
+            return _LeanAdaptedLinear.apply(x, self.base.weight, self.base.bias, self.oft_scale, self, len(bi),
+                                            *bi, *bo)
+        return self.unmerged(x, self.base.weight, self.base.bias, self.oft_scale)
+
+    def unmerged(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None,
+                 blocks_in: list[torch.Tensor] | None = None,
+                 blocks_out: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``y = s * (Q_out (W (Q_in x))) + bias`` on the activations (the plain path, which
+        autograd records op by op; the lean path runs the same operations without recording)."""
+        h = F.linear(self.oft_in(x, blocks_in), weight)
         if self.oft_out is not None:
-            h = self.oft_out(h)
-        if self.oft_scale is not None:
-            h = h * self.oft_scale
-        if self.base.bias is not None:
-            h = h + self.base.bias
+            h = self.oft_out(h, blocks_out)
+        if scale is not None:
+            h = h * scale
+        if bias is not None:
+            h = h + bias
         return h
+
+
+class _LeanAdaptedLinear(torch.autograd.Function):
+    """The unmerged adapted linear ``y = s * (Q_out (W (Q_in x))) + bias`` that keeps for the
+    backward pass only the layer input ``x`` (layers that share one input, such as q/k/v,
+    share its storage), the Cayley blocks of each factor and the scale.
+
+    The backward pass recomputes what it needs: the factor products of ``Q_in x`` (``m*n*b``
+    multiply-adds per token), and, only when there is a scale or a ``Q_out``, ``h = W (Q_in x)``
+    (one product with the frozen weight) to differentiate ``Q_out`` and ``s`` at. The
+    gradients of the two chains come from autograd over the same operations as the plain
+    path (:meth:`AdaptedLinear.unmerged`), recorded there one layer at a time; the input
+    gradient through ``W`` is one product ``dh W``, as ``F.linear``'s own backward computes it.
+    Under autocast the backward runs in the forward's autocast state, so every recomputed
+    operation has the forward's dtypes.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, scale, mod, n_in, *blocks):  # noqa: D401 - autograd API
+        dev = x.device.type
+        ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        ctx.mod, ctx.n_in, ctx.has_bias = mod, n_in, bias is not None
+        ctx.save_for_backward(x, weight, scale, *blocks)
+        return mod.unmerged(x, weight, bias, scale, list(blocks[:n_in]), list(blocks[n_in:]))
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, scale, *blocks = ctx.saved_tensors
+        mod, n_in = ctx.mod, ctx.n_in
+        need = ctx.needs_input_grad
+        need_x, need_w, need_bias, need_s = need[0], need[1], need[2], need[3]
+        need_bi, need_bo = need[6:6 + n_in], need[6 + n_in:]
+        dx = dw = dbias = ds = None
+        dbi: list[torch.Tensor | None] = [None] * n_in
+        dbo: list[torch.Tensor | None] = [None] * len(need_bo)
+        dev, on, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=on):
+            xg = x.detach().requires_grad_(need_x)
+            bi = [b.detach().requires_grad_(r) for b, r in zip(blocks[:n_in], need_bi)]
+            u = mod.oft_in(xg, bi)
+            if mod.oft_out is None and scale is None:
+                dh = dy
+            else:
+                h = F.linear(u.detach(), weight.detach()).requires_grad_(True)
+                bo = [b.detach().requires_grad_(r) for b, r in zip(blocks[n_in:], need_bo)]
+                sg = None if scale is None else scale.detach().requires_grad_(need_s)
+                v = h if mod.oft_out is None else mod.oft_out(h, bo)
+                if sg is not None:
+                    v = v * sg
+                wrt = [h] + [b for b in bo if b.requires_grad] + ([sg] if need_s else [])
+                got = list(torch.autograd.grad(v, wrt, dy))
+                dh = got.pop(0)
+                dbo = [got.pop(0) if r else None for r in need_bo]
+                ds = got.pop(0) if need_s else None
+            if need_w:
+                dw = (dh.reshape(-1, dh.shape[-1]).mT @ u.detach().reshape(-1, u.shape[-1]).to(dh.dtype)).to(weight.dtype)
+            wrt = ([xg] if need_x else []) + [b for b in bi if b.requires_grad]
+            if wrt:
+                du = torch.matmul(dh, weight.detach())
+                got = list(torch.autograd.grad(u, wrt, du.to(u.dtype)))
+                dx = got.pop(0) if need_x else None
+                dbi = [got.pop(0) if r else None for r in need_bi]
+        if need_bias:
+            dbias = dy.reshape(-1, dy.shape[-1]).sum(0)
+        return (dx, dw, dbias, ds, None, None, *dbi, *dbo)
 
 
 class _LeanLinear(torch.autograd.Function):
@@ -676,10 +770,31 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def resolve_path(path: str | None, weight_bank: bool | None, memory_efficient: bool, cuda: bool) -> str:
+    """The adapter path :func:`inject` uses (one of :data:`ADAPTER_PATHS`).
+
+    An explicit ``path`` wins; then the older switches (``weight_bank`` not ``None`` or
+    ``memory_efficient``: the bank, the memory-efficient bank, or ``lean`` for
+    ``weight_bank=False``); then the environment variable ``RIFFLE_ADAPTER_PATH``; then the
+    device default: ``bank`` for CUDA models, ``lean`` on CPU.
+    """
+    if path is None and weight_bank is None and not memory_efficient:
+        path = os.environ.get(PATH_ENV) or None
+        if path is not None and path not in ADAPTER_PATHS:
+            raise ValueError(f"{PATH_ENV}={path!r}: expected one of {', '.join(ADAPTER_PATHS)}")
+    if path is None:
+        if weight_bank is None:
+            weight_bank = cuda
+        path = ("bank_lean" if memory_efficient else "bank") if weight_bank else "lean"
+    if path not in ADAPTER_PATHS:
+        raise ValueError(f"unknown adapter path {path!r}: expected one of {', '.join(ADAPTER_PATHS)}")
+    return path
+
+
 def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: int = 8,
            factors: int | None = None, scale: bool = True,
            modules_to_save: Iterable[str] | None = None, weight_bank: bool | None = None,
-           memory_efficient: bool = False) -> nn.Module:
+           memory_efficient: bool = False, path: str | None = None) -> nn.Module:
     """Wrap matching ``nn.Linear`` / ``nn.Conv2d`` modules in place (like PEFT's
     ``get_peft_model``) and freeze everything else.
 
@@ -690,6 +805,11 @@ def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: 
     (:class:`WeightBank`); ``None`` (default) turns it on when the model is on a CUDA device.
     ``memory_efficient``: with the bank, linear layers keep no adapted weight for the
     backward pass (less memory, more kernels; see :class:`WeightBank`).
+    ``path``: how the unmerged layers compute, one of :data:`ADAPTER_PATHS` (``lean``,
+    ``plain``, ``bank``, ``bank_lean``); ``None``: see :func:`resolve_path` (the environment
+    variable ``RIFFLE_ADAPTER_PATH`` when neither ``weight_bank`` nor ``memory_efficient`` is
+    given, else the bank on CUDA and ``lean`` on CPU). The paths compute the same function.
+    The chosen one is ``model.riffle_adapter["path"]``.
     """
     cfg = AdapterConfig(method, block_size, factors, scale)
     for p in model.parameters():
@@ -707,13 +827,14 @@ def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: 
         if n and save and _matches(n, save):
             for p in mod.parameters():
                 p.requires_grad_(True)
-    if weight_bank is None:
-        weight_bank = any(p.is_cuda for p in model.parameters())
+    path = resolve_path(path, weight_bank, memory_efficient, any(p.is_cuda for p in model.parameters()))
+    for _, mod in adapted_modules(model):
+        mod.path = "plain" if path == "plain" else "lean"
     old = getattr(model, "riffle_adapter", None)
     if old and old.get("bank") is not None:
         old["bank"].remove()
-    model.riffle_adapter = {"config": cfg, "targets": names, "modules_to_save": save,
-                            "bank": WeightBank(model, memory_efficient) if weight_bank else None}
+    bank = WeightBank(model, path == "bank_lean") if path.startswith("bank") else None
+    model.riffle_adapter = {"config": cfg, "targets": names, "modules_to_save": save, "bank": bank, "path": path}
     return model
 
 

@@ -408,11 +408,13 @@ def targets(model: Llama, blocks: tuple[int, ...] | None) -> list[str]:
     return [f"blk.{i}.{w}" for i in (range(nb) if blocks is None else blocks) for w in LINEARS]
 
 
-def apply_method(model: Llama, method: str, tg: list[str], b: Budget):
-    """Inject ours in place (returns the model) or wrap in PEFT LoRA (returns the PeftModel)."""
+def apply_method(model: Llama, method: str, tg: list[str], b: Budget, path: str | None = None):
+    """Inject ours in place (returns the model) or wrap in PEFT LoRA (returns the PeftModel).
+    ``path``: ours' adapter path (``layers.ADAPTER_PATHS``); ``None``: ``inject``'s default, which
+    the environment variable ``RIFFLE_ADAPTER_PATH`` overrides."""
     if method in OUR_METHODS:
         bs, fac = (b.boft_block_size, b.boft_factors) if method == "boft" else (b.block_size, None)
-        inject(model, tg, method=method, block_size=bs, factors=fac, scale=True)
+        inject(model, tg, method=method, block_size=bs, factors=fac, scale=True, path=path)
         return model
     if method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -623,6 +625,7 @@ def _run_method(base, tok, prep, method, b, device, work, base_id, compatible, a
     row = {"trainable": n_train, **{k: v for k, v in tr.items() if k != "losses"},
            "first_loss": round(tr["losses"][0], 4), "last_loss": round(float(np.mean(tr["losses"][-10:])), 4)}
     if method in OUR_METHODS:
+        row["adapter_path"] = wrapped.riffle_adapter["path"]
         path = work / f"smollm2-{task}-{method}.gguf"
         facts = export_adapter(wrapped, method, b, task, path, base_id, compatible, prep.labels)
         row["bytes"] = facts["bytes"]

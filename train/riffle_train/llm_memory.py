@@ -51,6 +51,18 @@ def _trim() -> None:
         pass
 
 
+def _split(method: str) -> tuple[str, str | None]:
+    """``gsoft+plain`` -> ``("gsoft", "plain")``: a method and, for ours, an explicit adapter path
+    (``layers.ADAPTER_PATHS``); without ``+path`` ours take ``inject``'s default (on CPU ``lean``,
+    or the environment variable ``RIFFLE_ADAPTER_PATH``)."""
+    name, _, path = method.partition("+")
+    return name, path or None
+
+
+def _path_of(model) -> str | None:
+    return getattr(model, "riffle_adapter", {}).get("path")
+
+
 def measure_one(base: str, method: str, batch: int, tokens: int, steps: int, seed: int = 0) -> dict:
     """One method's step peak in this process (see the module docstring)."""
     from . import llm
@@ -62,18 +74,8 @@ def measure_one(base: str, method: str, batch: int, tokens: int, steps: int, see
     model, _ = llama_from_gguf(base)
     for p in model.parameters():
         p.requires_grad_(False)
-    b = llm.Budget()
-    if method.endswith("+lean"):
-        # ours through the WeightBank with memory_efficient: adapted weights computed per forward,
-        # none kept for backward (recomputed there), so nothing grows with the token count
-        from .layers import inject
-
-        m = method[: -len("+lean")]
-        bs, fac = (b.boft_block_size, b.boft_factors) if m == "boft" else (b.block_size, None)
-        wrapped = inject(model, llm.targets(model, None), method=m, block_size=bs, factors=fac, scale=True,
-                         weight_bank=True, memory_efficient=True)
-    else:
-        wrapped = llm.apply_method(model, method, llm.targets(model, None), b)
+    name, path = _split(method)
+    wrapped = llm.apply_method(model, name, llm.targets(model, None), llm.Budget(), path)
     n_train = trainable_parameters(wrapped)
     g = torch.Generator().manual_seed(seed)
     vocab = model.cfg.vocab
@@ -104,7 +106,7 @@ def measure_one(base: str, method: str, batch: int, tokens: int, steps: int, see
     b0, h0, _ = peak_of(1)
     b1, h1, secs = peak_of(steps)
     mib = lambda x: round(x / 2**20, 1)  # noqa: E731
-    return {"method": method, "trainable": n_train, "batch": batch, "tokens": tokens, "steps": steps,
+    return {"method": method, "adapter_path": _path_of(wrapped), "trainable": n_train, "batch": batch, "tokens": tokens, "steps": steps,
             "baseline_mib": mib(b0), "first_step_peak_mib": mib(h0 - b0), "after_first_baseline_mib": mib(b1),
             "step_peak_mib": mib(h1 - b1), "seconds_per_step": round(secs, 2)}
 
@@ -127,7 +129,8 @@ def saved_for_backward(base: str, methods, batch: int, tokens: int, seed: int = 
     for method in methods:
         model = copy.deepcopy(base_model)
         own = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        wrapped = llm.apply_method(model, method, llm.targets(model, None), llm.Budget())
+        name, path = _split(method)
+        wrapped = llm.apply_method(model, name, llm.targets(model, None), llm.Budget(), path)
         g = torch.Generator().manual_seed(seed)
         ids = torch.randint(0, model.cfg.vocab, (batch, tokens), generator=g)
         lab = torch.full_like(ids, -100)
@@ -142,7 +145,8 @@ def saved_for_backward(base: str, methods, batch: int, tokens: int, seed: int = 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             llm.answer_loss(wrapped, ids, lab, torch.ones_like(ids))
         new = sum(n for ptr, n in seen.items() if ptr not in own and ptr not in owned)
-        out[method] = {"saved_mib": round(new / 2**20, 1), "saved_tensors": len(seen)}
+        out[method] = {"adapter_path": _path_of(wrapped), "saved_mib": round(new / 2**20, 1),
+                       "saved_tensors": len(seen)}
         del model, wrapped
     return out
 
@@ -173,7 +177,14 @@ def run_memory(base: str, methods, out: str | Path, repeats: int = 3, batch: int
     return rows
 
 
-LABELS = {"gsoft+lean": "GSOFT, weight bank, memory_efficient", "gsoft": "GSOFT", "double_gsoft": "Double GSOFT", "oft": "OFT", "boft": "BOFT", "lora": "PEFT LoRA"}
+LABELS = {"gsoft": "GSOFT", "double_gsoft": "Double GSOFT", "oft": "OFT", "boft": "BOFT", "lora": "PEFT LoRA"}
+
+
+def label(method: str, path: str | None = None) -> str:
+    """``GSOFT (lean)``: the method's name and, for ours, the adapter path it ran."""
+    name, explicit = _split(method)
+    path = explicit or path
+    return LABELS.get(name, name) + (f" ({path})" if path else "")
 
 
 def _median(xs: list[float]) -> float:
@@ -197,7 +208,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         by.setdefault(r["method"], []).append(r)
     for m, rs in by.items():
-        lines.append(f"| {LABELS.get(m, m)} | {rs[0]['trainable']} | "
+        lines.append(f"| {label(m, rs[0].get('adapter_path'))} | {rs[0]['trainable']} | "
                      f"{', '.join(str(r['step_peak_mib']) for r in rs)} | {_median([r['step_peak_mib'] for r in rs])} | "
                      f"{_median([r['first_step_peak_mib'] for r in rs])} | {_median([r['baseline_mib'] for r in rs])} | "
                      f"{_median([r['seconds_per_step'] for r in rs])} |")
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                  "(`torch.autograd.graph.saved_tensors_hooks`), counted once per storage, leaving out the frozen "
                  "base's own weights.", f"Command: `{cmd}`", "",
                  "| method | saved for backward MiB | saved tensors |", "|---|---:|---:|"]
-        lines += [f"| {LABELS.get(m, m)} | {r['saved_mib']} | {r['saved_tensors']} |" for m, r in res.items()]
+        lines += [f"| {label(m, r['adapter_path'])} | {r['saved_mib']} | {r['saved_tensors']} |" for m, r in res.items()]
         (out / "memory-saved.md").write_text("\n".join(lines) + "\n")
         print(json.dumps(res))
         return 0

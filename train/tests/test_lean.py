@@ -1,0 +1,207 @@
+"""The lean unmerged adapted linear (``path="lean"``) against the plain one: same outputs and
+gradients in float64, same trained parameters in float32, and what it keeps for backward."""
+
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from riffle_train.layers import ADAPTER_PATHS, AdaptedLinear, AdapterConfig, inject, resolve_path
+
+D = torch.float64
+
+
+class _Shared(nn.Module):
+    """q/k/v-like linears on one shared input, then a gated MLP (gate/up share their input)."""
+
+    def __init__(self, d=32, kv=16, ff=48):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, kv, bias=False), nn.Linear(d, kv)
+        self.o = nn.Linear(kv, d, bias=False)
+        self.gate, self.up, self.down = nn.Linear(d, ff, bias=False), nn.Linear(d, ff), nn.Linear(ff, d)
+
+    def forward(self, x):
+        a = torch.softmax(self.q(x)[..., :16] @ self.k(x).mT, -1) @ self.v(x)
+        x = x + self.o(a)
+        return x + self.down(torch.nn.functional.silu(self.gate(x)) * self.up(x))
+
+
+NAMES = ["q", "k", "v", "o", "gate", "up", "down"]
+
+
+def _randomize(model, std=0.3):
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".params." in n:
+                p.normal_(0, std)
+            if n.endswith("oft_scale"):
+                p.uniform_(0.5, 1.5)
+
+
+def _run(path, method, b, factors, scale, dtype=D, seed=1):
+    torch.manual_seed(seed)
+    model = _Shared().to(dtype)
+    inject(model, NAMES, method=method, block_size=b, factors=factors, scale=scale, path=path)
+    assert model.riffle_adapter["path"] == path
+    _randomize(model)
+    x = torch.randn(3, 5, 32, dtype=dtype, requires_grad=True)
+    y = model(x)
+    y.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return y.detach(), x.grad.clone(), grads
+
+
+@pytest.mark.parametrize("method,b,factors", [("gsoft", 4, None), ("double_gsoft", 4, None), ("oft", 4, None),
+                                              ("boft", 2, 3), ("gs", 4, 3)])
+@pytest.mark.parametrize("scale", [True, False])
+def test_lean_matches_plain_in_float64(method, b, factors, scale):
+    y0, dx0, g0 = _run("plain", method, b, factors, scale)
+    y1, dx1, g1 = _run("lean", method, b, factors, scale)
+    assert torch.allclose(y0, y1, rtol=0, atol=1e-12)
+    assert torch.allclose(dx0, dx1, rtol=0, atol=1e-11)
+    m = 1 if method == "oft" else factors or 2
+    assert g0.keys() == g1.keys() and len(g0) == 7 * (m * (1 + (method == "double_gsoft")) + scale)
+    for n in g0:
+        assert torch.allclose(g0[n], g1[n], rtol=1e-11, atol=1e-11), n
+        assert g0[n].abs().max() > 0, n
+
+
+def test_lean_gradients_match_finite_differences():
+    """Against central differences, not only against the plain path: the input, every factor's
+    parameters on both sides, the scale, and a weight and bias made trainable."""
+    torch.manual_seed(4)
+    lin = AdaptedLinear(nn.Linear(8, 4).double(), AdapterConfig("double_gsoft", 2, 2, True))
+    _randomize(lin)
+    lin.base.weight.requires_grad_(True)
+    lin.base.bias.requires_grad_(True)
+    params = [p for p in lin.parameters() if p.requires_grad]
+    assert lin.path == "lean" and len(params) == 7
+    x = torch.randn(2, 3, 8, dtype=D, requires_grad=True)
+    y = lin(x)
+    dy = torch.randn_like(y)
+    (y * dy).sum().backward()
+    eps = 1e-6
+    for p in [x] + params:
+        flat = p.detach().view(-1)
+        for i in range(flat.numel()):
+            old = float(flat[i])
+            with torch.no_grad():
+                flat[i] = old + eps
+                hi = float((lin(x) * dy).sum())
+                flat[i] = old - eps
+                lo = float((lin(x) * dy).sum())
+                flat[i] = old
+            num = (hi - lo) / (2 * eps)
+            assert abs(num - float(p.grad.view(-1)[i])) < 1e-7 * (1 + abs(num)), (tuple(p.shape), i)
+
+
+def test_lean_trains_to_the_same_float32_parameters_as_plain():
+    """Same fp32 training run through both paths: the parameters (what an export writes) end equal."""
+    finals = []
+    for path in ("plain", "lean"):
+        torch.manual_seed(2)
+        model = _Shared()
+        inject(model, NAMES, method="double_gsoft", block_size=4, path=path)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(3):
+            x = torch.randn(4, 6, 32)
+            loss = model(x).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        finals.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    for n in finals[0]:
+        assert torch.allclose(finals[0][n], finals[1][n], rtol=1e-5, atol=1e-6), n
+
+
+def _saved_storages(model, x):
+    """Storages autograd keeps for backward in one forward, leaving out the model's parameters."""
+    own = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in own:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return seen
+
+
+@pytest.mark.parametrize("method", ["gsoft", "double_gsoft"])
+def test_lean_keeps_one_copy_of_a_shared_input_plus_the_blocks(method):
+    """Three linears on one input keep that input once and nothing else of activation size; the
+    plain path keeps several activation-sized tensors per layer."""
+
+    class Qkv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 64)
+
+        def forward(self, x):
+            return self.q(x) + self.k(x) + self.v(x)
+
+    kept = {}
+    for path in ("plain", "lean"):
+        for tokens in (32, 64):
+            torch.manual_seed(0)
+            model = Qkv()
+            inject(model, ["q", "k", "v"], method=method, block_size=4, path=path)
+            x = torch.randn(8, tokens, 64)  # one activation: 64 or 128 KiB, one factor's blocks 1 KiB
+            kept[path, tokens] = (_saved_storages(model, x), x)
+    for tokens in (32, 64):
+        lean, x = kept["lean", tokens]
+        big = [n for n in lean.values() if n >= x.nbytes // 8]
+        assert big == [x.nbytes] and x.untyped_storage().data_ptr() in lean
+        assert len([n for n in kept["plain", tokens][0].values() if n >= x.nbytes // 8]) >= 1 + 2 * 3
+    # what grows with the token count is the shared input alone (the rest: blocks, Cayley by-products)
+    grown = sum(kept["lean", 64][0].values()) - sum(kept["lean", 32][0].values())
+    assert grown == kept["lean", 64][1].nbytes - kept["lean", 32][1].nbytes
+
+
+def test_paths_resolve_and_env_var(monkeypatch):
+    monkeypatch.delenv("RIFFLE_ADAPTER_PATH", raising=False)
+    assert resolve_path(None, None, False, cuda=False) == "lean"
+    assert resolve_path(None, None, False, cuda=True) == "bank"
+    assert resolve_path(None, None, True, cuda=True) == "bank_lean"
+    assert resolve_path(None, False, False, cuda=True) == "lean"
+    assert resolve_path("plain", True, True, cuda=True) == "plain"
+    for p in ADAPTER_PATHS:
+        monkeypatch.setenv("RIFFLE_ADAPTER_PATH", p)
+        assert resolve_path(None, None, False, cuda=True) == p
+        model = nn.Sequential(nn.Linear(8, 8))
+        inject(model, ["0"], block_size=4)
+        assert model.riffle_adapter["path"] == p
+        assert (model.riffle_adapter["bank"] is not None) == p.startswith("bank")
+        assert model[0].path == ("plain" if p == "plain" else "lean")
+        # the explicit older switch still wins over the environment
+        assert resolve_path(None, True, False, cuda=False) == "bank"
+    monkeypatch.setenv("RIFFLE_ADAPTER_PATH", "fast")
+    with pytest.raises(ValueError, match="RIFFLE_ADAPTER_PATH"):
+        resolve_path(None, None, False, cuda=False)
+    with pytest.raises(ValueError, match="unknown adapter path"):
+        resolve_path("fast", None, False, cuda=False)
+    assert os.environ["RIFFLE_ADAPTER_PATH"] == "fast"
+
+
+def test_lean_under_bf16_autocast_matches_plain():
+    """Under autocast the recomputation runs in the forward's autocast state: the gradients are
+    the plain path's to bf16 precision and have the parameters' dtype."""
+    grads = []
+    for path in ("plain", "lean"):
+        torch.manual_seed(5)
+        model = _Shared()
+        inject(model, NAMES, method="double_gsoft", block_size=4, path=path)
+        _randomize(model)
+        x = torch.randn(3, 5, 32)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x)
+        y.float().square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    for n in grads[0]:
+        ref = grads[0][n]
+        assert grads[1][n].dtype == ref.dtype == torch.float32
+        assert (grads[1][n] - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3, n
