@@ -180,8 +180,19 @@ pub enum Error {
     UnknownTask,
     /// An input of the wrong length or kind for this model.
     BadInput,
-    /// A fixed-capacity table (resident adapters, layers) is full.
+    /// A fixed-capacity table (resident adapters, baked adapters, name buffers) is full.
     CapacityExceeded,
+    /// The model has more linear slots (layers, convolutions, block linears) than the
+    /// slot storage holds: the model's own table for
+    /// [`crate::runtime::Model::from_bytes`] ([`crate::runtime::MAX_SLOTS`] records), or
+    /// the caller's for [`crate::runtime::Model::from_bytes_in`] (size it with
+    /// [`crate::runtime::Model::storage_len`]).
+    SlotStorageTooSmall {
+        /// Slot records the model's keys declare.
+        needed: usize,
+        /// Slot records the storage holds.
+        got: usize,
+    },
     /// A causal model was asked to hold more positions than its context (or its state
     /// buffer) allows.
     ContextExceeded {
@@ -368,6 +379,10 @@ impl fmt::Display for Error {
             Error::UnknownTask => write!(f, "no resident adapter has that task name or handle"),
             Error::BadInput => write!(f, "input has the wrong length or kind for this model"),
             Error::CapacityExceeded => write!(f, "a fixed-capacity table is full"),
+            Error::SlotStorageTooSmall { needed, got } => write!(
+                f,
+                "the model has {needed} linear slots, its slot storage holds {got}"
+            ),
             Error::ContextExceeded { needed, context } => write!(
                 f,
                 "{needed} positions do not fit the context of {context} tokens"

@@ -65,7 +65,15 @@ fn edited_dimensions_and_missing_keys_are_typed_errors() {
             Box::new(|g| {
                 g.set("llama.block_count", Val::u32(1_000_000));
             }),
-            |e| matches!(e, Error::CapacityExceeded),
+            |e| {
+                matches!(
+                    e,
+                    Error::SlotStorageTooSmall {
+                        needed: 7_000_000,
+                        got: MAX_SLOTS
+                    }
+                )
+            },
         ),
         (
             "more blocks than tensors",
@@ -337,12 +345,21 @@ fn an_80_block_llama_with_560_slots_loads_into_caller_storage() {
     let n = 7 * BLOCKS as usize;
     assert!(n > MAX_SLOTS);
     let bytes = llama_of("llama/tiny-llama-f32.gguf", BLOCKS);
-    assert_eq!(load_err(&bytes), Error::CapacityExceeded);
+    assert_eq!(
+        load_err(&bytes),
+        Error::SlotStorageTooSmall {
+            needed: n,
+            got: MAX_SLOTS
+        }
+    );
     assert_eq!(Model::storage_len(&bytes).unwrap(), n);
     let mut short = vec![Slot::empty(); n - 1];
     assert_eq!(
         Model::from_bytes_in(&bytes, &mut short).err(),
-        Some(Error::CapacityExceeded)
+        Some(Error::SlotStorageTooSmall {
+            needed: n,
+            got: n - 1
+        })
     );
     let mut storage = vec![Slot::empty(); n];
     let m = Model::from_bytes_in(&bytes, &mut storage).unwrap();

@@ -59,7 +59,7 @@
 use super::arch::mlp::{split_vector_arena, vector_arena_len, Buffers};
 use super::linear::{slot_apply, write_output, ONE_THREAD};
 use super::weights::{TensorRef, WeightView};
-use super::{Architecture, Model, Prepared, MAX_LAYERS};
+use super::{Architecture, Model, Prepared};
 use crate::checksum::crc32;
 use crate::error::BAKED_VERSION;
 use crate::math::{Chain, ChainSpec, LayerTransform, Permutation, Scalars};
@@ -89,6 +89,17 @@ fn perm_code(p: Permutation) -> u32 {
 
 fn header_len(layers: usize, adapters: usize) -> usize {
     4 * (HEADER_WORDS + LAYER_WORDS * layers + ADAPTER_WORDS * adapters * layers)
+}
+
+/// [`header_len`] of counts read from a blob, `None` past `usize` (then no blob of that
+/// length can exist): the blob's length, not a constant, bounds its layers.
+fn checked_header_len(layers: usize, adapters: usize) -> Option<usize> {
+    let words = ADAPTER_WORDS
+        .checked_mul(adapters)?
+        .checked_add(LAYER_WORDS)?
+        .checked_mul(layers)?
+        .checked_add(HEADER_WORDS)?;
+    words.checked_mul(4)
 }
 
 /// The transform of adapter `p` on slot `i`, refusing what a baked blob cannot hold.
@@ -396,7 +407,7 @@ impl<'a> BakedModel<'a> {
     /// [`Error::Truncated`] for bytes shorter than the header or the stated length;
     /// [`Error::BadBakedMagic`]; [`Error::UnsupportedBakedVersion`];
     /// [`Error::LengthMismatch`] for bytes longer than the stated length;
-    /// [`Error::LimitExceeded`] for no layer, more than [`MAX_LAYERS`] layers or more than
+    /// [`Error::LimitExceeded`] for no layer, a header length past `usize` or more than
     /// [`MAX_BAKED_ADAPTERS`] adapters; [`Error::CrcMismatch`]; [`Error::ShapeMismatch`]
     /// for a layer whose input width is not the previous output width, or an array whose
     /// length does not match the dimensions; [`Error::Misaligned`] /
@@ -429,14 +440,13 @@ impl<'a> BakedModel<'a> {
         let input_len = word(bytes, 3)? as usize;
         let layers = word(bytes, 4)? as usize;
         let adapters = word(bytes, 5)? as usize;
-        if layers == 0 || layers > MAX_LAYERS {
-            return Err(Error::LimitExceeded { offset: 16 });
-        }
         if adapters > MAX_BAKED_ADAPTERS {
             return Err(Error::LimitExceeded { offset: 20 });
         }
-        let head = header_len(layers, adapters);
-        if head + 4 > total {
+        let head = checked_header_len(layers, adapters)
+            .filter(|_| layers > 0)
+            .ok_or(Error::LimitExceeded { offset: 16 })?;
+        if head > total - 4 {
             return Err(Error::Truncated {
                 offset: head as u64,
             });
@@ -978,9 +988,15 @@ mod tests {
             open(&edited(&blob, 4, 0)),
             Err(Error::LimitExceeded { offset: 16 })
         );
+        // No constant bounds the layers: a count the blob is far too short for is
+        // truncation at the header's end.
+        let huge = u32::MAX as usize;
         assert_eq!(
-            open(&edited(&blob, 4, 17)),
-            Err(Error::LimitExceeded { offset: 16 })
+            open(&edited(&blob, 4, u32::MAX)),
+            Err(Error::Truncated {
+                offset: checked_header_len(huge, get_word(&blob, 5) as usize)
+                    .map_or(0, |h| h as u64)
+            })
         );
         assert_eq!(
             open(&edited(&blob, 5, 17)),

@@ -38,6 +38,6 @@ pub use arch::llama::{LlamaConfig, MAX_LLAMA_BLOCKS};
 pub use arch::{Architecture, InputKind};
 pub use model::{Input, Model};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};
-pub use slots::{Base, BaseFacts, Slot, SlotTable, MAX_LAYERS, MAX_SLOTS};
+pub use slots::{Base, BaseFacts, Slot, SlotTable, MAX_SLOTS};
 #[cfg(feature = "llama")]
 pub use state::{DecoderState, StateOwner};

@@ -48,7 +48,7 @@ impl<'a> Model<'a> {
     /// Any container error; [`Error::UnsupportedModel`] for an adapter, a dataset or an
     /// unknown architecture; [`Error::MissingKey`], [`Error::WrongValueType`],
     /// [`Error::MissingTensor`], [`Error::ShapeMismatch`] for a malformed model;
-    /// [`Error::CapacityExceeded`] past [`super::MAX_SLOTS`] or [`super::MAX_LAYERS`].
+    /// [`Error::SlotStorageTooSmall`] for a model of more than [`super::MAX_SLOTS`] slots.
     /// Never panics.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
         let g = open(bytes)?;
@@ -62,7 +62,7 @@ impl<'a> Model<'a> {
     /// [`Model::from_bytes`] does.
     ///
     /// # Errors
-    /// As [`Model::from_bytes`], without [`Error::CapacityExceeded`] for the slots.
+    /// As [`Model::from_bytes`], without [`Error::SlotStorageTooSmall`].
     pub fn storage_len(bytes: &'a [u8]) -> Result<usize> {
         let g = open(bytes)?;
         let mut count = CountSlots(0);
@@ -72,11 +72,13 @@ impl<'a> Model<'a> {
 
     /// Reads a base model as [`Model::from_bytes`] does, its slot table in `storage`
     /// (at least [`Model::storage_len`] records, `vec![Slot::empty(); n]`, borrowed as
-    /// long as the model), so any number of slots and blocks loads.
+    /// long as the model), so any number of slots, blocks and layers loads: no constant
+    /// bounds an architecture (a `bert`'s and a `llama`'s per-block norms ride in the slot
+    /// records, a `cnn`'s convolution shapes follow from its slots).
     ///
     /// # Errors
-    /// As [`Model::from_bytes`]; [`Error::CapacityExceeded`] when `storage` is shorter
-    /// than [`Model::storage_len`] (or for an `mlp`/`cnn` past [`super::MAX_LAYERS`]).
+    /// As [`Model::from_bytes`]; [`Error::SlotStorageTooSmall`] (the model's slot count
+    /// and `storage.len()`) when `storage` is shorter than [`Model::storage_len`].
     pub fn from_bytes_in(bytes: &'a [u8], storage: &'a mut [Slot<'a>]) -> Result<Self> {
         let g = open(bytes)?;
         let mut sink = CallerSlots {

@@ -25,19 +25,20 @@ use crate::{Error, Result};
 pub const MAX_SLOTS: usize = 512;
 /// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: a 13-block `bert` (6 slots a block; MiniLM has 6,
 /// BERT-base 12). Builds without `llama` (the browser's small module) keep their tables,
-/// and the stack their sessions take, small.
+/// and the stack their sessions take, small; larger models load into caller storage
+/// ([`crate::runtime::Model::from_bytes_in`]).
 #[cfg(all(feature = "bert", not(feature = "llama")))]
 pub const MAX_SLOTS: usize = 80;
-/// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: every layer of a `cnn`, [`MAX_LAYERS`]
-/// convolutions and [`MAX_LAYERS`] dense layers.
+/// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: the
+/// convolutions and dense layers of a `cnn`, 32 together. Larger models load into caller
+/// storage ([`crate::runtime::Model::from_bytes_in`]).
 #[cfg(all(feature = "cnn", not(any(feature = "llama", feature = "bert"))))]
-pub const MAX_SLOTS: usize = 2 * MAX_LAYERS;
-/// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: every
-/// layer of an `mlp`.
+pub const MAX_SLOTS: usize = 32;
+/// Linear slots a model built by [`crate::runtime::Model::from_bytes`] may have: 16
+/// layers of an `mlp`. Larger models load into caller storage
+/// ([`crate::runtime::Model::from_bytes_in`]).
 #[cfg(not(any(feature = "cnn", feature = "bert", feature = "llama")))]
-pub const MAX_SLOTS: usize = MAX_LAYERS;
-/// Most convolutions or dense layers per `mlp` or `cnn`.
-pub const MAX_LAYERS: usize = 16;
+pub const MAX_SLOTS: usize = 16;
 
 /// One adaptable weight: `(rows, cols)` = `(out, in)`, plus its bias.
 #[derive(Debug, Clone, Copy)]
@@ -50,10 +51,13 @@ pub struct Slot<'a> {
     pub rows: usize,
     /// Input width (`in_c·kh·kw` for a convolution).
     pub cols: usize,
-    /// The norm a `llama` block applies before this slot (the attention norm on a block's
-    /// first slot, the feed-forward norm on its gate): kept with the slot so that the
-    /// caller's slot storage also holds every per-block tensor.
-    #[cfg(feature = "llama")]
+    /// A per-block norm tensor kept with the slot, so that the caller's slot storage
+    /// also holds every per-block tensor and no constant bounds the blocks: for `llama`,
+    /// the norm the block applies before this slot (the attention norm on a block's first
+    /// slot, the feed-forward norm on its gate); for `bert`, the post-norms of the block
+    /// (`arch/bert.rs`: the attention-output norm's weight and bias on its first two
+    /// slots, the layer-output norm's on the next two).
+    #[cfg(any(feature = "llama", feature = "bert"))]
     pub(crate) norm: Option<TensorRef<'a>>,
 }
 
@@ -80,7 +84,7 @@ impl<'a> Slot<'a> {
             bias,
             rows,
             cols,
-            #[cfg(feature = "llama")]
+            #[cfg(any(feature = "llama", feature = "bert"))]
             norm: None,
         }
     }
@@ -101,15 +105,26 @@ pub(crate) trait SlotSink<'a> {
     /// [`Error::CapacityExceeded`] past the storage.
     fn push(&mut self, slot: Slot<'a>) -> Result<()>;
     /// Most slots the storage holds.
-    #[cfg(feature = "llama")]
     fn capacity(&self) -> usize;
+}
+
+/// Checks, before an architecture reads its tensors, that the `needed` slots its keys
+/// declare fit `slots` (one function for every sink, so its code exists once).
+///
+/// # Errors
+/// [`Error::SlotStorageTooSmall`] naming both counts.
+pub(crate) fn reserve(slots: &dyn SlotSink<'_>, needed: usize) -> Result<()> {
+    let got = slots.capacity();
+    if needed > got {
+        return Err(Error::SlotStorageTooSmall { needed, got });
+    }
+    Ok(())
 }
 
 impl<'a> SlotSink<'a> for Vec<Slot<'a>, MAX_SLOTS> {
     fn push(&mut self, slot: Slot<'a>) -> Result<()> {
         Vec::push(self, slot).map_err(|_| Error::CapacityExceeded)
     }
-    #[cfg(feature = "llama")]
     fn capacity(&self) -> usize {
         MAX_SLOTS
     }
@@ -127,7 +142,6 @@ impl<'a> SlotSink<'a> for CallerSlots<'_, 'a> {
         self.len += 1;
         Ok(())
     }
-    #[cfg(feature = "llama")]
     fn capacity(&self) -> usize {
         self.buf.len()
     }
@@ -141,7 +155,6 @@ impl<'a> SlotSink<'a> for CountSlots {
         self.0 = self.0.checked_add(1).ok_or(Error::CapacityExceeded)?;
         Ok(())
     }
-    #[cfg(feature = "llama")]
     fn capacity(&self) -> usize {
         usize::MAX
     }

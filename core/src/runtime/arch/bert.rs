@@ -8,8 +8,6 @@
 //! `attn_output`, `ffn_up`, `ffn_down`, in that order), so adapters rotate them exactly
 //! like the dense layers of the small models.
 
-use heapless::Vec;
-
 use super::mlp::check_float;
 use super::{Forward, InputKind};
 use crate::gguf::{self, Gguf, TensorInfo};
@@ -19,12 +17,15 @@ use crate::nn::attention::attention;
 use crate::nn::norm::layer_norm;
 use crate::runtime::linear::{Exec, Linears, SlotScratch};
 use crate::runtime::model::Input;
-use crate::runtime::slots::{Slot, SlotSink, SlotTable};
+use crate::runtime::slots::{reserve, Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{linear, weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::{Error, Result};
 
-/// Most encoder blocks a `bert` model may have (BERT-base and MiniLM-L12 have 12).
-pub const MAX_BERT_BLOCKS: usize = 12;
+/// Encoder blocks a `bert` model built by [`crate::runtime::Model::from_bytes`] may have:
+/// as many as its slot table holds (BERT-base and MiniLM-L12 have 12, BERT-large 24).
+/// Caller storage ([`crate::runtime::Model::from_bytes_in`]) holds any number: the
+/// blocks' norms ride in the slot records.
+pub const MAX_BERT_BLOCKS: usize = MAX_SLOTS / BLOCK_LINEARS.len();
 
 /// The linear layers of one block, in slot order.
 pub(crate) const BLOCK_LINEARS: [&str; 6] = [
@@ -62,7 +63,10 @@ pub(crate) struct Norm<'a> {
     bias: TensorRef<'a>,
 }
 
-/// The non-slot tensors of a `bert` model.
+/// The model-wide non-slot tensors of a `bert` model. The blocks' own (their
+/// attention-output and layer-output norms) ride in the block's slot records
+/// ([`Slot`]'s `norm`: weight and bias of the first norm on slots 0 and 1, of the second
+/// on slots 2 and 3), so the slot storage, not a constant, bounds the blocks.
 #[derive(Debug, Clone)]
 pub(crate) struct Bert<'a> {
     pub(crate) config: BertConfig,
@@ -70,8 +74,6 @@ pub(crate) struct Bert<'a> {
     position_embd: TensorRef<'a>,
     token_types: Option<TensorRef<'a>>,
     embd_norm: Norm<'a>,
-    /// Per block: attention-output norm, layer-output norm.
-    norms: Vec<[Norm<'a>; 2], MAX_BERT_BLOCKS>,
 }
 
 fn tensor_2d<'a>(
@@ -125,9 +127,7 @@ impl<'a> Bert<'a> {
                 key: crate::KeyName(gguf::KEY_BERT_BLOCK_COUNT),
             });
         }
-        if blocks > MAX_BERT_BLOCKS {
-            return Err(Error::CapacityExceeded);
-        }
+        reserve(slots, blocks.saturating_mul(BLOCK_LINEARS.len()))?;
         if heads == 0
             || hidden == 0
             || !hidden.is_multiple_of(heads)
@@ -170,8 +170,19 @@ impl<'a> Bert<'a> {
             gguf::TENSOR_TOKEN_EMBD_NORM_BIAS,
             hidden,
         )?;
-        let mut norms = Vec::new();
         for blk in 0..blocks {
+            let post_norm = |layer: &str| {
+                norm(
+                    g,
+                    &block_name(blk, layer, gguf::SUFFIX_WEIGHT)?,
+                    &block_name(blk, layer, gguf::SUFFIX_BIAS)?,
+                    hidden,
+                )
+            };
+            let attn = post_norm(gguf::LAYER_ATTN_OUTPUT_NORM)?;
+            let out = post_norm(gguf::LAYER_LAYER_OUTPUT_NORM)?;
+            // The slot records carry them (see `Bert`).
+            let norms = [attn.weight, attn.bias, out.weight, out.bias];
             for (j, layer) in BLOCK_LINEARS.iter().enumerate() {
                 let (rows, cols) = match j {
                     4 => (ffn, hidden),
@@ -193,23 +204,10 @@ impl<'a> Bert<'a> {
                 if let Some(b) = &bias {
                     check_float(b)?;
                 }
-                slots.push(Slot::new(&w, bias.as_ref(), rows, cols))?;
+                let mut slot = Slot::new(&w, bias.as_ref(), rows, cols);
+                slot.norm = norms.get(j).copied();
+                slots.push(slot)?;
             }
-            let pair = [
-                norm(
-                    g,
-                    &block_name(blk, gguf::LAYER_ATTN_OUTPUT_NORM, gguf::SUFFIX_WEIGHT)?,
-                    &block_name(blk, gguf::LAYER_ATTN_OUTPUT_NORM, gguf::SUFFIX_BIAS)?,
-                    hidden,
-                )?,
-                norm(
-                    g,
-                    &block_name(blk, gguf::LAYER_LAYER_OUTPUT_NORM, gguf::SUFFIX_WEIGHT)?,
-                    &block_name(blk, gguf::LAYER_LAYER_OUTPUT_NORM, gguf::SUFFIX_BIAS)?,
-                    hidden,
-                )?,
-            ];
-            norms.push(pair).map_err(|_| Error::CapacityExceeded)?;
         }
         Ok(Bert {
             config: BertConfig {
@@ -225,7 +223,6 @@ impl<'a> Bert<'a> {
             position_embd: TensorRef::new(&position_embd),
             token_types,
             embd_norm,
-            norms,
         })
     }
 
@@ -269,11 +266,13 @@ impl<'a> Bert<'a> {
         Ok(())
     }
 
-    /// `x <- LN(x + y)` with block `blk`'s norm `which` (0 = attention output, 1 = layer output).
-    pub(crate) fn residual_norm(
+    /// `x <- LN(x + y)` with the norm whose weight and bias ride in slots `at` and
+    /// `at + 1` (a block's first slot for its attention-output norm, its third for its
+    /// layer-output norm).
+    fn residual_norm(
         &self,
-        blk: usize,
-        which: usize,
+        slots: &SlotTable<'a>,
+        at: usize,
         x: &mut [f32],
         y: &[f32],
         buf: &mut [f32],
@@ -281,12 +280,12 @@ impl<'a> Bert<'a> {
         for (a, b) in x.iter_mut().zip(y) {
             *a += b;
         }
-        let n = self
-            .norms
-            .get(blk)
-            .and_then(|p| p.get(which))
-            .ok_or(Error::MissingTensor)?;
-        self.layer_norm(n, x, buf)
+        let norm_of = |i: usize| slots.get(i).and_then(|s| s.norm);
+        let n = Norm {
+            weight: norm_of(at).ok_or(Error::MissingTensor)?,
+            bias: norm_of(at + 1).ok_or(Error::MissingTensor)?,
+        };
+        self.layer_norm(&n, x, buf)
     }
 }
 
@@ -387,11 +386,11 @@ impl<'a> Forward<'a> for Bert<'a> {
             lin.apply(s0 + 2, x, t, v, &mut sc)?;
             attend(lin.exec, [q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
             lin.apply(s0 + 3, ctx, t, q, &mut sc)?;
-            self.residual_norm(blk, 0, x, q, norm_buf)?;
+            self.residual_norm(lin.slots, s0, x, q, norm_buf)?;
             lin.apply(s0 + 4, x, t, ffn, &mut sc)?;
             gelu(ffn);
             lin.apply(s0 + 5, ffn, t, q, &mut sc)?;
-            self.residual_norm(blk, 1, x, q, norm_buf)?;
+            self.residual_norm(lin.slots, s0 + 2, x, q, norm_buf)?;
         }
         // Mean pooling over the tokens.
         let pooled = &mut ctx[..h];

@@ -2,24 +2,22 @@
 //! 2x2 max pooling, then dense layers (`dense.{i}`) with ReLU between them. Convolutions
 //! are slots too, as the matrix `(out_c, in_c·kh·kw)` over im2col patches.
 
-use heapless::Vec;
-
 use super::mlp::{
-    check_float, dense_slot, find_bias, vector_arena_len, vector_forward, vector_widths,
+    check_float, dense_slot, find_bias, vector_arena_len, vector_forward, vector_widths, Convs,
 };
 use super::{Forward, InputKind};
 use crate::gguf::Gguf;
-use crate::nn::conv::Conv;
 use crate::runtime::linear::Linears;
 use crate::runtime::model::Input;
-use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotSink, SlotTable, MAX_LAYERS};
+use crate::runtime::slots::{push_indexed, reserve, NameBuf, Slot, SlotSink, SlotTable};
 use crate::runtime::weights::TensorRef;
 use crate::{Error, Result};
 
-/// A `cnn`: the geometry of its convolutions (their weights are slots).
+/// A `cnn`: its input geometry and how many convolutions it has (their weights are
+/// slots, and their shapes follow from the slots: [`Convs`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Cnn {
-    convs: Vec<Conv, MAX_LAYERS>,
+    convs: Convs,
     input_len: usize,
 }
 
@@ -37,15 +35,14 @@ impl Cnn {
             .ok_or(Error::CapacityExceeded)?;
         let n_convs = g.get_u32("cnn.conv_count")? as usize;
         let dense = g.get_u32("cnn.dense_count")? as usize;
-        if n_convs > MAX_LAYERS
-            || dense == 0
-            || dense > MAX_LAYERS
-            || input_len == 0
-            || input_len > 1 << 20
-        {
+        if dense == 0 || input_len == 0 || input_len > 1 << 20 {
             return Err(Error::CapacityExceeded);
         }
-        let mut convs = Vec::new();
+        reserve(slots, n_convs.saturating_add(dense))?;
+        let convs = Convs {
+            count: n_convs,
+            input: (c, h, w),
+        };
         for i in 0..n_convs {
             let mut name = NameBuf::new();
             push_indexed(&mut name, "conv.", i, ".weight")?;
@@ -56,15 +53,6 @@ impl Cnn {
             }
             let (out_c, k) = (s[0] as usize, s[2] as usize);
             let bias = find_bias(g, "conv.", i, out_c)?;
-            convs
-                .push(Conv {
-                    in_c: c,
-                    out_c,
-                    kernel: k,
-                    h,
-                    w,
-                })
-                .map_err(|_| Error::CapacityExceeded)?;
             check_float(&wt)?;
             slots.push(Slot::with_refs(TensorRef::new(&wt), bias, out_c, c * k * k))?;
             c = out_c;
@@ -86,7 +74,7 @@ impl Cnn {
     /// Widest activation (im2col patches included), slot input and slot output.
     fn widths(&self, slots: &SlotTable<'_>, head_rows: usize) -> (usize, usize, usize) {
         let (mut act, max_cols, max_rows) = vector_widths(slots, self.input_len, head_rows);
-        for cv in &self.convs {
+        for cv in self.convs.iter(slots) {
             act = act
                 .max(cv.h * cv.w * cv.in_c * cv.kernel * cv.kernel)
                 .max(cv.h * cv.w * cv.out_c);
@@ -104,8 +92,12 @@ impl<'a> Forward<'a> for Cnn {
     fn output_len(&self, slots: &SlotTable<'a>) -> usize {
         slots.as_slice().last().map_or(0, |s| s.rows)
     }
+    /// The first convolution's pixels: each later one has a quarter as many.
     fn max_batch(&self) -> usize {
-        self.convs.iter().map(|c| c.h * c.w).max().unwrap_or(1)
+        match self.convs.count {
+            0 => 1,
+            _ => self.convs.input.1 * self.convs.input.2,
+        }
     }
     fn arena_len(&self, slots: &SlotTable<'a>, _max_tokens: usize, head_rows: usize) -> usize {
         let (act, max_cols, max_rows) = self.widths(slots, head_rows);
@@ -125,7 +117,7 @@ impl<'a> Forward<'a> for Cnn {
             lin,
             input,
             self.input_len,
-            &self.convs,
+            self.convs,
             widths,
             batch,
             output,

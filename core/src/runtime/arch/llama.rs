@@ -20,7 +20,7 @@ use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
 use crate::runtime::linear::{dense, Linears, SlotScratch};
 use crate::runtime::model::Input;
-use crate::runtime::slots::{Slot, SlotSink, SlotTable, MAX_SLOTS};
+use crate::runtime::slots::{reserve, Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::{Error, Result};
 
@@ -129,9 +129,7 @@ impl<'a> Llama<'a> {
                 key: crate::KeyName(gguf::KEY_LLAMA_BLOCK_COUNT),
             });
         }
-        if blocks.saturating_mul(BLOCK_LINEARS.len()) > slots.capacity() {
-            return Err(Error::CapacityExceeded);
-        }
+        reserve(slots, blocks.saturating_mul(BLOCK_LINEARS.len()))?;
         let hidden = dim(g, gguf::KEY_LLAMA_EMBEDDING_LENGTH, MAX_WIDTH)?;
         let ffn = dim(g, gguf::KEY_LLAMA_FEED_FORWARD_LENGTH, 4 * MAX_WIDTH)?;
         let heads = dim(g, gguf::KEY_LLAMA_HEAD_COUNT, hidden)?;

@@ -5,10 +5,11 @@
 use super::{Forward, InputKind};
 use crate::gguf::{self, Gguf};
 use crate::nn::activation::relu;
+#[cfg(feature = "cnn")]
 use crate::nn::conv::Conv;
 use crate::runtime::linear::{write_output, Linears, SlotScratch};
 use crate::runtime::model::Input;
-use crate::runtime::slots::{push_indexed, NameBuf, Slot, SlotSink, SlotTable, MAX_LAYERS};
+use crate::runtime::slots::{push_indexed, reserve, NameBuf, Slot, SlotSink, SlotTable};
 use crate::runtime::weights::{weight_scratch_len, TensorRef};
 use crate::{Error, Result};
 
@@ -33,9 +34,7 @@ impl Mlp {
                 key: crate::KeyName(gguf::KEY_MLP_LAYER_COUNT),
             });
         }
-        if layers > MAX_LAYERS {
-            return Err(Error::CapacityExceeded);
-        }
+        reserve(slots, layers)?;
         let mut width = input_len;
         for i in 0..layers {
             let slot = dense_slot(g, "layers.", i, width)?;
@@ -68,12 +67,64 @@ impl<'a> Forward<'a> for Mlp {
     ) -> Result<usize> {
         let head_rows = lin.adapter.map_or(0, |p| p.head_rows());
         let widths = vector_widths(lin.slots, self.input_len, head_rows);
-        vector_forward(lin, input, self.input_len, &[], widths, 1, output, arena)
+        vector_forward(
+            lin,
+            input,
+            self.input_len,
+            Convs::NONE,
+            widths,
+            1,
+            output,
+            arena,
+        )
+    }
+}
+
+/// The convolutions ahead of a vector model's dense layers: how many, and the input's
+/// geometry. Each one's shape comes from its slot (`(out_c, in_c·k·k)`, checked when the
+/// model loaded), so no table, and no constant, bounds them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Convs {
+    /// Convolutions: slots `0..count`.
+    pub(crate) count: usize,
+    /// Input channels, height and width.
+    #[cfg_attr(not(feature = "cnn"), allow(dead_code))]
+    pub(crate) input: (usize, usize, usize),
+}
+
+impl Convs {
+    /// No convolution (an `mlp`).
+    pub(crate) const NONE: Convs = Convs {
+        count: 0,
+        input: (0, 0, 0),
+    };
+
+    /// The convolutions' geometry in order: each one's input is the previous one's
+    /// output channels at half its height and width (2x2 max pooling).
+    #[cfg(feature = "cnn")]
+    pub(crate) fn iter<'s>(&self, slots: &'s SlotTable<'_>) -> impl Iterator<Item = Conv> + 's {
+        let (mut c, mut h, mut w) = self.input;
+        slots.as_slice().iter().take(self.count).map(move |s| {
+            let area = s.cols / c.max(1);
+            let mut kernel = 1;
+            while kernel * kernel < area {
+                kernel += 2;
+            }
+            let cv = Conv {
+                in_c: c,
+                out_c: s.rows,
+                kernel,
+                h,
+                w,
+            };
+            (c, h, w) = (s.rows, h / 2, w / 2);
+            cv
+        })
     }
 }
 
 /// The forward pass of every vector model: convolutions with ReLU and 2x2 max pooling
-/// (none for an `mlp`), then slots `convs.len() ..` as dense layers with ReLU between
+/// (none for an `mlp`), then slots `convs.count ..` as dense layers with ReLU between
 /// them. One function for both architectures, so a firmware that can load either links
 /// it once. `widths` and `batch` size the arena as [`vector_arena_len`] does.
 #[allow(clippy::too_many_arguments)]
@@ -81,7 +132,7 @@ pub(crate) fn vector_forward(
     lin: &Linears<'_, '_>,
     input: Input<'_>,
     input_len: usize,
-    convs: &[Conv],
+    convs: Convs,
     (act, max_cols, max_rows): (usize, usize, usize),
     batch: usize,
     output: &mut [f32],
@@ -102,18 +153,20 @@ pub(crate) fn vector_forward(
         use crate::nn::conv::{chw_to_hwc, hwc_to_chw, im2col, maxpool2};
         // Convolutions: activations are (h, w, c), pixel-major. Input arrives as (c, h, w)
         // like PyTorch; reorder to (h, w, c).
-        if let Some(first) = convs.first() {
-            chw_to_hwc(&cur[..input.len()], first.in_c, first.h, first.w, nxt);
+        let mut last = None;
+        if convs.count > 0 {
+            let (c, h, w) = convs.input;
+            chw_to_hwc(&cur[..input.len()], c, h, w, nxt);
             core::mem::swap(&mut cur, &mut nxt);
         }
-        for (slot, cv) in convs.iter().enumerate() {
+        for (slot, cv) in convs.iter(lin.slots).enumerate() {
             let (k, pad) = (cv.kernel, cv.kernel / 2);
             let patch = cv.in_c * k * k;
             let pixels = cv.h * cv.w;
             // im2col into nxt: row p holds the patch of pixel p in (ci, dy, dx) order.
             im2col(
                 &cur[..pixels * cv.in_c],
-                cv,
+                &cv,
                 pad,
                 &mut nxt[..pixels * patch],
             );
@@ -121,8 +174,9 @@ pub(crate) fn vector_forward(
             relu(&mut cur[..pixels * cv.out_c]);
             maxpool2(&cur[..pixels * cv.out_c], cv.h, cv.w, cv.out_c, nxt);
             core::mem::swap(&mut cur, &mut nxt);
+            last = Some(cv);
         }
-        if let Some(last) = convs.last() {
+        if let Some(last) = last {
             // Flatten in PyTorch's (c, h, w) order.
             hwc_to_chw(
                 &cur[..last.out_c * (last.h / 2) * (last.w / 2)],
@@ -135,7 +189,7 @@ pub(crate) fn vector_forward(
         }
     }
     let n_slots = lin.slots.len();
-    let mut slot = convs.len();
+    let mut slot = convs.count;
     let mut width = lin.slots.get(slot).map_or(0, |s| s.cols);
     while slot < n_slots {
         let rows = lin.apply(slot, &mut cur[..width], 1, nxt, &mut sc)?;
