@@ -15,7 +15,7 @@ Conventions are those of ``docs/gs-math.md`` (normative):
 The unmerged forward of a Linear applies the chains to the activations with gathers
 and batched block matmuls; no dense ``n x n`` matrix is formed. While training, the
 ``lean`` path (the CPU default) runs it as one autograd function that keeps only the
-layer input, the blocks and the scale for the backward pass and recomputes the rest
+layer input (and its parameters) for the backward pass and recomputes the rest
 there; ``plain`` records every operation (see :data:`ADAPTER_PATHS`). Convolutions apply
 ``Q_in`` / ``Q_out`` to the weight viewed as an ``(out, in*kh*kw)`` matrix (row-major
 flattening), which costs ``out*in*kh*kw*b`` MACs per factor and again forms no dense Q.
@@ -42,8 +42,8 @@ PERMUTATIONS = ("none", "gs", "butterfly")
 #: How :func:`inject`'s unmerged layers compute while training (``path=`` or the environment
 #: variable ``RIFFLE_ADAPTER_PATH``):
 #:
-#: * ``lean``: each linear through :class:`_LeanAdaptedLinear` (keeps the input, the blocks
-#:   and the scale for backward, recomputes the rest there);
+#: * ``lean``: each linear through :class:`_LeanAdaptedLinear` (keeps only the input for the
+#:   backward pass, besides references to parameters; recomputes the rest there);
 #: * ``plain``: each linear's operations recorded by autograd one by one (keeps every
 #:   factor's input, the rotated input and the pre-scale output);
 #: * ``bank``: :class:`WeightBank` (adapted weights of all layers per forward, batched);
@@ -212,11 +212,13 @@ class OrthogonalChain(nn.Module):
     def num_params(self) -> int:
         return self.m * self.k * packed_len(self.b)
 
-    def blocks(self) -> list[torch.Tensor]:
-        """The ``m`` factors' Cayley blocks, each ``(k, b, b)`` (one batched solve)."""
+    def blocks(self, params: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The ``m`` factors' Cayley blocks, each ``(k, b, b)`` (one batched solve), of this
+        chain's parameters or of ``params`` (tensors shaped like them)."""
+        params = list(self.params) if params is None else list(params)
         if self.m == 1:
-            return [cayley(self.params[0], self.b)]
-        return list(cayley(torch.cat(list(self.params)), self.b).split(self.k))
+            return [cayley(params[0], self.b)]
+        return list(cayley(torch.cat(params), self.b).split(self.k))
 
     def _run(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
         if blocks is None:
@@ -388,10 +390,10 @@ class AdaptedLinear(_AdaptedBase):
                 return _LeanLinear.apply(x, w, self.base.bias, self.bank_chunk, self)
             return F.linear(x, w, self.base.bias)
         if self.path == "lean" and torch.is_grad_enabled():
-            bi = self.oft_in.blocks()
-            bo = self.oft_out.blocks() if self.oft_out is not None else []
-            return _LeanAdaptedLinear.apply(x, self.base.weight, self.base.bias, self.oft_scale, self, len(bi),
-                                            *bi, *bo)
+            pi = list(self.oft_in.params)
+            po = list(self.oft_out.params) if self.oft_out is not None else []
+            return _LeanAdaptedLinear.apply(x, self.base.weight, self.base.bias, self.oft_scale, self, len(pi),
+                                            *pi, *po)
         return self.unmerged(x, self.base.weight, self.base.bias, self.oft_scale)
 
     def unmerged(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None,
@@ -412,66 +414,70 @@ class AdaptedLinear(_AdaptedBase):
 class _LeanAdaptedLinear(torch.autograd.Function):
     """The unmerged adapted linear ``y = s * (Q_out (W (Q_in x))) + bias`` that keeps for the
     backward pass only the layer input ``x`` (layers that share one input, such as q/k/v,
-    share its storage), the Cayley blocks of each factor and the scale.
+    share its storage) and references to its parameters (the chains' packed parameters, the
+    scale, the frozen weight and bias): no activation of its own and no Cayley by-product.
 
-    The backward pass recomputes what it needs: the factor products of ``Q_in x`` (``m*n*b``
-    multiply-adds per token), and, only when there is a scale or a ``Q_out``, ``h = W (Q_in x)``
-    (one product with the frozen weight) to differentiate ``Q_out`` and ``s`` at. The
-    gradients of the two chains come from autograd over the same operations as the plain
-    path (:meth:`AdaptedLinear.unmerged`), recorded there one layer at a time; the input
-    gradient through ``W`` is one product ``dh W``, as ``F.linear``'s own backward computes it.
-    Under autocast the backward runs in the forward's autocast state, so every recomputed
-    operation has the forward's dtypes.
+    The backward pass recomputes what it needs: the Cayley blocks (one small batched solve
+    per chain), the factor products of ``Q_in x`` (``m*n*b`` multiply-adds per token), and,
+    only when there is a scale or a ``Q_out``, ``h = W (Q_in x)`` (one product with the frozen
+    weight) to differentiate ``Q_out`` and ``s`` at. The gradients of the chains (through the
+    Cayley transform to the packed parameters) come from autograd over the same operations as
+    the plain path (:meth:`AdaptedLinear.unmerged`), recorded there one layer at a time; the
+    input gradient through ``W`` is one product ``dh W``, as ``F.linear``'s own backward
+    computes it. Under autocast the backward runs in the forward's autocast state, so every
+    recomputed operation has the forward's dtypes.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, scale, mod, n_in, *blocks):  # noqa: D401 - autograd API
+    def forward(ctx, x, weight, bias, scale, mod, n_in, *params):  # noqa: D401 - autograd API
         dev = x.device.type
         ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-        ctx.mod, ctx.n_in, ctx.has_bias = mod, n_in, bias is not None
-        ctx.save_for_backward(x, weight, scale, *blocks)
-        return mod.unmerged(x, weight, bias, scale, list(blocks[:n_in]), list(blocks[n_in:]))
+        ctx.mod, ctx.n_in = mod, n_in
+        ctx.save_for_backward(x, weight, scale, *params)
+        bo = mod.oft_out.blocks(params[n_in:]) if mod.oft_out is not None else None
+        return mod.unmerged(x, weight, bias, scale, mod.oft_in.blocks(params[:n_in]), bo)
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, scale, *blocks = ctx.saved_tensors
+        x, weight, scale, *params = ctx.saved_tensors
         mod, n_in = ctx.mod, ctx.n_in
         need = ctx.needs_input_grad
         need_x, need_w, need_bias, need_s = need[0], need[1], need[2], need[3]
-        need_bi, need_bo = need[6:6 + n_in], need[6 + n_in:]
+        need_pi, need_po = need[6:6 + n_in], need[6 + n_in:]
+        weight = weight.detach()
         dx = dw = dbias = ds = None
-        dbi: list[torch.Tensor | None] = [None] * n_in
-        dbo: list[torch.Tensor | None] = [None] * len(need_bo)
+        dpi: list[torch.Tensor | None] = [None] * n_in
+        dpo: list[torch.Tensor | None] = [None] * len(need_po)
         dev, on, dtype = ctx.autocast
         with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=on):
             xg = x.detach().requires_grad_(need_x)
-            bi = [b.detach().requires_grad_(r) for b, r in zip(blocks[:n_in], need_bi)]
-            u = mod.oft_in(xg, bi)
+            pi = [p.detach().requires_grad_(r) for p, r in zip(params[:n_in], need_pi)]
+            u = mod.oft_in(xg, mod.oft_in.blocks(pi))
             if mod.oft_out is None and scale is None:
                 dh = dy
             else:
-                h = F.linear(u.detach(), weight.detach()).requires_grad_(True)
-                bo = [b.detach().requires_grad_(r) for b, r in zip(blocks[n_in:], need_bo)]
+                h = F.linear(u.detach(), weight).requires_grad_(True)
+                po = [p.detach().requires_grad_(r) for p, r in zip(params[n_in:], need_po)]
                 sg = None if scale is None else scale.detach().requires_grad_(need_s)
-                v = h if mod.oft_out is None else mod.oft_out(h, bo)
+                v = h if mod.oft_out is None else mod.oft_out(h, mod.oft_out.blocks(po))
                 if sg is not None:
                     v = v * sg
-                wrt = [h] + [b for b in bo if b.requires_grad] + ([sg] if need_s else [])
+                wrt = [h] + [p for p in po if p.requires_grad] + ([sg] if need_s else [])
                 got = list(torch.autograd.grad(v, wrt, dy))
                 dh = got.pop(0)
-                dbo = [got.pop(0) if r else None for r in need_bo]
+                dpo = [got.pop(0) if r else None for r in need_po]
                 ds = got.pop(0) if need_s else None
             if need_w:
-                dw = (dh.reshape(-1, dh.shape[-1]).mT @ u.detach().reshape(-1, u.shape[-1]).to(dh.dtype)).to(weight.dtype)
-            wrt = ([xg] if need_x else []) + [b for b in bi if b.requires_grad]
+                dw = dh.reshape(-1, dh.shape[-1]).mT @ u.detach().reshape(-1, u.shape[-1]).to(dh.dtype)
+            wrt = ([xg] if need_x else []) + [p for p in pi if p.requires_grad]
             if wrt:
-                du = torch.matmul(dh, weight.detach())
+                du = torch.matmul(dh, weight)
                 got = list(torch.autograd.grad(u, wrt, du.to(u.dtype)))
                 dx = got.pop(0) if need_x else None
-                dbi = [got.pop(0) if r else None for r in need_bi]
+                dpi = [got.pop(0) if r else None for r in need_pi]
         if need_bias:
             dbias = dy.reshape(-1, dy.shape[-1]).sum(0)
-        return (dx, dw, dbias, ds, None, None, *dbi, *dbo)
+        return (dx, dw, dbias, ds, None, None, *dpi, *dpo)
 
 
 class _LeanLinear(torch.autograd.Function):
