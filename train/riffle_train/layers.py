@@ -44,11 +44,14 @@ PERMUTATIONS = ("none", "gs", "butterfly")
 #:
 #: * ``lean``: each linear through :class:`_LeanAdaptedLinear` (keeps only the input for the
 #:   backward pass, besides references to parameters; recomputes the rest there);
+#: * ``lean_keep``: as ``lean``, but also keeps each linear's output ``y`` (often kept
+#:   downstream anyway) and recovers ``W Q_in x`` from it in backward instead of recomputing
+#:   that product (faster, more memory; with a zero scale entry it falls back to ``lean``);
 #: * ``plain``: each linear's operations recorded by autograd one by one (keeps every
 #:   factor's input, the rotated input and the pre-scale output);
 #: * ``bank``: :class:`WeightBank` (adapted weights of all layers per forward, batched);
 #: * ``bank_lean``: the bank with ``memory_efficient`` (no adapted weight kept for backward).
-ADAPTER_PATHS = ("lean", "plain", "bank", "bank_lean")
+ADAPTER_PATHS = ("lean", "lean_keep", "plain", "bank", "bank_lean")
 PATH_ENV = "RIFFLE_ADAPTER_PATH"
 
 
@@ -205,6 +208,12 @@ class OrthogonalChain(nn.Module):
             self.register_buffer(f"bwd_{i}", torch.tensor(t, dtype=torch.long, device=device),
                                  persistent=False)
         self._identity_gather = [t == list(range(n)) for t in fwd], [t == list(range(n)) for t in bwd]
+        # A gather that is a transpose of the width viewed as a (b, k) or (k, b) matrix (the GS
+        # shuffle sigma and its inverse) runs as a strided copy, much cheaper than a gather.
+        k, b = self.k, block_size
+        shapes = {tuple((i % b) * k + i // b for i in range(n)): (b, k),
+                  tuple((i % k) * b + i // k for i in range(n)): (k, b)}
+        self._transpose_gather = [shapes.get(tuple(t)) for t in fwd], [shapes.get(tuple(t)) for t in bwd]
 
     def extra_repr(self) -> str:
         return f"n={self.n}, b={self.b}, m={self.m}, permutation={self.permutation}"
@@ -225,15 +234,20 @@ class OrthogonalChain(nn.Module):
             blocks = self.blocks()
         lead = x.shape[:-1]
         steps, last = self._plan(transpose)
-        for gather, f in steps:
-            if gather is not None:
+        views = self._transpose_gather[1 if transpose else 0]
+        for i, (gather, f) in enumerate(steps):
+            if views[i] is not None:
+                x = x.unflatten(-1, views[i]).transpose(-1, -2).reshape(lead + (self.n,))
+            elif gather is not None:
                 x = x.index_select(-1, gather)
             blk = blocks[f].to(x.dtype)
             g = x.reshape(lead + (self.k, self.b))
             # u[..., j, c] = sum_t B_j[c, t] g[..., j, t]   (B^T for the transpose)
             eq = "...jt,jct->...jc" if not transpose else "...jt,jtc->...jc"
             x = torch.einsum(eq, g, blk).reshape(lead + (self.n,))
-        if last is not None:
+        if views[self.m] is not None:
+            x = x.unflatten(-1, views[self.m]).transpose(-1, -2).reshape(lead + (self.n,))
+        elif last is not None:
             x = x.index_select(-1, last)
         return x
 
@@ -311,7 +325,7 @@ class _AdaptedBase(nn.Module):
         self.oft_out = _chain(out_f, cfg, w) if cfg.double else None
         self.oft_scale = nn.Parameter(torch.ones(out_f, dtype=w.dtype, device=w.device)) if cfg.scale else None
         self.merged = False
-        # How an unmerged layer runs on its own: "lean" or "plain" (see ADAPTER_PATHS).
+        # How an unmerged layer runs on its own: "lean", "lean_keep" or "plain" (ADAPTER_PATHS).
         self.path = "lean"
         # Set by the model's WeightBank for the duration of one forward of the whole model.
         self.bank_weight: torch.Tensor | None = None
@@ -389,11 +403,11 @@ class AdaptedLinear(_AdaptedBase):
                 self.bank_weight = None
                 return _LeanLinear.apply(x, w, self.base.bias, self.bank_chunk, self)
             return F.linear(x, w, self.base.bias)
-        if self.path == "lean" and torch.is_grad_enabled():
+        if self.path != "plain" and torch.is_grad_enabled():
             pi = list(self.oft_in.params)
             po = list(self.oft_out.params) if self.oft_out is not None else []
-            return _LeanAdaptedLinear.apply(x, self.base.weight, self.base.bias, self.oft_scale, self, len(pi),
-                                            *pi, *po)
+            return _LeanAdaptedLinear.apply(x, self.base.weight, self.base.bias, self.oft_scale,
+                                            (self, len(pi), self.path == "lean_keep"), *pi, *po)
         return self.unmerged(x, self.base.weight, self.base.bias, self.oft_scale)
 
     def unmerged(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None,
@@ -420,7 +434,8 @@ class _LeanAdaptedLinear(torch.autograd.Function):
     The backward pass recomputes what it needs: the Cayley blocks (one small batched solve
     per chain), the factor products of ``Q_in x`` (``m*n*b`` multiply-adds per token), and,
     only when there is a scale or a ``Q_out``, ``h = W (Q_in x)`` (one product with the frozen
-    weight) to differentiate ``Q_out`` and ``s`` at. The gradients of the chains (through the
+    weight) to differentiate ``Q_out`` and ``s`` at; ``lean_keep`` keeps the output ``y``
+    instead and recovers it as ``Q_out^T ((y - bias) / s)``. The gradients of the chains (through the
     Cayley transform to the packed parameters) come from autograd over the same operations as
     the plain path (:meth:`AdaptedLinear.unmerged`), recorded there one layer at a time; the
     input gradient through ``W`` is one product ``dh W``, as ``F.linear``'s own backward
@@ -429,21 +444,27 @@ class _LeanAdaptedLinear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, scale, mod, n_in, *params):  # noqa: D401 - autograd API
+    def forward(ctx, x, weight, bias, scale, how, *params):  # noqa: D401 - autograd API
         dev = x.device.type
         ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        mod, n_in, keep = how
         ctx.mod, ctx.n_in = mod, n_in
-        ctx.save_for_backward(x, weight, scale, *params)
         bo = mod.oft_out.blocks(params[n_in:]) if mod.oft_out is not None else None
-        return mod.unmerged(x, weight, bias, scale, mod.oft_in.blocks(params[:n_in]), bo)
+        y = mod.unmerged(x, weight, bias, scale, mod.oft_in.blocks(params[:n_in]), bo)
+        # lean_keep: keep the output to recover W Q_in x from (instead of a second product with
+        # W), when every scale is nonzero (checking that waits for a GPU).
+        ctx.keep = keep and (mod.oft_out is not None or scale is not None) and (
+            scale is None or not bool((scale == 0).any()))
+        ctx.save_for_backward(x, weight, scale, bias, y if ctx.keep else None, *params)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, scale, *params = ctx.saved_tensors
+        x, weight, scale, bias, y, *params = ctx.saved_tensors
         mod, n_in = ctx.mod, ctx.n_in
         need = ctx.needs_input_grad
         need_x, need_w, need_bias, need_s = need[0], need[1], need[2], need[3]
-        need_pi, need_po = need[6:6 + n_in], need[6 + n_in:]
+        need_pi, need_po = need[5:5 + n_in], need[5 + n_in:]
         weight = weight.detach()
         dx = dw = dbias = ds = None
         dpi: list[torch.Tensor | None] = [None] * n_in
@@ -456,8 +477,16 @@ class _LeanAdaptedLinear(torch.autograd.Function):
             if mod.oft_out is None and scale is None:
                 dh = dy
             else:
-                h = F.linear(u.detach(), weight).requires_grad_(True)
                 po = [p.detach().requires_grad_(r) for p, r in zip(params[n_in:], need_po)]
+                if ctx.keep:
+                    with torch.no_grad():
+                        v = y if bias is None else y - bias
+                        if scale is not None:
+                            v = v / scale
+                        h = v if mod.oft_out is None else mod.oft_out.apply_transpose(v, mod.oft_out.blocks(po))
+                    h = h.to(u.dtype).requires_grad_(True)
+                else:
+                    h = F.linear(u.detach(), weight).requires_grad_(True)
                 sg = None if scale is None else scale.detach().requires_grad_(need_s)
                 v = h if mod.oft_out is None else mod.oft_out(h, mod.oft_out.blocks(po))
                 if sg is not None:
@@ -477,7 +506,7 @@ class _LeanAdaptedLinear(torch.autograd.Function):
                 dpi = [got.pop(0) if r else None for r in need_pi]
         if need_bias:
             dbias = dy.reshape(-1, dy.shape[-1]).sum(0)
-        return (dx, dw, dbias, ds, None, None, *dpi, *dpo)
+        return (dx, dw, dbias, ds, None, *dpi, *dpo)
 
 
 class _LeanLinear(torch.autograd.Function):
@@ -835,7 +864,7 @@ def inject(model: nn.Module, target_modules, method: str = "gsoft", block_size: 
                 p.requires_grad_(True)
     path = resolve_path(path, weight_bank, memory_efficient, any(p.is_cuda for p in model.parameters()))
     for _, mod in adapted_modules(model):
-        mod.path = "plain" if path == "plain" else "lean"
+        mod.path = path if path in ("plain", "lean_keep") else "lean"
     old = getattr(model, "riffle_adapter", None)
     if old and old.get("bank") is not None:
         old["bank"].remove()

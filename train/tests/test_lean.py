@@ -57,26 +57,33 @@ def _run(path, method, b, factors, scale, dtype=D, seed=1):
 @pytest.mark.parametrize("scale", [True, False])
 def test_lean_matches_plain_in_float64(method, b, factors, scale):
     y0, dx0, g0 = _run("plain", method, b, factors, scale)
-    y1, dx1, g1 = _run("lean", method, b, factors, scale)
-    assert torch.allclose(y0, y1, rtol=0, atol=1e-12)
-    assert torch.allclose(dx0, dx1, rtol=0, atol=1e-11)
-    m = 1 if method == "oft" else factors or 2
-    assert g0.keys() == g1.keys() and len(g0) == 7 * (m * (1 + (method == "double_gsoft")) + scale)
-    for n in g0:
-        assert torch.allclose(g0[n], g1[n], rtol=1e-11, atol=1e-11), n
-        assert g0[n].abs().max() > 0, n
+    for path in ("lean", "lean_keep"):
+        y1, dx1, g1 = _run(path, method, b, factors, scale)
+        assert torch.allclose(y0, y1, rtol=0, atol=1e-12)
+        assert torch.allclose(dx0, dx1, rtol=0, atol=1e-11)
+        m = 1 if method == "oft" else factors or 2
+        assert g0.keys() == g1.keys() and len(g0) == 7 * (m * (1 + (method == "double_gsoft")) + scale)
+        for n in g0:
+            assert torch.allclose(g0[n], g1[n], rtol=1e-11, atol=1e-11), (path, n)
+            assert g0[n].abs().max() > 0, n
 
 
-def test_lean_gradients_match_finite_differences():
+@pytest.mark.parametrize("path,zero_scale", [("lean", False), ("lean_keep", False), ("lean_keep", True)])
+def test_lean_gradients_match_finite_differences(path, zero_scale):
     """Against central differences, not only against the plain path: the input, every factor's
-    parameters on both sides, the scale, and a weight and bias made trainable."""
+    parameters on both sides, the scale (also with a zero entry, where lean_keep cannot divide
+    by it), and a weight and bias made trainable."""
     torch.manual_seed(4)
     lin = AdaptedLinear(nn.Linear(8, 4).double(), AdapterConfig("double_gsoft", 2, 2, True))
+    lin.path = path
     _randomize(lin)
+    if zero_scale:
+        with torch.no_grad():
+            lin.oft_scale[1] = 0
     lin.base.weight.requires_grad_(True)
     lin.base.bias.requires_grad_(True)
     params = [p for p in lin.parameters() if p.requires_grad]
-    assert lin.path == "lean" and len(params) == 7
+    assert len(params) == 7
     x = torch.randn(2, 3, 8, dtype=D, requires_grad=True)
     y = lin(x)
     dy = torch.randn_like(y)
@@ -97,9 +104,9 @@ def test_lean_gradients_match_finite_differences():
 
 
 def test_lean_trains_to_the_same_float32_parameters_as_plain():
-    """Same fp32 training run through both paths: the parameters (what an export writes) end equal."""
+    """Same fp32 training run through each path: the parameters (what an export writes) end equal."""
     finals = []
-    for path in ("plain", "lean"):
+    for path in ("plain", "lean", "lean_keep"):
         torch.manual_seed(2)
         model = _Shared()
         inject(model, NAMES, method="double_gsoft", block_size=4, path=path)
@@ -111,8 +118,11 @@ def test_lean_trains_to_the_same_float32_parameters_as_plain():
             loss.backward()
             opt.step()
         finals.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    # lean runs the plain path's operations in the same order: bit-equal parameters, so equal
+    # exported files; lean_keep divides by the scale, equal to rounding
     for n in finals[0]:
-        assert torch.allclose(finals[0][n], finals[1][n], rtol=1e-5, atol=1e-6), n
+        assert torch.equal(finals[0][n], finals[1][n]), n
+        assert torch.allclose(finals[0][n], finals[2][n], rtol=1e-5, atol=1e-6), n
 
 
 def _saved_storages(model, x):
@@ -145,7 +155,7 @@ def test_lean_keeps_one_copy_of_a_shared_input_and_nothing_else(method):
         def forward(self, x):
             return self.q(x) + self.k(x) + self.v(x)
 
-    for path in ("plain", "lean"):
+    for path in ("plain", "lean", "lean_keep"):
         torch.manual_seed(0)
         model = Qkv()
         inject(model, ["q", "k", "v"], method=method, block_size=4, path=path)
@@ -153,6 +163,8 @@ def test_lean_keeps_one_copy_of_a_shared_input_and_nothing_else(method):
         kept = _saved_storages(model, x)
         if path == "lean":
             assert kept == {x.untyped_storage().data_ptr(): x.nbytes}
+        elif path == "lean_keep":  # and the three outputs
+            assert kept[x.untyped_storage().data_ptr()] == x.nbytes and sorted(kept.values()) == [x.nbytes] * 4
         else:
             assert len([n for n in kept.values() if n >= x.nbytes]) >= 1 + 2 * 3
 
@@ -171,7 +183,7 @@ def test_paths_resolve_and_env_var(monkeypatch):
         inject(model, ["0"], block_size=4)
         assert model.riffle_adapter["path"] == p
         assert (model.riffle_adapter["bank"] is not None) == p.startswith("bank")
-        assert model[0].path == ("plain" if p == "plain" else "lean")
+        assert model[0].path == (p if p in ("plain", "lean_keep") else "lean")
         # the explicit older switch still wins over the environment
         assert resolve_path(None, True, False, cuda=False) == "bank"
     monkeypatch.setenv("RIFFLE_ADAPTER_PATH", "fast")
@@ -186,7 +198,7 @@ def test_lean_under_bf16_autocast_matches_plain():
     """Under autocast the recomputation runs in the forward's autocast state: the gradients are
     the plain path's to bf16 precision and have the parameters' dtype."""
     grads = []
-    for path in ("plain", "lean"):
+    for path in ("plain", "lean", "lean_keep"):
         torch.manual_seed(5)
         model = _Shared()
         inject(model, NAMES, method="double_gsoft", block_size=4, path=path)
@@ -196,7 +208,8 @@ def test_lean_under_bf16_autocast_matches_plain():
             y = model(x)
         y.float().square().sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
-    for n in grads[0]:
-        ref = grads[0][n]
-        assert grads[1][n].dtype == ref.dtype == torch.float32
-        assert (grads[1][n] - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3, n
+    for other in (1, 2):
+        for n in grads[0]:
+            ref = grads[0][n]
+            assert grads[other][n].dtype == ref.dtype == torch.float32
+            assert (grads[other][n] - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3, (other, n)
