@@ -1,0 +1,459 @@
+"""SmolLM2 adapters compared with the learning rate chosen per method on a validation slice.
+
+``llm compare`` trains every method once at one learning rate. A method's best learning rate
+depends on how its parameters move the weights (Double GSOFT at the same lr moves them about
+√2 as far as GSOFT; see docs/training.md), so one shared lr favours some methods by accident.
+``llm sweep`` trains each (task, method) at every lr of a grid, scores greedy answers on a
+validation slice carved out of the training split, picks the lr with the best validation score
+and reports that run's held-out score. The held-out set is never used to choose anything.
+
+Runs are independent, so a pool of worker processes shares one GPU (or the CPU): each worker
+gets the dequantised base from its parent (through shared memory), takes jobs from a queue and
+sends each finished job back at once; the parent appends it to ``sweep.jsonl``, so a run cut
+short keeps every finished job and :func:`summarize` makes the tables from whatever is there.
+Concurrent runs distort step time and peak memory, so those come from a separate phase in which
+each method trains alone (``timing``), before the pool starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import llm
+from .llm import OUR_METHODS, Budget, Prepared
+
+LABELS = {"gsoft": "GSOFT", "double_gsoft": "Double GSOFT", "oft": "OFT", "boft": "BOFT", "lora": "PEFT LoRA"}
+
+
+def carve(prep: Prepared, val: int, seed: int = 1) -> tuple[Prepared, list]:
+    """Split ``val`` examples (seeded, without replacement) off the training examples: returns the
+    task with the rest as training rows, and the validation examples."""
+    if not 0 < val < len(prep.train):
+        raise ValueError(f"{prep.task}: validation size {val} must be in 1..{len(prep.train) - 1}")
+    pick = set(random.Random(seed).sample(range(len(prep.train)), val))
+    keep = [i for i in range(len(prep.train)) if i not in pick]
+    rest = Prepared(prep.task, prep.labels, [prep.train[i] for i in keep], prep.heldout,
+                    [prep.rows[i] for i in keep])
+    return rest, [prep.train[i] for i in sorted(pick)]
+
+
+def job_list(tasks, methods, lrs, baselines: bool = True) -> list[dict]:
+    """Every job, task by task (so a task's grid finishes early): its base prompting, then each lr of
+    the grid for every method."""
+    out = []
+    for t in tasks:
+        if baselines:
+            out.append({"task": t, "method": "base"})
+        for lr in lrs:
+            for m in methods:
+                out.append({"task": t, "method": m, "lr": lr})
+    return out
+
+
+class _Worker:
+    """One process's state: the base (on its device), the tokenizer and each task's data."""
+
+    def __init__(self, base, tok, base_id: str, compatible: list[str], b: Budget, val: int, prepared_dir,
+                 device: torch.device):
+        self.base, self.tok, self.base_id, self.compatible = base, tok, base_id, compatible
+        self.b, self.val, self.prepared_dir, self.dev = b, val, prepared_dir, device
+        self.autocast = device.type == "cuda"
+        self.tasks: dict[str, tuple[Prepared, list]] = {}
+        self.work = Path(tempfile.mkdtemp(prefix="riffle-sweep-"))
+
+    def task(self, name: str) -> tuple[Prepared, list]:
+        if name not in self.tasks:
+            self.tasks[name] = carve(llm.prepare(name, self.tok, self.b, prepared_dir=self.prepared_dir), self.val)
+        return self.tasks[name]
+
+    def _score(self, task: str, prep: Prepared, model, exs) -> tuple[dict, list[str]]:
+        texts = llm.generate_texts(model, self.tok, [e.messages() for e in exs], llm.max_new_tokens(task),
+                                   self.b.eval_batch, self.autocast)
+        labels = prep.labels or llm.task_labels(task)
+        return llm.score(task, texts, [e.answer for e in exs], labels), texts
+
+    def baseline(self, job: dict) -> dict:
+        """The base prompted zero-shot and few-shot (instruction in the user message) and given the bare text."""
+        task = job["task"]
+        prep, _ = self.task(task)
+        labels = prep.labels or llm.task_labels(task)
+        expected = [e.answer for e in prep.heldout]
+        rows = {}
+        for name, k in (("base zero-shot", 0), (f"base {self.b.few_shot}-shot", self.b.few_shot)):
+            shots = llm.pick_shots(prep.train, k) if k else []
+            texts = llm.generate_texts(self.base, self.tok, [llm.prompted_messages(task, e, shots) for e in prep.heldout],
+                                       llm.max_new_tokens(task), self.b.eval_batch, self.autocast)
+            rows[name] = llm.score(task, texts, expected, labels)
+        rows["base, bare text"], _ = self._score(task, prep, self.base, prep.heldout)
+        return {**job, "rows": rows}
+
+    def train_one(self, job: dict) -> dict:
+        """Train one method at one lr, then score its validation and held-out answers (ours after a
+        round trip through the exported F16 file, as the runtime loads it)."""
+        task, method, lr = job["task"], job["method"], job["lr"]
+        prep, val = self.task(task)
+        seed = job.get("seed", 0)
+        llm.seed_everything(seed)
+        model = copy.deepcopy(self.base)
+        tg = llm.targets(model, self.b.blocks)
+        wrapped = llm.apply_method(model, method, tg, self.b)
+        n_train = llm.trainable_parameters(wrapped)
+        pad = self.tok.token_to_id(llm.IM_END)
+        batches = llm.make_batches(prep.rows, self.b.batch, self.b.steps, seed, self.b.max_prompt, pad)
+        tr = llm.train_steps(wrapped, batches, self.b.steps, lr, self.dev, self.autocast, log=lambda *a, **k: None,
+                             tag=f"{task}/{method}/{lr}")
+        out = {**job, "trainable": n_train, "train_seconds": tr["train_seconds"],
+               "first_loss": round(tr["losses"][0], 4), "last_loss": round(float(np.mean(tr["losses"][-10:])), 4),
+               "loss_finite": all(math.isfinite(x) for x in tr["losses"])}
+        if method in OUR_METHODS:
+            path = self.work / f"{task}-{method}-{lr}.gguf"
+            out["bytes"] = llm.export_adapter(wrapped, method, self.b, task, path, self.base_id, self.compatible,
+                                              prep.labels)["bytes"]
+            del model, wrapped
+            scored = copy.deepcopy(self.base)
+            llm.load_adapter(scored, path, self.base_id)
+            path.unlink()
+        else:
+            out["bytes"] = llm.lora_bytes(wrapped, self.work / f"peft-{task}-{lr}")
+            scored = wrapped
+        out["val"], _ = self._score(task, prep, scored, val)
+        out["heldout"], out["predictions"] = self._score(task, prep, scored, prep.heldout)
+        del scored
+        if self.dev.type == "cuda":
+            torch.cuda.empty_cache()
+        return out
+
+    def run(self, job: dict) -> dict:
+        t0 = time.perf_counter()
+        try:
+            res = self.baseline(job) if job["method"] == "base" else self.train_one(job)
+        except Exception as e:  # one failing job must not lose the others
+            res = {**job, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        res["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        res["pid"] = os.getpid()
+        return res
+
+
+def _worker_main(rank: int, state: dict, jobs, results, threads: int) -> None:
+    torch.set_num_threads(threads)
+    dev = torch.device(state["device"])
+    base = state["base"].to(dev)
+    w = _Worker(base, state["tok"], state["base_id"], state["compatible"], state["budget"], state["val"],
+                state["prepared_dir"], dev)
+    while True:
+        job = jobs.get()
+        if job is None:
+            break
+        results.put(w.run(job))
+    results.put({"worker_done": rank})
+
+
+def timing(base, tok, prep: Prepared, methods, b: Budget, device: torch.device, steps: int,
+           variants: dict[str, dict[str, str]] | None = None, log=print) -> list[dict]:
+    """Each method trained alone for ``steps`` steps on one task's batches: median step time after
+    three warm-up steps, and the peak of allocated device memory above the resident base.
+    ``variants``: extra rows ``label -> {"method": m, "env": {VAR: value}}`` (environment set while
+    that row runs, e.g. another adapter path)."""
+    rows = []
+    pad = tok.token_to_id(llm.IM_END)
+    autocast = device.type == "cuda"
+    todo = [(m, m, {}) for m in methods] + [(k, v["method"], v.get("env", {})) for k, v in (variants or {}).items()]
+    for label, method, env in todo:
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            llm.seed_everything(0)
+            model = copy.deepcopy(base)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                before = torch.cuda.memory_allocated()
+            wrapped = llm.apply_method(model, method, llm.targets(model, b.blocks), b)
+            batches = llm.make_batches(prep.rows, b.batch, steps, 0, b.max_prompt, pad)
+            tr = llm.train_steps(wrapped, batches, steps, b.lr, device, autocast, log=lambda *a, **k: None, tag=label)
+            row = {"label": label, "method": method, "env": env, "trainable": llm.trainable_parameters(wrapped),
+                   "step_ms": tr["step_ms"], "steps": steps}
+            if device.type == "cuda":
+                row["peak_total_mb"] = tr["peak_memory_mb"]
+                row["peak_above_base_mb"] = round(tr["peak_memory_mb"] - before / 2**20, 1)
+            rows.append(row)
+            log(f"timing {label}: {row}", flush=True)
+            del model, wrapped
+        except Exception as e:
+            rows.append({"label": label, "method": method, "error": f"{type(e).__name__}: {e}"})
+            log(traceback.format_exc(), flush=True)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, workers: int = 4,
+              threads: int = 1, device: str | None = None, compatible: list[str] | None = None,
+              prepared_dir=None, timing_steps: int = 0, timing_variants: dict | None = None,
+              baselines: bool = True, command: str = "", log=print) -> Path:
+    """The sweep: optional timing phase, then the pool. Returns the jsonl path."""
+    import torch.multiprocessing as mp
+
+    from .llama import base_model_id, llama_from_gguf
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    tok = llm.tokenizer_from_gguf(base_path)
+    base, _ = llama_from_gguf(base_path)  # on the CPU; children get it through shared memory
+    for p in base.parameters():
+        p.requires_grad_(False)
+    base_id = base_model_id(base_path)
+    log(f"base {base_id} loaded in {time.perf_counter() - t0:.1f}s", flush=True)
+    # spawn, not fork: a child forked after the parent's OpenMP threads ran can hang in its first op
+    ctx = mp.get_context("spawn")
+    meta = {"kind": "meta", "base": Path(base_path).name, "base_model_id": base_id, "budget": llm.budget_dict(b),
+            "lrs": list(lrs), "val": val, "workers": workers, "threads": threads, "device": dev,
+            "torch": torch.__version__, "command": command}
+    jl = out / "sweep.jsonl"
+    with jl.open("a", encoding="utf-8") as f:
+        if timing_steps:
+            q = ctx.Queue()
+            p = ctx.Process(target=_timing_main, args=(base, tok, tasks[0], methods, b, dev, timing_steps,
+                                                       timing_variants, prepared_dir, val, q))
+            p.start()
+            rows = q.get()
+            p.join()
+            f.write(json.dumps({"kind": "timing", "task": tasks[0], "rows": rows}) + "\n")
+            f.flush()
+        if dev.startswith("cuda"):
+            meta["device_name"] = _device_name_in_child(ctx)
+        f.write(json.dumps(meta) + "\n")
+        f.flush()
+        state = {"base": base, "tok": tok, "base_id": base_id, "compatible": compatible or [], "budget": b,
+                 "val": val, "prepared_dir": prepared_dir, "device": dev}
+        jobs, results = ctx.Queue(), ctx.Queue()
+        todo = job_list(tasks, methods, lrs, baselines)
+        for j in todo:
+            jobs.put(j)
+        for _ in range(workers):
+            jobs.put(None)
+        procs = [ctx.Process(target=_worker_main, args=(r, state, jobs, results, threads)) for r in range(workers)]
+        for p in procs:
+            p.start()
+        done = finished = 0
+        while finished < workers:
+            r = results.get()
+            if "worker_done" in r:
+                finished += 1
+                continue
+            done += 1
+            r["kind"] = "job"
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+            what = r.get("error") or (r.get("heldout") and f"val {r['val']['score']:.3f} held-out "
+                                      f"{r['heldout']['score']:.3f}") or "baselines"
+            log(f"[{done}/{len(todo)} {time.perf_counter() - t0:.0f}s] {r['task']} {r['method']} "
+                f"{r.get('lr', '')}: {what} ({r['wall_seconds']}s)", flush=True)
+        for p in procs:
+            p.join()
+    return jl
+
+
+def _put_device_name(q) -> None:
+    q.put(torch.cuda.get_device_name(0))
+
+
+def _device_name_in_child(ctx) -> str:
+    q = ctx.Queue()
+    p = ctx.Process(target=_put_device_name, args=(q,))
+    p.start()
+    name = q.get()
+    p.join()
+    return name
+
+
+def _timing_main(base, tok, task, methods, b, dev, steps, variants, prepared_dir, val, q) -> None:
+    device = torch.device(dev)
+    base = base.to(device)
+    prep, _ = carve(llm.prepare(task, tok, b, prepared_dir=prepared_dir), val)
+    q.put(timing(base, tok, prep, methods, b, device, steps, variants))
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def load(jl: str | Path) -> tuple[dict, list[dict], list[dict]]:
+    """Meta (the last one written), timing rows and job results of a sweep file."""
+    meta, timing_rows, jobs = {}, [], []
+    for ln in Path(jl).read_text(encoding="utf-8").splitlines():
+        r = json.loads(ln)
+        if r.get("kind") == "meta":
+            meta = r
+        elif r.get("kind") == "timing":
+            timing_rows = r["rows"]
+        elif r.get("kind") == "job":
+            jobs.append(r)
+    return meta, timing_rows, jobs
+
+
+def choose(jobs: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (task, method) the run with the best validation score (ties: better validation
+    well-formedness, then the smaller lr). Only (task, method) pairs whose runs all finished."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for j in jobs:
+        if j["method"] != "base":
+            by.setdefault((j["task"], j["method"]), []).append(j)
+    out = {}
+    for k, runs in by.items():
+        ok = [r for r in runs if "error" not in r]
+        if ok:
+            out[k] = max(ok, key=lambda r: (r["val"]["score"], r["val"]["well_formed"], -r["lr"]))
+    return out
+
+
+def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
+    """Markdown tables from a sweep file (complete or cut short), with the issue's goals checked."""
+    meta, trows, jobs = load(jl)
+    b = meta.get("budget", {})
+    lrs = meta.get("lrs", [])
+    best = choose(jobs)
+    lines = ["# SmolLM2-135M-Instruct adapters: learning rate chosen on a validation slice", "",
+             f"Device: {meta.get('device_name', meta.get('device', '?'))}, torch {meta.get('torch', '?')}; "
+             f"{meta.get('workers', '?')} runs at a time.",
+             f"Budget per run: {b.get('steps')} steps x batch {b.get('batch')} (AdamW, 10% warm-up, linear decay), "
+             f"prompt cut to {b.get('max_prompt')} tokens, training split minus {meta.get('val')} validation "
+             f"chats, {b.get('heldout')} held-out chats; all 7 linears of all 30 blocks; ours b={b.get('block_size')} "
+             f"(BOFT b={b.get('boft_block_size')} m={b.get('boft_factors')}), LoRA r={b.get('lora_rank')} "
+             f"alpha={b.get('lora_alpha')}. Learning rates tried per method: {', '.join(str(x) for x in lrs)}; "
+             "the one with the best validation score is chosen, and its held-out score reported. Greedy decoding.",
+             f"Command: `{meta.get('command', '')}`", ""]
+    tasks = list(dict.fromkeys(j["task"] for j in jobs))
+    methods = [m for m in LABELS if any(j["method"] == m for j in jobs)]
+    goal_lines = []
+    for t in tasks:
+        tj = [j for j in jobs if j["task"] == t]
+        lines += [f"## {t}", "", "| method | chosen lr | validation score per lr | held-out score | well-formed | "
+                  "trainable | file bytes |", "|---|---:|---|---:|---:|---:|---:|"]
+        for j in tj:
+            if j["method"] == "base" and "rows" in j:
+                for name, r in j["rows"].items():
+                    lines.append(f"| {name} | | | {100 * r['score']:.1f} | {100 * r['well_formed']:.1f} | 0 | |")
+        for m in methods:
+            runs = sorted((j for j in tj if j["method"] == m), key=lambda j: j["lr"])
+            if not runs:
+                continue
+            per = ", ".join(f"{r['lr']}: " + ("failed" if "error" in r else f"{100 * r['val']['score']:.1f}")
+                            for r in runs)
+            c = best.get((t, m))
+            if c is None:
+                lines.append(f"| {LABELS[m]} | | {per} | failed | | | |")
+                continue
+            lines.append(f"| {LABELS[m]} | {c['lr']} | {per} | {100 * c['heldout']['score']:.1f} | "
+                         f"{100 * c['heldout']['well_formed']:.1f} | {c['trainable']} | {c['bytes']} |")
+        lines.append("")
+        g, lo, d = best.get((t, "gsoft")), best.get((t, "lora")), best.get((t, "double_gsoft"))
+        base_best = max((r["score"] for j in tj if j["method"] == "base" for r in j.get("rows", {}).values()),
+                        default=None)
+        if g:
+            gs = g["heldout"]["score"]
+            if base_best is not None:
+                goal_lines.append(f"- {t}: GSOFT {100 * gs:.1f} vs the base's best prompting {100 * base_best:.1f}: "
+                                  f"{'met' if gs > base_best else 'missed'}")
+            if lo:
+                ls = lo["heldout"]["score"]
+                goal_lines.append(f"- {t}: GSOFT {100 * gs:.1f} vs LoRA {100 * ls:.1f}: "
+                                  f"{'met' if gs >= ls else 'missed'}")
+            if d:
+                ds = d["heldout"]["score"]
+                goal_lines.append(f"- {t}: Double GSOFT {100 * ds:.1f} vs GSOFT {100 * gs:.1f}: "
+                                  f"{'met' if ds >= gs else 'missed'}")
+    if goal_lines:
+        lines += ["## Goals (issue 20)", ""] + goal_lines + [""]
+    if trows:
+        lines += ["## Step time and memory, each method alone", "",
+                  f"One process, methods in turn, {trows[0].get('steps', '?')} steps each on one task's batches; median "
+                  "step after 3 warm-up steps; peak = the most device memory allocated during training above what "
+                  "the resident base held.", "",
+                  "| run | trainable | step ms | peak above base MiB | peak total MiB |", "|---|---:|---:|---:|---:|"]
+        for r in trows:
+            if "error" in r:
+                lines.append(f"| {r['label']} | failed: {r['error'][:60]} | | | |")
+            else:
+                lines.append(f"| {r['label']} | {r['trainable']} | {r['step_ms']} | {r.get('peak_above_base_mb', '')} "
+                             f"| {r.get('peak_total_mb', '')} |")
+        lines.append("")
+    text = "\n".join(lines) + "\n"
+    if out_md:
+        Path(out_md).write_text(text, encoding="utf-8")
+    return text
+
+
+def main(argv=None) -> int:
+    import argparse
+    import shlex
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m riffle_train.llm_sweep", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", default=None, help="llama GGUF (default ~/.cache/riffle/smollm2/...Q4_1.gguf)")
+    ap.add_argument("--tasks", default="sentiment,topic,language,news_json")
+    ap.add_argument("--methods", default="gsoft,double_gsoft,lora,oft,boft")
+    ap.add_argument("--lrs", default="0.001,0.003", help="learning rates tried for every method")
+    ap.add_argument("--out", default="train/results/llm-sweep")
+    ap.add_argument("--prepared", default=None, help="folder of <task>.split.json from `llm prepare`")
+    ap.add_argument("--compatible-ids", default="train/results/llm/base-ids.json")
+    ap.add_argument("--val", type=int, default=100, help="validation chats carved out of each training split")
+    ap.add_argument("--train", type=int, default=2000)
+    ap.add_argument("--heldout", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--max-prompt", type=int, default=160)
+    ap.add_argument("--eval-batch", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=4, help="runs at a time (processes)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--timing-steps", type=int, default=0, help="steps of the alone-timing phase (0: none)")
+    ap.add_argument("--timing-variants", default="",
+                    help="extra timing rows LABEL=METHOD:VAR=VALUE,... e.g. gsoft-bank=gsoft:RIFFLE_ADAPTER_PATH=bank")
+    ap.add_argument("--summarize", default=None, help="only write the tables of this sweep.jsonl")
+    a = ap.parse_args(argv)
+    if a.summarize:
+        print(summarize(a.summarize, Path(a.summarize).with_suffix(".md")), end="")
+        return 0
+    variants = {}
+    for item in filter(None, a.timing_variants.split(",")):
+        label, rest = item.split("=", 1)
+        method, _, env = rest.partition(":")
+        variants[label] = {"method": method, "env": dict([env.split("=", 1)]) if env else {}}
+    comp = []
+    if a.compatible_ids and Path(a.compatible_ids).exists():
+        comp = json.loads(Path(a.compatible_ids).read_text())["compatible_model_ids"]
+    b = Budget(train=a.train, heldout=a.heldout, steps=a.steps, batch=a.batch, max_prompt=a.max_prompt,
+               eval_batch=a.eval_batch)
+    from .llama import SMOLLM2_Q4_1
+
+    command = "python -m riffle_train.llm_sweep " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    jl = run_sweep(a.base or SMOLLM2_Q4_1, a.tasks.split(","), a.methods.split(","),
+                   [float(x) for x in a.lrs.split(",")], a.out, b, val=a.val, workers=a.workers, threads=a.threads,
+                   device=a.device, compatible=comp, prepared_dir=a.prepared, timing_steps=a.timing_steps,
+                   timing_variants=variants, baselines=not a.no_baselines, command=command)
+    print(summarize(jl, jl.with_suffix(".md")), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

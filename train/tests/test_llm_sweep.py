@@ -1,0 +1,55 @@
+"""The sweep's bookkeeping: validation carve-out, lr choice on validation only, tables from a partial file."""
+import json
+
+import pytest
+
+from riffle_train import llm_sweep
+from riffle_train.llm import Example, Prepared
+
+
+def _prep(n=20):
+    tr = [Example(f"s{i}", f"text {i}", "positive", "positive") for i in range(n)]
+    te = [Example(f"h{i}", f"held {i}", "negative", "negative") for i in range(5)]
+    return Prepared("sentiment", ["negative", "neutral", "positive"], tr, te, [([i], [i]) for i in range(n)])
+
+
+def test_carve_is_seeded_disjoint_and_keeps_rows_aligned():
+    rest, val = llm_sweep.carve(_prep(), 6)
+    again, val2 = llm_sweep.carve(_prep(), 6)
+    assert [e.id for e in val] == [e.id for e in val2]
+    assert len(val) == 6 and len(rest.train) == 14
+    assert not {e.id for e in val} & {e.id for e in rest.train}
+    # each training row still belongs to its example
+    assert all(e.id == f"s{r[0][0]}" for e, r in zip(rest.train, rest.rows))
+    assert rest.heldout == _prep().heldout
+    with pytest.raises(ValueError):
+        llm_sweep.carve(_prep(), 20)
+
+
+def _job(task, method, lr, val, held):
+    return {"kind": "job", "task": task, "method": method, "lr": lr, "trainable": 10, "bytes": 20,
+            "val": {"score": val, "well_formed": 1.0}, "heldout": {"score": held, "well_formed": 1.0}}
+
+
+def test_choice_uses_validation_never_heldout(tmp_path):
+    jobs = [_job("topic", "gsoft", 0.001, 0.9, 0.5), _job("topic", "gsoft", 0.003, 0.8, 0.99),
+            _job("topic", "lora", 0.001, 0.7, 0.7), _job("topic", "lora", 0.003, 0.7, 0.9),
+            {"kind": "job", "task": "topic", "method": "double_gsoft", "lr": 0.001, "error": "boom"}]
+    best = llm_sweep.choose(jobs)
+    assert best[("topic", "gsoft")]["lr"] == 0.001  # better on validation, worse on held-out
+    assert best[("topic", "lora")]["lr"] == 0.001  # tie on validation: the smaller lr
+    assert ("topic", "double_gsoft") not in best
+    jl = tmp_path / "sweep.jsonl"
+    jl.write_text("\n".join(json.dumps(x) for x in [{"kind": "meta", "lrs": [0.001, 0.003], "budget": {}}] + jobs)
+                  + "\n")
+    md = llm_sweep.summarize(jl)
+    assert "| GSOFT | 0.001 | 0.001: 90.0, 0.003: 80.0 | 50.0 |" in md
+    assert "topic: GSOFT 50.0 vs LoRA 70.0: missed" in md
+    assert "| Double GSOFT | | 0.001: failed | failed |" in md
+
+
+def test_job_list_runs_each_task_grid_together():
+    jobs = llm_sweep.job_list(["a", "b"], ["gsoft", "lora"], [0.001, 0.003])
+    assert [j["task"] for j in jobs] == ["a"] * 5 + ["b"] * 5
+    assert jobs[0] == {"task": "a", "method": "base"}
+    assert {(j["method"], j["lr"]) for j in jobs[1:5]} == {(m, lr) for m in ("gsoft", "lora") for lr in (0.001, 0.003)}
