@@ -114,7 +114,8 @@ def measure_one(base: str, method: str, batch: int, tokens: int, steps: int, see
 def saved_for_backward(base: str, methods, batch: int, tokens: int, seed: int = 0) -> dict[str, dict]:
     """Bytes autograd keeps for the backward pass in one forward of the loss, per method (one
     process, the base loaded once): every tensor ``saved_tensors_hooks`` sees, counted once per
-    storage, split into storages the frozen base owns (weights: no new memory) and the rest."""
+    storage, leaving out storages that parameters own (the base's weights, the adapter's
+    parameters: no new memory). ``methods`` may name adapter paths (``gsoft+plain``)."""
     import copy
 
     from . import llm
@@ -128,9 +129,9 @@ def saved_for_backward(base: str, methods, batch: int, tokens: int, seed: int = 
     out = {}
     for method in methods:
         model = copy.deepcopy(base_model)
-        own = {p.untyped_storage().data_ptr() for p in model.parameters()}
         name, path = _split(method)
         wrapped = llm.apply_method(model, name, llm.targets(model, None), llm.Budget(), path)
+        own = {p.untyped_storage().data_ptr() for p in wrapped.parameters()}  # base and adapter
         g = torch.Generator().manual_seed(seed)
         ids = torch.randint(0, model.cfg.vocab, (batch, tokens), generator=g)
         lab = torch.full_like(ids, -100)
@@ -145,7 +146,7 @@ def saved_for_backward(base: str, methods, batch: int, tokens: int, seed: int = 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             llm.answer_loss(wrapped, ids, lab, torch.ones_like(ids))
         new = sum(n for ptr, n in seen.items() if ptr not in own and ptr not in owned)
-        out[method] = {"adapter_path": _path_of(wrapped), "saved_mib": round(new / 2**20, 1),
+        out[method] = {"adapter_path": _path_of(wrapped), "saved_mib": round(new / 2**20, 1), "saved_bytes": new,
                        "saved_tensors": len(seen)}
         del model, wrapped
     return out
@@ -237,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = ["# Tensors kept for the backward pass, per method", "",
                  f"One forward of the answer loss on the Q4_1 base (fp32), all 7 linears of all 30 blocks adapted, "
                  f"one fixed batch of {a.batch} x {a.tokens} tokens: every tensor autograd saves "
-                 "(`torch.autograd.graph.saved_tensors_hooks`), counted once per storage, leaving out the frozen "
-                 "base's own weights.", f"Command: `{cmd}`", "",
+                 "(`torch.autograd.graph.saved_tensors_hooks`), counted once per storage, leaving out "
+                 "parameters (the base's weights, the adapter's or LoRA's parameters).", f"Command: `{cmd}`", "",
                  "| method | saved for backward MiB | saved tensors |", "|---|---:|---:|"]
         lines += [f"| {label(m, r['adapter_path'])} | {r['saved_mib']} | {r['saved_tensors']} |" for m, r in res.items()]
         (out / "memory-saved.md").write_text("\n".join(lines) + "\n")

@@ -355,12 +355,18 @@ def test_eval_command_scores_an_adapter_file(tmp_path, capsys):
     assert main(args + ["--base", str(other), "--adapter", str(adapter)]) == 2  # bound to another base
 
 
-def test_saved_for_backward_counts_the_chains_activations(tiny):
+def test_saved_for_backward_counts_the_plain_chains_activations_and_not_the_lean_ones(tiny):
     from riffle_train.llm_memory import saved_for_backward
 
-    r = saved_for_backward(str(tiny), ["oft", "gsoft", "double_gsoft"], batch=2, tokens=16)
-    # one factor < two factors on the input side < two on each side
-    assert 0 < r["oft"]["saved_mib"] < r["gsoft"]["saved_mib"] < r["double_gsoft"]["saved_mib"]
+    ours = ["oft", "gsoft", "double_gsoft"]
+    r = saved_for_backward(str(tiny), [f"{m}+{p}" for p in ("plain", "lean") for m in ours], batch=2, tokens=16)
+    plain = [r[f"{m}+plain"]["saved_bytes"] for m in ours]
+    lean = [r[f"{m}+lean"]["saved_bytes"] for m in ours]
+    # plain: one factor < two factors on the input side < two on each side
+    assert 0 < plain[0] < plain[1] < plain[2]
+    # lean: the layers' inputs only, whatever the chains
+    assert 0 < lean[0] == lean[1] == lean[2] < plain[0]
+    assert {r[f"{m}+lean"]["adapter_path"] for m in ours} == {"lean"}
 
 
 def test_parity_table_keeps_bbc_text_out():
