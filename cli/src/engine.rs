@@ -2,12 +2,13 @@
 //! buffers they need, and turning raw outputs into labels and probabilities.
 
 use riffle_core::gguf::StringArray;
-use riffle_core::runtime::{Adapter, AdapterHandle, Input, InputKind, Model, Session};
+use riffle_core::runtime::{AdapterHandle, Input, InputKind, Model, Session};
 use riffle_core::text::Tokenizer;
 
 use crate::fail::{bad, runtime, Result};
-use crate::files::{load_adapter, load_model};
+use crate::files::load_model;
 use crate::limits;
+use crate::residents::Residents;
 
 /// One input as read from the command line, a file or a line of stdin.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,9 +57,8 @@ pub struct Stack<'f> {
     pub model_name: String,
     /// The base.
     pub model: Model<'f>,
-    /// Adapter file names and adapters, in command-line order.
-    pub adapters: Vec<(String, Adapter<'f>)>,
-    workspaces: Vec<Vec<f32>>,
+    /// The adapters, in command-line order.
+    pub residents: Residents<'f>,
     merged: Vec<f32>,
     token_index: Vec<u32>,
 }
@@ -67,42 +67,12 @@ impl<'f> Stack<'f> {
     /// Loads the base `model` and every adapter in `adapters` (name, bytes).
     ///
     /// # Errors
-    /// A bad input naming the file at fault: see [`load_model`] and [`load_adapter`];
-    /// two adapters with the same task name.
+    /// A bad input naming the file at fault: see [`load_model`] and [`Residents::load`]
+    /// (the task name `base` is reserved).
     pub fn load(model: (&str, &'f [u8]), adapters: &[(&str, &'f [u8])]) -> Result<Self> {
         let (model_name, model_bytes) = model;
         let model = load_model(model_name, model_bytes)?;
-        let mut loaded: Vec<(String, Adapter<'f>)> = Vec::new();
-        let mut workspaces = Vec::new();
-        if adapters.len() > riffle_core::runtime::MAX_RESIDENT {
-            return Err(bad(
-                "--adapter",
-                format!(
-                    "at most {} adapters can be resident at once",
-                    riffle_core::runtime::MAX_RESIDENT
-                ),
-            ));
-        }
-        for (name, bytes) in adapters {
-            let (a, ws) = load_adapter(name, bytes, &model, model_name)?;
-            if a.task_name() == "base" {
-                return Err(bad(
-                    name,
-                    "task name `base` is reserved for the bare base model (`--task base`, `:use base`); rename the adapter's task",
-                ));
-            }
-            if let Some((other, _)) = loaded.iter().find(|(_, b)| b.task_name() == a.task_name()) {
-                return Err(bad(
-                    name,
-                    format!("task `{}` is already given by {other}", a.task_name()),
-                ));
-            }
-            loaded.push((name.to_string(), a));
-            workspaces.push(limits::zeroed::<f32>(
-                ws,
-                &format!("{name}: the adapter's workspace"),
-            )?);
-        }
+        let residents = Residents::load(&model, model_name, adapters, Some("base"))?;
         // Tensors that share one data range count once in the file but once each in
         // the merged copy: bound the copy by the file (limits::MAX_MERGED_PER_FILE_BYTE).
         let merged_bytes = (model.merged_len() as u64).saturating_mul(4);
@@ -131,8 +101,7 @@ impl<'f> Stack<'f> {
         Ok(Stack {
             model_name: model_name.to_string(),
             model,
-            adapters: loaded,
-            workspaces,
+            residents,
             merged,
             token_index,
         })
@@ -147,8 +116,7 @@ impl<'f> Stack<'f> {
         let Stack {
             model_name,
             model,
-            adapters,
-            workspaces,
+            residents,
             merged,
             token_index,
         } = self;
@@ -162,20 +130,8 @@ impl<'f> Stack<'f> {
         } else {
             None
         };
-        let mut session = Session::new(model);
-        if let Some(pool) = crate::threads::executor() {
-            session.set_executor(pool);
-        }
-        let mut names = Vec::new();
-        for ((name, a), ws) in adapters.iter().zip(workspaces.iter_mut()) {
-            let p = a
-                .prepare(model, ws)
-                .map_err(|e| crate::fail::core_bad(name, e, Some(a.gguf())))?;
-            session
-                .add_adapter(p)
-                .map_err(|e| crate::fail::core_bad(name, e, Some(a.gguf())))?;
-            names.push(name.clone());
-        }
+        let names = residents.adapters.iter().map(|(n, _)| n.clone()).collect();
+        let session = residents.session(model)?;
         let last = model.slots().len().saturating_sub(1);
         let out_len = session
             .adapters()

@@ -225,23 +225,36 @@ pub fn parse_gguf<'a>(name: &str, bytes: &'a [u8]) -> Result<Gguf<'a>> {
     })
 }
 
+/// Parses the GGUF container of `bytes` and checks that it holds a file of kind `want`
+/// (a base model or an adapter); a base model or an adapter in the wrong place is told
+/// which flag takes it.
+///
+/// # Errors
+/// As [`parse_gguf`]; a file of another kind, as a bad input naming `name`.
+fn parse_as<'a>(name: &str, bytes: &'a [u8], want: Kind) -> Result<Gguf<'a>> {
+    let g = parse_gguf(name, bytes)?;
+    let kind = Kind::of(&g);
+    if kind == want {
+        return Ok(g);
+    }
+    let hint = match kind {
+        Kind::Adapter => " (pass it with --adapter)",
+        Kind::Model => " (pass it with --model)",
+        _ => "",
+    };
+    Err(bad(
+        name,
+        format!("is {}, not {}{hint}", kind.noun(), want.noun()),
+    ))
+}
+
 /// Loads a base model.
 ///
 /// # Errors
 /// A bad input naming `name`: not GGUF, truncated, an adapter or a dataset, an
 /// architecture the runtime does not know, a malformed model.
 pub fn load_model<'a>(name: &str, bytes: &'a [u8]) -> Result<Model<'a>> {
-    let g = parse_gguf(name, bytes)?;
-    match Kind::of(&g) {
-        Kind::Model => {}
-        Kind::Adapter => {
-            return Err(bad(
-                name,
-                "is an adapter, not a base model (pass it with --adapter)",
-            ))
-        }
-        k => return Err(bad(name, format!("is {}, not a base model", k.noun()))),
-    }
+    let g = parse_as(name, bytes, Kind::Model)?;
     Model::from_bytes(bytes).map_err(|e| match e {
         riffle_core::Error::UnsupportedModel => bad(name, crate::fail::unsupported_model(&g)),
         riffle_core::Error::MissingKey { .. } | riffle_core::Error::WrongValueType => bad(
@@ -307,17 +320,7 @@ pub fn load_adapter<'a>(
 /// # Errors
 /// As [`load_adapter`], without the checks against a base.
 pub fn parse_adapter<'a>(name: &str, bytes: &'a [u8]) -> Result<Adapter<'a>> {
-    let g = parse_gguf(name, bytes)?;
-    match Kind::of(&g) {
-        Kind::Adapter => {}
-        Kind::Model => {
-            return Err(bad(
-                name,
-                "is a base model, not an adapter (pass it with --model)",
-            ))
-        }
-        k => return Err(bad(name, format!("is {}, not an adapter", k.noun()))),
-    }
+    let g = parse_as(name, bytes, Kind::Adapter)?;
     Adapter::from_bytes(bytes).map_err(|e| match e {
         riffle_core::Error::MissingKey { .. } | riffle_core::Error::WrongValueType => bad(
             name,

@@ -2,15 +2,16 @@
 //! tokenizer and chat template, and generation through `riffle-host`. Shared by
 //! `generate`, `chat`, `bench` and `run` on causal models.
 
-use riffle_core::runtime::{Adapter, AdapterHandle, DecoderState, Model, Session};
+use riffle_core::runtime::{AdapterHandle, DecoderState, Model, Session};
 use riffle_core::sample::SamplerConfig;
 use riffle_host::chat::{ChatTemplate, Message};
 use riffle_host::generate::{self, Buffers, GenerateOptions, Generation};
 use riffle_host::text::Vocabulary;
 
 use crate::fail::{bad, core_bad, runtime, Result};
-use crate::files::{load_adapter, load_model};
+use crate::files::load_model;
 use crate::limits::zeroed;
+use crate::residents::Residents;
 
 /// Tokens read per prefill step: the arena holds this many, longer prompts are read in
 /// several steps (bounded memory whatever the prompt).
@@ -22,8 +23,7 @@ pub struct Llm<'f> {
     pub name: String,
     /// The base.
     pub model: Model<'f>,
-    adapters: Vec<(String, Adapter<'f>)>,
-    workspaces: Vec<Vec<f32>>,
+    residents: Residents<'f>,
     vocab_index: Vec<u32>,
     template: Option<ChatTemplate>,
 }
@@ -50,43 +50,18 @@ impl<'f> Llm<'f> {
             Vocabulary::index_len(m.gguf()).map_err(|e| core_bad(name, e, Some(m.gguf())))?;
         let vocab_index = zeroed::<u32>(index_len, &format!("{name}: the tokenizer index"))?;
         let template = ChatTemplate::from_gguf(m.gguf()).map_err(|e| bad(name, e))?;
-        let mut loaded: Vec<(String, Adapter<'f>)> = Vec::new();
-        let mut workspaces = Vec::new();
-        if adapters.len() > riffle_core::runtime::MAX_RESIDENT {
-            return Err(bad(
-                "--adapter",
-                format!(
-                    "at most {} adapters can be resident at once",
-                    riffle_core::runtime::MAX_RESIDENT
-                ),
-            ));
-        }
-        for (aname, abytes) in adapters {
-            let (a, ws) = load_adapter(aname, abytes, &m, name)?;
-            if let Some((other, _)) = loaded.iter().find(|(_, b)| b.task_name() == a.task_name()) {
-                return Err(bad(
-                    aname,
-                    format!("task `{}` is already given by {other}", a.task_name()),
-                ));
-            }
-            loaded.push((aname.to_string(), a));
-            workspaces.push(zeroed::<f32>(
-                ws,
-                &format!("{aname}: the adapter workspace"),
-            )?);
-        }
+        let residents = Residents::load(&m, name, adapters, None)?;
         Ok(Llm {
             name: name.to_string(),
             model: m,
-            adapters: loaded,
-            workspaces,
+            residents,
             vocab_index,
             template,
         })
     }
 
     /// Prepares every adapter and opens a session with all of them resident, the bare
-    /// base active, and the tokenizer.
+    /// base active, on the process's `--threads` pool, and the tokenizer.
     ///
     /// # Errors
     /// A bad input naming the adapter that fails to prepare or the tokenizer's file.
@@ -94,23 +69,14 @@ impl<'f> Llm<'f> {
         let Llm {
             name,
             model,
-            adapters,
-            workspaces,
+            residents,
             vocab_index,
             template,
         } = self;
         let model: &Model<'f> = model;
         let vocab = Vocabulary::new(model.gguf(), vocab_index)
             .map_err(|e| core_bad(&*name, e, Some(model.gguf())))?;
-        let mut session = Session::new(model);
-        for ((aname, a), ws) in adapters.iter().zip(workspaces.iter_mut()) {
-            let p = a
-                .prepare(model, ws)
-                .map_err(|e| core_bad(aname, e, Some(a.gguf())))?;
-            session
-                .add_adapter(p)
-                .map_err(|e| core_bad(aname, e, Some(a.gguf())))?;
-        }
+        let session = residents.session(model)?;
         Ok(Chat {
             session,
             vocab,

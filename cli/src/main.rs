@@ -18,6 +18,7 @@ mod limits;
 mod lines;
 mod llm;
 mod npy;
+mod residents;
 mod safetensors;
 mod serve;
 mod show;
@@ -42,36 +43,7 @@ enum Command {
     /// unmerged and merged, scored on held-out sets (no files, no network).
     Demo,
     /// Run inputs through a base with resident adapters.
-    #[command(group(ArgGroup::new("source").required(true).args(["text", "input", "stdin"])))]
-    Run {
-        /// Base model (GGUF).
-        #[arg(long, short = 'm', value_name = "M.gguf")]
-        model: PathBuf,
-        /// Adapter (GGUF); repeat to keep several resident.
-        #[arg(long, short = 'a', value_name = "A.gguf")]
-        adapter: Vec<PathBuf>,
-        /// Task of the adapter to activate (default: the first adapter). `base` runs the
-        /// bare base.
-        #[arg(long, short = 't', value_name = "NAME")]
-        task: Option<String>,
-        /// Merge the adapter into a copy of the weights instead of applying it unmerged.
-        #[arg(long)]
-        merge: bool,
-        /// One text input (text models).
-        #[arg(long, value_name = "TEXT")]
-        text: Option<String>,
-        /// A NumPy .npy file of float32, shape (d) or (batch, d), or a riffle dataset
-        /// (.gguf with an `inputs` tensor).
-        #[arg(long, short = 'i', value_name = "x.npy")]
-        input: Option<PathBuf>,
-        /// Read one input per line from stdin (numbers separated by commas or spaces, or
-        /// text for text models).
-        #[arg(long)]
-        stdin: bool,
-        /// One JSON object per input, one per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(cmd::run::RunArgs),
     /// Interactive session: swap adapters between inputs (`:use NAME`, `:base`,
     /// `:merge on|off`, `:info`, `:help`, `:quit`). Works with piped input.
     Repl {
@@ -110,18 +82,8 @@ enum Command {
         /// Most tokens to generate.
         #[arg(long, default_value_t = 256, value_name = "N")]
         max_tokens: usize,
-        /// Sampling temperature (0: greedy, ties to the lowest id).
-        #[arg(long, default_value_t = 0.8, value_name = "T")]
-        temperature: f32,
-        /// Keep the K most likely tokens (0: all).
-        #[arg(long, default_value_t = 40, value_name = "K")]
-        top_k: usize,
-        /// Keep the most likely tokens up to probability P.
-        #[arg(long, default_value_t = 0.95, value_name = "P")]
-        top_p: f32,
-        /// Seed of the sampler (the same seed gives the same text).
-        #[arg(long, default_value_t = 0, value_name = "S")]
-        seed: u64,
+        #[command(flatten)]
+        sampling: cmd::generate::SamplingArgs,
         /// One JSON object per generated token, then a summary object.
         #[arg(long)]
         json: bool,
@@ -141,18 +103,8 @@ enum Command {
         /// Most tokens per answer.
         #[arg(long, default_value_t = 512, value_name = "N")]
         max_tokens: usize,
-        /// Sampling temperature (0: greedy).
-        #[arg(long, default_value_t = 0.8, value_name = "T")]
-        temperature: f32,
-        /// Keep the K most likely tokens (0: all).
-        #[arg(long, default_value_t = 40, value_name = "K")]
-        top_k: usize,
-        /// Keep the most likely tokens up to probability P.
-        #[arg(long, default_value_t = 0.95, value_name = "P")]
-        top_p: f32,
-        /// Seed of the sampler.
-        #[arg(long, default_value_t = 0, value_name = "S")]
-        seed: u64,
+        #[command(flatten)]
+        sampling: cmd::generate::SamplingArgs,
     },
     /// Show a GGUF file: metadata, tensors, and what riffle makes of it.
     Inspect {
@@ -219,40 +171,7 @@ enum Command {
     },
     /// Serve the model over HTTP with OpenAI's API (chat and text completions, embeddings),
     /// the adapter chosen per request by its task name.
-    Serve {
-        /// Base model (GGUF).
-        #[arg(long, short = 'm', value_name = "M.gguf")]
-        model: PathBuf,
-        /// Adapter resident from the start (GGUF); repeat for several.
-        #[arg(long, short = 'a', value_name = "A.gguf")]
-        adapter: Vec<PathBuf>,
-        /// Address to listen on (loopback by default).
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// Port (0: any free port, printed at start).
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        /// Requests computed at once, one decoder slot each (default: 4); each splits
-        /// its dense products across the process's --threads.
-        #[arg(long, value_name = "N")]
-        parallel: Option<usize>,
-        /// Positions (prompt and answer) of each decoder slot, at most the model's context.
-        #[arg(long, default_value_t = 2048, value_name = "TOKENS")]
-        ctx_size: usize,
-        /// Requests that may wait for a worker; more get 429.
-        #[arg(long, default_value_t = 64, value_name = "N")]
-        queue: usize,
-        /// Largest request body in bytes; larger ones get 413.
-        #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
-        max_body: usize,
-        /// Directory that `POST /v1/adapters` loads from (nothing outside it is read);
-        /// without it runtime loading is off.
-        #[arg(long, value_name = "DIR")]
-        adapter_dir: Option<PathBuf>,
-        /// Most adapters resident at once.
-        #[arg(long, default_value_t = 64, value_name = "N")]
-        max_adapters: usize,
-    },
+    Serve(serve::ServeArgs),
     /// Convert a PEFT OFT or BOFT adapter folder (adapter_config.json +
     /// adapter_model.safetensors) into a riffle adapter.
     ImportPeft {
@@ -300,25 +219,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Demo => cmd::demo::run(),
-        Command::Run {
-            model,
-            adapter,
-            task,
-            merge,
-            text,
-            input,
-            stdin,
-            json,
-        } => cmd::run::run(cmd::run::RunArgs {
-            model,
-            adapters: adapter,
-            task,
-            merge,
-            text,
-            input,
-            stdin,
-            json,
-        }),
+        Command::Run(args) => cmd::run::run(args),
         Command::Repl {
             model,
             adapter,
@@ -332,12 +233,9 @@ fn main() -> ExitCode {
             chat,
             system,
             max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
+            sampling,
             json,
-        } => cmd::generate::sampler(temperature, top_k, top_p, seed).and_then(|sampler| {
+        } => sampling.config().and_then(|sampler| {
             cmd::generate::run(cmd::generate::GenerateArgs {
                 model,
                 adapters: adapter,
@@ -355,11 +253,8 @@ fn main() -> ExitCode {
             adapter,
             system,
             max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-        } => cmd::generate::sampler(temperature, top_k, top_p, seed).and_then(|sampler| {
+            sampling,
+        } => sampling.config().and_then(|sampler| {
             cmd::chat::run(&model, &adapter, system.as_deref(), max_tokens, sampler)
         }),
         Command::Inspect { file, verify, json } => cmd::inspect::run(&file, verify, json),
@@ -386,29 +281,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Tokenize { model, text, json } => cmd::tokenize::run(&model, &text, json),
-        Command::Serve {
-            model,
-            adapter,
-            host,
-            port,
-            parallel,
-            ctx_size,
-            queue,
-            max_body,
-            adapter_dir,
-            max_adapters,
-        } => serve::run(serve::ServeArgs {
-            model,
-            adapters: adapter,
-            host,
-            port,
-            parallel,
-            ctx_size,
-            queue,
-            max_body,
-            adapter_dir,
-            max_adapters,
-        }),
+        Command::Serve(args) => serve::run(args),
         Command::ImportPeft {
             dir,
             base,

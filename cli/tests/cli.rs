@@ -9,13 +9,8 @@ use std::process::{Command, Output, Stdio};
 use riffle_core::gguf::Gguf;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod support;
+use support::{optional, repo, riffle, run, run_stdin, stderr, stdout};
 
 fn digits(name: &str) -> String {
     repo()
@@ -31,35 +26,6 @@ fn scratch(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).stdin(Stdio::null()).output().unwrap()
-}
-
-fn run_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = bin()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
 }
 
 fn ok(o: &Output) -> String {
@@ -960,14 +926,13 @@ fn bad_inputs_exit_2_naming_the_file() {
 /// MiniLM files are built at set-up (scripts/test) and not committed: these checks run
 /// when they are present.
 fn minilm() -> Option<(String, String)> {
-    let m = repo().join("models/minilm/minilm-f32.gguf");
-    let a = repo().join("models/minilm-adapters/minilm-sentiment.gguf");
-    if m.exists() && a.exists() {
-        Some((m.display().to_string(), a.display().to_string()))
-    } else {
-        eprintln!("note: models/minilm not built; text-model checks skipped");
-        None
-    }
+    let what = "text-model checks";
+    let m = optional(repo().join("models/minilm/minilm-f32.gguf"), what)?;
+    let a = optional(
+        repo().join("models/minilm-adapters/minilm-sentiment.gguf"),
+        what,
+    )?;
+    Some((m.display().to_string(), a.display().to_string()))
 }
 
 #[test]
@@ -1231,7 +1196,7 @@ fn hostile_files_never_panic() {
 /// Runs `riffle` with `args` and `stdin`, failing the test if it takes longer than
 /// `secs` (a hang) instead of waiting forever.
 fn run_within(args: &[&str], stdin: Stdio, secs: u64) -> Output {
-    let child = bin()
+    let child = riffle()
         .args(args)
         .stdin(stdin)
         .stdout(Stdio::piped())
@@ -1420,7 +1385,7 @@ fn stdin_lines_are_capped_and_bad_lines_do_not_end_the_repl() {
     input.extend(b"\n\xff\xfe bad utf-8\n");
     input.extend(line_of(&inputs[0]).as_bytes());
     input.push(b'\n');
-    let mut child = bin()
+    let mut child = riffle()
         .args(["repl", "-m", &m, "-a", &a, "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

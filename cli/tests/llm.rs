@@ -4,77 +4,34 @@
 //! excluded), `run --text` (next-token logits), `chat` (piped, adapter commands,
 //! reset), `bench` (tokens/s JSON), and bad inputs with exit status 2.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-}
-
-/// The SmolLM2 file of `kind`, or `None` when the llama tests are switched off.
-fn smollm2(kind: &str) -> Option<String> {
-    if std::env::var_os("RIFFLE_SKIP_LLAMA").is_some() {
-        return None;
-    }
-    let dir = std::env::var_os("RIFFLE_SMOLLM2_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/riffle/smollm2")
-        });
-    let p = dir.join(format!("SmolLM2-135M-Instruct.{kind}.gguf"));
-    assert!(
-        p.exists(),
-        "{}: missing; scripts/smollm2 makes it",
-        p.display()
-    );
-    Some(p.display().to_string())
-}
-
-fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = bin()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8(b.to_vec()).unwrap()
-}
+mod support;
+use support::{run_stdin as run, smollm2, text};
 
 #[test]
 fn generate_answers_the_capital_question_greedily() {
     let Some(m) = smollm2("Q8_0") else { return };
-    let o = run(
-        &[
-            "generate",
-            "--model",
-            &m,
-            "--chat",
-            "What is the capital of France?",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "24",
-            "--json",
-            "--threads",
-            "1",
-        ],
-        "",
-    );
+    let capital = |threads: &str| {
+        run(
+            &[
+                "generate",
+                "--model",
+                &m,
+                "--chat",
+                "What is the capital of France?",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "24",
+                "--json",
+                "--threads",
+                threads,
+            ],
+            "",
+        )
+    };
+    let o = capital("1");
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     let lines: Vec<Value> = out
@@ -104,23 +61,7 @@ fn generate_answers_the_capital_question_greedily() {
     );
     assert!(done["prompt_tokens"].as_u64().unwrap() > 10);
     // The same with two threads: the same tokens.
-    let o2 = run(
-        &[
-            "generate",
-            "--model",
-            &m,
-            "--chat",
-            "What is the capital of France?",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "24",
-            "--json",
-            "--threads",
-            "2",
-        ],
-        "",
-    );
+    let o2 = capital("2");
     let last: Value = serde_json::from_str(text(&o2.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(last["tokens"], done["tokens"]);
 }

@@ -16,13 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn riffle() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-}
+mod support;
+use support::{optional, repo, riffle, smollm2_dir};
 
 /// A running server, killed when dropped.
 struct Server {
@@ -150,24 +145,18 @@ fn events(body: &str) -> Vec<String> {
 }
 
 fn minilm() -> Option<PathBuf> {
-    let m = repo().join("models/minilm/minilm-f32.gguf");
-    if m.exists() {
-        Some(m)
-    } else {
-        eprintln!("note: models/minilm not built; serve checks on MiniLM skipped");
-        None
-    }
+    optional(
+        repo().join("models/minilm/minilm-f32.gguf"),
+        "serve checks on MiniLM",
+    )
 }
 
+/// SmolLM2's Q8_0 file if it is cached (`scripts/smollm2`).
 fn smollm2() -> Option<PathBuf> {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let m = Path::new(&home).join(".cache/riffle/smollm2/SmolLM2-135M-Instruct.Q8_0.gguf");
-    if m.exists() {
-        Some(m)
-    } else {
-        eprintln!("note: SmolLM2 not cached (scripts/smollm2); serve generation checks skipped");
-        None
-    }
+    optional(
+        smollm2_dir().join("SmolLM2-135M-Instruct.Q8_0.gguf"),
+        "serve generation checks",
+    )
 }
 
 /// Random GSOFT adapters `task:seed` for `base` in `dir` (see scripts/serve-adapters.py);
@@ -192,6 +181,35 @@ fn make_adapters(base: &Path, dir: &Path, specs: &[&str]) -> Option<()> {
         .ok()?;
     assert!(st.success(), "scripts/serve-adapters.py failed");
     Some(())
+}
+
+/// SmolLM2 and random GSOFT adapters `specs` (`task:seed`) made in the scratch folder
+/// `name`: their paths, the model's first; `None` (a note says why) when SmolLM2 or the
+/// Python environment is missing.
+fn llama_and_adapters(name: &str, specs: &[&str]) -> Option<Vec<String>> {
+    let model = smollm2()?;
+    let dir = tmp(name);
+    make_adapters(&model, &dir, specs)?;
+    let adapters = specs.iter().map(|spec| {
+        let task = spec.split(':').next().unwrap_or(spec);
+        dir.join(format!("{task}.gguf")).display().to_string()
+    });
+    Some(
+        std::iter::once(model.display().to_string())
+            .chain(adapters)
+            .collect(),
+    )
+}
+
+/// `--model M --adapter A ...` of `paths` (the model's first), then `rest`.
+fn serve_args<'s>(paths: &'s [String], rest: &[&'s str]) -> Vec<&'s str> {
+    let mut args = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        args.push(if i == 0 { "--model" } else { "--adapter" });
+        args.push(p.as_str());
+    }
+    args.extend_from_slice(rest);
+    args
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -481,27 +499,13 @@ fn prompts() -> Vec<Vec<u32>> {
 
 #[test]
 fn generation_is_exact_under_concurrency_with_mixed_adapters() {
-    let Some(model) = smollm2() else { return };
-    let dir = tmp("serve-llama-adapters");
-    let Some(()) = make_adapters(&model, &dir, &["alpha:1", "beta:2"]) else {
+    let Some(paths) = llama_and_adapters("serve-llama-adapters", &["alpha:1", "beta:2"]) else {
         return;
     };
-    let m = model.to_str().unwrap_or("");
-    let (a, b) = (dir.join("alpha.gguf"), dir.join("beta.gguf"));
-    let args = [
-        "--model",
-        m,
-        "--adapter",
-        a.to_str().unwrap_or(""),
-        "--adapter",
-        b.to_str().unwrap_or(""),
-        "--parallel",
-        "4",
-        "--ctx-size",
-        "512",
-        "--threads",
-        "1",
-    ];
+    let args = serve_args(
+        &paths,
+        &["--parallel", "4", "--ctx-size", "512", "--threads", "1"],
+    );
     // Reference answers: one request at a time on a fresh server.
     let reference = {
         let s = Server::start(&args);
@@ -583,25 +587,13 @@ fn generation_is_exact_under_concurrency_with_mixed_adapters() {
 
 #[test]
 fn prompt_cache_is_keyed_by_adapter_and_tokens() {
-    let Some(model) = smollm2() else { return };
-    let dir = tmp("serve-llama-cache");
-    let Some(()) = make_adapters(&model, &dir, &["alpha:1"]) else {
+    let Some(paths) = llama_and_adapters("serve-llama-cache", &["alpha:1"]) else {
         return;
     };
-    let m = model.to_str().unwrap_or("");
-    let a = dir.join("alpha.gguf");
-    let args = [
-        "--model",
-        m,
-        "--adapter",
-        a.to_str().unwrap_or(""),
-        "--parallel",
-        "1",
-        "--ctx-size",
-        "512",
-        "--threads",
-        "1",
-    ];
+    let args = serve_args(
+        &paths,
+        &["--parallel", "1", "--ctx-size", "512", "--threads", "1"],
+    );
     let long: Vec<u32> = (0..300).map(|i| 200 + (i * 13) % 5000).collect();
     let fresh = |model: &str| {
         let s = Server::start(&args);
@@ -769,29 +761,22 @@ fn limits_queue_and_disconnects() {
 /// alone, resident memory flat.
 #[test]
 fn load_mixed_adapters_malformed_and_disconnecting() {
-    let Some(model) = smollm2() else { return };
-    let dir = tmp("serve-llama-load");
-    let Some(()) = make_adapters(&model, &dir, &["alpha:1", "beta:2"]) else {
+    let Some(paths) = llama_and_adapters("serve-llama-load", &["alpha:1", "beta:2"]) else {
         return;
     };
-    let m = model.to_str().unwrap_or("");
-    let (a, b) = (dir.join("alpha.gguf"), dir.join("beta.gguf"));
-    let s = Arc::new(Server::start(&[
-        "--model",
-        m,
-        "--adapter",
-        a.to_str().unwrap_or(""),
-        "--adapter",
-        b.to_str().unwrap_or(""),
-        "--parallel",
-        "4",
-        "--ctx-size",
-        "256",
-        "--threads",
-        "1",
-        "--queue",
-        "64",
-    ]));
+    let s = Arc::new(Server::start(&serve_args(
+        &paths,
+        &[
+            "--parallel",
+            "4",
+            "--ctx-size",
+            "256",
+            "--threads",
+            "1",
+            "--queue",
+            "64",
+        ],
+    )));
     let models = ["base", "alpha", "beta"];
     let mut want = Vec::new();
     for model in models {
@@ -860,25 +845,14 @@ fn load_mixed_adapters_malformed_and_disconnecting() {
 /// changes it.
 #[test]
 fn chat_streams_stops_and_adapts() {
-    let Some(model) = smollm2() else { return };
-    let dir = tmp("serve-llama-chat");
-    let Some(()) = make_adapters(&model, &dir, &["alpha:1"]) else {
+    let Some(paths) = llama_and_adapters("serve-llama-chat", &["alpha:1"]) else {
         return;
     };
-    let m = model.to_str().unwrap_or("");
-    let a = dir.join("alpha.gguf");
-    let s = Server::start(&[
-        "--model",
-        m,
-        "--adapter",
-        a.to_str().unwrap_or(""),
-        "--parallel",
-        "2",
-        "--ctx-size",
-        "512",
-        "--threads",
-        "1",
-    ]);
+    let (m, a) = (paths[0].as_str(), paths[1].as_str());
+    let s = Server::start(&serve_args(
+        &paths,
+        &["--parallel", "2", "--ctx-size", "512", "--threads", "1"],
+    ));
     let ask = |model: &str, extra: Value| {
         let mut body = json!({"model": model, "temperature": 0, "max_tokens": 24,
             "messages": [{"role": "system", "content": "Answer in one sentence."},
@@ -912,15 +886,7 @@ fn chat_streams_stops_and_adapts() {
     // without the adapter.
     let generate = |task: &str| {
         let out = riffle()
-            .args([
-                "generate",
-                "-m",
-                m,
-                "-a",
-                a.to_str().unwrap_or(""),
-                "--task",
-                task,
-            ])
+            .args(["generate", "-m", m, "-a", a, "--task", task])
             .args([
                 "--system",
                 "Answer in one sentence.",

@@ -4,41 +4,12 @@
 //! `scripts/test` puts it in ~/.cache/riffle/smollm2 (`RIFFLE_SKIP_LLAMA=1` skips those
 //! cases; a missing file fails).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn smollm2() -> Option<String> {
-    if std::env::var_os("RIFFLE_SKIP_LLAMA").is_some() {
-        return None;
-    }
-    let dir = std::env::var_os("RIFFLE_SMOLLM2_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/riffle/smollm2")
-        });
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{}: missing; scripts/test (scripts/smollm2) puts it there",
-        p.display()
-    );
-    Some(p.display().to_string())
-}
+mod support;
+use support::{repo, run, smollm2};
 
 fn ids_of(o: &Output) -> Vec<u64> {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -54,7 +25,7 @@ fn ids_of(o: &Output) -> Vec<u64> {
 
 #[test]
 fn json_ids_equal_llama_tokenize_on_the_corpus() {
-    let Some(model) = smollm2() else { return };
+    let Some(model) = smollm2("Q4_1") else { return };
     let corpus =
         std::fs::read_to_string(repo().join("tests/data/tokenizer/bpe-corpus.jsonl")).unwrap();
     let mut checked = 0;

@@ -8,9 +8,10 @@ use std::time::Instant;
 use riffle_core::runtime::{DecoderState, Session};
 use serde_json::json;
 
-use crate::cmd::run::open;
-use crate::fail::{bad, core_bad, runtime, Result};
-use crate::files::{load_adapter, load_model};
+use crate::cmd::run::{open, pairs};
+use crate::fail::{bad, runtime, Result};
+use crate::files::load_model;
+use crate::residents::Residents;
 
 /// Runs of each configuration (the median is reported).
 const REPEATS: usize = 5;
@@ -98,30 +99,8 @@ pub fn run(
     if prompt_tokens == 0 || gen_tokens == 0 {
         return Err(bad("--prompt-tokens/--gen-tokens", "must be at least 1"));
     }
-    let loaded = a
-        .iter()
-        .map(|f| {
-            load_adapter(f.name(), f.bytes(), &model, m.name()).map(|(ad, ws)| (f.name(), ad, ws))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut workspaces: Vec<Vec<f32>> = loaded
-        .iter()
-        .map(|(n, _, ws)| {
-            crate::limits::zeroed::<f32>(*ws, &format!("{n}: the adapter's workspace"))
-        })
-        .collect::<Result<_>>()?;
-    let mut session = Session::new(&model);
-    if let Some(pool) = crate::threads::executor() {
-        session.set_executor(pool);
-    }
-    for ((name, ad, _), ws) in loaded.iter().zip(workspaces.iter_mut()) {
-        let p = ad
-            .prepare(&model, ws)
-            .map_err(|e| core_bad(name, e, Some(ad.gguf())))?;
-        session
-            .add_adapter(p)
-            .map_err(|e| core_bad(name, e, Some(ad.gguf())))?;
-    }
+    let mut residents = Residents::load(&model, m.name(), &pairs(&a), None)?;
+    let mut session = residents.session(&model)?;
     let tasks: Vec<&str> = session.adapters().iter().map(|p| p.task_name()).collect();
     if prompt_tokens + gen_tokens > model.max_tokens() {
         return Err(bad(

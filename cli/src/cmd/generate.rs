@@ -28,23 +28,48 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-/// Checks sampling flags.
-///
-/// # Errors
-/// A bad input naming the flag.
-pub fn sampler(temperature: f32, top_k: usize, top_p: f32, seed: u64) -> Result<SamplerConfig> {
-    if !temperature.is_finite() || temperature < 0.0 {
-        return Err(bad("--temperature", "must be a finite number >= 0"));
+/// The sampling flags of `generate` and `chat`.
+#[derive(clap::Args, Debug)]
+pub struct SamplingArgs {
+    /// Sampling temperature (0: greedy, ties to the lowest id).
+    #[arg(long, default_value_t = 0.8, value_name = "T")]
+    temperature: f32,
+    /// Keep the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 40, value_name = "K")]
+    top_k: usize,
+    /// Keep the most likely tokens up to probability P.
+    #[arg(long, default_value_t = 0.95, value_name = "P")]
+    top_p: f32,
+    /// Seed of the sampler (the same seed gives the same text).
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    seed: u64,
+}
+
+impl SamplingArgs {
+    /// The checked sampler configuration.
+    ///
+    /// # Errors
+    /// A bad input naming the flag.
+    pub fn config(&self) -> Result<SamplerConfig> {
+        let SamplingArgs {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        } = *self;
+        if !temperature.is_finite() || temperature < 0.0 {
+            return Err(bad("--temperature", "must be a finite number >= 0"));
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(bad("--top-p", "must be in (0, 1]"));
+        }
+        Ok(SamplerConfig {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        })
     }
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(bad("--top-p", "must be in (0, 1]"));
-    }
-    Ok(SamplerConfig {
-        temperature,
-        top_k,
-        top_p,
-        seed,
-    })
 }
 
 /// Runs `riffle generate`.

@@ -20,7 +20,7 @@ pub fn run(model: &Path, adapter: &Path, output: &Path) -> Result<()> {
     let mut stack = Stack::load((model_map.name(), model_map.bytes()), &pairs(&adapter_maps))?;
     let out_name = output.display().to_string();
     let adapter_name = adapter_maps[0].name().to_string();
-    let stack_adapter_gguf = *stack.adapters[0].1.gguf();
+    let stack_adapter_gguf = *stack.residents.adapters[0].1.gguf();
     let mut runner = stack.runner()?;
     runner.activate(Some(0))?;
     runner.set_merged(true)?;

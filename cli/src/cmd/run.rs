@@ -11,14 +11,35 @@ use crate::files::{open_all, Mapped};
 use crate::{npy, show};
 
 /// Arguments of `riffle run`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["text", "input", "stdin"])))]
 pub struct RunArgs {
+    /// Base model (GGUF).
+    #[arg(long, short = 'm', value_name = "M.gguf")]
     pub model: PathBuf,
+    /// Adapter (GGUF); repeat to keep several resident.
+    #[arg(long = "adapter", short = 'a', value_name = "A.gguf")]
     pub adapters: Vec<PathBuf>,
+    /// Task of the adapter to activate (default: the first adapter). `base` runs the
+    /// bare base.
+    #[arg(long, short = 't', value_name = "NAME")]
     pub task: Option<String>,
+    /// Merge the adapter into a copy of the weights instead of applying it unmerged.
+    #[arg(long)]
     pub merge: bool,
+    /// One text input (text models).
+    #[arg(long, value_name = "TEXT")]
     pub text: Option<String>,
+    /// A NumPy .npy file of float32, shape (d) or (batch, d), or a riffle dataset
+    /// (.gguf with an `inputs` tensor).
+    #[arg(long, short = 'i', value_name = "x.npy")]
     pub input: Option<PathBuf>,
+    /// Read one input per line from stdin (numbers separated by commas or spaces, or
+    /// text for text models).
+    #[arg(long)]
     pub stdin: bool,
+    /// One JSON object per input, one per line.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -33,6 +33,15 @@ impl ApiError {
             param: param.map(str::to_string),
         }
     }
+    /// A 500 `server_error`, `internal_error`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            message,
+        )
+    }
     /// An error with any status.
     pub fn new(
         status: StatusCode,

@@ -56,26 +56,39 @@ pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_EMBED_INPUTS: usize = 256;
 
 /// Arguments of `riffle serve`.
+#[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Base model.
+    /// Base model (GGUF).
+    #[arg(long, short = 'm', value_name = "M.gguf")]
     pub model: PathBuf,
-    /// Adapters resident from the start.
+    /// Adapter resident from the start (GGUF); repeat for several.
+    #[arg(long = "adapter", short = 'a', value_name = "A.gguf")]
     pub adapters: Vec<PathBuf>,
-    /// Address to bind.
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Port (0: any free one).
+    /// Port (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Requests computed at once (decoder slots).
+    /// Requests computed at once, one decoder slot each (default: 4); each splits
+    /// its dense products across the process's --threads.
+    #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
-    /// Positions of each decoder slot.
+    /// Positions (prompt and answer) of each decoder slot, at most the model's context.
+    #[arg(long, default_value_t = 2048, value_name = "TOKENS")]
     pub ctx_size: usize,
-    /// Requests waiting at most.
+    /// Requests that may wait for a worker; more get 429.
+    #[arg(long, default_value_t = 64, value_name = "N")]
     pub queue: usize,
-    /// Largest request body, bytes.
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_body: usize,
-    /// Directory runtime adapter loads read from.
+    /// Directory that `POST /v1/adapters` loads from (nothing outside it is read);
+    /// without it runtime loading is off.
+    #[arg(long, value_name = "DIR")]
     pub adapter_dir: Option<PathBuf>,
-    /// Most adapters resident.
+    /// Most adapters resident at once.
+    #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_adapters: usize,
 }
 
@@ -491,17 +504,7 @@ async fn load_adapter(State(s): State<Shared>, req: Request) -> Response {
             e.param = Some("path".into());
             return s.fail("adapters", e);
         }
-        Err(_) => {
-            return s.fail(
-                "adapters",
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal_error",
-                    "loading the adapter failed",
-                ),
-            )
-        }
+        Err(_) => return s.fail("adapters", ApiError::internal("loading the adapter failed")),
     };
     s.metrics.response("adapters", 201);
     (
@@ -697,12 +700,7 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
         _ => {
             return s.fail(
                 endpoint,
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal_error",
-                    "the generation ended without an answer",
-                ),
+                ApiError::internal("the generation ended without an answer"),
             )
         }
     }
@@ -721,12 +719,7 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
             None => {
                 return s.fail(
                     endpoint,
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "server_error",
-                        "internal_error",
-                        "the generation ended without an answer",
-                    ),
+                    ApiError::internal("the generation ended without an answer"),
                 )
             }
         }
@@ -951,17 +944,7 @@ async fn embeddings(State(s): State<Shared>, req: Request) -> Response {
     let (vectors, tokens, secs) = match result {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return s.fail(endpoint, e),
-        Err(_) => {
-            return s.fail(
-                endpoint,
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal_error",
-                    "the embedding failed",
-                ),
-            )
-        }
+        Err(_) => return s.fail(endpoint, ApiError::internal("the embedding failed")),
     };
     s.metrics.finished(
         &label,

@@ -193,12 +193,27 @@ pub fn fresh_seed() -> u64 {
 }
 
 fn server_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
-        "internal_error",
-        e.to_string(),
-    )
+    ApiError::internal(e.to_string())
+}
+
+/// A session on `model` (on the process's thread pool, if any) with `adapter`, if any,
+/// resident and active.
+///
+/// # Errors
+/// A server error if the adapter cannot be added or activated.
+fn session_with<'m, 'a, 'w>(
+    model: &'m Model<'a>,
+    adapter: Option<&Prepared<'a, 'w>>,
+) -> Result<Session<'m, 'a, 'w>, ApiError> {
+    let mut session = Session::new(model);
+    if let Some(pool) = crate::threads::executor() {
+        session.set_executor(pool);
+    }
+    if let Some(p) = adapter {
+        session.add_adapter(p.clone()).map_err(server_error)?;
+        session.activate(Some(0), &mut []).map_err(server_error)?;
+    }
+    Ok(session)
 }
 
 /// Length of the common prefix of `a` and `b`.
@@ -325,14 +340,7 @@ impl Causal {
         let room = self.context - ids.len();
         let max_tokens = req.max_tokens.unwrap_or(room);
         let vocab = self.vocab.as_deref();
-        let mut session = Session::new(model);
-        if let Some(pool) = crate::threads::executor() {
-            session.set_executor(pool);
-        }
-        if let Some(p) = adapter {
-            session.add_adapter(p.clone()).map_err(server_error)?;
-            session.activate(Some(0), &mut []).map_err(server_error)?;
-        }
+        let session = session_with(model, adapter)?;
         let key = adapter.map(Prepared::state_key);
         let mut slot = self
             .take_slot(key, ids)
@@ -490,14 +498,7 @@ pub fn embed(
     adapter: Option<&Prepared<'_, '_>>,
     texts: &[String],
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
-    let mut session = Session::new(model);
-    if let Some(pool) = crate::threads::executor() {
-        session.set_executor(pool);
-    }
-    if let Some(p) = adapter {
-        session.add_adapter(p.clone()).map_err(server_error)?;
-        session.activate(Some(0), &mut []).map_err(server_error)?;
-    }
+    let session = session_with(model, adapter)?;
     let last = model.slots().len().saturating_sub(1);
     let out_len = adapter
         .map(|p| {
