@@ -226,6 +226,59 @@ pub(crate) fn matmul_then(
     prepared_then(w, rows, &a, y, next)
 }
 
+/// Whether products of `ty` weights with several inputs have a batch kernel on this CPU
+/// (the x86-64 prompt kernel, AVX-512 VNNI: Q4_0, Q4_1, Q8_0), which
+/// [`matmul_batch`] takes for any number of inputs.
+#[cfg_attr(not(any(feature = "q8_0", feature = "q4")), allow(dead_code))]
+pub(crate) fn batch_kernel(ty: TensorType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::x86::batch_kernel(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        false
+    }
+}
+
+/// [`matmul`] on the batch kernel wherever [`batch_kernel`] says there is one, even for
+/// one input (a thread's share of a prompt), so that each output is computed as the
+/// whole batch computes it; elsewhere as [`matmul`].
+///
+/// # Errors
+/// As [`matmul`].
+#[cfg_attr(not(any(feature = "q8_0", feature = "q4")), allow(dead_code))]
+pub(crate) fn matmul_batch(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [u8],
+) -> Result<()> {
+    let a = quantize_activations(w.activation_type(), x, w.cols, n, scratch)?;
+    if a.kind != w.activation_type() {
+        return Err(Error::LengthMismatch {
+            expected: w.cols,
+            found: a.cols,
+        });
+    }
+    let stride = rows.len();
+    if y.len() != n.saturating_mul(stride) {
+        return Err(Error::LengthMismatch {
+            expected: n.saturating_mul(stride),
+            found: y.len(),
+        });
+    }
+    let Some(mut p) = problem(w, rows, &a, y, stride)? else {
+        return Ok(());
+    };
+    p.batch = true;
+    run_best(&p, y);
+    Ok(())
+}
+
 /// [`matmul`] on activations already prepared by [`quantize_activations`] (so that
 /// matrices sharing an input, q/k/v or gate/up, quantize it once).
 ///
@@ -404,6 +457,7 @@ fn problem<'p>(
         a: *a,
         y_stride,
         next: &[],
+        batch: false,
     }))
 }
 
@@ -420,6 +474,10 @@ pub(super) struct Problem<'a> {
     /// What the caller reads next (an adapter's blocks): the x86-64 decode kernels
     /// prefetch it into L2 while they stream the weights; a hint only.
     pub next: &'a [u8],
+    /// Take the batch (prompt) kernel whatever the number of inputs, where there is one
+    /// ([`batch_kernel`]): parts of a batch split across threads then compute every
+    /// output as the whole batch does, even a part of one input.
+    pub batch: bool,
 }
 
 /// The product on the portable kernels (the reference every SIMD build of the same

@@ -57,6 +57,8 @@ pub use matmul::{
     activation_scratch_len, matmul, matmul_f32_inputs, matmul_prepared, matmul_strided,
     quantize_activations, QMatrix,
 };
+#[cfg(any(feature = "q8_0", feature = "q4"))]
+pub(crate) use matmul::{batch_kernel, matmul_batch};
 
 #[cfg(feature = "q4")]
 pub use q4_0::BlockQ4_0;

@@ -246,6 +246,7 @@ fn every_product_path_matches_the_f64_reference() {
                 a,
                 y_stride: out,
                 next: &[],
+                batch: false,
             };
             let mut got = std::vec![f32::NAN; n * out];
             portable(&p, &mut got);
@@ -339,6 +340,7 @@ fn f32_input_products_match_the_f64_reference() {
                 a,
                 y_stride: rows,
                 next: &[],
+                batch: false,
             };
             let mut portable = std::vec![f32::NAN; n * rows];
             super::matmul::run_f32_inputs(&p, &mut portable);
@@ -449,4 +451,119 @@ fn products_check_every_length() {
         let a = quantize_activations(ActivationType::F32, &x, 64, 1, &mut []).unwrap();
         assert!(matmul_prepared(&m, 0..3, &a, &mut y).is_err());
     }
+}
+
+/// Batches of input rows (the prompt kernel on x86-64 with AVX-512 VNNI, the portable
+/// tiles elsewhere) on odd shapes: rows not a multiple of the 16-row tile, 1 to 19 input
+/// rows (partial tiles of 8), rows longer than one 24-block tile, more input rows than
+/// one group of block sums, weights and activations at odd addresses, outputs at a
+/// stride. Each output matches the portable kernel within `1e-5 · Σ|w x|`, the
+/// token-by-token (decode) product of the same input row within the same bound, and
+/// stays bit-identical when the input rows are split.
+#[test]
+fn batched_products_match_the_portable_kernel_on_odd_shapes() {
+    let types: Vec<TensorType> = compiled_block_types()
+        .into_iter()
+        .filter(|t| t.block_len() == 32)
+        .collect();
+    let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
+        &[(17, 64, 3), (5, 800, 2)]
+    } else {
+        &[
+            (1, 32, 2),
+            (17, 64, 3),
+            (16, 96, 8),
+            (33, 800, 9),
+            (40, 1568, 19),
+            (3, 6400, 23), // 200 blocks: more than one group of input rows
+            (31, 576, 1),
+        ]
+    };
+    for ty in types {
+        for &(rows, cols, n) in shapes {
+            let (data, w) = matrix(ty, rows, cols, (rows + cols * n) as u64);
+            // The same bytes one byte past an aligned start.
+            let mut shifted = std::vec![0u8; data.len() + 1];
+            shifted[1..].copy_from_slice(&data);
+            let m = QMatrix::new(0, ty, rows, cols, &shifted[1..]).unwrap();
+            let x = inputs(n, cols, (rows * n) as u32);
+            let need = activation_scratch_len(ty, cols, n).unwrap();
+            let mut scratch = std::vec![0u8; need + 1];
+            let a =
+                quantize_activations(m.activation_type(), &x, cols, n, &mut scratch[1..]).unwrap();
+            let xq = dequantized_inputs(&a);
+            let bound = |t: usize, r: usize| {
+                let abs: f64 = (0..cols)
+                    .map(|i| (w[r * cols + i] * xq[t * cols + i]).abs())
+                    .sum();
+                1e-5 * abs + 1e-6
+            };
+            let stride = rows + 3;
+            let mut got = std::vec![f32::NAN; n * stride];
+            matmul_strided(&m, 0..rows, &a, &mut got, stride).unwrap();
+            let p = Problem {
+                ty,
+                cols,
+                row_bytes: ty.row_bytes(cols).unwrap(),
+                data: m.row_data(0..rows),
+                a,
+                y_stride: rows,
+                next: &[],
+                batch: false,
+            };
+            let mut reference = std::vec![f32::NAN; n * rows];
+            portable(&p, &mut reference);
+            for t in 0..n {
+                // Token by token: the decode product of input row t alone.
+                let one = quantize_activations(
+                    m.activation_type(),
+                    &x[t * cols..(t + 1) * cols],
+                    cols,
+                    1,
+                    &mut scratch[1..],
+                )
+                .unwrap();
+                let mut single = std::vec![f32::NAN; rows];
+                matmul_prepared(&m, 0..rows, &one, &mut single).unwrap();
+                for r in 0..rows {
+                    let g = got[t * stride + r];
+                    let e = bound(t, r);
+                    let (p, s) = (reference[t * rows + r], single[r]);
+                    assert!(
+                        f64::from((g - p).abs()) <= e,
+                        "{ty} {rows}x{cols} n={n} t={t} r={r}: {g} vs portable {p}"
+                    );
+                    assert!(
+                        f64::from((g - s).abs()) <= e,
+                        "{ty} {rows}x{cols} n={n} t={t} r={r}: {g} vs token by token {s}"
+                    );
+                }
+                // The stride's gap is never written.
+                assert!(got[t * stride + rows..(t + 1) * stride]
+                    .iter()
+                    .all(|v| v.is_nan()));
+            }
+            // Input rows split in two (as threads split a prompt, on the batch kernel
+            // even for one row): the same bits.
+            let mut whole = std::vec![f32::NAN; n * rows];
+            super::matmul_batch(&m, 0..rows, &x, n, &mut whole, &mut scratch[1..]).unwrap();
+            if n > 1 {
+                assert_eq!(&whole[..], &unstrided(&got, stride, rows, n)[..], "{ty}");
+            }
+            let cut = n / 2;
+            for (t0, t1) in [(0, cut), (cut, n)] {
+                let xs = &x[t0 * cols..t1 * cols];
+                let mut y = std::vec![f32::NAN; (t1 - t0) * rows];
+                super::matmul_batch(&m, 0..rows, xs, t1 - t0, &mut y, &mut scratch[1..]).unwrap();
+                assert_eq!(&y[..], &whole[t0 * rows..t1 * rows], "{ty} split at {cut}");
+            }
+        }
+    }
+}
+
+/// The `n` rows of `rows` outputs of `y`, which lie `stride` apart.
+fn unstrided(y: &[f32], stride: usize, rows: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .flat_map(|t| y[t * stride..t * stride + rows].iter().copied())
+        .collect()
 }

@@ -45,6 +45,11 @@ pub(super) const Q5_0: u8 = 3;
 /// Weight rows per pass.
 const ROWS: usize = 4;
 
+/// From this many input rows on, Q8_0, Q4_0 and Q4_1 products take the prompt kernel
+/// (`prompt.rs`, with AVX-512 VNNI), which unpacks each weight block once for all of
+/// them, instead of streaming the weights once per input row.
+pub(in crate::quant) const PROMPT_MIN_ROWS: usize = 2;
+
 /// How many rows ahead of a pass its reads prefetch the same blocks. The hardware
 /// prefetchers of the machine the benchmarks ran on (a 2-core AMD EPYC VM) left the
 /// token-by-token products waiting on memory: prefetching rows ahead made the
@@ -86,6 +91,27 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
         return false;
     }
     let wide = vnni && crate::math::gemm::cpu::avx512_int8_available();
+    if wide && (n >= PROMPT_MIN_ROWS || p.batch) && kind != Q5_0 && super::prompt::fits(blocks) {
+        let job = super::prompt::Batch {
+            w: p.data,
+            rb,
+            blocks,
+            act: p.a.bytes,
+            n,
+            y_stride: p.y_stride,
+        };
+        // SAFETY: the features and every length the prompt kernel reads and writes were
+        // checked above (`fits`: whole rows of `blocks` blocks, `n` activation rows,
+        // `y` holding `n` rows `y_stride` apart).
+        unsafe {
+            match kind {
+                Q8_0 => super::prompt::run::<Q8_0, 34>(&job, y),
+                Q4_0 => super::prompt::run::<Q4_0, 18>(&job, y),
+                _ => super::prompt::run::<Q4_1, 20>(&job, y),
+            }
+        }
+        return true;
+    }
     for t in 0..n {
         let act = &p.a.bytes[t * blocks * Q8_1_BYTES..(t + 1) * blocks * Q8_1_BYTES];
         let out = &mut y[t * p.y_stride..t * p.y_stride + rows];

@@ -2,7 +2,9 @@
 //! time by the dense-product module's CPUID probes, `math::gemm::cpu`; the
 //! `force-portable` feature never takes them):
 //! - [`block32`]: hand-written, Q8_0, Q4_0, Q4_1 and Q5_0 weights against Q8_1
-//!   activations (AVX-512 VNNI or AVX2);
+//!   activations (AVX-512 VNNI or AVX2), one input row at a time (decode);
+//! - [`prompt`]: hand-written, Q8_0, Q4_0 and Q4_1 weights against several Q8_1 input
+//!   rows at once (AVX-512 VNNI), each weight block unpacked once for all of them;
 //! - [`f32_inputs`]: hand-written, Q8_0 weights against one `f32` input (rounded to 16
 //!   bits per block with AVX-512, as `f32` with AVX2);
 //! - for every other type, the portable source (`matmul`) compiled with AVX-512 (F, BW,
@@ -19,6 +21,7 @@
 mod act;
 mod block32;
 mod f32_inputs;
+mod prompt;
 
 pub(super) use act::quantize_q8_1;
 pub(super) use block32::run_block32;
@@ -26,6 +29,23 @@ pub(super) use block32::run_block32;
 pub(super) use f32_inputs::run_q8_0;
 
 use super::matmul::{run as portable, run_f32_inputs as portable_f32_inputs, Problem};
+
+/// Whether this CPU runs several inputs against `ty` weights on the prompt kernel
+/// (`prompt.rs`: Q8_0, Q4_0, Q4_1 with AVX-512 VNNI, AVX2, FMA and F16C).
+pub(super) fn batch_kernel(ty: super::TensorType) -> bool {
+    use super::TensorType as T;
+    let typed = match ty {
+        #[cfg(feature = "q8_0")]
+        T::Q8_0 => true,
+        #[cfg(feature = "q4")]
+        T::Q4_0 | T::Q4_1 => true,
+        _ => false,
+    };
+    typed
+        && crate::math::gemm::cpu::avx512_int8_available()
+        && crate::math::gemm::cpu::avx2_fma_available()
+        && crate::math::gemm::cpu::f16c_available()
+}
 
 /// Runs `p` on the widest kernel the CPU has; `false` if neither AVX-512 nor AVX2
 /// is available (the caller runs the portable build).
