@@ -188,25 +188,27 @@ pub const PANEL_MIN_ROWS: usize = 8;
 
 /// Scratch `f32`s that [`linear`] needs for at most `n` inputs of width `cols`: one
 /// decoded weight row for small batches, or a decoded panel of `PANEL` weight rows and
-/// its transpose.
+/// its transpose; with the block kernels compiled in, at least the 8-bit activations of
+/// the `n` inputs (at most 1.25 bytes a value: Q8_1's 40 bytes per 32) viewed as bytes.
 pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
-    if n >= PANEL_MIN_ROWS {
+    let rows = if n >= PANEL_MIN_ROWS {
         cols.saturating_mul(2 * PANEL)
-    } else if QUANT_ROWS {
-        // One decoded row, or the 8-bit activations of the quantized kernels (at most
-        // 1.14 bytes a value: Q8_K's 292 bytes per 256) viewed as bytes.
+    } else {
+        cols
+    };
+    if QUANT_ROWS {
         let act = n
             .saturating_mul(cols)
             .saturating_mul(5)
             .div_ceil(16)
             .saturating_add(16);
-        if act > cols {
+        if act > rows {
             act
         } else {
-            cols
+            rows
         }
     } else {
-        cols
+        rows
     }
 }
 
@@ -264,6 +266,7 @@ pub(crate) fn linear_f32_inputs(
 ) -> Result<()> {
     let mode = Mode {
         quant: false,
+        batch: false,
         ..Mode::for_batch(n, layer.cols)
     };
     linear_in(layer, x, n, y, wbuf, after, mode)
@@ -283,6 +286,15 @@ struct Mode {
         allow(dead_code)
     )]
     quant: bool,
+    /// Batches (a prompt) over weights of a type with a batch kernel on this CPU
+    /// (`quant::batch_kernel`) take it with 8-bit activations, but for the batch's last
+    /// row (see `last_f32`).
+    #[cfg_attr(not(any(feature = "q8_0", feature = "q4")), allow(dead_code))]
+    batch: bool,
+    /// The last input row given is the batch's last: it takes `f32` inputs (a prompt's
+    /// last row decides the first answer token; see `for_batch`).
+    #[cfg_attr(not(any(feature = "q8_0", feature = "q4")), allow(dead_code))]
+    last_f32: bool,
 }
 
 impl Mode {
@@ -295,10 +307,13 @@ impl Mode {
         Mode {
             panel: n >= PANEL_MIN_ROWS,
             fold_scale: n > cols,
-            // Only single inputs (a decoder's token-by-token steps, memory-bound): a
-            // prompt's last rows decide the first answer token, and 8-bit activations
-            // there can turn a near tie (SmolLM2's France answer read in chunks of 32 + 5).
+            // Single inputs: a decoder's token-by-token steps, memory-bound.
             quant: n == 1,
+            // Prompts: 8-bit activations on the batch kernel, but on the last row, which
+            // decides the first answer token: 8-bit activations there can turn a near
+            // tie (SmolLM2's France answer read in chunks of 32 + 5, docs/runtime.md).
+            batch: n >= 2,
+            last_f32: true,
         }
     }
 }
@@ -339,6 +354,7 @@ pub(crate) fn linear_par(
     let batch = Mode::for_batch(n, cols);
     let mode = Mode {
         quant: batch.quant && !precise,
+        batch: batch.batch && !precise,
         ..batch
     };
     if threads <= 1 || x.len() < n * cols || y.len() < n * rows || n == 0 {
@@ -392,7 +408,11 @@ pub(crate) fn linear_par(
             weight_scratch_len(cols, n),
             &|t, out, scratch| {
                 let xs = &x[t.start * cols..t.end * cols];
-                linear_in(layer, xs, t.len(), out, scratch, &[], mode).is_ok()
+                let part = Mode {
+                    last_f32: t.end == n,
+                    ..mode
+                };
+                linear_in(layer, xs, t.len(), out, scratch, &[], part).is_ok()
             },
         )
     };
@@ -439,6 +459,26 @@ fn linear_in(
             needed: need,
             got: wbuf.len(),
         });
+    }
+    #[cfg(any(feature = "q8_0", feature = "q4"))]
+    if mode.batch && n > 0 {
+        if let WeightView::Tensor(t) = w {
+            if batch_prompt(t.ggml_type()) {
+                let q = crate::quant::QMatrix::new(t.index(), t.ggml_type(), rows, cols, t.data())?;
+                let (x, y) = (&x[..n * cols], &mut y[..n * rows]);
+                let m = if mode.last_f32 { n - 1 } else { n };
+                let ((x8, x32), (y8, y32)) = (x.split_at(m * cols), y.split_at_mut(m * rows));
+                if m > 0 {
+                    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut wbuf[..]);
+                    crate::quant::matmul_batch(&q, 0..rows, x8, m, y8, bytes)?;
+                }
+                if m < n {
+                    crate::quant::matmul_f32_inputs(&q, 0..rows, x32, n - m, y32, rows)?;
+                }
+                finish_outputs(y, rows, n, scale, bias);
+                return Ok(());
+            }
+        }
     }
     #[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
     if !mode.panel && (mode.quant || n == 1) {
@@ -517,6 +557,17 @@ fn linear_in(
     }
     finish_outputs(y, rows, n, scale.filter(|_| !fold_scale), bias);
     Ok(())
+}
+
+/// Whether prompts over `ty` weights take the batch kernel (8-bit activations) on this
+/// CPU: Q4_0 and Q8_0 where `quant::batch_kernel` has them. Q4_1 keeps `f32` inputs: with
+/// 8-bit activations on every prompt row but the last, SmolLM2's Q4_1 file answers the
+/// France question "L'Étoile, ..." instead of "The capital of France is Paris." (the
+/// Q4_0 and Q8_0 files answer as before), and its `f32` prompt path is already faster
+/// than llama.cpp's (docs/benchmarks.md section 9).
+#[cfg(any(feature = "q8_0", feature = "q4"))]
+fn batch_prompt(ty: TensorType) -> bool {
+    matches!(ty, TensorType::Q4_0 | TensorType::Q8_0) && crate::quant::batch_kernel(ty)
 }
 
 /// `y = scale ⊙ y + bias` on each of the `n` output rows (width `rows`) of `y`, in one

@@ -25,12 +25,12 @@
 //! across threads give bit-identical results.
 
 use core::arch::x86_64::{
-    __m512, __m512i, _mm256_cvtph_ps, _mm512_and_si512, _mm512_castps256_ps512,
-    _mm512_castsi128_si512, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_fmadd_ps,
-    _mm512_insertf32x8, _mm512_inserti32x4, _mm512_load_si512, _mm512_loadu_ps, _mm512_mul_ps,
-    _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_ps, _mm512_srli_epi16,
-    _mm512_store_si512, _mm512_storeu_ps, _mm512_unpackhi_epi32, _mm512_unpackhi_epi64,
-    _mm512_unpacklo_epi32, _mm512_unpacklo_epi64, _mm512_xor_si512, _mm_loadu_si128,
+    __m512, __m512i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm512_and_si512, _mm512_castsi128_si512,
+    _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_fmadd_ps, _mm512_inserti32x4,
+    _mm512_load_si512, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_epi8,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_srli_epi16, _mm512_store_si512, _mm512_storeu_ps,
+    _mm512_unpackhi_epi32, _mm512_unpackhi_epi64, _mm512_unpacklo_epi32, _mm512_unpacklo_epi64,
+    _mm512_xor_si512, _mm_loadu_si128,
 };
 
 use super::super::act::Q8_1_BYTES;
@@ -213,9 +213,9 @@ unsafe fn widen(h: &[u16; TR]) -> [f32; TR] {
     unsafe {
         let lo = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast()));
         let hi = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().add(8).cast()));
-        let v = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
         let mut out = [0f32; TR];
-        _mm512_storeu_ps(out.as_mut_ptr(), v);
+        _mm256_storeu_ps(out.as_mut_ptr(), lo);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), hi);
         out
     }
 }
