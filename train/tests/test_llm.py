@@ -383,3 +383,19 @@ def test_parity_table_keeps_bbc_text_out():
     md = markdown(res, {"base": "q.gguf", "torch": "x", "command": "c"})
     assert "| sentiment | `a.gguf` | 2 | 50.0 | 100.0 | +50.0 |" in md
     assert '"positive"' in md and "(BBC text not committed)" in md
+
+
+def test_steptime_interleaves_methods_and_divides_by_the_reference(tiny):
+    from riffle_train.llm_steptime import markdown, run_steptime
+
+    r = run_steptime(str(tiny), ["gsoft+plain", "gsoft+lean"], "gsoft+plain", rounds=3, batch=1, tokens=8)
+    assert r["paths"] == {"gsoft+plain": "plain", "gsoft+lean": "lean"}
+    assert r["ratios"]["gsoft+plain"] == [1.0, 1.0, 1.0]
+    lean = r["ratios"]["gsoft+lean"]
+    assert len(lean) == 3 and all(x > 0 for x in lean)
+    assert lean == [round(a / b, 3) for a, b in zip(r["seconds"]["gsoft+lean"], r["seconds"]["gsoft+plain"])]
+    md = markdown(r, {"base": "t.gguf", "torch": "x", "batch": 1, "tokens": 8, "rounds": 3,
+                      "reference": "gsoft+plain", "command": "c"})
+    assert "| GSOFT (lean) |" in md and "| GSOFT (plain) |" in md
+    with pytest.raises(ValueError, match="reference"):
+        run_steptime(str(tiny), ["gsoft+lean"], "lora", rounds=1)
