@@ -545,7 +545,7 @@ fn for_blocks<const B: usize>(row: &[u8], mut f: impl FnMut(usize, &[u8; B])) {
 fn decoded_blocks<const L: usize, const B: usize>(
     p: &Problem<'_>,
     y: &mut [f32],
-    decode: fn(&[u8; B], &mut [f32; L]),
+    decode: impl Fn(&[u8; B], &mut [f32; L]),
 ) {
     let cols = p.cols;
     let x = p.a.f32s;

@@ -28,6 +28,7 @@ impl BlockQ4_0 {
 }
 
 /// Reference decode of one block.
+#[inline(always)]
 pub(super) fn decode_block(b: &[u8; 18], out: &mut [f32; 32]) {
     let d = f16::read(b);
     let (lo, hi) = out.split_at_mut(16);

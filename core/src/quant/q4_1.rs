@@ -30,6 +30,7 @@ impl BlockQ4_1 {
 }
 
 /// Reference decode of one block.
+#[inline(always)]
 pub(super) fn decode_block(b: &[u8; 20], out: &mut [f32; 32]) {
     let d = f16::read(b);
     let m = f16::read(&b[2..]);

@@ -32,6 +32,7 @@ impl BlockQ5_0 {
 }
 
 /// Reference decode of one block.
+#[inline(always)]
 pub(super) fn decode_block(b: &[u8; 22], out: &mut [f32; 32]) {
     let mut q = [0i8; 32];
     let (d, _) = unpack(b, &mut q);

@@ -29,6 +29,7 @@ impl BlockQ8_0 {
 }
 
 /// Reference decode of one block.
+#[inline(always)]
 pub(super) fn decode_block(b: &[u8; 34], out: &mut [f32; 32]) {
     let d = f16::read(b);
     for (o, &q) in out.iter_mut().zip(&b[2..]) {
