@@ -556,6 +556,113 @@ impl<'w> Chain<'w> {
     }
 }
 
+/// A chain of `8 × 8` blocks stored as IEEE half-precision bit patterns, in the
+/// [`Chain`] layout, widened in registers by the SIMD kernels: half the bytes of the
+/// `f32` blocks for the unmerged decoder on block-quantized weights, where every token
+/// reads every block once beside the weights (docs/runtime.md). It has SIMD kernels only
+/// ([`HalfChain::rotate_rows_from`] says `false` without one): the `f32` chain the
+/// blocks were rounded from stays the reference and the fallback.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HalfChain<'w> {
+    spec: ChainSpec,
+    blocks: &'w [u16],
+}
+
+impl<'w> HalfChain<'w> {
+    /// Whether a chain of `spec` can be stored as halves: `b = 8`, `n` a multiple of 16,
+    /// every factor on contiguous or strided entries (OFT, GSOFT with up to two factors,
+    /// one-level BOFT).
+    pub(crate) fn supported(spec: ChainSpec) -> bool {
+        spec.b == 8
+            && spec.n.is_multiple_of(16)
+            && (0..spec.m).all(|f| {
+                matches!(
+                    Access::of(spec.permutation, f, spec.m),
+                    Access::Contiguous | Access::Strided
+                )
+            })
+    }
+
+    /// Half values of a chain of `spec`: its `m·n·b` blocks and the kernels' padding.
+    pub(crate) const fn len(spec: ChainSpec) -> usize {
+        spec.blocks_len() + gemm::HALF_PAD
+    }
+
+    /// Wraps `blocks` (at least [`HalfChain::len`] values); `None` for an unsupported
+    /// shape or a short slice.
+    pub(crate) fn new(spec: ChainSpec, blocks: &'w [u16]) -> Option<Self> {
+        let blocks = blocks.get(..Self::len(spec))?;
+        Self::supported(spec).then_some(HalfChain { spec, blocks })
+    }
+
+    /// The chain's shape.
+    #[cfg(feature = "parallel")]
+    pub(crate) const fn spec(&self) -> ChainSpec {
+        self.spec
+    }
+
+    /// The half-precision blocks (bit patterns) and their padding.
+    pub(crate) const fn blocks(&self) -> &'w [u16] {
+        self.blocks
+    }
+
+    /// Rounds the `f32` blocks of `chain` to halves (to nearest, ties to even) into
+    /// `out[..HalfChain::len]` (the padding zeroed); `false`, writing nothing, for an
+    /// unsupported shape or a short `out`.
+    #[cfg(feature = "f16")]
+    pub(crate) fn round_from(chain: &Chain<'_>, out: &mut [u16]) -> bool {
+        let spec = chain.spec();
+        let Some(out) = out.get_mut(..Self::len(spec)) else {
+            return false;
+        };
+        if !Self::supported(spec) {
+            return false;
+        }
+        let (blocks, pad) = out.split_at_mut(spec.blocks_len());
+        for (h, &v) in blocks.iter_mut().zip(chain.blocks()) {
+            *h = half::f16::from_f32(v).to_bits();
+        }
+        pad.fill(0);
+        true
+    }
+
+    /// `dst <- src Q^T` for whole rows of `n` (as [`Chain::apply_rows_from`]) on the SIMD
+    /// kernels; `false` when this CPU has none or the lengths do not fit, and then `dst`
+    /// may hold anything (the caller rotates again with the `f32` chain, which rewrites
+    /// all of it).
+    pub(crate) fn rotate_rows_from(&self, src: &[f32], dst: &mut [f32]) -> bool {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        if !gemm::half_blocks_available() || src.len() != dst.len() || !src.len().is_multiple_of(n)
+        {
+            return false;
+        }
+        for f in 0..m {
+            let Some(blocks) = self.blocks.get(f * n * b..) else {
+                return false;
+            };
+            let done = match (Access::of(permutation, f, m), f) {
+                (Access::Contiguous, 0) => gemm::contiguous8_half(Some(src), dst, n, blocks, false),
+                (Access::Contiguous, _) => gemm::contiguous8_half(None, dst, n, blocks, false),
+                (Access::Strided, 0) => {
+                    dst.copy_from_slice(src);
+                    gemm::strided8_half(dst, n, blocks, false)
+                }
+                (Access::Strided, _) => gemm::strided8_half(dst, n, blocks, false),
+                (Access::Table, _) => false,
+            };
+            if !done {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Contiguous blocks of a compile-time size `B` (stored column-major), in place: the
 /// arrays let the compiler unroll each `B x B` product into a few vector operations.
 #[cfg(feature = "unrolled-blocks")]
@@ -614,5 +721,111 @@ impl Access {
             (Permutation::Gs, 1) => Access::Strided,
             _ => Access::Table,
         }
+    }
+}
+
+#[cfg(all(test, feature = "f16"))]
+#[allow(clippy::unwrap_used)] // tests: a failure is a panic with its location
+mod half_tests {
+    extern crate std;
+    use super::{prepare_chain, ChainSpec, HalfChain, Permutation};
+    use crate::math::{packed_len, Scalars};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Uniform values in `[-s, s)` from a fixed LCG.
+    fn values(len: usize, seed: u32, s: f32) -> Vec<f32> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * s
+            })
+            .collect()
+    }
+
+    fn norm(v: &[f32]) -> f64 {
+        v.iter()
+            .map(|&a| f64::from(a) * f64::from(a))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    #[test]
+    fn half_blocks_rotate_within_their_rounding_of_the_f32_chain() {
+        let shapes = [
+            (576, 2, Permutation::Gs),
+            (1536, 2, Permutation::Gs),
+            (64, 1, Permutation::None),
+            (48, 1, Permutation::Butterfly),
+            (80, 2, Permutation::Gs),
+        ];
+        for (case, &(n, m, perm)) in shapes.iter().enumerate() {
+            let spec = ChainSpec::new(n, 8, m, perm).unwrap();
+            assert!(HalfChain::supported(spec));
+            let params: Vec<Vec<f32>> = (0..m)
+                .map(|f| values(n / 8 * packed_len(8), 7 + (case * 4 + f) as u32, 0.6))
+                .collect();
+            let scalars: Vec<Scalars<'_>> = params.iter().map(|p| Scalars::F32(p)).collect();
+            let mut blocks = vec![0.0f32; spec.blocks_len()];
+            let mut scratch = vec![0.0f32; spec.prepare_scratch_len()];
+            let chain = prepare_chain(spec, &scalars, &mut blocks, &mut scratch).unwrap();
+            let mut halves = vec![1u16; HalfChain::len(spec)];
+            assert!(HalfChain::round_from(&chain, &mut halves));
+            let half = HalfChain::new(spec, &halves).unwrap();
+            for rows in [1, 3, 5, 50] {
+                let x = values(rows * n, 99 + rows as u32, 3.0);
+                let mut want = vec![0.0f32; rows * n];
+                let mut s = vec![0.0f32; spec.apply_scratch_len()];
+                chain.apply_rows_from(&x, &mut want, false, &mut s).unwrap();
+                let mut got = vec![f32::NAN; rows * n];
+                if !half.rotate_rows_from(&x, &mut got) {
+                    // No kernel on this CPU: the runtime keeps the f32 chain.
+                    return;
+                }
+                for (r, ((g, w), xr)) in got
+                    .chunks_exact(n)
+                    .zip(want.chunks_exact(n))
+                    .zip(x.chunks_exact(n))
+                    .enumerate()
+                {
+                    let d: Vec<f32> = g.iter().zip(w).map(|(a, b)| a - b).collect();
+                    // Each half is its f32 entry within 2^-12 of it (entries below 1,
+                    // ties to even), so a block's error matrix has Frobenius norm at most
+                    // 2^-12·‖B‖_F = 2^-12·√8, and a factor moves no row by more than
+                    // that times ‖x‖ (orthogonal factors keep ‖x‖): m·√8·2^-12·‖x‖,
+                    // plus the f32 sums' own rounding.
+                    let bound = (m as f64 * 8f64.sqrt() * 2f64.powi(-12) + 1e-5) * norm(xr);
+                    let e = norm(&d);
+                    assert!(e <= bound, "n {n} m {m} {perm:?} row {r}: {e} > {bound}");
+                    // And the halves are a real rounding, not the f32 blocks again.
+                    assert!(e > 0.0, "n {n} row {r}: no rounding at all");
+                }
+                // Every row as the whole batch computes it (bands of 8 and 4 rows, one row
+                // at a time): the rows a thread split hands out give the same bits.
+                for (g, xr) in got.chunks_exact(n).zip(x.chunks_exact(n)) {
+                    let mut one = vec![0.0f32; n];
+                    assert!(half.rotate_rows_from(xr, &mut one));
+                    assert!(one.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_eight_wide_blocks_on_contiguous_or_strided_factors_keep_halves() {
+        let no = [
+            ChainSpec::new(64, 4, 2, Permutation::Gs).unwrap(),
+            ChainSpec::new(64, 16, 1, Permutation::None).unwrap(),
+            ChainSpec::new(576, 8, 3, Permutation::Gs).unwrap(),
+            ChainSpec::new(64, 8, 2, Permutation::Butterfly).unwrap(),
+            ChainSpec::new(72, 8, 1, Permutation::None).unwrap(),
+        ];
+        for spec in no {
+            assert!(!HalfChain::supported(spec), "{spec:?}");
+            assert!(HalfChain::new(spec, &vec![0u16; 1 << 16]).is_none());
+        }
+        let spec = ChainSpec::new(64, 8, 2, Permutation::Gs).unwrap();
+        assert!(HalfChain::new(spec, &vec![0u16; HalfChain::len(spec) - 1]).is_none());
     }
 }
