@@ -2,12 +2,17 @@
 //! `v128` accumulators, written with the `core::arch::wasm32` intrinsics (no `unsafe`:
 //! loads and stores go through slices).
 //!
-//! The portable kernel's 6 × 16 tile, auto-vectorised, keeps 24 `v128` accumulators, more
-//! than the 16 vector registers a browser's JIT has on x86-64, so V8 spills them in the
-//! inner loop; 6 × 8 keeps 12 accumulators, the two `B` vectors and the broadcast `A`
-//! value in registers. Same sums in the same `k` order as the portable kernel (a multiply,
-//! then an add: wasm SIMD128 has no fused multiply-add), so the results are identical to
-//! the last bit.
+//! The tile is 4 × 16: 16 accumulators, four `B` vectors and one broadcast `A` value per
+//! step of `k`, and two steps per loop iteration. A browser's JIT gives this loop 16 vector
+//! registers on x86-64, and it is bound by how many instructions it issues, not by its
+//! arithmetic: per step of `k` the 4 × 16 tile needs 4 broadcasts and 4 loads for 16
+//! multiply-adds, where the earlier 6 × 8 tile needed 6 and 2 for 12; unrolling by two
+//! halves the loop's own bookkeeping. Measured in V8 (`bench/browser/minilm-node.mjs`: the
+//! least CPU time of 12 MiniLM forwards at 134 tokens, three alternating runs per build):
+//! 6 × 8 111-119 ms, 4 × 16 103-106 ms, 4 × 16 unrolled by two 96-98 ms (docs/wasm.md).
+//! Relaxed SIMD's fused multiply-add took about 3% more off, not enough for a second module. Same sums in the same `k` order as the
+//! portable kernel (a multiply, then an add: wasm SIMD128 has no fused multiply-add), so
+//! the results are identical to the last bit.
 //!
 //! [`pack_transposed`] transposes `W` into the kernel's panel 4 × 4 values at a time
 //! (four `v128` rows, eight shuffles), the same products `s[j] · W[j][k]` as the portable
@@ -20,9 +25,9 @@ use core::arch::wasm32::{
 use super::{Product, RowsRef};
 
 /// Rows of `C` computed together.
-const MR: usize = 6;
+const MR: usize = 4;
 /// `v128` vectors per tile row.
-const NV: usize = 2;
+const NV: usize = 4;
 /// Columns of `C` computed together.
 const NR: usize = 4 * NV;
 
@@ -60,18 +65,32 @@ fn tile<const R: usize>(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], i0: us
     };
     let mut acc = [[f32x4_splat(0.0); NV]; R];
     let b = b.get(j0..).unwrap_or(&[]);
-    for (kk, brow) in b.chunks(p.b_stride).take(k).enumerate() {
-        let Some(bw) = brow.first_chunk::<NR>() else {
-            return;
+    let stride = p.b_stride;
+    // One step of `k`: the tile's `B` row times each `A` row's value at `kk`.
+    let mut step = |kk: usize| -> bool {
+        let Some(bw) = b.get(kk * stride..).and_then(<[f32]>::first_chunk::<NR>) else {
+            return false;
         };
         let bv: [v128; NV] =
             core::array::from_fn(|v| f32x4(bw[4 * v], bw[4 * v + 1], bw[4 * v + 2], bw[4 * v + 3]));
         for (acc_r, row) in acc.iter_mut().zip(rows.iter()) {
-            let x = f32x4_splat(row[kk]);
+            let x = f32x4_splat(row.get(kk).copied().unwrap_or(0.0));
             for (o, w) in acc_r.iter_mut().zip(bv.iter()) {
                 *o = f32x4_add(*o, f32x4_mul(x, *w));
             }
         }
+        true
+    };
+    // Two steps per iteration: half the loop's bookkeeping per product.
+    let mut kk = 0;
+    while kk + 1 < k {
+        if !(step(kk) && step(kk + 1)) {
+            return;
+        }
+        kk += 2;
+    }
+    if kk < k && !step(kk) {
+        return;
     }
     for (r, acc_r) in acc.iter().enumerate() {
         let s = (i0 + r) * p.c_stride + j0;
