@@ -583,11 +583,6 @@ impl<'w> HalfChain<'w> {
             })
     }
 
-    /// Whether this CPU has the kernels that read halves (AVX-512F on x86-64).
-    pub(crate) fn available() -> bool {
-        gemm::half_blocks_available()
-    }
-
     /// Half values of a chain of `spec`: its `m·n·b` blocks and the kernels' padding.
     pub(crate) const fn len(spec: ChainSpec) -> usize {
         spec.blocks_len() + gemm::HALF_PAD

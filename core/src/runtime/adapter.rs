@@ -913,10 +913,10 @@ impl<'a> Prepared<'a, '_> {
 /// Whether an input chain on weights of type `t` also keeps a half-precision copy of its
 /// blocks ([`HalfChain`]): on block-quantized weights (whose own rounding, and the 8-bit
 /// activations the decoder's block kernels quantize the rotated input to, are far
-/// coarser than a half's 2^-11), in builds with half support on a CPU with the kernels
-/// that read them (AVX-512 on x86-64; elsewhere no memory is spent on them).
+/// coarser than a half's 2^-11), on x86-64 builds with half support (the only kernels
+/// that read them).
 fn keeps_halves(t: TensorType) -> bool {
-    cfg!(feature = "f16") && t.block_len() > 1 && HalfChain::available()
+    cfg!(all(target_arch = "x86_64", feature = "f16")) && t.block_len() > 1
 }
 
 /// `f32` words holding a [`HalfChain`] of `spec` (two halves a word).
