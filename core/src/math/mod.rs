@@ -23,7 +23,6 @@ pub mod permutation;
 mod scalars;
 
 pub use cayley::{cayley, cayley_scratch_len, packed_len, skew_from_packed, ORTHOGONALITY_CAP};
-pub(crate) use chain::HalfChain;
 pub use chain::{prepare_chain, Chain, ChainSpec};
 pub use gemm::simd_kernel_name as dense_kernel_name;
 pub(crate) use linalg::transpose;

@@ -17,7 +17,7 @@ use super::slots::{push_indexed, Base, BaseFacts, NameBuf, MAX_SLOTS};
 use super::weights::TensorRef;
 use crate::gguf::{self, Gguf, StringArray, TensorInfo, TensorType};
 use crate::math::{
-    prepare_chain, Chain, ChainSpec, HalfChain, LayerTransform, Permutation, Scalars, MAX_FACTORS,
+    prepare_chain, Chain, ChainSpec, LayerTransform, Permutation, Scalars, MAX_FACTORS,
 };
 use crate::{Error, Result};
 
@@ -25,10 +25,9 @@ use crate::{Error, Result};
 /// one of its slots (on a model in caller storage, every one of that model's).
 pub const MAX_ADAPTED_SLOTS: usize = MAX_SLOTS;
 /// `f32`s of workspace per slot of the base for the adapter's slot table: the offsets of
-/// the slot's input chain, output chain and scales, its rows and its columns, and the
-/// offset of the input chain's half-precision copy, each a `u32` stored as the bits of
-/// one `f32`.
-pub const SLOT_RECORD: usize = 6;
+/// the slot's input chain, output chain and scales, its rows and its columns, each a
+/// `u32` stored as the bits of one `f32`.
+pub const SLOT_RECORD: usize = 5;
 /// Most tensors one adapter may replace (task heads).
 pub const MAX_HEAD_TENSORS: usize = 4;
 
@@ -144,7 +143,6 @@ struct SlotLayout {
     scale: Option<u32>,
     rows: u32,
     cols: u32,
-    half_in: Option<u32>,
 }
 
 /// A record's word for an absent part (a quiet NaN: the offsets and widths stored are
@@ -155,7 +153,7 @@ const NONE: u32 = u32::MAX;
 const MAX_WORD: usize = 0x7F7F_FFFF;
 
 /// Word `k` of record `r` (0, 1, 2: the offsets of the input chain, the output chain
-/// and the scales; 3, 4: rows and columns; 5: the offset of the input chain's halves).
+/// and the scales; 3, 4: rows and columns).
 fn word(r: &[f32], k: usize) -> u32 {
     r.get(k).map_or(NONE, |v| v.to_bits())
 }
@@ -176,7 +174,6 @@ impl SlotLayout {
             scale: part(2),
             rows: word(r, 3),
             cols: word(r, 4),
-            half_in: part(5),
         }
     }
     /// True when the adapter rotates or scales the slot.
@@ -414,14 +411,8 @@ impl<'a> Adapter<'a> {
                             missing |= self.factor_tensor(base_name, tag, g).is_err();
                         }
                     }
-                    let half = if k == 0 && keeps_halves(s.weight.ggml_type()) {
-                        half_words(self.spec(s.cols)?)
-                    } else {
-                        0
-                    };
                     data_len = data_len
                         .checked_add(self.part_len(k, s.rows, s.cols)?)
-                        .and_then(|n| n.checked_add(half))
                         .filter(|&n| n <= MAX_WORD)
                         .ok_or(Error::CapacityExceeded)?;
                 }
@@ -623,7 +614,7 @@ impl<'a> Adapter<'a> {
                 return Err(Error::CapacityExceeded);
             }
             let name = base.slots.name_of(base.gguf, i);
-            let mut words = [NONE, NONE, NONE, s.rows as u32, s.cols as u32, NONE];
+            let mut words = [NONE, NONE, NONE, s.rows as u32, s.cols as u32];
             for (k, (n, tag)) in [
                 (s.cols, gguf::TENSOR_OFT_IN),
                 (s.rows, gguf::TENSOR_OFT_OUT),
@@ -648,21 +639,6 @@ impl<'a> Adapter<'a> {
                 prepare_chain(spec, &params, out, scratch)?;
                 words[k] = off as u32;
                 off += spec.blocks_len();
-                let hw = if k == 0 && keeps_halves(s.weight.ggml_type()) {
-                    half_words(spec)
-                } else {
-                    0
-                };
-                if hw > 0 {
-                    let (done, rest) = data.split_at_mut(off);
-                    let chain = Chain::new(spec, &done[off - spec.blocks_len()..])?;
-                    let halves = rest.get_mut(..hw).ok_or(Error::MissingTensor)?;
-                    if !round_halves(&chain, halves) {
-                        return Err(Error::MissingTensor);
-                    }
-                    words[5] = off as u32;
-                    off += hw;
-                }
             }
             let mut tname = NameBuf::new();
             tname.push_str(name).map_err(|_| Error::CapacityExceeded)?;
@@ -887,19 +863,6 @@ impl<'a> Prepared<'a, '_> {
                 .map(Scalars::F32),
         }
     }
-    /// The half-precision copy of slot `slot`'s input chain, kept for slots on
-    /// block-quantized weights (`None` otherwise, or for a shape without one).
-    pub(crate) fn half_in(&self, slot: usize) -> Option<HalfChain<'_>> {
-        let l = self
-            .table
-            .get(slot * SLOT_RECORD..(slot + 1) * SLOT_RECORD)
-            .map(SlotLayout::read)?;
-        let at = l.half_in? as usize;
-        let spec =
-            ChainSpec::new(l.cols as usize, self.block, self.factors, self.permutation).ok()?;
-        let words = self.data.get(at..at + half_words(spec))?;
-        HalfChain::new(spec, bytemuck::cast_slice(words))
-    }
     /// Slots it touches (rotates, scales) in forward order.
     pub(crate) fn touched_slots(&self) -> impl Iterator<Item = usize> + '_ {
         self.table
@@ -907,37 +870,6 @@ impl<'a> Prepared<'a, '_> {
             .enumerate()
             .filter(|(_, r)| SlotLayout::read(r).touched())
             .map(|(i, _)| i)
-    }
-}
-
-/// Whether an input chain on weights of type `t` also keeps a half-precision copy of its
-/// blocks ([`HalfChain`]): on block-quantized weights (whose own rounding, and the 8-bit
-/// activations the decoder's block kernels quantize the rotated input to, are far
-/// coarser than a half's 2^-11), on x86-64 builds with half support (the only kernels
-/// that read them).
-fn keeps_halves(t: TensorType) -> bool {
-    cfg!(all(target_arch = "x86_64", feature = "f16")) && t.block_len() > 1
-}
-
-/// `f32` words holding a [`HalfChain`] of `spec` (two halves a word).
-fn half_words(spec: ChainSpec) -> usize {
-    if HalfChain::supported(spec) {
-        HalfChain::len(spec).div_ceil(2)
-    } else {
-        0
-    }
-}
-
-/// Rounds `chain`'s blocks into `words` (two halves each).
-fn round_halves(chain: &Chain<'_>, words: &mut [f32]) -> bool {
-    #[cfg(feature = "f16")]
-    {
-        HalfChain::round_from(chain, bytemuck::cast_slice_mut(words))
-    }
-    #[cfg(not(feature = "f16"))]
-    {
-        let _ = (chain, words);
-        false
     }
 }
 

@@ -8,7 +8,7 @@ use super::slots::SlotTable;
 #[cfg(feature = "parallel")]
 use super::weights::linear_par;
 use super::weights::{linear_then, Dense, TensorRef, WeightView};
-use crate::math::{transpose, Chain, HalfChain, LayerTransform, Scalars};
+use crate::math::{transpose, Chain, LayerTransform, Scalars};
 use crate::{Error, Result};
 
 /// The scratch one slot needs: the rotated-input copy, the feature-major spare (empty when
@@ -117,15 +117,6 @@ impl<'a> Linears<'_, 'a> {
             None
         };
         let t = t.unwrap_or(LayerTransform::IDENTITY);
-        // A decoder's single-token step reads the rotated input into the block kernels as
-        // 8-bit activations (`weights::Mode`): there the input chain's half-precision copy
-        // (kept for block-quantized weights) rotates it, with half the bytes read per
-        // token. Prompts keep `f32` activations, and so the `f32` blocks.
-        let halves = self.block_kernels && n == 1;
-        let half = match (t.q_in.is_some() && halves, adapter) {
-            (true, Some(p)) => p.half_in(i),
-            _ => None,
-        };
         // Only the x86-64 kernels prefetch (`linear_then`); other targets skip the look-up.
         let after = match (merged, adapter) {
             (None, Some(p))
@@ -133,10 +124,7 @@ impl<'a> Linears<'_, 'a> {
                     && i + 1 < self.slots.len()
                     && !p.head(i + 1).is_some_and(|h| h.replaces_weight) =>
             {
-                match p.half_in(i + 1).filter(|_| halves) {
-                    Some(h) => bytemuck::try_cast_slice(h.blocks()).unwrap_or(&[]),
-                    None => p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[]),
-                }
+                p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[])
             }
             _ => &[],
         };
@@ -147,7 +135,7 @@ impl<'a> Linears<'_, 'a> {
             bias_t,
             rows,
             s.cols,
-            (&t, half),
+            &t,
             x,
             n,
             y,
@@ -175,9 +163,8 @@ pub(crate) fn write_output(output: &mut [f32], values: &[f32]) -> Result<usize> 
 
 /// One slot's arithmetic on a batch of `n` input rows `x` (`n × cols`, modified only
 /// through a copy): `y = s ⊙ Q_out (W (Q_in x)) + bias`, `n × rows` outputs into `y`;
-/// returns `rows`. [`Linears::apply`] picks the weight, bias and transform (and the
-/// half-precision copy of `Q_in` that rotates the input instead, where there is one);
-/// the baked reader calls it too, so both run the same code.
+/// returns `rows`. [`Linears::apply`] picks the weight, bias and transform; the baked
+/// reader calls it too, so both run the same code.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn slot_apply(
     exec: Exec<'_>,
@@ -186,7 +173,7 @@ pub(crate) fn slot_apply(
     bias_t: Option<TensorRef<'_>>,
     rows: usize,
     cols: usize,
-    (t, half): (&LayerTransform<'_>, Option<HalfChain<'_>>),
+    t: &LayerTransform<'_>,
     x: &mut [f32],
     n: usize,
     y: &mut [f32],
@@ -210,9 +197,7 @@ pub(crate) fn slot_apply(
     let input: &[f32] = match &t.q_in {
         Some(q) => {
             let xr = &mut rot[..n * cols];
-            if half.is_some_and(|h| rotate_half_rows(exec, &h, &x[..n * cols], xr, n)) {
-                // Rotated by the halves.
-            } else if q.has_simd_kernel() {
+            if q.has_simd_kernel() {
                 rotate_rows_from(exec, q, &x[..n * cols], xr, n, chain)?;
             } else {
                 xr.copy_from_slice(&x[..n * cols]);
@@ -327,33 +312,6 @@ fn rotate_rows_from(
     }
     let _ = (exec, n);
     q.apply_rows_from(src, dst, false, chain)
-}
-
-/// `dst = Q src` row by row with the half-precision blocks of `h`, the rows split across
-/// `exec`'s threads as [`rotate_rows_from`] splits them; `false` when this CPU has no
-/// kernel for them (then `dst` may hold anything: the caller rotates with the `f32`
-/// blocks, which rewrites all of it).
-fn rotate_half_rows(
-    exec: Exec<'_>,
-    h: &HalfChain<'_>,
-    src: &[f32],
-    dst: &mut [f32],
-    n: usize,
-) -> bool {
-    #[cfg(feature = "parallel")]
-    if let Some(e) = exec.filter(|e| e.threads() > 1 && n >= 48) {
-        use crate::par::{run_split, split_ranges, MAX_PARTS};
-        let w = h.spec().width();
-        let mut starts = [0usize; MAX_PARTS + 1];
-        let count = split_ranges(n, e.threads(), 24, &mut starts);
-        if count > 1 && src.len() == n * w && dst.len() == n * w {
-            return run_split(e, dst, &starts, count, w, 0, &|r, out, _| {
-                h.rotate_rows_from(&src[r.start * w..r.end * w], out)
-            });
-        }
-    }
-    let _ = (exec, n);
-    h.rotate_rows_from(src, dst)
 }
 
 /// Rotates every row of `data` (`n × w`) by `q`: in place on the SIMD kernels when the

@@ -196,54 +196,6 @@ pub(crate) fn strided_blocks(
     false
 }
 
-/// Half-precision coefficients a compact factor holds past its `n·8` (see
-/// [`strided8_half`]).
-pub(crate) const HALF_PAD: usize = 16;
-#[cfg(target_arch = "x86_64")]
-const _: () = assert!(HALF_PAD == x86_blocks::HALF_PAD);
-
-/// [`contiguous_blocks_from`] (`src` `None`: in place) for `8 × 8` blocks stored as
-/// half-precision bit patterns, widened in registers; `false`, touching nothing, when
-/// this CPU or shape has no kernel for it (there is no portable loop: the caller keeps
-/// the `f32` blocks for that case).
-pub(crate) fn contiguous8_half(
-    src: Option<&[f32]>,
-    dst: &mut [f32],
-    n: usize,
-    blocks: &[u16],
-    transpose: bool,
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if x86_blocks::contiguous8_half(src, dst, n, blocks, transpose) {
-        return true;
-    }
-    let _ = (src, dst, n, blocks, transpose);
-    false
-}
-
-/// [`strided_blocks`] for `b = 8` with half-precision coefficients (`n·8 +`
-/// [`HALF_PAD`] values); `false`, touching nothing, when this CPU or shape has no kernel.
-pub(crate) fn strided8_half(x: &mut [f32], n: usize, blocks: &[u16], transpose: bool) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if x86_blocks::strided8_half(x, n, blocks, transpose) {
-        return true;
-    }
-    let _ = (x, n, blocks, transpose);
-    false
-}
-
-/// Whether [`contiguous8_half`] and [`strided8_half`] run on this CPU.
-pub(crate) fn half_blocks_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        cpu::avx512_available()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// Packs `W` (`rows × cols`, row-major) transposed into `panel`:
 /// `panel[k · stride + j] = W[j][k]` for `j < rows`, `k < cols`; other cells are left as
 /// they are. The right-hand operand of [`matmul`] for `x · Wᵀ`.

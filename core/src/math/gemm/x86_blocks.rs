@@ -39,7 +39,7 @@ pub(crate) fn contiguous_blocks<const B: usize>(
     let xp = x.as_mut_ptr();
     // SAFETY: AVX-512F is available; the shapes were checked above; reading and writing
     // through the same pointer is the in-place case.
-    unsafe { contiguous_blocks_avx512::<B, false>(xp, xp, x.len() / n, n, blocks, &[], transpose) };
+    unsafe { contiguous_blocks_avx512::<B>(xp, xp, x.len() / n, n, blocks, transpose) };
     true
 }
 
@@ -69,113 +69,31 @@ pub(crate) fn contiguous_blocks_from<const B: usize>(
     // SAFETY: AVX-512F is available; the shapes were checked above; `src` and `dst` are
     // distinct borrows of equal length.
     unsafe {
-        contiguous_blocks_avx512::<B, false>(
+        contiguous_blocks_avx512::<B>(
             src.as_ptr(),
             dst.as_mut_ptr(),
             src.len() / n,
             n,
             blocks,
-            &[],
             transpose,
         )
     };
     true
 }
 
-/// Half-precision coefficients past the `n·8` a factor holds, so that the strided
-/// kernel's whole 16-lane loads of a last partial group stay inside the slice (the
-/// lanes past the blocks are never stored).
-pub(crate) const HALF_PAD: usize = 16;
-
-/// [`contiguous_blocks_from`] for `8 × 8` blocks stored as IEEE half-precision bit
-/// patterns (`blocks[j·64 + t·8 + c]`, the `f32` layout), widened in registers; `src` may
-/// be `dst` (`None`: in place). Returns `false`, touching nothing, unless AVX-512F is
-/// available, `n` is a multiple of 16, the rows are whole and `blocks` holds `n·8`.
-pub(crate) fn contiguous8_half(
-    src: Option<&[f32]>,
-    dst: &mut [f32],
-    n: usize,
-    blocks: &[u16],
-    transpose: bool,
-) -> bool {
-    let len = dst.len();
-    if src.is_some_and(|s| s.len() != len)
-        || !avx512_available()
-        || n == 0
-        || !n.is_multiple_of(16)
-        || !len.is_multiple_of(n)
-        || blocks.len() < n * 8
-    {
-        return false;
-    }
-    let xp = dst.as_mut_ptr();
-    let sp = src.map_or(xp.cast_const(), <[f32]>::as_ptr);
-    // SAFETY: AVX-512F is available; the shapes were checked above; `src` is `dst` or a
-    // distinct borrow of the same length.
-    unsafe { contiguous_blocks_avx512::<8, true>(sp, xp, len / n, n, &[], blocks, transpose) };
-    true
-}
-
-/// [`strided_blocks`] for `b = 8` with half-precision coefficients (the `f32` layout,
-/// widened in registers). Returns `false`, touching nothing, unless AVX-512F is
-/// available, 8 divides `n`, the rows are whole and `blocks` holds `n·8 +`
-/// [`HALF_PAD`] values.
-pub(crate) fn strided8_half(x: &mut [f32], n: usize, blocks: &[u16], transpose: bool) -> bool {
-    if !avx512_available()
-        || n == 0
-        || !n.is_multiple_of(8)
-        || !x.len().is_multiple_of(n)
-        || blocks.len() < n * 8 + HALF_PAD
-    {
-        return false;
-    }
-    // SAFETY: AVX-512F is available; the shapes were checked above.
-    unsafe {
-        if x.len() > n {
-            strided_blocks_avx512::<8, 4, true>(x, n, &[], blocks, transpose);
-        } else {
-            strided_blocks_avx512::<8, 1, true>(x, n, &[], blocks, transpose);
-        }
-    }
-    true
-}
-
-/// Column `t` of the two consecutive column-major `8 × 8` half-precision blocks at `p`,
-/// widened, one vector per `t` (lanes 0..8 from the first block, 8..16 from the second).
-///
-/// # Safety
-/// AVX-512F available, `p` points at 128 readable values.
-#[target_feature(enable = "avx512f")]
-unsafe fn columns8_half(p: *const u16) -> [__m512; 8] {
-    use core::arch::x86_64::{_mm256_set_m128i, _mm512_cvtph_ps, _mm_loadu_si128};
-    core::array::from_fn(|t| {
-        // SAFETY: 8t + 8 <= 64 and 64 + 8t + 8 <= 128 values.
-        let (a, b) = unsafe {
-            (
-                _mm_loadu_si128(p.wrapping_add(8 * t).cast()),
-                _mm_loadu_si128(p.wrapping_add(64 + 8 * t).cast()),
-            )
-        };
-        _mm512_cvtph_ps(_mm256_set_m128i(b, a))
-    })
-}
-
-/// `H`: the coefficients are the half-precision `half` (then `B` is 8), else `blocks`.
-///
 /// # Safety
 /// AVX-512F available, `B` in {4, 8, 16}, `n % 16 == 0`, `src` readable and `dst`
 /// writable for `rows · n` values (the same pointer for in place, or non-overlapping),
-/// `blocks.len() >= n·B`, or with `H`, `B == 8` and `half.len() >= n·8`.
+/// `blocks.len() >= n·B`.
 // Register arrays indexed by row: explicit indices keep them in registers.
-#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
-unsafe fn contiguous_blocks_avx512<const B: usize, const H: bool>(
+unsafe fn contiguous_blocks_avx512<const B: usize>(
     src: *const f32,
     xp: *mut f32,
     rows: usize,
     n: usize,
     blocks: &[f32],
-    half: &[u16],
     transpose: bool,
 ) {
     use core::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
@@ -197,17 +115,7 @@ unsafe fn contiguous_blocks_avx512<const B: usize, const H: bool>(
         while v0 < n {
             // coef[t] lane l: entry (l % B, t) of block (v0 + l) / B, or entry (t, l % B)
             // for the transpose.
-            let cv: [__m512; B] = if H {
-                // SAFETY: the two blocks of this group are the 128 values at v0·8, inside
-                // `half` (n·8 values, v0 + 16 <= n); `B` is 8.
-                let cols = unsafe { columns8_half(half.as_ptr().wrapping_add(v0 * 8)) };
-                let cols = if transpose {
-                    transpose_8x8_halves(cols)
-                } else {
-                    cols
-                };
-                core::array::from_fn(|t| cols[t % 8])
-            } else if !transpose {
+            let cv: [__m512; B] = if !transpose {
                 // SAFETY: the 16 / B blocks of this group are the B·16 values at v0·B,
                 // inside `blocks` (n·B values, v0 + 16 <= n).
                 unsafe { columns::<B>(blocks.as_ptr().wrapping_add(v0 * B)) }
@@ -449,11 +357,11 @@ pub(crate) fn strided_blocks(
     // SAFETY: AVX-512F is available; the shapes were checked above.
     unsafe {
         match b {
-            4 if x.len() > n => strided_blocks_avx512::<4, 4, false>(x, n, blocks, &[], transpose),
-            4 => strided_blocks_avx512::<4, 1, false>(x, n, blocks, &[], transpose),
-            8 if x.len() > n => strided_blocks_avx512::<8, 4, false>(x, n, blocks, &[], transpose),
-            8 => strided_blocks_avx512::<8, 1, false>(x, n, blocks, &[], transpose),
-            16 => strided_blocks_avx512::<16, 1, false>(x, n, blocks, &[], transpose),
+            4 if x.len() > n => strided_blocks_avx512::<4, 4>(x, n, blocks, transpose),
+            4 => strided_blocks_avx512::<4, 1>(x, n, blocks, transpose),
+            8 if x.len() > n => strided_blocks_avx512::<8, 4>(x, n, blocks, transpose),
+            8 => strided_blocks_avx512::<8, 1>(x, n, blocks, transpose),
+            16 => strided_blocks_avx512::<16, 1>(x, n, blocks, transpose),
             _ => strided_blocks_any(x, n, b, blocks, transpose),
         }
     }
@@ -461,24 +369,19 @@ pub(crate) fn strided_blocks(
 }
 
 /// [`strided_blocks`] for a compile-time block size `B`, `R` rows at a time (each
-/// coefficient vector, loaded once, serves `R` rows); with `H`, the coefficients are the
-/// half-precision `half`, read 16 at a time unmasked (the lanes past the blocks of a last
-/// partial group are never stored).
+/// coefficient vector, loaded once, serves `R` rows).
 ///
 /// # Safety
-/// As [`strided_blocks_any`] with `b = B`; with `H`, `half.len() >= n·B +`
-/// [`HALF_PAD`] instead.
+/// As [`strided_blocks_any`] with `b = B`.
 // Register arrays indexed by row: explicit indices keep them in registers.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
-unsafe fn strided_blocks_avx512<const B: usize, const R: usize, const H: bool>(
+unsafe fn strided_blocks_avx512<const B: usize, const R: usize>(
     x: &mut [f32],
     n: usize,
     blocks: &[f32],
-    half: &[u16],
     transpose: bool,
 ) {
-    use core::arch::x86_64::{_mm256_loadu_si256, _mm512_cvtph_ps};
     let k = n / B;
     let rows = x.len() / n;
     // One raw pointer for the whole call (see `contiguous_blocks_avx512`).
@@ -502,29 +405,19 @@ unsafe fn strided_blocks_avx512<const B: usize, const R: usize, const H: bool>(
             // for the transpose: one pointer, stepped by `step` along t.
             let (step, next_c) = if transpose { (B * k, k) } else { (k, B * k) };
             let mut first = blocks.as_ptr().wrapping_add(j0);
-            let mut first_half = half.as_ptr().wrapping_add(j0);
             for c in 0..B {
                 let mut acc = [_mm512_setzero_ps(); R];
                 let mut wp = first;
-                let mut hp = first_half;
                 for t in 0..B {
-                    let w = if H {
-                        // SAFETY: hp = half + entry·k + j0 with entry < B², j0 < k: the 16
-                        // values end before n·B + HALF_PAD, inside `half`.
-                        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(hp.cast())) }
-                    } else {
-                        // SAFETY: wp = blocks + entry·k + j0 with entry < B²; lanes masked
-                        // to < k: inside `blocks` (n·B values).
-                        unsafe { _mm512_maskz_loadu_ps(mask, wp) }
-                    };
+                    // SAFETY: wp = blocks + entry·k + j0 with entry < B²; lanes masked to
+                    // < k: inside `blocks` (n·B values).
+                    let w = unsafe { _mm512_maskz_loadu_ps(mask, wp) };
                     for i in 0..R {
                         acc[i] = _mm512_fmadd_ps(w, g[i][t], acc[i]);
                     }
                     wp = wp.wrapping_add(step);
-                    hp = hp.wrapping_add(step);
                 }
                 first = first.wrapping_add(next_c);
-                first_half = first_half.wrapping_add(next_c);
                 for i in 0..R {
                     // SAFETY: entries c·k + j0 .. (masked) of row r + i < rows; every input of
                     // these blocks is already in `g`.
@@ -538,7 +431,7 @@ unsafe fn strided_blocks_avx512<const B: usize, const R: usize, const H: bool>(
     if full < rows {
         if let Some(tail) = x.get_mut(full * n..) {
             // SAFETY: the same shapes, on whole rows of `x`.
-            unsafe { strided_blocks_avx512::<B, 1, H>(tail, n, blocks, half, transpose) };
+            unsafe { strided_blocks_avx512::<B, 1>(tail, n, blocks, transpose) };
         }
     }
 }
