@@ -18,7 +18,7 @@ use crate::nn::activation::swiglu;
 use crate::nn::attention::{causal_attention, CausalShape};
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
-use crate::runtime::linear::{dense, Linears, SlotScratch};
+use crate::runtime::linear::{dense, Exec, Linears, SlotScratch};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{reserve, Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{weight_scratch_len, Dense, TensorRef, WeightView};
@@ -87,6 +87,79 @@ pub(crate) struct Llama<'a> {
     token_embd: TensorRef<'a>,
     output: TensorRef<'a>,
     output_norm: TensorRef<'a>,
+}
+
+/// [`causal_attention`] of `t` new rows after `past` cached ones (`[t, past]`), its query
+/// rows split across `exec`'s threads when there is one, in runs of about equal work (row
+/// `i` reads `past + i + 1` keys), each part's scores in the executor's scratch. Every row
+/// is computed by the same code as on one thread, so results are identical to one thread's.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    exec: Exec<'_>,
+    shape: CausalShape,
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    [t, past]: [usize; 2],
+    out: &mut [f32],
+    scores: &mut [f32],
+) -> Result<()> {
+    #[cfg(feature = "parallel")]
+    if let Some(e) = exec.filter(|e| e.threads() > 1 && t >= 8) {
+        use crate::par::{run_split, MAX_PARTS};
+        let qw = shape.heads * shape.head_dim;
+        if q.len() >= t * qw && out.len() >= t * qw {
+            let mut starts = [0usize; MAX_PARTS + 1];
+            let count = balanced_rows(t, past, e.threads(), &mut starts);
+            if count > 1
+                && run_split(
+                    e,
+                    &mut out[..t * qw],
+                    &starts,
+                    count,
+                    qw,
+                    past + t,
+                    &|r, part, sc| {
+                        let rows = &q[r.start * qw..r.end * qw];
+                        causal_attention(shape, rows, kc, vc, r.len(), past + r.start, part, sc)
+                            .is_ok()
+                    },
+                )
+            {
+                return Ok(());
+            }
+        }
+    }
+    let _ = exec;
+    causal_attention(shape, q, kc, vc, t, past, out, scores)
+}
+
+/// Cuts `t` causal attention rows after `past` cached positions into at most `parts` runs
+/// of about equal work (row `i` reads `past + i + 1` keys); the runs are
+/// `starts[k] .. starts[k + 1]` for `k` below the returned count, none of them empty.
+#[cfg(feature = "parallel")]
+fn balanced_rows(
+    t: usize,
+    past: usize,
+    parts: usize,
+    starts: &mut [usize; crate::par::MAX_PARTS + 1],
+) -> usize {
+    let parts = parts.clamp(1, crate::par::MAX_PARTS).min(t.max(1)) as u64;
+    let work = |rows: usize| -> u64 {
+        let (r, p) = (rows as u64, past as u64);
+        r * (p + 1) + r * r.saturating_sub(1) / 2
+    };
+    let total = work(t);
+    starts[0] = 0;
+    let mut count = 1;
+    for i in 1..t {
+        if (count as u64) < parts && work(i) * parts >= total * count as u64 {
+            starts[count] = i;
+            count += 1;
+        }
+    }
+    starts[count] = t;
+    count
 }
 
 fn dim(g: &Gguf<'_>, key: &'static str, max: usize) -> Result<usize> {
@@ -372,13 +445,13 @@ impl<'a> Llama<'a> {
             let (kc, vc) = cache.split_at_mut(context * kvw);
             kc[past * kvw..(past + t) * kvw].copy_from_slice(k);
             vc[past * kvw..(past + t) * kvw].copy_from_slice(v);
-            causal_attention(
+            attend(
+                lin.exec,
                 shape,
                 q,
                 &kc[..(past + t) * kvw],
                 &vc[..(past + t) * kvw],
-                t,
-                past,
+                [t, past],
                 att,
                 scores,
             )?;
@@ -484,5 +557,40 @@ impl<'a> Forward<'a> for Llama<'a> {
         }
         let (kv, rest) = arena.split_at_mut(kv_len);
         self.run_step(lin, ids, kv, t, 0, output, rest)
+    }
+}
+
+#[cfg(all(test, feature = "parallel"))]
+mod tests {
+    use super::balanced_rows;
+    use crate::par::MAX_PARTS;
+
+    #[test]
+    fn attention_rows_split_into_nonempty_runs_of_about_equal_work() {
+        for (t, past) in [
+            (8usize, 0usize),
+            (9, 3),
+            (128, 0),
+            (127, 500),
+            (1000, 7),
+            (33, 0),
+        ] {
+            for parts in [1usize, 2, 3, 7, 64, 200] {
+                let mut s = [0usize; MAX_PARTS + 1];
+                let n = balanced_rows(t, past, parts, &mut s);
+                assert!(n >= 1 && n <= parts.min(t), "t {t} parts {parts}: {n}");
+                assert_eq!((s[0], s[n]), (0, t));
+                let cost = |a: usize, b: usize| (a..b).map(|i| past + i + 1).sum::<usize>();
+                let total = cost(0, t);
+                for k in 0..n {
+                    assert!(s[k] < s[k + 1], "empty run {k} for t {t} parts {parts}");
+                    // each run within one row's work of its share
+                    assert!(
+                        cost(s[k], s[k + 1]) <= total / n + past + t + 1,
+                        "t {t} parts {parts}"
+                    );
+                }
+            }
+        }
     }
 }
