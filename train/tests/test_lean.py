@@ -9,6 +9,8 @@ import torch.nn as nn
 
 from riffle_train.layers import ADAPTER_PATHS, AdaptedLinear, AdapterConfig, inject, resolve_path
 
+from test_layers import _randomize  # the adapter tests' one randomiser
+
 D = torch.float64
 
 
@@ -28,15 +30,6 @@ class _Shared(nn.Module):
 
 
 NAMES = ["q", "k", "v", "o", "gate", "up", "down"]
-
-
-def _randomize(model, std=0.3):
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if ".params." in n:
-                p.normal_(0, std)
-            if n.endswith("oft_scale"):
-                p.uniform_(0.5, 1.5)
 
 
 def _run(path, method, b, factors, scale, dtype=D, seed=1):
