@@ -98,9 +98,11 @@ pub fn run_split(
     !failed.load(core::sync::atomic::Ordering::Relaxed)
 }
 
-/// Splits `0 .. len` into at most `parts` ranges whose bounds are multiples of `align`
-/// (the last range takes the rest); returns the number of ranges and writes their
-/// starts into `starts` (`starts[k] .. starts[k + 1]`, with `starts[count] = len`).
+/// Splits `0 .. len` into at most `parts` ranges of about equal length whose inner bounds
+/// are multiples of `align` (each bound the multiple nearest to its share `k · len /
+/// parts`, so a ragged last unit does not load one part with a whole unit more than the
+/// others); returns the number of ranges and writes their starts into `starts`
+/// (`starts[k] .. starts[k + 1]`, with `starts[count] = len`).
 pub fn split_ranges(
     len: usize,
     parts: usize,
@@ -109,15 +111,20 @@ pub fn split_ranges(
 ) -> usize {
     let align = align.max(1);
     let parts = parts.clamp(1, MAX_PARTS);
-    let units = len.div_ceil(align);
-    let per = units.div_ceil(parts).max(1) * align;
-    let mut count = 0;
-    let mut at = 0;
-    while at < len && count < MAX_PARTS {
-        starts[count] = at;
-        count += 1;
-        at = (at + per).min(len);
+    starts[0] = 0;
+    if len == 0 {
+        return 0;
     }
+    let mut count = 0;
+    for k in 1..parts {
+        let share = (k as u128 * len as u128 / parts as u128) as usize;
+        let bound = (share + align / 2) / align * align;
+        if bound > starts[count] && bound < len {
+            count += 1;
+            starts[count] = bound;
+        }
+    }
+    count += 1;
     starts[count] = len;
     count
 }
@@ -125,6 +132,16 @@ pub fn split_ranges(
 #[cfg(test)]
 mod tests {
     use super::{split_ranges, MAX_PARTS};
+
+    #[test]
+    fn a_ragged_unit_is_shared_out() {
+        let mut s = [0usize; MAX_PARTS + 1];
+        // 128 tokens in tiles of 12: 60 + 68, not 72 + 56.
+        assert_eq!(split_ranges(128, 2, 12, &mut s), 2);
+        assert_eq!(&s[..3], &[0, 60, 128]);
+        assert_eq!(split_ranges(1536, 2, 32, &mut s), 2);
+        assert_eq!(&s[..3], &[0, 768, 1536]);
+    }
 
     #[test]
     fn ranges_cover_the_length_once_on_aligned_bounds() {
@@ -142,6 +159,12 @@ mod tests {
                     if len == 0 {
                         assert_eq!(n, 0);
                     }
+                    // No part longer than its share plus one unit.
+                    let most = (0..n).map(|k| s[k + 1] - s[k]).max().unwrap_or(0);
+                    assert!(
+                        most <= len.div_ceil(parts.clamp(1, MAX_PARTS)) + align,
+                        "{len} {parts} {align}"
+                    );
                 }
             }
         }

@@ -37,6 +37,55 @@ pub(crate) const ONE_THREAD: Exec<'static> = None;
 #[cfg(not(feature = "parallel"))]
 pub(crate) const ONE_THREAD: Exec<'static> = core::marker::PhantomData;
 
+/// One row-wise step: `(first row, its rows)`, `false` when it failed.
+#[cfg(any(feature = "bert", feature = "llama"))]
+pub(crate) type RowsFn<'f> = dyn Fn(usize, &mut [f32]) -> bool + Sync + 'f;
+
+/// Runs `f(first, rows)` over the `n` rows of `data` (`width` values each), split by rows
+/// across `exec`'s threads when there are several and the rows hold at least
+/// `ROWS_PAR_MIN` values (the elementwise steps between products: activations, residual
+/// norms), on the calling thread otherwise. `f` computes every row the same way whatever
+/// the split, so results do not depend on the thread count.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] when `data` is shorter than `n` rows, [`Error::BadInput`]
+/// when `f` fails.
+#[cfg(any(feature = "bert", feature = "llama"))]
+pub(crate) fn for_rows(
+    exec: Exec<'_>,
+    data: &mut [f32],
+    n: usize,
+    width: usize,
+    f: &RowsFn<'_>,
+) -> Result<()> {
+    let found = data.len();
+    let data = data.get_mut(..n * width).ok_or(Error::LengthMismatch {
+        expected: n * width,
+        found,
+    })?;
+    #[cfg(feature = "parallel")]
+    if let Some(e) = exec.filter(|e| e.threads() > 1 && n > 1 && n * width >= ROWS_PAR_MIN) {
+        use crate::par::{run_split, split_ranges, MAX_PARTS};
+        let mut starts = [0usize; MAX_PARTS + 1];
+        let count = split_ranges(n, e.threads(), 1, &mut starts);
+        let ok = run_split(e, data, &starts, count, width, 0, &|r, rows, _| {
+            f(r.start, rows)
+        });
+        return if ok { Ok(()) } else { Err(Error::BadInput) };
+    }
+    let _ = exec;
+    if f(0, data) {
+        Ok(())
+    } else {
+        Err(Error::BadInput)
+    }
+}
+
+/// Fewest values a row-wise step splits across threads (below, waking a thread costs
+/// more than the step).
+#[cfg(all(feature = "parallel", any(feature = "bert", feature = "llama")))]
+const ROWS_PAR_MIN: usize = 1 << 14;
+
 /// A dense product on `exec`'s threads, or on the calling thread.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense(

@@ -15,7 +15,7 @@ use crate::math::MAX_BLOCK_SIZE;
 use crate::nn::activation::gelu;
 use crate::nn::attention::attention;
 use crate::nn::norm::layer_norm;
-use crate::runtime::linear::{Exec, Linears, SlotScratch};
+use crate::runtime::linear::{for_rows, Exec, Linears, SlotScratch};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{reserve, Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{linear, weight_scratch_len, Dense, TensorRef, WeightView};
@@ -268,24 +268,39 @@ impl<'a> Bert<'a> {
 
     /// `x <- LN(x + y)` with the norm whose weight and bias ride in slots `at` and
     /// `at + 1` (a block's first slot for its attention-output norm, its third for its
-    /// layer-output norm).
+    /// layer-output norm), the rows split across the forward's threads.
     fn residual_norm(
         &self,
-        slots: &SlotTable<'a>,
+        lin: &Linears<'_, 'a>,
         at: usize,
         x: &mut [f32],
         y: &[f32],
         buf: &mut [f32],
     ) -> Result<()> {
-        for (a, b) in x.iter_mut().zip(y) {
-            *a += b;
-        }
-        let norm_of = |i: usize| slots.get(i).and_then(|s| s.norm);
-        let n = Norm {
-            weight: norm_of(at).ok_or(Error::MissingTensor)?,
-            bias: norm_of(at + 1).ok_or(Error::MissingTensor)?,
-        };
-        self.layer_norm(&n, x, buf)
+        let norm_of = |i: usize| lin.slots.get(i).and_then(|s| s.norm);
+        let (weight, bias) = (
+            norm_of(at).ok_or(Error::MissingTensor)?,
+            norm_of(at + 1).ok_or(Error::MissingTensor)?,
+        );
+        let h = self.config.hidden;
+        let (w, b) = buf.split_at_mut(h);
+        let b = &mut b[..h];
+        weight.decode_f32(0, w)?;
+        bias.decode_f32(0, b)?;
+        let (w, b, eps) = (&*w, &*b, self.config.eps);
+        let n = x.len() / h;
+        for_rows(lin.exec, x, n, h, &|first, rows| {
+            let Some(ys) = y.get(first * h..first * h + rows.len()) else {
+                return false;
+            };
+            for (row, yr) in rows.chunks_exact_mut(h).zip(ys.chunks_exact(h)) {
+                for (a, b) in row.iter_mut().zip(yr) {
+                    *a += b;
+                }
+                layer_norm(row, w, b, eps);
+            }
+            true
+        })
     }
 }
 
@@ -386,11 +401,14 @@ impl<'a> Forward<'a> for Bert<'a> {
             lin.apply(s0 + 2, x, t, v, &mut sc)?;
             attend(lin.exec, [q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
             lin.apply(s0 + 3, ctx, t, q, &mut sc)?;
-            self.residual_norm(lin.slots, s0, x, q, norm_buf)?;
+            self.residual_norm(lin, s0, x, q, norm_buf)?;
             lin.apply(s0 + 4, x, t, ffn, &mut sc)?;
-            gelu(ffn);
+            for_rows(lin.exec, ffn, t, f, &|_, rows| {
+                gelu(rows);
+                true
+            })?;
             lin.apply(s0 + 5, ffn, t, q, &mut sc)?;
-            self.residual_norm(lin.slots, s0 + 2, x, q, norm_buf)?;
+            self.residual_norm(lin, s0 + 2, x, q, norm_buf)?;
         }
         // Mean pooling over the tokens.
         let pooled = &mut ctx[..h];

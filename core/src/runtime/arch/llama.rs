@@ -18,7 +18,7 @@ use crate::nn::activation::swiglu;
 use crate::nn::attention::{causal_attention, CausalShape};
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
-use crate::runtime::linear::{dense, Exec, Linears, SlotScratch};
+use crate::runtime::linear::{dense, for_rows, Exec, Linears, SlotScratch};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{reserve, Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{weight_scratch_len, Dense, TensorRef, WeightView};
@@ -87,6 +87,29 @@ pub(crate) struct Llama<'a> {
     token_embd: TensorRef<'a>,
     output: TensorRef<'a>,
     output_norm: TensorRef<'a>,
+}
+
+/// `xn <- RMSNorm(x)` row by row with weight `w` over `t` rows of `h` values, the rows
+/// split across `exec`'s threads for a prompt.
+fn normed(
+    exec: Exec<'_>,
+    x: &[f32],
+    xn: &mut [f32],
+    t: usize,
+    h: usize,
+    w: &[f32],
+    eps: f32,
+) -> Result<()> {
+    for_rows(exec, xn, t, h, &|first, rows| {
+        let Some(src) = x.get(first * h..first * h + rows.len()) else {
+            return false;
+        };
+        rows.copy_from_slice(src);
+        for row in rows.chunks_exact_mut(h) {
+            rms_norm(row, w, eps);
+        }
+        true
+    })
 }
 
 /// [`causal_attention`] of `t` new rows after `past` cached ones (`[t, past]`), its query
@@ -429,10 +452,7 @@ impl<'a> Llama<'a> {
             };
             // Attention.
             norm(0)?.decode_f32(0, normw)?;
-            xn.copy_from_slice(x);
-            for row in xn.chunks_exact_mut(h) {
-                rms_norm(row, normw, c.eps);
-            }
+            normed(lin.exec, x, xn, t, h, normw, c.eps)?;
             lin.apply(s0, xn, t, q, &mut sc)?;
             lin.apply(s0 + 1, xn, t, k, &mut sc)?;
             lin.apply(s0 + 2, xn, t, v, &mut sc)?;
@@ -461,13 +481,17 @@ impl<'a> Llama<'a> {
             }
             // Feed-forward.
             norm(4)?.decode_f32(0, normw)?;
-            xn.copy_from_slice(x);
-            for row in xn.chunks_exact_mut(h) {
-                rms_norm(row, normw, c.eps);
-            }
+            normed(lin.exec, x, xn, t, h, normw, c.eps)?;
             lin.apply(s0 + 4, xn, t, gate, &mut sc)?;
             lin.apply(s0 + 5, xn, t, up, &mut sc)?;
-            swiglu(gate, up);
+            let up: &[f32] = up;
+            for_rows(lin.exec, gate, t, f, &|first, rows| {
+                let Some(u) = up.get(first * f..first * f + rows.len()) else {
+                    return false;
+                };
+                swiglu(rows, u);
+                true
+            })?;
             lin.apply(s0 + 6, gate, t, xn, &mut sc)?;
             for (a, b) in x.iter_mut().zip(xn.iter()) {
                 *a += b;
