@@ -86,7 +86,8 @@ pub(crate) fn for_rows(
 #[cfg(all(feature = "parallel", any(feature = "bert", feature = "llama")))]
 const ROWS_PAR_MIN: usize = 1 << 14;
 
-/// A dense product on `exec`'s threads, or on the calling thread.
+/// A dense product on `exec`'s threads, or on the calling thread. `spare` (free during the
+/// product; may be empty) lets a batch split by output rows (see [`linear_par`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense(
     exec: Exec<'_>,
@@ -95,14 +96,15 @@ pub(crate) fn dense(
     n: usize,
     y: &mut [f32],
     wbuf: &mut [f32],
+    spare: &mut [f32],
     after: &[f32],
     block_kernels: bool,
 ) -> Result<()> {
     #[cfg(feature = "parallel")]
     if let Some(e) = exec {
-        return linear_par(e, layer, x, n, y, wbuf, after, !block_kernels);
+        return linear_par(e, layer, x, n, y, wbuf, spare, after, !block_kernels);
     }
-    let _ = exec;
+    let _ = (exec, spare);
     // Without block kernels compiled in both are one path: keep one copy of it.
     if block_kernels || !super::weights::QUANT_ROWS {
         linear_then(layer, x, n, y, wbuf, after)
@@ -276,6 +278,7 @@ pub(crate) fn slot_apply(
             n,
             y,
             wbuf,
+            spare,
             after,
             block_kernels,
         )?;
@@ -294,6 +297,7 @@ pub(crate) fn slot_apply(
         n,
         y,
         wbuf,
+        spare,
         &[],
         block_kernels,
     )?;

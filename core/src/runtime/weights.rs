@@ -333,9 +333,13 @@ const TOKEN_ALIGN: usize = 12;
 #[cfg(feature = "parallel")]
 #[allow(clippy::too_many_arguments)]
 /// [`linear_then`] with its work split across `exec`'s threads: a single input by output
-/// rows (each part a contiguous run of `y`), a batch by input rows. Every output is
-/// computed by the same arithmetic as on one thread (bit-identical results); `wbuf` serves
-/// the one-thread path, parts take their scratch from the executor.
+/// rows (each part a contiguous run of `y`); a batch by output rows too when `spare` holds
+/// `n · rows` values (each part computes its rows' outputs for every input into its own
+/// block of `spare`, reading only its share of the weights, which are then interleaved
+/// into `y` by input rows), by input rows otherwise (each part then reads every weight).
+/// Every output is computed by the same arithmetic as on one thread (bit-identical
+/// results); `wbuf` serves the one-thread path, parts take their scratch from the
+/// executor.
 ///
 /// # Errors
 /// As [`linear`].
@@ -346,6 +350,7 @@ pub(crate) fn linear_par(
     n: usize,
     y: &mut [f32],
     wbuf: &mut [f32],
+    spare: &mut [f32],
     after: &[f32],
     precise: bool,
 ) -> Result<()> {
@@ -393,6 +398,8 @@ pub(crate) fn linear_par(
                 part.is_some_and(|p| linear_in(&p, x, 1, out, scratch, &[], mode).is_ok())
             },
         )
+    } else if spare.len() >= n * rows && layer.weight.rows_view(0, rows, cols).is_some() {
+        by_output_rows(exec, layer, x, n, y, &mut spare[..n * rows], mode)
     } else {
         // By input rows: part k reads tokens starts[k] .. starts[k + 1].
         let count = split_ranges(n, threads, TOKEN_ALIGN, &mut starts);
@@ -422,6 +429,74 @@ pub(crate) fn linear_par(
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
     Ok(())
+}
+
+#[cfg(feature = "parallel")]
+/// The batch half of [`linear_par`] by output rows: part k computes `x · W[r0 .. r1]ᵀ`
+/// (all `n` inputs, its rows `r0 .. r1`, on `PANEL` boundaries) into block k of `blocks`
+/// (`n · rows` values, block k at `r0 · n`), then the blocks are interleaved into `y`'s
+/// rows, the inputs split across the threads. False when a part failed.
+fn by_output_rows(
+    exec: &dyn Executor,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    blocks: &mut [f32],
+    mode: Mode,
+) -> bool {
+    let (rows, cols) = (layer.rows, layer.cols);
+    let threads = exec.threads();
+    let mut starts = [0usize; MAX_PARTS + 1];
+    let count = split_ranges(rows, threads, PANEL, &mut starts);
+    let computed = run_split(
+        exec,
+        blocks,
+        &starts,
+        count,
+        n,
+        weight_scratch_len(cols, n),
+        &|r, out, scratch| {
+            let part = layer
+                .weight
+                .rows_view(r.start, r.end, cols)
+                .map(|weight| Dense {
+                    weight,
+                    rows: r.len(),
+                    cols,
+                    scale: layer.scale.and_then(|s| s.get(r.clone())),
+                    bias: layer.bias.and_then(|b| b.get(r.clone())),
+                });
+            part.is_some_and(|p| linear_in(&p, x, n, out, scratch, &[], mode).is_ok())
+        },
+    );
+    if !computed {
+        return false;
+    }
+    let blocks: &[f32] = blocks;
+    let mut inputs = [0usize; MAX_PARTS + 1];
+    let parts = split_ranges(n, threads, 1, &mut inputs);
+    run_split(
+        exec,
+        &mut y[..n * rows],
+        &inputs,
+        parts,
+        rows,
+        0,
+        &|t, out, _| {
+            for (i, row) in t.zip(out.chunks_exact_mut(rows)) {
+                for k in 0..count {
+                    let (r0, r1) = (starts[k], starts[k + 1]);
+                    let width = r1 - r0;
+                    match blocks.get(r0 * n + i * width..r0 * n + (i + 1) * width) {
+                        Some(src) => row[r0..r1].copy_from_slice(src),
+                        None => return false,
+                    }
+                }
+            }
+            true
+        },
+    )
 }
 
 /// [`linear_then`] in a given [`Mode`].

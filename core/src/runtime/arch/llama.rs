@@ -512,7 +512,17 @@ impl<'a> Llama<'a> {
         // The head ranks the next tokens: f32 inputs, not 8-bit activations (the best two
         // can be a few hundredths apart: SmolLM2's chat answer to "What is the capital of
         // France?" turns on 0.08).
-        dense(lin.exec, &head, last, 1, logits, sc.wbuf, &[], false)?;
+        dense(
+            lin.exec,
+            &head,
+            last,
+            1,
+            logits,
+            sc.wbuf,
+            &mut [],
+            &[],
+            false,
+        )?;
         Ok(c.vocab)
     }
 }
