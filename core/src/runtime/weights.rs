@@ -319,11 +319,12 @@ impl Mode {
 }
 
 #[cfg(feature = "parallel")]
-/// A single input's product is split across threads only from this many weights on (2 M:
-/// about 100 µs of a memory-bound product on one core, against tens of microseconds to
-/// wake a pool thread; with SmolLM2-135M only the 28 M-weight output head qualifies,
-/// measured: two threads decoded at half the one-thread rate when every layer split).
-const PAR_MIN_WEIGHTS: usize = 1 << 21;
+/// A single input's product is split across threads only from this many weights on (128
+/// K: a few microseconds of a memory-bound product on one core, against about one
+/// microsecond for a spinning pool thread to pick up its part). With SmolLM2-135M every
+/// product but the 576 x 192 key and value ones splits; measured at 2 threads, decode
+/// 1.25-1.33x faster than splitting only the output head (docs/benchmarks.md).
+const PAR_MIN_WEIGHTS: usize = 1 << 17;
 
 #[cfg(feature = "parallel")]
 /// Token rows per part are multiples of this (the x86-64 kernel's tile height; the
@@ -366,8 +367,8 @@ pub(crate) fn linear_par(
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
     if n == 1 && rows.saturating_mul(cols) < PAR_MIN_WEIGHTS {
-        // One input against a small matrix: waking another thread costs more than the
-        // product (decode's per-layer products at SmolLM2's size, 0.1 to 0.9 M weights).
+        // One input against a small matrix: handing a part to another thread costs
+        // more than the part.
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
     let mut starts = [0usize; MAX_PARTS + 1];
