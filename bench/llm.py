@@ -55,6 +55,7 @@ def riffle_bench(model: Path, p: int, n: int, t: int, adapter: Path | None) -> d
     if "unmerged" in o:
         res["unmerged_prompt"] = o["unmerged"]["prompt_tokens_per_s"]
         res["unmerged_decode"] = o["unmerged"]["decode_tokens_per_s"]
+        res["unmerged_ratio"] = o.get("unmerged_decode_time_ratio")
     return res
 
 
@@ -111,7 +112,8 @@ def main() -> int:
                 s[f"riffle_{what}"] = spread([x[what] for x in r["riffle"]])
                 s[f"ratio_{what}"] = spread([x[what] / y[what] for x, y in zip(r["riffle"], r["llama"])])
         if r["riffle"] and "unmerged_decode" in r["riffle"][0]:
-            s["unmerged_decode_time"] = spread([x["decode"] / x["unmerged_decode"] for x in r["riffle"]])
+            s["unmerged_decode_time"] = spread([x.get("unmerged_ratio") or x["decode"] / x["unmerged_decode"]
+                                                for x in r["riffle"]])
         summary.append(s)
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

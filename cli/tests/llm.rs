@@ -157,6 +157,42 @@ fn bench_reports_tokens_per_second() {
     let v: Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
     assert!(v["base"]["prompt_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["base"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v.get("unmerged").is_none() && v.get("unmerged_decode_time_ratio").is_none());
+}
+
+#[test]
+fn bench_with_an_adapter_alternates_and_reports_the_ratio() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let adapter = format!(
+        "{}/../models/smollm2-adapters/smollm2-topic.gguf",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let o = run(
+        &[
+            "bench",
+            "--model",
+            &m,
+            "--adapter",
+            &adapter,
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "3",
+            "--threads",
+            "2",
+            "--json",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert_eq!(v["adapter"], "topic");
+    assert_eq!(v["threads"], 2);
+    for k in ["base", "unmerged"] {
+        assert!(v[k]["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{k}");
+    }
+    let ratio = v["unmerged_decode_time_ratio"].as_f64().unwrap();
+    assert!(ratio.is_finite() && ratio > 0.1 && ratio < 10.0, "{ratio}");
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! `riffle bench` on a causal model: prompt (prefill) and decode tokens per second for
 //! the bare base and, with an adapter, the adapter applied unmerged; medians over
-//! repeated runs, like `llama-bench -p P -n N`.
+//! repeated runs, like `llama-bench -p P -n N`. With an adapter the base's and the
+//! adapter's runs alternate (base first in even rounds, the adapter first in odd ones), so
+//! a machine whose speed drifts during the runs moves both alike, and the decode time
+//! ratio is the median of the rounds' own ratios.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -39,38 +42,70 @@ fn prompt_ids(vocab: usize, n: usize) -> Vec<u32> {
         .collect()
 }
 
-fn measure(session: &Session<'_, '_, '_>, prompt: &[u32], gen: usize, name: &str) -> Result<Speed> {
-    let model = session.model();
-    let context = prompt.len() + gen;
-    let need = model.state_len(context);
-    let mut kv = crate::limits::zeroed::<f32>(need, &format!("{name}: the key/value cache"))?;
-    let mut arena = crate::limits::zeroed::<f32>(
-        model.step_arena_len(prompt.len()),
-        &format!("{name}: the working memory"),
-    )?;
-    let mut logits =
-        crate::limits::zeroed::<f32>(model.output_len(), &format!("{name}: the logits"))?;
-    let (mut p, mut d) = (Vec::new(), Vec::new());
-    for _ in 0..REPEATS {
-        let mut state = DecoderState::new(&mut kv, need, context).map_err(|e| runtime(name, e))?;
+/// Buffers for timing a decoder: its cache, working memory and logits.
+struct Bench {
+    kv: Vec<f32>,
+    need: usize,
+    arena: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl Bench {
+    fn new(
+        session: &Session<'_, '_, '_>,
+        context: usize,
+        prompt: usize,
+        name: &str,
+    ) -> Result<Self> {
+        let model = session.model();
+        let need = model.state_len(context);
+        Ok(Bench {
+            kv: crate::limits::zeroed::<f32>(need, &format!("{name}: the key/value cache"))?,
+            need,
+            arena: crate::limits::zeroed::<f32>(
+                model.step_arena_len(prompt),
+                &format!("{name}: the working memory"),
+            )?,
+            logits: crate::limits::zeroed::<f32>(
+                model.output_len(),
+                &format!("{name}: the logits"),
+            )?,
+        })
+    }
+
+    /// One run with the session's active adapter: (prompt, decode) tokens per second.
+    fn run(
+        &mut self,
+        session: &Session<'_, '_, '_>,
+        prompt: &[u32],
+        gen: usize,
+        name: &str,
+    ) -> Result<(f64, f64)> {
+        let context = prompt.len() + gen;
+        let mut state =
+            DecoderState::new(&mut self.kv, self.need, context).map_err(|e| runtime(name, e))?;
         let t = Instant::now();
         session
-            .step(&mut state, prompt, &mut logits, &mut arena)
+            .step(&mut state, prompt, &mut self.logits, &mut self.arena)
             .map_err(|e| runtime(name, e))?;
-        p.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        let p = prompt.len() as f64 / t.elapsed().as_secs_f64();
         let t = Instant::now();
         for _ in 0..gen {
-            let next = riffle_core::sample::argmax(&logits);
+            let next = riffle_core::sample::argmax(&self.logits);
             session
-                .step(&mut state, &[next], &mut logits, &mut arena)
+                .step(&mut state, &[next], &mut self.logits, &mut self.arena)
                 .map_err(|e| runtime(name, e))?;
         }
-        d.push(gen as f64 / t.elapsed().as_secs_f64());
+        Ok((p, gen as f64 / t.elapsed().as_secs_f64()))
     }
-    Ok(Speed {
-        prompt: median(p),
-        decode: median(d),
-    })
+}
+
+/// Medians of the runs' speeds.
+fn speed(runs: &[(f64, f64)]) -> Speed {
+    Speed {
+        prompt: median(runs.iter().map(|r| r.0).collect()),
+        decode: median(runs.iter().map(|r| r.1).collect()),
+    }
 }
 
 /// Runs `riffle bench`: tokens per second on a causal model, else the encoder and
@@ -113,8 +148,12 @@ pub fn run(
         ));
     }
     let prompt = prompt_ids(model.output_len(), prompt_tokens);
-    let base = measure(&session, &prompt, gen_tokens, m.name())?;
-    let mut unmerged = None;
+    let mut bench = Bench::new(
+        &session,
+        prompt_tokens + gen_tokens,
+        prompt_tokens,
+        m.name(),
+    )?;
     let mut activate_ns = None;
     if !tasks.is_empty() {
         let t = Instant::now();
@@ -128,11 +167,29 @@ pub fn run(
                 .map_err(|e| runtime(m.name(), e))?;
         }
         activate_ns = Some(t.elapsed().as_secs_f64() * 1e9 / (2 * reps) as f64);
-        session
-            .activate(Some(0), &mut [])
-            .map_err(|e| runtime(m.name(), e))?;
-        unmerged = Some(measure(&session, &prompt, gen_tokens, m.name())?);
     }
+    let (mut base_runs, mut adapter_runs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..REPEATS {
+        if tasks.is_empty() {
+            base_runs.push(bench.run(&session, &prompt, gen_tokens, m.name())?);
+            continue;
+        }
+        let mut pair = [(0.0, 0.0); 2];
+        for k in 0..2 {
+            // Even rounds: base, then adapter; odd rounds the other way round.
+            let with_adapter = (k + round) % 2 == 1;
+            session
+                .activate(with_adapter.then_some(0), &mut [])
+                .map_err(|e| runtime(m.name(), e))?;
+            pair[usize::from(with_adapter)] = bench.run(&session, &prompt, gen_tokens, m.name())?;
+        }
+        base_runs.push(pair[0]);
+        adapter_runs.push(pair[1]);
+        ratios.push(pair[0].1 / pair[1].1);
+    }
+    let base = speed(&base_runs);
+    let unmerged = (!adapter_runs.is_empty()).then(|| speed(&adapter_runs));
+    let decode_ratio = (!ratios.is_empty()).then(|| median(ratios));
     let speed =
         |s: &Speed| json!({"prompt_tokens_per_s": s.prompt, "decode_tokens_per_s": s.decode});
     if json {
@@ -148,6 +205,7 @@ pub fn run(
             o["unmerged"] = speed(u);
             o["adapter"] = json!(tasks[0]);
             o["activate_ns"] = json!(activate_ns);
+            o["unmerged_decode_time_ratio"] = json!(decode_ratio);
         }
         println!("{o}");
     } else {
@@ -163,8 +221,8 @@ pub fn run(
         if let Some(u) = &unmerged {
             println!("  {:<10} {:>12.1} {:>12.1}", "unmerged", u.prompt, u.decode);
             println!(
-                "  decode time per token: unmerged {:.3}x the base's; activating the adapter: {:.0} ns",
-                base.decode / u.decode,
+                "  decode time per token: unmerged {:.3}x the base's (median of the rounds' ratios); activating the adapter: {:.0} ns",
+                decode_ratio.unwrap_or(base.decode / u.decode),
                 activate_ns.unwrap_or(0.0)
             );
         }
