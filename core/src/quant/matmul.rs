@@ -222,8 +222,7 @@ pub(crate) fn matmul_then(
     scratch: &mut [u8],
     next: &[u8],
 ) -> Result<()> {
-    let a = quantize_activations(w.activation_type(), x, w.cols, n, scratch)?;
-    prepared_then(w, rows, &a, y, next)
+    quantized_then(w, rows, x, n, y, scratch, Hint { next, batch: false })
 }
 
 /// Whether products of `ty` weights with several inputs have a batch kernel on this CPU
@@ -257,26 +256,40 @@ pub(crate) fn matmul_batch(
     y: &mut [f32],
     scratch: &mut [u8],
 ) -> Result<()> {
+    quantized_then(
+        w,
+        rows,
+        x,
+        n,
+        y,
+        scratch,
+        Hint {
+            next: &[],
+            batch: true,
+        },
+    )
+}
+
+/// [`matmul`] with a [`Hint`]: the activations quantized into `scratch`, then the product.
+fn quantized_then(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [u8],
+    hint: Hint<'_>,
+) -> Result<()> {
     let a = quantize_activations(w.activation_type(), x, w.cols, n, scratch)?;
-    if a.kind != w.activation_type() {
-        return Err(Error::LengthMismatch {
-            expected: w.cols,
-            found: a.cols,
-        });
-    }
-    let stride = rows.len();
-    if y.len() != n.saturating_mul(stride) {
-        return Err(Error::LengthMismatch {
-            expected: n.saturating_mul(stride),
-            found: y.len(),
-        });
-    }
-    let Some(mut p) = problem(w, rows, &a, y, stride)? else {
-        return Ok(());
-    };
-    p.batch = true;
-    run_best(&p, y);
-    Ok(())
+    prepared_then(w, rows, &a, y, hint)
+}
+
+/// What a product may use beyond its operands: memory to prefetch, and whether to take
+/// the batch kernel (see [`matmul_batch`]). Neither changes the result.
+#[derive(Clone, Copy, Default)]
+struct Hint<'n> {
+    next: &'n [u8],
+    batch: bool,
 }
 
 /// [`matmul`] on activations already prepared by [`quantize_activations`] (so that
@@ -292,16 +305,16 @@ pub fn matmul_prepared(
     a: &Activations<'_>,
     y: &mut [f32],
 ) -> Result<()> {
-    prepared_then(w, rows, a, y, &[])
+    prepared_then(w, rows, a, y, Hint::default())
 }
 
-/// [`matmul_prepared`] with a prefetch hint (see [`matmul_then`]).
+/// [`matmul_prepared`] with a [`Hint`].
 fn prepared_then(
     w: &QMatrix<'_>,
     rows: Range<usize>,
     a: &Activations<'_>,
     y: &mut [f32],
-    next: &[u8],
+    hint: Hint<'_>,
 ) -> Result<()> {
     let need = a.n.saturating_mul(rows.len());
     if y.len() != need {
@@ -311,7 +324,7 @@ fn prepared_then(
         });
     }
     let stride = rows.len();
-    strided_then(w, rows, a, y, stride, next)
+    strided_then(w, rows, a, y, stride, hint)
 }
 
 /// [`matmul_prepared`] writing input `t`'s outputs at `y[t * y_stride ..][..rows.len()]`:
@@ -329,17 +342,17 @@ pub fn matmul_strided(
     y: &mut [f32],
     y_stride: usize,
 ) -> Result<()> {
-    strided_then(w, rows, a, y, y_stride, &[])
+    strided_then(w, rows, a, y, y_stride, Hint::default())
 }
 
-/// [`matmul_strided`] with a prefetch hint (see [`matmul_then`]).
+/// [`matmul_strided`] with a [`Hint`].
 fn strided_then(
     w: &QMatrix<'_>,
     rows: Range<usize>,
     a: &Activations<'_>,
     y: &mut [f32],
     y_stride: usize,
-    next: &[u8],
+    hint: Hint<'_>,
 ) -> Result<()> {
     if a.kind != w.activation_type() {
         return Err(Error::LengthMismatch {
@@ -350,7 +363,8 @@ fn strided_then(
     let Some(mut p) = problem(w, rows, a, y, y_stride)? else {
         return Ok(());
     };
-    p.next = next;
+    p.next = hint.next;
+    p.batch = hint.batch;
     run_best(&p, y);
     Ok(())
 }
