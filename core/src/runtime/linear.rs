@@ -328,8 +328,9 @@ pub(crate) fn slot_apply(
 }
 
 /// `dst = Q src` row by row on the SIMD kernels, the rows split across `exec`'s threads
-/// at multiples of 24 (the kernels' bands of 8 and 4 rows stay as the whole batch forms
-/// them, so every row is computed exactly as on one thread).
+/// at multiples of 8 (the kernels' bands of rows then form as in the whole batch; a row's
+/// arithmetic does not depend on its band anyway: the same coefficient vectors, the same
+/// order of multiply-adds), so every row is computed exactly as on one thread.
 fn rotate_rows_from(
     exec: Exec<'_>,
     q: &Chain<'_>,
@@ -343,7 +344,7 @@ fn rotate_rows_from(
         use crate::par::{run_split, split_ranges, MAX_PARTS};
         let w = q.spec().width();
         let mut starts = [0usize; MAX_PARTS + 1];
-        let count = split_ranges(n, e.threads(), 24, &mut starts);
+        let count = split_ranges(n, e.threads(), 8, &mut starts);
         if count > 1
             && src.len() == n * w
             && dst.len() == n * w
