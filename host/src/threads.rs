@@ -416,9 +416,15 @@ mod tests {
     fn idle_workers_park_and_wake() {
         let pool = Pool::new(2).unwrap();
         assert_eq!(filled(&pool, 2, 3), expected(2, 3));
-        // Long enough for the worker to pass its spins and park.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        assert_eq!(pool.shared.sleepers.load(Ordering::SeqCst), 1);
+        // The worker passes its spins and yields, then parks (give a loaded machine time).
+        let start = std::time::Instant::now();
+        while pool.shared.sleepers.load(Ordering::SeqCst) != 1 {
+            assert!(
+                start.elapsed().as_secs() < 30,
+                "the idle worker never parked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(filled(&pool, 2, 3), expected(2, 3));
         drop(pool);
     }

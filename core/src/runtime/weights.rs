@@ -323,7 +323,7 @@ impl Mode {
 /// K: a few microseconds of a memory-bound product on one core, against about one
 /// microsecond for a spinning pool thread to pick up its part). With SmolLM2-135M every
 /// product but the 576 x 192 key and value ones splits; measured at 2 threads, decode
-/// 1.25-1.33x faster than splitting only the output head (docs/benchmarks.md).
+/// 1.26-1.34x faster than splitting only the output head (docs/benchmarks.md section 12).
 const PAR_MIN_WEIGHTS: usize = 1 << 17;
 
 #[cfg(feature = "parallel")]
