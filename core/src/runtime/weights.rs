@@ -373,32 +373,13 @@ pub(crate) fn linear_par(
     }
     let mut starts = [0usize; MAX_PARTS + 1];
     let ok = if n == 1 {
-        // By output rows: part k computes rows starts[k] .. starts[k + 1].
-        let count = split_ranges(rows, threads, PANEL, &mut starts);
-        if count <= 1 || layer.weight.rows_view(0, rows, cols).is_none() {
+        // By output rows, each part writing its own run of `y`.
+        if split_ranges(rows, threads, PANEL, &mut starts) <= 1
+            || layer.weight.rows_view(0, rows, cols).is_none()
+        {
             return linear_in(layer, x, n, y, wbuf, after, mode);
         }
-        run_split(
-            exec,
-            &mut y[..rows],
-            &starts,
-            count,
-            1,
-            weight_scratch_len(cols, 1),
-            &|r, out, scratch| {
-                let part = layer
-                    .weight
-                    .rows_view(r.start, r.end, cols)
-                    .map(|weight| Dense {
-                        weight,
-                        rows: r.len(),
-                        cols,
-                        scale: layer.scale.and_then(|s| s.get(r.clone())),
-                        bias: layer.bias.and_then(|b| b.get(r.clone())),
-                    });
-                part.is_some_and(|p| linear_in(&p, x, 1, out, scratch, &[], mode).is_ok())
-            },
-        )
+        output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode).is_some()
     } else if spare.len() >= n * rows && layer.weight.rows_view(0, rows, cols).is_some() {
         by_output_rows(exec, layer, x, n, y, &mut spare[..n * rows], mode)
     } else {
@@ -433,23 +414,20 @@ pub(crate) fn linear_par(
 }
 
 #[cfg(feature = "parallel")]
-/// The batch half of [`linear_par`] by output rows: part k computes `x · W[r0 .. r1]ᵀ`
-/// (all `n` inputs, its rows `r0 .. r1`, on `PANEL` boundaries) into block k of `blocks`
-/// (`n · rows` values, block k at `r0 · n`), then the blocks are interleaved into `y`'s
-/// rows, the inputs split across the threads. False when a part failed.
-fn by_output_rows(
+/// Part k of `x · Wᵀ` by output rows: `x · W[r0 .. r1]ᵀ` (all `n` inputs, the part's rows
+/// `r0 .. r1` on `PANEL` boundaries) into block k of `blocks` (`n · rows` values, block k
+/// at `r0 · n`; for one input, `y` itself). The parts' bounds, or `None` when one failed.
+fn output_row_blocks(
     exec: &dyn Executor,
     layer: &Dense<'_>,
     x: &[f32],
     n: usize,
-    y: &mut [f32],
     blocks: &mut [f32],
     mode: Mode,
-) -> bool {
-    let (rows, cols) = (layer.rows, layer.cols);
-    let threads = exec.threads();
+) -> Option<([usize; MAX_PARTS + 1], usize)> {
+    let cols = layer.cols;
     let mut starts = [0usize; MAX_PARTS + 1];
-    let count = split_ranges(rows, threads, PANEL, &mut starts);
+    let count = split_ranges(layer.rows, exec.threads(), PANEL, &mut starts);
     let computed = run_split(
         exec,
         blocks,
@@ -471,9 +449,27 @@ fn by_output_rows(
             part.is_some_and(|p| linear_in(&p, x, n, out, scratch, &[], mode).is_ok())
         },
     );
-    if !computed {
+    computed.then_some((starts, count))
+}
+
+#[cfg(feature = "parallel")]
+/// The batch half of [`linear_par`] by output rows: the blocks of [`output_row_blocks`],
+/// then interleaved into `y`'s rows, the inputs split across the threads. False when a
+/// part failed.
+fn by_output_rows(
+    exec: &dyn Executor,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    blocks: &mut [f32],
+    mode: Mode,
+) -> bool {
+    let rows = layer.rows;
+    let threads = exec.threads();
+    let Some((starts, count)) = output_row_blocks(exec, layer, x, n, blocks, mode) else {
         return false;
-    }
+    };
     let blocks: &[f32] = blocks;
     let mut inputs = [0usize; MAX_PARTS + 1];
     let parts = split_ranges(n, threads, 1, &mut inputs);
