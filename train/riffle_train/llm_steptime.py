@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -70,12 +71,6 @@ def run_steptime(base: str, methods: list[str], reference: str, rounds: int, bat
     return {"seconds": secs, "ratios": ratios, "paths": paths}
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
 def markdown(res: dict, meta: dict) -> str:
     from .llm_memory import label
 
@@ -90,8 +85,8 @@ def markdown(res: dict, meta: dict) -> str:
              "|---|---:|---|---:|---|"]
     for m, xs in res["seconds"].items():
         r = res["ratios"][m]
-        lines.append(f"| {label(m, res['paths'].get(m))} | {_median(xs):.2f} | {', '.join(f'{x:.2f}' for x in xs)} | "
-                     f"{_median(r):.2f} | {min(r):.2f} - {max(r):.2f} |")
+        lines.append(f"| {label(m, res['paths'].get(m))} | {statistics.median(xs):.2f} | {', '.join(f'{x:.2f}' for x in xs)} | "
+                     f"{statistics.median(r):.2f} | {min(r):.2f} - {max(r):.2f} |")
     return "\n".join(lines) + "\n"
 
 
