@@ -371,17 +371,20 @@ pub(crate) fn linear_par(
         // more than the part.
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
+    // Output rows in parts on `PANEL` boundaries, when the weight can be cut into rows.
+    let mut row_starts = [0usize; MAX_PARTS + 1];
+    let row_parts = split_ranges(rows, threads, PANEL, &mut row_starts);
+    let by_rows = (row_parts > 1 && layer.weight.rows_view(0, rows, cols).is_some())
+        .then_some((&row_starts, row_parts));
     let mut starts = [0usize; MAX_PARTS + 1];
     let ok = if n == 1 {
         // By output rows, each part writing its own run of `y`.
-        if split_ranges(rows, threads, PANEL, &mut starts) <= 1
-            || layer.weight.rows_view(0, rows, cols).is_none()
-        {
+        let Some(split) = by_rows else {
             return linear_in(layer, x, n, y, wbuf, after, mode);
-        }
-        output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode).is_some()
-    } else if spare.len() >= n * rows && layer.weight.rows_view(0, rows, cols).is_some() {
-        by_output_rows(exec, layer, x, n, y, &mut spare[..n * rows], mode)
+        };
+        output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode, split)
+    } else if let Some(split) = by_rows.filter(|_| spare.len() >= n * rows) {
+        by_output_rows(exec, layer, x, n, y, &mut spare[..n * rows], mode, split)
     } else {
         // By input rows: part k reads tokens starts[k] .. starts[k + 1].
         let count = split_ranges(n, threads, TOKEN_ALIGN, &mut starts);
@@ -414,9 +417,10 @@ pub(crate) fn linear_par(
 }
 
 #[cfg(feature = "parallel")]
-/// Part k of `x · Wᵀ` by output rows: `x · W[r0 .. r1]ᵀ` (all `n` inputs, the part's rows
-/// `r0 .. r1` on `PANEL` boundaries) into block k of `blocks` (`n · rows` values, block k
-/// at `r0 · n`; for one input, `y` itself). The parts' bounds, or `None` when one failed.
+/// Part k of `x · Wᵀ` by output rows: `x · W[r0 .. r1]ᵀ` (all `n` inputs, the rows `r0 ..
+/// r1` of part k of `split`, `(starts, count)` from `split_ranges`) into block k of
+/// `blocks` (`n · rows` values, block k at `r0 · n`; for one input, `y` itself). False
+/// when a part failed.
 fn output_row_blocks(
     exec: &dyn Executor,
     layer: &Dense<'_>,
@@ -424,14 +428,13 @@ fn output_row_blocks(
     n: usize,
     blocks: &mut [f32],
     mode: Mode,
-) -> Option<([usize; MAX_PARTS + 1], usize)> {
+    (starts, count): (&[usize; MAX_PARTS + 1], usize),
+) -> bool {
     let cols = layer.cols;
-    let mut starts = [0usize; MAX_PARTS + 1];
-    let count = split_ranges(layer.rows, exec.threads(), PANEL, &mut starts);
-    let computed = run_split(
+    run_split(
         exec,
         blocks,
-        &starts,
+        starts,
         count,
         n,
         weight_scratch_len(cols, n),
@@ -448,11 +451,11 @@ fn output_row_blocks(
                 });
             part.is_some_and(|p| linear_in(&p, x, n, out, scratch, &[], mode).is_ok())
         },
-    );
-    computed.then_some((starts, count))
+    )
 }
 
 #[cfg(feature = "parallel")]
+#[allow(clippy::too_many_arguments)]
 /// The batch half of [`linear_par`] by output rows: the blocks of [`output_row_blocks`],
 /// then interleaved into `y`'s rows, the inputs split across the threads. False when a
 /// part failed.
@@ -464,15 +467,16 @@ fn by_output_rows(
     y: &mut [f32],
     blocks: &mut [f32],
     mode: Mode,
+    split: (&[usize; MAX_PARTS + 1], usize),
 ) -> bool {
     let rows = layer.rows;
-    let threads = exec.threads();
-    let Some((starts, count)) = output_row_blocks(exec, layer, x, n, blocks, mode) else {
+    if !output_row_blocks(exec, layer, x, n, blocks, mode, split) {
         return false;
-    };
+    }
+    let (starts, count) = split;
     let blocks: &[f32] = blocks;
     let mut inputs = [0usize; MAX_PARTS + 1];
-    let parts = split_ranges(n, threads, 1, &mut inputs);
+    let parts = split_ranges(n, exec.threads(), 1, &mut inputs);
     run_split(
         exec,
         &mut y[..n * rows],
