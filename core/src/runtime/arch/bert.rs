@@ -15,7 +15,7 @@ use crate::math::MAX_BLOCK_SIZE;
 use crate::nn::activation::gelu;
 use crate::nn::attention::attention;
 use crate::nn::norm::layer_norm;
-use crate::runtime::linear::{for_rows, Exec, Linears, SlotScratch};
+use crate::runtime::linear::{for_rows, Exec, Linears, SlotScratch, ONE_THREAD};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{reserve, Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{linear, weight_scratch_len, Dense, TensorRef, WeightView};
@@ -250,20 +250,46 @@ impl<'a> Bert<'a> {
                 }
             }
         }
-        self.layer_norm(&self.embd_norm, &mut x[..ids.len() * h], buf)
+        self.layer_norm(
+            ONE_THREAD,
+            &self.embd_norm,
+            &mut x[..ids.len() * h],
+            None,
+            buf,
+        )
     }
 
-    /// Layer norm over each row of `x` with `norm`; `buf` needs `2·hidden` values.
-    fn layer_norm(&self, norm: &Norm<'_>, x: &mut [f32], buf: &mut [f32]) -> Result<()> {
+    /// `x <- LN(x + add)` row by row with `norm` (`x <- LN(x)` without `add`), the rows split
+    /// across `exec`'s threads; `buf` needs `2·hidden` values.
+    fn layer_norm(
+        &self,
+        exec: Exec<'_>,
+        norm: &Norm<'_>,
+        x: &mut [f32],
+        add: Option<&[f32]>,
+        buf: &mut [f32],
+    ) -> Result<()> {
         let h = self.config.hidden;
         let (w, b) = buf.split_at_mut(h);
         let b = &mut b[..h];
         norm.weight.decode_f32(0, w)?;
         norm.bias.decode_f32(0, b)?;
-        for row in x.chunks_exact_mut(h) {
-            layer_norm(row, w, b, self.config.eps);
-        }
-        Ok(())
+        let (w, b, eps) = (&*w, &*b, self.config.eps);
+        let n = x.len() / h;
+        for_rows(exec, x, n, h, &|first, rows| {
+            if let Some(add) = add {
+                let Some(ys) = add.get(first * h..first * h + rows.len()) else {
+                    return false;
+                };
+                for (a, y) in rows.iter_mut().zip(ys) {
+                    *a += y;
+                }
+            }
+            for row in rows.chunks_exact_mut(h) {
+                layer_norm(row, w, b, eps);
+            }
+            true
+        })
     }
 
     /// `x <- LN(x + y)` with the norm whose weight and bias ride in slots `at` and
@@ -278,29 +304,11 @@ impl<'a> Bert<'a> {
         buf: &mut [f32],
     ) -> Result<()> {
         let norm_of = |i: usize| lin.slots.get(i).and_then(|s| s.norm);
-        let (weight, bias) = (
-            norm_of(at).ok_or(Error::MissingTensor)?,
-            norm_of(at + 1).ok_or(Error::MissingTensor)?,
-        );
-        let h = self.config.hidden;
-        let (w, b) = buf.split_at_mut(h);
-        let b = &mut b[..h];
-        weight.decode_f32(0, w)?;
-        bias.decode_f32(0, b)?;
-        let (w, b, eps) = (&*w, &*b, self.config.eps);
-        let n = x.len() / h;
-        for_rows(lin.exec, x, n, h, &|first, rows| {
-            let Some(ys) = y.get(first * h..first * h + rows.len()) else {
-                return false;
-            };
-            for (row, yr) in rows.chunks_exact_mut(h).zip(ys.chunks_exact(h)) {
-                for (a, b) in row.iter_mut().zip(yr) {
-                    *a += b;
-                }
-                layer_norm(row, w, b, eps);
-            }
-            true
-        })
+        let norm = Norm {
+            weight: norm_of(at).ok_or(Error::MissingTensor)?,
+            bias: norm_of(at + 1).ok_or(Error::MissingTensor)?,
+        };
+        self.layer_norm(lin.exec, &norm, x, Some(y), buf)
     }
 }
 
