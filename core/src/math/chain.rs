@@ -431,6 +431,35 @@ impl<'w> Chain<'w> {
         }
     }
 
+    /// Entry `(c, t)` (row `c`, column `t`) of block `j` of factor `f`, in whatever layout
+    /// the factor stores its blocks; `None` outside the chain.
+    #[cfg(feature = "f16")]
+    pub(super) fn block_entry(&self, f: usize, j: usize, c: usize, t: usize) -> Option<f32> {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        let k = n / b;
+        if f >= m || j >= k || c >= b || t >= b {
+            return None;
+        }
+        let at = Access::of(permutation, f, m).position(c, t, j, b, k);
+        self.blocks.get(f * n * b + at).copied()
+    }
+
+    /// Whether factor `f`'s block `j` reads the strided entries `x[j], x[j + k], ...`
+    /// (`Some(true)`), the contiguous run `x[j·b ..]` (`Some(false)`), or anything else
+    /// (`None`).
+    pub(super) fn factor_is_strided(spec: ChainSpec, f: usize) -> Option<bool> {
+        match Access::of(spec.permutation, f, spec.m) {
+            Access::Contiguous => Some(false),
+            Access::Strided => Some(true),
+            Access::Table => None,
+        }
+    }
+
     /// Whether this CPU has a SIMD kernel for factor `f` of this chain.
     pub fn has_simd_kernel(&self) -> bool {
         let mut probe = [0.0f32; 0];

@@ -20,6 +20,7 @@ pub(crate) mod gemm;
 mod linalg;
 mod merge;
 pub mod permutation;
+pub(crate) mod reflectors;
 mod scalars;
 
 pub use cayley::{cayley, cayley_scratch_len, packed_len, skew_from_packed, ORTHOGONALITY_CAP};

@@ -17,7 +17,8 @@ use super::slots::{push_indexed, Base, BaseFacts, NameBuf, MAX_SLOTS};
 use super::weights::TensorRef;
 use crate::gguf::{self, Gguf, StringArray, TensorInfo, TensorType};
 use crate::math::{
-    prepare_chain, Chain, ChainSpec, LayerTransform, Permutation, Scalars, MAX_FACTORS,
+    prepare_chain, reflectors::ReflectorChain, Chain, ChainSpec, LayerTransform, Permutation,
+    Scalars, MAX_FACTORS,
 };
 use crate::{Error, Result};
 
@@ -25,9 +26,10 @@ use crate::{Error, Result};
 /// one of its slots (on a model in caller storage, every one of that model's).
 pub const MAX_ADAPTED_SLOTS: usize = MAX_SLOTS;
 /// `f32`s of workspace per slot of the base for the adapter's slot table: the offsets of
-/// the slot's input chain, output chain and scales, its rows and its columns, each a
-/// `u32` stored as the bits of one `f32`.
-pub const SLOT_RECORD: usize = 5;
+/// the slot's input chain, output chain and scales, its rows and its columns, and the
+/// offset of the input chain's reflector form (the unmerged decoder's, see
+/// [`Prepared::reflectors_in`]), each a `u32` stored as the bits of one `f32`.
+pub const SLOT_RECORD: usize = 6;
 /// Most tensors one adapter may replace (task heads).
 pub const MAX_HEAD_TENSORS: usize = 4;
 
@@ -143,6 +145,7 @@ struct SlotLayout {
     scale: Option<u32>,
     rows: u32,
     cols: u32,
+    reflectors_in: Option<u32>,
 }
 
 /// A record's word for an absent part (a quiet NaN: the offsets and widths stored are
@@ -153,7 +156,7 @@ const NONE: u32 = u32::MAX;
 const MAX_WORD: usize = 0x7F7F_FFFF;
 
 /// Word `k` of record `r` (0, 1, 2: the offsets of the input chain, the output chain
-/// and the scales; 3, 4: rows and columns).
+/// and the scales; 3, 4: rows and columns; 5: the offset of the input chain's reflectors).
 fn word(r: &[f32], k: usize) -> u32 {
     r.get(k).map_or(NONE, |v| v.to_bits())
 }
@@ -174,6 +177,7 @@ impl SlotLayout {
             scale: part(2),
             rows: word(r, 3),
             cols: word(r, 4),
+            reflectors_in: part(5),
         }
     }
     /// True when the adapter rotates or scales the slot.
@@ -411,8 +415,14 @@ impl<'a> Adapter<'a> {
                             missing |= self.factor_tensor(base_name, tag, g).is_err();
                         }
                     }
+                    let reflectors = if k == 0 && keeps_reflectors(s.weight.ggml_type()) {
+                        reflector_words(self.spec(s.cols)?)
+                    } else {
+                        0
+                    };
                     data_len = data_len
                         .checked_add(self.part_len(k, s.rows, s.cols)?)
+                        .and_then(|n| n.checked_add(reflectors))
                         .filter(|&n| n <= MAX_WORD)
                         .ok_or(Error::CapacityExceeded)?;
                 }
@@ -614,7 +624,7 @@ impl<'a> Adapter<'a> {
                 return Err(Error::CapacityExceeded);
             }
             let name = base.slots.name_of(base.gguf, i);
-            let mut words = [NONE, NONE, NONE, s.rows as u32, s.cols as u32];
+            let mut words = [NONE, NONE, NONE, s.rows as u32, s.cols as u32, NONE];
             for (k, (n, tag)) in [
                 (s.cols, gguf::TENSOR_OFT_IN),
                 (s.rows, gguf::TENSOR_OFT_OUT),
@@ -639,6 +649,21 @@ impl<'a> Adapter<'a> {
                 prepare_chain(spec, &params, out, scratch)?;
                 words[k] = off as u32;
                 off += spec.blocks_len();
+                let rw = if k == 0 && keeps_reflectors(s.weight.ggml_type()) {
+                    reflector_words(spec)
+                } else {
+                    0
+                };
+                if rw > 0 {
+                    let (done, rest) = data.split_at_mut(off);
+                    let chain = Chain::new(spec, &done[off - spec.blocks_len()..])?;
+                    let words_out = rest.get_mut(..rw).ok_or(Error::MissingTensor)?;
+                    // A block that does not factorise keeps the slot on its f32 blocks.
+                    if build_reflectors(&chain, words_out) {
+                        words[5] = off as u32;
+                    }
+                    off += rw;
+                }
             }
             let mut tname = NameBuf::new();
             tname.push_str(name).map_err(|_| Error::CapacityExceeded)?;
@@ -863,6 +888,21 @@ impl<'a> Prepared<'a, '_> {
                 .map(Scalars::F32),
         }
     }
+    /// The reflector form of slot `slot`'s input chain (half-precision Householder
+    /// reflectors, 3.6x fewer bytes than its `f32` blocks: what a decoder's token step
+    /// rotates with, docs/runtime.md), kept for slots on block-quantized weights on
+    /// x86-64; `None` otherwise.
+    pub(crate) fn reflectors_in(&self, slot: usize) -> Option<ReflectorChain<'_>> {
+        let l = self
+            .table
+            .get(slot * SLOT_RECORD..(slot + 1) * SLOT_RECORD)
+            .map(SlotLayout::read)?;
+        let at = l.reflectors_in? as usize;
+        let spec =
+            ChainSpec::new(l.cols as usize, self.block, self.factors, self.permutation).ok()?;
+        let words = self.data.get(at..at + reflector_words(spec))?;
+        ReflectorChain::new(spec, bytemuck::cast_slice(words))
+    }
     /// Slots it touches (rotates, scales) in forward order.
     pub(crate) fn touched_slots(&self) -> impl Iterator<Item = usize> + '_ {
         self.table
@@ -870,6 +910,38 @@ impl<'a> Prepared<'a, '_> {
             .enumerate()
             .filter(|(_, r)| SlotLayout::read(r).touched())
             .map(|(i, _)| i)
+    }
+}
+
+/// Whether an input chain on weights of type `t` also keeps its reflector form
+/// ([`ReflectorChain`]): on block-quantized weights (a decoder's token step, whose block
+/// kernels quantize the rotated input to 8 bits, far coarser than the reflectors'
+/// halves), in x86-64 builds with half support (the only kernel that reads them).
+fn keeps_reflectors(t: TensorType) -> bool {
+    cfg!(all(target_arch = "x86_64", feature = "f16")) && t.block_len() > 1
+}
+
+/// `f32` words holding the [`ReflectorChain`] of `spec` (two halves a word; 0 for a
+/// shape without one).
+fn reflector_words(spec: ChainSpec) -> usize {
+    if ReflectorChain::supported(spec) {
+        ReflectorChain::len(spec).div_ceil(2)
+    } else {
+        0
+    }
+}
+
+/// Factorises `chain` into `words` (two halves each); `false` when a block does not
+/// factorise or the build has no halves.
+fn build_reflectors(chain: &Chain<'_>, words: &mut [f32]) -> bool {
+    #[cfg(feature = "f16")]
+    {
+        ReflectorChain::build(chain, bytemuck::cast_slice_mut(words))
+    }
+    #[cfg(not(feature = "f16"))]
+    {
+        let _ = (chain, words);
+        false
     }
 }
 

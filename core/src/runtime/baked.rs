@@ -695,7 +695,7 @@ impl<'a> BakedModel<'a> {
                 bias,
                 l.rows,
                 l.cols,
-                &t,
+                (&t, None),
                 &mut cur[..width],
                 1,
                 nxt,

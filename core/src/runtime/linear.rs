@@ -8,6 +8,7 @@ use super::slots::SlotTable;
 #[cfg(feature = "parallel")]
 use super::weights::linear_par;
 use super::weights::{linear_then, Dense, TensorRef, WeightView};
+use crate::math::reflectors::ReflectorChain;
 use crate::math::{transpose, Chain, LayerTransform, Scalars};
 use crate::{Error, Result};
 
@@ -168,6 +169,15 @@ impl<'a> Linears<'_, 'a> {
             None
         };
         let t = t.unwrap_or(LayerTransform::IDENTITY);
+        // A decoder's token step (one row into the block kernels, which quantize it to 8
+        // bits) rotates with the input chain's reflector form where it has one: 3.6x
+        // fewer bytes than the f32 blocks, which every token reads from memory. Prompts
+        // and encoders keep the f32 blocks.
+        let token_step = self.block_kernels && n == 1;
+        let reflectors = match (t.q_in.is_some() && token_step, adapter) {
+            (true, Some(p)) => p.reflectors_in(i),
+            _ => None,
+        };
         // Only the x86-64 kernels prefetch (`linear_then`); other targets skip the look-up.
         let after = match (merged, adapter) {
             (None, Some(p))
@@ -175,7 +185,10 @@ impl<'a> Linears<'_, 'a> {
                     && i + 1 < self.slots.len()
                     && !p.head(i + 1).is_some_and(|h| h.replaces_weight) =>
             {
-                p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[])
+                match p.reflectors_in(i + 1).filter(|_| token_step) {
+                    Some(r) => bytemuck::try_cast_slice(r.data()).unwrap_or(&[]),
+                    None => p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[]),
+                }
             }
             _ => &[],
         };
@@ -186,7 +199,7 @@ impl<'a> Linears<'_, 'a> {
             bias_t,
             rows,
             s.cols,
-            &t,
+            (&t, reflectors),
             x,
             n,
             y,
@@ -214,8 +227,9 @@ pub(crate) fn write_output(output: &mut [f32], values: &[f32]) -> Result<usize> 
 
 /// One slot's arithmetic on a batch of `n` input rows `x` (`n × cols`, modified only
 /// through a copy): `y = s ⊙ Q_out (W (Q_in x)) + bias`, `n × rows` outputs into `y`;
-/// returns `rows`. [`Linears::apply`] picks the weight, bias and transform; the baked
-/// reader calls it too, so both run the same code.
+/// returns `rows`. [`Linears::apply`] picks the weight, bias and transform (and the
+/// reflector form of `Q_in` that rotates the input instead, where there is one); the
+/// baked reader calls it too, so both run the same code.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn slot_apply(
     exec: Exec<'_>,
@@ -224,7 +238,7 @@ pub(crate) fn slot_apply(
     bias_t: Option<TensorRef<'_>>,
     rows: usize,
     cols: usize,
-    t: &LayerTransform<'_>,
+    (t, reflectors): (&LayerTransform<'_>, Option<ReflectorChain<'_>>),
     x: &mut [f32],
     n: usize,
     y: &mut [f32],
@@ -248,7 +262,9 @@ pub(crate) fn slot_apply(
     let input: &[f32] = match &t.q_in {
         Some(q) => {
             let xr = &mut rot[..n * cols];
-            if q.has_simd_kernel() {
+            if reflectors.is_some_and(|r| r.rotate_rows_from(&x[..n * cols], xr)) {
+                // Rotated by the reflectors.
+            } else if q.has_simd_kernel() {
                 rotate_rows_from(exec, q, &x[..n * cols], xr, n, chain)?;
             } else {
                 xr.copy_from_slice(&x[..n * cols]);

@@ -24,6 +24,8 @@ mod wasm;
 mod x86_blocks;
 #[cfg(target_arch = "x86_64")]
 mod x86_products;
+#[cfg(target_arch = "x86_64")]
+mod x86_reflectors;
 
 use crate::{Error, Result};
 
@@ -194,6 +196,38 @@ pub(crate) fn strided_blocks(
     }
     let _ = (x, n, b, blocks, transpose);
     false
+}
+
+/// One row through a factor of `k` blocks of `8 × 8` stored as half-precision
+/// Householder reflectors (`math::reflectors`): `dst <- F src`, or in place when `src` is
+/// `None`; `strided` for a factor whose block `j` reads `x[j], x[j + k], …`. `false`,
+/// touching nothing, when this CPU has no kernel (there is no portable loop: the caller
+/// keeps the `f32` blocks for that case).
+pub(crate) fn reflector_factor(
+    src: Option<&[f32]>,
+    dst: &mut [f32],
+    k: usize,
+    data: &[u16],
+    strided: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86_reflectors::reflector_factor(src, dst, k, data, strided) {
+        return true;
+    }
+    let _ = (src, dst, k, data, strided);
+    false
+}
+
+/// Whether [`reflector_factor`] runs on this CPU.
+pub(crate) fn reflectors_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        cpu::avx512_available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Packs `W` (`rows × cols`, row-major) transposed into `panel`:

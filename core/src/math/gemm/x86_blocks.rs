@@ -253,7 +253,7 @@ fn in_lane_splat<const IMM: i32>(v: __m512) -> __m512 {
 /// Transposes the two 8 × 8 matrices held in the 256-bit halves of `r` (row `i` of each
 /// in half `h` of `r[i]`): unpacks, in-lane shuffles, then 128-bit lane moves.
 #[target_feature(enable = "avx512f")]
-fn transpose_8x8_halves(r: [__m512; 8]) -> [__m512; 8] {
+pub(super) fn transpose_8x8_halves(r: [__m512; 8]) -> [__m512; 8] {
     use core::arch::x86_64::_mm512_shuffle_f32x4;
     // u[4q + c] lane L (of each 128-bit lane) = column 4L + c of rows 4q .. 4q + 4.
     let u = transpose_4x4_in_lanes(r);
