@@ -1,9 +1,10 @@
 //! `riffle bench` on a causal model: prompt (prefill) and decode tokens per second for
 //! the bare base and, with an adapter, the adapter applied unmerged; medians over
-//! repeated runs, like `llama-bench -p P -n N`. With an adapter the base's and the
-//! adapter's runs alternate (base first in even rounds, the adapter first in odd ones), so
-//! a machine whose speed drifts during the runs moves both alike, and the decode time
-//! ratio is the median of the rounds' own ratios.
+//! repeated runs, like `llama-bench -p P -n N`. With an adapter each round keeps one
+//! decoder state for the base and one for the adapter and interleaves their token steps
+//! (base first on even steps of even rounds, the adapter first otherwise), so a machine
+//! whose speed drifts moves both alike within a few milliseconds; the decode time ratio is
+//! the median of the rounds' own ratios.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -73,6 +74,74 @@ impl Bench {
         })
     }
 
+    /// The prompt read into `state` with the session's active adapter, in the working
+    /// memory `arena` and `logits`: its tokens per second.
+    fn prefill(
+        state: &mut DecoderState<'_>,
+        (arena, logits): (&mut [f32], &mut [f32]),
+        session: &Session<'_, '_, '_>,
+        prompt: &[u32],
+        name: &str,
+    ) -> Result<f64> {
+        let t = Instant::now();
+        session
+            .step(state, prompt, logits, arena)
+            .map_err(|e| runtime(name, e))?;
+        Ok(prompt.len() as f64 / t.elapsed().as_secs_f64())
+    }
+
+    /// One round of the base (`benches[0]`, no adapter) against the adapter
+    /// (`benches[1]`, the session's first): each prefilled, then their `gen` token steps
+    /// interleaved one by one, the order swapping every step (and starting with the other
+    /// one in odd rounds). Returns (prompt, decode) tokens per second of each.
+    fn interleaved(
+        benches: &mut [Bench; 2],
+        session: &mut Session<'_, '_, '_>,
+        prompt: &[u32],
+        gen: usize,
+        round: usize,
+        name: &str,
+    ) -> Result<[(f64, f64); 2]> {
+        let [b0, b1] = benches;
+        let mut states = Vec::with_capacity(2);
+        let mut parts = [
+            (&mut b0.arena, &mut b0.logits),
+            (&mut b1.arena, &mut b1.logits),
+        ];
+        let mut prompt_speed = [0.0; 2];
+        for (i, b) in [(0, &mut b0.kv), (1, &mut b1.kv)] {
+            let need = if i == 0 { b0.need } else { b1.need };
+            session
+                .activate((i == 1).then_some(0), &mut [])
+                .map_err(|e| runtime(name, e))?;
+            let mut state =
+                DecoderState::new(b, need, prompt.len() + gen).map_err(|e| runtime(name, e))?;
+            let (arena, logits) = &mut parts[i];
+            prompt_speed[i] = Self::prefill(&mut state, (arena, logits), session, prompt, name)?;
+            states.push(state);
+        }
+        let mut spent = [0.0f64; 2];
+        for step in 0..gen {
+            for k in 0..2 {
+                let i = (k + step + round) % 2;
+                session
+                    .activate((i == 1).then_some(0), &mut [])
+                    .map_err(|e| runtime(name, e))?;
+                let (arena, logits) = &mut parts[i];
+                let next = riffle_core::sample::argmax(logits);
+                let t = Instant::now();
+                session
+                    .step(&mut states[i], &[next], logits, arena)
+                    .map_err(|e| runtime(name, e))?;
+                spent[i] += t.elapsed().as_secs_f64();
+            }
+        }
+        Ok([
+            (prompt_speed[0], gen as f64 / spent[0]),
+            (prompt_speed[1], gen as f64 / spent[1]),
+        ])
+    }
+
     /// One run with the session's active adapter: (prompt, decode) tokens per second.
     fn run(
         &mut self,
@@ -81,14 +150,15 @@ impl Bench {
         gen: usize,
         name: &str,
     ) -> Result<(f64, f64)> {
-        let context = prompt.len() + gen;
-        let mut state =
-            DecoderState::new(&mut self.kv, self.need, context).map_err(|e| runtime(name, e))?;
-        let t = Instant::now();
-        session
-            .step(&mut state, prompt, &mut self.logits, &mut self.arena)
+        let mut state = DecoderState::new(&mut self.kv, self.need, prompt.len() + gen)
             .map_err(|e| runtime(name, e))?;
-        let p = prompt.len() as f64 / t.elapsed().as_secs_f64();
+        let p = Self::prefill(
+            &mut state,
+            (&mut self.arena, &mut self.logits),
+            session,
+            prompt,
+            name,
+        )?;
         let t = Instant::now();
         for _ in 0..gen {
             let next = riffle_core::sample::argmax(&self.logits);
@@ -148,12 +218,16 @@ pub fn run(
         ));
     }
     let prompt = prompt_ids(model.output_len(), prompt_tokens);
-    let mut bench = Bench::new(
-        &session,
-        prompt_tokens + gen_tokens,
-        prompt_tokens,
-        m.name(),
-    )?;
+    let new_bench = |session: &Session<'_, '_, '_>| {
+        Bench::new(session, prompt_tokens + gen_tokens, prompt_tokens, m.name())
+    };
+    // The base alone, or one state per configuration (a state belongs to the adapter it
+    // was computed under).
+    let (mut alone, mut pair) = if tasks.is_empty() {
+        (Some(new_bench(&session)?), None)
+    } else {
+        (None, Some([new_bench(&session)?, new_bench(&session)?]))
+    };
     let mut activate_ns = None;
     if !tasks.is_empty() {
         let t = Instant::now();
@@ -170,22 +244,17 @@ pub fn run(
     }
     let (mut base_runs, mut adapter_runs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..REPEATS {
-        if tasks.is_empty() {
-            base_runs.push(bench.run(&session, &prompt, gen_tokens, m.name())?);
+        let Some(benches) = pair.as_mut() else {
+            if let Some(bench) = alone.as_mut() {
+                base_runs.push(bench.run(&session, &prompt, gen_tokens, m.name())?);
+            }
             continue;
-        }
-        let mut pair = [(0.0, 0.0); 2];
-        for k in 0..2 {
-            // Even rounds: base, then adapter; odd rounds the other way round.
-            let with_adapter = (k + round) % 2 == 1;
-            session
-                .activate(with_adapter.then_some(0), &mut [])
-                .map_err(|e| runtime(m.name(), e))?;
-            pair[usize::from(with_adapter)] = bench.run(&session, &prompt, gen_tokens, m.name())?;
-        }
-        base_runs.push(pair[0]);
-        adapter_runs.push(pair[1]);
-        ratios.push(pair[0].1 / pair[1].1);
+        };
+        let [b, a] =
+            Bench::interleaved(benches, &mut session, &prompt, gen_tokens, round, m.name())?;
+        base_runs.push(b);
+        adapter_runs.push(a);
+        ratios.push(b.1 / a.1);
     }
     let base = speed(&base_runs);
     let unmerged = (!adapter_runs.is_empty()).then(|| speed(&adapter_runs));
