@@ -134,8 +134,10 @@ unsafe fn factor_avx512(src: *const f32, dst: *mut f32, k: usize, data: *const u
                         s1 = _mm512_fmadd_ps(v[j - r - 1], x[j], s1);
                     }
                 }
+                // τ (s0 + s1) as τ s0 + (τ s1): the product with s1 (the shorter sum)
+                // leaves the chain through s0.
                 let tau = _mm512_add_ps(vector(28 + r), two);
-                let s = _mm512_mul_ps(_mm512_add_ps(s0, s1), tau);
+                let s = _mm512_fmadd_ps(s0, tau, _mm512_mul_ps(s1, tau));
                 x[r] = _mm512_sub_ps(x[r], s);
                 for j in r + 1..8 {
                     x[j] = _mm512_fnmadd_ps(v[j - r - 1], s, x[j]);
