@@ -638,6 +638,10 @@ fn bench_json_fields() {
         assert!((0.0..1e4).contains(&v), "{f} = {v}");
     }
     assert!(o["base_ms"].as_f64().unwrap() > 0.0);
+    // The interleaved pairs' median ratio: positive, and a plausible time ratio for an
+    // adapter over a 64-value MLP (a few times the base at most).
+    let r = o["unmerged_over_base"].as_f64().unwrap();
+    assert!((0.1..20.0).contains(&r), "unmerged_over_base = {r}");
     assert!(o["arena_bytes"].as_u64().unwrap() > 0);
     assert_eq!(o["task"], "inverted");
     let text = ok(&run(&[

@@ -75,6 +75,8 @@ struct Row {
     seq: usize,
     base: f64,
     unmerged: f64,
+    /// Median of the unmerged / base time ratios of interleaved pairs.
+    unmerged_over_base: f64,
     merged: f64,
     activate: f64,
     swap: f64,
@@ -148,17 +150,29 @@ pub fn run(model: &Path, adapter: &Path, seq: &[usize], budget: f64, json_out: b
             BenchInput::Vector(v)
         };
         let mut runs = 0;
-        bar.set_message(format!("seq {s}: base"));
+        bar.set_message(format!("seq {s}: base and unmerged"));
         r.set_merged(false)?;
-        r.activate(None)?;
-        let mut base = measure(budget, || infer(&mut r, &x))?;
-        runs += base.len();
-        bar.inc(1);
-        bar.set_message(format!("seq {s}: unmerged"));
+        // Base and unmerged forwards alternate one by one (which goes first swapping every
+        // pair), so a machine whose speed drifts moves both alike; twice the budget, one
+        // for each.
+        let (mut base, mut unmerged, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pair = 0usize;
+        measure(2 * budget, || {
+            let mut t = [0.0f64; 2];
+            for k in 0..2 {
+                let with_adapter = (k + pair) % 2 == 1;
+                r.activate(with_adapter.then_some(0))?;
+                t[usize::from(with_adapter)] = infer(&mut r, &x)?;
+            }
+            pair += 1;
+            base.push(t[0]);
+            unmerged.push(t[1]);
+            ratios.push(t[1] / t[0]);
+            Ok(0.0)
+        })?;
+        runs += base.len() + unmerged.len();
         r.activate(Some(0))?;
-        let mut unmerged = measure(budget, || infer(&mut r, &x))?;
-        runs += unmerged.len();
-        bar.inc(1);
+        bar.inc(2);
         bar.set_message(format!("seq {s}: activate"));
         let mut activate = measure(budget, || {
             r.activate(None)?;
@@ -194,6 +208,7 @@ pub fn run(model: &Path, adapter: &Path, seq: &[usize], budget: f64, json_out: b
             seq: s,
             base: show::median(&mut base),
             unmerged: show::median(&mut unmerged),
+            unmerged_over_base: show::median(&mut ratios),
             merged: show::median(&mut merged),
             activate: show::median(&mut activate),
             swap: show::median(&mut swap),
@@ -213,6 +228,7 @@ pub fn run(model: &Path, adapter: &Path, seq: &[usize], budget: f64, json_out: b
                     "seq": row.seq,
                     "base_ms": show::round(row.base * 1e3, 6),
                     "unmerged_ms": show::round(row.unmerged * 1e3, 6),
+                    "unmerged_over_base": show::round(row.unmerged_over_base, 6),
                     "merged_ms": show::round(row.merged * 1e3, 6),
                     "activate_us": show::round(row.activate * 1e6, 4),
                     "swap_merged_ms": show::round(row.swap * 1e3, 6),
