@@ -207,7 +207,7 @@ pub fn matmul(
 }
 
 /// [`matmul`], told what the caller reads next (`next`: the next layer's adapter
-/// blocks), which the x86-64 decode kernels prefetch into L2 while they stream the
+/// blocks), which the x86-64 decode kernels prefetch into L1 while they stream the
 /// weights (the unmerged adapters' coefficients would otherwise come from memory at
 /// each layer, the weights having flushed them). A hint: the result is [`matmul`]'s.
 ///
@@ -486,7 +486,7 @@ pub(super) struct Problem<'a> {
     /// Distance between the output rows of consecutive inputs in `y`.
     pub y_stride: usize,
     /// What the caller reads next (an adapter's blocks): the x86-64 decode kernels
-    /// prefetch it into L2 while they stream the weights; a hint only.
+    /// prefetch it into L1 while they stream the weights; a hint only.
     pub next: &'a [u8],
     /// Take the batch (prompt) kernel whatever the number of inputs, where there is one
     /// ([`batch_kernel`]): parts of a batch split across threads then compute every

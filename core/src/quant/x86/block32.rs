@@ -149,7 +149,7 @@ struct Job<'a> {
     rb: usize,
     blocks: usize,
     act: &'a [u8],
-    /// Bytes to prefetch into L2 while the rows stream (see `Problem::next`).
+    /// Bytes to prefetch into L1 while the rows stream (see `Problem::next`).
     next: &'a [u8],
 }
 
@@ -171,14 +171,17 @@ unsafe fn wide_rows<const K: u8, const B: usize>(job: &Job<'_>, out: &mut [f32])
     let Some(last) = out.len().checked_sub(1) else {
         return;
     };
-    // The caller's next reads, spread over the passes: a few lines each.
+    // The caller's next reads, spread over the passes: a few lines each, into L1 (the
+    // early ones fall back to L2 as the rows stream through, the last ones are in L1 when
+    // the caller starts: an unmerged adapter's reflectors, 1.1-1.7 points of decode time
+    // at one thread against prefetching them into L2, docs/runtime.md).
     let lines = job.next.len().div_ceil(64);
     let per_pass = lines.div_ceil(out.len().div_ceil(ROWS).max(1));
     let mut fetched = 0;
     let mut r = 0;
     while r <= last {
         for _ in 0..per_pass.min(lines - fetched) {
-            _mm_prefetch::<_MM_HINT_T1>(job.next.as_ptr().wrapping_add(fetched * 64).cast());
+            _mm_prefetch::<_MM_HINT_T0>(job.next.as_ptr().wrapping_add(fetched * 64).cast());
             fetched += 1;
         }
         // SAFETY: rows r .. r + 4, clamped to the last one, lie in `job.w` (the caller's
