@@ -217,7 +217,7 @@ fn factorise(a: &mut [[f64; 8]; 8]) -> Option<Reflectors> {
 
 #[cfg(all(test, feature = "f16"))]
 #[allow(clippy::unwrap_used, clippy::needless_range_loop)] // tests: a failure is a panic
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use super::{ReflectorChain, GROUP, GROUP_HALVES, REFLECTORS, V_ENTRIES};
     use crate::math::{packed_len, prepare_chain, Chain, ChainSpec, Permutation, Scalars};
@@ -241,8 +241,8 @@ mod tests {
 
     /// The stored form applied in plain `f64`, lane by lane: what the kernel computes,
     /// without its rounding, from the module docs' formula alone.
-    fn reference(spec: ChainSpec, data: &[u16], x: &[f32]) -> Vec<f64> {
-        let h = |i: usize| half::f16::from_bits(data[i]).to_f64();
+    pub(crate) fn reference(spec: ChainSpec, data: &[u16], x: &[f32]) -> Vec<f64> {
+        let h = |i: usize| f64::from(crate::quant::f16_to_f32(data[i]));
         let k = spec.blocks_per_factor();
         let per_factor = k.div_ceil(GROUP) * GROUP_HALVES;
         let mut y: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
@@ -280,7 +280,8 @@ mod tests {
         y
     }
 
-    fn chain_of(spec: ChainSpec, seed: u32, s: f32) -> Vec<f32> {
+    /// The `f32` blocks of a chain of `spec` from packed parameters uniform in `[-s, s)`.
+    pub(crate) fn chain_of(spec: ChainSpec, seed: u32, s: f32) -> Vec<f32> {
         let params: Vec<Vec<f32>> = (0..spec.factors())
             .map(|f| values(spec.blocks_per_factor() * packed_len(8), seed + f as u32, s))
             .collect();

@@ -29,6 +29,10 @@
 mod act;
 mod bf16;
 mod f16;
+/// The exact half-to-float conversion, for code outside the module (tests, the
+/// reflector kernel under Miri).
+#[cfg(any(test, miri))]
+pub(crate) use f16::to_f32 as f16_to_f32;
 mod f32;
 mod matmul;
 #[cfg(feature = "q4")]

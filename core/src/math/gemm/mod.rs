@@ -371,6 +371,61 @@ pub fn simd_kernel_name() -> &'static str {
 mod tests {
     use super::*;
 
+    /// The reflector kernel (`x86_reflectors`, unsafe) on both factor kinds of a GS chain
+    /// with a partial last group (k = 24 blocks: 16 + 8), against the stored form read in
+    /// `f64`. The reflectors are written directly (random vectors, `τ = 2 / ‖v‖²`, random
+    /// signs; no factorisation, whose square roots Miri cannot run): small, so that Miri
+    /// runs it with the AVX-512 build (scripts/test).
+    #[cfg(feature = "f16")]
+    #[test]
+    #[allow(clippy::unwrap_used)] // a failure is a panic with its location
+    fn reflector_kernel_matches_the_stored_form() {
+        extern crate std;
+        use crate::math::reflectors::{tests as r, ReflectorChain, GROUP, GROUP_HALVES};
+        use crate::math::{ChainSpec, Permutation};
+        use std::vec;
+        let spec = ChainSpec::new(192, 8, 2, Permutation::Gs).unwrap();
+        let mut data = vec![0u16; ReflectorChain::len(spec)];
+        // Halves as bit patterns (the `half` crate's conversions use F16C, which Miri
+        // lacks): vector entries ±2^-5 .. 2^-1, τ − 2 in -1 .. -2^-7, random signs.
+        let mut bits = 0x1234_5678u32;
+        let mut next = |lo: u32, span: u32, negative: Option<bool>| {
+            bits ^= bits << 13;
+            bits ^= bits >> 17;
+            bits ^= bits << 5;
+            let sign = negative.unwrap_or(bits & 1 == 1);
+            ((u32::from(sign) << 15) | ((lo + (bits >> 8) % span) << 10) | ((bits >> 20) & 0x3FF))
+                as u16
+        };
+        for group in data.chunks_exact_mut(GROUP_HALVES) {
+            for (i, h) in group.iter_mut().enumerate() {
+                *h = if i < 28 * GROUP {
+                    next(10, 5, None)
+                } else if i < 35 * GROUP {
+                    next(8, 7, Some(true))
+                } else {
+                    next(0, 1, None) // sign masks: any bits
+                };
+            }
+        }
+        let rc = ReflectorChain::new(spec, &data).unwrap();
+        let mut x = [0.0f32; 192];
+        fill(&mut x, 9);
+        let mut got = [f32::NAN; 192];
+        if !rc.rotate_rows_from(&x, &mut got) {
+            return; // no AVX-512 here: the runtime keeps the f32 blocks
+        }
+        let want = r::reference(spec, &data, &x);
+        let norm: f64 = x
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((f64::from(*g) - w).abs() <= 1e-5 * norm, "{g} vs {w}");
+        }
+    }
+
     /// Deterministic values in [-1, 1).
     fn fill(v: &mut [f32], seed: u32) {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);

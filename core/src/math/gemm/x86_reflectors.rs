@@ -102,11 +102,7 @@ unsafe fn factor_avx512(src: *const f32, dst: *mut f32, k: usize, data: *const u
         };
         // SAFETY (every coefficient load below): vector i < 35 of 16 halves and the 8
         // masks after them are group g's GROUP_HALVES halves, inside `data`.
-        let vector = |i: usize| unsafe {
-            _mm512_cvtph_ps(_mm256_loadu_si256(
-                c.wrapping_add(i * GROUP).cast::<__m256i>(),
-            ))
-        };
+        let vector = |i: usize| unsafe { widen16(c.wrapping_add(i * GROUP)) };
         // D: negate the entries its masks name.
         for (t, xt) in x.iter_mut().enumerate() {
             // SAFETY: see above.
@@ -168,5 +164,29 @@ unsafe fn factor_avx512(src: *const f32, dst: *mut f32, k: usize, data: *const u
             }
         }
         g += 1;
+    }
+}
+
+/// The sixteen halves at `p` as one vector of `f32` (`vcvtph2ps`). Under Miri, which has
+/// no shim for that instruction, the exact portable conversion of the same halves, so
+/// that Miri checks the rest of the kernel.
+///
+/// # Safety
+/// AVX-512F available; `p` readable for 16 halves.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn widen16(p: *const u16) -> __m512 {
+    #[cfg(not(miri))]
+    {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())) }
+    }
+    #[cfg(miri)]
+    {
+        // SAFETY: the caller's contract; `w` is 16 values.
+        let w: [f32; 16] = core::array::from_fn(|i| {
+            crate::quant::f16_to_f32(unsafe { p.wrapping_add(i).read_unaligned() })
+        });
+        unsafe { core::arch::x86_64::_mm512_loadu_ps(w.as_ptr()) }
     }
 }

@@ -29,7 +29,7 @@ use core::arch::x86_64::{
     _mm512_sub_epi32, _mm512_xor_si512, _mm_add_ps, _mm_add_ss, _mm_castsi128_ps, _mm_cvtph_ps,
     _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_mul_ps,
     _mm_prefetch, _mm_set1_ps, _mm_set_epi16, _mm_set_epi32, _mm_setzero_ps, _mm_shuffle_ps,
-    _mm_srli_epi16, _MM_HINT_T0, _MM_HINT_T1,
+    _mm_srli_epi16, _MM_HINT_T0,
 };
 
 use super::super::act::Q8_1_BYTES;
