@@ -916,9 +916,12 @@ impl<'a> Prepared<'a, '_> {
 /// Whether an input chain on weights of type `t` also keeps its reflector form
 /// ([`ReflectorChain`]): on block-quantized weights (a decoder's token step, whose block
 /// kernels quantize the rotated input to 8 bits, far coarser than the reflectors'
-/// halves), in x86-64 builds with half support (the only kernel that reads them).
+/// halves), in x86-64 builds with half support on a CPU with AVX-512 (the only kernel that
+/// reads them: elsewhere no workspace is spent on them).
 fn keeps_reflectors(t: TensorType) -> bool {
-    cfg!(all(target_arch = "x86_64", feature = "f16")) && t.block_len() > 1
+    cfg!(all(target_arch = "x86_64", feature = "f16"))
+        && t.block_len() > 1
+        && crate::math::gemm::reflectors_available()
 }
 
 /// `f32` words holding the [`ReflectorChain`] of `spec` (two halves a word; 0 for a
