@@ -7,7 +7,7 @@
 //! The model files are never committed; `scripts/test` unpacks and converts them (set
 //! `RIFFLE_SKIP_LLAMA=1` to skip on a machine without them).
 
-use riffle_core::runtime::{Adapter, DecoderState, Input, Model};
+use riffle_core::runtime::{Adapter, DecoderState, Input, Model, Prepared};
 use riffle_core::Error;
 use riffle_tests::{data_path, json_ids, read_npy_f32, read_repo_file, smollm2};
 use serde_json::Value;
@@ -28,6 +28,26 @@ fn argmax(v: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// The next-token logits after `prompt` read one token at a time through the KV cache,
+/// with `adapter` unmerged (or the base).
+fn token_by_token(
+    model: &Model<'_>,
+    adapter: Option<&Prepared<'_, '_>>,
+    prompt: &[u32],
+) -> Vec<f32> {
+    let context = prompt.len();
+    let mut kv = vec![0.0f32; model.state_len(context)];
+    let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
+    let mut step_arena = vec![0.0f32; model.step_arena_len(1)];
+    let mut one = vec![0.0f32; model.output_len()];
+    for &t in prompt {
+        model
+            .step(adapter, &mut state, &[t], &mut one, &mut step_arena)
+            .unwrap();
+    }
+    one
 }
 
 fn reference() -> Value {
@@ -68,16 +88,7 @@ fn prompt_at_once_equals_token_by_token_on_every_weight_type() {
         model
             .run(None, Input::Tokens(&prompt), &mut whole, &mut arena)
             .unwrap();
-        let context = prompt.len();
-        let mut kv = vec![0.0f32; model.state_len(context)];
-        let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
-        let mut step_arena = vec![0.0f32; model.step_arena_len(1)];
-        let mut one = vec![0.0f32; model.output_len()];
-        for &t in &prompt {
-            model
-                .step(None, &mut state, &[t], &mut one, &mut step_arena)
-                .unwrap();
-        }
+        let one = token_by_token(&model, None, &prompt);
         let c = cosine(&whole, &one);
         eprintln!("{kind}: at once vs token by token cosine {c:.6}");
         assert!(c >= 0.998, "{kind}: {c}");
@@ -120,16 +131,7 @@ fn an_unmerged_adapter_gives_the_same_logits_at_once_and_token_by_token() {
         model
             .run(None, Input::Tokens(&prompt), &mut base, &mut arena)
             .unwrap();
-        let context = prompt.len();
-        let mut kv = vec![0.0f32; model.state_len(context)];
-        let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
-        let mut step_arena = vec![0.0f32; model.step_arena_len(1)];
-        let mut one = vec![0.0f32; model.output_len()];
-        for &t in &prompt {
-            model
-                .step(Some(&prepared), &mut state, &[t], &mut one, &mut step_arena)
-                .unwrap();
-        }
+        let one = token_by_token(&model, Some(&prepared), &prompt);
         let (c, moved) = (cosine(&whole, &one), cosine(&whole, &base));
         eprintln!("{kind} + adapter: at once vs token by token {c:.6}, vs the base {moved:.4}");
         assert!(c >= 0.998, "{kind}: {c}");
