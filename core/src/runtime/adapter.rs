@@ -28,7 +28,7 @@ pub const MAX_ADAPTED_SLOTS: usize = MAX_SLOTS;
 /// `f32`s of workspace per slot of the base for the adapter's slot table: the offsets of
 /// the slot's input chain, output chain and scales, its rows and its columns, and the
 /// offset of the input chain's reflector form (the unmerged decoder's, see
-/// [`Prepared::reflectors_in`]), each a `u32` stored as the bits of one `f32`.
+/// `Prepared::reflectors_in`), each a `u32` stored as the bits of one `f32`.
 pub const SLOT_RECORD: usize = 6;
 /// Most tensors one adapter may replace (task heads).
 pub const MAX_HEAD_TENSORS: usize = 4;
