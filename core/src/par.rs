@@ -33,7 +33,9 @@ pub trait Executor: Sync + core::fmt::Debug {
 
     /// Calls `f(i, outs[i], scratch)` once for every part `i`, each with a scratch slice
     /// of at least `scratch_len` values that no other running part uses, and returns when
-    /// every call has returned. Parts may run in any order, at the same time.
+    /// every call has returned. Parts may run in any order, at the same time. Running part
+    /// 0 on the calling thread pays: its caches then hold what that part prefetched for
+    /// the caller's next step (a decoder's next adapter coefficients).
     fn for_each(&self, outs: &mut [&mut [f32]], scratch_len: usize, f: &Part<'_>);
 }
 

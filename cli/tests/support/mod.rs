@@ -36,7 +36,11 @@ pub fn run_stdin(args: &[&str], input: &str) -> Output {
     // A run that refuses its arguments exits before reading its input: the pipe may close
     // under the write (EPIPE), which is not the test's failure; its exit says what happened.
     if let Err(e) = child.stdin.take().unwrap().write_all(input.as_bytes()) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing stdin: {e}"
+        );
     }
     child.wait_with_output().unwrap()
 }

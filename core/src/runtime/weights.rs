@@ -382,7 +382,7 @@ pub(crate) fn linear_par(
         let Some(split) = by_rows else {
             return linear_in(layer, x, n, y, wbuf, after, mode);
         };
-        output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode, split)
+        output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode, split, after)
     } else if let Some(split) = by_rows.filter(|_| spare.len() >= n * rows) {
         by_output_rows(exec, layer, x, n, y, &mut spare[..n * rows], mode, split)
     } else {
@@ -420,7 +420,10 @@ pub(crate) fn linear_par(
 /// Part k of `x · Wᵀ` by output rows: `x · W[r0 .. r1]ᵀ` (all `n` inputs, the rows `r0 ..
 /// r1` of part k of `split`, `(starts, count)` from `split_ranges`) into block k of
 /// `blocks` (`n · rows` values, block k at `r0 · n`; for one input, `y` itself). False
-/// when a part failed.
+/// when a part failed. Part 0 prefetches `after`, what the caller reads next (the next
+/// slot's adapter coefficients, which the calling thread rotates): the std front ends' pool
+/// runs part 0 on the calling thread (`par::Executor`); elsewhere the hint is only wasted.
+#[allow(clippy::too_many_arguments)]
 fn output_row_blocks(
     exec: &dyn Executor,
     layer: &Dense<'_>,
@@ -429,6 +432,7 @@ fn output_row_blocks(
     blocks: &mut [f32],
     mode: Mode,
     (starts, count): (&[usize; MAX_PARTS + 1], usize),
+    after: &[f32],
 ) -> bool {
     let cols = layer.cols;
     run_split(
@@ -449,7 +453,8 @@ fn output_row_blocks(
                     scale: layer.scale.and_then(|s| s.get(r.clone())),
                     bias: layer.bias.and_then(|b| b.get(r.clone())),
                 });
-            part.is_some_and(|p| linear_in(&p, x, n, out, scratch, &[], mode).is_ok())
+            let next = if r.start == 0 { after } else { &[] };
+            part.is_some_and(|p| linear_in(&p, x, n, out, scratch, next, mode).is_ok())
         },
     )
 }
@@ -470,7 +475,7 @@ fn by_output_rows(
     split: (&[usize; MAX_PARTS + 1], usize),
 ) -> bool {
     let rows = layer.rows;
-    if !output_row_blocks(exec, layer, x, n, blocks, mode, split) {
+    if !output_row_blocks(exec, layer, x, n, blocks, mode, split, &[]) {
         return false;
     }
     let (starts, count) = split;
