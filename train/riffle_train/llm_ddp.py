@@ -14,6 +14,7 @@ scores the held-out chats. Without torchrun it runs as one process.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             sc = llm.score(args.task, texts, [e.answer for e in prep.heldout],
                            prep.labels or llm.task_labels(args.task))
             print(f"held-out {args.task}: score {sc['score']:.4f} well-formed {sc['well_formed']:.4f}", flush=True)
+    # The DDP wrapper's reducer holds the process group and its communication threads: drop it
+    # before the group is torn down (a CI run saw rank 1 abort in gloo's teardown once).
+    del wrapped
+    gc.collect()
     shutdown_distributed()
     return 0
 

@@ -10,10 +10,9 @@
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::{
-    __m256i, __m512, __mmask16, _mm256_loadu_si256, _mm512_add_ps, _mm512_cvtph_ps,
-    _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_mask_sub_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
-    _mm512_sub_ps, _mm_prefetch, _MM_HINT_T0,
+    __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_mask_loadu_ps,
+    _mm512_mask_storeu_ps, _mm512_mask_sub_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_sub_ps, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::cpu::avx512_available;
@@ -178,6 +177,7 @@ unsafe fn factor_avx512(src: *const f32, dst: *mut f32, k: usize, data: *const u
 unsafe fn widen16(p: *const u16) -> __m512 {
     #[cfg(not(miri))]
     {
+        use core::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm512_cvtph_ps};
         // SAFETY: the caller's contract.
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())) }
     }
