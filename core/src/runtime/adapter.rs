@@ -28,8 +28,13 @@ pub const MAX_ADAPTED_SLOTS: usize = MAX_SLOTS;
 /// `f32`s of workspace per slot of the base for the adapter's slot table: the offsets of
 /// the slot's input chain, output chain and scales, its rows and its columns, and the
 /// offset of the input chain's reflector form (the unmerged decoder's, see
-/// `Prepared::reflectors_in`), each a `u32` stored as the bits of one `f32`.
+/// `Prepared::reflectors_in`; unused outside x86-64 builds, but the same on every target,
+/// so that a host computes a target's workspace, as the firmware's build script does),
+/// each a `u32` stored as the bits of one `f32`.
 pub const SLOT_RECORD: usize = 6;
+/// Whether this build keeps reflector forms at all (the only kernel that reads them is
+/// x86-64's): elsewhere, firmware included, none of their code or workspace is compiled in.
+pub(crate) const REFLECTOR_BUILD: bool = cfg!(all(target_arch = "x86_64", feature = "f16"));
 /// Most tensors one adapter may replace (task heads).
 pub const MAX_HEAD_TENSORS: usize = 4;
 
@@ -893,6 +898,9 @@ impl<'a> Prepared<'a, '_> {
     /// rotates with, docs/runtime.md), kept for slots on block-quantized weights on
     /// x86-64; `None` otherwise.
     pub(crate) fn reflectors_in(&self, slot: usize) -> Option<ReflectorChain<'_>> {
+        if !REFLECTOR_BUILD {
+            return None;
+        }
         let l = self
             .table
             .get(slot * SLOT_RECORD..(slot + 1) * SLOT_RECORD)
@@ -919,9 +927,7 @@ impl<'a> Prepared<'a, '_> {
 /// halves), in x86-64 builds with half support on a CPU with AVX-512 (the only kernel that
 /// reads them: elsewhere no workspace is spent on them).
 fn keeps_reflectors(t: TensorType) -> bool {
-    cfg!(all(target_arch = "x86_64", feature = "f16"))
-        && t.block_len() > 1
-        && crate::math::gemm::reflectors_available()
+    REFLECTOR_BUILD && t.block_len() > 1 && crate::math::gemm::reflectors_available()
 }
 
 /// `f32` words holding the [`ReflectorChain`] of `spec` (two halves a word; 0 for a

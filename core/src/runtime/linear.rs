@@ -173,7 +173,7 @@ impl<'a> Linears<'_, 'a> {
         // bits) rotates with the input chain's reflector form where it has one: 3.6x
         // fewer bytes than the f32 blocks, which every token reads from memory. Prompts
         // and encoders keep the f32 blocks.
-        let token_step = self.block_kernels && n == 1;
+        let token_step = super::adapter::REFLECTOR_BUILD && self.block_kernels && n == 1;
         let reflectors = match (t.q_in.is_some() && token_step, adapter) {
             (true, Some(p)) => p.reflectors_in(i),
             _ => None,
