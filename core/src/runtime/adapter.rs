@@ -420,8 +420,8 @@ impl<'a> Adapter<'a> {
                             missing |= self.factor_tensor(base_name, tag, g).is_err();
                         }
                     }
-                    let reflectors = if k == 0 && keeps_reflectors(s.weight.ggml_type()) {
-                        reflector_words(self.spec(s.cols)?)
+                    let reflectors = if k == 0 {
+                        input_reflector_words(s.weight.ggml_type(), self.spec(s.cols)?)
                     } else {
                         0
                     };
@@ -654,8 +654,8 @@ impl<'a> Adapter<'a> {
                 prepare_chain(spec, &params, out, scratch)?;
                 words[k] = off as u32;
                 off += spec.blocks_len();
-                let rw = if k == 0 && keeps_reflectors(s.weight.ggml_type()) {
-                    reflector_words(spec)
+                let rw = if k == 0 {
+                    input_reflector_words(s.weight.ggml_type(), spec)
                 } else {
                     0
                 };
@@ -865,20 +865,24 @@ impl<'a> Prepared<'a, '_> {
         }
         self.heads.iter().find(|h| h.slot == slot)
     }
-    /// The transform of slot `slot` (identity for slots it does not touch).
-    pub fn transform(&self, slot: usize) -> LayerTransform<'_> {
-        let Some(l) = self
-            .table
+    /// Slot `slot`'s record in the slot table.
+    fn layout(&self, slot: usize) -> Option<SlotLayout> {
+        self.table
             .get(slot * SLOT_RECORD..(slot + 1) * SLOT_RECORD)
             .map(SlotLayout::read)
-        else {
+    }
+    /// The shape of its chains on a side `n` wide.
+    fn chain_spec(&self, n: u32) -> Result<ChainSpec> {
+        ChainSpec::new(n as usize, self.block, self.factors, self.permutation)
+    }
+    /// The transform of slot `slot` (identity for slots it does not touch).
+    pub fn transform(&self, slot: usize) -> LayerTransform<'_> {
+        let Some(l) = self.layout(slot) else {
             return LayerTransform::IDENTITY;
         };
         let chain = |at: Option<u32>, n: u32| -> Option<Chain<'_>> {
             let at = at? as usize;
-            let spec =
-                ChainSpec::new(n as usize, self.block, self.factors, self.permutation).ok()?;
-            Chain::new(spec, self.data.get(at..)?).ok()
+            Chain::new(self.chain_spec(n).ok()?, self.data.get(at..)?).ok()
         };
         LayerTransform {
             q_in: chain(l.q_in, l.cols),
@@ -901,13 +905,9 @@ impl<'a> Prepared<'a, '_> {
         if !REFLECTOR_BUILD {
             return None;
         }
-        let l = self
-            .table
-            .get(slot * SLOT_RECORD..(slot + 1) * SLOT_RECORD)
-            .map(SlotLayout::read)?;
+        let l = self.layout(slot)?;
         let at = l.reflectors_in? as usize;
-        let spec =
-            ChainSpec::new(l.cols as usize, self.block, self.factors, self.permutation).ok()?;
+        let spec = self.chain_spec(l.cols).ok()?;
         let words = self.data.get(at..at + reflector_words(spec))?;
         ReflectorChain::new(spec, bytemuck::cast_slice(words))
     }
@@ -928,6 +928,16 @@ impl<'a> Prepared<'a, '_> {
 /// reads them: elsewhere no workspace is spent on them).
 fn keeps_reflectors(t: TensorType) -> bool {
     REFLECTOR_BUILD && t.block_len() > 1 && crate::math::gemm::reflectors_available()
+}
+
+/// Workspace `f32`s an input chain of `spec` over weights of type `t` adds for its
+/// reflector form: what `plan` counts and `prepare` fills, from one rule.
+fn input_reflector_words(t: TensorType, spec: ChainSpec) -> usize {
+    if keeps_reflectors(t) {
+        reflector_words(spec)
+    } else {
+        0
+    }
 }
 
 /// `f32` words holding the [`ReflectorChain`] of `spec` (two halves a word; 0 for a
