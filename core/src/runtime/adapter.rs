@@ -333,7 +333,10 @@ impl<'a> Adapter<'a> {
     }
 
     /// Validates the adapter against `model` and returns the workspace length (`f32`s)
-    /// that [`Adapter::prepare`] needs.
+    /// that [`Adapter::prepare`] needs. Ask it on the machine that runs the adapter: on
+    /// x86-64 with AVX-512, input chains over block-quantized weights also keep their
+    /// reflector form (docs/runtime.md, "In a decoder"), so the length depends on the CPU
+    /// for such bases (not for `F32` / `F16` ones, which a firmware's build sizes).
     ///
     /// # Errors
     /// As [`Adapter::prepare`], without touching any buffer.

@@ -384,7 +384,17 @@ pub(crate) fn linear_par(
         };
         output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode, split, after)
     } else if let Some(split) = by_rows.filter(|_| spare.len() >= n * rows) {
-        by_output_rows(exec, layer, x, n, y, &mut spare[..n * rows], mode, split)
+        by_output_rows(
+            exec,
+            layer,
+            x,
+            n,
+            y,
+            &mut spare[..n * rows],
+            mode,
+            split,
+            after,
+        )
     } else {
         // By input rows: part k reads tokens starts[k] .. starts[k + 1].
         let count = split_ranges(n, threads, TOKEN_ALIGN, &mut starts);
@@ -420,9 +430,11 @@ pub(crate) fn linear_par(
 /// Part k of `x · Wᵀ` by output rows: `x · W[r0 .. r1]ᵀ` (all `n` inputs, the rows `r0 ..
 /// r1` of part k of `split`, `(starts, count)` from `split_ranges`) into block k of
 /// `blocks` (`n · rows` values, block k at `r0 · n`; for one input, `y` itself). False
-/// when a part failed. Part 0 prefetches `after`, what the caller reads next (the next
-/// slot's adapter coefficients, which the calling thread rotates): the std front ends' pool
-/// runs part 0 on the calling thread (`par::Executor`); elsewhere the hint is only wasted.
+/// when a part failed. Parts prefetch `after`, what the caller reads next (the next
+/// slot's adapter coefficients): for one input part 0 only, since the calling thread
+/// rotates it alone and the std front ends' pool runs part 0 on the calling thread
+/// (`par::Executor`; elsewhere the hint is only wasted); for a batch every part, since
+/// its rotation is split across the threads too.
 #[allow(clippy::too_many_arguments)]
 fn output_row_blocks(
     exec: &dyn Executor,
@@ -453,7 +465,9 @@ fn output_row_blocks(
                     scale: layer.scale.and_then(|s| s.get(r.clone())),
                     bias: layer.bias.and_then(|b| b.get(r.clone())),
                 });
-            let next = if r.start == 0 { after } else { &[] };
+            // A batch's next rotation is split across the threads too: every part
+            // prefetches it (into its own thread's caches).
+            let next = if r.start == 0 || n > 1 { after } else { &[] };
             part.is_some_and(|p| linear_in(&p, x, n, out, scratch, next, mode).is_ok())
         },
     )
@@ -461,9 +475,9 @@ fn output_row_blocks(
 
 #[cfg(feature = "parallel")]
 #[allow(clippy::too_many_arguments)]
-/// The batch half of [`linear_par`] by output rows: the blocks of [`output_row_blocks`],
-/// then interleaved into `y`'s rows, the inputs split across the threads. False when a
-/// part failed.
+/// The batch half of [`linear_par`] by output rows: the blocks of [`output_row_blocks`]
+/// (prefetching `after`), then interleaved into `y`'s rows, the inputs split across the
+/// threads. False when a part failed.
 fn by_output_rows(
     exec: &dyn Executor,
     layer: &Dense<'_>,
@@ -473,9 +487,10 @@ fn by_output_rows(
     blocks: &mut [f32],
     mode: Mode,
     split: (&[usize; MAX_PARTS + 1], usize),
+    after: &[f32],
 ) -> bool {
     let rows = layer.rows;
-    if !output_row_blocks(exec, layer, x, n, blocks, mode, split, &[]) {
+    if !output_row_blocks(exec, layer, x, n, blocks, mode, split, after) {
         return false;
     }
     let (starts, count) = split;
