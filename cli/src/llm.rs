@@ -129,6 +129,25 @@ impl<'s, 'f> Chat<'s, 'f> {
         })
     }
 
+    /// Activates the adapter a command starts with: `task` (`--task`; `base` for none),
+    /// by default the first resident adapter; returns the active task (`None`: the bare
+    /// base).
+    ///
+    /// # Errors
+    /// An unknown task (naming `--task`); a runtime failure.
+    pub fn start_with(&mut self, task: Option<&str>) -> Result<Option<&'f str>> {
+        let first = self.tasks().first().copied();
+        let h = match task {
+            Some(t) => self.handle(t, "--task")?,
+            None => first
+                .map(|t| self.handle(t, "--task"))
+                .transpose()?
+                .flatten(),
+        };
+        self.activate(h)?;
+        Ok(h.and_then(|h| self.tasks().get(h).copied()))
+    }
+
     /// Activates adapter `h`, or the bare base (unmerged: O(1)).
     ///
     /// # Errors

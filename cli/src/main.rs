@@ -97,6 +97,10 @@ enum Command {
         /// Adapter (GGUF); repeat to keep several resident.
         #[arg(long, short = 'a', value_name = "A.gguf")]
         adapter: Vec<PathBuf>,
+        /// Task of the adapter active at the start (default: the first adapter; `base`:
+        /// none); `:use TASK` and `:base` switch later.
+        #[arg(long, short = 't', value_name = "NAME")]
+        task: Option<String>,
         /// A system message for the whole conversation.
         #[arg(long, value_name = "TEXT")]
         system: Option<String>,
@@ -251,11 +255,19 @@ fn main() -> ExitCode {
         Command::Chat {
             model,
             adapter,
+            task,
             system,
             max_tokens,
             sampling,
         } => sampling.config().and_then(|sampler| {
-            cmd::chat::run(&model, &adapter, system.as_deref(), max_tokens, sampler)
+            cmd::chat::run(
+                &model,
+                &adapter,
+                task.as_deref(),
+                system.as_deref(),
+                max_tokens,
+                sampler,
+            )
         }),
         Command::Inspect { file, verify, json } => cmd::inspect::run(&file, verify, json),
         Command::Merge {

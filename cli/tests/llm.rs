@@ -138,6 +138,57 @@ fn chat_keeps_going_after_bad_commands_and_resets() {
 }
 
 #[test]
+fn chat_starts_with_the_first_adapter_or_the_task_given() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let dir = format!("{}/../models/smollm2-adapters", env!("CARGO_MANIFEST_DIR"));
+    let (sentiment, language) = (
+        format!("{dir}/smollm2-sentiment.gguf"),
+        format!("{dir}/smollm2-language.gguf"),
+    );
+    let args = |task: Option<&str>| {
+        let mut a = vec![
+            "chat".to_string(),
+            "--model".into(),
+            m.clone(),
+            "--adapter".into(),
+            sentiment.clone(),
+            "--adapter".into(),
+            language.clone(),
+            "--temperature".into(),
+            "0".into(),
+            "--max-tokens".into(),
+            "4".into(),
+        ];
+        if let Some(t) = task {
+            a.extend(["--task".to_string(), t.to_string()]);
+        }
+        a
+    };
+    let chat = |task: Option<&str>, input: &str| {
+        let a = args(task);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = run(&a, input);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    // No --task: the first adapter is active, as in `generate` and `repl`, and the
+    // header says so.
+    let out = chat(None, "I love this phone, it is great!\n");
+    assert!(out.contains("active: sentiment"), "{out}");
+    assert!(out.contains("> positive"), "{out}");
+    let out = chat(Some("language"), "Ich habe heute keine Zeit für dich.\n");
+    assert!(out.contains("active: language"), "{out}");
+    assert!(out.contains("> german"), "{out}");
+    let out = chat(Some("base"), "hi\n");
+    assert!(out.contains("active: the bare base"), "{out}");
+    let a = args(Some("nope"));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = run(&a, "hi\n");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--task: unknown task `nope`"));
+}
+
+#[test]
 fn bench_reports_tokens_per_second() {
     let Some(m) = smollm2("Q8_0") else { return };
     let o = run(

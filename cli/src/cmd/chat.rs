@@ -27,6 +27,7 @@ const CONTEXT: usize = 4096;
 pub fn run(
     model: &std::path::Path,
     adapters: &[PathBuf],
+    task: Option<&str>,
     system: Option<&str>,
     max_tokens: usize,
     sampler: SamplerConfig,
@@ -34,6 +35,7 @@ pub fn run(
     let (m, a) = open(model, adapters)?;
     let mut llm = Llm::load((m.name(), m.bytes()), &pairs(&a))?;
     let mut chat = llm.open()?;
+    let active = chat.start_with(task)?;
     let model = chat.model();
     let context = model.max_tokens().min(CONTEXT);
     let mut kv = zeroed::<f32>(
@@ -55,14 +57,15 @@ pub fn run(
     say(
         &mut out,
         &format!(
-            "riffle chat · {} · {} (tasks: {}) · :use TASK, :base, :reset, :quit",
+            "riffle chat · {} · {} (tasks: {}; active: {}) · :use TASK, :base, :reset, :quit",
             m.name(),
             model.architecture().name(),
             if tasks.is_empty() {
                 "none".to_string()
             } else {
                 tasks.join(", ")
-            }
+            },
+            active.unwrap_or("the bare base")
         ),
     );
     let mut lines = Lines::new(input);

@@ -80,14 +80,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let (model, adapters) = open(&args.model, &args.adapters)?;
     let mut llm = Llm::load((model.name(), model.bytes()), &pairs(&adapters))?;
     let mut chat = llm.open()?;
-    let task = args
-        .task
-        .clone()
-        .or_else(|| chat.tasks().first().map(|t| t.to_string()));
-    if let Some(t) = &task {
-        let h = chat.handle(t, "--task")?;
-        chat.activate(h)?;
-    }
+    chat.start_with(args.task.as_deref())?;
     let text = match (&args.prompt, &args.chat) {
         (Some(p), None) => p.clone(),
         (None, Some(user)) => {
@@ -182,13 +175,7 @@ pub fn run_logits(
 ) -> Result<()> {
     let mut llm = Llm::load((m.name(), m.bytes()), &pairs(a))?;
     let mut chat = llm.open()?;
-    let task = task
-        .map(str::to_string)
-        .or_else(|| chat.tasks().first().map(|t| t.to_string()));
-    if let Some(t) = &task {
-        let h = chat.handle(t, "--task")?;
-        chat.activate(h)?;
-    }
+    chat.start_with(task)?;
     let ids = chat.encode(text, "--text")?;
     if ids.is_empty() {
         return Err(bad("--text", "is empty"));
