@@ -23,6 +23,15 @@
 //! `v_{r,j}` for `r < 7`, `r < j < 8` as 28 vectors of 16 (vector `7r − r(r−1)/2 + j −
 //! r − 1`), then `τ_r − 2` as 7 vectors of 16, then 8 sign masks (bit `l` of mask `t`:
 //! entry `t` of block `16g + l` is negated by `D`).
+//!
+//! **Paired order.** A chain of two factors, contiguous then strided (GSOFT), on a width
+//! `n = 64s` falls apart into `s` independent problems of 64 values: strided block `j`
+//! (entries `t·k + j`, `k = 8s` blocks a factor) reads entry `j mod 8` of the contiguous
+//! blocks `⌊j/8⌋ + s·t`. Such a chain stores factor 0's blocks in that order instead: lane
+//! `l` of group `q` is block `2q + ⌊l/8⌋ + s·(l mod 8)` (lanes 8..16 of the last group
+//! are padding when `s` is odd). Group `q` of factor 0 then feeds exactly group `q` of
+//! factor 1, and the kernel runs both in registers, one group at a time, with no pass over
+//! memory between the factors (`gemm::reflector_pair`).
 
 use super::chain::{Chain, ChainSpec};
 use super::gemm;
@@ -58,6 +67,27 @@ impl<'w> ReflectorChain<'w> {
     pub(crate) fn supported(spec: ChainSpec) -> bool {
         spec.block_size() == 8
             && (0..spec.factors()).all(|f| Chain::factor_is_strided(spec, f).is_some())
+    }
+
+    /// Whether a chain of `spec` keeps factor 0 in the paired order (module docs): two
+    /// factors, contiguous then strided, on a width that is a multiple of 64.
+    pub(crate) fn paired(spec: ChainSpec) -> bool {
+        spec.factors() == 2
+            && spec.width().is_multiple_of(64)
+            && Chain::factor_is_strided(spec, 0) == Some(false)
+            && Chain::factor_is_strided(spec, 1) == Some(true)
+    }
+
+    /// Group and lane where block `j` of factor `f` is stored (module docs).
+    #[cfg(any(feature = "f16", test))]
+    pub(crate) fn place(spec: ChainSpec, f: usize, j: usize) -> (usize, usize) {
+        if f == 0 && Self::paired(spec) {
+            let s = spec.width() / 64;
+            let (g, r) = (j % s, j / s);
+            (g / 2, 8 * (g % 2) + r)
+        } else {
+            (j / GROUP, j % GROUP)
+        }
     }
 
     /// Halves of a chain of `spec`: `m` factors of `⌈k / 16⌉` groups.
@@ -107,8 +137,8 @@ impl<'w> ReflectorChain<'w> {
                 let Some(r) = factorise(&mut a) else {
                     return false;
                 };
-                let group = &mut factor[j / GROUP * GROUP_HALVES..][..GROUP_HALVES];
-                let lane = j % GROUP;
+                let (g, lane) = Self::place(spec, f, j);
+                let group = &mut factor[g * GROUP_HALVES..][..GROUP_HALVES];
                 for (i, v) in r.v.iter().enumerate() {
                     group[i * GROUP + lane] = half::f16::from_f64(*v).to_bits();
                 }
@@ -136,6 +166,13 @@ impl<'w> ReflectorChain<'w> {
             return false;
         }
         let per_factor = k.div_ceil(GROUP) * GROUP_HALVES;
+        if Self::paired(self.spec) {
+            let (d0, d1) = self.data.split_at(per_factor);
+            return src
+                .chunks_exact(n)
+                .zip(dst.chunks_exact_mut(n))
+                .all(|(s, d)| gemm::reflector_pair(s, d, k, [d0, d1]));
+        }
         for (s, d) in src.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
             for f in 0..self.spec.factors() {
                 let (Some(strided), Some(data)) = (
@@ -250,8 +287,8 @@ pub(crate) mod tests {
             let strided = Chain::factor_is_strided(spec, f).unwrap();
             for j in 0..k {
                 let pos = |t: usize| if strided { j + t * k } else { j * 8 + t };
-                let g = f * per_factor + j / GROUP * GROUP_HALVES;
-                let lane = j % GROUP;
+                let (group, lane) = ReflectorChain::place(spec, f, j);
+                let g = f * per_factor + group * GROUP_HALVES;
                 let mut e: [f64; 8] = core::array::from_fn(|t| y[pos(t)]);
                 for (t, et) in e.iter_mut().enumerate() {
                     if data[g + (V_ENTRIES + REFLECTORS) * GROUP + t] >> lane & 1 == 1 {

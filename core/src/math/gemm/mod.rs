@@ -218,6 +218,18 @@ pub(crate) fn reflector_factor(
     false
 }
 
+/// `dst <- F_1 F_0 src` for one row through a two-factor chain in reflector form whose
+/// factor 0 is stored in the paired lane order (`math::reflectors`); `false` (nothing
+/// touched) where this CPU has no kernel or the lengths do not fit.
+pub(crate) fn reflector_pair(src: &[f32], dst: &mut [f32], k: usize, data: [&[u16]; 2]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86_reflectors::reflector_pair(src, dst, k, data) {
+        return true;
+    }
+    let _ = (src, dst, k, data);
+    false
+}
+
 /// Whether [`reflector_factor`] runs on this CPU.
 pub(crate) fn reflectors_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -384,45 +396,55 @@ mod tests {
         use crate::math::reflectors::{tests as r, ReflectorChain, GROUP, GROUP_HALVES};
         use crate::math::{ChainSpec, Permutation};
         use std::vec;
-        let spec = ChainSpec::new(192, 8, 2, Permutation::Gs).unwrap();
-        let mut data = vec![0u16; ReflectorChain::len(spec)];
-        // Halves as bit patterns (the `half` crate's conversions use F16C, which Miri
-        // lacks): vector entries ±2^-5 .. 2^-1, τ − 2 in -1 .. -2^-7, random signs.
-        let mut bits = 0x1234_5678u32;
-        let mut next = |lo: u32, span: u32, negative: Option<bool>| {
-            bits ^= bits << 13;
-            bits ^= bits >> 17;
-            bits ^= bits << 5;
-            let sign = negative.unwrap_or(bits & 1 == 1);
-            ((u32::from(sign) << 15) | ((lo + (bits >> 8) % span) << 10) | ((bits >> 20) & 0x3FF))
-                as u16
-        };
-        for group in data.chunks_exact_mut(GROUP_HALVES) {
-            for (i, h) in group.iter_mut().enumerate() {
-                *h = if i < 28 * GROUP {
-                    next(10, 5, None)
-                } else if i < 35 * GROUP {
-                    next(8, 7, Some(true))
-                } else {
-                    next(0, 1, None) // sign masks: any bits
-                };
+        // Two factors in the paired order (an odd number of 64-value problems: the last
+        // group half padding), two factors in block order, one factor.
+        for (n, m, perm, paired) in [
+            (192, 2, Permutation::Gs, true),
+            (136, 2, Permutation::Gs, false),
+            (64, 1, Permutation::None, false),
+        ] {
+            let spec = ChainSpec::new(n, 8, m, perm).unwrap();
+            assert_eq!(ReflectorChain::paired(spec), paired);
+            let mut data = vec![0u16; ReflectorChain::len(spec)];
+            // Halves as bit patterns (the `half` crate's conversions use F16C, which Miri
+            // lacks): vector entries ±2^-5 .. 2^-1, τ − 2 in -1 .. -2^-7, random signs.
+            let mut bits = 0x1234_5678u32 ^ n as u32;
+            let mut next = |lo: u32, span: u32, negative: Option<bool>| {
+                bits ^= bits << 13;
+                bits ^= bits >> 17;
+                bits ^= bits << 5;
+                let sign = negative.unwrap_or(bits & 1 == 1);
+                ((u32::from(sign) << 15)
+                    | ((lo + (bits >> 8) % span) << 10)
+                    | ((bits >> 20) & 0x3FF)) as u16
+            };
+            for group in data.chunks_exact_mut(GROUP_HALVES) {
+                for (i, h) in group.iter_mut().enumerate() {
+                    *h = if i < 28 * GROUP {
+                        next(10, 5, None)
+                    } else if i < 35 * GROUP {
+                        next(8, 7, Some(true))
+                    } else {
+                        next(0, 1, None) // sign masks: any bits
+                    };
+                }
             }
-        }
-        let rc = ReflectorChain::new(spec, &data).unwrap();
-        let mut x = [0.0f32; 192];
-        fill(&mut x, 9);
-        let mut got = [f32::NAN; 192];
-        if !rc.rotate_rows_from(&x, &mut got) {
-            return; // no AVX-512 here: the runtime keeps the f32 blocks
-        }
-        let want = r::reference(spec, &data, &x);
-        let norm: f64 = x
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>()
-            .sqrt();
-        for (g, w) in got.iter().zip(&want) {
-            assert!((f64::from(*g) - w).abs() <= 1e-5 * norm, "{g} vs {w}");
+            let rc = ReflectorChain::new(spec, &data).unwrap();
+            let mut x = vec![0.0f32; n];
+            fill(&mut x, 9);
+            let mut got = vec![f32::NAN; n];
+            if !rc.rotate_rows_from(&x, &mut got) {
+                return; // no AVX-512 here: the runtime keeps the f32 blocks
+            }
+            let want = r::reference(spec, &data, &x);
+            let norm: f64 = x
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((f64::from(*g) - w).abs() <= 1e-5 * norm, "{n}: {g} vs {w}");
+            }
         }
     }
 
