@@ -136,16 +136,14 @@ impl<'s, 'f> Chat<'s, 'f> {
     /// # Errors
     /// An unknown task (naming `--task`); a runtime failure.
     pub fn start_with(&mut self, task: Option<&str>) -> Result<Option<&'f str>> {
-        let first = self.tasks().first().copied();
         let h = match task {
             Some(t) => self.handle(t, "--task")?,
-            None => first
-                .map(|t| self.handle(t, "--task"))
-                .transpose()?
-                .flatten(),
+            // The first resident adapter is handle 0.
+            None => (!self.session.adapters().is_empty()).then_some(0),
         };
         self.activate(h)?;
-        Ok(h.and_then(|h| self.tasks().get(h).copied()))
+        Ok(h.and_then(|h| self.session.adapters().get(h))
+            .map(|p| p.task_name()))
     }
 
     /// Activates adapter `h`, or the bare base (unmerged: O(1)).

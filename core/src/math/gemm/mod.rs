@@ -383,11 +383,13 @@ pub fn simd_kernel_name() -> &'static str {
 mod tests {
     use super::*;
 
-    /// The reflector kernel (`x86_reflectors`, unsafe) on both factor kinds of a GS chain
-    /// with a partial last group (k = 24 blocks: 16 + 8), against the stored form read in
-    /// `f64`. The reflectors are written directly (random vectors, `τ = 2 / ‖v‖²`, random
-    /// signs; no factorisation, whose square roots Miri cannot run): small, so that Miri
-    /// runs it with the AVX-512 build (scripts/test).
+    /// The reflector kernels (`x86_reflectors`, unsafe) against the stored form read in
+    /// `f64`: a two-factor GS chain in the paired order (k = 24 blocks: three 64-value
+    /// problems, the last group half padding), one in block order with a partial last
+    /// group (k = 17), and one factor. The halves are written directly as random bit
+    /// patterns (no factorisation, whose square roots Miri cannot run; the kernels compute
+    /// the stored form whether or not it is orthogonal): small, so that Miri runs it with
+    /// the AVX-512 build (scripts/test).
     #[cfg(feature = "f16")]
     #[test]
     #[allow(clippy::unwrap_used)] // a failure is a panic with its location
