@@ -42,11 +42,14 @@ PERMUTATIONS = ("none", "gs", "butterfly")
 #: How :func:`inject`'s unmerged layers compute while training (``path=`` or the environment
 #: variable ``RIFFLE_ADAPTER_PATH``):
 #:
-#: * ``lean``: each linear through :class:`_LeanAdaptedLinear` (keeps only the input for the
-#:   backward pass, besides references to parameters; recomputes the rest there);
-#: * ``lean_keep``: as ``lean``, but also keeps each linear's output ``y`` (often kept
-#:   downstream anyway) and recovers ``W Q_in x`` from it in backward instead of recomputing
-#:   that product (faster, more memory; with a zero scale entry it falls back to ``lean``);
+#: * ``lean``: each linear through one autograd function that keeps only the input for the
+#:   backward pass, besides references to parameters (and, for GS chains of the grouped form,
+#:   their Cayley blocks), and recomputes the rest there: :class:`_GroupedAdaptedLinear` where
+#:   every chain is :meth:`OrthogonalChain.paired`, :class:`_LeanAdaptedLinear` otherwise;
+#: * ``lean_keep`` (the CPU default): as ``lean``, but also keeps each linear's output ``y``
+#:   (often kept downstream anyway) and recovers ``W Q_in x`` from it in backward instead of
+#:   recomputing that product (faster, more memory; with a zero scale entry it falls back to
+#:   ``lean``);
 #: * ``plain``: each linear's operations recorded by autograd one by one (keeps every
 #:   factor's input, the rotated input and the pre-scale output);
 #: * ``bank``: :class:`WeightBank` (adapted weights of all layers per forward, batched);
@@ -229,7 +232,50 @@ class OrthogonalChain(nn.Module):
             return [cayley(params[0], self.b)]
         return list(cayley(torch.cat(params), self.b).split(self.k))
 
+    def paired(self) -> bool:
+        """Whether this chain is two GS factors on a width that is a multiple of ``b^2``: then
+        it falls apart into ``n / b^2`` independent rotations of ``b^2`` features each (see
+        :meth:`group_matrices`), which :meth:`forward` runs as one batched product."""
+        return self.m == 2 and self.permutation == "gs" and self.n % (self.b * self.b) == 0
+
+    def group_matrices(self, blocks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The ``s = n / b^2`` dense ``b^2 x b^2`` rotations a :meth:`paired` chain is made of.
+
+        Feature ``b (s r + g) + e`` (``r, e < b``, ``g < s``) is entry ``(r, e)`` of group ``g``:
+        factor 0's contiguous block ``s r + g`` holds entries ``(r, 0..b)`` of group ``g``, and
+        factor 1's strided block ``b g + e`` (features ``t k + b g + e``, ``k = s b``) holds
+        entries ``(0..b, e)``, so each group is closed under both factors and
+        ``Q = F_1 F_0`` restricted to it is ``M_g[(r', e'), (r, e)] = B1[b g + e'][r', r] *
+        B0[s r + g][e', e]``: ``b^4`` products per group, no sum.
+        """
+        if blocks is None:
+            blocks = self.blocks()
+        b, s = self.b, self.n // (self.b * self.b)
+        b1 = blocks[1].view(s, b, b, b).permute(0, 2, 1, 3)  # [g, r', e', r]
+        b0 = blocks[0].view(b, s, b, b).permute(1, 2, 0, 3)  # [g, e', r, e]
+        return (b1.unsqueeze(-1) * b0.unsqueeze(1)).reshape(s, b * b, b * b)
+
+    def _run_paired(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
+        """``Q x`` (or ``Q^T x``) of a :meth:`paired` chain: the features regrouped into the
+        chain's ``s`` groups, one batched product with :meth:`group_matrices`, and back. It
+        spends ``b^2`` multiply-adds per feature where the two factors spend ``2 b``, but as
+        one well-shaped batched product it is faster on a CPU than two batches of ``b x b``
+        blocks and the shuffle between them."""
+        b, s, lead = self.b, self.n // (self.b * self.b), x.shape[:-1]
+        m = self.group_matrices(blocks).to(x.dtype)
+        groups = x.reshape(-1, b, s, b).permute(2, 0, 1, 3).reshape(s, -1, b * b)
+        y = torch.bmm(groups, m if transpose else m.transpose(1, 2))
+        return y.view(s, -1, b, b).permute(1, 2, 0, 3).reshape(lead + (self.n,))
+
     def _run(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
+        if self.paired():
+            return self._run_paired(x, transpose, blocks)
+        return self.run_factors(x, transpose, blocks)
+
+    def run_factors(self, x: torch.Tensor, transpose: bool = False,
+                    blocks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``Q x`` (``Q^T x``) factor by factor: gathers and batches of ``b x b`` blocks (every
+        chain; the reference the grouped form of :meth:`paired` chains is tested against)."""
         if blocks is None:
             blocks = self.blocks()
         lead = x.shape[:-1]
@@ -406,6 +452,9 @@ class AdaptedLinear(_AdaptedBase):
         if self.path != "plain" and torch.is_grad_enabled():
             pi = list(self.oft_in.params)
             po = list(self.oft_out.params) if self.oft_out is not None else []
+            if _GroupedAdaptedLinear.applies(self, x):
+                return _GroupedAdaptedLinear.apply(x, self.base.weight, self.base.bias, self.oft_scale,
+                                                   (self, len(pi), self.path == "lean_keep"), *pi, *po)
             return _LeanAdaptedLinear.apply(x, self.base.weight, self.base.bias, self.oft_scale,
                                             (self, len(pi), self.path == "lean_keep"), *pi, *po)
         return self.unmerged(x, self.base.weight, self.base.bias, self.oft_scale)
@@ -507,6 +556,137 @@ class _LeanAdaptedLinear(torch.autograd.Function):
         if need_bias:
             dbias = dy.reshape(-1, dy.shape[-1]).sum(0)
         return (dx, dw, dbias, ds, None, *dpi, *dpo)
+
+
+def _regroup(x: torch.Tensor, chain: OrthogonalChain) -> torch.Tensor:
+    """The rows of ``x`` (``(..., n)``) as the ``s`` groups of a :meth:`OrthogonalChain.paired`
+    chain: ``(s, rows, b^2)``, a copy."""
+    b, s = chain.b, chain.n // (chain.b * chain.b)
+    return x.reshape(-1, b, s, b).permute(2, 0, 1, 3).reshape(s, -1, b * b)
+
+
+def _ungroup(g: torch.Tensor, chain: OrthogonalChain, lead: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`_regroup`: ``(s, rows, b^2)`` back to ``lead + (n,)``."""
+    b, s = chain.b, chain.n // (chain.b * chain.b)
+    return g.view(s, -1, b, b).permute(1, 2, 0, 3).reshape(lead + (chain.n,))
+
+
+def _grouped_rotate(x: torch.Tensor, chain: OrthogonalChain, m: torch.Tensor, transpose: bool) -> torch.Tensor:
+    """``Q x`` (``Q^T x``) of a paired chain from its group matrices ``m``."""
+    return _ungroup(torch.bmm(_regroup(x, chain), m if transpose else m.transpose(1, 2)), chain, x.shape[:-1])
+
+
+def _group_matrix_grad(chain: OrthogonalChain, blocks: torch.Tensor, gm: torch.Tensor) -> torch.Tensor:
+    """Gradient with respect to both factors' Cayley blocks (``(2k, b, b)``, factor 0 first)
+    of a loss whose gradient with respect to :meth:`OrthogonalChain.group_matrices` is ``gm``:
+    each group entry is the product of one entry of each factor, so each factor's gradient is
+    the other's entries times ``gm``, summed over the index the other one adds."""
+    b, s, k = chain.b, chain.n // (chain.b * chain.b), chain.k
+    b0 = blocks[:k].view(b, s, b, b).permute(1, 2, 0, 3)  # [g, e', r, e]
+    b1 = blocks[k:].view(s, b, b, b).permute(0, 2, 1, 3)  # [g, r', e', r]
+    g5 = gm.view(s, b, b, b, b)  # [g, r', e', r, e]
+    g1 = (g5 * b0.unsqueeze(1)).sum(-1)  # [g, r', e', r]
+    g0 = (g5 * b1.unsqueeze(-1)).sum(1)  # [g, e', r, e]
+    return torch.cat([g0.permute(2, 0, 1, 3).reshape(k, b, b), g1.permute(0, 2, 1, 3).reshape(k, b, b)])
+
+
+def _cayley_grad(c: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Gradient with respect to the packed parameters of blocks ``C = (I - S)^{-1} (I + S)``
+    (``c``, ``(..., b, b)``) given the gradient ``g`` with respect to ``C``, with no solve:
+    ``dC = (I - S)^{-1} dS (C + I)`` and ``(I - S)^{-1} = (C + I) / 2`` (because ``(I - S) +
+    (I - S)^T = 2I``), so the gradient with respect to ``S`` is ``(C^T + I) g (C^T + I) / 2``,
+    and a packed ``p_ij`` (``S_ij = p``, ``S_ji = -p``) gets its upper entry minus its lower one."""
+    b = c.shape[-1]
+    ct = c.mT + _eye(b, c.dtype, c.device)
+    gs = ct @ g @ ct / 2
+    iu = torch.triu_indices(b, b, 1, device=c.device)
+    return gs[..., iu[0], iu[1]] - gs[..., iu[1], iu[0]]
+
+
+class _GroupedAdaptedLinear(torch.autograd.Function):
+    """:class:`_LeanAdaptedLinear` for layers whose chains are all :meth:`OrthogonalChain.paired`
+    (GSOFT and Double GSOFT on widths that are multiples of ``b^2``), with a backward pass
+    written out instead of recorded again: each rotation is one batched product with the
+    chain's group matrices, its gradient two more, and the Cayley gradient needs no solve
+    (:func:`_cayley_grad`), so the backward pass costs about what the plain path's does while
+    keeping what the lean paths keep: the input (``lean``; also the output with ``lean_keep``,
+    from which ``W Q_in x`` is recovered instead of recomputed) and each chain's Cayley blocks
+    (``2 n b`` values, parameter-sized). Float32 and float64 without autocast; other cases
+    take :class:`_LeanAdaptedLinear`.
+    """
+
+    @staticmethod
+    def applies(mod: "_AdaptedBase", x: torch.Tensor) -> bool:
+        """Whether ``mod`` on ``x`` takes this function."""
+        chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
+        return (all(c.paired() for c in chains) and x.dtype in (torch.float32, torch.float64)
+                and not torch.is_autocast_enabled(x.device.type))
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, scale, how, *params):  # noqa: D401 - autograd API
+        mod, n_in, keep = how
+        chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
+        sides = [params[:n_in], params[n_in:]]
+        blocks = [cayley(torch.cat(list(p)), c.b) for c, p in zip(chains, sides)]
+        mats = [c.group_matrices(list(bl.split(c.k))) for c, bl in zip(chains, blocks)]
+        h = F.linear(_grouped_rotate(x, chains[0], mats[0], False), weight)
+        if len(chains) == 2:
+            h = _grouped_rotate(h, chains[1], mats[1], False)
+        y = h if scale is None else h * scale
+        if bias is not None:
+            y = y + bias
+        ctx.mod, ctx.n_in = mod, n_in
+        ctx.keep = keep and (mod.oft_out is not None or scale is not None) and (
+            scale is None or not bool((scale == 0).any()))
+        ctx.save_for_backward(x, weight, scale, bias, y if ctx.keep else None, *blocks)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, scale, bias, y, *blocks = ctx.saved_tensors
+        mod, n_in = ctx.mod, ctx.n_in
+        chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
+        need = ctx.needs_input_grad
+        need_x, need_w, need_bias, need_s = need[0], need[1], need[2], need[3]
+        mats = [c.group_matrices(list(bl.split(c.k))) for c, bl in zip(chains, blocks)]
+        u = None
+        if ctx.keep:
+            v = y if bias is None else y - bias
+            v = v if scale is None else v / scale  # Q_out W Q_in x
+            h = v if len(chains) == 1 else _grouped_rotate(v, chains[1], mats[1], True)
+        elif len(chains) == 2 or scale is not None:
+            u = _grouped_rotate(x, chains[0], mats[0], False)
+            h = F.linear(u, weight)
+            v = h if len(chains) == 1 else _grouped_rotate(h, chains[1], mats[1], False)
+        dv = dy if scale is None else dy * scale
+        ds = (dy * v).reshape(-1, dy.shape[-1]).sum(0) if need_s else None
+        grads_out: list[torch.Tensor | None] = []
+        if len(chains) == 2:
+            dvg = _regroup(dv, chains[1])  # once for both products
+            dh = _ungroup(torch.bmm(dvg, mats[1]), chains[1], dv.shape[:-1])
+            if any(need[5 + n_in:]):
+                gm = torch.bmm(dvg.mT, _regroup(h, chains[1]))
+                gp = _cayley_grad(blocks[1], _group_matrix_grad(chains[1], blocks[1], gm))
+                grads_out = list(gp.split(chains[1].k))
+        else:
+            dh = dv
+        dw = None
+        if need_w:
+            if u is None:
+                u = _grouped_rotate(x, chains[0], mats[0], False)
+            dw = dh.reshape(-1, dh.shape[-1]).mT @ u.reshape(-1, u.shape[-1])
+        du = torch.matmul(dh, weight)
+        dug = _regroup(du, chains[0])  # once for both products
+        dx = _ungroup(torch.bmm(dug, mats[0]), chains[0], du.shape[:-1]) if need_x else None
+        grads_in: list[torch.Tensor | None] = [None] * n_in
+        if any(need[5:5 + n_in]):
+            gm = torch.bmm(dug.mT, _regroup(x, chains[0]))
+            gp = _cayley_grad(blocks[0], _group_matrix_grad(chains[0], blocks[0], gm))
+            grads_in = list(gp.split(chains[0].k))
+        dbias = dy.reshape(-1, dy.shape[-1]).sum(0) if need_bias else None
+        if not grads_out:
+            grads_out = [None] * (len(need) - 5 - n_in)
+        return (dx, dw, dbias, ds, None, *grads_in, *grads_out)
 
 
 class _LeanLinear(torch.autograd.Function):
@@ -809,9 +989,9 @@ def resolve_path(path: str | None, weight_bank: bool | None, memory_efficient: b
     """The adapter path :func:`inject` uses (one of :data:`ADAPTER_PATHS`).
 
     An explicit ``path`` wins; then the older switches (``weight_bank`` not ``None`` or
-    ``memory_efficient``: the bank, the memory-efficient bank, or ``lean`` for
+    ``memory_efficient``: the bank, the memory-efficient bank, or ``lean_keep`` for
     ``weight_bank=False``); then the environment variable ``RIFFLE_ADAPTER_PATH``; then the
-    device default: ``bank`` for CUDA models, ``lean`` on CPU.
+    device default: ``bank`` for CUDA models, ``lean_keep`` on CPU.
     """
     if path is None and weight_bank is None and not memory_efficient:
         path = os.environ.get(PATH_ENV) or None
@@ -820,7 +1000,7 @@ def resolve_path(path: str | None, weight_bank: bool | None, memory_efficient: b
     if path is None:
         if weight_bank is None:
             weight_bank = cuda
-        path = ("bank_lean" if memory_efficient else "bank") if weight_bank else "lean"
+        path = ("bank_lean" if memory_efficient else "bank") if weight_bank else "lean_keep"
     if path not in ADAPTER_PATHS:
         raise ValueError(f"unknown adapter path {path!r}: expected one of {', '.join(ADAPTER_PATHS)}")
     return path

@@ -53,7 +53,7 @@ def test_permutations():
     assert factor_permutation("none", 5, 5, 1, 0) == list(range(5))
 
 
-CHAINS = [(64, 8, 2, "gs"), (24, 4, 3, "gs"), (30, 3, 2, "gs"), (16, 4, 3, "butterfly"),
+CHAINS = [(64, 8, 2, "gs"), (192, 8, 2, "gs"), (48, 4, 2, "gs"), (24, 4, 3, "gs"), (30, 3, 2, "gs"), (16, 4, 3, "butterfly"),
           (32, 4, 2, "butterfly"), (12, 4, 1, "none"), (9, 3, 2, "gs")]
 
 
@@ -75,6 +75,30 @@ def test_chain_matches_reference_and_is_orthogonal(n, b, m, perm):
     c32 = c.float()
     q32 = c32.dense().detach()
     assert (q32.T @ q32 - torch.eye(n)).abs().max() < m * 1e-5
+
+
+@pytest.mark.parametrize("n,b", [(64, 8), (192, 8), (48, 4), (9, 3), (4, 2)])
+def test_grouped_form_of_a_two_factor_gs_chain_equals_its_factors(n, b):
+    """A two-factor GS chain on a multiple of b^2 features runs as s = n / b^2 dense groups
+    (one batched product); values and gradients (to the input and to the packed parameters)
+    equal the factor-by-factor path's, forward and transposed."""
+    torch.manual_seed(n + b)
+    c = OrthogonalChain(n, b, 2, "gs", dtype=D)
+    assert c.paired() and not OrthogonalChain(n, b, 1, "none", dtype=D).paired()
+    with torch.no_grad():
+        for p in c.params:
+            p.normal_(0, 0.7)
+    for transpose in (False, True):
+        grads = []
+        for run in (c._run, c.run_factors):
+            x = torch.randn(2, 3, n, dtype=D, generator=torch.Generator().manual_seed(1)).requires_grad_()
+            y = run(x, transpose, None)
+            (y * torch.arange(y.numel(), dtype=D).reshape(y.shape).sin()).sum().backward()
+            grads.append((y.detach(), x.grad, [p.grad.clone() for p in c.params]))
+            c.zero_grad()
+        (y0, gx0, gp0), (y1, gx1, gp1) = grads
+        assert torch.allclose(y0, y1, atol=1e-12) and torch.allclose(gx0, gx1, atol=1e-12)
+        assert all(torch.allclose(a, b_, atol=1e-12) for a, b_ in zip(gp0, gp1))
 
 
 def test_gs_density():

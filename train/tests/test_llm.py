@@ -364,8 +364,23 @@ def test_saved_for_backward_counts_the_plain_chains_activations_and_not_the_lean
     lean = [r[f"{m}+lean"]["saved_bytes"] for m in ours]
     # plain: one factor < two factors on the input side < two on each side
     assert 0 < plain[0] < plain[1] < plain[2]
-    # lean: the layers' inputs only, whatever the chains
-    assert 0 < lean[0] == lean[1] == lean[2] < plain[0]
+    # lean: the layers' inputs only, whatever the chains, and the Cayley blocks of the GS chains
+    # that take the grouped form (2 n b values a chain: parameter-sized)
+    from riffle_train import llm
+    from riffle_train.layers import adapted_modules
+    from riffle_train.llama import llama_from_gguf
+
+    def blocks_bytes(method):
+        model = llm.apply_method(llama_from_gguf(str(tiny))[0], method, llm.targets(llama_from_gguf(str(tiny))[0], None),
+                                 llm.Budget(), "lean")
+        total = 0
+        for _, mod in adapted_modules(model):  # a layer takes the grouped form when all its chains can
+            chains = [c for c in (mod.oft_in, mod.oft_out) if c is not None]
+            total += sum(2 * c.n * c.b * 4 for c in chains) if all(c.paired() for c in chains) else 0
+        return total
+
+    assert 0 < lean[0] < plain[0] and blocks_bytes("gsoft") > 0
+    assert [lean[1] - lean[0], lean[2] - lean[0]] == [blocks_bytes("gsoft"), blocks_bytes("double_gsoft")]
     assert {r[f"{m}+lean"]["adapter_path"] for m in ours} == {"lean"}
 
 
