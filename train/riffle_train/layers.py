@@ -571,11 +571,6 @@ def _ungroup(g: torch.Tensor, chain: OrthogonalChain, lead: torch.Size) -> torch
     return g.view(s, -1, b, b).permute(1, 2, 0, 3).reshape(lead + (chain.n,))
 
 
-def _grouped_rotate(x: torch.Tensor, chain: OrthogonalChain, m: torch.Tensor, transpose: bool) -> torch.Tensor:
-    """``Q x`` (``Q^T x``) of a paired chain from its group matrices ``m``."""
-    return _ungroup(torch.bmm(_regroup(x, chain), m if transpose else m.transpose(1, 2)), chain, x.shape[:-1])
-
-
 def _group_matrix_grad(chain: OrthogonalChain, blocks: torch.Tensor, gm: torch.Tensor) -> torch.Tensor:
     """Gradient with respect to both factors' Cayley blocks (``(2k, b, b)``, factor 0 first)
     of a loss whose gradient with respect to :meth:`OrthogonalChain.group_matrices` is ``gm``:
@@ -603,16 +598,56 @@ def _cayley_grad(c: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return gs[..., iu[0], iu[1]] - gs[..., iu[1], iu[0]]
 
 
+class _GroupedSide:
+    """One grouped chain of a layer with its Cayley blocks (``(2k, b, b)``, factor 0 first):
+    rotations and gradients on the CPU kernels of :mod:`gs_kernel` for float32 CPU tensors with
+    ``b = 8`` where they are built, else as batched products with the group matrices."""
+
+    def __init__(self, chain: OrthogonalChain, blocks: torch.Tensor, like: torch.Tensor):
+        from . import gs_kernel
+
+        self.chain, self.blocks = chain, blocks
+        self.kernel = gs_kernel if gs_kernel.applies(like, chain.b, chain.n) else None
+        self._mats: torch.Tensor | None = None
+
+    def mats(self) -> torch.Tensor:
+        if self._mats is None:
+            self._mats = self.chain.group_matrices(list(self.blocks.split(self.chain.k)))
+        return self._mats
+
+    def rotate(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``Q x`` (``Q^T x``) along the last dimension."""
+        if self.kernel is not None:
+            return self.kernel.apply(x, self.blocks, transpose)
+        m = self.mats()
+        return _ungroup(torch.bmm(_regroup(x, self.chain), m if transpose else m.transpose(1, 2)),
+                        self.chain, x.shape[:-1])
+
+    def grad(self, x: torch.Tensor, dy: torch.Tensor, need_x: bool,
+             need_params: bool) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
+        """For ``y = Q x`` and ``dy = dL/dy``: ``Q^T dy`` (if ``need_x``) and the gradients of the
+        chain's packed parameters, one per factor (if ``need_params``)."""
+        c = self.chain
+        if self.kernel is not None:
+            dx, db = self.kernel.backward(x, dy, self.blocks, need_x)
+        else:
+            dyg = _regroup(dy, c)  # once for both products
+            dx = _ungroup(torch.bmm(dyg, self.mats()), c, dy.shape[:-1]) if need_x else None
+            db = (_group_matrix_grad(c, self.blocks, torch.bmm(dyg.mT, _regroup(x, c)))
+                  if need_params else None)
+        return dx, (list(_cayley_grad(self.blocks, db).split(c.k)) if need_params else None)
+
+
 class _GroupedAdaptedLinear(torch.autograd.Function):
     """:class:`_LeanAdaptedLinear` for layers whose chains are all :meth:`OrthogonalChain.paired`
     (GSOFT and Double GSOFT on widths that are multiples of ``b^2``), with a backward pass
-    written out instead of recorded again: each rotation is one batched product with the
-    chain's group matrices, its gradient two more, and the Cayley gradient needs no solve
-    (:func:`_cayley_grad`), so the backward pass costs about what the plain path's does while
-    keeping what the lean paths keep: the input (``lean``; also the output with ``lean_keep``,
-    from which ``W Q_in x`` is recovered instead of recomputed) and each chain's Cayley blocks
-    (``2 n b`` values, parameter-sized). Float32 and float64 without autocast; other cases
-    take :class:`_LeanAdaptedLinear`.
+    written out instead of recorded again (:class:`_GroupedSide`: on the CPU the kernels of
+    :mod:`gs_kernel`, else batched products with the chain's group matrices; the Cayley
+    gradient needs no solve, :func:`_cayley_grad`), so that it costs about what the plain
+    path's does while keeping what the lean paths keep: the input (``lean``; also the output
+    with ``lean_keep``, from which ``W Q_in x`` is recovered instead of recomputed) and each
+    chain's Cayley blocks (``2 n b`` values, parameter-sized). Float32 and float64 without
+    autocast; other cases take :class:`_LeanAdaptedLinear`.
     """
 
     @staticmethod
@@ -623,15 +658,20 @@ class _GroupedAdaptedLinear(torch.autograd.Function):
                 and not torch.is_autocast_enabled(x.device.type))
 
     @staticmethod
+    def _sides(mod: "_AdaptedBase", blocks: Sequence[torch.Tensor], like: torch.Tensor) -> list[_GroupedSide]:
+        chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
+        return [_GroupedSide(c, bl, like) for c, bl in zip(chains, blocks)]
+
+    @staticmethod
     def forward(ctx, x, weight, bias, scale, how, *params):  # noqa: D401 - autograd API
         mod, n_in, keep = how
         chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
-        sides = [params[:n_in], params[n_in:]]
-        blocks = [cayley(torch.cat(list(p)), c.b) for c, p in zip(chains, sides)]
-        mats = [c.group_matrices(list(bl.split(c.k))) for c, bl in zip(chains, blocks)]
-        h = F.linear(_grouped_rotate(x, chains[0], mats[0], False), weight)
-        if len(chains) == 2:
-            h = _grouped_rotate(h, chains[1], mats[1], False)
+        groups = [params[:n_in], params[n_in:]]
+        blocks = [cayley(torch.cat(list(p)), c.b) for c, p in zip(chains, groups)]
+        sides = _GroupedAdaptedLinear._sides(mod, blocks, x)
+        h = F.linear(sides[0].rotate(x), weight)
+        if len(sides) == 2:
+            h = sides[1].rotate(h)
         y = h if scale is None else h * scale
         if bias is not None:
             y = y + bias
@@ -645,47 +685,35 @@ class _GroupedAdaptedLinear(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, scale, bias, y, *blocks = ctx.saved_tensors
         mod, n_in = ctx.mod, ctx.n_in
-        chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
+        sides = _GroupedAdaptedLinear._sides(mod, blocks, x)
         need = ctx.needs_input_grad
         need_x, need_w, need_bias, need_s = need[0], need[1], need[2], need[3]
-        mats = [c.group_matrices(list(bl.split(c.k))) for c, bl in zip(chains, blocks)]
         u = None
         if ctx.keep:
             v = y if bias is None else y - bias
             v = v if scale is None else v / scale  # Q_out W Q_in x
-            h = v if len(chains) == 1 else _grouped_rotate(v, chains[1], mats[1], True)
-        elif len(chains) == 2 or scale is not None:
-            u = _grouped_rotate(x, chains[0], mats[0], False)
+            h = v if len(sides) == 1 else sides[1].rotate(v, transpose=True)
+        elif len(sides) == 2 or scale is not None:
+            u = sides[0].rotate(x)
             h = F.linear(u, weight)
-            v = h if len(chains) == 1 else _grouped_rotate(h, chains[1], mats[1], False)
+            v = h if len(sides) == 1 else sides[1].rotate(h)
         dv = dy if scale is None else dy * scale
         ds = (dy * v).reshape(-1, dy.shape[-1]).sum(0) if need_s else None
-        grads_out: list[torch.Tensor | None] = []
-        if len(chains) == 2:
-            dvg = _regroup(dv, chains[1])  # once for both products
-            dh = _ungroup(torch.bmm(dvg, mats[1]), chains[1], dv.shape[:-1])
-            if any(need[5 + n_in:]):
-                gm = torch.bmm(dvg.mT, _regroup(h, chains[1]))
-                gp = _cayley_grad(blocks[1], _group_matrix_grad(chains[1], blocks[1], gm))
-                grads_out = list(gp.split(chains[1].k))
+        grads_out: list[torch.Tensor | None] = [None] * (len(need) - 5 - n_in)
+        if len(sides) == 2:
+            dh, gp = sides[1].grad(h, dv, True, any(need[5 + n_in:]))
+            grads_out = gp or grads_out
         else:
             dh = dv
         dw = None
         if need_w:
             if u is None:
-                u = _grouped_rotate(x, chains[0], mats[0], False)
+                u = sides[0].rotate(x)
             dw = dh.reshape(-1, dh.shape[-1]).mT @ u.reshape(-1, u.shape[-1])
         du = torch.matmul(dh, weight)
-        dug = _regroup(du, chains[0])  # once for both products
-        dx = _ungroup(torch.bmm(dug, mats[0]), chains[0], du.shape[:-1]) if need_x else None
-        grads_in: list[torch.Tensor | None] = [None] * n_in
-        if any(need[5:5 + n_in]):
-            gm = torch.bmm(dug.mT, _regroup(x, chains[0]))
-            gp = _cayley_grad(blocks[0], _group_matrix_grad(chains[0], blocks[0], gm))
-            grads_in = list(gp.split(chains[0].k))
+        dx, gp = sides[0].grad(x, du, need_x, any(need[5:5 + n_in]))
+        grads_in = gp or [None] * n_in
         dbias = dy.reshape(-1, dy.shape[-1]).sum(0) if need_bias else None
-        if not grads_out:
-            grads_out = [None] * (len(need) - 5 - n_in)
         return (dx, dw, dbias, ds, None, *grads_in, *grads_out)
 
 

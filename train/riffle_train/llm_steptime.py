@@ -26,7 +26,7 @@ import torch
 
 
 def run_steptime(base: str, methods: list[str], reference: str, rounds: int, batch: int = 2, tokens: int = 64,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, threads: int = 1) -> dict:
     """Seconds of each round per method, and per-round ratios to ``reference``."""
     from . import llm
     from .llama import llama_from_gguf
@@ -34,7 +34,7 @@ def run_steptime(base: str, methods: list[str], reference: str, rounds: int, bat
 
     if reference not in methods:
         raise ValueError(f"--reference {reference!r} is not among --methods")
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     base_model, _ = llama_from_gguf(base)
     for p in base_model.parameters():
@@ -71,6 +71,10 @@ def run_steptime(base: str, methods: list[str], reference: str, rounds: int, bat
     return {"seconds": secs, "ratios": ratios, "paths": paths}
 
 
+def _threads(n: int) -> str:
+    return "one thread" if n == 1 else f"{n} threads"
+
+
 def markdown(res: dict, meta: dict) -> str:
     from .llm_memory import label
 
@@ -78,7 +82,7 @@ def markdown(res: dict, meta: dict) -> str:
     lines = ["# Training-step time, methods interleaved in one process (CPU)", "",
              f"Base `{meta['base']}` dequantized to fp32, all 7 linears of all 30 blocks adapted (ours b=8, BOFT m=2; "
              f"LoRA r=4); one fixed batch of {meta['batch']} x {meta['tokens']} tokens, one AdamW step per method per "
-             f"round, {meta['rounds']} rounds, one thread, torch {meta['torch']}. Ratio: a round's step time over "
+             f"round, {meta['rounds']} rounds, {_threads(meta.get('threads', 1))}, torch {meta['torch']}. Ratio: a round's step time over "
              f"{label(ref, res['paths'].get(ref))}'s in the same round (median, and the smallest and largest "
              "round's).", f"Command: `{meta['command']}`", "",
              "| method | s/step (median) | s/step (each round) | ratio to reference (median) | ratio range |",
@@ -100,16 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (files steptime-t<N>.* when not 1)")
     ap.add_argument("--out", default="train/results/llm")
     a = ap.parse_args(argv)
-    res = run_steptime(a.base, a.methods.split(","), a.reference, a.rounds, a.batch, a.tokens)
+    res = run_steptime(a.base, a.methods.split(","), a.reference, a.rounds, a.batch, a.tokens, threads=a.threads)
     meta = {"base": Path(a.base).name, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "batch": a.batch, "tokens": a.tokens, "rounds": a.rounds, "reference": a.reference,
+            "batch": a.batch, "tokens": a.tokens, "rounds": a.rounds, "reference": a.reference, "threads": a.threads,
             "command": "python -m riffle_train.llm_steptime " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "steptime.json").write_text(json.dumps({"meta": meta, **res}, indent=1) + "\n")
-    (out / "steptime.md").write_text(markdown(res, meta))
+    stem = "steptime" if a.threads == 1 else f"steptime-t{a.threads}"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, **res}, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown(res, meta))
     print(json.dumps(res))
     return 0
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from riffle_train.layers import ADAPTER_PATHS, AdaptedLinear, AdapterConfig, inject, resolve_path
+from riffle_train.layers import ADAPTER_PATHS, AdaptedLinear, AdapterConfig, OrthogonalChain, cayley, inject, resolve_path
 
 from test_layers import _randomize  # the adapter tests' one randomiser
 
@@ -219,3 +219,66 @@ def test_lean_under_bf16_autocast_matches_plain():
             ref = grads[0][n]
             assert grads[other][n].dtype == ref.dtype == torch.float32
             assert (grads[other][n] - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3, (other, n)
+
+
+def _kernels():
+    from riffle_train import gs_kernel
+
+    if not gs_kernel.available():
+        pytest.skip("no C compiler: the GS chain kernels are not built")
+    return gs_kernel
+
+
+@pytest.mark.parametrize("n", [64, 192, 576])
+def test_cpu_kernels_match_the_factor_by_factor_chain(n):
+    """The C kernels against the factor-by-factor path in float64 (run in float32): values of
+    Q x and Q^T x, the input gradient and both factors' block gradients, for rows of any count."""
+    gs_kernel = _kernels()
+    torch.manual_seed(n)
+    c = OrthogonalChain(n, 8, 2, "gs", dtype=D)
+    with torch.no_grad():
+        for p in c.params:
+            p.normal_(0, 0.5)
+    blocks = cayley(torch.cat(list(c.params)), 8).detach()
+    x = torch.randn(3, 7, n, dtype=D)
+    dy = torch.randn(3, 7, n, dtype=D)
+    for transpose in (False, True):
+        got = gs_kernel.apply(x.float(), blocks.float(), transpose).double()
+        assert (got - c.run_factors(x, transpose, list(blocks.split(n // 8)))).abs().max() < 1e-5
+    bq, xq = blocks.clone().requires_grad_(), x.clone().requires_grad_()
+    (c.run_factors(xq, False, list(bq.split(n // 8))) * dy).sum().backward()
+    dx, db = gs_kernel.backward(x.float(), dy.float(), blocks.float())
+    assert (dx.double() - xq.grad).abs().max() < 1e-5 * xq.grad.abs().max()
+    assert (db.double() - bq.grad).abs().max() < 1e-5 * bq.grad.abs().max()
+    assert gs_kernel.backward(x.float(), dy.float(), blocks.float(), need_x=False)[0] is None
+    # sizes the C code would read past are refused before it runs
+    for bad in ((x.float()[..., :-8], blocks.float()), (x.float(), blocks.float()[1:]), (x, blocks.float())):
+        with pytest.raises(ValueError, match="gs_kernel"):
+            gs_kernel.apply(*bad)
+    with pytest.raises(ValueError, match="gs_kernel"):
+        gs_kernel.backward(x.float(), dy.float()[:, :-1], blocks.float())
+
+
+@pytest.mark.parametrize("method", ["gsoft", "double_gsoft"])
+@pytest.mark.parametrize("path", ["lean", "lean_keep"])
+def test_grouped_layers_on_the_kernels_match_their_pytorch_form(method, path, monkeypatch):
+    """float32 layers of 8 x 8 blocks on 64 and 192 features: outputs and every gradient with
+    the kernels equal those with RIFFLE_TRAIN_KERNELS=0 (the grouped PyTorch form) to float32
+    rounding, and those of the plain path."""
+    _kernels()
+    runs = []
+    for env in ("1", "0", "plain"):
+        monkeypatch.setenv("RIFFLE_TRAIN_KERNELS", "0" if env == "0" else "1")
+        torch.manual_seed(3)
+        lin = AdaptedLinear(nn.Linear(192, 64), AdapterConfig(method, 8, None, True))
+        lin.path = "plain" if env == "plain" else path
+        _randomize(lin)
+        x = torch.randn(2, 5, 192, requires_grad=True)
+        y = lin(x)
+        (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
+        runs.append((y.detach(), x.grad, {n: p.grad for n, p in lin.named_parameters() if p.requires_grad}))
+    for y, dx, grads in runs[1:]:
+        assert torch.allclose(runs[0][0], y, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(runs[0][1], dx, rtol=1e-4, atol=1e-5)
+        for n, g in grads.items():
+            assert torch.allclose(runs[0][2][n], g, rtol=1e-4, atol=1e-5), n
