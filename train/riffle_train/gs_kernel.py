@@ -49,7 +49,7 @@ def _cpu_tag() -> str:
 @functools.lru_cache(maxsize=None)
 def _library() -> ctypes.CDLL | None:
     cc = shutil.which(os.environ.get("CC", "cc"))
-    if cc is None:
+    if cc is None or not SOURCE.is_file():
         return None
     src = SOURCE.read_bytes()
     key = hashlib.sha256(src + _cpu_tag().encode()).hexdigest()[:16]
