@@ -139,3 +139,51 @@ void gs8_backward(const float *x, const float *dy, float *dx, float *db0, float 
                 for (int r = 0; r < B; r++) db1[(B * g + e) * B * B + o * B + r] = g1[o][r][e];
     }
 }
+
+/* Cayley blocks C = (I - S)^{-1} (I + S) of `count` blocks of packed parameters (28 a block:
+ * S[i][j] = p, S[j][i] = -p for i < j in row-major order of the upper triangle) into c
+ * ((count, 8, 8)). Eight blocks at a time, one per vector lane: Gauss-Jordan elimination of
+ * [I - S | I + S] without pivoting, which is stable here because I - S has the identity as its
+ * symmetric part (every pivot is at least 1 in exact arithmetic). */
+void gs8_cayley(const float *p, float *c, int64_t count) {
+    enum { P = B * (B - 1) / 2 };
+    for (int64_t b0 = 0; b0 < count; b0 += B) {
+        const int lanes = count - b0 < B ? (int)(count - b0) : B;
+        v8 a[B][B], x[B][B];
+        for (int i = 0; i < B; i++)
+            for (int j = 0; j < B; j++) a[i][j] = x[i][j] = (v8){0};
+        for (int l = 0; l < lanes; l++) {
+            const float *q = p + (b0 + l) * P;
+            int t = 0;
+            for (int i = 0; i < B; i++) {
+                a[i][i][l] = x[i][i][l] = 1.0f;
+                for (int j = i + 1; j < B; j++, t++) {
+                    a[i][j][l] = -q[t]; /* I - S */
+                    a[j][i][l] = q[t];
+                    x[i][j][l] = q[t]; /* I + S */
+                    x[j][i][l] = -q[t];
+                }
+            }
+        }
+        for (int l = lanes; l < B; l++) /* padding lanes: the identity */
+            for (int i = 0; i < B; i++) a[i][i][l] = x[i][i][l] = 1.0f;
+        for (int k = 0; k < B; k++) {
+            const v8 inv = 1.0f / a[k][k];
+            for (int j = 0; j < B; j++) {
+                a[k][j] *= inv;
+                x[k][j] *= inv;
+            }
+            for (int i = 0; i < B; i++) {
+                if (i == k) continue;
+                const v8 f = a[i][k];
+                for (int j = 0; j < B; j++) {
+                    a[i][j] -= f * a[k][j];
+                    x[i][j] -= f * x[k][j];
+                }
+            }
+        }
+        for (int l = 0; l < lanes; l++)
+            for (int i = 0; i < B; i++)
+                for (int j = 0; j < B; j++) c[(b0 + l) * B * B + i * B + j] = x[i][j][l];
+    }
+}

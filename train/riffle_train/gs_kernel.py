@@ -74,6 +74,8 @@ def _library() -> ctypes.CDLL | None:
     lib.gs8_apply.restype = None
     lib.gs8_backward.argtypes = [f32p, f32p, f32p, f32p, f32p, i64, i64, i64, i64, f32p, f32p]
     lib.gs8_backward.restype = None
+    lib.gs8_cayley.argtypes = [f32p, f32p, i64]
+    lib.gs8_cayley.restype = None
     return lib
 
 
@@ -137,3 +139,15 @@ def backward(x: torch.Tensor, dy: torch.Tensor, blocks: torch.Tensor,
     px, pd, pdx, pdb, pb, rows = _ptr(xc), _ptr(dc), (_ptr(dx) if dx is not None else None), _ptr(db), _ptr(bc), xc.shape[0]
     lib.gs8_backward(px, pd, pdx, pdb, pdb + 4 * k * 64, rows, s, 0, s, pb, pb + 4 * k * 64)
     return (dx.view(x.shape) if dx is not None else None), db
+
+
+def cayley(packed: torch.Tensor) -> torch.Tensor:
+    """Cayley blocks ``(I - S)^{-1} (I + S)`` of packed ``8 x 8`` skew parameters ``(blocks, 28)``
+    (float32 on the CPU), as :func:`layers.cayley` computes them (to float32 rounding)."""
+    if packed.dim() != 2 or packed.shape[1] != 28 or packed.dtype != torch.float32 or packed.device.type != "cpu":
+        raise ValueError(f"gs_kernel: (blocks, 28) float32 CPU parameters expected, got {tuple(packed.shape)} "
+                         f"{packed.dtype}")
+    p = packed.detach().contiguous()
+    c = torch.empty(p.shape[0], 8, 8)
+    _library().gs8_cayley(_ptr(p), _ptr(c), p.shape[0])
+    return c

@@ -610,6 +610,17 @@ class _GroupedSide:
         self.kernel = gs_kernel if gs_kernel.applies(like, chain.b, chain.n) else None
         self._mats: torch.Tensor | None = None
 
+    @staticmethod
+    def cayley(chain: OrthogonalChain, packed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The Cayley blocks of ``chain``'s concatenated packed parameters: on the kernels where
+        :class:`_GroupedSide` runs the chain on them (one LAPACK call costs about 100 µs for a
+        576-feature chain's 144 blocks, the kernel 12), else :func:`cayley`."""
+        from . import gs_kernel
+
+        if packed.dtype == torch.float32 and gs_kernel.applies(like, chain.b, chain.n):
+            return gs_kernel.cayley(packed)
+        return cayley(packed, chain.b)
+
     def mats(self) -> torch.Tensor:
         if self._mats is None:
             self._mats = self.chain.group_matrices(list(self.blocks.split(self.chain.k)))
@@ -667,7 +678,7 @@ class _GroupedAdaptedLinear(torch.autograd.Function):
         mod, n_in, keep = how
         chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
         groups = [params[:n_in], params[n_in:]]
-        blocks = [cayley(torch.cat(list(p)), c.b) for c, p in zip(chains, groups)]
+        blocks = [_GroupedSide.cayley(c, torch.cat(list(p)), x) for c, p in zip(chains, groups)]
         sides = _GroupedAdaptedLinear._sides(mod, blocks, x)
         h = F.linear(sides[0].rotate(x), weight)
         if len(sides) == 2:

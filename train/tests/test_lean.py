@@ -251,10 +251,19 @@ def test_cpu_kernels_match_the_factor_by_factor_chain(n):
     assert (dx.double() - xq.grad).abs().max() < 1e-5 * xq.grad.abs().max()
     assert (db.double() - bq.grad).abs().max() < 1e-5 * bq.grad.abs().max()
     assert gs_kernel.backward(x.float(), dy.float(), blocks.float(), need_x=False)[0] is None
+    # the kernels' Cayley blocks, also of parameters far from zero, to float32 rounding
+    for sd in (0.1, 3.0):
+        p = torch.randn(2 * n // 8, 28, dtype=D) * sd
+        got = gs_kernel.cayley(p.float()).double()
+        assert (got - cayley(p, 8)).abs().max() < 4e-6
+        assert (got.mT @ got - torch.eye(8, dtype=D)).abs().max() < 1e-5
     # sizes the C code would read past are refused before it runs
     for bad in ((x.float()[..., :-8], blocks.float()), (x.float(), blocks.float()[1:]), (x, blocks.float())):
         with pytest.raises(ValueError, match="gs_kernel"):
             gs_kernel.apply(*bad)
+    for bad in (torch.zeros(4, 27), torch.zeros(4, 28, dtype=D), torch.zeros(28)):
+        with pytest.raises(ValueError, match="gs_kernel"):
+            gs_kernel.cayley(bad)
     with pytest.raises(ValueError, match="gs_kernel"):
         gs_kernel.backward(x.float(), dy.float()[:, :-1], blocks.float())
 
