@@ -474,6 +474,24 @@ class AdaptedLinear(_AdaptedBase):
         return h
 
 
+def _save_lean(ctx, how: tuple, x, weight, bias, scale, y, extra) -> None:
+    """What a lean layer keeps for backward: ``x``, references to the weight, bias and scale,
+    ``extra`` (parameters or Cayley blocks), and the output ``y`` when it recovers ``W Q_in x``
+    from it instead of a second product with ``W``: ``lean_keep``, when that product is needed at
+    all (a scale or ``Q_out``) and every scale entry is nonzero (checking that waits for a GPU)."""
+    mod, n_in, keep = how
+    ctx.mod, ctx.n_in = mod, n_in
+    ctx.keep = keep and (mod.oft_out is not None or scale is not None) and (
+        scale is None or not bool((scale == 0).any()))
+    ctx.save_for_backward(x, weight, scale, bias, y if ctx.keep else None, *extra)
+
+
+def _load_lean(ctx) -> tuple:
+    """What :func:`_save_lean` kept: ``(x, weight, scale, bias, y or None, extra, mod, n_in)``."""
+    x, weight, scale, bias, y, *extra = ctx.saved_tensors
+    return x, weight, scale, bias, y, extra, ctx.mod, ctx.n_in
+
+
 class _LeanAdaptedLinear(torch.autograd.Function):
     """The unmerged adapted linear ``y = s * (Q_out (W (Q_in x))) + bias`` that keeps for the
     backward pass only the layer input ``x`` (layers that share one input, such as q/k/v,
@@ -496,21 +514,15 @@ class _LeanAdaptedLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, scale, how, *params):  # noqa: D401 - autograd API
         dev = x.device.type
         ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-        mod, n_in, keep = how
-        ctx.mod, ctx.n_in = mod, n_in
+        mod, n_in, _ = how
         bo = mod.oft_out.blocks(params[n_in:]) if mod.oft_out is not None else None
         y = mod.unmerged(x, weight, bias, scale, mod.oft_in.blocks(params[:n_in]), bo)
-        # lean_keep: keep the output to recover W Q_in x from (instead of a second product with
-        # W), when every scale is nonzero (checking that waits for a GPU).
-        ctx.keep = keep and (mod.oft_out is not None or scale is not None) and (
-            scale is None or not bool((scale == 0).any()))
-        ctx.save_for_backward(x, weight, scale, bias, y if ctx.keep else None, *params)
+        _save_lean(ctx, how, x, weight, bias, scale, y, params)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, scale, bias, y, *params = ctx.saved_tensors
-        mod, n_in = ctx.mod, ctx.n_in
+        x, weight, scale, bias, y, params, mod, n_in = _load_lean(ctx)
         need = ctx.needs_input_grad
         need_x, need_w, need_bias, need_s = need[0], need[1], need[2], need[3]
         need_pi, need_po = need[5:5 + n_in], need[5 + n_in:]
@@ -675,7 +687,7 @@ class _GroupedAdaptedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, scale, how, *params):  # noqa: D401 - autograd API
-        mod, n_in, keep = how
+        mod, n_in, _ = how
         chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
         groups = [params[:n_in], params[n_in:]]
         blocks = [_GroupedSide.cayley(c, torch.cat(list(p)), x) for c, p in zip(chains, groups)]
@@ -686,16 +698,12 @@ class _GroupedAdaptedLinear(torch.autograd.Function):
         y = h if scale is None else h * scale
         if bias is not None:
             y = y + bias
-        ctx.mod, ctx.n_in = mod, n_in
-        ctx.keep = keep and (mod.oft_out is not None or scale is not None) and (
-            scale is None or not bool((scale == 0).any()))
-        ctx.save_for_backward(x, weight, scale, bias, y if ctx.keep else None, *blocks)
+        _save_lean(ctx, how, x, weight, bias, scale, y, blocks)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, scale, bias, y, *blocks = ctx.saved_tensors
-        mod, n_in = ctx.mod, ctx.n_in
+        x, weight, scale, bias, y, blocks, mod, n_in = _load_lean(ctx)
         sides = _GroupedAdaptedLinear._sides(mod, blocks, x)
         need = ctx.needs_input_grad
         need_x, need_w, need_bias, need_s = need[0], need[1], need[2], need[3]
