@@ -46,29 +46,39 @@ def _cpu_tag() -> str:
     return "\n".join(sorted(set(lines)))
 
 
+def library_path() -> Path:
+    """Where the library for this source and CPU is cached (built there when missing)."""
+    key = hashlib.sha256(SOURCE.read_bytes() + _cpu_tag().encode()).hexdigest()[:16]
+    return _cache_dir() / f"gs_kernel-{key}.so"
+
+
 @functools.lru_cache(maxsize=None)
 def _library() -> ctypes.CDLL | None:
     cc = shutil.which(os.environ.get("CC", "cc"))
     if cc is None or not SOURCE.is_file():
         return None
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + _cpu_tag().encode()).hexdigest()[:16]
-    out = _cache_dir() / f"gs_kernel-{key}.so"
+    out = library_path()
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
         # Built next to its final name, then renamed: a concurrent process (a DDP rank) never
         # loads a half-written library.
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so")
-        os.close(fd)
+        tmp = None
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so")
+            os.close(fd)
             subprocess.run([cc, "-O3", "-march=native", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
                            check=True, capture_output=True, timeout=120)
             os.replace(tmp, out)
         except (OSError, subprocess.SubprocessError) as e:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             warnings.warn(f"riffle_train: GS chain kernels not built ({e}); using the PyTorch form")
             return None
-    lib = ctypes.CDLL(str(out))
+    try:
+        lib = ctypes.CDLL(str(out))
+    except OSError as e:  # a damaged cache entry: the PyTorch form, and say so
+        warnings.warn(f"riffle_train: GS chain kernels not loaded from {out} ({e}); using the PyTorch form")
+        return None
     f32p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.gs8_apply.argtypes = [f32p, f32p, i64, i64, i64, i64, f32p, f32p, ctypes.c_int]
     lib.gs8_apply.restype = None

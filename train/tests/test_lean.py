@@ -291,3 +291,34 @@ def test_grouped_layers_on_the_kernels_match_their_pytorch_form(method, path, mo
         assert torch.allclose(runs[0][1], dx, rtol=1e-4, atol=1e-5)
         for n, g in grads.items():
             assert torch.allclose(runs[0][2][n], g, rtol=1e-4, atol=1e-5), n
+
+
+def test_kernels_fall_back_without_a_compiler_or_a_loadable_library(tmp_path, monkeypatch):
+    """No compiler, a cache that cannot be written, or a damaged cached library: no kernels (the
+    layers run their PyTorch form), a warning where something was tried, never an error."""
+    from riffle_train import gs_kernel
+
+    def fresh():
+        gs_kernel._library.cache_clear()
+        return gs_kernel._library()
+
+    try:
+        monkeypatch.setenv("CC", "no-such-compiler-riffle")
+        assert fresh() is None
+        monkeypatch.delenv("CC")
+        if gs_kernel.shutil.which("cc") is None:
+            pytest.skip("no C compiler")
+        blocked = tmp_path / "file"
+        blocked.write_text("")
+        monkeypatch.setenv("RIFFLE_CACHE", str(blocked))  # kernels/ cannot be made under a file
+        with pytest.warns(UserWarning, match="not built"):
+            assert fresh() is None
+        monkeypatch.setenv("RIFFLE_CACHE", str(tmp_path / "cache"))
+        assert fresh() is not None and gs_kernel.library_path().is_file()
+        monkeypatch.setenv("RIFFLE_CACHE", str(tmp_path / "damaged"))
+        gs_kernel.library_path().parent.mkdir(parents=True)
+        gs_kernel.library_path().write_bytes(b"not a library")
+        with pytest.warns(UserWarning, match="not loaded"):
+            assert fresh() is None
+    finally:
+        gs_kernel._library.cache_clear()
