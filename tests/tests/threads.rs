@@ -90,15 +90,42 @@ fn digits_models_are_bit_identical_on_every_thread_count() {
 
 #[test]
 fn smollm2_prefill_and_decode_are_bit_identical_on_every_thread_count() {
-    use riffle_core::runtime::DecoderState;
     let Some(bytes) = smollm2("Q8_0") else { return };
     let model = Model::from_bytes(&bytes).unwrap();
+    smollm2_same_on_every_pool(&model, None, &pools());
+}
+
+#[test]
+fn smollm2_with_an_adapter_is_bit_identical_on_every_thread_count() {
+    // Q4_1 with a committed adapter, unmerged: the decode steps rotate with the reflector
+    // form, and on an even thread count k/v and gate/up run as one step of two halves (with
+    // 4 threads, two parts a slot).
+    let Some(bytes) = smollm2("Q4_1") else { return };
+    let model = Model::from_bytes(&bytes).unwrap();
+    let ab = read_repo_file("models/smollm2-adapters/smollm2-sentiment.gguf");
+    let adapter = Adapter::from_bytes(&ab).unwrap();
+    let pools: Vec<Pool> = [1, 2, 3, 4, 7].map(|t| Pool::new(t).unwrap()).into();
+    smollm2_same_on_every_pool(&model, Some(&adapter), &pools);
+}
+
+/// A 37-token prompt then five greedy decode steps of `model` (with `adapter` active, if
+/// any) give bit-identical logits on every pool.
+fn smollm2_same_on_every_pool(model: &Model<'_>, adapter: Option<&Adapter<'_>>, pools: &[Pool]) {
+    use riffle_core::runtime::DecoderState;
     let prompt: Vec<u32> = (0..37u32).map(|i| 100 + i * 131).collect();
     let context = 64;
+    let mut ws = adapter.map_or(Vec::new(), |a| {
+        vec![0.0f32; a.workspace_len(model).unwrap()]
+    });
+    let prepared = adapter.map(|a| a.prepare(model, &mut ws).unwrap());
     let mut first: Option<Vec<Vec<u32>>> = None;
-    for pool in pools() {
-        let mut session = Session::new(&model);
-        session.set_executor(&pool);
+    for pool in pools {
+        let mut session = Session::new(model);
+        session.set_executor(pool);
+        if let Some(p) = &prepared {
+            let h = session.add_adapter(p.clone()).unwrap();
+            session.activate(Some(h), &mut []).unwrap();
+        }
         let mut kv = vec![0.0f32; model.state_len(context)];
         let need = kv.len();
         let mut state = DecoderState::new(&mut kv, need, context).unwrap();

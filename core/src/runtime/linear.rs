@@ -178,20 +178,7 @@ impl<'a> Linears<'_, 'a> {
             (true, Some(p)) => p.reflectors_in(i),
             _ => None,
         };
-        // Only the x86-64 kernels prefetch (`linear_then`); other targets skip the look-up.
-        let after = match (merged, adapter) {
-            (None, Some(p))
-                if cfg!(target_arch = "x86_64")
-                    && i + 1 < self.slots.len()
-                    && !p.head(i + 1).is_some_and(|h| h.replaces_weight) =>
-            {
-                match p.reflectors_in(i + 1).filter(|_| token_step) {
-                    Some(r) => bytemuck::try_cast_slice(r.data()).unwrap_or(&[]),
-                    None => p.transform(i + 1).q_in.map(|q| q.blocks()).unwrap_or(&[]),
-                }
-            }
-            _ => &[],
-        };
+        let after = self.next_reads(i + 1, token_step);
         slot_apply(
             self.exec,
             self.block_kernels,
@@ -206,6 +193,203 @@ impl<'a> Linears<'_, 'a> {
             sc,
             after,
         )
+    }
+}
+
+impl<'a> Linears<'_, 'a> {
+    /// What slot `next` reads first when it runs unmerged: its input chain's reflectors on
+    /// a decoder's token step (`token_step`), else its `f32` blocks; empty without an
+    /// adapter, with merged weights, past the last slot, for a head that replaces the weight,
+    /// and off x86-64 (only its kernels prefetch, `linear_then`).
+    fn next_reads(&self, next: usize, token_step: bool) -> &'a [f32]
+    where
+        Self: 'a,
+    {
+        match (self.merged, self.adapter) {
+            (None, Some(p))
+                if cfg!(target_arch = "x86_64")
+                    && next < self.slots.len()
+                    && !p.head(next).is_some_and(|h| h.replaces_weight) =>
+            {
+                match p.reflectors_in(next).filter(|_| token_step) {
+                    Some(r) => bytemuck::try_cast_slice(r.data()).unwrap_or(&[]),
+                    None => p.transform(next).q_in.map(|q| q.blocks()).unwrap_or(&[]),
+                }
+            }
+            _ => &[],
+        }
+    }
+
+    /// Slots `i` and `i + 1`, which read the same input `x` (a decoder's k and v, or gate
+    /// and up), into `ya` and `yb`. A single input on two or more threads runs both as one
+    /// step ([`Linears::pair_step`]); anything else as two [`Linears::apply`] calls.
+    #[cfg(feature = "llama")]
+    pub(crate) fn apply_pair(
+        &self,
+        i: usize,
+        x: &mut [f32],
+        n: usize,
+        ya: &mut [f32],
+        yb: &mut [f32],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<()> {
+        #[cfg(feature = "parallel")]
+        if n == 1 && self.pair_step(i, x, ya, yb) {
+            return Ok(());
+        }
+        self.apply(i, x, n, ya, sc)?;
+        self.apply(i + 1, x, n, yb, sc)?;
+        Ok(())
+    }
+
+    /// One input through slots `i` and `i + 1` of equal shape as one step of the executor:
+    /// half the parts compute slot `i`'s output rows, half slot `i + 1`'s, and each part
+    /// rotates its slot's input itself (the same arithmetic as [`slot_apply`], so outputs are
+    /// bit-identical to the one-thread path). On two threads that runs the two rotations at
+    /// the same time where [`Linears::apply`] runs each on the calling thread while the
+    /// others wait, and puts the two small key and value products (too small to split) on
+    /// two threads. With `2p` threads each slot's rows go to `p` parts; with an odd count
+    /// only slots too small to split anyway take this step (one thread would idle while
+    /// the others run a whole slot each). `false` when the slots do not qualify (different
+    /// shapes, a head, merged weights, an output-side chain, no executor with two threads)
+    /// or a part failed; the caller then runs them one by one, which rewrites both outputs.
+    #[cfg(all(feature = "parallel", feature = "llama"))]
+    fn pair_step(&self, i: usize, x: &[f32], ya: &mut [f32], yb: &mut [f32]) -> bool {
+        use super::weights::{single_input_rows, weight_scratch_len, PANEL, PAR_MIN_WEIGHTS};
+        use crate::par::{split_ranges, MAX_PARTS};
+        let Some(exec) = self.exec.filter(|e| e.threads() >= 2) else {
+            return false;
+        };
+        let (Some(a), Some(b)) = (self.slots.get(i), self.slots.get(i + 1)) else {
+            return false;
+        };
+        let (rows, cols) = (a.rows, a.cols);
+        if exec.threads() % 2 == 1 && rows.saturating_mul(cols) >= PAR_MIN_WEIGHTS {
+            return false;
+        }
+        let transforms = [i, i + 1].map(|j| {
+            self.adapter
+                .map_or(LayerTransform::IDENTITY, |p| p.transform(j))
+        });
+        if self.merged.is_some()
+            || (b.rows, b.cols) != (rows, cols)
+            || x.len() != cols
+            || ya.len() < rows
+            || yb.len() < rows
+            || transforms.iter().any(|t| t.q_out.is_some())
+            || self
+                .adapter
+                .is_some_and(|p| p.head(i).is_some() || p.head(i + 1).is_some())
+        {
+            return false;
+        }
+        let token_step = super::adapter::REFLECTOR_BUILD && self.block_kernels;
+        let mut starts = [0usize; MAX_PARTS + 1];
+        let per = split_ranges(
+            rows,
+            (exec.threads() / 2).min(MAX_PARTS / 2),
+            PANEL,
+            &mut starts,
+        );
+        let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
+        for y in [&mut ya[..rows], &mut yb[..rows]] {
+            let mut rest = y;
+            for k in 0..per {
+                let (head, tail) = rest.split_at_mut(starts[k + 1] - starts[k]);
+                let _ = outs.push(head);
+                rest = tail;
+            }
+        }
+        let chain_len = transforms
+            .iter()
+            .filter_map(|t| t.q_in.as_ref().map(|q| q.spec().apply_scratch_len()))
+            .max()
+            .unwrap_or(0);
+        let wlen = weight_scratch_len(cols, 1);
+        let after = self.next_reads(i + 2, token_step);
+        let failed = core::sync::atomic::AtomicBool::new(false);
+        exec.for_each(
+            &mut outs,
+            cols + chain_len + wlen + rows,
+            &|p, out, scratch| {
+                let (j, k) = (p / per, p % per);
+                let (r0, r1) = (starts[k], starts[k + 1]);
+                let ok = self
+                    .pair_part(i + j, &transforms[j], x, (r0, r1), out, scratch, token_step)
+                    .and_then(|(layer, input, wbuf)| {
+                        let next = if p == 0 { after } else { &[] };
+                        single_input_rows(&layer, input, out, wbuf, next, self.block_kernels).ok()
+                    });
+                if ok.is_none() {
+                    failed.store(true, core::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        );
+        !failed.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Part of [`Linears::pair_step`]: slot `slot`'s rows `r0 .. r1` as a layer of their
+    /// own (scale and bias sliced, the bias decoded into `scratch`), `x` rotated by the
+    /// slot's input chain into `scratch` (reflectors on a token step, as
+    /// [`Linears::apply`] picks them), and what is left of `scratch` for the product.
+    #[cfg(all(feature = "parallel", feature = "llama"))]
+    #[allow(clippy::too_many_arguments)]
+    fn pair_part<'s>(
+        &'s self,
+        slot: usize,
+        t: &LayerTransform<'s>,
+        x: &'s [f32],
+        (r0, r1): (usize, usize),
+        out: &[f32],
+        scratch: &'s mut [f32],
+        token_step: bool,
+    ) -> Option<(Dense<'s>, &'s [f32], &'s mut [f32])> {
+        let s = self.slots.get(slot)?;
+        let cols = s.cols;
+        if out.len() != r1 - r0 || scratch.len() < cols + (r1 - r0) {
+            return None;
+        }
+        let (rot, rest) = scratch.split_at_mut(cols);
+        let (bias, rest) = rest.split_at_mut(r1 - r0);
+        let bias = match s.bias {
+            Some(bt) => {
+                bt.decode_f32(r0, bias).ok()?;
+                Some(&*bias)
+            }
+            None => None,
+        };
+        let scale = match t.scale {
+            Some(Scalars::F32(v)) => Some(v.get(r0..r1)?),
+            Some(_) => return None,
+            None => None,
+        };
+        let (input, wbuf): (&[f32], &mut [f32]) = match &t.q_in {
+            Some(q) => {
+                let (chain, wbuf) = rest.split_at_mut(q.spec().apply_scratch_len().min(rest.len()));
+                let reflectors = self
+                    .adapter
+                    .filter(|_| token_step)
+                    .and_then(|p| p.reflectors_in(slot));
+                if reflectors.is_some_and(|r| r.rotate_rows_from(x, rot)) {
+                    // Rotated by the reflectors.
+                } else if q.has_simd_kernel() {
+                    q.apply_rows_from(x, rot, false, chain).ok()?;
+                } else {
+                    rot.copy_from_slice(x);
+                    rotate_rows(q, rot, 1, &mut [], chain).ok()?;
+                }
+                (&*rot, wbuf)
+            }
+            None => (x, rest),
+        };
+        let layer = Dense {
+            weight: WeightView::Tensor(s.weight).rows_view(r0, r1, cols)?,
+            rows: r1 - r0,
+            cols,
+            scale,
+            bias,
+        };
+        Some((layer, input, wbuf))
     }
 }
 

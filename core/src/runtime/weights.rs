@@ -324,7 +324,7 @@ impl Mode {
 /// microsecond for a spinning pool thread to pick up its part). With SmolLM2-135M every
 /// product but the 576 x 192 key and value ones splits; measured at 2 threads, decode
 /// 1.26-1.34x faster than splitting only the output head (docs/benchmarks.md section 12).
-const PAR_MIN_WEIGHTS: usize = 1 << 17;
+pub(crate) const PAR_MIN_WEIGHTS: usize = 1 << 17;
 
 #[cfg(feature = "parallel")]
 /// Token rows per part are multiples of this (the x86-64 kernel's tile height; the
@@ -424,6 +424,30 @@ pub(crate) fn linear_par(
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
     Ok(())
+}
+
+#[cfg(all(feature = "parallel", feature = "llama"))]
+/// One input through `layer` (typically a run of a slot's rows, as one part of a step) in
+/// the mode [`linear_par`] gives a single input: block kernels with 8-bit activations when
+/// `block_kernels`, `f32` inputs otherwise; prefetches `after`.
+///
+/// # Errors
+/// As [`linear`].
+pub(crate) fn single_input_rows(
+    layer: &Dense<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    wbuf: &mut [f32],
+    after: &[f32],
+    block_kernels: bool,
+) -> Result<()> {
+    let one = Mode::for_batch(1, layer.cols);
+    let mode = Mode {
+        quant: one.quant && block_kernels,
+        batch: one.batch && block_kernels,
+        ..one
+    };
+    linear_in(layer, x, 1, y, wbuf, after, mode)
 }
 
 #[cfg(feature = "parallel")]

@@ -454,8 +454,7 @@ impl<'a> Llama<'a> {
             norm(0)?.decode_f32(0, normw)?;
             normed(lin.exec, x, xn, t, h, normw, c.eps)?;
             lin.apply(s0, xn, t, q, &mut sc)?;
-            lin.apply(s0 + 1, xn, t, k, &mut sc)?;
-            lin.apply(s0 + 2, xn, t, v, &mut sc)?;
+            lin.apply_pair(s0 + 1, xn, t, k, v, &mut sc)?;
             for i in 0..t {
                 let (cs, sn) = (&cos[i * half..][..half], &sin[i * half..][..half]);
                 rope_apply(&mut q[i * h..][..h], c.head_dim, c.rope_dims, cs, sn);
@@ -482,8 +481,7 @@ impl<'a> Llama<'a> {
             // Feed-forward.
             norm(4)?.decode_f32(0, normw)?;
             normed(lin.exec, x, xn, t, h, normw, c.eps)?;
-            lin.apply(s0 + 4, xn, t, gate, &mut sc)?;
-            lin.apply(s0 + 5, xn, t, up, &mut sc)?;
+            lin.apply_pair(s0 + 4, xn, t, gate, up, &mut sc)?;
             let up: &[f32] = up;
             for_rows(lin.exec, gate, t, f, &|first, rows| {
                 let Some(u) = up.get(first * f..first * f + rows.len()) else {
