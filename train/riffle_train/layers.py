@@ -255,17 +255,27 @@ class OrthogonalChain(nn.Module):
         b0 = blocks[0].view(b, s, b, b).permute(1, 2, 0, 3)  # [g, e', r, e]
         return (b1.unsqueeze(-1) * b0.unsqueeze(1)).reshape(s, b * b, b * b)
 
+    def regroup(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows of ``x`` (``(..., n)``) as the ``s`` groups of a :meth:`paired` chain:
+        ``(s, rows, b^2)``, a copy."""
+        b, s = self.b, self.n // (self.b * self.b)
+        return x.reshape(-1, b, s, b).permute(2, 0, 1, 3).reshape(s, -1, b * b)
+
+    def ungroup(self, g: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """Inverse of :meth:`regroup`: ``(s, rows, b^2)`` back to ``lead + (n,)``."""
+        b, s = self.b, self.n // (self.b * self.b)
+        return g.view(s, -1, b, b).permute(1, 2, 0, 3).reshape(lead + (self.n,))
+
+    def rotate_grouped(self, x: torch.Tensor, m: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``Q x`` (or ``Q^T x``) of a :meth:`paired` chain whose :meth:`group_matrices` are
+        ``m``: the features regrouped into the chain's ``s`` groups, one batched product, and
+        back. It spends ``b^2`` multiply-adds per feature where the two factors spend ``2 b``,
+        but as one well-shaped batched product it is faster on a CPU than two batches of
+        ``b x b`` blocks and the shuffle between them."""
+        return self.ungroup(torch.bmm(self.regroup(x), m if transpose else m.transpose(1, 2)), x.shape[:-1])
+
     def _run_paired(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
-        """``Q x`` (or ``Q^T x``) of a :meth:`paired` chain: the features regrouped into the
-        chain's ``s`` groups, one batched product with :meth:`group_matrices`, and back. It
-        spends ``b^2`` multiply-adds per feature where the two factors spend ``2 b``, but as
-        one well-shaped batched product it is faster on a CPU than two batches of ``b x b``
-        blocks and the shuffle between them."""
-        b, s, lead = self.b, self.n // (self.b * self.b), x.shape[:-1]
-        m = self.group_matrices(blocks).to(x.dtype)
-        groups = x.reshape(-1, b, s, b).permute(2, 0, 1, 3).reshape(s, -1, b * b)
-        y = torch.bmm(groups, m if transpose else m.transpose(1, 2))
-        return y.view(s, -1, b, b).permute(1, 2, 0, 3).reshape(lead + (self.n,))
+        return self.rotate_grouped(x, self.group_matrices(blocks).to(x.dtype), transpose)
 
     def _run(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
         if self.paired():
@@ -570,19 +580,6 @@ class _LeanAdaptedLinear(torch.autograd.Function):
         return (dx, dw, dbias, ds, None, *dpi, *dpo)
 
 
-def _regroup(x: torch.Tensor, chain: OrthogonalChain) -> torch.Tensor:
-    """The rows of ``x`` (``(..., n)``) as the ``s`` groups of a :meth:`OrthogonalChain.paired`
-    chain: ``(s, rows, b^2)``, a copy."""
-    b, s = chain.b, chain.n // (chain.b * chain.b)
-    return x.reshape(-1, b, s, b).permute(2, 0, 1, 3).reshape(s, -1, b * b)
-
-
-def _ungroup(g: torch.Tensor, chain: OrthogonalChain, lead: torch.Size) -> torch.Tensor:
-    """Inverse of :func:`_regroup`: ``(s, rows, b^2)`` back to ``lead + (n,)``."""
-    b, s = chain.b, chain.n // (chain.b * chain.b)
-    return g.view(s, -1, b, b).permute(1, 2, 0, 3).reshape(lead + (chain.n,))
-
-
 def _group_matrix_grad(chain: OrthogonalChain, blocks: torch.Tensor, gm: torch.Tensor) -> torch.Tensor:
     """Gradient with respect to both factors' Cayley blocks (``(2k, b, b)``, factor 0 first)
     of a loss whose gradient with respect to :meth:`OrthogonalChain.group_matrices` is ``gm``:
@@ -642,9 +639,7 @@ class _GroupedSide:
         """``Q x`` (``Q^T x``) along the last dimension."""
         if self.kernel is not None:
             return self.kernel.apply(x, self.blocks, transpose)
-        m = self.mats()
-        return _ungroup(torch.bmm(_regroup(x, self.chain), m if transpose else m.transpose(1, 2)),
-                        self.chain, x.shape[:-1])
+        return self.chain.rotate_grouped(x, self.mats(), transpose)
 
     def grad(self, x: torch.Tensor, dy: torch.Tensor, need_x: bool,
              need_params: bool) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
@@ -654,9 +649,9 @@ class _GroupedSide:
         if self.kernel is not None:
             dx, db = self.kernel.backward(x, dy, self.blocks, need_x)
         else:
-            dyg = _regroup(dy, c)  # once for both products
-            dx = _ungroup(torch.bmm(dyg, self.mats()), c, dy.shape[:-1]) if need_x else None
-            db = (_group_matrix_grad(c, self.blocks, torch.bmm(dyg.mT, _regroup(x, c)))
+            dyg = c.regroup(dy)  # once for both products
+            dx = c.ungroup(torch.bmm(dyg, self.mats()), dy.shape[:-1]) if need_x else None
+            db = (_group_matrix_grad(c, self.blocks, torch.bmm(dyg.mT, c.regroup(x)))
                   if need_params else None)
         return dx, (list(_cayley_grad(self.blocks, db).split(c.k)) if need_params else None)
 
@@ -676,21 +671,18 @@ class _GroupedAdaptedLinear(torch.autograd.Function):
     @staticmethod
     def applies(mod: "_AdaptedBase", x: torch.Tensor) -> bool:
         """Whether ``mod`` on ``x`` takes this function."""
-        chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
-        return (all(c.paired() for c in chains) and x.dtype in (torch.float32, torch.float64)
+        return (all(c.paired() for c in _chain_sides(mod)) and x.dtype in (torch.float32, torch.float64)
                 and not torch.is_autocast_enabled(x.device.type))
 
     @staticmethod
     def _sides(mod: "_AdaptedBase", blocks: Sequence[torch.Tensor], like: torch.Tensor) -> list[_GroupedSide]:
-        chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
-        return [_GroupedSide(c, bl, like) for c, bl in zip(chains, blocks)]
+        return [_GroupedSide(c, bl, like) for c, bl in zip(_chain_sides(mod), blocks)]
 
     @staticmethod
     def forward(ctx, x, weight, bias, scale, how, *params):  # noqa: D401 - autograd API
         mod, n_in, _ = how
-        chains = [mod.oft_in] + ([mod.oft_out] if mod.oft_out is not None else [])
         groups = [params[:n_in], params[n_in:]]
-        blocks = [_GroupedSide.cayley(c, torch.cat(list(p)), x) for c, p in zip(chains, groups)]
+        blocks = [_GroupedSide.cayley(c, torch.cat(list(p)), x) for c, p in zip(_chain_sides(mod), groups)]
         sides = _GroupedAdaptedLinear._sides(mod, blocks, x)
         h = F.linear(sides[0].rotate(x), weight)
         if len(sides) == 2:
