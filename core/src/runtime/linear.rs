@@ -174,10 +174,7 @@ impl<'a> Linears<'_, 'a> {
         // fewer bytes than the f32 blocks, which every token reads from memory. Prompts
         // and encoders keep the f32 blocks.
         let token_step = super::adapter::REFLECTOR_BUILD && self.block_kernels && n == 1;
-        let reflectors = match (t.q_in.is_some() && token_step, adapter) {
-            (true, Some(p)) => p.reflectors_in(i),
-            _ => None,
-        };
+        let reflectors = self.reflectors(i, &t, token_step);
         let after = self.next_reads(i + 1, token_step);
         slot_apply(
             self.exec,
@@ -197,6 +194,19 @@ impl<'a> Linears<'_, 'a> {
 }
 
 impl<'a> Linears<'_, 'a> {
+    /// The reflector form of slot `slot`'s input chain (transform `t`), which a decoder's
+    /// token step (`token_step`) rotates with where the adapter keeps one.
+    fn reflectors(
+        &self,
+        slot: usize,
+        t: &LayerTransform<'_>,
+        token_step: bool,
+    ) -> Option<ReflectorChain<'_>> {
+        self.adapter
+            .filter(|_| token_step && t.q_in.is_some())
+            .and_then(|p| p.reflectors_in(slot))
+    }
+
     /// What slot `next` reads first when it runs unmerged: its input chain's reflectors on
     /// a decoder's token step (`token_step`), else its `f32` blocks; empty without an
     /// adapter, with merged weights, past the last slot, for a head that replaces the weight,
@@ -345,50 +355,36 @@ impl<'a> Linears<'_, 'a> {
         token_step: bool,
     ) -> Option<(Dense<'s>, &'s [f32], &'s mut [f32])> {
         let s = self.slots.get(slot)?;
-        let cols = s.cols;
-        if out.len() != r1 - r0 || scratch.len() < cols + (r1 - r0) {
+        let (rows, cols) = (s.rows, s.cols);
+        if out.len() != r1 - r0 || scratch.len() < cols + rows {
             return None;
         }
         let (rot, rest) = scratch.split_at_mut(cols);
-        let (bias, rest) = rest.split_at_mut(r1 - r0);
+        let (bias, rest) = rest.split_at_mut(rows);
         let bias = match s.bias {
             Some(bt) => {
-                bt.decode_f32(r0, bias).ok()?;
+                bt.decode_f32(0, bias).ok()?;
                 Some(&*bias)
             }
             None => None,
         };
         let scale = match t.scale {
-            Some(Scalars::F32(v)) => Some(v.get(r0..r1)?),
+            Some(Scalars::F32(v)) => Some(v),
             Some(_) => return None,
             None => None,
         };
-        let (input, wbuf): (&[f32], &mut [f32]) = match &t.q_in {
-            Some(q) => {
-                let (chain, wbuf) = rest.split_at_mut(q.spec().apply_scratch_len().min(rest.len()));
-                let reflectors = self
-                    .adapter
-                    .filter(|_| token_step)
-                    .and_then(|p| p.reflectors_in(slot));
-                if reflectors.is_some_and(|r| r.rotate_rows_from(x, rot)) {
-                    // Rotated by the reflectors.
-                } else if q.has_simd_kernel() {
-                    q.apply_rows_from(x, rot, false, chain).ok()?;
-                } else {
-                    rot.copy_from_slice(x);
-                    rotate_rows(q, rot, 1, &mut [], chain).ok()?;
-                }
-                (&*rot, wbuf)
-            }
-            None => (x, rest),
-        };
+        let chain_len = t.q_in.as_ref().map_or(0, |q| q.spec().apply_scratch_len());
+        let (chain, wbuf) = rest.split_at_mut(chain_len.min(rest.len()));
+        let reflectors = self.reflectors(slot, t, token_step);
+        let input = rotated_input(ONE_THREAD, (t, reflectors), x, 1, rot, &mut [], chain).ok()?;
         let layer = Dense {
-            weight: WeightView::Tensor(s.weight).rows_view(r0, r1, cols)?,
-            rows: r1 - r0,
+            weight: WeightView::Tensor(s.weight),
+            rows,
             cols,
             scale,
             bias,
-        };
+        }
+        .row_range(r0..r1)?;
         Some((layer, input, wbuf))
     }
 }
@@ -443,21 +439,7 @@ pub(crate) fn slot_apply(
         }
         None => None,
     };
-    let input: &[f32] = match &t.q_in {
-        Some(q) => {
-            let xr = &mut rot[..n * cols];
-            if reflectors.is_some_and(|r| r.rotate_rows_from(&x[..n * cols], xr)) {
-                // Rotated by the reflectors.
-            } else if q.has_simd_kernel() {
-                rotate_rows_from(exec, q, &x[..n * cols], xr, n, chain)?;
-            } else {
-                xr.copy_from_slice(&x[..n * cols]);
-                rotate_rows(q, xr, n, spare, chain)?;
-            }
-            xr
-        }
-        None => &x[..n * cols],
-    };
+    let input = rotated_input(exec, (t, reflectors), &x[..n * cols], n, rot, spare, chain)?;
     // Prepared adapters keep their scale as f32; without an output-side chain it is
     // applied with the bias, in the same pass as the base's bias.
     let scale_f32: Option<&[f32]> = match t.scale {
@@ -525,6 +507,41 @@ pub(crate) fn slot_apply(
         }
     }
     Ok(rows)
+}
+
+/// The `n` input rows `x` of a slot with transform `t`: rotated by its input chain into
+/// `rot` (by `reflectors`, the chain's reflector form, where given and this CPU has their
+/// kernel; else on the SIMD kernels, split across `exec`'s threads; else through `spare`
+/// or one row at a time, see [`rotate_rows`]), or `x` itself without an input chain.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] when `rot` is shorter than `x`; the chain's errors.
+fn rotated_input<'b>(
+    exec: Exec<'_>,
+    (t, reflectors): (&LayerTransform<'_>, Option<ReflectorChain<'_>>),
+    x: &'b [f32],
+    n: usize,
+    rot: &'b mut [f32],
+    spare: &mut [f32],
+    chain: &mut [f32],
+) -> Result<&'b [f32]> {
+    let Some(q) = &t.q_in else {
+        return Ok(x);
+    };
+    let got = rot.len();
+    let xr = rot.get_mut(..x.len()).ok_or(Error::BufferTooSmall {
+        needed: x.len(),
+        got,
+    })?;
+    if reflectors.is_some_and(|r| r.rotate_rows_from(x, xr)) {
+        // Rotated by the reflectors.
+    } else if q.has_simd_kernel() {
+        rotate_rows_from(exec, q, x, xr, n, chain)?;
+    } else {
+        xr.copy_from_slice(x);
+        rotate_rows(q, xr, n, spare, chain)?;
+    }
+    Ok(xr)
 }
 
 /// `dst = Q src` row by row on the SIMD kernels, the rows split across `exec`'s threads

@@ -178,6 +178,26 @@ pub struct Dense<'x> {
     pub bias: Option<&'x [f32]>,
 }
 
+impl<'x> Dense<'x> {
+    /// Output rows `r` as a layer of their own (weight rows, scale and bias sliced), or
+    /// `None` when the weight cannot be cut there (not on a block boundary) or `r` is out
+    /// of range: one part of a product split by output rows.
+    #[cfg(feature = "parallel")]
+    pub(crate) fn row_range(&self, r: core::ops::Range<usize>) -> Option<Dense<'x>> {
+        let cut = |v: Option<&'x [f32]>| match v {
+            Some(v) => v.get(r.clone()).map(Some),
+            None => Some(None),
+        };
+        Some(Dense {
+            weight: self.weight.rows_view(r.start, r.end, self.cols)?,
+            rows: r.len(),
+            cols: self.cols,
+            scale: cut(self.scale)?,
+            bias: cut(self.bias)?,
+        })
+    }
+}
+
 /// Outputs computed together: one panel of `PANEL` weight rows, transposed (the width of
 /// the AVX-512 kernel's tile on x86-64, of the portable kernel's elsewhere).
 pub const PANEL: usize = if cfg!(target_arch = "x86_64") { 32 } else { 16 };
@@ -264,12 +284,15 @@ pub(crate) fn linear_f32_inputs(
     wbuf: &mut [f32],
     after: &[f32],
 ) -> Result<()> {
-    let mode = Mode {
-        quant: false,
-        batch: false,
-        ..Mode::for_batch(n, layer.cols)
-    };
-    linear_in(layer, x, n, y, wbuf, after, mode)
+    linear_in(
+        layer,
+        x,
+        n,
+        y,
+        wbuf,
+        after,
+        Mode::for_inputs(n, layer.cols, false),
+    )
 }
 
 /// How [`linear_in`] computes: the panel kernel or row by row, and whether an output
@@ -316,6 +339,17 @@ impl Mode {
             last_f32: true,
         }
     }
+
+    /// [`Mode::for_batch`], on the block kernels with 8-bit activations only when
+    /// `block_kernels` (decoders); `f32` inputs on every weight type otherwise.
+    fn for_inputs(n: usize, cols: usize, block_kernels: bool) -> Self {
+        let batch = Mode::for_batch(n, cols);
+        Mode {
+            quant: batch.quant && block_kernels,
+            batch: batch.batch && block_kernels,
+            ..batch
+        }
+    }
 }
 
 #[cfg(feature = "parallel")]
@@ -357,12 +391,7 @@ pub(crate) fn linear_par(
 ) -> Result<()> {
     let (rows, cols) = (layer.rows, layer.cols);
     let threads = exec.threads();
-    let batch = Mode::for_batch(n, cols);
-    let mode = Mode {
-        quant: batch.quant && !precise,
-        batch: batch.batch && !precise,
-        ..batch
-    };
+    let mode = Mode::for_inputs(n, cols, !precise);
     if threads <= 1 || x.len() < n * cols || y.len() < n * rows || n == 0 {
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
@@ -441,13 +470,15 @@ pub(crate) fn single_input_rows(
     after: &[f32],
     block_kernels: bool,
 ) -> Result<()> {
-    let one = Mode::for_batch(1, layer.cols);
-    let mode = Mode {
-        quant: one.quant && block_kernels,
-        batch: one.batch && block_kernels,
-        ..one
-    };
-    linear_in(layer, x, 1, y, wbuf, after, mode)
+    linear_in(
+        layer,
+        x,
+        1,
+        y,
+        wbuf,
+        after,
+        Mode::for_inputs(1, layer.cols, block_kernels),
+    )
 }
 
 #[cfg(feature = "parallel")]
@@ -479,16 +510,7 @@ fn output_row_blocks(
         n,
         weight_scratch_len(cols, n),
         &|r, out, scratch| {
-            let part = layer
-                .weight
-                .rows_view(r.start, r.end, cols)
-                .map(|weight| Dense {
-                    weight,
-                    rows: r.len(),
-                    cols,
-                    scale: layer.scale.and_then(|s| s.get(r.clone())),
-                    bias: layer.bias.and_then(|b| b.get(r.clone())),
-                });
+            let part = layer.row_range(r.clone());
             // A batch's next rotation is split across the threads too: every part
             // prefetches it (into its own thread's caches).
             let next = if r.start == 0 || n > 1 { after } else { &[] };
