@@ -187,6 +187,24 @@ class Budget:
     lora_alpha: int = 8
 
 
+def device_name(dev: torch.device | str) -> str:
+    """What a results table names as the device: the GPU's name, or the CPU's model name and the
+    cores this process may use (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    name = ""
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                name = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name or platform.processor() or platform.machine() or 'CPU'} ({cores} cores)"
+
+
 def split(task: str, train_cap: int, heldout_cap: int, seed: int = 0):
     """Fixed train / held-out examples: a stratified 75/25 split of the whole task (seeded),
     each side subsampled (stratified, seeded) to its cap; ``news_json`` uses ``topic``'s split."""
@@ -714,8 +732,7 @@ def run_compare(base_path: str | Path, tasks, methods, out: str | Path, b: Budge
         p.requires_grad_(False)
     base_id = base_model_id(base_path)
     log(f"base {base_path} id {base_id} loaded in {time.perf_counter() - t0:.1f}s on {dev}", flush=True)
-    devname = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
-    meta = {"device": devname, "torch": torch.__version__, "base": Path(base_path).name, "base_model_id": base_id,
+    meta = {"device": device_name(dev), "torch": torch.__version__, "base": Path(base_path).name, "base_model_id": base_id,
             "compatible_model_ids": compatible or [], "budget": budget_dict(b), "command": command, "note": note}
     results = []
     work = Path(tempfile.mkdtemp(prefix="riffle-llm-"))

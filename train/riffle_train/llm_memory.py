@@ -26,7 +26,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -172,7 +171,9 @@ def run_memory(base: str, methods, out: str | Path, repeats: int = 3, batch: int
             rows.append(row)
             log(f"[{r}] {m}: steady step peak {row['step_peak_mib']} MiB, first {row['first_step_peak_mib']} "
                 f"(baseline {row['baseline_mib']}, {row['seconds_per_step']} s/step)", flush=True)
-    meta = {"base": Path(base).name, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    from .llm import device_name
+
+    meta = {"base": Path(base).name, "torch": torch.__version__, "cpu": device_name("cpu"),
             "batch": batch, "tokens": tokens, "steps": steps, "repeats": repeats, "command": command}
     (out / "memory.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     (out / "memory.md").write_text(markdown(rows, meta))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -108,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="train/results/llm")
     a = ap.parse_args(argv)
     res = run_steptime(a.base, a.methods.split(","), a.reference, a.rounds, a.batch, a.tokens, threads=a.threads)
-    meta = {"base": Path(a.base).name, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    from .llm import device_name
+
+    meta = {"base": Path(a.base).name, "torch": torch.__version__, "cpu": device_name("cpu"),
             "batch": a.batch, "tokens": a.tokens, "rounds": a.rounds, "reference": a.reference, "threads": a.threads,
             "command": "python -m riffle_train.llm_steptime " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(a.out)

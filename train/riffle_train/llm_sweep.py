@@ -239,8 +239,8 @@ def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, wo
             p.join()
             f.write(json.dumps({"kind": "timing", "task": tasks[0], "rows": rows}) + "\n")
             f.flush()
-        if dev.startswith("cuda"):
-            meta["device_name"] = _device_name_in_child(ctx)
+        # CUDA's name from a child (this process must not initialise CUDA before it spawns)
+        meta["device_name"] = _device_name_in_child(ctx) if dev.startswith("cuda") else llm.device_name(dev)
         f.write(json.dumps(meta) + "\n")
         f.flush()
         state = {"base": base, "tok": tok, "base_id": base_id, "compatible": compatible or [], "budget": b,
@@ -333,7 +333,9 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
     best = choose(jobs)
     lines = ["# SmolLM2-135M-Instruct adapters: learning rate chosen on a validation slice", "",
              f"Device: {meta.get('device_name', meta.get('device', '?'))}, torch {meta.get('torch', '?')}; "
-             f"{meta.get('workers', '?')} runs at a time.",
+             f"{meta.get('workers', '?')} runs at a time"
+             + (f", {meta['threads']} torch thread(s) each; fp32." if str(meta.get('device', '')).startswith('cpu')
+                else "; bf16 autocast over fp32 weights."),
              f"Budget per run: {b.get('steps')} steps x batch {b.get('batch')} (AdamW, 10% warm-up, linear decay), "
              f"prompt cut to {b.get('max_prompt')} tokens, training split minus {meta.get('val')} validation "
              f"chats, {b.get('heldout')} held-out chats; all 7 linears of all 30 blocks; ours b={b.get('block_size')} "

@@ -46,6 +46,18 @@ def test_choice_uses_validation_never_heldout(tmp_path):
     assert "| GSOFT | 0.001 | 0.001: 90.0, 0.003: 80.0 | 50.0 |" in md
     assert "topic: GSOFT 50.0 vs LoRA 70.0: missed" in md
     assert "| Double GSOFT | | 0.001: failed | failed |" in md
+    # the device line says what ran it: a CPU run names the processor, its threads and fp32
+    jl.write_text("\n".join(json.dumps(x) for x in [{"kind": "meta", "lrs": [0.001], "budget": {}, "device": "cpu",
+                                                     "device_name": "Some CPU (2 cores)", "workers": 2,
+                                                     "threads": 1}] + jobs) + "\n")
+    assert "Device: Some CPU (2 cores), torch ?; 2 runs at a time, 1 torch thread(s) each; fp32." in \
+        llm_sweep.summarize(jl)
+
+
+def test_device_name_names_the_cpu():
+    from riffle_train.llm import device_name
+    name = device_name("cpu")
+    assert name.endswith(" cores)") and len(name) > len(" (1 cores)")
 
 
 def test_job_list_runs_each_task_grid_together():
