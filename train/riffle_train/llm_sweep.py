@@ -297,16 +297,20 @@ def _timing_main(base, tok, task, methods, b, dev, steps, variants, prepared_dir
 
 
 def load(jl: str | Path) -> tuple[dict, list[dict], list[dict]]:
-    """Meta (the last one written), timing rows and job results of a sweep file."""
-    meta, timing_rows, jobs = {}, [], []
+    """Meta (the last one written, with ``commands``: every run's command that appended to the
+    file, in order), timing rows and job results of a sweep file."""
+    meta, timing_rows, jobs, commands = {}, [], [], []
     for ln in Path(jl).read_text(encoding="utf-8").splitlines():
         r = json.loads(ln)
         if r.get("kind") == "meta":
             meta = r
+            if r.get("command"):
+                commands.append(r["command"])
         elif r.get("kind") == "timing":
             timing_rows = r["rows"]
         elif r.get("kind") == "job":
             jobs.append(r)
+    meta["commands"] = commands
     return meta, timing_rows, jobs
 
 
@@ -342,7 +346,7 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
              f"(BOFT b={b.get('boft_block_size')} m={b.get('boft_factors')}), LoRA r={b.get('lora_rank')} "
              f"alpha={b.get('lora_alpha')}. Learning rates tried per method: {', '.join(str(x) for x in lrs)}; "
              "the one with the best validation score is chosen, and its held-out score reported. Greedy decoding.",
-             f"Command: `{meta.get('command', '')}`", ""]
+             *(f"Command: `{c}`" for c in meta["commands"] or [""]), ""]
     tasks = list(dict.fromkeys(j["task"] for j in jobs))
     methods = [m for m in LABELS if any(j["method"] == m for j in jobs)]
     goal_lines = []
@@ -449,7 +453,8 @@ def main(argv=None) -> int:
     from .llama import SMOLLM2_Q4_1
 
     command = "python -m riffle_train.llm_sweep " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
-    jl = run_sweep(a.base or SMOLLM2_Q4_1, a.tasks.split(","), a.methods.split(","),
+    # `--methods ""` runs only the base's prompting (e.g. appended to a finished sweep's file)
+    jl = run_sweep(a.base or SMOLLM2_Q4_1, a.tasks.split(","), [m for m in a.methods.split(",") if m],
                    [float(x) for x in a.lrs.split(",")], a.out, b, val=a.val, workers=a.workers, threads=a.threads,
                    device=a.device, compatible=comp, prepared_dir=a.prepared, timing_steps=a.timing_steps,
                    timing_variants=variants, baselines=not a.no_baselines, command=command)

@@ -52,6 +52,16 @@ def test_choice_uses_validation_never_heldout(tmp_path):
                                                      "threads": 1}] + jobs) + "\n")
     assert "Device: Some CPU (2 cores), torch ?; 2 runs at a time, 1 torch thread(s) each; fp32." in \
         llm_sweep.summarize(jl)
+    # a second run appended to the file (the base's prompting alone): both commands are listed
+    more = [{"kind": "meta", "lrs": [0.001], "budget": {}, "command": "sweep --methods ''"},
+            {"kind": "job", "task": "topic", "method": "base",
+             "rows": {"base zero-shot": {"score": 0.1, "well_formed": 0.5}}}]
+    first = {"kind": "meta", "lrs": [0.001], "budget": {}, "command": "sweep A"}
+    jl.write_text("\n".join(json.dumps(x) for x in [first] + jobs + more) + "\n")
+    md = llm_sweep.summarize(jl)
+    assert "Command: `sweep A`\nCommand: `sweep --methods ''`" in md
+    assert "| base zero-shot | | | 10.0 | 50.0 | 0 | |" in md
+    assert "topic: GSOFT 50.0 vs the base's best prompting 10.0: met" in md
 
 
 def test_device_name_names_the_cpu():
@@ -65,3 +75,4 @@ def test_job_list_runs_each_task_grid_together():
     assert [j["task"] for j in jobs] == ["a"] * 5 + ["b"] * 5
     assert jobs[0] == {"task": "a", "method": "base"}
     assert {(j["method"], j["lr"]) for j in jobs[1:5]} == {(m, lr) for m in ("gsoft", "lora") for lr in (0.001, 0.003)}
+    assert llm_sweep.job_list(["a"], [], [0.001]) == [{"task": "a", "method": "base"}]
