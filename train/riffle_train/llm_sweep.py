@@ -333,8 +333,16 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
     """Markdown tables from a sweep file (complete or cut short), with the issue's goals checked."""
     meta, trows, jobs = load(jl)
     b = meta.get("budget", {})
-    lrs = meta.get("lrs", [])
     best = choose(jobs)
+    # the rates each method was trained at (runs appended later may add rates for some methods)
+    per_method = {m: sorted({j["lr"] for j in jobs if j["method"] == m}) for m in LABELS}
+    grids = {tuple(v) for v in per_method.values() if v}
+    if len(grids) == 1:
+        tried = ", ".join(str(x) for x in next(iter(grids))) + " for every method"
+    else:
+        tried = "; ".join(f"{LABELS[m]} {', '.join(str(x) for x in v)}" for m, v in per_method.items() if v)
+    if not grids:
+        tried = ", ".join(str(x) for x in meta.get("lrs", []))
     lines = ["# SmolLM2-135M-Instruct adapters: learning rate chosen on a validation slice", "",
              f"Device: {meta.get('device_name', meta.get('device', '?'))}, torch {meta.get('torch', '?')}; "
              f"{meta.get('workers', '?')} runs at a time"
@@ -344,7 +352,7 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
              f"prompt cut to {b.get('max_prompt')} tokens, training split minus {meta.get('val')} validation "
              f"chats, {b.get('heldout')} held-out chats; all 7 linears of all 30 blocks; ours b={b.get('block_size')} "
              f"(BOFT b={b.get('boft_block_size')} m={b.get('boft_factors')}), LoRA r={b.get('lora_rank')} "
-             f"alpha={b.get('lora_alpha')}. Learning rates tried per method: {', '.join(str(x) for x in lrs)}; "
+             f"alpha={b.get('lora_alpha')}. Learning rates tried: {tried}; "
              "the one with the best validation score is chosen, and its held-out score reported. Greedy decoding.",
              *(f"Command: `{c}`" for c in meta["commands"] or [""]), ""]
     tasks = list(dict.fromkeys(j["task"] for j in jobs))

@@ -46,6 +46,7 @@ def test_choice_uses_validation_never_heldout(tmp_path):
     assert "| GSOFT | 0.001 | 0.001: 90.0, 0.003: 80.0 | 50.0 |" in md
     assert "topic: GSOFT 50.0 vs LoRA 70.0: missed" in md
     assert "| Double GSOFT | | 0.001: failed | failed |" in md
+    assert "Learning rates tried: GSOFT 0.001, 0.003; Double GSOFT 0.001; PEFT LoRA 0.001, 0.003;" in md
     # the device line says what ran it: a CPU run names the processor, its threads and fp32
     jl.write_text("\n".join(json.dumps(x) for x in [{"kind": "meta", "lrs": [0.001], "budget": {}, "device": "cpu",
                                                      "device_name": "Some CPU (2 cores)", "workers": 2,
