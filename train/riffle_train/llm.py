@@ -732,8 +732,9 @@ def run_compare(base_path: str | Path, tasks, methods, out: str | Path, b: Budge
         p.requires_grad_(False)
     base_id = base_model_id(base_path)
     log(f"base {base_path} id {base_id} loaded in {time.perf_counter() - t0:.1f}s on {dev}", flush=True)
-    meta = {"device": device_name(dev), "torch": torch.__version__, "base": Path(base_path).name, "base_model_id": base_id,
-            "compatible_model_ids": compatible or [], "budget": budget_dict(b), "command": command, "note": note}
+    meta = {"device": device_name(dev), "torch": torch.__version__, "base": Path(base_path).name,
+            "base_model_id": base_id, "compatible_model_ids": compatible or [], "budget": budget_dict(b),
+            "command": command, "note": note}
     results = []
     work = Path(tempfile.mkdtemp(prefix="riffle-llm-"))
     for task in tasks:

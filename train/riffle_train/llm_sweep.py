@@ -337,12 +337,12 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
     # the rates each method was trained at (runs appended later may add rates for some methods)
     per_method = {m: sorted({j["lr"] for j in jobs if j["method"] == m}) for m in LABELS}
     grids = {tuple(v) for v in per_method.values() if v}
-    if len(grids) == 1:
+    if not grids:  # no training run finished yet: the grid asked for
+        tried = ", ".join(str(x) for x in meta.get("lrs", []))
+    elif len(grids) == 1:
         tried = ", ".join(str(x) for x in next(iter(grids))) + " for every method"
     else:
         tried = "; ".join(f"{LABELS[m]} {', '.join(str(x) for x in v)}" for m, v in per_method.items() if v)
-    if not grids:
-        tried = ", ".join(str(x) for x in meta.get("lrs", []))
     lines = ["# SmolLM2-135M-Instruct adapters: learning rate chosen on a validation slice", "",
              f"Device: {meta.get('device_name', meta.get('device', '?'))}, torch {meta.get('torch', '?')}; "
              f"{meta.get('workers', '?')} runs at a time"
