@@ -274,7 +274,7 @@ def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, wo
 
 
 def _put_device_name(q) -> None:
-    q.put(torch.cuda.get_device_name(0))
+    q.put(llm.device_name("cuda"))
 
 
 def _device_name_in_child(ctx) -> str:
