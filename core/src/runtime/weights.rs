@@ -6,7 +6,10 @@
 //! a quantised base costs one decode per forward, not one per input row.
 
 use crate::gguf::{decode_f32_run, TensorInfo, TensorType};
-use crate::math::gemm::{matmul_then, pack_scaled, Product, RowsRef};
+use crate::math::gemm::{
+    in_place_available, matmul_then, pack_inputs, pack_scaled, packed_inputs_len, weights_in_place,
+    Product, RowsRef,
+};
 #[cfg(feature = "parallel")]
 use crate::par::{run_split, split_ranges, Executor, MAX_PARTS};
 use crate::{Error, Result};
@@ -212,7 +215,13 @@ pub const PANEL_MIN_ROWS: usize = 8;
 /// the `n` inputs (at most 1.25 bytes a value: Q8_1's 40 bytes per 32) viewed as bytes.
 pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
     let rows = if n >= PANEL_MIN_ROWS {
-        cols.saturating_mul(2 * PANEL)
+        let panels = cols.saturating_mul(2 * PANEL);
+        let in_place = in_place_scratch_len(cols, n);
+        if in_place > panels {
+            in_place
+        } else {
+            panels
+        }
     } else {
         cols
     };
@@ -229,6 +238,20 @@ pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
         }
     } else {
         rows
+    }
+}
+
+/// Weight rows decoded at a time for the in-place kernel when the weights are not `f32`
+/// in memory.
+const DECODE_ROWS: usize = 32;
+
+/// Scratch of the in-place path ([`in_place_available`], x86-64 only): the packed inputs
+/// and [`DECODE_ROWS`] decoded weight rows.
+const fn in_place_scratch_len(cols: usize, n: usize) -> usize {
+    if cfg!(target_arch = "x86_64") {
+        packed_inputs_len(n, cols).saturating_add(DECODE_ROWS.saturating_mul(cols))
+    } else {
+        0
     }
 }
 
@@ -411,7 +434,7 @@ pub(crate) fn linear_par(
         let Some(split) = by_rows else {
             return linear_in(layer, x, n, y, wbuf, after, mode);
         };
-        output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode, split, after)
+        output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode, split, after, None)
     } else if let Some(split) = by_rows.filter(|_| spare.len() >= n * rows) {
         by_output_rows(
             exec,
@@ -422,7 +445,7 @@ pub(crate) fn linear_par(
             &mut spare[..n * rows],
             mode,
             split,
-            after,
+            (after, wbuf),
         )
     } else {
         // By input rows: part k reads tokens starts[k] .. starts[k + 1].
@@ -489,7 +512,8 @@ pub(crate) fn single_input_rows(
 /// slot's adapter coefficients): for one input part 0 only, since the calling thread
 /// rotates it alone and the std front ends' pool runs part 0 on the calling thread
 /// (`par::Executor`; elsewhere the hint is only wasted); for a batch every part, since
-/// its rotation is split across the threads too.
+/// its rotation is split across the threads too. With `packed` (the batch packed once by
+/// [`pack_inputs`] for the in-place kernel) every part reads it instead of packing its own.
 #[allow(clippy::too_many_arguments)]
 fn output_row_blocks(
     exec: &dyn Executor,
@@ -500,21 +524,32 @@ fn output_row_blocks(
     mode: Mode,
     (starts, count): (&[usize; MAX_PARTS + 1], usize),
     after: &[f32],
+    packed: Option<&[f32]>,
 ) -> bool {
     let cols = layer.cols;
+    let scratch_len = match packed {
+        Some(_) => DECODE_ROWS * cols,
+        None => weight_scratch_len(cols, n),
+    };
     run_split(
         exec,
         blocks,
         starts,
         count,
         n,
-        weight_scratch_len(cols, n),
+        scratch_len,
         &|r, out, scratch| {
-            let part = layer.row_range(r.clone());
+            let Some(part) = layer.row_range(r.clone()) else {
+                return false;
+            };
             // A batch's next rotation is split across the threads too: every part
             // prefetches it (into its own thread's caches).
             let next = if r.start == 0 || n > 1 { after } else { &[] };
-            part.is_some_and(|p| linear_in(&p, x, n, out, scratch, next, mode).is_ok())
+            match packed {
+                Some(xt) => products_in_place(&part, xt, n, out, part.rows, scratch, next)
+                    .is_ok_and(|done| done),
+                None => linear_in(&part, x, n, out, scratch, next, mode).is_ok(),
+            }
         },
     )
 }
@@ -523,7 +558,8 @@ fn output_row_blocks(
 #[allow(clippy::too_many_arguments)]
 /// The batch half of [`linear_par`] by output rows: the blocks of [`output_row_blocks`]
 /// (prefetching `after`), then interleaved into `y`'s rows, the inputs split across the
-/// threads. False when a part failed.
+/// threads. On the in-place kernel the batch is packed once, into `wbuf`, for every
+/// part. False when a part failed.
 fn by_output_rows(
     exec: &dyn Executor,
     layer: &Dense<'_>,
@@ -533,10 +569,20 @@ fn by_output_rows(
     blocks: &mut [f32],
     mode: Mode,
     split: (&[usize; MAX_PARTS + 1], usize),
-    after: &[f32],
+    (after, wbuf): (&[f32], &mut [f32]),
 ) -> bool {
-    let rows = layer.rows;
-    if !output_row_blocks(exec, layer, x, n, blocks, mode, split, after) {
+    let (rows, cols) = (layer.rows, layer.cols);
+    let xt_len = packed_inputs_len(n, cols);
+    let packed = match wbuf.get_mut(..xt_len) {
+        Some(xt) if takes_panel_kernel(layer.weight, n, mode) && in_place_available() => {
+            if pack_inputs(x, n, cols, xt).is_err() {
+                return false;
+            }
+            Some(&*xt)
+        }
+        _ => None,
+    };
+    if !output_row_blocks(exec, layer, x, n, blocks, mode, split, after, packed) {
         return false;
     }
     let (starts, count) = split;
@@ -603,23 +649,21 @@ fn linear_in(
         });
     }
     #[cfg(any(feature = "q8_0", feature = "q4"))]
-    if mode.batch && n > 0 {
+    if takes_batch_kernel(w, n, mode) {
         if let WeightView::Tensor(t) = w {
-            if batch_prompt(t.ggml_type()) {
-                let q = crate::quant::QMatrix::new(t.index(), t.ggml_type(), rows, cols, t.data())?;
-                let (x, y) = (&x[..n * cols], &mut y[..n * rows]);
-                let m = if mode.last_f32 { n - 1 } else { n };
-                let ((x8, x32), (y8, y32)) = (x.split_at(m * cols), y.split_at_mut(m * rows));
-                if m > 0 {
-                    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut wbuf[..]);
-                    crate::quant::matmul_batch(&q, 0..rows, x8, m, y8, bytes)?;
-                }
-                if m < n {
-                    crate::quant::matmul_f32_inputs(&q, 0..rows, x32, n - m, y32, rows)?;
-                }
-                finish_outputs(y, rows, n, scale, bias);
-                return Ok(());
+            let q = crate::quant::QMatrix::new(t.index(), t.ggml_type(), rows, cols, t.data())?;
+            let (x, y) = (&x[..n * cols], &mut y[..n * rows]);
+            let m = if mode.last_f32 { n - 1 } else { n };
+            let ((x8, x32), (y8, y32)) = (x.split_at(m * cols), y.split_at_mut(m * rows));
+            if m > 0 {
+                let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut wbuf[..]);
+                crate::quant::matmul_batch(&q, 0..rows, x8, m, y8, bytes)?;
             }
+            if m < n {
+                crate::quant::matmul_f32_inputs(&q, 0..rows, x32, n - m, y32, rows)?;
+            }
+            finish_outputs(y, rows, n, scale, bias);
+            return Ok(());
         }
     }
     #[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
@@ -651,6 +695,21 @@ fn linear_in(
         }
         finish_outputs(y, rows, n, scale, bias);
         return Ok(());
+    }
+    if in_place_available() {
+        let xt_len = packed_inputs_len(n, cols);
+        let need = in_place_scratch_len(cols, n);
+        if wbuf.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: wbuf.len(),
+            });
+        }
+        let (xt, tmp) = wbuf[..need].split_at_mut(xt_len);
+        pack_inputs(x, n, cols, xt)?;
+        if products_in_place(layer, xt, n, y, rows, tmp, after)? {
+            return Ok(());
+        }
     }
     let (tmp, panel) = wbuf[..need].split_at_mut(PANEL * cols);
     let fold_scale = mode.fold_scale;
@@ -699,6 +758,101 @@ fn linear_in(
     }
     finish_outputs(y, rows, n, scale.filter(|_| !fold_scale), bias);
     Ok(())
+}
+
+/// `y[t · stride + o] = s[o] · (x_t · W[o]) + b[o]` for the `n` inputs packed in `xt`
+/// ([`pack_inputs`]) on the in-place kernel: `f32` weights read where they lie, others
+/// decoded [`DECODE_ROWS`] rows at a time into `tmp`; the scale and bias are applied as
+/// the outputs are stored. `Ok(false)`, having written nothing, on a CPU without the
+/// kernel.
+fn products_in_place<'x>(
+    layer: &Dense<'x>,
+    xt: &[f32],
+    n: usize,
+    y: &mut [f32],
+    stride: usize,
+    tmp: &mut [f32],
+    after: &[f32],
+) -> Result<bool> {
+    let Dense {
+        weight: w,
+        rows,
+        cols,
+        scale,
+        bias,
+    } = *layer;
+    let cut = |v: Option<&'x [f32]>, r: core::ops::Range<usize>| match v {
+        Some(v) => v.get(r).map(Some).ok_or(Error::LengthMismatch {
+            expected: rows,
+            found: v.len(),
+        }),
+        None => Ok(None),
+    };
+    let whole = match w {
+        WeightView::F32(v) => Some(RowsRef::F32(v)),
+        WeightView::Tensor(t) if t.ggml_type() == TensorType::F32 => {
+            Some(RowsRef::LeBytes(t.data()))
+        }
+        WeightView::Tensor(_) => None,
+    };
+    if let Some(wr) = whole {
+        let parts = [cut(scale, 0..rows)?, cut(bias, 0..rows)?];
+        return weights_in_place(
+            wr,
+            [rows, cols],
+            xt,
+            n,
+            y,
+            stride,
+            parts,
+            RowsRef::F32(after),
+        );
+    }
+    let mut o0 = 0;
+    while o0 < rows {
+        let p = DECODE_ROWS.min(rows - o0);
+        let block = w.rows(o0, p, cols, tmp)?;
+        let next = if o0 + p < rows {
+            w.raw_rows(o0 + p, DECODE_ROWS.min(rows - o0 - p), cols)
+        } else {
+            RowsRef::F32(after)
+        };
+        let parts = [cut(scale, o0..o0 + p)?, cut(bias, o0..o0 + p)?];
+        let out = y.get_mut(o0..).unwrap_or(&mut []);
+        if !weights_in_place(
+            RowsRef::F32(block),
+            [p, cols],
+            xt,
+            n,
+            out,
+            stride,
+            parts,
+            next,
+        )? {
+            return Ok(false);
+        }
+        o0 += p;
+    }
+    Ok(true)
+}
+
+/// Whether [`linear_in`] computes `n` inputs over `w` in `mode` on the batch kernel
+/// (8-bit activations): prompts over the weight types of [`batch_prompt`].
+#[cfg(any(feature = "q8_0", feature = "q4"))]
+fn takes_batch_kernel(w: WeightView<'_>, n: usize, mode: Mode) -> bool {
+    mode.batch && n > 0 && matches!(w, WeightView::Tensor(t) if batch_prompt(t.ggml_type()))
+}
+
+/// Whether [`linear_in`] computes `n` inputs over `w` in `mode` on the panel kernels (the
+/// in-place one where the CPU has it): batches that take no quantized kernel.
+#[cfg(feature = "parallel")]
+fn takes_panel_kernel(w: WeightView<'_>, n: usize, mode: Mode) -> bool {
+    #[cfg(any(feature = "q8_0", feature = "q4"))]
+    if takes_batch_kernel(w, n, mode) {
+        return false;
+    }
+    let _ = (w, n);
+    mode.panel
 }
 
 /// Whether prompts over `ty` weights take the batch kernel (8-bit activations) on this

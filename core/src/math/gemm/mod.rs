@@ -298,6 +298,114 @@ pub(crate) fn pack_scaled(
     Ok(())
 }
 
+/// Inputs per packed panel of [`weights_in_place`] (the tile width of its kernel).
+pub(crate) const INPUT_PANEL: usize = 32;
+
+/// Values [`pack_inputs`] writes for `n` inputs of width `cols`: whole panels of
+/// [`INPUT_PANEL`] inputs.
+pub(crate) const fn packed_inputs_len(n: usize, cols: usize) -> usize {
+    n.div_ceil(INPUT_PANEL)
+        .saturating_mul(INPUT_PANEL)
+        .saturating_mul(cols)
+}
+
+/// Whether this CPU runs [`weights_in_place`] (x86-64 with AVX-512): products that read
+/// the weights where they lie, with no transposed copy of them.
+pub(crate) fn in_place_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        cpu::avx512_available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Packs the inputs `X` (`n × cols`, row-major) for [`weights_in_place`]: panel `g` (at
+/// `g · 32 · cols`) holds `X[32g + j][k]` at `k · 32 + j`, zero for inputs past `n`.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] when `x` or `xt` is too short.
+pub(crate) fn pack_inputs(x: &[f32], n: usize, cols: usize, xt: &mut [f32]) -> Result<()> {
+    let need = packed_inputs_len(n, cols);
+    check_spans([
+        (Product::span(n, cols, cols), x.len()),
+        (Some(need), xt.len()),
+        (Some(0), 0),
+    ])?;
+    for (g, panel) in xt[..need].chunks_exact_mut(INPUT_PANEL * cols).enumerate() {
+        let t0 = g * INPUT_PANEL;
+        let inputs = INPUT_PANEL.min(n - t0);
+        if inputs < INPUT_PANEL {
+            panel.fill(0.0);
+        }
+        pack_scaled(
+            RowsRef::F32(&x[t0 * cols..(t0 + inputs) * cols]),
+            inputs,
+            cols,
+            None,
+            panel,
+            INPUT_PANEL,
+        )?;
+    }
+    Ok(())
+}
+
+/// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`:
+/// `W` (`rows × cols`) read in place, `X` packed by [`pack_inputs`] into `xt`. Every sum
+/// runs over `k` in order from zero with fused multiply-adds, as [`matmul`]'s AVX-512
+/// kernel does, so both give the same bits. `next` is the memory the caller reads after
+/// this product (prefetched during the last rows). `Ok(false)`, touching nothing, when
+/// this CPU has no such kernel ([`in_place_available`]).
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] when an operand is shorter than the shape needs,
+/// [`Error::LengthMismatch`] when `stride < rows`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weights_in_place(
+    w: RowsRef<'_>,
+    [rows, cols]: [usize; 2],
+    xt: &[f32],
+    n: usize,
+    y: &mut [f32],
+    stride: usize,
+    [scale, bias]: [Option<&[f32]>; 2],
+    next: RowsRef<'_>,
+) -> Result<bool> {
+    let w_len = match w {
+        RowsRef::F32(v) => v.len(),
+        RowsRef::LeBytes(v) => v.len() / 4,
+    };
+    check_spans([
+        (Product::span(rows, cols, cols), w_len),
+        (Some(packed_inputs_len(n, cols)), xt.len()),
+        (Product::span(n, rows, stride), y.len()),
+    ])?;
+    check_spans([
+        (
+            Some(scale.map_or(0, |_| rows)),
+            scale.map_or(0, <[f32]>::len),
+        ),
+        (Some(bias.map_or(0, |_| rows)), bias.map_or(0, <[f32]>::len)),
+        (Some(0), 0),
+    ])?;
+    if rows == 0 || cols == 0 || n == 0 {
+        return Ok(true);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        Ok(x86_products::weights_in_place(
+            w, rows, cols, xt, n, y, stride, scale, bias, next,
+        ))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, xt, y, next);
+        Ok(false)
+    }
+}
+
 /// `C = A · B` (or `C += A · B` with [`Product::accumulate`]) for the shapes in `p`.
 ///
 /// # Errors
@@ -689,6 +797,144 @@ mod tests {
         let mut small = [0.0f32; 4];
         assert!(pack_transposed(RowsRef::F32(&w[..6]), 2, 3, &mut small, 2).is_err());
         assert!(pack_transposed(RowsRef::F32(&w[..5]), 2, 3, &mut [0.0; 6], 2).is_err());
+    }
+
+    /// The in-place kernel against the packed-panel one (the same bits: every sum in the
+    /// same order) and a float64 reference, on ragged shapes: weight rows not a multiple
+    /// of the 12-row tile or the 96-row chunk, inputs not a multiple of the 32-input panel
+    /// (fewer than 16, between 16 and 32), weights from unaligned bytes, a wide output
+    /// stride, scale and bias applied as the outputs are stored. Short operands are errors.
+    #[test]
+    fn weights_in_place_matches_the_panel_kernel_and_a_reference() {
+        extern crate std;
+        use std::vec;
+        if !in_place_available() {
+            return;
+        }
+        let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
+            &[(13, 5, 3), (1, 17, 2)]
+        } else {
+            &[
+                (1, 1, 1),
+                (13, 5, 3),
+                (12, 32, 64),
+                (97, 33, 19),
+                (8, 70, 40),
+                (200, 17, 9),
+            ]
+        };
+        for &(rows, n, cols) in shapes {
+            let mut w = vec![0.0f32; rows * cols];
+            let mut x = vec![0.0f32; n * cols];
+            fill(&mut w, 5);
+            fill(&mut x, 6);
+            let mut bytes = vec![0u8; 4 * rows * cols + 1];
+            for (c, v) in bytes[1..].chunks_exact_mut(4).zip(&w) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+            let scale: std::vec::Vec<f32> = (0..rows).map(|j| 0.5 + j as f32 * 0.125).collect();
+            let bias: std::vec::Vec<f32> = (0..rows).map(|j| j as f32 * 0.25 - 1.0).collect();
+            let stride = rows + 5;
+            // The packed-panel path: C = X · Wᵀ, then s ⊙ C + b as `finish_outputs` does.
+            let mut wt = vec![0.0f32; cols * rows];
+            assert!(pack_transposed(RowsRef::F32(&w), rows, cols, &mut wt, rows).is_ok());
+            let p = Product {
+                m: n,
+                n: rows,
+                k: cols,
+                a_stride: cols,
+                b_stride: rows,
+                c_stride: stride,
+                accumulate: false,
+            };
+            let mut want = vec![-7.0f32; n * stride];
+            assert!(matmul(&p, &x, &wt, &mut want).is_ok());
+            for t in 0..n {
+                for o in 0..rows {
+                    let v = &mut want[t * stride + o];
+                    *v = *v * scale[o] + bias[o];
+                    let exact: f64 = (0..cols)
+                        .map(|k| f64::from(x[t * cols + k]) * f64::from(w[o * cols + k]))
+                        .sum::<f64>()
+                        * f64::from(scale[o])
+                        + f64::from(bias[o]);
+                    assert!((f64::from(*v) - exact).abs() <= 1e-4 * (1.0 + exact.abs()));
+                }
+            }
+            let mut xt = vec![f32::NAN; packed_inputs_len(n, cols)];
+            assert!(pack_inputs(&x, n, cols, &mut xt).is_ok());
+            for source in [RowsRef::F32(&w), RowsRef::LeBytes(&bytes[1..])] {
+                let mut got = vec![-7.0f32; n * stride];
+                let parts = [Some(&scale[..]), Some(&bias[..])];
+                let done = weights_in_place(
+                    source,
+                    [rows, cols],
+                    &xt,
+                    n,
+                    &mut got,
+                    stride,
+                    parts,
+                    source,
+                );
+                assert!(matches!(done, Ok(true)), "{rows}x{n}x{cols}");
+                assert_eq!(got, want, "{rows} rows, {n} inputs, {cols} columns");
+            }
+            // Short operands and a short scale are errors, touching nothing.
+            let mut got = vec![-7.0f32; n * stride];
+            let w_short = RowsRef::F32(&w[..rows * cols - 1]);
+            let none = [None, None];
+            let nothing = RowsRef::F32(&[]);
+            assert!(weights_in_place(
+                w_short,
+                [rows, cols],
+                &xt,
+                n,
+                &mut got,
+                stride,
+                none,
+                nothing
+            )
+            .is_err());
+            let xt_short = &xt[..xt.len() - 1];
+            assert!(weights_in_place(
+                RowsRef::F32(&w),
+                [rows, cols],
+                xt_short,
+                n,
+                &mut got,
+                stride,
+                none,
+                nothing
+            )
+            .is_err());
+            let y_short = &mut got[..(n - 1) * stride + rows - 1];
+            assert!(weights_in_place(
+                RowsRef::F32(&w),
+                [rows, cols],
+                &xt,
+                n,
+                y_short,
+                stride,
+                none,
+                nothing
+            )
+            .is_err());
+            let short_scale = [Some(&scale[..rows - 1]), None];
+            assert!(weights_in_place(
+                RowsRef::F32(&w),
+                [rows, cols],
+                &xt,
+                n,
+                &mut got,
+                stride,
+                short_scale,
+                nothing
+            )
+            .is_err());
+            assert!(got.iter().all(|&v| v == -7.0));
+        }
+        assert!(pack_inputs(&[0.0; 5], 2, 3, &mut [0.0; 96]).is_err());
+        assert!(pack_inputs(&[0.0; 6], 2, 3, &mut [0.0; 95]).is_err());
     }
 
     #[test]

@@ -83,6 +83,223 @@ pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], next: sup
     }
 }
 
+/// Input rows (tokens) of one tile of [`weights_in_place`].
+pub(super) const SIDE: usize = 32;
+/// Weight rows of one tile of [`weights_in_place`].
+const W_ROWS: usize = 12;
+/// Weight rows per chunk of [`weights_in_place`] (a multiple of `W_ROWS`).
+const CHUNK_ROWS: usize = 96;
+
+/// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
+/// with `W` (`rows × cols`, row-major) read in place, each value broadcast, and `X` given
+/// packed (`xt`: panel `g` of `cols × 16` values at `g · 16 · cols` holds
+/// `X[16g + j][k]` at `k · 16 + j`). Tiles of 16 weight rows by 16 inputs, transposed in
+/// registers on the way out. Each sum runs over `k` in order from zero, as [`matmul`]'s
+/// does, so the two agree to the last bit.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available
+/// and every operand holds what the shape addresses.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn weights_in_place(
+    w: super::RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    xt: &[f32],
+    n: usize,
+    y: &mut [f32],
+    stride: usize,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    next: super::RowsRef<'_>,
+) -> bool {
+    let (w_ptr, w_len) = w.raw_parts();
+    let groups = n.div_ceil(SIDE);
+    if !avx512_available()
+        || rows == 0
+        || cols == 0
+        || n == 0
+        || stride < rows
+        || rows.checked_mul(cols).is_none_or(|e| e > w_len)
+        || groups.checked_mul(SIDE * cols).is_none_or(|e| e > xt.len())
+        || Product::span(n, rows, stride).is_none_or(|e| e > y.len())
+        || scale.is_some_and(|s| s.len() < rows)
+        || bias.is_some_and(|b| b.len() < rows)
+    {
+        return false;
+    }
+    // Weight rows in chunks of `CHUNK_ROWS` (kept in L2 while every input group passes
+    // over them, so that consecutive tiles complete the same output cache lines); the
+    // next chunk (or, after the last, what the caller reads next) is prefetched over the
+    // tiles of the first input group, one line per `k` step.
+    let (after_ptr, after_len) = next.byte_range();
+    let mut c0 = 0;
+    while c0 < rows {
+        let chunk = CHUNK_ROWS.min(rows - c0);
+        let (pf, pf_len) = if c0 + chunk < rows {
+            (
+                w_ptr.wrapping_add((c0 + chunk) * cols).cast::<u8>(),
+                CHUNK_ROWS.min(rows - c0 - chunk) * cols * 4,
+            )
+        } else {
+            (after_ptr, after_len)
+        };
+        let pf_lines = pf_len.div_ceil(64);
+        for g in 0..groups {
+            let t0 = g * SIDE;
+            let mut o0 = c0;
+            while o0 < c0 + chunk {
+                let valid = W_ROWS.min(c0 + chunk - o0);
+                let out = Out {
+                    y: y.as_mut_ptr().wrapping_add(t0 * stride + o0),
+                    stride,
+                    tokens: SIDE.min(n - t0),
+                    valid,
+                    scale: scale.map(|s| s.as_ptr().wrapping_add(o0)),
+                    bias: bias.map(|b| b.as_ptr().wrapping_add(o0)),
+                };
+                // This tile's share of the prefetch: lines from (o0 - c0) · cols / 16 on.
+                let first = (o0 - c0) * cols / W_ROWS * W_ROWS / 16;
+                let lines = if g == 0 {
+                    pf_lines.saturating_sub(first).min(cols)
+                } else {
+                    0
+                };
+                // SAFETY: AVX-512F is available (checked above); rows o0 .. o0 + valid of
+                // W (inside the checked `rows · cols`), panel g of `xt` (inside the
+                // checked `groups · 32 · cols`), outputs of inputs t0 .. t0 + tokens and
+                // columns o0 .. o0 + valid of y (inside the checked span), scale and bias
+                // values o0 .. o0 + valid (checked `rows` long). Prefetches never fault.
+                unsafe {
+                    tile_in_place(
+                        w_ptr.wrapping_add(o0 * cols),
+                        cols,
+                        xt.as_ptr().wrapping_add(g * SIDE * cols),
+                        out,
+                        (pf.wrapping_add(first * 64), lines),
+                    )
+                };
+                o0 += valid;
+            }
+        }
+        c0 += chunk;
+    }
+    true
+}
+
+/// Where [`tile_in_place`] writes: `tokens` rows of `valid` outputs from `y`, `stride`
+/// apart, with the output scale and bias of those columns.
+#[derive(Clone, Copy)]
+struct Out {
+    y: *mut f32,
+    stride: usize,
+    tokens: usize,
+    valid: usize,
+    scale: Option<*const f32>,
+    bias: Option<*const f32>,
+}
+
+/// One tile of [`weights_in_place`]: `valid` (1 ..= 12) weight rows from `w` (`k` values
+/// each, any alignment) by the 32 inputs of one packed panel `xt`.
+///
+/// # Safety
+/// AVX-512F must be available; `w` must address `valid` rows of `k` readable `f32`s,
+/// `xt` `32 · k` values, and `out` its `tokens` rows of `valid` writable values (and as
+/// many scale and bias values).
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_in_place(
+    w: *const f32,
+    k: usize,
+    xt: *const f32,
+    out: Out,
+    prefetch: (*const u8, usize),
+) {
+    use core::arch::x86_64::_mm512_loadu_ps;
+    // Rows past `valid` repeat the last one (their outputs are never stored).
+    let row: [*const f32; W_ROWS] =
+        core::array::from_fn(|r| w.wrapping_add(r.min(out.valid - 1) * k));
+    let mut acc = [[_mm512_setzero_ps(); 2]; W_ROWS];
+    let (pf, pf_lines) = prefetch;
+    for kk in 0..k {
+        if kk < pf_lines {
+            _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(kk * 64).cast::<i8>());
+        }
+        // SAFETY: values kk · 32 .. kk · 32 + 32 of the panel's 32 · k.
+        let (x0, x1) = unsafe {
+            (
+                _mm512_loadu_ps(xt.wrapping_add(kk * SIDE)),
+                _mm512_loadu_ps(xt.wrapping_add(kk * SIDE + 16)),
+            )
+        };
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: value kk < k of row r's k values (unaligned read).
+            let wv = _mm512_set1_ps(unsafe { row[r].wrapping_add(kk).read_unaligned() });
+            a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
+            a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+        }
+    }
+    // Rows 8b .. 8b + 8 (zero past W_ROWS) of tokens 0-15, then of tokens 16-31: after the
+    // transpose, lanes 0-7 of vector t hold token t's outputs, lanes 8-15 token t + 16's.
+    for b in 0..W_ROWS.div_ceil(8) {
+        let rows = out.valid.saturating_sub(8 * b).min(8);
+        if rows == 0 {
+            break;
+        }
+        let block = core::array::from_fn(|i| {
+            acc.get(8 * b + i % 8)
+                .map_or(_mm512_setzero_ps(), |a| a[i / 8])
+        });
+        // SAFETY: outputs 8b .. 8b + rows of the tile's columns, with their scale and bias.
+        unsafe { store_rows(transpose_16x16(block), out, 8 * b, rows) };
+    }
+}
+
+/// Stores `rows` (1 ..= 8) outputs from column `c0` of a tile of [`tile_in_place`] from
+/// its transposed block `col` (token `t`'s outputs in lanes 0-7 of vector `t`, token
+/// `t + 16`'s in lanes 8-15), scaled and biased.
+///
+/// # Safety
+/// AVX-512F must be available; `out` must address its `tokens` rows of at least
+/// `c0 + rows` writable values, and as many scale and bias values.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_rows(col: [__m512; 16], out: Out, c0: usize, rows: usize) {
+    use core::arch::x86_64::_mm512_shuffle_f32x4;
+    let m = lanes(rows);
+    let m_hi = m << 8;
+    // The same `rows` values in both halves.
+    let both = |p: *const f32| {
+        // SAFETY: `rows` values from `p` (the caller's contract), masked.
+        let v = unsafe { _mm512_maskz_loadu_ps(m, p.wrapping_add(c0)) };
+        _mm512_shuffle_f32x4::<0x44>(v, v)
+    };
+    let s = out.scale.map(both);
+    let b = out.bias.map(both);
+    let y = out.y.wrapping_add(c0);
+    for (t, v) in col.iter().enumerate() {
+        let mut v = *v;
+        if let Some(s) = s {
+            v = _mm512_mul_ps(v, s);
+        }
+        if let Some(b) = b {
+            v = _mm512_add_ps(v, b);
+        }
+        if t < out.tokens {
+            // SAFETY: output row t < tokens, `rows` values (masked).
+            unsafe { _mm512_mask_storeu_ps(y.wrapping_add(t * out.stride), m, v) };
+        }
+        if t + 16 < out.tokens {
+            // SAFETY: output row t + 16 < tokens, `rows` values: lanes 8 .. 8 + rows
+            // stored 8 values before them (masked-off lanes are not touched).
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    y.wrapping_add((t + 16) * out.stride).wrapping_sub(8),
+                    m_hi,
+                    v,
+                )
+            };
+        }
+    }
+}
+
 /// Where one tile of `C` sits: rows from `i0`, columns `j0 .. j0 + cols` (`cols <= NR`).
 #[derive(Clone, Copy)]
 struct Tile {
@@ -214,7 +431,6 @@ unsafe fn transpose_block(
     stride: usize,
     [j0, k0]: [usize; 2],
 ) {
-    use core::arch::x86_64::_mm512_shuffle_f32x4;
     let kmask = lanes(cols - k0);
     let jmask = lanes(rows - j0);
     // r[i] = W[j0 + i][k0 .. k0 + 16] (zero past the last row or column).
@@ -226,6 +442,25 @@ unsafe fn transpose_block(
             _mm512_setzero_ps()
         }
     });
+    let col = transpose_16x16(r);
+    // SAFETY: scale values j0 .. j0 + 16, masked to < rows: inside `scale`.
+    let sv = scale.map(|s| unsafe { _mm512_maskz_loadu_ps(jmask, s.as_ptr().wrapping_add(j0)) });
+    let base = panel.as_mut_ptr().wrapping_add(k0 * stride + j0);
+    for (k, v) in col.iter().enumerate().take(cols - k0) {
+        let v = match sv {
+            Some(s) => _mm512_mul_ps(*v, s),
+            None => *v,
+        };
+        // SAFETY: panel row k0 + k < cols, cells j0 .. j0 + 16 masked to < rows <= stride.
+        unsafe { _mm512_mask_storeu_ps(base.wrapping_add(k * stride), jmask, v) };
+    }
+}
+
+/// The 16 × 16 transpose of `r` in registers: lane `i` of result `k` is lane `k` of `r[i]`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
+    use core::arch::x86_64::_mm512_shuffle_f32x4;
     // Within each 128-bit lane l, u[4q + c] holds column 4l + c of rows 4q .. 4q + 4.
     let u = transpose_4x4_in_lanes(r);
     // Gather the four 128-bit lanes of each column: v[c] / v[c + 4] pick lanes {0, 2} /
@@ -238,7 +473,7 @@ unsafe fn transpose_block(
         let (c, half) = (i % 4, i / 4);
         _mm512_shuffle_f32x4::<0xDD>(u[c + 8 * half], u[c + 4 + 8 * half])
     });
-    let col: [__m512; 16] = core::array::from_fn(|k| {
+    core::array::from_fn(|k| {
         let c = k % 4;
         match k / 4 {
             0 => _mm512_shuffle_f32x4::<0x88>(lo[c], lo[c + 4]),
@@ -246,18 +481,7 @@ unsafe fn transpose_block(
             2 => _mm512_shuffle_f32x4::<0xDD>(lo[c], lo[c + 4]),
             _ => _mm512_shuffle_f32x4::<0xDD>(hi[c], hi[c + 4]),
         }
-    });
-    // SAFETY: scale values j0 .. j0 + 16, masked to < rows: inside `scale`.
-    let sv = scale.map(|s| unsafe { _mm512_maskz_loadu_ps(jmask, s.as_ptr().wrapping_add(j0)) });
-    let base = panel.as_mut_ptr().wrapping_add(k0 * stride + j0);
-    for (k, v) in col.iter().enumerate().take(cols - k0) {
-        let v = match sv {
-            Some(s) => _mm512_mul_ps(*v, s),
-            None => *v,
-        };
-        // SAFETY: panel row k0 + k < cols, cells j0 .. j0 + 16 masked to < rows <= stride.
-        unsafe { _mm512_mask_storeu_ps(base.wrapping_add(k * stride), jmask, v) };
-    }
+    })
 }
 
 /// The first two stages of every in-register transpose here: pairs of rows interleaved,
