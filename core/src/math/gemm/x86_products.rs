@@ -1,7 +1,9 @@
 //! The f32 product kernels (x86-64), chosen at run time. AVX-512: tiles of up to 12 rows
 //! by 32 columns of `C`, 24 accumulators in `zmm` registers, one fused multiply-add per
 //! broadcast `A` value and 16-column half of the `B` row; with it, the transposing
-//! weight-panel pack. AVX2 + FMA: tiles of 6 rows by 16 columns for CPUs without AVX-512.
+//! weight-panel pack, and the same tile turned around for `x · Wᵀ` with the weights read
+//! where they lie ([`weights_in_place`]: weight values broadcast, the inputs packed).
+//! AVX2 + FMA: tiles of 6 rows by 16 columns for CPUs without AVX-512.
 //!
 //! Soundness rests on two local facts, checked in this file: a kernel runs only after
 //! [`super::cpu`] has seen the CPU and the operating system support its instructions,
@@ -92,10 +94,10 @@ const CHUNK_ROWS: usize = 96;
 
 /// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
 /// with `W` (`rows × cols`, row-major) read in place, each value broadcast, and `X` given
-/// packed (`xt`: panel `g` of `cols × 16` values at `g · 16 · cols` holds
-/// `X[16g + j][k]` at `k · 16 + j`). Tiles of 16 weight rows by 16 inputs, transposed in
-/// registers on the way out. Each sum runs over `k` in order from zero, as [`matmul`]'s
-/// does, so the two agree to the last bit.
+/// packed (`xt`: panel `g` of `cols × 32` values at `g · 32 · cols` holds
+/// `X[32g + j][k]` at `k · 32 + j`). Tiles of 12 weight rows by 32 inputs (24 accumulators,
+/// as [`matmul`]'s), transposed in registers on the way out. Each sum runs over `k` in
+/// order from zero, as [`matmul`]'s does, so the two agree to the last bit.
 ///
 /// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available
 /// and every operand holds what the shape addresses.
@@ -153,7 +155,6 @@ pub(super) fn weights_in_place(
                     y: y.as_mut_ptr().wrapping_add(t0 * stride + o0),
                     stride,
                     tokens: SIDE.min(n - t0),
-                    valid,
                     scale: scale.map(|s| s.as_ptr().wrapping_add(o0)),
                     bias: bias.map(|b| b.as_ptr().wrapping_add(o0)),
                 };
@@ -170,13 +171,25 @@ pub(super) fn weights_in_place(
                 // columns o0 .. o0 + valid of y (inside the checked span), scale and bias
                 // values o0 .. o0 + valid (checked `rows` long). Prefetches never fault.
                 unsafe {
-                    tile_in_place(
+                    let (w, xt) = (
                         w_ptr.wrapping_add(o0 * cols),
-                        cols,
                         xt.as_ptr().wrapping_add(g * SIDE * cols),
-                        out,
-                        (pf.wrapping_add(first * 64), lines),
-                    )
+                    );
+                    let pf = (pf.wrapping_add(first * 64), lines);
+                    match valid {
+                        12 => tile_in_place::<12>(w, cols, xt, out, pf),
+                        11 => tile_in_place::<11>(w, cols, xt, out, pf),
+                        10 => tile_in_place::<10>(w, cols, xt, out, pf),
+                        9 => tile_in_place::<9>(w, cols, xt, out, pf),
+                        8 => tile_in_place::<8>(w, cols, xt, out, pf),
+                        7 => tile_in_place::<7>(w, cols, xt, out, pf),
+                        6 => tile_in_place::<6>(w, cols, xt, out, pf),
+                        5 => tile_in_place::<5>(w, cols, xt, out, pf),
+                        4 => tile_in_place::<4>(w, cols, xt, out, pf),
+                        3 => tile_in_place::<3>(w, cols, xt, out, pf),
+                        2 => tile_in_place::<2>(w, cols, xt, out, pf),
+                        _ => tile_in_place::<1>(w, cols, xt, out, pf),
+                    }
                 };
                 o0 += valid;
             }
@@ -186,27 +199,26 @@ pub(super) fn weights_in_place(
     true
 }
 
-/// Where [`tile_in_place`] writes: `tokens` rows of `valid` outputs from `y`, `stride`
+/// Where [`tile_in_place`] writes: `tokens` rows of its `R` outputs from `y`, `stride`
 /// apart, with the output scale and bias of those columns.
 #[derive(Clone, Copy)]
 struct Out {
     y: *mut f32,
     stride: usize,
     tokens: usize,
-    valid: usize,
     scale: Option<*const f32>,
     bias: Option<*const f32>,
 }
 
-/// One tile of [`weights_in_place`]: `valid` (1 ..= 12) weight rows from `w` (`k` values
-/// each, any alignment) by the 32 inputs of one packed panel `xt`.
+/// One tile of [`weights_in_place`]: `R` (1 ..= 12) weight rows from `w`
+/// (`k` values each, any alignment) by the 32 inputs of one packed panel `xt`.
 ///
 /// # Safety
-/// AVX-512F must be available; `w` must address `valid` rows of `k` readable `f32`s,
-/// `xt` `32 · k` values, and `out` its `tokens` rows of `valid` writable values (and as
-/// many scale and bias values).
+/// AVX-512F must be available; `w` must address `R` rows of `k` readable `f32`s, `xt`
+/// `32 · k` values, and `out` its `tokens` rows of `R` writable values (and as many
+/// scale and bias values).
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_in_place(
+unsafe fn tile_in_place<const R: usize>(
     w: *const f32,
     k: usize,
     xt: *const f32,
@@ -214,10 +226,7 @@ unsafe fn tile_in_place(
     prefetch: (*const u8, usize),
 ) {
     use core::arch::x86_64::_mm512_loadu_ps;
-    // Rows past `valid` repeat the last one (their outputs are never stored).
-    let row: [*const f32; W_ROWS] =
-        core::array::from_fn(|r| w.wrapping_add(r.min(out.valid - 1) * k));
-    let mut acc = [[_mm512_setzero_ps(); 2]; W_ROWS];
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (pf, pf_lines) = prefetch;
     for kk in 0..k {
         if kk < pf_lines {
@@ -231,19 +240,16 @@ unsafe fn tile_in_place(
             )
         };
         for (r, a) in acc.iter_mut().enumerate() {
-            // SAFETY: value kk < k of row r's k values (unaligned read).
-            let wv = _mm512_set1_ps(unsafe { row[r].wrapping_add(kk).read_unaligned() });
+            // SAFETY: value kk < k of row r < R (unaligned read).
+            let wv = _mm512_set1_ps(unsafe { w.wrapping_add(r * k + kk).read_unaligned() });
             a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
             a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
         }
     }
-    // Rows 8b .. 8b + 8 (zero past W_ROWS) of tokens 0-15, then of tokens 16-31: after the
+    // Rows 8b .. 8b + 8 (zero past R) of tokens 0-15, then of tokens 16-31: after the
     // transpose, lanes 0-7 of vector t hold token t's outputs, lanes 8-15 token t + 16's.
-    for b in 0..W_ROWS.div_ceil(8) {
-        let rows = out.valid.saturating_sub(8 * b).min(8);
-        if rows == 0 {
-            break;
-        }
+    for b in 0..R.div_ceil(8) {
+        let rows = (R - 8 * b).min(8);
         let block = core::array::from_fn(|i| {
             acc.get(8 * b + i % 8)
                 .map_or(_mm512_setzero_ps(), |a| a[i / 8])
