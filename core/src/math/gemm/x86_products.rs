@@ -254,54 +254,56 @@ unsafe fn tile_in_place<const R: usize>(
             acc.get(8 * b + i % 8)
                 .map_or(_mm512_setzero_ps(), |a| a[i / 8])
         });
-        // SAFETY: outputs 8b .. 8b + rows of the tile's columns, with their scale and bias.
+        // SAFETY: AVX-512F is available; outputs 8b .. 8b + rows of the tile's columns,
+        // with their scale and bias.
         unsafe { store_rows(transpose_16x16(block), out, 8 * b, rows) };
     }
 }
 
 /// Stores `rows` (1 ..= 8) outputs from column `c0` of a tile of [`tile_in_place`] from
 /// its transposed block `col` (token `t`'s outputs in lanes 0-7 of vector `t`, token
-/// `t + 16`'s in lanes 8-15), scaled and biased.
+/// `t + 16`'s in lanes 8-15), scaled and biased. Always inlined, as [`transpose_16x16`].
 ///
 /// # Safety
 /// AVX-512F must be available; `out` must address its `tokens` rows of at least
 /// `c0 + rows` writable values, and as many scale and bias values.
-#[target_feature(enable = "avx512f")]
+#[inline(always)]
 unsafe fn store_rows(col: [__m512; 16], out: Out, c0: usize, rows: usize) {
     use core::arch::x86_64::_mm512_shuffle_f32x4;
     let m = lanes(rows);
     let m_hi = m << 8;
-    // The same `rows` values in both halves.
-    let both = |p: *const f32| {
-        // SAFETY: `rows` values from `p` (the caller's contract), masked.
-        let v = unsafe { _mm512_maskz_loadu_ps(m, p.wrapping_add(c0)) };
-        _mm512_shuffle_f32x4::<0x44>(v, v)
-    };
-    let s = out.scale.map(both);
-    let b = out.bias.map(both);
-    let y = out.y.wrapping_add(c0);
-    for (t, v) in col.iter().enumerate() {
-        let mut v = *v;
-        if let Some(s) = s {
-            v = _mm512_mul_ps(v, s);
-        }
-        if let Some(b) = b {
-            v = _mm512_add_ps(v, b);
-        }
-        if t < out.tokens {
-            // SAFETY: output row t < tokens, `rows` values (masked).
-            unsafe { _mm512_mask_storeu_ps(y.wrapping_add(t * out.stride), m, v) };
-        }
-        if t + 16 < out.tokens {
-            // SAFETY: output row t + 16 < tokens, `rows` values: lanes 8 .. 8 + rows
-            // stored 8 values before them (masked-off lanes are not touched).
-            unsafe {
+    // SAFETY: AVX-512F is available; `rows` scale and bias values from `c0` and the
+    // outputs named below (the caller's contract), every access masked to them.
+    unsafe {
+        // The same `rows` values in both halves.
+        let both = |p: *const f32| {
+            let v = _mm512_maskz_loadu_ps(m, p.wrapping_add(c0));
+            _mm512_shuffle_f32x4::<0x44>(v, v)
+        };
+        let s = out.scale.map(both);
+        let b = out.bias.map(both);
+        let y = out.y.wrapping_add(c0);
+        for (t, v) in col.iter().enumerate() {
+            let mut v = *v;
+            if let Some(s) = s {
+                v = _mm512_mul_ps(v, s);
+            }
+            if let Some(b) = b {
+                v = _mm512_add_ps(v, b);
+            }
+            // Output row t < tokens: `rows` values (masked).
+            if t < out.tokens {
+                _mm512_mask_storeu_ps(y.wrapping_add(t * out.stride), m, v);
+            }
+            // Output row t + 16 < tokens: lanes 8 .. 8 + rows stored 8 values before the
+            // row's first (masked-off lanes are not touched).
+            if t + 16 < out.tokens {
                 _mm512_mask_storeu_ps(
                     y.wrapping_add((t + 16) * out.stride).wrapping_sub(8),
                     m_hi,
                     v,
-                )
-            };
+                );
+            }
         }
     }
 }
@@ -448,7 +450,8 @@ unsafe fn transpose_block(
             _mm512_setzero_ps()
         }
     });
-    let col = transpose_16x16(r);
+    // SAFETY: AVX-512F is available (this function's contract).
+    let col = unsafe { transpose_16x16(r) };
     // SAFETY: scale values j0 .. j0 + 16, masked to < rows: inside `scale`.
     let sv = scale.map(|s| unsafe { _mm512_maskz_loadu_ps(jmask, s.as_ptr().wrapping_add(j0)) });
     let base = panel.as_mut_ptr().wrapping_add(k0 * stride + j0);
@@ -463,37 +466,45 @@ unsafe fn transpose_block(
 }
 
 /// The 16 × 16 transpose of `r` in registers: lane `i` of result `k` is lane `k` of `r[i]`.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
+/// Always inlined (a call would pass the 16 registers through memory), hence no
+/// `target_feature` of its own.
+///
+/// # Safety
+/// AVX-512F must be available (every caller is an AVX-512F function).
+#[inline(always)]
+unsafe fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
     use core::arch::x86_64::_mm512_shuffle_f32x4;
-    // Within each 128-bit lane l, u[4q + c] holds column 4l + c of rows 4q .. 4q + 4.
-    let u = transpose_4x4_in_lanes(r);
-    // Gather the four 128-bit lanes of each column: v[c] / v[c + 4] pick lanes {0, 2} /
-    // {1, 3} of rows 0-7 and 8-15, the final shuffle joins them.
-    let lo: [__m512; 8] = core::array::from_fn(|i| {
-        let (c, half) = (i % 4, i / 4);
-        _mm512_shuffle_f32x4::<0x88>(u[c + 8 * half], u[c + 4 + 8 * half])
-    });
-    let hi: [__m512; 8] = core::array::from_fn(|i| {
-        let (c, half) = (i % 4, i / 4);
-        _mm512_shuffle_f32x4::<0xDD>(u[c + 8 * half], u[c + 4 + 8 * half])
-    });
-    core::array::from_fn(|k| {
-        let c = k % 4;
-        match k / 4 {
-            0 => _mm512_shuffle_f32x4::<0x88>(lo[c], lo[c + 4]),
-            1 => _mm512_shuffle_f32x4::<0x88>(hi[c], hi[c + 4]),
-            2 => _mm512_shuffle_f32x4::<0xDD>(lo[c], lo[c + 4]),
-            _ => _mm512_shuffle_f32x4::<0xDD>(hi[c], hi[c + 4]),
-        }
-    })
+    // SAFETY: AVX-512F is available (the caller's contract); register operations only.
+    unsafe {
+        // Within each 128-bit lane l, u[4q + c] holds column 4l + c of rows 4q .. 4q + 4.
+        let u = transpose_4x4_in_lanes(r);
+        // Gather the four 128-bit lanes of each column: v[c] / v[c + 4] pick lanes
+        // {0, 2} / {1, 3} of rows 0-7 and 8-15, the final shuffle joins them.
+        let lo: [__m512; 8] = core::array::from_fn(|i| {
+            let (c, half) = (i % 4, i / 4);
+            _mm512_shuffle_f32x4::<0x88>(u[c + 8 * half], u[c + 4 + 8 * half])
+        });
+        let hi: [__m512; 8] = core::array::from_fn(|i| {
+            let (c, half) = (i % 4, i / 4);
+            _mm512_shuffle_f32x4::<0xDD>(u[c + 8 * half], u[c + 4 + 8 * half])
+        });
+        core::array::from_fn(|k| {
+            let c = k % 4;
+            match k / 4 {
+                0 => _mm512_shuffle_f32x4::<0x88>(lo[c], lo[c + 4]),
+                1 => _mm512_shuffle_f32x4::<0x88>(hi[c], hi[c + 4]),
+                2 => _mm512_shuffle_f32x4::<0xDD>(lo[c], lo[c + 4]),
+                _ => _mm512_shuffle_f32x4::<0xDD>(hi[c], hi[c + 4]),
+            }
+        })
+    }
 }
 
 /// The first two stages of every in-register transpose here: pairs of rows interleaved,
 /// then pairs of pairs, so that within each 128-bit lane `l` the result's vector `4q + c`
 /// holds column `4l + c` of rows `4q .. 4q + 4` (`N` rows, a multiple of 4).
 #[target_feature(enable = "avx512f")]
+#[inline]
 pub(super) fn transpose_4x4_in_lanes<const N: usize>(r: [__m512; N]) -> [__m512; N] {
     use core::arch::x86_64::{_mm512_shuffle_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps};
     let t: [__m512; N] = core::array::from_fn(|i| {
