@@ -7,11 +7,13 @@ pub fn relu(x: &mut [f32]) {
     }
 }
 
+crate::math::gemm::wide_fn! {
 /// Exact GELU, `0.5·x·(1 + erf(x/√2))` (HF BERT's `gelu`), in place.
 pub fn gelu(x: &mut [f32]) {
     for v in x {
         *v = 0.5 * *v * (1.0 + fast_erf(*v * core::f32::consts::FRAC_1_SQRT_2));
     }
+}
 }
 
 /// SiLU (swish), `x·σ(x)`, in place.

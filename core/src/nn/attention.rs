@@ -242,8 +242,10 @@ fn lanes8(acc: &mut [f32; 8], x: &[f32; 8], y: &[f32; 8]) {
     }
 }
 
+crate::math::gemm::wide_fn! {
 /// `row = softmax(scale · row)` in place, in three passes that each vectorise (maximum
-/// and sum over eight lanes, the exponentials branch-free).
+/// and sum over eight lanes, the exponentials branch-free), 16 lanes wide where the CPU
+/// has AVX-512.
 pub fn softmax(row: &mut [f32], scale: f32) {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut chunks = row.chunks_exact(8);
@@ -262,6 +264,7 @@ pub fn softmax(row: &mut [f32], scale: f32) {
     }
     let inv = 1.0 / crate::math::sum(row);
     row.iter_mut().for_each(|s| *s *= inv);
+}
 }
 
 #[cfg(test)]

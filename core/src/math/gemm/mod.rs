@@ -298,6 +298,45 @@ pub(crate) fn pack_scaled(
     Ok(())
 }
 
+/// Whether [`wide_fn!`] bodies run their AVX-512 version on this CPU (x86-64 only).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn wide_available() -> bool {
+    cpu::avx512_available()
+}
+
+/// Defines a function whose body is compiled twice on x86-64: as for the target, and with
+/// AVX-512F enabled (LLVM then vectorises its loops 16 lanes wide instead of 8), the
+/// second run where the CPU has it ([`wide_available`]). Only for elementwise loops and
+/// reductions over a fixed set of lanes, whose results do not depend on the vector
+/// width: both versions give the same bits. Elsewhere the body is compiled once.
+///
+/// The one `unsafe` call it expands to is sound: the AVX-512F version runs only after
+/// the run-time check.
+macro_rules! wide_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if $crate::math::gemm::wide_available() {
+                    // SAFETY: the CPU and the OS run AVX-512F code (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use wide_fn;
+
 /// Inputs per packed panel of [`weights_in_place`] (the tile width of its kernel).
 pub(crate) const INPUT_PANEL: usize = 32;
 
