@@ -1,5 +1,6 @@
 //! Layer norm (BERT) and RMS norm (llama), row by row, in place.
 
+crate::math::gemm::wide_fn! {
 /// Layer norm of one row: `x <- (x - mean) / sqrt(var + eps) · w + b`. `w` and `b` have
 /// the row's length.
 pub fn layer_norm(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
@@ -24,7 +25,9 @@ pub fn layer_norm(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         *v = (*v - mean) * inv * wv + bv;
     }
 }
+}
 
+crate::math::gemm::wide_fn! {
 /// RMS norm of one row: `x <- x / sqrt(mean(x²) + eps) · w`. `w` has the row's length.
 pub fn rms_norm(row: &mut [f32], w: &[f32], eps: f32) {
     let h = row.len();
@@ -41,6 +44,7 @@ pub fn rms_norm(row: &mut [f32], w: &[f32], eps: f32) {
     for (v, wv) in row.iter_mut().zip(w) {
         *v = *v * inv * wv;
     }
+}
 }
 
 #[cfg(test)]
