@@ -247,8 +247,10 @@ crate::math::gemm::wide_fn! {
 /// and sum over eight lanes, the exponentials branch-free), 16 lanes wide where the CPU
 /// has AVX-512.
 pub fn softmax(row: &mut [f32], scale: f32) {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
+    // 32 independent lanes, so that the maxima do not form one serial chain (the maximum
+    // does not depend on the order it is taken in).
+    let mut lanes = [f32::NEG_INFINITY; 32];
+    let mut chunks = row.chunks_exact(32);
     for c in &mut chunks {
         for (m, &v) in lanes.iter_mut().zip(c) {
             *m = m.max(v);

@@ -840,7 +840,7 @@ mod tests {
 
     /// The in-place kernel against the packed-panel one (the same bits: every sum in the
     /// same order) and a float64 reference, on ragged shapes: weight rows not a multiple
-    /// of the 12-row tile or the 96-row chunk, inputs not a multiple of the 32-input panel
+    /// of the 12-row tile or the 48-row chunk, inputs not a multiple of the 32-input panel
     /// (fewer than 16, between 16 and 32), weights from unaligned bytes, a wide output
     /// stride, scale and bias applied as the outputs are stored. Short operands are errors.
     #[test]

@@ -90,7 +90,7 @@ pub(super) const SIDE: usize = 32;
 /// Weight rows of one tile of [`weights_in_place`].
 const W_ROWS: usize = 12;
 /// Weight rows per chunk of [`weights_in_place`] (a multiple of `W_ROWS`).
-const CHUNK_ROWS: usize = 96;
+const CHUNK_ROWS: usize = 48;
 
 /// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
 /// with `W` (`rows × cols`, row-major) read in place, each value broadcast, and `X` given
