@@ -392,10 +392,14 @@ const TOKEN_ALIGN: usize = 12;
 #[cfg(feature = "parallel")]
 #[allow(clippy::too_many_arguments)]
 /// [`linear_then`] with its work split across `exec`'s threads: a single input by output
-/// rows (each part a contiguous run of `y`); a batch by output rows too when `spare` holds
-/// `n · rows` values (each part computes its rows' outputs for every input into its own
-/// block of `spare`, reading only its share of the weights, which are then interleaved
-/// into `y` by input rows), by input rows otherwise (each part then reads every weight).
+/// rows (each part a contiguous run of `y`); a batch on the in-place kernel by input rows
+/// in whole 32-input panels (each part packs its own inputs and writes its own rows of `y`,
+/// reading every weight: measured on MiniLM at 128 tokens and two threads, 17% faster
+/// than by output rows, whose packing and interleaving run on one thread), other
+/// batches by output rows when `spare` holds `n · rows` values (each part computes its
+/// rows' outputs for every input into its own block of `spare`, reading only its share
+/// of the weights, which are then interleaved into `y` by input rows), by input rows
+/// otherwise (each part then reads every weight).
 /// Every output is computed by the same arithmetic as on one thread (bit-identical
 /// results); `wbuf` serves the one-thread path, parts take their scratch from the
 /// executor.
@@ -430,7 +434,28 @@ pub(crate) fn linear_par(
     let by_rows = (row_parts > 1 && layer.weight.rows_view(0, rows, cols).is_some())
         .then_some((&row_starts, row_parts));
     let mut starts = [0usize; MAX_PARTS + 1];
-    let ok = if n == 1 {
+    let in_place = n > 1 && in_place_available() && takes_panel_kernel(layer.weight, n, mode);
+    let token_parts = if in_place {
+        split_ranges(n, threads, crate::math::gemm::INPUT_PANEL, &mut starts)
+    } else {
+        0
+    };
+    let ok = if token_parts > 1 {
+        // The in-place kernel by input rows in whole panels: each part packs its own
+        // inputs and writes its own rows of `y`, every weight read by every part.
+        run_split(
+            exec,
+            &mut y[..n * rows],
+            &starts,
+            token_parts,
+            rows,
+            weight_scratch_len(cols, n),
+            &|t, out, scratch| {
+                let xs = &x[t.start * cols..t.end * cols];
+                linear_in(layer, xs, t.len(), out, scratch, after, mode).is_ok()
+            },
+        )
+    } else if n == 1 {
         // By output rows, each part writing its own run of `y`.
         let Some(split) = by_rows else {
             return linear_in(layer, x, n, y, wbuf, after, mode);
