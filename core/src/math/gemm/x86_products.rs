@@ -176,19 +176,33 @@ pub(super) fn weights_in_place(
                         xt.as_ptr().wrapping_add(g * SIDE * cols),
                     );
                     let pf = (pf.wrapping_add(first * 64), lines);
-                    match valid {
-                        12 => tile_in_place::<12>(w, cols, xt, out, pf),
-                        11 => tile_in_place::<11>(w, cols, xt, out, pf),
-                        10 => tile_in_place::<10>(w, cols, xt, out, pf),
-                        9 => tile_in_place::<9>(w, cols, xt, out, pf),
-                        8 => tile_in_place::<8>(w, cols, xt, out, pf),
-                        7 => tile_in_place::<7>(w, cols, xt, out, pf),
-                        6 => tile_in_place::<6>(w, cols, xt, out, pf),
-                        5 => tile_in_place::<5>(w, cols, xt, out, pf),
-                        4 => tile_in_place::<4>(w, cols, xt, out, pf),
-                        3 => tile_in_place::<3>(w, cols, xt, out, pf),
-                        2 => tile_in_place::<2>(w, cols, xt, out, pf),
-                        _ => tile_in_place::<1>(w, cols, xt, out, pf),
+                    // A group of at most 16 inputs takes the one-vector tile (the
+                    // two-vector one would compute as many lanes again for nothing).
+                    match (valid, out.tokens > 16) {
+                        (12, true) => tile_in_place::<12, 2>(w, cols, xt, out, pf),
+                        (11, true) => tile_in_place::<11, 2>(w, cols, xt, out, pf),
+                        (10, true) => tile_in_place::<10, 2>(w, cols, xt, out, pf),
+                        (9, true) => tile_in_place::<9, 2>(w, cols, xt, out, pf),
+                        (8, true) => tile_in_place::<8, 2>(w, cols, xt, out, pf),
+                        (7, true) => tile_in_place::<7, 2>(w, cols, xt, out, pf),
+                        (6, true) => tile_in_place::<6, 2>(w, cols, xt, out, pf),
+                        (5, true) => tile_in_place::<5, 2>(w, cols, xt, out, pf),
+                        (4, true) => tile_in_place::<4, 2>(w, cols, xt, out, pf),
+                        (3, true) => tile_in_place::<3, 2>(w, cols, xt, out, pf),
+                        (2, true) => tile_in_place::<2, 2>(w, cols, xt, out, pf),
+                        (_, true) => tile_in_place::<1, 2>(w, cols, xt, out, pf),
+                        (12, false) => tile_in_place::<12, 1>(w, cols, xt, out, pf),
+                        (11, false) => tile_in_place::<11, 1>(w, cols, xt, out, pf),
+                        (10, false) => tile_in_place::<10, 1>(w, cols, xt, out, pf),
+                        (9, false) => tile_in_place::<9, 1>(w, cols, xt, out, pf),
+                        (8, false) => tile_in_place::<8, 1>(w, cols, xt, out, pf),
+                        (7, false) => tile_in_place::<7, 1>(w, cols, xt, out, pf),
+                        (6, false) => tile_in_place::<6, 1>(w, cols, xt, out, pf),
+                        (5, false) => tile_in_place::<5, 1>(w, cols, xt, out, pf),
+                        (4, false) => tile_in_place::<4, 1>(w, cols, xt, out, pf),
+                        (3, false) => tile_in_place::<3, 1>(w, cols, xt, out, pf),
+                        (2, false) => tile_in_place::<2, 1>(w, cols, xt, out, pf),
+                        (_, false) => tile_in_place::<1, 1>(w, cols, xt, out, pf),
                     }
                 };
                 o0 += valid;
@@ -210,15 +224,16 @@ struct Out {
     bias: Option<*const f32>,
 }
 
-/// One tile of [`weights_in_place`]: `R` (1 ..= 12) weight rows from `w`
-/// (`k` values each, any alignment) by the 32 inputs of one packed panel `xt`.
+/// One tile of [`weights_in_place`]: `R` (1 ..= 12) weight rows from `w` (`k` values
+/// each, any alignment) by the first `16 · V` (`V` = 1 or 2) inputs of one packed panel
+/// `xt`.
 ///
 /// # Safety
 /// AVX-512F must be available; `w` must address `R` rows of `k` readable `f32`s, `xt`
-/// `32 · k` values, and `out` its `tokens` rows of `R` writable values (and as many
-/// scale and bias values).
+/// `32 · k` values, and `out` its `tokens` (at most `16 · V`) rows of `R` writable
+/// values (and as many scale and bias values).
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_in_place<const R: usize>(
+unsafe fn tile_in_place<const R: usize, const V: usize>(
     w: *const f32,
     k: usize,
     xt: *const f32,
@@ -226,25 +241,32 @@ unsafe fn tile_in_place<const R: usize>(
     prefetch: (*const u8, usize),
 ) {
     use core::arch::x86_64::_mm512_loadu_ps;
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
     let (pf, pf_lines) = prefetch;
     for kk in 0..k {
         if kk < pf_lines {
             _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(kk * 64).cast::<i8>());
         }
-        // SAFETY: values kk · 32 .. kk · 32 + 32 of the panel's 32 · k.
-        let (x0, x1) = unsafe {
-            (
-                _mm512_loadu_ps(xt.wrapping_add(kk * SIDE)),
-                _mm512_loadu_ps(xt.wrapping_add(kk * SIDE + 16)),
-            )
-        };
+        // SAFETY: values kk · 32 .. kk · 32 + 16 · V of the panel's 32 · k.
+        let x: [__m512; V] = core::array::from_fn(|v| unsafe {
+            _mm512_loadu_ps(xt.wrapping_add(kk * SIDE + 16 * v))
+        });
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: value kk < k of row r < R (unaligned read).
             let wv = _mm512_set1_ps(unsafe { w.wrapping_add(r * k + kk).read_unaligned() });
-            a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
-            a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+            for (a, x) in a.iter_mut().zip(&x) {
+                *a = _mm512_fmadd_ps(wv, *x, *a);
+            }
         }
+    }
+    if V == 1 {
+        // Rows 0 .. R (zero past R) of tokens 0-15: after the transpose, lanes 0 .. R of
+        // vector t hold token t's outputs.
+        let block = core::array::from_fn(|i| acc.get(i).map_or(_mm512_setzero_ps(), |a| a[0]));
+        // SAFETY: AVX-512F is available; outputs 0 .. R of the tile's columns, with their
+        // scale and bias, for at most 16 tokens.
+        unsafe { store_rows::<1>(transpose_16x16(block), out, 0, R) };
+        return;
     }
     // Rows 8b .. 8b + 8 (zero past R) of tokens 0-15, then of tokens 16-31: after the
     // transpose, lanes 0-7 of vector t hold token t's outputs, lanes 8-15 token t + 16's.
@@ -252,33 +274,41 @@ unsafe fn tile_in_place<const R: usize>(
         let rows = (R - 8 * b).min(8);
         let block = core::array::from_fn(|i| {
             acc.get(8 * b + i % 8)
-                .map_or(_mm512_setzero_ps(), |a| a[i / 8])
+                .and_then(|a| a.get(i / 8))
+                .copied()
+                .unwrap_or(_mm512_setzero_ps())
         });
         // SAFETY: AVX-512F is available; outputs 8b .. 8b + rows of the tile's columns,
         // with their scale and bias.
-        unsafe { store_rows(transpose_16x16(block), out, 8 * b, rows) };
+        unsafe { store_rows::<2>(transpose_16x16(block), out, 8 * b, rows) };
     }
 }
 
-/// Stores `rows` (1 ..= 8) outputs from column `c0` of a tile of [`tile_in_place`] from
-/// its transposed block `col` (token `t`'s outputs in lanes 0-7 of vector `t`, token
-/// `t + 16`'s in lanes 8-15), scaled and biased. Always inlined, as [`transpose_16x16`].
+/// Stores `rows` outputs from column `c0` of a tile of [`tile_in_place`] from its
+/// transposed block `col`, scaled and biased. For `V = 2` (`rows` 1 ..= 8): token `t`'s
+/// outputs in lanes 0-7 of vector `t`, token `t + 16`'s in lanes 8-15; for `V = 1` (`rows`
+/// 1 ..= 16): token `t`'s in lanes 0 .. rows of vector `t`. Always inlined, as
+/// [`transpose_16x16`].
 ///
 /// # Safety
 /// AVX-512F must be available; `out` must address its `tokens` rows of at least
 /// `c0 + rows` writable values, and as many scale and bias values.
 #[inline(always)]
-unsafe fn store_rows(col: [__m512; 16], out: Out, c0: usize, rows: usize) {
+unsafe fn store_rows<const V: usize>(col: [__m512; 16], out: Out, c0: usize, rows: usize) {
     use core::arch::x86_64::_mm512_shuffle_f32x4;
     let m = lanes(rows);
     let m_hi = m << 8;
     // SAFETY: AVX-512F is available; `rows` scale and bias values from `c0` and the
     // outputs named below (the caller's contract), every access masked to them.
     unsafe {
-        // The same `rows` values in both halves.
+        // The `rows` values (for `V = 2` the same in both halves).
         let both = |p: *const f32| {
             let v = _mm512_maskz_loadu_ps(m, p.wrapping_add(c0));
-            _mm512_shuffle_f32x4::<0x44>(v, v)
+            if V == 2 {
+                _mm512_shuffle_f32x4::<0x44>(v, v)
+            } else {
+                v
+            }
         };
         let s = out.scale.map(both);
         let b = out.bias.map(both);
@@ -297,7 +327,7 @@ unsafe fn store_rows(col: [__m512; 16], out: Out, c0: usize, rows: usize) {
             }
             // Output row t + 16 < tokens: lanes 8 .. 8 + rows stored 8 values before the
             // row's first (masked-off lanes are not touched).
-            if t + 16 < out.tokens {
+            if V == 2 && t + 16 < out.tokens {
                 _mm512_mask_storeu_ps(
                     y.wrapping_add((t + 16) * out.stride).wrapping_sub(8),
                     m_hi,
