@@ -373,6 +373,49 @@ impl<'w> Chain<'w> {
         Ok(())
     }
 
+    /// Whether [`Chain::apply_panel`] has a kernel for this chain on this CPU: every
+    /// factor on contiguous or GS-strided blocks of 4, 8 or 16, AVX-512.
+    pub(crate) fn has_panel_kernel(&self) -> bool {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        gemm::in_place_available()
+            && matches!(b, 4 | 8 | 16)
+            && n.is_multiple_of(b)
+            && (0..m).all(|f| !matches!(Access::of(permutation, f, m), Access::Table))
+    }
+
+    /// Applies `Q` to the first `16 · halves` inputs of a feature-major panel (`n` rows of
+    /// `stride` values, as the in-place product packs them) where they lie, factor by
+    /// factor on the panel kernel (each output one chain of fused multiply-adds over its
+    /// block's entries); `false`, touching nothing, without [`Chain::has_panel_kernel`]
+    /// or for a panel of another size.
+    pub(crate) fn apply_panel(&self, panel: &mut [f32], [halves, stride]: [usize; 2]) -> bool {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        if !self.has_panel_kernel()
+            || 16 * halves > stride
+            || Some(panel.len()) != n.checked_mul(stride)
+        {
+            return false;
+        }
+        for f in 0..m {
+            let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
+            let strided = matches!(Access::of(permutation, f, m), Access::Strided);
+            if !gemm::panel_blocks(panel, n, [halves, stride], b, blocks, strided) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Writes the dense `n x n` matrix `Q` (row-major) into `out[..n*n]`.
     /// For tests and tiny layers only: it costs `m·n²·b`.
     ///

@@ -7,7 +7,7 @@ use super::adapter::Prepared;
 use super::slots::SlotTable;
 #[cfg(feature = "parallel")]
 use super::weights::linear_par;
-use super::weights::{linear_then, Dense, TensorRef, WeightView};
+use super::weights::{linear_then, rotated_in_place, Dense, TensorRef, WeightView};
 use crate::math::reflectors::ReflectorChain;
 use crate::math::{transpose, Chain, LayerTransform, Scalars};
 use crate::{Error, Result};
@@ -439,14 +439,30 @@ pub(crate) fn slot_apply(
         }
         None => None,
     };
-    let input = rotated_input(exec, (t, reflectors), &x[..n * cols], n, rot, spare, chain)?;
     // Prepared adapters keep their scale as f32; without an output-side chain it is
     // applied with the bias, in the same pass as the base's bias.
     let scale_f32: Option<&[f32]> = match t.scale {
         Some(Scalars::F32(v)) => Some(v),
         _ => None,
     };
-    if t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some()) {
+    let one_pass = t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some());
+    if let (Some(q), true, None) = (&t.q_in, one_pass, &reflectors) {
+        // A batch on the in-place kernel rotates its packed inputs where they lie.
+        let layer = Dense {
+            weight,
+            rows,
+            cols,
+            scale: scale_f32,
+            bias,
+        };
+        let x = &x[..n * cols];
+        let bufs = (&mut **wbuf, &mut **spare);
+        if rotated_in_place(exec, &layer, q, x, n, y, bufs, after, block_kernels)? {
+            return Ok(rows);
+        }
+    }
+    let input = rotated_input(exec, (t, reflectors), &x[..n * cols], n, rot, spare, chain)?;
+    if one_pass {
         dense(
             exec,
             &Dense {

@@ -246,7 +246,7 @@ pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
 const DECODE_ROWS: usize = 32;
 
 /// Scratch of the in-place path ([`in_place_available`], x86-64 only): the packed inputs
-/// and [`DECODE_ROWS`] decoded weight rows.
+/// and [`DECODE_ROWS`] decoded weight rows (also all [`rotated_in_place`] needs).
 const fn in_place_scratch_len(cols: usize, n: usize) -> usize {
     if cfg!(target_arch = "x86_64") {
         packed_inputs_len(n, cols).saturating_add(DECODE_ROWS.saturating_mul(cols))
@@ -472,6 +472,7 @@ pub(crate) fn linear_par(
             mode,
             split,
             (after, wbuf),
+            None,
         )
     } else {
         // By input rows: part k reads tokens starts[k] .. starts[k + 1].
@@ -596,6 +597,7 @@ fn by_output_rows(
     mode: Mode,
     split: (&[usize; MAX_PARTS + 1], usize),
     (after, wbuf): (&[f32], &mut [f32]),
+    rotate: Option<&crate::math::Chain<'_>>,
 ) -> bool {
     let (rows, cols) = (layer.rows, layer.cols);
     let xt_len = packed_inputs_len(n, cols);
@@ -604,8 +606,14 @@ fn by_output_rows(
             if pack_inputs(x, n, cols, xt).is_err() {
                 return false;
             }
+            if let Some(q) = rotate {
+                if !rotate_panels(q, xt, n, cols) {
+                    return false;
+                }
+            }
             Some(&*xt)
         }
+        _ if rotate.is_some() => return false,
         _ => None,
     };
     if !output_row_blocks(exec, layer, x, n, blocks, mode, split, after, packed) {
@@ -871,7 +879,6 @@ fn takes_batch_kernel(w: WeightView<'_>, n: usize, mode: Mode) -> bool {
 
 /// Whether [`linear_in`] computes `n` inputs over `w` in `mode` on the panel kernels (the
 /// in-place one where the CPU has it): batches that take no quantized kernel.
-#[cfg(feature = "parallel")]
 fn takes_panel_kernel(w: WeightView<'_>, n: usize, mode: Mode) -> bool {
     #[cfg(any(feature = "q8_0", feature = "q4"))]
     if takes_batch_kernel(w, n, mode) {
@@ -879,6 +886,118 @@ fn takes_panel_kernel(w: WeightView<'_>, n: usize, mode: Mode) -> bool {
     }
     let _ = (w, n);
     mode.panel
+}
+
+/// `y = layer(Q x)` for the `n` inputs `x` of a slot whose unmerged adapter rotates its
+/// inputs by the chain `q`, on the in-place kernel: each part of the batch (whole 32-input
+/// panels, split across `exec`'s threads) packs its inputs, rotates every packed panel
+/// where it lies (a panel is feature-major already: [`crate::math::Chain::apply_panel`],
+/// no shuffles), then multiplies it. No rotated copy of the batch is written and read
+/// again. `Ok(false)`, having written nothing, when the batch or the chain takes another
+/// kernel (the caller then rotates a copy); every output is computed the same way for any
+/// split of the batch.
+///
+/// # Errors
+/// As [`linear`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rotated_in_place(
+    exec: super::linear::Exec<'_>,
+    layer: &Dense<'_>,
+    q: &crate::math::Chain<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    (wbuf, spare): (&mut [f32], &mut [f32]),
+    after: &[f32],
+    block_kernels: bool,
+) -> Result<bool> {
+    let (rows, cols) = (layer.rows, layer.cols);
+    let mode = Mode::for_inputs(n, cols, block_kernels);
+    if n == 0
+        || !in_place_available()
+        || !takes_panel_kernel(layer.weight, n, mode)
+        || q.spec().width() != cols
+        || !q.has_panel_kernel()
+        || x.len() < n * cols
+        || y.len() < n * rows
+    {
+        return Ok(false);
+    }
+    let part = |xs: &[f32], len: usize, out: &mut [f32], scratch: &mut [f32]| -> Result<()> {
+        let xt_len = packed_inputs_len(len, cols);
+        let need = in_place_scratch_len(cols, len);
+        let got = scratch.len();
+        let scratch = scratch
+            .get_mut(..need)
+            .ok_or(Error::BufferTooSmall { needed: need, got })?;
+        let (xt, tmp) = scratch.split_at_mut(xt_len);
+        pack_inputs(xs, len, cols, xt)?;
+        if !rotate_panels(q, xt, len, cols) {
+            // Checked above (`has_panel_kernel`, the panels' size): unreachable.
+            return Err(Error::LengthMismatch {
+                expected: xt_len,
+                found: xt.len(),
+            });
+        }
+        products_in_place(layer, xt, len, out, rows, tmp, after).map(|_| ())
+    };
+    #[cfg(feature = "parallel")]
+    if let Some(e) = exec.filter(|e| e.threads() > 1) {
+        let mut starts = [0usize; MAX_PARTS + 1];
+        let panel = crate::math::gemm::INPUT_PANEL;
+        let count = split_ranges(n, e.threads(), panel, &mut starts);
+        if count <= 1 {
+            // A batch of one panel: packed and rotated once, then split by output rows
+            // (each part into its block of `spare`, interleaved into `y`).
+            let mut row_starts = [0usize; MAX_PARTS + 1];
+            let parts = split_ranges(rows, e.threads(), PANEL, &mut row_starts);
+            if parts > 1
+                && spare.len() >= n * rows
+                && layer.weight.rows_view(0, rows, cols).is_some()
+                && by_output_rows(
+                    e,
+                    layer,
+                    x,
+                    n,
+                    y,
+                    &mut spare[..n * rows],
+                    mode,
+                    (&row_starts, parts),
+                    (after, &mut *wbuf),
+                    Some(q),
+                )
+            {
+                return Ok(true);
+            }
+            // Otherwise on this thread, as with one thread (the same arithmetic).
+        } else if run_split(
+            e,
+            &mut y[..n * rows],
+            &starts,
+            count,
+            rows,
+            weight_scratch_len(cols, n),
+            &|t, out, scratch| {
+                part(&x[t.start * cols..t.end * cols], t.len(), out, scratch).is_ok()
+            },
+        ) {
+            return Ok(true);
+        }
+        // Every size was checked: only a malformed tensor fails; one thread names it.
+    }
+    let _ = (exec, spare);
+    part(&x[..n * cols], n, &mut y[..n * rows], wbuf)?;
+    Ok(true)
+}
+
+/// Rotates the inputs of every panel of `xt` (`n` inputs of width `cols`, packed by
+/// [`pack_inputs`]) by `q` where they lie; a last panel of at most 16 inputs only its
+/// first half. `false` when the chain or the shapes have no panel kernel.
+fn rotate_panels(q: &crate::math::Chain<'_>, xt: &mut [f32], n: usize, cols: usize) -> bool {
+    let panel = crate::math::gemm::INPUT_PANEL;
+    xt.chunks_exact_mut(panel * cols)
+        .enumerate()
+        .all(|(g, p)| q.apply_panel(p, [(n - g * panel).min(panel).div_ceil(16), panel]))
 }
 
 /// Whether prompts over `ty` weights take the batch kernel (8-bit activations) on this

@@ -181,6 +181,40 @@ pub(crate) fn contiguous_blocks_from<const B: usize>(
     false
 }
 
+/// `P <- F P` for the first `16 · halves` inputs of a feature-major panel `P` (`n` rows of
+/// `stride` values), `F` a block-diagonal factor with `b × b` blocks on contiguous rows
+/// (`strided = false`, the layout of [`contiguous_blocks`]) or on rows `j, j + k, ...`
+/// (`strided`, the layout of [`strided_blocks`]). Returns `false`, touching nothing, when
+/// this CPU or shape has no kernel (AVX-512 and `b` in 4, 8, 16).
+pub(crate) fn panel_blocks(
+    panel: &mut [f32],
+    n: usize,
+    [halves, stride]: [usize; 2],
+    b: usize,
+    blocks: &[f32],
+    strided: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use x86_blocks::panel_blocks as k;
+        let shape = [halves, stride];
+        match (b, strided) {
+            (4, false) => k::<4, false>(panel, n, shape, blocks),
+            (8, false) => k::<8, false>(panel, n, shape, blocks),
+            (16, false) => k::<16, false>(panel, n, shape, blocks),
+            (4, true) => k::<4, true>(panel, n, shape, blocks),
+            (8, true) => k::<8, true>(panel, n, shape, blocks),
+            (16, true) => k::<16, true>(panel, n, shape, blocks),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (panel, n, halves, stride, b, blocks, strided);
+        false
+    }
+}
+
 /// As [`contiguous_blocks`] for a factor whose block `j` reads `x[j], x[j + k], ...`
 /// (`k = n / b`), coefficients interleaved across blocks (`blocks[(c·b + t)·k + j]`).
 pub(crate) fn strided_blocks(
@@ -714,6 +748,92 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The panel kernel (`x <- F x` for every input of a feature-major panel) against the
+    /// row definition, both block layouts, b = 4, 8 and 16, one and two 16-input halves of
+    /// a 32-value stride (the values past the halves untouched); bad shapes are refused
+    /// untouched.
+    #[test]
+    fn panel_blocks_match_the_definition_when_the_cpu_has_them() {
+        if !in_place_available() {
+            return;
+        }
+        let n = 32;
+        let mut blocks = [0.0f32; 32 * 16];
+        fill(&mut blocks, 9);
+        // Inputs as rows (input i, feature f), and the panel: feature f at f · 32 + i.
+        let mut rows = [0.0f32; 32 * 32];
+        fill(&mut rows, 10);
+        let bs: &[usize] = if cfg!(miri) { &[4] } else { &[4, 8, 16] };
+        for &b in bs {
+            for strided in [false, true] {
+                let coefs = &blocks[..n * b];
+                for halves in [1usize, 2] {
+                    let mut panel = [0.0f32; 32 * 32];
+                    for (i, r) in rows.chunks_exact(n).enumerate() {
+                        for (f, v) in r.iter().enumerate() {
+                            panel[f * 32 + i] = *v;
+                        }
+                    }
+                    let before = panel;
+                    assert!(panel_blocks(&mut panel, n, [halves, 32], b, coefs, strided));
+                    for i in 0..32 {
+                        let want = blocks_reference(
+                            &rows[i * n..(i + 1) * n],
+                            n,
+                            b,
+                            coefs,
+                            false,
+                            strided,
+                        );
+                        for f in 0..n {
+                            let got = panel[f * 32 + i];
+                            if i < 16 * halves {
+                                let w = want[f];
+                                assert!(
+                                    (got - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                                    "b={b} strided={strided} input {i} feature {f}"
+                                );
+                            } else {
+                                assert_eq!(
+                                    got,
+                                    before[f * 32 + i],
+                                    "input {i} past the halves is untouched"
+                                );
+                            }
+                        }
+                    }
+                }
+                let mut panel = [0.0f32; 32 * 32];
+                assert!(!panel_blocks(&mut panel, n, [3, 32], b, coefs, strided));
+                assert!(!panel_blocks(
+                    &mut panel[..32 * 31],
+                    n,
+                    [2, 32],
+                    b,
+                    coefs,
+                    strided
+                ));
+                assert!(!panel_blocks(
+                    &mut panel,
+                    n,
+                    [2, 32],
+                    b,
+                    &coefs[1..],
+                    strided
+                ));
+                assert!(panel.iter().all(|v| *v == 0.0));
+            }
+        }
+        assert!(!panel_blocks(
+            &mut [0.0f32; 32 * 32],
+            32,
+            [2, 32],
+            5,
+            &[0.0; 160],
+            false
+        ));
     }
 
     #[test]

@@ -472,3 +472,84 @@ unsafe fn strided_blocks_any(x: &mut [f32], n: usize, b: usize, blocks: &[f32], 
         }
     }
 }
+
+/// `P <- F P` for a feature-major panel `P` of `n` rows (features) of `stride` values,
+/// of which the first `16 · halves` (inputs) are rotated, `F` block-diagonal with
+/// `k = n / B` blocks of `B × B`: block `j` combines rows `j·B .. j·B + B` (`STRIDED =
+/// false`, coefficients `blocks[j·B² + t·B + c]` for entry `(c, t)`) or rows
+/// `j, j + k, ...` (`STRIDED`, coefficients `blocks[(c·B + t)·k + j]`), and writes each
+/// output row back where its source row of the same index was. Per block and 16-input
+/// half the `B` source rows are loaded into registers, then each output row is one chain
+/// of `B` fused multiply-adds (entries in order `t = 0 .. B`) with broadcast
+/// coefficients: no shuffles.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available,
+/// `B` is 4, 8 or 16, `n` is a multiple of `B`, `16 · halves <= stride`, `panel` holds
+/// `n · stride` values and `blocks` `n · B`.
+pub(crate) fn panel_blocks<const B: usize, const STRIDED: bool>(
+    panel: &mut [f32],
+    n: usize,
+    [halves, stride]: [usize; 2],
+    blocks: &[f32],
+) -> bool {
+    if !avx512_available()
+        || !matches!(B, 4 | 8 | 16)
+        || n == 0
+        || !n.is_multiple_of(B)
+        || 16 * halves > stride
+        || n.checked_mul(stride) != Some(panel.len())
+        || n.checked_mul(B) != Some(blocks.len())
+    {
+        return false;
+    }
+    // SAFETY: AVX-512F is available; every row index below is < n (j < k, t < B:
+    // j·B + t < n, j + t·k < n), every value index < 16 · halves <= stride, every
+    // coefficient index < n · B; `panel` and `blocks` were checked to hold those.
+    unsafe {
+        panel_blocks_avx512::<B, STRIDED>(panel.as_mut_ptr(), n, [halves, stride], blocks.as_ptr())
+    };
+    true
+}
+
+/// The body of [`panel_blocks`].
+///
+/// # Safety
+/// AVX-512F must be available; `panel` must address `n · stride` values and `blocks`
+/// `n · B`, `n` a multiple of `B`, `16 · halves <= stride`.
+#[target_feature(enable = "avx512f")]
+unsafe fn panel_blocks_avx512<const B: usize, const STRIDED: bool>(
+    panel: *mut f32,
+    n: usize,
+    [halves, stride]: [usize; 2],
+    blocks: *const f32,
+) {
+    use core::arch::x86_64::{_mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps};
+    let k = n / B;
+    for j in 0..k {
+        // Row t of block j, and where entry (c, t)'s coefficient is.
+        let rows: [*mut f32; B] = core::array::from_fn(|t| {
+            panel.wrapping_add(if STRIDED { j + t * k } else { j * B + t } * stride)
+        });
+        let coef = |c: usize, t: usize| {
+            blocks.wrapping_add(if STRIDED {
+                (c * B + t) * k + j
+            } else {
+                j * B * B + t * B + c
+            })
+        };
+        for h in 0..halves {
+            // SAFETY: rows of block j (< n), values 16h .. 16h + 16 <= stride.
+            let src: [__m512; B] =
+                core::array::from_fn(|t| unsafe { _mm512_loadu_ps(rows[t].add(16 * h)) });
+            for (c, out) in rows.iter().enumerate() {
+                let mut acc = _mm512_setzero_ps();
+                for (t, s) in src.iter().enumerate() {
+                    // SAFETY: coefficient index < n · B.
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(unsafe { *coef(c, t) }), *s, acc);
+                }
+                // SAFETY: row c of block j (< n), values 16h .. 16h + 16 <= stride.
+                unsafe { _mm512_storeu_ps(out.add(16 * h), acc) };
+            }
+        }
+    }
+}
