@@ -443,18 +443,7 @@ pub(crate) fn linear_par(
     let ok = if token_parts > 1 {
         // The in-place kernel by input rows in whole panels: each part packs its own
         // inputs and writes its own rows of `y`, every weight read by every part.
-        run_split(
-            exec,
-            &mut y[..n * rows],
-            &starts,
-            token_parts,
-            rows,
-            weight_scratch_len(cols, n),
-            &|t, out, scratch| {
-                let xs = &x[t.start * cols..t.end * cols];
-                linear_in(layer, xs, t.len(), out, scratch, after, mode).is_ok()
-            },
-        )
+        by_input_rows(exec, layer, x, n, y, (&starts, token_parts), mode, after)
     } else if n == 1 {
         // By output rows, each part writing its own run of `y`.
         let Some(split) = by_rows else {
@@ -480,22 +469,7 @@ pub(crate) fn linear_par(
         if count <= 1 {
             return linear_in(layer, x, n, y, wbuf, after, mode);
         }
-        run_split(
-            exec,
-            &mut y[..n * rows],
-            &starts,
-            count,
-            rows,
-            weight_scratch_len(cols, n),
-            &|t, out, scratch| {
-                let xs = &x[t.start * cols..t.end * cols];
-                let part = Mode {
-                    last_f32: t.end == n,
-                    ..mode
-                };
-                linear_in(layer, xs, t.len(), out, scratch, &[], part).is_ok()
-            },
-        )
+        by_input_rows(exec, layer, x, n, y, (&starts, count), mode, &[])
     };
     if !ok {
         // Every size was checked above: only a malformed tensor can fail; the one-thread
@@ -503,6 +477,40 @@ pub(crate) fn linear_par(
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
     Ok(())
+}
+
+#[cfg(feature = "parallel")]
+#[allow(clippy::too_many_arguments)]
+/// [`linear_par`] by input rows: part k computes the outputs of inputs `starts[k] ..
+/// starts[k + 1]` (the batch's last row keeping its `f32` mode), prefetching `after`.
+/// False when a part failed.
+fn by_input_rows(
+    exec: &dyn Executor,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    (starts, count): (&[usize; MAX_PARTS + 1], usize),
+    mode: Mode,
+    after: &[f32],
+) -> bool {
+    let (rows, cols) = (layer.rows, layer.cols);
+    run_split(
+        exec,
+        &mut y[..n * rows],
+        starts,
+        count,
+        rows,
+        weight_scratch_len(cols, n),
+        &|t, out, scratch| {
+            let xs = &x[t.start * cols..t.end * cols];
+            let part = Mode {
+                last_f32: t.end == n,
+                ..mode
+            };
+            linear_in(layer, xs, t.len(), out, scratch, after, part).is_ok()
+        },
+    )
 }
 
 #[cfg(all(feature = "parallel", feature = "llama"))]
