@@ -1003,9 +1003,10 @@ pub(crate) fn rotated_in_place(
 /// first half. `false` when the chain or the shapes have no panel kernel.
 fn rotate_panels(q: &crate::math::Chain<'_>, xt: &mut [f32], n: usize, cols: usize) -> bool {
     let panel = crate::math::gemm::INPUT_PANEL;
-    xt.chunks_exact_mut(panel * cols)
-        .enumerate()
-        .all(|(g, p)| q.apply_panel(p, [(n - g * panel).min(panel).div_ceil(16), panel]))
+    xt.chunks_exact_mut(panel * cols).enumerate().all(|(g, p)| {
+        let inputs = n.saturating_sub(g * panel).min(panel);
+        q.apply_panel(p, [inputs.div_ceil(16), panel])
+    })
 }
 
 /// Whether prompts over `ty` weights take the batch kernel (8-bit activations) on this

@@ -12,7 +12,9 @@
 //! SIMD128 product kernel and weight-panel pack (safe intrinsics); on x86-64, `cpu.rs`
 //! (run-time detection of AVX-512 and AVX2 + FMA), `x86_products.rs` (the f32 product
 //! kernels and the weight-panel pack) and `x86_blocks.rs` (the adapter's block-diagonal
-//! rotation kernels). The three x86 files are the gemm's only `unsafe` code.
+//! rotation kernels). The three x86 files are the gemm's only `unsafe` code, but for the
+//! one call [`wide_fn!`] expands to (a function's AVX-512F build, run after the same
+//! run-time check).
 
 /// The run-time CPU probes, shared with the quantized kernels (`crate::quant`).
 #[cfg(target_arch = "x86_64")]
