@@ -738,20 +738,8 @@ fn linear_in(
         finish_outputs(y, rows, n, scale, bias);
         return Ok(());
     }
-    if in_place_available() {
-        let xt_len = packed_inputs_len(n, cols);
-        let need = in_place_scratch_len(cols, n);
-        if wbuf.len() < need {
-            return Err(Error::BufferTooSmall {
-                needed: need,
-                got: wbuf.len(),
-            });
-        }
-        let (xt, tmp) = wbuf[..need].split_at_mut(xt_len);
-        pack_inputs(x, n, cols, xt)?;
-        if products_in_place(layer, xt, n, y, rows, tmp, after)? {
-            return Ok(());
-        }
+    if in_place_available() && packed_products(layer, x, n, y, wbuf, after, None)? {
+        return Ok(());
     }
     let (tmp, panel) = wbuf[..need].split_at_mut(PANEL * cols);
     let fold_scale = mode.fold_scale;
@@ -900,10 +888,10 @@ fn takes_panel_kernel(w: WeightView<'_>, n: usize, mode: Mode) -> bool {
 /// inputs by the chain `q`, on the in-place kernel: each part of the batch (whole 32-input
 /// panels, split across `exec`'s threads) packs its inputs, rotates every packed panel
 /// where it lies (a panel is feature-major already: [`crate::math::Chain::apply_panel`],
-/// no shuffles), then multiplies it. No rotated copy of the batch is written and read
-/// again. `Ok(false)`, having written nothing, when the batch or the chain takes another
-/// kernel (the caller then rotates a copy); every output is computed the same way for any
-/// split of the batch.
+/// no shuffles), then multiplies it ([`packed_products`]). No rotated copy of the batch is
+/// written and read again. `Ok(false)`, having written nothing, when the batch or the
+/// chain takes another kernel (the caller then rotates a copy); every output is computed
+/// the same way for any split of the batch.
 ///
 /// # Errors
 /// As [`linear`].
@@ -931,24 +919,6 @@ pub(crate) fn rotated_in_place(
     {
         return Ok(false);
     }
-    let part = |xs: &[f32], len: usize, out: &mut [f32], scratch: &mut [f32]| -> Result<()> {
-        let xt_len = packed_inputs_len(len, cols);
-        let need = in_place_scratch_len(cols, len);
-        let got = scratch.len();
-        let scratch = scratch
-            .get_mut(..need)
-            .ok_or(Error::BufferTooSmall { needed: need, got })?;
-        let (xt, tmp) = scratch.split_at_mut(xt_len);
-        pack_inputs(xs, len, cols, xt)?;
-        if !rotate_panels(q, xt, len, cols) {
-            // Checked above (`has_panel_kernel`, the panels' size): unreachable.
-            return Err(Error::LengthMismatch {
-                expected: xt_len,
-                found: xt.len(),
-            });
-        }
-        products_in_place(layer, xt, len, out, rows, tmp, after).map(|_| ())
-    };
     #[cfg(feature = "parallel")]
     if let Some(e) = exec.filter(|e| e.threads() > 1) {
         let mut starts = [0usize; MAX_PARTS + 1];
@@ -986,7 +956,9 @@ pub(crate) fn rotated_in_place(
             rows,
             weight_scratch_len(cols, n),
             &|t, out, scratch| {
-                part(&x[t.start * cols..t.end * cols], t.len(), out, scratch).is_ok()
+                let xs = &x[t.start * cols..t.end * cols];
+                packed_products(layer, xs, t.len(), out, scratch, after, Some(q))
+                    .is_ok_and(|done| done)
             },
         ) {
             return Ok(true);
@@ -994,8 +966,36 @@ pub(crate) fn rotated_in_place(
         // Every size was checked: only a malformed tensor fails; one thread names it.
     }
     let _ = (exec, spare);
-    part(&x[..n * cols], n, &mut y[..n * rows], wbuf)?;
-    Ok(true)
+    let (x, y) = (&x[..n * cols], &mut y[..n * rows]);
+    packed_products(layer, x, n, y, wbuf, after, Some(q))
+}
+
+/// [`products_in_place`] for the `n` inputs `x` (outputs `layer.rows` apart in `y`):
+/// packed into `scratch` (at least [`in_place_scratch_len`] values) by [`pack_inputs`],
+/// first rotated where they lie by `rotate` where given (an unmerged adapter's input
+/// chain, see [`rotated_in_place`]). `Ok(false)`, having written nothing to `y`, when this
+/// CPU or the chain has no such kernel.
+fn packed_products(
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [f32],
+    after: &[f32],
+    rotate: Option<&crate::math::Chain<'_>>,
+) -> Result<bool> {
+    let cols = layer.cols;
+    let need = in_place_scratch_len(cols, n);
+    let got = scratch.len();
+    let scratch = scratch
+        .get_mut(..need)
+        .ok_or(Error::BufferTooSmall { needed: need, got })?;
+    let (xt, tmp) = scratch.split_at_mut(packed_inputs_len(n, cols));
+    pack_inputs(x, n, cols, xt)?;
+    if rotate.is_some_and(|q| !rotate_panels(q, xt, n, cols)) {
+        return Ok(false);
+    }
+    products_in_place(layer, xt, n, y, layer.rows, tmp, after)
 }
 
 /// Rotates the inputs of every panel of `xt` (`n` inputs of width `cols`, packed by

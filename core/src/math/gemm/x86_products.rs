@@ -158,8 +158,9 @@ pub(super) fn weights_in_place(
                     scale: scale.map(|s| s.as_ptr().wrapping_add(o0)),
                     bias: bias.map(|b| b.as_ptr().wrapping_add(o0)),
                 };
-                // This tile's share of the prefetch: lines from (o0 - c0) · cols / 16 on.
-                let first = (o0 - c0) * cols / W_ROWS * W_ROWS / 16;
+                // This tile's share of the prefetch: the next chunk's lines from its row
+                // o0 - c0 on (`cols / 16` lines a row).
+                let first = (o0 - c0) * cols / 16;
                 let lines = if g == 0 {
                     pf_lines.saturating_sub(first).min(cols)
                 } else {
@@ -178,31 +179,10 @@ pub(super) fn weights_in_place(
                     let pf = (pf.wrapping_add(first * 64), lines);
                     // A group of at most 16 inputs takes the one-vector tile (the
                     // two-vector one would compute as many lanes again for nothing).
-                    match (valid, out.tokens > 16) {
-                        (12, true) => tile_in_place::<12, 2>(w, cols, xt, out, pf),
-                        (11, true) => tile_in_place::<11, 2>(w, cols, xt, out, pf),
-                        (10, true) => tile_in_place::<10, 2>(w, cols, xt, out, pf),
-                        (9, true) => tile_in_place::<9, 2>(w, cols, xt, out, pf),
-                        (8, true) => tile_in_place::<8, 2>(w, cols, xt, out, pf),
-                        (7, true) => tile_in_place::<7, 2>(w, cols, xt, out, pf),
-                        (6, true) => tile_in_place::<6, 2>(w, cols, xt, out, pf),
-                        (5, true) => tile_in_place::<5, 2>(w, cols, xt, out, pf),
-                        (4, true) => tile_in_place::<4, 2>(w, cols, xt, out, pf),
-                        (3, true) => tile_in_place::<3, 2>(w, cols, xt, out, pf),
-                        (2, true) => tile_in_place::<2, 2>(w, cols, xt, out, pf),
-                        (_, true) => tile_in_place::<1, 2>(w, cols, xt, out, pf),
-                        (12, false) => tile_in_place::<12, 1>(w, cols, xt, out, pf),
-                        (11, false) => tile_in_place::<11, 1>(w, cols, xt, out, pf),
-                        (10, false) => tile_in_place::<10, 1>(w, cols, xt, out, pf),
-                        (9, false) => tile_in_place::<9, 1>(w, cols, xt, out, pf),
-                        (8, false) => tile_in_place::<8, 1>(w, cols, xt, out, pf),
-                        (7, false) => tile_in_place::<7, 1>(w, cols, xt, out, pf),
-                        (6, false) => tile_in_place::<6, 1>(w, cols, xt, out, pf),
-                        (5, false) => tile_in_place::<5, 1>(w, cols, xt, out, pf),
-                        (4, false) => tile_in_place::<4, 1>(w, cols, xt, out, pf),
-                        (3, false) => tile_in_place::<3, 1>(w, cols, xt, out, pf),
-                        (2, false) => tile_in_place::<2, 1>(w, cols, xt, out, pf),
-                        (_, false) => tile_in_place::<1, 1>(w, cols, xt, out, pf),
+                    if out.tokens > 16 {
+                        tile_rows::<2>(valid, w, cols, xt, out, pf)
+                    } else {
+                        tile_rows::<1>(valid, w, cols, xt, out, pf)
                     }
                 };
                 o0 += valid;
@@ -222,6 +202,38 @@ struct Out {
     tokens: usize,
     scale: Option<*const f32>,
     bias: Option<*const f32>,
+}
+
+/// [`tile_in_place`] for `valid` (1 ..= 12) weight rows.
+///
+/// # Safety
+/// As [`tile_in_place`] with `R = valid`.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_rows<const V: usize>(
+    valid: usize,
+    w: *const f32,
+    k: usize,
+    xt: *const f32,
+    out: Out,
+    pf: (*const u8, usize),
+) {
+    // SAFETY: the caller's contract, for `valid` rows.
+    unsafe {
+        match valid {
+            12 => tile_in_place::<12, V>(w, k, xt, out, pf),
+            11 => tile_in_place::<11, V>(w, k, xt, out, pf),
+            10 => tile_in_place::<10, V>(w, k, xt, out, pf),
+            9 => tile_in_place::<9, V>(w, k, xt, out, pf),
+            8 => tile_in_place::<8, V>(w, k, xt, out, pf),
+            7 => tile_in_place::<7, V>(w, k, xt, out, pf),
+            6 => tile_in_place::<6, V>(w, k, xt, out, pf),
+            5 => tile_in_place::<5, V>(w, k, xt, out, pf),
+            4 => tile_in_place::<4, V>(w, k, xt, out, pf),
+            3 => tile_in_place::<3, V>(w, k, xt, out, pf),
+            2 => tile_in_place::<2, V>(w, k, xt, out, pf),
+            _ => tile_in_place::<1, V>(w, k, xt, out, pf),
+        }
+    }
 }
 
 /// One tile of [`weights_in_place`]: `R` (1 ..= 12) weight rows from `w` (`k` values
