@@ -825,23 +825,16 @@ fn products_in_place<'x>(
         }
         WeightView::Tensor(_) => None,
     };
-    if let Some(wr) = whole {
-        let parts = [cut(scale, 0..rows)?, cut(bias, 0..rows)?];
-        return weights_in_place(
-            wr,
-            [rows, cols],
-            xt,
-            n,
-            y,
-            stride,
-            parts,
-            RowsRef::F32(after),
-        );
-    }
+    // `f32` weights in one block, read where they lie; others `DECODE_ROWS` rows at a time.
     let mut o0 = 0;
     while o0 < rows {
-        let p = DECODE_ROWS.min(rows - o0);
-        let block = w.rows(o0, p, cols, tmp)?;
+        let (block, p) = match whole {
+            Some(wr) => (wr, rows),
+            None => {
+                let p = DECODE_ROWS.min(rows - o0);
+                (RowsRef::F32(w.rows(o0, p, cols, tmp)?), p)
+            }
+        };
         let next = if o0 + p < rows {
             w.raw_rows(o0 + p, DECODE_ROWS.min(rows - o0 - p), cols)
         } else {
@@ -849,16 +842,7 @@ fn products_in_place<'x>(
         };
         let parts = [cut(scale, o0..o0 + p)?, cut(bias, o0..o0 + p)?];
         let out = y.get_mut(o0..).unwrap_or(&mut []);
-        if !weights_in_place(
-            RowsRef::F32(block),
-            [p, cols],
-            xt,
-            n,
-            out,
-            stride,
-            parts,
-            next,
-        )? {
+        if !weights_in_place(block, [p, cols], xt, n, out, stride, parts, next)? {
             return Ok(false);
         }
         o0 += p;
