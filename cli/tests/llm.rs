@@ -9,9 +9,13 @@ use serde_json::Value;
 mod support;
 use support::{run_stdin as run, smollm2, text};
 
+/// Q4_1 (llama.cpp's own file), whose prompt runs on `f32` products: on Q8_0 every
+/// activation is quantized to 8 bits and the answer's first token is a near tie ("The" or
+/// "L", 0.08 apart in the float64 reference) that the last bits of any kernel decide
+/// (llama.cpp's Q8_0 answers "L'Étoile...").
 #[test]
 fn generate_answers_the_capital_question_greedily() {
-    let Some(m) = smollm2("Q8_0") else { return };
+    let Some(m) = smollm2("Q4_1") else { return };
     let capital = |threads: &str| {
         run(
             &[
@@ -122,9 +126,10 @@ fn run_gives_the_next_token_logits() {
     assert_eq!(best, 7042, "\" Paris\" is the most likely next token");
 }
 
+/// On Q4_1, for the reason given at the greedy `generate` test.
 #[test]
 fn chat_keeps_going_after_bad_commands_and_resets() {
-    let Some(m) = smollm2("Q8_0") else { return };
+    let Some(m) = smollm2("Q4_1") else { return };
     let o = run(
         &["chat", "--model", &m, "--temperature", "0", "--max-tokens", "16"],
         "What is the capital of France?\n:use nope\n:frobnicate\n:reset\nWhat is the capital of France?\n:quit\n",

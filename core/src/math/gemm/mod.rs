@@ -11,8 +11,9 @@
 //! Files by role: `portable.rs`, the kernel for every target; `wasm.rs`, the WebAssembly
 //! SIMD128 product kernel and weight-panel pack (safe intrinsics); on x86-64, `cpu.rs`
 //! (run-time detection of AVX-512 and AVX2 + FMA), `x86_products.rs` (the f32 product
-//! kernels and the weight-panel pack) and `x86_blocks.rs` (the adapter's block-diagonal
-//! rotation kernels). The three x86 files are the gemm's only `unsafe` code, but for the
+//! kernels and the weight-panel pack), `x86_blocks.rs` (the adapter's block-diagonal
+//! rotation kernels), `x86_reflectors.rs` (Householder factors) and `x86_elementwise.rs`
+//! (softmax, GELU, SiLU). The x86 files are the gemm's only `unsafe` code, but for the
 //! one call [`wide_fn!`] expands to (a function's AVX-512F build, run after the same
 //! run-time check).
 
@@ -24,6 +25,8 @@ mod portable;
 mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86_blocks;
+#[cfg(target_arch = "x86_64")]
+mod x86_elementwise;
 #[cfg(target_arch = "x86_64")]
 mod x86_products;
 #[cfg(target_arch = "x86_64")]
@@ -332,6 +335,48 @@ pub(crate) fn pack_scaled(
     }
     portable::pack_transposed(w, rows, cols, scale, panel, stride);
     Ok(())
+}
+
+/// `row = softmax(scale · row)` by the AVX-512 kernel where the CPU has one (`true`);
+/// `false`, touching nothing, elsewhere.
+pub(crate) fn softmax_wide(row: &mut [f32], scale: f32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86_elementwise::softmax(row, scale)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (row, scale);
+        false
+    }
+}
+
+/// Exact GELU in place by the AVX-512 kernel where the CPU has one (`true`); `false`,
+/// touching nothing, elsewhere.
+pub(crate) fn gelu_wide(x: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86_elementwise::gelu(x)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = x;
+        false
+    }
+}
+
+/// SiLU in place, times `up` where given (SwiGLU), by the AVX-512 kernel where the CPU
+/// has one and `up` is long enough (`true`); `false`, touching nothing, elsewhere.
+pub(crate) fn silu_wide(x: &mut [f32], up: Option<&[f32]>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86_elementwise::silu(x, up)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, up);
+        false
+    }
 }
 
 /// Whether [`wide_fn!`] bodies run their AVX-512 version on this CPU (x86-64 only).

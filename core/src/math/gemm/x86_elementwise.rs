@@ -1,0 +1,344 @@
+//! The elementwise steps of the forward pass on AVX-512F (x86-64), chosen at run time:
+//! softmax, GELU and SiLU / SwiGLU, sixteen lanes at a time over one exponential with
+//! fused multiply-adds. Same algorithms and constants as the portable versions in
+//! [`crate::nn`] (range reduction to `2^n · p(f)`, the degree-6 polynomial, Abramowitz and
+//! Stegun's `erf`), in about half the instructions: the polynomials as fused multiply-adds,
+//! `2^n` by `vscalefps`, softmax's maximum and sum as vector reductions. The fused roundings
+//! make results differ from the portable ones by a few units in the last place (tested);
+//! like the product kernels, they are the same for any thread count.
+//!
+//! Soundness: a kernel runs only after [`super::cpu`] saw AVX-512F; every pointer is
+//! inside its slice (whole vectors below `len`, the last partial one masked).
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::{
+    __m512, __mmask16, _mm512_abs_ps, _mm512_add_ps, _mm512_and_si512, _mm512_andnot_si512,
+    _mm512_castps_si512, _mm512_castsi512_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps,
+    _mm512_mask_add_ps, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
+    _mm512_mul_ps, _mm512_or_si512, _mm512_reduce_add_ps, _mm512_set1_epi32, _mm512_set1_ps,
+    _mm512_setzero_ps, _mm512_sub_ps,
+};
+
+use super::cpu::avx512_available;
+use super::x86_products::lanes;
+
+/// `e^x` in sixteen lanes, the argument clamped to `[-87, 88]` as [`fast_exp`] does:
+/// `n = round(x · log2 e)`, `f = x - n · ln 2` (two constants), `p(f)` the same degree-6
+/// Taylor polynomial by Horner's rule in fused multiply-adds, then `p · 2^n`.
+///
+/// [`fast_exp`]: crate::nn::activation::fast_exp
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn exp16(x: __m512) -> __m512 {
+    let x = ops::min(ops::max(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
+    let n = ops::round(_mm512_mul_ps(x, _mm512_set1_ps(core::f32::consts::LOG2_E)));
+    let f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let f = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), f);
+    let c = |v: f32| _mm512_set1_ps(v);
+    let mut p = _mm512_fmadd_ps(f, c(0.001_388_889), c(0.008_333_334));
+    p = _mm512_fmadd_ps(p, f, c(0.041_666_668));
+    p = _mm512_fmadd_ps(p, f, c(0.166_666_67));
+    p = _mm512_fmadd_ps(p, f, c(0.5));
+    p = _mm512_fmadd_ps(p, f, c(1.0));
+    p = _mm512_fmadd_ps(p, f, c(1.0));
+    ops::scale(p, n)
+}
+
+/// The instructions of these kernels that Miri does not interpret (it runs this module's
+/// tests to check every memory access, `scripts/test`): under Miri the same operation
+/// lane by lane in scalar code, elsewhere the instruction.
+mod ops {
+    use core::arch::x86_64::__m512;
+    #[cfg(not(miri))]
+    use core::arch::x86_64::{
+        _mm512_max_ps, _mm512_min_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_scalef_ps,
+    };
+
+    /// Lane-wise maximum (`vmaxps`: the second operand where either is NaN).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn max(a: __m512, b: __m512) -> __m512 {
+        #[cfg(not(miri))]
+        return _mm512_max_ps(a, b);
+        #[cfg(miri)]
+        lanes2(a, b, |x, y| if x > y { x } else { y })
+    }
+
+    /// Lane-wise minimum (`vminps`).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn min(a: __m512, b: __m512) -> __m512 {
+        #[cfg(not(miri))]
+        return _mm512_min_ps(a, b);
+        #[cfg(miri)]
+        lanes2(a, b, |x, y| if x < y { x } else { y })
+    }
+
+    /// Each lane rounded to the nearest integer, ties to even.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn round(a: __m512) -> __m512 {
+        // imm 8: round to nearest, precision exception suppressed.
+        #[cfg(not(miri))]
+        return _mm512_roundscale_ps::<8>(a);
+        #[cfg(miri)]
+        lanes2(a, a, |x, _| libm::rintf(x))
+    }
+
+    /// `a · 2^n` lane by lane (`n` integral).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn scale(a: __m512, n: __m512) -> __m512 {
+        #[cfg(not(miri))]
+        return _mm512_scalef_ps(a, n);
+        #[cfg(miri)]
+        lanes2(a, n, |x, e| libm::ldexpf(x, e as i32))
+    }
+
+    /// The largest lane.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn reduce_max(a: __m512) -> f32 {
+        #[cfg(not(miri))]
+        return _mm512_reduce_max_ps(a);
+        #[cfg(miri)]
+        {
+            let v = lanes(a);
+            v.iter()
+                .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+        }
+    }
+
+    #[cfg(miri)]
+    fn lanes(a: __m512) -> [f32; 16] {
+        // SAFETY: `__m512` and `[f32; 16]` have the same size, and every bit pattern is
+        // valid for both.
+        unsafe { core::mem::transmute(a) }
+    }
+
+    #[cfg(miri)]
+    fn lanes2(a: __m512, b: __m512, f: impl Fn(f32, f32) -> f32) -> __m512 {
+        let (a, b) = (lanes(a), lanes(b));
+        let out: [f32; 16] = core::array::from_fn(|i| f(a[i], b[i]));
+        // SAFETY: as in `lanes`.
+        unsafe { core::mem::transmute(out) }
+    }
+}
+
+/// `row = softmax(scale · row)` in place ([`crate::nn::attention::softmax`]'s kernel).
+/// Returns `false`, touching nothing, unless AVX-512F is available.
+pub(super) fn softmax(row: &mut [f32], scale: f32) -> bool {
+    if !avx512_available() {
+        return false;
+    }
+    // SAFETY: AVX-512F is available (checked just above).
+    unsafe { softmax_avx512(row, scale) };
+    true
+}
+
+#[target_feature(enable = "avx512f")]
+fn softmax_avx512(row: &mut [f32], scale: f32) {
+    let len = row.len();
+    let ptr = row.as_mut_ptr();
+    let mut top = _mm512_set1_ps(f32::NEG_INFINITY);
+    for (i, mask) in vectors(len) {
+        // SAFETY: lanes i .. i + 16 masked to < len: inside `row`.
+        let v = unsafe { _mm512_mask_loadu_ps(top, mask, ptr.wrapping_add(i)) };
+        top = ops::max(top, v);
+    }
+    let max = _mm512_set1_ps(ops::reduce_max(top));
+    let scale_v = _mm512_set1_ps(scale);
+    let mut sum = _mm512_setzero_ps();
+    for (i, mask) in vectors(len) {
+        let p = ptr.wrapping_add(i);
+        // SAFETY: as above; the store is masked the same way.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, p);
+            let e = exp16(_mm512_mul_ps(_mm512_sub_ps(v, max), scale_v));
+            sum = _mm512_mask_add_ps(sum, mask, sum, e);
+            _mm512_mask_storeu_ps(p, mask, e);
+        }
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+    for (i, mask) in vectors(len) {
+        let p = ptr.wrapping_add(i);
+        // SAFETY: as above.
+        unsafe {
+            _mm512_mask_storeu_ps(p, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, p), inv))
+        };
+    }
+}
+
+/// Exact GELU, `0.5·x·(1 + erf(x/√2))`, in place ([`crate::nn::activation::gelu`]'s
+/// kernel). Returns `false`, touching nothing, unless AVX-512F is available.
+pub(super) fn gelu(x: &mut [f32]) -> bool {
+    if !avx512_available() {
+        return false;
+    }
+    // SAFETY: AVX-512F is available (checked just above).
+    unsafe { map_avx512::<true>(x, None) };
+    true
+}
+
+/// `x·σ(x)` in place, or `silu(x) · up` where `up` is given ([`crate::nn::activation`]'s
+/// `silu` and `swiglu` kernel; `up` at least as long as `x`). Returns `false`, touching
+/// nothing, unless AVX-512F is available and `up` is long enough.
+pub(super) fn silu(x: &mut [f32], up: Option<&[f32]>) -> bool {
+    if !avx512_available() || up.is_some_and(|u| u.len() < x.len()) {
+        return false;
+    }
+    // SAFETY: AVX-512F is available, `up` holds `x.len()` values (both checked above).
+    unsafe { map_avx512::<false>(x, up) };
+    true
+}
+
+/// `x[i] = f(x[i])`, times `up[i]` where `up` is given; `f` is GELU if `GELU`, else SiLU.
+///
+/// # Safety
+/// AVX-512F must be available; `up`, if given, must hold `x.len()` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn map_avx512<const GELU: bool>(x: &mut [f32], up: Option<&[f32]>) {
+    let len = x.len();
+    let ptr = x.as_mut_ptr();
+    for (i, mask) in vectors(len) {
+        let p = ptr.wrapping_add(i);
+        // SAFETY: lanes i .. i + 16 masked to < len: inside `x`, and inside `up` (the
+        // caller's contract); the store is masked the same way.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, p);
+            let mut y = if GELU { gelu16(v) } else { silu16(v) };
+            if let Some(u) = up {
+                y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(mask, u.as_ptr().wrapping_add(i)));
+            }
+            _mm512_mask_storeu_ps(p, mask, y);
+        }
+    }
+}
+
+/// GELU of sixteen lanes: `erf(z)`, `z = x/√2`, as `1 - t·q(t)·e^(-z²)` with
+/// `t = 1 / (1 + 0.3275911·|z|)`, its sign restored, then `0.5·x + 0.5·x·erf`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn gelu16(x: __m512) -> __m512 {
+    let c = |v: f32| _mm512_set1_ps(v);
+    let z = _mm512_mul_ps(x, c(core::f32::consts::FRAC_1_SQRT_2));
+    let a = _mm512_abs_ps(z);
+    let t = _mm512_div_ps(c(1.0), _mm512_fmadd_ps(a, c(0.327_591_1), c(1.0)));
+    let mut q = _mm512_fmadd_ps(t, c(1.061_405_4), c(-1.453_152_1));
+    q = _mm512_fmadd_ps(q, t, c(1.421_413_7));
+    q = _mm512_fmadd_ps(q, t, c(-0.284_496_74));
+    q = _mm512_fmadd_ps(q, t, c(0.254_829_6));
+    let e = exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a));
+    let y = _mm512_fnmadd_ps(_mm512_mul_ps(q, t), e, c(1.0));
+    // copysign(y, z): y's magnitude bits, z's sign bit.
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let erf = _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_andnot_si512(sign, _mm512_castps_si512(y)),
+        _mm512_and_si512(sign, _mm512_castps_si512(z)),
+    ));
+    let half = _mm512_mul_ps(x, c(0.5));
+    _mm512_fmadd_ps(half, erf, half)
+}
+
+/// SiLU of sixteen lanes, `x / (1 + e^-x)`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn silu16(x: __m512) -> __m512 {
+    let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+}
+
+/// The vectors of a `len`-long slice: start index and lane mask (all sixteen lanes but
+/// in a last partial vector).
+fn vectors(len: usize) -> impl Iterator<Item = (usize, __mmask16)> {
+    (0..len).step_by(16).map(move |i| (i, lanes(len - i)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a failure is a panic with its location
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use crate::nn::activation::{fast_erf, fast_exp};
+
+    fn values(n: usize, seed: u64, spread: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * spread
+            })
+            .collect()
+    }
+
+    /// Relative difference, with absolute differences below `floor` counted as equal.
+    fn close(a: f32, b: f32, rel: f32, floor: f32) -> bool {
+        (a - b).abs() <= floor.max(rel * b.abs())
+    }
+
+    #[test]
+    fn kernels_match_the_portable_functions_on_every_length() {
+        if !super::avx512_available() {
+            return;
+        }
+        let shapes = [1usize, 5, 15, 16, 17, 31, 32, 33, 100, 128, 130]
+            .into_iter()
+            .flat_map(|len| [(len, 4.0), (len, 300.0)]);
+        for (len, spread) in shapes {
+            let x = values(len, len as u64, spread);
+            let mut g = x.clone();
+            assert!(super::gelu(&mut g));
+            for (&v, &y) in x.iter().zip(&g) {
+                let want = 0.5 * v * (1.0 + fast_erf(v * core::f32::consts::FRAC_1_SQRT_2));
+                assert!(
+                    close(y, want, 4e-6, 1e-7),
+                    "gelu({v}) = {y}, portable {want}"
+                );
+            }
+            let up = values(len, 7 + len as u64, 3.0);
+            let (mut s, mut w) = (x.clone(), x.clone());
+            assert!(super::silu(&mut s, None));
+            assert!(super::silu(&mut w, Some(&up)));
+            for ((&v, &u), (&y, &yu)) in x.iter().zip(&up).zip(s.iter().zip(&w)) {
+                let want = v / (1.0 + fast_exp(-v));
+                assert!(
+                    close(y, want, 4e-6, 1e-30),
+                    "silu({v}) = {y}, portable {want}"
+                );
+                assert!(close(yu, want * u, 4e-6, 1e-30), "swiglu({v}, {u})");
+            }
+            let mut p = x.clone();
+            assert!(super::softmax(&mut p, 0.7));
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let e: Vec<f32> = x.iter().map(|&v| fast_exp((v - max) * 0.7)).collect();
+            let total: f32 = e.iter().sum();
+            for (&y, &ei) in p.iter().zip(&e) {
+                assert!(
+                    close(y, ei / total, 4e-6, 1e-30),
+                    "softmax {y} vs {}",
+                    ei / total
+                );
+            }
+            assert!((p.iter().map(|&v| f64::from(v)).sum::<f64>() - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn exp_clamps_as_the_portable_one() {
+        if !super::avx512_available() {
+            return;
+        }
+        let mut x = [-1000.0f32, -87.0, -20.0, 0.0, 1.0, 88.0, 500.0];
+        let want: Vec<f32> = x.iter().map(|&v| v / (1.0 + fast_exp(-v))).collect();
+        assert!(super::silu(&mut x, None));
+        for (&y, &w) in x.iter().zip(&want) {
+            assert!(y.is_finite() && close(y, w, 4e-6, 1e-30), "{y} vs {w}");
+        }
+        // An empty slice touches nothing and is no error.
+        assert!(super::softmax(&mut [], 1.0));
+        assert!(!super::silu(&mut [1.0, 2.0], Some(&[1.0])));
+    }
+}
