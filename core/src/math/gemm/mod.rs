@@ -13,9 +13,8 @@
 //! (run-time detection of AVX-512 and AVX2 + FMA), `x86_products.rs` (the f32 product
 //! kernels and the weight-panel pack), `x86_blocks.rs` (the adapter's block-diagonal
 //! rotation kernels), `x86_reflectors.rs` (Householder factors) and `x86_elementwise.rs`
-//! (softmax, GELU, SiLU). The x86 files are the gemm's only `unsafe` code, but for the
-//! one call [`wide_fn!`] expands to (a function's AVX-512F build, run after the same
-//! run-time check).
+//! (softmax, GELU, SiLU, layer and RMS norm). The x86 files are the gemm's only `unsafe`
+//! code.
 
 /// The run-time CPU probes, shared with the quantized kernels (`crate::quant`).
 #[cfg(target_arch = "x86_64")]
@@ -379,44 +378,20 @@ pub(crate) fn silu_wide(x: &mut [f32], up: Option<&[f32]>) -> bool {
     }
 }
 
-/// Whether [`wide_fn!`] bodies run their AVX-512 version on this CPU (x86-64 only).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(crate) fn wide_available() -> bool {
-    cpu::avx512_available()
+/// Layer norm (`bias` given) or RMS norm of one row by the AVX-512 kernel where the CPU
+/// has one and `w` (and `bias`) cover the row (`true`); `false`, touching nothing,
+/// elsewhere.
+pub(crate) fn norm_wide(row: &mut [f32], w: &[f32], bias: Option<&[f32]>, eps: f32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86_elementwise::norm(row, w, bias, eps)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (row, w, bias, eps);
+        false
+    }
 }
-
-/// Defines a function whose body is compiled twice on x86-64: as for the target, and with
-/// AVX-512F enabled (LLVM then vectorises its loops 16 lanes wide instead of 8), the
-/// second run where the CPU has it ([`wide_available`]). Only for elementwise loops and
-/// reductions over a fixed set of lanes, whose results do not depend on the vector
-/// width: both versions give the same bits. Elsewhere the body is compiled once.
-///
-/// The one `unsafe` call it expands to is sound: the AVX-512F version runs only after
-/// the run-time check.
-macro_rules! wide_fn {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unsafe_code)]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn avx512($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                if $crate::math::gemm::wide_available() {
-                    // SAFETY: the CPU and the OS run AVX-512F code (checked just above).
-                    return unsafe { avx512($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-pub(crate) use wide_fn;
 
 /// Inputs per packed panel of [`weights_in_place`] (the tile width of its kernel).
 pub(crate) const INPUT_PANEL: usize = 32;

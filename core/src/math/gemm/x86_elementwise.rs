@@ -15,8 +15,8 @@ use core::arch::x86_64::{
     __m512, __mmask16, _mm512_abs_ps, _mm512_add_ps, _mm512_and_si512, _mm512_andnot_si512,
     _mm512_castps_si512, _mm512_castsi512_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps,
     _mm512_mask_add_ps, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-    _mm512_mul_ps, _mm512_or_si512, _mm512_reduce_add_ps, _mm512_set1_epi32, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm512_sub_ps,
+    _mm512_maskz_sub_ps, _mm512_mul_ps, _mm512_or_si512, _mm512_reduce_add_ps, _mm512_set1_epi32,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_sqrt_ps, _mm512_sub_ps,
 };
 
 use super::cpu::avx512_available;
@@ -192,6 +192,63 @@ pub(super) fn silu(x: &mut [f32], up: Option<&[f32]>) -> bool {
     true
 }
 
+/// Layer norm (`bias` given) or RMS norm (`bias` absent) of one row in place:
+/// `x <- (x - mean) / sqrt(var + eps) · w + b`, or `x <- x / sqrt(mean(x²) + eps) · w`
+/// ([`crate::nn::norm`]'s kernel). Returns `false`, touching nothing, unless AVX-512F is
+/// available and `w` (and `bias`) are as long as the row.
+pub(super) fn norm(row: &mut [f32], w: &[f32], bias: Option<&[f32]>, eps: f32) -> bool {
+    if !avx512_available() || w.len() < row.len() || bias.is_some_and(|b| b.len() < row.len()) {
+        return false;
+    }
+    // SAFETY: AVX-512F is available, `w` and `bias` hold the row's length (checked above).
+    unsafe { norm_avx512(row, w, bias, eps) };
+    true
+}
+
+/// The body of [`norm`].
+///
+/// # Safety
+/// AVX-512F must be available; `w` and `bias` (if given) must hold `row.len()` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn norm_avx512(row: &mut [f32], w: &[f32], bias: Option<&[f32]>, eps: f32) {
+    let len = row.len();
+    let ptr = row.as_mut_ptr();
+    // SAFETY (every access below): lanes i .. i + 16 masked to < len, inside `row`, `w`
+    // and `bias` (the caller's contract).
+    let load =
+        |p: *const f32, i: usize, mask| unsafe { _mm512_maskz_loadu_ps(mask, p.wrapping_add(i)) };
+    let mean = match bias {
+        Some(_) => {
+            let mut acc = _mm512_setzero_ps();
+            for (i, mask) in vectors(len) {
+                acc = _mm512_add_ps(acc, load(ptr, i, mask));
+            }
+            _mm512_reduce_add_ps(acc) / len as f32
+        }
+        None => 0.0,
+    };
+    let mean_v = _mm512_set1_ps(mean);
+    let mut acc = _mm512_setzero_ps();
+    for (i, mask) in vectors(len) {
+        // Masked-off lanes are zero after the subtraction too.
+        let d = _mm512_maskz_sub_ps(mask, load(ptr, i, mask), mean_v);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    let var = _mm512_set1_ps(_mm512_reduce_add_ps(acc) / len as f32 + eps);
+    let inv = _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_sqrt_ps(var));
+    for (i, mask) in vectors(len) {
+        let scaled = _mm512_mul_ps(_mm512_sub_ps(load(ptr, i, mask), mean_v), inv);
+        let y = match bias {
+            Some(b) => {
+                _mm512_fmadd_ps(scaled, load(w.as_ptr(), i, mask), load(b.as_ptr(), i, mask))
+            }
+            None => _mm512_mul_ps(scaled, load(w.as_ptr(), i, mask)),
+        };
+        // SAFETY: as above.
+        unsafe { _mm512_mask_storeu_ps(ptr.wrapping_add(i), mask, y) };
+    }
+}
+
 /// `x[i] = f(x[i])`, times `up[i]` where `up` is given; `f` is GELU if `GELU`, else SiLU.
 ///
 /// # Safety
@@ -323,7 +380,32 @@ mod tests {
                 );
             }
             assert!((p.iter().map(|&v| f64::from(v)).sum::<f64>() - 1.0).abs() < 1e-5);
+            // Layer and RMS norm against their definitions in float64.
+            let (w, b) = (values(len, 3, 2.0), values(len, 5, 1.0));
+            let n = len as f64;
+            let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = x
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let ms = x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n;
+            let (mut ln, mut rms) = (x.clone(), x.clone());
+            assert!(super::norm(&mut ln, &w, Some(&b), 1e-5));
+            assert!(super::norm(&mut rms, &w, None, 1e-5));
+            for i in 0..len {
+                let (xi, wi) = (f64::from(x[i]), f64::from(w[i]));
+                let want_ln = (xi - mean) / (var + 1e-5).sqrt() * wi + f64::from(b[i]);
+                let want_rms = xi / (ms + 1e-5).sqrt() * wi;
+                assert!((f64::from(ln[i]) - want_ln).abs() < 1e-5, "layer norm {i}");
+                assert!((f64::from(rms[i]) - want_rms).abs() < 1e-5, "rms norm {i}");
+            }
         }
+        // Short weights or biases: refused, the row untouched.
+        let mut row = [1.0f32, 2.0, 3.0];
+        assert!(!super::norm(&mut row, &[1.0; 2], None, 1e-5));
+        assert!(!super::norm(&mut row, &[1.0; 3], Some(&[0.0; 2]), 1e-5));
+        assert_eq!(row, [1.0, 2.0, 3.0]);
     }
 
     #[test]
