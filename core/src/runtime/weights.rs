@@ -996,9 +996,11 @@ fn rotate_panels(q: &crate::math::Chain<'_>, xt: &mut [f32], n: usize, cols: usi
 /// Whether prompts over `ty` weights take the batch kernel (8-bit activations) on this
 /// CPU: Q4_0 and Q8_0 where `quant::batch_kernel` has them. Q4_1 keeps `f32` inputs: with
 /// 8-bit activations on every prompt row but the last, SmolLM2's Q4_1 file answers the
-/// France question "L'Étoile, ..." instead of "The capital of France is Paris." (the
-/// Q4_0 and Q8_0 files answer as before), and its `f32` prompt path is already faster
-/// than llama.cpp's (docs/benchmarks.md section 9).
+/// France question "L'Étoile, ..." instead of "The capital of France is Paris." (the two
+/// openings are 0.08 apart in the float64 reference, and 8-bit activations decide between
+/// them by their last bits: the Q8_0 file, like llama.cpp's own run of it, opens with "L"
+/// since the AVX-512 softmax and SiLU kernels), and its `f32` prompt path is already
+/// faster than llama.cpp's (docs/benchmarks.md section 9).
 #[cfg(any(feature = "q8_0", feature = "q4"))]
 fn batch_prompt(ty: TensorType) -> bool {
     matches!(ty, TensorType::Q4_0 | TensorType::Q8_0) && crate::quant::batch_kernel(ty)
