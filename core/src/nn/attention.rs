@@ -279,7 +279,7 @@ pub fn softmax(row: &mut [f32], scale: f32) {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests: a failure is a panic with its location
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     #[cfg(feature = "bert")]
     use super::attention;
@@ -287,7 +287,8 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    /// `n` pseudo-random values in `[-1, 1)` from `seed` (shared by the kernels' tests).
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {

@@ -320,15 +320,9 @@ mod tests {
     use crate::nn::activation::{fast_erf, fast_exp};
 
     fn values(n: usize, seed: u64, spread: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * spread
-            })
-            .collect()
+        let mut v = crate::nn::attention::tests::values(n, seed);
+        v.iter_mut().for_each(|x| *x *= spread);
+        v
     }
 
     /// Relative difference, with absolute differences below `floor` counted as equal.
