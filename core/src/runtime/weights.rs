@@ -245,7 +245,7 @@ pub const fn weight_scratch_len(cols: usize, n: usize) -> usize {
 /// in memory.
 const DECODE_ROWS: usize = 32;
 
-/// Values [`packed_products`] may skip at the start of its scratch so that the packed
+/// Values [`aligned_area`] may skip at the start of a scratch so that the packed
 /// inputs begin on a 64-byte line: with the panel misaligned every vector load of the
 /// product and the rotation spans two lines (aligning it made MiniLM's forward 0.93x the
 /// time at 128 tokens, docs/benchmarks.md section 18).
@@ -618,7 +618,7 @@ fn by_output_rows(
 ) -> bool {
     let (rows, cols) = (layer.rows, layer.cols);
     let xt_len = packed_inputs_len(n, cols);
-    let packed = match wbuf.get_mut(..xt_len) {
+    let packed = match aligned_area(wbuf, xt_len) {
         Some(xt) if takes_panel_kernel(layer.weight, n, mode) && in_place_available() => {
             if pack_inputs(x, n, cols, xt).is_err() {
                 return false;
@@ -980,12 +980,7 @@ fn packed_products(
     let cols = layer.cols;
     let need = in_place_scratch_len(cols, n);
     let got = scratch.len();
-    // The packed panels from a 64-byte boundary: every vector of them is then one cache
-    // line, never two (the scratch's own alignment depends on the caller's arena). Which
-    // values are skipped never changes a result.
-    let skip = scratch.as_ptr().align_offset(64).min(ALIGN_SLACK);
-    let scratch = scratch
-        .get_mut(skip..need.saturating_sub(ALIGN_SLACK) + skip)
+    let scratch = aligned_area(scratch, need.saturating_sub(ALIGN_SLACK))
         .ok_or(Error::BufferTooSmall { needed: need, got })?;
     let (xt, tmp) = scratch.split_at_mut(packed_inputs_len(n, cols));
     pack_inputs(x, n, cols, xt)?;
@@ -993,6 +988,15 @@ fn packed_products(
         return Ok(false);
     }
     products_in_place(layer, xt, n, y, layer.rows, tmp, after)
+}
+
+/// `len` values of `scratch` from its first 64-byte line (skipping at most [`ALIGN_SLACK`]
+/// values), where inputs are packed for the in-place product: every vector of the panels
+/// is then one cache line, never two (the scratch's own alignment depends on the caller's
+/// arena). Which values are skipped never changes a result. `None` when `scratch` is short.
+fn aligned_area(scratch: &mut [f32], len: usize) -> Option<&mut [f32]> {
+    let skip = scratch.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    scratch.get_mut(skip..skip.checked_add(len)?)
 }
 
 /// Rotates the inputs of every panel of `xt` (`n` inputs of width `cols`, packed by

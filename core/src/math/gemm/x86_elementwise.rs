@@ -1,6 +1,6 @@
 //! The elementwise steps of the forward pass on AVX-512F (x86-64), chosen at run time:
-//! softmax, GELU and SiLU / SwiGLU, sixteen lanes at a time over one exponential with
-//! fused multiply-adds. Same algorithms and constants as the portable versions in
+//! softmax, GELU, SiLU / SwiGLU, layer and RMS norm, sixteen lanes at a time (the first
+//! three over one exponential) with fused multiply-adds. Same algorithms and constants as the portable versions in
 //! [`crate::nn`] (range reduction to `2^n · p(f)`, the degree-6 polynomial, Abramowitz and
 //! Stegun's `erf`), in about half the instructions: the polynomials as fused multiply-adds,
 //! `2^n` by `vscalefps`, softmax's maximum and sum as vector reductions. The fused roundings
