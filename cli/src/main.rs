@@ -217,7 +217,7 @@ fn main() -> ExitCode {
         Command::Demo => Some(cli.threads.unwrap_or(1)),
         _ => cli.threads,
     };
-    if let Err(e) = threads::configure(threads) {
+    if let Err(e) = threads::configure_kernels().and_then(|()| threads::configure(threads)) {
         eprintln!("riffle: {e}");
         return ExitCode::from(e.code as u8);
     }

@@ -1,5 +1,6 @@
 //! The process's thread pool (`--threads N`, default: every available core), made once
-//! and shared by every command: riffle-core splits each dense product across it.
+//! and shared by every command: riffle-core splits each dense product across it; and the
+//! kernel family it runs (`RIFFLE_KERNELS`).
 
 use std::sync::OnceLock;
 
@@ -31,6 +32,36 @@ pub fn configure(threads: Option<usize>) -> Result<()> {
         None
     };
     let _ = POOL.set(pool);
+    Ok(())
+}
+
+/// Caps riffle-core's SIMD kernels at the family named by the environment variable
+/// `RIFFLE_KERNELS` (`avx512`, the default: whatever the CPU runs; `avx2`: what an x86-64
+/// CPU without AVX-512 runs; `portable`: no SIMD kernels), so that one machine can
+/// measure and test the code other CPUs run. Call once, before any model loads.
+///
+/// # Errors
+/// A bad input for any other value.
+pub fn configure_kernels() -> Result<()> {
+    use riffle_core::math::{limit_kernels, KernelFamily};
+    let Some(v) = std::env::var_os("RIFFLE_KERNELS") else {
+        return Ok(());
+    };
+    let family = match v.to_str() {
+        Some("avx512") => KernelFamily::Avx512,
+        Some("avx2") => KernelFamily::Avx2,
+        Some("portable") => KernelFamily::Portable,
+        _ => {
+            return Err(bad(
+                "RIFFLE_KERNELS",
+                format!(
+                    "{:?} is not a kernel family (avx512, avx2 or portable)",
+                    v.to_string_lossy()
+                ),
+            ))
+        }
+    };
+    limit_kernels(family);
     Ok(())
 }
 

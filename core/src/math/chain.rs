@@ -374,7 +374,7 @@ impl<'w> Chain<'w> {
     }
 
     /// Whether [`Chain::apply_panel`] has a kernel for this chain on this CPU: every
-    /// factor on contiguous or GS-strided blocks of 4, 8 or 16, AVX-512.
+    /// factor on contiguous or GS-strided blocks of 4, 8 or 16, AVX-512 or AVX2 + FMA.
     pub(crate) fn has_panel_kernel(&self) -> bool {
         let ChainSpec {
             n,

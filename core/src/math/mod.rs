@@ -25,7 +25,7 @@ mod scalars;
 
 pub use cayley::{cayley, cayley_scratch_len, packed_len, skew_from_packed, ORTHOGONALITY_CAP};
 pub use chain::{prepare_chain, Chain, ChainSpec};
-pub use gemm::simd_kernel_name as dense_kernel_name;
+pub use gemm::{limit_kernels, simd_kernel_name as dense_kernel_name, KernelFamily};
 pub(crate) use linalg::transpose;
 pub use linalg::{dot, gemv, sum};
 pub use merge::{

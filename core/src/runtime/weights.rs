@@ -272,8 +272,8 @@ pub(crate) const QUANT_ROWS: bool =
 /// `y[r][o] = sum_i x[r][i] · W[o][i] (+ bias[o])` for a batch of `n` input rows.
 ///
 /// `x` is `(n, cols)`, `y` is `(n, rows)`, both row-major; `wbuf` needs
-/// [`weight_scratch_len`]`(cols, n)` values. Large batches on CPUs with AVX-512 pack the
-/// inputs once and read `f32` weights where they lie (other types decoded a few rows at a
+/// [`weight_scratch_len`]`(cols, n)` values. Large batches on x86-64 CPUs with AVX-512 or AVX2 + FMA pack
+/// the inputs once and read `f32` weights where they lie (other types decoded a few rows at a
 /// time); elsewhere they decode the weight `PANEL` rows at a time and transposed into a
 /// `(cols, PANEL)` panel, then multiply the whole batch by it with the register-tiled
 /// kernel of the `gemm` module. Either way every weight is read once and reused by all

@@ -1,7 +1,8 @@
 //! Run-time CPU probes (x86-64): whether this CPU and its operating system run the
 //! AVX-512 and AVX2 + FMA kernels of [`super`] and the quantized kernels of
 //! `crate::quant`. Detected once with CPUID and XCR0, then cached; always `false` with
-//! the `force-portable` feature.
+//! the `force-portable` feature, and never above the process's kernel ceiling
+//! ([`super::limit_kernels`]).
 //!
 //! `unsafe` here only reads XCR0, after CPUID has said the OS enabled XSAVE.
 #![allow(unsafe_code)]
@@ -9,9 +10,28 @@
 use core::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 use core::sync::atomic::{AtomicU8, Ordering};
 
+/// The most capable kernel family the probes below may report: 2 every family the CPU
+/// runs, 1 at most AVX2 + FMA (from the start with the `max-avx2` feature), 0 none (the
+/// portable code). It only ever turns kernels off, so a kernel still runs only where the
+/// CPU has its instructions.
+static CEILING: AtomicU8 = AtomicU8::new(if cfg!(feature = "max-avx2") { 1 } else { 2 });
+
+/// Sets the ceiling (see [`CEILING`]).
+pub(crate) fn set_ceiling(level: u8) {
+    CEILING.store(level, Ordering::Relaxed);
+}
+
+/// Whether the ceiling allows kernels of `level` (1 AVX2 + FMA, 2 AVX-512).
+fn allowed(level: u8) -> bool {
+    CEILING.load(Ordering::Relaxed) >= level
+}
+
 /// Whether this CPU and OS run AVX-512F code (CPUID leaf 7, and XCR0 enabling the
 /// `opmask` and `zmm` register state). Detected once, then cached.
 pub(crate) fn avx512_available() -> bool {
+    if !allowed(2) {
+        return false;
+    }
     // Miri cannot run CPUID: it takes the compile-time features (scripts/test runs the
     // kernels under Miri with `-C target-feature=+avx512f`).
     if cfg!(miri) {
@@ -24,6 +44,9 @@ pub(crate) fn avx512_available() -> bool {
 /// Whether this CPU and OS run AVX2 and FMA code (CPUID leaves 1 and 7, XCR0 enabling
 /// the `ymm` state): the product kernel for x86-64 CPUs without AVX-512. Cached.
 pub(crate) fn avx2_fma_available() -> bool {
+    if !allowed(1) {
+        return false;
+    }
     if cfg!(miri) {
         return cfg!(all(target_feature = "avx2", target_feature = "fma"))
             && !cfg!(feature = "force-portable");
@@ -117,6 +140,9 @@ fn detect_avx512_int8() -> bool {
 /// every AVX2 CPU made has it, but it is a separate flag): the quantized kernels' scale
 /// widening. Cached; under Miri the compile-time feature.
 pub(crate) fn f16c_available() -> bool {
+    if !allowed(1) {
+        return false;
+    }
     if cfg!(miri) {
         return cfg!(target_feature = "f16c") && !cfg!(feature = "force-portable");
     }

@@ -2,19 +2,23 @@
 //! row-major `f32` operands.
 //!
 //! One entry point, [`matmul`], checks every length and then runs the fastest kernel the
-//! CPU has: an AVX-512 register-tiled kernel on x86-64 CPUs that support it (detected at
-//! run time, no `std` needed), otherwise a portable kernel written so that LLVM
-//! vectorises it for any target (SSE/AVX2, WebAssembly SIMD, Cortex-M scalar FPU).
-//! Both compute the same sums in the same `k` order per output, so they agree to the
-//! last bit except where the AVX-512 kernel fuses the multiply and the add.
+//! CPU has (detected at run time, no `std` needed): on x86-64 an AVX-512 or an AVX2 + FMA
+//! register-tiled kernel, otherwise a portable kernel written so that LLVM vectorises it
+//! for any target (SSE, WebAssembly SIMD, NEON, Cortex-M scalar FPU). All compute the same
+//! sums in the same `k` order per output, so they agree to the last bit except where the
+//! SIMD kernels fuse the multiply and the add. Batches on x86-64 take the in-place
+//! product instead ([`weights_in_place`]: the weights read where they lie, the inputs
+//! packed), where an unmerged adapter's rotation works on the packed inputs
+//! ([`panel_blocks`]).
 //!
 //! Files by role: `portable.rs`, the kernel for every target; `wasm.rs`, the WebAssembly
 //! SIMD128 product kernel and weight-panel pack (safe intrinsics); on x86-64, `cpu.rs`
-//! (run-time detection of AVX-512 and AVX2 + FMA), `x86_products.rs` (the f32 product
-//! kernels and the weight-panel pack), `x86_blocks.rs` (the adapter's block-diagonal
-//! rotation kernels), `x86_reflectors.rs` (Householder factors) and `x86_elementwise.rs`
-//! (softmax, GELU, SiLU, layer and RMS norm). The x86 files are the gemm's only `unsafe`
-//! code.
+//! (run-time detection of AVX-512 and AVX2 + FMA, capped by [`limit_kernels`]),
+//! `x86_products.rs` (the f32 product kernels and the weight-panel pack), `x86_avx2.rs`
+//! (the in-place product and panel rotation for CPUs with AVX2 but not AVX-512),
+//! `x86_blocks.rs` (the adapter's block-diagonal rotation kernels), `x86_reflectors.rs`
+//! (Householder factors) and `x86_elementwise.rs` (softmax, GELU, SiLU, layer and RMS
+//! norm). The x86 files are the gemm's only `unsafe` code.
 
 /// The run-time CPU probes, shared with the quantized kernels (`crate::quant`).
 #[cfg(target_arch = "x86_64")]
@@ -22,6 +26,8 @@ pub(crate) mod cpu;
 mod portable;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_blocks;
 #[cfg(target_arch = "x86_64")]
@@ -189,7 +195,7 @@ pub(crate) fn contiguous_blocks_from<const B: usize>(
 /// `stride` values), `F` a block-diagonal factor with `b × b` blocks on contiguous rows
 /// (`strided = false`, the layout of [`contiguous_blocks`]) or on rows `j, j + k, ...`
 /// (`strided`, the layout of [`strided_blocks`]). Returns `false`, touching nothing, when
-/// this CPU or shape has no kernel (AVX-512 and `b` in 4, 8, 16).
+/// this CPU or shape has no kernel (AVX-512, or AVX2 + FMA, and `b` in 4, 8, 16).
 pub(crate) fn panel_blocks(
     panel: &mut [f32],
     n: usize,
@@ -200,17 +206,21 @@ pub(crate) fn panel_blocks(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use x86_blocks::panel_blocks as k;
+        use x86_avx2::panel_blocks as a;
+        use x86_blocks::panel_blocks as w;
+        type Kernel = fn(&mut [f32], usize, [usize; 2], &[f32]) -> bool;
+        // The AVX-512 kernel, else the AVX2 one (each returns false without its CPU).
+        let (wide, narrow): (Kernel, Kernel) = match (b, strided) {
+            (4, false) => (w::<4, false>, a::<4, false>),
+            (8, false) => (w::<8, false>, a::<8, false>),
+            (16, false) => (w::<16, false>, a::<16, false>),
+            (4, true) => (w::<4, true>, a::<4, true>),
+            (8, true) => (w::<8, true>, a::<8, true>),
+            (16, true) => (w::<16, true>, a::<16, true>),
+            _ => return false,
+        };
         let shape = [halves, stride];
-        match (b, strided) {
-            (4, false) => k::<4, false>(panel, n, shape, blocks),
-            (8, false) => k::<8, false>(panel, n, shape, blocks),
-            (16, false) => k::<16, false>(panel, n, shape, blocks),
-            (4, true) => k::<4, true>(panel, n, shape, blocks),
-            (8, true) => k::<8, true>(panel, n, shape, blocks),
-            (16, true) => k::<16, true>(panel, n, shape, blocks),
-            _ => false,
-        }
+        wide(panel, n, shape, blocks) || narrow(panel, n, shape, blocks)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -404,12 +414,12 @@ pub(crate) const fn packed_inputs_len(n: usize, cols: usize) -> usize {
         .saturating_mul(cols)
 }
 
-/// Whether this CPU runs [`weights_in_place`] (x86-64 with AVX-512): products that read
-/// the weights where they lie, with no transposed copy of them.
+/// Whether this CPU runs [`weights_in_place`] (x86-64 with AVX-512, or AVX2 + FMA):
+/// products that read the weights where they lie, with no transposed copy of them.
 pub(crate) fn in_place_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        cpu::avx512_available()
+        cpu::avx512_available() || cpu::avx2_fma_available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -450,7 +460,8 @@ pub(crate) fn pack_inputs(x: &[f32], n: usize, cols: usize, xt: &mut [f32]) -> R
 /// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`:
 /// `W` (`rows × cols`) read in place, `X` packed by [`pack_inputs`] into `xt`. Every sum
 /// runs over `k` in order from zero with fused multiply-adds, as [`matmul`]'s AVX-512
-/// kernel does, so both give the same bits. `next` is the memory the caller reads after
+/// kernel does, so both give the same bits (the AVX2 + FMA kernel, on CPUs without
+/// AVX-512, gives the AVX-512 one's bits too). `next` is the memory the caller reads after
 /// this product (prefetched during the last rows). `Ok(false)`, touching nothing, when
 /// this CPU has no such kernel ([`in_place_available`]).
 ///
@@ -490,9 +501,10 @@ pub(crate) fn weights_in_place(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        Ok(x86_products::weights_in_place(
-            w, rows, cols, xt, n, y, stride, scale, bias, next,
-        ))
+        Ok(
+            x86_products::weights_in_place(w, rows, cols, xt, n, y, stride, scale, bias, next)
+                || x86_avx2::weights_in_place(w, rows, cols, xt, n, y, stride, scale, bias),
+        )
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -560,6 +572,37 @@ pub(crate) fn matmul_then(
         );
     }
     Ok(())
+}
+
+/// The families of SIMD kernels riffle-core picks from at run time on x86-64, least
+/// capable first (see [`limit_kernels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KernelFamily {
+    /// The portable code only (what a CPU without AVX2 runs).
+    Portable,
+    /// AVX2 + FMA kernels at most (what most x86-64 PCs without AVX-512 run).
+    Avx2,
+    /// Every kernel the CPU runs (the default).
+    Avx512,
+}
+
+/// Caps the kernels this process picks at `family`, on x86-64 (elsewhere nothing
+/// changes): an AVX-512 machine then runs the code an AVX2-only or older CPU runs, for
+/// benchmarks and tests of those paths (`riffle` reads it from `RIFFLE_KERNELS`). Never
+/// turns on a kernel the CPU lacks. Call it before loading models: a layout chosen at
+/// activation for one family still computes correctly under another, only slower.
+///
+/// ```
+/// use riffle_core::math::{dense_kernel_name, limit_kernels, KernelFamily};
+/// limit_kernels(KernelFamily::Portable);
+/// assert_eq!(dense_kernel_name(), if cfg!(target_arch = "wasm32") { "wasm-simd128" } else { "portable" });
+/// limit_kernels(KernelFamily::Avx512);
+/// ```
+pub fn limit_kernels(family: KernelFamily) {
+    #[cfg(target_arch = "x86_64")]
+    cpu::set_ceiling(family as u8);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = family;
 }
 
 /// The kernel the dense products run on this CPU: `"avx512"`, `"avx2+fma"` (x86-64
@@ -980,8 +1023,8 @@ mod tests {
         assert!(pack_transposed(RowsRef::F32(&w[..5]), 2, 3, &mut [0.0; 6], 2).is_err());
     }
 
-    /// The in-place kernel against the packed-panel one (the same bits: every sum in the
-    /// same order) and a float64 reference, on ragged shapes: weight rows not a multiple
+    /// The in-place kernel against the packed-panel one (on AVX-512 the same bits: every
+    /// sum in the same order) and a float64 reference, on ragged shapes: weight rows not a multiple
     /// of the 12-row tile or the 48-row chunk, inputs not a multiple of the 32-input panel
     /// (fewer than 16, between 16 and 32), weights from unaligned bytes, a wide output
     /// stride, scale and bias applied as the outputs are stored. Short operands are errors.
@@ -1058,7 +1101,15 @@ mod tests {
                     source,
                 );
                 assert!(matches!(done, Ok(true)), "{rows}x{n}x{cols}");
-                assert_eq!(got, want, "{rows} rows, {n} inputs, {cols} columns");
+                if simd_kernel_name() == "avx512" {
+                    assert_eq!(got, want, "{rows} rows, {n} inputs, {cols} columns");
+                } else {
+                    // The AVX2 product leaves the columns past its 16-wide tiles to the
+                    // portable kernel, which rounds the product before the sum.
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{rows}x{n}x{cols}");
+                    }
+                }
             }
             // Short operands and a short scale are errors, touching nothing.
             let mut got = vec![-7.0f32; n * stride];
@@ -1116,6 +1167,187 @@ mod tests {
         }
         assert!(pack_inputs(&[0.0; 5], 2, 3, &mut [0.0; 96]).is_err());
         assert!(pack_inputs(&[0.0; 6], 2, 3, &mut [0.0; 95]).is_err());
+    }
+
+    /// The AVX2 in-place product and panel rotation (what CPUs without AVX-512 run) on
+    /// this CPU directly: within rounding of a float64 reference and, where the CPU also
+    /// has AVX-512, bit for bit the AVX-512 kernels' results (each output the same chain
+    /// of fused multiply-adds); ragged shapes (weight rows not a multiple of the 6-row
+    /// tile, 1 to 8, 9 to 16 and 17 to 32 inputs in a panel, unaligned weight bytes, a
+    /// wide output stride whose gap stays untouched); bad shapes refused untouched.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_match_the_avx512_ones_and_the_definition() {
+        extern crate std;
+        use std::vec;
+        if !cpu::avx2_fma_available() {
+            return;
+        }
+        let wide = cpu::avx512_available();
+        let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
+            &[(7, 5, 3), (2, 17, 2)]
+        } else {
+            &[
+                (1, 1, 1),
+                (13, 5, 3),
+                (12, 32, 64),
+                (97, 33, 19),
+                (8, 70, 40),
+                (50, 9, 384),
+            ]
+        };
+        for &(rows, n, cols) in shapes {
+            let mut w = vec![0.0f32; rows * cols];
+            let mut x = vec![0.0f32; n * cols];
+            fill(&mut w, 11);
+            fill(&mut x, 12);
+            let mut bytes = vec![0u8; 4 * rows * cols + 1];
+            for (c, v) in bytes[1..].chunks_exact_mut(4).zip(&w) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+            let scale: std::vec::Vec<f32> = (0..rows).map(|j| 0.5 + j as f32 * 0.125).collect();
+            let bias: std::vec::Vec<f32> = (0..rows).map(|j| j as f32 * 0.25 - 1.0).collect();
+            let stride = rows + 3;
+            let mut xt = vec![f32::NAN; packed_inputs_len(n, cols)];
+            assert!(pack_inputs(&x, n, cols, &mut xt).is_ok());
+            for source in [RowsRef::F32(&w), RowsRef::LeBytes(&bytes[1..])] {
+                let (s, b) = (Some(&scale[..]), Some(&bias[..]));
+                let mut got = vec![-7.0f32; n * stride];
+                assert!(x86_avx2::weights_in_place(
+                    source, rows, cols, &xt, n, &mut got, stride, s, b
+                ));
+                for t in 0..n {
+                    for o in 0..stride {
+                        let v = got[t * stride + o];
+                        if o >= rows {
+                            assert_eq!(v, -7.0, "the stride's gap is untouched");
+                            continue;
+                        }
+                        let exact: f64 = (0..cols)
+                            .map(|k| f64::from(x[t * cols + k]) * f64::from(w[o * cols + k]))
+                            .sum::<f64>()
+                            * f64::from(scale[o])
+                            + f64::from(bias[o]);
+                        assert!(
+                            (f64::from(v) - exact).abs() <= 1e-4 * (1.0 + exact.abs()),
+                            "{rows}x{n}x{cols} input {t} output {o}"
+                        );
+                    }
+                }
+                if wide {
+                    let mut want = vec![-7.0f32; n * stride];
+                    let none = RowsRef::F32(&[]);
+                    assert!(x86_products::weights_in_place(
+                        source, rows, cols, &xt, n, &mut want, stride, s, b, none
+                    ));
+                    assert_eq!(got, want, "{rows} rows, {n} inputs, {cols} columns");
+                }
+            }
+            let mut got = vec![-7.0f32; n * stride];
+            let short = RowsRef::F32(&w[..rows * cols - 1]);
+            assert!(!x86_avx2::weights_in_place(
+                short, rows, cols, &xt, n, &mut got, stride, None, None
+            ));
+            let w_all = RowsRef::F32(&w);
+            assert!(!x86_avx2::weights_in_place(
+                w_all,
+                rows,
+                cols,
+                &xt[1..],
+                n,
+                &mut got,
+                stride,
+                None,
+                None
+            ));
+            assert!(got.iter().all(|&v| v == -7.0));
+        }
+        // The panel rotation, both layouts, b = 4, 8 and 16, one and two halves.
+        let n = 32;
+        let mut blocks = [0.0f32; 32 * 16];
+        fill(&mut blocks, 13);
+        let mut rows = [0.0f32; 32 * 32];
+        fill(&mut rows, 14);
+        let mut panel0 = [0.0f32; 32 * 32];
+        for (i, r) in rows.chunks_exact(n).enumerate() {
+            for (f, v) in r.iter().enumerate() {
+                panel0[f * 32 + i] = *v;
+            }
+        }
+        type Kernel = fn(&mut [f32], usize, [usize; 2], &[f32]) -> bool;
+        let kernels: [(usize, bool, Kernel, Kernel); 6] = [
+            (
+                4,
+                false,
+                x86_avx2::panel_blocks::<4, false>,
+                x86_blocks::panel_blocks::<4, false>,
+            ),
+            (
+                8,
+                false,
+                x86_avx2::panel_blocks::<8, false>,
+                x86_blocks::panel_blocks::<8, false>,
+            ),
+            (
+                16,
+                false,
+                x86_avx2::panel_blocks::<16, false>,
+                x86_blocks::panel_blocks::<16, false>,
+            ),
+            (
+                4,
+                true,
+                x86_avx2::panel_blocks::<4, true>,
+                x86_blocks::panel_blocks::<4, true>,
+            ),
+            (
+                8,
+                true,
+                x86_avx2::panel_blocks::<8, true>,
+                x86_blocks::panel_blocks::<8, true>,
+            ),
+            (
+                16,
+                true,
+                x86_avx2::panel_blocks::<16, true>,
+                x86_blocks::panel_blocks::<16, true>,
+            ),
+        ];
+        for (b, strided, avx2, avx512) in kernels {
+            if cfg!(miri) && b != 8 {
+                continue;
+            }
+            let coefs = &blocks[..n * b];
+            for halves in [1usize, 2] {
+                let mut panel = panel0;
+                assert!(avx2(&mut panel, n, [halves, 32], coefs));
+                for i in 0..32 {
+                    let want =
+                        blocks_reference(&rows[i * n..(i + 1) * n], n, b, coefs, false, strided);
+                    for f in 0..n {
+                        let got = panel[f * 32 + i];
+                        if i < 16 * halves {
+                            assert!(
+                                (got - want[f]).abs() <= 1e-5 * (1.0 + want[f].abs()),
+                                "b={b} strided={strided} input {i} feature {f}"
+                            );
+                        } else {
+                            assert_eq!(got, panel0[f * 32 + i], "past the halves: untouched");
+                        }
+                    }
+                }
+                if wide {
+                    let mut other = panel0;
+                    assert!(avx512(&mut other, n, [halves, 32], coefs));
+                    assert_eq!(panel, other, "b={b} strided={strided} halves={halves}");
+                }
+            }
+            let mut panel = [0.0f32; 32 * 32];
+            assert!(!avx2(&mut panel, n, [3, 32], coefs));
+            assert!(!avx2(&mut panel[..32 * 31], n, [2, 32], coefs));
+            assert!(!avx2(&mut panel, n, [2, 32], &coefs[1..]));
+            assert!(panel.iter().all(|v| *v == 0.0));
+        }
     }
 
     #[test]

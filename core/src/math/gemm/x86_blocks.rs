@@ -492,14 +492,7 @@ pub(crate) fn panel_blocks<const B: usize, const STRIDED: bool>(
     [halves, stride]: [usize; 2],
     blocks: &[f32],
 ) -> bool {
-    if !avx512_available()
-        || !matches!(B, 4 | 8 | 16)
-        || n == 0
-        || !n.is_multiple_of(B)
-        || 16 * halves > stride
-        || n.checked_mul(stride) != Some(panel.len())
-        || n.checked_mul(B) != Some(blocks.len())
-    {
+    if !avx512_available() || !panel_shape_ok::<B>(panel.len(), n, [halves, stride], blocks) {
         return false;
     }
     // SAFETY: AVX-512F is available; every row index below is < n (j < k, t < B:
@@ -509,6 +502,23 @@ pub(crate) fn panel_blocks<const B: usize, const STRIDED: bool>(
         panel_blocks_avx512::<B, STRIDED>(panel.as_mut_ptr(), n, [halves, stride], blocks.as_ptr())
     };
     true
+}
+
+/// What a panel rotation (this file's [`panel_blocks`] or the AVX2 one) requires: `B` in
+/// {4, 8, 16}, `n` a nonzero multiple of `B`, `16 · halves <= stride`, a panel of
+/// `panel_len = n · stride` values and `n · B` coefficients.
+pub(super) fn panel_shape_ok<const B: usize>(
+    panel_len: usize,
+    n: usize,
+    [halves, stride]: [usize; 2],
+    blocks: &[f32],
+) -> bool {
+    matches!(B, 4 | 8 | 16)
+        && n != 0
+        && n.is_multiple_of(B)
+        && halves.checked_mul(16).is_some_and(|v| v <= stride)
+        && n.checked_mul(stride) == Some(panel_len)
+        && n.checked_mul(B) == Some(blocks.len())
 }
 
 /// The body of [`panel_blocks`].

@@ -117,15 +117,7 @@ pub(super) fn weights_in_place(
     let (w_ptr, w_len) = w.raw_parts();
     let groups = n.div_ceil(SIDE);
     if !avx512_available()
-        || rows == 0
-        || cols == 0
-        || n == 0
-        || stride < rows
-        || rows.checked_mul(cols).is_none_or(|e| e > w_len)
-        || groups.checked_mul(SIDE * cols).is_none_or(|e| e > xt.len())
-        || Product::span(n, rows, stride).is_none_or(|e| e > y.len())
-        || scale.is_some_and(|s| s.len() < rows)
-        || bias.is_some_and(|b| b.len() < rows)
+        || !in_place_shape_ok([rows, cols, n, stride], w_len, xt, y, [scale, bias])
     {
         return false;
     }
@@ -193,15 +185,39 @@ pub(super) fn weights_in_place(
     true
 }
 
-/// Where [`tile_in_place`] writes: `tokens` rows of its `R` outputs from `y`, `stride`
-/// apart, with the output scale and bias of those columns.
+/// Whether the operands of an in-place product (this file's [`weights_in_place`] or the
+/// AVX2 one) hold what the shape `[rows, cols, n, stride]` addresses: `w_len` weights,
+/// the packed panels `xt`, the outputs `y`, `rows` scale and bias values; false for an
+/// empty shape.
+pub(super) fn in_place_shape_ok(
+    [rows, cols, n, stride]: [usize; 4],
+    w_len: usize,
+    xt: &[f32],
+    y: &[f32],
+    [scale, bias]: [Option<&[f32]>; 2],
+) -> bool {
+    rows != 0
+        && cols != 0
+        && n != 0
+        && stride >= rows
+        && rows.checked_mul(cols).is_some_and(|e| e <= w_len)
+        && n.div_ceil(SIDE)
+            .checked_mul(SIDE * cols)
+            .is_some_and(|e| e <= xt.len())
+        && Product::span(n, rows, stride).is_some_and(|e| e <= y.len())
+        && scale.is_none_or(|s| s.len() >= rows)
+        && bias.is_none_or(|b| b.len() >= rows)
+}
+
+/// Where a tile of an in-place product writes: `tokens` rows of its outputs from `y`,
+/// `stride` apart, with the output scale and bias of those columns.
 #[derive(Clone, Copy)]
-struct Out {
-    y: *mut f32,
-    stride: usize,
-    tokens: usize,
-    scale: Option<*const f32>,
-    bias: Option<*const f32>,
+pub(super) struct Out {
+    pub(super) y: *mut f32,
+    pub(super) stride: usize,
+    pub(super) tokens: usize,
+    pub(super) scale: Option<*const f32>,
+    pub(super) bias: Option<*const f32>,
 }
 
 /// [`tile_in_place`] for `valid` (1 ..= 12) weight rows.

@@ -1,0 +1,242 @@
+//! The in-place product and the panel rotation for x86-64 CPUs with AVX2 + FMA but not
+//! AVX-512 (most PCs): the operations of `x86_products::weights_in_place` and
+//! `x86_blocks::panel_blocks` on 8-lane vectors. Every output is the same chain of fused
+//! multiply-adds from zero, in the same order, as in the AVX-512 kernels, so the two
+//! families give the same bits. Without them such a CPU transposed every weight panel
+//! at every product (73% of MiniLM's forward at 16 tokens) and rotated an unmerged
+//! adapter's inputs through the portable loops.
+//!
+//! Soundness rests on the same two local facts as the other x86 kernels: a kernel runs
+//! only after [`avx2_fma_available`] holds, and every pointer lies inside a slice whose
+//! length the entry point checked against the shape.
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::{
+    __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+};
+
+use super::cpu::avx2_fma_available;
+use super::x86_blocks::panel_shape_ok;
+use super::x86_products::{in_place_shape_ok, Out, SIDE};
+
+/// Weight rows of one tile: 6 rows by 16 inputs is 12 accumulators, two input vectors
+/// and a broadcast weight in the 16 `ymm` registers.
+const W_ROWS: usize = 6;
+/// Weight rows per chunk (a multiple of [`W_ROWS`]), kept in L2 while every input group
+/// passes over them.
+const CHUNK_ROWS: usize = 48;
+
+/// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
+/// `W` (`rows × cols`, row-major, any alignment) read where it lies, `X` packed in panels
+/// of 32 inputs (`xt`, as `super::pack_inputs` writes them). Tiles of 6 weight rows by 16
+/// inputs, each sum a chain over `k` from zero.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX2 and FMA are
+/// available and every operand holds what the shape addresses.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn weights_in_place(
+    w: super::RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    xt: &[f32],
+    n: usize,
+    y: &mut [f32],
+    stride: usize,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+) -> bool {
+    let (w_ptr, w_len) = w.raw_parts();
+    if !avx2_fma_available()
+        || !in_place_shape_ok([rows, cols, n, stride], w_len, xt, y, [scale, bias])
+    {
+        return false;
+    }
+    let mut c0 = 0;
+    while c0 < rows {
+        let chunk = CHUNK_ROWS.min(rows - c0);
+        for g in 0..n.div_ceil(SIDE) {
+            let t0 = g * SIDE;
+            let tokens = SIDE.min(n - t0);
+            let mut o0 = c0;
+            while o0 < c0 + chunk {
+                let valid = W_ROWS.min(c0 + chunk - o0);
+                // The tile's weight rows stay in L1 across the panel's two halves.
+                for h in 0..tokens.div_ceil(16) {
+                    let out = Out {
+                        y: y.as_mut_ptr().wrapping_add((t0 + 16 * h) * stride + o0),
+                        stride,
+                        tokens: (tokens - 16 * h).min(16),
+                        scale: scale.map(|s| s.as_ptr().wrapping_add(o0)),
+                        bias: bias.map(|b| b.as_ptr().wrapping_add(o0)),
+                    };
+                    // SAFETY: AVX2 and FMA are available (checked above); rows o0 .. o0 +
+                    // valid of W (inside the checked `rows · cols`), values 16h .. 16h +
+                    // 16 of each `k` row of panel g of `xt` (inside the checked `groups ·
+                    // 32 · cols`), outputs of inputs t0 + 16h .. + tokens and columns o0
+                    // .. o0 + valid of y (inside the checked span), scale and bias values
+                    // o0 .. o0 + valid (checked `rows` long).
+                    unsafe {
+                        let w = w_ptr.wrapping_add(o0 * cols);
+                        let xt = xt.as_ptr().wrapping_add(g * SIDE * cols + 16 * h);
+                        if out.tokens > 8 {
+                            tile_rows::<2>(valid, w, cols, xt, out)
+                        } else {
+                            tile_rows::<1>(valid, w, cols, xt, out)
+                        }
+                    }
+                }
+                o0 += valid;
+            }
+        }
+        c0 += chunk;
+    }
+    true
+}
+
+/// [`tile_in_place`] for `valid` (1 ..= 6) weight rows.
+///
+/// # Safety
+/// As [`tile_in_place`] with `R = valid`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_rows<const V: usize>(
+    valid: usize,
+    w: *const f32,
+    k: usize,
+    xt: *const f32,
+    out: Out,
+) {
+    // SAFETY: the caller's contract, for `valid` rows.
+    unsafe {
+        match valid {
+            6 => tile_in_place::<6, V>(w, k, xt, out),
+            5 => tile_in_place::<5, V>(w, k, xt, out),
+            4 => tile_in_place::<4, V>(w, k, xt, out),
+            3 => tile_in_place::<3, V>(w, k, xt, out),
+            2 => tile_in_place::<2, V>(w, k, xt, out),
+            _ => tile_in_place::<1, V>(w, k, xt, out),
+        }
+    }
+}
+
+/// One tile of [`weights_in_place`]: `R` (1 ..= 6) weight rows from `w` (`k` values each,
+/// any alignment) by the `8 · V` (`V` = 1 or 2) inputs at `xt` (value `kk · 32 + i` is
+/// input `i`'s feature `kk`), the outputs scaled, biased and stored by lane.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `w` must address `R` rows of `k` readable `f32`s, `xt`
+/// values `kk · 32 .. kk · 32 + 8V` for every `kk < k`, and `out` its `tokens` (at most
+/// `8V`) rows of `R` writable values (and `R` scale and bias values).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_in_place<const R: usize, const V: usize>(
+    w: *const f32,
+    k: usize,
+    xt: *const f32,
+    out: Out,
+) {
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    for kk in 0..k {
+        // SAFETY: values kk · 32 .. kk · 32 + 8V of the panel.
+        let x: [__m256; V] = core::array::from_fn(|v| unsafe {
+            _mm256_loadu_ps(xt.wrapping_add(kk * SIDE + 8 * v))
+        });
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: value kk < k of row r < R (unaligned read).
+            let wv = _mm256_set1_ps(unsafe { w.wrapping_add(r * k + kk).read_unaligned() });
+            for (a, x) in a.iter_mut().zip(&x) {
+                *a = _mm256_fmadd_ps(wv, *x, *a);
+            }
+        }
+    }
+    // Lanes are inputs: out through a small array, a value at a time (R · 8V stores
+    // against the k · R · V multiply-adds above).
+    let mut sums = [[0.0f32; 16]; R];
+    for (s, a) in sums.iter_mut().zip(&acc) {
+        for (v, part) in a.iter().enumerate() {
+            // SAFETY: 8 values at 8v < 16 of a 16-value array.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr().wrapping_add(8 * v), *part) };
+        }
+    }
+    for t in 0..out.tokens.min(8 * V) {
+        let row = out.y.wrapping_add(t * out.stride);
+        for (r, s) in sums.iter().enumerate() {
+            let mut v = s[t];
+            // SAFETY: scale and bias hold R values; output (t, r) is inside the caller's
+            // rows. Multiplied, then added, as the AVX-512 kernel does.
+            unsafe {
+                if let Some(sc) = out.scale {
+                    v *= *sc.wrapping_add(r);
+                }
+                if let Some(b) = out.bias {
+                    v += *b.wrapping_add(r);
+                }
+                *row.wrapping_add(r) = v;
+            }
+        }
+    }
+}
+
+/// `P <- F P` for the first `16 · halves` inputs of a feature-major panel `P` (`n` rows
+/// of `stride` values), `F` block-diagonal with `B × B` blocks on contiguous rows or on
+/// rows `j, j + n / B, ...` (`STRIDED`), as `x86_blocks::panel_blocks` on AVX-512.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX2 and FMA are
+/// available and the shape is one `panel_shape_ok` accepts.
+pub(super) fn panel_blocks<const B: usize, const STRIDED: bool>(
+    panel: &mut [f32],
+    n: usize,
+    [halves, stride]: [usize; 2],
+    blocks: &[f32],
+) -> bool {
+    if !avx2_fma_available() || !panel_shape_ok::<B>(panel.len(), n, [halves, stride], blocks) {
+        return false;
+    }
+    // SAFETY: AVX2 and FMA are available; every row index below is < n (j < k, t < B:
+    // j·B + t < n, j + t·k < n), every value index < 16 · halves <= stride, every
+    // coefficient index < n · B; `panel` and `blocks` were checked to hold those.
+    unsafe {
+        panel_blocks_avx2::<B, STRIDED>(panel.as_mut_ptr(), n, [halves, stride], blocks.as_ptr())
+    };
+    true
+}
+
+/// The body of [`panel_blocks`].
+///
+/// # Safety
+/// AVX2 and FMA must be available; `panel` must address `n · stride` values and `blocks`
+/// `n · B`, `n` a multiple of `B`, `16 · halves <= stride`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn panel_blocks_avx2<const B: usize, const STRIDED: bool>(
+    panel: *mut f32,
+    n: usize,
+    [halves, stride]: [usize; 2],
+    blocks: *const f32,
+) {
+    let k = n / B;
+    for j in 0..k {
+        // Row t of block j, and where entry (c, t)'s coefficient is.
+        let rows: [*mut f32; B] = core::array::from_fn(|t| {
+            panel.wrapping_add(if STRIDED { j + t * k } else { j * B + t } * stride)
+        });
+        let coef = |c: usize, t: usize| {
+            blocks.wrapping_add(if STRIDED {
+                (c * B + t) * k + j
+            } else {
+                j * B * B + t * B + c
+            })
+        };
+        for q in 0..2 * halves {
+            // SAFETY: rows of block j (< n), values 8q .. 8q + 8 <= 16 · halves <= stride.
+            let src: [__m256; B] =
+                core::array::from_fn(|t| unsafe { _mm256_loadu_ps(rows[t].add(8 * q)) });
+            for (c, out) in rows.iter().enumerate() {
+                let mut acc = _mm256_setzero_ps();
+                for (t, s) in src.iter().enumerate() {
+                    // SAFETY: coefficient index < n · B.
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(unsafe { *coef(c, t) }), *s, acc);
+                }
+                // SAFETY: row c of block j (< n), values 8q .. 8q + 8 <= stride.
+                unsafe { _mm256_storeu_ps(out.add(8 * q), acc) };
+            }
+        }
+    }
+}
