@@ -138,6 +138,33 @@ impl RowsRef<'_> {
         }
     }
 
+    /// Elements `start .. start + N` into `out` (left as they are past the end): as
+    /// [`RowsRef::read_into`], for a length known when compiling.
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "wasm32",
+        target_arch = "aarch64"
+    ))]
+    fn read_array<const N: usize>(&self, start: usize, out: &mut [f32; N]) {
+        match self {
+            RowsRef::F32(v) => {
+                if let Some(src) = v
+                    .get(start..start + N)
+                    .and_then(|s| <&[f32; N]>::try_from(s).ok())
+                {
+                    *out = *src;
+                }
+            }
+            RowsRef::LeBytes(v) => {
+                if let Some(src) = v.get(4 * start..4 * (start + N)) {
+                    for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+                        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    }
+                }
+            }
+        }
+    }
+
     /// Elements `start .. start + out.len()` into `out` (left as they are past the end).
     fn read_into(&self, start: usize, out: &mut [f32]) {
         match self {
