@@ -186,8 +186,8 @@ impl RowsRef<'_> {
 
 /// Applies a block-diagonal factor with `B × B` blocks on contiguous runs (column-major
 /// blocks, one after the other) to every row of `x` (`rows × n`) in place, on the SIMD
-/// kernel. Returns `false`, touching nothing, when this CPU or shape has none (the
-/// caller then runs its portable loop).
+/// kernel (AVX-512, or AVX2 + FMA for `B` 8 and 16). Returns `false`, touching nothing,
+/// when this CPU or shape has none (the caller then runs its portable loop).
 pub(crate) fn contiguous_blocks<const B: usize>(
     x: &mut [f32],
     n: usize,
@@ -195,7 +195,9 @@ pub(crate) fn contiguous_blocks<const B: usize>(
     transpose: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86_blocks::contiguous_blocks::<B>(x, n, blocks, transpose) {
+    if x86_blocks::contiguous_blocks::<B>(x, n, blocks, transpose)
+        || x86_avx2::contiguous_blocks::<B>(None, x, n, blocks, transpose)
+    {
         return true;
     }
     let _ = (x, n, blocks, transpose);
@@ -211,7 +213,9 @@ pub(crate) fn contiguous_blocks_from<const B: usize>(
     transpose: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86_blocks::contiguous_blocks_from::<B>(src, dst, n, blocks, transpose) {
+    if x86_blocks::contiguous_blocks_from::<B>(src, dst, n, blocks, transpose)
+        || x86_avx2::contiguous_blocks::<B>(Some(src), dst, n, blocks, transpose)
+    {
         return true;
     }
     let _ = (src, dst, n, blocks, transpose);
@@ -266,8 +270,18 @@ pub(crate) fn strided_blocks(
     transpose: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86_blocks::strided_blocks(x, n, b, blocks, transpose) {
-        return true;
+    {
+        // The AVX-512 kernel (any b up to 16), else the AVX2 one (b in 4, 8, 16).
+        let narrow: fn(&mut [f32], usize, &[f32], bool) -> bool = match b {
+            4 => x86_avx2::strided_blocks::<4>,
+            8 => x86_avx2::strided_blocks::<8>,
+            16 => x86_avx2::strided_blocks::<16>,
+            _ => |_, _, _, _| false,
+        };
+        if x86_blocks::strided_blocks(x, n, b, blocks, transpose) || narrow(x, n, blocks, transpose)
+        {
+            return true;
+        }
     }
     let _ = (x, n, b, blocks, transpose);
     false
@@ -816,9 +830,9 @@ mod tests {
         blocks: &[f32],
         transpose: bool,
         strided: bool,
-    ) -> [f32; 9 * 64] {
+    ) -> [f32; 9 * 128] {
         let k = n / b;
-        let mut out = [0.0f32; 9 * 64];
+        let mut out = [0.0f32; 9 * 128];
         for (row, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
             for j in 0..k {
                 let at = |t: usize| if strided { t * k + j } else { j * b + t };
@@ -930,8 +944,9 @@ mod tests {
 
     #[test]
     fn block_kernels_match_the_definition_when_the_cpu_has_them() {
-        let mut blocks = [0.0f32; 64 * 16];
+        let mut blocks = [0.0f32; 128 * 16];
         fill(&mut blocks, 7);
+        // (64, 8), (128, 16): strided blocks 8 apart, which the AVX2 kernel takes too.
         for (n, b) in [
             (16, 4),
             (32, 8),
@@ -940,10 +955,12 @@ mod tests {
             (64, 4),
             (24, 2),
             (60, 12),
+            (64, 8),
+            (128, 16),
         ] {
             for rows in [1usize, 2, 5, 9] {
                 for transpose in [false, true] {
-                    let mut x = [0.0f32; 9 * 64];
+                    let mut x = [0.0f32; 9 * 128];
                     fill(&mut x, (n * 31 + rows) as u32);
                     let x = &mut x[..rows * n];
                     let close = |got: &[f32], want: &[f32]| {
@@ -952,7 +969,7 @@ mod tests {
                             .all(|(g, w)| (g - w).abs() <= 1e-5 * (1.0 + w.abs()))
                     };
                     let want = blocks_reference(x, n, b, &blocks, transpose, false);
-                    let mut got = [0.0f32; 9 * 64];
+                    let mut got = [0.0f32; 9 * 128];
                     got[..rows * n].copy_from_slice(x);
                     let ran = match b {
                         4 => contiguous_blocks::<4>(&mut got[..rows * n], n, &blocks, transpose),
@@ -960,7 +977,7 @@ mod tests {
                         16 => contiguous_blocks::<16>(&mut got[..rows * n], n, &blocks, transpose),
                         _ => false,
                     };
-                    let mut from = [f32::NAN; 9 * 64];
+                    let mut from = [f32::NAN; 9 * 128];
                     let out = &mut from[..rows * n];
                     let ran_from = match b {
                         4 => contiguous_blocks_from::<4>(x, out, n, &blocks, transpose),
@@ -1289,6 +1306,123 @@ mod tests {
             ));
             assert!(got.iter().all(|&v| v == -7.0));
         }
+        // The row kernels: contiguous blocks of 8 and 16 (in place and from a source),
+        // strided blocks of 4, 8 and 16 (8 blocks to a vector), both directions.
+        let mut coefs = vec![0.0f32; 384 * 16];
+        fill(&mut coefs, 15);
+        for (n, b) in [(64, 8), (128, 16), (64, 4), (384, 8), (384, 16)] {
+            for rows in [1usize, 3, 9] {
+                for transpose in [false, true] {
+                    if cfg!(miri) && (n > 64 || rows > 3) {
+                        continue;
+                    }
+                    let mut x = vec![0.0f32; rows * n];
+                    fill(&mut x, (n + rows) as u32);
+                    for strided in [false, true] {
+                        let mut got = x.clone();
+                        let mut from = vec![f32::NAN; rows * n];
+                        let (ran, ran_from) = match (b, strided) {
+                            (8, false) => (
+                                x86_avx2::contiguous_blocks::<8>(
+                                    None, &mut got, n, &coefs, transpose,
+                                ),
+                                x86_avx2::contiguous_blocks::<8>(
+                                    Some(&x),
+                                    &mut from,
+                                    n,
+                                    &coefs,
+                                    transpose,
+                                ),
+                            ),
+                            (16, false) => (
+                                x86_avx2::contiguous_blocks::<16>(
+                                    None, &mut got, n, &coefs, transpose,
+                                ),
+                                x86_avx2::contiguous_blocks::<16>(
+                                    Some(&x),
+                                    &mut from,
+                                    n,
+                                    &coefs,
+                                    transpose,
+                                ),
+                            ),
+                            (4, true) => (
+                                x86_avx2::strided_blocks::<4>(&mut got, n, &coefs, transpose),
+                                false,
+                            ),
+                            (8, true) => (
+                                x86_avx2::strided_blocks::<8>(&mut got, n, &coefs, transpose),
+                                false,
+                            ),
+                            (16, true) => (
+                                x86_avx2::strided_blocks::<16>(&mut got, n, &coefs, transpose),
+                                false,
+                            ),
+                            _ => continue,
+                        };
+                        let what =
+                            std::format!("n={n} b={b} strided={strided} t={transpose} rows={rows}");
+                        assert!(ran, "{what}");
+                        if !strided {
+                            assert!(ran_from, "{what}");
+                            assert_eq!(from, got, "{what}: from a source = in place");
+                        }
+                        if n <= 128 {
+                            let want = blocks_reference(&x, n, b, &coefs, transpose, strided);
+                            for (g, w) in got.iter().zip(&want) {
+                                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{what}");
+                            }
+                        }
+                        if wide {
+                            let mut other = x.clone();
+                            let ran = match (b, strided) {
+                                (8, false) => x86_blocks::contiguous_blocks::<8>(
+                                    &mut other, n, &coefs, transpose,
+                                ),
+                                (16, false) => x86_blocks::contiguous_blocks::<16>(
+                                    &mut other, n, &coefs, transpose,
+                                ),
+                                _ => {
+                                    x86_blocks::strided_blocks(&mut other, n, b, &coefs, transpose)
+                                }
+                            };
+                            assert!(ran);
+                            assert_eq!(got, other, "{what}: the AVX-512 kernel's bits");
+                        }
+                    }
+                }
+            }
+        }
+        // Shapes the row kernels refuse, untouched: blocks of 4 (contiguous), strided
+        // blocks not 8 to a vector, a ragged row, short coefficients.
+        let mut x = [1.0f32; 96];
+        assert!(!x86_avx2::contiguous_blocks::<4>(
+            None,
+            &mut x[..64],
+            64,
+            &coefs,
+            false
+        ));
+        assert!(!x86_avx2::strided_blocks::<8>(
+            &mut x[..48],
+            48,
+            &coefs,
+            false
+        ));
+        assert!(!x86_avx2::strided_blocks::<8>(
+            &mut x[..96],
+            64,
+            &coefs,
+            false
+        ));
+        assert!(!x86_avx2::contiguous_blocks::<8>(
+            None,
+            &mut x[..64],
+            64,
+            &coefs[..511],
+            false
+        ));
+        assert!(x.iter().all(|v| *v == 1.0));
         // The panel rotation, both layouts, b = 4, 8 and 16, one and two halves.
         let n = 32;
         let mut blocks = [0.0f32; 32 * 16];

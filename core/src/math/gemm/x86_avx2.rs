@@ -240,3 +240,171 @@ unsafe fn panel_blocks_avx2<const B: usize, const STRIDED: bool>(
         }
     }
 }
+
+/// `dst <- F src` (or `F^T src`) for every row (`rows × n`, `dst` may be `src`), `F`
+/// block-diagonal with `k = n / B` blocks of `B × B` on contiguous runs of each row,
+/// stored column-major one after the other (`blocks[j·B² + t·B + c]` = entry `(c, t)` of
+/// block `j`), as `x86_blocks::contiguous_blocks` on AVX-512: each output one chain of
+/// fused multiply-adds over its block's entries, `x[t]` broadcast against column `t`.
+/// Rows go in bands of 8 so that a block's columns, loaded once, serve the band.
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX2 and FMA are
+/// available, `B` is 8 or 16, `n` a multiple of `B`, `src` and `dst` whole rows of the
+/// same length (`None` for in place) and `blocks` holds `n·B` values.
+pub(super) fn contiguous_blocks<const B: usize>(
+    src: Option<&[f32]>,
+    dst: &mut [f32],
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) -> bool {
+    if !avx2_fma_available()
+        || !matches!(B, 8 | 16)
+        || n == 0
+        || !n.is_multiple_of(B)
+        || !dst.len().is_multiple_of(n)
+        || src.is_some_and(|s| s.len() != dst.len())
+        || blocks.len() < n * B
+    {
+        return false;
+    }
+    let rows = dst.len() / n;
+    let out = dst.as_mut_ptr();
+    let from = src.map_or(out.cast_const(), <[f32]>::as_ptr);
+    // SAFETY: AVX2 and FMA are available; the shapes were checked above; `from` is `out`
+    // (in place) or a distinct slice of the same length.
+    unsafe { contiguous_blocks_avx2::<B>(from, out, rows, n, blocks, transpose) };
+    true
+}
+
+/// The body of [`contiguous_blocks`].
+///
+/// # Safety
+/// AVX2 and FMA available, `B` 8 or 16, `n % B == 0`, `src` readable and `dst` writable
+/// for `rows · n` values (the same pointer, or not overlapping), `blocks.len() >= n·B`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn contiguous_blocks_avx2<const B: usize>(
+    src: *const f32,
+    dst: *mut f32,
+    rows: usize,
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) {
+    const BAND: usize = 8;
+    let mut r0 = 0;
+    while r0 < rows {
+        let r1 = rows.min(r0 + BAND);
+        for j in 0..n / B {
+            // cols[t][h]: entries (8h .. 8h + 8, t) of block j (for the transpose, entries
+            // (t, 8h .. 8h + 8), gathered).
+            let mut cols = [[_mm256_setzero_ps(); 2]; B];
+            for (t, col) in cols.iter_mut().enumerate() {
+                for (h, v) in col.iter_mut().enumerate().take(B / 8) {
+                    let at = |c: usize| j * B * B + if transpose { c * B + t } else { t * B + c };
+                    *v = if transpose {
+                        let g: [f32; 8] = core::array::from_fn(|l| {
+                            blocks.get(at(8 * h + l)).copied().unwrap_or(0.0)
+                        });
+                        // SAFETY: 8 values of a local array.
+                        unsafe { _mm256_loadu_ps(g.as_ptr()) }
+                    } else {
+                        // SAFETY: entries at(8h) .. at(8h) + 8 < n·B, inside `blocks`.
+                        unsafe { _mm256_loadu_ps(blocks.as_ptr().wrapping_add(at(8 * h))) }
+                    };
+                }
+            }
+            for r in r0..r1 {
+                let (x, y) = (
+                    src.wrapping_add(r * n + j * B),
+                    dst.wrapping_add(r * n + j * B),
+                );
+                let mut acc = [_mm256_setzero_ps(); 2];
+                for (t, col) in cols.iter().enumerate() {
+                    // SAFETY: value j·B + t < n of row r < rows.
+                    let xt = _mm256_set1_ps(unsafe { *x.wrapping_add(t) });
+                    for h in 0..B / 8 {
+                        acc[h] = _mm256_fmadd_ps(xt, col[h], acc[h]);
+                    }
+                }
+                for (h, a) in acc.iter().enumerate().take(B / 8) {
+                    // SAFETY: values j·B + 8h .. + 8 <= n of row r; every input of the
+                    // block was read above.
+                    unsafe { _mm256_storeu_ps(y.wrapping_add(8 * h), *a) };
+                }
+            }
+        }
+        r0 = r1;
+    }
+}
+
+/// `x <- F x` (or `F^T x`) for every row of `x` (`rows × n`), `F`'s `k = n / B` blocks
+/// reading strided entries (block `j`: `x[j], x[j + k], ...`), coefficients interleaved
+/// across blocks (`blocks[(c·B + t)·k + j]` = entry `(c, t)` of block `j`), as
+/// `x86_blocks::strided_blocks` on AVX-512: eight blocks per vector, all `B` inputs
+/// loaded before any output is stored (in place).
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX2 and FMA are
+/// available, `B` is 4, 8 or 16, `k` a nonzero multiple of 8, `x` whole rows and `blocks`
+/// holds `n·B` values.
+pub(super) fn strided_blocks<const B: usize>(
+    x: &mut [f32],
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) -> bool {
+    let k = n / B;
+    if !avx2_fma_available()
+        || !matches!(B, 4 | 8 | 16)
+        || k == 0
+        || !n.is_multiple_of(B)
+        || !k.is_multiple_of(8)
+        || !x.len().is_multiple_of(n)
+        || blocks.len() < n * B
+    {
+        return false;
+    }
+    // SAFETY: AVX2 and FMA are available; the shapes were checked above.
+    unsafe { strided_blocks_avx2::<B>(x.as_mut_ptr(), x.len() / n, n, blocks, transpose) };
+    true
+}
+
+/// The body of [`strided_blocks`].
+///
+/// # Safety
+/// AVX2 and FMA available, `B` in {4, 8, 16}, `k = n / B` a multiple of 8, `x` writable
+/// for `rows · n` values, `blocks.len() >= n·B`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn strided_blocks_avx2<const B: usize>(
+    x: *mut f32,
+    rows: usize,
+    n: usize,
+    blocks: &[f32],
+    transpose: bool,
+) {
+    let k = n / B;
+    // Entry (c, t) sits at (c·B + t)·k + j, or (t·B + c)·k + j for the transpose.
+    let (step, next_c) = if transpose { (B * k, k) } else { (k, B * k) };
+    for r in 0..rows {
+        let row = x.wrapping_add(r * n);
+        for j0 in (0..k).step_by(8) {
+            // SAFETY: entries t·k + j0 .. + 8 <= n of row r.
+            let g: [__m256; B] =
+                core::array::from_fn(|t| unsafe { _mm256_loadu_ps(row.wrapping_add(t * k + j0)) });
+            let mut first = blocks.as_ptr().wrapping_add(j0);
+            for c in 0..B {
+                let mut acc = _mm256_setzero_ps();
+                let mut wp = first;
+                for gt in &g {
+                    // SAFETY: entry·k + j0 .. + 8 with entry < B²: inside `blocks`.
+                    acc = _mm256_fmadd_ps(unsafe { _mm256_loadu_ps(wp) }, *gt, acc);
+                    wp = wp.wrapping_add(step);
+                }
+                first = first.wrapping_add(next_c);
+                // SAFETY: entries c·k + j0 .. + 8 of row r; every input of these blocks is
+                // already in `g`.
+                unsafe { _mm256_storeu_ps(row.wrapping_add(c * k + j0), acc) };
+            }
+        }
+    }
+}
