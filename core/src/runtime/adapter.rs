@@ -334,9 +334,10 @@ impl<'a> Adapter<'a> {
 
     /// Validates the adapter against `model` and returns the workspace length (`f32`s)
     /// that [`Adapter::prepare`] needs. Ask it on the machine that runs the adapter: on
-    /// x86-64 with AVX-512, input chains over block-quantized weights also keep their
-    /// reflector form (docs/runtime.md, "In a decoder"), so the length depends on the CPU
-    /// for such bases (not for `F32` / `F16` ones, which a firmware's build sizes).
+    /// x86-64 with AVX-512 or AVX2 + F16C, input chains over block-quantized weights also
+    /// keep their reflector form (docs/runtime.md, "In a decoder"), so the length depends
+    /// on the CPU for such bases (not for `F32` / `F16` ones, which a firmware's build
+    /// sizes).
     ///
     /// # Errors
     /// As [`Adapter::prepare`], without touching any buffer.
@@ -927,8 +928,8 @@ impl<'a> Prepared<'a, '_> {
 /// Whether an input chain on weights of type `t` also keeps its reflector form
 /// ([`ReflectorChain`]): on block-quantized weights (a decoder's token step, whose block
 /// kernels quantize the rotated input to 8 bits, far coarser than the reflectors'
-/// halves), in x86-64 builds with half support on a CPU with AVX-512 (the only kernel that
-/// reads them: elsewhere no workspace is spent on them).
+/// halves), in x86-64 builds with half support on a CPU with AVX-512 or AVX2 + F16C (the
+/// kernels that read them: elsewhere no workspace is spent on them).
 fn keeps_reflectors(t: TensorType) -> bool {
     REFLECTOR_BUILD && t.block_len() > 1 && crate::math::gemm::reflectors_available()
 }

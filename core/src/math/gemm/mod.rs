@@ -300,7 +300,9 @@ pub(crate) fn reflector_factor(
     strided: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86_reflectors::reflector_factor(src, dst, k, data, strided) {
+    if x86_reflectors::reflector_factor(src, dst, k, data, strided)
+        || x86_reflectors::reflector_factor_avx2(src, dst, k, data, strided)
+    {
         return true;
     }
     let _ = (src, dst, k, data, strided);
@@ -312,7 +314,9 @@ pub(crate) fn reflector_factor(
 /// touched) where this CPU has no kernel or the lengths do not fit.
 pub(crate) fn reflector_pair(src: &[f32], dst: &mut [f32], k: usize, data: [&[u16]; 2]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86_reflectors::reflector_pair(src, dst, k, data) {
+    if x86_reflectors::reflector_pair(src, dst, k, data)
+        || x86_reflectors::reflector_pair_avx2(src, dst, k, data)
+    {
         return true;
     }
     let _ = (src, dst, k, data);
@@ -323,7 +327,7 @@ pub(crate) fn reflector_pair(src: &[f32], dst: &mut [f32], k: usize, data: [&[u1
 pub(crate) fn reflectors_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        cpu::avx512_available()
+        cpu::avx512_available() || x86_reflectors::avx2_reflectors_available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -676,7 +680,7 @@ mod tests {
     /// group (k = 17), and one factor. The halves are written directly as random bit
     /// patterns (no factorisation, whose square roots Miri cannot run; the kernels compute
     /// the stored form whether or not it is orthogonal): small, so that Miri runs it with
-    /// the AVX-512 build (scripts/test).
+    /// the AVX-512 build (scripts/test). The AVX2 kernels give the same bits.
     #[cfg(feature = "f16")]
     #[test]
     #[allow(clippy::unwrap_used)] // a failure is a panic with its location
@@ -723,7 +727,9 @@ mod tests {
             fill(&mut x, 9);
             let mut got = vec![f32::NAN; n];
             if !rc.rotate_rows_from(&x, &mut got) {
-                return; // no AVX-512 here: the runtime keeps the f32 blocks
+                // No kernel here (or, on AVX2, blocks not a multiple of 8): the runtime
+                // keeps the f32 blocks.
+                continue;
             }
             let want = r::reference(spec, &data, &x);
             let norm: f64 = x
@@ -733,6 +739,29 @@ mod tests {
                 .sqrt();
             for (g, w) in got.iter().zip(&want) {
                 assert!((f64::from(*g) - w).abs() <= 1e-5 * norm, "{n}: {g} vs {w}");
+            }
+            // The AVX2 kernels (CPUs without AVX-512; blocks a multiple of 8) on the same
+            // chain: the same bits as whichever kernel ran above.
+            #[cfg(target_arch = "x86_64")]
+            if x86_reflectors::avx2_reflectors_available() {
+                let k = n / 8;
+                let per = k.div_ceil(GROUP) * GROUP_HALVES;
+                let mut narrow = vec![f32::NAN; n];
+                let ran = if paired {
+                    let (d0, d1) = data.split_at(per);
+                    x86_reflectors::reflector_pair_avx2(&x, &mut narrow, k, [d0, d1])
+                } else {
+                    (0..m).all(|f| {
+                        let strided = crate::math::Chain::factor_is_strided(spec, f).unwrap();
+                        let from = if f == 0 { Some(&x[..]) } else { None };
+                        let d = &data[f * per..(f + 1) * per];
+                        x86_reflectors::reflector_factor_avx2(from, &mut narrow, k, d, strided)
+                    })
+                };
+                assert_eq!(ran, k.is_multiple_of(8), "{n}");
+                if ran {
+                    assert_eq!(narrow, got, "{n}: AVX2 and AVX-512 bits");
+                }
             }
         }
     }

@@ -1,48 +1,48 @@
-//! The unmerged decoder's compact rotation kernel (x86-64, AVX-512): one row through a
-//! factor of `8 × 8` orthogonal blocks stored as half-precision Householder reflectors
-//! (`math::reflectors`, whose module docs give the layout), sixteen blocks at a time, one
-//! lane per block, so that every step is a lane-wise multiply-add.
+//! The unmerged decoder's compact rotation kernel (x86-64): one row through a factor of
+//! `8 × 8` orthogonal blocks stored as half-precision Householder reflectors
+//! (`math::reflectors`, whose module docs give the layout), one lane per block, so that
+//! every step is a lane-wise multiply-add: sixteen blocks at a time on AVX-512, eight on
+//! AVX2 + FMA + F16C (each group as two halves, the same operations per lane: the same
+//! bits).
 //!
 //! Soundness rests on the same two local facts as the other kernels: a kernel runs only
-//! after [`super::cpu::avx512_available`] holds, and every pointer lies inside a slice
-//! whose length the entry point checked (loads and stores past a slice's end are masked
-//! off, which AVX-512 guarantees not to touch).
+//! after [`super::cpu`] has seen its instructions, and every pointer lies inside a slice
+//! whose length the entry point checked (AVX-512 loads and stores past a slice's end are
+//! masked off, which AVX-512 guarantees not to touch; the AVX2 kernels take whole groups
+//! of eight blocks only).
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::{
-    __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_mask_loadu_ps,
-    _mm512_mask_storeu_ps, _mm512_mask_sub_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
-    _mm512_set1_ps, _mm512_setzero_ps, _mm512_sub_ps, _mm_prefetch, _MM_HINT_T0,
+    __m256, __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps,
+    _mm512_mask_loadu_ps, _mm512_mask_storeu_ps, _mm512_mask_sub_ps, _mm512_maskz_loadu_ps,
+    _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_sub_ps, _mm_prefetch, _MM_HINT_T0,
 };
 
-use super::cpu::avx512_available;
+use super::cpu::{avx2_fma_available, avx512_available, f16c_available};
 use super::x86_blocks::transpose_8x8_halves;
 use super::x86_products::lanes;
 use crate::math::reflectors::{v_index, GROUP, GROUP_HALVES};
 
-/// `x <- B x` for the sixteen blocks of one group whose halves start at `c` (a
-/// `*const u16`, [`GROUP_HALVES`] of them readable): the signs `D`, then `H_6, …, H_0`,
-/// each `s = τ (x_r + Σ v_j x_j)` with two partial sums for a shorter dependency chain,
-/// then `x_r -= s`, `x_j -= v_j s`. A macro, not a helper: every index is then a constant
-/// and the eight entry vectors stay in registers (a helper taking them by reference, not
-/// inlined, kept them on the stack).
+/// `x <- B x` for the blocks of one group, one lane per block: the signs `D` (`negate(t,
+/// x_t)`), then `H_6, …, H_0`, each `s = τ (x_r + Σ v_j x_j)` with two partial sums for a
+/// shorter dependency chain, then `x_r -= s`, `x_j -= v_j s`; `vector(i)` is the group's
+/// coefficient vector `i` widened to `f32` (`τ_r - 2` at `28 + r`), `$ops` the vector
+/// type's fused multiply-add, fused negated multiply-add, add, multiply and subtract.
+/// A macro, not a helper: every index is then a constant and the eight entry vectors
+/// stay in registers (a helper taking them by reference, not inlined, kept them on the
+/// stack); one macro for both vector widths (AVX-512 and AVX2), so both compute every
+/// lane with the same operations in the same order.
 macro_rules! rotate_group {
-    ($x:ident, $c:expr, $zero:expr, $two:expr) => {{
-        let c: *const u16 = $c;
-        let (zero, two) = ($zero, $two);
-        // SAFETY (every coefficient load below): vector i < 35 of 16 halves and the 8
-        // masks after them are the group's GROUP_HALVES halves, readable (the caller's
-        // contract).
-        let vector = |i: usize| unsafe { widen16(c.wrapping_add(i * GROUP)) };
+    ($x:ident, $vector:expr, $negate:expr, [$zero:expr, $two:expr],
+     [$fmadd:path, $fnmadd:path, $add:path, $mul:path, $sub:path]) => {{
+        let (vector, negate, zero, two) = ($vector, $negate, $zero, $two);
         for (t, xt) in $x.iter_mut().enumerate() {
-            // SAFETY: see above.
-            let m: __mmask16 = unsafe { c.wrapping_add(35 * GROUP + t).read_unaligned() };
-            *xt = _mm512_mask_sub_ps(*xt, m, zero, *xt);
+            *xt = negate(t, *xt);
         }
         macro_rules! reflect {
             ($r:literal) => {{
                 let r: usize = $r;
-                let v: [__m512; 7] = core::array::from_fn(|i| {
+                let v: [_; 7] = core::array::from_fn(|i| {
                     if r + 1 + i < 8 {
                         vector(v_index(r, r + 1 + i))
                     } else {
@@ -52,18 +52,18 @@ macro_rules! rotate_group {
                 let (mut s0, mut s1) = ($x[r], zero);
                 for j in r + 1..8 {
                     if (j - r) % 2 == 1 {
-                        s0 = _mm512_fmadd_ps(v[j - r - 1], $x[j], s0);
+                        s0 = $fmadd(v[j - r - 1], $x[j], s0);
                     } else {
-                        s1 = _mm512_fmadd_ps(v[j - r - 1], $x[j], s1);
+                        s1 = $fmadd(v[j - r - 1], $x[j], s1);
                     }
                 }
                 // τ (s0 + s1) as τ s0 + (τ s1): the product with s1 (the shorter sum)
                 // leaves the chain through s0.
-                let tau = _mm512_add_ps(vector(28 + r), two);
-                let s = _mm512_fmadd_ps(s0, tau, _mm512_mul_ps(s1, tau));
-                $x[r] = _mm512_sub_ps($x[r], s);
+                let tau = $add(vector(28 + r), two);
+                let s = $fmadd(s0, tau, $mul(s1, tau));
+                $x[r] = $sub($x[r], s);
                 for j in r + 1..8 {
-                    $x[j] = _mm512_fnmadd_ps(v[j - r - 1], s, $x[j]);
+                    $x[j] = $fnmadd(v[j - r - 1], s, $x[j]);
                 }
             }};
         }
@@ -74,6 +74,37 @@ macro_rules! rotate_group {
         reflect!(2);
         reflect!(1);
         reflect!(0);
+    }};
+}
+
+/// [`rotate_group!`] on sixteen lanes for the group whose halves start at `c` (a `*const
+/// u16`, [`GROUP_HALVES`] of them readable).
+macro_rules! rotate_group16 {
+    ($x:ident, $c:expr, $zero:expr, $two:expr) => {{
+        let c: *const u16 = $c;
+        let zero = $zero;
+        // SAFETY (every coefficient load below): vector i < 35 of 16 halves and the 8
+        // masks after them are the group's GROUP_HALVES halves, readable (the caller's
+        // contract).
+        let vector = |i: usize| unsafe { widen16(c.wrapping_add(i * GROUP)) };
+        let negate = |t: usize, x: __m512| {
+            // SAFETY: see above.
+            let m: __mmask16 = unsafe { c.wrapping_add(35 * GROUP + t).read_unaligned() };
+            _mm512_mask_sub_ps(x, m, zero, x)
+        };
+        rotate_group!(
+            $x,
+            vector,
+            negate,
+            [zero, $two],
+            [
+                _mm512_fmadd_ps,
+                _mm512_fnmadd_ps,
+                _mm512_add_ps,
+                _mm512_mul_ps,
+                _mm512_sub_ps
+            ]
+        )
     }};
 }
 
@@ -156,7 +187,7 @@ unsafe fn factor_avx512(src: *const f32, dst: *mut f32, k: usize, data: *const u
             });
             transpose_8x8_halves(r)
         };
-        rotate_group!(x, c, zero, two);
+        rotate_group16!(x, c, zero, two);
         if strided {
             for (t, xt) in x.iter().enumerate() {
                 // SAFETY: as for the loads.
@@ -248,18 +279,281 @@ unsafe fn pair_avx512(src: *const f32, dst: *mut f32, k: usize, d0: *const u16, 
         });
         // Lane form: vector t holds entry t of the sixteen blocks.
         let mut x = transpose_8x8_halves(r);
-        rotate_group!(x, c0, zero, two);
+        rotate_group16!(x, c0, zero, two);
         // Back to vector i = blocks 2q + s·i and 2q + 1 + s·i: lane l of vector t is value
         // t·k + 16q + l, entry t of strided block 16q + l, which is lane l of group q of
         // F_1.
         let mut x = transpose_8x8_halves(x);
-        rotate_group!(x, c1, zero, two);
+        rotate_group16!(x, c1, zero, two);
         let mask = lanes(k - 16 * q);
         for (t, xt) in x.iter().enumerate() {
             // SAFETY: t·k + 16q + lane < t·k + k <= 8k for the lanes the mask keeps.
             unsafe { _mm512_mask_storeu_ps(dst.wrapping_add(t * k + 16 * q), mask, *xt) };
         }
         q += 1;
+    }
+}
+
+/// [`rotate_group!`] on eight lanes: half `h` (lanes `8h .. 8h + 8`) of the group whose
+/// halves start at `c`, as [`rotate_group16!`] computes those lanes (the signs by a blend
+/// of `0 - x`, as the AVX-512 masked subtraction).
+macro_rules! rotate_group8 {
+    ($x:ident, $c:expr, $h:expr, $zero:expr, $two:expr) => {{
+        use core::arch::x86_64::{
+            _mm256_add_ps, _mm256_and_si256, _mm256_blendv_ps, _mm256_castsi256_ps,
+            _mm256_cmpeq_epi32, _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_mul_ps,
+            _mm256_set1_epi32, _mm256_setr_epi32, _mm256_sub_ps,
+        };
+        let (c, h): (*const u16, usize) = ($c, $h);
+        let zero = $zero;
+        let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        // SAFETY (every coefficient load below): halves 8h .. 8h + 8 of vector i < 35 and
+        // the 8 masks after them, inside the group's GROUP_HALVES (the caller's contract).
+        let vector = |i: usize| unsafe { widen8(c.wrapping_add(i * GROUP + 8 * h)) };
+        let negate = |t: usize, x: __m256| {
+            // SAFETY: see above.
+            let m = unsafe { c.wrapping_add(35 * GROUP + t).read_unaligned() };
+            let lanes = _mm256_set1_epi32(i32::from((m >> (8 * h)) & 0xFF));
+            let set = _mm256_cmpeq_epi32(_mm256_and_si256(lanes, bits), bits);
+            _mm256_blendv_ps(x, _mm256_sub_ps(zero, x), _mm256_castsi256_ps(set))
+        };
+        rotate_group!(
+            $x,
+            vector,
+            negate,
+            [zero, $two],
+            [
+                _mm256_fmadd_ps,
+                _mm256_fnmadd_ps,
+                _mm256_add_ps,
+                _mm256_mul_ps,
+                _mm256_sub_ps
+            ]
+        )
+    }};
+}
+
+/// Whether the AVX2 reflector kernels run here: AVX2, FMA and F16C (`vcvtph2ps`).
+pub(crate) fn avx2_reflectors_available() -> bool {
+    avx2_fma_available() && f16c_available()
+}
+
+/// [`reflector_factor`] on AVX2 + FMA + F16C for CPUs without AVX-512: each group of
+/// sixteen blocks as two halves of eight lanes, the AVX-512 kernel's arithmetic lane for
+/// lane (the same bits). `k` must be a multiple of 8.
+///
+/// Sound for any input: returns `false`, touching nothing, unless those features are
+/// available and the lengths fit.
+pub(crate) fn reflector_factor_avx2(
+    src: Option<&[f32]>,
+    dst: &mut [f32],
+    k: usize,
+    data: &[u16],
+    strided: bool,
+) -> bool {
+    let n = 8 * k;
+    if !avx2_reflectors_available()
+        || k == 0
+        || !k.is_multiple_of(8)
+        || dst.len() != n
+        || src.is_some_and(|s| s.len() != n)
+        || data.len() < k.div_ceil(GROUP) * GROUP_HALVES
+    {
+        return false;
+    }
+    let d = dst.as_mut_ptr();
+    let s = src.map_or(d.cast_const(), <[f32]>::as_ptr);
+    // SAFETY: the features are available; `s` and `d` hold `n` values (the same pointer
+    // in place, else distinct borrows), `data` every group.
+    unsafe { factor_avx2(s, d, k, data.as_ptr(), strided) };
+    true
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; `k` a multiple of 8; `src` readable and `dst` writable
+/// for `8k` values (equal or not overlapping); `data` readable for `⌈k / 16⌉ ·
+/// GROUP_HALVES` halves.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn factor_avx2(src: *const f32, dst: *mut f32, k: usize, data: *const u16, strided: bool) {
+    use core::arch::x86_64::{
+        _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let zero = _mm256_setzero_ps();
+    let two = _mm256_set1_ps(2.0);
+    let mut g = 0;
+    while g * GROUP < k {
+        let c = data.wrapping_add(g * GROUP_HALVES);
+        for line in 0..GROUP_HALVES.div_ceil(32) {
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(GROUP_HALVES + 32 * line).cast::<i8>());
+        }
+        // Half h: blocks j0 .. j0 + 8 (lane l is block j0 + l, as lane 8h + l of the
+        // AVX-512 kernel's group).
+        for h in 0..2 {
+            let j0 = g * GROUP + 8 * h;
+            if j0 >= k {
+                break;
+            }
+            // SAFETY (loads and stores): strided, values t·k + j0 .. + 8 <= 8k; contiguous,
+            // the eight blocks' values 8j0 .. 8j0 + 64 <= 8k.
+            let mut x: [__m256; 8] = if strided {
+                core::array::from_fn(|t| unsafe { _mm256_loadu_ps(src.wrapping_add(t * k + j0)) })
+            } else {
+                transpose_8x8(core::array::from_fn(|i| unsafe {
+                    _mm256_loadu_ps(src.wrapping_add(8 * (j0 + i)))
+                }))
+            };
+            rotate_group8!(x, c, h, zero, two);
+            if strided {
+                for (t, xt) in x.iter().enumerate() {
+                    unsafe { _mm256_storeu_ps(dst.wrapping_add(t * k + j0), *xt) };
+                }
+            } else {
+                for (i, ri) in transpose_8x8(x).iter().enumerate() {
+                    unsafe { _mm256_storeu_ps(dst.wrapping_add(8 * (j0 + i)), *ri) };
+                }
+            }
+        }
+        g += 1;
+    }
+}
+
+/// [`reflector_pair`] on AVX2 + FMA + F16C: each group as two halves of eight lanes (half
+/// `h` of group `q`: blocks `2q + h + s·l` of `F_0`, strided blocks `16q + 8h + l` of
+/// `F_1`), the AVX-512 kernel's arithmetic lane for lane.
+///
+/// Sound for any input: returns `false`, touching nothing, unless those features are
+/// available and the lengths fit.
+pub(crate) fn reflector_pair_avx2(
+    src: &[f32],
+    dst: &mut [f32],
+    k: usize,
+    data: [&[u16]; 2],
+) -> bool {
+    let n = 8 * k;
+    let halves = k.div_ceil(GROUP) * GROUP_HALVES;
+    if !avx2_reflectors_available()
+        || k == 0
+        || !k.is_multiple_of(8)
+        || src.len() != n
+        || dst.len() != n
+        || data.iter().any(|d| d.len() < halves)
+    {
+        return false;
+    }
+    // SAFETY: the features are available; `src` and `dst` (distinct borrows) hold `8k`
+    // values, each of `data` every group of its factor.
+    unsafe {
+        pair_avx2(
+            src.as_ptr(),
+            dst.as_mut_ptr(),
+            k,
+            data[0].as_ptr(),
+            data[1].as_ptr(),
+        )
+    };
+    true
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; `src` readable and `dst` writable for `8k` values (not
+/// overlapping), `k` a multiple of 8; `d0` and `d1` readable for `⌈k / 16⌉ ·
+/// GROUP_HALVES` halves.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pair_avx2(src: *const f32, dst: *mut f32, k: usize, d0: *const u16, d1: *const u16) {
+    use core::arch::x86_64::{
+        _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let zero = _mm256_setzero_ps();
+    let two = _mm256_set1_ps(2.0);
+    let s = k / 8;
+    let mut q = 0;
+    while 2 * q < s {
+        let (c0, c1) = (
+            d0.wrapping_add(q * GROUP_HALVES),
+            d1.wrapping_add(q * GROUP_HALVES),
+        );
+        for line in 0..GROUP_HALVES.div_ceil(32) {
+            _mm_prefetch::<_MM_HINT_T0>(c0.wrapping_add(GROUP_HALVES + 32 * line).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(c1.wrapping_add(GROUP_HALVES + 32 * line).cast::<i8>());
+        }
+        for h in 0..2 {
+            if 2 * q + h >= s {
+                break;
+            }
+            // Vector i: block 2q + h + s·i (its 8 values, inside `src`: 2q + h + s·i < k).
+            let r: [__m256; 8] = core::array::from_fn(|i| unsafe {
+                _mm256_loadu_ps(src.wrapping_add(8 * (2 * q + h + s * i)))
+            });
+            let mut x = transpose_8x8(r);
+            rotate_group8!(x, c0, h, zero, two);
+            // Vector t: values t·k + 16q + 8h + l, entry t of strided block 16q + 8h + l.
+            let mut x = transpose_8x8(x);
+            rotate_group8!(x, c1, h, zero, two);
+            for (t, xt) in x.iter().enumerate() {
+                // SAFETY: t·k + 16q + 8h + 8 <= t·k + k <= 8k.
+                unsafe { _mm256_storeu_ps(dst.wrapping_add(t * k + 16 * q + 8 * h), *xt) };
+            }
+        }
+        q += 1;
+    }
+}
+
+/// The 8 × 8 transpose of eight `ymm` rows: vector `j` of the result holds entry `j` of
+/// every row.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
+    use core::arch::x86_64::{
+        _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    };
+    let t: [__m256; 8] = core::array::from_fn(|i| {
+        let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // s[4g + m]: rows 4g .. 4g + 4, columns m (low lane) and m + 4 (high lane).
+    let s: [__m256; 8] = core::array::from_fn(|i| {
+        let (g, m) = (i / 4, i % 4);
+        let (a, b) = (t[4 * g + (m / 2)], t[4 * g + 2 + (m / 2)]);
+        if m % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm256_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    core::array::from_fn(|j| {
+        if j < 4 {
+            _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(s[j - 4], s[j])
+        }
+    })
+}
+
+/// The eight halves at `p` as one vector of `f32` (`vcvtph2ps`); under Miri the exact
+/// portable conversion (as [`widen16`]).
+///
+/// # Safety
+/// AVX2 and F16C available; `p` readable for 8 halves.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn widen8(p: *const u16) -> __m256 {
+    #[cfg(not(miri))]
+    {
+        use core::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm_loadu_si128};
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) }
+    }
+    #[cfg(miri)]
+    {
+        // SAFETY: the caller's contract; `w` is 8 values.
+        let w: [f32; 8] = core::array::from_fn(|i| {
+            crate::quant::f16_to_f32(unsafe { p.wrapping_add(i).read_unaligned() })
+        });
+        unsafe { core::arch::x86_64::_mm256_loadu_ps(w.as_ptr()) }
     }
 }
 
