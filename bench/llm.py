@@ -11,6 +11,11 @@ as such, not skipped silently.
 
     $(scripts/python-env) bench/llm.py [--rounds 3] [--types Q4_1,Q4_0,Q8_0,F16]
         [--threads 1,2] [--adapter Q8_0=A.gguf] [--out bench/out/llm.json] [--markdown FILE]
+        [--avx2]
+
+`--avx2` measures what an x86-64 CPU without AVX-512 runs, on this one: riffle under
+`RIFFLE_KERNELS=avx2` against llama.cpp built for AVX2 + FMA + F16C (`scripts/llama-cpp
+--avx2`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RIFFLE = ROOT / "target" / "release" / "riffle"
+# The kernel family riffle is capped at (`--avx2`: "avx2+fma"), None for the default.
+KERNELS: str | None = None
 
 
 def sh(cmd: list[str], timeout: int = 900) -> str:
@@ -51,6 +58,8 @@ def riffle_bench(model: Path, p: int, n: int, t: int, adapter: Path | None) -> d
     if adapter:
         cmd += ["--adapter", str(adapter)]
     o = json.loads(sh(cmd))
+    if KERNELS and o.get("kernels") not in (None, KERNELS):
+        raise RuntimeError(f"riffle ran {o.get('kernels')} kernels, not {KERNELS}")
     res = {"prompt": o["base"]["prompt_tokens_per_s"], "decode": o["base"]["decode_tokens_per_s"]}
     if "unmerged" in o:
         res["unmerged_prompt"] = o["unmerged"]["prompt_tokens_per_s"]
@@ -74,8 +83,14 @@ def main() -> int:
                     help="a GSOFT adapter for the file of TYPE, applied unmerged (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "llm.json")
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--avx2", action="store_true",
+                    help="both tools on their AVX2 + FMA kernels (x86-64 without AVX-512)")
     a = ap.parse_args()
-    bin_dir = Path(sh([str(ROOT / "scripts" / "llama-cpp")]).strip())
+    global KERNELS
+    if a.avx2:
+        os.environ["RIFFLE_KERNELS"] = "avx2"
+        KERNELS = "avx2+fma"
+    bin_dir = Path(sh([str(ROOT / "scripts" / "llama-cpp"), *(["--avx2"] if a.avx2 else [])]).strip())
     smol = Path(sh([str(ROOT / "scripts" / "smollm2")]).strip())
     types = a.types.split(",")
     adapters = {k: Path(v) for k, v in (x.split("=", 1) for x in a.adapter)}
@@ -119,6 +134,8 @@ def main() -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "loadavg": os.getloadavg()},
         "prompt_tokens": a.prompt, "gen_tokens": a.gen, "rounds": a.rounds,
+        "kernels": "AVX2 + FMA (riffle RIFFLE_KERNELS=avx2, llama.cpp scripts/llama-cpp --avx2)"
+        if a.avx2 else "native",
         "adapter": {k: str(v) for k, v in adapters.items()} or None,
         "rows": summary,
     }

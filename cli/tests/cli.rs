@@ -1717,3 +1717,86 @@ fn large_metadata_inspects_in_near_linear_time() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `RIFFLE_KERNELS` caps the SIMD kernels: the digits models with an unmerged adapter give
+/// the same outputs (within 1e-5) on every family, `bench` names the family that ran, and a
+/// name that is no family is a bad input (exit 2, one line).
+#[test]
+fn kernel_families_agree_and_a_bad_family_exits_2() {
+    let inputs = heldout("inverted").0[..20].to_vec();
+    let text: String = inputs.iter().map(|x| line_of(x) + "\n").collect();
+    let model = digits("mlp.gguf");
+    let adapter = digits("mlp-inverted.gguf");
+    let args = [
+        "run",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter,
+        "--stdin",
+        "--json",
+    ];
+    let with = |family: &str, args: &[&str], input: Option<&str>| {
+        let mut c = riffle();
+        c.env("RIFFLE_KERNELS", family).args(args);
+        if let Some(input) = input {
+            c.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        } else {
+            c.output().unwrap()
+        }
+    };
+    let outputs = |family: &str| -> Vec<Vec<f64>> {
+        json_lines(&ok(&with(family, &args, Some(&text))))
+            .iter()
+            .map(|o| {
+                o["output"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let wide = outputs("avx512");
+    for family in ["avx2", "portable"] {
+        for (a, b) in wide.iter().zip(outputs(family)) {
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                    "{family}: {x} vs {y}"
+                );
+            }
+        }
+    }
+    let bench = [
+        "bench",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter,
+        "--json",
+        "--budget",
+        "0.02",
+    ];
+    let o = json_lines(&ok(&with("portable", &bench, None)));
+    assert_eq!(o[0]["kernels"], "portable");
+    let o = with("sse9", &bench, None);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("RIFFLE_KERNELS") && err.contains("sse9"),
+        "{err}"
+    );
+}

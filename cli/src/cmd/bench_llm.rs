@@ -268,6 +268,7 @@ pub fn run(
             "gen_tokens": gen_tokens,
             "repeats": REPEATS,
             "threads": crate::threads::executor().map_or(1, riffle_core::par::Executor::threads),
+            "kernels": riffle_core::math::dense_kernel_name(),
             "base": speed(&base),
         });
         if let Some(u) = &unmerged {
@@ -279,8 +280,9 @@ pub fn run(
         println!("{o}");
     } else {
         println!(
-            "{} · prompt {prompt_tokens} tokens, decode {gen_tokens} tokens · medians of {REPEATS} runs",
-            m.name()
+            "{} · prompt {prompt_tokens} tokens, decode {gen_tokens} tokens · medians of {REPEATS} runs · {} kernels",
+            m.name(),
+            riffle_core::math::dense_kernel_name()
         );
         println!("  {:<10} {:>12} {:>12}", "", "prompt t/s", "decode t/s");
         println!(
