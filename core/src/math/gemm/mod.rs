@@ -253,7 +253,24 @@ pub(crate) fn panel_blocks(
         let shape = [halves, stride];
         wide(panel, n, shape, blocks) || narrow(panel, n, shape, blocks)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        use wasm::panel_blocks as k;
+        let shape = [halves, stride];
+        match (b, strided) {
+            (4, false) => k::<4, false>(panel, n, shape, blocks),
+            (8, false) => k::<8, false>(panel, n, shape, blocks),
+            (16, false) => k::<16, false>(panel, n, shape, blocks),
+            (4, true) => k::<4, true>(panel, n, shape, blocks),
+            (8, true) => k::<8, true>(panel, n, shape, blocks),
+            (16, true) => k::<16, true>(panel, n, shape, blocks),
+            _ => false,
+        }
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
     {
         let _ = (panel, n, halves, stride, b, blocks, strided);
         false
@@ -459,8 +476,9 @@ pub(crate) const fn packed_inputs_len(n: usize, cols: usize) -> usize {
         .saturating_mul(cols)
 }
 
-/// Whether this CPU runs [`weights_in_place`] (x86-64 with AVX-512, or AVX2 + FMA):
-/// products that read the weights where they lie, with no transposed copy of them.
+/// Whether this CPU runs [`weights_in_place`] (x86-64 with AVX-512, or AVX2 + FMA;
+/// WebAssembly with SIMD128): products that read the weights where they lie, with no
+/// transposed copy of them.
 pub(crate) fn in_place_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -468,9 +486,16 @@ pub(crate) fn in_place_available() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        IN_PLACE_BUILD
     }
 }
+
+/// Whether this build has an in-place product kernel for some CPU (x86-64; WebAssembly
+/// with SIMD128): the scratch sizes make room for its packed inputs.
+pub(crate) const IN_PLACE_BUILD: bool = cfg!(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+));
 
 /// Packs the inputs `X` (`n × cols`, row-major) for [`weights_in_place`]: panel `g` (at
 /// `g · 32 · cols`) holds `X[32g + j][k]` at `k · 32 + j`, zero for inputs past `n`.
@@ -551,7 +576,23 @@ pub(crate) fn weights_in_place(
                 || x86_avx2::weights_in_place(w, rows, cols, xt, n, y, stride, scale, bias),
         )
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        let _ = next;
+        Ok(wasm::weights_in_place(
+            w,
+            [rows, cols],
+            xt,
+            n,
+            y,
+            stride,
+            [scale, bias],
+        ))
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
     {
         let _ = (w, xt, y, next);
         Ok(false)

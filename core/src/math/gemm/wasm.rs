@@ -17,6 +17,11 @@
 //! [`pack_transposed`] transposes `W` into the kernel's panel 4 × 4 values at a time
 //! (four `v128` rows, eight shuffles), the same products `s[j] · W[j][k]` as the portable
 //! packing, which moves one value at a time.
+//!
+//! Batches take [`weights_in_place`] instead (session 15): the same tile turned around, 4
+//! weight rows read where they lie by 16 packed inputs, so no weight panel is transposed
+//! at each product, and an unmerged adapter's rotation runs on the packed inputs
+//! ([`panel_blocks`]) instead of through transposed copies of the batch.
 
 use core::arch::wasm32::{
     f32x4, f32x4_add, f32x4_extract_lane, f32x4_mul, f32x4_splat, i32x4_shuffle, v128,
@@ -180,6 +185,241 @@ pub(super) fn pack_transposed(
                 let at = (k0 + kk) * stride + j0;
                 if let Some(out) = panel.get_mut(at..) {
                     store4(out, v);
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Weight rows of one tile of [`weights_in_place`]: 4 rows by 16 inputs is the product
+/// tile above turned around (16 accumulators, four input vectors and one broadcast weight
+/// per step of `k`).
+const W_ROWS: usize = 4;
+
+/// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
+/// `W` (`rows × cols`) read where it lies (`f32` values or little-endian bytes), `X` packed
+/// in panels of 32 inputs (`super::pack_inputs`). Each sum is a multiply then an add per
+/// `k` in order from zero, as [`matmul`]'s (the same bits as the packed-panel path, whose
+/// transposed copy of `W` it saves); the scale, then the bias, applied as the outputs are
+/// stored. `false`, touching nothing, when an operand is shorter than the shape needs.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn weights_in_place(
+    w: RowsRef<'_>,
+    [rows, cols]: [usize; 2],
+    xt: &[f32],
+    n: usize,
+    y: &mut [f32],
+    stride: usize,
+    [scale, bias]: [Option<&[f32]>; 2],
+) -> bool {
+    let side = super::INPUT_PANEL;
+    let w_len = match w {
+        RowsRef::F32(v) => v.len(),
+        RowsRef::LeBytes(v) => v.len() / 4,
+    };
+    if rows == 0
+        || cols == 0
+        || n == 0
+        || stride < rows
+        || rows.checked_mul(cols).is_none_or(|e| e > w_len)
+        || n.div_ceil(side)
+            .checked_mul(side * cols)
+            .is_none_or(|e| e > xt.len())
+        || Product::span(n, rows, stride).is_none_or(|e| e > y.len())
+        || scale.is_some_and(|s| s.len() < rows)
+        || bias.is_some_and(|b| b.len() < rows)
+    {
+        return false;
+    }
+    // The weights as `f32` values: the model's bytes are little-endian, as WebAssembly is,
+    // and normally 4-byte aligned (a copy-free view); otherwise decoded a tile's rows at a
+    // time.
+    let values: Option<&[f32]> = match w {
+        RowsRef::F32(v) => Some(v),
+        RowsRef::LeBytes(v) => bytemuck::try_cast_slice(v).ok(),
+    };
+    let mut o0 = 0;
+    while o0 < rows {
+        let valid = W_ROWS.min(rows - o0);
+        let row = |r: usize| -> &[f32] {
+            values
+                .and_then(|v| v.get((o0 + r) * cols..(o0 + r + 1) * cols))
+                .unwrap_or(&[])
+        };
+        let w_rows: [&[f32]; W_ROWS] =
+            core::array::from_fn(|r| if r < valid { row(r) } else { &[] });
+        for g in 0..n.div_ceil(side) {
+            let Some(panel) = xt.get(g * side * cols..(g + 1) * side * cols) else {
+                return false;
+            };
+            let tokens = side.min(n - g * side);
+            for h in 0..tokens.div_ceil(16) {
+                let t0 = g * side + 16 * h;
+                let out = InPlaceOut {
+                    first: t0 * stride + o0,
+                    stride,
+                    tokens: (tokens - 16 * h).min(16),
+                    scale: scale.and_then(|s| s.get(o0..o0 + valid)),
+                    bias: bias.and_then(|b| b.get(o0..o0 + valid)),
+                };
+                let x = panel.get(16 * h..).unwrap_or(&[]);
+                match (values, valid) {
+                    (Some(_), 4) => tile_in_place::<4, _>(
+                        |r, k| w_rows[r].get(k).copied().unwrap_or(0.0),
+                        cols,
+                        x,
+                        y,
+                        &out,
+                    ),
+                    (Some(_), 3) => tile_in_place::<3, _>(
+                        |r, k| w_rows[r].get(k).copied().unwrap_or(0.0),
+                        cols,
+                        x,
+                        y,
+                        &out,
+                    ),
+                    (Some(_), 2) => tile_in_place::<2, _>(
+                        |r, k| w_rows[r].get(k).copied().unwrap_or(0.0),
+                        cols,
+                        x,
+                        y,
+                        &out,
+                    ),
+                    (Some(_), _) => tile_in_place::<1, _>(
+                        |r, k| w_rows[r].get(k).copied().unwrap_or(0.0),
+                        cols,
+                        x,
+                        y,
+                        &out,
+                    ),
+                    (None, _) => {
+                        let RowsRef::LeBytes(v) = w else { return false };
+                        let at = |r: usize, k: usize| le(v, (o0 + r) * cols + k);
+                        match valid {
+                            4 => tile_in_place::<4, _>(at, cols, x, y, &out),
+                            3 => tile_in_place::<3, _>(at, cols, x, y, &out),
+                            2 => tile_in_place::<2, _>(at, cols, x, y, &out),
+                            _ => tile_in_place::<1, _>(at, cols, x, y, &out),
+                        }
+                    }
+                }
+            }
+        }
+        o0 += valid;
+    }
+    true
+}
+
+/// Value `i` of little-endian `f32` bytes (0 past the end; the caller checked the span).
+#[inline(always)]
+fn le(v: &[u8], i: usize) -> f32 {
+    v.get(4 * i..4 * i + 4)
+        .and_then(|b| b.first_chunk::<4>())
+        .map_or(0.0, |b| f32::from_le_bytes(*b))
+}
+
+/// Where one tile of [`weights_in_place`] writes: `tokens` rows of `y` from `first`,
+/// `stride` apart, with the tile's scale and bias values.
+struct InPlaceOut<'a> {
+    first: usize,
+    stride: usize,
+    tokens: usize,
+    scale: Option<&'a [f32]>,
+    bias: Option<&'a [f32]>,
+}
+
+/// One tile: `R` weight rows (`w(r, k)`) by the 16 inputs at `x` (value `k · 32 + i` is
+/// input `i`'s feature `k`), `k` steps.
+#[inline(always)]
+fn tile_in_place<const R: usize, W: Fn(usize, usize) -> f32>(
+    w: W,
+    k: usize,
+    x: &[f32],
+    y: &mut [f32],
+    out: &InPlaceOut<'_>,
+) {
+    let side = super::INPUT_PANEL;
+    let mut acc = [[f32x4_splat(0.0); NV]; R];
+    for (kk, xs) in x.chunks(side).take(k).enumerate() {
+        let Some(xs) = xs.first_chunk::<NR>() else {
+            return;
+        };
+        let xv: [v128; NV] =
+            core::array::from_fn(|v| f32x4(xs[4 * v], xs[4 * v + 1], xs[4 * v + 2], xs[4 * v + 3]));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let wv = f32x4_splat(w(r, kk));
+            for (o, xv) in acc_r.iter_mut().zip(xv.iter()) {
+                *o = f32x4_add(*o, f32x4_mul(wv, *xv));
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let mut sums = [0.0f32; NR];
+        for (s4, v) in sums.chunks_exact_mut(4).zip(acc_r.iter()) {
+            store4(s4, *v);
+        }
+        for (t, v) in sums.iter().enumerate().take(out.tokens) {
+            let mut v = *v;
+            if let Some(s) = out.scale.and_then(|s| s.get(r)) {
+                v *= s;
+            }
+            if let Some(b) = out.bias.and_then(|b| b.get(r)) {
+                v += b;
+            }
+            if let Some(o) = y.get_mut(out.first + t * out.stride + r) {
+                *o = v;
+            }
+        }
+    }
+}
+
+/// `P <- F P` for the first `16 · halves` inputs of a feature-major panel `P` (`n` rows of
+/// `stride` values), `F` block-diagonal with `B × B` blocks on contiguous rows or on rows
+/// `j, j + n / B, ...` (`STRIDED`), the layouts of the x86 panel kernels: each output row a
+/// sum over its block's entries of a broadcast coefficient times an input row, four inputs
+/// to a vector. `false`, touching nothing, for other shapes.
+pub(super) fn panel_blocks<const B: usize, const STRIDED: bool>(
+    panel: &mut [f32],
+    n: usize,
+    [halves, stride]: [usize; 2],
+    blocks: &[f32],
+) -> bool {
+    if !matches!(B, 4 | 8 | 16)
+        || n == 0
+        || !n.is_multiple_of(B)
+        || halves.checked_mul(16).is_none_or(|v| v > stride)
+        || n.checked_mul(stride) != Some(panel.len())
+        || n.checked_mul(B) != Some(blocks.len())
+    {
+        return false;
+    }
+    let k = n / B;
+    for j in 0..k {
+        let row = |t: usize| if STRIDED { j + t * k } else { j * B + t } * stride;
+        let coef = |c: usize, t: usize| {
+            let at = if STRIDED {
+                (c * B + t) * k + j
+            } else {
+                j * B * B + t * B + c
+            };
+            blocks.get(at).copied().unwrap_or(0.0)
+        };
+        for q in 0..4 * halves {
+            let src: [v128; B] = core::array::from_fn(|t| {
+                let x = panel
+                    .get(row(t) + 4 * q..)
+                    .and_then(<[f32]>::first_chunk::<4>)
+                    .map_or([0.0; 4], |x| *x);
+                f32x4(x[0], x[1], x[2], x[3])
+            });
+            for c in 0..B {
+                let mut acc = f32x4_splat(0.0);
+                for (t, s) in src.iter().enumerate() {
+                    acc = f32x4_add(acc, f32x4_mul(f32x4_splat(coef(c, t)), *s));
+                }
+                if let Some(out) = panel.get_mut(row(c) + 4 * q..) {
+                    store4(out, acc);
                 }
             }
         }
