@@ -337,7 +337,9 @@ def page(res: dict, imgs: dict) -> str:
         add(table(["tokens", "riffle base", "riffle unmerged", "riffle merged", "ONNX Runtime", "PyTorch",
                    "riffle / ORT", "riffle / PyTorch", "unmerged vs base"], rows))
         add("")
-    add("Ratios are taken within each round (median, with the min–max over rounds in brackets).")
+    add("Ratios are taken within each round (median, with the min–max over rounds in brackets); "
+        "\"unmerged vs base\" is the median over rounds of `riffle bench`'s own `unmerged_over_base`, "
+        "the median ratio of base and unmerged forwards interleaved one by one.")
     add("")
     add("**Scaling from 1 to 2 threads**: efficiency = time at 1 thread / (2 × time at 2 threads), per round "
         "(1.00 = twice as fast on two threads, 0.50 = no gain, below 0.50 = slower); median with the "
