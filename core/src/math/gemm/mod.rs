@@ -397,7 +397,9 @@ pub(crate) fn pack_scaled(
         ),
     ])?;
     #[cfg(target_arch = "x86_64")]
-    if x86_products::pack_transposed(w, rows, cols, scale, panel, stride) {
+    if x86_products::pack_transposed(w, rows, cols, scale, panel, stride)
+        || x86_avx2::pack_transposed(w, rows, cols, scale, panel, stride)
+    {
         return Ok(());
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -1493,6 +1495,45 @@ mod tests {
             false
         ));
         assert!(x.iter().all(|v| *v == 1.0));
+        // The transposing pack: ragged shapes, floats and unaligned bytes, with and without
+        // a scale, against the portable pack bit for bit (the same single products).
+        for (rows, cols) in [(8, 8), (13, 21), (16, 40), (3, 5), (33, 17)] {
+            let mut w = vec![0.0f32; rows * cols];
+            fill(&mut w, (rows * cols) as u32);
+            let mut bytes = vec![0u8; 4 * rows * cols + 1];
+            for (c, v) in bytes[1..].chunks_exact_mut(4).zip(&w) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+            let scale: std::vec::Vec<f32> = (0..rows).map(|j| 0.75 + j as f32 * 0.5).collect();
+            let stride = rows + 2;
+            for source in [RowsRef::F32(&w), RowsRef::LeBytes(&bytes[1..])] {
+                for s in [None, Some(&scale[..])] {
+                    let mut got = vec![-3.0f32; cols * stride];
+                    let mut want = got.clone();
+                    assert!(x86_avx2::pack_transposed(
+                        source, rows, cols, s, &mut got, stride
+                    ));
+                    portable::pack_transposed(source, rows, cols, s, &mut want, stride);
+                    assert_eq!(got, want, "{rows}x{cols}");
+                }
+            }
+            let mut got = vec![0.0f32; cols * stride];
+            let short = RowsRef::F32(&w[..rows * cols - 1]);
+            assert!(!x86_avx2::pack_transposed(
+                short, rows, cols, None, &mut got, stride
+            ));
+            let short_panel = &mut got[..(cols - 1) * stride + rows - 1];
+            let w_all = RowsRef::F32(&w);
+            assert!(!x86_avx2::pack_transposed(
+                w_all,
+                rows,
+                cols,
+                None,
+                short_panel,
+                stride
+            ));
+            assert!(got.iter().all(|v| *v == 0.0));
+        }
         // The panel rotation, both layouts, b = 4, 8 and 16, one and two halves.
         let n = 32;
         let mut blocks = [0.0f32; 32 * 16];

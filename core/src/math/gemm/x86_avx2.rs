@@ -408,3 +408,121 @@ unsafe fn strided_blocks_avx2<const B: usize>(
         }
     }
 }
+
+/// The 8 × 8 transpose of eight `ymm` rows: vector `j` of the result holds entry `j` of
+/// every row.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
+    use core::arch::x86_64::{
+        _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    };
+    let t: [__m256; 8] = core::array::from_fn(|i| {
+        let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // s[4g + m]: rows 4g .. 4g + 4, columns m (low lane) and m + 4 (high lane).
+    let s: [__m256; 8] = core::array::from_fn(|i| {
+        let (g, m) = (i / 4, i % 4);
+        let (a, b) = (t[4 * g + (m / 2)], t[4 * g + 2 + (m / 2)]);
+        if m % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm256_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    core::array::from_fn(|j| {
+        if j < 4 {
+            _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(s[j - 4], s[j])
+        }
+    })
+}
+
+/// `panel[k · stride + j] = s[j] · W[j][k]` (`s` = `scale`, or 1) for `W` of `rows × cols`
+/// (any alignment), as `x86_products::pack_transposed` on AVX-512: 8 × 8 blocks scaled and
+/// transposed in registers, the ragged edges one value at a time (the same products as
+/// the portable packing).
+///
+/// Sound for any input: returns `false`, touching nothing, unless AVX2 is available, `w`
+/// holds `rows · cols` values, `panel` `cols` rows of `stride >= rows` values and `scale`
+/// (if any) `rows` values.
+pub(super) fn pack_transposed(
+    w: super::RowsRef<'_>,
+    rows: usize,
+    cols: usize,
+    scale: Option<&[f32]>,
+    panel: &mut [f32],
+    stride: usize,
+) -> bool {
+    let (w_ptr, w_len) = w.raw_parts();
+    if !avx2_fma_available()
+        || stride < rows
+        || rows.checked_mul(cols).is_none_or(|n| n > w_len)
+        || super::Product::span(cols, rows, stride).is_none_or(|n| n > panel.len())
+        || scale.is_some_and(|s| s.len() < rows)
+    {
+        return false;
+    }
+    // SAFETY: AVX2 is available; the spans of `w`, `panel` and `scale` were checked above.
+    unsafe { pack_avx2(w_ptr, [rows, cols], scale, panel.as_mut_ptr(), stride) };
+    true
+}
+
+/// The body of [`pack_transposed`].
+///
+/// # Safety
+/// AVX2 available; `w` readable for `rows · cols` values (any alignment), `panel` writable
+/// for `(cols - 1) · stride + rows` values, `scale` (if any) `rows` values long.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_avx2(
+    w: *const f32,
+    [rows, cols]: [usize; 2],
+    scale: Option<&[f32]>,
+    panel: *mut f32,
+    stride: usize,
+) {
+    use core::arch::x86_64::_mm256_mul_ps;
+    let s = |j: usize| scale.and_then(|s| s.get(j)).copied().unwrap_or(1.0);
+    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    for j0 in (0..r8).step_by(8) {
+        let sv: [__m256; 8] = core::array::from_fn(|jj| _mm256_set1_ps(s(j0 + jj)));
+        for k0 in (0..c8).step_by(8) {
+            // SAFETY: rows j0 .. j0 + 8 <= rows, values k0 .. k0 + 8 <= cols of each.
+            let r: [__m256; 8] = core::array::from_fn(|jj| {
+                _mm256_mul_ps(
+                    unsafe { _mm256_loadu_ps(w.wrapping_add((j0 + jj) * cols + k0)) },
+                    sv[jj],
+                )
+            });
+            for (kk, v) in transpose_8x8(r).iter().enumerate() {
+                // SAFETY: panel row k0 + kk < cols, values j0 .. j0 + 8 <= rows <= stride.
+                unsafe { _mm256_storeu_ps(panel.wrapping_add((k0 + kk) * stride + j0), *v) };
+            }
+        }
+    }
+    // The edges: rows past the last whole block of 8 (every column), then the columns past
+    // it (the other rows).
+    let one = |j: usize, k: usize| {
+        // SAFETY: j < rows, k < cols: inside `w` and `panel` (checked by the caller).
+        unsafe {
+            *panel.wrapping_add(k * stride + j) =
+                s(j) * w.wrapping_add(j * cols + k).read_unaligned();
+        }
+    };
+    for j in r8..rows {
+        for k in 0..cols {
+            one(j, k);
+        }
+    }
+    for j in 0..r8 {
+        for k in c8..cols {
+            one(j, k);
+        }
+    }
+}

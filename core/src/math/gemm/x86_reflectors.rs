@@ -19,6 +19,7 @@ use core::arch::x86_64::{
 };
 
 use super::cpu::{avx2_fma_available, avx512_available, f16c_available};
+use super::x86_avx2::transpose_8x8;
 use super::x86_blocks::transpose_8x8_halves;
 use super::x86_products::lanes;
 use crate::math::reflectors::{v_index, GROUP, GROUP_HALVES};
@@ -496,41 +497,6 @@ unsafe fn pair_avx2(src: *const f32, dst: *mut f32, k: usize, d0: *const u16, d1
         }
         q += 1;
     }
-}
-
-/// The 8 × 8 transpose of eight `ymm` rows: vector `j` of the result holds entry `j` of
-/// every row.
-#[target_feature(enable = "avx2")]
-#[inline]
-fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
-    use core::arch::x86_64::{
-        _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
-    };
-    let t: [__m256; 8] = core::array::from_fn(|i| {
-        let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
-        if i % 2 == 0 {
-            _mm256_unpacklo_ps(a, b)
-        } else {
-            _mm256_unpackhi_ps(a, b)
-        }
-    });
-    // s[4g + m]: rows 4g .. 4g + 4, columns m (low lane) and m + 4 (high lane).
-    let s: [__m256; 8] = core::array::from_fn(|i| {
-        let (g, m) = (i / 4, i % 4);
-        let (a, b) = (t[4 * g + (m / 2)], t[4 * g + 2 + (m / 2)]);
-        if m % 2 == 0 {
-            _mm256_shuffle_ps::<0x44>(a, b)
-        } else {
-            _mm256_shuffle_ps::<0xEE>(a, b)
-        }
-    });
-    core::array::from_fn(|j| {
-        if j < 4 {
-            _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j])
-        } else {
-            _mm256_permute2f128_ps::<0x31>(s[j - 4], s[j])
-        }
-    })
 }
 
 /// The eight halves at `p` as one vector of `f32` (`vcvtph2ps`); under Miri the exact
