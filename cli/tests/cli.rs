@@ -402,7 +402,12 @@ fn outputs(args: &[&str], inputs: &[Vec<f32>]) -> Vec<Vec<f64>> {
     let text: String = inputs.iter().map(|x| line_of(x) + "\n").collect();
     let mut a = args.to_vec();
     a.extend(["--stdin", "--json"]);
-    json_lines(&ok(&run_stdin(&a, &text)))
+    output_values(&ok(&run_stdin(&a, &text)))
+}
+
+/// The `output` arrays of `run --json` lines.
+fn output_values(json: &str) -> Vec<Vec<f64>> {
+    json_lines(json)
         .iter()
         .map(|o| {
             o["output"]
@@ -1755,19 +1760,8 @@ fn kernel_families_agree_and_a_bad_family_exits_2() {
             c.output().unwrap()
         }
     };
-    let outputs = |family: &str| -> Vec<Vec<f64>> {
-        json_lines(&ok(&with(family, &args, Some(&text))))
-            .iter()
-            .map(|o| {
-                o["output"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect()
-            })
-            .collect()
-    };
+    let outputs = |family: &str| output_values(&ok(&with(family, &args, Some(&text))));
+
     let wide = outputs("avx512");
     for family in ["avx2", "portable"] {
         for (a, b) in wide.iter().zip(outputs(family)) {

@@ -235,27 +235,15 @@ pub(crate) fn panel_blocks(
     blocks: &[f32],
     strided: bool,
 ) -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
     {
-        use x86_avx2::panel_blocks as a;
-        use x86_blocks::panel_blocks as w;
-        type Kernel = fn(&mut [f32], usize, [usize; 2], &[f32]) -> bool;
-        // The AVX-512 kernel, else the AVX2 one (each returns false without its CPU).
-        let (wide, narrow): (Kernel, Kernel) = match (b, strided) {
-            (4, false) => (w::<4, false>, a::<4, false>),
-            (8, false) => (w::<8, false>, a::<8, false>),
-            (16, false) => (w::<16, false>, a::<16, false>),
-            (4, true) => (w::<4, true>, a::<4, true>),
-            (8, true) => (w::<8, true>, a::<8, true>),
-            (16, true) => (w::<16, true>, a::<16, true>),
-            _ => return false,
-        };
-        let shape = [halves, stride];
-        wide(panel, n, shape, blocks) || narrow(panel, n, shape, blocks)
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
+        #[cfg(target_arch = "wasm32")]
         use wasm::panel_blocks as k;
+        #[cfg(target_arch = "x86_64")]
+        use x86_blocks::panel_blocks as k;
         let shape = [halves, stride];
         match (b, strided) {
             (4, false) => k::<4, false>(panel, n, shape, blocks),
@@ -317,9 +305,7 @@ pub(crate) fn reflector_factor(
     strided: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86_reflectors::reflector_factor(src, dst, k, data, strided)
-        || x86_reflectors::reflector_factor_avx2(src, dst, k, data, strided)
-    {
+    if x86_reflectors::reflector_factor(src, dst, k, data, strided) {
         return true;
     }
     let _ = (src, dst, k, data, strided);
@@ -331,9 +317,7 @@ pub(crate) fn reflector_factor(
 /// touched) where this CPU has no kernel or the lengths do not fit.
 pub(crate) fn reflector_pair(src: &[f32], dst: &mut [f32], k: usize, data: [&[u16]; 2]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x86_reflectors::reflector_pair(src, dst, k, data)
-        || x86_reflectors::reflector_pair_avx2(src, dst, k, data)
-    {
+    if x86_reflectors::reflector_pair(src, dst, k, data) {
         return true;
     }
     let _ = (src, dst, k, data);
@@ -573,10 +557,17 @@ pub(crate) fn weights_in_place(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        Ok(
-            x86_products::weights_in_place(w, rows, cols, xt, n, y, stride, scale, bias, next)
-                || x86_avx2::weights_in_place(w, rows, cols, xt, n, y, stride, scale, bias),
-        )
+        Ok(x86_products::weights_in_place(
+            w,
+            rows,
+            cols,
+            xt,
+            n,
+            y,
+            stride,
+            [scale, bias],
+            next,
+        ))
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
@@ -598,6 +589,89 @@ pub(crate) fn weights_in_place(
     {
         let _ = (w, xt, y, next);
         Ok(false)
+    }
+}
+
+/// Whether the operands of an in-place product ([`weights_in_place`]'s kernels) hold what
+/// the shape `[rows, cols, n, stride]` addresses: `w_len` weights, the packed panels `xt`,
+/// the outputs `y`, `rows` scale and bias values; false for an empty shape.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+fn in_place_shape_ok(
+    [rows, cols, n, stride]: [usize; 4],
+    w_len: usize,
+    xt: &[f32],
+    y: &[f32],
+    [scale, bias]: [Option<&[f32]>; 2],
+) -> bool {
+    rows != 0
+        && cols != 0
+        && n != 0
+        && stride >= rows
+        && rows.checked_mul(cols).is_some_and(|e| e <= w_len)
+        && n.div_ceil(INPUT_PANEL)
+            .checked_mul(INPUT_PANEL * cols)
+            .is_some_and(|e| e <= xt.len())
+        && Product::span(n, rows, stride).is_some_and(|e| e <= y.len())
+        && scale.is_none_or(|s| s.len() >= rows)
+        && bias.is_none_or(|b| b.len() >= rows)
+}
+
+/// What a panel rotation ([`panel_blocks`]'s kernels) requires: `B` in {4, 8, 16}, `n` a
+/// nonzero multiple of `B`, `16 · halves <= stride`, a panel of `panel_len = n · stride`
+/// values and `n · B` coefficients.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+fn panel_shape_ok<const B: usize>(
+    panel_len: usize,
+    n: usize,
+    [halves, stride]: [usize; 2],
+    blocks: &[f32],
+) -> bool {
+    matches!(B, 4 | 8 | 16)
+        && n != 0
+        && n.is_multiple_of(B)
+        && halves.checked_mul(16).is_some_and(|v| v <= stride)
+        && n.checked_mul(stride) == Some(panel_len)
+        && n.checked_mul(B) == Some(blocks.len())
+}
+
+/// Row of a panel (feature) that entry `t` of block `j` of a panel rotation reads: `j·B + t`
+/// for contiguous blocks, `j + t·k` for strided ones (`k = n / B` blocks). Shared by every
+/// [`panel_blocks`] kernel.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+#[inline(always)]
+const fn panel_row<const B: usize, const STRIDED: bool>(j: usize, t: usize, k: usize) -> usize {
+    if STRIDED {
+        j + t * k
+    } else {
+        j * B + t
+    }
+}
+
+/// Index of entry `(c, t)` of block `j`'s coefficient in a factor's blocks (the layouts of
+/// [`contiguous_blocks`] and [`strided_blocks`]). Shared by every [`panel_blocks`] kernel.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+#[inline(always)]
+const fn panel_coef<const B: usize, const STRIDED: bool>(
+    j: usize,
+    [c, t]: [usize; 2],
+    k: usize,
+) -> usize {
+    if STRIDED {
+        (c * B + t) * k + j
+    } else {
+        j * B * B + t * B + c
     }
 }
 
@@ -792,13 +866,13 @@ mod tests {
                 let mut narrow = vec![f32::NAN; n];
                 let ran = if paired {
                     let (d0, d1) = data.split_at(per);
-                    x86_reflectors::reflector_pair_avx2(&x, &mut narrow, k, [d0, d1])
+                    x86_reflectors::pair_on(false, &x, &mut narrow, k, [d0, d1])
                 } else {
                     (0..m).all(|f| {
                         let strided = crate::math::Chain::factor_is_strided(spec, f).unwrap();
                         let from = if f == 0 { Some(&x[..]) } else { None };
                         let d = &data[f * per..(f + 1) * per];
-                        x86_reflectors::reflector_factor_avx2(from, &mut narrow, k, d, strided)
+                        x86_reflectors::factor_on(false, from, &mut narrow, k, d, strided)
                     })
                 };
                 assert_eq!(ran, k.is_multiple_of(8), "{n}");
@@ -1139,6 +1213,63 @@ mod tests {
         assert!(pack_transposed(RowsRef::F32(&w[..5]), 2, 3, &mut [0.0; 6], 2).is_err());
     }
 
+    extern crate std;
+    use std::vec as alloc_vec;
+
+    /// Operands of an in-place product test: weights `rows × cols` and inputs `n × cols`
+    /// (deterministic, from `seed`), the weights' little-endian bytes one byte into a
+    /// buffer (unaligned), a per-output scale and bias.
+    struct InPlaceCase {
+        w: alloc_vec::Vec<f32>,
+        x: alloc_vec::Vec<f32>,
+        bytes: alloc_vec::Vec<u8>,
+        scale: alloc_vec::Vec<f32>,
+        bias: alloc_vec::Vec<f32>,
+    }
+
+    /// `(weight rows, inputs, columns)` of the in-place product tests: rows not a multiple
+    /// of either tile (12, 6) or the 48-row chunk, inputs below 8, 16 and 32 and past a
+    /// panel, a MiniLM-wide row.
+    const IN_PLACE_SHAPES: [(usize, usize, usize); 7] = [
+        (1, 1, 1),
+        (13, 5, 3),
+        (12, 32, 64),
+        (97, 33, 19),
+        (8, 70, 40),
+        (200, 17, 9),
+        (50, 9, 384),
+    ];
+
+    /// [`IN_PLACE_SHAPES`], or under Miri (which is slow) two small ragged ones.
+    fn in_place_shapes() -> &'static [(usize, usize, usize)] {
+        if cfg!(miri) {
+            &[(13, 5, 3), (2, 17, 2)]
+        } else {
+            &IN_PLACE_SHAPES
+        }
+    }
+
+    fn in_place_case(rows: usize, n: usize, cols: usize, seed: u32) -> InPlaceCase {
+        extern crate std;
+        let mut w = std::vec![0.0f32; rows * cols];
+        let mut x = std::vec![0.0f32; n * cols];
+        fill(&mut w, seed);
+        fill(&mut x, seed + 1);
+        let mut bytes = std::vec![0u8; 4 * rows * cols + 1];
+        for (c, v) in bytes[1..].chunks_exact_mut(4).zip(&w) {
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+        let scale = (0..rows).map(|j| 0.5 + j as f32 * 0.125).collect();
+        let bias = (0..rows).map(|j| j as f32 * 0.25 - 1.0).collect();
+        InPlaceCase {
+            w,
+            x,
+            bytes,
+            scale,
+            bias,
+        }
+    }
+
     /// The in-place kernel against the packed-panel one (on AVX-512 the same bits: every
     /// sum in the same order) and a float64 reference, on ragged shapes: weight rows not a multiple
     /// of the 12-row tile or the 48-row chunk, inputs not a multiple of the 32-input panel
@@ -1151,29 +1282,14 @@ mod tests {
         if !in_place_available() {
             return;
         }
-        let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
-            &[(13, 5, 3), (1, 17, 2)]
-        } else {
-            &[
-                (1, 1, 1),
-                (13, 5, 3),
-                (12, 32, 64),
-                (97, 33, 19),
-                (8, 70, 40),
-                (200, 17, 9),
-            ]
-        };
-        for &(rows, n, cols) in shapes {
-            let mut w = vec![0.0f32; rows * cols];
-            let mut x = vec![0.0f32; n * cols];
-            fill(&mut w, 5);
-            fill(&mut x, 6);
-            let mut bytes = vec![0u8; 4 * rows * cols + 1];
-            for (c, v) in bytes[1..].chunks_exact_mut(4).zip(&w) {
-                c.copy_from_slice(&v.to_le_bytes());
-            }
-            let scale: std::vec::Vec<f32> = (0..rows).map(|j| 0.5 + j as f32 * 0.125).collect();
-            let bias: std::vec::Vec<f32> = (0..rows).map(|j| j as f32 * 0.25 - 1.0).collect();
+        for &(rows, n, cols) in in_place_shapes() {
+            let InPlaceCase {
+                w,
+                x,
+                bytes,
+                scale,
+                bias,
+            } = in_place_case(rows, n, cols, 5);
             let stride = rows + 5;
             // The packed-panel path: C = X · Wᵀ, then s ⊙ C + b as `finish_outputs` does.
             let mut wt = vec![0.0f32; cols * rows];
@@ -1300,37 +1416,32 @@ mod tests {
             return;
         }
         let wide = cpu::avx512_available();
-        let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
-            &[(7, 5, 3), (2, 17, 2)]
-        } else {
-            &[
-                (1, 1, 1),
-                (13, 5, 3),
-                (12, 32, 64),
-                (97, 33, 19),
-                (8, 70, 40),
-                (50, 9, 384),
-            ]
-        };
-        for &(rows, n, cols) in shapes {
-            let mut w = vec![0.0f32; rows * cols];
-            let mut x = vec![0.0f32; n * cols];
-            fill(&mut w, 11);
-            fill(&mut x, 12);
-            let mut bytes = vec![0u8; 4 * rows * cols + 1];
-            for (c, v) in bytes[1..].chunks_exact_mut(4).zip(&w) {
-                c.copy_from_slice(&v.to_le_bytes());
-            }
-            let scale: std::vec::Vec<f32> = (0..rows).map(|j| 0.5 + j as f32 * 0.125).collect();
-            let bias: std::vec::Vec<f32> = (0..rows).map(|j| j as f32 * 0.25 - 1.0).collect();
+        for &(rows, n, cols) in in_place_shapes() {
+            let InPlaceCase {
+                w,
+                x,
+                bytes,
+                scale,
+                bias,
+            } = in_place_case(rows, n, cols, 11);
             let stride = rows + 3;
             let mut xt = vec![f32::NAN; packed_inputs_len(n, cols)];
             assert!(pack_inputs(&x, n, cols, &mut xt).is_ok());
             for source in [RowsRef::F32(&w), RowsRef::LeBytes(&bytes[1..])] {
                 let (s, b) = (Some(&scale[..]), Some(&bias[..]));
                 let mut got = vec![-7.0f32; n * stride];
-                assert!(x86_avx2::weights_in_place(
-                    source, rows, cols, &xt, n, &mut got, stride, s, b
+                let shape = [rows, cols];
+                let none = RowsRef::F32(&[]);
+                assert!(x86_products::in_place_on(
+                    false,
+                    source,
+                    shape,
+                    &xt,
+                    n,
+                    &mut got,
+                    stride,
+                    [s, b],
+                    none
                 ));
                 for t in 0..n {
                     for o in 0..stride {
@@ -1352,29 +1463,38 @@ mod tests {
                 }
                 if wide {
                     let mut want = vec![-7.0f32; n * stride];
-                    let none = RowsRef::F32(&[]);
-                    assert!(x86_products::weights_in_place(
-                        source, rows, cols, &xt, n, &mut want, stride, s, b, none
+                    assert!(x86_products::in_place_on(
+                        true,
+                        source,
+                        shape,
+                        &xt,
+                        n,
+                        &mut want,
+                        stride,
+                        [s, b],
+                        none
                     ));
                     assert_eq!(got, want, "{rows} rows, {n} inputs, {cols} columns");
                 }
             }
             let mut got = vec![-7.0f32; n * stride];
             let short = RowsRef::F32(&w[..rows * cols - 1]);
-            assert!(!x86_avx2::weights_in_place(
-                short, rows, cols, &xt, n, &mut got, stride, None, None
+            let (shape, none) = ([rows, cols], [None, None]);
+            let nothing = RowsRef::F32(&[]);
+            assert!(!x86_products::in_place_on(
+                false, short, shape, &xt, n, &mut got, stride, none, nothing
             ));
             let w_all = RowsRef::F32(&w);
-            assert!(!x86_avx2::weights_in_place(
+            assert!(!x86_products::in_place_on(
+                false,
                 w_all,
-                rows,
-                cols,
+                shape,
                 &xt[1..],
                 n,
                 &mut got,
                 stride,
-                None,
-                None
+                none,
+                nothing
             ));
             assert!(got.iter().all(|&v| v == -7.0));
         }
@@ -1393,31 +1513,15 @@ mod tests {
                     for strided in [false, true] {
                         let mut got = x.clone();
                         let mut from = vec![f32::NAN; rows * n];
+                        let contiguous = |src: Option<&[f32]>, dst: &mut [f32]| match b {
+                            8 => x86_avx2::contiguous_blocks::<8>(src, dst, n, &coefs, transpose),
+                            16 => x86_avx2::contiguous_blocks::<16>(src, dst, n, &coefs, transpose),
+                            _ => false,
+                        };
                         let (ran, ran_from) = match (b, strided) {
-                            (8, false) => (
-                                x86_avx2::contiguous_blocks::<8>(
-                                    None, &mut got, n, &coefs, transpose,
-                                ),
-                                x86_avx2::contiguous_blocks::<8>(
-                                    Some(&x),
-                                    &mut from,
-                                    n,
-                                    &coefs,
-                                    transpose,
-                                ),
-                            ),
-                            (16, false) => (
-                                x86_avx2::contiguous_blocks::<16>(
-                                    None, &mut got, n, &coefs, transpose,
-                                ),
-                                x86_avx2::contiguous_blocks::<16>(
-                                    Some(&x),
-                                    &mut from,
-                                    n,
-                                    &coefs,
-                                    transpose,
-                                ),
-                            ),
+                            (8 | 16, false) => {
+                                (contiguous(None, &mut got), contiguous(Some(&x), &mut from))
+                            }
                             (4, true) => (
                                 x86_avx2::strided_blocks::<4>(&mut got, n, &coefs, transpose),
                                 false,
@@ -1547,43 +1651,24 @@ mod tests {
             }
         }
         type Kernel = fn(&mut [f32], usize, [usize; 2], &[f32]) -> bool;
-        let kernels: [(usize, bool, Kernel, Kernel); 6] = [
-            (
-                4,
-                false,
-                x86_avx2::panel_blocks::<4, false>,
-                x86_blocks::panel_blocks::<4, false>,
-            ),
-            (
-                8,
-                false,
-                x86_avx2::panel_blocks::<8, false>,
-                x86_blocks::panel_blocks::<8, false>,
-            ),
-            (
-                16,
-                false,
-                x86_avx2::panel_blocks::<16, false>,
-                x86_blocks::panel_blocks::<16, false>,
-            ),
-            (
-                4,
-                true,
-                x86_avx2::panel_blocks::<4, true>,
-                x86_blocks::panel_blocks::<4, true>,
-            ),
-            (
-                8,
-                true,
-                x86_avx2::panel_blocks::<8, true>,
-                x86_blocks::panel_blocks::<8, true>,
-            ),
-            (
-                16,
-                true,
-                x86_avx2::panel_blocks::<16, true>,
-                x86_blocks::panel_blocks::<16, true>,
-            ),
+        // (b, strided, the AVX2 kernel, the AVX-512 kernel)
+        macro_rules! both {
+            ($b:literal, $s:literal) => {
+                (
+                    $b,
+                    $s,
+                    (|p, n, h, c| x86_blocks::panel_on::<$b, $s>(false, p, n, h, c)) as Kernel,
+                    (|p, n, h, c| x86_blocks::panel_on::<$b, $s>(true, p, n, h, c)) as Kernel,
+                )
+            };
+        }
+        let kernels = [
+            both!(4, false),
+            both!(8, false),
+            both!(16, false),
+            both!(4, true),
+            both!(8, true),
+            both!(16, true),
         ];
         for (b, strided, avx2, avx512) in kernels {
             if cfg!(miri) && b != 8 {

@@ -218,18 +218,7 @@ pub(super) fn weights_in_place(
         RowsRef::F32(v) => v.len(),
         RowsRef::LeBytes(v) => v.len() / 4,
     };
-    if rows == 0
-        || cols == 0
-        || n == 0
-        || stride < rows
-        || rows.checked_mul(cols).is_none_or(|e| e > w_len)
-        || n.div_ceil(side)
-            .checked_mul(side * cols)
-            .is_none_or(|e| e > xt.len())
-        || Product::span(n, rows, stride).is_none_or(|e| e > y.len())
-        || scale.is_some_and(|s| s.len() < rows)
-        || bias.is_some_and(|b| b.len() < rows)
-    {
+    if !super::in_place_shape_ok([rows, cols, n, stride], w_len, xt, y, [scale, bias]) {
         return false;
     }
     // The weights as `f32` values: the model's bytes are little-endian, as WebAssembly is,
@@ -385,24 +374,14 @@ pub(super) fn panel_blocks<const B: usize, const STRIDED: bool>(
     [halves, stride]: [usize; 2],
     blocks: &[f32],
 ) -> bool {
-    if !matches!(B, 4 | 8 | 16)
-        || n == 0
-        || !n.is_multiple_of(B)
-        || halves.checked_mul(16).is_none_or(|v| v > stride)
-        || n.checked_mul(stride) != Some(panel.len())
-        || n.checked_mul(B) != Some(blocks.len())
-    {
+    if !super::panel_shape_ok::<B>(panel.len(), n, [halves, stride], blocks) {
         return false;
     }
     let k = n / B;
     for j in 0..k {
-        let row = |t: usize| if STRIDED { j + t * k } else { j * B + t } * stride;
+        let row = |t: usize| super::panel_row::<B, STRIDED>(j, t, k) * stride;
         let coef = |c: usize, t: usize| {
-            let at = if STRIDED {
-                (c * B + t) * k + j
-            } else {
-                j * B * B + t * B + c
-            };
+            let at = super::panel_coef::<B, STRIDED>(j, [c, t], k);
             blocks.get(at).copied().unwrap_or(0.0)
         };
         for q in 0..4 * halves {

@@ -16,8 +16,7 @@ use core::arch::x86_64::{
 };
 
 use super::cpu::avx2_fma_available;
-use super::x86_blocks::panel_shape_ok;
-use super::x86_products::{in_place_shape_ok, Out, SIDE};
+use super::x86_products::{Out, SIDE};
 
 /// Weight rows of one tile: 6 rows by 16 inputs is 12 accumulators, two input vectors
 /// and a broadcast weight in the 16 `ymm` registers.
@@ -28,29 +27,22 @@ const CHUNK_ROWS: usize = 48;
 
 /// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
 /// `W` (`rows × cols`, row-major, any alignment) read where it lies, `X` packed in panels
-/// of 32 inputs (`xt`, as `super::pack_inputs` writes them). Tiles of 6 weight rows by 16
-/// inputs, each sum a chain over `k` from zero.
+/// of 32 inputs: `x86_products::weights_in_place`'s kernel for CPUs with AVX2 + FMA but not
+/// AVX-512, tiles of 6 weight rows by 16 inputs, each sum a chain over `k` from zero.
 ///
-/// Sound for any input: returns `false`, touching nothing, unless AVX2 and FMA are
-/// available and every operand holds what the shape addresses.
+/// # Safety
+/// AVX2 and FMA must be available, and the operands hold what the shape addresses
+/// (`super::in_place_shape_ok`).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn weights_in_place(
-    w: super::RowsRef<'_>,
-    rows: usize,
-    cols: usize,
+pub(super) unsafe fn weights_in_place_avx2(
+    w_ptr: *const f32,
+    [rows, cols]: [usize; 2],
     xt: &[f32],
     n: usize,
     y: &mut [f32],
     stride: usize,
-    scale: Option<&[f32]>,
-    bias: Option<&[f32]>,
-) -> bool {
-    let (w_ptr, w_len) = w.raw_parts();
-    if !avx2_fma_available()
-        || !in_place_shape_ok([rows, cols, n, stride], w_len, xt, y, [scale, bias])
-    {
-        return false;
-    }
+    [scale, bias]: [Option<&[f32]>; 2],
+) {
     let mut c0 = 0;
     while c0 < rows {
         let chunk = CHUNK_ROWS.min(rows - c0);
@@ -69,7 +61,7 @@ pub(super) fn weights_in_place(
                         scale: scale.map(|s| s.as_ptr().wrapping_add(o0)),
                         bias: bias.map(|b| b.as_ptr().wrapping_add(o0)),
                     };
-                    // SAFETY: AVX2 and FMA are available (checked above); rows o0 .. o0 +
+                    // SAFETY: AVX2 and FMA are available (the caller's contract); rows o0 .. o0 +
                     // valid of W (inside the checked `rows · cols`), values 16h .. 16h +
                     // 16 of each `k` row of panel g of `xt` (inside the checked `groups ·
                     // 32 · cols`), outputs of inputs t0 + 16h .. + tokens and columns o0
@@ -90,7 +82,6 @@ pub(super) fn weights_in_place(
         }
         c0 += chunk;
     }
-    true
 }
 
 /// [`tile_in_place`] for `valid` (1 ..= 6) weight rows.
@@ -177,35 +168,14 @@ unsafe fn tile_in_place<const R: usize, const V: usize>(
 
 /// `P <- F P` for the first `16 · halves` inputs of a feature-major panel `P` (`n` rows
 /// of `stride` values), `F` block-diagonal with `B × B` blocks on contiguous rows or on
-/// rows `j, j + n / B, ...` (`STRIDED`), as `x86_blocks::panel_blocks` on AVX-512.
-///
-/// Sound for any input: returns `false`, touching nothing, unless AVX2 and FMA are
-/// available and the shape is one `panel_shape_ok` accepts.
-pub(super) fn panel_blocks<const B: usize, const STRIDED: bool>(
-    panel: &mut [f32],
-    n: usize,
-    [halves, stride]: [usize; 2],
-    blocks: &[f32],
-) -> bool {
-    if !avx2_fma_available() || !panel_shape_ok::<B>(panel.len(), n, [halves, stride], blocks) {
-        return false;
-    }
-    // SAFETY: AVX2 and FMA are available; every row index below is < n (j < k, t < B:
-    // j·B + t < n, j + t·k < n), every value index < 16 · halves <= stride, every
-    // coefficient index < n · B; `panel` and `blocks` were checked to hold those.
-    unsafe {
-        panel_blocks_avx2::<B, STRIDED>(panel.as_mut_ptr(), n, [halves, stride], blocks.as_ptr())
-    };
-    true
-}
-
-/// The body of [`panel_blocks`].
+/// rows `j, j + n / B, ...` (`STRIDED`): `x86_blocks::panel_blocks`'s kernel for CPUs with
+/// AVX2 + FMA but not AVX-512, eight inputs to a vector, the same operations per value.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `panel` must address `n · stride` values and `blocks`
 /// `n · B`, `n` a multiple of `B`, `16 · halves <= stride`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn panel_blocks_avx2<const B: usize, const STRIDED: bool>(
+pub(super) unsafe fn panel_blocks_avx2<const B: usize, const STRIDED: bool>(
     panel: *mut f32,
     n: usize,
     [halves, stride]: [usize; 2],
@@ -215,15 +185,10 @@ unsafe fn panel_blocks_avx2<const B: usize, const STRIDED: bool>(
     for j in 0..k {
         // Row t of block j, and where entry (c, t)'s coefficient is.
         let rows: [*mut f32; B] = core::array::from_fn(|t| {
-            panel.wrapping_add(if STRIDED { j + t * k } else { j * B + t } * stride)
+            panel.wrapping_add(super::panel_row::<B, STRIDED>(j, t, k) * stride)
         });
-        let coef = |c: usize, t: usize| {
-            blocks.wrapping_add(if STRIDED {
-                (c * B + t) * k + j
-            } else {
-                j * B * B + t * B + c
-            })
-        };
+        let coef =
+            |c: usize, t: usize| blocks.wrapping_add(super::panel_coef::<B, STRIDED>(j, [c, t], k));
         for q in 0..2 * halves {
             // SAFETY: rows of block j (< n), values 8q .. 8q + 8 <= 16 · halves <= stride.
             let src: [__m256; B] =

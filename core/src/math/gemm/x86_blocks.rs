@@ -483,42 +483,48 @@ unsafe fn strided_blocks_any(x: &mut [f32], n: usize, b: usize, blocks: &[f32], 
 /// of `B` fused multiply-adds (entries in order `t = 0 .. B`) with broadcast
 /// coefficients: no shuffles.
 ///
-/// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available,
-/// `B` is 4, 8 or 16, `n` is a multiple of `B`, `16 · halves <= stride`, `panel` holds
-/// `n · stride` values and `blocks` `n · B`.
+/// Sound for any input: returns `false`, touching nothing, unless AVX-512F (or, on a CPU
+/// without it, AVX2 + FMA: `x86_avx2`'s kernel, the same bits) is available, `B` is 4, 8
+/// or 16, `n` is a multiple of `B`, `16 · halves <= stride`, `panel` holds `n · stride`
+/// values and `blocks` `n · B`.
 pub(crate) fn panel_blocks<const B: usize, const STRIDED: bool>(
+    panel: &mut [f32],
+    n: usize,
+    shape: [usize; 2],
+    blocks: &[f32],
+) -> bool {
+    panel_on::<B, STRIDED>(avx512_available(), panel, n, shape, blocks)
+}
+
+/// [`panel_blocks`] on the AVX-512 kernel (`wide`) or the AVX2 one; `false`, touching
+/// nothing, when this CPU lacks that kernel's features or the shape does not fit.
+pub(super) fn panel_on<const B: usize, const STRIDED: bool>(
+    wide: bool,
     panel: &mut [f32],
     n: usize,
     [halves, stride]: [usize; 2],
     blocks: &[f32],
 ) -> bool {
-    if !avx512_available() || !panel_shape_ok::<B>(panel.len(), n, [halves, stride], blocks) {
+    let runs = if wide {
+        avx512_available()
+    } else {
+        super::cpu::avx2_fma_available()
+    };
+    if !runs || !super::panel_shape_ok::<B>(panel.len(), n, [halves, stride], blocks) {
         return false;
     }
-    // SAFETY: AVX-512F is available; every row index below is < n (j < k, t < B:
-    // j·B + t < n, j + t·k < n), every value index < 16 · halves <= stride, every
+    let (p, c) = (panel.as_mut_ptr(), blocks.as_ptr());
+    // SAFETY: the kernel's features are available; every row index below is < n (j < k,
+    // t < B: j·B + t < n, j + t·k < n), every value index < 16 · halves <= stride, every
     // coefficient index < n · B; `panel` and `blocks` were checked to hold those.
     unsafe {
-        panel_blocks_avx512::<B, STRIDED>(panel.as_mut_ptr(), n, [halves, stride], blocks.as_ptr())
+        if wide {
+            panel_blocks_avx512::<B, STRIDED>(p, n, [halves, stride], c)
+        } else {
+            super::x86_avx2::panel_blocks_avx2::<B, STRIDED>(p, n, [halves, stride], c)
+        }
     };
     true
-}
-
-/// What a panel rotation (this file's [`panel_blocks`] or the AVX2 one) requires: `B` in
-/// {4, 8, 16}, `n` a nonzero multiple of `B`, `16 · halves <= stride`, a panel of
-/// `panel_len = n · stride` values and `n · B` coefficients.
-pub(super) fn panel_shape_ok<const B: usize>(
-    panel_len: usize,
-    n: usize,
-    [halves, stride]: [usize; 2],
-    blocks: &[f32],
-) -> bool {
-    matches!(B, 4 | 8 | 16)
-        && n != 0
-        && n.is_multiple_of(B)
-        && halves.checked_mul(16).is_some_and(|v| v <= stride)
-        && n.checked_mul(stride) == Some(panel_len)
-        && n.checked_mul(B) == Some(blocks.len())
 }
 
 /// The body of [`panel_blocks`].
@@ -538,15 +544,10 @@ unsafe fn panel_blocks_avx512<const B: usize, const STRIDED: bool>(
     for j in 0..k {
         // Row t of block j, and where entry (c, t)'s coefficient is.
         let rows: [*mut f32; B] = core::array::from_fn(|t| {
-            panel.wrapping_add(if STRIDED { j + t * k } else { j * B + t } * stride)
+            panel.wrapping_add(super::panel_row::<B, STRIDED>(j, t, k) * stride)
         });
-        let coef = |c: usize, t: usize| {
-            blocks.wrapping_add(if STRIDED {
-                (c * B + t) * k + j
-            } else {
-                j * B * B + t * B + c
-            })
-        };
+        let coef =
+            |c: usize, t: usize| blocks.wrapping_add(super::panel_coef::<B, STRIDED>(j, [c, t], k));
         for h in 0..halves {
             // SAFETY: rows of block j (< n), values 16h .. 16h + 16 <= stride.
             let src: [__m512; B] =

@@ -99,8 +99,9 @@ const CHUNK_ROWS: usize = 48;
 /// as [`matmul`]'s), transposed in registers on the way out. Each sum runs over `k` in
 /// order from zero, as [`matmul`]'s does, so the two agree to the last bit.
 ///
-/// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available
-/// and every operand holds what the shape addresses.
+/// Sound for any input: returns `false`, touching nothing, unless AVX-512F (or, on a CPU
+/// without it, AVX2 + FMA: `x86_avx2`'s tiles, the same bits) is available and every
+/// operand holds what the shape addresses.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn weights_in_place(
     w: super::RowsRef<'_>,
@@ -110,16 +111,51 @@ pub(super) fn weights_in_place(
     n: usize,
     y: &mut [f32],
     stride: usize,
-    scale: Option<&[f32]>,
-    bias: Option<&[f32]>,
+    [scale, bias]: [Option<&[f32]>; 2],
+    next: super::RowsRef<'_>,
+) -> bool {
+    let wide = avx512_available();
+    in_place_on(wide, w, [rows, cols], xt, n, y, stride, [scale, bias], next)
+}
+
+/// [`weights_in_place`] on the AVX-512 tiles (`wide`) or the AVX2 ones; `false`, touching
+/// nothing, when this CPU lacks that kernel's features or an operand is short.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn in_place_on(
+    wide: bool,
+    w: super::RowsRef<'_>,
+    [rows, cols]: [usize; 2],
+    xt: &[f32],
+    n: usize,
+    y: &mut [f32],
+    stride: usize,
+    [scale, bias]: [Option<&[f32]>; 2],
     next: super::RowsRef<'_>,
 ) -> bool {
     let (w_ptr, w_len) = w.raw_parts();
     let groups = n.div_ceil(SIDE);
-    if !avx512_available()
-        || !in_place_shape_ok([rows, cols, n, stride], w_len, xt, y, [scale, bias])
-    {
+    let runs = if wide {
+        avx512_available()
+    } else {
+        avx2_fma_available()
+    };
+    if !runs || !super::in_place_shape_ok([rows, cols, n, stride], w_len, xt, y, [scale, bias]) {
         return false;
+    }
+    if !wide {
+        // SAFETY: AVX2 and FMA are available and every operand was checked above.
+        unsafe {
+            super::x86_avx2::weights_in_place_avx2(
+                w_ptr,
+                [rows, cols],
+                xt,
+                n,
+                y,
+                stride,
+                [scale, bias],
+            )
+        };
+        return true;
     }
     // Weight rows in chunks of `CHUNK_ROWS` (kept in L2 while every input group passes
     // over them, so that consecutive tiles complete the same output cache lines); the
@@ -183,30 +219,6 @@ pub(super) fn weights_in_place(
         c0 += chunk;
     }
     true
-}
-
-/// Whether the operands of an in-place product (this file's [`weights_in_place`] or the
-/// AVX2 one) hold what the shape `[rows, cols, n, stride]` addresses: `w_len` weights,
-/// the packed panels `xt`, the outputs `y`, `rows` scale and bias values; false for an
-/// empty shape.
-pub(super) fn in_place_shape_ok(
-    [rows, cols, n, stride]: [usize; 4],
-    w_len: usize,
-    xt: &[f32],
-    y: &[f32],
-    [scale, bias]: [Option<&[f32]>; 2],
-) -> bool {
-    rows != 0
-        && cols != 0
-        && n != 0
-        && stride >= rows
-        && rows.checked_mul(cols).is_some_and(|e| e <= w_len)
-        && n.div_ceil(SIDE)
-            .checked_mul(SIDE * cols)
-            .is_some_and(|e| e <= xt.len())
-        && Product::span(n, rows, stride).is_some_and(|e| e <= y.len())
-        && scale.is_none_or(|s| s.len() >= rows)
-        && bias.is_none_or(|b| b.len() >= rows)
 }
 
 /// Where a tile of an in-place product writes: `tokens` rows of its outputs from `y`,

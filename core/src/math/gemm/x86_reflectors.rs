@@ -123,8 +123,27 @@ pub(crate) fn reflector_factor(
     data: &[u16],
     strided: bool,
 ) -> bool {
+    factor_on(avx512_available(), src, dst, k, data, strided)
+}
+
+/// [`reflector_factor`] on the AVX-512 kernel (`wide`) or the AVX2 one, which takes whole
+/// groups of eight blocks only; `false`, touching nothing, when this CPU lacks that
+/// kernel's features or the shape does not fit it.
+pub(super) fn factor_on(
+    wide: bool,
+    src: Option<&[f32]>,
+    dst: &mut [f32],
+    k: usize,
+    data: &[u16],
+    strided: bool,
+) -> bool {
     let n = 8 * k;
-    if !avx512_available()
+    let fits = if wide {
+        avx512_available()
+    } else {
+        avx2_reflectors_available() && k.is_multiple_of(8)
+    };
+    if !fits
         || k == 0
         || dst.len() != n
         || src.is_some_and(|s| s.len() != n)
@@ -134,9 +153,16 @@ pub(crate) fn reflector_factor(
     }
     let d = dst.as_mut_ptr();
     let s = src.map_or(d.cast_const(), <[f32]>::as_ptr);
-    // SAFETY: AVX-512F is available; `s` and `d` hold `n` values (the same pointer in
-    // place, else distinct borrows), `data` every group.
-    unsafe { factor_avx512(s, d, k, data.as_ptr(), strided) };
+    // SAFETY: AVX-512F (`wide`) or AVX2 + FMA + F16C with `k` a multiple of 8 is
+    // available; `s` and `d` hold `n` values (the same pointer in place, else distinct
+    // borrows), `data` every group.
+    unsafe {
+        if wide {
+            factor_avx512(s, d, k, data.as_ptr(), strided)
+        } else {
+            factor_avx2(s, d, k, data.as_ptr(), strided)
+        }
+    };
     true
 }
 
@@ -219,10 +245,25 @@ unsafe fn factor_avx512(src: *const f32, dst: *mut f32, k: usize, data: *const u
 /// Sound for any input: returns `false`, touching nothing, unless AVX-512F is available
 /// and the lengths fit.
 pub(crate) fn reflector_pair(src: &[f32], dst: &mut [f32], k: usize, data: [&[u16]; 2]) -> bool {
+    pair_on(avx512_available(), src, dst, k, data)
+}
+
+/// [`reflector_pair`] on the AVX-512 kernel (`wide`) or the AVX2 one; `false`, touching
+/// nothing, when this CPU lacks that kernel's features.
+pub(super) fn pair_on(
+    wide: bool,
+    src: &[f32],
+    dst: &mut [f32],
+    k: usize,
+    data: [&[u16]; 2],
+) -> bool {
     let n = 8 * k;
     let halves = k.div_ceil(GROUP) * GROUP_HALVES;
-    if !avx512_available()
-        || k == 0
+    if !(if wide {
+        avx512_available()
+    } else {
+        avx2_reflectors_available()
+    }) || k == 0
         || !k.is_multiple_of(8)
         || src.len() != n
         || dst.len() != n
@@ -230,16 +271,16 @@ pub(crate) fn reflector_pair(src: &[f32], dst: &mut [f32], k: usize, data: [&[u1
     {
         return false;
     }
-    // SAFETY: AVX-512F is available; `src` and `dst` (distinct borrows) hold `8k` values,
-    // each of `data` every group of its factor.
+    let (s, d, [d0, d1]) = (src.as_ptr(), dst.as_mut_ptr(), data.map(<[u16]>::as_ptr));
+    // SAFETY: AVX-512F (`wide`) or AVX2 + FMA + F16C is available; `src` and `dst`
+    // (distinct borrows) hold `8k` values, each of `data` every group of its factor, `k` is
+    // a multiple of 8.
     unsafe {
-        pair_avx512(
-            src.as_ptr(),
-            dst.as_mut_ptr(),
-            k,
-            data[0].as_ptr(),
-            data[1].as_ptr(),
-        )
+        if wide {
+            pair_avx512(s, d, k, d0, d1)
+        } else {
+            pair_avx2(s, d, k, d0, d1)
+        }
     };
     true
 }
@@ -339,37 +380,10 @@ pub(crate) fn avx2_reflectors_available() -> bool {
     avx2_fma_available() && f16c_available()
 }
 
-/// [`reflector_factor`] on AVX2 + FMA + F16C for CPUs without AVX-512: each group of
+/// [`reflector_factor`]'s body on AVX2 + FMA + F16C for CPUs without AVX-512: each group of
 /// sixteen blocks as two halves of eight lanes, the AVX-512 kernel's arithmetic lane for
-/// lane (the same bits). `k` must be a multiple of 8.
+/// lane (the same bits).
 ///
-/// Sound for any input: returns `false`, touching nothing, unless those features are
-/// available and the lengths fit.
-pub(crate) fn reflector_factor_avx2(
-    src: Option<&[f32]>,
-    dst: &mut [f32],
-    k: usize,
-    data: &[u16],
-    strided: bool,
-) -> bool {
-    let n = 8 * k;
-    if !avx2_reflectors_available()
-        || k == 0
-        || !k.is_multiple_of(8)
-        || dst.len() != n
-        || src.is_some_and(|s| s.len() != n)
-        || data.len() < k.div_ceil(GROUP) * GROUP_HALVES
-    {
-        return false;
-    }
-    let d = dst.as_mut_ptr();
-    let s = src.map_or(d.cast_const(), <[f32]>::as_ptr);
-    // SAFETY: the features are available; `s` and `d` hold `n` values (the same pointer
-    // in place, else distinct borrows), `data` every group.
-    unsafe { factor_avx2(s, d, k, data.as_ptr(), strided) };
-    true
-}
-
 /// # Safety
 /// AVX2, FMA and F16C available; `k` a multiple of 8; `src` readable and `dst` writable
 /// for `8k` values (equal or not overlapping); `data` readable for `⌈k / 16⌉ ·
@@ -418,43 +432,10 @@ unsafe fn factor_avx2(src: *const f32, dst: *mut f32, k: usize, data: *const u16
     }
 }
 
-/// [`reflector_pair`] on AVX2 + FMA + F16C: each group as two halves of eight lanes (half
-/// `h` of group `q`: blocks `2q + h + s·l` of `F_0`, strided blocks `16q + 8h + l` of
+/// [`reflector_pair`]'s body on AVX2 + FMA + F16C: each group as two halves of eight lanes
+/// (half `h` of group `q`: blocks `2q + h + s·l` of `F_0`, strided blocks `16q + 8h + l` of
 /// `F_1`), the AVX-512 kernel's arithmetic lane for lane.
 ///
-/// Sound for any input: returns `false`, touching nothing, unless those features are
-/// available and the lengths fit.
-pub(crate) fn reflector_pair_avx2(
-    src: &[f32],
-    dst: &mut [f32],
-    k: usize,
-    data: [&[u16]; 2],
-) -> bool {
-    let n = 8 * k;
-    let halves = k.div_ceil(GROUP) * GROUP_HALVES;
-    if !avx2_reflectors_available()
-        || k == 0
-        || !k.is_multiple_of(8)
-        || src.len() != n
-        || dst.len() != n
-        || data.iter().any(|d| d.len() < halves)
-    {
-        return false;
-    }
-    // SAFETY: the features are available; `src` and `dst` (distinct borrows) hold `8k`
-    // values, each of `data` every group of its factor.
-    unsafe {
-        pair_avx2(
-            src.as_ptr(),
-            dst.as_mut_ptr(),
-            k,
-            data[0].as_ptr(),
-            data[1].as_ptr(),
-        )
-    };
-    true
-}
-
 /// # Safety
 /// AVX2, FMA and F16C available; `src` readable and `dst` writable for `8k` values (not
 /// overlapping), `k` a multiple of 8; `d0` and `d1` readable for `⌈k / 16⌉ ·
