@@ -394,12 +394,12 @@ pub(crate) fn pack_scaled(
     Ok(())
 }
 
-/// `row = softmax(scale · row)` by the AVX-512 kernel where the CPU has one (`true`);
-/// `false`, touching nothing, elsewhere.
+/// `row = softmax(scale · row)` by the AVX-512 or AVX2 + FMA kernel where the CPU has one
+/// (`true`); `false`, touching nothing, elsewhere.
 pub(crate) fn softmax_wide(row: &mut [f32], scale: f32) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        x86_elementwise::softmax(row, scale)
+        x86_elementwise::softmax(row, scale) || x86_elementwise::avx2::softmax(row, scale)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -408,12 +408,12 @@ pub(crate) fn softmax_wide(row: &mut [f32], scale: f32) -> bool {
     }
 }
 
-/// Exact GELU in place by the AVX-512 kernel where the CPU has one (`true`); `false`,
-/// touching nothing, elsewhere.
+/// Exact GELU in place by the AVX-512 or AVX2 + FMA kernel where the CPU has one (`true`);
+/// `false`, touching nothing, elsewhere.
 pub(crate) fn gelu_wide(x: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        x86_elementwise::gelu(x)
+        x86_elementwise::gelu(x) || x86_elementwise::avx2::gelu(x)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -422,12 +422,13 @@ pub(crate) fn gelu_wide(x: &mut [f32]) -> bool {
     }
 }
 
-/// SiLU in place, times `up` where given (SwiGLU), by the AVX-512 kernel where the CPU
-/// has one and `up` is long enough (`true`); `false`, touching nothing, elsewhere.
+/// SiLU in place, times `up` where given (SwiGLU), by the AVX-512 or AVX2 + FMA kernel
+/// where the CPU has one and `up` is long enough (`true`); `false`, touching nothing,
+/// elsewhere.
 pub(crate) fn silu_wide(x: &mut [f32], up: Option<&[f32]>) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        x86_elementwise::silu(x, up)
+        x86_elementwise::silu(x, up) || x86_elementwise::avx2::silu(x, up)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
