@@ -1,10 +1,12 @@
-//! The in-place product and the panel rotation for x86-64 CPUs with AVX2 + FMA but not
-//! AVX-512 (most PCs): the operations of `x86_products::weights_in_place` and
-//! `x86_blocks::panel_blocks` on 8-lane vectors. Every output is the same chain of fused
+//! Kernels for x86-64 CPUs with AVX2 + FMA but not AVX-512 (most PCs), on 8-lane vectors:
+//! the in-place product and the panel rotation (the bodies behind
+//! `x86_products::weights_in_place` and `x86_blocks::panel_blocks`), the adapter's
+//! block-diagonal row kernels (contiguous and strided blocks), the transposing weight
+//! pack and an 8 × 8 register transpose. Every output is the same chain of fused
 //! multiply-adds from zero, in the same order, as in the AVX-512 kernels, so the two
-//! families give the same bits. Without them such a CPU transposed every weight panel
-//! at every product (73% of MiniLM's forward at 16 tokens) and rotated an unmerged
-//! adapter's inputs through the portable loops.
+//! families give the same bits (the pack: the portable pack's). Without them such a CPU
+//! transposed every weight panel at every product (73% of MiniLM's forward at 16 tokens)
+//! and rotated an unmerged adapter's inputs through the portable loops.
 //!
 //! Soundness rests on the same two local facts as the other x86 kernels: a kernel runs
 //! only after [`avx2_fma_available`] holds, and every pointer lies inside a slice whose
@@ -61,8 +63,8 @@ pub(super) unsafe fn weights_in_place_avx2(
                         scale: scale.map(|s| s.as_ptr().wrapping_add(o0)),
                         bias: bias.map(|b| b.as_ptr().wrapping_add(o0)),
                     };
-                    // SAFETY: AVX2 and FMA are available (the caller's contract); rows o0 .. o0 +
-                    // valid of W (inside the checked `rows · cols`), values 16h .. 16h +
+                    // SAFETY: AVX2 and FMA are available (the caller's contract); rows o0
+                    // .. o0 + valid of W (inside the checked `rows · cols`), values 16h .. 16h +
                     // 16 of each `k` row of panel g of `xt` (inside the checked `groups ·
                     // 32 · cols`), outputs of inputs t0 + 16h .. + tokens and columns o0
                     // .. o0 + valid of y (inside the checked span), scale and bias values
@@ -109,9 +111,9 @@ unsafe fn tile_rows<const V: usize>(
     }
 }
 
-/// One tile of [`weights_in_place`]: `R` (1 ..= 6) weight rows from `w` (`k` values each,
-/// any alignment) by the `8 · V` (`V` = 1 or 2) inputs at `xt` (value `kk · 32 + i` is
-/// input `i`'s feature `kk`), the outputs scaled, biased and stored by lane.
+/// One tile of [`weights_in_place_avx2`]: `R` (1 ..= 6) weight rows from `w` (`k` values
+/// each, any alignment) by the `8 · V` (`V` = 1 or 2) inputs at `xt` (value `kk · 32 + i`
+/// is input `i`'s feature `kk`), the outputs scaled, biased and stored by lane.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `w` must address `R` rows of `k` readable `f32`s, `xt`
