@@ -251,9 +251,9 @@ const DECODE_ROWS: usize = 32;
 /// time at 128 tokens, docs/benchmarks.md section 18).
 const ALIGN_SLACK: usize = 15;
 
-/// Scratch of the in-place path ([`in_place_available`]; builds for x86-64 and
-/// WebAssembly SIMD128 only): the packed inputs and [`DECODE_ROWS`] decoded weight rows
-/// (also all [`rotated_in_place`] needs), plus [`ALIGN_SLACK`].
+/// Scratch of the in-place path ([`in_place_available`], x86-64 only): the packed inputs
+/// and [`DECODE_ROWS`] decoded weight rows (also all [`rotated_in_place`] needs), plus
+/// [`ALIGN_SLACK`].
 const fn in_place_scratch_len(cols: usize, n: usize) -> usize {
     if crate::math::gemm::IN_PLACE_BUILD {
         packed_inputs_len(n, cols)

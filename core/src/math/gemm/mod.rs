@@ -235,14 +235,8 @@ pub(crate) fn panel_blocks(
     blocks: &[f32],
     strided: bool,
 ) -> bool {
-    #[cfg(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    ))]
+    #[cfg(target_arch = "x86_64")]
     {
-        #[cfg(target_arch = "wasm32")]
-        use wasm::panel_blocks as k;
-        #[cfg(target_arch = "x86_64")]
         use x86_blocks::panel_blocks as k;
         let shape = [halves, stride];
         match (b, strided) {
@@ -255,10 +249,7 @@ pub(crate) fn panel_blocks(
             _ => false,
         }
     }
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )))]
+    #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (panel, n, halves, stride, b, blocks, strided);
         false
@@ -463,9 +454,9 @@ pub(crate) const fn packed_inputs_len(n: usize, cols: usize) -> usize {
         .saturating_mul(cols)
 }
 
-/// Whether this CPU runs [`weights_in_place`] (x86-64 with AVX-512, or AVX2 + FMA;
-/// WebAssembly with SIMD128): products that read the weights where they lie, with no
-/// transposed copy of them.
+/// Whether this CPU runs [`weights_in_place`] (x86-64 with AVX-512, or AVX2 + FMA):
+/// products that read the weights where they lie, with no transposed copy of them. (A
+/// WebAssembly SIMD128 version was tried in session 15 and left out: docs/wasm.md.)
 pub(crate) fn in_place_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -477,12 +468,9 @@ pub(crate) fn in_place_available() -> bool {
     }
 }
 
-/// Whether this build has an in-place product kernel for some CPU (x86-64; WebAssembly
-/// with SIMD128): the scratch sizes make room for its packed inputs.
-pub(crate) const IN_PLACE_BUILD: bool = cfg!(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-));
+/// Whether this build has an in-place product kernel for some CPU (x86-64): the scratch
+/// sizes make room for its packed inputs.
+pub(crate) const IN_PLACE_BUILD: bool = cfg!(target_arch = "x86_64");
 
 /// Packs the inputs `X` (`n × cols`, row-major) for [`weights_in_place`]: panel `g` (at
 /// `g · 32 · cols`) holds `X[32g + j][k]` at `k · 32 + j`, zero for inputs past `n`.
@@ -570,23 +558,7 @@ pub(crate) fn weights_in_place(
             next,
         ))
     }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        let _ = next;
-        Ok(wasm::weights_in_place(
-            w,
-            [rows, cols],
-            xt,
-            n,
-            y,
-            stride,
-            [scale, bias],
-        ))
-    }
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )))]
+    #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (w, xt, y, next);
         Ok(false)
@@ -596,10 +568,7 @@ pub(crate) fn weights_in_place(
 /// Whether the operands of an in-place product ([`weights_in_place`]'s kernels) hold what
 /// the shape `[rows, cols, n, stride]` addresses: `w_len` weights, the packed panels `xt`,
 /// the outputs `y`, `rows` scale and bias values; false for an empty shape.
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
+#[cfg(target_arch = "x86_64")]
 fn in_place_shape_ok(
     [rows, cols, n, stride]: [usize; 4],
     w_len: usize,
@@ -623,10 +592,7 @@ fn in_place_shape_ok(
 /// What a panel rotation ([`panel_blocks`]'s kernels) requires: `B` in {4, 8, 16}, `n` a
 /// nonzero multiple of `B`, `16 · halves <= stride`, a panel of `panel_len = n · stride`
 /// values and `n · B` coefficients.
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
+#[cfg(target_arch = "x86_64")]
 fn panel_shape_ok<const B: usize>(
     panel_len: usize,
     n: usize,
@@ -644,10 +610,7 @@ fn panel_shape_ok<const B: usize>(
 /// Row of a panel (feature) that entry `t` of block `j` of a panel rotation reads: `j·B + t`
 /// for contiguous blocks, `j + t·k` for strided ones (`k = n / B` blocks). Shared by every
 /// [`panel_blocks`] kernel.
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 const fn panel_row<const B: usize, const STRIDED: bool>(j: usize, t: usize, k: usize) -> usize {
     if STRIDED {
@@ -659,10 +622,7 @@ const fn panel_row<const B: usize, const STRIDED: bool>(j: usize, t: usize, k: u
 
 /// Index of entry `(c, t)` of block `j`'s coefficient in a factor's blocks (the layouts of
 /// [`contiguous_blocks`] and [`strided_blocks`]). Shared by every [`panel_blocks`] kernel.
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 const fn panel_coef<const B: usize, const STRIDED: bool>(
     j: usize,
