@@ -255,7 +255,7 @@ const ALIGN_SLACK: usize = 15;
 /// and [`DECODE_ROWS`] decoded weight rows (also all [`rotated_in_place`] needs), plus
 /// [`ALIGN_SLACK`].
 const fn in_place_scratch_len(cols: usize, n: usize) -> usize {
-    if crate::math::gemm::IN_PLACE_BUILD {
+    if cfg!(target_arch = "x86_64") {
         packed_inputs_len(n, cols)
             .saturating_add(DECODE_ROWS.saturating_mul(cols))
             .saturating_add(ALIGN_SLACK)

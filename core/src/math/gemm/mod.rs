@@ -372,9 +372,7 @@ pub(crate) fn pack_scaled(
         ),
     ])?;
     #[cfg(target_arch = "x86_64")]
-    if x86_products::pack_transposed(w, rows, cols, scale, panel, stride)
-        || x86_avx2::pack_transposed(w, rows, cols, scale, panel, stride)
-    {
+    if x86_products::pack_transposed(w, rows, cols, scale, panel, stride) {
         return Ok(());
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -464,13 +462,9 @@ pub(crate) fn in_place_available() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        IN_PLACE_BUILD
+        false
     }
 }
-
-/// Whether this build has an in-place product kernel for some CPU (x86-64): the scratch
-/// sizes make room for its packed inputs.
-pub(crate) const IN_PLACE_BUILD: bool = cfg!(target_arch = "x86_64");
 
 /// Packs the inputs `X` (`n × cols`, row-major) for [`weights_in_place`]: panel `g` (at
 /// `g · 32 · cols`) holds `X[32g + j][k]` at `k · 32 + j`, zero for inputs past `n`.
@@ -1563,20 +1557,16 @@ mod tests {
         // The transposing pack: ragged shapes, floats and unaligned bytes, with and without
         // a scale, against the portable pack bit for bit (the same single products).
         for (rows, cols) in [(8, 8), (13, 21), (16, 40), (3, 5), (33, 17)] {
-            let mut w = vec![0.0f32; rows * cols];
-            fill(&mut w, (rows * cols) as u32);
-            let mut bytes = vec![0u8; 4 * rows * cols + 1];
-            for (c, v) in bytes[1..].chunks_exact_mut(4).zip(&w) {
-                c.copy_from_slice(&v.to_le_bytes());
-            }
-            let scale: std::vec::Vec<f32> = (0..rows).map(|j| 0.75 + j as f32 * 0.5).collect();
-            let stride = rows + 2;
+            let InPlaceCase {
+                w, bytes, scale, ..
+            } = in_place_case(rows, 0, cols, (rows * cols) as u32);
+            let (shape, stride) = ([rows, cols], rows + 2);
             for source in [RowsRef::F32(&w), RowsRef::LeBytes(&bytes[1..])] {
                 for s in [None, Some(&scale[..])] {
                     let mut got = vec![-3.0f32; cols * stride];
                     let mut want = got.clone();
-                    assert!(x86_avx2::pack_transposed(
-                        source, rows, cols, s, &mut got, stride
+                    assert!(x86_products::pack_on(
+                        false, source, shape, s, &mut got, stride
                     ));
                     portable::pack_transposed(source, rows, cols, s, &mut want, stride);
                     assert_eq!(got, want, "{rows}x{cols}");
@@ -1584,15 +1574,15 @@ mod tests {
             }
             let mut got = vec![0.0f32; cols * stride];
             let short = RowsRef::F32(&w[..rows * cols - 1]);
-            assert!(!x86_avx2::pack_transposed(
-                short, rows, cols, None, &mut got, stride
+            assert!(!x86_products::pack_on(
+                false, short, shape, None, &mut got, stride
             ));
             let short_panel = &mut got[..(cols - 1) * stride + rows - 1];
             let w_all = RowsRef::F32(&w);
-            assert!(!x86_avx2::pack_transposed(
+            assert!(!x86_products::pack_on(
+                false,
                 w_all,
-                rows,
-                cols,
+                shape,
                 None,
                 short_panel,
                 stride

@@ -412,42 +412,16 @@ pub(super) fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
 }
 
 /// `panel[k · stride + j] = s[j] · W[j][k]` (`s` = `scale`, or 1) for `W` of `rows × cols`
-/// (any alignment), as `x86_products::pack_transposed` on AVX-512: 8 × 8 blocks scaled and
-/// transposed in registers, the ragged edges one value at a time (the same products as
-/// the portable packing).
-///
-/// Sound for any input: returns `false`, touching nothing, unless AVX2 is available, `w`
-/// holds `rows · cols` values, `panel` `cols` rows of `stride >= rows` values and `scale`
-/// (if any) `rows` values.
-pub(super) fn pack_transposed(
-    w: super::RowsRef<'_>,
-    rows: usize,
-    cols: usize,
-    scale: Option<&[f32]>,
-    panel: &mut [f32],
-    stride: usize,
-) -> bool {
-    let (w_ptr, w_len) = w.raw_parts();
-    if !avx2_fma_available()
-        || stride < rows
-        || rows.checked_mul(cols).is_none_or(|n| n > w_len)
-        || super::Product::span(cols, rows, stride).is_none_or(|n| n > panel.len())
-        || scale.is_some_and(|s| s.len() < rows)
-    {
-        return false;
-    }
-    // SAFETY: AVX2 is available; the spans of `w`, `panel` and `scale` were checked above.
-    unsafe { pack_avx2(w_ptr, [rows, cols], scale, panel.as_mut_ptr(), stride) };
-    true
-}
-
-/// The body of [`pack_transposed`].
+/// (any alignment): `x86_products::pack_transposed`'s kernel for CPUs with AVX2 but not
+/// AVX-512, 8 × 8 blocks scaled and transposed in registers, the ragged edges one value at a
+/// time (the same products as the portable packing).
 ///
 /// # Safety
 /// AVX2 available; `w` readable for `rows · cols` values (any alignment), `panel` writable
-/// for `(cols - 1) · stride + rows` values, `scale` (if any) `rows` values long.
+/// for `(cols - 1) · stride + rows` values with `stride >= rows`, `scale` (if any) `rows`
+/// values long.
 #[target_feature(enable = "avx2")]
-unsafe fn pack_avx2(
+pub(super) unsafe fn pack_avx2(
     w: *const f32,
     [rows, cols]: [usize; 2],
     scale: Option<&[f32]>,

@@ -468,14 +468,40 @@ pub(super) fn pack_transposed(
     panel: &mut [f32],
     stride: usize,
 ) -> bool {
+    pack_on(avx512_available(), w, [rows, cols], scale, panel, stride)
+}
+
+/// [`pack_transposed`] on the AVX-512 kernel (`wide`) or, for CPUs without it, the AVX2 one
+/// (`x86_avx2::pack_avx2`, 8 × 8 blocks; the same values); `false`, touching nothing, when
+/// this CPU lacks that kernel's features or an operand is short.
+pub(super) fn pack_on(
+    wide: bool,
+    w: super::RowsRef<'_>,
+    [rows, cols]: [usize; 2],
+    scale: Option<&[f32]>,
+    panel: &mut [f32],
+    stride: usize,
+) -> bool {
     let (w_ptr, w_len) = w.raw_parts();
     let panel_need = Product::span(cols, rows, stride);
-    if !avx512_available()
+    let runs = if wide {
+        avx512_available()
+    } else {
+        avx2_fma_available()
+    };
+    if !runs
         || rows.checked_mul(cols).is_none_or(|n| n > w_len)
         || panel_need.is_none_or(|n| n > panel.len())
         || scale.is_some_and(|s| s.len() < rows)
     {
         return false;
+    }
+    if !wide {
+        // SAFETY: AVX2 is available; the spans of `w`, `panel` and `scale` were checked above.
+        unsafe {
+            super::x86_avx2::pack_avx2(w_ptr, [rows, cols], scale, panel.as_mut_ptr(), stride)
+        };
+        return true;
     }
     let mut j0 = 0;
     while j0 < rows {
