@@ -1000,10 +1000,10 @@ fn aligned_area(scratch: &mut [f32], len: usize) -> Option<&mut [f32]> {
 }
 
 /// Rotates the inputs of every panel of `xt` (`n` inputs of width `cols`, packed by
-/// [`pack_inputs`]) by `q` where they lie; a last panel of at most 16 inputs only its
-/// first half. `false` when the chain or the shapes have no panel kernel.
+/// [`pack_inputs`]) by `q` where they lie; a last 32-wide panel of at most 16 inputs only
+/// its first half. `false` when the chain or the shapes have no panel kernel.
 fn rotate_panels(q: &crate::math::Chain<'_>, xt: &mut [f32], n: usize, cols: usize) -> bool {
-    let panel = crate::math::gemm::INPUT_PANEL;
+    let panel = crate::math::gemm::panel_side(n);
     xt.chunks_exact_mut(panel * cols).enumerate().all(|(g, p)| {
         let inputs = n.saturating_sub(g * panel).min(panel);
         q.apply_panel(p, [inputs.div_ceil(16), panel])

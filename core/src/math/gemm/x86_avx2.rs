@@ -15,10 +15,11 @@
 
 use core::arch::x86_64::{
     __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    _mm_prefetch, _MM_HINT_T1,
 };
 
 use super::cpu::avx2_fma_available;
-use super::x86_products::{Out, SIDE};
+use super::x86_products::Out;
 
 /// Weight rows of one tile: 6 rows by 16 inputs is 12 accumulators, two input vectors
 /// and a broadcast weight in the 16 `ymm` registers.
@@ -29,12 +30,15 @@ const CHUNK_ROWS: usize = 48;
 
 /// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
 /// `W` (`rows × cols`, row-major, any alignment) read where it lies, `X` packed in panels
-/// of 32 inputs: `x86_products::weights_in_place`'s kernel for CPUs with AVX2 + FMA but not
-/// AVX-512, tiles of 6 weight rows by 16 inputs, each sum a chain over `k` from zero.
+/// of `super::panel_side(n)` inputs: `x86_products::weights_in_place`'s kernel for CPUs with AVX2 + FMA but not
+/// AVX-512, tiles of 6 weight rows by 16 inputs, each sum a chain over `k` from zero. As
+/// there, the next chunk of weight rows (after the last, `next`: the bytes the caller reads
+/// next) is prefetched into L2 over the tiles of the first input group, one line per `k`
+/// step.
 ///
 /// # Safety
 /// AVX2 and FMA must be available, and the operands hold what the shape addresses
-/// (`super::in_place_shape_ok`).
+/// (`super::in_place_shape_ok`). `next` may be any range (prefetches never fault).
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn weights_in_place_avx2(
     w_ptr: *const f32,
@@ -44,16 +48,41 @@ pub(super) unsafe fn weights_in_place_avx2(
     y: &mut [f32],
     stride: usize,
     [scale, bias]: [Option<&[f32]>; 2],
+    (after_ptr, after_len): (*const u8, usize),
 ) {
+    let side = super::panel_side(n);
     let mut c0 = 0;
     while c0 < rows {
         let chunk = CHUNK_ROWS.min(rows - c0);
-        for g in 0..n.div_ceil(SIDE) {
-            let t0 = g * SIDE;
-            let tokens = SIDE.min(n - t0);
+        let (pf, pf_len) = if c0 + chunk < rows {
+            (
+                w_ptr.wrapping_add((c0 + chunk) * cols).cast::<u8>(),
+                CHUNK_ROWS.min(rows - c0 - chunk) * cols * 4,
+            )
+        } else {
+            (after_ptr, after_len)
+        };
+        let pf_lines = pf_len.div_ceil(64);
+        for g in 0..n.div_ceil(side) {
+            let t0 = g * side;
+            let tokens = side.min(n - t0);
             let mut o0 = c0;
             while o0 < c0 + chunk {
                 let valid = W_ROWS.min(c0 + chunk - o0);
+                // The tile's share of the prefetch: the next chunk's lines of its own rows
+                // (`cols / 16` lines a row), in the first input group's first half.
+                let first = (o0 - c0) * cols / 16;
+                // The last tile takes what is left, up to a line per `k` step.
+                let share = if o0 + valid == c0 + chunk {
+                    cols
+                } else {
+                    valid * cols / 16
+                };
+                let lines = if g == 0 {
+                    pf_lines.saturating_sub(first).min(share)
+                } else {
+                    0
+                };
                 // The tile's weight rows stay in L1 across the panel's two halves.
                 for h in 0..tokens.div_ceil(16) {
                     let out = Out {
@@ -63,19 +92,20 @@ pub(super) unsafe fn weights_in_place_avx2(
                         scale: scale.map(|s| s.as_ptr().wrapping_add(o0)),
                         bias: bias.map(|b| b.as_ptr().wrapping_add(o0)),
                     };
+                    let pf = (pf.wrapping_add(first * 64), if h == 0 { lines } else { 0 });
                     // SAFETY: AVX2 and FMA are available (the caller's contract); rows o0
                     // .. o0 + valid of W (inside the checked `rows · cols`), values 16h .. 16h +
                     // 16 of each `k` row of panel g of `xt` (inside the checked `groups ·
-                    // 32 · cols`), outputs of inputs t0 + 16h .. + tokens and columns o0
+                    // side · cols`), outputs of inputs t0 + 16h .. + tokens and columns o0
                     // .. o0 + valid of y (inside the checked span), scale and bias values
-                    // o0 .. o0 + valid (checked `rows` long).
+                    // o0 .. o0 + valid (checked `rows` long). Prefetches never fault.
                     unsafe {
                         let w = w_ptr.wrapping_add(o0 * cols);
-                        let xt = xt.as_ptr().wrapping_add(g * SIDE * cols + 16 * h);
+                        let xt = xt.as_ptr().wrapping_add(g * side * cols + 16 * h);
                         if out.tokens > 8 {
-                            tile_rows::<2>(valid, w, cols, xt, out)
+                            tile_rows::<2>(valid, w, [cols, side], xt, out, pf)
                         } else {
-                            tile_rows::<1>(valid, w, cols, xt, out)
+                            tile_rows::<1>(valid, w, [cols, side], xt, out, pf)
                         }
                     }
                 }
@@ -94,43 +124,48 @@ pub(super) unsafe fn weights_in_place_avx2(
 unsafe fn tile_rows<const V: usize>(
     valid: usize,
     w: *const f32,
-    k: usize,
+    k: [usize; 2],
     xt: *const f32,
     out: Out,
+    pf: (*const u8, usize),
 ) {
     // SAFETY: the caller's contract, for `valid` rows.
     unsafe {
         match valid {
-            6 => tile_in_place::<6, V>(w, k, xt, out),
-            5 => tile_in_place::<5, V>(w, k, xt, out),
-            4 => tile_in_place::<4, V>(w, k, xt, out),
-            3 => tile_in_place::<3, V>(w, k, xt, out),
-            2 => tile_in_place::<2, V>(w, k, xt, out),
-            _ => tile_in_place::<1, V>(w, k, xt, out),
+            6 => tile_in_place::<6, V>(w, k, xt, out, pf),
+            5 => tile_in_place::<5, V>(w, k, xt, out, pf),
+            4 => tile_in_place::<4, V>(w, k, xt, out, pf),
+            3 => tile_in_place::<3, V>(w, k, xt, out, pf),
+            2 => tile_in_place::<2, V>(w, k, xt, out, pf),
+            _ => tile_in_place::<1, V>(w, k, xt, out, pf),
         }
     }
 }
 
 /// One tile of [`weights_in_place_avx2`]: `R` (1 ..= 6) weight rows from `w` (`k` values
-/// each, any alignment) by the `8 · V` (`V` = 1 or 2) inputs at `xt` (value `kk · 32 + i`
+/// each, any alignment) by the `8 · V` (`V` = 1 or 2) inputs at `xt` (value `kk · side + i`
 /// is input `i`'s feature `kk`), the outputs scaled, biased and stored by lane.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `w` must address `R` rows of `k` readable `f32`s, `xt`
-/// values `kk · 32 .. kk · 32 + 8V` for every `kk < k`, and `out` its `tokens` (at most
+/// values `kk · side .. kk · side + 8V` for every `kk < k`, and `out` its `tokens` (at most
 /// `8V`) rows of `R` writable values (and `R` scale and bias values).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_in_place<const R: usize, const V: usize>(
     w: *const f32,
-    k: usize,
+    [k, side]: [usize; 2],
     xt: *const f32,
     out: Out,
+    (pf, pf_lines): (*const u8, usize),
 ) {
     let mut acc = [[_mm256_setzero_ps(); V]; R];
     for kk in 0..k {
-        // SAFETY: values kk · 32 .. kk · 32 + 8V of the panel.
+        if kk < pf_lines {
+            _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(kk * 64).cast::<i8>());
+        }
+        // SAFETY: values kk · side .. kk · side + 8V of the panel.
         let x: [__m256; V] = core::array::from_fn(|v| unsafe {
-            _mm256_loadu_ps(xt.wrapping_add(kk * SIDE + 8 * v))
+            _mm256_loadu_ps(xt.wrapping_add(kk * side + 8 * v))
         });
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: value kk < k of row r < R (unaligned read).

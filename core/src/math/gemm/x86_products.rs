@@ -85,8 +85,6 @@ pub(super) fn matmul(p: &Product, a: &[f32], b: &[f32], c: &mut [f32], next: sup
     }
 }
 
-/// Input rows (tokens) of one tile of [`weights_in_place`].
-pub(super) const SIDE: usize = 32;
 /// Weight rows of one tile of [`weights_in_place`].
 const W_ROWS: usize = 12;
 /// Weight rows per chunk of [`weights_in_place`] (a multiple of `W_ROWS`).
@@ -94,8 +92,9 @@ const CHUNK_ROWS: usize = 48;
 
 /// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
 /// with `W` (`rows × cols`, row-major) read in place, each value broadcast, and `X` given
-/// packed (`xt`: panel `g` of `cols × 32` values at `g · 32 · cols` holds
-/// `X[32g + j][k]` at `k · 32 + j`). Tiles of 12 weight rows by 32 inputs (24 accumulators,
+/// packed (`xt`: with `s = super::panel_side(n)`, 32 or for a batch of at most 16 inputs
+/// 16, panel `g` of `cols × s` values at `g · s · cols` holds `X[s·g + j][k]` at `k · s +
+/// j`). Tiles of 12 weight rows by 32 inputs (24 accumulators,
 /// as [`matmul`]'s), transposed in registers on the way out. Each sum runs over `k` in
 /// order from zero, as [`matmul`]'s does, so the two agree to the last bit.
 ///
@@ -133,7 +132,8 @@ pub(super) fn in_place_on(
     next: super::RowsRef<'_>,
 ) -> bool {
     let (w_ptr, w_len) = w.raw_parts();
-    let groups = n.div_ceil(SIDE);
+    let side = super::panel_side(n);
+    let groups = n.div_ceil(side);
     let runs = if wide {
         avx512_available()
     } else {
@@ -153,6 +153,7 @@ pub(super) fn in_place_on(
                 y,
                 stride,
                 [scale, bias],
+                next.byte_range(),
             )
         };
         return true;
@@ -175,14 +176,14 @@ pub(super) fn in_place_on(
         };
         let pf_lines = pf_len.div_ceil(64);
         for g in 0..groups {
-            let t0 = g * SIDE;
+            let t0 = g * side;
             let mut o0 = c0;
             while o0 < c0 + chunk {
                 let valid = W_ROWS.min(c0 + chunk - o0);
                 let out = Out {
                     y: y.as_mut_ptr().wrapping_add(t0 * stride + o0),
                     stride,
-                    tokens: SIDE.min(n - t0),
+                    tokens: side.min(n - t0),
                     scale: scale.map(|s| s.as_ptr().wrapping_add(o0)),
                     bias: bias.map(|b| b.as_ptr().wrapping_add(o0)),
                 };
@@ -196,21 +197,21 @@ pub(super) fn in_place_on(
                 };
                 // SAFETY: AVX-512F is available (checked above); rows o0 .. o0 + valid of
                 // W (inside the checked `rows · cols`), panel g of `xt` (inside the
-                // checked `groups · 32 · cols`), outputs of inputs t0 .. t0 + tokens and
+                // checked `groups · side · cols`), outputs of inputs t0 .. t0 + tokens and
                 // columns o0 .. o0 + valid of y (inside the checked span), scale and bias
                 // values o0 .. o0 + valid (checked `rows` long). Prefetches never fault.
                 unsafe {
                     let (w, xt) = (
                         w_ptr.wrapping_add(o0 * cols),
-                        xt.as_ptr().wrapping_add(g * SIDE * cols),
+                        xt.as_ptr().wrapping_add(g * side * cols),
                     );
                     let pf = (pf.wrapping_add(first * 64), lines);
                     // A group of at most 16 inputs takes the one-vector tile (the
                     // two-vector one would compute as many lanes again for nothing).
                     if out.tokens > 16 {
-                        tile_rows::<2>(valid, w, cols, xt, out, pf)
+                        tile_rows::<2>(valid, w, [cols, side], xt, out, pf)
                     } else {
-                        tile_rows::<1>(valid, w, cols, xt, out, pf)
+                        tile_rows::<1>(valid, w, [cols, side], xt, out, pf)
                     }
                 };
                 o0 += valid;
@@ -240,7 +241,7 @@ pub(super) struct Out {
 unsafe fn tile_rows<const V: usize>(
     valid: usize,
     w: *const f32,
-    k: usize,
+    k: [usize; 2],
     xt: *const f32,
     out: Out,
     pf: (*const u8, usize),
@@ -266,16 +267,16 @@ unsafe fn tile_rows<const V: usize>(
 
 /// One tile of [`weights_in_place`]: `R` (1 ..= 12) weight rows from `w` (`k` values
 /// each, any alignment) by the first `16 · V` (`V` = 1 or 2) inputs of one packed panel
-/// `xt`.
+/// `xt` (`side` values a feature).
 ///
 /// # Safety
 /// AVX-512F must be available; `w` must address `R` rows of `k` readable `f32`s, `xt`
-/// `32 · k` values, and `out` its `tokens` (at most `16 · V`) rows of `R` writable
-/// values (and as many scale and bias values).
+/// `side · k` values (`16 · V <= side`), and `out` its `tokens` (at most `16 · V`) rows
+/// of `R` writable values (and as many scale and bias values).
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_in_place<const R: usize, const V: usize>(
     w: *const f32,
-    k: usize,
+    [k, side]: [usize; 2],
     xt: *const f32,
     out: Out,
     prefetch: (*const u8, usize),
@@ -287,9 +288,9 @@ unsafe fn tile_in_place<const R: usize, const V: usize>(
         if kk < pf_lines {
             _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(kk * 64).cast::<i8>());
         }
-        // SAFETY: values kk · 32 .. kk · 32 + 16 · V of the panel's 32 · k.
+        // SAFETY: values kk · side .. kk · side + 16 · V of the panel's side · k.
         let x: [__m512; V] = core::array::from_fn(|v| unsafe {
-            _mm512_loadu_ps(xt.wrapping_add(kk * SIDE + 16 * v))
+            _mm512_loadu_ps(xt.wrapping_add(kk * side + 16 * v))
         });
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: value kk < k of row r < R (unaligned read).
