@@ -586,9 +586,10 @@ fn output_row_blocks(
             let Some(part) = layer.row_range(r.clone()) else {
                 return false;
             };
-            // A batch's next rotation is split across the threads too: every part
-            // prefetches it (into its own thread's caches).
-            let next = if r.start == 0 || n > 1 { after } else { &[] };
+            // The caller rotates the next slot's inputs alone (a batch split by output
+            // rows is one packed panel, rotated before the parts start): only part 0,
+            // which runs on the calling thread, prefetches what it reads.
+            let next = if r.start == 0 { after } else { &[] };
             match packed {
                 Some(xt) => products_in_place(&part, xt, n, out, part.rows, scratch, next)
                     .is_ok_and(|done| done),
