@@ -13,6 +13,11 @@ sends each finished job back at once; the parent appends it to ``sweep.jsonl``, 
 short keeps every finished job and :func:`summarize` makes the tables from whatever is there.
 Concurrent runs distort step time and peak memory, so those come from a separate phase in which
 each method trains alone (``timing``), before the pool starts.
+
+One seed gives one draw of the training batches (and of LoRA's initialisation): on 200 held-out
+chats a difference of a few chats is inside that noise. ``--seeds-at-chosen 1,2`` appends runs
+of further seeds at each (task, method)'s chosen lr to a finished sweep's file; the choice still
+reads seed 0's validation scores alone, and the tables add each method's mean over its seeds.
 """
 
 from __future__ import annotations
@@ -59,6 +64,14 @@ def job_list(tasks, methods, lrs, baselines: bool = True) -> list[dict]:
             for m in methods:
                 out.append({"task": t, "method": m, "lr": lr})
     return out
+
+
+def seed_jobs(jobs: list[dict], tasks, methods, seeds) -> list[dict]:
+    """Runs of further ``seeds`` at the lr each (task, method) chose on seed 0's validation
+    (:func:`choose`), for the given tasks and methods that have a choice."""
+    best = choose(jobs)
+    return [{"task": t, "method": m, "lr": best[(t, m)]["lr"], "seed": s}
+            for t in tasks for m in methods if (t, m) in best for s in seeds]
 
 
 class _Worker:
@@ -206,8 +219,10 @@ def timing(base, tok, prep: Prepared, methods, b: Budget, device: torch.device, 
 def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, workers: int = 4,
               threads: int = 1, device: str | None = None, compatible: list[str] | None = None,
               prepared_dir=None, timing_steps: int = 0, timing_variants: dict | None = None,
-              baselines: bool = True, command: str = "", log=print) -> Path:
-    """The sweep: optional timing phase, then the pool. Returns the jsonl path."""
+              baselines: bool = True, command: str = "", log=print, planned: list[dict] | None = None) -> Path:
+    """The sweep: optional timing phase, then the pool (the ``planned`` jobs, or every job of
+    the grid).
+    Returns the jsonl path."""
     import torch.multiprocessing as mp
 
     from .llama import base_model_id, llama_from_gguf
@@ -246,7 +261,7 @@ def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, wo
         state = {"base": base, "tok": tok, "base_id": base_id, "compatible": compatible or [], "budget": b,
                  "val": val, "prepared_dir": prepared_dir, "device": dev}
         jobs, results = ctx.Queue(), ctx.Queue()
-        todo = job_list(tasks, methods, lrs, baselines)
+        todo = planned if planned is not None else job_list(tasks, methods, lrs, baselines)
         for j in todo:
             jobs.put(j)
         for _ in range(workers):
@@ -266,8 +281,9 @@ def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, wo
             f.flush()
             what = r.get("error") or (r.get("heldout") and f"val {r['val']['score']:.3f} held-out "
                                       f"{r['heldout']['score']:.3f}") or "baselines"
+            seed = f" seed {r['seed']}" if "seed" in r else ""
             log(f"[{done}/{len(todo)} {time.perf_counter() - t0:.0f}s] {r['task']} {r['method']} "
-                f"{r.get('lr', '')}: {what} ({r['wall_seconds']}s)", flush=True)
+                f"{r.get('lr', '')}{seed}: {what} ({r['wall_seconds']}s)", flush=True)
         for p in procs:
             p.join()
     return jl
@@ -316,10 +332,11 @@ def load(jl: str | Path) -> tuple[dict, list[dict], list[dict]]:
 
 def choose(jobs: list[dict]) -> dict[tuple[str, str], dict]:
     """Per (task, method) the run with the best validation score (ties: better validation
-    well-formedness, then the smaller lr). Only (task, method) pairs whose runs all finished."""
+    well-formedness, then the smaller lr), among the seed-0 runs (further seeds never choose).
+    Only (task, method) pairs whose runs all finished."""
     by: dict[tuple[str, str], list[dict]] = {}
     for j in jobs:
-        if j["method"] != "base":
+        if j["method"] != "base" and j.get("seed", 0) == 0:
             by.setdefault((j["task"], j["method"]), []).append(j)
     out = {}
     for k, runs in by.items():
@@ -327,6 +344,51 @@ def choose(jobs: list[dict]) -> dict[tuple[str, str], dict]:
         if ok:
             out[k] = max(ok, key=lambda r: (r["val"]["score"], r["val"]["well_formed"], -r["lr"]))
     return out
+
+
+def seed_scores(jobs: list[dict]) -> dict[tuple[str, str], tuple[float, list[tuple[int, float]]]]:
+    """Per (task, method) with runs of further seeds at its chosen lr: that lr and the held-out
+    score of every seed there, seed 0 (the chosen run) first."""
+    out = {}
+    for (t, m), c in choose(jobs).items():
+        more = [j for j in jobs if j["task"] == t and j["method"] == m and j.get("seed", 0) != 0
+                and j.get("lr") == c["lr"] and "error" not in j]
+        if more:
+            runs = [(0, c["heldout"]["score"])] + sorted((j["seed"], j["heldout"]["score"]) for j in more)
+            out[(t, m)] = (c["lr"], runs)
+    return out
+
+
+def _seed_section(jobs: list[dict]) -> list[str]:
+    """The seeds table and the issue's score goals on the seeds' means (empty without seeds)."""
+    seeds = seed_scores(jobs)
+    if not seeds:
+        return []
+    lines = ["## Seeds at the chosen rate", "",
+             "Held-out score of every seed trained at the rate seed 0's validation chose (seed 0 is "
+             "the run in the tables above; a seed changes the order of the training batches and "
+             "LoRA's initialisation, never the validation or held-out chats); mean and sample "
+             "standard deviation.", "",
+             "| task | method | lr | held-out per seed | mean | sd |", "|---|---|---:|---|---:|---:|"]
+    means = {}
+    for (t, m), (lr, runs) in seeds.items():
+        vals = [100 * v for _, v in runs]
+        mean = sum(vals) / len(vals)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        means[(t, m)] = mean
+        per = ", ".join(f"{s}: {100 * v:.1f}" for s, v in runs)
+        lines.append(f"| {t} | {LABELS.get(m, m)} | {lr} | {per} | {mean:.1f} | {sd:.1f} |")
+    lines.append("")
+    goals = []
+    for t in dict.fromkeys(t for t, _ in seeds):
+        g, lo, d = (means.get((t, m)) for m in ("gsoft", "lora", "double_gsoft"))
+        if g is not None and lo is not None:
+            goals.append(f"- {t}: GSOFT mean {g:.1f} vs LoRA mean {lo:.1f}: {'met' if g >= lo else 'missed'}")
+        if g is not None and d is not None:
+            goals.append(f"- {t}: Double GSOFT mean {d:.1f} vs GSOFT mean {g:.1f}: {'met' if d >= g else 'missed'}")
+    if goals:
+        lines += ["Goals on the means:", ""] + goals + [""]
+    return lines
 
 
 def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
@@ -367,7 +429,7 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
                 for name, r in j["rows"].items():
                     lines.append(f"| {name} | | | {100 * r['score']:.1f} | {100 * r['well_formed']:.1f} | 0 | |")
         for m in methods:
-            runs = sorted((j for j in tj if j["method"] == m), key=lambda j: j["lr"])
+            runs = sorted((j for j in tj if j["method"] == m and j.get("seed", 0) == 0), key=lambda j: j["lr"])
             if not runs:
                 continue
             per = ", ".join(f"{r['lr']}: " + ("failed" if "error" in r else f"{100 * r['val']['score']:.1f}")
@@ -397,6 +459,7 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
                                   f"{'met' if ds >= gs else 'missed'}")
     if goal_lines:
         lines += ["## Goals (issue 20)", ""] + goal_lines + [""]
+    lines += _seed_section(jobs)
     if trows:
         lines += ["## Step time and memory, each method alone", "",
                   f"One process, methods in turn, {trows[0].get('steps', '?')} steps each on one task's batches; median "
@@ -444,6 +507,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timing-variants", default="",
                     help="extra timing rows LABEL=METHOD:VAR=VALUE,... e.g. gsoft-bank=gsoft:RIFFLE_ADAPTER_PATH=bank")
     ap.add_argument("--summarize", default=None, help="only write the tables of this sweep.jsonl")
+    ap.add_argument("--seeds-at-chosen", default=None,
+                    help="seeds (e.g. 1,2) to train at each (task, method)'s chosen lr in OUT/sweep.jsonl, "
+                         "appended to it (the grid flags are then ignored)")
     a = ap.parse_args(argv)
     if a.summarize:
         print(summarize(a.summarize, Path(a.summarize).with_suffix(".md")), end="")
@@ -461,11 +527,20 @@ def main(argv=None) -> int:
     from .llama import SMOLLM2_Q4_1
 
     command = "python -m riffle_train.llm_sweep " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    jobs = None
+    if a.seeds_at_chosen:
+        _, _, done = load(Path(a.out) / "sweep.jsonl")
+        seeds = [int(x) for x in a.seeds_at_chosen.split(",")]
+        if 0 in seeds:
+            ap.error("--seeds-at-chosen: seed 0 is the sweep's own run")
+        jobs = seed_jobs(done, a.tasks.split(","), [m for m in a.methods.split(",") if m], seeds)
+        if not jobs:
+            ap.error(f"--seeds-at-chosen: no chosen (task, method) in {a.out}/sweep.jsonl for those tasks and methods")
     # `--methods ""` runs only the base's prompting (e.g. appended to a finished sweep's file)
     jl = run_sweep(a.base or SMOLLM2_Q4_1, a.tasks.split(","), [m for m in a.methods.split(",") if m],
                    [float(x) for x in a.lrs.split(",")], a.out, b, val=a.val, workers=a.workers, threads=a.threads,
                    device=a.device, compatible=comp, prepared_dir=a.prepared, timing_steps=a.timing_steps,
-                   timing_variants=variants, baselines=not a.no_baselines, command=command)
+                   timing_variants=variants, baselines=not a.no_baselines, command=command, planned=jobs)
     print(summarize(jl, jl.with_suffix(".md")), end="")
     return 0
 

@@ -65,6 +65,37 @@ def test_choice_uses_validation_never_heldout(tmp_path):
     assert "topic: GSOFT 50.0 vs the base's best prompting 10.0: met" in md
 
 
+def test_further_seeds_never_choose_and_are_averaged(tmp_path):
+    jobs = [_job("topic", "gsoft", 0.001, 0.9, 0.5), _job("topic", "gsoft", 0.003, 0.8, 0.99),
+            _job("topic", "lora", 0.001, 0.7, 0.7), _job("topic", "double_gsoft", 0.001, 0.6, 0.45)]
+    # seeds run at each method's chosen lr, for the methods asked that have a choice
+    assert llm_sweep.seed_jobs(jobs, ["topic"], ["gsoft", "lora", "oft"], [1, 2]) == [
+        {"task": "topic", "method": "gsoft", "lr": 0.001, "seed": 1},
+        {"task": "topic", "method": "gsoft", "lr": 0.001, "seed": 2},
+        {"task": "topic", "method": "lora", "lr": 0.001, "seed": 1},
+        {"task": "topic", "method": "lora", "lr": 0.001, "seed": 2}]
+    seeded = [dict(_job("topic", "gsoft", 0.003, 1.0, 1.0), seed=1),  # better validation, seed 1: not a choice
+              dict(_job("topic", "gsoft", 0.001, 0.5, 0.6), seed=1), dict(_job("topic", "gsoft", 0.001, 0.5, 0.7), seed=2),
+              dict(_job("topic", "lora", 0.001, 0.5, 0.5), seed=1), dict(_job("topic", "lora", 0.001, 0.5, 0.6), seed=2),
+              dict(_job("topic", "double_gsoft", 0.001, 0.5, 0.75), seed=1),
+              dict(_job("topic", "double_gsoft", 0.001, 0.5, 0.9), seed=2)]
+    best = llm_sweep.choose(jobs + seeded)
+    assert best[("topic", "gsoft")]["lr"] == 0.001 and best[("topic", "gsoft")]["heldout"]["score"] == 0.5
+    jl = tmp_path / "sweep.jsonl"
+    jl.write_text("\n".join(json.dumps(x) for x in [{"kind": "meta", "lrs": [0.001], "budget": {}}] + jobs + seeded)
+                  + "\n")
+    md = llm_sweep.summarize(jl)
+    # the per-lr validation column and the seed-0 goals are the sweep's own
+    assert "| GSOFT | 0.001 | 0.001: 90.0, 0.003: 80.0 | 50.0 |" in md
+    assert "topic: GSOFT 50.0 vs LoRA 70.0: missed" in md
+    # the means: GSOFT 50, 60, 70; LoRA 70, 50, 60; Double GSOFT 45, 75, 90 (the seed-1 run at
+    # the other lr is left out)
+    assert "| topic | GSOFT | 0.001 | 0: 50.0, 1: 60.0, 2: 70.0 | 60.0 | 10.0 |" in md
+    assert "| topic | Double GSOFT | 0.001 | 0: 45.0, 1: 75.0, 2: 90.0 | 70.0 | 22.9 |" in md
+    assert "topic: GSOFT mean 60.0 vs LoRA mean 60.0: met" in md
+    assert "topic: Double GSOFT mean 70.0 vs GSOFT mean 60.0: met" in md
+
+
 def test_device_name_names_the_cpu():
     from riffle_train.llm import device_name
     name = device_name("cpu")
