@@ -31,6 +31,11 @@ def _job(task, method, lr, val, held):
             "val": {"score": val, "well_formed": 1.0}, "heldout": {"score": held, "well_formed": 1.0}}
 
 
+def _write(jl, rows) -> None:
+    """A sweep file of these rows (meta and jobs), one JSON object a line."""
+    jl.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+
+
 def test_choice_uses_validation_never_heldout(tmp_path):
     jobs = [_job("topic", "gsoft", 0.001, 0.9, 0.5), _job("topic", "gsoft", 0.003, 0.8, 0.99),
             _job("topic", "lora", 0.001, 0.7, 0.7), _job("topic", "lora", 0.003, 0.7, 0.9),
@@ -40,17 +45,15 @@ def test_choice_uses_validation_never_heldout(tmp_path):
     assert best[("topic", "lora")]["lr"] == 0.001  # tie on validation: the smaller lr
     assert ("topic", "double_gsoft") not in best
     jl = tmp_path / "sweep.jsonl"
-    jl.write_text("\n".join(json.dumps(x) for x in [{"kind": "meta", "lrs": [0.001, 0.003], "budget": {}}] + jobs)
-                  + "\n")
+    _write(jl, [{"kind": "meta", "lrs": [0.001, 0.003], "budget": {}}] + jobs)
     md = llm_sweep.summarize(jl)
     assert "| GSOFT | 0.001 | 0.001: 90.0, 0.003: 80.0 | 50.0 |" in md
     assert "topic: GSOFT 50.0 vs LoRA 70.0: missed" in md
     assert "| Double GSOFT | | 0.001: failed | failed |" in md
     assert "Learning rates tried: GSOFT 0.001, 0.003; Double GSOFT 0.001; PEFT LoRA 0.001, 0.003;" in md
     # the device line says what ran it: a CPU run names the processor, its threads and fp32
-    jl.write_text("\n".join(json.dumps(x) for x in [{"kind": "meta", "lrs": [0.001], "budget": {}, "device": "cpu",
-                                                     "device_name": "Some CPU (2 cores)", "workers": 2,
-                                                     "threads": 1}] + jobs) + "\n")
+    _write(jl, [{"kind": "meta", "lrs": [0.001], "budget": {}, "device": "cpu", "device_name": "Some CPU (2 cores)",
+                 "workers": 2, "threads": 1}] + jobs)
     assert "Device: Some CPU (2 cores), torch ?; 2 runs at a time, 1 torch thread(s) each; fp32." in \
         llm_sweep.summarize(jl)
     # a second run appended to the file (the base's prompting alone): both commands are listed
@@ -58,7 +61,7 @@ def test_choice_uses_validation_never_heldout(tmp_path):
             {"kind": "job", "task": "topic", "method": "base",
              "rows": {"base zero-shot": {"score": 0.1, "well_formed": 0.5}}}]
     first = {"kind": "meta", "lrs": [0.001], "budget": {}, "command": "sweep A"}
-    jl.write_text("\n".join(json.dumps(x) for x in [first] + jobs + more) + "\n")
+    _write(jl, [first] + jobs + more)
     md = llm_sweep.summarize(jl)
     assert "Command: `sweep A`\nCommand: `sweep --methods ''`" in md
     assert "| base zero-shot | | | 10.0 | 50.0 | 0 | |" in md
@@ -82,8 +85,7 @@ def test_further_seeds_never_choose_and_are_averaged(tmp_path):
     best = llm_sweep.choose(jobs + seeded)
     assert best[("topic", "gsoft")]["lr"] == 0.001 and best[("topic", "gsoft")]["heldout"]["score"] == 0.5
     jl = tmp_path / "sweep.jsonl"
-    jl.write_text("\n".join(json.dumps(x) for x in [{"kind": "meta", "lrs": [0.001], "budget": {}}] + jobs + seeded)
-                  + "\n")
+    _write(jl, [{"kind": "meta", "lrs": [0.001], "budget": {}}] + jobs + seeded)
     md = llm_sweep.summarize(jl)
     # the per-lr validation column and the seed-0 goals are the sweep's own
     assert "| GSOFT | 0.001 | 0.001: 90.0, 0.003: 80.0 | 50.0 |" in md

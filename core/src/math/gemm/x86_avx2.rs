@@ -19,7 +19,7 @@ use core::arch::x86_64::{
 };
 
 use super::cpu::avx2_fma_available;
-use super::x86_products::Out;
+use super::x86_products::{chunk_prefetch, Out};
 
 /// Weight rows of one tile: 6 rows by 16 inputs is 12 accumulators, two input vectors
 /// and a broadcast weight in the 16 `ymm` registers.
@@ -54,15 +54,12 @@ pub(super) unsafe fn weights_in_place_avx2(
     let mut c0 = 0;
     while c0 < rows {
         let chunk = CHUNK_ROWS.min(rows - c0);
-        let (pf, pf_len) = if c0 + chunk < rows {
-            (
-                w_ptr.wrapping_add((c0 + chunk) * cols).cast::<u8>(),
-                CHUNK_ROWS.min(rows - c0 - chunk) * cols * 4,
-            )
-        } else {
-            (after_ptr, after_len)
-        };
-        let pf_lines = pf_len.div_ceil(64);
+        let (pf, pf_lines) = chunk_prefetch(
+            w_ptr,
+            [rows, cols],
+            [c0, chunk, CHUNK_ROWS],
+            (after_ptr, after_len),
+        );
         for g in 0..n.div_ceil(side) {
             let t0 = g * side;
             let tokens = side.min(n - t0);

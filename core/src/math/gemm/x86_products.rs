@@ -166,15 +166,12 @@ pub(super) fn in_place_on(
     let mut c0 = 0;
     while c0 < rows {
         let chunk = CHUNK_ROWS.min(rows - c0);
-        let (pf, pf_len) = if c0 + chunk < rows {
-            (
-                w_ptr.wrapping_add((c0 + chunk) * cols).cast::<u8>(),
-                CHUNK_ROWS.min(rows - c0 - chunk) * cols * 4,
-            )
-        } else {
-            (after_ptr, after_len)
-        };
-        let pf_lines = pf_len.div_ceil(64);
+        let (pf, pf_lines) = chunk_prefetch(
+            w_ptr,
+            [rows, cols],
+            [c0, chunk, CHUNK_ROWS],
+            (after_ptr, after_len),
+        );
         for g in 0..groups {
             let t0 = g * side;
             let mut o0 = c0;
@@ -220,6 +217,27 @@ pub(super) fn in_place_on(
         c0 += chunk;
     }
     true
+}
+
+/// What the tiles of an in-place product prefetch while they pass over the chunk of weight
+/// rows `c0 .. c0 + chunk` (of `rows × cols`, chunks of `chunk_rows`): the next chunk, or after
+/// the last one `after` (what the caller reads next); its start and its count of cache lines.
+/// Shared by the AVX-512 and AVX2 products. Only addresses: nothing is read here.
+pub(super) fn chunk_prefetch(
+    w_ptr: *const f32,
+    [rows, cols]: [usize; 2],
+    [c0, chunk, chunk_rows]: [usize; 3],
+    after: (*const u8, usize),
+) -> (*const u8, usize) {
+    let (start, len) = if c0 + chunk < rows {
+        (
+            w_ptr.wrapping_add((c0 + chunk) * cols).cast::<u8>(),
+            chunk_rows.min(rows - c0 - chunk) * cols * 4,
+        )
+    } else {
+        after
+    };
+    (start, len.div_ceil(64))
 }
 
 /// Where a tile of an in-place product writes: `tokens` rows of its outputs from `y`,
