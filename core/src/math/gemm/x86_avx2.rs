@@ -30,11 +30,11 @@ const CHUNK_ROWS: usize = 48;
 
 /// `y[t · stride + o] = scale[o] · Σ_k W[o][k] · X[t][k] + bias[o]` for `t < n`, `o < rows`,
 /// `W` (`rows × cols`, row-major, any alignment) read where it lies, `X` packed in panels
-/// of `super::panel_side(n)` inputs: `x86_products::weights_in_place`'s kernel for CPUs with AVX2 + FMA but not
-/// AVX-512, tiles of 6 weight rows by 16 inputs, each sum a chain over `k` from zero. As
-/// there, the next chunk of weight rows (after the last, `next`: the bytes the caller reads
-/// next) is prefetched into L2 over the tiles of the first input group, one line per `k`
-/// step.
+/// of `super::panel_side(n)` inputs: `x86_products::weights_in_place`'s kernel for CPUs
+/// with AVX2 + FMA but not AVX-512, tiles of 6 weight rows by 16 inputs, each sum a chain
+/// over `k` from zero. As there, the next chunk of weight rows (after the last, `next`: the
+/// bytes the caller reads next) is prefetched into L2 over the tiles of the first input
+/// group, one line per `k` step.
 ///
 /// # Safety
 /// AVX2 and FMA must be available, and the operands hold what the shape addresses

@@ -94,9 +94,9 @@ const CHUNK_ROWS: usize = 48;
 /// with `W` (`rows × cols`, row-major) read in place, each value broadcast, and `X` given
 /// packed (`xt`: with `s = super::panel_side(n)`, 32 or for a batch of at most 16 inputs
 /// 16, panel `g` of `cols × s` values at `g · s · cols` holds `X[s·g + j][k]` at `k · s +
-/// j`). Tiles of 12 weight rows by 32 inputs (24 accumulators,
-/// as [`matmul`]'s), transposed in registers on the way out. Each sum runs over `k` in
-/// order from zero, as [`matmul`]'s does, so the two agree to the last bit.
+/// j`). Tiles of 12 weight rows by 32 inputs (24 accumulators, as [`matmul`]'s), transposed
+/// in registers on the way out. Each sum runs over `k` in order from zero, as [`matmul`]'s
+/// does, so the two agree to the last bit.
 ///
 /// Sound for any input: returns `false`, touching nothing, unless AVX-512F (or, on a CPU
 /// without it, AVX2 + FMA: `x86_avx2`'s tiles, the same bits) is available and every
