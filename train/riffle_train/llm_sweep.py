@@ -371,7 +371,8 @@ def _seed_section(jobs: list[dict]) -> list[str]:
              "standard deviation.", "",
              "| task | method | lr | held-out per seed | mean | sd |", "|---|---|---:|---|---:|---:|"]
     means = {}
-    for (t, m), (lr, runs) in seeds.items():
+    tasks, order = list(dict.fromkeys(t for t, _ in seeds)), list(LABELS)
+    for (t, m), (lr, runs) in sorted(seeds.items(), key=lambda kv: (tasks.index(kv[0][0]), order.index(kv[0][1]))):
         vals = [100 * v for _, v in runs]
         mean = sum(vals) / len(vals)
         sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
@@ -380,7 +381,7 @@ def _seed_section(jobs: list[dict]) -> list[str]:
         lines.append(f"| {t} | {LABELS.get(m, m)} | {lr} | {per} | {mean:.1f} | {sd:.1f} |")
     lines.append("")
     goals = []
-    for t in dict.fromkeys(t for t, _ in seeds):
+    for t in tasks:
         g, lo, d = (means.get((t, m)) for m in ("gsoft", "lora", "double_gsoft"))
         if g is not None and lo is not None:
             goals.append(f"- {t}: GSOFT mean {g:.1f} vs LoRA mean {lo:.1f}: {'met' if g >= lo else 'missed'}")
