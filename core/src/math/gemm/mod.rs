@@ -441,7 +441,8 @@ pub(crate) fn norm_wide(row: &mut [f32], w: &[f32], bias: Option<&[f32]>, eps: f
     }
 }
 
-/// Inputs per packed panel of [`weights_in_place`] (the tile width of its kernel).
+/// Inputs per packed panel of [`weights_in_place`] for a batch of more than 16 (the tile
+/// width of its kernel; smaller batches pack 16, [`panel_side`]).
 pub(crate) const INPUT_PANEL: usize = 32;
 
 /// Inputs per packed panel (the distance between a panel's features) for a batch of `n`:
@@ -590,7 +591,6 @@ fn in_place_shape_ok(
         && n != 0
         && stride >= rows
         && rows.checked_mul(cols).is_some_and(|e| e <= w_len)
-        && n.checked_mul(cols).is_some()
         && packed_inputs_len(n, cols) <= xt.len()
         && Product::span(n, rows, stride).is_some_and(|e| e <= y.len())
         && scale.is_none_or(|s| s.len() >= rows)
