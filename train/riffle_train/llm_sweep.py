@@ -221,8 +221,7 @@ def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, wo
               prepared_dir=None, timing_steps: int = 0, timing_variants: dict | None = None,
               baselines: bool = True, command: str = "", log=print, planned: list[dict] | None = None) -> Path:
     """The sweep: optional timing phase, then the pool (the ``planned`` jobs, or every job of
-    the grid).
-    Returns the jsonl path."""
+    the grid). Returns the jsonl path."""
     import torch.multiprocessing as mp
 
     from .llama import base_model_id, llama_from_gguf
@@ -359,6 +358,19 @@ def seed_scores(jobs: list[dict]) -> dict[tuple[str, str], tuple[float, list[tup
     return out
 
 
+def _method_goals(t: str, scores: dict[str, float], kind: str = "") -> list[str]:
+    """The issue's two goals between methods on task ``t``, from held-out scores in points (by
+    method; ``kind`` names them, e.g. "mean"): GSOFT at least LoRA, Double GSOFT at least GSOFT."""
+    g, lo, d = (scores.get(m) for m in ("gsoft", "lora", "double_gsoft"))
+    k = f" {kind}" if kind else ""
+    out = []
+    if g is not None and lo is not None:
+        out.append(f"- {t}: GSOFT{k} {g:.1f} vs LoRA{k} {lo:.1f}: {'met' if g >= lo else 'missed'}")
+    if g is not None and d is not None:
+        out.append(f"- {t}: Double GSOFT{k} {d:.1f} vs GSOFT{k} {g:.1f}: {'met' if d >= g else 'missed'}")
+    return out
+
+
 def _seed_section(jobs: list[dict]) -> list[str]:
     """The seeds table and the issue's score goals on the seeds' means (empty without seeds)."""
     seeds = seed_scores(jobs)
@@ -370,23 +382,17 @@ def _seed_section(jobs: list[dict]) -> list[str]:
              "LoRA's initialisation, never the validation or held-out chats); mean and sample "
              "standard deviation.", "",
              "| task | method | lr | held-out per seed | mean | sd |", "|---|---|---:|---|---:|---:|"]
-    means = {}
+    means: dict[str, dict[str, float]] = {}
     tasks, order = list(dict.fromkeys(t for t, _ in seeds)), list(LABELS)
     for (t, m), (lr, runs) in sorted(seeds.items(), key=lambda kv: (tasks.index(kv[0][0]), order.index(kv[0][1]))):
         vals = [100 * v for _, v in runs]
         mean = sum(vals) / len(vals)
         sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-        means[(t, m)] = mean
+        means.setdefault(t, {})[m] = mean
         per = ", ".join(f"{s}: {100 * v:.1f}" for s, v in runs)
         lines.append(f"| {t} | {LABELS.get(m, m)} | {lr} | {per} | {mean:.1f} | {sd:.1f} |")
     lines.append("")
-    goals = []
-    for t in tasks:
-        g, lo, d = (means.get((t, m)) for m in ("gsoft", "lora", "double_gsoft"))
-        if g is not None and lo is not None:
-            goals.append(f"- {t}: GSOFT mean {g:.1f} vs LoRA mean {lo:.1f}: {'met' if g >= lo else 'missed'}")
-        if g is not None and d is not None:
-            goals.append(f"- {t}: Double GSOFT mean {d:.1f} vs GSOFT mean {g:.1f}: {'met' if d >= g else 'missed'}")
+    goals = [line for t in tasks for line in _method_goals(t, means[t], "mean")]
     if goals:
         lines += ["Goals on the means:", ""] + goals + [""]
     return lines
@@ -450,14 +456,8 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
             if base_best is not None:
                 goal_lines.append(f"- {t}: GSOFT {100 * gs:.1f} vs the base's best prompting {100 * base_best:.1f}: "
                                   f"{'met' if gs > base_best else 'missed'}")
-            if lo:
-                ls = lo["heldout"]["score"]
-                goal_lines.append(f"- {t}: GSOFT {100 * gs:.1f} vs LoRA {100 * ls:.1f}: "
-                                  f"{'met' if gs >= ls else 'missed'}")
-            if d:
-                ds = d["heldout"]["score"]
-                goal_lines.append(f"- {t}: Double GSOFT {100 * ds:.1f} vs GSOFT {100 * gs:.1f}: "
-                                  f"{'met' if ds >= gs else 'missed'}")
+            goal_lines += _method_goals(t, {m: 100 * c["heldout"]["score"] for m, c in (("gsoft", g), ("lora", lo),
+                                                                                       ("double_gsoft", d)) if c})
     if goal_lines:
         lines += ["## Goals (issue 20)", ""] + goal_lines + [""]
     lines += _seed_section(jobs)
@@ -528,17 +528,18 @@ def main(argv=None) -> int:
     from .llama import SMOLLM2_Q4_1
 
     command = "python -m riffle_train.llm_sweep " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    methods = [m for m in a.methods.split(",") if m]
     jobs = None
     if a.seeds_at_chosen:
         _, _, done = load(Path(a.out) / "sweep.jsonl")
         seeds = [int(x) for x in a.seeds_at_chosen.split(",")]
         if 0 in seeds:
             ap.error("--seeds-at-chosen: seed 0 is the sweep's own run")
-        jobs = seed_jobs(done, a.tasks.split(","), [m for m in a.methods.split(",") if m], seeds)
+        jobs = seed_jobs(done, a.tasks.split(","), methods, seeds)
         if not jobs:
             ap.error(f"--seeds-at-chosen: no chosen (task, method) in {a.out}/sweep.jsonl for those tasks and methods")
     # `--methods ""` runs only the base's prompting (e.g. appended to a finished sweep's file)
-    jl = run_sweep(a.base or SMOLLM2_Q4_1, a.tasks.split(","), [m for m in a.methods.split(",") if m],
+    jl = run_sweep(a.base or SMOLLM2_Q4_1, a.tasks.split(","), methods,
                    [float(x) for x in a.lrs.split(",")], a.out, b, val=a.val, workers=a.workers, threads=a.threads,
                    device=a.device, compatible=comp, prepared_dir=a.prepared, timing_steps=a.timing_steps,
                    timing_variants=variants, baselines=not a.no_baselines, command=command, planned=jobs)
