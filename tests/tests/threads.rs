@@ -62,7 +62,7 @@ fn minilm_is_bit_identical_on_every_thread_count() {
     for kind in ["f32", "q8_0"] {
         let bytes = std::fs::read(repo_path(&format!("models/minilm/minilm-{kind}.gguf"))).unwrap();
         let model = Model::from_bytes(&bytes).unwrap();
-        for t in [1usize, 7, 13, 50, 128] {
+        for t in [1usize, 7, 8, 13, 16, 50, 128] {
             let ids: Vec<u32> = (0..t as u32).map(|i| 101 + (i * 37) % 20_000).collect();
             same_on_every_pool(&model, None, Input::Tokens(&ids), t, &pools);
             same_on_every_pool(&model, Some(&adapter), Input::Tokens(&ids), t, &pools);

@@ -140,13 +140,143 @@ impl<'a> Linears<'_, 'a> {
         y: &mut [f32],
         sc: &mut SlotScratch<'_>,
     ) -> Result<usize> {
+        let r = self.resolve(i)?;
+        // A decoder's token step (one row into the block kernels, which quantize it to 8
+        // bits) rotates with the input chain's reflector form where it has one: 3.6x
+        // fewer bytes than the f32 blocks, which every token reads from memory. Prompts
+        // and encoders keep the f32 blocks.
+        let token_step = super::adapter::REFLECTOR_BUILD && self.block_kernels && n == 1;
+        let reflectors = self.reflectors(i, &r.transform, token_step);
+        let after = self.next_reads(i + 1, token_step);
+        slot_apply(
+            self.exec,
+            self.block_kernels,
+            r.weight,
+            r.bias,
+            r.rows,
+            r.cols,
+            (&r.transform, reflectors),
+            x,
+            n,
+            y,
+            sc,
+            after,
+        )
+    }
+
+    /// `y = down(act(up(x)))` for the slots `[up, down]` of a feed-forward block with the
+    /// elementwise activation `act` between them; returns `down`'s rows. A batch of at most
+    /// 16 inputs on two or more threads writes the hidden layer once, straight into the
+    /// down product's packed panel (`weights::feed_forward_panel`: each thread activates and
+    /// packs the hidden features it computed); anything else runs as [`Linears::apply`],
+    /// `act` on every row of `mid` (`act(up(x))`, `n` rows of `up`'s width), then `apply`
+    /// again. The same bits either way.
+    #[cfg(any(feature = "bert", feature = "llama"))]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn feed_forward(
+        &self,
+        [up, down]: [usize; 2],
+        act: fn(&mut [f32]),
+        x: &mut [f32],
+        n: usize,
+        mid: &mut [f32],
+        y: &mut [f32],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<usize> {
+        #[cfg(feature = "parallel")]
+        if let Some(rows) = self.feed_forward_step([up, down], act, x, n, y, sc)? {
+            return Ok(rows);
+        }
+        let width = self.apply(up, x, n, mid, sc)?;
+        for_rows(self.exec, mid, n, width, &|_, rows| {
+            act(rows);
+            true
+        })?;
+        self.apply(down, mid, n, y, sc)
+    }
+
+    /// [`Linears::feed_forward`] as one step (`weights::feed_forward_panel`), where it
+    /// applies: two threads or more, both slots the base's weights (or merged ones) with at
+    /// most an input chain and an `f32` scale, no head, both biases fitting `sc.bias`.
+    /// `Ok(None)`, `y` untouched, elsewhere.
+    #[cfg(feature = "parallel")]
+    fn feed_forward_step(
+        &self,
+        [up, down]: [usize; 2],
+        act: fn(&mut [f32]),
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<Option<usize>> {
+        let Some(exec) = self.exec.filter(|e| e.threads() > 1) else {
+            return Ok(None);
+        };
+        let (ru, rd) = (self.resolve(up)?, self.resolve(down)?);
+        let heads = self
+            .adapter
+            .is_some_and(|p| p.head(up).is_some() || p.head(down).is_some());
+        let plain = |t: &LayerTransform<'_>| {
+            t.q_out.is_none() && matches!(t.scale, None | Some(Scalars::F32(_)))
+        };
+        if heads
+            || !plain(&ru.transform)
+            || !plain(&rd.transform)
+            || sc.bias.len() < ru.rows + rd.rows
+        {
+            return Ok(None);
+        }
+        let (bias_up, bias_down) = sc.bias.split_at_mut(ru.rows);
+        let [du, dd] = [(&ru, bias_up), (&rd, bias_down)].map(|(r, buf)| {
+            let bias = match r.bias {
+                Some(bt) => bt
+                    .decode_f32(0, &mut buf[..r.rows])
+                    .map(|()| Some(&buf[..r.rows])),
+                None => Ok(None),
+            };
+            bias.map(|bias| Dense {
+                weight: r.weight,
+                rows: r.rows,
+                cols: r.cols,
+                scale: match r.transform.scale {
+                    Some(Scalars::F32(v)) => Some(v),
+                    _ => None,
+                },
+                bias,
+            })
+        });
+        let (du, dd) = (du?, dd?);
+        let chains = [ru.transform.q_in.as_ref(), rd.transform.q_in.as_ref()];
+        let after = self.next_reads(down + 1, false);
+        let done = super::weights::feed_forward_panel(
+            exec,
+            [&du, &dd],
+            chains,
+            act,
+            x,
+            n,
+            y,
+            (&mut *sc.wbuf, &mut *sc.spare),
+            after,
+            self.block_kernels,
+        );
+        Ok(done.then_some(dd.rows))
+    }
+
+    /// What slot `i` runs with: the weight (an adapter's head that replaces it, the merged
+    /// weights, or the base's), the bias, the output count and the unmerged transform
+    /// (identity with merged weights or a replaced weight).
+    fn resolve(&self, i: usize) -> Result<Resolved<'a>>
+    where
+        Self: 'a,
+    {
         let (adapter, merged) = (self.adapter, self.merged);
         let s = self.slots.get(i).ok_or(Error::MissingTensor)?;
         let head = adapter.and_then(|p| p.head(i));
         // A head replacing the weight takes the slot over; one replacing only the bias
         // keeps the base's (or merged) weight and its rotation.
         let replaced = head.is_some_and(|h| h.replaces_weight);
-        let (weight, bias_t, rows) = match (head, merged) {
+        let (weight, bias, rows) = match (head, merged) {
             (Some(h), _) if h.replaces_weight => (WeightView::Tensor(h.weight), h.bias, h.rows),
             (h, Some(m)) => {
                 let off = self.slots.merged_offset(i);
@@ -168,29 +298,23 @@ impl<'a> Linears<'_, 'a> {
         } else {
             None
         };
-        let t = t.unwrap_or(LayerTransform::IDENTITY);
-        // A decoder's token step (one row into the block kernels, which quantize it to 8
-        // bits) rotates with the input chain's reflector form where it has one: 3.6x
-        // fewer bytes than the f32 blocks, which every token reads from memory. Prompts
-        // and encoders keep the f32 blocks.
-        let token_step = super::adapter::REFLECTOR_BUILD && self.block_kernels && n == 1;
-        let reflectors = self.reflectors(i, &t, token_step);
-        let after = self.next_reads(i + 1, token_step);
-        slot_apply(
-            self.exec,
-            self.block_kernels,
+        Ok(Resolved {
             weight,
-            bias_t,
+            bias,
             rows,
-            s.cols,
-            (&t, reflectors),
-            x,
-            n,
-            y,
-            sc,
-            after,
-        )
+            cols: s.cols,
+            transform: t.unwrap_or(LayerTransform::IDENTITY),
+        })
     }
+}
+
+/// One slot as [`Linears::resolve`] finds it for a forward pass.
+struct Resolved<'a> {
+    weight: WeightView<'a>,
+    bias: Option<TensorRef<'a>>,
+    rows: usize,
+    cols: usize,
+    transform: LayerTransform<'a>,
 }
 
 impl<'a> Linears<'_, 'a> {

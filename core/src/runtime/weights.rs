@@ -634,11 +634,22 @@ fn by_output_rows(
         _ if rotate.is_some() => return false,
         _ => None,
     };
-    if !output_row_blocks(exec, layer, x, n, blocks, mode, split, after, packed) {
-        return false;
-    }
-    let (starts, count) = split;
-    let blocks: &[f32] = blocks;
+    output_row_blocks(exec, layer, x, n, blocks, mode, split, after, packed)
+        && blocks_into_rows(exec, rows, n, y, blocks, split)
+}
+
+#[cfg(feature = "parallel")]
+/// The second half of [`by_output_rows`]: the parts' blocks (`n` outputs of each part's
+/// rows, block k at `starts[k] · n`) interleaved into `y`'s `n` rows of width `rows`, the
+/// inputs split across the threads. False when a block is short.
+fn blocks_into_rows(
+    exec: &dyn Executor,
+    rows: usize,
+    n: usize,
+    y: &mut [f32],
+    blocks: &[f32],
+    (starts, count): (&[usize; MAX_PARTS + 1], usize),
+) -> bool {
     let mut inputs = [0usize; MAX_PARTS + 1];
     let parts = split_ranges(n, exec.threads(), 1, &mut inputs);
     run_split(
@@ -662,6 +673,119 @@ fn by_output_rows(
             true
         },
     )
+}
+
+#[cfg(feature = "parallel")]
+/// `y = down(act(up(x)))` for a batch of at most 16 inputs (one narrow panel) on two or
+/// more threads, the hidden layer written once: each part computes a run of `up`'s
+/// outputs for every input, applies `act` and packs them straight into the down
+/// product's panel (its own run of the panel's rows), which `q_down` (the down slot's
+/// input chain, if any) then rotates where it lies and the down product reads, split by
+/// output rows ([`by_output_rows`]); `q_up` rotates `up`'s packed inputs first. Against
+/// two steps (`up`, the activation, `down`), the hidden layer is neither interleaved into
+/// rows nor packed again on one thread, and the activation is no step of its own. Every
+/// value is computed as in the two steps, so the outputs are the same bits. `false`, `y`
+/// untouched, where this path does not apply (the caller then runs the two steps): one
+/// thread, another batch size, weights or chains without the in-place kernels.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn feed_forward_panel(
+    exec: &dyn Executor,
+    [up, down]: [&Dense<'_>; 2],
+    [q_up, q_down]: [Option<&crate::math::Chain<'_>>; 2],
+    act: fn(&mut [f32]),
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    (scratch, blocks): (&mut [f32], &mut [f32]),
+    after: &[f32],
+    block_kernels: bool,
+) -> bool {
+    let (width, hidden, rows) = (up.cols, up.rows, down.rows);
+    let modes = [width, hidden].map(|cols| Mode::for_inputs(n, cols, block_kernels));
+    let chain_fits = |q: Option<&crate::math::Chain<'_>>, w: usize| {
+        q.is_none_or(|q| q.spec().width() == w && q.has_panel_kernel())
+    };
+    let mut hidden_starts = [0usize; MAX_PARTS + 1];
+    let parts = split_ranges(hidden, exec.threads(), PANEL, &mut hidden_starts);
+    let mut row_starts = [0usize; MAX_PARTS + 1];
+    let count = split_ranges(rows, exec.threads(), PANEL, &mut row_starts);
+    let (up_len, down_len) = (packed_inputs_len(n, width), packed_inputs_len(n, hidden));
+    if parts < 2
+        || count < 2
+        || n == 0
+        || n > 16
+        || down.cols != hidden
+        || !in_place_available()
+        || !takes_panel_kernel(up.weight, n, modes[0])
+        || !takes_panel_kernel(down.weight, n, modes[1])
+        || up.weight.rows_view(0, hidden, width).is_none()
+        || down.weight.rows_view(0, rows, hidden).is_none()
+        || !chain_fits(q_up, width)
+        || !chain_fits(q_down, hidden)
+        || x.len() < n * width
+        || y.len() < n * rows
+        || blocks.len() < n * rows
+        || scratch.len() < up_len + down_len + 2 * ALIGN_SLACK
+    {
+        return false;
+    }
+    // Up's inputs packed (and rotated), then the down product's panel, both aligned.
+    let (a, b) = scratch.split_at_mut(up_len + ALIGN_SLACK);
+    let (Some(xt), Some(panel)) = (aligned_area(a, up_len), aligned_area(b, down_len)) else {
+        return false;
+    };
+    if pack_inputs(x, n, width, xt).is_err()
+        || q_up.is_some_and(|q| !rotate_panels(q, xt, n, width))
+    {
+        return false;
+    }
+    let xt: &[f32] = xt;
+    let most = (0..parts)
+        .map(|k| hidden_starts[k + 1] - hidden_starts[k])
+        .max();
+    // Part k: hidden features r0 .. r1, all `n` inputs, into rows r0 .. r1 of the panel.
+    let hidden_ok = run_split(
+        exec,
+        panel,
+        &hidden_starts,
+        parts,
+        16,
+        n * most.unwrap_or(0) + DECODE_ROWS * width,
+        &|r, piece, scratch| {
+            let features = r.len();
+            let Some(layer) = up.row_range(r) else {
+                return false;
+            };
+            if scratch.len() < n * features {
+                return false;
+            }
+            let (block, tmp) = scratch.split_at_mut(n * features);
+            if !products_in_place(&layer, xt, n, block, features, tmp, &[]).is_ok_and(|done| done) {
+                return false;
+            }
+            act(block);
+            if n < 16 {
+                piece.fill(0.0);
+            }
+            pack_scaled(RowsRef::F32(block), n, features, None, piece, 16).is_ok()
+        },
+    );
+    if !hidden_ok || q_down.is_some_and(|q| !rotate_panels(q, panel, n, hidden)) {
+        return false;
+    }
+    let blocks = &mut blocks[..n * rows];
+    let split = (&row_starts, count);
+    output_row_blocks(
+        exec,
+        down,
+        &[],
+        n,
+        blocks,
+        modes[1],
+        split,
+        after,
+        Some(panel),
+    ) && blocks_into_rows(exec, rows, n, y, blocks, split)
 }
 
 /// [`linear_then`] in a given [`Mode`].

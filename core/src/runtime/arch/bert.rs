@@ -329,7 +329,8 @@ fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
         mul(mul(2, t), wide),
         mul(2, wide).max(mul(MAX_BLOCK_SIZE, t)),
         weight_scratch_len(wide, t),
-        wide.max(head_rows),
+        // The bias: a slot's, or both of a feed-forward block's (`Linears::feed_forward`).
+        h.saturating_add(f).max(head_rows),
         mul(t, t),
         mul(2, h),
     ])
@@ -390,7 +391,7 @@ impl<'a> Forward<'a> for Bert<'a> {
         let (spare, rest) = rest.split_at_mut(t * wide);
         let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * t));
         let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, t));
-        let (bias, rest) = rest.split_at_mut(wide.max(head_rows));
+        let (bias, rest) = rest.split_at_mut((h + f).max(head_rows));
         let (scores, rest) = rest.split_at_mut(t * t);
         let norm_buf = &mut rest[..2 * h];
         self.embed(ids, x, norm_buf)?;
@@ -410,12 +411,7 @@ impl<'a> Forward<'a> for Bert<'a> {
             attend(lin.exec, [q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
             lin.apply(s0 + 3, ctx, t, q, &mut sc)?;
             self.residual_norm(lin, s0, x, q, norm_buf)?;
-            lin.apply(s0 + 4, x, t, ffn, &mut sc)?;
-            for_rows(lin.exec, ffn, t, f, &|_, rows| {
-                gelu(rows);
-                true
-            })?;
-            lin.apply(s0 + 5, ffn, t, q, &mut sc)?;
+            lin.feed_forward([s0 + 4, s0 + 5], gelu, x, t, ffn, q, &mut sc)?;
             self.residual_norm(lin, s0 + 2, x, q, norm_buf)?;
         }
         // Mean pooling over the tokens.
