@@ -1,6 +1,6 @@
 //! Results do not depend on the thread count: MiniLM (with and without an adapter, F32 and
 //! Q8_0, odd token counts), the digits models (mlp and cnn, every adapter), and SmolLM2
-//! (prefill then decode) give bit-identical outputs on 1, 2, 3 and 7 threads; a stress run
+//! (prefill then decode) give bit-identical outputs on 1, 2, 3, 4 and 7 threads; a stress run
 //! alternates thread counts over many short runs.
 
 use riffle_core::par::Executor;
@@ -8,7 +8,7 @@ use riffle_core::runtime::{Adapter, Input, Model, Session};
 use riffle_host::threads::Pool;
 use riffle_tests::{read_repo_file, repo_path, smollm2};
 
-const THREADS: [usize; 4] = [1, 2, 3, 7];
+const THREADS: [usize; 5] = [1, 2, 3, 4, 7];
 
 fn pools() -> Vec<Pool> {
     THREADS.iter().map(|&t| Pool::new(t).unwrap()).collect()

@@ -213,21 +213,79 @@ impl<'a> Linears<'_, 'a> {
             return Ok(None);
         };
         let (ru, rd) = (self.resolve(up)?, self.resolve(down)?);
+        let Some([du, dd]) = self.step_layers([up, down], [&ru, &rd], sc.bias)? else {
+            return Ok(None);
+        };
+        let chains = [ru.transform.q_in.as_ref(), rd.transform.q_in.as_ref()];
+        let after = self.next_reads(down + 1, false);
+        let done = super::weights::feed_forward_panel(
+            exec,
+            [&du, &dd],
+            chains,
+            act,
+            x,
+            n,
+            y,
+            (&mut *sc.wbuf, &mut *sc.spare),
+            after,
+            self.block_kernels,
+        );
+        Ok(done.then_some(dd.rows))
+    }
+
+    /// Slots `i` and `j`, which read the same batch `x` (an encoder's query and key), into
+    /// `yi` and `yj`. A batch of at most 16 inputs on an even number of threads runs both as
+    /// one step (`weights::shared_input_pair`: half the threads per slot, each rotating the
+    /// batch by its slot's input chain itself, so the two rotations run at the same time);
+    /// anything else as two [`Linears::apply`] calls. The same bits either way.
+    #[cfg(feature = "bert")]
+    pub(crate) fn apply_shared(
+        &self,
+        [i, j]: [usize; 2],
+        x: &mut [f32],
+        n: usize,
+        [yi, yj]: [&mut [f32]; 2],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<()> {
+        #[cfg(feature = "parallel")]
+        if let Some(exec) = self.exec.filter(|e| e.threads() > 1) {
+            let (ri, rj) = (self.resolve(i)?, self.resolve(j)?);
+            if let Some(layers) = self.step_layers([i, j], [&ri, &rj], sc.bias)? {
+                let chains = [ri.transform.q_in.as_ref(), rj.transform.q_in.as_ref()];
+                let [li, lj] = &layers;
+                let ys = [&mut *yi, &mut *yj];
+                let spare = &mut *sc.spare;
+                if super::weights::shared_input_pair(exec, [li, lj], chains, x, n, ys, spare) {
+                    return Ok(());
+                }
+            }
+        }
+        self.apply(i, x, n, yi, sc)?;
+        self.apply(j, x, n, yj, sc)?;
+        Ok(())
+    }
+
+    /// Slots `slots` (resolved as `r`) as the [`Dense`] layers of a one-step path, their
+    /// biases decoded into `bias`: `None` where such a path does not take them (a head, an
+    /// output-side chain, a scale that is not `f32`, biases longer than `bias`).
+    #[cfg(feature = "parallel")]
+    fn step_layers<'b>(
+        &self,
+        slots: [usize; 2],
+        r: [&Resolved<'b>; 2],
+        bias: &'b mut [f32],
+    ) -> Result<Option<[Dense<'b>; 2]>> {
         let heads = self
             .adapter
-            .is_some_and(|p| p.head(up).is_some() || p.head(down).is_some());
+            .is_some_and(|p| slots.iter().any(|&s| p.head(s).is_some()));
         let plain = |t: &LayerTransform<'_>| {
             t.q_out.is_none() && matches!(t.scale, None | Some(Scalars::F32(_)))
         };
-        if heads
-            || !plain(&ru.transform)
-            || !plain(&rd.transform)
-            || sc.bias.len() < ru.rows + rd.rows
-        {
+        if heads || !r.iter().all(|r| plain(&r.transform)) || bias.len() < r[0].rows + r[1].rows {
             return Ok(None);
         }
-        let (bias_up, bias_down) = sc.bias.split_at_mut(ru.rows);
-        let [du, dd] = [(&ru, bias_up), (&rd, bias_down)].map(|(r, buf)| {
+        let (b0, b1) = bias.split_at_mut(r[0].rows);
+        let [d0, d1] = [(r[0], b0), (r[1], b1)].map(|(r, buf)| {
             let bias = match r.bias {
                 Some(bt) => bt
                     .decode_f32(0, &mut buf[..r.rows])
@@ -245,22 +303,7 @@ impl<'a> Linears<'_, 'a> {
                 bias,
             })
         });
-        let (du, dd) = (du?, dd?);
-        let chains = [ru.transform.q_in.as_ref(), rd.transform.q_in.as_ref()];
-        let after = self.next_reads(down + 1, false);
-        let done = super::weights::feed_forward_panel(
-            exec,
-            [&du, &dd],
-            chains,
-            act,
-            x,
-            n,
-            y,
-            (&mut *sc.wbuf, &mut *sc.spare),
-            after,
-            self.block_kernels,
-        );
-        Ok(done.then_some(dd.rows))
+        Ok(Some([d0?, d1?]))
     }
 
     /// What slot `i` runs with: the weight (an adapter's head that replaces it, the merged

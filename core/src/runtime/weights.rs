@@ -788,6 +788,102 @@ pub(crate) fn feed_forward_panel(
     ) && blocks_into_rows(exec, rows, n, y, blocks, split)
 }
 
+#[cfg(feature = "parallel")]
+/// Two layers over the same batch `x` of at most 16 inputs (one narrow panel) on an even
+/// number of threads `2p`, as one step: `p` parts per layer, each packing the batch,
+/// rotating it by its layer's input chain (`chains`) and computing its run of that
+/// layer's outputs (with `p = 1`, the whole layer straight into its `y`; else into its
+/// block of `spare`, then interleaved). The two rotations run at the same time instead of
+/// one after the other on the calling thread, and each part reads only the inputs it
+/// packed. Every value is computed as by [`rotated_in_place`] or the plain product, so
+/// the outputs are the same bits. `false` where this path does not apply (the caller then
+/// runs the layers one by one, rewriting both outputs).
+pub(crate) fn shared_input_pair(
+    exec: &dyn Executor,
+    layers: [&Dense<'_>; 2],
+    chains: [Option<&crate::math::Chain<'_>>; 2],
+    x: &[f32],
+    n: usize,
+    [ya, yb]: [&mut [f32]; 2],
+    spare: &mut [f32],
+) -> bool {
+    let cols = layers[0].cols;
+    let mode = Mode::for_inputs(n, cols, false);
+    let per = exec.threads() / 2;
+    let ys = [ya.len(), yb.len()];
+    let fits = layers.iter().zip(chains).zip(ys).all(|((l, q), y)| {
+        l.cols == cols
+            && y >= n * l.rows
+            && takes_panel_kernel(l.weight, n, mode)
+            && l.weight.rows_view(0, l.rows, cols).is_some()
+            && q.is_none_or(|q| q.spec().width() == cols && q.has_panel_kernel())
+    });
+    let total = n * (layers[0].rows + layers[1].rows);
+    if !exec.threads().is_multiple_of(2)
+        || per == 0
+        || n == 0
+        || n > 16
+        || x.len() < n * cols
+        || !in_place_available()
+        || !fits
+        || (per > 1 && spare.len() < total)
+    {
+        return false;
+    }
+    // Each layer's rows in `per` parts (part k of the step: layer k / per, run k % per).
+    let mut starts = [[0usize; MAX_PARTS + 1]; 2];
+    let counts = [0, 1].map(|l| split_ranges(layers[l].rows, per, PANEL, &mut starts[l]));
+    if counts != [per, per] {
+        return false;
+    }
+    let (ya, yb) = (&mut ya[..n * layers[0].rows], &mut yb[..n * layers[1].rows]);
+    let (blocks_a, blocks_b) = spare.split_at_mut(if per > 1 { n * layers[0].rows } else { 0 });
+    let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
+    if per == 1 {
+        let _ = (outs.push(&mut *ya), outs.push(&mut *yb));
+    } else {
+        for (l, mut rest) in [&mut *blocks_a, &mut *blocks_b].into_iter().enumerate() {
+            for k in 0..per {
+                let (block, tail) = rest.split_at_mut(n * (starts[l][k + 1] - starts[l][k]));
+                if outs.push(block).is_err() {
+                    return false;
+                }
+                rest = tail;
+            }
+        }
+    }
+    let failed = core::sync::atomic::AtomicBool::new(false);
+    exec.for_each(
+        &mut outs,
+        in_place_scratch_len(cols, n),
+        &|k, out, scratch| {
+            let (l, run) = (k / per, k % per);
+            let done = layers[l]
+                .row_range(starts[l][run]..starts[l][run + 1])
+                .map(|part| {
+                    packed_products(&part, &x[..n * cols], n, out, scratch, &[], chains[l])
+                });
+            if !done.is_some_and(|d| d.is_ok_and(|d| d)) {
+                failed.store(true, core::sync::atomic::Ordering::Relaxed);
+            }
+        },
+    );
+    drop(outs);
+    if failed.load(core::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    per == 1
+        || (blocks_into_rows(exec, layers[0].rows, n, ya, blocks_a, (&starts[0], per))
+            && blocks_into_rows(
+                exec,
+                layers[1].rows,
+                n,
+                yb,
+                &blocks_b[..n * layers[1].rows],
+                (&starts[1], per),
+            ))
+}
+
 /// [`linear_then`] in a given [`Mode`].
 fn linear_in(
     layer: &Dense<'_>,

@@ -405,8 +405,7 @@ impl<'a> Forward<'a> for Bert<'a> {
         let per_block = BLOCK_LINEARS.len();
         for blk in 0..cfg.blocks {
             let s0 = blk * per_block;
-            lin.apply(s0, x, t, q, &mut sc)?;
-            lin.apply(s0 + 1, x, t, k, &mut sc)?;
+            lin.apply_shared([s0, s0 + 1], x, t, [&mut *q, &mut *k], &mut sc)?;
             lin.apply(s0 + 2, x, t, v, &mut sc)?;
             attend(lin.exec, [q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
             lin.apply(s0 + 3, ctx, t, q, &mut sc)?;
