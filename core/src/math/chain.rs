@@ -393,7 +393,59 @@ impl<'w> Chain<'w> {
     /// factor on the panel kernel (each output one chain of fused multiply-adds over its
     /// block's entries); `false`, touching nothing, without [`Chain::has_panel_kernel`]
     /// or for a panel of another size.
-    pub(crate) fn apply_panel(&self, panel: &mut [f32], [halves, stride]: [usize; 2]) -> bool {
+    pub(crate) fn apply_panel(&self, panel: &mut [f32], shape: [usize; 2]) -> bool {
+        self.apply_panel_from(0, panel, shape)
+    }
+
+    /// [`Chain::apply_panel`]'s first factor on the rows `rows` of a panel only, given as
+    /// `part` (those rows, `stride` values each): the rows one part of a split batch holds
+    /// (the first factor's blocks are contiguous, so each lies within a range that starts
+    /// and ends on a block bound); [`Chain::apply_panel_rest`] then applies the others to
+    /// the whole panel, which gives [`Chain::apply_panel`]'s bits. `false`, touching
+    /// nothing, for a range off the block bounds or a chain without the panel kernel.
+    pub(crate) fn apply_panel_first(
+        &self,
+        part: &mut [f32],
+        rows: core::ops::Range<usize>,
+        [halves, stride]: [usize; 2],
+    ) -> bool {
+        let ChainSpec {
+            n,
+            b,
+            m,
+            permutation,
+        } = self.spec;
+        self.has_panel_kernel()
+            && matches!(Access::of(permutation, 0, m), Access::Contiguous)
+            && rows.start.is_multiple_of(b)
+            && rows.end.is_multiple_of(b)
+            && rows.start < rows.end
+            && rows.end <= n
+            && 16 * halves <= stride
+            && Some(part.len()) == rows.len().checked_mul(stride)
+            && gemm::panel_blocks(
+                part,
+                rows.len(),
+                [halves, stride],
+                b,
+                &self.blocks[rows.start * b..rows.end * b],
+                false,
+            )
+    }
+
+    /// [`Chain::apply_panel`] without its first factor (after [`Chain::apply_panel_first`]
+    /// on every part of the panel).
+    pub(crate) fn apply_panel_rest(&self, panel: &mut [f32], shape: [usize; 2]) -> bool {
+        self.apply_panel_from(1, panel, shape)
+    }
+
+    /// [`Chain::apply_panel`] from factor `first` on.
+    fn apply_panel_from(
+        &self,
+        first: usize,
+        panel: &mut [f32],
+        [halves, stride]: [usize; 2],
+    ) -> bool {
         let ChainSpec {
             n,
             b,
@@ -406,7 +458,7 @@ impl<'w> Chain<'w> {
         {
             return false;
         }
-        for f in 0..m {
+        for f in first..m {
             let blocks = &self.blocks[f * n * b..(f + 1) * n * b];
             let strided = matches!(Access::of(permutation, f, m), Access::Strided);
             if !gemm::panel_blocks(panel, n, [halves, stride], b, blocks, strided) {

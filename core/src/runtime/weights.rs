@@ -678,10 +678,12 @@ fn blocks_into_rows(
 #[cfg(feature = "parallel")]
 /// `y = down(act(up(x)))` for a batch of at most 16 inputs (one narrow panel) on two or
 /// more threads, the hidden layer written once: each part computes a run of `up`'s
-/// outputs for every input, applies `act` and packs them straight into the down
-/// product's panel (its own run of the panel's rows), which `q_down` (the down slot's
-/// input chain, if any) then rotates where it lies and the down product reads, split by
-/// output rows ([`by_output_rows`]); `q_up` rotates `up`'s packed inputs first. Against
+/// outputs for every input, applies `act`, packs them straight into the down product's
+/// panel (its own run of the panel's rows) and rotates them there by the first factor of
+/// `q_down` (the down slot's input chain, if any: blocks that lie within the run); the
+/// calling thread applies the chain's other factors to the whole panel, and the down
+/// product reads it, split by output rows ([`by_output_rows`]); `q_up` rotates `up`'s
+/// packed inputs first. Against
 /// two steps (`up`, the activation, `down`), the hidden layer is neither interleaved into
 /// rows nor packed again on one thread, and the activation is no step of its own. Every
 /// value is computed as in the two steps, so the outputs are the same bits. `false`, `y`
@@ -753,7 +755,7 @@ pub(crate) fn feed_forward_panel(
         n * most.unwrap_or(0) + DECODE_ROWS * width,
         &|r, piece, scratch| {
             let features = r.len();
-            let Some(layer) = up.row_range(r) else {
+            let Some(layer) = up.row_range(r.clone()) else {
                 return false;
             };
             if scratch.len() < n * features {
@@ -767,10 +769,13 @@ pub(crate) fn feed_forward_panel(
             if n < 16 {
                 piece.fill(0.0);
             }
+            // The down chain's first factor (blocks within these rows) rotates here, on
+            // the thread that wrote them; the caller applies the rest to the whole panel.
             pack_scaled(RowsRef::F32(block), n, features, None, piece, 16).is_ok()
+                && q_down.is_none_or(|q| q.apply_panel_first(piece, r, [1, 16]))
         },
     );
-    if !hidden_ok || q_down.is_some_and(|q| !rotate_panels(q, panel, n, hidden)) {
+    if !hidden_ok || q_down.is_some_and(|q| !q.apply_panel_rest(panel, [1, 16])) {
         return false;
     }
     let blocks = &mut blocks[..n * rows];

@@ -971,6 +971,56 @@ mod tests {
         out
     }
 
+    /// A chain's panel rotation split as a batch split across threads does it: the first
+    /// factor on each part's rows (`apply_panel_first`, ranges on block bounds), then the
+    /// other factors on the whole panel (`apply_panel_rest`), gives the whole rotation's
+    /// bits; a range off the block bounds is refused untouched.
+    #[test]
+    #[allow(clippy::unwrap_used)] // a failure is a panic with its location
+    fn a_panel_rotated_first_in_parts_gives_the_same_bits() {
+        use crate::math::{Chain, ChainSpec, Permutation};
+        if !in_place_available() {
+            return;
+        }
+        let specs: &[(usize, usize, Permutation)] = if cfg!(miri) {
+            &[(64, 2, Permutation::Gs)]
+        } else {
+            &[
+                (64, 2, Permutation::Gs),
+                (384, 2, Permutation::Gs),
+                (96, 1, Permutation::None),
+            ]
+        };
+        for &(n, m, perm) in specs {
+            let spec = ChainSpec::new(n, 8, m, perm).unwrap();
+            let mut blocks = [0.0f32; 2 * 384 * 8];
+            fill(&mut blocks, 21);
+            let q = Chain::new(spec, &blocks).unwrap();
+            let mut whole = [0.0f32; 384 * 16];
+            fill(&mut whole, 22);
+            let whole = &mut whole[..n * 16];
+            let mut parts = [0.0f32; 384 * 16];
+            let parts = &mut parts[..n * 16];
+            parts.copy_from_slice(whole);
+            assert!(q.apply_panel(whole, [1, 16]));
+            let cut = n / 16 * 8; // a block bound near the middle
+            let (a, b) = parts.split_at_mut(cut * 16);
+            assert!(
+                !q.apply_panel_first(a, 1..cut, [1, 16]),
+                "off the block bounds"
+            );
+            assert!(q.apply_panel_first(a, 0..cut, [1, 16]));
+            assert!(q.apply_panel_first(b, cut..n, [1, 16]));
+            assert!(q.apply_panel_rest(parts, [1, 16]));
+            let bits = |v: &[f32]| {
+                v.iter()
+                    .map(|x| x.to_bits())
+                    .collect::<heapless::Vec<u32, 6144>>()
+            };
+            assert_eq!(bits(parts), bits(whole), "n={n} m={m}");
+        }
+    }
+
     /// The panel kernel (`x <- F x` for every input of a feature-major panel) against the
     /// row definition, both block layouts, b = 4, 8 and 16, one and two 16-input halves of
     /// a 32-value stride (the values past the halves untouched); bad shapes are refused
