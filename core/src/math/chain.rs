@@ -403,6 +403,7 @@ impl<'w> Chain<'w> {
     /// and ends on a block bound); [`Chain::apply_panel_rest`] then applies the others to
     /// the whole panel, which gives [`Chain::apply_panel`]'s bits. `false`, touching
     /// nothing, for a range off the block bounds or a chain without the panel kernel.
+    #[cfg_attr(not(all(feature = "parallel", feature = "bert")), allow(dead_code))]
     pub(crate) fn apply_panel_first(
         &self,
         part: &mut [f32],
@@ -435,6 +436,7 @@ impl<'w> Chain<'w> {
 
     /// [`Chain::apply_panel`] without its first factor (after [`Chain::apply_panel_first`]
     /// on every part of the panel).
+    #[cfg_attr(not(all(feature = "parallel", feature = "bert")), allow(dead_code))]
     pub(crate) fn apply_panel_rest(&self, panel: &mut [f32], shape: [usize; 2]) -> bool {
         self.apply_panel_from(1, panel, shape)
     }

@@ -171,7 +171,7 @@ impl<'a> Linears<'_, 'a> {
     /// packs the hidden features it computed); anything else runs as [`Linears::apply`],
     /// `act` on every row of `mid` (`act(up(x))`, `n` rows of `up`'s width), then `apply`
     /// again. The same bits either way.
-    #[cfg(any(feature = "bert", feature = "llama"))]
+    #[cfg(feature = "bert")]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn feed_forward(
         &self,
@@ -199,7 +199,7 @@ impl<'a> Linears<'_, 'a> {
     /// applies: two threads or more, both slots the base's weights (or merged ones) with at
     /// most an input chain and an `f32` scale, no head, both biases fitting `sc.bias`.
     /// `Ok(None)`, `y` untouched, elsewhere.
-    #[cfg(feature = "parallel")]
+    #[cfg(all(feature = "parallel", feature = "bert"))]
     fn feed_forward_step(
         &self,
         [up, down]: [usize; 2],
@@ -254,8 +254,9 @@ impl<'a> Linears<'_, 'a> {
                 let chains = [ri.transform.q_in.as_ref(), rj.transform.q_in.as_ref()];
                 let [li, lj] = &layers;
                 let ys = [&mut *yi, &mut *yj];
-                let spare = &mut *sc.spare;
-                if super::weights::shared_input_pair(exec, [li, lj], chains, x, n, ys, spare) {
+                let outs = (ys, &mut *sc.spare);
+                let kernels = self.block_kernels;
+                if super::weights::shared_input_pair(exec, [li, lj], chains, x, n, outs, kernels) {
                     return Ok(());
                 }
             }
@@ -268,7 +269,7 @@ impl<'a> Linears<'_, 'a> {
     /// Slots `slots` (resolved as `r`) as the [`Dense`] layers of a one-step path, their
     /// biases decoded into `bias`: `None` where such a path does not take them (a head, an
     /// output-side chain, a scale that is not `f32`, biases longer than `bias`).
-    #[cfg(feature = "parallel")]
+    #[cfg(all(feature = "parallel", feature = "bert"))]
     fn step_layers<'b>(
         &self,
         slots: [usize; 2],

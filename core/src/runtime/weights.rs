@@ -675,7 +675,7 @@ fn blocks_into_rows(
     )
 }
 
-#[cfg(feature = "parallel")]
+#[cfg(all(feature = "parallel", feature = "bert"))]
 /// `y = down(act(up(x)))` for a batch of at most 16 inputs (one narrow panel) on two or
 /// more threads, the hidden layer written once: each part computes a run of `up`'s
 /// outputs for every input, applies `act`, packs them straight into the down product's
@@ -683,12 +683,12 @@ fn blocks_into_rows(
 /// `q_down` (the down slot's input chain, if any: blocks that lie within the run); the
 /// calling thread applies the chain's other factors to the whole panel, and the down
 /// product reads it, split by output rows ([`by_output_rows`]); `q_up` rotates `up`'s
-/// packed inputs first. Against
-/// two steps (`up`, the activation, `down`), the hidden layer is neither interleaved into
-/// rows nor packed again on one thread, and the activation is no step of its own. Every
-/// value is computed as in the two steps, so the outputs are the same bits. `false`, `y`
-/// untouched, where this path does not apply (the caller then runs the two steps): one
-/// thread, another batch size, weights or chains without the in-place kernels.
+/// packed inputs first. Against two steps (`up`, the activation, `down`), the hidden layer
+/// is neither interleaved into rows nor packed again on one thread, and the activation is
+/// no step of its own. Every value is computed as in the two steps, so the outputs are the
+/// same bits. `false`, `y` untouched, where this path does not apply (the caller then runs
+/// the two steps): one thread, another batch size, weights or chains without the in-place
+/// kernels.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn feed_forward_panel(
     exec: &dyn Executor,
@@ -793,7 +793,7 @@ pub(crate) fn feed_forward_panel(
     ) && blocks_into_rows(exec, rows, n, y, blocks, split)
 }
 
-#[cfg(feature = "parallel")]
+#[cfg(all(feature = "parallel", feature = "bert"))]
 /// Two layers over the same batch `x` of at most 16 inputs (one narrow panel) on an even
 /// number of threads `2p`, as one step: `p` parts per layer, each packing the batch,
 /// rotating it by its layer's input chain (`chains`) and computing its run of that
@@ -809,11 +809,11 @@ pub(crate) fn shared_input_pair(
     chains: [Option<&crate::math::Chain<'_>>; 2],
     x: &[f32],
     n: usize,
-    [ya, yb]: [&mut [f32]; 2],
-    spare: &mut [f32],
+    ([ya, yb], spare): ([&mut [f32]; 2], &mut [f32]),
+    block_kernels: bool,
 ) -> bool {
     let cols = layers[0].cols;
-    let mode = Mode::for_inputs(n, cols, false);
+    let mode = Mode::for_inputs(n, cols, block_kernels);
     let per = exec.threads() / 2;
     let ys = [ya.len(), yb.len()];
     let fits = layers.iter().zip(chains).zip(ys).all(|((l, q), y)| {
@@ -845,7 +845,7 @@ pub(crate) fn shared_input_pair(
     let (blocks_a, blocks_b) = spare.split_at_mut(if per > 1 { n * layers[0].rows } else { 0 });
     let mut outs: heapless::Vec<&mut [f32], MAX_PARTS> = heapless::Vec::new();
     if per == 1 {
-        let _ = (outs.push(&mut *ya), outs.push(&mut *yb));
+        outs.extend([&mut *ya, &mut *yb]);
     } else {
         for (l, mut rest) in [&mut *blocks_a, &mut *blocks_b].into_iter().enumerate() {
             for k in 0..per {
