@@ -209,7 +209,10 @@ impl<'a> Linears<'_, 'a> {
         y: &mut [f32],
         sc: &mut SlotScratch<'_>,
     ) -> Result<Option<usize>> {
-        let Some(exec) = self.exec.filter(|e| e.threads() > 1) else {
+        let Some(exec) = self
+            .exec
+            .filter(|e| e.threads() > 1 && super::weights::one_step_batch(n))
+        else {
             return Ok(None);
         };
         let (ru, rd) = (self.resolve(up)?, self.resolve(down)?);
@@ -248,7 +251,10 @@ impl<'a> Linears<'_, 'a> {
         sc: &mut SlotScratch<'_>,
     ) -> Result<()> {
         #[cfg(feature = "parallel")]
-        if let Some(exec) = self.exec.filter(|e| e.threads() > 1) {
+        if let Some(exec) = self
+            .exec
+            .filter(|e| e.threads() > 1 && super::weights::one_step_batch(n))
+        {
             let (ri, rj) = (self.resolve(i)?, self.resolve(j)?);
             if let Some(layers) = self.step_layers([i, j], [&ri, &rj], sc.bias)? {
                 let chains = [ri.transform.q_in.as_ref(), rj.transform.q_in.as_ref()];
@@ -279,28 +285,17 @@ impl<'a> Linears<'_, 'a> {
         let heads = self
             .adapter
             .is_some_and(|p| slots.iter().any(|&s| p.head(s).is_some()));
-        let plain = |t: &LayerTransform<'_>| {
-            t.q_out.is_none() && matches!(t.scale, None | Some(Scalars::F32(_)))
-        };
-        if heads || !r.iter().all(|r| plain(&r.transform)) || bias.len() < r[0].rows + r[1].rows {
+        if heads || !r.iter().all(|r| one_pass(&r.transform)) || bias.len() < r[0].rows + r[1].rows
+        {
             return Ok(None);
         }
         let (b0, b1) = bias.split_at_mut(r[0].rows);
         let [d0, d1] = [(r[0], b0), (r[1], b1)].map(|(r, buf)| {
-            let bias = match r.bias {
-                Some(bt) => bt
-                    .decode_f32(0, &mut buf[..r.rows])
-                    .map(|()| Some(&buf[..r.rows])),
-                None => Ok(None),
-            };
-            bias.map(|bias| Dense {
+            decoded_bias(r.bias, buf, r.rows).map(|bias| Dense {
                 weight: r.weight,
                 rows: r.rows,
                 cols: r.cols,
-                scale: match r.transform.scale {
-                    Some(Scalars::F32(v)) => Some(v),
-                    _ => None,
-                },
+                scale: f32_scale(&r.transform),
                 bias,
             })
         });
@@ -359,6 +354,41 @@ struct Resolved<'a> {
     rows: usize,
     cols: usize,
     transform: LayerTransform<'a>,
+}
+
+/// A prepared transform's per-output scale where it is kept as `f32` (prepared adapters
+/// keep it so); `None` without a scale or for another form.
+fn f32_scale<'t>(t: &LayerTransform<'t>) -> Option<&'t [f32]> {
+    match t.scale {
+        Some(Scalars::F32(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Whether a slot's transform fits one pass over the product's outputs (with the bias):
+/// no output-side chain, and no scale or an `f32` one.
+fn one_pass(t: &LayerTransform<'_>) -> bool {
+    t.q_out.is_none() && (t.scale.is_none() || f32_scale(t).is_some())
+}
+
+/// A slot's bias (`rows` values) decoded into `buf`, or `None` without one.
+///
+/// # Errors
+/// The tensor's decoding errors; [`Error::BufferTooSmall`] for a `buf` shorter than `rows`.
+fn decoded_bias<'b>(
+    bias: Option<TensorRef<'_>>,
+    buf: &'b mut [f32],
+    rows: usize,
+) -> Result<Option<&'b [f32]>> {
+    let Some(bt) = bias else {
+        return Ok(None);
+    };
+    let got = buf.len();
+    let out = buf
+        .get_mut(..rows)
+        .ok_or(Error::BufferTooSmall { needed: rows, got })?;
+    bt.decode_f32(0, out)?;
+    Ok(Some(out))
 }
 
 impl<'a> Linears<'_, 'a> {
@@ -529,18 +559,11 @@ impl<'a> Linears<'_, 'a> {
         }
         let (rot, rest) = scratch.split_at_mut(cols);
         let (bias, rest) = rest.split_at_mut(rows);
-        let bias = match s.bias {
-            Some(bt) => {
-                bt.decode_f32(0, bias).ok()?;
-                Some(&*bias)
-            }
-            None => None,
-        };
-        let scale = match t.scale {
-            Some(Scalars::F32(v)) => Some(v),
-            Some(_) => return None,
-            None => None,
-        };
+        let bias = decoded_bias(s.bias, bias, rows).ok()?;
+        if t.scale.is_some() && f32_scale(t).is_none() {
+            return None;
+        }
+        let scale = f32_scale(t);
         let chain_len = t.q_in.as_ref().map_or(0, |q| q.spec().apply_scratch_len());
         let (chain, wbuf) = rest.split_at_mut(chain_len.min(rest.len()));
         let reflectors = self.reflectors(slot, t, token_step);
@@ -600,20 +623,11 @@ pub(crate) fn slot_apply(
         wbuf,
         bias: bias_buf,
     } = sc;
-    let bias = match bias_t {
-        Some(bt) => {
-            bt.decode_f32(0, &mut bias_buf[..rows])?;
-            Some(&bias_buf[..rows])
-        }
-        None => None,
-    };
+    let bias = decoded_bias(bias_t, bias_buf, rows)?;
     // Prepared adapters keep their scale as f32; without an output-side chain it is
     // applied with the bias, in the same pass as the base's bias.
-    let scale_f32: Option<&[f32]> = match t.scale {
-        Some(Scalars::F32(v)) => Some(v),
-        _ => None,
-    };
-    let one_pass = t.q_out.is_none() && (t.scale.is_none() || scale_f32.is_some());
+    let scale_f32 = f32_scale(t);
+    let one_pass = one_pass(t);
     if let (Some(q), true, None) = (&t.q_in, one_pass, &reflectors) {
         // A batch on the in-place kernel rotates its packed inputs where they lie.
         let layer = Dense {

@@ -676,6 +676,21 @@ fn blocks_into_rows(
 }
 
 #[cfg(all(feature = "parallel", feature = "bert"))]
+/// Whether a batch of `n` inputs can take the one-step paths ([`feed_forward_panel`],
+/// [`shared_input_pair`]): one narrow panel (at most 16 inputs) on the in-place panel
+/// kernel ([`PANEL_MIN_ROWS`] inputs or more, a CPU that has it). A cheap test for callers
+/// to make before preparing the layers; the paths check everything else themselves.
+pub(crate) fn one_step_batch(n: usize) -> bool {
+    (PANEL_MIN_ROWS..=16).contains(&n) && in_place_available()
+}
+
+/// Whether `q` (if any) rotates a packed panel of `width` features where it lies: its
+/// width, and a panel kernel on this CPU ([`crate::math::Chain::apply_panel`]).
+fn panel_chain_fits(q: Option<&crate::math::Chain<'_>>, width: usize) -> bool {
+    q.is_none_or(|q| q.spec().width() == width && q.has_panel_kernel())
+}
+
+#[cfg(all(feature = "parallel", feature = "bert"))]
 /// `y = down(act(up(x)))` for a batch of at most 16 inputs (one narrow panel) on two or
 /// more threads, the hidden layer written once: each part computes a run of `up`'s
 /// outputs for every input, applies `act`, packs them straight into the down product's
@@ -704,9 +719,6 @@ pub(crate) fn feed_forward_panel(
 ) -> bool {
     let (width, hidden, rows) = (up.cols, up.rows, down.rows);
     let modes = [width, hidden].map(|cols| Mode::for_inputs(n, cols, block_kernels));
-    let chain_fits = |q: Option<&crate::math::Chain<'_>>, w: usize| {
-        q.is_none_or(|q| q.spec().width() == w && q.has_panel_kernel())
-    };
     let mut hidden_starts = [0usize; MAX_PARTS + 1];
     let parts = split_ranges(hidden, exec.threads(), PANEL, &mut hidden_starts);
     let mut row_starts = [0usize; MAX_PARTS + 1];
@@ -714,16 +726,14 @@ pub(crate) fn feed_forward_panel(
     let (up_len, down_len) = (packed_inputs_len(n, width), packed_inputs_len(n, hidden));
     if parts < 2
         || count < 2
-        || n == 0
-        || n > 16
+        || !one_step_batch(n)
         || down.cols != hidden
-        || !in_place_available()
         || !takes_panel_kernel(up.weight, n, modes[0])
         || !takes_panel_kernel(down.weight, n, modes[1])
         || up.weight.rows_view(0, hidden, width).is_none()
         || down.weight.rows_view(0, rows, hidden).is_none()
-        || !chain_fits(q_up, width)
-        || !chain_fits(q_down, hidden)
+        || !panel_chain_fits(q_up, width)
+        || !panel_chain_fits(q_down, hidden)
         || x.len() < n * width
         || y.len() < n * rows
         || blocks.len() < n * rows
@@ -821,15 +831,13 @@ pub(crate) fn shared_input_pair(
             && y >= n * l.rows
             && takes_panel_kernel(l.weight, n, mode)
             && l.weight.rows_view(0, l.rows, cols).is_some()
-            && q.is_none_or(|q| q.spec().width() == cols && q.has_panel_kernel())
+            && panel_chain_fits(q, cols)
     });
     let total = n * (layers[0].rows + layers[1].rows);
     if !exec.threads().is_multiple_of(2)
         || per == 0
-        || n == 0
-        || n > 16
+        || !one_step_batch(n)
         || x.len() < n * cols
-        || !in_place_available()
         || !fits
         || (per > 1 && spare.len() < total)
     {
@@ -1131,8 +1139,7 @@ pub(crate) fn rotated_in_place(
     if n == 0
         || !in_place_available()
         || !takes_panel_kernel(layer.weight, n, mode)
-        || q.spec().width() != cols
-        || !q.has_panel_kernel()
+        || !panel_chain_fits(Some(q), cols)
         || x.len() < n * cols
         || y.len() < n * rows
     {
