@@ -220,7 +220,13 @@ impl<'a> Linears<'_, 'a> {
             return Ok(None);
         };
         let chains = [ru.transform.q_in.as_ref(), rd.transform.q_in.as_ref()];
-        let after = self.next_reads(down + 1, false);
+        // What the calling thread reads next (the next slot, a query), and what the
+        // other threads do (the slot after it: the key, which the next query and key
+        // step rotates on another thread).
+        let after = [
+            self.next_reads(down + 1, false),
+            self.next_reads(down + 2, false),
+        ];
         let done = super::weights::feed_forward_panel(
             exec,
             [&du, &dd],
@@ -262,7 +268,17 @@ impl<'a> Linears<'_, 'a> {
                 let ys = [&mut *yi, &mut *yj];
                 let outs = (ys, &mut *sc.spare);
                 let kernels = self.block_kernels;
-                if super::weights::shared_input_pair(exec, [li, lj], chains, x, n, outs, kernels) {
+                let after = self.next_reads(j + 1, false);
+                if super::weights::shared_input_pair(
+                    exec,
+                    [li, lj],
+                    chains,
+                    x,
+                    n,
+                    outs,
+                    after,
+                    kernels,
+                ) {
                     return Ok(());
                 }
             }

@@ -458,7 +458,17 @@ pub(crate) fn linear_par(
         let Some(split) = by_rows else {
             return linear_in(layer, x, n, y, wbuf, after, mode);
         };
-        output_row_blocks(exec, layer, x, 1, &mut y[..rows], mode, split, after, None)
+        output_row_blocks(
+            exec,
+            layer,
+            x,
+            1,
+            &mut y[..rows],
+            mode,
+            split,
+            [after, &[]],
+            None,
+        )
     } else if let Some(split) = by_rows.filter(|_| spare.len() >= n * rows) {
         by_output_rows(
             exec,
@@ -552,12 +562,14 @@ pub(crate) fn single_input_rows(
 /// Part k of `x · Wᵀ` by output rows: `x · W[r0 .. r1]ᵀ` (all `n` inputs, the rows `r0 ..
 /// r1` of part k of `split`, `(starts, count)` from `split_ranges`) into block k of
 /// `blocks` (`n · rows` values, block k at `r0 · n`; for one input, `y` itself). False
-/// when a part failed. Parts prefetch `after`, what the caller reads next (the next
-/// slot's adapter coefficients): for one input part 0 only, since the calling thread
-/// rotates it alone and the std front ends' pool runs part 0 on the calling thread
-/// (`par::Executor`; elsewhere the hint is only wasted); for a batch every part, since
-/// its rotation is split across the threads too. With `packed` (the batch packed once by
-/// [`pack_inputs`] for the in-place kernel) every part reads it instead of packing its own.
+/// when a part failed. Part 0 prefetches `after`, what the calling thread reads next
+/// (the next slot's adapter coefficients: the calling thread rotates the next panel
+/// alone, and the std front ends' pool runs part 0 on it, see `par::Executor`; elsewhere
+/// the hint is only wasted), the other parts `after_others`, what the other threads read
+/// next (empty but where a one-step path hands them a slot of their own, as
+/// [`feed_forward_panel`] does for the key slot of the next layer's query and key step).
+/// With `packed` (the batch packed once by [`pack_inputs`] for the in-place kernel) every
+/// part reads it instead of packing its own.
 #[allow(clippy::too_many_arguments)]
 fn output_row_blocks(
     exec: &dyn Executor,
@@ -567,7 +579,7 @@ fn output_row_blocks(
     blocks: &mut [f32],
     mode: Mode,
     (starts, count): (&[usize; MAX_PARTS + 1], usize),
-    after: &[f32],
+    [after, after_others]: [&[f32]; 2],
     packed: Option<&[f32]>,
 ) -> bool {
     let cols = layer.cols;
@@ -586,10 +598,8 @@ fn output_row_blocks(
             let Some(part) = layer.row_range(r.clone()) else {
                 return false;
             };
-            // The caller rotates the next slot's inputs alone (a batch split by output
-            // rows is one packed panel, rotated before the parts start): only part 0,
-            // which runs on the calling thread, prefetches what it reads.
-            let next = if r.start == 0 { after } else { &[] };
+            // Each part prefetches what its thread reads next (see above).
+            let next = if r.start == 0 { after } else { after_others };
             match packed {
                 Some(xt) => products_in_place(&part, xt, n, out, part.rows, scratch, next)
                     .is_ok_and(|done| done),
@@ -634,7 +644,7 @@ fn by_output_rows(
         _ if rotate.is_some() => return false,
         _ => None,
     };
-    output_row_blocks(exec, layer, x, n, blocks, mode, split, after, packed)
+    output_row_blocks(exec, layer, x, n, blocks, mode, split, [after, &[]], packed)
         && blocks_into_rows(exec, rows, n, y, blocks, split)
 }
 
@@ -703,7 +713,10 @@ fn panel_chain_fits(q: Option<&crate::math::Chain<'_>>, width: usize) -> bool {
 /// no step of its own. Every value is computed as in the two steps, so the outputs are the
 /// same bits. `false`, `y` untouched, where this path does not apply (the caller then runs
 /// the two steps): one thread, another batch size, weights or chains without the in-place
-/// kernels.
+/// kernels. While the up product runs, each part prefetches the down chain's coefficients
+/// its thread applies next (part 0, on the calling thread, the factors after the first;
+/// the others their rows of the first); the down product's part 0 prefetches `after[0]`,
+/// the others `after[1]` (what the calling and the other threads read next).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn feed_forward_panel(
     exec: &dyn Executor,
@@ -714,7 +727,7 @@ pub(crate) fn feed_forward_panel(
     n: usize,
     y: &mut [f32],
     (scratch, blocks): (&mut [f32], &mut [f32]),
-    after: &[f32],
+    [after, after_k]: [&[f32]; 2],
     block_kernels: bool,
 ) -> bool {
     let (width, hidden, rows) = (up.cols, up.rows, down.rows);
@@ -772,7 +785,22 @@ pub(crate) fn feed_forward_panel(
                 return false;
             }
             let (block, tmp) = scratch.split_at_mut(n * features);
-            if !products_in_place(&layer, xt, n, block, features, tmp, &[]).is_ok_and(|done| done) {
+            // Part 0 runs on the calling thread, which applies the down chain's other
+            // factors next: it prefetches their coefficients; the others the first
+            // factor's blocks of their rows.
+            let next = match q_down {
+                Some(q) if r.start == 0 => q
+                    .blocks()
+                    .get(hidden * q.spec().block_size()..)
+                    .unwrap_or(&[]),
+                Some(q) => q
+                    .blocks()
+                    .get(r.start * q.spec().block_size()..r.end * q.spec().block_size())
+                    .unwrap_or(&[]),
+                None => &[],
+            };
+            if !products_in_place(&layer, xt, n, block, features, tmp, next).is_ok_and(|done| done)
+            {
                 return false;
             }
             act(block);
@@ -798,7 +826,7 @@ pub(crate) fn feed_forward_panel(
         blocks,
         modes[1],
         split,
-        after,
+        [after, after_k],
         Some(panel),
     ) && blocks_into_rows(exec, rows, n, y, blocks, split)
 }
@@ -812,7 +840,9 @@ pub(crate) fn feed_forward_panel(
 /// one after the other on the calling thread, and each part reads only the inputs it
 /// packed. Every value is computed as by [`rotated_in_place`] or the plain product, so
 /// the outputs are the same bits. `false` where this path does not apply (the caller then
-/// runs the layers one by one, rewriting both outputs).
+/// runs the layers one by one, rewriting both outputs). Part 0 (on the calling thread,
+/// which rotates the next slot's inputs) prefetches `after` during its product.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn shared_input_pair(
     exec: &dyn Executor,
     layers: [&Dense<'_>; 2],
@@ -820,6 +850,7 @@ pub(crate) fn shared_input_pair(
     x: &[f32],
     n: usize,
     ([ya, yb], spare): ([&mut [f32]; 2], &mut [f32]),
+    after: &[f32],
     block_kernels: bool,
 ) -> bool {
     let cols = layers[0].cols;
@@ -874,7 +905,15 @@ pub(crate) fn shared_input_pair(
             let done = layers[l]
                 .row_range(starts[l][run]..starts[l][run + 1])
                 .map(|part| {
-                    packed_products(&part, &x[..n * cols], n, out, scratch, &[], chains[l])
+                    packed_products(
+                        &part,
+                        &x[..n * cols],
+                        n,
+                        out,
+                        scratch,
+                        if k == 0 { after } else { &[] },
+                        chains[l],
+                    )
                 });
             if !done.is_some_and(|d| d.is_ok_and(|d| d)) {
                 failed.store(true, core::sync::atomic::Ordering::Relaxed);
