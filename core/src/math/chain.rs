@@ -429,9 +429,25 @@ impl<'w> Chain<'w> {
                 rows.len(),
                 [halves, stride],
                 b,
-                &self.blocks[rows.start * b..rows.end * b],
+                self.first_factor_blocks(rows),
                 false,
             )
+    }
+
+    /// The coefficients [`Chain::apply_panel_first`] reads for the rows `rows` (empty for
+    /// rows past the chain): what a part of a split batch prefetches before it rotates them.
+    #[cfg_attr(not(all(feature = "parallel", feature = "bert")), allow(dead_code))]
+    pub(crate) fn first_factor_blocks(&self, rows: core::ops::Range<usize>) -> &'w [f32] {
+        let b = self.spec.b;
+        self.blocks.get(rows.start * b..rows.end * b).unwrap_or(&[])
+    }
+
+    /// The coefficients [`Chain::apply_panel_rest`] reads (every factor after the first):
+    /// what the thread that applies them prefetches.
+    #[cfg_attr(not(all(feature = "parallel", feature = "bert")), allow(dead_code))]
+    pub(crate) fn later_factor_blocks(&self) -> &'w [f32] {
+        let ChainSpec { n, b, .. } = self.spec;
+        self.blocks.get(n * b..).unwrap_or(&[])
     }
 
     /// [`Chain::apply_panel`] without its first factor (after [`Chain::apply_panel_first`]

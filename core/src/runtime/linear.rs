@@ -576,10 +576,10 @@ impl<'a> Linears<'_, 'a> {
         let (rot, rest) = scratch.split_at_mut(cols);
         let (bias, rest) = rest.split_at_mut(rows);
         let bias = decoded_bias(s.bias, bias, rows).ok()?;
-        if t.scale.is_some() && f32_scale(t).is_none() {
+        let scale = f32_scale(t);
+        if t.scale.is_some() && scale.is_none() {
             return None;
         }
-        let scale = f32_scale(t);
         let chain_len = t.q_in.as_ref().map_or(0, |q| q.spec().apply_scratch_len());
         let (chain, wbuf) = rest.split_at_mut(chain_len.min(rest.len()));
         let reflectors = self.reflectors(slot, t, token_step);

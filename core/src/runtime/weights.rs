@@ -789,14 +789,8 @@ pub(crate) fn feed_forward_panel(
             // factors next: it prefetches their coefficients; the others the first
             // factor's blocks of their rows.
             let next = match q_down {
-                Some(q) if r.start == 0 => q
-                    .blocks()
-                    .get(hidden * q.spec().block_size()..)
-                    .unwrap_or(&[]),
-                Some(q) => q
-                    .blocks()
-                    .get(r.start * q.spec().block_size()..r.end * q.spec().block_size())
-                    .unwrap_or(&[]),
+                Some(q) if r.start == 0 => q.later_factor_blocks(),
+                Some(q) => q.first_factor_blocks(r.clone()),
                 None => &[],
             };
             if !products_in_place(&layer, xt, n, block, features, tmp, next).is_ok_and(|done| done)
