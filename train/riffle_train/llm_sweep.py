@@ -18,6 +18,14 @@ One seed gives one draw of the training batches (and of LoRA's initialisation): 
 chats a difference of a few chats is inside that noise. ``--seeds-at-chosen 1,2`` appends runs
 of further seeds at each (task, method)'s chosen lr to a finished sweep's file; the choice still
 reads seed 0's validation scores alone, and the tables add each method's mean over its seeds.
+
+A validation slice of 100 chats separates two rates only by more than its own noise (one chat is
+a point; the standard error of a 92% score is about 2.7), so seed 0's choice between rates a few
+chats apart is a coin toss. ``--seeds-at-contenders 1,2`` trains those seeds at every *contender*
+rate of each (task, method), the seed-0 runs within ``--contender-margin`` (default 0.02, two
+validation chats) of its best validation score, and :func:`choose_on_seeds` chooses among them by
+the mean validation score over the seeds every contender has (ties: mean well-formedness, then
+the smaller rate). The held-out set still chooses nothing.
 """
 
 from __future__ import annotations
@@ -66,12 +74,75 @@ def job_list(tasks, methods, lrs, baselines: bool = True) -> list[dict]:
     return out
 
 
-def seed_jobs(jobs: list[dict], tasks, methods, seeds) -> list[dict]:
+def seed_jobs(jobs: list[dict], tasks, methods, seeds, margin: float | None = None) -> list[dict]:
     """Runs of further ``seeds`` at the lr each (task, method) chose on seed 0's validation
-    (:func:`choose`), for the given tasks and methods that have a choice."""
-    best = choose(jobs)
-    return [{"task": t, "method": m, "lr": best[(t, m)]["lr"], "seed": s}
-            for t in tasks for m in methods if (t, m) in best for s in seeds]
+    (:func:`choose`), for the given tasks and methods that have a choice. With a contender
+    ``margin``, at the lr chosen on several seeds (:func:`choose_on_seeds`) where there is one,
+    leaving out the runs the file already holds."""
+    best = {k: c["lr"] for k, c in choose(jobs).items()}
+    have = set()
+    if margin is not None:
+        best.update({k: c["lr"] for k, c in choose_on_seeds(jobs, margin).items()})
+        have = _finished(jobs)
+    return [{"task": t, "method": m, "lr": best[(t, m)], "seed": s}
+            for t in tasks for m in methods if (t, m) in best for s in seeds
+            if (t, m, best[(t, m)], s) not in have]
+
+
+def contenders(jobs: list[dict], margin: float) -> dict[tuple[str, str], list[dict]]:
+    """Per (task, method): its seed-0 runs (finished) whose validation score is within ``margin`` of
+    the best seed-0 validation score, by lr."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for j in jobs:
+        if j["method"] != "base" and j.get("seed", 0) == 0 and "error" not in j:
+            by.setdefault((j["task"], j["method"]), []).append(j)
+    out = {}
+    for k, runs in by.items():
+        top = max(r["val"]["score"] for r in runs)
+        out[k] = sorted((r for r in runs if r["val"]["score"] >= top - margin - 1e-9), key=lambda r: r["lr"])
+    return out
+
+
+def _finished(jobs: list[dict]) -> set[tuple[str, str, float, int]]:
+    """(task, method, lr, seed) of every training run that finished."""
+    return {(j["task"], j["method"], j["lr"], j.get("seed", 0)) for j in jobs
+            if j["method"] != "base" and "error" not in j}
+
+
+def contender_jobs(jobs: list[dict], tasks, methods, seeds, margin: float) -> list[dict]:
+    """Runs of further ``seeds`` at every contender rate (:func:`contenders`) of the given tasks and
+    methods, leaving out the runs the file already holds."""
+    have, cont = _finished(jobs), contenders(jobs, margin)
+    return [{"task": t, "method": m, "lr": r["lr"], "seed": s}
+            for t in tasks for m in methods for r in cont.get((t, m), []) for s in seeds
+            if (t, m, r["lr"], s) not in have]
+
+
+def choose_on_seeds(jobs: list[dict], margin: float) -> dict[tuple[str, str], dict]:
+    """Per (task, method) whose contender rates (:func:`contenders`) share at least one seed beyond
+    seed 0: the rate with the best mean validation score over the seeds they all have (ties: mean
+    validation well-formedness, then the smaller lr). Each entry: ``lr``, ``seeds`` (those the
+    choice read), ``val`` (lr -> mean validation score) and ``heldout`` ({seed: held-out score} of
+    every finished seed at the chosen lr, more seeds than the choice read where there are)."""
+    runs: dict[tuple[str, str, float], dict[int, dict]] = {}
+    for j in jobs:
+        if j["method"] != "base" and "error" not in j:
+            runs.setdefault((j["task"], j["method"], j["lr"]), {})[j.get("seed", 0)] = j
+    out = {}
+    for (t, m), cont in contenders(jobs, margin).items():
+        common = set.intersection(*(set(runs[(t, m, r["lr"])]) for r in cont))
+        if len(common) < 2:
+            continue
+        seeds = sorted(common)
+
+        def mean(lr: float, key: str) -> float:
+            return sum(runs[(t, m, lr)][s]["val"][key] for s in seeds) / len(seeds)
+
+        val = {r["lr"]: mean(r["lr"], "score") for r in cont}
+        lr = max(val, key=lambda x: (val[x], mean(x, "well_formed"), -x))
+        held = {s: j["heldout"]["score"] for s, j in sorted(runs[(t, m, lr)].items())}
+        out[(t, m)] = {"lr": lr, "seeds": seeds, "val": val, "heldout": held}
+    return out
 
 
 class _Worker:
@@ -219,9 +290,11 @@ def timing(base, tok, prep: Prepared, methods, b: Budget, device: torch.device, 
 def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, workers: int = 4,
               threads: int = 1, device: str | None = None, compatible: list[str] | None = None,
               prepared_dir=None, timing_steps: int = 0, timing_variants: dict | None = None,
-              baselines: bool = True, command: str = "", log=print, planned: list[dict] | None = None) -> Path:
+              baselines: bool = True, command: str = "", log=print, planned: list[dict] | None = None,
+              contender_margin: float | None = None) -> Path:
     """The sweep: optional timing phase, then the pool (the ``planned`` jobs, or every job of
-    the grid). Returns the jsonl path."""
+    the grid). ``contender_margin`` is recorded for the tables (:func:`choose_on_seeds`). Returns the
+    jsonl path."""
     import torch.multiprocessing as mp
 
     from .llama import base_model_id, llama_from_gguf
@@ -241,7 +314,7 @@ def run_sweep(base_path, tasks, methods, lrs, out, b: Budget, val: int = 100, wo
     ctx = mp.get_context("spawn")
     meta = {"kind": "meta", "base": Path(base_path).name, "base_model_id": base_id, "budget": llm.budget_dict(b),
             "lrs": list(lrs), "val": val, "workers": workers, "threads": threads, "device": dev,
-            "torch": torch.__version__, "command": command}
+            "torch": torch.__version__, "command": command, "contender_margin": contender_margin}
     jl = out / "sweep.jsonl"
     with jl.open("a", encoding="utf-8") as f:
         if timing_steps:
@@ -313,12 +386,14 @@ def _timing_main(base, tok, task, methods, b, dev, steps, variants, prepared_dir
 
 def load(jl: str | Path) -> tuple[dict, list[dict], list[dict]]:
     """Meta (the last one written, with ``commands``: every run's command that appended to the
-    file, in order), timing rows and job results of a sweep file."""
-    meta, timing_rows, jobs, commands = {}, [], [], []
+    file, in order, and ``contender_margin``: the last one any run named), timing rows and job
+    results of a sweep file."""
+    meta, timing_rows, jobs, commands, margin = {}, [], [], [], None
     for ln in Path(jl).read_text(encoding="utf-8").splitlines():
         r = json.loads(ln)
         if r.get("kind") == "meta":
             meta = r
+            margin = r.get("contender_margin", margin)
             if r.get("command"):
                 commands.append(r["command"])
         elif r.get("kind") == "timing":
@@ -326,6 +401,7 @@ def load(jl: str | Path) -> tuple[dict, list[dict], list[dict]]:
         elif r.get("kind") == "job":
             jobs.append(r)
     meta["commands"] = commands
+    meta["contender_margin"] = margin
     return meta, timing_rows, jobs
 
 
@@ -371,6 +447,50 @@ def _method_goals(t: str, scores: dict[str, float], kind: str = "") -> list[str]
     return out
 
 
+def _mean_sd(vals: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(vals) / len(vals)
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
+
+
+def _contender_section(jobs: list[dict], margin: float) -> list[str]:
+    """The rate chosen on several seeds' validation (:func:`choose_on_seeds`), its held-out scores,
+    and the issue's score goals, each pair of methods compared on the seeds both have (empty
+    without such a choice)."""
+    chosen = choose_on_seeds(jobs, margin)
+    if not chosen:
+        return []
+    tasks, order = list(dict.fromkeys(j["task"] for j in jobs)), list(LABELS)
+    lines = ["## Rate chosen on several seeds' validation", "",
+             f"Contenders: each (task, method)'s seed-0 rates within {100 * margin:.0f} points of its best "
+             "seed-0 validation score. Each contender trained with further seeds; the rate with the best "
+             "mean validation score over the seeds every contender has is chosen (ties: mean "
+             "well-formedness, then the smaller rate). Held-out: every seed trained at the chosen rate.", "",
+             "| task | method | mean validation per contender lr | seeds read | chosen lr | held-out per seed "
+             "| mean | sd |", "|---|---|---|---|---:|---|---:|---:|"]
+    for (t, m), c in sorted(chosen.items(), key=lambda kv: (tasks.index(kv[0][0]), order.index(kv[0][1]))):
+        val = ", ".join(f"{lr}: {100 * v:.1f}" for lr, v in sorted(c["val"].items()))
+        per = ", ".join(f"{s}: {100 * v:.1f}" for s, v in c["heldout"].items())
+        mean, sd = _mean_sd([100 * v for v in c["heldout"].values()])
+        lines.append(f"| {t} | {LABELS.get(m, m)} | {val} | {', '.join(map(str, c['seeds']))} | {c['lr']} "
+                     f"| {per} | {mean:.1f} | {sd:.1f} |")
+    lines.append("")
+    goals = []
+    for t in tasks:
+        for a, b, word in (("gsoft", "lora", "GSOFT at least LoRA"), ("double_gsoft", "gsoft", "Double GSOFT at least GSOFT")):
+            if (t, a) in chosen and (t, b) in chosen:
+                ha, hb = chosen[(t, a)]["heldout"], chosen[(t, b)]["heldout"]
+                common = sorted(set(ha) & set(hb))
+                if common:
+                    ma = 100 * sum(ha[s] for s in common) / len(common)
+                    mb = 100 * sum(hb[s] for s in common) / len(common)
+                    goals.append(f"- {t}: {word}: {ma:.1f} vs {mb:.1f} (held-out means over seeds "
+                                 f"{', '.join(map(str, common))}): {'met' if ma >= mb else 'missed'}")
+    if goals:
+        lines += ["Goals on the means (each pair on the seeds both methods have):", ""] + goals + [""]
+    return lines
+
+
 def _seed_section(jobs: list[dict]) -> list[str]:
     """The seeds table and the issue's score goals on the seeds' means (empty without seeds)."""
     seeds = seed_scores(jobs)
@@ -385,9 +505,7 @@ def _seed_section(jobs: list[dict]) -> list[str]:
     means: dict[str, dict[str, float]] = {}
     tasks, order = list(dict.fromkeys(t for t, _ in seeds)), list(LABELS)
     for (t, m), (lr, runs) in sorted(seeds.items(), key=lambda kv: (tasks.index(kv[0][0]), order.index(kv[0][1]))):
-        vals = [100 * v for _, v in runs]
-        mean = sum(vals) / len(vals)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        mean, sd = _mean_sd([100 * v for _, v in runs])
         means.setdefault(t, {})[m] = mean
         per = ", ".join(f"{s}: {100 * v:.1f}" for s, v in runs)
         lines.append(f"| {t} | {LABELS.get(m, m)} | {lr} | {per} | {mean:.1f} | {sd:.1f} |")
@@ -461,6 +579,8 @@ def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
     if goal_lines:
         lines += ["## Goals (issue 20)", ""] + goal_lines + [""]
     lines += _seed_section(jobs)
+    if meta.get("contender_margin") is not None:
+        lines += _contender_section(jobs, meta["contender_margin"])
     if trows:
         lines += ["## Step time and memory, each method alone", "",
                   f"One process, methods in turn, {trows[0].get('steps', '?')} steps each on one task's batches; median "
@@ -510,8 +630,19 @@ def main(argv=None) -> int:
     ap.add_argument("--summarize", default=None, help="only write the tables of this sweep.jsonl")
     ap.add_argument("--seeds-at-chosen", default=None,
                     help="seeds (e.g. 1,2) to train at each (task, method)'s chosen lr in OUT/sweep.jsonl, "
-                         "appended to it (the grid flags are then ignored)")
+                         "appended to it (the grid flags are then ignored); with --contender-margin, at the "
+                         "lr chosen on several seeds where there is one")
+    ap.add_argument("--seeds-at-contenders", default=None,
+                    help="seeds (e.g. 1,2) to train at every contender lr (within --contender-margin of the best "
+                         "seed-0 validation score) of each (task, method) in OUT/sweep.jsonl, appended to it")
+    ap.add_argument("--contender-margin", type=float, default=None,
+                    help="validation-score margin of the contender rates (0.02 with --seeds-at-contenders); the "
+                         "tables then add the rate chosen on several seeds' mean validation")
     a = ap.parse_args(argv)
+    if a.seeds_at_contenders and a.contender_margin is None:
+        a.contender_margin = 0.02
+    if a.seeds_at_contenders and a.seeds_at_chosen:
+        ap.error("--seeds-at-contenders and --seeds-at-chosen: one at a time")
     if a.summarize:
         print(summarize(a.summarize, Path(a.summarize).with_suffix(".md")), end="")
         return 0
@@ -530,19 +661,25 @@ def main(argv=None) -> int:
     command = "python -m riffle_train.llm_sweep " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     methods = [m for m in a.methods.split(",") if m]
     jobs = None
-    if a.seeds_at_chosen:
+    for flag, value in (("--seeds-at-chosen", a.seeds_at_chosen), ("--seeds-at-contenders", a.seeds_at_contenders)):
+        if not value:
+            continue
         _, _, done = load(Path(a.out) / "sweep.jsonl")
-        seeds = [int(x) for x in a.seeds_at_chosen.split(",")]
+        seeds = [int(x) for x in value.split(",")]
         if 0 in seeds:
-            ap.error("--seeds-at-chosen: seed 0 is the sweep's own run")
-        jobs = seed_jobs(done, a.tasks.split(","), methods, seeds)
+            ap.error(f"{flag}: seed 0 is the sweep's own run")
+        if flag == "--seeds-at-chosen":
+            jobs = seed_jobs(done, a.tasks.split(","), methods, seeds, a.contender_margin)
+        else:
+            jobs = contender_jobs(done, a.tasks.split(","), methods, seeds, a.contender_margin)
         if not jobs:
-            ap.error(f"--seeds-at-chosen: no chosen (task, method) in {a.out}/sweep.jsonl for those tasks and methods")
+            ap.error(f"{flag}: no run left to train for those tasks and methods in {a.out}/sweep.jsonl")
     # `--methods ""` runs only the base's prompting (e.g. appended to a finished sweep's file)
     jl = run_sweep(a.base or SMOLLM2_Q4_1, a.tasks.split(","), methods,
                    [float(x) for x in a.lrs.split(",")], a.out, b, val=a.val, workers=a.workers, threads=a.threads,
                    device=a.device, compatible=comp, prepared_dir=a.prepared, timing_steps=a.timing_steps,
-                   timing_variants=variants, baselines=not a.no_baselines, command=command, planned=jobs)
+                   timing_variants=variants, baselines=not a.no_baselines, command=command, planned=jobs,
+                   contender_margin=a.contender_margin)
     print(summarize(jl, jl.with_suffix(".md")), end="")
     return 0
 

@@ -110,3 +110,71 @@ def test_job_list_runs_each_task_grid_together():
     assert jobs[0] == {"task": "a", "method": "base"}
     assert {(j["method"], j["lr"]) for j in jobs[1:5]} == {(m, lr) for m in ("gsoft", "lora") for lr in (0.001, 0.003)}
     assert llm_sweep.job_list(["a"], [], [0.001]) == [{"task": "a", "method": "base"}]
+
+
+def _seeded(task, method, lr, seed, val, held, wf=1.0):
+    j = _job(task, method, lr, val, held)
+    j["val"]["well_formed"] = wf
+    return dict(j, seed=seed)
+
+
+def test_contenders_are_the_rates_near_the_best_and_choose_on_their_seeds_mean(tmp_path):
+    jobs = [_job("topic", "gsoft", 0.001, 0.92, 0.90), _job("topic", "gsoft", 0.003, 0.91, 0.50),
+            _job("topic", "gsoft", 0.0003, 0.84, 0.99),  # 8 points below: not a contender
+            _job("topic", "lora", 0.01, 0.95, 0.80), _job("topic", "lora", 0.003, 0.89, 0.70),
+            {**_job("topic", "double_gsoft", 0.001, 0.1, 0.1), "error": "boom"}]
+    cont = llm_sweep.contenders(jobs, 0.02)
+    assert [r["lr"] for r in cont[("topic", "gsoft")]] == [0.001, 0.003]
+    assert [r["lr"] for r in cont[("topic", "lora")]] == [0.01]
+    assert ("topic", "double_gsoft") not in cont  # its only run failed
+    # a margin exactly at a score's distance keeps it (0.95 - 0.93 is not exactly 0.02 in floats)
+    assert [r["lr"] for r in llm_sweep.contenders([_job("t", "gsoft", 0.1, 0.95, 0), _job("t", "gsoft", 0.2, 0.93, 0)],
+                                                  0.02)[("t", "gsoft")]] == [0.1, 0.2]
+    # every contender x seed, less what the file holds
+    have = [_seeded("topic", "gsoft", 0.001, 1, 0.9, 0.9)]
+    assert llm_sweep.contender_jobs(jobs + have, ["topic"], ["gsoft", "lora", "oft"], [1, 2], 0.02) == [
+        {"task": "topic", "method": "gsoft", "lr": 0.001, "seed": 2},
+        {"task": "topic", "method": "gsoft", "lr": 0.003, "seed": 1},
+        {"task": "topic", "method": "gsoft", "lr": 0.003, "seed": 2},
+        {"task": "topic", "method": "lora", "lr": 0.01, "seed": 1},
+        {"task": "topic", "method": "lora", "lr": 0.01, "seed": 2}]
+    # no choice until the contenders share a seed beyond 0
+    assert ("topic", "gsoft") not in llm_sweep.choose_on_seeds(jobs + have, 0.02)
+    more = have + [_seeded("topic", "gsoft", 0.001, 2, 0.88, 0.7), _seeded("topic", "gsoft", 0.001, 3, 0.99, 0.6),
+                   _seeded("topic", "gsoft", 0.003, 1, 0.95, 0.4), _seeded("topic", "gsoft", 0.003, 2, 0.94, 0.3),
+                   _seeded("topic", "lora", 0.01, 1, 0.9, 0.85), _seeded("topic", "lora", 0.01, 2, 0.9, 0.75)]
+    c = llm_sweep.choose_on_seeds(jobs + more, 0.02)
+    # seeds 0-2 are common (seed 3 at 0.001 alone is not read): means 0.9 against 0.9333
+    g = c[("topic", "gsoft")]
+    assert g["lr"] == 0.003 and g["seeds"] == [0, 1, 2]
+    assert g["val"] == pytest.approx({0.001: 0.9, 0.003: 0.9333333})
+    assert g["heldout"] == {0: 0.5, 1: 0.4, 2: 0.3}
+    assert c[("topic", "lora")]["lr"] == 0.01
+    # seed-0's choice is unchanged; further seeds at the new choice
+    assert llm_sweep.choose(jobs + more)[("topic", "gsoft")]["lr"] == 0.001
+    assert llm_sweep.seed_jobs(jobs + more, ["topic"], ["gsoft"], [3, 4], 0.02) == [
+        {"task": "topic", "method": "gsoft", "lr": 0.003, "seed": 3},
+        {"task": "topic", "method": "gsoft", "lr": 0.003, "seed": 4}]
+    assert llm_sweep.seed_jobs(jobs + more, ["topic"], ["gsoft"], [3, 4]) == [
+        {"task": "topic", "method": "gsoft", "lr": 0.001, "seed": 3},
+        {"task": "topic", "method": "gsoft", "lr": 0.001, "seed": 4}]
+    # the tables: only with a recorded margin; goals on the seeds both methods have
+    jl = tmp_path / "sweep.jsonl"
+    _write(jl, [{"kind": "meta", "lrs": [0.001], "budget": {}}] + jobs + more)
+    assert "several seeds" not in llm_sweep.summarize(jl)
+    _write(jl, [{"kind": "meta", "lrs": [0.001], "budget": {}, "contender_margin": 0.02},
+                {"kind": "meta", "lrs": [0.001], "budget": {}}] + jobs + more)
+    md = llm_sweep.summarize(jl)
+    assert "| topic | GSOFT | 0.0003: 84.0" not in md
+    assert "| topic | GSOFT | 0.001: 90.0, 0.003: 93.3 | 0, 1, 2 | 0.003 | 0: 50.0, 1: 40.0, 2: 30.0 | 40.0 | 10.0 |" in md
+    assert "| topic | PEFT LoRA | 0.01: 91.7 | 0, 1, 2 | 0.01 | 0: 80.0, 1: 85.0, 2: 75.0 | 80.0 | 5.0 |" in md
+    assert "- topic: GSOFT at least LoRA: 40.0 vs 80.0 (held-out means over seeds 0, 1, 2): missed" in md
+
+
+def test_contender_ties_go_to_well_formedness_then_the_smaller_rate():
+    jobs = [_seeded("t", "gsoft", 0.001, 0, 0.9, 0.1, 0.9), _seeded("t", "gsoft", 0.003, 0, 0.9, 0.2, 1.0),
+            _seeded("t", "gsoft", 0.001, 1, 0.9, 0.1, 0.9), _seeded("t", "gsoft", 0.003, 1, 0.9, 0.2, 1.0),
+            _seeded("t", "lora", 0.001, 0, 0.9, 0.1), _seeded("t", "lora", 0.003, 0, 0.9, 0.2),
+            _seeded("t", "lora", 0.001, 1, 0.9, 0.1), _seeded("t", "lora", 0.003, 1, 0.9, 0.2)]
+    c = llm_sweep.choose_on_seeds(jobs, 0.02)
+    assert c[("t", "gsoft")]["lr"] == 0.003 and c[("t", "lora")]["lr"] == 0.001
