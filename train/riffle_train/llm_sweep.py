@@ -89,15 +89,25 @@ def seed_jobs(jobs: list[dict], tasks, methods, seeds, margin: float | None = No
             if (t, m, best[(t, m)], s) not in have]
 
 
+def _trained(jobs: list[dict]) -> list[dict]:
+    """The training runs that finished (no base prompting, no error)."""
+    return [j for j in jobs if j["method"] != "base" and "error" not in j]
+
+
+def _seed0_runs(jobs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Per (task, method) with at least one: its finished seed-0 runs (the sweep's own grid)."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for j in _trained(jobs):
+        if j.get("seed", 0) == 0:
+            by.setdefault((j["task"], j["method"]), []).append(j)
+    return by
+
+
 def contenders(jobs: list[dict], margin: float) -> dict[tuple[str, str], list[dict]]:
     """Per (task, method): its seed-0 runs (finished) whose validation score is within ``margin`` of
     the best seed-0 validation score, by lr."""
-    by: dict[tuple[str, str], list[dict]] = {}
-    for j in jobs:
-        if j["method"] != "base" and j.get("seed", 0) == 0 and "error" not in j:
-            by.setdefault((j["task"], j["method"]), []).append(j)
     out = {}
-    for k, runs in by.items():
+    for k, runs in _seed0_runs(jobs).items():
         top = max(r["val"]["score"] for r in runs)
         out[k] = sorted((r for r in runs if r["val"]["score"] >= top - margin - 1e-9), key=lambda r: r["lr"])
     return out
@@ -105,8 +115,7 @@ def contenders(jobs: list[dict], margin: float) -> dict[tuple[str, str], list[di
 
 def _finished(jobs: list[dict]) -> set[tuple[str, str, float, int]]:
     """(task, method, lr, seed) of every training run that finished."""
-    return {(j["task"], j["method"], j["lr"], j.get("seed", 0)) for j in jobs
-            if j["method"] != "base" and "error" not in j}
+    return {(j["task"], j["method"], j["lr"], j.get("seed", 0)) for j in _trained(jobs)}
 
 
 def contender_jobs(jobs: list[dict], tasks, methods, seeds, margin: float) -> list[dict]:
@@ -125,9 +134,8 @@ def choose_on_seeds(jobs: list[dict], margin: float) -> dict[tuple[str, str], di
     choice read), ``val`` (lr -> mean validation score) and ``heldout`` ({seed: held-out score} of
     every finished seed at the chosen lr, more seeds than the choice read where there are)."""
     runs: dict[tuple[str, str, float], dict[int, dict]] = {}
-    for j in jobs:
-        if j["method"] != "base" and "error" not in j:
-            runs.setdefault((j["task"], j["method"], j["lr"]), {})[j.get("seed", 0)] = j
+    for j in _trained(jobs):
+        runs.setdefault((j["task"], j["method"], j["lr"]), {})[j.get("seed", 0)] = j
     out = {}
     for (t, m), cont in contenders(jobs, margin).items():
         common = set.intersection(*(set(runs[(t, m, r["lr"])]) for r in cont))
@@ -407,18 +415,10 @@ def load(jl: str | Path) -> tuple[dict, list[dict], list[dict]]:
 
 def choose(jobs: list[dict]) -> dict[tuple[str, str], dict]:
     """Per (task, method) the run with the best validation score (ties: better validation
-    well-formedness, then the smaller lr), among the seed-0 runs (further seeds never choose).
-    Only (task, method) pairs whose runs all finished."""
-    by: dict[tuple[str, str], list[dict]] = {}
-    for j in jobs:
-        if j["method"] != "base" and j.get("seed", 0) == 0:
-            by.setdefault((j["task"], j["method"]), []).append(j)
-    out = {}
-    for k, runs in by.items():
-        ok = [r for r in runs if "error" not in r]
-        if ok:
-            out[k] = max(ok, key=lambda r: (r["val"]["score"], r["val"]["well_formed"], -r["lr"]))
-    return out
+    well-formedness, then the smaller lr), among the finished seed-0 runs (further seeds never
+    choose); only (task, method) pairs with at least one."""
+    return {k: max(runs, key=lambda r: (r["val"]["score"], r["val"]["well_formed"], -r["lr"]))
+            for k, runs in _seed0_runs(jobs).items()}
 
 
 def seed_scores(jobs: list[dict]) -> dict[tuple[str, str], tuple[float, list[tuple[int, float]]]]:
