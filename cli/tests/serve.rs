@@ -692,12 +692,18 @@ fn limits_queue_and_disconnects() {
     );
     assert_eq!((st, error_code(&v)), (400, "invalid_value"), "{v}");
 
-    let idle = |s: &Server| {
+    // Waits until the server has counted `gone` disconnections and runs nothing: on a busy
+    // machine the server may not have read a request yet when its client goes away, so
+    // "nothing runs" alone can hold before the request was ever counted.
+    let idle = |s: &Server, gone: f64| {
         let t0 = Instant::now();
-        while s.metric("riffle_requests_running") > 0.0 || s.metric("riffle_queue_depth") > 0.0 {
+        while s.metric("riffle_errors_total{kind=\"client_disconnected\"}") < gone
+            || s.metric("riffle_requests_running") > 0.0
+            || s.metric("riffle_queue_depth") > 0.0
+        {
             assert!(
                 t0.elapsed() < Duration::from_secs(120),
-                "requests still run"
+                "a disconnected request still runs or was never counted"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -705,7 +711,7 @@ fn limits_queue_and_disconnects() {
     // A streaming client that goes away after the first bytes, then a non-streaming one
     // that goes away while its request runs: both generations stop early (1000 tokens
     // would take far longer), counted as disconnections.
-    for stream in [true, false] {
+    for (gone, stream) in [(1.0, true), (2.0, false)] {
         let mut c = TcpStream::connect(&s.addr).expect("connect");
         let body =
             json!({"model": "base", "prompt": [1, 2, 3], "max_tokens": 1000, "stream": stream})
@@ -719,10 +725,18 @@ fn limits_queue_and_disconnects() {
             let mut first = [0u8; 64];
             let _ = c.read(&mut first);
         } else {
-            std::thread::sleep(Duration::from_millis(300));
+            // Goes away once its request runs.
+            let t0 = Instant::now();
+            while s.metric("riffle_requests_running") < 1.0 {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(60),
+                    "the request never ran"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         drop(c);
-        idle(&s);
+        idle(&s, gone);
     }
     assert_eq!(
         s.metric("riffle_errors_total{kind=\"client_disconnected\"}"),
@@ -739,7 +753,7 @@ fn limits_queue_and_disconnects() {
         .map(|_| {
             let s = s.clone();
             std::thread::spawn(move || {
-                let body = json!({"model": "base", "prompt": [1, 2, 3], "max_tokens": 20, "temperature": 0});
+                let body = json!({"model": "base", "prompt": [1, 2, 3], "max_tokens": 64, "temperature": 0});
                 s.call("POST", "/v1/completions", Some(&body.to_string())).0
             })
         })
