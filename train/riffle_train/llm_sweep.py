@@ -401,7 +401,9 @@ def load(jl: str | Path) -> tuple[dict, list[dict], list[dict]]:
         r = json.loads(ln)
         if r.get("kind") == "meta":
             meta = r
-            margin = r.get("contender_margin", margin)
+            # A run that named no margin (null) keeps the one an earlier run named.
+            if r.get("contender_margin") is not None:
+                margin = r["contender_margin"]
             if r.get("command"):
                 commands.append(r["command"])
         elif r.get("kind") == "timing":

@@ -162,8 +162,10 @@ def test_contenders_are_the_rates_near_the_best_and_choose_on_their_seeds_mean(t
     jl = tmp_path / "sweep.jsonl"
     _write(jl, [{"kind": "meta", "lrs": [0.001], "budget": {}}] + jobs + more)
     assert "several seeds" not in llm_sweep.summarize(jl)
+    # a later run that names no margin (run_sweep writes null) keeps the earlier one
     _write(jl, [{"kind": "meta", "lrs": [0.001], "budget": {}, "contender_margin": 0.02},
-                {"kind": "meta", "lrs": [0.001], "budget": {}}] + jobs + more)
+                {"kind": "meta", "lrs": [0.001], "budget": {}},
+                {"kind": "meta", "lrs": [0.001], "budget": {}, "contender_margin": None}] + jobs + more)
     md = llm_sweep.summarize(jl)
     assert "| topic | GSOFT | 0.0003: 84.0" not in md
     assert "| topic | GSOFT | 0.001: 90.0, 0.003: 93.3 | 0, 1, 2 | 0.003 | 0: 50.0, 1: 40.0, 2: 30.0 | 40.0 | 10.0 |" in md
