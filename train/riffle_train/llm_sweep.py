@@ -486,8 +486,11 @@ def _contender_section(jobs: list[dict], margin: float) -> list[str]:
                 if common:
                     ma = 100 * sum(ha[s] for s in common) / len(common)
                     mb = 100 * sum(hb[s] for s in common) / len(common)
+                    # A seed fixes the batch order for every method, so the runs pair by seed.
+                    diff, sd = _mean_sd([100 * (ha[s] - hb[s]) for s in common])
                     goals.append(f"- {t}: {word}: {ma:.1f} vs {mb:.1f} (held-out means over seeds "
-                                 f"{', '.join(map(str, common))}): {'met' if ma >= mb else 'missed'}")
+                                 f"{', '.join(map(str, common))}): {'met' if ma >= mb else 'missed'}; "
+                                 f"paired difference {diff:+.2f} ± {sd / math.sqrt(len(common)):.2f} (s.e.)")
     if goals:
         lines += ["Goals on the means (each pair on the seeds both methods have):", ""] + goals + [""]
     return lines

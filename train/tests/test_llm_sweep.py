@@ -171,6 +171,8 @@ def test_contenders_are_the_rates_near_the_best_and_choose_on_their_seeds_mean(t
     assert "| topic | GSOFT | 0.001: 90.0, 0.003: 93.3 | 0, 1, 2 | 0.003 | 0: 50.0, 1: 40.0, 2: 30.0 | 40.0 | 10.0 |" in md
     assert "| topic | PEFT LoRA | 0.01: 91.7 | 0, 1, 2 | 0.01 | 0: 80.0, 1: 85.0, 2: 75.0 | 80.0 | 5.0 |" in md
     assert "- topic: GSOFT at least LoRA: 40.0 vs 80.0 (held-out means over seeds 0, 1, 2): missed" in md
+    # per seed 50-80, 40-85, 30-75: mean -40, sd sqrt(75), s.e. 5
+    assert "missed; paired difference -40.00 ± 5.00 (s.e.)" in md
 
 
 def test_contender_ties_go_to_well_formedness_then_the_smaller_rate():
