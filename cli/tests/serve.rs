@@ -986,3 +986,252 @@ fn chat_streams_stops_and_adapts() {
         "{v}"
     );
 }
+
+/// `ln softmax(logits)`, in `f64`.
+fn log_softmax(logits: &[f64]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let norm = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+    logits.iter().map(|l| l - norm).collect()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn logprobs_are_the_models_distribution() {
+    let Some(paths) = llama_and_adapters("serve-llama-logprobs", &["alpha:1"]) else {
+        return;
+    };
+    let (m, a) = (paths[0].as_str(), paths[1].as_str());
+    let s = Server::start(&serve_args(
+        &paths,
+        &["--parallel", "1", "--ctx-size", "256", "--threads", "1"],
+    ));
+    let prompt = "The capital of France is";
+    for task in ["base", "alpha"] {
+        let ask = |extra: Value| {
+            let mut body = json!({"model": task, "prompt": prompt, "max_tokens": 6,
+                                  "temperature": 0, "logprobs": 5, "return_tokens": true});
+            if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+            body
+        };
+        let (st, v) = s.post("/v1/completions", ask(json!({})));
+        if st == 501 {
+            eprintln!("note: no tokenizer for this file in this build; logprob checks skipped");
+            return;
+        }
+        assert_eq!(st, 200, "{v}");
+        let choice = &v["choices"][0];
+        let lp = &choice["logprobs"];
+        let ids: Vec<u64> = choice["tokens"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        let tokens: Vec<String> = lp["tokens"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let values = floats(&lp["token_logprobs"]);
+        let tops = lp["top_logprobs"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ids.len(), 6, "{v}");
+        assert_eq!((tokens.len(), values.len(), tops.len()), (6, 6, 6), "{lp}");
+        assert_eq!(tokens.concat(), choice["text"].as_str().unwrap_or(""));
+        // Greedy: each token is the likeliest, so its log probability is the largest of
+        // its position's five; all are log probabilities of one distribution.
+        for (i, top) in tops.iter().enumerate() {
+            let top = top.as_object().expect("an object per position");
+            assert!((1..=5).contains(&top.len()), "{top:?}");
+            let best = top
+                .values()
+                .filter_map(Value::as_f64)
+                .fold(f64::MIN, f64::max);
+            assert_eq!(best, values[i], "position {i}: {top:?}");
+            assert_eq!(top[&tokens[i]].as_f64(), Some(values[i]));
+            let mass: f64 = top.values().filter_map(Value::as_f64).map(f64::exp).sum();
+            assert!(values[i] <= 0.0 && mass <= 1.0 + 1e-9, "{top:?}");
+        }
+        // The first position against `riffle run`'s logits for the same prompt (the
+        // model's last-position output), with the same adapter.
+        let out = run_json(&[
+            "run",
+            "-m",
+            m,
+            "-a",
+            a,
+            "--task",
+            task,
+            "--text",
+            prompt,
+            "--json",
+            "--threads",
+            "1",
+        ]);
+        let oracle = log_softmax(&floats(&out["output"]));
+        assert!(
+            (oracle[ids[0] as usize] - values[0]).abs() < 1e-5,
+            "{task}: {} against {}",
+            oracle[ids[0] as usize],
+            values[0]
+        );
+        let mut sorted = oracle.clone();
+        sorted.sort_by(|x, y| y.total_cmp(x));
+        let mut got = tops[0]
+            .as_object()
+            .map(|o| o.values().filter_map(Value::as_f64).collect::<Vec<_>>())
+            .unwrap_or_default();
+        got.sort_by(|x, y| y.total_cmp(x));
+        // Five alternatives, or fewer when two share a text (the likelier is kept).
+        for (g, o) in got.iter().zip(&sorted) {
+            assert!(
+                (g - o).abs() < 1e-5,
+                "{task}: top {got:?} against {:?}",
+                &sorted[..5]
+            );
+        }
+        // Streamed: the same entries, chunk by chunk.
+        let (st, t) = s.call(
+            "POST",
+            "/v1/completions",
+            Some(&ask(json!({"stream": true})).to_string()),
+        );
+        assert_eq!(st, 200);
+        let streamed: Vec<f64> = events(&t)
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .flat_map(|c| floats(&c["choices"][0]["logprobs"]["token_logprobs"]))
+            .collect();
+        assert_eq!(streamed, values);
+        // A stop sequence that cuts the text at the third token's start keeps the first
+        // two tokens' entries only.
+        let before: String = tokens[..2].concat();
+        if !tokens[2].trim().is_empty() && !before.contains(tokens[2].as_str()) {
+            let (_, v) = s.post("/v1/completions", ask(json!({"stop": tokens[2]})));
+            assert_eq!(v["choices"][0]["text"], before.as_str());
+            assert_eq!(
+                floats(&v["choices"][0]["logprobs"]["token_logprobs"]),
+                values[..2]
+            );
+        }
+        // Chat: entries with id, bytes and alternatives, covering the answer's bytes.
+        let body = json!({"model": task, "temperature": 0, "max_tokens": 5, "logprobs": true,
+            "top_logprobs": 2, "return_tokens": true,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]});
+        let (st, v) = s.post("/v1/chat/completions", body.clone());
+        assert_eq!(st, 200, "{v}");
+        let content = v["choices"][0]["logprobs"]["content"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let ids: Vec<u64> = v["choices"][0]["tokens"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        assert_eq!(content.len(), ids.len());
+        let mut bytes = Vec::new();
+        for (e, id) in content.iter().zip(&ids) {
+            assert_eq!(e["id"].as_u64(), Some(*id));
+            bytes.extend(
+                e["bytes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_u64),
+            );
+            let top = e["top_logprobs"].as_array().cloned().unwrap_or_default();
+            assert_eq!(top.len(), 2, "{e}");
+            assert_eq!(top[0]["id"], e["id"]);
+            assert_eq!(top[0]["logprob"], e["logprob"]);
+            assert!(top[1]["logprob"].as_f64() <= top[0]["logprob"].as_f64());
+        }
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+        let want: Vec<u64> = text.bytes().map(u64::from).collect();
+        assert_eq!(bytes, want);
+        let mut stream = body;
+        stream["stream"] = json!(true);
+        let (_, t) = s.call("POST", "/v1/chat/completions", Some(&stream.to_string()));
+        let streamed: Vec<Value> = events(&t)
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .flat_map(|c| {
+                c["choices"][0]["logprobs"]["content"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(streamed, content);
+    }
+    // No log probabilities unless asked for; bad requests name the field.
+    let chat = |extra: Value| {
+        let mut body = json!({"model": "base", "max_tokens": 2, "temperature": 0,
+            "messages": [{"role": "user", "content": "Hi"}]});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        s.post("/v1/chat/completions", body)
+    };
+    let (st, v) = chat(json!({}));
+    assert_eq!((st, &v["choices"][0]["logprobs"]), (200, &Value::Null));
+    for (extra, code, param) in [
+        (json!({"top_logprobs": 2}), "invalid_value", "top_logprobs"),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "invalid_value",
+            "top_logprobs",
+        ),
+        (json!({"logprobs": 1}), "invalid_type", "logprobs"),
+        (
+            json!({"response_format": {"type": "json_object"}}),
+            "unsupported_parameter",
+            "response_format",
+        ),
+        (
+            json!({"presence_penalty": 0.5}),
+            "unsupported_parameter",
+            "presence_penalty",
+        ),
+        (
+            json!({"logit_bias": {"42": 5}}),
+            "unsupported_parameter",
+            "logit_bias",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "unsupported_parameter",
+            "tools",
+        ),
+    ] {
+        let (st, v) = chat(extra.clone());
+        assert_eq!(st, 400, "{extra}: {v}");
+        assert_eq!(
+            (error_code(&v), v["error"]["param"].as_str()),
+            (code, Some(param)),
+            "{extra}"
+        );
+    }
+    // The neutral values clients send by default are accepted.
+    let (st, v) = chat(
+        json!({"frequency_penalty": 0, "presence_penalty": 0.0, "logit_bias": {},
+        "response_format": {"type": "text"}, "tools": [], "logprobs": false}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": "Hi", "max_tokens": 1, "logprobs": 21}),
+    );
+    assert_eq!((st, error_code(&v)), (400, "invalid_value"), "{v}");
+    let (st, v) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": "Hi", "max_tokens": 1, "echo": true}),
+    );
+    assert_eq!((st, error_code(&v)), (400, "unsupported_parameter"), "{v}");
+}

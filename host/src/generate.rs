@@ -163,6 +163,38 @@ pub fn generate(
     bufs: &mut Buffers,
     on_piece: &mut dyn FnMut(u32, &str) -> bool,
 ) -> Result<Generation, Error> {
+    generate_tokens(session, state, prompt, vocab, options, bufs, &mut |t| {
+        on_piece(t.id, t.text)
+    })
+}
+
+/// One generated token as [`generate_tokens`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct GeneratedToken<'a> {
+    /// The token.
+    pub id: u32,
+    /// The text it completes (possibly empty: part of a UTF-8 character).
+    pub text: &'a str,
+    /// The logits it was chosen from (the model's, before temperature or top-p); `None`
+    /// for the last report of a generation, which only flushes text held back (an
+    /// incomplete character at the end, as U+FFFD) after the token was reported.
+    pub logits: Option<&'a [f32]>,
+}
+
+/// [`generate`], reporting each token with the logits it was chosen from (for log
+/// probabilities: [`token_logprobs`]). `on_token` returns `false` to stop.
+///
+/// # Errors
+/// As [`generate`].
+pub fn generate_tokens(
+    session: &Session<'_, '_, '_>,
+    state: &mut DecoderState<'_>,
+    prompt: &[u32],
+    vocab: &dyn TokenBytes,
+    options: &GenerateOptions,
+    bufs: &mut Buffers,
+    on_token: &mut dyn FnMut(GeneratedToken<'_>) -> bool,
+) -> Result<Generation, Error> {
     let t0 = (bufs.clock)();
     if prompt.is_empty() && state.is_empty() {
         return Err(Error::BadInput);
@@ -196,7 +228,12 @@ pub fn generate(
         vocab.token_bytes(next, &mut bytes);
         let piece = stream.push(&bytes);
         text.push_str(&piece);
-        if !on_piece(next, &piece) {
+        let token = GeneratedToken {
+            id: next,
+            text: &piece,
+            logits: Some(&bufs.logits),
+        };
+        if !on_token(token) {
             break StopReason::Cancelled;
         }
         if tokens.len() >= options.max_tokens {
@@ -211,7 +248,11 @@ pub fn generate(
     if !rest.is_empty() {
         text.push_str(&rest);
         if let Some(&last) = tokens.last() {
-            on_piece(last, &rest);
+            on_token(GeneratedToken {
+                id: last,
+                text: &rest,
+                logits: None,
+            });
         }
     }
     Ok(Generation {
@@ -224,9 +265,90 @@ pub fn generate(
     })
 }
 
+/// The log probability of one token under a distribution's logits, and the most likely
+/// tokens with theirs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    /// `ln p(token)`, `p = softmax(logits)` (computed in `f64`).
+    pub logprob: f64,
+    /// The `top` most likely tokens and their log probabilities, most likely first (ties:
+    /// the lower id first).
+    pub top: Vec<(u32, f64)>,
+}
+
+/// Log probabilities of `token` and of the `top` most likely tokens under
+/// `softmax(logits)`: the model's own distribution, as OpenAI's `logprobs` report it
+/// (temperature and top-p change which token is drawn, not these). `None` when `token`
+/// is outside `logits` or a logit is not finite.
+///
+/// ```
+/// use riffle_host::generate::token_logprobs;
+/// let lp = token_logprobs(&[0.0, 2.0_f32.ln(), 0.0], 0, 2).unwrap();
+/// assert!((lp.logprob - 0.25f64.ln()).abs() < 1e-6);
+/// assert_eq!(lp.top[0].0, 1);
+/// assert!((lp.top[0].1 - 0.5f64.ln()).abs() < 1e-6);
+/// assert_eq!(lp.top[1].0, 0);
+/// ```
+pub fn token_logprobs(logits: &[f32], token: u32, top: usize) -> Option<TokenLogprobs> {
+    let chosen = f64::from(*logits.get(token as usize)?);
+    let mut max = f64::NEG_INFINITY;
+    for &l in logits {
+        if !l.is_finite() {
+            return None;
+        }
+        max = max.max(f64::from(l));
+    }
+    let sum: f64 = logits.iter().map(|&l| (f64::from(l) - max).exp()).sum();
+    let norm = max + sum.ln();
+    // The `top` largest logits, kept sorted (largest first, ties by id); `top` is small.
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() == top && l <= best[top - 1].1 {
+                continue;
+            }
+            let at = best.partition_point(|&(_, b)| b >= l);
+            best.insert(at, (i as u32, l));
+            best.truncate(top);
+        }
+    }
+    Some(TokenLogprobs {
+        logprob: chosen - norm,
+        top: best
+            .into_iter()
+            .map(|(i, l)| (i, f64::from(l) - norm))
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Utf8Stream;
+    use super::{token_logprobs, Utf8Stream};
+
+    #[test]
+    fn token_logprobs_match_a_direct_softmax() {
+        let logits: Vec<f32> = (0..1000u32)
+            .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 4001) as f32 / 400.0 - 5.0)
+            .collect();
+        let z: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+        let p = |i: usize| f64::from(logits[i]).exp() / z;
+        let lp = token_logprobs(&logits, 17, 5).unwrap();
+        assert!((lp.logprob - p(17).ln()).abs() < 1e-9);
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        assert_eq!(lp.top.len(), 5);
+        for (k, &(id, v)) in lp.top.iter().enumerate() {
+            assert_eq!(id as usize, order[k]);
+            assert!((v - p(order[k]).ln()).abs() < 1e-9);
+        }
+        // Ties keep the lower id first; zero alternatives; bad input.
+        let lp = token_logprobs(&[1.0, 3.0, 3.0, 0.0], 3, 3).unwrap();
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2, 0]);
+        assert!(token_logprobs(&[1.0, 2.0], 0, 0).unwrap().top.is_empty());
+        assert!(token_logprobs(&[1.0, 2.0], 2, 1).is_none());
+        assert!(token_logprobs(&[1.0, f32::NAN], 0, 1).is_none());
+        assert!(token_logprobs(&[1.0, f32::INFINITY], 0, 1).is_none());
+    }
 
     #[test]
     fn utf8_stream_never_splits_a_character() {

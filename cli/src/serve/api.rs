@@ -217,6 +217,90 @@ pub fn single_choice(m: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
+/// Most alternatives a request may ask for at each position (OpenAI's chat limit).
+pub const MAX_TOP_LOGPROBS: u64 = 20;
+
+/// Log probabilities asked for: `None` for none, else how many alternatives per token.
+/// Chat: `logprobs: true` and `top_logprobs` (0 to 20, only with `logprobs`); completions:
+/// `logprobs` as the number of alternatives (0 to 20; OpenAI stops at 5).
+///
+/// # Errors
+/// Wrong types, a count over 20, `top_logprobs` without `logprobs: true`.
+pub fn logprobs(m: &Map<String, Value>, chat: bool) -> Result<Option<usize>, ApiError> {
+    let over = |key: &str, v: u64| {
+        ApiError::invalid(
+            "invalid_value",
+            Some(key),
+            format!("`{key}` must be at most {MAX_TOP_LOGPROBS} (got {v})"),
+        )
+    };
+    if !chat {
+        return match integer(m, "logprobs")? {
+            Some(v) if v > MAX_TOP_LOGPROBS => Err(over("logprobs", v)),
+            v => Ok(v.map(|v| v as usize)),
+        };
+    }
+    let on = boolean(m, "logprobs")?;
+    match integer(m, "top_logprobs")? {
+        Some(v) if !on => Err(ApiError::invalid(
+            "invalid_value",
+            Some("top_logprobs"),
+            format!("`top_logprobs` is {v}; it needs `logprobs: true`"),
+        )),
+        Some(v) if v > MAX_TOP_LOGPROBS => Err(over("top_logprobs", v)),
+        v => Ok(on.then_some(v.unwrap_or(0) as usize)),
+    }
+}
+
+/// Refuses request fields that would change the answer in ways riffle does not implement
+/// (so a client never gets an answer that silently ignored them): a non-empty
+/// `logit_bias`, non-zero `frequency_penalty` or `presence_penalty`, a `response_format`
+/// other than text, tools or functions, `echo`, `best_of` above 1, a `suffix`. Their
+/// neutral values (`{}`, `0`, `"text"`, `[]`, `false`, `1`, `""`), which many clients send
+/// by default, are accepted.
+///
+/// # Errors
+/// `unsupported_parameter`, naming the field.
+pub fn refuse_unsupported(m: &Map<String, Value>) -> Result<(), ApiError> {
+    let neutral = |key: &str, v: &Value| -> bool {
+        match (key, v) {
+            (_, Value::Null) => true,
+            ("logit_bias", Value::Object(o)) => o.is_empty(),
+            ("frequency_penalty" | "presence_penalty", Value::Number(n)) => n.as_f64() == Some(0.0),
+            ("response_format", Value::Object(o)) => {
+                o.get("type").and_then(Value::as_str) == Some("text")
+            }
+            ("tools" | "functions", Value::Array(a)) => a.is_empty(),
+            ("echo", Value::Bool(b)) => !b,
+            ("best_of", Value::Number(n)) => n.as_u64() == Some(1),
+            ("suffix", Value::String(s)) => s.is_empty(),
+            _ => false,
+        }
+    };
+    for key in [
+        "logit_bias",
+        "frequency_penalty",
+        "presence_penalty",
+        "response_format",
+        "tools",
+        "functions",
+        "echo",
+        "best_of",
+        "suffix",
+    ] {
+        if let Some(v) = m.get(key) {
+            if !neutral(key, v) {
+                return Err(ApiError::invalid(
+                    "unsupported_parameter",
+                    Some(key),
+                    format!("`{key}` = {v} is not supported by riffle serve"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `messages`: role and text content of each (content as a string, or an array of
 /// `{"type": "text", "text"}` parts).
 ///

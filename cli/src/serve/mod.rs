@@ -591,6 +591,8 @@ fn parse_generation(
         Api::Completion => PromptIn::Plain(api::prompt(body)?),
     };
     api::single_choice(body)?;
+    api::refuse_unsupported(body)?;
+    let logprobs = api::logprobs(body, api == Api::Chat)?;
     let mut max_tokens = api::integer(body, "max_tokens")?;
     if api == Api::Chat {
         if let Some(m) = api::integer(body, "max_completion_tokens")? {
@@ -654,6 +656,7 @@ fn parse_generation(
             },
             stops: api::stops(body)?,
             return_tokens: api::boolean(body, "return_tokens")?,
+            logprobs,
         },
         stream,
         include_usage,
@@ -683,6 +686,7 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
         stream,
         include_usage,
     } = p;
+    let req_logprobs = req.logprobs.is_some();
     s.metrics.running.fetch_add(1, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || {
         let _running = Gauge(&worker.metrics.running);
@@ -707,12 +711,24 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
     let id = s.next_id(if api == Api::Chat { "chatcmpl" } else { "cmpl" });
     let created = unix_now();
     if stream {
-        return stream_response(s, rx, api, id, created, (model, label), include_usage);
+        return stream_response(
+            s,
+            rx,
+            api,
+            id,
+            created,
+            (model, label),
+            [include_usage, req_logprobs],
+        );
     }
     let mut text = String::new();
+    let mut logprobs = Vec::new();
     let done = loop {
         match rx.recv().await {
-            Some(Event::Piece(t)) => text.push_str(&t),
+            Some(Event::Piece(p)) => {
+                text.push_str(&p.text);
+                logprobs.extend(p.logprobs);
+            }
             Some(Event::Done(d)) => break d,
             Some(Event::Failed(e)) => return s.fail(endpoint, e),
             Some(Event::Started) => {}
@@ -726,6 +742,11 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
     };
     s.metrics.finished(&label, usage_of(&done));
     let usage = usage_json(&done);
+    let logprobs = if req_logprobs {
+        logprobs_json(api, &logprobs)
+    } else {
+        Value::Null
+    };
     let mut body = match api {
         Api::Chat => json!({
             "id": id,
@@ -735,7 +756,7 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "logprobs": null,
+                "logprobs": logprobs,
                 "finish_reason": done.finish,
             }],
             "usage": usage,
@@ -748,7 +769,7 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
             "choices": [{
                 "index": 0,
                 "text": text,
-                "logprobs": null,
+                "logprobs": logprobs,
                 "finish_reason": done.finish,
             }],
             "usage": usage,
@@ -758,6 +779,51 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
         body["choices"][0]["tokens"] = json!(t);
     }
     s.ok(endpoint, Json(body))
+}
+
+/// Text of a token's bytes for OpenAI's `token` fields (a token holding part of a UTF-8
+/// character shows U+FFFD there; `bytes` has the exact bytes).
+fn token_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The `logprobs` object of a choice (or of one streamed chunk) for `entries`: chat's
+/// `{"content": [{token, logprob, bytes, top_logprobs}]}` (each item also with the
+/// token's `id`, as llama.cpp's server gives it), or the completions API's `{tokens,
+/// token_logprobs, top_logprobs}`.
+fn logprobs_json(api: Api, entries: &[work::TokenLogprob]) -> Value {
+    match api {
+        Api::Chat => {
+            let item = |id: u32, bytes: &[u8], lp: f64| json!({"id": id, "token": token_text(bytes), "logprob": lp, "bytes": bytes});
+            let content: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    let mut v = item(e.id, &e.bytes, e.logprob);
+                    v["top_logprobs"] = e.top.iter().map(|(i, b, lp)| item(*i, b, *lp)).collect();
+                    v
+                })
+                .collect();
+            json!({"content": content, "refusal": null})
+        }
+        Api::Completion => {
+            let tops: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    let mut m = serde_json::Map::new();
+                    for (_, b, lp) in &e.top {
+                        // Two alternatives with the same text keep the likelier.
+                        m.entry(token_text(b)).or_insert(json!(lp));
+                    }
+                    Value::Object(m)
+                })
+                .collect();
+            json!({
+                "tokens": entries.iter().map(|e| token_text(&e.bytes)).collect::<Vec<_>>(),
+                "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
+                "top_logprobs": tops,
+            })
+        }
+    }
 }
 
 fn usage_of(d: &work::Done) -> Usage {
@@ -790,12 +856,20 @@ fn stream_response(
     id: String,
     created: u64,
     (model, label): (String, String),
-    include_usage: bool,
+    [include_usage, with_logprobs]: [bool; 2],
 ) -> Response {
     let (out, out_rx) = mpsc::channel::<std::result::Result<SseEvent, Infallible>>(64);
     let chunk = {
         let (id, model) = (id.clone(), model.clone());
-        move |text: Option<&str>, finish: Option<&str>, first: bool| -> Value {
+        move |text: Option<&str>,
+              logprobs: Option<&[work::TokenLogprob]>,
+              finish: Option<&str>,
+              first: bool|
+              -> Value {
+            let logprobs = match logprobs {
+                Some(entries) if with_logprobs => logprobs_json(api, entries),
+                _ => Value::Null,
+            };
             match api {
                 Api::Chat => {
                     let mut delta = json!({});
@@ -808,12 +882,12 @@ fn stream_response(
                     json!({
                         "id": id, "object": "chat.completion.chunk", "created": created,
                         "model": model,
-                        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+                        "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
                     })
                 }
                 Api::Completion => json!({
                     "id": id, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}],
+                    "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish}],
                 }),
             }
         }
@@ -824,7 +898,7 @@ fn stream_response(
             let out = out.clone();
             async move { out.send(Ok(SseEvent::default().data(v))).await.is_ok() }
         };
-        if api == Api::Chat && !send(chunk(Some(""), None, true).to_string()).await {
+        if api == Api::Chat && !send(chunk(Some(""), None, None, true).to_string()).await {
             return;
         }
         loop {
@@ -834,8 +908,9 @@ fn stream_response(
                 _ = out.closed() => return,
             };
             match ev {
-                Some(Event::Piece(t)) => {
-                    if !send(chunk(Some(&t), None, false).to_string()).await {
+                Some(Event::Piece(p)) => {
+                    let c = chunk(Some(&p.text), Some(&p.logprobs), None, false);
+                    if !send(c.to_string()).await {
                         return;
                     }
                 }
@@ -843,7 +918,7 @@ fn stream_response(
                 Some(Event::Done(d)) => {
                     s.metrics.finished(&label, usage_of(&d));
                     s.metrics.response(endpoint, 200);
-                    let mut last = chunk(None, Some(d.finish), false);
+                    let mut last = chunk(None, None, Some(d.finish), false);
                     if let Some(t) = &d.tokens {
                         last["choices"][0]["tokens"] = json!(t);
                     }

@@ -12,7 +12,9 @@ use riffle_core::runtime::{DecoderState, Input, Model, Prepared, Session};
 use riffle_core::sample::SamplerConfig;
 use riffle_core::text::Tokenizer;
 use riffle_host::chat::{ChatTemplate, Message};
-use riffle_host::generate::{self, Buffers, GenerateOptions, StopReason, TokenBytes};
+use riffle_host::generate::{
+    self, Buffers, GenerateOptions, GeneratedToken, StopReason, TokenBytes,
+};
 use riffle_host::text::Vocabulary;
 use tokio::sync::mpsc::Sender;
 
@@ -140,6 +142,8 @@ pub struct GenRequest {
     pub stops: Vec<String>,
     /// Also report the generated token ids (llama.cpp's `return_tokens`).
     pub return_tokens: bool,
+    /// Report each token's log probability and this many alternatives (`None`: none).
+    pub logprobs: Option<usize>,
 }
 
 /// A generation prompt.
@@ -169,12 +173,36 @@ pub struct Done {
     pub tokens: Option<Vec<u32>>,
 }
 
+/// A generated token's log probability (OpenAI's `logprobs`), with the most likely
+/// alternatives at its position.
+#[derive(Debug, Clone)]
+pub struct TokenLogprob {
+    /// The token's id.
+    pub id: u32,
+    /// The token's bytes (a token may hold part of a UTF-8 character).
+    pub bytes: Vec<u8>,
+    /// `ln p(token)` under the model's distribution at that position.
+    pub logprob: f64,
+    /// The most likely tokens there (id, bytes, log probability), most likely first.
+    pub top: Vec<(u32, Vec<u8>, f64)>,
+}
+
+/// Text ready for the client, and the log probabilities of the tokens that start in it
+/// (empty unless asked for).
+#[derive(Debug, Clone, Default)]
+pub struct Piece {
+    /// The text.
+    pub text: String,
+    /// One entry per token whose text starts in `text`.
+    pub logprobs: Vec<TokenLogprob>,
+}
+
 /// Events of one generation, sent to the request's handler.
 pub enum Event {
     /// The prompt was accepted (checks passed): text follows.
     Started,
     /// Text.
-    Piece(String),
+    Piece(Piece),
     /// The end.
     Done(Done),
     /// The request failed.
@@ -376,15 +404,48 @@ impl Causal {
             .max()
             .unwrap_or(1)
             .saturating_sub(1);
+        let no_vocab = NoVocab;
+        let tb: &dyn TokenBytes = match vocab {
+            Some(v) => v,
+            None => &no_vocab,
+        };
         let mut text = String::new();
         let mut sent = 0usize;
         let mut hit_stop = false;
         let mut gone = false;
-        let mut on_piece = |_id: u32, piece: &str| -> bool {
+        // Log probabilities not yet sent, each with the offset in `text` where its
+        // token's text starts: an entry goes out with the text that holds that offset,
+        // and is dropped with it when a stop sequence cuts the text before it.
+        let mut pending: Vec<(usize, TokenLogprob)> = Vec::new();
+        let take_upto = |pending: &mut Vec<(usize, TokenLogprob)>, upto: usize| {
+            let n = pending.partition_point(|(at, _)| *at < upto);
+            pending.drain(..n).map(|(_, e)| e).collect::<Vec<_>>()
+        };
+        let mut on_token = |t: GeneratedToken<'_>| -> bool {
             if hit_stop || gone {
                 return false;
             }
-            text.push_str(piece);
+            if let (Some(top), Some(logits)) = (req.logprobs, t.logits) {
+                if let Some(lp) = generate::token_logprobs(logits, t.id, top) {
+                    let bytes_of = |id: u32| {
+                        let mut b = Vec::new();
+                        tb.token_bytes(id, &mut b);
+                        b
+                    };
+                    let entry = TokenLogprob {
+                        id: t.id,
+                        bytes: bytes_of(t.id),
+                        logprob: lp.logprob,
+                        top: lp
+                            .top
+                            .iter()
+                            .map(|&(id, v)| (id, bytes_of(id), v))
+                            .collect(),
+                    };
+                    pending.push((text.len(), entry));
+                }
+            }
+            text.push_str(t.text);
             if let Some(at) = req
                 .stops
                 .iter()
@@ -403,10 +464,11 @@ impl Causal {
                 upto -= 1;
             }
             if upto > sent {
-                if tx
-                    .blocking_send(Event::Piece(text[sent..upto].to_string()))
-                    .is_err()
-                {
+                let piece = Piece {
+                    text: text[sent..upto].to_string(),
+                    logprobs: take_upto(&mut pending, upto),
+                };
+                if tx.blocking_send(Event::Piece(piece)).is_err() {
                     gone = true;
                 }
                 sent = upto;
@@ -415,19 +477,14 @@ impl Causal {
             }
             !hit_stop && !gone
         };
-        let no_vocab = NoVocab;
-        let tb: &dyn TokenBytes = match vocab {
-            Some(v) => v,
-            None => &no_vocab,
-        };
-        let g = generate::generate(
+        let g = generate::generate_tokens(
             &session,
             &mut slot.state,
             &ids[reuse..],
             tb,
             &options,
             &mut slot.bufs,
-            &mut on_piece,
+            &mut on_token,
         );
         let g = match g {
             Ok(g) => g,
@@ -449,10 +506,19 @@ impl Causal {
         if gone || (g.stop == StopReason::Cancelled && !hit_stop) {
             return Err(cancelled());
         }
-        if sent < text.len() {
-            // The end of the text (held back for stop sequences); a client gone by now
-            // missed nothing that was still to compute.
-            let _ = tx.blocking_send(Event::Piece(text[sent..].to_string()));
+        if sent < text.len() || (!hit_stop && !pending.is_empty()) {
+            // The end of the text (held back for stop sequences) and the log
+            // probabilities of its tokens; a client gone by now missed nothing that was
+            // still to compute.
+            let logprobs = if hit_stop {
+                take_upto(&mut pending, text.len())
+            } else {
+                pending.drain(..).map(|(_, e)| e).collect()
+            };
+            let _ = tx.blocking_send(Event::Piece(Piece {
+                text: text[sent..].to_string(),
+                logprobs,
+            }));
         }
         Ok(Done {
             prompt_tokens: ids.len(),

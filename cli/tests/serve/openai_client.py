@@ -141,6 +141,39 @@ if LLM_URL:
                                              temperature=0, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
 
+    @check("logprobs parse into the client's types, streamed or not")
+    def _():
+        msgs = [{"role": "user", "content": "Name a colour."}]
+        try:
+            r = llm.chat.completions.create(model="beta", messages=msgs, max_tokens=6,
+                                            temperature=0, logprobs=True, top_logprobs=3)
+        except openai.APIStatusError as e:
+            assert e.status_code == 501 and e.code == "no_tokenizer", e
+            return
+        content = r.choices[0].logprobs.content
+        assert len(content) == r.usage.completion_tokens, r
+        assert b"".join(bytes(t.bytes) for t in content).decode() == r.choices[0].message.content
+        for t in content:
+            assert len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob == t.logprob <= 0
+        stream = llm.chat.completions.create(model="beta", messages=msgs, max_tokens=6,
+                                             temperature=0, logprobs=True, top_logprobs=3,
+                                             stream=True)
+        streamed = [t for c in stream if c.choices and c.choices[0].logprobs
+                    for t in c.choices[0].logprobs.content]
+        assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+        c = llm.completions.create(model="base", prompt=prompt, max_tokens=4, temperature=0,
+                                   logprobs=2)
+        lp = c.choices[0].logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 4, lp
+        assert all(max(top.values()) == v for top, v in zip(lp.top_logprobs, lp.token_logprobs))
+        try:
+            llm.chat.completions.create(model="base", messages=msgs, max_tokens=2,
+                                        response_format={"type": "json_object"})
+        except openai.BadRequestError as e:
+            assert e.code == "unsupported_parameter", e.code
+        else:
+            raise AssertionError("response_format was accepted and ignored")
+
     @check("max_tokens past the context is openai.BadRequestError")
     def _():
         try:
