@@ -203,6 +203,7 @@ impl<'s, 'f> Chat<'s, 'f> {
             max_tokens,
             sampler,
             stop_tokens: self.stop_tokens(),
+            adjust: Default::default(),
         };
         generate::generate(
             &self.session,

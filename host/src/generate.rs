@@ -23,6 +23,54 @@ pub struct GenerateOptions {
     /// Tokens that end the generation (end of sequence, end of turn); not part of the
     /// output.
     pub stop_tokens: Vec<u32>,
+    /// Changes to the logits before each draw (none by default).
+    pub adjust: LogitAdjust,
+}
+
+/// Changes to the logits before each token is drawn, as OpenAI's `logit_bias`,
+/// `frequency_penalty` and `presence_penalty` define them: token `j`'s logit becomes
+/// `l[j] + bias[j] - c[j]·frequency_penalty - (c[j] > 0)·presence_penalty`, `c[j]` the
+/// times `j` was generated so far in this generation (the prompt does not count).
+///
+/// ```
+/// use riffle_host::generate::LogitAdjust;
+/// let a = LogitAdjust { bias: vec![(0, -100.0)], frequency_penalty: 0.5, presence_penalty: 1.0 };
+/// let mut logits = [3.0f32, 2.0, 1.0];
+/// a.apply(&mut logits, &[(1, 2)]); // token 1 generated twice so far
+/// assert_eq!(logits, [-97.0, 0.0, 1.0]);
+/// assert!(LogitAdjust::default().is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogitAdjust {
+    /// `(token, value)`: `value` added to the token's logit (ids past the logits are
+    /// ignored).
+    pub bias: Vec<(u32, f32)>,
+    /// Subtracted from a token's logit once per time it was generated.
+    pub frequency_penalty: f32,
+    /// Subtracted from the logit of every token generated at least once.
+    pub presence_penalty: f32,
+}
+
+impl LogitAdjust {
+    /// Whether this changes nothing (no bias, no penalties).
+    pub fn is_none(&self) -> bool {
+        self.bias.is_empty() && self.frequency_penalty == 0.0 && self.presence_penalty == 0.0
+    }
+
+    /// Applies the changes to `logits`, given `(token, times generated)` of every token
+    /// generated so far.
+    pub fn apply(&self, logits: &mut [f32], counts: &[(u32, u32)]) {
+        for &(id, v) in &self.bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += v;
+            }
+        }
+        for &(id, c) in counts {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l -= c as f32 * self.frequency_penalty + self.presence_penalty;
+            }
+        }
+    }
 }
 
 /// Why a generation ended.
@@ -73,6 +121,8 @@ pub fn instant_ms() -> f64 {
 pub struct Buffers {
     arena: Vec<f32>,
     logits: Vec<f32>,
+    /// The logits after a [`LogitAdjust`] (sized on first use).
+    adjusted: Vec<f32>,
     scratch: Vec<u32>,
     chunk: usize,
     clock: Clock,
@@ -85,6 +135,7 @@ impl Buffers {
         Buffers {
             arena: vec![0.0; model.step_arena_len(chunk)],
             logits: vec![0.0; model.output_len()],
+            adjusted: Vec::new(),
             scratch: vec![0; model.output_len()],
             chunk,
             clock: instant_ms,
@@ -175,7 +226,8 @@ pub struct GeneratedToken<'a> {
     pub id: u32,
     /// The text it completes (possibly empty: part of a UTF-8 character).
     pub text: &'a str,
-    /// The logits it was chosen from (the model's, before temperature or top-p); `None`
+    /// The logits it was chosen from (the model's, before temperature, top-p and any
+    /// [`LogitAdjust`]); `None`
     /// for the last report of a generation, which only flushes text held back (an
     /// incomplete character at the end, as U+FFFD) after the token was reported.
     pub logits: Option<&'a [f32]>,
@@ -211,6 +263,12 @@ pub fn generate_tokens(
     let t1 = (bufs.clock)();
     let prompt_ms = t1 - t0;
     let mut sampler = Sampler::new(options.sampler);
+    // Times each generated token occurred, for the penalties (sorted by id).
+    let mut counts: Vec<(u32, u32)> = Vec::new();
+    let adjust = !options.adjust.is_none();
+    if adjust {
+        bufs.adjusted.resize(bufs.logits.len(), 0.0);
+    }
     let mut stream = Utf8Stream::default();
     let mut bytes = Vec::new();
     let mut tokens = Vec::new();
@@ -219,11 +277,21 @@ pub fn generate_tokens(
         if tokens.len() >= options.max_tokens {
             break StopReason::Length;
         }
-        let next = sampler.sample(&bufs.logits, &mut bufs.scratch)?;
+        let next = if adjust {
+            bufs.adjusted.copy_from_slice(&bufs.logits);
+            options.adjust.apply(&mut bufs.adjusted, &counts);
+            sampler.sample(&bufs.adjusted, &mut bufs.scratch)?
+        } else {
+            sampler.sample(&bufs.logits, &mut bufs.scratch)?
+        };
         if options.stop_tokens.contains(&next) {
             break StopReason::Stop;
         }
         tokens.push(next);
+        match counts.binary_search_by_key(&next, |&(id, _)| id) {
+            Ok(i) => counts[i].1 += 1,
+            Err(i) => counts.insert(i, (next, 1)),
+        }
         bytes.clear();
         vocab.token_bytes(next, &mut bytes);
         let piece = stream.push(&bytes);

@@ -243,3 +243,126 @@ fn an_adapter_applied_as_another_method_fails_the_tolerance() {
     }
     assert!(data_path("llama/tiny-llama-gsoft.gguf").exists());
 }
+
+/// `riffle_host::generate`'s logit bias and penalties, token by token, against a loop
+/// written here: each step's logits from the core, adjusted by OpenAI's rule (bias, then
+/// `count x frequency + (count > 0) x presence` off every generated token), greedy argmax.
+/// The fixture's random model repeats tokens, so counts above one decide choices.
+#[test]
+fn logit_bias_and_penalties_follow_openais_rule_token_by_token() {
+    use riffle_core::sample::SamplerConfig;
+    use riffle_host::generate::{generate_tokens, Buffers, GenerateOptions, LogitAdjust};
+    let f = fixture();
+    let bytes = read_repo_file(&format!("tests/data/llama/{}", f["base"].as_str().unwrap()));
+    let model = Model::from_bytes(&bytes).unwrap();
+    let session = Session::new(&model);
+    let prompt = json_ids(&f["prompts"][0]["tokens"]);
+    let vocab = model.output_len();
+    struct NoText;
+    impl riffle_host::generate::TokenBytes for NoText {
+        fn token_bytes(&self, _: u32, _: &mut Vec<u8>) {}
+    }
+    let steps = 40;
+    let run = |adjust: LogitAdjust| {
+        let need = model.state_len(prompt.len() + steps + 1);
+        let mut kv = vec![0.0f32; need];
+        let mut state = DecoderState::new(&mut kv, need, prompt.len() + steps + 1).unwrap();
+        let mut bufs = Buffers::new(&model, 8);
+        let opts = GenerateOptions {
+            max_tokens: steps,
+            sampler: SamplerConfig::GREEDY,
+            stop_tokens: Vec::new(),
+            adjust,
+        };
+        let mut seen = Vec::new();
+        let g = generate_tokens(
+            &session,
+            &mut state,
+            &prompt,
+            &NoText,
+            &opts,
+            &mut bufs,
+            &mut |t| {
+                seen.push(t.logits.map(<[f32]>::to_vec));
+                true
+            },
+        )
+        .unwrap();
+        (g.tokens, seen)
+    };
+    let reference = |adjust: &LogitAdjust| {
+        let need = model.state_len(prompt.len() + steps + 1);
+        let mut kv = vec![0.0f32; need];
+        let mut state = DecoderState::new(&mut kv, need, prompt.len() + steps + 1).unwrap();
+        let mut logits = vec![0.0f32; vocab];
+        let mut arena = vec![0.0f32; model.step_arena_len(prompt.len())];
+        session
+            .step(&mut state, &prompt, &mut logits, &mut arena)
+            .unwrap();
+        let mut counts = vec![0u32; vocab];
+        let mut out = Vec::new();
+        for _ in 0..steps {
+            let mut adj = logits.clone();
+            for &(id, b) in &adjust.bias {
+                adj[id as usize] += b;
+            }
+            for (j, &c) in counts.iter().enumerate() {
+                if c > 0 {
+                    adj[j] -= c as f32 * adjust.frequency_penalty + adjust.presence_penalty;
+                }
+            }
+            let next = riffle_core::sample::argmax(&adj);
+            counts[next as usize] += 1;
+            out.push(next);
+            session
+                .step(&mut state, &[next], &mut logits, &mut arena)
+                .unwrap();
+        }
+        out
+    };
+    let (plain, seen) = run(LogitAdjust::default());
+    assert_eq!(plain, reference(&LogitAdjust::default()));
+    // Reported logits are the model's: the chosen token is their argmax without changes.
+    for (t, l) in plain.iter().zip(&seen) {
+        assert_eq!(riffle_core::sample::argmax(l.as_ref().unwrap()), *t);
+    }
+    let most = (0..vocab as u32)
+        .max_by_key(|t| plain.iter().filter(|&&p| p == *t).count())
+        .unwrap();
+    let repeats = plain.iter().filter(|&&p| p == most).count();
+    assert!(repeats >= 3, "the fixture must repeat a token: {plain:?}");
+    let cases = [
+        LogitAdjust {
+            frequency_penalty: 0.7,
+            ..Default::default()
+        },
+        LogitAdjust {
+            presence_penalty: 1.5,
+            ..Default::default()
+        },
+        LogitAdjust {
+            frequency_penalty: 0.4,
+            presence_penalty: 0.3,
+            ..Default::default()
+        },
+        LogitAdjust {
+            bias: vec![(most, -100.0)],
+            ..Default::default()
+        },
+        LogitAdjust {
+            bias: vec![(plain[0], -3.0), (5, 30.0)],
+            frequency_penalty: -0.5,
+            ..Default::default()
+        },
+    ];
+    for adjust in cases {
+        let (got, seen) = run(adjust.clone());
+        assert_eq!(got, reference(&adjust), "{adjust:?}");
+        assert_ne!(
+            got, plain,
+            "{adjust:?} changed nothing: the case tests nothing"
+        );
+        // The logits reported with each token are the unadjusted ones.
+        assert!(seen.iter().all(Option::is_some));
+    }
+}

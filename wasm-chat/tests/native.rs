@@ -88,6 +88,7 @@ fn france_answers_paris_like_the_host_loop() {
         max_tokens: 24,
         sampler: SamplerConfig::GREEDY,
         stop_tokens: e.stop_tokens().to_vec(),
+        adjust: Default::default(),
     };
     let vocab = e.vocab();
     let g = generate(

@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use riffle_host::generate::LogitAdjust;
 use serde_json::{json, Map, Value};
 
 /// An error answered in OpenAI's shape.
@@ -252,12 +253,52 @@ pub fn logprobs(m: &Map<String, Value>, chat: bool) -> Result<Option<usize>, Api
     }
 }
 
+/// `logit_bias` (token ids as strings, each to a value in -100..=100; ids below `vocab`),
+/// `frequency_penalty` and `presence_penalty` (-2..=2).
+///
+/// # Errors
+/// Wrong types, values out of range, ids that are not tokens of the model.
+pub fn logit_adjust(m: &Map<String, Value>, vocab: usize) -> Result<LogitAdjust, ApiError> {
+    let mut bias = Vec::new();
+    match m.get("logit_bias") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o)) => {
+            for (k, v) in o {
+                let id = k.parse::<u32>().ok().filter(|&id| (id as usize) < vocab);
+                let Some(id) = id else {
+                    return Err(ApiError::invalid(
+                        "invalid_value",
+                        Some("logit_bias"),
+                        format!("`logit_bias` key {k:?} is not a token id below {vocab}"),
+                    ));
+                };
+                let v = match v.as_f64() {
+                    Some(v) if (-100.0..=100.0).contains(&v) => v,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "invalid_value",
+                            Some("logit_bias"),
+                            format!("`logit_bias` values must be numbers in -100..100 (got {v})"),
+                        ))
+                    }
+                };
+                bias.push((id, v as f32));
+            }
+        }
+        Some(_) => return Err(wrong("logit_bias", "an object of token ids to numbers")),
+    }
+    Ok(LogitAdjust {
+        bias,
+        frequency_penalty: number(m, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0) as f32,
+        presence_penalty: number(m, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0) as f32,
+    })
+}
+
 /// Refuses request fields that would change the answer in ways riffle does not implement
-/// (so a client never gets an answer that silently ignored them): a non-empty
-/// `logit_bias`, non-zero `frequency_penalty` or `presence_penalty`, a `response_format`
+/// (so a client never gets an answer that silently ignored them): a `response_format`
 /// other than text, tools or functions, `echo`, `best_of` above 1, a `suffix`. Their
-/// neutral values (`{}`, `0`, `"text"`, `[]`, `false`, `1`, `""`), which many clients send
-/// by default, are accepted.
+/// neutral values (`"text"`, `[]`, `false`, `1`, `""`), which many clients send by
+/// default, are accepted.
 ///
 /// # Errors
 /// `unsupported_parameter`, naming the field.
@@ -265,8 +306,6 @@ pub fn refuse_unsupported(m: &Map<String, Value>) -> Result<(), ApiError> {
     let neutral = |key: &str, v: &Value| -> bool {
         match (key, v) {
             (_, Value::Null) => true,
-            ("logit_bias", Value::Object(o)) => o.is_empty(),
-            ("frequency_penalty" | "presence_penalty", Value::Number(n)) => n.as_f64() == Some(0.0),
             ("response_format", Value::Object(o)) => {
                 o.get("type").and_then(Value::as_str) == Some("text")
             }
@@ -278,9 +317,6 @@ pub fn refuse_unsupported(m: &Map<String, Value>) -> Result<(), ApiError> {
         }
     };
     for key in [
-        "logit_bias",
-        "frequency_penalty",
-        "presence_penalty",
         "response_format",
         "tools",
         "functions",

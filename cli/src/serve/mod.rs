@@ -593,6 +593,8 @@ fn parse_generation(
     api::single_choice(body)?;
     api::refuse_unsupported(body)?;
     let logprobs = api::logprobs(body, api == Api::Chat)?;
+    let vocab = c.vocab.as_ref().map_or(s.model.output_len(), |v| v.len());
+    let adjust = api::logit_adjust(body, vocab)?;
     let mut max_tokens = api::integer(body, "max_tokens")?;
     if api == Api::Chat {
         if let Some(m) = api::integer(body, "max_completion_tokens")? {
@@ -657,6 +659,7 @@ fn parse_generation(
             stops: api::stops(body)?,
             return_tokens: api::boolean(body, "return_tokens")?,
             logprobs,
+            adjust,
         },
         stream,
         include_usage,

@@ -144,6 +144,8 @@ pub struct GenRequest {
     pub return_tokens: bool,
     /// Report each token's log probability and this many alternatives (`None`: none).
     pub logprobs: Option<usize>,
+    /// Logit bias and penalties.
+    pub adjust: generate::LogitAdjust,
 }
 
 /// A generation prompt.
@@ -396,6 +398,7 @@ impl Causal {
             max_tokens,
             sampler: req.sampler,
             stop_tokens: vocab.map(Vocab::stop_tokens).unwrap_or_default(),
+            adjust: req.adjust.clone(),
         };
         let hold = req
             .stops
