@@ -204,6 +204,7 @@ impl<'s, 'f> Chat<'s, 'f> {
             sampler,
             stop_tokens: self.stop_tokens(),
             adjust: Default::default(),
+            json_object: false,
         };
         generate::generate(
             &self.session,

@@ -7,6 +7,8 @@ use riffle_core::runtime::{DecoderState, Model, Session};
 use riffle_core::sample::{Sampler, SamplerConfig};
 use riffle_core::Error;
 
+use crate::json::JsonObject;
+
 /// The bytes of each token, for streaming text.
 pub trait TokenBytes {
     /// Appends the bytes token `id` stands for to `out` (special tokens as their text).
@@ -25,6 +27,10 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// Changes to the logits before each draw (none by default).
     pub adjust: LogitAdjust,
+    /// JSON mode: only tokens that keep the output a prefix of one JSON object
+    /// ([`crate::json::JsonObject`]) are drawn, and the generation ends with the object
+    /// ([`StopReason::Stop`]); stop tokens are not drawn before that.
+    pub json_object: bool,
 }
 
 /// Changes to the logits before each token is drawn, as OpenAI's `logit_bias`,
@@ -265,10 +271,13 @@ pub fn generate_tokens(
     let mut sampler = Sampler::new(options.sampler);
     // Times each generated token occurred, for the penalties (sorted by id).
     let mut counts: Vec<(u32, u32)> = Vec::new();
-    let adjust = !options.adjust.is_none();
+    let adjust = !options.adjust.is_none() || options.json_object;
     if adjust {
         bufs.adjusted.resize(bufs.logits.len(), 0.0);
     }
+    let mut json = options
+        .json_object
+        .then(|| (JsonObject::new(), TokenTable::new(vocab, bufs.logits.len())));
     let mut stream = Utf8Stream::default();
     let mut bytes = Vec::new();
     let mut tokens = Vec::new();
@@ -280,6 +289,22 @@ pub fn generate_tokens(
         let next = if adjust {
             bufs.adjusted.copy_from_slice(&bufs.logits);
             options.adjust.apply(&mut bufs.adjusted, &counts);
+            if let Some((object, table)) = &json {
+                // Greedy: when the likeliest token continues the object it is the answer
+                // with or without the mask, so the mask is only built when it does not.
+                let t = options.sampler.temperature;
+                let greedy = t.is_nan() || t <= 0.0;
+                let stops = &options.stop_tokens;
+                let fits = greedy && {
+                    let likeliest = riffle_core::sample::argmax(&bufs.adjusted);
+                    table.continues(*object, likeliest, stops)
+                };
+                if !fits && !table.mask(*object, stops, &mut bufs.adjusted) {
+                    // No token continues the object (nesting or whitespace at their bounds
+                    // with nothing else in the vocabulary): it cannot be finished.
+                    break StopReason::Length;
+                }
+            }
             sampler.sample(&bufs.adjusted, &mut bufs.scratch)?
         } else {
             sampler.sample(&bufs.logits, &mut bufs.scratch)?
@@ -303,6 +328,12 @@ pub fn generate_tokens(
         };
         if !on_token(token) {
             break StopReason::Cancelled;
+        }
+        if let Some((object, table)) = &mut json {
+            object.push_all(table.bytes(next));
+            if object.is_complete() {
+                break StopReason::Stop;
+            }
         }
         if tokens.len() >= options.max_tokens {
             break StopReason::Length;
@@ -331,6 +362,61 @@ pub fn generate_tokens(
         decode_ms: (bufs.clock)() - t1,
         stop,
     })
+}
+
+/// Every token's bytes, one buffer, for JSON mode's masks.
+struct TokenTable {
+    bytes: Vec<u8>,
+    /// Token `i`'s bytes are `bytes[ends[i - 1]..ends[i]]` (`ends[-1]` = 0).
+    ends: Vec<usize>,
+}
+
+impl TokenTable {
+    fn new(vocab: &dyn TokenBytes, len: usize) -> Self {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(len);
+        for id in 0..len {
+            vocab.token_bytes(id as u32, &mut bytes);
+            ends.push(bytes.len());
+        }
+        TokenTable { bytes, ends }
+    }
+
+    fn bytes(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Whether token `id` continues `object` (it has bytes, is not a stop token, and
+    /// `object` takes them).
+    fn continues(&self, object: JsonObject, id: u32, stop_tokens: &[u32]) -> bool {
+        let b = self.bytes(id);
+        let mut o = object;
+        !b.is_empty() && !stop_tokens.contains(&id) && o.push_all(b)
+    }
+
+    /// Sets to -inf the logit of every token that does not continue `object`; `false`
+    /// when none does.
+    fn mask(&self, object: JsonObject, stop_tokens: &[u32], logits: &mut [f32]) -> bool {
+        // Most tokens fail on their first byte: which first bytes can pass is read once.
+        let first: [bool; 256] = core::array::from_fn(|b| {
+            let mut o = object;
+            o.push(b as u8)
+        });
+        let mut any = false;
+        for (id, l) in logits.iter_mut().enumerate() {
+            let b = self.bytes(id as u32);
+            let ok = b.first().is_some_and(|&f| first[f as usize])
+                && self.continues(object, id as u32, stop_tokens);
+            if ok {
+                any = true;
+            } else {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        any
+    }
 }
 
 /// The log probability of one token under a distribution's logits, and the most likely

@@ -20,5 +20,6 @@
 
 pub mod chat;
 pub mod generate;
+pub mod json;
 pub mod text;
 pub mod threads;

@@ -273,6 +273,7 @@ fn logit_bias_and_penalties_follow_openais_rule_token_by_token() {
             sampler: SamplerConfig::GREEDY,
             stop_tokens: Vec::new(),
             adjust,
+            json_object: false,
         };
         let mut seen = Vec::new();
         let g = generate_tokens(

@@ -89,6 +89,7 @@ fn france_answers_paris_like_the_host_loop() {
         sampler: SamplerConfig::GREEDY,
         stop_tokens: e.stop_tokens().to_vec(),
         adjust: Default::default(),
+        json_object: false,
     };
     let vocab = e.vocab();
     let g = generate(

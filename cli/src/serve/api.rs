@@ -253,6 +253,15 @@ pub fn logprobs(m: &Map<String, Value>, chat: bool) -> Result<Option<usize>, Api
     }
 }
 
+/// Whether `response_format` asks for JSON mode (`{"type": "json_object"}`; other formats
+/// are refused by [`refuse_unsupported`]).
+pub fn json_mode(m: &Map<String, Value>) -> bool {
+    m.get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+        == Some("json_object")
+}
+
 /// `logit_bias` (token ids as strings, each to a value in -100..=100; ids below `vocab`),
 /// `frequency_penalty` and `presence_penalty` (-2..=2).
 ///
@@ -296,9 +305,9 @@ pub fn logit_adjust(m: &Map<String, Value>, vocab: usize) -> Result<LogitAdjust,
 
 /// Refuses request fields that would change the answer in ways riffle does not implement
 /// (so a client never gets an answer that silently ignored them): a `response_format`
-/// other than text, tools or functions, `echo`, `best_of` above 1, a `suffix`. Their
-/// neutral values (`"text"`, `[]`, `false`, `1`, `""`), which many clients send by
-/// default, are accepted.
+/// other than text or a JSON object (a JSON schema), tools or functions, `echo`, `best_of`
+/// above 1, a `suffix`. Their neutral values (`[]`, `false`, `1`, `""`), which many
+/// clients send by default, are accepted.
 ///
 /// # Errors
 /// `unsupported_parameter`, naming the field.
@@ -306,9 +315,10 @@ pub fn refuse_unsupported(m: &Map<String, Value>) -> Result<(), ApiError> {
     let neutral = |key: &str, v: &Value| -> bool {
         match (key, v) {
             (_, Value::Null) => true,
-            ("response_format", Value::Object(o)) => {
-                o.get("type").and_then(Value::as_str) == Some("text")
-            }
+            ("response_format", Value::Object(o)) => matches!(
+                o.get("type").and_then(Value::as_str),
+                Some("text" | "json_object")
+            ),
             ("tools" | "functions", Value::Array(a)) => a.is_empty(),
             ("echo", Value::Bool(b)) => !b,
             ("best_of", Value::Number(n)) => n.as_u64() == Some(1),

@@ -660,6 +660,7 @@ fn parse_generation(
             return_tokens: api::boolean(body, "return_tokens")?,
             logprobs,
             adjust,
+            json_object: api::json_mode(body),
         },
         stream,
         include_usage,

@@ -146,6 +146,8 @@ pub struct GenRequest {
     pub logprobs: Option<usize>,
     /// Logit bias and penalties.
     pub adjust: generate::LogitAdjust,
+    /// JSON mode (`response_format: {"type": "json_object"}`).
+    pub json_object: bool,
 }
 
 /// A generation prompt.
@@ -399,6 +401,7 @@ impl Causal {
             sampler: req.sampler,
             stop_tokens: vocab.map(Vocab::stop_tokens).unwrap_or_default(),
             adjust: req.adjust.clone(),
+            json_object: req.json_object,
         };
         let hold = req
             .stops

@@ -166,13 +166,19 @@ if LLM_URL:
         lp = c.choices[0].logprobs
         assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 4, lp
         assert all(max(top.values()) == v for top, v in zip(lp.top_logprobs, lp.token_logprobs))
+        j = llm.chat.completions.create(model="base", messages=msgs, max_tokens=40,
+                                        temperature=0, response_format={"type": "json_object"})
+        if j.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(j.choices[0].message.content), dict), j
         try:
-            llm.chat.completions.create(model="base", messages=msgs, max_tokens=2,
-                                        response_format={"type": "json_object"})
+            llm.chat.completions.create(
+                model="base", messages=msgs, max_tokens=2,
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": "x", "schema": {"type": "object"}}})
         except openai.BadRequestError as e:
             assert e.code == "unsupported_parameter", e.code
         else:
-            raise AssertionError("response_format was accepted and ignored")
+            raise AssertionError("a JSON schema was accepted and ignored")
 
     @check("max_tokens past the context is openai.BadRequestError")
     def _():
