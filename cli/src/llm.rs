@@ -5,7 +5,7 @@
 use riffle_core::runtime::{AdapterHandle, DecoderState, Model, Session};
 use riffle_core::sample::SamplerConfig;
 use riffle_host::chat::{ChatTemplate, Message};
-use riffle_host::generate::{self, Buffers, GenerateOptions, Generation};
+use riffle_host::generate::{self, Buffers, GenerateOptions, Generation, LogitAdjust};
 use riffle_host::text::Vocabulary;
 
 use crate::fail::{bad, core_bad, runtime, Result};
@@ -16,6 +16,18 @@ use crate::residents::Residents;
 /// Tokens read per prefill step: the arena holds this many, longer prompts are read in
 /// several steps (bounded memory whatever the prompt).
 pub const PREFILL_CHUNK: usize = 256;
+
+/// How tokens are chosen: the sampler, logit bias and penalties, and JSON mode (the
+/// decoding flags of `generate` and `chat`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoding {
+    /// Temperature, top-k, top-p, seed.
+    pub sampler: SamplerConfig,
+    /// Frequency and presence penalties.
+    pub adjust: LogitAdjust,
+    /// Only tokens that keep the answer one JSON object.
+    pub json_object: bool,
+}
 
 /// A causal base and its adapters, parsed and checked, with the memory they borrow.
 pub struct Llm<'f> {
@@ -194,17 +206,17 @@ impl<'s, 'f> Chat<'s, 'f> {
         &self,
         state: &mut DecoderState<'_>,
         prompt: &[u32],
-        sampler: SamplerConfig,
+        decoding: &Decoding,
         max_tokens: usize,
         bufs: &mut Buffers,
         on_piece: &mut dyn FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
         let opts = GenerateOptions {
             max_tokens,
-            sampler,
+            sampler: decoding.sampler,
             stop_tokens: self.stop_tokens(),
-            adjust: Default::default(),
-            json_object: false,
+            adjust: decoding.adjust.clone(),
+            json_object: decoding.json_object,
         };
         generate::generate(
             &self.session,

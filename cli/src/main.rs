@@ -239,7 +239,7 @@ fn main() -> ExitCode {
             max_tokens,
             sampling,
             json,
-        } => sampling.config().and_then(|sampler| {
+        } => sampling.config().and_then(|decoding| {
             cmd::generate::run(cmd::generate::GenerateArgs {
                 model,
                 adapters: adapter,
@@ -248,7 +248,7 @@ fn main() -> ExitCode {
                 chat,
                 system,
                 max_tokens,
-                sampler,
+                decoding,
                 json,
             })
         }),
@@ -259,14 +259,14 @@ fn main() -> ExitCode {
             system,
             max_tokens,
             sampling,
-        } => sampling.config().and_then(|sampler| {
+        } => sampling.config().and_then(|decoding| {
             cmd::chat::run(
                 &model,
                 &adapter,
                 task.as_deref(),
                 system.as_deref(),
                 max_tokens,
-                sampler,
+                &decoding,
             )
         }),
         Command::Inspect { file, verify, json } => cmd::inspect::run(&file, verify, json),

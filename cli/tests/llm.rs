@@ -269,6 +269,23 @@ fn bad_inputs_exit_2_with_one_line() {
             &m,
             "--prompt",
             "hi",
+            "--presence-penalty",
+            "2.5",
+        ],
+        vec![
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "hi",
+            "--frequency-penalty=-3",
+        ],
+        vec![
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "hi",
             "--temperature=-1",
         ],
         vec![
@@ -297,5 +314,59 @@ fn bad_inputs_exit_2_with_one_line() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
         let err = text(&o.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+/// The summary line of `generate --json`.
+fn summary(args: &[&str]) -> Value {
+    let o = run(args, "");
+    assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    serde_json::from_str(out.lines().last().unwrap_or("")).expect("a JSON summary")
+}
+
+#[test]
+fn format_json_and_penalties_shape_the_answer() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let ask = |prompt: &str, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &m,
+            "--chat",
+            prompt,
+            "--max-tokens",
+            "40",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        summary(&args)
+    };
+    // JSON mode: an object when the answer stops, the start of one when the budget ends it.
+    let prompt = "Describe a cat: name, age, colour.";
+    for seed in ["1", "2", "3", "4"] {
+        let v = ask(
+            prompt,
+            &["--format", "json", "--temperature", "1", "--seed", seed],
+        );
+        let t = v["text"].as_str().unwrap_or("");
+        assert!(t.starts_with('{'), "seed {seed}: {t:?}");
+        match serde_json::from_str::<Value>(t) {
+            Ok(o) => assert!(o.is_object() && v["stop"] == "stop", "seed {seed}: {v}"),
+            Err(e) => assert!(e.is_eof() && v["stop"] == "length", "seed {seed}: {v}"),
+        }
+    }
+    // Without it the same sampled request is not one object.
+    let v = ask(prompt, &["--temperature", "1", "--seed", "1"]);
+    assert!(
+        serde_json::from_str::<Value>(v["text"].as_str().unwrap_or("")).is_err(),
+        "{v}"
+    );
+    // A presence or frequency penalty changes a repetitive greedy answer.
+    let prompt = "Write the word apple ten times.";
+    let plain = ask(prompt, &["--temperature", "0"]);
+    for flag in ["--presence-penalty", "--frequency-penalty"] {
+        let pen = ask(prompt, &["--temperature", "0", flag, "1.5"]);
+        assert_ne!(pen["tokens"], plain["tokens"], "{flag}");
     }
 }

@@ -8,14 +8,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use riffle_core::runtime::DecoderState;
-use riffle_core::sample::SamplerConfig;
 use riffle_host::chat::Message;
 
 use crate::cmd::run::{open, pairs};
 use crate::fail::{runtime, Result};
 use crate::limits::zeroed;
 use crate::lines::Lines;
-use crate::llm::{buffers, Llm};
+use crate::llm::{buffers, Decoding, Llm};
 
 /// Positions of the conversation's state (the model's context, at most this many).
 const CONTEXT: usize = 4096;
@@ -30,7 +29,7 @@ pub fn run(
     task: Option<&str>,
     system: Option<&str>,
     max_tokens: usize,
-    sampler: SamplerConfig,
+    decoding: &Decoding,
 ) -> Result<()> {
     let (m, a) = open(model, adapters)?;
     let mut llm = Llm::load((m.name(), m.bytes()), &pairs(&a))?;
@@ -153,7 +152,7 @@ pub fn run(
         let g = chat.generate(
             &mut state,
             &ids[common..],
-            sampler,
+            decoding,
             max_tokens.min(room),
             &mut bufs,
             &mut on_piece,

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use riffle_core::runtime::{DecoderState, Input};
 use riffle_core::sample::SamplerConfig;
 use riffle_host::chat::Message;
+use riffle_host::generate::LogitAdjust;
 use serde_json::json;
 
 use crate::cmd::run::{open, pairs};
 use crate::fail::{bad, runtime, Result};
 use crate::limits::zeroed;
-use crate::llm::{buffers, context_for, Llm};
+use crate::llm::{buffers, context_for, Decoding, Llm};
 
 /// Arguments of `riffle generate`.
 pub struct GenerateArgs {
@@ -24,7 +25,7 @@ pub struct GenerateArgs {
     pub chat: Option<String>,
     pub system: Option<String>,
     pub max_tokens: usize,
-    pub sampler: SamplerConfig,
+    pub decoding: Decoding,
     pub json: bool,
 }
 
@@ -43,19 +44,44 @@ pub struct SamplingArgs {
     /// Seed of the sampler (the same seed gives the same text).
     #[arg(long, default_value_t = 0, value_name = "S")]
     seed: u64,
+    /// Subtracted from a token's logit once per time it was generated (OpenAI's
+    /// `frequency_penalty`, -2 to 2).
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "F",
+        allow_negative_numbers = true
+    )]
+    frequency_penalty: f32,
+    /// Subtracted from the logit of every token generated at least once (OpenAI's
+    /// `presence_penalty`, -2 to 2).
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "P",
+        allow_negative_numbers = true
+    )]
+    presence_penalty: f32,
+    /// `json`: the answer is one JSON object (tokens that would break it are never
+    /// drawn; it ends when the object closes).
+    #[arg(long, value_name = "FORMAT", value_parser = ["json"])]
+    format: Option<String>,
 }
 
 impl SamplingArgs {
-    /// The checked sampler configuration.
+    /// The checked decoding configuration.
     ///
     /// # Errors
     /// A bad input naming the flag.
-    pub fn config(&self) -> Result<SamplerConfig> {
+    pub fn config(&self) -> Result<Decoding> {
         let SamplingArgs {
             temperature,
             top_k,
             top_p,
             seed,
+            frequency_penalty,
+            presence_penalty,
+            ref format,
         } = *self;
         if !temperature.is_finite() || temperature < 0.0 {
             return Err(bad("--temperature", "must be a finite number >= 0"));
@@ -63,11 +89,27 @@ impl SamplingArgs {
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(bad("--top-p", "must be in (0, 1]"));
         }
-        Ok(SamplerConfig {
-            temperature,
-            top_k,
-            top_p,
-            seed,
+        for (flag, v) in [
+            ("--frequency-penalty", frequency_penalty),
+            ("--presence-penalty", presence_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(bad(flag, "must be between -2 and 2"));
+            }
+        }
+        Ok(Decoding {
+            sampler: SamplerConfig {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            },
+            adjust: LogitAdjust {
+                bias: Vec::new(),
+                frequency_penalty,
+                presence_penalty,
+            },
+            json_object: format.as_deref() == Some("json"),
         })
     }
 }
@@ -113,7 +155,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let g = chat.generate(
         &mut state,
         &ids,
-        args.sampler,
+        &args.decoding,
         args.max_tokens,
         &mut bufs,
         &mut |token, piece| {
