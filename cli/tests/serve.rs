@@ -1478,3 +1478,61 @@ fn json_mode_answers_one_object() {
         "json_schema": {"name": "x", "schema": {"type": "object"}}}}));
     assert_eq!((st, error_code(&v)), (400, "unsupported_parameter"), "{v}");
 }
+
+#[test]
+fn tokenize_and_detokenize_round_trip() {
+    let Some(model) = smollm2() else {
+        return;
+    };
+    let model = model.display().to_string();
+    let s = Server::start(&["--model", &model, "--parallel", "1", "--ctx-size", "256"]);
+    let text = "Héllo wörld 😀, <|im_start|>user";
+    let (st, v) = s.post("/tokenize", json!({"content": text}));
+    if st == 501 {
+        eprintln!("note: no tokenizer for this file in this build; tokenize checks skipped");
+        return;
+    }
+    assert_eq!(st, 200, "{v}");
+    let ids: Vec<u64> = v["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(ids.contains(&1), "the special token is parsed: {ids:?}");
+    // The ids a completion prompt of the same text is read as.
+    let (_, c) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": text, "max_tokens": 1, "temperature": 0}),
+    );
+    assert_eq!(
+        c["usage"]["prompt_tokens"].as_u64(),
+        Some(ids.len() as u64),
+        "{c}"
+    );
+    // With pieces: each token's text, or its bytes when they are not whole UTF-8, which
+    // together are the text's bytes.
+    let (_, p) = s.post("/tokenize", json!({"content": text, "with_pieces": true}));
+    let mut bytes = Vec::new();
+    for (t, id) in p["tokens"].as_array().into_iter().flatten().zip(&ids) {
+        assert_eq!(t["id"].as_u64(), Some(*id));
+        match &t["piece"] {
+            Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
+            Value::Array(a) => bytes.extend(a.iter().filter_map(Value::as_u64).map(|b| b as u8)),
+            other => panic!("piece {other}"),
+        }
+    }
+    assert_eq!(bytes, text.as_bytes());
+    let (st, d) = s.post("/detokenize", json!({"tokens": ids}));
+    assert_eq!((st, d["content"].as_str()), (200, Some(text)), "{d}");
+    // Bad requests name the field.
+    for (path, body, code) in [
+        ("/tokenize", json!({}), "missing_required_parameter"),
+        ("/tokenize", json!({"content": 5}), "invalid_type"),
+        ("/detokenize", json!({"tokens": [1, "x"]}), "invalid_type"),
+        ("/detokenize", json!({"tokens": [49152]}), "invalid_value"),
+    ] {
+        let (st, v) = s.post(path, body.clone());
+        assert_eq!((st, error_code(&v)), (400, code), "{path} {body}: {v}");
+    }
+}

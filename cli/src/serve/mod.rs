@@ -248,6 +248,8 @@ fn router(server: Shared) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .route("/v1/adapters", post(load_adapter).get(list_adapters))
         .route("/v1/adapters/{task}", delete(unload_adapter))
         .route("/metrics", get(metrics))
@@ -427,6 +429,100 @@ async fn models(State(s): State<Shared>) -> Response {
         }));
     }
     s.ok("models", Json(json!({"object": "list", "data": data})))
+}
+
+/// The causal model's tokenizer, or the error a tokenizer endpoint answers without one.
+fn vocab_of(s: &Server) -> std::result::Result<&dyn work::Vocab, ApiError> {
+    match &s.kind {
+        Kind::Causal(c) => c.vocab.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "invalid_request_error",
+                "no_tokenizer",
+                "this build cannot read this model's tokenizer",
+            )
+        }),
+        _ => Err(ApiError::invalid(
+            "unsupported_model",
+            None,
+            format!("`{}` is not a generative model", s.base_id),
+        )),
+    }
+}
+
+/// `POST /tokenize` (llama.cpp's server): `{"content": text, "with_pieces": bool}` to
+/// `{"tokens": [id, ...]}`, or `[{"id", "piece"}, ...]` with pieces (a piece that is not
+/// whole UTF-8 is given as its bytes, control tokens as their text). The ids a prompt of
+/// that text is read as.
+async fn tokenize(State(s): State<Shared>, req: Request) -> Response {
+    let answer = async {
+        let body = s.body(req).await?;
+        let vocab = vocab_of(&s)?;
+        let text = api::string(&body, "content")?;
+        let ids = vocab
+            .encode(&text)
+            .map_err(|e| ApiError::invalid("tokenize_error", Some("content"), e))?;
+        if !api::boolean(&body, "with_pieces")? {
+            return Ok(json!({"tokens": ids}));
+        }
+        let tokens: Vec<Value> = ids
+            .iter()
+            .map(|&id| {
+                let mut b = Vec::new();
+                vocab.text_bytes(id, &mut b);
+                let piece = match String::from_utf8(b) {
+                    Ok(t) => json!(t),
+                    Err(e) => json!(e.into_bytes()),
+                };
+                json!({"id": id, "piece": piece})
+            })
+            .collect();
+        Ok(json!({"tokens": tokens}))
+    };
+    match answer.await {
+        Ok(v) => s.ok("tokenize", Json(v)),
+        Err(e) => s.fail("tokenize", e),
+    }
+}
+
+/// `POST /detokenize` (llama.cpp's server): `{"tokens": [id, ...]}` to `{"content": text}`
+/// (control tokens as their text; bytes that are not whole UTF-8 become U+FFFD).
+async fn detokenize(State(s): State<Shared>, req: Request) -> Response {
+    let answer = async {
+        let body = s.body(req).await?;
+        let vocab = vocab_of(&s)?;
+        let ids = match body.get("tokens") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_u64().and_then(|v| u32::try_from(v).ok()))
+                .collect::<Option<Vec<u32>>>(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_type",
+                Some("tokens"),
+                "`tokens` must be an array of token ids",
+            )
+        })?;
+        let n = vocab.len();
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
+            return Err(ApiError::invalid(
+                "invalid_value",
+                Some("tokens"),
+                format!("token id {bad} is outside the vocabulary of {n} tokens"),
+            ));
+        }
+        let mut bytes = Vec::new();
+        for &id in &ids {
+            vocab.text_bytes(id, &mut bytes);
+        }
+        Ok(json!({"content": String::from_utf8_lossy(&bytes)}))
+    };
+    match answer.await {
+        Ok(v) => s.ok("detokenize", Json(v)),
+        Err(e) => s.fail("detokenize", e),
+    }
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {

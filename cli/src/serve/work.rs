@@ -35,6 +35,10 @@ pub trait Vocab: TokenBytes + Send + Sync {
     fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
     /// End of sequence and end of turn.
     fn stop_tokens(&self) -> Vec<u32>;
+    /// Appends token `id`'s bytes with control tokens as their text (`<|im_start|>`), as
+    /// llama.cpp's `/tokenize` and `/detokenize` render them (generated text leaves them
+    /// out).
+    fn text_bytes(&self, id: u32, out: &mut Vec<u8>);
     /// Number of tokens.
     fn len(&self) -> usize;
 }
@@ -69,6 +73,9 @@ impl Vocab for BpeVocab {
     }
     fn stop_tokens(&self) -> Vec<u32> {
         self.0.stop_tokens()
+    }
+    fn text_bytes(&self, id: u32, out: &mut Vec<u8>) {
+        let _ = self.0.bpe().piece_bytes(id, true, |b| out.push(b));
     }
     fn len(&self) -> usize {
         self.0.bpe().vocab_len()
