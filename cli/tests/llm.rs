@@ -256,38 +256,20 @@ fn bad_inputs_exit_2_with_one_line() {
     let Some(m) = smollm2("Q8_0") else { return };
     let digits = format!("{}/../models/digits/mlp.gguf", env!("CARGO_MANIFEST_DIR"));
     let long = "a ".repeat(9_000);
+    // `generate` on SmolLM2 with a prompt, then `extra`.
+    let gen = |extra: &[&'static str]| {
+        let mut v = vec!["generate", "--model", m.as_str(), "--prompt", "hi"];
+        v.extend_from_slice(extra);
+        v
+    };
     let cases: Vec<Vec<&str>> = vec![
         vec!["generate", "--model", &digits, "--prompt", "hi"],
         vec!["generate", "--model", &m, "--prompt", &long],
-        vec![
-            "generate", "--model", &m, "--prompt", "hi", "--task", "nope",
-        ],
-        vec!["generate", "--model", &m, "--prompt", "hi", "--top-p", "0"],
-        vec![
-            "generate",
-            "--model",
-            &m,
-            "--prompt",
-            "hi",
-            "--presence-penalty",
-            "2.5",
-        ],
-        vec![
-            "generate",
-            "--model",
-            &m,
-            "--prompt",
-            "hi",
-            "--frequency-penalty=-3",
-        ],
-        vec![
-            "generate",
-            "--model",
-            &m,
-            "--prompt",
-            "hi",
-            "--temperature=-1",
-        ],
+        gen(&["--task", "nope"]),
+        gen(&["--top-p", "0"]),
+        gen(&["--presence-penalty=2.5"]),
+        gen(&["--frequency-penalty=-3"]),
+        gen(&["--temperature=-1"]),
         vec![
             "generate",
             "--model",

@@ -201,6 +201,43 @@ fn llama_and_adapters(name: &str, specs: &[&str]) -> Option<Vec<String>> {
     )
 }
 
+/// `riffle serve` on SmolLM2 with random adapters `specs` (as [`llama_and_adapters`]),
+/// `parallel` slots of `ctx_size` positions, one thread; the server and the files' paths
+/// (the model's first).
+fn adapted_server(
+    name: &str,
+    specs: &[&str],
+    [parallel, ctx_size]: [&str; 2],
+) -> Option<(Server, Vec<String>)> {
+    let paths = llama_and_adapters(name, specs)?;
+    let rest = [
+        "--parallel",
+        parallel,
+        "--ctx-size",
+        ctx_size,
+        "--threads",
+        "1",
+    ];
+    let s = Server::start(&serve_args(&paths, &rest));
+    Some((s, paths))
+}
+
+/// `riffle serve` on SmolLM2's Q8_0 file alone (no adapters), one thread; `None` (a note
+/// says why) when the file is not cached.
+fn base_server(parallel: &str, ctx_size: &str) -> Option<Server> {
+    let model = smollm2()?.display().to_string();
+    Some(Server::start(&[
+        "--model",
+        &model,
+        "--parallel",
+        parallel,
+        "--ctx-size",
+        ctx_size,
+        "--threads",
+        "1",
+    ]))
+}
+
 /// `--model M --adapter A ...` of `paths` (the model's first), then `rest`.
 fn serve_args<'s>(paths: &'s [String], rest: &[&'s str]) -> Vec<&'s str> {
     let mut args = Vec::new();
@@ -859,14 +896,10 @@ fn load_mixed_adapters_malformed_and_disconnecting() {
 /// changes it.
 #[test]
 fn chat_streams_stops_and_adapts() {
-    let Some(paths) = llama_and_adapters("serve-llama-chat", &["alpha:1"]) else {
+    let Some((s, paths)) = adapted_server("serve-llama-chat", &["alpha:1"], ["2", "512"]) else {
         return;
     };
     let (m, a) = (paths[0].as_str(), paths[1].as_str());
-    let s = Server::start(&serve_args(
-        &paths,
-        &["--parallel", "2", "--ctx-size", "512", "--threads", "1"],
-    ));
     let ask = |model: &str, extra: Value| {
         let mut body = json!({"model": model, "temperature": 0, "max_tokens": 24,
             "messages": [{"role": "system", "content": "Answer in one sentence."},
@@ -1002,14 +1035,11 @@ fn floats(v: &Value) -> Vec<f64> {
 
 #[test]
 fn logprobs_are_the_models_distribution() {
-    let Some(paths) = llama_and_adapters("serve-llama-logprobs", &["alpha:1"]) else {
+    let Some((s, paths)) = adapted_server("serve-llama-logprobs", &["alpha:1"], ["1", "256"])
+    else {
         return;
     };
     let (m, a) = (paths[0].as_str(), paths[1].as_str());
-    let s = Server::start(&serve_args(
-        &paths,
-        &["--parallel", "1", "--ctx-size", "256", "--threads", "1"],
-    ));
     let prompt = "The capital of France is";
     for task in ["base", "alpha"] {
         let ask = |extra: Value| {
@@ -1290,20 +1320,9 @@ fn chat_draws(s: &Server, extra: Value) -> Vec<Draw> {
 
 #[test]
 fn bias_and_penalties_change_the_draw_as_specified() {
-    let Some(model) = smollm2() else {
+    let Some(s) = base_server("1", "256") else {
         return;
     };
-    let model = model.display().to_string();
-    let s = Server::start(&[
-        "--model",
-        &model,
-        "--parallel",
-        "1",
-        "--ctx-size",
-        "256",
-        "--threads",
-        "1",
-    ]);
     let (st, _) = s.post(
         "/v1/chat/completions",
         json!({"model": "base", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}),
@@ -1370,20 +1389,9 @@ fn json_object_or_prefix(s: &str) -> (bool, bool) {
 
 #[test]
 fn json_mode_answers_one_object() {
-    let Some(model) = smollm2() else {
+    let Some(s) = base_server("2", "512") else {
         return;
     };
-    let model = model.display().to_string();
-    let s = Server::start(&[
-        "--model",
-        &model,
-        "--parallel",
-        "2",
-        "--ctx-size",
-        "512",
-        "--threads",
-        "1",
-    ]);
     let ask = |extra: Value| {
         let mut body = json!({"model": "base", "max_tokens": 60,
             "response_format": {"type": "json_object"},
@@ -1481,11 +1489,9 @@ fn json_mode_answers_one_object() {
 
 #[test]
 fn tokenize_and_detokenize_round_trip() {
-    let Some(model) = smollm2() else {
+    let Some(s) = base_server("1", "256") else {
         return;
     };
-    let model = model.display().to_string();
-    let s = Server::start(&["--model", &model, "--parallel", "1", "--ctx-size", "256"]);
     let text = "Héllo wörld 😀, <|im_start|>user";
     let (st, v) = s.post("/tokenize", json!({"content": text}));
     if st == 501 {

@@ -233,9 +233,9 @@ pub struct GeneratedToken<'a> {
     /// The text it completes (possibly empty: part of a UTF-8 character).
     pub text: &'a str,
     /// The logits it was chosen from (the model's, before temperature, top-p and any
-    /// [`LogitAdjust`]); `None`
-    /// for the last report of a generation, which only flushes text held back (an
-    /// incomplete character at the end, as U+FFFD) after the token was reported.
+    /// [`LogitAdjust`]); `None` for the last report of a generation, which only flushes
+    /// text held back (an incomplete character at the end, as U+FFFD) after the token was
+    /// reported.
     pub logits: Option<&'a [f32]>,
 }
 
