@@ -1276,9 +1276,117 @@ fn logprobs_are_the_models_distribution() {
     assert_eq!((st, error_code(&v)), (400, "invalid_value"), "{v}");
     let (st, v) = s.post(
         "/v1/completions",
-        json!({"model": "base", "prompt": "Hi", "max_tokens": 1, "echo": true}),
+        json!({"model": "base", "prompt": "Hi", "max_tokens": 1, "best_of": 2}),
     );
     assert_eq!((st, error_code(&v)), (400, "unsupported_parameter"), "{v}");
+}
+
+/// `echo` with `logprobs` scores a prompt, as lm-eval-harness asks an OpenAI completions
+/// server for log-likelihoods (`prompt: [[ids]]`, `max_tokens: 1`, `logprobs: 1`).
+#[test]
+fn echo_scores_the_prompt() {
+    let Some(s) = base_server("1", "256") else {
+        return;
+    };
+    let ids: Vec<u32> = vec![504, 3458, 282, 4649, 314, 7042, 30, 378, 3458, 282];
+    let (st, v) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": [ids], "max_tokens": 1, "temperature": 0,
+               "logprobs": 1, "echo": true, "seed": 1234, "return_tokens": true}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let c = &v["choices"][0];
+    let lp = &c["logprobs"];
+    let values = lp["token_logprobs"].as_array().cloned().unwrap_or_default();
+    let tops = lp["top_logprobs"].as_array().cloned().unwrap_or_default();
+    let tokens = lp["tokens"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        (values.len(), tops.len(), tokens.len()),
+        (11, 11, 11),
+        "{lp}"
+    );
+    assert_eq!((&values[0], &tops[0]), (&Value::Null, &Value::Null));
+    assert_eq!(v["usage"]["prompt_tokens"], 10);
+    assert_eq!(v["usage"]["completion_tokens"], 1);
+    // The text is the prompt's, then the answer's; so are the tokens.
+    let (_, d) = s.post("/detokenize", json!({"tokens": ids}));
+    let prompt_text = d["content"].as_str().unwrap_or("").to_string();
+    let text = c["text"].as_str().unwrap_or("");
+    assert!(
+        text.starts_with(&prompt_text) && text.len() > prompt_text.len(),
+        "{text:?}"
+    );
+    let joined: String = tokens.iter().filter_map(Value::as_str).collect();
+    assert_eq!(joined, text);
+    // Position 1 is read after one token, as a one-token prompt is: the same number as
+    // the raw log probability of that token forced by a bias. Later positions are read
+    // one token at a time (the decode path), which on this 8-bit file differs from a
+    // chunked read by quantisation noise, far less than a misaligned position would.
+    for i in 1..ids.len() {
+        let (_, f) = s.post(
+            "/v1/completions",
+            json!({"model": "base", "prompt": &ids[..i], "max_tokens": 1, "temperature": 0,
+                   "logprobs": 0, "logit_bias": {ids[i].to_string(): 100}}),
+        );
+        let forced = f["choices"][0]["logprobs"]["token_logprobs"][0].as_f64();
+        let echoed = values[i].as_f64();
+        let (Some(forced), Some(echoed)) = (forced, echoed) else {
+            panic!("position {i}: {f} / {lp}");
+        };
+        if i == 1 {
+            assert_eq!(echoed, forced);
+        } else {
+            assert!(
+                (echoed - forced).abs() < 0.5,
+                "position {i}: {echoed} against {forced}"
+            );
+        }
+    }
+    // The answer's token is the likeliest of its position (greedy).
+    let last = tops[10].as_object().expect("alternatives of the answer");
+    let best = last
+        .values()
+        .filter_map(Value::as_f64)
+        .fold(f64::MIN, f64::max);
+    assert_eq!(values[10].as_f64(), Some(best));
+    // Nothing generated: the prompt alone, scored the same.
+    let (_, z) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": [ids], "max_tokens": 0, "logprobs": 1, "echo": true}),
+    );
+    assert_eq!(z["choices"][0]["text"], prompt_text.as_str());
+    assert_eq!(
+        z["choices"][0]["logprobs"]["token_logprobs"],
+        json!(values[..10])
+    );
+    // Streamed: the prompt first, then the answer.
+    let body = json!({"model": "base", "prompt": prompt_text, "max_tokens": 3,
+        "temperature": 0, "echo": true, "stream": true});
+    let (_, t) = s.call("POST", "/v1/completions", Some(&body.to_string()));
+    let chunks: Vec<String> = events(&t)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(chunks.first(), Some(&prompt_text));
+    let mut plain = body;
+    plain["stream"] = json!(false);
+    let (_, p) = s.post("/v1/completions", plain);
+    assert_eq!(
+        chunks.concat(),
+        p["choices"][0]["text"].as_str().unwrap_or("")
+    );
+    // Chat has no echo; several prompts at once are refused.
+    let (st, e) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "base", "echo": true, "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!((st, error_code(&e)), (400, "unsupported_parameter"), "{e}");
+    let (st, e) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": [[1, 2], [3, 4]], "max_tokens": 1}),
+    );
+    assert_eq!((st, error_code(&e)), (400, "invalid_value"), "{e}");
 }
 
 /// One position of an answer: the chosen id, its log probability, and the listed

@@ -225,6 +225,40 @@ pub fn generate(
     })
 }
 
+/// Reads `prompt` into `state` one token at a time, calling `on_logits(i, logits)` with the
+/// logits that predict `prompt[i]` for every `i` from 1 (the distribution each prompt
+/// token was read under: a prompt's log-likelihood). Afterwards `bufs` holds the logits
+/// after the whole prompt, so [`generate_tokens`] with an empty prompt continues from them.
+/// One token per step costs more than reading the prompt in chunks; the logits are those of
+/// the same model and adapter (equal to a chunked read's to rounding).
+///
+/// # Errors
+/// As [`generate`]; [`Error::BadInput`] for an empty prompt.
+pub fn read_scored(
+    session: &Session<'_, '_, '_>,
+    state: &mut DecoderState<'_>,
+    prompt: &[u32],
+    bufs: &mut Buffers,
+    on_logits: &mut dyn FnMut(usize, &[f32]),
+) -> Result<(), Error> {
+    if prompt.is_empty() {
+        return Err(Error::BadInput);
+    }
+    if state.len() + prompt.len() > state.context() {
+        return Err(Error::ContextExceeded {
+            needed: state.len() + prompt.len(),
+            context: state.context(),
+        });
+    }
+    for (i, &t) in prompt.iter().enumerate() {
+        if i > 0 {
+            on_logits(i, &bufs.logits);
+        }
+        session.step(state, &[t], &mut bufs.logits, &mut bufs.arena)?;
+    }
+    Ok(())
+}
+
 /// One generated token as [`generate_tokens`] reports it.
 #[derive(Debug, Clone, Copy)]
 pub struct GeneratedToken<'a> {

@@ -305,9 +305,9 @@ pub fn logit_adjust(m: &Map<String, Value>, vocab: usize) -> Result<LogitAdjust,
 
 /// Refuses request fields that would change the answer in ways riffle does not implement
 /// (so a client never gets an answer that silently ignored them): a `response_format`
-/// other than text or a JSON object (a JSON schema), tools or functions, `echo`, `best_of`
-/// above 1, a `suffix`. Their neutral values (`[]`, `false`, `1`, `""`), which many
-/// clients send by default, are accepted.
+/// other than text or a JSON object (a JSON schema), tools or functions, `best_of` above 1,
+/// a `suffix`. Their neutral values (`[]`, `1`, `""`), which many clients send by default,
+/// are accepted.
 ///
 /// # Errors
 /// `unsupported_parameter`, naming the field.
@@ -320,20 +320,12 @@ pub fn refuse_unsupported(m: &Map<String, Value>) -> Result<(), ApiError> {
                 Some("text" | "json_object")
             ),
             ("tools" | "functions", Value::Array(a)) => a.is_empty(),
-            ("echo", Value::Bool(b)) => !b,
             ("best_of", Value::Number(n)) => n.as_u64() == Some(1),
             ("suffix", Value::String(s)) => s.is_empty(),
             _ => false,
         }
     };
-    for key in [
-        "response_format",
-        "tools",
-        "functions",
-        "echo",
-        "best_of",
-        "suffix",
-    ] {
+    for key in ["response_format", "tools", "functions", "best_of", "suffix"] {
         if let Some(v) = m.get(key) {
             if !neutral(key, v) {
                 return Err(ApiError::invalid(
@@ -430,12 +422,24 @@ pub enum Prompt {
     Ids(Vec<u32>),
 }
 
-/// `prompt`: a string, a one-string array, or an array of token ids.
+/// `prompt`: a string, a one-string array, an array of token ids, or a one-element array of
+/// token-id arrays (how batching clients such as lm-eval-harness send one tokenized prompt).
 ///
 /// # Errors
 /// A missing prompt, several prompts, another type.
 pub fn prompt(m: &Map<String, Value>) -> Result<Prompt, ApiError> {
-    match m.get("prompt") {
+    let value = match m.get("prompt") {
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_array() => a.first(),
+        Some(Value::Array(a)) if a.len() > 1 && a.iter().all(Value::is_array) => {
+            return Err(ApiError::invalid(
+                "invalid_value",
+                Some("prompt"),
+                "one prompt per request is supported",
+            ))
+        }
+        v => v,
+    };
+    match value {
         Some(Value::String(s)) => Ok(Prompt::Text(s.clone())),
         Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
             Ok(Prompt::Text(a[0].as_str().unwrap_or_default().to_string()))

@@ -689,6 +689,14 @@ fn parse_generation(
     api::single_choice(body)?;
     api::refuse_unsupported(body)?;
     let logprobs = api::logprobs(body, api == Api::Chat)?;
+    let echo = api::boolean(body, "echo")?;
+    if echo && api == Api::Chat {
+        return Err(ApiError::invalid(
+            "unsupported_parameter",
+            Some("echo"),
+            "`echo` is a parameter of /v1/completions",
+        ));
+    }
     let vocab = c.vocab.as_ref().map_or(s.model.output_len(), |v| v.len());
     let adjust = api::logit_adjust(body, vocab)?;
     let mut max_tokens = api::integer(body, "max_tokens")?;
@@ -757,6 +765,7 @@ fn parse_generation(
             logprobs,
             adjust,
             json_object: api::json_mode(body),
+            echo,
         },
         stream,
         include_usage,
@@ -823,8 +832,14 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
     }
     let mut text = String::new();
     let mut logprobs = Vec::new();
+    let mut first = None;
     let done = loop {
         match rx.recv().await {
+            Some(Event::Echo(e)) => {
+                text = e.text;
+                logprobs = e.logprobs;
+                first = Some(e.first);
+            }
             Some(Event::Piece(p)) => {
                 text.push_str(&p.text);
                 logprobs.extend(p.logprobs);
@@ -843,7 +858,7 @@ async fn generation(s: Shared, req: Request, api: Api) -> Response {
     s.metrics.finished(&label, usage_of(&done));
     let usage = usage_json(&done);
     let logprobs = if req_logprobs {
-        logprobs_json(api, &logprobs)
+        logprobs_json(api, &logprobs, first.as_deref())
     } else {
         Value::Null
     };
@@ -891,7 +906,10 @@ fn token_text(bytes: &[u8]) -> String {
 /// `{"content": [{token, logprob, bytes, top_logprobs}]}` (each item also with the
 /// token's `id`, as llama.cpp's server gives it), or the completions API's `{tokens,
 /// token_logprobs, top_logprobs}`.
-fn logprobs_json(api: Api, entries: &[work::TokenLogprob]) -> Value {
+///
+/// `first`: an echoed prompt's first token, which comes first with a `null` log
+/// probability and alternatives (completions only: chat has no echo).
+fn logprobs_json(api: Api, entries: &[work::TokenLogprob], first: Option<&[u8]>) -> Value {
     match api {
         Api::Chat => {
             let item = |id: u32, bytes: &[u8], lp: f64| json!({"id": id, "token": token_text(bytes), "logprob": lp, "bytes": bytes});
@@ -906,22 +924,29 @@ fn logprobs_json(api: Api, entries: &[work::TokenLogprob]) -> Value {
             json!({"content": content, "refusal": null})
         }
         Api::Completion => {
-            let tops: Vec<Value> = entries
-                .iter()
-                .map(|e| {
+            let lead = first.map(|_| Value::Null);
+            let tops: Vec<Value> = lead
+                .clone()
+                .into_iter()
+                .chain(entries.iter().map(|e| {
                     let mut m = serde_json::Map::new();
                     for (_, b, lp) in &e.top {
                         // Two alternatives with the same text keep the likelier.
                         m.entry(token_text(b)).or_insert(json!(lp));
                     }
                     Value::Object(m)
-                })
+                }))
                 .collect();
-            json!({
-                "tokens": entries.iter().map(|e| token_text(&e.bytes)).collect::<Vec<_>>(),
-                "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
-                "top_logprobs": tops,
-            })
+            let tokens: Vec<String> = first
+                .into_iter()
+                .chain(entries.iter().map(|e| &e.bytes[..]))
+                .map(token_text)
+                .collect();
+            let values: Vec<Value> = lead
+                .into_iter()
+                .chain(entries.iter().map(|e| json!(e.logprob)))
+                .collect();
+            json!({"tokens": tokens, "token_logprobs": values, "top_logprobs": tops})
         }
     }
 }
@@ -962,12 +987,12 @@ fn stream_response(
     let chunk = {
         let (id, model) = (id.clone(), model.clone());
         move |text: Option<&str>,
-              logprobs: Option<&[work::TokenLogprob]>,
+              logprobs: Option<(&[work::TokenLogprob], Option<&[u8]>)>,
               finish: Option<&str>,
               first: bool|
               -> Value {
             let logprobs = match logprobs {
-                Some(entries) if with_logprobs => logprobs_json(api, entries),
+                Some((entries, lead)) if with_logprobs => logprobs_json(api, entries, lead),
                 _ => Value::Null,
             };
             match api {
@@ -1009,8 +1034,14 @@ fn stream_response(
             };
             match ev {
                 Some(Event::Piece(p)) => {
-                    let c = chunk(Some(&p.text), Some(&p.logprobs), None, false);
+                    let c = chunk(Some(&p.text), Some((&p.logprobs, None)), None, false);
                     if !send(c.to_string()).await {
+                        return;
+                    }
+                }
+                Some(Event::Echo(e)) => {
+                    let lp = Some((&e.logprobs[..], Some(&e.first[..])));
+                    if !send(chunk(Some(&e.text), lp, None, false).to_string()).await {
                         return;
                     }
                 }

@@ -155,6 +155,9 @@ pub struct GenRequest {
     pub adjust: generate::LogitAdjust,
     /// JSON mode (`response_format: {"type": "json_object"}`).
     pub json_object: bool,
+    /// Completions' `echo`: the prompt comes back before the answer, with its tokens' log
+    /// probabilities when `logprobs` asks for them (a prompt's log-likelihood).
+    pub echo: bool,
 }
 
 /// A generation prompt.
@@ -208,10 +211,46 @@ pub struct Piece {
     pub logprobs: Vec<TokenLogprob>,
 }
 
+/// The prompt as `echo` returns it.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    /// The prompt's text (token ids given as the prompt: their text, control tokens
+    /// included).
+    pub text: String,
+    /// The first prompt token's bytes: it has no log probability (nothing predicts it).
+    pub first: Vec<u8>,
+    /// The log probabilities of the prompt's other tokens, when asked for.
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// Log probabilities of token `id` and `top` alternatives under `logits`, each token's
+/// bytes as `render` gives them.
+fn logprob_entry(
+    logits: &[f32],
+    id: u32,
+    top: usize,
+    render: &dyn Fn(u32, &mut Vec<u8>),
+) -> Option<TokenLogprob> {
+    let lp = generate::token_logprobs(logits, id, top)?;
+    let bytes_of = |id: u32| {
+        let mut b = Vec::new();
+        render(id, &mut b);
+        b
+    };
+    Some(TokenLogprob {
+        id,
+        bytes: bytes_of(id),
+        logprob: lp.logprob,
+        top: lp.top.iter().map(|&(i, v)| (i, bytes_of(i), v)).collect(),
+    })
+}
+
 /// Events of one generation, sent to the request's handler.
 pub enum Event {
     /// The prompt was accepted (checks passed): text follows.
     Started,
+    /// The prompt, echoed (before any piece).
+    Echo(Echo),
     /// Text.
     Piece(Piece),
     /// The end.
@@ -343,10 +382,23 @@ impl Causal {
         tx: &Sender<Event>,
     ) -> Option<&'static str> {
         let result = match self.tokens(model, &req.prompt) {
-            Ok(ids) => match &req.adapter {
-                Some(e) => e.with(|p| self.run(model, Some(p), &ids, req, tx)),
-                None => self.run(model, None, &ids, req, tx),
-            },
+            Ok(ids) => {
+                let echo = req.echo.then(|| match &req.prompt {
+                    PromptIn::Plain(Prompt::Text(t)) => t.clone(),
+                    _ => {
+                        let mut b = Vec::new();
+                        for &id in &ids {
+                            self.text_bytes(id, &mut b);
+                        }
+                        String::from_utf8_lossy(&b).into_owned()
+                    }
+                });
+                let ids = (&ids[..], echo);
+                match &req.adapter {
+                    Some(e) => e.with(|p| self.run(model, Some(p), ids, req, tx)),
+                    None => self.run(model, None, ids, req, tx),
+                }
+            }
             Err(e) => Err(e),
         };
         let code = result.as_ref().err().map(|e| e.code);
@@ -357,11 +409,20 @@ impl Causal {
         code
     }
 
+    /// Token `id`'s bytes, control tokens as their text (nothing without a tokenizer).
+    fn text_bytes(&self, id: u32, out: &mut Vec<u8>) {
+        if let Some(v) = &self.vocab {
+            v.text_bytes(id, out);
+        }
+    }
+
+    /// Runs one generation of prompt `ids` (and, for `echo`, the prompt's text to send back
+    /// first).
     fn run(
         &self,
         model: &Model<'_>,
         adapter: Option<&Prepared<'_, '_>>,
-        ids: &[u32],
+        (ids, echo): (&[u32], Option<String>),
         req: &GenRequest,
         tx: &Sender<Event>,
     ) -> Result<Done, ApiError> {
@@ -386,8 +447,9 @@ impl Causal {
             .ok_or_else(|| server_error("no free decoder slot"))?;
         // Whole prefill chunks of the same tokens under the same adapter are reused; at
         // least one token is read so the first logits exist.
+        // An echoed prompt is read one token at a time, never from the cache.
         let mut reuse = 0;
-        if slot.state.owner() == key && slot.state.len() == slot.cached.len() {
+        if echo.is_none() && slot.state.owner() == key && slot.state.len() == slot.cached.len() {
             reuse = common_prefix(&slot.cached, ids) / PREFILL_CHUNK * PREFILL_CHUNK;
             if reuse >= ids.len() {
                 reuse -= PREFILL_CHUNK;
@@ -402,6 +464,44 @@ impl Causal {
         if tx.blocking_send(Event::Started).is_err() {
             self.put_slot(slot);
             return Err(cancelled());
+        }
+        let mut read = &ids[reuse..];
+        let mut scored_ms = None;
+        if let Some(text) = echo {
+            let t0 = std::time::Instant::now();
+            let mut logprobs = Vec::new();
+            let render = |id: u32, out: &mut Vec<u8>| self.text_bytes(id, out);
+            let scored = generate::read_scored(
+                &session,
+                &mut slot.state,
+                ids,
+                &mut slot.bufs,
+                &mut |i, logits| {
+                    let entry = req
+                        .logprobs
+                        .and_then(|top| logprob_entry(logits, ids[i], top, &render));
+                    logprobs.extend(entry);
+                },
+            );
+            if let Err(e) = scored {
+                slot.state.reset();
+                self.put_slot(slot);
+                return Err(server_error(e));
+            }
+            scored_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+            let mut first = Vec::new();
+            self.text_bytes(ids[0], &mut first);
+            let echo = Echo {
+                text,
+                first,
+                logprobs,
+            };
+            if tx.blocking_send(Event::Echo(echo)).is_err() {
+                slot.state.reset();
+                self.put_slot(slot);
+                return Err(cancelled());
+            }
+            read = &[];
         }
         let options = GenerateOptions {
             max_tokens,
@@ -439,22 +539,8 @@ impl Causal {
                 return false;
             }
             if let (Some(top), Some(logits)) = (req.logprobs, t.logits) {
-                if let Some(lp) = generate::token_logprobs(logits, t.id, top) {
-                    let bytes_of = |id: u32| {
-                        let mut b = Vec::new();
-                        tb.token_bytes(id, &mut b);
-                        b
-                    };
-                    let entry = TokenLogprob {
-                        id: t.id,
-                        bytes: bytes_of(t.id),
-                        logprob: lp.logprob,
-                        top: lp
-                            .top
-                            .iter()
-                            .map(|&(id, v)| (id, bytes_of(id), v))
-                            .collect(),
-                    };
+                let render = |id: u32, out: &mut Vec<u8>| tb.token_bytes(id, out);
+                if let Some(entry) = logprob_entry(logits, t.id, top, &render) {
                     pending.push((text.len(), entry));
                 }
             }
@@ -493,7 +579,7 @@ impl Causal {
         let g = generate::generate_tokens(
             &session,
             &mut slot.state,
-            &ids[reuse..],
+            read,
             tb,
             &options,
             &mut slot.bufs,
@@ -509,7 +595,7 @@ impl Causal {
         };
         // Keep only whole prefill chunks of the prompt for the next request.
         let keep = ids.len() / PREFILL_CHUNK * PREFILL_CHUNK;
-        if keep > 0 && slot.state.len() >= keep {
+        if keep > 0 && slot.state.len() >= keep && scored_ms.is_none() {
             slot.state.truncate(keep);
             slot.cached.extend_from_slice(&ids[..keep]);
         } else {
@@ -542,7 +628,7 @@ impl Causal {
             } else {
                 "length"
             },
-            prompt_seconds: g.prompt_ms / 1e3,
+            prompt_seconds: scored_ms.unwrap_or(g.prompt_ms) / 1e3,
             decode_seconds: g.decode_ms / 1e3,
             tokens: req.return_tokens.then_some(g.tokens),
         })

@@ -165,6 +165,13 @@ if LLM_URL:
                                    logprobs=2)
         lp = c.choices[0].logprobs
         assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 4, lp
+        # lm-eval-harness's log-likelihood request: the prompt scored, one token generated.
+        e = llm.completions.create(model="base", prompt=[prompt], max_tokens=1, logprobs=1,
+                                   echo=True, temperature=0, seed=1234)
+        scored = e.choices[0].logprobs
+        assert len(scored.token_logprobs) == len(prompt) + 1, scored
+        assert scored.token_logprobs[0] is None and scored.top_logprobs[0] is None
+        assert all(v <= 0 for v in scored.token_logprobs[1:])
         assert all(max(top.values()) == v for top, v in zip(lp.top_logprobs, lp.token_logprobs))
         j = llm.chat.completions.create(model="base", messages=msgs, max_tokens=40,
                                         temperature=0, response_format={"type": "json_object"})
