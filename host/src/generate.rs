@@ -227,10 +227,12 @@ pub fn generate(
 
 /// Reads `prompt` into `state` one token at a time, calling `on_logits(i, logits)` with the
 /// logits that predict `prompt[i]` for every `i` from 1 (the distribution each prompt
-/// token was read under: a prompt's log-likelihood). Afterwards `bufs` holds the logits
-/// after the whole prompt, so [`generate_tokens`] with an empty prompt continues from them.
-/// One token per step costs more than reading the prompt in chunks; the logits are those of
-/// the same model and adapter (equal to a chunked read's to rounding).
+/// token was read under: a prompt's log-likelihood); `on_logits` returns `false` to stop
+/// (then `Ok(false)`, the state holding the tokens read so far). After a whole read `bufs`
+/// holds the logits after the prompt, so [`generate_tokens`] with an empty prompt
+/// continues from them. One token per step costs more than reading the prompt in chunks,
+/// and its arithmetic is the one-token path's (on quantised files it differs from a
+/// chunked read's by quantisation noise).
 ///
 /// # Errors
 /// As [`generate`]; [`Error::BadInput`] for an empty prompt.
@@ -239,8 +241,8 @@ pub fn read_scored(
     state: &mut DecoderState<'_>,
     prompt: &[u32],
     bufs: &mut Buffers,
-    on_logits: &mut dyn FnMut(usize, &[f32]),
-) -> Result<(), Error> {
+    on_logits: &mut dyn FnMut(usize, &[f32]) -> bool,
+) -> Result<bool, Error> {
     if prompt.is_empty() {
         return Err(Error::BadInput);
     }
@@ -251,12 +253,12 @@ pub fn read_scored(
         });
     }
     for (i, &t) in prompt.iter().enumerate() {
-        if i > 0 {
-            on_logits(i, &bufs.logits);
+        if i > 0 && !on_logits(i, &bufs.logits) {
+            return Ok(false);
         }
         session.step(state, &[t], &mut bufs.logits, &mut bufs.arena)?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// One generated token as [`generate_tokens`] reports it.

@@ -481,12 +481,22 @@ impl Causal {
                         .logprobs
                         .and_then(|top| logprob_entry(logits, ids[i], top, &render));
                     logprobs.extend(entry);
+                    // A client that went away stops a long prompt's reading too.
+                    !tx.is_closed()
                 },
             );
-            if let Err(e) = scored {
-                slot.state.reset();
-                self.put_slot(slot);
-                return Err(server_error(e));
+            match scored {
+                Ok(true) => {}
+                Ok(false) => {
+                    slot.state.reset();
+                    self.put_slot(slot);
+                    return Err(cancelled());
+                }
+                Err(e) => {
+                    slot.state.reset();
+                    self.put_slot(slot);
+                    return Err(server_error(e));
+                }
             }
             scored_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
             let mut first = Vec::new();
