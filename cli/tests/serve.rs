@@ -1349,6 +1349,29 @@ fn echo_scores_the_prompt() {
         .filter_map(Value::as_f64)
         .fold(f64::MIN, f64::max);
     assert_eq!(values[10].as_f64(), Some(best));
+    // An answer that ends at once on the end-of-turn token (forced here by a bias) still
+    // lists one entry past the prompt, the end token's (raw) log probability: lm-eval-harness
+    // drops the last entry, which must not be a prompt token.
+    let (_, ended) = s.post(
+        "/v1/completions",
+        json!({"model": "base", "prompt": [ids], "max_tokens": 1, "logprobs": 1, "echo": true,
+               "temperature": 0, "logit_bias": {"2": 100}}),
+    );
+    let e = &ended["choices"][0];
+    assert_eq!(
+        (e["finish_reason"].as_str(), e["text"].as_str()),
+        (Some("stop"), Some(prompt_text.as_str())),
+        "{ended}"
+    );
+    assert_eq!(ended["usage"]["completion_tokens"], 0);
+    let ev = e["logprobs"]["token_logprobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ev.len(), 11, "{ended}");
+    assert_eq!(json!(ev[..10]), json!(values[..10]));
+    assert_eq!(e["logprobs"]["tokens"][10], "<|im_end|>");
+    assert!(ev[10].as_f64().is_some_and(|v| v < 0.0), "{ended}");
     // Nothing generated: the prompt alone, scored the same.
     let (_, z) = s.post(
         "/v1/completions",

@@ -107,6 +107,9 @@ pub struct Generation {
     pub decode_ms: f64,
     /// Why it ended.
     pub stop: StopReason,
+    /// The stop token drawn, when one ended it ([`StopReason::Stop`]); the logits it was
+    /// drawn from stay in the buffers ([`Buffers::logits`]).
+    pub stop_token: Option<u32>,
 }
 
 /// Milliseconds from a fixed origin (the timings of [`Generation`]).
@@ -318,6 +321,7 @@ pub fn generate_tokens(
     let mut bytes = Vec::new();
     let mut tokens = Vec::new();
     let mut text = String::new();
+    let mut stop_token = None;
     let stop = loop {
         if tokens.len() >= options.max_tokens {
             break StopReason::Length;
@@ -346,6 +350,7 @@ pub fn generate_tokens(
             sampler.sample(&bufs.logits, &mut bufs.scratch)?
         };
         if options.stop_tokens.contains(&next) {
+            stop_token = Some(next);
             break StopReason::Stop;
         }
         tokens.push(next);
@@ -397,6 +402,7 @@ pub fn generate_tokens(
         prompt_ms,
         decode_ms: (bufs.clock)() - t1,
         stop,
+        stop_token,
     })
 }
 

@@ -766,6 +766,7 @@ fn parse_generation(
             adjust,
             json_object: api::json_mode(body),
             echo,
+            logprob_of_stop: api == Api::Completion,
         },
         stream,
         include_usage,

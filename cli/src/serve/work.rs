@@ -158,6 +158,11 @@ pub struct GenRequest {
     /// Completions' `echo`: the prompt comes back before the answer, with its tokens' log
     /// probabilities when `logprobs` asks for them (a prompt's log-likelihood).
     pub echo: bool,
+    /// With `logprobs`, also an entry for the end token that stopped the answer (its text
+    /// is not in the answer): the completions API lists it, as OpenAI's did, so a client
+    /// that asked for `max_tokens` tokens always finds at least one entry past the prompt
+    /// (lm-eval-harness drops the last entry of an echoed answer).
+    pub logprob_of_stop: bool,
 }
 
 /// A generation prompt.
@@ -603,6 +608,14 @@ impl Causal {
                 return Err(server_error(e));
             }
         };
+        // The end token's entry (its logits are still in the buffers).
+        let stop_entry = match (req.logprobs, g.stop_token) {
+            (Some(top), Some(t)) if req.logprob_of_stop && !hit_stop => {
+                let render = |id: u32, out: &mut Vec<u8>| self.text_bytes(id, out);
+                logprob_entry(slot.bufs.logits(), t, top, &render)
+            }
+            _ => None,
+        };
         // Keep only whole prefill chunks of the prompt for the next request.
         let keep = ids.len() / PREFILL_CHUNK * PREFILL_CHUNK;
         if keep > 0 && slot.state.len() >= keep && scored_ms.is_none() {
@@ -615,15 +628,16 @@ impl Causal {
         if gone || (g.stop == StopReason::Cancelled && !hit_stop) {
             return Err(cancelled());
         }
-        if sent < text.len() || (!hit_stop && !pending.is_empty()) {
+        if sent < text.len() || (!hit_stop && !pending.is_empty()) || stop_entry.is_some() {
             // The end of the text (held back for stop sequences) and the log
-            // probabilities of its tokens; a client gone by now missed nothing that was
-            // still to compute.
-            let logprobs = if hit_stop {
+            // probabilities of its tokens, then of the end token; a client gone by now
+            // missed nothing that was still to compute.
+            let mut logprobs: Vec<TokenLogprob> = if hit_stop {
                 take_upto(&mut pending, text.len())
             } else {
                 pending.drain(..).map(|(_, e)| e).collect()
             };
+            logprobs.extend(stop_entry);
             let _ = tx.blocking_send(Event::Piece(Piece {
                 text: text[sent..].to_string(),
                 logprobs,
