@@ -43,6 +43,11 @@ impl SamplerConfig {
         top_p: 1.0,
         seed: 0,
     };
+
+    /// Whether this chooses the likeliest token (temperature 0, below, or NaN).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature.is_nan() || self.temperature <= 0.0
+    }
 }
 
 /// A token chooser with its generator state.
@@ -91,7 +96,7 @@ impl Sampler {
             return Err(Error::BadInput);
         }
         let c = self.config;
-        if c.temperature.is_nan() || c.temperature <= 0.0 {
+        if c.is_greedy() {
             return Ok(argmax(logits));
         }
         let n = logits.len();

@@ -249,12 +249,7 @@ pub fn read_scored(
     if prompt.is_empty() {
         return Err(Error::BadInput);
     }
-    if state.len() + prompt.len() > state.context() {
-        return Err(Error::ContextExceeded {
-            needed: state.len() + prompt.len(),
-            context: state.context(),
-        });
-    }
+    room_for(state, prompt.len())?;
     for (i, &t) in prompt.iter().enumerate() {
         if i > 0 && !on_logits(i, &bufs.logits) {
             return Ok(false);
@@ -262,6 +257,18 @@ pub fn read_scored(
         session.step(state, &[t], &mut bufs.logits, &mut bufs.arena)?;
     }
     Ok(true)
+}
+
+/// [`Error::ContextExceeded`] unless `state` has room for `n` more tokens.
+fn room_for(state: &DecoderState<'_>, n: usize) -> Result<(), Error> {
+    let needed = state.len() + n;
+    if needed > state.context() {
+        return Err(Error::ContextExceeded {
+            needed,
+            context: state.context(),
+        });
+    }
+    Ok(())
 }
 
 /// One generated token as [`generate_tokens`] reports it.
@@ -296,12 +303,7 @@ pub fn generate_tokens(
     if prompt.is_empty() && state.is_empty() {
         return Err(Error::BadInput);
     }
-    if state.len() + prompt.len() > state.context() {
-        return Err(Error::ContextExceeded {
-            needed: state.len() + prompt.len(),
-            context: state.context(),
-        });
-    }
+    room_for(state, prompt.len())?;
     for chunk in prompt.chunks(bufs.chunk) {
         session.step(state, chunk, &mut bufs.logits, &mut bufs.arena)?;
     }
@@ -332,10 +334,8 @@ pub fn generate_tokens(
             if let Some((object, table)) = &json {
                 // Greedy: when the likeliest token continues the object it is the answer
                 // with or without the mask, so the mask is only built when it does not.
-                let t = options.sampler.temperature;
-                let greedy = t.is_nan() || t <= 0.0;
                 let stops = &options.stop_tokens;
-                let fits = greedy && {
+                let fits = options.sampler.is_greedy() && {
                     let likeliest = riffle_core::sample::argmax(&bufs.adjusted);
                     table.continues(*object, likeliest, stops)
                 };

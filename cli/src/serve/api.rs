@@ -422,6 +422,21 @@ pub enum Prompt {
     Ids(Vec<u32>),
 }
 
+/// `invalid_value` naming `param` for the first of `ids` that is not below `vocab`.
+///
+/// # Errors
+/// An id outside the vocabulary.
+pub fn ids_in_vocab(ids: &[u32], vocab: usize, param: &str) -> Result<(), ApiError> {
+    match ids.iter().find(|&&i| i as usize >= vocab) {
+        Some(bad) => Err(ApiError::invalid(
+            "invalid_value",
+            Some(param),
+            format!("token id {bad} is outside the vocabulary of {vocab} tokens"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `prompt`: a string, a one-string array, an array of token ids, or a one-element array of
 /// token-id arrays (how batching clients such as lm-eval-harness send one tokenized prompt).
 ///
@@ -430,7 +445,9 @@ pub enum Prompt {
 pub fn prompt(m: &Map<String, Value>) -> Result<Prompt, ApiError> {
     let value = match m.get("prompt") {
         Some(Value::Array(a)) if a.len() == 1 && a[0].is_array() => a.first(),
-        Some(Value::Array(a)) if a.len() > 1 && a.iter().all(Value::is_array) => {
+        Some(Value::Array(a))
+            if a.len() > 1 && (a.iter().all(Value::is_array) || a.iter().all(Value::is_string)) =>
+        {
             return Err(ApiError::invalid(
                 "invalid_value",
                 Some("prompt"),
@@ -454,13 +471,6 @@ pub fn prompt(m: &Map<String, Value>) -> Result<Prompt, ApiError> {
                 ids.push(id);
             }
             Ok(Prompt::Ids(ids))
-        }
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) && a.len() > 1 => {
-            Err(ApiError::invalid(
-                "invalid_value",
-                Some("prompt"),
-                "one prompt per request is supported",
-            ))
         }
         None | Some(Value::Null) => Err(ApiError::invalid(
             "missing_required_parameter",

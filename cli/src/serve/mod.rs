@@ -505,19 +505,8 @@ async fn detokenize(State(s): State<Shared>, req: Request) -> Response {
                 "`tokens` must be an array of token ids",
             )
         })?;
-        let n = vocab.len();
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
-            return Err(ApiError::invalid(
-                "invalid_value",
-                Some("tokens"),
-                format!("token id {bad} is outside the vocabulary of {n} tokens"),
-            ));
-        }
-        let mut bytes = Vec::new();
-        for &id in &ids {
-            vocab.text_bytes(id, &mut bytes);
-        }
-        Ok(json!({"content": String::from_utf8_lossy(&bytes)}))
+        api::ids_in_vocab(&ids, vocab.len(), "tokens")?;
+        Ok(json!({"content": vocab.text(&ids)}))
     };
     match answer.await {
         Ok(v) => s.ok("detokenize", Json(v)),
@@ -697,8 +686,7 @@ fn parse_generation(
             "`echo` is a parameter of /v1/completions",
         ));
     }
-    let vocab = c.vocab.as_ref().map_or(s.model.output_len(), |v| v.len());
-    let adjust = api::logit_adjust(body, vocab)?;
+    let adjust = api::logit_adjust(body, c.vocab_len(s.model))?;
     let mut max_tokens = api::integer(body, "max_tokens")?;
     if api == Api::Chat {
         if let Some(m) = api::integer(body, "max_completion_tokens")? {

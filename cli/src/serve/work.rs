@@ -41,6 +41,15 @@ pub trait Vocab: TokenBytes + Send + Sync {
     fn text_bytes(&self, id: u32, out: &mut Vec<u8>);
     /// Number of tokens.
     fn len(&self) -> usize;
+    /// The text of `ids`, control tokens as their text ([`Vocab::text_bytes`]; bytes that
+    /// are not whole UTF-8 become U+FFFD).
+    fn text(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            self.text_bytes(id, &mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
 }
 
 /// The model file's byte-level BPE vocabulary, as `riffle generate` uses it
@@ -305,6 +314,11 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl Causal {
+    /// Tokens a request may name: the tokenizer's, or the model's outputs without one.
+    pub fn vocab_len(&self, model: &Model<'_>) -> usize {
+        self.vocab.as_ref().map_or(model.output_len(), |v| v.len())
+    }
+
     /// The prompt's token ids.
     ///
     /// # Errors
@@ -326,14 +340,7 @@ impl Causal {
             }
             PromptIn::Plain(Prompt::Text(t)) => t.clone(),
             PromptIn::Plain(Prompt::Ids(ids)) => {
-                let n = self.vocab.as_ref().map_or(model.output_len(), |v| v.len());
-                if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
-                    return Err(ApiError::invalid(
-                        "invalid_value",
-                        Some("prompt"),
-                        format!("token id {bad} is outside the vocabulary of {n} tokens"),
-                    ));
-                }
+                super::api::ids_in_vocab(ids, self.vocab_len(model), "prompt")?;
                 return Ok(ids.clone());
             }
         };
@@ -371,6 +378,14 @@ impl Causal {
         Some(free.swap_remove(best))
     }
 
+    /// Gives back a slot whose state a failed or cancelled request left half-read, and
+    /// returns `e`.
+    fn abandon(&self, mut slot: Slot, e: ApiError) -> ApiError {
+        slot.state.reset();
+        self.put_slot(slot);
+        e
+    }
+
     fn put_slot(&self, slot: Slot) {
         self.slots
             .lock()
@@ -388,15 +403,10 @@ impl Causal {
     ) -> Option<&'static str> {
         let result = match self.tokens(model, &req.prompt) {
             Ok(ids) => {
-                let echo = req.echo.then(|| match &req.prompt {
-                    PromptIn::Plain(Prompt::Text(t)) => t.clone(),
-                    _ => {
-                        let mut b = Vec::new();
-                        for &id in &ids {
-                            self.text_bytes(id, &mut b);
-                        }
-                        String::from_utf8_lossy(&b).into_owned()
-                    }
+                let echo = req.echo.then(|| match (&req.prompt, &self.vocab) {
+                    (PromptIn::Plain(Prompt::Text(t)), _) => t.clone(),
+                    (_, Some(v)) => v.text(&ids),
+                    (_, None) => String::new(),
                 });
                 let ids = (&ids[..], echo);
                 match &req.adapter {
@@ -492,16 +502,8 @@ impl Causal {
             );
             match scored {
                 Ok(true) => {}
-                Ok(false) => {
-                    slot.state.reset();
-                    self.put_slot(slot);
-                    return Err(cancelled());
-                }
-                Err(e) => {
-                    slot.state.reset();
-                    self.put_slot(slot);
-                    return Err(server_error(e));
-                }
+                Ok(false) => return Err(self.abandon(slot, cancelled())),
+                Err(e) => return Err(self.abandon(slot, server_error(e))),
             }
             scored_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
             let mut first = Vec::new();
@@ -512,9 +514,7 @@ impl Causal {
                 logprobs,
             };
             if tx.blocking_send(Event::Echo(echo)).is_err() {
-                slot.state.reset();
-                self.put_slot(slot);
-                return Err(cancelled());
+                return Err(self.abandon(slot, cancelled()));
             }
             read = &[];
         }
@@ -602,11 +602,7 @@ impl Causal {
         );
         let g = match g {
             Ok(g) => g,
-            Err(e) => {
-                slot.state.reset();
-                self.put_slot(slot);
-                return Err(server_error(e));
-            }
+            Err(e) => return Err(self.abandon(slot, server_error(e))),
         };
         // The end token's entry (its logits are still in the buffers).
         let stop_entry = match (req.logprobs, g.stop_token) {
@@ -628,16 +624,17 @@ impl Causal {
         if gone || (g.stop == StopReason::Cancelled && !hit_stop) {
             return Err(cancelled());
         }
-        if sent < text.len() || (!hit_stop && !pending.is_empty()) || stop_entry.is_some() {
+        if hit_stop {
+            // The text up to the cut went out with its tokens' entries; the rest are of
+            // tokens past the cut.
+            pending.clear();
+        }
+        let mut logprobs: Vec<TokenLogprob> = pending.into_iter().map(|(_, e)| e).collect();
+        logprobs.extend(stop_entry);
+        if sent < text.len() || !logprobs.is_empty() {
             // The end of the text (held back for stop sequences) and the log
             // probabilities of its tokens, then of the end token; a client gone by now
             // missed nothing that was still to compute.
-            let mut logprobs: Vec<TokenLogprob> = if hit_stop {
-                take_upto(&mut pending, text.len())
-            } else {
-                pending.drain(..).map(|(_, e)| e).collect()
-            };
-            logprobs.extend(stop_entry);
             let _ = tx.blocking_send(Event::Piece(Piece {
                 text: text[sent..].to_string(),
                 logprobs,
