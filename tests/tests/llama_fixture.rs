@@ -40,8 +40,8 @@ fn worst(got: &[f32], want: &[f64]) -> f32 {
 }
 
 /// Largest error over (a) the whole prompt read at once by `run`, (b) the whole prompt read
-/// by one `step` (prefill), (c) the prompt read one token per `step`, every position
-/// compared. Panics past `TOL` with where it happened.
+/// by one `step` (prefill), (c) every position's logits from `step_all` over the prompt's
+/// two halves, (d) the prompt read one token per `step`, every position compared. Panics past `TOL` with where it happened.
 fn check_prompt(
     session: &Session<'_, '_, '_>,
     tokens: &[u32],
@@ -70,6 +70,24 @@ fn check_prompt(
     let e = worst(&out, last);
     assert!(e <= TOL, "{what}: prefill step off by {e}");
     w = w.max(e);
+
+    // Every position's logits from two steps (the second reads past the first's cache).
+    let mut every = vec![0.0f32; tokens.len() * vocab];
+    let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
+    let (head, tail) = tokens.split_at(tokens.len() / 2);
+    let mut at = 0;
+    for part in [head, tail].into_iter().filter(|p| !p.is_empty()) {
+        let n = session
+            .step_all(&mut state, part, &mut every[at * vocab..], &mut step_arena)
+            .unwrap();
+        assert_eq!(n, part.len() * vocab);
+        at += part.len();
+    }
+    for (t, (got, row)) in every.chunks_exact(vocab).zip(want).enumerate() {
+        let e = worst(got, row);
+        assert!(e <= TOL, "{what}: every position, position {t} off by {e}");
+        w = w.max(e);
+    }
 
     let mut state = DecoderState::new(&mut kv, model.state_len(context), context).unwrap();
     for (t, (&id, row)) in tokens.iter().zip(want).enumerate() {

@@ -265,6 +265,22 @@ fn prompts_past_the_context_and_ids_past_the_vocabulary_are_refused() {
         m.step(None, &mut st, &[1, 2], &mut out[..10], &mut sa),
         Err(Error::BufferTooSmall { .. })
     ));
+    // Every position's logits need a row each: one row short is an error naming the
+    // size, and the state keeps its positions.
+    let mut rows = vec![0.0f32; 3 * 64];
+    assert_eq!(
+        m.step_all(None, &mut st, &[1, 2, 3], &mut rows[..2 * 64 + 63], &mut sa),
+        Err(Error::BufferTooSmall {
+            needed: 3 * 64,
+            got: 2 * 64 + 63
+        })
+    );
+    assert_eq!(st.len(), 0);
+    assert_eq!(
+        m.step_all(None, &mut st, &[1, 2, 3], &mut rows, &mut sa),
+        Ok(3 * 64)
+    );
+    assert_eq!(st.len(), 3);
 }
 
 #[test]

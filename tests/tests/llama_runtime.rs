@@ -256,3 +256,75 @@ fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
         assert_eq!(s3.len(), full);
     }
 }
+
+/// Every position's logits from one step (`step_all`: what scoring a text reads, at a
+/// prompt's speed) against the same prompt read one token per step, position by position,
+/// with the committed language adapter unmerged and without. F16 computes both in `f32`
+/// (measured worst cosine 1.0000000 to seven places); the block-quantized types quantize
+/// activations to 8 bits in both reads but not alike (a batch's rows against one token's),
+/// which moves a flat position's logits further (measured worst over the 16 positions:
+/// Q4_1 0.99375 and Q8_0 0.99643 on the base at position 5, Q4_0 0.99944; 0.9997-0.9999
+/// with the adapter). The best token agrees wherever the token-by-token read has a clear
+/// best (a lead of at least 0.25), and the last row is the very logits a prefill `step`
+/// writes, bit for bit.
+#[test]
+fn every_positions_logits_from_one_step_match_the_token_by_token_read() {
+    let r = reference();
+    let prompt = json_ids(&r["prompts"]["france"]["ids"]);
+    let adapter_bytes = read_repo_file("models/smollm2-adapters/smollm2-language.gguf");
+    let adapter = Adapter::from_bytes(&adapter_bytes).unwrap();
+    for (kind, bound) in [
+        ("F16", 0.99999),
+        ("Q4_1", 0.99),
+        ("Q8_0", 0.99),
+        ("Q4_0", 0.99),
+    ] {
+        let Some(bytes) = smollm2(kind) else { return };
+        let model = Model::from_bytes(&bytes).unwrap();
+        let vocab = model.output_len();
+        let mut ws = vec![0.0f32; adapter.workspace_len(&model).unwrap()];
+        let prepared = adapter.prepare(&model, &mut ws).unwrap();
+        for a in [None, Some(&prepared)] {
+            let what = format!("{kind} {}", if a.is_some() { "+ adapter" } else { "base" });
+            let context = prompt.len();
+            let mut kv = vec![0.0f32; model.state_len(context)];
+            let need = kv.len();
+            let mut arena = vec![0.0f32; model.step_arena_len(context)];
+            let mut every = vec![0.0f32; context * vocab];
+            let mut state = DecoderState::new(&mut kv, need, context).unwrap();
+            let n = model
+                .step_all(a, &mut state, &prompt, &mut every, &mut arena)
+                .unwrap();
+            assert_eq!(n, every.len());
+            let mut last = vec![0.0f32; vocab];
+            let mut state = DecoderState::new(&mut kv, need, context).unwrap();
+            model
+                .step(a, &mut state, &prompt, &mut last, &mut arena)
+                .unwrap();
+            let tail = &every[(context - 1) * vocab..];
+            assert!(
+                tail.iter()
+                    .zip(&last)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: the last row differs from a prefill step's logits"
+            );
+            let mut state = DecoderState::new(&mut kv, need, context).unwrap();
+            let mut one = vec![0.0f32; vocab];
+            let mut worst = 1.0f64;
+            for (i, &t) in prompt.iter().enumerate() {
+                model
+                    .step(a, &mut state, &[t], &mut one, &mut arena)
+                    .unwrap();
+                let row = &every[i * vocab..][..vocab];
+                worst = worst.min(cosine(row, &one));
+                let mut sorted = one.clone();
+                sorted.sort_by(|x, y| y.total_cmp(x));
+                if sorted[0] - sorted[1] >= 0.25 {
+                    assert_eq!(argmax(row), argmax(&one), "{what}: position {i}");
+                }
+            }
+            eprintln!("{what}: worst cosine to the token-by-token read {worst:.7}");
+            assert!(worst >= bound, "{what}: cosine {worst} below {bound}");
+        }
+    }
+}

@@ -108,8 +108,9 @@ fn smollm2_with_an_adapter_is_bit_identical_on_every_thread_count() {
     smollm2_same_on_every_pool(&model, Some(&adapter), &pools);
 }
 
-/// A 37-token prompt then five greedy decode steps of `model` (with `adapter` active, if
-/// any) give bit-identical logits on every pool.
+/// A 37-token prompt, five greedy decode steps and 19 tokens read with every position's
+/// logits, of `model` (with `adapter` active, if any), give bit-identical logits on every
+/// pool.
 fn smollm2_same_on_every_pool(model: &Model<'_>, adapter: Option<&Adapter<'_>>, pools: &[Pool]) {
     use riffle_core::runtime::DecoderState;
     let prompt: Vec<u32> = (0..37u32).map(|i| 100 + i * 131).collect();
@@ -143,6 +144,13 @@ fn smollm2_same_on_every_pool(model: &Model<'_>, adapter: Option<&Adapter<'_>>, 
                 .unwrap();
             all.push(bits(&logits));
         }
+        // Then 19 more tokens read at once, the logits after each of them.
+        let more: Vec<u32> = (0..19u32).map(|i| 7 + i * 1013).collect();
+        let mut every = vec![0.0f32; more.len() * model.output_len()];
+        session
+            .step_all(&mut state, &more, &mut every, &mut arena)
+            .unwrap();
+        all.push(bits(&every));
         match &first {
             None => first = Some(all),
             Some(f) => assert!(f == &all, "{} threads differ from 1", pool.threads()),

@@ -11,7 +11,7 @@ use super::arch::{Arch, Architecture, InputKind};
 use super::linear::{Exec, Linears, ONE_THREAD};
 use super::slots::{Base, BaseFacts, CallerSlots, CountSlots, Slot, SlotTable};
 #[cfg(feature = "llama")]
-use super::state::DecoderState;
+use super::state::{DecoderState, Logits};
 use crate::gguf::{self, Gguf, StringArray};
 use crate::{Error, Result};
 
@@ -353,7 +353,16 @@ impl<'a> Model<'a> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        self.step_in(ONE_THREAD, adapter, None, state, tokens, output, arena)
+        self.step_in(
+            ONE_THREAD,
+            adapter,
+            None,
+            state,
+            tokens,
+            Logits::Last,
+            output,
+            arena,
+        )
     }
 
     /// [`Model::step`] with its dense products split across `exec`'s threads (results
@@ -371,7 +380,46 @@ impl<'a> Model<'a> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        self.step_in(Some(exec), adapter, None, state, tokens, output, arena)
+        self.step_in(
+            Some(exec),
+            adapter,
+            None,
+            state,
+            tokens,
+            Logits::Last,
+            output,
+            arena,
+        )
+    }
+
+    /// [`Model::step`] writing the logits after every token read: `tokens.len()` rows of
+    /// [`Model::output_len`] values in `output`, row `i` predicting the token after
+    /// `tokens[i]` (the last row is what [`Model::step`] writes). Scores a text (its
+    /// log-likelihood, perplexity) at the speed and with the arithmetic of a prompt read in
+    /// one step.
+    ///
+    /// # Errors
+    /// As [`Model::step`]; [`Error::BufferTooSmall`] for an output shorter than
+    /// `tokens.len()` rows.
+    #[cfg(feature = "llama")]
+    pub fn step_all(
+        &self,
+        adapter: Option<&Prepared<'a, '_>>,
+        state: &mut DecoderState<'_>,
+        tokens: &[u32],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        self.step_in(
+            ONE_THREAD,
+            adapter,
+            None,
+            state,
+            tokens,
+            Logits::Every,
+            output,
+            arena,
+        )
     }
 
     #[cfg(feature = "llama")]
@@ -383,6 +431,7 @@ impl<'a> Model<'a> {
         merged: Option<&[f32]>,
         state: &mut DecoderState<'_>,
         tokens: &[u32],
+        rows: Logits,
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
@@ -398,7 +447,7 @@ impl<'a> Model<'a> {
         };
         let n = self
             .arch
-            .step(&lin, tokens, kv, context, past, output, arena)?;
+            .step(&lin, tokens, kv, context, past, rows, output, arena)?;
         state.advance(tokens.len(), owner);
         Ok(n)
     }

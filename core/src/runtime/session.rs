@@ -12,7 +12,7 @@ use super::adapter::Prepared;
 use super::linear::{Exec, ONE_THREAD};
 use super::model::{Input, Model};
 #[cfg(feature = "llama")]
-use super::state::DecoderState;
+use super::state::{DecoderState, Logits};
 use crate::math::{swap, swap_scratch_len, LayerTransform, WeightsMut};
 use crate::{Error, Result};
 
@@ -250,6 +250,33 @@ impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
             merged,
             state,
             tokens,
+            Logits::Last,
+            output,
+            arena,
+        )
+    }
+
+    /// [`Session::step`] writing the logits after every token read (`tokens.len()` rows;
+    /// see [`Model::step_all`]).
+    ///
+    /// # Errors
+    /// As [`Model::step_all`].
+    #[cfg(feature = "llama")]
+    pub fn step_all(
+        &self,
+        state: &mut DecoderState<'_>,
+        tokens: &[u32],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
+        let merged = self.merged.as_ref().map(|m| &*m.weights);
+        self.model.step_in(
+            self.exec,
+            self.active_adapter(),
+            merged,
+            state,
+            tokens,
+            Logits::Every,
             output,
             arena,
         )

@@ -13,6 +13,16 @@ use crate::{Error, Result};
 /// prepared adapter's [`crate::runtime::Prepared::state_key`].
 pub type StateOwner = Option<u64>;
 
+/// Which positions a causal step writes the next token's logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// After the last token read: one row of the vocabulary (generation).
+    Last,
+    /// After every token read: `tokens.len()` rows, row `i` predicting the token after
+    /// `tokens[i]` (scoring a text: its log-likelihood, perplexity).
+    Every,
+}
+
 /// The key/value cache of a causal model over at most `context` positions.
 #[derive(Debug)]
 pub struct DecoderState<'s> {

@@ -22,6 +22,7 @@ use crate::runtime::linear::{dense, for_rows, Exec, Linears, SlotScratch};
 use crate::runtime::model::Input;
 use crate::runtime::slots::{reserve, Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{weight_scratch_len, Dense, TensorRef, WeightView};
+use crate::runtime::Logits;
 use crate::{Error, Result};
 
 /// The linear layers of one block, in slot order.
@@ -354,7 +355,7 @@ impl<'a> Llama<'a> {
     }
 
     /// The step of [`Forward::step`], on a cache of `context` positions of which `past`
-    /// are filled.
+    /// are filled; returns the number of logits written (`rows` times the vocabulary).
     #[allow(clippy::too_many_arguments)]
     fn run_step(
         &self,
@@ -363,6 +364,7 @@ impl<'a> Llama<'a> {
         kv: &mut [f32],
         context: usize,
         past: usize,
+        rows: Logits,
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
@@ -391,11 +393,16 @@ impl<'a> Llama<'a> {
                 got: arena.len(),
             });
         }
+        // Rows of logits: the last position's, or every position's.
+        let heads = match rows {
+            Logits::Last => 1,
+            Logits::Every => t,
+        };
         let got = output.len();
-        let logits = output.get_mut(..c.vocab).ok_or(Error::BufferTooSmall {
-            needed: c.vocab,
-            got,
-        })?;
+        let want = heads.saturating_mul(c.vocab);
+        let logits = output
+            .get_mut(..want)
+            .ok_or(Error::BufferTooSmall { needed: want, got })?;
         let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
         let half = c.rope_dims / 2;
         let (x, rest) = arena.split_at_mut(t * h);
@@ -495,11 +502,13 @@ impl<'a> Llama<'a> {
                 *a += b;
             }
         }
-        // The head reads the last token only.
+        // The head reads the last `heads` positions (generation: the last one only).
         self.output_norm.decode_f32(0, normw)?;
-        let last = &mut xn[..h];
-        last.copy_from_slice(&x[(t - 1) * h..t * h]);
-        rms_norm(last, normw, c.eps);
+        let last = &mut xn[..heads * h];
+        last.copy_from_slice(&x[(t - heads) * h..t * h]);
+        for row in last.chunks_exact_mut(h) {
+            rms_norm(row, normw, c.eps);
+        }
         let head = Dense {
             weight: WeightView::Tensor(self.output),
             rows: c.vocab,
@@ -509,19 +518,17 @@ impl<'a> Llama<'a> {
         };
         // The head ranks the next tokens: f32 inputs, not 8-bit activations (the best two
         // can be a few hundredths apart: SmolLM2's chat answer to "What is the capital of
-        // France?" turns on 0.08).
-        dense(
-            lin.exec,
-            &head,
-            last,
-            1,
-            logits,
-            sc.wbuf,
-            &mut [],
-            &[],
-            false,
-        )?;
-        Ok(c.vocab)
+        // France?" turns on 0.08). The last position is a product of its own, so that its
+        // logits are a generating step's bit for bit whatever rows come before it (a
+        // scored prompt continues as a generated one would).
+        let (before, final_row) = last.split_at(last.len() - h);
+        let (l_before, l_final) = logits.split_at_mut(logits.len() - c.vocab);
+        for (x_rows, n, y) in [(before, heads - 1, l_before), (final_row, 1, l_final)] {
+            if n > 0 {
+                dense(lin.exec, &head, x_rows, n, y, sc.wbuf, &mut [], &[], false)?;
+            }
+        }
+        Ok(want)
     }
 }
 
@@ -555,10 +562,11 @@ impl<'a> Forward<'a> for Llama<'a> {
         kv: &mut [f32],
         context: usize,
         past: usize,
+        rows: Logits,
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        self.run_step(lin, tokens, kv, context, past, output, arena)
+        self.run_step(lin, tokens, kv, context, past, rows, output, arena)
     }
 
     /// The logits of the token after `ids`, from a fresh cache kept in the arena.
@@ -588,7 +596,7 @@ impl<'a> Forward<'a> for Llama<'a> {
             });
         }
         let (kv, rest) = arena.split_at_mut(kv_len);
-        self.run_step(lin, ids, kv, t, 0, output, rest)
+        self.run_step(lin, ids, kv, t, 0, Logits::Last, output, rest)
     }
 }
 

@@ -112,7 +112,7 @@ pub(crate) trait Forward<'a> {
         0
     }
     /// Reads `tokens` at positions `past ..` into the state `kv` (room for `context`
-    /// positions) and writes the logits of the token after the last one.
+    /// positions) and writes the next token's logits after the positions `rows` names.
     #[cfg(feature = "llama")]
     #[allow(clippy::too_many_arguments)]
     fn step(
@@ -122,6 +122,7 @@ pub(crate) trait Forward<'a> {
         _kv: &mut [f32],
         _context: usize,
         _past: usize,
+        _rows: crate::runtime::Logits,
         _output: &mut [f32],
         _arena: &mut [f32],
     ) -> Result<usize> {
@@ -249,10 +250,11 @@ impl<'a> Arch<'a> {
         kv: &mut [f32],
         context: usize,
         past: usize,
+        rows: crate::runtime::Logits,
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        dispatch!(self, a => a.step(lin, tokens, kv, context, past, output, arena))
+        dispatch!(self, a => a.step(lin, tokens, kv, context, past, rows, output, arena))
     }
     /// [`Forward::forward`].
     pub(crate) fn forward(
