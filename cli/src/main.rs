@@ -160,6 +160,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Perplexity of a generative model over a text file, with an adapter or the bare
+    /// base, measured as llama.cpp's `llama-perplexity` measures it.
+    Perplexity(cmd::perplexity::PerplexityArgs),
     /// Print the token ids of a text under a model file's own tokenizer (byte-level BPE:
     /// llama.cpp's ids; WordPiece for bert files), without loading the model.
     Tokenize {
@@ -292,6 +295,7 @@ fn main() -> ExitCode {
             budget,
             json,
         ),
+        Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Tokenize { model, text, json } => cmd::tokenize::run(&model, &text, json),
         Command::Serve(args) => serve::run(args),
         Command::ImportPeft {

@@ -133,9 +133,15 @@ pub struct Buffers {
     /// The logits after a [`LogitAdjust`] (sized on first use).
     adjusted: Vec<f32>,
     scratch: Vec<u32>,
+    /// Every position's logits of one scoring step (sized on first use).
+    scored: Vec<f32>,
     chunk: usize,
     clock: Clock,
 }
+
+/// Most positions [`read_scored`] reads per step: their logits are a vocabulary each
+/// (SmolLM2: 64 rows of 49,152 logits, 12.6 MB).
+pub const SCORE_CHUNK: usize = 64;
 
 impl Buffers {
     /// Buffers for `model`, reading prompts `chunk` tokens at a time.
@@ -146,6 +152,7 @@ impl Buffers {
             logits: vec![0.0; model.output_len()],
             adjusted: Vec::new(),
             scratch: vec![0; model.output_len()],
+            scored: Vec::new(),
             chunk,
             clock: instant_ms,
         }
@@ -228,14 +235,16 @@ pub fn generate(
     })
 }
 
-/// Reads `prompt` into `state` one token at a time, calling `on_logits(i, logits)` with the
-/// logits that predict `prompt[i]` for every `i` from 1 (the distribution each prompt
-/// token was read under: a prompt's log-likelihood); `on_logits` returns `false` to stop
-/// (then `Ok(false)`, the state holding the tokens read so far). After a whole read `bufs`
-/// holds the logits after the prompt, so [`generate_tokens`] with an empty prompt
-/// continues from them. One token per step costs more than reading the prompt in chunks,
-/// and its arithmetic is the one-token path's (on quantised files it differs from a
-/// chunked read's by quantisation noise).
+/// Reads `prompt` into `state`, calling `on_logits(i, logits)` with the logits that
+/// predict `prompt[i]` for every `i` from 1 (the distribution each prompt token was read
+/// under: a prompt's log-likelihood, perplexity); `on_logits` returns `false` to stop (then
+/// `Ok(false)`, the state holding the tokens read so far: whole steps of at most
+/// [`SCORE_CHUNK`] tokens). Each step writes every position's logits at once
+/// ([`Session::step_all`]), so scoring costs about what reading the prompt does, with a
+/// prompt's arithmetic (on block-quantized weights a row's 8-bit activations depend on
+/// where the steps split the prompt, so values move by quantization noise with
+/// [`SCORE_CHUNK`]). After a whole read `bufs` holds the logits after the prompt, so
+/// [`generate_tokens`] with an empty prompt continues from them.
 ///
 /// # Errors
 /// As [`generate`]; [`Error::BadInput`] for an empty prompt.
@@ -250,17 +259,58 @@ pub fn read_scored(
         return Err(Error::BadInput);
     }
     room_for(state, prompt.len())?;
-    for (i, &t) in prompt.iter().enumerate() {
-        if i > 0 && !on_logits(i, &bufs.logits) {
-            return Ok(false);
+    let last = prompt.len() - 1;
+    read_rows(session, state, prompt, bufs, &mut |i, row| {
+        i == last || on_logits(i + 1, row)
+    })
+}
+
+/// Reads `tokens` into `state` in steps of at most [`SCORE_CHUNK`], calling `on_row(i,
+/// logits)` with the logits after `tokens[i]` for every `i`; `on_row` returns `false` to
+/// stop (then `Ok(false)`). After a whole read `bufs` holds the last row.
+pub(crate) fn read_rows(
+    session: &Session<'_, '_, '_>,
+    state: &mut DecoderState<'_>,
+    tokens: &[u32],
+    bufs: &mut Buffers,
+    on_row: &mut dyn FnMut(usize, &[f32]) -> bool,
+) -> Result<bool, Error> {
+    let vocab = bufs.logits.len();
+    let chunk = bufs.chunk.min(SCORE_CHUNK);
+    bufs.scored.resize(chunk * vocab, 0.0);
+    let mut read = 0;
+    for part in tokens.chunks(chunk) {
+        let rows = &mut bufs.scored[..part.len() * vocab];
+        session.step_all(state, part, rows, &mut bufs.arena)?;
+        for (r, row) in rows.chunks_exact(vocab).enumerate() {
+            if !on_row(read + r, row) {
+                return Ok(false);
+            }
         }
-        session.step(state, &[t], &mut bufs.logits, &mut bufs.arena)?;
+        read += part.len();
+        if read == tokens.len() {
+            bufs.logits.copy_from_slice(&rows[rows.len() - vocab..]);
+        }
     }
     Ok(true)
 }
 
+/// Reads `tokens` into `state` in steps of the buffers' chunk, leaving the logits after
+/// the last one in `bufs`.
+pub(crate) fn read_prompt(
+    session: &Session<'_, '_, '_>,
+    state: &mut DecoderState<'_>,
+    tokens: &[u32],
+    bufs: &mut Buffers,
+) -> Result<(), Error> {
+    for chunk in tokens.chunks(bufs.chunk) {
+        session.step(state, chunk, &mut bufs.logits, &mut bufs.arena)?;
+    }
+    Ok(())
+}
+
 /// [`Error::ContextExceeded`] unless `state` has room for `n` more tokens.
-fn room_for(state: &DecoderState<'_>, n: usize) -> Result<(), Error> {
+pub(crate) fn room_for(state: &DecoderState<'_>, n: usize) -> Result<(), Error> {
     let needed = state.len() + n;
     if needed > state.context() {
         return Err(Error::ContextExceeded {
@@ -304,9 +354,7 @@ pub fn generate_tokens(
         return Err(Error::BadInput);
     }
     room_for(state, prompt.len())?;
-    for chunk in prompt.chunks(bufs.chunk) {
-        session.step(state, chunk, &mut bufs.logits, &mut bufs.arena)?;
-    }
+    read_prompt(session, state, prompt, bufs)?;
     let t1 = (bufs.clock)();
     let prompt_ms = t1 - t0;
     let mut sampler = Sampler::new(options.sampler);

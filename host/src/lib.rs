@@ -21,5 +21,6 @@
 pub mod chat;
 pub mod generate;
 pub mod json;
+pub mod perplexity;
 pub mod text;
 pub mod threads;

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod import_peft;
 pub mod inspect;
 pub mod merge;
+pub mod perplexity;
 pub mod repl;
 pub mod run;
 pub mod tokenize;
