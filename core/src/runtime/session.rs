@@ -243,17 +243,7 @@ impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
-        let merged = self.merged.as_ref().map(|m| &*m.weights);
-        self.model.step_in(
-            self.exec,
-            self.active_adapter(),
-            merged,
-            state,
-            tokens,
-            Logits::Last,
-            output,
-            arena,
-        )
+        self.step_rows(state, tokens, Logits::Last, output, arena)
     }
 
     /// [`Session::step`] writing the logits after every token read (`tokens.len()` rows;
@@ -269,16 +259,23 @@ impl<'m, 'a, 'w, const R: usize> Session<'m, 'a, 'w, R> {
         output: &mut [f32],
         arena: &mut [f32],
     ) -> Result<usize> {
+        self.step_rows(state, tokens, Logits::Every, output, arena)
+    }
+
+    /// A step with the active adapter, merged or not, writing the logits `rows` names.
+    #[cfg(feature = "llama")]
+    fn step_rows(
+        &self,
+        state: &mut DecoderState<'_>,
+        tokens: &[u32],
+        rows: Logits,
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<usize> {
         let merged = self.merged.as_ref().map(|m| &*m.weights);
+        let adapter = self.active_adapter();
         self.model.step_in(
-            self.exec,
-            self.active_adapter(),
-            merged,
-            state,
-            tokens,
-            Logits::Every,
-            output,
-            arena,
+            self.exec, adapter, merged, state, tokens, rows, output, arena,
         )
     }
 
