@@ -262,10 +262,12 @@ fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
 /// with the committed language adapter unmerged and without. F16 computes both in `f32`
 /// (measured worst cosine 1.0000000 to seven places); the block-quantized types quantize
 /// activations to 8 bits in both reads but not alike (a batch's rows against one token's),
-/// which moves a flat position's logits further (measured worst over the 16 positions:
-/// Q4_1 0.99375 and Q8_0 0.99643 on the base at position 5, Q4_0 0.99944; 0.9997-0.9999
-/// with the adapter). The best token agrees wherever the token-by-token read has a clear
-/// best (a lead of at least 0.25), and the last row is the very logits a prefill `step`
+/// which moves a flat position's logits further (measured worst over the 16 positions on
+/// the base: Q4_1 0.99363 at position 5, Q8_0 0.99858, Q4_0 0.99827; 0.9997-0.9999 with
+/// the adapter; on the AVX2 kernels, where prompts keep `f32` activations and single tokens
+/// take 8-bit ones, 0.9965-0.9986). Each row's best token is the token-by-token read's best
+/// on F16, and ranked within 0.5 of it on the quantized types (measured: at most 0.254, Q8_0
+/// at position 9 on the AVX2 kernels); the last row is the very logits a prefill `step`
 /// writes, bit for bit.
 #[test]
 fn every_positions_logits_from_one_step_match_the_token_by_token_read() {
@@ -273,11 +275,11 @@ fn every_positions_logits_from_one_step_match_the_token_by_token_read() {
     let prompt = json_ids(&r["prompts"]["france"]["ids"]);
     let adapter_bytes = read_repo_file("models/smollm2-adapters/smollm2-language.gguf");
     let adapter = Adapter::from_bytes(&adapter_bytes).unwrap();
-    for (kind, bound) in [
-        ("F16", 0.99999),
-        ("Q4_1", 0.99),
-        ("Q8_0", 0.99),
-        ("Q4_0", 0.99),
+    for (kind, bound, tie) in [
+        ("F16", 0.99999, 0.0),
+        ("Q4_1", 0.99, 0.5),
+        ("Q8_0", 0.99, 0.5),
+        ("Q4_0", 0.99, 0.5),
     ] {
         let Some(bytes) = smollm2(kind) else { return };
         let model = Model::from_bytes(&bytes).unwrap();
@@ -317,11 +319,7 @@ fn every_positions_logits_from_one_step_match_the_token_by_token_read() {
                     .unwrap();
                 let row = &every[i * vocab..][..vocab];
                 worst = worst.min(cosine(row, &one));
-                let mut sorted = one.clone();
-                sorted.sort_by(|x, y| y.total_cmp(x));
-                if sorted[0] - sorted[1] >= 0.25 {
-                    assert_eq!(argmax(row), argmax(&one), "{what}: position {i}");
-                }
+                assert_same_choice(row, &one, tie, &format!("{what}, position {i}"));
             }
             eprintln!("{what}: worst cosine to the token-by-token read {worst:.7}");
             assert!(worst >= bound, "{what}: cosine {worst} below {bound}");

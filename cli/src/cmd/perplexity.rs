@@ -158,11 +158,14 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         })
         .to_string()
     } else {
-        format!(
-            "PPL = {:.4} +/- {:.5} ({what}, {scored} tokens scored, {read} read in {seconds:.1} s: {:.0} tokens/s)",
+        let (ppl, err, rate) = (
             nll.perplexity(),
             nll.perplexity_error(),
-            read as f64 / seconds
+            read as f64 / seconds,
+        );
+        format!(
+            "PPL = {ppl:.4} +/- {err:.5} ({what}, {scored} tokens scored, {read} read in \
+             {seconds:.1} s: {rate:.0} tokens/s)"
         )
     };
     let mut out = std::io::stdout().lock();

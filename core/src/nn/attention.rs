@@ -3,7 +3,7 @@
 
 use super::activation::fast_exp;
 #[cfg(feature = "bert")]
-use crate::math::gemm::{matmul, pack_transposed, Product, RowsRef};
+use crate::math::gemm::{self, matmul, pack_transposed, Product, RowsRef};
 use crate::{Error, Result};
 
 /// Multi-head self-attention over `t` tokens without masking (every token is real):
@@ -175,18 +175,23 @@ pub fn causal_attention(
             let kv = (h / group) * d;
             let qh = &q[i * qw + h * d..][..d];
             let sc = &mut scores[..seen];
-            // Keys four at a time: four independent sums share the loads of `qh`.
-            let mut fours = sc.chunks_exact_mut(4);
-            for (c, s4) in (&mut fours).enumerate() {
-                let keys = core::array::from_fn(|u| &k_cache[(4 * c + u) * kvw + kv..][..d]);
-                s4.copy_from_slice(&dot4(qh, keys));
-            }
-            let done = seen - fours.into_remainder().len();
-            for (j, s) in sc.iter_mut().enumerate().skip(done) {
-                *s = crate::math::dot(qh, &k_cache[j * kvw + kv..][..d]);
+            if !gemm::key_dots_wide(qh, &k_cache[kv..], kvw, sc) {
+                // Keys four at a time: four independent sums share the loads of `qh`.
+                let mut fours = sc.chunks_exact_mut(4);
+                for (c, s4) in (&mut fours).enumerate() {
+                    let keys = core::array::from_fn(|u| &k_cache[(4 * c + u) * kvw + kv..][..d]);
+                    s4.copy_from_slice(&dot4(qh, keys));
+                }
+                let done = seen - fours.into_remainder().len();
+                for (j, s) in sc.iter_mut().enumerate().skip(done) {
+                    *s = crate::math::dot(qh, &k_cache[j * kvw + kv..][..d]);
+                }
             }
             softmax(sc, scale);
             let oh = &mut out[i * qw + h * d..][..d];
+            if gemm::value_sum_wide(sc, &v_cache[kv..], kvw, oh) {
+                continue;
+            }
             oh.fill(0.0);
             // Values four at a time: one pass over the output per four rows.
             let mut fours = sc.chunks_exact(4);

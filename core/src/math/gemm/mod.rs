@@ -27,6 +27,8 @@ mod portable;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
 #[cfg(target_arch = "x86_64")]
+mod x86_attention;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_blocks;
@@ -381,6 +383,37 @@ pub(crate) fn pack_scaled(
     }
     portable::pack_transposed(w, rows, cols, scale, panel, stride);
     Ok(())
+}
+
+/// `scores[j] = q · keys[j · stride ..][..q.len()]` for every `j < scores.len()` (an
+/// attention query against cached keys) by the AVX-512 or AVX2 + FMA kernel where the CPU
+/// has one and the head size is 16, 32, 64 or 128 (`true`); `false`, touching nothing,
+/// elsewhere.
+pub(crate) fn key_dots_wide(q: &[f32], keys: &[f32], stride: usize, scores: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86_attention::key_dots(q, keys, stride, scores)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (q, keys, stride, scores);
+        false
+    }
+}
+
+/// `out = Σ_j p[j] · values[j · stride ..][..out.len()]` (attention's weighted sum of
+/// cached values) by the AVX-512 or AVX2 + FMA kernel where there is one for this CPU and
+/// head size (`true`); `false`, touching nothing, elsewhere.
+pub(crate) fn value_sum_wide(p: &[f32], values: &[f32], stride: usize, out: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86_attention::value_sum(p, values, stride, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (p, values, stride, out);
+        false
+    }
 }
 
 /// `row = softmax(scale · row)` by the AVX-512 or AVX2 + FMA kernel where the CPU has one
