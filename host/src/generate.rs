@@ -310,7 +310,7 @@ pub(crate) fn read_prompt(
 }
 
 /// [`Error::ContextExceeded`] unless `state` has room for `n` more tokens.
-pub(crate) fn room_for(state: &DecoderState<'_>, n: usize) -> Result<(), Error> {
+fn room_for(state: &DecoderState<'_>, n: usize) -> Result<(), Error> {
     let needed = state.len() + n;
     if needed > state.context() {
         return Err(Error::ContextExceeded {

@@ -92,7 +92,8 @@ impl Chunking {
 ///
 /// # Errors
 /// [`Error::BadInput`] for a context under 4 tokens; [`Error::ContextExceeded`] for a state
-/// shorter than the context; the core's errors while reading.
+/// shorter than the context; [`Error::NumericalFailure`] for logits that are not finite
+/// (the model's arithmetic overflowed); the core's errors while reading.
 pub fn score_chunks(
     session: &Session<'_, '_, '_>,
     state: &mut DecoderState<'_>,
