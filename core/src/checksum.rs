@@ -114,7 +114,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 #[cfg(feature = "sha256")]
 /// SHA-256 round constants (FIPS 180-4, section 4.2.2).
-const K: [u32; 64] = [
+pub(crate) const SHA256_K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
     0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -187,13 +187,15 @@ impl Sha256 {
             compress(&mut self.state, &self.block);
             self.block_len = 0;
         }
-        let mut chunks = bytes.chunks_exact(64);
-        for chunk in &mut chunks {
-            if let Ok(block) = <&[u8; 64]>::try_from(chunk) {
-                compress(&mut self.state, block);
+        let whole = bytes.len() - bytes.len() % 64;
+        let (blocks, rest) = bytes.split_at(whole);
+        if !crate::math::gemm::sha256_blocks(&mut self.state, blocks) {
+            for chunk in blocks.chunks_exact(64) {
+                if let Ok(block) = <&[u8; 64]>::try_from(chunk) {
+                    compress(&mut self.state, block);
+                }
             }
         }
-        let rest = chunks.remainder();
         if let Some(dst) = self.block.get_mut(..rest.len()) {
             dst.copy_from_slice(rest);
         }
@@ -240,7 +242,7 @@ fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
             .wrapping_add(s1);
     }
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
-    for (&k, &wi) in K.iter().zip(w.iter()) {
+    for (&k, &wi) in SHA256_K.iter().zip(w.iter()) {
         let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
         let ch = (e & f) ^ (!e & g);
         let t1 = h
@@ -348,5 +350,43 @@ mod tests {
             let data = [b'a'; 64];
             assert_eq!(hex_lower(&sha256(&data[..n])).as_str(), want, "length {n}");
         }
+    }
+
+    /// Long messages go through the SHA-extension kernel where the CPU has one: FIPS
+    /// 180-2's one million `a`s, fed in uneven pieces, and the kernel's state against the
+    /// portable rounds block by block.
+    #[cfg(feature = "sha256")]
+    #[test]
+    fn long_messages_hash_as_the_portable_rounds_do() {
+        let mut h = Sha256::new();
+        let piece = [b'a'; 1000];
+        let mut fed = 0;
+        for k in 0.. {
+            let n = (k * 37 % 1000 + 1).min(1_000_000 - fed);
+            h.update(&piece[..n]);
+            fed += n;
+            if fed == 1_000_000 {
+                break;
+            }
+        }
+        assert_eq!(
+            hex_lower(&h.finalize()).as_str(),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        );
+        let blocks: [u8; 64 * 9] = core::array::from_fn(|i| (i * 167 + 13) as u8);
+        let mut portable = H0;
+        for b in blocks.chunks_exact(64) {
+            if let Ok(block) = <&[u8; 64]>::try_from(b) {
+                compress(&mut portable, block);
+            }
+        }
+        let mut kernel = H0;
+        if crate::math::gemm::sha256_blocks(&mut kernel, &blocks) {
+            assert_eq!(kernel, portable);
+        }
+        assert!(!crate::math::gemm::sha256_blocks(
+            &mut kernel,
+            &blocks[..100]
+        ));
     }
 }

@@ -2,8 +2,9 @@
 //! with grouped key/value heads over a cache of past positions (llama).
 
 use super::activation::fast_exp;
+use crate::math::gemm;
 #[cfg(feature = "bert")]
-use crate::math::gemm::{self, matmul, pack_transposed, Product, RowsRef};
+use crate::math::gemm::{matmul, pack_transposed, Product, RowsRef};
 use crate::{Error, Result};
 
 /// Multi-head self-attention over `t` tokens without masking (every token is real):

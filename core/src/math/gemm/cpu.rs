@@ -156,6 +156,34 @@ fn detect_f16c() -> bool {
     unsafe { __cpuid(1) }.ecx & (1 << 29) != 0
 }
 
+/// Whether the CPU runs the SHA extensions with SSSE3 and SSE4.1 (CPUID leaf 7 EBX bit
+/// 29, leaf 1 ECX bits 9 and 19): SHA-256's compression kernel. Cached; under Miri the
+/// compile-time features. Independent of the kernel ceiling (it only changes speed, never
+/// a digest).
+pub(crate) fn sha_available() -> bool {
+    if cfg!(miri) {
+        return cfg!(all(
+            target_feature = "sha",
+            target_feature = "ssse3",
+            target_feature = "sse4.1"
+        )) && !cfg!(feature = "force-portable");
+    }
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    cached(&STATE, detect_sha)
+}
+
+#[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
+fn detect_sha() -> bool {
+    // SAFETY: CPUID exists on every x86-64 CPU.
+    let leaf1 = unsafe { __cpuid(1) };
+    let (ssse3, sse41) = (1u32 << 9, 1u32 << 19);
+    if leaf1.ecx & (ssse3 | sse41) != (ssse3 | sse41) {
+        return false;
+    }
+    // SAFETY: as above; leaf 7 exists when the maximum leaf is at least 7.
+    unsafe { __cpuid(0) }.eax >= 7 && unsafe { __cpuid_count(7, 0) }.ebx & (1 << 29) != 0
+}
+
 /// XCR0, the OS-enabled register state.
 ///
 /// # Safety

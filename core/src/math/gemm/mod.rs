@@ -38,6 +38,8 @@ mod x86_elementwise;
 mod x86_products;
 #[cfg(target_arch = "x86_64")]
 mod x86_reflectors;
+#[cfg(all(target_arch = "x86_64", feature = "sha256"))]
+mod x86_sha;
 
 use crate::{Error, Result};
 
@@ -412,6 +414,22 @@ pub(crate) fn value_sum_wide(p: &[f32], values: &[f32], stride: usize, out: &mut
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (p, values, stride, out);
+        false
+    }
+}
+
+/// SHA-256's compression of every 64-byte block of `blocks` into `state`, in order, by the
+/// x86-64 SHA extensions where the CPU has them (`true`); `false`, touching nothing,
+/// elsewhere (and for a length that is not whole blocks).
+#[cfg(feature = "sha256")]
+pub(crate) fn sha256_blocks(state: &mut [u32; 8], blocks: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86_sha::compress_blocks(state, blocks)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (state, blocks);
         false
     }
 }
