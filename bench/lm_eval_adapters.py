@@ -14,7 +14,7 @@ task's labels as the choices, nothing between prompt and label), starts `riffle 
 (target/release/riffle) on a free port with the committed adapter, runs the harness for
 the adapter's task name and for the base, and prints their accuracies. Not part of the
 tests: it needs the network the first time and takes minutes (each choice is one request,
-its prompt read one token at a time).
+its prompt scored in steps that write every position's logits).
 """
 
 from __future__ import annotations
