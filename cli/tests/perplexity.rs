@@ -123,7 +123,7 @@ fn perplexity_of_smollm2_matches_llama_cpp() {
         ("Q4_1", [49.9904, 64.8372, 92.2678], 0.01),
     ] {
         let Some(m) = smollm2(kind) else { return };
-        let v = json_of(&[
+        let base = [
             "perplexity",
             "-m",
             &m,
@@ -132,7 +132,8 @@ fn perplexity_of_smollm2_matches_llama_cpp() {
             "--context",
             "256",
             "--json",
-        ]);
+        ];
+        let v = json_of(&base);
         assert_eq!(
             (v["chunks"].as_u64(), v["scored"].as_u64()),
             (Some(3), Some(381))
@@ -148,18 +149,7 @@ fn perplexity_of_smollm2_matches_llama_cpp() {
         }
         assert_eq!(v["ppl"].as_f64(), running.last().copied());
         // --chunks 1 scores the first chunk alone: the first running value, to the bit.
-        let one = json_of(&[
-            "perplexity",
-            "-m",
-            &m,
-            "-f",
-            &t,
-            "--context",
-            "256",
-            "--chunks",
-            "1",
-            "--json",
-        ]);
+        let one = json_of(&[&base[..], &["--chunks", "1"]].concat());
         assert_eq!(one["ppl"].as_f64(), Some(running[0]), "{kind}");
     }
 }
