@@ -15,6 +15,7 @@ use crate::cmd::run::{open, pairs};
 use crate::fail::{bad, runtime, Result};
 use crate::limits::zeroed;
 use crate::llm::{buffers, Llm};
+use crate::show;
 
 /// Tokens per chunk unless `--context` says otherwise (llama.cpp's default).
 pub const DEFAULT_CONTEXT: usize = 512;
@@ -55,6 +56,9 @@ pub struct PerplexityArgs {
 /// Bad inputs (exit 2) for files and flags, a text too short for one chunk; runtime
 /// failures (exit 1).
 pub fn run(args: PerplexityArgs) -> Result<()> {
+    if args.chunks == Some(0) {
+        return Err(bad("--chunks", "must be at least 1"));
+    }
     let text_name = args.file.display().to_string();
     let bytes = crate::files::read_regular(&args.file, MAX_TEXT_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -75,9 +79,6 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
             "--context",
             format!("must be between 4 and the model's context of {max} tokens"),
         ));
-    }
-    if args.chunks == Some(0) {
-        return Err(bad("--chunks", "must be at least 1"));
     }
     let tokens = chat.encode(&text, &text_name)?;
     let (bos, add_bos) = chat.vocab().bpe().bos();
@@ -110,8 +111,9 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     if !args.json {
         let _ = writeln!(
             err,
-            "perplexity of {what} over {text_name}: {chunks} chunks of {} tokens, {} scored each",
-            context,
+            "perplexity of {} over {}: {chunks} chunks of {context} tokens, {} scored each",
+            show::esc(what),
+            show::esc(&text_name),
             chunking.scored_per_chunk()
         );
     }
@@ -168,9 +170,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
              {seconds:.1} s: {rate:.0} tokens/s)"
         )
     };
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{line}") {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(runtime("stdout", e)),
-        _ => Ok(()),
-    }
+    // Escaped as every line riffle prints (task and file names come from files).
+    show::line(line);
+    Ok(())
 }
