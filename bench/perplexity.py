@@ -27,13 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RIFFLE = ROOT / "target" / "release" / "riffle"
+from common import ROOT, median, riffle_json, spread
 
 
 def sh(cmd: list[str], timeout: int = 1800) -> subprocess.CompletedProcess:
@@ -59,9 +57,8 @@ def llama(bin_dir: Path, model: Path, text: Path, ctx: int, chunks: int, t: int)
 
 
 def riffle(model: Path, text: Path, ctx: int, chunks: int, t: int) -> dict:
-    r = sh([str(RIFFLE), "perplexity", "-m", str(model), "-f", str(text), "--context", str(ctx),
-            "--chunks", str(chunks), "--threads", str(t), "--json"])
-    o = json.loads(r.stdout)
+    [o] = riffle_json(["perplexity", "-m", str(model), "-f", str(text), "--context", str(ctx),
+                       "--chunks", str(chunks), "--threads", str(t), "--json"])
     read = o["chunks"] * (o["context"] - 1)
     return {"ppl": o["ppl"], "ppl_error": o["ppl_error"], "tokens_per_s": read / o["seconds"]}
 
@@ -95,8 +92,8 @@ def main() -> None:
                                  else riffle(model, a.text, a.context, a.chunks, t))
                 rounds.append(got)
                 print(kind, t, r, json.dumps(got), flush=True)
-            med = lambda tool, k: statistics.median(x[tool][k] for x in rounds)  # noqa: E731
-            span = lambda vals: [min(vals), max(vals)]  # noqa: E731
+            med = lambda tool, k: median([x[tool][k] for x in rounds])  # noqa: E731
+            span = spread
             ratios = [x["riffle"]["tokens_per_s"] / x["llama"]["tokens_per_s"] for x in rounds]
             rows.append({
                 "type": kind, "threads": t,
@@ -107,7 +104,7 @@ def main() -> None:
                 "llama_span": span([x["llama"]["tokens_per_s"] for x in rounds]),
                 "riffle_tokens_per_s": med("riffle", "tokens_per_s"),
                 "riffle_span": span([x["riffle"]["tokens_per_s"] for x in rounds]),
-                "ratio": statistics.median(ratios), "ratio_span": span(ratios),
+                "ratio": median(ratios), "ratio_span": span(ratios),
             })
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"started": started, "text": str(a.text), "context": a.context,
