@@ -254,8 +254,24 @@ fn prompts_past_the_context_and_ids_past_the_vocabulary_are_refused() {
         Err(Error::ContextExceeded { .. })
     ));
     assert_eq!(st.len(), 8);
-    // Short buffers are errors.
+    // Short buffers are errors, for either kind of cache.
     assert!(DecoderState::new(&mut [0.0f32; 3], need, 8).is_err());
+    assert_eq!(
+        DecoderState::new_f16(&mut vec![0u16; need - 1], need, 8).err(),
+        Some(Error::BufferTooSmall {
+            needed: need,
+            got: need - 1
+        })
+    );
+    // A half cache too: the ninth position is refused and its eight stay.
+    let mut kv16 = vec![0u16; need];
+    let mut st16 = DecoderState::new_f16(&mut kv16, need, 8).unwrap();
+    m.step(None, &mut st16, &[1; 8], &mut out, &mut sa).unwrap();
+    assert!(matches!(
+        m.step(None, &mut st16, &[1], &mut out, &mut sa),
+        Err(Error::ContextExceeded { .. })
+    ));
+    assert_eq!(st16.len(), 8);
     st.reset();
     assert!(matches!(
         m.step(None, &mut st, &[1, 2], &mut out, &mut sa[..10]),

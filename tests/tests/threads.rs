@@ -110,8 +110,19 @@ fn smollm2_with_an_adapter_is_bit_identical_on_every_thread_count() {
 
 /// A 37-token prompt, five greedy decode steps and 19 tokens read with every position's
 /// logits, of `model` (with `adapter` active, if any), give bit-identical logits on every
-/// pool.
+/// pool, with keys and values kept as `f32`s and as halves.
 fn smollm2_same_on_every_pool(model: &Model<'_>, adapter: Option<&Adapter<'_>>, pools: &[Pool]) {
+    for half in [false, true] {
+        smollm2_same_on_every_pool_with(model, adapter, pools, half);
+    }
+}
+
+fn smollm2_same_on_every_pool_with(
+    model: &Model<'_>,
+    adapter: Option<&Adapter<'_>>,
+    pools: &[Pool],
+    half: bool,
+) {
     use riffle_core::runtime::DecoderState;
     let prompt: Vec<u32> = (0..37u32).map(|i| 100 + i * 131).collect();
     let context = 64;
@@ -127,9 +138,13 @@ fn smollm2_same_on_every_pool(model: &Model<'_>, adapter: Option<&Adapter<'_>>, 
             let h = session.add_adapter(p.clone()).unwrap();
             session.activate(Some(h), &mut []).unwrap();
         }
-        let mut kv = vec![0.0f32; model.state_len(context)];
-        let need = kv.len();
-        let mut state = DecoderState::new(&mut kv, need, context).unwrap();
+        let need = model.state_len(context);
+        let (mut kv, mut kv16) = (vec![0.0f32; need], vec![0u16; need]);
+        let mut state = if half {
+            DecoderState::new_f16(&mut kv16, need, context).unwrap()
+        } else {
+            DecoderState::new(&mut kv, need, context).unwrap()
+        };
         let mut arena = vec![0.0f32; model.step_arena_len(prompt.len())];
         let mut logits = vec![0.0f32; model.output_len()];
         let mut all = Vec::new();
@@ -153,7 +168,11 @@ fn smollm2_same_on_every_pool(model: &Model<'_>, adapter: Option<&Adapter<'_>>, 
         all.push(bits(&every));
         match &first {
             None => first = Some(all),
-            Some(f) => assert!(f == &all, "{} threads differ from 1", pool.threads()),
+            Some(f) => assert!(
+                f == &all,
+                "{} threads differ from 1 (half cache: {half})",
+                pool.threads()
+            ),
         }
     }
 }

@@ -108,6 +108,163 @@ pub fn attention_rows(
     Ok(())
 }
 
+/// How a key/value cache keeps its values: `f32` (exact), or IEEE half precision (half
+/// the memory, as llama.cpp keeps its cache by default; each key and value rounded to the
+/// nearest half when it is written, widened exactly when it is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// 4 bytes a value.
+    #[default]
+    F32,
+    /// 2 bytes a value.
+    F16,
+}
+
+impl KvType {
+    /// Bytes of one cached value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+    /// The type's name: `f32` or `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        }
+    }
+    /// The type named `f32` or `f16` (as [`KvType::name`] writes them).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "f32" => Some(KvType::F32),
+            "f16" => Some(KvType::F16),
+            _ => None,
+        }
+    }
+}
+
+/// Cached keys or values as they are kept ([`KvType`]): `f32`s, or half-precision bits.
+#[derive(Debug, Clone, Copy)]
+pub enum KvSlice<'c> {
+    /// `f32` values.
+    F32(&'c [f32]),
+    /// IEEE half-precision bits.
+    F16(&'c [u16]),
+}
+
+impl<'c> KvSlice<'c> {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        match self {
+            KvSlice::F32(s) => s.len(),
+            KvSlice::F16(s) => s.len(),
+        }
+    }
+    /// True when no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The values `start .. start + len`, or `None` past the end.
+    pub fn range(self, start: usize, len: usize) -> Option<KvSlice<'c>> {
+        let end = start.checked_add(len)?;
+        Some(match self {
+            KvSlice::F32(s) => KvSlice::F32(s.get(start..end)?),
+            KvSlice::F16(s) => KvSlice::F16(s.get(start..end)?),
+        })
+    }
+    /// The values from `start` on (empty past the end).
+    fn tail(self, start: usize) -> KvSlice<'c> {
+        match self {
+            KvSlice::F32(s) => KvSlice::F32(s.get(start..).unwrap_or(&[])),
+            KvSlice::F16(s) => KvSlice::F16(s.get(start..).unwrap_or(&[])),
+        }
+    }
+}
+
+/// A writable key/value cache ([`KvSlice`]'s owner-side twin).
+#[derive(Debug)]
+pub enum KvSliceMut<'c> {
+    /// `f32` values.
+    F32(&'c mut [f32]),
+    /// IEEE half-precision bits.
+    F16(&'c mut [u16]),
+}
+
+impl<'c> KvSliceMut<'c> {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    /// True when no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// How the values are kept.
+    pub fn kv_type(&self) -> KvType {
+        match self {
+            KvSliceMut::F32(_) => KvType::F32,
+            KvSliceMut::F16(_) => KvType::F16,
+        }
+    }
+    /// The values, read-only.
+    pub fn as_slice(&self) -> KvSlice<'_> {
+        match self {
+            KvSliceMut::F32(s) => KvSlice::F32(s),
+            KvSliceMut::F16(s) => KvSlice::F16(s),
+        }
+    }
+    /// A shorter-lived view of the same values.
+    pub fn reborrow(&mut self) -> KvSliceMut<'_> {
+        match self {
+            KvSliceMut::F32(s) => KvSliceMut::F32(s),
+            KvSliceMut::F16(s) => KvSliceMut::F16(s),
+        }
+    }
+    /// The values `start .. start + len`, or `None` past the end.
+    pub fn range(self, start: usize, len: usize) -> Option<KvSliceMut<'c>> {
+        let end = start.checked_add(len)?;
+        Some(match self {
+            KvSliceMut::F32(s) => KvSliceMut::F32(s.get_mut(start..end)?),
+            KvSliceMut::F16(s) => KvSliceMut::F16(s.get_mut(start..end)?),
+        })
+    }
+    /// The first `mid` values and the rest, or `None` when fewer than `mid` are held.
+    pub fn split_at(self, mid: usize) -> Option<(KvSliceMut<'c>, KvSliceMut<'c>)> {
+        Some(match self {
+            KvSliceMut::F32(s) => {
+                let (a, b) = s.split_at_mut_checked(mid)?;
+                (KvSliceMut::F32(a), KvSliceMut::F32(b))
+            }
+            KvSliceMut::F16(s) => {
+                let (a, b) = s.split_at_mut_checked(mid)?;
+                (KvSliceMut::F16(a), KvSliceMut::F16(b))
+            }
+        })
+    }
+    /// Stores `src` at `at ..` (each value rounded to the nearest half in an `F16` cache).
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] when `src` does not fit from `at` on (nothing written).
+    pub fn write(&mut self, at: usize, src: &[f32]) -> Result<()> {
+        let room = Error::BufferTooSmall {
+            needed: at.saturating_add(src.len()),
+            got: self.len(),
+        };
+        let end = at.checked_add(src.len()).ok_or(room)?;
+        match self {
+            KvSliceMut::F32(s) => s.get_mut(at..end).ok_or(room)?.copy_from_slice(src),
+            KvSliceMut::F16(s) => {
+                for (d, &x) in s.get_mut(at..end).ok_or(room)?.iter_mut().zip(src) {
+                    *d = crate::quant::f32_to_f16(x);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Shape of a causal attention with grouped key/value heads: `heads` query heads of
 /// width `head_dim` share `kv_heads` key/value heads (`heads % kv_heads == 0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,11 +277,20 @@ pub struct CausalShape {
     pub head_dim: usize,
 }
 
+impl CausalShape {
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.heads / self.kv_heads.max(1)
+    }
+}
+
 /// Causal attention of `t` new tokens at positions `past .. past + t` over a cache that
-/// already holds their keys and values at rows `0 .. past + t` (`k_cache`, `v_cache`:
-/// `(positions, kv_heads · head_dim)` row-major). Token `i` attends to positions
-/// `0 ..= past + i`. `q` is `(t, heads · head_dim)`, `out` the same shape; `scores`
-/// needs `past + t` values.
+/// already holds their keys and values at rows `0 .. past + t` (`keys`, `values`:
+/// `(positions, kv_heads · head_dim)` row-major, `f32` or half). Token `i` attends to
+/// positions `0 ..= past + i`. `q` is `(t, heads · head_dim)`, `out` the same shape;
+/// `scores` needs `group · (past + t)` values (`group` =
+/// [`CausalShape::group`]): the query heads that share a key/value head are scored
+/// together, so each cached key and value is read once for all of them.
 ///
 /// # Errors
 /// [`Error::BufferTooSmall`] / [`Error::LengthMismatch`] for short buffers.
@@ -132,8 +298,8 @@ pub struct CausalShape {
 pub fn causal_attention(
     shape: CausalShape,
     q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
+    keys: KvSlice<'_>,
+    values: KvSlice<'_>,
     t: usize,
     past: usize,
     out: &mut [f32],
@@ -152,64 +318,47 @@ pub fn causal_attention(
             found: kv_heads,
         });
     }
-    if q.len() < t * qw
-        || out.len() < t * qw
-        || k_cache.len() < len * kvw
-        || v_cache.len() < len * kvw
+    if q.len() < t * qw || out.len() < t * qw || keys.len() < len * kvw || values.len() < len * kvw
     {
         return Err(Error::LengthMismatch {
             expected: len * kvw,
-            found: k_cache.len().min(v_cache.len()),
-        });
-    }
-    if scores.len() < len {
-        return Err(Error::BufferTooSmall {
-            needed: len,
-            got: scores.len(),
+            found: keys.len().min(values.len()),
         });
     }
     let group = heads / kv_heads;
+    if scores.len() < group * len {
+        return Err(Error::BufferTooSmall {
+            needed: group * len,
+            got: scores.len(),
+        });
+    }
     let scale = 1.0 / libm::sqrtf(d as f32);
     for i in 0..t {
         let seen = past + i + 1;
-        for h in 0..heads {
-            let kv = (h / group) * d;
-            let qh = &q[i * qw + h * d..][..d];
-            let sc = &mut scores[..seen];
-            if !gemm::key_dots_wide(qh, &k_cache[kv..], kvw, sc) {
-                // Keys four at a time: four independent sums share the loads of `qh`.
-                let mut fours = sc.chunks_exact_mut(4);
-                for (c, s4) in (&mut fours).enumerate() {
-                    let keys = core::array::from_fn(|u| &k_cache[(4 * c + u) * kvw + kv..][..d]);
-                    s4.copy_from_slice(&dot4(qh, keys));
-                }
-                let done = seen - fours.into_remainder().len();
-                for (j, s) in sc.iter_mut().enumerate().skip(done) {
-                    *s = crate::math::dot(qh, &k_cache[j * kvw + kv..][..d]);
+        for kv in 0..kv_heads {
+            let at = i * qw + kv * group * d;
+            let qs = &q[at..][..group * d];
+            let sc = &mut scores[..group * seen];
+            let (ks, vs) = (keys.tail(kv * d), values.tail(kv * d));
+            if !gemm::key_dots_wide(qs, d, ks, kvw, sc) {
+                for (qh, row) in qs.chunks_exact(d).zip(sc.chunks_exact_mut(seen)) {
+                    match ks {
+                        KvSlice::F32(k) => key_dots(qh, k, kvw, row),
+                        KvSlice::F16(k) => key_dots(qh, k, kvw, row),
+                    }
                 }
             }
-            softmax(sc, scale);
-            let oh = &mut out[i * qw + h * d..][..d];
-            if gemm::value_sum_wide(sc, &v_cache[kv..], kvw, oh) {
+            for row in sc.chunks_exact_mut(seen) {
+                softmax(row, scale);
+            }
+            let oh = &mut out[at..][..group * d];
+            if gemm::value_sum_wide(sc, d, vs, kvw, oh) {
                 continue;
             }
-            oh.fill(0.0);
-            // Values four at a time: one pass over the output per four rows.
-            let mut fours = sc.chunks_exact(4);
-            for (c, p) in (&mut fours).enumerate() {
-                let vr: [&[f32]; 4] =
-                    core::array::from_fn(|u| &v_cache[(4 * c + u) * kvw + kv..][..d]);
-                for ((((o, a), b), e), f) in
-                    oh.iter_mut().zip(vr[0]).zip(vr[1]).zip(vr[2]).zip(vr[3])
-                {
-                    *o += (p[0] * a + p[1] * b) + (p[2] * e + p[3] * f);
-                }
-            }
-            let done = seen - fours.remainder().len();
-            for (j, &p) in sc.iter().enumerate().skip(done) {
-                let vr = &v_cache[j * kvw + kv..][..d];
-                for (o, v) in oh.iter_mut().zip(vr) {
-                    *o += p * v;
+            for (p, o) in sc.chunks_exact(seen).zip(oh.chunks_exact_mut(d)) {
+                match vs {
+                    KvSlice::F32(v) => value_sum(p, v, kvw, o),
+                    KvSlice::F16(v) => value_sum(p, v, kvw, o),
                 }
             }
         }
@@ -217,15 +366,73 @@ pub fn causal_attention(
     Ok(())
 }
 
+/// A cached value widened to `f32` (the portable loops' read of either [`KvType`]).
+trait Cached: Copy {
+    fn widen(self) -> f32;
+}
+
+impl Cached for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Cached for u16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        crate::quant::f16_to_f32(self)
+    }
+}
+
+/// `scores[j] = q · keys[j · stride ..][..q.len()]`, keys four at a time (four
+/// independent sums share the loads of `q`); the caller checked the lengths.
+fn key_dots<E: Cached>(q: &[f32], keys: &[E], stride: usize, scores: &mut [f32]) {
+    let d = q.len();
+    let seen = scores.len();
+    let mut fours = scores.chunks_exact_mut(4);
+    for (c, s4) in (&mut fours).enumerate() {
+        let ks = core::array::from_fn(|u| &keys[(4 * c + u) * stride..][..d]);
+        s4.copy_from_slice(&dot4(q, ks));
+    }
+    let done = seen - fours.into_remainder().len();
+    for (j, s) in scores.iter_mut().enumerate().skip(done) {
+        let k = &keys[j * stride..][..d];
+        *s = dot4(q, [k; 4])[0];
+    }
+}
+
+/// `out = Σ_j p[j] · values[j · stride ..][..out.len()]`, values four at a time (one pass
+/// over the output per four rows); the caller checked the lengths.
+fn value_sum<E: Cached>(p: &[f32], values: &[E], stride: usize, out: &mut [f32]) {
+    let d = out.len();
+    out.fill(0.0);
+    let mut fours = p.chunks_exact(4);
+    for (c, p4) in (&mut fours).enumerate() {
+        let vr: [&[E]; 4] = core::array::from_fn(|u| &values[(4 * c + u) * stride..][..d]);
+        for ((((o, a), b), e), f) in out.iter_mut().zip(vr[0]).zip(vr[1]).zip(vr[2]).zip(vr[3]) {
+            *o += (p4[0] * a.widen() + p4[1] * b.widen()) + (p4[2] * e.widen() + p4[3] * f.widen());
+        }
+    }
+    let done = p.len() - fours.remainder().len();
+    for (j, &pj) in p.iter().enumerate().skip(done) {
+        for (o, v) in out.iter_mut().zip(&values[j * stride..][..d]) {
+            *o += pj * v.widen();
+        }
+    }
+}
+
 /// The dot products of `q` with four keys of its length, in eight lanes each (the
 /// arithmetic of [`crate::math::dot`] for each key).
 #[inline]
-fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
+fn dot4<E: Cached>(q: &[f32], k: [&[E]; 4]) -> [f32; 4] {
     let mut acc = [[0f32; 8]; 4];
     let (q8, _) = q.as_chunks::<8>();
     for (acc, k) in acc.iter_mut().zip(k) {
         for (x, y) in q8.iter().zip(k.as_chunks::<8>().0) {
-            lanes8(acc, x, y);
+            for l in 0..8 {
+                acc[l] += x[l] * y[l].widen();
+            }
         }
     }
     let whole = q8.len() * 8;
@@ -234,18 +441,10 @@ fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
         let tail: f32 = q[whole..]
             .iter()
             .zip(&k[u][whole..])
-            .map(|(x, y)| x * y)
+            .map(|(x, y)| x * y.widen())
             .sum();
         ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
     })
-}
-
-/// `acc[l] += x[l] · y[l]` for the eight lanes.
-#[inline(always)]
-fn lanes8(acc: &mut [f32; 8], x: &[f32; 8], y: &[f32; 8]) {
-    for l in 0..8 {
-        acc[l] += x[l] * y[l];
-    }
 }
 
 /// `row = softmax(scale · row)` in place, in three passes that each vectorise (maximum
@@ -362,55 +561,95 @@ pub(crate) mod tests {
 
     #[test]
     fn causal_grouped_attention_matches_reference_and_prefill_equals_steps() {
-        let shape = CausalShape {
-            heads: 6,
-            kv_heads: 2,
-            head_dim: 4,
-        };
-        let (qw, kvw) = (24, 8);
-        let (past, t) = (3, 4);
-        let len = past + t;
-        let (q, kc, vc) = (
-            values(t * qw, 5),
-            values(len * kvw, 6),
-            values(len * kvw, 7),
-        );
-        let mut out = vec![0.0f32; t * qw];
-        let mut scores = vec![0.0f32; len];
-        causal_attention(shape, &q, &kc, &vc, t, past, &mut out, &mut scores).unwrap();
-        for i in 0..t {
-            for h in 0..6 {
-                let g = h / 3;
-                let ks: Vec<&[f32]> = (0..=past + i)
-                    .map(|j| &kc[j * kvw + g * 4..][..4])
-                    .collect();
-                let vs: Vec<&[f32]> = (0..=past + i)
-                    .map(|j| &vc[j * kvw + g * 4..][..4])
-                    .collect();
-                let want = reference(&q[i * qw + h * 4..][..4], &ks, &vs);
-                for (a, b) in out[i * qw + h * 4..][..4].iter().zip(want) {
-                    assert!((f64::from(*a) - b).abs() < 1e-5, "token {i} head {h}");
+        use super::{KvSlice, KvType};
+        use crate::quant::{f16_to_f32, f32_to_f16};
+        // Head sizes the SIMD kernels take (16, 64) and one only the portable loops do (4);
+        // groups of 3 (two key/value heads) and of 5 (one pass of 3 and one of 2).
+        for (heads, kv_heads, d) in [(6, 2, 4), (6, 2, 16), (6, 2, 64), (5, 1, 16)] {
+            let shape = CausalShape {
+                heads,
+                kv_heads,
+                head_dim: d,
+            };
+            let (qw, kvw, group) = (heads * d, kv_heads * d, heads / kv_heads);
+            let (past, t) = (3, 6);
+            let len = past + t;
+            let q = values(t * qw, 5);
+            let (kc, vc) = (values(len * kvw, 6), values(len * kvw, 7));
+            let half = |x: &[f32]| x.iter().map(|&v| f32_to_f16(v)).collect::<Vec<u16>>();
+            let (kh, vh) = (half(&kc), half(&vc));
+            let widen = |x: &[u16]| x.iter().map(|&v| f16_to_f32(v)).collect::<Vec<f32>>();
+            let (kw, vw) = (widen(&kh), widen(&vh));
+            for kind in [KvType::F32, KvType::F16] {
+                let (keys, vals, kref, vref) = match kind {
+                    KvType::F32 => (KvSlice::F32(&kc), KvSlice::F32(&vc), &kc, &vc),
+                    KvType::F16 => (KvSlice::F16(&kh), KvSlice::F16(&vh), &kw, &vw),
+                };
+                let mut out = vec![0.0f32; t * qw];
+                let mut scores = vec![0.0f32; group * len];
+                causal_attention(shape, &q, keys, vals, t, past, &mut out, &mut scores).unwrap();
+                for i in 0..t {
+                    for h in 0..heads {
+                        let g = h / group;
+                        let ks: Vec<&[f32]> = (0..=past + i)
+                            .map(|j| &kref[j * kvw + g * d..][..d])
+                            .collect();
+                        let vs: Vec<&[f32]> = (0..=past + i)
+                            .map(|j| &vref[j * kvw + g * d..][..d])
+                            .collect();
+                        let want = reference(&q[i * qw + h * d..][..d], &ks, &vs);
+                        for (a, b) in out[i * qw + h * d..][..d].iter().zip(want) {
+                            assert!(
+                                (f64::from(*a) - b).abs() < 1e-5,
+                                "{kind:?} d {d} token {i} head {h}"
+                            );
+                        }
+                    }
+                    // The same token alone, with the cache cut at its position, gives the
+                    // same row.
+                    let mut one = vec![0.0f32; qw];
+                    let seen = (past + i + 1) * kvw;
+                    causal_attention(
+                        shape,
+                        &q[i * qw..][..qw],
+                        keys.range(0, seen).unwrap(),
+                        vals.range(0, seen).unwrap(),
+                        1,
+                        past + i,
+                        &mut one,
+                        &mut scores,
+                    )
+                    .unwrap();
+                    assert_eq!(one, out[i * qw..][..qw], "{kind:?} d {d} token {i}");
                 }
+                let bad = CausalShape {
+                    kv_heads: 4,
+                    ..shape
+                };
+                assert!(
+                    causal_attention(bad, &q, keys, vals, t, past, &mut out, &mut scores).is_err()
+                );
+                // One head's worth of scores is short for a group of several.
+                let mut short = vec![0.0f32; len];
+                assert!(
+                    causal_attention(shape, &q, keys, vals, t, past, &mut out, &mut short).is_err()
+                );
             }
-            // The same token alone, with the cache cut at its position, gives the same row.
-            let mut one = vec![0.0f32; qw];
-            causal_attention(
-                shape,
-                &q[i * qw..][..qw],
-                &kc[..(past + i + 1) * kvw],
-                &vc[..(past + i + 1) * kvw],
-                1,
-                past + i,
-                &mut one,
-                &mut scores,
-            )
-            .unwrap();
-            assert_eq!(one, out[i * qw..][..qw]);
         }
-        let bad = CausalShape {
-            kv_heads: 4,
-            ..shape
-        };
-        assert!(causal_attention(bad, &q, &kc, &vc, t, past, &mut out, &mut scores).is_err());
+    }
+
+    #[test]
+    fn a_half_cache_rounds_what_it_stores_and_refuses_what_does_not_fit() {
+        use super::KvSliceMut;
+        let mut buf = [0u16; 4];
+        let mut kv = KvSliceMut::F16(&mut buf);
+        kv.write(1, &[1.0, 1.0 / 3.0, 70000.0]).unwrap();
+        assert!(kv.write(2, &[1.0, 2.0, 3.0]).is_err());
+        assert_eq!(buf, [0, 0x3c00, 0x3555, 0x7c00]);
+        let mut f = [0.0f32; 2];
+        let mut kv = KvSliceMut::F32(&mut f);
+        assert!(kv.write(usize::MAX, &[1.0]).is_err());
+        kv.write(0, &[1.0 / 3.0]).unwrap();
+        assert_eq!(f[0], 1.0 / 3.0);
     }
 }

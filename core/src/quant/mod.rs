@@ -29,10 +29,9 @@
 mod act;
 mod bf16;
 mod f16;
-/// The exact half-to-float conversion, for code outside the module (tests, the
-/// reflector kernel under Miri).
-#[cfg(any(test, miri))]
-pub(crate) use f16::to_f32 as f16_to_f32;
+/// The exact half-to-float and the rounding float-to-half conversions, for code outside
+/// the module (a half-precision key/value cache; tests, the reflector kernel under Miri).
+pub(crate) use f16::{from_f32 as f32_to_f16, to_f32 as f16_to_f32};
 mod f32;
 mod matmul;
 #[cfg(feature = "q4")]

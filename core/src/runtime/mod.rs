@@ -40,4 +40,4 @@ pub use model::{Input, Model};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};
 pub use slots::{Base, BaseFacts, Slot, SlotTable, MAX_SLOTS};
 #[cfg(feature = "llama")]
-pub use state::{DecoderState, Logits, StateOwner};
+pub use state::{DecoderState, KvType, Logits, StateOwner};

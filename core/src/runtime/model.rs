@@ -323,7 +323,9 @@ impl<'a> Model<'a> {
         self.arch.llama().map(|l| l.config)
     }
 
-    /// `f32`s of [`DecoderState`] for `context` positions (0 for models without state).
+    /// Values of [`DecoderState`] for `context` positions (0 for models without state):
+    /// `f32`s, or halves for [`DecoderState::new_f16`] (times [`super::KvType::bytes`] in
+    /// bytes).
     pub fn state_len(&self, context: usize) -> usize {
         self.arch.state_len(context)
     }

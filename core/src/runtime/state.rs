@@ -1,12 +1,16 @@
 //! Persistent state of a causal model, apart from the per-run arena: the keys and values
-//! of every position read so far, in a caller-provided buffer whose exact size
-//! [`crate::runtime::Model::state_len`] gives before anything runs.
+//! of every position read so far, in a caller-provided buffer whose exact size (in values)
+//! [`crate::runtime::Model::state_len`] gives before anything runs. The buffer holds `f32`s
+//! ([`DecoderState::new`]) or IEEE halves ([`DecoderState::new_f16`]: half the memory, as
+//! llama.cpp keeps its cache; each key and value rounded to the nearest half).
 //!
 //! A state belongs to the adapter it was computed under: running it with another adapter
 //! (or the bare base) is [`Error::StaleState`], so keys and values are never reused
 //! across adapters. The caller either resets the state and re-reads its tokens, or keeps
 //! one state per adapter.
 
+use crate::nn::attention::KvSliceMut;
+pub use crate::nn::attention::KvType;
 use crate::{Error, Result};
 
 /// Which adapter a state was computed under: `None` for the bare base, else the
@@ -26,7 +30,7 @@ pub enum Logits {
 /// The key/value cache of a causal model over at most `context` positions.
 #[derive(Debug)]
 pub struct DecoderState<'s> {
-    kv: &'s mut [f32],
+    kv: KvSliceMut<'s>,
     context: usize,
     len: usize,
     owner: StateOwner,
@@ -39,18 +43,33 @@ impl<'s> DecoderState<'s> {
     /// # Errors
     /// [`Error::BufferTooSmall`] for a short `buf`.
     pub fn new(buf: &'s mut [f32], need: usize, context: usize) -> Result<Self> {
-        if buf.len() < need {
+        Self::with_cache(KvSliceMut::F32(buf), need, context)
+    }
+    /// [`DecoderState::new`] keeping keys and values as IEEE halves (`buf` holds their
+    /// bits): the same number of values, half the bytes.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] for a short `buf`.
+    pub fn new_f16(buf: &'s mut [u16], need: usize, context: usize) -> Result<Self> {
+        Self::with_cache(KvSliceMut::F16(buf), need, context)
+    }
+    fn with_cache(kv: KvSliceMut<'s>, need: usize, context: usize) -> Result<Self> {
+        if kv.len() < need {
             return Err(Error::BufferTooSmall {
                 needed: need,
-                got: buf.len(),
+                got: kv.len(),
             });
         }
         Ok(DecoderState {
-            kv: buf,
+            kv,
             context,
             len: 0,
             owner: None,
         })
+    }
+    /// How the keys and values are kept.
+    pub fn kv_type(&self) -> KvType {
+        self.kv.kv_type()
     }
     /// Positions filled so far.
     pub fn len(&self) -> usize {
@@ -79,11 +98,11 @@ impl<'s> DecoderState<'s> {
     }
 
     /// The cache, checked against `owner`: an empty state takes any owner.
-    pub(crate) fn claim(&mut self, owner: StateOwner) -> Result<(&mut [f32], usize, usize)> {
+    pub(crate) fn claim(&mut self, owner: StateOwner) -> Result<(KvSliceMut<'_>, usize, usize)> {
         if self.len > 0 && self.owner != owner {
             return Err(Error::StaleState);
         }
-        Ok((&mut *self.kv, self.context, self.len))
+        Ok((self.kv.reborrow(), self.context, self.len))
     }
     /// Records `n` more positions computed under `owner`.
     pub(crate) fn advance(&mut self, n: usize, owner: StateOwner) {

@@ -387,33 +387,47 @@ pub(crate) fn pack_scaled(
     Ok(())
 }
 
-/// `scores[j] = q · keys[j · stride ..][..q.len()]` for every `j < scores.len()` (an
-/// attention query against cached keys) by the AVX-512 or AVX2 + FMA kernel where the CPU
-/// has one and the head size is 16, 32, 64 or 128 (`true`); `false`, touching nothing,
-/// elsewhere.
-pub(crate) fn key_dots_wide(q: &[f32], keys: &[f32], stride: usize, scores: &mut [f32]) -> bool {
+/// Attention scores of the query heads that share one key/value head: `q` holds `h`
+/// heads of `d` values, `scores` `h` rows of `n` (`scores.len() = h · n`), and row `r`
+/// gets `scores[r · n + j] = q_r · keys[j · stride ..][..d]` for every `j < n`; each key is
+/// read once for all `h` heads. By the AVX-512 or AVX2 + FMA (+ F16C) kernel where the CPU
+/// has one and `d` is 16, 32, 64 or 128 (`true`); `false`, touching nothing, elsewhere.
+pub(crate) fn key_dots_wide(
+    q: &[f32],
+    d: usize,
+    keys: crate::nn::attention::KvSlice<'_>,
+    stride: usize,
+    scores: &mut [f32],
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        x86_attention::key_dots(q, keys, stride, scores)
+        x86_attention::key_dots(q, d, keys, stride, scores)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (q, keys, stride, scores);
+        let _ = (q, d, keys, stride, scores);
         false
     }
 }
 
-/// `out = Σ_j p[j] · values[j · stride ..][..out.len()]` (attention's weighted sum of
-/// cached values) by the AVX-512 or AVX2 + FMA kernel where there is one for this CPU and
-/// head size (`true`); `false`, touching nothing, elsewhere.
-pub(crate) fn value_sum_wide(p: &[f32], values: &[f32], stride: usize, out: &mut [f32]) -> bool {
+/// The attention outputs of the query heads that share one key/value head: `p` holds `h`
+/// rows of `n` probabilities, `out` `h` heads of `d` values, and head `r` gets
+/// `Σ_j p[r · n + j] · values[j · stride ..][..d]`; each value row is read once for all
+/// `h` heads. By the kernels of [`key_dots_wide`], on the same terms.
+pub(crate) fn value_sum_wide(
+    p: &[f32],
+    d: usize,
+    values: crate::nn::attention::KvSlice<'_>,
+    stride: usize,
+    out: &mut [f32],
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        x86_attention::value_sum(p, values, stride, out)
+        x86_attention::value_sum(p, d, values, stride, out)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (p, values, stride, out);
+        let _ = (p, d, values, stride, out);
         false
     }
 }

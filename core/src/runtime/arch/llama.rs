@@ -15,7 +15,7 @@ use super::{Forward, InputKind};
 use crate::gguf::{self, Gguf, TensorInfo};
 use crate::math::MAX_BLOCK_SIZE;
 use crate::nn::activation::swiglu;
-use crate::nn::attention::{causal_attention, CausalShape};
+use crate::nn::attention::{causal_attention, CausalShape, KvSlice, KvSliceMut};
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
 use crate::runtime::linear::{dense, for_rows, Exec, Linears, SlotScratch};
@@ -122,8 +122,8 @@ fn attend(
     exec: Exec<'_>,
     shape: CausalShape,
     q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
+    kc: KvSlice<'_>,
+    vc: KvSlice<'_>,
     [t, past]: [usize; 2],
     out: &mut [f32],
     scores: &mut [f32],
@@ -142,7 +142,7 @@ fn attend(
                     &starts,
                     count,
                     qw,
-                    past + t,
+                    shape.group() * (past + t),
                     &|r, part, sc| {
                         let rows = &q[r.start * qw..r.end * qw];
                         causal_attention(shape, rows, kc, vc, r.len(), past + r.start, part, sc)
@@ -323,7 +323,8 @@ impl<'a> Llama<'a> {
 
     /// Arena `f32`s of one step over `t` new tokens (the cache excluded): hidden states,
     /// normed states, q, k, v, attention output, gate and up, RoPE angles, attention
-    /// scores over the whole context, a norm weight, and the slot scratch.
+    /// scores of one key/value head's query heads over the whole context, a norm weight,
+    /// and the slot scratch.
     fn step_arena(&self, t: usize) -> usize {
         let c = &self.config;
         let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
@@ -335,7 +336,7 @@ impl<'a> Llama<'a> {
             mul(mul(2, t), kvw),
             mul(mul(2, t), f),
             mul(t, c.rope_dims),
-            c.context,
+            mul(c.heads / c.kv_heads, c.context),
             h,
             mul(mul(2, t), wide),
             mul(2, wide).max(mul(MAX_BLOCK_SIZE, t)),
@@ -344,7 +345,8 @@ impl<'a> Llama<'a> {
         ])
     }
 
-    /// `f32`s of keys and values for `context` positions.
+    /// Values (of either [`crate::runtime::KvType`]) of keys and values for `context`
+    /// positions.
     fn kv_len(&self, context: usize) -> usize {
         // Saturating: `usize::MAX` is a cache nobody can allocate.
         self.config
@@ -361,7 +363,7 @@ impl<'a> Llama<'a> {
         &self,
         lin: &Linears<'_, 'a>,
         tokens: &[u32],
-        kv: &mut [f32],
+        mut kv: KvSliceMut<'_>,
         context: usize,
         past: usize,
         rows: Logits,
@@ -415,7 +417,7 @@ impl<'a> Llama<'a> {
         let (up, rest) = rest.split_at_mut(t * f);
         let (cos, rest) = rest.split_at_mut(t * half);
         let (sin, rest) = rest.split_at_mut(t * half);
-        let (scores, rest) = rest.split_at_mut(c.context);
+        let (scores, rest) = rest.split_at_mut(c.heads / c.kv_heads * c.context);
         let (normw, rest) = rest.split_at_mut(h);
         let (rot, rest) = rest.split_at_mut(t * wide);
         let (spare, rest) = rest.split_at_mut(t * wide);
@@ -467,20 +469,28 @@ impl<'a> Llama<'a> {
                 rope_apply(&mut q[i * h..][..h], c.head_dim, c.rope_dims, cs, sn);
                 rope_apply(&mut k[i * kvw..][..kvw], c.head_dim, c.rope_dims, cs, sn);
             }
-            let cache = &mut kv[2 * blk * context * kvw..][..2 * context * kvw];
-            let (kc, vc) = cache.split_at_mut(context * kvw);
-            kc[past * kvw..(past + t) * kvw].copy_from_slice(k);
-            vc[past * kvw..(past + t) * kvw].copy_from_slice(v);
-            attend(
-                lin.exec,
-                shape,
-                q,
-                &kc[..(past + t) * kvw],
-                &vc[..(past + t) * kvw],
-                [t, past],
-                att,
-                scores,
-            )?;
+            let short = Error::BufferTooSmall {
+                needed: kv_need,
+                got: kv.len(),
+            };
+            let (mut kc, mut vc) = kv
+                .reborrow()
+                .range(2 * blk * context * kvw, 2 * context * kvw)
+                .and_then(|cache| cache.split_at(context * kvw))
+                .ok_or(short)?;
+            kc.write(past * kvw, k)?;
+            vc.write(past * kvw, v)?;
+            let filled = (past + t) * kvw;
+            let (Some(keys), Some(values)) = (
+                kc.as_slice().range(0, filled),
+                vc.as_slice().range(0, filled),
+            ) else {
+                return Err(Error::BufferTooSmall {
+                    needed: filled,
+                    got: kc.len(),
+                });
+            };
+            attend(lin.exec, shape, q, keys, values, [t, past], att, scores)?;
             lin.apply(s0 + 3, att, t, xn, &mut sc)?;
             for (a, b) in x.iter_mut().zip(xn.iter()) {
                 *a += b;
@@ -559,7 +569,7 @@ impl<'a> Forward<'a> for Llama<'a> {
         &self,
         lin: &Linears<'_, 'a>,
         tokens: &[u32],
-        kv: &mut [f32],
+        kv: KvSliceMut<'_>,
         context: usize,
         past: usize,
         rows: Logits,
@@ -596,7 +606,16 @@ impl<'a> Forward<'a> for Llama<'a> {
             });
         }
         let (kv, rest) = arena.split_at_mut(kv_len);
-        self.run_step(lin, ids, kv, t, 0, Logits::Last, output, rest)
+        self.run_step(
+            lin,
+            ids,
+            KvSliceMut::F32(kv),
+            t,
+            0,
+            Logits::Last,
+            output,
+            rest,
+        )
     }
 }
 

@@ -103,7 +103,7 @@ pub(crate) trait Forward<'a> {
     fn is_causal(&self) -> bool {
         false
     }
-    /// `f32`s of persistent state for `context` positions (0 for stateless models).
+    /// Values of persistent state for `context` positions (0 for stateless models).
     fn state_len(&self, _context: usize) -> usize {
         0
     }
@@ -119,7 +119,7 @@ pub(crate) trait Forward<'a> {
         &self,
         _lin: &Linears<'_, 'a>,
         _tokens: &[u32],
-        _kv: &mut [f32],
+        _kv: crate::nn::attention::KvSliceMut<'_>,
         _context: usize,
         _past: usize,
         _rows: crate::runtime::Logits,
@@ -247,7 +247,7 @@ impl<'a> Arch<'a> {
         &self,
         lin: &Linears<'_, 'a>,
         tokens: &[u32],
-        kv: &mut [f32],
+        kv: crate::nn::attention::KvSliceMut<'_>,
         context: usize,
         past: usize,
         rows: crate::runtime::Logits,
