@@ -10,8 +10,14 @@ values, and riffle/llama.cpp ratios per round. A type riffle cannot load yet is 
 as such, not skipped silently.
 
     $(scripts/python-env) bench/llm.py [--rounds 3] [--types Q4_1,Q4_0,Q8_0,F16]
-        [--threads 1,2] [--adapter Q8_0=A.gguf] [--out bench/out/llm.json] [--markdown FILE]
-        [--avx2]
+        [--threads 1,2] [--prompt 128] [--gen 64] [--decode-at-depth] [--cache-type f32|f16]
+        [--adapter Q8_0=A.gguf] [--out bench/out/llm.json] [--markdown FILE] [--avx2]
+
+riffle's decode tokens follow its prompt (attention over `P .. P + N` positions);
+`llama-bench -n N` decodes from an empty context unless `--decode-at-depth` asks for its
+decode after `P` positions too (`-p 0 -n N -d P`, a second call), the like-for-like
+comparison for long prompts. llama.cpp keeps its key/value cache in f16; `--cache-type f16`
+has riffle do the same (its default is f32).
 
 `--avx2` measures what an x86-64 CPU without AVX-512 runs, on this one: riffle under
 `RIFFLE_KERNELS=avx2` against llama.cpp built for AVX2 + FMA + F16C (`scripts/llama-cpp
@@ -42,19 +48,27 @@ def sh(cmd: list[str], timeout: int = 900) -> str:
     return r.stdout
 
 
-def llama_bench(bin_dir: Path, model: Path, p: int, n: int, t: int, reps: int) -> dict:
-    out = sh([str(bin_dir / "llama-bench"), "-m", str(model), "-p", str(p), "-n", str(n),
-              "-t", str(t), "-r", str(reps), "-o", "json"])
+def llama_bench(bin_dir: Path, model: Path, p: int, n: int, t: int, reps: int,
+                at_depth: bool = False) -> dict:
+    base = [str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(t), "-r", str(reps),
+            "-o", "json"]
+    if at_depth:
+        # The prompt from an empty context, then the decode after the prompt's positions.
+        runs = [["-p", str(p), "-n", "0"], ["-p", "0", "-n", str(n), "-d", str(p)]]
+    else:
+        runs = [["-p", str(p), "-n", str(n)]]
     res = {}
-    for e in json.loads(out):
-        key = "prompt" if e["n_prompt"] else "decode"
-        res[key] = e["avg_ts"]
+    for extra in runs:
+        for e in json.loads(sh(base + extra)):
+            key = "prompt" if e["n_prompt"] else "decode"
+            res[key] = e["avg_ts"]
     return res
 
 
-def riffle_bench(model: Path, p: int, n: int, t: int, adapter: Path | None) -> dict:
+def riffle_bench(model: Path, p: int, n: int, t: int, adapter: Path | None,
+                 cache_type: str = "f32") -> dict:
     cmd = [str(RIFFLE), "bench", "--model", str(model), "--prompt-tokens", str(p),
-           "--gen-tokens", str(n), "--threads", str(t), "--json"]
+           "--gen-tokens", str(n), "--threads", str(t), "--cache-type", cache_type, "--json"]
     if adapter:
         cmd += ["--adapter", str(adapter)]
     o = json.loads(sh(cmd))
@@ -79,6 +93,10 @@ def main() -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--decode-at-depth", action="store_true",
+                    help="llama.cpp's decode after the prompt's positions too (llama-bench -d P)")
+    ap.add_argument("--cache-type", choices=["f32", "f16"], default="f32",
+                    help="riffle's key/value cache (llama.cpp's is f16)")
     ap.add_argument("--adapter", action="append", default=[], metavar="TYPE=A.gguf",
                     help="a GSOFT adapter for the file of TYPE, applied unmerged (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "llm.json")
@@ -107,9 +125,11 @@ def main() -> int:
                 for tool in order:
                     try:
                         if tool == "llama":
-                            r["llama"].append(llama_bench(bin_dir, model, a.prompt, a.gen, t, 3))
+                            r["llama"].append(llama_bench(bin_dir, model, a.prompt, a.gen, t, 3,
+                                                          a.decode_at_depth))
                         elif r["error"] is None:
-                            r["riffle"].append(riffle_bench(model, a.prompt, a.gen, t, adapters.get(ty)))
+                            r["riffle"].append(riffle_bench(model, a.prompt, a.gen, t, adapters.get(ty),
+                                                            a.cache_type))
                     except RuntimeError as e:
                         if tool == "riffle":
                             msg = str(e).splitlines()[-1]
@@ -134,6 +154,7 @@ def main() -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "loadavg": os.getloadavg()},
         "prompt_tokens": a.prompt, "gen_tokens": a.gen, "rounds": a.rounds,
+        "llama_decode_at_depth": a.decode_at_depth, "riffle_cache_type": a.cache_type,
         "kernels": "AVX2 + FMA (riffle RIFFLE_KERNELS=avx2, llama.cpp scripts/llama-cpp --avx2)"
         if a.avx2 else "native",
         "adapter": {k: str(v) for k, v in adapters.items()} or None,
@@ -158,7 +179,9 @@ def markdown(r: dict) -> str:
     lines = [
         f"SmolLM2-135M-Instruct, prompt {r['prompt_tokens']} tokens then {r['gen_tokens']} decoded "
         f"(tokens/s; median of {r['rounds']} interleaved rounds, min–max in brackets; "
-        "ratio > 1: riffle faster).",
+        "ratio > 1: riffle faster). riffle's key/value cache: " + r.get("riffle_cache_type", "f32")
+        + "; llama.cpp's decode: " + ("after the prompt (-d P)" if r.get("llama_decode_at_depth")
+                                      else "from an empty context") + ".",
         "",
         "| type | threads | llama.cpp prompt | riffle prompt | ratio | llama.cpp decode | riffle decode | ratio |"
         + (" unmerged decode time |" if r["adapter"] else ""),

@@ -20,21 +20,21 @@ pub const MAX_BUFFER_BYTES: u64 = 8 << 30;
 pub const MAX_MERGED_PER_FILE_BYTE: u64 = 8;
 
 /// A zero-filled buffer of `len` values, named `what` in the message (e.g.
-/// `"model.gguf: the arena"`).
+/// `"model.gguf: the arena"`). Allocated zeroed by the allocator, so a large buffer's pages
+/// come from the system as they are first written (a key/value cache for a whole context
+/// holds memory only for the positions used).
 ///
 /// # Errors
 /// Exit 2 when `len` values exceed [`MAX_BUFFER_BYTES`] or the allocation fails.
-pub fn zeroed<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>> {
+pub fn zeroed<T: bytemuck::Zeroable>(len: usize, what: &str) -> Result<Vec<T>> {
     let bytes = check_elements::<T>(len, what)?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
+    let buf = bytemuck::allocation::try_zeroed_slice_box::<T>(len).map_err(|()| {
         bad(
             what,
             format!("needs {}, which cannot be allocated", size(bytes, false)),
         )
     })?;
-    v.resize(len, T::default());
-    Ok(v)
+    Ok(buf.into_vec())
 }
 
 /// Checks that a buffer of `len` values is within [`MAX_BUFFER_BYTES`] without

@@ -2,7 +2,7 @@
 //! tokenizer and chat template, and generation through `riffle-host`. Shared by
 //! `generate`, `chat`, `bench` and `run` on causal models.
 
-use riffle_core::runtime::{AdapterHandle, DecoderState, Model, Session};
+use riffle_core::runtime::{AdapterHandle, DecoderState, KvType, Model, Session};
 use riffle_core::sample::SamplerConfig;
 use riffle_host::chat::{ChatTemplate, Message};
 use riffle_host::generate::{self, Buffers, GenerateOptions, Generation, LogitAdjust};
@@ -16,6 +16,99 @@ use crate::residents::Residents;
 /// Tokens read per prefill step: the arena holds this many, longer prompts are read in
 /// several steps (bounded memory whatever the prompt).
 pub const PREFILL_CHUNK: usize = 256;
+
+/// How a decoder's key/value cache keeps its values (`--cache-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CacheType {
+    /// 4 bytes a value: exact float arithmetic.
+    #[default]
+    F32,
+    /// 2 bytes a value (half the memory, as llama.cpp keeps its cache): each key and value
+    /// rounded to the nearest IEEE half.
+    F16,
+}
+
+impl From<CacheType> for KvType {
+    fn from(c: CacheType) -> KvType {
+        match c {
+            CacheType::F32 => KvType::F32,
+            CacheType::F16 => KvType::F16,
+        }
+    }
+}
+
+/// The `--cache-type` flag of the commands that run a decoder.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct CacheArgs {
+    /// How the key/value cache keeps keys and values: `f32` (exact) or `f16` (half the
+    /// memory, as llama.cpp keeps its cache).
+    #[arg(long, value_enum, default_value_t = CacheType::F32, value_name = "TYPE")]
+    pub cache_type: CacheType,
+}
+
+/// The memory of a decoder's key/value cache, in the type `--cache-type` chose.
+pub enum KvBuffer {
+    /// `f32` values.
+    F32(Vec<f32>),
+    /// IEEE half bits.
+    F16(Vec<u16>),
+}
+
+impl KvBuffer {
+    /// A zeroed cache of `model`'s keys and values for `context` positions, its size
+    /// checked before anything is allocated (`what` names it in the error).
+    ///
+    /// # Errors
+    /// A bad input when the cache is past the CLI's buffer limit or cannot be allocated.
+    pub fn new(model: &Model<'_>, context: usize, kind: CacheType, what: &str) -> Result<Self> {
+        let n = model.state_len(context);
+        Ok(match kind {
+            CacheType::F32 => KvBuffer::F32(zeroed(n, what)?),
+            CacheType::F16 => KvBuffer::F16(zeroed(n, what)?),
+        })
+    }
+
+    /// An empty decoder state of `context` positions over the whole buffer.
+    ///
+    /// # Errors
+    /// The core's error when the buffer is short for `context` positions of `model`.
+    pub fn state(
+        &mut self,
+        model: &Model<'_>,
+        context: usize,
+    ) -> std::result::Result<DecoderState<'_>, riffle_core::Error> {
+        let need = model.state_len(context);
+        match self {
+            KvBuffer::F32(v) => DecoderState::new(v, need, context),
+            KvBuffer::F16(v) => DecoderState::new_f16(v, need, context),
+        }
+    }
+
+    /// A state over the whole buffer that lives as long as the process (the server's
+    /// slots, made once at start-up).
+    ///
+    /// # Errors
+    /// As [`KvBuffer::state`].
+    pub fn leak(
+        self,
+        model: &Model<'_>,
+        context: usize,
+    ) -> std::result::Result<DecoderState<'static>, riffle_core::Error> {
+        let need = model.state_len(context);
+        match self {
+            KvBuffer::F32(v) => DecoderState::new(v.leak(), need, context),
+            KvBuffer::F16(v) => DecoderState::new_f16(v.leak(), need, context),
+        }
+    }
+
+    /// Bytes the cache holds.
+    pub fn bytes(&self) -> usize {
+        match self {
+            KvBuffer::F32(v) => 4 * v.len(),
+            KvBuffer::F16(v) => 2 * v.len(),
+        }
+    }
+}
 
 /// How tokens are chosen: the sampler, logit bias and penalties, and JSON mode (the
 /// decoding flags of `generate` and `chat`).

@@ -84,6 +84,8 @@ enum Command {
         max_tokens: usize,
         #[command(flatten)]
         sampling: cmd::generate::SamplingArgs,
+        #[command(flatten)]
+        cache: llm::CacheArgs,
         /// One JSON object per generated token, then a summary object.
         #[arg(long)]
         json: bool,
@@ -109,6 +111,8 @@ enum Command {
         max_tokens: usize,
         #[command(flatten)]
         sampling: cmd::generate::SamplingArgs,
+        #[command(flatten)]
+        cache: llm::CacheArgs,
     },
     /// Show a GGUF file: metadata, tensors, and what riffle makes of it.
     Inspect {
@@ -156,6 +160,8 @@ enum Command {
         /// Seconds spent on each measurement.
         #[arg(long, default_value_t = 0.25, value_name = "SECONDS")]
         budget: f64,
+        #[command(flatten)]
+        cache: llm::CacheArgs,
         /// One JSON object per sequence length, one per line.
         #[arg(long)]
         json: bool,
@@ -241,6 +247,7 @@ fn main() -> ExitCode {
             system,
             max_tokens,
             sampling,
+            cache,
             json,
         } => sampling.config().and_then(|decoding| {
             cmd::generate::run(cmd::generate::GenerateArgs {
@@ -252,6 +259,7 @@ fn main() -> ExitCode {
                 system,
                 max_tokens,
                 decoding,
+                cache: cache.cache_type,
                 json,
             })
         }),
@@ -262,6 +270,7 @@ fn main() -> ExitCode {
             system,
             max_tokens,
             sampling,
+            cache,
         } => sampling.config().and_then(|decoding| {
             cmd::chat::run(
                 &model,
@@ -270,6 +279,7 @@ fn main() -> ExitCode {
                 system.as_deref(),
                 max_tokens,
                 &decoding,
+                cache.cache_type,
             )
         }),
         Command::Inspect { file, verify, json } => cmd::inspect::run(&file, verify, json),
@@ -285,14 +295,15 @@ fn main() -> ExitCode {
             gen_tokens,
             seq,
             budget,
+            cache,
             json,
         } => cmd::bench_llm::run(
             &model,
             adapter.as_ref(),
-            prompt_tokens,
-            gen_tokens,
+            [prompt_tokens, gen_tokens],
             &seq,
             budget,
+            cache.cache_type,
             json,
         ),
         Command::Perplexity(args) => cmd::perplexity::run(args),

@@ -151,6 +151,25 @@ fn perplexity_of_smollm2_matches_llama_cpp() {
         // --chunks 1 scores the first chunk alone: the first running value, to the bit.
         let one = json_of(&[&base[..], &["--chunks", "1"]].concat());
         assert_eq!(one["ppl"].as_f64(), Some(running[0]), "{kind}");
+        // Keys and values kept as halves, as llama.cpp keeps them: the same agreement
+        // (F16 measured 49.6293, 64.7966, 91.9139 against f32's 49.6327, 64.8009, 91.9114),
+        // and not the f32 cache's numbers to the bit.
+        let half = json_of(&[&base[..], &["--cache-type", "f16"]].concat());
+        for (c, (g, w)) in half["chunk_ppl"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(want)
+            .enumerate()
+        {
+            close(
+                g.as_f64().unwrap(),
+                w,
+                rel,
+                &format!("{kind} f16 cache chunk {}", c + 1),
+            );
+        }
+        assert_ne!(half["ppl"].as_f64(), v["ppl"].as_f64(), "{kind}");
     }
 }
 
@@ -202,6 +221,22 @@ fn bad_inputs_exit_2_with_one_line() {
         assert_eq!(err.lines().count(), 1, "{a:?}: {err}");
         assert!(err.contains(says), "{a:?}: {err}");
     }
+    // A cache type riffle does not keep: clap's usage error, exit 2.
+    let o = run(&[
+        "perplexity",
+        "-m",
+        &model,
+        "-f",
+        &text,
+        "--cache-type",
+        "q8",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("'q8' for '--cache-type"),
+        "{}",
+        stderr(&o)
+    );
     // Not a model (a dataset).
     let o = run(&["perplexity", "-m", &dataset, "-f", &text]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

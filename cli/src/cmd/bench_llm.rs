@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use riffle_core::runtime::{DecoderState, Session};
+
+use crate::llm::{CacheType, KvBuffer};
 use serde_json::json;
 
 use crate::cmd::run::{open, pairs};
@@ -45,8 +47,8 @@ fn prompt_ids(vocab: usize, n: usize) -> Vec<u32> {
 
 /// Buffers for timing a decoder: its cache, working memory and logits.
 struct Bench {
-    kv: Vec<f32>,
-    need: usize,
+    kv: KvBuffer,
+    context: usize,
     arena: Vec<f32>,
     logits: Vec<f32>,
 }
@@ -56,13 +58,18 @@ impl Bench {
         session: &Session<'_, '_, '_>,
         context: usize,
         prompt: usize,
+        cache: CacheType,
         name: &str,
     ) -> Result<Self> {
         let model = session.model();
-        let need = model.state_len(context);
         Ok(Bench {
-            kv: crate::limits::zeroed::<f32>(need, &format!("{name}: the key/value cache"))?,
-            need,
+            kv: KvBuffer::new(
+                model,
+                context,
+                cache,
+                &format!("{name}: the key/value cache"),
+            )?,
+            context,
             arena: crate::limits::zeroed::<f32>(
                 model.step_arena_len(prompt),
                 &format!("{name}: the working memory"),
@@ -102,7 +109,9 @@ impl Bench {
         round: usize,
         name: &str,
     ) -> Result<[(f64, f64); 2]> {
+        let model = session.model();
         let [b0, b1] = benches;
+        let contexts = [b0.context, b1.context];
         let mut states = Vec::with_capacity(2);
         let mut parts = [
             (&mut b0.arena, &mut b0.logits),
@@ -110,12 +119,10 @@ impl Bench {
         ];
         let mut prompt_speed = [0.0; 2];
         for (i, b) in [(0, &mut b0.kv), (1, &mut b1.kv)] {
-            let need = if i == 0 { b0.need } else { b1.need };
             session
                 .activate((i == 1).then_some(0), &mut [])
                 .map_err(|e| runtime(name, e))?;
-            let mut state =
-                DecoderState::new(b, need, prompt.len() + gen).map_err(|e| runtime(name, e))?;
+            let mut state = b.state(model, contexts[i]).map_err(|e| runtime(name, e))?;
             let (arena, logits) = &mut parts[i];
             prompt_speed[i] = Self::prefill(&mut state, (arena, logits), session, prompt, name)?;
             states.push(state);
@@ -150,7 +157,9 @@ impl Bench {
         gen: usize,
         name: &str,
     ) -> Result<(f64, f64)> {
-        let mut state = DecoderState::new(&mut self.kv, self.need, prompt.len() + gen)
+        let mut state = self
+            .kv
+            .state(session.model(), self.context)
             .map_err(|e| runtime(name, e))?;
         let p = Self::prefill(
             &mut state,
@@ -186,10 +195,10 @@ fn speed(runs: &[(f64, f64)]) -> Speed {
 pub fn run(
     model_path: &Path,
     adapter: Option<&PathBuf>,
-    prompt_tokens: usize,
-    gen_tokens: usize,
+    [prompt_tokens, gen_tokens]: [usize; 2],
     seq: &[usize],
     budget: f64,
+    cache: CacheType,
     json: bool,
 ) -> Result<()> {
     let adapters: Vec<PathBuf> = adapter.cloned().into_iter().collect();
@@ -219,7 +228,13 @@ pub fn run(
     }
     let prompt = prompt_ids(model.output_len(), prompt_tokens);
     let new_bench = |session: &Session<'_, '_, '_>| {
-        Bench::new(session, prompt_tokens + gen_tokens, prompt_tokens, m.name())
+        Bench::new(
+            session,
+            prompt_tokens + gen_tokens,
+            prompt_tokens,
+            cache,
+            m.name(),
+        )
     };
     // The base alone, or one state per configuration (a state belongs to the adapter it
     // was computed under).
@@ -269,6 +284,7 @@ pub fn run(
             "repeats": REPEATS,
             "threads": crate::threads::executor().map_or(1, riffle_core::par::Executor::threads),
             "kernels": riffle_core::math::dense_kernel_name(),
+            "cache_type": riffle_core::runtime::KvType::from(cache).name(),
             "base": speed(&base),
         });
         if let Some(u) = &unmerged {
@@ -280,9 +296,10 @@ pub fn run(
         println!("{o}");
     } else {
         println!(
-            "{} · prompt {prompt_tokens} tokens, decode {gen_tokens} tokens · medians of {REPEATS} runs · {} kernels",
+            "{} · prompt {prompt_tokens} tokens, decode {gen_tokens} tokens · medians of {REPEATS} runs · {} kernels · {} cache",
             m.name(),
-            riffle_core::math::dense_kernel_name()
+            riffle_core::math::dense_kernel_name(),
+            riffle_core::runtime::KvType::from(cache).name()
         );
         println!("  {:<10} {:>12} {:>12}", "", "prompt t/s", "decode t/s");
         println!(

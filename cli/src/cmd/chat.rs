@@ -7,14 +7,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use riffle_core::runtime::DecoderState;
 use riffle_host::chat::Message;
 
 use crate::cmd::run::{open, pairs};
 use crate::fail::{runtime, Result};
-use crate::limits::zeroed;
 use crate::lines::Lines;
-use crate::llm::{buffers, Decoding, Llm};
+use crate::llm::{buffers, CacheType, Decoding, KvBuffer, Llm};
 
 /// Positions of the conversation's state (the model's context, at most this many).
 const CONTEXT: usize = 4096;
@@ -30,6 +28,7 @@ pub fn run(
     system: Option<&str>,
     max_tokens: usize,
     decoding: &Decoding,
+    cache: CacheType,
 ) -> Result<()> {
     let (m, a) = open(model, adapters)?;
     let mut llm = Llm::load((m.name(), m.bytes()), &pairs(&a))?;
@@ -37,12 +36,13 @@ pub fn run(
     let active = chat.start_with(task)?;
     let model = chat.model();
     let context = model.max_tokens().min(CONTEXT);
-    let mut kv = zeroed::<f32>(
-        model.state_len(context),
+    let mut kv = KvBuffer::new(
+        model,
+        context,
+        cache,
         &format!("{}: the key/value cache", m.name()),
     )?;
-    let need = kv.len();
-    let mut state = DecoderState::new(&mut kv, need, context).map_err(|e| runtime(m.name(), e))?;
+    let mut state = kv.state(model, context).map_err(|e| runtime(m.name(), e))?;
     let mut bufs = buffers(model);
     let mut messages: Vec<Message> = system.map(Message::system).into_iter().collect();
     // Tokens the state holds (a prefix of the next prompt when nothing was switched).

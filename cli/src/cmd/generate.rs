@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use riffle_core::runtime::{DecoderState, Input};
+use riffle_core::runtime::Input;
 use riffle_core::sample::SamplerConfig;
 use riffle_host::chat::Message;
 use riffle_host::generate::LogitAdjust;
@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::cmd::run::{open, pairs};
 use crate::fail::{bad, runtime, Result};
 use crate::limits::zeroed;
-use crate::llm::{buffers, context_for, Decoding, Llm};
+use crate::llm::{buffers, context_for, CacheType, Decoding, KvBuffer, Llm};
 
 /// Arguments of `riffle generate`.
 pub struct GenerateArgs {
@@ -26,6 +26,7 @@ pub struct GenerateArgs {
     pub system: Option<String>,
     pub max_tokens: usize,
     pub decoding: Decoding,
+    pub cache: CacheType,
     pub json: bool,
 }
 
@@ -141,13 +142,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let model = chat.model();
     let context = context_for(model, ids.len(), args.max_tokens)?;
-    let mut kv = zeroed::<f32>(
-        model.state_len(context),
+    let mut kv = KvBuffer::new(
+        model,
+        context,
+        args.cache,
         &format!("{}: the key/value cache", llm_name(&args)),
     )?;
-    let need = kv.len();
-    let mut state =
-        DecoderState::new(&mut kv, need, context).map_err(|e| runtime(llm_name(&args), e))?;
+    let mut state = kv
+        .state(model, context)
+        .map_err(|e| runtime(llm_name(&args), e))?;
     let mut bufs = buffers(model);
     let mut out = std::io::stdout().lock();
     let json = args.json;

@@ -322,7 +322,7 @@ fn model(name: &str, g: &Gguf<'_>, verify: bool, r: &mut Report, problem: &mut O
             c.blocks, c.hidden, c.heads, c.kv_heads, c.head_dim, c.ffn, c.vocab, c.context, c.rope_base
         ));
         r.text.push(format!(
-            "  state        {} of keys and values per token ({} for the whole context)",
+            "  state        {} of keys and values per token ({} for the whole context; half with --cache-type f16)",
             show::bytes_exact(kv_per_token),
             show::bytes(kv_per_token * c.context)
         ));

@@ -7,14 +7,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use riffle_core::runtime::DecoderState;
 use riffle_host::perplexity::{score_chunks, Chunking, Nll};
 use serde_json::json;
 
 use crate::cmd::run::{open, pairs};
 use crate::fail::{bad, runtime, Result};
-use crate::limits::zeroed;
-use crate::llm::{buffers, Llm};
+use crate::llm::{buffers, CacheArgs, KvBuffer, Llm};
 use crate::show;
 
 /// Tokens per chunk unless `--context` says otherwise (llama.cpp's default).
@@ -45,6 +43,8 @@ pub struct PerplexityArgs {
     /// Score at most this many chunks (default: every whole chunk of the text).
     #[arg(long, value_name = "N")]
     chunks: Option<usize>,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// One JSON object at the end instead of text.
     #[arg(long)]
     json: bool,
@@ -98,13 +98,15 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         ));
     }
     let chunks = args.chunks.map_or(whole, |c| c.min(whole));
-    let mut kv = zeroed::<f32>(
-        model.state_len(context),
+    let mut kv = KvBuffer::new(
+        model,
+        context,
+        args.cache.cache_type,
         &format!("{}: the key/value cache", model_file.name()),
     )?;
-    let need = kv.len();
-    let mut state =
-        DecoderState::new(&mut kv, need, context).map_err(|e| runtime(model_file.name(), e))?;
+    let mut state = kv
+        .state(model, context)
+        .map_err(|e| runtime(model_file.name(), e))?;
     let mut bufs = buffers(model);
     let what = task.unwrap_or("base");
     let mut err = std::io::stderr().lock();

@@ -44,6 +44,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::fail::{bad, runtime, Result};
 use crate::files::{load_model, Mapped};
+use crate::llm::KvBuffer;
 use api::ApiError;
 use metrics::{Metrics, Usage};
 use registry::{Entry, LoadError, Registry};
@@ -90,6 +91,8 @@ pub struct ServeArgs {
     /// Most adapters resident at once.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_adapters: usize,
+    #[command(flatten)]
+    pub cache: crate::llm::CacheArgs,
 }
 
 /// The server's shared state.
@@ -126,12 +129,20 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let context = a.ctx_size.min(model.max_tokens());
         let template = ChatTemplate::from_gguf(model.gguf()).map_err(|e| bad(map.name(), e))?;
         let mut slots = Vec::with_capacity(parallel);
-        for _ in 0..parallel {
-            slots.push(Slot::new(model, context).map_err(|e| runtime(map.name(), e))?);
+        let mut bytes = 0;
+        for i in 0..parallel {
+            let what = format!(
+                "--parallel {parallel}: the key/value cache of slot {}",
+                i + 1
+            );
+            let kv = KvBuffer::new(model, context, a.cache.cache_type, &what)?;
+            bytes = kv.bytes();
+            slots.push(Slot::new(model, context, kv).map_err(|e| runtime(map.name(), e))?);
         }
         eprintln!(
-            "riffle serve: {parallel} decoder slots of {context} positions, {:.1} MiB each",
-            model.state_len(context) as f64 * 4.0 / (1 << 20) as f64
+            "riffle serve: {parallel} decoder slots of {context} positions, {:.1} MiB each ({} keys and values)",
+            bytes as f64 / (1 << 20) as f64,
+            riffle_core::runtime::KvType::from(a.cache.cache_type).name()
         );
         let vocab: Option<Box<dyn work::Vocab>> = match work::BpeVocab::of(model) {
             Ok(v) => Some(Box::new(v)),

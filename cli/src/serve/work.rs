@@ -20,6 +20,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::api::{ApiError, Prompt};
 use super::registry::Entry;
+use crate::llm::KvBuffer;
 
 /// Tokens read per prefill step. The same as `riffle generate`'s, so the same prompt is
 /// read in the same chunks and the logits are bit-identical; the prompt cache reuses
@@ -100,13 +101,16 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A slot for `model` over `context` positions. The state buffer lives as long as the
-    /// process (slots are made once, at start-up).
-    pub fn new(model: &Model<'_>, context: usize) -> Result<Self, riffle_core::Error> {
-        let need = model.state_len(context);
-        let buf: &'static mut [f32] = Box::leak(vec![0.0f32; need].into_boxed_slice());
+    /// A slot for `model` over `context` positions, its keys and values kept in `kv`
+    /// (sized for them, see [`KvBuffer::new`]), which lives as long as the process (slots
+    /// are made once, at start-up).
+    pub fn new(
+        model: &Model<'_>,
+        context: usize,
+        kv: KvBuffer,
+    ) -> Result<Self, riffle_core::Error> {
         Ok(Slot {
-            state: DecoderState::new(buf, need, context)?,
+            state: kv.leak(model, context)?,
             bufs: Buffers::new(model, PREFILL_CHUNK),
             cached: Vec::new(),
         })
