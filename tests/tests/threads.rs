@@ -108,9 +108,10 @@ fn smollm2_with_an_adapter_is_bit_identical_on_every_thread_count() {
     smollm2_same_on_every_pool(&model, Some(&adapter), &pools);
 }
 
-/// A 37-token prompt, five greedy decode steps and 19 tokens read with every position's
-/// logits, of `model` (with `adapter` active, if any), give bit-identical logits on every
-/// pool, with keys and values kept as `f32`s and as halves.
+/// A 270-token prompt, five greedy decode steps (past 256 cached positions, where a
+/// step's attention is split across threads by key/value heads) and 19 tokens read with
+/// every position's logits, of `model` (with `adapter` active, if any), give bit-identical
+/// logits on every pool, with keys and values kept as `f32`s and as halves.
 fn smollm2_same_on_every_pool(model: &Model<'_>, adapter: Option<&Adapter<'_>>, pools: &[Pool]) {
     for half in [false, true] {
         smollm2_same_on_every_pool_with(model, adapter, pools, half);
@@ -124,8 +125,8 @@ fn smollm2_same_on_every_pool_with(
     half: bool,
 ) {
     use riffle_core::runtime::DecoderState;
-    let prompt: Vec<u32> = (0..37u32).map(|i| 100 + i * 131).collect();
-    let context = 64;
+    let prompt: Vec<u32> = (0..270u32).map(|i| 100 + (i * 131) % 40_000).collect();
+    let context = 300;
     let mut ws = adapter.map_or(Vec::new(), |a| {
         vec![0.0f32; a.workspace_len(model).unwrap()]
     });

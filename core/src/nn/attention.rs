@@ -332,34 +332,99 @@ pub fn causal_attention(
             got: scores.len(),
         });
     }
-    let scale = 1.0 / libm::sqrtf(d as f32);
     for i in 0..t {
-        let seen = past + i + 1;
-        for kv in 0..kv_heads {
-            let at = i * qw + kv * group * d;
-            let qs = &q[at..][..group * d];
-            let sc = &mut scores[..group * seen];
-            let (ks, vs) = (keys.tail(kv * d), values.tail(kv * d));
-            if !gemm::key_dots_wide(qs, d, ks, kvw, sc) {
-                for (qh, row) in qs.chunks_exact(d).zip(sc.chunks_exact_mut(seen)) {
-                    match ks {
-                        KvSlice::F32(k) => key_dots(qh, k, kvw, row),
-                        KvSlice::F16(k) => key_dots(qh, k, kvw, row),
-                    }
+        causal_attention_heads(
+            shape,
+            &q[i * qw..][..qw],
+            keys,
+            values,
+            past + i + 1,
+            0..kv_heads,
+            &mut out[i * qw..][..qw],
+            scores,
+        )?;
+    }
+    Ok(())
+}
+
+/// One query row of [`causal_attention`] (the token at position `seen - 1`, attending to
+/// positions `0 .. seen`), for the key/value heads `kv` only: `q_row` holds the row's
+/// queries (`heads · head_dim`), `out` receives the outputs of the query heads that share
+/// those key/value heads (`kv.len() · group · head_dim` values, in head order), and
+/// `scores` needs `group · seen` values. Each head's output is computed exactly as
+/// [`causal_attention`] computes it, so a row's key/value heads can be split across
+/// threads (a decoding step over a long cache) with the same results.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] / [`Error::LengthMismatch`] for short buffers or a range past
+/// the key/value heads.
+#[allow(clippy::too_many_arguments)]
+pub fn causal_attention_heads(
+    shape: CausalShape,
+    q_row: &[f32],
+    keys: KvSlice<'_>,
+    values: KvSlice<'_>,
+    seen: usize,
+    kv: core::ops::Range<usize>,
+    out: &mut [f32],
+    scores: &mut [f32],
+) -> Result<()> {
+    let CausalShape {
+        heads,
+        kv_heads,
+        head_dim: d,
+    } = shape;
+    if kv_heads == 0 || heads % kv_heads != 0 || kv.start > kv.end || kv.end > kv_heads {
+        return Err(Error::LengthMismatch {
+            expected: heads,
+            found: kv_heads,
+        });
+    }
+    if seen == 0 || d == 0 {
+        // Nothing to attend to, or heads of no width.
+        return Err(Error::BadInput);
+    }
+    let (group, kvw) = (heads / kv_heads, kv_heads * d);
+    let gw = group * d;
+    if q_row.len() < heads * d
+        || out.len() < kv.len() * gw
+        || keys.len() < seen * kvw
+        || values.len() < seen * kvw
+    {
+        return Err(Error::LengthMismatch {
+            expected: seen * kvw,
+            found: keys.len().min(values.len()),
+        });
+    }
+    if scores.len() < group * seen {
+        return Err(Error::BufferTooSmall {
+            needed: group * seen,
+            got: scores.len(),
+        });
+    }
+    let scale = 1.0 / libm::sqrtf(d as f32);
+    for (h, oh) in kv.zip(out.chunks_exact_mut(gw)) {
+        let qs = &q_row[h * gw..][..gw];
+        let sc = &mut scores[..group * seen];
+        let (ks, vs) = (keys.tail(h * d), values.tail(h * d));
+        if !gemm::key_dots_wide(qs, d, ks, kvw, sc) {
+            for (qh, row) in qs.chunks_exact(d).zip(sc.chunks_exact_mut(seen)) {
+                match ks {
+                    KvSlice::F32(k) => key_dots(qh, k, kvw, row),
+                    KvSlice::F16(k) => key_dots(qh, k, kvw, row),
                 }
             }
-            for row in sc.chunks_exact_mut(seen) {
-                softmax(row, scale);
-            }
-            let oh = &mut out[at..][..group * d];
-            if gemm::value_sum_wide(sc, d, vs, kvw, oh) {
-                continue;
-            }
-            for (p, o) in sc.chunks_exact(seen).zip(oh.chunks_exact_mut(d)) {
-                match vs {
-                    KvSlice::F32(v) => value_sum(p, v, kvw, o),
-                    KvSlice::F16(v) => value_sum(p, v, kvw, o),
-                }
+        }
+        for row in sc.chunks_exact_mut(seen) {
+            softmax(row, scale);
+        }
+        if gemm::value_sum_wide(sc, d, vs, kvw, oh) {
+            continue;
+        }
+        for (p, o) in sc.chunks_exact(seen).zip(oh.chunks_exact_mut(d)) {
+            match vs {
+                KvSlice::F32(v) => value_sum(p, v, kvw, o),
+                KvSlice::F16(v) => value_sum(p, v, kvw, o),
             }
         }
     }
@@ -636,6 +701,54 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_rows_key_value_heads_computed_apart_equal_the_whole_row() {
+        use super::{causal_attention_heads, KvSlice};
+        let shape = CausalShape {
+            heads: 6,
+            kv_heads: 3,
+            head_dim: 16,
+        };
+        let (qw, kvw, gw) = (96, 48, 32);
+        let seen = 11;
+        let (q, kc, vc) = (values(qw, 8), values(seen * kvw, 9), values(seen * kvw, 10));
+        let (keys, vals) = (KvSlice::F32(&kc), KvSlice::F32(&vc));
+        let mut whole = vec![0.0f32; qw];
+        let mut scores = vec![0.0f32; 2 * seen];
+        causal_attention(shape, &q, keys, vals, 1, seen - 1, &mut whole, &mut scores).unwrap();
+        for (a, b) in [(0, 3), (0, 1), (1, 3), (2, 3), (1, 2)] {
+            let mut part = vec![f32::NAN; (b - a) * gw];
+            causal_attention_heads(shape, &q, keys, vals, seen, a..b, &mut part, &mut scores)
+                .unwrap();
+            assert_eq!(part, whole[a * gw..b * gw], "heads {a}..{b}");
+        }
+        let mut part = vec![0.0f32; 3 * gw];
+        for (range, seen) in [(2..4, seen), (0..1, 0), (0..1, seen + 1)] {
+            assert!(causal_attention_heads(
+                shape,
+                &q,
+                keys,
+                vals,
+                seen,
+                range,
+                &mut part,
+                &mut scores
+            )
+            .is_err());
+        }
+        assert!(causal_attention_heads(
+            shape,
+            &q,
+            keys,
+            vals,
+            seen,
+            0..3,
+            &mut part,
+            &mut scores[..seen]
+        )
+        .is_err());
     }
 
     #[test]
