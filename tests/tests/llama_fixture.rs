@@ -40,6 +40,30 @@ fn worst(got: &[f32], want: &[f64]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The bytes of the fixture's adapter files, in the order of `specs`.
+fn adapter_files(specs: &[Value]) -> Vec<Vec<u8>> {
+    specs
+        .iter()
+        .map(|a| read_repo_file(&format!("tests/data/llama/{}", a["file"].as_str().unwrap())))
+        .collect()
+}
+
+/// The adapters parsed from `files`, with a workspace for each on `model`.
+fn parsed_adapters<'f>(
+    files: &'f [Vec<u8>],
+    model: &Model<'_>,
+) -> (Vec<Adapter<'f>>, Vec<Vec<f32>>) {
+    let adapters: Vec<Adapter<'f>> = files
+        .iter()
+        .map(|b| Adapter::from_bytes(b).unwrap())
+        .collect();
+    let workspaces = adapters
+        .iter()
+        .map(|a| vec![0.0f32; a.workspace_len(model).unwrap()])
+        .collect();
+    (adapters, workspaces)
+}
+
 /// Largest error over (a) the whole prompt read at once by `run`, (b) the whole prompt read
 /// by one `step` (prefill), (c) every position's logits from `step_all` over the prompt's
 /// two halves, (d) the prompt read one token per `step`, every position compared. Panics
@@ -150,18 +174,8 @@ fn logits_of_base_and_every_adapter_unmerged_and_merged_equal_float64() {
         .map(|a| a["method"].as_str().unwrap())
         .collect();
     assert_eq!(methods, ["gsoft", "double_gsoft", "oft", "boft"]);
-    let files: Vec<Vec<u8>> = specs
-        .iter()
-        .map(|a| read_repo_file(&format!("tests/data/llama/{}", a["file"].as_str().unwrap())))
-        .collect();
-    let adapters: Vec<Adapter<'_>> = files
-        .iter()
-        .map(|b| Adapter::from_bytes(b).unwrap())
-        .collect();
-    let mut workspaces: Vec<Vec<f32>> = adapters
-        .iter()
-        .map(|a| vec![0.0f32; a.workspace_len(&model).unwrap()])
-        .collect();
+    let files = adapter_files(specs);
+    let (adapters, mut workspaces) = parsed_adapters(&files, &model);
     let adapter_logits: Vec<Vec<Vec<Vec<f64>>>> = specs
         .iter()
         .map(|a| {
@@ -250,18 +264,8 @@ fn a_half_precision_cache_holds_the_rounded_keys_and_stays_near_the_float64_logi
     let model = Model::from_bytes(&bytes).unwrap();
     let vocab = model.output_len();
     let specs = f["adapters"].as_array().unwrap();
-    let files: Vec<Vec<u8>> = specs
-        .iter()
-        .map(|a| read_repo_file(&format!("tests/data/llama/{}", a["file"].as_str().unwrap())))
-        .collect();
-    let adapters: Vec<Adapter<'_>> = files
-        .iter()
-        .map(|b| Adapter::from_bytes(b).unwrap())
-        .collect();
-    let mut workspaces: Vec<Vec<f32>> = adapters
-        .iter()
-        .map(|a| vec![0.0f32; a.workspace_len(&model).unwrap()])
-        .collect();
+    let files = adapter_files(specs);
+    let (adapters, mut workspaces) = parsed_adapters(&files, &model);
     let mut session = Session::new(&model);
     let handles: Vec<_> = adapters
         .iter()

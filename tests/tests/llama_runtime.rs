@@ -50,6 +50,27 @@ fn token_by_token(
     one
 }
 
+/// `n` greedy tokens of the bare base after the step that wrote `logits` (ties to the lowest
+/// id), stopping early when the state is full.
+fn greedy(
+    model: &Model<'_>,
+    state: &mut DecoderState<'_>,
+    logits: &mut [f32],
+    arena: &mut [f32],
+    n: usize,
+) -> Vec<u32> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let next = argmax(logits) as u32;
+        got.push(next);
+        if state.len() == state.context() {
+            break;
+        }
+        model.step(None, state, &[next], logits, arena).unwrap();
+    }
+    got
+}
+
 /// Asserts that the token `got`'s logits pick is one that `want` ranks at most `tie` below
 /// its best (with `tie = 0`, the same token). Paths with 8-bit activations need a tie: on
 /// the chat prompt the reference's two best tokens ("The", "L") are 0.08 apart, and which
@@ -208,17 +229,7 @@ fn greedy_tokens_equal_the_reference_and_prefill_equals_token_by_token() {
         model
             .step(None, &mut state, &prompt, &mut logits, &mut arena)
             .unwrap();
-        let mut got = Vec::new();
-        for _ in 0..want.len() {
-            let next = argmax(&logits) as u32;
-            got.push(next);
-            if state.len() == context {
-                break;
-            }
-            model
-                .step(None, &mut state, &[next], &mut logits, &mut arena)
-                .unwrap();
-        }
+        let got = greedy(&model, &mut state, &mut logits, &mut arena, want.len());
         assert_eq!(got, want, "{name}: greedy continuation");
 
         // The same prompt one token at a time gives the same next-token logits.
@@ -356,17 +367,7 @@ fn a_half_cache_keeps_the_reference_logits_and_greedy_tokens() {
         eprintln!("half cache, {name}: cosine {c:.7}");
         worst = worst.min(c);
         assert_same_choice(&logits, &reference_logits, 0.0, name);
-        let mut got = Vec::new();
-        for _ in 0..want.len() {
-            let next = argmax(&logits) as u32;
-            got.push(next);
-            if state.len() == context {
-                break;
-            }
-            model
-                .step(None, &mut state, &[next], &mut logits, &mut arena)
-                .unwrap();
-        }
+        let got = greedy(&model, &mut state, &mut logits, &mut arena, want.len());
         assert_eq!(got, want, "{name}: greedy continuation with a half cache");
     }
     assert!(worst >= 0.99999, "cosine {worst}");

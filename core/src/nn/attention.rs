@@ -305,32 +305,16 @@ pub fn causal_attention(
     out: &mut [f32],
     scores: &mut [f32],
 ) -> Result<()> {
-    let CausalShape {
-        heads,
-        kv_heads,
-        head_dim: d,
-    } = shape;
-    let (qw, kvw) = (heads * d, kv_heads * d);
-    let len = past + t;
-    if kv_heads == 0 || heads % kv_heads != 0 {
+    let qw = shape.heads * shape.head_dim;
+    if q.len() < t * qw || out.len() < t * qw {
         return Err(Error::LengthMismatch {
-            expected: heads,
-            found: kv_heads,
+            expected: t * qw,
+            found: q.len().min(out.len()),
         });
     }
-    if q.len() < t * qw || out.len() < t * qw || keys.len() < len * kvw || values.len() < len * kvw
-    {
-        return Err(Error::LengthMismatch {
-            expected: len * kvw,
-            found: keys.len().min(values.len()),
-        });
-    }
-    let group = heads / kv_heads;
-    if scores.len() < group * len {
-        return Err(Error::BufferTooSmall {
-            needed: group * len,
-            got: scores.len(),
-        });
+    // The last row reads the most: if its keys, values and scores fit, every row's do.
+    if t > 0 {
+        check_cache(shape, keys, values, past + t, scores.len())?;
     }
     for i in 0..t {
         causal_attention_heads(
@@ -339,7 +323,7 @@ pub fn causal_attention(
             keys,
             values,
             past + i + 1,
-            0..kv_heads,
+            0..shape.kv_heads,
             &mut out[i * qw..][..qw],
             scores,
         )?;
@@ -369,37 +353,19 @@ pub fn causal_attention_heads(
     out: &mut [f32],
     scores: &mut [f32],
 ) -> Result<()> {
-    let CausalShape {
-        heads,
-        kv_heads,
-        head_dim: d,
-    } = shape;
-    if kv_heads == 0 || heads % kv_heads != 0 || kv.start > kv.end || kv.end > kv_heads {
+    let group = check_cache(shape, keys, values, seen, scores.len())?;
+    let (d, kv_heads) = (shape.head_dim, shape.kv_heads);
+    let (gw, kvw) = (group * d, kv_heads * d);
+    if kv.start > kv.end || kv.end > kv_heads {
         return Err(Error::LengthMismatch {
-            expected: heads,
-            found: kv_heads,
+            expected: kv_heads,
+            found: kv.end,
         });
     }
-    if seen == 0 || d == 0 {
-        // Nothing to attend to, or heads of no width.
-        return Err(Error::BadInput);
-    }
-    let (group, kvw) = (heads / kv_heads, kv_heads * d);
-    let gw = group * d;
-    if q_row.len() < heads * d
-        || out.len() < kv.len() * gw
-        || keys.len() < seen * kvw
-        || values.len() < seen * kvw
-    {
+    if q_row.len() < shape.heads * d || out.len() < kv.len() * gw {
         return Err(Error::LengthMismatch {
-            expected: seen * kvw,
-            found: keys.len().min(values.len()),
-        });
-    }
-    if scores.len() < group * seen {
-        return Err(Error::BufferTooSmall {
-            needed: group * seen,
-            got: scores.len(),
+            expected: kv.len() * gw,
+            found: q_row.len().min(out.len()),
         });
     }
     let scale = 1.0 / libm::sqrtf(d as f32);
@@ -429,6 +395,47 @@ pub fn causal_attention_heads(
         }
     }
     Ok(())
+}
+
+/// Checks that `shape` has heads, groups them evenly and gives them some width, and that `keys`,
+/// `values` and `scores` (`scores_len` values) hold what a row attending to `seen > 0`
+/// positions reads; returns the group (query heads per key/value head).
+fn check_cache(
+    shape: CausalShape,
+    keys: KvSlice<'_>,
+    values: KvSlice<'_>,
+    seen: usize,
+    scores_len: usize,
+) -> Result<usize> {
+    let CausalShape {
+        heads,
+        kv_heads,
+        head_dim: d,
+    } = shape;
+    if kv_heads == 0 || heads == 0 || heads % kv_heads != 0 {
+        return Err(Error::LengthMismatch {
+            expected: heads,
+            found: kv_heads,
+        });
+    }
+    if seen == 0 || d == 0 {
+        // Nothing to attend to, or heads of no width.
+        return Err(Error::BadInput);
+    }
+    let (group, need) = (heads / kv_heads, seen * kv_heads * d);
+    if keys.len() < need || values.len() < need {
+        return Err(Error::LengthMismatch {
+            expected: need,
+            found: keys.len().min(values.len()),
+        });
+    }
+    if scores_len < group * seen {
+        return Err(Error::BufferTooSmall {
+            needed: group * seen,
+            got: scores_len,
+        });
+    }
+    Ok(group)
 }
 
 /// A cached value widened to `f32` (the portable loops' read of either [`KvType`]).
