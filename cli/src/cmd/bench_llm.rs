@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use riffle_core::runtime::{DecoderState, Session};
-
-use crate::llm::{CacheType, KvBuffer};
 use serde_json::json;
 
 use crate::cmd::run::{open, pairs};
 use crate::fail::{bad, runtime, Result};
 use crate::files::load_model;
+use crate::llm::{CacheType, KvBuffer};
 use crate::residents::Residents;
 
 /// Runs of each configuration (the median is reported).
