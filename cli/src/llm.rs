@@ -103,10 +103,11 @@ impl KvBuffer {
 
     /// Bytes the cache holds.
     pub fn bytes(&self) -> usize {
-        match self {
-            KvBuffer::F32(v) => 4 * v.len(),
-            KvBuffer::F16(v) => 2 * v.len(),
-        }
+        let (kind, len) = match self {
+            KvBuffer::F32(v) => (KvType::F32, v.len()),
+            KvBuffer::F16(v) => (KvType::F16, v.len()),
+        };
+        kind.bytes() * len
     }
 }
 

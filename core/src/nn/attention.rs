@@ -135,14 +135,6 @@ impl KvType {
             KvType::F16 => "f16",
         }
     }
-    /// The type named `f32` or `f16` (as [`KvType::name`] writes them).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "f32" => Some(KvType::F32),
-            "f16" => Some(KvType::F16),
-            _ => None,
-        }
-    }
 }
 
 /// Cached keys or values as they are kept ([`KvType`]): `f32`s, or half-precision bits.
