@@ -284,6 +284,9 @@ impl CausalShape {
 /// [`CausalShape::group`]): the query heads that share a key/value head are scored
 /// together, so each cached key and value is read once for all of them.
 ///
+/// (A decoding step over a long cache can instead be cut into blocks of positions that
+/// threads share: [`key_block_attention`].)
+///
 /// # Errors
 /// [`Error::BufferTooSmall`] / [`Error::LengthMismatch`] for short buffers.
 #[allow(clippy::too_many_arguments)]
@@ -304,99 +307,256 @@ pub fn causal_attention(
             found: q.len().min(out.len()),
         });
     }
-    // The last row reads the most: if its keys, values and scores fit, every row's do.
-    if t > 0 {
-        check_cache(shape, keys, values, past + t, scores.len())?;
+    if t == 0 {
+        return Ok(());
     }
-    for i in 0..t {
-        causal_attention_heads(
-            shape,
-            &q[i * qw..][..qw],
-            keys,
-            values,
-            past + i + 1,
-            0..shape.kv_heads,
-            &mut out[i * qw..][..qw],
-            scores,
-        )?;
+    // The last row reads the most: if its keys, values and scores fit, every row's do.
+    let group = check_cache(shape, keys, values, past + t, past + t, scores.len())?;
+    let gw = group * shape.head_dim;
+    let rows = q.chunks_exact(qw).zip(out.chunks_exact_mut(qw)).take(t);
+    for (i, (q_row, o_row)) in rows.enumerate() {
+        let seen = past + i + 1;
+        for (h, (qs, oh)) in q_row
+            .chunks_exact(gw)
+            .zip(o_row.chunks_exact_mut(gw))
+            .enumerate()
+        {
+            let sc = &mut scores[..group * seen];
+            attend_group(shape, qs, keys, values, h, 0..seen, sc, oh, &mut []);
+        }
     }
     Ok(())
 }
 
-/// One query row of [`causal_attention`] (the token at position `seen - 1`, attending to
-/// positions `0 .. seen`), for the key/value heads `kv` only: `q_row` holds the row's
-/// queries (`heads · head_dim`), `out` receives the outputs of the query heads that share
-/// those key/value heads (`kv.len() · group · head_dim` values, in head order), and
-/// `scores` needs `group · seen` values. Each head's output is computed exactly as
-/// [`causal_attention`] computes it, so a row's key/value heads can be split across
-/// threads (a decoding step over a long cache) with the same results.
-///
-/// # Errors
-/// [`Error::BufferTooSmall`] / [`Error::LengthMismatch`] for short buffers or a range past
-/// the key/value heads.
+/// The query heads of key/value head `h` (`qs`: `group · head_dim` values) over the cached
+/// positions `positions`: their scores in `sc` (`group · positions.len()` values), each
+/// row softmaxed, and each head's probability-weighted sum of the values in `oh`
+/// (`group · head_dim`); `stats[r]`, where given, receives head `r`'s largest score and
+/// sum of exponentials (the softmax's own). The caller checked every length.
 #[allow(clippy::too_many_arguments)]
-pub fn causal_attention_heads(
+fn attend_group(
     shape: CausalShape,
-    q_row: &[f32],
+    qs: &[f32],
     keys: KvSlice<'_>,
     values: KvSlice<'_>,
-    seen: usize,
-    kv: core::ops::Range<usize>,
-    out: &mut [f32],
-    scores: &mut [f32],
-) -> Result<()> {
-    let group = check_cache(shape, keys, values, seen, scores.len())?;
-    let (d, kv_heads) = (shape.head_dim, shape.kv_heads);
-    let (gw, kvw) = (group * d, kv_heads * d);
-    if kv.start > kv.end || kv.end > kv_heads {
-        return Err(Error::LengthMismatch {
-            expected: kv_heads,
-            found: kv.end,
-        });
-    }
-    if q_row.len() < shape.heads * d || out.len() < kv.len() * gw {
-        return Err(Error::LengthMismatch {
-            expected: kv.len() * gw,
-            found: q_row.len().min(out.len()),
-        });
-    }
-    let scale = 1.0 / libm::sqrtf(d as f32);
-    for (h, oh) in kv.zip(out.chunks_exact_mut(gw)) {
-        let qs = &q_row[h * gw..][..gw];
-        let sc = &mut scores[..group * seen];
-        let (ks, vs) = (keys.tail(h * d), values.tail(h * d));
-        if !gemm::key_dots_wide(qs, d, ks, kvw, sc) {
-            for (qh, row) in qs.chunks_exact(d).zip(sc.chunks_exact_mut(seen)) {
-                match ks {
-                    KvSlice::F32(k) => key_dots(qh, k, kvw, row),
-                    KvSlice::F16(k) => key_dots(qh, k, kvw, row),
-                }
+    h: usize,
+    positions: core::ops::Range<usize>,
+    sc: &mut [f32],
+    oh: &mut [f32],
+    stats: &mut [[f32; 2]],
+) {
+    let (d, kvw) = (shape.head_dim, shape.kv_heads * shape.head_dim);
+    let n = positions.len();
+    let at = positions.start * kvw + h * d;
+    let (ks, vs) = (keys.tail(at), values.tail(at));
+    if !gemm::key_dots_wide(qs, d, ks, kvw, sc) {
+        for (qh, row) in qs.chunks_exact(d).zip(sc.chunks_exact_mut(n)) {
+            match ks {
+                KvSlice::F32(k) => key_dots(qh, k, kvw, row),
+                KvSlice::F16(k) => key_dots(qh, k, kvw, row),
             }
         }
-        for row in sc.chunks_exact_mut(seen) {
-            softmax(row, scale);
+    }
+    let scale = 1.0 / libm::sqrtf(d as f32);
+    for (r, row) in sc.chunks_exact_mut(n).enumerate() {
+        let st = softmax_stats(row, scale);
+        if let Some(x) = stats.get_mut(r) {
+            *x = st;
         }
-        if gemm::value_sum_wide(sc, d, vs, kvw, oh) {
-            continue;
-        }
-        for (p, o) in sc.chunks_exact(seen).zip(oh.chunks_exact_mut(d)) {
+    }
+    if !gemm::value_sum_wide(sc, d, vs, kvw, oh) {
+        for (p, o) in sc.chunks_exact(n).zip(oh.chunks_exact_mut(d)) {
             match vs {
                 KvSlice::F32(v) => value_sum(p, v, kvw, o),
                 KvSlice::F16(v) => value_sum(p, v, kvw, o),
             }
         }
     }
+}
+
+/// Positions in one block of [`key_block_attention`]: a decoding step's cache is cut into
+/// blocks of this many positions (the last one shorter), whatever the thread count.
+pub const KEY_BLOCK: usize = 128;
+
+/// Most query heads per key/value head that [`key_block_attention`] takes (a larger group
+/// is refused).
+pub const MAX_GROUP: usize = 16;
+
+/// Units of [`key_block_attention`] for a row that attends to `seen` positions: one per
+/// block of [`KEY_BLOCK`] positions and key/value head, unit `u` being block
+/// `u / kv_heads` of key/value head `u % kv_heads`.
+pub fn key_block_units(shape: CausalShape, seen: usize) -> usize {
+    seen.div_ceil(KEY_BLOCK).saturating_mul(shape.kv_heads)
+}
+
+/// Values one unit of [`key_block_attention`] writes: the outputs of its group of query
+/// heads, then each head's largest score, then each head's sum of exponentials.
+pub fn key_block_width(shape: CausalShape) -> usize {
+    shape.group() * (shape.head_dim + 2)
+}
+
+/// One decoding row's attention (the token at position `seen - 1`, attending to positions
+/// `0 .. seen`) cut into units that can run apart: the units `units` (of
+/// [`key_block_units`]) computed into `partials` ([`key_block_width`] values each, the
+/// range's first unit first), to be combined by [`merge_key_blocks`]. Each unit is the
+/// softmax attention of one key/value head's query heads over one block of positions, by
+/// the code [`causal_attention`] runs over all of them; `scores` needs
+/// `group · min(seen, KEY_BLOCK)` values. A unit's values depend only on its own block, so
+/// the units can be shared among threads in any way with the same results, where
+/// [`causal_attention`]'s row can only be split by heads (SmolLM2 has three).
+///
+/// ```
+/// use riffle_core::nn::attention::{
+///     causal_attention, key_block_attention, key_block_units, key_block_width,
+///     merge_key_blocks, CausalShape, KvSlice,
+/// };
+/// let shape = CausalShape { heads: 4, kv_heads: 2, head_dim: 8 };
+/// let seen = 300; // three blocks of positions, two key/value heads: six units
+/// let keys: Vec<f32> = (0..seen * 16).map(|i| (i % 7) as f32 / 7.0).collect();
+/// let values: Vec<f32> = (0..seen * 16).map(|i| (i % 5) as f32 / 5.0).collect();
+/// let (k, v) = (KvSlice::F32(&keys), KvSlice::F32(&values));
+/// let q = [0.1f32; 32];
+/// let units = key_block_units(shape, seen);
+/// let mut partials = vec![0.0; units * key_block_width(shape)];
+/// let mut scores = vec![0.0; 2 * 128];
+/// // Two "threads": units 0..4 and 4..6, into their own slices.
+/// let (a, b) = partials.split_at_mut(4 * key_block_width(shape));
+/// key_block_attention(shape, &q, k, v, seen, 0..4, a, &mut scores)?;
+/// key_block_attention(shape, &q, k, v, seen, 4..units, b, &mut scores)?;
+/// let mut out = [0.0f32; 32];
+/// merge_key_blocks(shape, seen, &partials, &mut out)?;
+/// // The row in one pass, to rounding.
+/// let mut whole = [0.0f32; 32];
+/// causal_attention(shape, &q, k, v, 1, seen - 1, &mut whole, &mut vec![0.0; 2 * seen])?;
+/// assert!(out.iter().zip(&whole).all(|(a, b)| (a - b).abs() < 1e-5));
+/// # Ok::<(), riffle_core::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] / [`Error::LengthMismatch`] for short buffers or units past
+/// the row's; [`Error::BadInput`] for a group of more than [`MAX_GROUP`] heads.
+#[allow(clippy::too_many_arguments)]
+pub fn key_block_attention(
+    shape: CausalShape,
+    q_row: &[f32],
+    keys: KvSlice<'_>,
+    values: KvSlice<'_>,
+    seen: usize,
+    units: core::ops::Range<usize>,
+    partials: &mut [f32],
+    scores: &mut [f32],
+) -> Result<()> {
+    let scored = seen.min(KEY_BLOCK);
+    let group = check_cache(shape, keys, values, seen, scored, scores.len())?;
+    check_key_blocks(shape, seen, q_row.len(), units.end)?;
+    let width = key_block_width(shape);
+    let gw = group * shape.head_dim;
+    if units.start > units.end || partials.len() < units.len() * width {
+        return Err(Error::BufferTooSmall {
+            needed: units.len() * width,
+            got: partials.len(),
+        });
+    }
+    for (u, part) in units.zip(partials.chunks_exact_mut(width)) {
+        let (b, h) = (u / shape.kv_heads, u % shape.kv_heads);
+        let positions = b * KEY_BLOCK..seen.min((b + 1) * KEY_BLOCK);
+        let sc = &mut scores[..group * positions.len()];
+        let (oh, st) = part.split_at_mut(gw);
+        let mut stats = [[0.0f32; 2]; MAX_GROUP];
+        let qs = &q_row[h * gw..][..gw];
+        attend_group(shape, qs, keys, values, h, positions, sc, oh, &mut stats);
+        let (top, sum) = st.split_at_mut(group);
+        for ((t, s), [m, l]) in top.iter_mut().zip(sum.iter_mut()).zip(stats) {
+            (*t, *s) = (m, l);
+        }
+    }
     Ok(())
 }
 
-/// Checks that `shape` has heads, groups them evenly and gives them some width, and that `keys`,
-/// `values` and `scores` (`scores_len` values) hold what a row attending to `seen > 0`
-/// positions reads; returns the group (query heads per key/value head).
+/// The checks [`key_block_attention`] and [`merge_key_blocks`] share: a group the units
+/// can hold, a query row of every head, and units within the row's.
+fn check_key_blocks(shape: CausalShape, seen: usize, q_len: usize, end: usize) -> Result<()> {
+    if shape.group() > MAX_GROUP {
+        return Err(Error::BadInput);
+    }
+    let qw = shape.heads * shape.head_dim;
+    if q_len < qw {
+        return Err(Error::LengthMismatch {
+            expected: qw,
+            found: q_len,
+        });
+    }
+    let units = key_block_units(shape, seen);
+    if end > units {
+        return Err(Error::LengthMismatch {
+            expected: units,
+            found: end,
+        });
+    }
+    Ok(())
+}
+
+/// Combines every unit of a row's [`key_block_attention`] (`partials`: all
+/// [`key_block_units`] of them, in order) into the row's outputs (`out`:
+/// `heads · head_dim` values): each block's outputs weighted by its share of the row's
+/// exponentials, blocks in order, so the result does not depend on who computed which
+/// unit. It equals [`causal_attention`]'s row to rounding (the softmax's sum is taken per
+/// block and combined).
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] / [`Error::LengthMismatch`] for short buffers;
+/// [`Error::BadInput`] for no positions or a group of more than [`MAX_GROUP`] heads.
+pub fn merge_key_blocks(
+    shape: CausalShape,
+    seen: usize,
+    partials: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    if seen == 0 || shape.head_dim == 0 || shape.kv_heads == 0 {
+        return Err(Error::BadInput);
+    }
+    check_key_blocks(shape, seen, out.len(), 0)?;
+    let units = key_block_units(shape, seen);
+    let width = key_block_width(shape);
+    if partials.len() < units * width {
+        return Err(Error::BufferTooSmall {
+            needed: units * width,
+            got: partials.len(),
+        });
+    }
+    let (d, group) = (shape.head_dim, shape.group());
+    let scale = 1.0 / libm::sqrtf(d as f32);
+    let blocks = seen.div_ceil(KEY_BLOCK);
+    for (r, o) in out.chunks_exact_mut(d).take(shape.heads).enumerate() {
+        let (h, g) = (r / group, r % group);
+        let unit = |b: usize| &partials[(b * shape.kv_heads + h) * width..][..width];
+        let top = (0..blocks).fold(f32::NEG_INFINITY, |m, b| m.max(unit(b)[group * d + g]));
+        o.fill(0.0);
+        let mut total = 0.0f32;
+        for b in 0..blocks {
+            let u = unit(b);
+            let w = u[group * d + group + g] * fast_exp((u[group * d + g] - top) * scale);
+            total += w;
+            for (x, &y) in o.iter_mut().zip(&u[g * d..][..d]) {
+                *x += w * y;
+            }
+        }
+        let inv = 1.0 / total;
+        o.iter_mut().for_each(|x| *x *= inv);
+    }
+    Ok(())
+}
+
+/// Checks that `shape` has heads, groups them evenly and gives them some width, that `keys`
+/// and `values` hold what a row attending to `seen > 0` positions reads, and that `scores`
+/// (`scores_len` values) holds a group's scores over `scored` positions at once; returns
+/// the group (query heads per key/value head).
 fn check_cache(
     shape: CausalShape,
     keys: KvSlice<'_>,
     values: KvSlice<'_>,
     seen: usize,
+    scored: usize,
     scores_len: usize,
 ) -> Result<usize> {
     let CausalShape {
@@ -414,16 +574,16 @@ fn check_cache(
         // Nothing to attend to, or heads of no width.
         return Err(Error::BadInput);
     }
-    let (group, need) = (heads / kv_heads, seen * kv_heads * d);
+    let (group, need) = (heads / kv_heads, seen.saturating_mul(kv_heads * d));
     if keys.len() < need || values.len() < need {
         return Err(Error::LengthMismatch {
             expected: need,
             found: keys.len().min(values.len()),
         });
     }
-    if scores_len < group * seen {
+    if scores_len < group.saturating_mul(scored) {
         return Err(Error::BufferTooSmall {
-            needed: group * seen,
+            needed: group.saturating_mul(scored),
             got: scores_len,
         });
     }
@@ -456,13 +616,13 @@ fn key_dots<E: Cached>(q: &[f32], keys: &[E], stride: usize, scores: &mut [f32])
     let seen = scores.len();
     let mut fours = scores.chunks_exact_mut(4);
     for (c, s4) in (&mut fours).enumerate() {
-        let ks = core::array::from_fn(|u| &keys[(4 * c + u) * stride..][..d]);
-        s4.copy_from_slice(&dot4(q, ks));
+        let ks: [&[E]; 4] = core::array::from_fn(|u| &keys[(4 * c + u) * stride..][..d]);
+        s4.copy_from_slice(&dots(q, ks));
     }
     let done = seen - fours.into_remainder().len();
     for (j, s) in scores.iter_mut().enumerate().skip(done) {
         let k = &keys[j * stride..][..d];
-        *s = dot4(q, [k; 4])[0];
+        [*s] = dots(q, [k]);
     }
 }
 
@@ -486,11 +646,11 @@ fn value_sum<E: Cached>(p: &[f32], values: &[E], stride: usize, out: &mut [f32])
     }
 }
 
-/// The dot products of `q` with four keys of its length, in eight lanes each (the
-/// arithmetic of [`crate::math::dot`] for each key).
+/// The dot products of `q` with `K` keys of its length, in eight lanes each (the
+/// arithmetic of [`crate::math::dot`] for each key, whatever `K`).
 #[inline]
-fn dot4<E: Cached>(q: &[f32], k: [&[E]; 4]) -> [f32; 4] {
-    let mut acc = [[0f32; 8]; 4];
+fn dots<E: Cached, const K: usize>(q: &[f32], k: [&[E]; K]) -> [f32; K] {
+    let mut acc = [[0f32; 8]; K];
     let (q8, _) = q.as_chunks::<8>();
     for (acc, k) in acc.iter_mut().zip(k) {
         for (x, y) in q8.iter().zip(k.as_chunks::<8>().0) {
@@ -516,8 +676,14 @@ fn dot4<E: Cached>(q: &[f32], k: [&[E]; 4]) -> [f32; 4] {
 /// kernel with fused multiply-adds and vector reductions (same formula, a few units in
 /// the last place apart).
 pub fn softmax(row: &mut [f32], scale: f32) {
-    if crate::math::gemm::softmax_wide(row, scale) {
-        return;
+    softmax_stats(row, scale);
+}
+
+/// [`softmax`], returning the row's largest value and the sum of the exponentials it
+/// divided by.
+fn softmax_stats(row: &mut [f32], scale: f32) -> [f32; 2] {
+    if let Some(stats) = crate::math::gemm::softmax_wide(row, scale) {
+        return stats;
     }
     // 32 independent lanes, so that the maxima do not form one serial chain (the maximum
     // does not depend on the order it is taken in).
@@ -542,8 +708,10 @@ pub fn softmax(row: &mut [f32], scale: f32) {
     for s in row.iter_mut() {
         *s = fast_exp((*s - max) * scale);
     }
-    let inv = 1.0 / crate::math::sum(row);
+    let total = crate::math::sum(row);
+    let inv = 1.0 / total;
     row.iter_mut().for_each(|s| *s *= inv);
+    [max, total]
 }
 
 #[cfg(test)]
@@ -703,51 +871,107 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_rows_key_value_heads_computed_apart_equal_the_whole_row() {
-        use super::{causal_attention_heads, KvSlice};
-        let shape = CausalShape {
-            heads: 6,
-            kv_heads: 3,
+    fn key_blocks_computed_apart_and_merged_equal_the_whole_row() {
+        use super::{
+            key_block_attention, key_block_units, key_block_width, merge_key_blocks, KvSlice,
+            KEY_BLOCK,
+        };
+        // Head widths the SIMD kernels take (16) and leave to the portable loops (12);
+        // groups of two and of one.
+        for (heads, kv_heads, d) in [(6, 3, 16), (4, 4, 12)] {
+            let shape = CausalShape {
+                heads,
+                kv_heads,
+                head_dim: d,
+            };
+            let (qw, kvw, group) = (heads * d, kv_heads * d, heads / kv_heads);
+            let width = key_block_width(shape);
+            assert_eq!(width, group * (d + 2));
+            for seen in [1, 5, KEY_BLOCK, KEY_BLOCK + 1, 300] {
+                // Scores several times larger than the positions: a large maximum per block.
+                let q: Vec<f32> = values(qw, 8).iter().map(|x| 6.0 * x).collect();
+                let (kc, vc) = (values(seen * kvw, 9), values(seen * kvw, 10));
+                let (kh, vh): (Vec<u16>, Vec<u16>) = (
+                    kc.iter().map(|&x| crate::quant::f32_to_f16(x)).collect(),
+                    vc.iter().map(|&x| crate::quant::f32_to_f16(x)).collect(),
+                );
+                let caches = [
+                    (KvSlice::F32(&kc), KvSlice::F32(&vc)),
+                    (KvSlice::F16(&kh), KvSlice::F16(&vh)),
+                ];
+                for (keys, vals) in caches {
+                    let mut whole = vec![0.0f32; qw];
+                    let mut scores = vec![0.0f32; group * seen];
+                    causal_attention(shape, &q, keys, vals, 1, seen - 1, &mut whole, &mut scores)
+                        .unwrap();
+                    let units = key_block_units(shape, seen);
+                    assert_eq!(units, seen.div_ceil(KEY_BLOCK) * kv_heads);
+                    let mut all = vec![f32::NAN; units * width];
+                    let mut sc = vec![0.0f32; group * KEY_BLOCK.min(seen)];
+                    key_block_attention(shape, &q, keys, vals, seen, 0..units, &mut all, &mut sc)
+                        .unwrap();
+                    let mut out = vec![f32::NAN; qw];
+                    merge_key_blocks(shape, seen, &all, &mut out).unwrap();
+                    for (i, (a, b)) in out.iter().zip(&whole).enumerate() {
+                        assert!((a - b).abs() <= 2e-6, "seen {seen} value {i}: {a} vs {b}");
+                    }
+                    // Any cut of the units gives the same partial results, bit for bit.
+                    for cut in 0..=units {
+                        let mut parts = vec![f32::NAN; units * width];
+                        let (x, y) = parts.split_at_mut(cut * width);
+                        key_block_attention(shape, &q, keys, vals, seen, 0..cut, x, &mut sc)
+                            .unwrap();
+                        key_block_attention(shape, &q, keys, vals, seen, cut..units, y, &mut sc)
+                            .unwrap();
+                        assert!(
+                            parts
+                                .iter()
+                                .zip(&all)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "seen {seen} cut {cut}"
+                        );
+                    }
+                    // Refused: units past the row's, short partials, short scores, a
+                    // merge of too few units, a short output.
+                    let mut part = vec![0.0f32; (units + 1) * width];
+                    let mut short = vec![0.0f32; sc.len() - 1];
+                    for (units, sc) in [(0..units + 1, &mut sc[..]), (0..units, &mut short[..])] {
+                        assert!(key_block_attention(
+                            shape, &q, keys, vals, seen, units, &mut part, sc
+                        )
+                        .is_err());
+                    }
+                    assert!(key_block_attention(
+                        shape,
+                        &q,
+                        keys,
+                        vals,
+                        seen,
+                        0..units,
+                        &mut part[..units * width - 1],
+                        &mut sc
+                    )
+                    .is_err());
+                    assert!(
+                        merge_key_blocks(shape, seen, &all[..all.len() - 1], &mut out).is_err()
+                    );
+                    assert!(merge_key_blocks(shape, seen, &all, &mut out[..qw - 1]).is_err());
+                    assert!(merge_key_blocks(shape, 0, &all, &mut out).is_err());
+                }
+            }
+        }
+        // A group the units cannot hold.
+        let wide = CausalShape {
+            heads: 17,
+            kv_heads: 1,
             head_dim: 16,
         };
-        let (qw, kvw, gw) = (96, 48, 32);
-        let seen = 11;
-        let (q, kc, vc) = (values(qw, 8), values(seen * kvw, 9), values(seen * kvw, 10));
-        let (keys, vals) = (KvSlice::F32(&kc), KvSlice::F32(&vc));
-        let mut whole = vec![0.0f32; qw];
-        let mut scores = vec![0.0f32; 2 * seen];
-        causal_attention(shape, &q, keys, vals, 1, seen - 1, &mut whole, &mut scores).unwrap();
-        for (a, b) in [(0, 3), (0, 1), (1, 3), (2, 3), (1, 2)] {
-            let mut part = vec![f32::NAN; (b - a) * gw];
-            causal_attention_heads(shape, &q, keys, vals, seen, a..b, &mut part, &mut scores)
-                .unwrap();
-            assert_eq!(part, whole[a * gw..b * gw], "heads {a}..{b}");
-        }
-        let mut part = vec![0.0f32; 3 * gw];
-        for (range, seen) in [(2..4, seen), (0..1, 0), (0..1, seen + 1)] {
-            assert!(causal_attention_heads(
-                shape,
-                &q,
-                keys,
-                vals,
-                seen,
-                range,
-                &mut part,
-                &mut scores
-            )
-            .is_err());
-        }
-        assert!(causal_attention_heads(
-            shape,
-            &q,
-            keys,
-            vals,
-            seen,
-            0..3,
-            &mut part,
-            &mut scores[..seen]
-        )
-        .is_err());
+        let (kc, q) = (values(16, 1), values(17 * 16, 2));
+        let keys = KvSlice::F32(&kc);
+        let mut part = vec![0.0f32; key_block_width(wide)];
+        let mut sc = vec![0.0f32; 17];
+        assert!(key_block_attention(wide, &q, keys, keys, 1, 0..1, &mut part, &mut sc).is_err());
+        assert!(merge_key_blocks(wide, 1, &part, &mut vec![0.0; 17 * 16]).is_err());
     }
 
     #[test]

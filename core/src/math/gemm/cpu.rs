@@ -160,6 +160,7 @@ fn detect_f16c() -> bool {
 /// 29, leaf 1 ECX bits 9 and 19): SHA-256's compression kernel. Cached; under Miri the
 /// compile-time features. Independent of the kernel ceiling (it only changes speed, never
 /// a digest).
+#[cfg(feature = "sha256")]
 pub(crate) fn sha_available() -> bool {
     if cfg!(miri) {
         return cfg!(all(
@@ -172,6 +173,7 @@ pub(crate) fn sha_available() -> bool {
     cached(&STATE, detect_sha)
 }
 
+#[cfg(feature = "sha256")]
 #[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
 fn detect_sha() -> bool {
     // SAFETY: CPUID exists on every x86-64 CPU.

@@ -448,17 +448,18 @@ pub(crate) fn sha256_blocks(state: &mut [u32; 8], blocks: &[u8]) -> bool {
     }
 }
 
-/// `row = softmax(scale · row)` by the AVX-512 or AVX2 + FMA kernel where the CPU has one
-/// (`true`); `false`, touching nothing, elsewhere.
-pub(crate) fn softmax_wide(row: &mut [f32], scale: f32) -> bool {
+/// `row = softmax(scale · row)` by the AVX-512 or AVX2 + FMA kernel where the CPU has one,
+/// returning the row's largest value and the sum of the exponentials it divided by; `None`,
+/// touching nothing, elsewhere.
+pub(crate) fn softmax_wide(row: &mut [f32], scale: f32) -> Option<[f32; 2]> {
     #[cfg(target_arch = "x86_64")]
     {
-        x86_elementwise::softmax(row, scale) || x86_elementwise::avx2::softmax(row, scale)
+        x86_elementwise::softmax(row, scale).or_else(|| x86_elementwise::avx2::softmax(row, scale))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (row, scale);
-        false
+        None
     }
 }
 

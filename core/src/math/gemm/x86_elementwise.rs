@@ -125,19 +125,19 @@ mod ops {
     }
 }
 
-/// `row = softmax(scale · row)` in place ([`crate::nn::attention::softmax`]'s kernel).
-/// Returns `false`, touching nothing, unless AVX-512F is available.
-pub(super) fn softmax(row: &mut [f32], scale: f32) -> bool {
+/// `row = softmax(scale · row)` in place ([`crate::nn::attention::softmax`]'s kernel),
+/// returning the row's largest value and the sum of the exponentials it divided by.
+/// Returns `None`, touching nothing, unless AVX-512F is available.
+pub(super) fn softmax(row: &mut [f32], scale: f32) -> Option<[f32; 2]> {
     if !avx512_available() {
-        return false;
+        return None;
     }
     // SAFETY: AVX-512F is available (checked just above).
-    unsafe { softmax_avx512(row, scale) };
-    true
+    Some(unsafe { softmax_avx512(row, scale) })
 }
 
 #[target_feature(enable = "avx512f")]
-fn softmax_avx512(row: &mut [f32], scale: f32) {
+fn softmax_avx512(row: &mut [f32], scale: f32) -> [f32; 2] {
     let len = row.len();
     let ptr = row.as_mut_ptr();
     let mut top = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -146,7 +146,8 @@ fn softmax_avx512(row: &mut [f32], scale: f32) {
         let v = unsafe { _mm512_mask_loadu_ps(top, mask, ptr.wrapping_add(i)) };
         top = ops::max(top, v);
     }
-    let max = _mm512_set1_ps(ops::reduce_max(top));
+    let top = ops::reduce_max(top);
+    let max = _mm512_set1_ps(top);
     let scale_v = _mm512_set1_ps(scale);
     let mut sum = _mm512_setzero_ps();
     for (i, mask) in vectors(len) {
@@ -159,7 +160,8 @@ fn softmax_avx512(row: &mut [f32], scale: f32) {
             _mm512_mask_storeu_ps(p, mask, e);
         }
     }
-    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+    let total = _mm512_reduce_add_ps(sum);
+    let inv = _mm512_set1_ps(1.0 / total);
     for (i, mask) in vectors(len) {
         let p = ptr.wrapping_add(i);
         // SAFETY: as above.
@@ -167,6 +169,7 @@ fn softmax_avx512(row: &mut [f32], scale: f32) {
             _mm512_mask_storeu_ps(p, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, p), inv))
         };
     }
+    [top, total]
 }
 
 /// Exact GELU, `0.5·x·(1 + erf(x/√2))`, in place ([`crate::nn::activation::gelu`]'s
@@ -431,20 +434,20 @@ pub(super) mod avx2 {
         true
     }
 
-    /// `row = softmax(scale · row)` in place; `false`, touching nothing, without AVX2 + FMA.
-    pub(in super::super) fn softmax(row: &mut [f32], scale: f32) -> bool {
+    /// `row = softmax(scale · row)` in place, returning the row's largest value and the
+    /// sum of the exponentials; `None`, touching nothing, without AVX2 + FMA.
+    pub(in super::super) fn softmax(row: &mut [f32], scale: f32) -> Option<[f32; 2]> {
         if !avx2_fma_available() {
-            return false;
+            return None;
         }
         // SAFETY: AVX2 and FMA are available (checked just above).
-        unsafe { softmax_avx2(row, scale) };
-        true
+        Some(unsafe { softmax_avx2(row, scale) })
     }
 
     #[target_feature(enable = "avx2,fma")]
-    fn softmax_avx2(row: &mut [f32], scale: f32) {
+    fn softmax_avx2(row: &mut [f32], scale: f32) -> [f32; 2] {
         if row.is_empty() {
-            return;
+            return [f32::NEG_INFINITY, 0.0];
         }
         let whole = row.len() / 8 * 8;
         let mut top = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -496,6 +499,7 @@ pub(super) mod avx2 {
             };
         }
         row[whole..].iter_mut().for_each(|v| *v *= inv);
+        [max, total]
     }
 
     /// `super::ops` for eight lanes: what Miri cannot interpret, in scalar code under Miri.
@@ -604,7 +608,7 @@ mod tests {
     type Kernels = (
         fn(&mut [f32]) -> bool,
         fn(&mut [f32], Option<&[f32]>) -> bool,
-        fn(&mut [f32], f32) -> bool,
+        fn(&mut [f32], f32) -> Option<[f32; 2]>,
     );
 
     /// The AVX2 kernels (CPUs without AVX-512) against the portable functions on every
@@ -627,7 +631,10 @@ mod tests {
         for (&y, &w) in x.iter().zip(&want) {
             assert!(y.is_finite() && close(y, w, 4e-6, 1e-30), "{y} vs {w}");
         }
-        assert!(super::avx2::softmax(&mut [], 1.0));
+        assert_eq!(
+            super::avx2::softmax(&mut [], 1.0),
+            Some([f32::NEG_INFINITY, 0.0])
+        );
         assert!(!super::avx2::silu(&mut [1.0, 2.0], Some(&[1.0])));
     }
 
@@ -657,10 +664,15 @@ mod tests {
             assert!(close(yu, want * u, 4e-6, 1e-30), "swiglu({v}, {u})");
         }
         let mut p = x.clone();
-        assert!(softmax(&mut p, 0.7));
+        let [top, sum] = softmax(&mut p, 0.7).unwrap();
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let e: Vec<f32> = x.iter().map(|&v| fast_exp((v - max) * 0.7)).collect();
         let total: f32 = e.iter().sum();
+        assert_eq!(top, max);
+        assert!(
+            close(sum, total, 4e-6, 1e-30),
+            "softmax's sum {sum} vs {total}"
+        );
         for (&y, &ei) in p.iter().zip(&e) {
             assert!(
                 close(y, ei / total, 4e-6, 1e-30),
@@ -722,7 +734,7 @@ mod tests {
             assert!(y.is_finite() && close(y, w, 4e-6, 1e-30), "{y} vs {w}");
         }
         // An empty slice touches nothing and is no error.
-        assert!(super::softmax(&mut [], 1.0));
+        assert_eq!(super::softmax(&mut [], 1.0), Some([f32::NEG_INFINITY, 0.0]));
         assert!(!super::silu(&mut [1.0, 2.0], Some(&[1.0])));
     }
 }

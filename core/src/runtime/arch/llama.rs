@@ -15,7 +15,10 @@ use super::{Forward, InputKind};
 use crate::gguf::{self, Gguf, TensorInfo};
 use crate::math::MAX_BLOCK_SIZE;
 use crate::nn::activation::swiglu;
-use crate::nn::attention::{causal_attention, CausalShape, KvSlice, KvSliceMut};
+use crate::nn::attention::{
+    causal_attention, key_block_attention, key_block_units, key_block_width, merge_key_blocks,
+    CausalShape, KvSlice, KvSliceMut,
+};
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
 use crate::runtime::linear::{dense, for_rows, Exec, Linears, SlotScratch};
@@ -117,6 +120,11 @@ fn normed(
 /// rows split across `exec`'s threads when there is one, in runs of about equal work (row
 /// `i` reads `past + i + 1` keys), each part's scores in the executor's scratch. Every row
 /// is computed by the same code as on one thread, so results are identical to one thread's.
+///
+/// A decoding step (one row) over [`KEY_BLOCKS_FROM`] cached positions or more is cut
+/// into blocks of positions ([`key_block_attention`]), whose units are shared among the
+/// threads and merged in order into `out` from `partials`: on one thread too, so the bits
+/// do not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 fn attend(
     exec: Exec<'_>,
@@ -126,8 +134,36 @@ fn attend(
     vc: KvSlice<'_>,
     [t, past]: [usize; 2],
     out: &mut [f32],
-    scores: &mut [f32],
+    [scores, partials]: [&mut [f32]; 2],
 ) -> Result<()> {
+    if t == 1 && past + 1 >= KEY_BLOCKS_FROM {
+        let seen = past + 1;
+        let units = key_block_units(shape, seen);
+        let width = key_block_width(shape);
+        let need = units.saturating_mul(width);
+        let got = partials.len();
+        let parts = partials
+            .get_mut(..need)
+            .ok_or(Error::BufferTooSmall { needed: need, got })?;
+        #[cfg(feature = "parallel")]
+        let done = exec.filter(|e| e.threads() > 1).is_some_and(|e| {
+            use crate::par::{run_split, split_ranges, MAX_PARTS};
+            let mut starts = [0usize; MAX_PARTS + 1];
+            let count = split_ranges(units, e.threads(), 1, &mut starts);
+            let scratch = shape.group() * crate::nn::attention::KEY_BLOCK;
+            count > 1
+                && run_split(e, parts, &starts, count, width, scratch, &|r, part, sc| {
+                    key_block_attention(shape, q, kc, vc, seen, r, part, sc).is_ok()
+                })
+        });
+        #[cfg(not(feature = "parallel"))]
+        let done = false;
+        if !done {
+            // One thread, or a part failed: all units here (a failure then names itself).
+            key_block_attention(shape, q, kc, vc, seen, 0..units, parts, scores)?;
+        }
+        return merge_key_blocks(shape, seen, parts, out);
+    }
     #[cfg(feature = "parallel")]
     if let Some(e) = exec.filter(|e| e.threads() > 1 && t >= 8) {
         use crate::par::{run_split, MAX_PARTS};
@@ -154,47 +190,15 @@ fn attend(
             }
         }
     }
-    // One row over a long cache (a decoding step): its key/value heads split across the
-    // threads, each computed as on one thread.
-    #[cfg(feature = "parallel")]
-    if let Some(e) = exec
-        .filter(|e| e.threads() > 1 && t == 1 && past + 1 >= SPLIT_HEADS_FROM && shape.kv_heads > 1)
-    {
-        use crate::nn::attention::causal_attention_heads;
-        use crate::par::{run_split, split_ranges, MAX_PARTS};
-        let qw = shape.heads * shape.head_dim;
-        let gw = shape.group() * shape.head_dim;
-        if q.len() >= qw && out.len() >= qw {
-            let mut starts = [0usize; MAX_PARTS + 1];
-            let count = split_ranges(shape.kv_heads, e.threads(), 1, &mut starts);
-            if count > 1
-                && run_split(
-                    e,
-                    &mut out[..qw],
-                    &starts,
-                    count,
-                    gw,
-                    shape.group() * (past + 1),
-                    &|r, part, sc| {
-                        causal_attention_heads(shape, &q[..qw], kc, vc, past + 1, r, part, sc)
-                            .is_ok()
-                    },
-                )
-            {
-                return Ok(());
-            }
-        }
-    }
     let _ = exec;
     causal_attention(shape, q, kc, vc, t, past, out, scores)
 }
 
-/// Cached positions from which a decoding step's attention is split across threads by
-/// key/value heads: below it the attention of a step (SmolLM2: 9 heads x 64 dimensions x
-/// 2 products a position, about 20 us a layer at 256 positions on one core) is too short
-/// to pay for handing it out.
-#[cfg(feature = "parallel")]
-const SPLIT_HEADS_FROM: usize = 256;
+/// Cached positions from which a decoding step's attention is cut into blocks of
+/// positions that threads share ([`key_block_attention`]): below it the attention of a
+/// step (SmolLM2: 9 heads x 64 dimensions x 2 products a position, about 20 us a layer at
+/// 256 positions on one core) is too short to pay for handing it out.
+const KEY_BLOCKS_FROM: usize = 256;
 
 /// Cuts `t` causal attention rows after `past` cached positions into at most `parts` runs
 /// of about equal work (row `i` reads `past + i + 1` keys); the runs are
@@ -361,8 +365,8 @@ impl<'a> Llama<'a> {
 
     /// Arena `f32`s of one step over `t` new tokens (the cache excluded): hidden states,
     /// normed states, q, k, v, attention output, gate and up, RoPE angles, attention
-    /// scores of one key/value head's query heads over the whole context, a norm weight,
-    /// and the slot scratch.
+    /// scores of one key/value head's query heads over the whole context, a decoding step's
+    /// key-block partial results, a norm weight, and the slot scratch.
     fn step_arena(&self, t: usize) -> usize {
         let c = &self.config;
         let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
@@ -375,12 +379,29 @@ impl<'a> Llama<'a> {
             mul(mul(2, t), f),
             mul(t, c.rope_dims),
             mul(c.heads / c.kv_heads, c.context),
+            self.partials_len(),
             h,
             mul(mul(2, t), wide),
             mul(2, wide).max(mul(MAX_BLOCK_SIZE, t)),
             weight_scratch_len(wide, t).max(weight_scratch_len(h, 1)),
             wide,
         ])
+    }
+
+    /// Values of a decoding step's key-block partial results over the whole context.
+    fn partials_len(&self) -> usize {
+        let c = &self.config;
+        key_block_units(self.shape(), c.context).saturating_mul(key_block_width(self.shape()))
+    }
+
+    /// The attention's heads.
+    fn shape(&self) -> CausalShape {
+        let c = &self.config;
+        CausalShape {
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        }
     }
 
     /// Values (of either [`crate::runtime::KvType`]) of keys and values for `context`
@@ -456,6 +477,7 @@ impl<'a> Llama<'a> {
         let (cos, rest) = rest.split_at_mut(t * half);
         let (sin, rest) = rest.split_at_mut(t * half);
         let (scores, rest) = rest.split_at_mut(c.heads / c.kv_heads * c.context);
+        let (partials, rest) = rest.split_at_mut(self.partials_len());
         let (normw, rest) = rest.split_at_mut(h);
         let (rot, rest) = rest.split_at_mut(t * wide);
         let (spare, rest) = rest.split_at_mut(t * wide);
@@ -483,11 +505,7 @@ impl<'a> Llama<'a> {
                 &mut sin[i * half..][..half],
             );
         }
-        let shape = CausalShape {
-            heads: c.heads,
-            kv_heads: c.kv_heads,
-            head_dim: c.head_dim,
-        };
+        let shape = self.shape();
         let per_block = BLOCK_LINEARS.len();
         for blk in 0..c.blocks {
             let s0 = blk * per_block;
@@ -528,7 +546,16 @@ impl<'a> Llama<'a> {
                     got: kc.len(),
                 });
             };
-            attend(lin.exec, shape, q, keys, values, [t, past], att, scores)?;
+            attend(
+                lin.exec,
+                shape,
+                q,
+                keys,
+                values,
+                [t, past],
+                att,
+                [scores, partials],
+            )?;
             lin.apply(s0 + 3, att, t, xn, &mut sc)?;
             for (a, b) in x.iter_mut().zip(xn.iter()) {
                 *a += b;
