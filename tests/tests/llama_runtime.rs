@@ -1,8 +1,10 @@
 //! SmolLM2-135M-Instruct (llama architecture) from llama.cpp's own GGUF, against
 //! transformers' llama in float64 on the same (dequantized) weights
-//! (tests/data/llama/make_reference.py): next-token logits after three prompts, the 32
+//! (tests/data/llama/make_reference.py): next-token logits after four prompts, the 32
 //! greedy tokens after each, and the cache's consistency (prefill then decode equals
-//! token by token).
+//! token by token). The fourth prompt is 360 tokens long, so its greedy tokens and its
+//! token-by-token read past position 256 run the decoding step's attention in blocks of
+//! positions (`nn::attention::key_block_attention`).
 //!
 //! The model files are never committed; `scripts/test` unpacks and converts them (set
 //! `RIFFLE_SKIP_LLAMA=1` to skip on a machine without them).
@@ -92,7 +94,7 @@ fn reference() -> Value {
 
 /// Cosine of the next-token logits to the float64 reference, per weight type. F32 holds
 /// the very weights of the reference, so only f32 arithmetic differs (measured worst over
-/// the three prompts: 1.0000000). F16 rounds those weights to half precision (measured
+/// the four prompts: 1.0000000). F16 rounds those weights to half precision (measured
 /// worst 0.9999997). Q4_1 is the reference's own file: the difference is the 8-bit
 /// activations of the block kernels on short inputs (measured worst 0.99993). Q8_0
 /// re-quantizes the weights to 8 bits and quantizes every activation, so its gap on the
@@ -341,7 +343,7 @@ fn every_positions_logits_from_one_step_match_the_token_by_token_read() {
 /// Keys and values kept as IEEE halves (`DecoderState::new_f16`, half the memory, as
 /// llama.cpp keeps its cache) on the F32 file: each prompt's next-token logits against the
 /// float64 reference and the 32 greedy tokens after it. Measured: cosine 1.0000000 on all
-/// three prompts (to seven places, as the f32 cache), and all 96 greedy tokens the
+/// four prompts (to seven places, as the f32 cache), and all 128 greedy tokens the
 /// reference's; the bound is the F32 file's own.
 #[test]
 fn a_half_cache_keeps_the_reference_logits_and_greedy_tokens() {

@@ -17,7 +17,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 # Prompts (ids from `llama-tokenize`) are in prompts.json beside this script: "Hello world!
-# 123", the ChatML question "What is the capital of France?" and "def fibonacci(n):".
+# 123", the ChatML question "What is the capital of France?", "def fibonacci(n):", and a
+# 360-token ChatML question about notes on a lighthouse (written for this test), so that the
+# greedy tokens after it are decoding steps over more than 256 cached positions (where the
+# runtime cuts a step's attention into blocks of positions).
 
 
 def main(path):
