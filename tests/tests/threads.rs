@@ -108,9 +108,9 @@ fn smollm2_with_an_adapter_is_bit_identical_on_every_thread_count() {
     smollm2_same_on_every_pool(&model, Some(&adapter), &pools);
 }
 
-/// A 270-token prompt, five greedy decode steps (past 256 cached positions, where a
-/// step's attention is cut into blocks of positions that the threads share: three blocks,
-/// the last one short) and 19 tokens read with
+/// A 270-token prompt, five greedy decode steps (where a step's attention is cut into
+/// blocks of 64 positions that the threads share: five blocks, the last one short) and 19
+/// tokens read with
 /// every position's logits, of `model` (with `adapter` active, if any), give bit-identical
 /// logits on every pool, with keys and values kept as `f32`s and as halves.
 fn smollm2_same_on_every_pool(model: &Model<'_>, adapter: Option<&Adapter<'_>>, pools: &[Pool]) {

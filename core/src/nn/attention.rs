@@ -376,7 +376,7 @@ fn attend_group(
 
 /// Positions in one block of [`key_block_attention`]: a decoding step's cache is cut into
 /// blocks of this many positions (the last one shorter), whatever the thread count.
-pub const KEY_BLOCK: usize = 128;
+pub const KEY_BLOCK: usize = 64;
 
 /// Most query heads per key/value head that [`key_block_attention`] takes (a larger group
 /// is refused).
@@ -411,15 +411,15 @@ pub fn key_block_width(shape: CausalShape) -> usize {
 ///     merge_key_blocks, CausalShape, KvSlice,
 /// };
 /// let shape = CausalShape { heads: 4, kv_heads: 2, head_dim: 8 };
-/// let seen = 300; // three blocks of positions, two key/value heads: six units
+/// let seen = 300; // five blocks of 64 positions, two key/value heads: ten units
 /// let keys: Vec<f32> = (0..seen * 16).map(|i| (i % 7) as f32 / 7.0).collect();
 /// let values: Vec<f32> = (0..seen * 16).map(|i| (i % 5) as f32 / 5.0).collect();
 /// let (k, v) = (KvSlice::F32(&keys), KvSlice::F32(&values));
 /// let q = [0.1f32; 32];
 /// let units = key_block_units(shape, seen);
 /// let mut partials = vec![0.0; units * key_block_width(shape)];
-/// let mut scores = vec![0.0; 2 * 128];
-/// // Two "threads": units 0..4 and 4..6, into their own slices.
+/// let mut scores = vec![0.0; 2 * 64]; // a group of two over one block
+/// // Two "threads": units 0..4 and 4..10, into their own slices.
 /// let (a, b) = partials.split_at_mut(4 * key_block_width(shape));
 /// key_block_attention(shape, &q, k, v, seen, 0..4, a, &mut scores)?;
 /// key_block_attention(shape, &q, k, v, seen, 4..units, b, &mut scores)?;

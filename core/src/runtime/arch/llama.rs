@@ -195,10 +195,12 @@ fn attend(
 }
 
 /// Cached positions from which a decoding step's attention is cut into blocks of
-/// positions that threads share ([`key_block_attention`]): below it the attention of a
-/// step (SmolLM2: 9 heads x 64 dimensions x 2 products a position, about 20 us a layer at
-/// 256 positions on one core) is too short to pay for handing it out.
-const KEY_BLOCKS_FROM: usize = 256;
+/// positions that threads share ([`key_block_attention`]), on every thread count: below
+/// it a step's attention (SmolLM2: 9 heads x 64 dimensions x 2 products a position) is a
+/// few microseconds a layer, about what handing it out costs. From 64 on, two threads
+/// decode after 200 prompt tokens 1.05-1.16x as fast as with the split from 256 on
+/// (docs/benchmarks.md section 27).
+const KEY_BLOCKS_FROM: usize = 64;
 
 /// Cuts `t` causal attention rows after `past` cached positions into at most `parts` runs
 /// of about equal work (row `i` reads `past + i + 1` keys); the runs are
