@@ -380,7 +380,7 @@ pub const KEY_BLOCK: usize = 64;
 
 /// Most query heads per key/value head that [`key_block_attention`] takes (a larger group
 /// is refused).
-pub const MAX_GROUP: usize = 16;
+pub const MAX_GROUP: usize = 64;
 
 /// Units of [`key_block_attention`] for a row that attends to `seen` positions: one per
 /// block of [`KEY_BLOCK`] positions and key/value head, unit `u` being block
@@ -962,16 +962,17 @@ pub(crate) mod tests {
         }
         // A group the units cannot hold.
         let wide = CausalShape {
-            heads: 17,
+            heads: super::MAX_GROUP + 1,
             kv_heads: 1,
             head_dim: 16,
         };
-        let (kc, q) = (values(16, 1), values(17 * 16, 2));
+        let heads = wide.heads;
+        let (kc, q) = (values(16, 1), values(heads * 16, 2));
         let keys = KvSlice::F32(&kc);
         let mut part = vec![0.0f32; key_block_width(wide)];
-        let mut sc = vec![0.0f32; 17];
+        let mut sc = vec![0.0f32; heads];
         assert!(key_block_attention(wide, &q, keys, keys, 1, 0..1, &mut part, &mut sc).is_err());
-        assert!(merge_key_blocks(wide, 1, &part, &mut vec![0.0; 17 * 16]).is_err());
+        assert!(merge_key_blocks(wide, 1, &part, &mut vec![0.0; heads * 16]).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::math::MAX_BLOCK_SIZE;
 use crate::nn::activation::swiglu;
 use crate::nn::attention::{
     causal_attention, key_block_attention, key_block_units, key_block_width, merge_key_blocks,
-    CausalShape, KvSlice, KvSliceMut,
+    CausalShape, KvSlice, KvSliceMut, MAX_GROUP,
 };
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
@@ -136,7 +136,9 @@ fn attend(
     out: &mut [f32],
     [scores, partials]: [&mut [f32]; 2],
 ) -> Result<()> {
-    if t == 1 && past + 1 >= KEY_BLOCKS_FROM {
+    // (A group of more query heads than the blocks take keeps the one-pass row, on one
+    // thread.)
+    if t == 1 && past + 1 >= KEY_BLOCKS_FROM && shape.group() <= MAX_GROUP {
         let seen = past + 1;
         let units = key_block_units(shape, seen);
         let width = key_block_width(shape);
