@@ -473,10 +473,10 @@ pub fn key_block_attention(
     Ok(())
 }
 
-/// The checks [`key_block_attention`] and [`merge_key_blocks`] share: a group the units
-/// can hold, a query row of every head, and units within the row's.
+/// The checks [`key_block_attention`] and [`merge_key_blocks`] share: [`check_shape`], a
+/// group the units can hold, a query row of every head, and units within the row's.
 fn check_key_blocks(shape: CausalShape, seen: usize, q_len: usize, end: usize) -> Result<()> {
-    if shape.group() > MAX_GROUP {
+    if check_shape(shape)? > MAX_GROUP {
         return Err(Error::BadInput);
     }
     let qw = shape.heads * shape.head_dim;
@@ -504,15 +504,16 @@ fn check_key_blocks(shape: CausalShape, seen: usize, q_len: usize, end: usize) -
 /// block and combined).
 ///
 /// # Errors
-/// [`Error::BufferTooSmall`] / [`Error::LengthMismatch`] for short buffers;
-/// [`Error::BadInput`] for no positions or a group of more than [`MAX_GROUP`] heads.
+/// [`Error::BufferTooSmall`] / [`Error::LengthMismatch`] for short buffers or heads that
+/// do not group evenly; [`Error::BadInput`] for no positions, heads of no width or a group
+/// of more than [`MAX_GROUP`] heads.
 pub fn merge_key_blocks(
     shape: CausalShape,
     seen: usize,
     partials: &[f32],
     out: &mut [f32],
 ) -> Result<()> {
-    if seen == 0 || shape.head_dim == 0 || shape.kv_heads == 0 {
+    if seen == 0 {
         return Err(Error::BadInput);
     }
     check_key_blocks(shape, seen, out.len(), 0)?;
@@ -547,10 +548,30 @@ pub fn merge_key_blocks(
     Ok(())
 }
 
-/// Checks that `shape` has heads, groups them evenly and gives them some width, that `keys`
-/// and `values` hold what a row attending to `seen > 0` positions reads, and that `scores`
-/// (`scores_len` values) holds a group's scores over `scored` positions at once; returns
-/// the group (query heads per key/value head).
+/// Checks that `shape` has heads, groups them evenly and gives them some width; returns the
+/// group (query heads per key/value head).
+fn check_shape(shape: CausalShape) -> Result<usize> {
+    let CausalShape {
+        heads,
+        kv_heads,
+        head_dim,
+    } = shape;
+    if kv_heads == 0 || heads == 0 || heads % kv_heads != 0 {
+        return Err(Error::LengthMismatch {
+            expected: heads,
+            found: kv_heads,
+        });
+    }
+    if head_dim == 0 {
+        // Heads of no width.
+        return Err(Error::BadInput);
+    }
+    Ok(heads / kv_heads)
+}
+
+/// [`check_shape`], then that `keys` and `values` hold what a row attending to `seen > 0`
+/// positions reads, and that `scores` (`scores_len` values) holds a group's scores over
+/// `scored` positions at once; returns the group.
 fn check_cache(
     shape: CausalShape,
     keys: KvSlice<'_>,
@@ -559,22 +580,12 @@ fn check_cache(
     scored: usize,
     scores_len: usize,
 ) -> Result<usize> {
-    let CausalShape {
-        heads,
-        kv_heads,
-        head_dim: d,
-    } = shape;
-    if kv_heads == 0 || heads == 0 || heads % kv_heads != 0 {
-        return Err(Error::LengthMismatch {
-            expected: heads,
-            found: kv_heads,
-        });
-    }
-    if seen == 0 || d == 0 {
-        // Nothing to attend to, or heads of no width.
+    let group = check_shape(shape)?;
+    if seen == 0 {
+        // Nothing to attend to.
         return Err(Error::BadInput);
     }
-    let (group, need) = (heads / kv_heads, seen.saturating_mul(kv_heads * d));
+    let need = seen.saturating_mul(shape.kv_heads * shape.head_dim);
     if keys.len() < need || values.len() < need {
         return Err(Error::LengthMismatch {
             expected: need,
@@ -973,6 +984,18 @@ pub(crate) mod tests {
         let mut sc = vec![0.0f32; heads];
         assert!(key_block_attention(wide, &q, keys, keys, 1, 0..1, &mut part, &mut sc).is_err());
         assert!(merge_key_blocks(wide, 1, &part, &mut vec![0.0; heads * 16]).is_err());
+        // Heads that do not group evenly (five over two): refused, not read past the units.
+        let uneven = CausalShape {
+            heads: 5,
+            kv_heads: 2,
+            head_dim: 16,
+        };
+        let (kc, q) = (values(2 * 16, 3), values(5 * 16, 4));
+        let keys = KvSlice::F32(&kc);
+        let mut part = vec![0.0f32; 2 * key_block_width(uneven)];
+        let mut sc = vec![0.0f32; 2];
+        assert!(key_block_attention(uneven, &q, keys, keys, 1, 0..2, &mut part, &mut sc).is_err());
+        assert!(merge_key_blocks(uneven, 1, &part, &mut vec![0.0; 5 * 16]).is_err());
     }
 
     #[test]
