@@ -57,7 +57,6 @@ pub fn attention_rows(
     scores: &mut [f32],
 ) -> Result<()> {
     let d = hidden / heads;
-    let scale = 1.0 / libm::sqrtf(d as f32);
     let m = r1.saturating_sub(r0);
     if scores.len() < m * t || ctx_rows.len() < m * hidden || q.len() < r1 * hidden {
         return Err(Error::BufferTooSmall {
@@ -67,45 +66,104 @@ pub fn attention_rows(
     }
     let scores = &mut scores[..m * t];
     let q = &q[r0 * hidden..];
+    let shape = HeadShape { t, hidden, heads };
     for h in 0..heads {
+        head_scores(shape, h, q, m, kt, scores)?;
         let off = h * d;
-        // scores = q_h · k_h^T
-        let qk = Product {
-            m,
-            n: t,
-            k: d,
-            a_stride: hidden,
-            b_stride: t,
-            c_stride: t,
-            accumulate: false,
-        };
-        matmul(
-            &qk,
-            q.get(off..).unwrap_or(&[]),
-            kt.get(off * t..).unwrap_or(&[]),
+        head_context(
+            shape,
+            h,
             scores,
-        )?;
-        for row in scores.chunks_exact_mut(t) {
-            softmax(row, scale);
-        }
-        // ctx_h = softmax · v_h
-        let pv = Product {
             m,
-            n: d,
-            k: t,
-            a_stride: t,
-            b_stride: hidden,
-            c_stride: hidden,
-            accumulate: false,
-        };
-        matmul(
-            &pv,
-            scores,
-            v.get(off..).unwrap_or(&[]),
+            v,
             ctx_rows.get_mut(off..).unwrap_or(&mut []),
+            hidden,
         )?;
     }
     Ok(())
+}
+
+/// The shape of a bidirectional attention: `t` tokens, `hidden` features, `heads` heads
+/// of `hidden / heads` features each.
+#[cfg(feature = "bert")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadShape {
+    pub(crate) t: usize,
+    pub(crate) hidden: usize,
+    pub(crate) heads: usize,
+}
+
+/// Head `h`'s attention weights for the `m` query rows `q` (rows `hidden` apart):
+/// `softmax(q_h k_h^T / sqrt(d))` into `probs` (`m × t`), `kt` being `k` packed
+/// transposed (`hidden × t`). [`attention_rows`] runs it per head, and so may any split
+/// of the heads or rows: every weight is computed the same way.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] for short operands.
+#[cfg(feature = "bert")]
+pub(crate) fn head_scores(
+    HeadShape { t, hidden, heads }: HeadShape,
+    h: usize,
+    q: &[f32],
+    m: usize,
+    kt: &[f32],
+    probs: &mut [f32],
+) -> Result<()> {
+    let d = hidden / heads.max(1);
+    let off = h * d;
+    let qk = Product {
+        m,
+        n: t,
+        k: d,
+        a_stride: hidden,
+        b_stride: t,
+        c_stride: t,
+        accumulate: false,
+    };
+    let got = probs.len();
+    let probs = probs
+        .get_mut(..m * t)
+        .ok_or(Error::BufferTooSmall { needed: m * t, got })?;
+    matmul(
+        &qk,
+        q.get(off..).unwrap_or(&[]),
+        kt.get(off * t..).unwrap_or(&[]),
+        probs,
+    )?;
+    let scale = 1.0 / libm::sqrtf(d as f32);
+    for row in probs.chunks_exact_mut(t) {
+        softmax(row, scale);
+    }
+    Ok(())
+}
+
+/// Head `h`'s context for `m` query rows: `probs · v_h` (`probs` `m × t` from
+/// [`head_scores`], `v` rows `hidden` apart) into `out`, rows `stride` apart. Each value
+/// is one sum over the tokens in order, whatever `m` or `stride`.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] for short operands.
+#[cfg(feature = "bert")]
+pub(crate) fn head_context(
+    HeadShape { t, hidden, heads }: HeadShape,
+    h: usize,
+    probs: &[f32],
+    m: usize,
+    v: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) -> Result<()> {
+    let d = hidden / heads.max(1);
+    let pv = Product {
+        m,
+        n: d,
+        k: t,
+        a_stride: t,
+        b_stride: hidden,
+        c_stride: stride,
+        accumulate: false,
+    };
+    matmul(&pv, probs, v.get(h * d..).unwrap_or(&[]), out)
 }
 
 /// How a key/value cache keeps its values: `f32` (exact), or IEEE half precision (half

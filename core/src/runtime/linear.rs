@@ -288,6 +288,56 @@ impl<'a> Linears<'_, 'a> {
         Ok(())
     }
 
+    /// An encoder block's value slot `value` on the block input `x`, its attention over
+    /// `heads` heads with the query and key outputs `qk`, and its output slot `output`
+    /// on the attention's context, for a batch of at most 16 inputs on two or more
+    /// threads (`weights::attention_panels`): the value outputs into `v`, the output
+    /// slot's into `y`. `Ok(false)` where that path does not apply (no such executor or
+    /// batch, a head, an output-side chain, shapes without its kernels); the caller then
+    /// runs [`Linears::apply`], the attention and `apply` again, with the same bits.
+    #[cfg(all(feature = "parallel", feature = "bert"))]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_step(
+        &self,
+        [value, output]: [usize; 2],
+        heads: usize,
+        x: &[f32],
+        qk: [&[f32]; 2],
+        n: usize,
+        [v, y]: [&mut [f32]; 2],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<bool> {
+        let Some(exec) = self
+            .exec
+            .filter(|e| e.threads() > 1 && super::weights::one_step_batch(n))
+        else {
+            return Ok(false);
+        };
+        let (rv, ro) = (self.resolve(value)?, self.resolve(output)?);
+        let Some([dv, dout]) = self.step_layers([value, output], [&rv, &ro], sc.bias)? else {
+            return Ok(false);
+        };
+        let chains = [rv.transform.q_in.as_ref(), ro.transform.q_in.as_ref()];
+        // The calling thread rotates the output slot's panel next, then the next slot's.
+        let after = [
+            self.next_reads(output, false),
+            self.next_reads(output + 1, false),
+        ];
+        Ok(super::weights::attention_panels(
+            exec,
+            [&dv, &dout],
+            chains,
+            heads,
+            x,
+            qk,
+            n,
+            [v, y],
+            (&mut *sc.wbuf, &mut *sc.spare, &mut *sc.rot),
+            after,
+            self.block_kernels,
+        ))
+    }
+
     /// Slots `slots` (resolved as `r`) as the [`Dense`] layers of a one-step path, their
     /// biases decoded into `bias`: `None` where such a path does not take them (a head, an
     /// output-side chain, a scale that is not `f32`, biases longer than `bias`).

@@ -930,6 +930,180 @@ pub(crate) fn shared_input_pair(
             ))
 }
 
+#[cfg(all(feature = "parallel", feature = "bert"))]
+/// An encoder block's attention for a batch of at most 16 inputs (one narrow panel) on two
+/// or more threads, from the block input `x` and its query and key outputs `[q, k]` to the
+/// output projection's outputs `y`, the value outputs written into `v` on the way:
+///
+/// 1. one step of two parts: the calling thread packs `x` and rotates it by the value
+///    slot's input chain (`q_value`) where it lies, while another thread packs `k`
+///    transposed and computes every head's attention weights;
+/// 2. the value product from that panel, split by output rows;
+/// 3. each part takes a run of heads: their contexts (weights times values), packed
+///    straight into the output projection's panel, and the first factor of its input
+///    chain (`q_output`) on those rows;
+/// 4. the calling thread applies the chain's other factors, and the output product reads
+///    the panel, split by output rows.
+///
+/// Against the three steps one at a time (value, attention, output), the value chain's
+/// rotation runs while another core computes the attention weights, the attention is split
+/// by heads instead of by query rows (12 and 4 of 16), and the context is never written
+/// in rows and packed again on one thread. Every value is computed by the same arithmetic
+/// as there, so the outputs are the same bits. `false` where this path does not apply (the
+/// caller then runs the three steps; `x`, `q` and `k` are never written): one thread,
+/// another batch size, shapes or weights without the in-place kernels, heads that split
+/// the first factor's blocks, short buffers. `scratch` holds the panel, `blocks` each
+/// product's output blocks, `work` `k` transposed and the weights (`n · hidden + heads · n²`
+/// values). The value product's part 0 prefetches `after_value`, the output product's
+/// `after_output` (what the calling thread reads next).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_panels(
+    exec: &dyn Executor,
+    [value, output]: [&Dense<'_>; 2],
+    [q_value, q_output]: [Option<&crate::math::Chain<'_>>; 2],
+    heads: usize,
+    x: &[f32],
+    [q, k]: [&[f32]; 2],
+    n: usize,
+    [v, y]: [&mut [f32]; 2],
+    (scratch, blocks, work): (&mut [f32], &mut [f32], &mut [f32]),
+    [after_value, after_output]: [&[f32]; 2],
+    block_kernels: bool,
+) -> bool {
+    use crate::nn::attention::{head_context, head_scores, HeadShape};
+    let (hidden, rows) = (value.cols, output.rows);
+    let mode = Mode::for_inputs(n, hidden, block_kernels);
+    let d = hidden.checked_div(heads).unwrap_or(0);
+    let side = crate::math::gemm::panel_side(n);
+    let panel_len = packed_inputs_len(n, hidden);
+    let work_len = heads.saturating_mul(n * n).saturating_add(n * hidden);
+    let mut value_starts = [0usize; MAX_PARTS + 1];
+    let value_parts = split_ranges(hidden, exec.threads(), PANEL, &mut value_starts);
+    let mut output_starts = [0usize; MAX_PARTS + 1];
+    let output_parts = split_ranges(rows, exec.threads(), PANEL, &mut output_starts);
+    if exec.threads() < 2
+        || value_parts < 2
+        || output_parts < 2
+        || !one_step_batch(n)
+        || d == 0
+        || d * heads != hidden
+        || q_output.is_some_and(|c| !d.is_multiple_of(c.spec().block_size()))
+        || value.rows != hidden
+        || output.cols != hidden
+        || [value, output].iter().any(|l| {
+            !takes_panel_kernel(l.weight, n, mode)
+                || l.weight.rows_view(0, l.rows, l.cols).is_none()
+        })
+        || !panel_chain_fits(q_value, hidden)
+        || !panel_chain_fits(q_output, hidden)
+        || [x.len(), q.len(), k.len(), v.len()]
+            .iter()
+            .any(|&len| len < n * hidden)
+        || y.len() < n * rows
+        || blocks.len() < n * hidden.max(rows)
+        || work.len() < work_len
+        || scratch.len() < panel_len + ALIGN_SLACK
+    {
+        return false;
+    }
+    let Some(panel) = aligned_area(scratch, panel_len) else {
+        return false;
+    };
+    let shape = HeadShape {
+        t: n,
+        hidden,
+        heads,
+    };
+    let failed = core::sync::atomic::AtomicBool::new(false);
+    // 1. The value slot's panel (calling thread) and every head's weights (another).
+    let mut outs: [&mut [f32]; 2] = [&mut *panel, &mut work[..work_len]];
+    exec.for_each(&mut outs, 0, &|part, out, _| {
+        let done = if part == 0 {
+            pack_inputs(&x[..n * hidden], n, hidden, out).is_ok()
+                && q_value.is_none_or(|c| rotate_panels(c, out, n, hidden))
+        } else {
+            let (kt, probs) = out.split_at_mut(n * hidden);
+            pack_scaled(RowsRef::F32(&k[..n * hidden]), n, hidden, None, kt, n).is_ok()
+                && probs
+                    .chunks_exact_mut(n * n)
+                    .enumerate()
+                    .all(|(h, p)| head_scores(shape, h, q, n, kt, p).is_ok())
+        };
+        if !done {
+            failed.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    if failed.load(core::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    // 2. The value product.
+    let v = &mut v[..n * hidden];
+    let value_split = (&value_starts, value_parts);
+    let value_blocks = &mut blocks[..n * hidden];
+    if !(output_row_blocks(
+        exec,
+        value,
+        &[],
+        n,
+        value_blocks,
+        mode,
+        value_split,
+        [after_value, &[]],
+        Some(panel),
+    ) && blocks_into_rows(exec, hidden, n, v, value_blocks, value_split))
+    {
+        return false;
+    }
+    // 3. Each part's heads: contexts into the output slot's panel, its first factor.
+    let (v, probs) = (&*v, &work[n * hidden..work_len]);
+    let mut head_starts = [0usize; MAX_PARTS + 1];
+    let head_parts = split_ranges(heads, exec.threads(), 1, &mut head_starts);
+    let contexts_ok = run_split(
+        exec,
+        panel,
+        &head_starts,
+        head_parts,
+        d * side,
+        n * d,
+        &|r, piece, ctx| {
+            if n < side {
+                piece.fill(0.0);
+            }
+            let Some(ctx) = ctx.get_mut(..n * d) else {
+                return false;
+            };
+            let heads_done = r
+                .clone()
+                .zip(piece.chunks_exact_mut(d * side))
+                .all(|(h, rows)| {
+                    let p = &probs[h * n * n..(h + 1) * n * n];
+                    head_context(shape, h, p, n, v, ctx, d).is_ok()
+                        && pack_scaled(RowsRef::F32(ctx), n, d, None, rows, side).is_ok()
+                });
+            heads_done
+                && q_output
+                    .is_none_or(|c| c.apply_panel_first(piece, r.start * d..r.end * d, [1, side]))
+        },
+    );
+    // 4. The chain's other factors, then the output product.
+    if !contexts_ok || q_output.is_some_and(|c| !c.apply_panel_rest(panel, [1, side])) {
+        return false;
+    }
+    let output_split = (&output_starts, output_parts);
+    let output_blocks = &mut blocks[..n * rows];
+    output_row_blocks(
+        exec,
+        output,
+        &[],
+        n,
+        output_blocks,
+        mode,
+        output_split,
+        [after_output, &[]],
+        Some(panel),
+    ) && blocks_into_rows(exec, rows, n, y, output_blocks, output_split)
+}
+
 /// [`linear_then`] in a given [`Mode`].
 fn linear_in(
     layer: &Dense<'_>,

@@ -406,10 +406,23 @@ impl<'a> Forward<'a> for Bert<'a> {
         for blk in 0..cfg.blocks {
             let s0 = blk * per_block;
             lin.apply_shared([s0, s0 + 1], x, t, [&mut *q, &mut *k], &mut sc)?;
-            lin.apply(s0 + 2, x, t, v, &mut sc)?;
-            attend(lin.exec, [q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
-            lin.apply(s0 + 3, ctx, t, q, &mut sc)?;
-            self.residual_norm(lin, s0, x, q, norm_buf)?;
+            #[cfg(feature = "parallel")]
+            let stepped = {
+                let (value, out) = ([s0 + 2, s0 + 3], [&mut *v, &mut *ctx]);
+                lin.attention_step(value, cfg.heads, x, [q, k], t, out, &mut sc)?
+            };
+            #[cfg(not(feature = "parallel"))]
+            let stepped = false;
+            // The output slot's outputs: in `ctx` from the one step, else in `q`.
+            let attended: &[f32] = if stepped {
+                ctx
+            } else {
+                lin.apply(s0 + 2, x, t, v, &mut sc)?;
+                attend(lin.exec, [q, k, v], t, h, cfg.heads, ctx, sc.rot, scores)?;
+                lin.apply(s0 + 3, ctx, t, q, &mut sc)?;
+                q
+            };
+            self.residual_norm(lin, s0, x, attended, norm_buf)?;
             lin.feed_forward([s0 + 4, s0 + 5], gelu, x, t, ffn, q, &mut sc)?;
             self.residual_norm(lin, s0 + 2, x, q, norm_buf)?;
         }
