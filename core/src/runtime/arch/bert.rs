@@ -313,8 +313,9 @@ impl<'a> Bert<'a> {
 }
 
 /// Arena `f32`s of a `bert` forward over `t` tokens: hidden states, q, k, v, context,
-/// feed-forward, the rotated-input copy (also `k^T` during attention), chain scratch,
-/// weight tile, bias, one head's attention scores and the norm buffers.
+/// feed-forward, the rotated-input copy (also `k^T` during attention, and every head's
+/// weights in a small batch's attention step), chain scratch, weight tile, bias, one
+/// head's attention scores and the norm buffers.
 fn bert_arena(cfg: &BertConfig, t: usize, head_rows: usize) -> usize {
     let (h, f) = (cfg.hidden, cfg.ffn);
     let wide = h.max(f);
