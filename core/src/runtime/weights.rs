@@ -611,6 +611,30 @@ fn output_row_blocks(
 
 #[cfg(feature = "parallel")]
 #[allow(clippy::too_many_arguments)]
+/// [`output_row_blocks`] into the first `n · layer.rows` values of `blocks`, then those
+/// blocks interleaved into `y`'s rows ([`blocks_into_rows`], the same `split`): a product
+/// split by output rows, whole. False when a part failed or `blocks` is short.
+fn output_rows_into(
+    exec: &dyn Executor,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    blocks: &mut [f32],
+    mode: Mode,
+    split: (&[usize; MAX_PARTS + 1], usize),
+    after: [&[f32]; 2],
+    packed: Option<&[f32]>,
+) -> bool {
+    let Some(blocks) = blocks.get_mut(..n * layer.rows) else {
+        return false;
+    };
+    output_row_blocks(exec, layer, x, n, blocks, mode, split, after, packed)
+        && blocks_into_rows(exec, layer.rows, n, y, blocks, split)
+}
+
+#[cfg(feature = "parallel")]
+#[allow(clippy::too_many_arguments)]
 /// The batch half of [`linear_par`] by output rows: the blocks of [`output_row_blocks`]
 /// (prefetching `after`), then interleaved into `y`'s rows, the inputs split across the
 /// threads. On the in-place kernel the batch is packed once, into `wbuf`, for every
@@ -627,7 +651,7 @@ fn by_output_rows(
     (after, wbuf): (&[f32], &mut [f32]),
     rotate: Option<&crate::math::Chain<'_>>,
 ) -> bool {
-    let (rows, cols) = (layer.rows, layer.cols);
+    let cols = layer.cols;
     let xt_len = packed_inputs_len(n, cols);
     let packed = match aligned_area(wbuf, xt_len) {
         Some(xt) if takes_panel_kernel(layer.weight, n, mode) && in_place_available() => {
@@ -644,8 +668,18 @@ fn by_output_rows(
         _ if rotate.is_some() => return false,
         _ => None,
     };
-    output_row_blocks(exec, layer, x, n, blocks, mode, split, [after, &[]], packed)
-        && blocks_into_rows(exec, rows, n, y, blocks, split)
+    output_rows_into(
+        exec,
+        layer,
+        x,
+        n,
+        y,
+        blocks,
+        mode,
+        split,
+        [after, &[]],
+        packed,
+    )
 }
 
 #[cfg(feature = "parallel")]
@@ -810,19 +844,19 @@ pub(crate) fn feed_forward_panel(
     if !hidden_ok || q_down.is_some_and(|q| !q.apply_panel_rest(panel, [1, 16])) {
         return false;
     }
-    let blocks = &mut blocks[..n * rows];
     let split = (&row_starts, count);
-    output_row_blocks(
+    output_rows_into(
         exec,
         down,
         &[],
         n,
+        y,
         blocks,
         modes[1],
         split,
         [after, after_k],
         Some(panel),
-    ) && blocks_into_rows(exec, rows, n, y, blocks, split)
+    )
 }
 
 #[cfg(all(feature = "parallel", feature = "bert"))]
@@ -1039,19 +1073,18 @@ pub(crate) fn attention_panels(
     // 2. The value product.
     let v = &mut v[..n * hidden];
     let value_split = (&value_starts, value_parts);
-    let value_blocks = &mut blocks[..n * hidden];
-    if !(output_row_blocks(
+    if !output_rows_into(
         exec,
         value,
         &[],
         n,
-        value_blocks,
+        v,
+        blocks,
         mode,
         value_split,
         [after_value, &[]],
         Some(panel),
-    ) && blocks_into_rows(exec, hidden, n, v, value_blocks, value_split))
-    {
+    ) {
         return false;
     }
     // 3. Each part's heads: contexts into the output slot's panel, its first factor.
@@ -1090,18 +1123,18 @@ pub(crate) fn attention_panels(
         return false;
     }
     let output_split = (&output_starts, output_parts);
-    let output_blocks = &mut blocks[..n * rows];
-    output_row_blocks(
+    output_rows_into(
         exec,
         output,
         &[],
         n,
-        output_blocks,
+        y,
+        blocks,
         mode,
         output_split,
         [after_output, &[]],
         Some(panel),
-    ) && blocks_into_rows(exec, rows, n, y, output_blocks, output_split)
+    )
 }
 
 /// [`linear_then`] in a given [`Mode`].
