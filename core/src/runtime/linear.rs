@@ -31,6 +31,15 @@ pub(crate) type Exec<'e> = Option<&'e dyn crate::par::Executor>;
 #[cfg(not(feature = "parallel"))]
 pub(crate) type Exec<'e> = core::marker::PhantomData<&'e ()>;
 
+/// What a one-step path runs with ([`Linears::one_step`]): the executor, two slots as
+/// layers, and their input chains.
+#[cfg(all(feature = "parallel", feature = "bert"))]
+type OneStep<'e, 'b> = (
+    &'e dyn crate::par::Executor,
+    [Dense<'b>; 2],
+    [Option<Chain<'b>>; 2],
+);
+
 /// No executor: everything on the calling thread.
 #[cfg(feature = "parallel")]
 pub(crate) const ONE_THREAD: Exec<'static> = None;
@@ -129,7 +138,7 @@ pub(crate) struct Linears<'r, 'a> {
     pub(crate) block_kernels: bool,
 }
 
-impl<'a> Linears<'_, 'a> {
+impl<'r, 'a> Linears<'r, 'a> {
     /// Slot `i` on a batch of `n` input rows `x` (`n × cols`, modified only through a
     /// copy), writing `n × rows` outputs into `y`; returns `rows`.
     pub(crate) fn apply(
@@ -209,17 +218,9 @@ impl<'a> Linears<'_, 'a> {
         y: &mut [f32],
         sc: &mut SlotScratch<'_>,
     ) -> Result<Option<usize>> {
-        let Some(exec) = self
-            .exec
-            .filter(|e| e.threads() > 1 && super::weights::one_step_batch(n))
-        else {
+        let Some((exec, [du, dd], [cu, cd])) = self.one_step([up, down], n, sc.bias)? else {
             return Ok(None);
         };
-        let (ru, rd) = (self.resolve(up)?, self.resolve(down)?);
-        let Some([du, dd]) = self.step_layers([up, down], [&ru, &rd], sc.bias)? else {
-            return Ok(None);
-        };
-        let chains = [ru.transform.q_in.as_ref(), rd.transform.q_in.as_ref()];
         // What the calling thread reads next (the next slot, a query), and what the
         // other threads do (the slot after it: the key, which the next query and key
         // step rotates on another thread).
@@ -230,7 +231,7 @@ impl<'a> Linears<'_, 'a> {
         let done = super::weights::feed_forward_panel(
             exec,
             [&du, &dd],
-            chains,
+            [cu.as_ref(), cd.as_ref()],
             act,
             x,
             n,
@@ -257,30 +258,20 @@ impl<'a> Linears<'_, 'a> {
         sc: &mut SlotScratch<'_>,
     ) -> Result<()> {
         #[cfg(feature = "parallel")]
-        if let Some(exec) = self
-            .exec
-            .filter(|e| e.threads() > 1 && super::weights::one_step_batch(n))
-        {
-            let (ri, rj) = (self.resolve(i)?, self.resolve(j)?);
-            if let Some(layers) = self.step_layers([i, j], [&ri, &rj], sc.bias)? {
-                let chains = [ri.transform.q_in.as_ref(), rj.transform.q_in.as_ref()];
-                let [li, lj] = &layers;
-                let ys = [&mut *yi, &mut *yj];
-                let outs = (ys, &mut *sc.spare);
-                let kernels = self.block_kernels;
-                let after = self.next_reads(j + 1, false);
-                if super::weights::shared_input_pair(
-                    exec,
-                    [li, lj],
-                    chains,
-                    x,
-                    n,
-                    outs,
-                    after,
-                    kernels,
-                ) {
-                    return Ok(());
-                }
+        if let Some((exec, [li, lj], [ci, cj])) = self.one_step([i, j], n, sc.bias)? {
+            let outs = ([&mut *yi, &mut *yj], &mut *sc.spare);
+            let after = self.next_reads(j + 1, false);
+            if super::weights::shared_input_pair(
+                exec,
+                [&li, &lj],
+                [ci.as_ref(), cj.as_ref()],
+                x,
+                n,
+                outs,
+                after,
+                self.block_kernels,
+            ) {
+                return Ok(());
             }
         }
         self.apply(i, x, n, yi, sc)?;
@@ -307,17 +298,10 @@ impl<'a> Linears<'_, 'a> {
         [v, y]: [&mut [f32]; 2],
         sc: &mut SlotScratch<'_>,
     ) -> Result<bool> {
-        let Some(exec) = self
-            .exec
-            .filter(|e| e.threads() > 1 && super::weights::one_step_batch(n))
+        let Some((exec, [dv, dout], [cv, cout])) = self.one_step([value, output], n, sc.bias)?
         else {
             return Ok(false);
         };
-        let (rv, ro) = (self.resolve(value)?, self.resolve(output)?);
-        let Some([dv, dout]) = self.step_layers([value, output], [&rv, &ro], sc.bias)? else {
-            return Ok(false);
-        };
-        let chains = [rv.transform.q_in.as_ref(), ro.transform.q_in.as_ref()];
         // The calling thread rotates the output slot's panel next, then the next slot's.
         let after = [
             self.next_reads(output, false),
@@ -326,7 +310,7 @@ impl<'a> Linears<'_, 'a> {
         Ok(super::weights::attention_panels(
             exec,
             [&dv, &dout],
-            chains,
+            [cv.as_ref(), cout.as_ref()],
             heads,
             x,
             qk,
@@ -338,16 +322,28 @@ impl<'a> Linears<'_, 'a> {
         ))
     }
 
-    /// Slots `slots` (resolved as `r`) as the [`Dense`] layers of a one-step path, their
-    /// biases decoded into `bias`: `None` where such a path does not take them (a head, an
-    /// output-side chain, a scale that is not `f32`, biases longer than `bias`).
+    /// What a one-step path over slots `slots` (a batch of `n`) runs with: the executor
+    /// (two threads or more, a batch the one-step paths take), the slots as [`Dense`]
+    /// layers, their biases decoded into `bias`, and their input chains. `None` where no
+    /// one-step path applies (no such executor or batch, a head, an output-side chain, a
+    /// scale that is not `f32`, biases longer than `bias`).
     #[cfg(all(feature = "parallel", feature = "bert"))]
-    fn step_layers<'b>(
+    fn one_step<'b>(
         &self,
         slots: [usize; 2],
-        r: [&Resolved<'b>; 2],
+        n: usize,
         bias: &'b mut [f32],
-    ) -> Result<Option<[Dense<'b>; 2]>> {
+    ) -> Result<Option<OneStep<'r, 'b>>>
+    where
+        'r: 'b,
+    {
+        let Some(exec) = self
+            .exec
+            .filter(|e| e.threads() > 1 && super::weights::one_step_batch(n))
+        else {
+            return Ok(None);
+        };
+        let r = [self.resolve(slots[0])?, self.resolve(slots[1])?];
         let heads = self
             .adapter
             .is_some_and(|p| slots.iter().any(|&s| p.head(s).is_some()));
@@ -356,7 +352,7 @@ impl<'a> Linears<'_, 'a> {
             return Ok(None);
         }
         let (b0, b1) = bias.split_at_mut(r[0].rows);
-        let [d0, d1] = [(r[0], b0), (r[1], b1)].map(|(r, buf)| {
+        let [d0, d1] = [(&r[0], b0), (&r[1], b1)].map(|(r, buf)| {
             decoded_bias(r.bias, buf, r.rows).map(|bias| Dense {
                 weight: r.weight,
                 rows: r.rows,
@@ -365,7 +361,8 @@ impl<'a> Linears<'_, 'a> {
                 bias,
             })
         });
-        Ok(Some([d0?, d1?]))
+        let chains = [r[0].transform.q_in, r[1].transform.q_in];
+        Ok(Some((exec, [d0?, d1?], chains)))
     }
 
     /// What slot `i` runs with: the weight (an adapter's head that replaces it, the merged
