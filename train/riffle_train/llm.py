@@ -241,13 +241,14 @@ def score(task: str, predictions: list[str], expected: list[str], labels: list[s
     (letters, case folded) is a label, correct when it is the expected label. ``news_json``:
     well-formed when the text is a JSON object with exactly the keys ``topic`` and ``title``;
     its score is the mean of ``topic`` correct and ``title`` equal (whitespace-normalised).
-    Returns ``{"score", "well_formed", "n"}`` (fractions)."""
+    Returns ``{"score", "well_formed", "n"}`` (fractions); for ``news_json`` also the two halves
+    apart, ``topic`` and ``title`` (the share of answers with each field right)."""
     if len(predictions) != len(expected):
         raise ValueError(f"{len(predictions)} predictions for {len(expected)} held-out examples")
     n = len(expected)
     if n == 0:
         raise ValueError("no held-out examples")
-    good = ok = 0.0
+    good = ok = topic = title = 0.0
     for p, e in zip(predictions, expected):
         if task == "news_json":
             want = json.loads(e)
@@ -259,12 +260,16 @@ def score(task: str, predictions: list[str], expected: list[str], labels: list[s
                 continue
             good += 1
             norm = lambda s: " ".join(str(s).split())  # noqa: E731
-            ok += 0.5 * (norm(got["topic"]).lower() == want["topic"]) + 0.5 * (norm(got["title"]) == norm(want["title"]))
+            topic_ok, title_ok = norm(got["topic"]).lower() == want["topic"], norm(got["title"]) == norm(want["title"])
+            topic, title = topic + topic_ok, title + title_ok
+            ok += 0.5 * topic_ok + 0.5 * title_ok
         else:
             w = first_word(p)
             if labels is not None and w in labels:
                 good += 1
             ok += w == e.lower()
+    if task == "news_json":
+        return {"score": ok / n, "well_formed": good / n, "n": n, "topic": topic / n, "title": title / n}
     return {"score": ok / n, "well_formed": good / n, "n": n}
 
 

@@ -131,8 +131,9 @@ def choose_on_seeds(jobs: list[dict], margin: float) -> dict[tuple[str, str], di
     """Per (task, method) whose contender rates (:func:`contenders`) share at least one seed beyond
     seed 0: the rate with the best mean validation score over the seeds they all have (ties: mean
     validation well-formedness, then the smaller lr). Each entry: ``lr``, ``seeds`` (those the
-    choice read), ``val`` (lr -> mean validation score) and ``heldout`` ({seed: held-out score} of
-    every finished seed at the chosen lr, more seeds than the choice read where there are)."""
+    choice read), ``val`` (lr -> mean validation score), ``heldout`` ({seed: held-out score} of
+    every finished seed at the chosen lr, more seeds than the choice read where there are) and
+    ``parts`` ({seed: the run's whole held-out dict}, with a task's sub-scores where it has them)."""
     runs: dict[tuple[str, str, float], dict[int, dict]] = {}
     for j in _trained(jobs):
         runs.setdefault((j["task"], j["method"], j["lr"]), {})[j.get("seed", 0)] = j
@@ -148,8 +149,9 @@ def choose_on_seeds(jobs: list[dict], margin: float) -> dict[tuple[str, str], di
 
         val = {r["lr"]: mean(r["lr"], "score") for r in cont}
         lr = max(val, key=lambda x: (val[x], mean(x, "well_formed"), -x))
-        held = {s: j["heldout"]["score"] for s, j in sorted(runs[(t, m, lr)].items())}
-        out[(t, m)] = {"lr": lr, "seeds": seeds, "val": val, "heldout": held}
+        at = sorted(runs[(t, m, lr)].items())
+        out[(t, m)] = {"lr": lr, "seeds": seeds, "val": val, "heldout": {s: j["heldout"]["score"] for s, j in at},
+                       "parts": {s: j["heldout"] for s, j in at}}
     return out
 
 
@@ -490,10 +492,46 @@ def _contender_section(jobs: list[dict], margin: float) -> list[str]:
                     diff, sd = _mean_sd([100 * (ha[s] - hb[s]) for s in common])
                     goals.append(f"- {t}: {word}: {ma:.1f} vs {mb:.1f} (held-out means over seeds "
                                  f"{', '.join(map(str, common))}): {'met' if ma >= mb else 'missed'}; "
-                                 f"paired difference {diff:+.2f} ± {sd / math.sqrt(len(common)):.2f} (s.e.)")
+                                 f"paired difference {diff:+.2f} ± {sd / math.sqrt(len(common)):.2f} (s.e.)"
+                                 + _part_differences(chosen[(t, a)]["parts"], chosen[(t, b)]["parts"], common))
     if goals:
         lines += ["Goals on the means (each pair on the seeds both methods have):", ""] + goals + [""]
     return lines
+
+
+PART_NAMES = {"topic": "topic correct", "title": "title exact"}
+
+
+def _part_differences(pa: dict[int, dict], pb: dict[int, dict], seeds: list[int]) -> str:
+    """The paired differences of a task's sub-scores (``llm.score``'s keys beyond the score, the
+    well-formed share and the count; news_json's ``topic`` and ``title``), on the given seeds,
+    where every run has them; empty otherwise."""
+    keys = [k for k in pa[seeds[0]] if k not in ("score", "well_formed", "n")
+            and all(k in pa[s] and k in pb[s] for s in seeds)]
+    out = []
+    for k in keys:
+        diff, sd = _mean_sd([100 * (pa[s][k] - pb[s][k]) for s in seeds])
+        out.append(f"{PART_NAMES.get(k, k)} {round(diff, 2) + 0.0:+.2f} ± {sd / math.sqrt(len(seeds)):.2f}")
+    return f" ({'; '.join(out)})" if out else ""
+
+
+def rescore(jobs: list[dict], prepared_dir: str | Path, heldout: int) -> None:
+    """Score every run's held-out predictions again with :func:`llm.score` against the split in
+    ``prepared_dir`` (``<task>.split.json`` of `llm prepare`, its first ``heldout`` chats), in
+    place: runs written before ``llm.score`` returned a task's sub-scores get them. Raises
+    ``ValueError`` when a score differs from the one the run recorded (not the same split)."""
+    splits: dict[str, tuple[list[str], list[str] | None]] = {}
+    for j in _trained(jobs):
+        t = j["task"]
+        if t not in splits:
+            d = json.loads((Path(prepared_dir) / f"{t}.split.json").read_text(encoding="utf-8"))
+            splits[t] = ([e["answer"] for e in d["heldout"][:heldout]], d["labels"] or llm.task_labels(t))
+        expected, labels = splits[t]
+        new = llm.score(t, j["predictions"], expected, labels)
+        if abs(new["score"] - j["heldout"]["score"]) > 1e-9:
+            raise ValueError(f"{t} {j['method']} lr {j['lr']} seed {j.get('seed', 0)}: held-out score "
+                             f"{new['score']} from {prepared_dir}, {j['heldout']['score']} recorded")
+        j["heldout"] = new
 
 
 def _seed_section(jobs: list[dict]) -> list[str]:
@@ -521,10 +559,14 @@ def _seed_section(jobs: list[dict]) -> list[str]:
     return lines
 
 
-def summarize(jl: str | Path, out_md: str | Path | None = None) -> str:
-    """Markdown tables from a sweep file (complete or cut short), with the issue's goals checked."""
+def summarize(jl: str | Path, out_md: str | Path | None = None, prepared: str | Path | None = None) -> str:
+    """Markdown tables from a sweep file (complete or cut short), with the issue's goals checked;
+    with ``prepared`` (the split folder the runs used), the held-out predictions are scored again
+    (:func:`rescore`), so runs recorded without a task's sub-scores show them too."""
     meta, trows, jobs = load(jl)
     b = meta.get("budget", {})
+    if prepared is not None:
+        rescore(jobs, prepared, b.get("heldout", 200))
     best = choose(jobs)
     # the rates each method was trained at (runs appended later may add rates for some methods)
     per_method = {m: sorted({j["lr"] for j in jobs if j["method"] == m}) for m in LABELS}
@@ -632,7 +674,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timing-steps", type=int, default=0, help="steps of the alone-timing phase (0: none)")
     ap.add_argument("--timing-variants", default="",
                     help="extra timing rows LABEL=METHOD:VAR=VALUE,... e.g. gsoft-bank=gsoft:RIFFLE_ADAPTER_PATH=bank")
-    ap.add_argument("--summarize", default=None, help="only write the tables of this sweep.jsonl")
+    ap.add_argument("--summarize", default=None,
+                    help="only write the tables of this sweep.jsonl (with --prepared: its held-out answers scored "
+                         "again, sub-scores included)")
     ap.add_argument("--seeds-at-chosen", default=None,
                     help="seeds (e.g. 1,2) to train at each (task, method)'s chosen lr in OUT/sweep.jsonl, "
                          "appended to it (the grid flags are then ignored); with --contender-margin, at the "
@@ -649,7 +693,7 @@ def main(argv=None) -> int:
     if a.seeds_at_contenders and a.seeds_at_chosen:
         ap.error("--seeds-at-contenders and --seeds-at-chosen: one at a time")
     if a.summarize:
-        print(summarize(a.summarize, Path(a.summarize).with_suffix(".md")), end="")
+        print(summarize(a.summarize, Path(a.summarize).with_suffix(".md"), a.prepared), end="")
         return 0
     variants = {}
     for item in filter(None, a.timing_variants.split(",")):

@@ -182,9 +182,11 @@ def test_score_classification_and_json():
     exp = [json.dumps({"topic": "sport", "title": "A  b"}), json.dumps({"topic": "tech", "title": "T"})]
     s = llm.score("news_json", ['{"topic": "sport", "title": "A b"}', '{"topic": "tech", "title": "X", "z": 1}'],
                   exp)
-    assert s["well_formed"] == 0.5 and s["score"] == 0.5
+    assert s == {"score": 0.5, "well_formed": 0.5, "n": 2, "topic": 0.5, "title": 0.5}
     s = llm.score("news_json", ['{"topic": "business", "title": "T"}', "not json"], exp[::-1])
-    assert s["score"] == 0.25
+    assert s["score"] == 0.25 and (s["topic"], s["title"]) == (0.0, 0.5)
+    s = llm.score("news_json", ['{"topic": " Sport ", "title": "A b "}', '{"topic": "tech", "title": "t"}'], exp)
+    assert (s["score"], s["topic"], s["title"]) == (0.75, 1.0, 0.5)
     with pytest.raises(ValueError):
         llm.score("sentiment", ["a"], [], labels)
 

@@ -182,3 +182,31 @@ def test_contender_ties_go_to_well_formedness_then_the_smaller_rate():
             _seeded("t", "lora", 0.001, 1, 0.9, 0.1), _seeded("t", "lora", 0.003, 1, 0.9, 0.2)]
     c = llm_sweep.choose_on_seeds(jobs, 0.02)
     assert c[("t", "gsoft")]["lr"] == 0.003 and c[("t", "lora")]["lr"] == 0.001
+
+
+def test_rescore_adds_news_json_sub_scores_and_the_goals_pair_them(tmp_path):
+    exp = [{"topic": "sport", "title": "A"}, {"topic": "tech", "title": "B"}]
+    (tmp_path / "news_json.split.json").write_text(json.dumps({"labels": None, "train": [], "heldout": [
+        {"id": f"h{i}", "text": "t", "answer": json.dumps(e), "label": None} for i, e in enumerate(exp)]}))
+
+    def run(method, seed, answers, score):
+        j = _seeded("news_json", method, 0.001, seed, 0.9, score)
+        j["predictions"] = [json.dumps(a) for a in answers]
+        return j
+    ok, wrong_topic, wrong_title = exp[0], {"topic": "tech", "title": "A"}, {"topic": "sport", "title": "x"}
+    jobs = [run("gsoft", 0, [ok, exp[1]], 1.0), run("gsoft", 1, [ok, exp[1]], 1.0),
+            run("double_gsoft", 0, [wrong_topic, exp[1]], 0.75), run("double_gsoft", 1, [wrong_title, exp[1]], 0.75)]
+    jl = tmp_path / "sweep.jsonl"
+    _write(jl, [{"kind": "meta", "lrs": [0.001], "budget": {"heldout": 2}, "contender_margin": 0.02}] + jobs)
+    llm_sweep.rescore(jobs, tmp_path, 2)
+    assert jobs[2]["heldout"] == {"score": 0.75, "well_formed": 1.0, "n": 2, "topic": 0.5, "title": 1.0}
+    md = llm_sweep.summarize(jl, prepared=tmp_path)
+    # topic: -50 and 0 points (mean -25, s.e. 25); title: 0 and -50
+    assert ("missed; paired difference -25.00 ± 0.00 (s.e.) (topic correct -25.00 ± 25.00; "
+            "title exact -25.00 ± 25.00)") in md
+    # without the split the old runs have no sub-scores: no parenthesis
+    assert "(topic correct" not in llm_sweep.summarize(jl)
+    # a split that is not the runs' own is refused
+    jobs[0]["heldout"]["score"] = 0.5
+    with pytest.raises(ValueError, match="seed 0: held-out score 1.0"):
+        llm_sweep.rescore(jobs, tmp_path, 2)
