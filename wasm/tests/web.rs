@@ -1,7 +1,8 @@
 //! The bindings in a real browser (headless Chromium through chromedriver; run by
 //! `scripts/test-wasm`): the wasm build's outputs equal the native ones that `build.rs`
 //! computed with `riffle-core` for the host (within 1e-5), swapping and merging work, and
-//! bad bytes give a JavaScript `Error` while the previous adapter keeps answering.
+//! bad bytes give a JavaScript `Error` while the previous adapter keeps answering, and the
+//! SIMD128 kernel of the block-quantized products gives the portable kernel's bits.
 #![cfg(target_arch = "wasm32")]
 
 mod common;
@@ -251,4 +252,78 @@ fn bad_bytes_throw_errors_and_the_previous_adapter_keeps_working() {
         .dyn_into::<js_sys::Array>()
         .expect("array");
     assert_eq!(adapters.length(), 1);
+}
+
+/// The WebAssembly SIMD128 kernel of the block-quantized products (Q8_0, Q4_0 and Q4_1
+/// weights against 8-bit inputs) gives exactly the bits of the portable kernel
+/// (`limit_kernels(Portable)` turns it off): one input (a decoding step) and several (a
+/// batch), whole matrices and row ranges written into a wider output, scales that are
+/// normal, subnormal, zero and negative.
+#[wasm_bindgen_test]
+fn quantized_products_equal_the_portable_kernels_bit_for_bit() {
+    use riffle_core::math::{dense_kernel_name, limit_kernels, KernelFamily};
+    use riffle_core::quant::{
+        activation_scratch_len, matmul_strided, quantize_activations, QMatrix, TensorType,
+    };
+    let (rows, cols) = (13, 96);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let types = [
+        (TensorType::Q8_0, 34, &[0][..]),
+        (TensorType::Q4_0, 18, &[0][..]),
+        (TensorType::Q4_1, 20, &[0, 2][..]),
+    ];
+    for (ty, block_bytes, scales) in types {
+        let mut data: Vec<u8> = (0..rows * cols / 32 * block_bytes)
+            .map(|_| next() as u8)
+            .collect();
+        for (i, block) in data.chunks_exact_mut(block_bytes).enumerate() {
+            for &at in scales {
+                let half: u16 = match i % 9 {
+                    0 => 0x0001, // the smallest subnormal
+                    1 => 0x83ff, // the largest negative subnormal
+                    2 => 0x8000, // negative zero
+                    // normal, 2^-7 to 2^2 in size, either sign
+                    _ => (0x2000 + (next() % 0x2800) as u16) | ((next() % 2) as u16 * 0x8000),
+                };
+                block[at..at + 2].copy_from_slice(&half.to_le_bytes());
+            }
+        }
+        let m = QMatrix::new(0, ty, rows, cols, &data).expect("matrix");
+        for n in [1, 2, 5] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let mut scratch = vec![0u8; activation_scratch_len(ty, cols, n).expect("scratch")];
+            let mut products = |family| {
+                limit_kernels(family);
+                let name = if family == KernelFamily::Portable {
+                    "portable"
+                } else {
+                    "wasm-simd128"
+                };
+                assert_eq!(dense_kernel_name(), name);
+                let a = quantize_activations(m.activation_type(), &x, cols, n, &mut scratch)
+                    .expect("activations");
+                let mut out = Vec::new();
+                for range in [0..rows, 2..11] {
+                    let stride = rows + 3;
+                    let mut y = vec![0f32; n * stride];
+                    matmul_strided(&m, range, &a, &mut y, stride).expect("product");
+                    out.extend(y.iter().map(|v| v.to_bits()));
+                }
+                out
+            };
+            let simd = products(KernelFamily::Avx512);
+            let portable = products(KernelFamily::Portable);
+            limit_kernels(KernelFamily::Avx512);
+            assert_eq!(simd, portable, "{ty:?}, {n} inputs");
+            assert!(simd.iter().any(|&b| b != 0), "{ty:?}: not all zeros");
+        }
+    }
 }

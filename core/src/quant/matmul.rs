@@ -376,6 +376,17 @@ fn run_best(p: &Problem<'_>, y: &mut [f32]) {
     if super::x86::run(p, y) {
         return;
     }
+    #[cfg(all(
+        target_arch = "wasm32",
+        target_feature = "simd128",
+        any(feature = "q4", feature = "q8_0")
+    ))]
+    if p.a.kind == ActivationType::Q8_1
+        && crate::math::gemm::simd128_allowed()
+        && super::wasm::run(p, y)
+    {
+        return;
+    }
     run(p, y);
 }
 
@@ -593,7 +604,7 @@ const ROW_CHUNK: usize = 16;
 /// rows `t0 ..`) over chunks of [`ROW_CHUNK`] weight rows, every tile of input rows per
 /// chunk, and stores the outputs in `y` (input-row-major).
 #[inline(always)]
-fn tiles(
+pub(super) fn tiles(
     p: &Problem<'_>,
     y: &mut [f32],
     mut tile: impl FnMut(&[u8], usize, usize, &mut [f32; TILE]),

@@ -48,6 +48,12 @@ mod q6_k;
 mod q8_0;
 #[cfg(feature = "k-quants")]
 mod q8_k;
+#[cfg(all(
+    target_arch = "wasm32",
+    target_feature = "simd128",
+    any(feature = "q4", feature = "q8_0")
+))]
+mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

@@ -380,7 +380,7 @@ pub(crate) fn pack_scaled(
         return Ok(());
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    if wasm::pack_transposed(w, rows, cols, scale, panel, stride) {
+    if simd128_allowed() && wasm::pack_transposed(w, rows, cols, scale, panel, stride) {
         return Ok(());
     }
     portable::pack_transposed(w, rows, cols, scale, panel, stride);
@@ -748,7 +748,11 @@ pub(crate) fn matmul_then(
     #[cfg(target_arch = "x86_64")]
     let done = x86_products::matmul_avx2(p, a, b, c);
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    let done = wasm::matmul(p, a, b, c);
+    let done = if simd128_allowed() {
+        wasm::matmul(p, a, b, c)
+    } else {
+        0
+    };
     #[cfg(not(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
@@ -783,23 +787,44 @@ pub enum KernelFamily {
     Avx512,
 }
 
-/// Caps the kernels this process picks at `family`, on x86-64 (elsewhere nothing
-/// changes): an AVX-512 machine then runs the code an AVX2-only or older CPU runs, for
-/// benchmarks and tests of those paths (`riffle` reads it from `RIFFLE_KERNELS`). Never
+/// Caps the kernels this process picks at `family`: on x86-64 an AVX-512 machine then
+/// runs the code an AVX2-only or older CPU runs, for benchmarks and tests of those paths
+/// (`riffle` reads it from `RIFFLE_KERNELS`); on WebAssembly `Portable` turns the SIMD128
+/// kernels off (any other family turns them back on); elsewhere nothing changes. Never
 /// turns on a kernel the CPU lacks. Call it before loading models: a layout chosen at
 /// activation for one family still computes correctly under another, only slower.
 ///
 /// ```
 /// use riffle_core::math::{dense_kernel_name, limit_kernels, KernelFamily};
 /// limit_kernels(KernelFamily::Portable);
-/// assert_eq!(dense_kernel_name(), if cfg!(target_arch = "wasm32") { "wasm-simd128" } else { "portable" });
+/// assert_eq!(dense_kernel_name(), "portable");
 /// limit_kernels(KernelFamily::Avx512);
 /// ```
 pub fn limit_kernels(family: KernelFamily) {
     #[cfg(target_arch = "x86_64")]
     cpu::set_ceiling(family as u8);
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    SIMD128.store(
+        family != KernelFamily::Portable,
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
     let _ = family;
+}
+
+/// Whether the WebAssembly SIMD128 kernels (the dense products' here and the
+/// block-quantized products' in `crate::quant`) may run: until
+/// `limit_kernels(KernelFamily::Portable)`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+static SIMD128: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// See [`SIMD128`].
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) fn simd128_allowed() -> bool {
+    SIMD128.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// The kernel the dense products run on this CPU: `"avx512"`, `"avx2+fma"` (x86-64
@@ -815,7 +840,7 @@ pub fn simd_kernel_name() -> &'static str {
         }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
+    if simd128_allowed() {
         return "wasm-simd128";
     }
     #[allow(unreachable_code)]
