@@ -327,3 +327,76 @@ fn quantized_products_equal_the_portable_kernels_bit_for_bit() {
         }
     }
 }
+
+/// The SIMD128 kernel of a Q8_0 output head (`f32` inputs, rounded to 16 bits per block of
+/// 32 as the x86-64 AVX-512 kernel rounds them) stays within that rounding of the portable
+/// kernel, which multiplies the `f32` inputs: one step of `amax / 32767` per input against
+/// the row's weights, plus float rounding. It differs from it somewhere (the kernel ran).
+#[wasm_bindgen_test]
+fn quantized_output_head_is_within_its_16_bit_rounding_of_the_portable_kernel() {
+    use riffle_core::math::{limit_kernels, KernelFamily};
+    use riffle_core::quant::{matmul_f32_inputs, QMatrix, TensorType};
+    let (rows, cols) = (13, 128);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut data: Vec<u8> = (0..rows * cols / 32 * 34).map(|_| next() as u8).collect();
+    for block in data.chunks_exact_mut(34) {
+        let half = (0x2000 + (next() % 0x2800) as u16) | ((next() % 2) as u16 * 0x8000);
+        block[..2].copy_from_slice(&half.to_le_bytes());
+    }
+    let m = QMatrix::new(0, TensorType::Q8_0, rows, cols, &data).expect("matrix");
+    let weights: Vec<Vec<f32>> = (0..rows)
+        .map(|r| {
+            let mut w = vec![0f32; cols];
+            m.decode_row(r, &mut w).expect("row");
+            w
+        })
+        .collect();
+    let mut differs = false;
+    for n in [1, 3] {
+        // Blocks of very different sizes, one of zeros.
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| {
+                let size = [1.0, 1e-3, 0.0, 40.0][(i / 32) % 4];
+                size * ((next() % 2001) as f32 / 1000.0 - 1.0)
+            })
+            .collect();
+        let product = |family| {
+            limit_kernels(family);
+            let mut y = vec![0f32; n * rows];
+            matmul_f32_inputs(&m, 0..rows, &x, n, &mut y, rows).expect("product");
+            y
+        };
+        let simd = product(KernelFamily::Avx512);
+        let portable = product(KernelFamily::Portable);
+        limit_kernels(KernelFamily::Avx512);
+        for t in 0..n {
+            let xt = &x[t * cols..(t + 1) * cols];
+            for (r, w) in weights.iter().enumerate() {
+                let (mut step, mut size) = (0f64, 0f64);
+                for (wb, xb) in w.chunks_exact(32).zip(xt.chunks_exact(32)) {
+                    let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                    step += wb.iter().map(|v| v.abs() as f64).sum::<f64>() * amax / 32767.0;
+                    size += wb
+                        .iter()
+                        .zip(xb)
+                        .map(|(a, b)| (a * b).abs() as f64)
+                        .sum::<f64>();
+                }
+                let (a, b) = (simd[t * rows + r] as f64, portable[t * rows + r] as f64);
+                assert!(
+                    (a - b).abs() <= step + 1e-5 * size,
+                    "row {r}, input {t}: {a} against {b} (allowed {})",
+                    step + 1e-5 * size
+                );
+                differs |= a != b;
+            }
+        }
+    }
+    assert!(differs, "the SIMD128 head kernel did not run");
+}

@@ -381,10 +381,7 @@ fn run_best(p: &Problem<'_>, y: &mut [f32]) {
         target_feature = "simd128",
         any(feature = "q4", feature = "q8_0")
     ))]
-    if p.a.kind == ActivationType::Q8_1
-        && crate::math::gemm::simd128_allowed()
-        && super::wasm::run(p, y)
-    {
+    if super::wasm::run(p, y) {
         return;
     }
     run(p, y);
@@ -432,6 +429,14 @@ pub fn matmul_f32_inputs(
     }
     #[cfg(target_arch = "x86_64")]
     if super::x86::run_f32_inputs(&p, y) {
+        return Ok(());
+    }
+    #[cfg(all(
+        target_arch = "wasm32",
+        target_feature = "simd128",
+        any(feature = "q4", feature = "q8_0")
+    ))]
+    if super::wasm::run_f32_inputs(&p, y) {
         return Ok(());
     }
     run_f32_inputs(&p, y);

@@ -1,27 +1,33 @@
-//! The WebAssembly SIMD128 kernel for weights in blocks of 32 (Q8_0, Q4_0, Q4_1) against
-//! Q8_1 activations (a decoder's linears, one token at a time; MiniLM Q8_0's products),
-//! written with the `core::arch::wasm32` intrinsics (no `unsafe`: loads go through
-//! fixed-size arrays).
+//! The WebAssembly SIMD128 kernels for weights in blocks of 32, written with the
+//! `core::arch::wasm32` intrinsics (no `unsafe`: loads go through fixed-size arrays):
+//! Q8_0, Q4_0 and Q4_1 against Q8_1 activations (a decoder's linears, one token at a time;
+//! MiniLM Q8_0's products), and Q8_0 against `f32` inputs (a decoder's output head).
 //!
-//! It computes exactly what the portable kernel (`matmul::block_rows`) computes, to the
-//! last bit, only with explicit vectors: per block, the 32 quants are unpacked in two
-//! `v128` registers (the 16 low and the 16 high nibbles for Q4_0 and Q4_1) instead of a
-//! stack array, and the 32 integer products are made by four widening multiplies
+//! The first computes exactly what the portable kernel (`matmul::block_rows`) computes,
+//! to the last bit, only with explicit vectors: per block, the 32 quants are unpacked in
+//! two `v128` registers (the 16 low and the 16 high nibbles for Q4_0 and Q4_1) instead of
+//! a stack array, and the 32 integer products are made by four widening multiplies
 //! (`i16x8.extmul_{low,high}_i8x16`) whose lanes already fall where the portable kernel's
 //! eight lanes put them (lane `l` sums positions `l`, `l + 8`, `l + 16`, `l + 24`; integer
 //! sums are exact in any order), then two widenings to `i32`, two conversions and two
-//! multiply-adds (a multiply, then an add, as the portable code). This took SmolLM2-135M
-//! Q4_1's decoding in V8 from 28 to 42 tokens a second (docs/wasm.md).
+//! multiply-adds (a multiply, then an add, as the portable code). The loop structure
+//! (chunks of weight rows, tiles of input rows) is the portable kernel's own
+//! (`matmul::tiles`). This took SmolLM2-135M Q4_1's decoding in V8 from 28 to 42 tokens a
+//! second (docs/wasm.md).
 //!
-//! The loop structure (chunks of weight rows, tiles of input rows) is the portable
-//! kernel's own (`matmul::tiles`), so each output's arithmetic does not depend on how the
-//! rows are split between threads.
+//! The second ([`run_f32_inputs`]) is the x86-64 AVX-512 design: the inputs rounded to 16
+//! bits per block, `i32x4.dot_i16x8_s` against the widened quants. It is not the portable
+//! kernel's bits, but within that rounding of them; it made decoding a further 7-9%
+//! faster (the head had been about a quarter of a step).
+//!
+//! Each output's additions run in block order whatever the row grouping, so rows split
+//! across threads give the same bits.
 //!
 //! Tried and left out: four weight rows at a time against one input (each activation
 //! block widened once for the four, their scales converted and multiplied as one vector):
-//! within the noise of one row at a time; the same kind of kernel for the products
-//! against `f32` inputs (a decoding step's output head): no faster than what LLVM makes
-//! of the portable loop.
+//! within the noise of one row at a time; an `f32`-input head kernel with the portable
+//! kernel's arithmetic (each block decoded to `f32`, eight lanes of multiply-adds): no
+//! faster than what LLVM makes of the portable loop.
 
 use core::arch::wasm32::{
     f32x4_add, f32x4_convert_i32x4, f32x4_extract_lane, f32x4_mul, f32x4_splat, i16x8_add,
@@ -29,18 +35,22 @@ use core::arch::wasm32::{
     i32x4_extend_low_i16x8, i8x16_splat, i8x16_sub, u8x16, u8x16_shr, u8x16_splat, v128, v128_and,
 };
 
-use super::act::Q8_1_BYTES;
+use super::act::{ActivationType, Q8_1_BYTES};
 use super::matmul::{tiles, Problem, TILE};
 use super::{f16, le, TensorType};
+use crate::math::gemm::simd128_allowed;
 
 /// Which block type a kernel reads (a const parameter: each type gets its own loop).
 const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
 
-/// Runs `p` (Q8_1 activations) on the SIMD128 kernel if its weight type has one; `false`
-/// leaves it to the portable kernel.
+/// Runs `p` on the SIMD128 kernel if its activations are Q8_1, its weight type has one
+/// and `limit_kernels` allows it; `false` leaves it to the portable kernel.
 pub(super) fn run(p: &Problem<'_>, y: &mut [f32]) -> bool {
+    if p.a.kind != ActivationType::Q8_1 || !simd128_allowed() {
+        return false;
+    }
     match p.ty {
         #[cfg(feature = "q8_0")]
         TensorType::Q8_0 => block_rows::<34, Q8_0>(p, y),
@@ -158,4 +168,91 @@ fn block_rows<const B: usize, const T: u8>(p: &Problem<'_>, y: &mut [f32]) {
             *o = lane_sum(acc) + m;
         }
     });
+}
+
+/// Inputs a row of the `f32`-input kernel may have (rounded to 16 bits on the stack).
+#[cfg(feature = "q8_0")]
+const SEGMENT: usize = 2048;
+
+/// Runs `p` (Q8_0 weights, `f32` inputs: a decoder's output head) on the SIMD128 kernel,
+/// as the x86-64 AVX-512 kernel does: the inputs rounded to 16 bits per block of 32
+/// (scale = the block's largest magnitude / 32767, half away from zero: a relative error
+/// under 2^-16 of that value, 256 times finer than the 8-bit activations of the other
+/// products, so the logits keep the float model's ranking), then per block and weight
+/// row the 32 quants widened to 16 bits meet them in four `i32x4.dot_i16x8_s` (exact
+/// integer sums), converted and scaled by `d_w · d_x` into four lanes. `false` (nothing
+/// written) for another type or rows longer than [`SEGMENT`]. Not the portable kernel's
+/// bits (it multiplies the `f32` inputs): within the rounding above of them
+/// (`wasm/tests/web.rs`). Each output's additions run in block order, whatever the rows
+/// split.
+pub(super) fn run_f32_inputs(p: &Problem<'_>, y: &mut [f32]) -> bool {
+    #[cfg(feature = "q8_0")]
+    if p.ty == TensorType::Q8_0 && p.cols <= SEGMENT && simd128_allowed() {
+        head_rows(p, y);
+        return true;
+    }
+    let _ = (p, y);
+    false
+}
+
+/// [`run_f32_inputs`] on checked Q8_0 rows.
+#[cfg(feature = "q8_0")]
+fn head_rows(p: &Problem<'_>, y: &mut [f32]) {
+    use core::arch::wasm32::{
+        i16x8, i16x8_extend_high_i8x16, i16x8_extend_low_i8x16, i32x4_dot_i16x8,
+    };
+    let rb = p.row_bytes.max(1);
+    let blocks = p.cols / 32;
+    let mut q = [0i16; SEGMENT];
+    let mut scales = [0f32; SEGMENT / 32];
+    for t in 0..p.a.n {
+        let Some(x) = p.a.f32s.get(t * p.cols..(t + 1) * p.cols) else {
+            continue;
+        };
+        for ((xb, qb), d) in x
+            .chunks_exact(32)
+            .zip(q.chunks_exact_mut(32))
+            .zip(scales.iter_mut())
+        {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            *d = amax / 32767.0;
+            let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
+            for (q, &v) in qb.iter_mut().zip(xb) {
+                // Half away from zero, |v · inv| <= 32767.
+                let r = v * inv;
+                *q = (if r >= 0.0 { r + 0.5 } else { r - 0.5 }) as i16;
+            }
+        }
+        // The inputs as vectors, four per block (positions 8k .. 8k + 8).
+        let xs = &q[..blocks * 32];
+        for (r, row) in p.data.chunks_exact(rb).enumerate() {
+            let mut acc = f32x4_splat(0.0);
+            for ((wb, xb), &dx) in row.chunks_exact(34).zip(xs.chunks_exact(32)).zip(&scales) {
+                let Ok(wb) = <&[u8; 34]>::try_from(wb) else {
+                    continue;
+                };
+                let (lo, hi) = (bytes16(wb, 2), bytes16(wb, 18));
+                let x = |k: usize| {
+                    let v = &xb[8 * k..8 * k + 8];
+                    i16x8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+                };
+                let s = i32x4_add(
+                    i32x4_add(
+                        i32x4_dot_i16x8(i16x8_extend_low_i8x16(lo), x(0)),
+                        i32x4_dot_i16x8(i16x8_extend_high_i8x16(lo), x(1)),
+                    ),
+                    i32x4_add(
+                        i32x4_dot_i16x8(i16x8_extend_low_i8x16(hi), x(2)),
+                        i32x4_dot_i16x8(i16x8_extend_high_i8x16(hi), x(3)),
+                    ),
+                );
+                let d = f32x4_splat(f16::read(wb) * dx);
+                acc = f32x4_add(acc, f32x4_mul(d, f32x4_convert_i32x4(s)));
+            }
+            if let Some(o) = y.get_mut(t * p.y_stride + r) {
+                *o = (f32x4_extract_lane::<0>(acc) + f32x4_extract_lane::<1>(acc))
+                    + (f32x4_extract_lane::<2>(acc) + f32x4_extract_lane::<3>(acc));
+            }
+        }
+    }
 }
