@@ -400,3 +400,73 @@ fn quantized_output_head_is_within_its_16_bit_rounding_of_the_portable_kernel() 
     }
     assert!(differs, "the SIMD128 head kernel did not run");
 }
+
+/// The WebAssembly SIMD128 attention kernels (scores and value sums over an `f32` cache)
+/// give exactly the bits of the portable code: a prompt of 5 rows after 70 cached positions
+/// (causal attention) and a decoding step over 150 positions cut into blocks, SmolLM2's
+/// shape (9 query heads sharing 3 key/value heads of 64) and one of 8-wide heads.
+#[wasm_bindgen_test]
+fn attention_equals_the_portable_code_bit_for_bit() {
+    use riffle_core::math::{limit_kernels, KernelFamily};
+    use riffle_core::nn::attention::{
+        causal_attention, key_block_attention, key_block_units, key_block_width, merge_key_blocks,
+        CausalShape, KvSlice,
+    };
+    let mut state = 0x1234_5678_9abc_def1_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    for shape in [
+        CausalShape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        },
+        CausalShape {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 8,
+        },
+    ] {
+        let (qw, kvw) = (
+            shape.heads * shape.head_dim,
+            shape.kv_heads * shape.head_dim,
+        );
+        let (past, t, seen) = (70, 5, 150);
+        let keys: Vec<f32> = (0..seen * kvw).map(|_| 2.0 * next()).collect();
+        let values: Vec<f32> = (0..seen * kvw).map(|_| next()).collect();
+        let q: Vec<f32> = (0..t * qw).map(|_| 2.0 * next()).collect();
+        let (k, v) = (KvSlice::F32(&keys), KvSlice::F32(&values));
+        let run = |family| {
+            limit_kernels(family);
+            let mut out = vec![0f32; t * qw];
+            let mut scores = vec![0f32; shape.group() * (past + t)];
+            causal_attention(shape, &q, k, v, t, past, &mut out, &mut scores).expect("prompt");
+            let units = key_block_units(shape, seen);
+            let mut partials = vec![0f32; units * key_block_width(shape)];
+            let mut scores = vec![0f32; shape.group() * 64];
+            key_block_attention(
+                shape,
+                &q[..qw],
+                k,
+                v,
+                seen,
+                0..units,
+                &mut partials,
+                &mut scores,
+            )
+            .expect("blocks");
+            let mut step = vec![0f32; qw];
+            merge_key_blocks(shape, seen, &partials, &mut step).expect("merge");
+            out.extend(step);
+            out.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+        };
+        let simd = run(KernelFamily::Avx512);
+        let portable = run(KernelFamily::Portable);
+        limit_kernels(KernelFamily::Avx512);
+        assert_eq!(simd, portable, "{shape:?}");
+    }
+}

@@ -26,6 +26,8 @@ pub(crate) mod cpu;
 mod portable;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm_attention;
 #[cfg(target_arch = "x86_64")]
 mod x86_attention;
 #[cfg(target_arch = "x86_64")]
@@ -389,9 +391,10 @@ pub(crate) fn pack_scaled(
 
 /// Attention scores of the query heads that share one key/value head: `q` holds `h`
 /// heads of `d` values, `scores` `h` rows of `n` (`scores.len() = h · n`), and row `r`
-/// gets `scores[r · n + j] = q_r · keys[j · stride ..][..d]` for every `j < n`; each key is
-/// read once for all `h` heads. By the AVX-512 or AVX2 + FMA (+ F16C) kernel where the CPU
-/// has one and `d` is 16, 32, 64 or 128 (`true`); `false`, touching nothing, elsewhere.
+/// gets `scores[r · n + j] = q_r · keys[j · stride ..][..d]` for every `j < n` (the x86-64
+/// kernels read each key once for all `h` heads). By the AVX-512 or AVX2 + FMA (+ F16C) kernel where the CPU
+/// has one and `d` is 16, 32, 64 or 128, or the WebAssembly SIMD128 one (an `f32` cache, `d`
+/// a multiple of 8: the portable arithmetic) (`true`); `false`, touching nothing, elsewhere.
 pub(crate) fn key_dots_wide(
     q: &[f32],
     d: usize,
@@ -403,7 +406,14 @@ pub(crate) fn key_dots_wide(
     {
         x86_attention::key_dots(q, d, keys, stride, scores)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        simd128_allowed() && wasm_attention::key_dots(q, d, keys, stride, scores)
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
     {
         let _ = (q, d, keys, stride, scores);
         false
@@ -412,8 +422,8 @@ pub(crate) fn key_dots_wide(
 
 /// The attention outputs of the query heads that share one key/value head: `p` holds `h`
 /// rows of `n` probabilities, `out` `h` heads of `d` values, and head `r` gets
-/// `Σ_j p[r · n + j] · values[j · stride ..][..d]`; each value row is read once for all
-/// `h` heads. By the kernels of [`key_dots_wide`], on the same terms.
+/// `Σ_j p[r · n + j] · values[j · stride ..][..d]` (the x86-64 kernels read each value row
+/// once for all `h` heads). By the kernels of [`key_dots_wide`], on the same terms.
 pub(crate) fn value_sum_wide(
     p: &[f32],
     d: usize,
@@ -425,7 +435,14 @@ pub(crate) fn value_sum_wide(
     {
         x86_attention::value_sum(p, d, values, stride, out)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        simd128_allowed() && wasm_attention::value_sum(p, d, values, stride, out)
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
     {
         let _ = (p, d, values, stride, out);
         false
@@ -449,14 +466,21 @@ pub(crate) fn sha256_blocks(state: &mut [u32; 8], blocks: &[u8]) -> bool {
 }
 
 /// `row = softmax(scale · row)` by the AVX-512 or AVX2 + FMA kernel where the CPU has one,
-/// returning the row's largest value and the sum of the exponentials it divided by; `None`,
-/// touching nothing, elsewhere.
+/// or the WebAssembly SIMD128 one (the portable arithmetic), returning the row's largest
+/// value and the sum of the exponentials it divided by; `None`, touching nothing, elsewhere.
 pub(crate) fn softmax_wide(row: &mut [f32], scale: f32) -> Option<[f32; 2]> {
     #[cfg(target_arch = "x86_64")]
     {
         x86_elementwise::softmax(row, scale).or_else(|| x86_elementwise::avx2::softmax(row, scale))
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        simd128_allowed().then(|| wasm_attention::softmax(row, scale))
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
     {
         let _ = (row, scale);
         None
