@@ -108,6 +108,33 @@ fn scale(amax: f32) -> (f32, f32) {
     (d, if d > 0.0 { 1.0 / d } else { 0.0 })
 }
 
+/// `x` (whole blocks of 32) rounded to 16 bits per block into `q`, each block's scale into
+/// `scales`: scale = the block's largest magnitude / 32767, values half away from zero (a
+/// relative error under 2^-16 of that magnitude). The inputs of the `f32`-input head
+/// kernels (x86-64 AVX-512, WebAssembly SIMD128).
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // wasm: with q8_0 only
+#[inline(always)]
+pub(super) fn round_i16_blocks(x: &[f32], q: &mut [i16], scales: &mut [f32]) {
+    for ((xb, qb), d) in x
+        .chunks_exact(32)
+        .zip(q.chunks_exact_mut(32))
+        .zip(scales.iter_mut())
+    {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        *d = amax / 32767.0;
+        let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            // Half away from zero, |v · inv| <= 32767.
+            let r = v * inv;
+            *q = (if r >= 0.0 { r + 0.5 } else { r - 0.5 }) as i16;
+        }
+    }
+}
+
 /// Quantizes one row (`x.len()` a multiple of 32) into Q8_1 blocks in `out`.
 pub(super) fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
     for (x, b) in x.chunks_exact(32).zip(out.chunks_exact_mut(Q8_1_BYTES)) {

@@ -209,20 +209,7 @@ fn head_rows(p: &Problem<'_>, y: &mut [f32]) {
         let Some(x) = p.a.f32s.get(t * p.cols..(t + 1) * p.cols) else {
             continue;
         };
-        for ((xb, qb), d) in x
-            .chunks_exact(32)
-            .zip(q.chunks_exact_mut(32))
-            .zip(scales.iter_mut())
-        {
-            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            *d = amax / 32767.0;
-            let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
-            for (q, &v) in qb.iter_mut().zip(xb) {
-                // Half away from zero, |v · inv| <= 32767.
-                let r = v * inv;
-                *q = (if r >= 0.0 { r + 0.5 } else { r - 0.5 }) as i16;
-            }
-        }
+        super::act::round_i16_blocks(x, &mut q, &mut scales);
         // The inputs as vectors, four per block (positions 8k .. 8k + 8).
         let xs = &q[..blocks * 32];
         for (r, row) in p.data.chunks_exact(rb).enumerate() {

@@ -389,6 +389,36 @@ pub(crate) fn pack_scaled(
     Ok(())
 }
 
+/// Heads `h` and rows per head `n` of an attention kernel's call with `heads_len = h · d`
+/// and `rows_len = h · n` values (`None` for no heads or lengths that are not so); each
+/// kernel checks `d` against the widths it covers first.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+fn attention_shape(heads_len: usize, rows_len: usize, d: usize) -> Option<(usize, usize)> {
+    if d == 0 || heads_len == 0 || !heads_len.is_multiple_of(d) {
+        return None;
+    }
+    let h = heads_len / d;
+    rows_len.is_multiple_of(h).then_some((h, rows_len / h))
+}
+
+/// Whether a cache slice of `len` values holds `n` rows of `d` values `stride` apart (the
+/// last row need not be followed by a whole stride).
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+fn cache_rows_fit(len: usize, n: usize, d: usize, stride: usize) -> bool {
+    n == 0
+        || (stride >= d
+            && (n - 1)
+                .checked_mul(stride)
+                .and_then(|x| x.checked_add(d))
+                .is_some_and(|need| need <= len))
+}
+
 /// Attention scores of the query heads that share one key/value head: `q` holds `h`
 /// heads of `d` values, `scores` `h` rows of `n` (`scores.len() = h · n`), and row `r`
 /// gets `scores[r · n + j] = q_r · keys[j · stride ..][..d]` for every `j < n` (the x86-64

@@ -18,13 +18,12 @@ use crate::nn::activation::fast_exp;
 use crate::nn::attention::KvSlice;
 
 /// `q` as `h` heads of `d` values and `scores` as `h` rows of `n`, or `None` when the
-/// kernels do not take them.
+/// kernels do not take them (`d` a multiple of 8).
 fn shape(heads_len: usize, rows_len: usize, d: usize) -> Option<(usize, usize)> {
-    if d == 0 || !d.is_multiple_of(8) || heads_len == 0 || !heads_len.is_multiple_of(d) {
+    if !d.is_multiple_of(8) {
         return None;
     }
-    let h = heads_len / d;
-    rows_len.is_multiple_of(h).then_some((h, rows_len / h))
+    super::attention_shape(heads_len, rows_len, d)
 }
 
 /// The `f32` cache rows if `n` rows of `d` values `stride` apart lie in them.
@@ -32,13 +31,7 @@ fn rows(cache: KvSlice<'_>, n: usize, d: usize, stride: usize) -> Option<&[f32]>
     let KvSlice::F32(rows) = cache else {
         return None;
     };
-    let fits = n == 0
-        || (stride >= d
-            && (n - 1)
-                .checked_mul(stride)
-                .and_then(|x| x.checked_add(d))
-                .is_some_and(|need| need <= rows.len()));
-    fits.then_some(rows)
+    super::cache_rows_fit(rows.len(), n, d, stride).then_some(rows)
 }
 
 /// Four values of `x` from `at` as one vector (the callers checked the lengths; zeros

@@ -58,17 +58,6 @@ fn isa() -> Option<Isa> {
     }
 }
 
-/// Whether a slice of `len` values holds `n` rows of `d` values `stride` apart (the last
-/// row need not be followed by a whole stride).
-fn rows_fit(len: usize, n: usize, d: usize, stride: usize) -> bool {
-    n == 0
-        || (stride >= d
-            && (n - 1)
-                .checked_mul(stride)
-                .and_then(|x| x.checked_add(d))
-                .is_some_and(|need| need <= len))
-}
-
 /// The first value's address of a cache slice, its length, and whether it holds halves.
 fn raw(rows: KvSlice<'_>) -> (*const u8, usize, bool) {
     match rows {
@@ -78,13 +67,12 @@ fn raw(rows: KvSlice<'_>) -> (*const u8, usize, bool) {
 }
 
 /// Heads `h` and the rows per head `n` of a call with `heads_len = h · d` and
-/// `rows_len = h · n` values, if the shape is one the kernels cover.
+/// `rows_len = h · n` values, if the shape is one the kernels cover (`d` 16, 32, 64, 128).
 fn shape(heads_len: usize, rows_len: usize, d: usize) -> Option<(usize, usize)> {
-    if !matches!(d, 16 | 32 | 64 | 128) || heads_len == 0 || !heads_len.is_multiple_of(d) {
+    if !matches!(d, 16 | 32 | 64 | 128) {
         return None;
     }
-    let h = heads_len / d;
-    rows_len.is_multiple_of(h).then_some((h, rows_len / h))
+    super::attention_shape(heads_len, rows_len, d)
 }
 
 /// The heads of the next pass when `rem` are left: passes of about equal size, at most
@@ -130,7 +118,7 @@ pub(super) fn key_dots(
         return false;
     };
     let (kp, len, half) = raw(keys);
-    let Some(isa) = isa().filter(|_| rows_fit(len, n, d, stride)) else {
+    let Some(isa) = isa().filter(|_| super::cache_rows_fit(len, n, d, stride)) else {
         return false;
     };
     let mut h = 0;
@@ -183,7 +171,7 @@ pub(super) fn value_sum(
         return false;
     };
     let (vp, len, half) = raw(values);
-    let Some(isa) = isa().filter(|_| rows_fit(len, n, d, stride)) else {
+    let Some(isa) = isa().filter(|_| super::cache_rows_fit(len, n, d, stride)) else {
         return false;
     };
     let mut h = 0;

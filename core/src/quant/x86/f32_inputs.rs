@@ -89,20 +89,7 @@ const SEGMENT: usize = 2048;
 unsafe fn i16_rows(w: &[u8], rb: usize, x: &[f32], out: &mut [f32]) {
     let mut q = [0i16; SEGMENT];
     let mut scales = [0f32; SEGMENT / 32];
-    for ((xb, qb), d) in x
-        .chunks_exact(32)
-        .zip(q.chunks_exact_mut(32))
-        .zip(scales.iter_mut())
-    {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        *d = amax / 32767.0;
-        let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
-        for (q, &v) in qb.iter_mut().zip(xb) {
-            // Half away from zero, |v · inv| <= 32767.
-            let r = v * inv;
-            *q = (if r >= 0.0 { r + 0.5 } else { r - 0.5 }) as i16;
-        }
-    }
+    super::super::act::round_i16_blocks(x, &mut q, &mut scales);
     let Some(last) = out.len().checked_sub(1) else {
         return;
     };
