@@ -254,6 +254,16 @@ fn bad_bytes_throw_errors_and_the_previous_adapter_keeps_working() {
     assert_eq!(adapters.length(), 1);
 }
 
+/// A xorshift generator from `state` (not zero): the kernel tests' pseudo-random inputs.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// The WebAssembly SIMD128 kernel of the block-quantized products (Q8_0, Q4_0 and Q4_1
 /// weights against 8-bit inputs) gives exactly the bits of the portable kernel
 /// (`limit_kernels(Portable)` turns it off): one input (a decoding step) and several (a
@@ -266,13 +276,7 @@ fn quantized_products_equal_the_portable_kernels_bit_for_bit() {
         activation_scratch_len, matmul_strided, quantize_activations, QMatrix, TensorType,
     };
     let (rows, cols) = (13, 96);
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let types = [
         (TensorType::Q8_0, 34, &[0][..]),
         (TensorType::Q4_0, 18, &[0][..]),
@@ -337,13 +341,7 @@ fn quantized_output_head_is_within_its_16_bit_rounding_of_the_portable_kernel() 
     use riffle_core::math::{limit_kernels, KernelFamily};
     use riffle_core::quant::{matmul_f32_inputs, QMatrix, TensorType};
     let (rows, cols) = (13, 128);
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut data: Vec<u8> = (0..rows * cols / 32 * 34).map(|_| next() as u8).collect();
     for block in data.chunks_exact_mut(34) {
         let half = (0x2000 + (next() % 0x2800) as u16) | ((next() % 2) as u16 * 0x8000);
@@ -412,13 +410,8 @@ fn attention_equals_the_portable_code_bit_for_bit() {
         causal_attention, key_block_attention, key_block_units, key_block_width, merge_key_blocks,
         CausalShape, KvSlice,
     };
-    let mut state = 0x1234_5678_9abc_def1_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut bits = xorshift(0x1234_5678_9abc_def1);
+    let mut next = move || (bits() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
     for shape in [
         CausalShape {
             heads: 9,

@@ -422,9 +422,10 @@ fn cache_rows_fit(len: usize, n: usize, d: usize, stride: usize) -> bool {
 /// Attention scores of the query heads that share one key/value head: `q` holds `h`
 /// heads of `d` values, `scores` `h` rows of `n` (`scores.len() = h · n`), and row `r`
 /// gets `scores[r · n + j] = q_r · keys[j · stride ..][..d]` for every `j < n` (the x86-64
-/// kernels read each key once for all `h` heads). By the AVX-512 or AVX2 + FMA (+ F16C) kernel where the CPU
-/// has one and `d` is 16, 32, 64 or 128, or the WebAssembly SIMD128 one (an `f32` cache, `d`
-/// a multiple of 8: the portable arithmetic) (`true`); `false`, touching nothing, elsewhere.
+/// kernels read each key once for all `h` heads). By the AVX-512 or AVX2 + FMA (+ F16C)
+/// kernel where the CPU has one and `d` is 16, 32, 64 or 128, or by the WebAssembly SIMD128
+/// one (an `f32` cache, `d` a multiple of 8: the portable arithmetic) (`true`); `false`,
+/// touching nothing, elsewhere.
 pub(crate) fn key_dots_wide(
     q: &[f32],
     d: usize,

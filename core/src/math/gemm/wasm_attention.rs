@@ -79,11 +79,8 @@ pub(super) fn key_dots(
                 }
             }
             for (u, acc) in acc.iter().enumerate().take(g) {
-                let v = f32x4_add(acc[0], acc[1]);
-                let s = (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
-                    + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v));
                 if let Some(o) = row.get_mut(j + u) {
-                    *o = s + tail;
+                    *o = eight_lane_sum(*acc) + tail;
                 }
             }
             j += g;
@@ -158,6 +155,16 @@ pub(super) fn value_sum(
     true
 }
 
+/// Eight lanes held as two vectors (lanes 0-3, then 4-7) summed as the portable code sums
+/// its eight: `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))` (`crate::math::sum`,
+/// the attention's `dots`).
+#[inline(always)]
+fn eight_lane_sum([lo, hi]: [v128; 2]) -> f32 {
+    let v = f32x4_add(lo, hi);
+    (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
+        + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
+}
+
 /// `v`'s four lanes into `out`.
 #[inline(always)]
 fn store(out: &mut [f32; 4], v: v128) {
@@ -204,10 +211,7 @@ pub(super) fn softmax(row: &mut [f32], scale: f32) -> [f32; 2] {
         acc[1] = f32x4_add(acc[1], f32x4(c[4], c[5], c[6], c[7]));
     }
     let tail: f32 = eights.remainder().iter().sum();
-    let v = f32x4_add(acc[0], acc[1]);
-    let total = ((f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
-        + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v)))
-        + tail;
+    let total = eight_lane_sum(acc) + tail;
     let inv = 1.0 / total;
     row.iter_mut().for_each(|s| *s *= inv);
     [max, total]
