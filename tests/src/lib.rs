@@ -114,3 +114,112 @@ pub fn json_rows(v: &serde_json::Value) -> Vec<Vec<f64>> {
         })
         .collect()
 }
+
+/// Decodes `prompts.len()` sequences together ([`Model::decode_steps`], on `exec`'s threads
+/// when given) and each alone ([`Model::step`] on one thread), sequence `b` under
+/// `adapters[b]`, for `steps` tokens after its prompt (each the greedy choice of its
+/// sequence alone), and asserts that every row of logits of the batch equals, bit for bit,
+/// the sequence's own. Returns the largest change an adapter made to the first step's
+/// logits against a bare-base sequence of the same prompt (0 without one), for the caller
+/// to check the adapters mean something.
+///
+/// [`Model::decode_steps`]: riffle_core::runtime::Model::decode_steps
+/// [`Model::step`]: riffle_core::runtime::Model::step
+pub fn check_decode_steps(
+    model: &riffle_core::runtime::Model<'_>,
+    adapters: &[Option<&riffle_core::runtime::Prepared<'_, '_>>],
+    prompts: &[Vec<u32>],
+    steps: usize,
+    exec: Option<&dyn riffle_core::par::Executor>,
+) -> f32 {
+    use riffle_core::runtime::{DecodeStep, DecoderState};
+    let n = prompts.len();
+    assert_eq!(adapters.len(), n);
+    let vocab = model.output_len();
+    let context = prompts.iter().map(Vec::len).max().unwrap() + steps + 1;
+    let need = model.state_len(context);
+    let mut alone_kv: Vec<Vec<f32>> = (0..n).map(|_| vec![0.0; need]).collect();
+    let mut batch_kv: Vec<Vec<f32>> = (0..n).map(|_| vec![0.0; need]).collect();
+    let mut alone: Vec<DecoderState<'_>> = alone_kv
+        .iter_mut()
+        .map(|b| DecoderState::new(b, need, context).unwrap())
+        .collect();
+    let mut batch: Vec<DecoderState<'_>> = batch_kv
+        .iter_mut()
+        .map(|b| DecoderState::new(b, need, context).unwrap())
+        .collect();
+    let longest = prompts.iter().map(Vec::len).max().unwrap();
+    let mut arena = vec![0.0f32; model.step_arena_len(longest)];
+    let mut logits = vec![vec![0.0f32; vocab]; n];
+    for b in 0..n {
+        for state in [&mut alone[b], &mut batch[b]] {
+            model
+                .step(adapters[b], state, &prompts[b], &mut logits[b], &mut arena)
+                .unwrap();
+        }
+    }
+    let mut moved = 0.0f32;
+    let mut together = vec![f32::NAN; n * vocab];
+    let mut steps_arena = vec![0.0f32; model.decode_steps_arena_len(n)];
+    for step in 0..steps {
+        let tokens: Vec<u32> = logits
+            .iter()
+            .map(|l| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32)
+            .collect();
+        for b in 0..n {
+            model
+                .step(
+                    adapters[b],
+                    &mut alone[b],
+                    &[tokens[b]],
+                    &mut logits[b],
+                    &mut arena,
+                )
+                .unwrap();
+        }
+        let mut list: Vec<DecodeStep<'_, '_, '_, '_>> = batch
+            .iter_mut()
+            .zip(adapters)
+            .zip(&tokens)
+            .map(|((state, adapter), &token)| DecodeStep {
+                adapter: *adapter,
+                state,
+                token,
+            })
+            .collect();
+        match exec {
+            Some(e) => model.decode_steps_on(e, &mut list, &mut together, &mut steps_arena),
+            None => model.decode_steps(&mut list, &mut together, &mut steps_arena),
+        }
+        .unwrap();
+        for b in 0..n {
+            let row = &together[b * vocab..(b + 1) * vocab];
+            let same = row
+                .iter()
+                .zip(&logits[b])
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            let off = row
+                .iter()
+                .zip(&logits[b])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(same, "step {step}, sequence {b}: off by up to {off}");
+            assert_eq!(batch[b].len(), alone[b].len());
+        }
+        if step == 0 {
+            for b in 0..n {
+                for c in 0..n {
+                    if adapters[b].is_some() && adapters[c].is_none() && prompts[b] == prompts[c] {
+                        let d = logits[b]
+                            .iter()
+                            .zip(&logits[c])
+                            .map(|(x, y)| (x - y).abs())
+                            .fold(0.0f32, f32::max);
+                        moved = moved.max(d);
+                    }
+                }
+            }
+        }
+    }
+    moved
+}

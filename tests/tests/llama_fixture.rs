@@ -481,3 +481,126 @@ fn logit_bias_and_penalties_follow_openais_rule_token_by_token() {
         assert!(seen.iter().all(Option::is_some));
     }
 }
+
+/// Several sequences decoded together (`Model::decode_steps`), each under its own adapter
+/// (every method of the fixture, Double GSOFT's output side included, the bare base twice,
+/// one adapter on two sequences), at different positions (one past 64 cached positions,
+/// where a step's attention is cut into key blocks): every row of logits equals the
+/// sequence's own step bit for bit, on one thread and split across 2 and 3.
+#[test]
+fn sequences_decoded_together_equal_each_decoded_alone() {
+    let f = fixture();
+    let bytes = read_repo_file(&format!("tests/data/llama/{}", f["base"].as_str().unwrap()));
+    let model = Model::from_bytes(&bytes).unwrap();
+    let specs = f["adapters"].as_array().unwrap();
+    let files = adapter_files(specs);
+    let (adapters, mut workspaces) = parsed_adapters(&files, &model);
+    let prepared: Vec<_> = adapters
+        .iter()
+        .zip(workspaces.iter_mut())
+        .map(|(a, ws)| a.prepare(&model, ws).unwrap())
+        .collect();
+    let p: Vec<Vec<u32>> = f["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| json_ids(&p["tokens"]))
+        .collect();
+    let long: Vec<u32> = p[0].iter().chain(&p[1]).cycle().take(70).copied().collect();
+    let [gsoft, double, oft, boft] = [0, 1, 2, 3].map(|i| Some(&prepared[i]));
+    let cases = [
+        (None, &p[0]),
+        (gsoft, &p[0]),
+        (double, &p[1]),
+        (oft, &p[0]),
+        (boft, &long),
+        (None, &p[1]),
+        (gsoft, &p[1]),
+        (double, &p[0]),
+    ];
+    let list: Vec<_> = cases.iter().map(|c| c.0).collect();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.1.clone()).collect();
+    let moved = riffle_tests::check_decode_steps(&model, &list, &prompts, 5, None);
+    assert!(moved > 1.0, "the adapters barely move the logits ({moved})");
+    for threads in [2, 3] {
+        let pool = riffle_host::threads::Pool::new(threads).unwrap();
+        riffle_tests::check_decode_steps(&model, &list, &prompts, 3, Some(&pool));
+    }
+    // One sequence alone, and a batch of one.
+    riffle_tests::check_decode_steps(&model, &list[1..2], &prompts[1..2], 2, None);
+}
+
+/// A batch with a state computed under another adapter, a token outside the vocabulary,
+/// or a full state fails before any state records a position; an empty batch is refused.
+#[test]
+fn a_bad_step_in_a_batch_changes_no_state() {
+    use riffle_core::runtime::DecodeStep;
+    use riffle_core::Error;
+    let f = fixture();
+    let bytes = read_repo_file(&format!("tests/data/llama/{}", f["base"].as_str().unwrap()));
+    let model = Model::from_bytes(&bytes).unwrap();
+    let specs = f["adapters"].as_array().unwrap();
+    let files = adapter_files(&specs[..1]);
+    let (adapters, mut workspaces) = parsed_adapters(&files, &model);
+    let gsoft = adapters[0].prepare(&model, &mut workspaces[0]).unwrap();
+    let prompt = json_ids(&f["prompts"][0]["tokens"]);
+    let context = prompt.len() + 1;
+    let need = model.state_len(context);
+    let (mut a, mut b) = (vec![0.0f32; need], vec![0.0f32; need]);
+    let mut sa = DecoderState::new(&mut a, need, context).unwrap();
+    let mut sb = DecoderState::new(&mut b, need, context).unwrap();
+    let mut arena = vec![0.0f32; model.step_arena_len(prompt.len())];
+    let mut out = vec![0.0f32; 2 * model.output_len()];
+    model
+        .step(None, &mut sa, &prompt, &mut out, &mut arena)
+        .unwrap();
+    model
+        .step(Some(&gsoft), &mut sb, &prompt, &mut out, &mut arena)
+        .unwrap();
+    let mut steps_arena = vec![0.0f32; model.decode_steps_arena_len(2)];
+    let vocab = model.output_len() as u32;
+    let bad: [(Option<&riffle_core::runtime::Prepared<'_, '_>>, u32, Error); 2] = [
+        (None, 1, Error::StaleState),
+        (Some(&gsoft), vocab, Error::BadInput),
+    ];
+    for (adapter_b, token_b, want) in bad {
+        let mut steps = [
+            DecodeStep {
+                adapter: None,
+                state: &mut sa,
+                token: 1,
+            },
+            DecodeStep {
+                adapter: adapter_b,
+                state: &mut sb,
+                token: token_b,
+            },
+        ];
+        let got = model.decode_steps(&mut steps, &mut out, &mut steps_arena);
+        assert_eq!(got, Err(want));
+        assert_eq!((sa.len(), sb.len()), (prompt.len(), prompt.len()));
+    }
+    // Both states full after one good step: the next fails, nothing recorded.
+    let mut steps = [
+        DecodeStep {
+            adapter: None,
+            state: &mut sa,
+            token: 1,
+        },
+        DecodeStep {
+            adapter: Some(&gsoft),
+            state: &mut sb,
+            token: 2,
+        },
+    ];
+    model
+        .decode_steps(&mut steps, &mut out, &mut steps_arena)
+        .unwrap();
+    let got = model.decode_steps(&mut steps, &mut out, &mut steps_arena);
+    assert!(matches!(got, Err(Error::ContextExceeded { .. })), "{got:?}");
+    assert_eq!((sa.len(), sb.len()), (context, context));
+    assert_eq!(
+        model.decode_steps(&mut [], &mut out, &mut steps_arena),
+        Err(Error::BadInput)
+    );
+}

@@ -374,3 +374,57 @@ fn a_half_cache_keeps_the_reference_logits_and_greedy_tokens() {
     }
     assert!(worst >= 0.99999, "cosine {worst}");
 }
+
+/// Requests decoded together on SmolLM2's quantized files (`Model::decode_steps`: the
+/// 8-bit block kernels reading each weight once for up to four sequences, the Q8_0 output
+/// head's 16-bit kernel likewise), each under its own committed adapter (OFT, BOFT) or the
+/// bare base, from four prompts
+/// (the lighthouse one 360 tokens long: its attention in key blocks): every row of logits equals the
+/// sequence decoded alone, bit for bit, on one thread and on two.
+#[test]
+fn requests_decoded_together_equal_each_decoded_alone() {
+    let r = reference();
+    let names = ["hello", "france", "code", "lighthouse"];
+    let prompts: Vec<Vec<u32>> = names
+        .iter()
+        .filter_map(|n| r["prompts"].get(*n).map(|p| json_ids(&p["ids"])))
+        .collect();
+    assert_eq!(prompts.len(), 4);
+    let files: Vec<Vec<u8>> = ["language", "sentiment", "topic"]
+        .iter()
+        .map(|t| read_repo_file(&format!("models/smollm2-adapters/smollm2-{t}.gguf")))
+        .collect();
+    let adapters: Vec<Adapter<'_>> = files
+        .iter()
+        .map(|b| Adapter::from_bytes(b).unwrap())
+        .collect();
+    for kind in ["Q4_1", "Q8_0", "Q4_0"] {
+        let Some(bytes) = smollm2(kind) else { return };
+        let model = Model::from_bytes(&bytes).unwrap();
+        let mut ws: Vec<Vec<f32>> = adapters
+            .iter()
+            .map(|a| vec![0.0f32; a.workspace_len(&model).unwrap()])
+            .collect();
+        let prepared: Vec<Prepared<'_, '_>> = adapters
+            .iter()
+            .zip(ws.iter_mut())
+            .map(|(a, w)| a.prepare(&model, w).unwrap())
+            .collect();
+        let [language, sentiment, topic] = [0, 1, 2].map(|i| Some(&prepared[i]));
+        let cases = [
+            (None, 0),
+            (language, 0),
+            (sentiment, 1),
+            (topic, 3),
+            (None, 2),
+            (language, 2),
+        ];
+        let list: Vec<_> = cases.iter().map(|c| c.0).collect();
+        let texts: Vec<Vec<u32>> = cases.iter().map(|c| prompts[c.1].clone()).collect();
+        let moved = riffle_tests::check_decode_steps(&model, &list, &texts, 3, None);
+        eprintln!("{kind}: the language adapter moves the first logits by up to {moved}");
+        assert!(moved > 1.0, "{kind}: the adapter barely moves the logits");
+        let pool = riffle_host::threads::Pool::new(2).unwrap();
+        riffle_tests::check_decode_steps(&model, &list, &texts, 2, Some(&pool));
+    }
+}

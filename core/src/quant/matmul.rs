@@ -222,7 +222,44 @@ pub(crate) fn matmul_then(
     scratch: &mut [u8],
     next: &[u8],
 ) -> Result<()> {
-    quantized_then(w, rows, x, n, y, scratch, Hint { next, batch: false })
+    quantized_then(
+        w,
+        rows,
+        x,
+        n,
+        y,
+        scratch,
+        Hint {
+            next,
+            ..Hint::default()
+        },
+    )
+}
+
+/// [`matmul_then`] for `n` inputs that are each a decoding step of its own sequence (a
+/// server's requests decoded together): every output is computed exactly as [`matmul`]
+/// computes it for that input alone (never the batch kernel, whose sums differ in their
+/// last bits), while the weights are read once for up to four inputs where the kernel
+/// allows it (the x86-64 AVX-512 VNNI decode kernel, the portable tiles).
+///
+/// # Errors
+/// As [`matmul`].
+#[cfg_attr(not(feature = "llama"), allow(dead_code))]
+pub(crate) fn matmul_decode_then(
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut [u8],
+    next: &[u8],
+) -> Result<()> {
+    let hint = Hint {
+        next,
+        decode: true,
+        ..Hint::default()
+    };
+    quantized_then(w, rows, x, n, y, scratch, hint)
 }
 
 /// Whether products of `ty` weights with several inputs have a batch kernel on this CPU
@@ -264,8 +301,8 @@ pub(crate) fn matmul_batch(
         y,
         scratch,
         Hint {
-            next: &[],
             batch: true,
+            ..Hint::default()
         },
     )
 }
@@ -285,11 +322,13 @@ fn quantized_then(
 }
 
 /// What a product may use beyond its operands: memory to prefetch, and whether to take
-/// the batch kernel (see [`matmul_batch`]). Neither changes the result.
+/// the batch kernel (see [`matmul_batch`]) or to compute every input as a decoding step
+/// alone (see [`matmul_decode_then`]). The prefetch never changes the result.
 #[derive(Clone, Copy, Default)]
 struct Hint<'n> {
     next: &'n [u8],
     batch: bool,
+    decode: bool,
 }
 
 /// [`matmul`] on activations already prepared by [`quantize_activations`] (so that
@@ -365,6 +404,7 @@ fn strided_then(
     };
     p.next = hint.next;
     p.batch = hint.batch;
+    p.decode = hint.decode;
     run_best(&p, y);
     Ok(())
 }
@@ -488,6 +528,7 @@ fn problem<'p>(
         y_stride,
         next: &[],
         batch: false,
+        decode: false,
     }))
 }
 
@@ -508,6 +549,10 @@ pub(super) struct Problem<'a> {
     /// ([`batch_kernel`]): parts of a batch split across threads then compute every
     /// output as the whole batch does, even a part of one input.
     pub batch: bool,
+    /// Every input is a decoding step of its own: computed as it would be alone (never
+    /// the batch kernel), the weights shared between inputs only where that keeps the
+    /// bits ([`matmul_decode_then`]).
+    pub decode: bool,
 }
 
 /// The product on the portable kernels (the reference every SIMD build of the same

@@ -60,14 +60,14 @@ mod x86;
 use crate::{Error, Result};
 
 pub use act::{ActivationType, Activations};
-#[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
-pub(crate) use matmul::matmul_then;
 pub use matmul::{
     activation_scratch_len, matmul, matmul_f32_inputs, matmul_prepared, matmul_strided,
     quantize_activations, QMatrix,
 };
 #[cfg(any(feature = "q8_0", feature = "q4"))]
 pub(crate) use matmul::{batch_kernel, matmul_batch};
+#[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
+pub(crate) use matmul::{matmul_decode_then, matmul_then};
 
 #[cfg(feature = "q4")]
 pub use q4_0::BlockQ4_0;

@@ -247,6 +247,7 @@ fn every_product_path_matches_the_f64_reference() {
                 y_stride: out,
                 next: &[],
                 batch: false,
+                decode: false,
             };
             let mut got = std::vec![f32::NAN; n * out];
             portable(&p, &mut got);
@@ -341,6 +342,7 @@ fn f32_input_products_match_the_f64_reference() {
                 y_stride: rows,
                 next: &[],
                 batch: false,
+                decode: false,
             };
             let mut portable = std::vec![f32::NAN; n * rows];
             super::matmul::run_f32_inputs(&p, &mut portable);
@@ -510,6 +512,7 @@ fn batched_products_match_the_portable_kernel_on_odd_shapes() {
                 y_stride: rows,
                 next: &[],
                 batch: false,
+                decode: false,
             };
             let mut reference = std::vec![f32::NAN; n * rows];
             portable(&p, &mut reference);
@@ -566,4 +569,100 @@ fn unstrided(y: &[f32], stride: usize, rows: usize, n: usize) -> Vec<f32> {
     (0..n)
         .flat_map(|t| y[t * stride..t * stride + rows].iter().copied())
         .collect()
+}
+
+/// Inputs that are each a decoding step of their own sequence (a server's requests
+/// decoded together, `matmul_decode_then`; and the output head's `f32` inputs): 1 to 9
+/// input rows, so the kernels' groups of up to four inputs come whole and partial, on
+/// row counts that leave a partial pass of weight rows. Every output equals, bit for
+/// bit, the one the same input gets alone, on every weight type, the portable kernel as
+/// well as this CPU's; with the portable source also for the `f32` inputs.
+#[test]
+fn decoding_steps_together_equal_each_step_alone() {
+    let mut types = compiled_block_types();
+    types.push(TensorType::F32);
+    let shapes: &[(usize, usize)] = if cfg!(miri) {
+        &[(5, 64)]
+    } else {
+        &[(5, 64), (18, 96), (33, 576)]
+    };
+    let counts: &[usize] = if cfg!(miri) {
+        &[3]
+    } else {
+        &[1, 2, 3, 4, 5, 8, 9]
+    };
+    for ty in types {
+        let len = ty.block_len().max(32);
+        for &(rows, cols) in shapes {
+            let cols = cols.div_ceil(len) * len;
+            let (data, _) = matrix(ty, rows, cols, (rows * 7 + cols) as u64);
+            let m = QMatrix::new(0, ty, rows, cols, &data).unwrap();
+            for &n in counts {
+                let x = inputs(n, cols, (rows + 3 * n) as u32);
+                let need = activation_scratch_len(ty, cols, n).unwrap().max(1);
+                let mut scratch = std::vec![0u8; need];
+                let mut together = std::vec![f32::NAN; n * rows];
+                super::matmul_decode_then(&m, 0..rows, &x, n, &mut together, &mut scratch, &[])
+                    .unwrap();
+                let mut heads = std::vec![f32::NAN; n * rows];
+                matmul_f32_inputs(&m, 0..rows, &x, n, &mut heads, rows).unwrap();
+                for t in 0..n {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    let mut alone = std::vec![f32::NAN; rows];
+                    matmul(&m, 0..rows, xt, 1, &mut alone, &mut scratch).unwrap();
+                    let got = &together[t * rows..(t + 1) * rows];
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{ty} {rows}x{cols}, input {t} of {n}"
+                    );
+                    let mut head = std::vec![f32::NAN; rows];
+                    matmul_f32_inputs(&m, 0..rows, xt, 1, &mut head, rows).unwrap();
+                    let got = &heads[t * rows..(t + 1) * rows];
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        head.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{ty} f32 inputs {rows}x{cols}, input {t} of {n}"
+                    );
+                }
+                // The portable kernels, which the wasm build's SIMD128 kernels and every
+                // CPU without the x86-64 ones run, group their inputs in tiles too.
+                if ty.block_len() > 1 {
+                    let a = quantize_activations(m.activation_type(), &x, cols, n, &mut scratch)
+                        .unwrap();
+                    let mut p = Problem {
+                        ty,
+                        cols,
+                        row_bytes: ty.row_bytes(cols).unwrap(),
+                        data: m.row_data(0..rows),
+                        a,
+                        y_stride: rows,
+                        next: &[],
+                        batch: false,
+                        decode: true,
+                    };
+                    let mut all = std::vec![f32::NAN; n * rows];
+                    portable(&p, &mut all);
+                    for t in 0..n {
+                        p.a = Activations {
+                            n: 1,
+                            f32s: &x[t * cols..(t + 1) * cols],
+                            bytes: &a.bytes[t * a.bytes.len() / n..(t + 1) * a.bytes.len() / n],
+                            ..a
+                        };
+                        let mut one = std::vec![f32::NAN; rows];
+                        portable(&p, &mut one);
+                        assert_eq!(
+                            all[t * rows..(t + 1) * rows]
+                                .iter()
+                                .map(|v| v.to_bits())
+                                .collect::<Vec<_>>(),
+                            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "{ty} portable, input {t} of {n}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -643,6 +643,127 @@ impl<'a> Linears<'_, 'a> {
     }
 }
 
+/// A product of `n` inputs that are each a decoding step of its own sequence
+/// ([`crate::runtime::Model::decode_steps`]) on `exec`'s threads or the calling one:
+/// every output row bit for bit what [`dense`] gives that input alone. `spare` (free
+/// during the product) lets the threads split the outputs when it holds `n · rows`
+/// values.
+///
+/// # Errors
+/// As [`dense`].
+#[cfg(feature = "llama")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_steps(
+    exec: Exec<'_>,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+    spare: &mut [f32],
+    block_kernels: bool,
+) -> Result<()> {
+    #[cfg(feature = "parallel")]
+    if let Some(e) = exec {
+        let bufs = (wbuf, spare);
+        return super::weights::linear_par_steps(e, layer, x, n, y, bufs, block_kernels);
+    }
+    let _ = (exec, spare);
+    super::weights::linear_steps(layer, x, n, y, wbuf, block_kernels)
+}
+
+/// Slot `i` for `n` decoding steps of different sequences, input row `b` (of `x`, `n ×
+/// cols`) under `adapters[b]` (unmerged; `None`: the bare base), into `y` (`n × rows`);
+/// returns `rows`. Each row is rotated by its own adapter's input chain (as a token step
+/// alone rotates it), the base's weights are multiplied with all rows at once
+/// ([`dense_steps`]: read once for several rows), then each row gets its own adapter's
+/// output side, scale and bias. Every output row is bit for bit what [`Linears::apply`]
+/// gives that row alone under its adapter; a slot where some adapter has a task head
+/// runs each row that way.
+#[cfg(feature = "llama")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply_steps<'a>(
+    slots: &SlotTable<'a>,
+    adapters: &[Option<&Prepared<'a, '_>>],
+    exec: Exec<'_>,
+    i: usize,
+    x: &mut [f32],
+    n: usize,
+    y: &mut [f32],
+    sc: &mut SlotScratch<'_>,
+) -> Result<usize> {
+    let s = slots.get(i).ok_or(Error::MissingTensor)?;
+    let (rows, cols) = (s.rows, s.cols);
+    let (xs, ys) = (n.saturating_mul(cols), n.saturating_mul(rows));
+    if adapters.len() != n || x.len() < xs || y.len() < ys || sc.rot.len() < xs {
+        return Err(Error::LengthMismatch {
+            expected: xs,
+            found: x.len().min(sc.rot.len()),
+        });
+    }
+    if adapters.iter().flatten().any(|p| p.head(i).is_some()) {
+        for (b, adapter) in adapters.iter().enumerate() {
+            let one = Linears {
+                slots,
+                adapter: *adapter,
+                merged: None,
+                exec,
+                block_kernels: true,
+            };
+            one.apply(
+                i,
+                &mut x[b * cols..(b + 1) * cols],
+                1,
+                &mut y[b * rows..],
+                sc,
+            )?;
+        }
+        return Ok(rows);
+    }
+    let transform = |b: usize| adapters[b].map_or(LayerTransform::IDENTITY, |p| p.transform(i));
+    let SlotScratch {
+        rot,
+        spare,
+        chain,
+        wbuf,
+        bias: bias_buf,
+    } = sc;
+    for (b, (xb, rb)) in x
+        .chunks_exact(cols)
+        .zip(rot.chunks_exact_mut(cols))
+        .take(n)
+        .enumerate()
+    {
+        let t = transform(b);
+        let reflectors = adapters[b]
+            .filter(|_| super::adapter::REFLECTOR_BUILD && t.q_in.is_some())
+            .and_then(|p| p.reflectors_in(i));
+        if t.q_in.is_some() {
+            rotated_input(ONE_THREAD, (&t, reflectors), xb, 1, rb, spare, chain)?;
+        } else {
+            rb.copy_from_slice(xb);
+        }
+    }
+    let base = Dense {
+        weight: WeightView::Tensor(s.weight),
+        rows,
+        cols,
+        scale: None,
+        bias: None,
+    };
+    dense_steps(exec, &base, &rot[..xs], n, y, wbuf, spare, true)?;
+    let bias = decoded_bias(s.bias, bias_buf, rows)?;
+    for (b, yb) in y[..ys].chunks_exact_mut(rows).enumerate() {
+        let t = transform(b);
+        if one_pass(&t) {
+            super::weights::finish_outputs(yb, rows, 1, f32_scale(&t), bias);
+        } else {
+            output_side(&t, yb, 1, bias, (spare, chain))?;
+        }
+    }
+    Ok(rows)
+}
+
 /// Copies a model's final activations into the caller's `output`; their count.
 ///
 /// # Errors
@@ -744,10 +865,29 @@ pub(crate) fn slot_apply(
         &[],
         block_kernels,
     )?;
+    output_side(t, &mut y[..n * rows], n, bias, (spare, chain))?;
+    Ok(rows)
+}
+
+/// The part of a slot's arithmetic after the base's product when it does not fit one
+/// pass ([`one_pass`]): the `n` output rows `y` rotated by the output-side chain, then
+/// scaled and the bias added.
+///
+/// # Errors
+/// The chain's errors.
+fn output_side(
+    t: &LayerTransform<'_>,
+    y: &mut [f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    (spare, chain): (&mut [f32], &mut [f32]),
+) -> Result<()> {
+    let rows = y.len() / n.max(1);
+    let scale_f32 = f32_scale(t);
     if let Some(q) = &t.q_out {
-        rotate_rows(q, &mut y[..n * rows], n, spare, chain)?;
+        rotate_rows(q, y, n, spare, chain)?;
     }
-    for yr in y[..n * rows].chunks_exact_mut(rows) {
+    for yr in y.chunks_exact_mut(rows.max(1)) {
         match (scale_f32, t.scale) {
             (Some(sv), _) => {
                 for (v, s) in yr.iter_mut().zip(sv) {
@@ -767,7 +907,7 @@ pub(crate) fn slot_apply(
             }
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// The `n` input rows `x` of a slot with transform `t`: rotated by its input chain into

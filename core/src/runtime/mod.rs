@@ -36,6 +36,8 @@ pub use arch::bert::{BertConfig, MAX_BERT_BLOCKS};
 #[cfg(feature = "llama")]
 pub use arch::llama::{LlamaConfig, MAX_LLAMA_BLOCKS};
 pub use arch::{Architecture, InputKind};
+#[cfg(feature = "llama")]
+pub use model::{DecodeStep, MAX_STEPS};
 pub use model::{Input, Model};
 pub use session::{AdapterHandle, Session, MAX_RESIDENT};
 pub use slots::{Base, BaseFacts, Slot, SlotTable, MAX_SLOTS};

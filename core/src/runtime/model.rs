@@ -24,6 +24,24 @@ pub enum Input<'x> {
     Tokens(&'x [u32]),
 }
 
+/// Most sequences one [`Model::decode_steps`] call decodes together.
+#[cfg(feature = "llama")]
+pub const MAX_STEPS: usize = 64;
+
+/// One sequence's part of [`Model::decode_steps`]: its adapter, its state and the token
+/// it reads next.
+#[cfg(feature = "llama")]
+#[derive(Debug)]
+pub struct DecodeStep<'s, 'k, 'a, 'w> {
+    /// The adapter applied unmerged (`None`: the bare base); the state must have been
+    /// computed under it.
+    pub adapter: Option<&'s Prepared<'a, 'w>>,
+    /// The sequence's keys and values.
+    pub state: &'s mut DecoderState<'k>,
+    /// The token read at the state's next position.
+    pub token: u32,
+}
+
 /// A base model borrowed from its GGUF bytes. Zero-copy: it holds the parsed table and
 /// views of the tensors, never a copy of the weights.
 #[derive(Debug, Clone)]
@@ -365,6 +383,77 @@ impl<'a> Model<'a> {
             output,
             arena,
         )
+    }
+
+    /// One decoding step of each of several sequences at once (a server's requests,
+    /// each with its own state and adapter): `steps[b]` reads its token into its state
+    /// under its adapter (unmerged; `None`: the bare base), and the logits of its next
+    /// token go to `output[b · V ..][..V]` (`V` = [`Model::output_len`]). The base's
+    /// weights are read once for all the steps instead of once per sequence, which is
+    /// what a memory-bound decoder spends its time on; every row of logits is bit for bit
+    /// what [`Model::step`] gives that sequence alone. `arena` holds
+    /// [`Model::decode_steps_arena_len`]`(steps.len())` values.
+    ///
+    /// # Errors
+    /// As [`Model::step`] for any of the steps (checked for all before the first state
+    /// changes: on error no state records a new position); [`Error::BadInput`] for no
+    /// step; [`Error::CapacityExceeded`] for more than [`MAX_STEPS`].
+    #[cfg(feature = "llama")]
+    pub fn decode_steps(
+        &self,
+        steps: &mut [DecodeStep<'_, '_, 'a, '_>],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<()> {
+        self.decode_steps_in(ONE_THREAD, steps, output, arena)
+    }
+
+    /// [`Model::decode_steps`] with its dense products and attention split across
+    /// `exec`'s threads (results identical to one thread's).
+    ///
+    /// # Errors
+    /// As [`Model::decode_steps`].
+    #[cfg(all(feature = "llama", feature = "parallel"))]
+    pub fn decode_steps_on(
+        &self,
+        exec: &dyn crate::par::Executor,
+        steps: &mut [DecodeStep<'_, '_, 'a, '_>],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<()> {
+        self.decode_steps_in(Some(exec), steps, output, arena)
+    }
+
+    #[cfg(feature = "llama")]
+    fn decode_steps_in(
+        &self,
+        exec: Exec<'_>,
+        steps: &mut [DecodeStep<'_, '_, 'a, '_>],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<()> {
+        if steps.len() > MAX_STEPS {
+            return Err(Error::CapacityExceeded);
+        }
+        for s in steps.iter() {
+            self.check_run(s.adapter, None)?;
+        }
+        match &self.arch {
+            super::arch::Arch::Llama(l) => l.decode_steps(&self.slots, exec, steps, output, arena),
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::UnsupportedModel),
+        }
+    }
+
+    /// Arena length (`f32`s) that [`Model::decode_steps`] needs for `n` sequences (0 for
+    /// a model without state).
+    #[cfg(feature = "llama")]
+    pub fn decode_steps_arena_len(&self, n: usize) -> usize {
+        match &self.arch {
+            super::arch::Arch::Llama(l) => l.steps_arena(n.max(1)),
+            #[allow(unreachable_patterns)]
+            _ => 0,
+        }
     }
 
     /// [`Model::step`] with its dense products split across `exec`'s threads (results

@@ -351,6 +351,14 @@ struct Mode {
     /// last row decides the first answer token; see `for_batch`).
     #[cfg_attr(not(any(feature = "q8_0", feature = "q4")), allow(dead_code))]
     last_f32: bool,
+    /// Every input is a decoding step of its own sequence (a server's requests decoded
+    /// together): each computed exactly as a batch of one computes it, the weights
+    /// shared where the kernels keep those bits ([`Mode::for_steps`]).
+    #[cfg_attr(
+        not(any(feature = "q8_0", feature = "q4", feature = "k-quants")),
+        allow(dead_code)
+    )]
+    decode: bool,
 }
 
 impl Mode {
@@ -370,6 +378,19 @@ impl Mode {
             // tie (SmolLM2's France answer read in chunks of 32 + 5, docs/runtime.md).
             batch: n >= 2,
             last_f32: true,
+            decode: false,
+        }
+    }
+
+    /// Inputs that are each a decoding step: as [`Mode::for_inputs`] computes one input
+    /// (the block kernels with 8-bit activations when `block_kernels`, else `f32` inputs
+    /// a block at a time), for any number of them.
+    #[cfg_attr(not(feature = "llama"), allow(dead_code))]
+    fn for_steps(block_kernels: bool) -> Self {
+        Mode {
+            quant: block_kernels,
+            decode: true,
+            ..Mode::for_inputs(1, 1, block_kernels)
         }
     }
 
@@ -426,9 +447,67 @@ pub(crate) fn linear_par(
     after: &[f32],
     precise: bool,
 ) -> Result<()> {
+    let mode = Mode::for_inputs(n, layer.cols, !precise);
+    linear_par_in(exec, layer, x, n, y, wbuf, spare, after, mode)
+}
+
+#[cfg(all(feature = "parallel", feature = "llama"))]
+#[allow(clippy::too_many_arguments)]
+/// [`linear_steps`] with its work split across `exec`'s threads as [`linear_par`] splits
+/// a product (each output computed as on one thread).
+///
+/// # Errors
+/// As [`linear`].
+pub(crate) fn linear_par_steps(
+    exec: &dyn Executor,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    (wbuf, spare): (&mut [f32], &mut [f32]),
+    block_kernels: bool,
+) -> Result<()> {
+    let mode = Mode::for_steps(block_kernels);
+    linear_par_in(exec, layer, x, n, y, wbuf, spare, &[], mode)
+}
+
+/// `y = layer(x)` for `n` inputs that are each a decoding step of its own sequence (a
+/// server's requests decoded together): every output row is bit for bit the one the
+/// same input gets as a product of one ([`linear_then`] with one input when
+/// `block_kernels`, [`linear_f32_inputs`] otherwise), while the block kernels read each
+/// weight once for several inputs where that keeps those bits. `wbuf` needs
+/// [`weight_scratch_len`]`(cols, n)` values.
+///
+/// # Errors
+/// As [`linear`].
+#[cfg(feature = "llama")]
+pub(crate) fn linear_steps(
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+    block_kernels: bool,
+) -> Result<()> {
+    linear_in(layer, x, n, y, wbuf, &[], Mode::for_steps(block_kernels))
+}
+
+#[cfg(feature = "parallel")]
+#[allow(clippy::too_many_arguments)]
+/// [`linear_par`] in `mode`.
+fn linear_par_in(
+    exec: &dyn Executor,
+    layer: &Dense<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    wbuf: &mut [f32],
+    spare: &mut [f32],
+    after: &[f32],
+    mode: Mode,
+) -> Result<()> {
     let (rows, cols) = (layer.rows, layer.cols);
     let threads = exec.threads();
-    let mode = Mode::for_inputs(n, cols, !precise);
     if threads <= 1 || x.len() < n * cols || y.len() < n * rows || n == 0 {
         return linear_in(layer, x, n, y, wbuf, after, mode);
     }
@@ -1192,7 +1271,7 @@ fn linear_in(
         }
     }
     #[cfg(any(feature = "q8_0", feature = "q4", feature = "k-quants"))]
-    if !mode.panel && (mode.quant || n == 1) {
+    if !mode.panel && (mode.quant || mode.decode || n == 1) {
         if let WeightView::Tensor(t) = w {
             if t.ggml_type().block_len() > 1 {
                 let q = crate::quant::QMatrix::new(t.index(), t.ggml_type(), rows, cols, t.data())?;
@@ -1200,7 +1279,11 @@ fn linear_in(
                 if mode.quant {
                     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut wbuf[..]);
                     let next: &[u8] = bytemuck::cast_slice(after);
-                    crate::quant::matmul_then(&q, 0..rows, x, n, y, bytes, next)?;
+                    if mode.decode {
+                        crate::quant::matmul_decode_then(&q, 0..rows, x, n, y, bytes, next)?;
+                    } else {
+                        crate::quant::matmul_then(&q, 0..rows, x, n, y, bytes, next)?;
+                    }
                 } else {
                     // One input in f32: the blocks against it, a block at a time.
                     crate::quant::matmul_f32_inputs(&q, 0..rows, x, n, y, rows)?;
@@ -1498,7 +1581,7 @@ fn batch_prompt(ty: TensorType) -> bool {
 
 /// `y = scale ⊙ y + bias` on each of the `n` output rows (width `rows`) of `y`, in one
 /// pass.
-fn finish_outputs(
+pub(crate) fn finish_outputs(
     y: &mut [f32],
     rows: usize,
     n: usize,

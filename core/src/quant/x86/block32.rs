@@ -91,7 +91,8 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
         return false;
     }
     let wide = vnni && crate::math::gemm::cpu::avx512_int8_available();
-    if wide && (n >= PROMPT_MIN_ROWS || p.batch) && kind != Q5_0 && super::prompt::fits(blocks) {
+    let prompt = n >= PROMPT_MIN_ROWS || p.batch;
+    if wide && prompt && !p.decode && kind != Q5_0 && super::prompt::fits(blocks) {
         let job = super::prompt::Batch {
             w: p.data,
             rb,
@@ -112,38 +113,59 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
         }
         return true;
     }
-    for t in 0..n {
-        let act = &p.a.bytes[t * blocks * Q8_1_BYTES..(t + 1) * blocks * Q8_1_BYTES];
-        let out = &mut y[t * p.y_stride..t * p.y_stride + rows];
+    let arow = blocks * Q8_1_BYTES;
+    let mut t = 0;
+    while t < n {
+        // Up to four inputs per pass over the weights on the 512-bit kernel (each input's
+        // arithmetic the same as alone: its own lanes and accumulators), one elsewhere.
+        let take = if wide && kind != Q5_0 {
+            (n - t).min(ROWS)
+        } else {
+            1
+        };
         let job = Job {
             w: p.data,
             rb,
             blocks,
-            act,
+            act: &p.a.bytes[t * arow..(t + take) * arow],
             next: p.next,
         };
+        let out = &mut y[t * p.y_stride..(t + take - 1) * p.y_stride + rows];
+        let stride = p.y_stride;
         // SAFETY: the CPU and OS support AVX2, FMA and F16C (checked above), and
-        // AVX-512 F/BW/VL/VNNI where `wide` (checked); `job` holds `out.len()` rows of
-        // `blocks` blocks and one activation row of `blocks` blocks (checked above), the
-        // only memory the kernels read.
+        // AVX-512 F/BW/VL/VNNI where `wide` (checked); `job` holds `rows` rows of
+        // `blocks` blocks and `take` activation rows of `blocks` blocks, and `out` holds
+        // `take` runs of `rows` outputs `stride` apart (checked above), the only memory
+        // the kernels read and write.
         unsafe {
-            match (kind, wide) {
-                (Q8_0, true) => wide_rows::<Q8_0, 34>(&job, out),
-                (Q4_0, true) => wide_rows::<Q4_0, 18>(&job, out),
-                (Q5_0, true) => vnni_rows::<Q5_0, 22>(&job, out),
-                (_, true) => wide_rows::<Q4_1, 20>(&job, out),
-                (Q8_0, false) => avx2_rows::<Q8_0, 34>(&job, out),
-                (Q4_0, false) => avx2_rows::<Q4_0, 18>(&job, out),
-                (Q5_0, false) => avx2_rows::<Q5_0, 22>(&job, out),
-                (_, false) => avx2_rows::<Q4_1, 20>(&job, out),
+            match (kind, wide, take) {
+                (Q8_0, true, 1) => wide_rows::<Q8_0, 34, 1>(&job, out, stride, rows),
+                (Q8_0, true, 2) => wide_rows::<Q8_0, 34, 2>(&job, out, stride, rows),
+                (Q8_0, true, 3) => wide_rows::<Q8_0, 34, 3>(&job, out, stride, rows),
+                (Q8_0, true, _) => wide_rows::<Q8_0, 34, 4>(&job, out, stride, rows),
+                (Q4_0, true, 1) => wide_rows::<Q4_0, 18, 1>(&job, out, stride, rows),
+                (Q4_0, true, 2) => wide_rows::<Q4_0, 18, 2>(&job, out, stride, rows),
+                (Q4_0, true, 3) => wide_rows::<Q4_0, 18, 3>(&job, out, stride, rows),
+                (Q4_0, true, _) => wide_rows::<Q4_0, 18, 4>(&job, out, stride, rows),
+                (Q5_0, true, _) => vnni_rows::<Q5_0, 22>(&job, out),
+                (_, true, 1) => wide_rows::<Q4_1, 20, 1>(&job, out, stride, rows),
+                (_, true, 2) => wide_rows::<Q4_1, 20, 2>(&job, out, stride, rows),
+                (_, true, 3) => wide_rows::<Q4_1, 20, 3>(&job, out, stride, rows),
+                (_, true, _) => wide_rows::<Q4_1, 20, 4>(&job, out, stride, rows),
+                (Q8_0, false, _) => avx2_rows::<Q8_0, 34>(&job, out),
+                (Q4_0, false, _) => avx2_rows::<Q4_0, 18>(&job, out),
+                (Q5_0, false, _) => avx2_rows::<Q5_0, 22>(&job, out),
+                (_, false, _) => avx2_rows::<Q4_1, 20>(&job, out),
             }
         }
+        t += take;
     }
     true
 }
 
-/// One activation row against weight rows, lengths checked: `w` holds at least
-/// `out.len()` rows of `rb = blocks · B` bytes, `act` `blocks` Q8_1 blocks.
+/// Activation rows against weight rows, lengths checked: `w` holds at least the
+/// outputs' count of rows of `rb = blocks · B` bytes, `act` one row of `blocks` Q8_1
+/// blocks (the 512-bit kernel: up to four, one after the other).
 struct Job<'a> {
     w: &'a [u8],
     rb: usize,
@@ -161,14 +183,23 @@ struct Job<'a> {
 /// 128`; Q4_0: the stored nibble, `q + 8`) and the offset's products, the same for the
 /// four rows, subtracted once per block: the integer sums are exact. A row's arithmetic
 /// stays in its own lanes, so it is the same whichever rows share its pass (a last
-/// partial pass repeats the last row).
+/// partial pass repeats the last row). `T` activation rows (a batch of decoding steps)
+/// share each unpacked weight block, each with its own accumulators: every output is
+/// the one it has with its activation row alone (`T = 1`). Input `t`'s `rows` outputs
+/// start at `out[t · stride]`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C present; `job` as [`Job`] says, `B` the
-/// bytes of a `K` block.
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C present; `job` as [`Job`] says with `T`
+/// activation rows, `B` the bytes of a `K` block; `out` holds `(T - 1) · stride + rows`
+/// values.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn wide_rows<const K: u8, const B: usize>(job: &Job<'_>, out: &mut [f32]) {
-    let Some(last) = out.len().checked_sub(1) else {
+unsafe fn wide_rows<const K: u8, const B: usize, const T: usize>(
+    job: &Job<'_>,
+    out: &mut [f32],
+    stride: usize,
+    rows: usize,
+) {
+    let Some(last) = rows.checked_sub(1) else {
         return;
     };
     // The caller's next reads, spread over the passes: a few lines each, into L1 (the
@@ -176,8 +207,11 @@ unsafe fn wide_rows<const K: u8, const B: usize>(job: &Job<'_>, out: &mut [f32])
     // the caller starts: an unmerged adapter's reflectors, 1.1-1.7 points of decode time
     // at one thread against prefetching them into L2, docs/runtime.md).
     let lines = job.next.len().div_ceil(64);
-    let per_pass = lines.div_ceil(out.len().div_ceil(ROWS).max(1));
+    let per_pass = lines.div_ceil(rows.div_ceil(ROWS).max(1));
     let mut fetched = 0;
+    let arow = job.blocks * Q8_1_BYTES;
+    // SAFETY: `job.act` holds `T` rows of `job.blocks` activation blocks.
+    let acts = core::array::from_fn(|t| unsafe { job.act.as_ptr().add(t * arow) });
     let mut r = 0;
     while r <= last {
         for _ in 0..per_pass.min(lines - fetched) {
@@ -186,34 +220,37 @@ unsafe fn wide_rows<const K: u8, const B: usize>(job: &Job<'_>, out: &mut [f32])
         }
         // SAFETY: rows r .. r + 4, clamped to the last one, lie in `job.w` (the caller's
         // lengths); the pointers are only read through within their rows.
-        let rows =
+        let wrows =
             core::array::from_fn(|i| unsafe { job.w.as_ptr().add((r + i).min(last) * job.rb) });
-        // SAFETY: as above, and `job.act` holds `job.blocks` activation blocks.
-        let sums =
-            unsafe { wide_dot::<K, B>(rows, job.act.as_ptr(), job.blocks, AHEAD_ROWS * job.rb) };
-        for (o, s) in out.iter_mut().skip(r).zip(sums) {
-            *o = s;
+        // SAFETY: as above, and each of `acts` holds `job.blocks` activation blocks.
+        let sums = unsafe { wide_dot::<K, B, T>(wrows, acts, job.blocks, AHEAD_ROWS * job.rb) };
+        for (t, sums) in sums.iter().enumerate() {
+            let row = &mut out[t * stride..t * stride + rows];
+            for (o, s) in row.iter_mut().skip(r).zip(sums) {
+                *o = *s;
+            }
         }
         r += ROWS;
     }
 }
 
-/// The four rows at `rows` dotted with the activation row at `act` (`blocks` blocks).
+/// The four rows at `rows` dotted with each of the `T` activation rows at `acts`
+/// (`blocks` blocks each).
 ///
 /// # Safety
-/// As [`wide_rows`]: each of `rows` holds `blocks` blocks of `B` bytes, `act` `blocks`
-/// blocks of [`Q8_1_BYTES`].
+/// As [`wide_rows`]: each of `rows` holds `blocks` blocks of `B` bytes, each of `acts`
+/// `blocks` blocks of [`Q8_1_BYTES`].
 #[inline(always)]
 #[allow(unused_unsafe)]
-unsafe fn wide_dot<const K: u8, const B: usize>(
+unsafe fn wide_dot<const K: u8, const B: usize, const T: usize>(
     rows: [*const u8; ROWS],
-    act: *const u8,
+    acts: [*const u8; T],
     blocks: usize,
     ahead: usize,
-) -> [f32; ROWS] {
+) -> [[f32; ROWS]; T] {
     // SAFETY (every read): block b of a row is bytes b·B .. b·B + B of it and each read
     // stays inside (Q8_0 reads 2..34 of 34, Q4_0 0..2 and 2..18 of 18, Q4_1 0..20 of 20);
-    // activation block b is bytes b·40 .. b·40 + 40 of `act`, read at 0..8 and 8..40.
+    // activation block b is bytes b·40 .. b·40 + 40 of its row, read at 0..8 and 8..40.
     unsafe {
         let nibble = _mm512_set1_epi8(0x0f);
         // Lane l of the sums belongs to row l / 4: the scale at index l / 4 (one scale
@@ -224,63 +261,37 @@ unsafe fn wide_dot<const K: u8, const B: usize>(
             _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
         };
         let offset = _mm512_set1_epi8(if K == Q8_0 { -128 } else { 8 });
-        let mut acc = _mm512_setzero_ps();
-        let mut mins = _mm256_setzero_ps();
+        let mut acc = [_mm512_setzero_ps(); T];
+        let mut mins = [_mm256_setzero_ps(); T];
         for b in 0..blocks {
-            let ab = act.add(b * Q8_1_BYTES);
-            let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(ab.add(8).cast()));
-            let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(ab.add(24).cast()));
             let at = b * B;
             for row in rows {
                 _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(ahead + at).cast());
             }
-            let (sum, scale) = if K == Q4_1 {
-                let v = quarters(rows, at + 4);
-                let lo = _mm512_and_si512(v, nibble);
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
-                let sum = _mm512_dpbusd_epi32(
-                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo),
-                    hi,
-                    a_hi,
-                );
-                let halves = _mm_set_epi32(
+            // The weight block, unpacked once for every activation row: two vectors of
+            // unsigned quants and the rows' scales (Q4_1: with their minimums).
+            let (w_lo, w_hi) = if K == Q8_0 {
+                // q + 128 as unsigned bytes: the sign bit flipped.
+                (
+                    _mm512_xor_si512(quarters(rows, at + 2), offset),
+                    _mm512_xor_si512(quarters(rows, at + 18), offset),
+                )
+            } else {
+                let v = quarters(rows, at + if K == Q4_1 { 4 } else { 2 });
+                (
+                    _mm512_and_si512(v, nibble),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble),
+                )
+            };
+            let halves = if K == Q4_1 {
+                _mm_set_epi32(
                     rows[3].add(at).cast::<i32>().read_unaligned(),
                     rows[2].add(at).cast::<i32>().read_unaligned(),
                     rows[1].add(at).cast::<i32>().read_unaligned(),
                     rows[0].add(at).cast::<i32>().read_unaligned(),
-                );
-                // (d_a, s_a) repeated: [d_w d_a, m_w s_a] per row.
-                let ds = _mm256_castsi256_ps(_mm256_set1_epi64x(ab.cast::<i64>().read_unaligned()));
-                let dm = _mm256_mul_ps(_mm256_cvtph_ps(halves), ds);
-                mins = _mm256_add_ps(mins, dm);
-                (sum, spread_lanes(spread, _mm512_castps256_ps512(dm)))
+                )
             } else {
-                let products = if K == Q8_0 {
-                    // q + 128 as unsigned bytes: the sign bit flipped.
-                    let u0 = _mm512_xor_si512(quarters(rows, at + 2), offset);
-                    let u1 = _mm512_xor_si512(quarters(rows, at + 18), offset);
-                    _mm512_dpbusd_epi32(
-                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, a_lo),
-                        u1,
-                        a_hi,
-                    )
-                } else {
-                    let v = quarters(rows, at + 2);
-                    let lo = _mm512_and_si512(v, nibble);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
-                    _mm512_dpbusd_epi32(
-                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo),
-                        hi,
-                        a_hi,
-                    )
-                };
-                // The offset's products: 128 (Q8_0) or 8 (Q4_0) times the activations.
-                let shift = _mm512_dpbusd_epi32(
-                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, a_lo),
-                    offset,
-                    a_hi,
-                );
-                let halves = _mm_set_epi16(
+                _mm_set_epi16(
                     0,
                     0,
                     0,
@@ -289,27 +300,54 @@ unsafe fn wide_dot<const K: u8, const B: usize>(
                     rows[2].add(at).cast::<i16>().read_unaligned(),
                     rows[1].add(at).cast::<i16>().read_unaligned(),
                     rows[0].add(at).cast::<i16>().read_unaligned(),
-                );
-                let da = _mm_set1_ps(ab.cast::<f32>().read_unaligned());
-                let d = _mm_mul_ps(_mm_cvtph_ps(halves), da);
-                (
-                    _mm512_sub_epi32(products, shift),
-                    spread_lanes(spread, _mm512_castps128_ps512(d)),
                 )
             };
-            acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sum), acc);
-        }
-        let mut lanes = [0f32; 16];
-        _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
-        let mut m = [0f32; 8];
-        _mm256_storeu_ps(m.as_mut_ptr(), mins);
-        core::array::from_fn(|i| {
-            let s = (lanes[4 * i] + lanes[4 * i + 1]) + (lanes[4 * i + 2] + lanes[4 * i + 3]);
-            if K == Q4_1 {
-                s + m[2 * i + 1]
-            } else {
-                s
+            for t in 0..T {
+                let ab = acts[t].add(b * Q8_1_BYTES);
+                let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(ab.add(8).cast()));
+                let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(ab.add(24).cast()));
+                let products = _mm512_dpbusd_epi32(
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), w_lo, a_lo),
+                    w_hi,
+                    a_hi,
+                );
+                let (sum, scale) = if K == Q4_1 {
+                    // (d_a, s_a) repeated: [d_w d_a, m_w s_a] per row.
+                    let ds =
+                        _mm256_castsi256_ps(_mm256_set1_epi64x(ab.cast::<i64>().read_unaligned()));
+                    let dm = _mm256_mul_ps(_mm256_cvtph_ps(halves), ds);
+                    mins[t] = _mm256_add_ps(mins[t], dm);
+                    (products, spread_lanes(spread, _mm512_castps256_ps512(dm)))
+                } else {
+                    // The offset's products: 128 (Q8_0) or 8 (Q4_0) times the activations.
+                    let shift = _mm512_dpbusd_epi32(
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, a_lo),
+                        offset,
+                        a_hi,
+                    );
+                    let da = _mm_set1_ps(ab.cast::<f32>().read_unaligned());
+                    let d = _mm_mul_ps(_mm_cvtph_ps(halves), da);
+                    (
+                        _mm512_sub_epi32(products, shift),
+                        spread_lanes(spread, _mm512_castps128_ps512(d)),
+                    )
+                };
+                acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sum), acc[t]);
             }
+        }
+        core::array::from_fn(|t| {
+            let mut lanes = [0f32; 16];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[t]);
+            let mut m = [0f32; 8];
+            _mm256_storeu_ps(m.as_mut_ptr(), mins[t]);
+            core::array::from_fn(|i| {
+                let s = (lanes[4 * i] + lanes[4 * i + 1]) + (lanes[4 * i + 2] + lanes[4 * i + 3]);
+                if K == Q4_1 {
+                    s + m[2 * i + 1]
+                } else {
+                    s
+                }
+            })
         })
     }
 }

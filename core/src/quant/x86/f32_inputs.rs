@@ -13,13 +13,13 @@
 //! are split across threads).
 
 use core::arch::x86_64::{
-    __m256, __m512, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_fmadd_ps, _mm256_loadu_ps,
-    _mm256_loadu_si256, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm512_cvtepi32_ps,
-    _mm512_cvtepi8_epi16, _mm512_cvtepi8_epi32, _mm512_fmadd_ps, _mm512_loadu_ps,
-    _mm512_loadu_si512, _mm512_madd_epi16, _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64,
-    _mm_loadu_si128, _mm_mul_ps, _mm_prefetch, _mm_set1_ps, _mm_set_epi16, _mm_storeu_ps,
-    _MM_HINT_T0,
+    __m256, __m512, __m512i, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_loadu_si256, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
+    _mm512_cvtepi32_ps, _mm512_cvtepi8_epi16, _mm512_cvtepi8_epi32, _mm512_fmadd_ps,
+    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_madd_epi16, _mm512_mul_ps, _mm512_reduce_add_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32,
+    _mm_loadl_epi64, _mm_loadu_si128, _mm_mul_ps, _mm_prefetch, _mm_set1_ps, _mm_set_epi16,
+    _mm_storeu_ps, _MM_HINT_T0,
 };
 
 use super::super::matmul::Problem;
@@ -58,6 +58,30 @@ pub(in crate::quant) fn run_q8_0(p: &Problem<'_>, y: &mut [f32], wide: bool) -> 
     }
     let wide = wide && crate::math::gemm::cpu::avx512_int8_available();
     let blocks16 = blocks.min(SEGMENT / 32);
+    if wide && blocks16 == blocks {
+        // Up to four inputs per pass over the weights (a batch of decoding steps), each
+        // computed as alone.
+        let mut t = 0;
+        while t < n {
+            let take = (n - t).min(ROWS);
+            let x = &p.a.f32s[t * p.cols..(t + take) * p.cols];
+            let out = &mut y[t * p.y_stride..(t + take - 1) * p.y_stride + rows];
+            // SAFETY: AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C present (checked);
+            // `p.data` holds `rows` rows of `blocks` blocks, `x` `take` inputs of
+            // `blocks · 32 <= SEGMENT` values, `out` `take` runs of `rows` outputs
+            // `y_stride` apart (checked above), all the kernel reads and writes.
+            unsafe {
+                match take {
+                    1 => i16_rows::<1>(p.data, rb, x, out, (p.y_stride, rows)),
+                    2 => i16_rows::<2>(p.data, rb, x, out, (p.y_stride, rows)),
+                    3 => i16_rows::<3>(p.data, rb, x, out, (p.y_stride, rows)),
+                    _ => i16_rows::<4>(p.data, rb, x, out, (p.y_stride, rows)),
+                }
+            }
+            t += take;
+        }
+        return true;
+    }
     for t in 0..n {
         let x = &p.a.f32s[t * p.cols..(t + 1) * p.cols];
         let out = &mut y[t * p.y_stride..t * p.y_stride + rows];
@@ -65,9 +89,7 @@ pub(in crate::quant) fn run_q8_0(p: &Problem<'_>, y: &mut [f32], wide: bool) -> 
         // (checked); `p.data` holds `out.len()` rows of `blocks` blocks and `x` holds
         // `blocks · 32` values (checked above), all the kernels read.
         unsafe {
-            if wide && blocks16 == blocks {
-                i16_rows(p.data, rb, x, out);
-            } else if wide {
+            if wide {
                 avx512_rows(p.data, rb, x, out);
             } else {
                 avx2_rows(p.data, rb, x, out);
@@ -80,55 +102,70 @@ pub(in crate::quant) fn run_q8_0(p: &Problem<'_>, y: &mut [f32], wide: bool) -> 
 /// Inputs rounded to 16 bits at once (longer rows take the `f32` form).
 const SEGMENT: usize = 2048;
 
-/// Every output of `out` against the inputs rounded to 16 bits per block.
+/// Every output against the inputs rounded to 16 bits per block: `x` holds `T` inputs
+/// (a batch of decoding steps) that share each weight block, each with its own
+/// accumulators, so every output is the one it has with its input alone (`T = 1`);
+/// input `t`'s outputs start at `out[t · stride]`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C present; `w` holds `out.len()` rows of `rb =
-/// x.len() / 32 · 34` bytes; `x.len() <= SEGMENT`, a multiple of 32.
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C present; `x.len() = T · cols`, `cols <=
+/// SEGMENT` a multiple of 32; `w` holds `rows` rows of `rb = cols / 32 · 34` bytes, and
+/// `out` holds `(T - 1) · stride + rows` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn i16_rows(w: &[u8], rb: usize, x: &[f32], out: &mut [f32]) {
-    let mut q = [0i16; SEGMENT];
-    let mut scales = [0f32; SEGMENT / 32];
-    super::super::act::round_i16_blocks(x, &mut q, &mut scales);
-    let Some(last) = out.len().checked_sub(1) else {
+unsafe fn i16_rows<const T: usize>(
+    w: &[u8],
+    rb: usize,
+    x: &[f32],
+    out: &mut [f32],
+    (stride, rows): (usize, usize),
+) {
+    let cols = x.len() / T;
+    let mut q = [[0i16; SEGMENT]; T];
+    let mut scales = [[0f32; SEGMENT / 32]; T];
+    for ((q, scales), x) in q.iter_mut().zip(&mut scales).zip(x.chunks_exact(cols)) {
+        super::super::act::round_i16_blocks(x, q, scales);
+    }
+    let Some(last) = rows.checked_sub(1) else {
         return;
     };
-    let blocks = x.len() / 32;
+    let blocks = cols / 32;
     let mut r = 0;
     while r <= last {
         // SAFETY: rows r .. r + 4, clamped to the last one, lie in `w` (the caller's
-        // lengths); `q` and `scales` hold `blocks` blocks (x.len() <= SEGMENT).
-        let rows = core::array::from_fn(|i| unsafe { w.as_ptr().add((r + i).min(last) * rb) });
-        let sums = unsafe { i16_dot(rows, &q, &scales, blocks, AHEAD_ROWS * rb) };
-        for (o, s) in out.iter_mut().skip(r).zip(sums) {
-            *o = s;
+        // lengths); `q` and `scales` hold `blocks` blocks (cols <= SEGMENT).
+        let wrows = core::array::from_fn(|i| unsafe { w.as_ptr().add((r + i).min(last) * rb) });
+        let sums = unsafe { i16_dot::<T>(wrows, &q, &scales, blocks, AHEAD_ROWS * rb) };
+        for (t, sums) in sums.iter().enumerate() {
+            let row = &mut out[t * stride..t * stride + rows];
+            for (o, s) in row.iter_mut().skip(r).zip(sums) {
+                *o = *s;
+            }
         }
         r += ROWS;
     }
 }
 
-/// The four rows at `rows` against the 16-bit inputs `q` with their block scales.
+/// The four rows at `rows` against each of the `T` 16-bit inputs `q` with their block
+/// scales.
 ///
 /// # Safety
-/// As [`i16_rows`]: each of `rows` holds `blocks` Q8_0 blocks; `q` at least `blocks ·
-/// 32` values, `scales` at least `blocks`.
+/// As [`i16_rows`]: each of `rows` holds `blocks` Q8_0 blocks; `blocks <= SEGMENT / 32`.
 #[inline(always)]
-#[allow(unused_unsafe)]
-unsafe fn i16_dot(
+#[allow(unused_unsafe, clippy::needless_range_loop)] // `b` indexes every input's scales
+unsafe fn i16_dot<const T: usize>(
     rows: [*const u8; ROWS],
-    q: &[i16; SEGMENT],
-    scales: &[f32; SEGMENT / 32],
+    q: &[[i16; SEGMENT]; T],
+    scales: &[[f32; SEGMENT / 32]; T],
     blocks: usize,
     ahead: usize,
-) -> [f32; ROWS] {
+) -> [[f32; ROWS]; T] {
     // SAFETY (every read): block b of a row is bytes b·34 .. b·34 + 34 of it, read at
-    // 0..2 and 2..34; inputs b·32 .. b·32 + 32 of `q` (b < blocks <= SEGMENT / 32).
+    // 0..2 and 2..34; inputs b·32 .. b·32 + 32 of each `q` (b < blocks <= SEGMENT / 32).
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); ROWS];
-        for (b, &scale) in scales.iter().enumerate().take(blocks) {
-            let xv = _mm512_loadu_si512(q.as_ptr().add(b * 32).cast());
+        let mut acc = [[_mm512_setzero_ps(); ROWS]; T];
+        for b in 0..blocks {
             let at = b * B;
-            let halves = _mm_set_epi16(
+            let halves = _mm_cvtph_ps(_mm_set_epi16(
                 0,
                 0,
                 0,
@@ -137,26 +174,33 @@ unsafe fn i16_dot(
                 rows[2].add(at).cast::<i16>().read_unaligned(),
                 rows[1].add(at).cast::<i16>().read_unaligned(),
                 rows[0].add(at).cast::<i16>().read_unaligned(),
-            );
+            ));
             for row in rows {
                 _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(ahead + at).cast());
             }
-            let mut d = [0f32; 4];
-            _mm_storeu_ps(
-                d.as_mut_ptr(),
-                _mm_mul_ps(_mm_cvtph_ps(halves), _mm_set1_ps(scale)),
-            );
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let wq = _mm512_cvtepi8_epi16(_mm256_loadu_si256(rows[i].add(at + 2).cast()));
-                let s = _mm512_madd_epi16(wq, xv);
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(d[i]), _mm512_cvtepi32_ps(s), *acc);
+            let wq: [__m512i; ROWS] = core::array::from_fn(|i| {
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256(rows[i].add(at + 2).cast()))
+            });
+            for t in 0..T {
+                let xv = _mm512_loadu_si512(q[t].as_ptr().add(b * 32).cast());
+                let mut d = [0f32; 4];
+                _mm_storeu_ps(
+                    d.as_mut_ptr(),
+                    _mm_mul_ps(halves, _mm_set1_ps(scales[t][b])),
+                );
+                for (i, acc) in acc[t].iter_mut().enumerate() {
+                    let s = _mm512_madd_epi16(wq[i], xv);
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(d[i]), _mm512_cvtepi32_ps(s), *acc);
+                }
             }
         }
-        let mut out = [0f32; ROWS];
-        for (o, acc) in out.iter_mut().zip(&acc) {
-            *o = _mm512_reduce_add_ps(*acc);
-        }
-        out
+        core::array::from_fn(|t| {
+            let mut out = [0f32; ROWS];
+            for (o, acc) in out.iter_mut().zip(&acc[t]) {
+                *o = _mm512_reduce_add_ps(*acc);
+            }
+            out
+        })
     }
 }
 

@@ -21,8 +21,12 @@ use crate::nn::attention::{
 };
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{rope_angles, rope_apply};
-use crate::runtime::linear::{dense, for_rows, Exec, Linears, SlotScratch};
+use crate::runtime::adapter::Prepared;
+use crate::runtime::linear::{
+    apply_steps, dense, dense_steps, for_rows, Exec, Linears, SlotScratch,
+};
 use crate::runtime::model::Input;
+use crate::runtime::model::{DecodeStep, MAX_STEPS};
 use crate::runtime::slots::{reserve, Slot, SlotSink, SlotTable, MAX_SLOTS};
 use crate::runtime::weights::{weight_scratch_len, Dense, TensorRef, WeightView};
 use crate::runtime::Logits;
@@ -509,7 +513,6 @@ impl<'a> Llama<'a> {
                 &mut sin[i * half..][..half],
             );
         }
-        let shape = self.shape();
         let per_block = BLOCK_LINEARS.len();
         for blk in 0..c.blocks {
             let s0 = blk * per_block;
@@ -529,34 +532,13 @@ impl<'a> Llama<'a> {
                 rope_apply(&mut q[i * h..][..h], c.head_dim, c.rope_dims, cs, sn);
                 rope_apply(&mut k[i * kvw..][..kvw], c.head_dim, c.rope_dims, cs, sn);
             }
-            let short = Error::BufferTooSmall {
-                needed: kv_need,
-                got: kv.len(),
-            };
-            let (mut kc, mut vc) = kv
-                .reborrow()
-                .range(2 * blk * context * kvw, 2 * context * kvw)
-                .and_then(|cache| cache.split_at(context * kvw))
-                .ok_or(short)?;
-            kc.write(past * kvw, k)?;
-            vc.write(past * kvw, v)?;
-            let filled = (past + t) * kvw;
-            let (Some(keys), Some(values)) = (
-                kc.as_slice().range(0, filled),
-                vc.as_slice().range(0, filled),
-            ) else {
-                return Err(Error::BufferTooSmall {
-                    needed: filled,
-                    got: kc.len(),
-                });
-            };
-            attend(
+            let cache = (kv.reborrow(), context, past);
+            attend_cached(
+                self,
                 lin.exec,
-                shape,
-                q,
-                keys,
-                values,
-                [t, past],
+                cache,
+                (blk, t),
+                [q, k, v],
                 att,
                 [scores, partials],
             )?;
@@ -609,6 +591,233 @@ impl<'a> Llama<'a> {
         }
         Ok(want)
     }
+}
+
+impl<'a> Llama<'a> {
+    /// Arena `f32`s of [`Llama::decode_steps`] for `n` sequences: a step's over `n` tokens,
+    /// and the output head's `n` rows of logits as its threads write them (by runs of
+    /// vocabulary, then interleaved).
+    pub(crate) fn steps_arena(&self, n: usize) -> usize {
+        self.step_arena(n)
+            .saturating_add(n.saturating_mul(self.config.vocab))
+    }
+
+    /// One decoding step of each of `steps.len()` sequences at once: step `b` reads its
+    /// token into its own state after the positions it holds, under its own adapter
+    /// (unmerged), and the next token's logits go to row `b` of `output`. The base's weights
+    /// are read once for all of them ([`apply_steps`]); the attention reads each
+    /// sequence's own cache. Every row of logits is bit for bit what
+    /// [`Forward::step`] gives that sequence alone. Everything is checked before the first
+    /// state changes: on error no state records a new position.
+    pub(crate) fn decode_steps(
+        &self,
+        slots: &SlotTable<'a>,
+        exec: Exec<'_>,
+        steps: &mut [DecodeStep<'_, '_, 'a, '_>],
+        output: &mut [f32],
+        arena: &mut [f32],
+    ) -> Result<()> {
+        let c = self.config;
+        let n = steps.len();
+        if n == 0 {
+            return Err(Error::BadInput);
+        }
+        let kv_need = |context: usize| self.kv_len(context);
+        for s in steps.iter_mut() {
+            if s.token as usize >= c.vocab {
+                return Err(Error::BadInput);
+            }
+            let owner = s.adapter.map(|p| p.state_key());
+            let (kv, context, past) = s.state.claim(owner)?;
+            if past + 1 > context {
+                return Err(Error::ContextExceeded {
+                    needed: past + 1,
+                    context,
+                });
+            }
+            if kv.len() < kv_need(context) {
+                return Err(Error::BufferTooSmall {
+                    needed: kv_need(context),
+                    got: kv.len(),
+                });
+            }
+        }
+        let need = self.steps_arena(n);
+        if arena.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need,
+                got: arena.len(),
+            });
+        }
+        let want = n.saturating_mul(c.vocab);
+        let got = output.len();
+        let logits = output
+            .get_mut(..want)
+            .ok_or(Error::BufferTooSmall { needed: want, got })?;
+        let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
+        let half = c.rope_dims / 2;
+        let (arena, heads_out) = arena.split_at_mut(self.step_arena(n));
+        let (x, rest) = arena.split_at_mut(n * h);
+        let (xn, rest) = rest.split_at_mut(n * h);
+        let (q, rest) = rest.split_at_mut(n * h);
+        let (k, rest) = rest.split_at_mut(n * kvw);
+        let (v, rest) = rest.split_at_mut(n * kvw);
+        let (att, rest) = rest.split_at_mut(n * h);
+        let (gate, rest) = rest.split_at_mut(n * f);
+        let (up, rest) = rest.split_at_mut(n * f);
+        let (cos, rest) = rest.split_at_mut(n * half);
+        let (sin, rest) = rest.split_at_mut(n * half);
+        let (scores, rest) = rest.split_at_mut(c.heads / c.kv_heads * c.context);
+        let (partials, rest) = rest.split_at_mut(self.partials_len());
+        let (normw, rest) = rest.split_at_mut(h);
+        let (rot, rest) = rest.split_at_mut(n * wide);
+        let (spare, rest) = rest.split_at_mut(n * wide);
+        let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * n));
+        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, n).max(h));
+        let bias = &mut rest[..wide];
+        let mut sc = SlotScratch {
+            rot,
+            spare,
+            chain,
+            wbuf,
+            bias,
+        };
+        let mut adapters: heapless::Vec<Option<&Prepared<'a, '_>>, MAX_STEPS> =
+            heapless::Vec::new();
+        for (b, s) in steps.iter().enumerate() {
+            adapters
+                .push(s.adapter)
+                .map_err(|_| Error::CapacityExceeded)?;
+            let past = s.state.len();
+            self.token_embd
+                .decode_f32(s.token as usize * h, &mut x[b * h..][..h])?;
+            rope_angles(
+                past,
+                c.rope_dims,
+                c.rope_base,
+                &mut cos[b * half..][..half],
+                &mut sin[b * half..][..half],
+            );
+        }
+        let adapters = &adapters[..];
+        let per_block = BLOCK_LINEARS.len();
+        let apply = |i: usize, x: &mut [f32], y: &mut [f32], sc: &mut SlotScratch<'_>| {
+            apply_steps(slots, adapters, exec, i, x, n, y, sc)
+        };
+        for blk in 0..c.blocks {
+            let s0 = blk * per_block;
+            let norm = |i: usize| {
+                slots
+                    .get(s0 + i)
+                    .and_then(|s| s.norm)
+                    .ok_or(Error::MissingTensor)
+            };
+            // Attention: each sequence against its own cache.
+            norm(0)?.decode_f32(0, normw)?;
+            normed(exec, x, xn, n, h, normw, c.eps)?;
+            apply(s0, xn, q, &mut sc)?;
+            apply(s0 + 1, xn, k, &mut sc)?;
+            apply(s0 + 2, xn, v, &mut sc)?;
+            for (b, s) in steps.iter_mut().enumerate() {
+                let (cs, sn) = (&cos[b * half..][..half], &sin[b * half..][..half]);
+                let qb = &mut q[b * h..][..h];
+                let (kb, vb) = (&mut k[b * kvw..][..kvw], &v[b * kvw..][..kvw]);
+                rope_apply(qb, c.head_dim, c.rope_dims, cs, sn);
+                rope_apply(kb, c.head_dim, c.rope_dims, cs, sn);
+                let owner = s.adapter.map(|p| p.state_key());
+                let (kv, context, past) = s.state.claim(owner)?;
+                let out = &mut att[b * h..][..h];
+                let cache = (kv, context, past);
+                attend_cached(
+                    self,
+                    exec,
+                    cache,
+                    (blk, 1),
+                    [qb, kb, vb],
+                    out,
+                    [scores, partials],
+                )?;
+            }
+            apply(s0 + 3, att, xn, &mut sc)?;
+            for (a, b) in x.iter_mut().zip(xn.iter()) {
+                *a += b;
+            }
+            // Feed-forward.
+            norm(4)?.decode_f32(0, normw)?;
+            normed(exec, x, xn, n, h, normw, c.eps)?;
+            apply(s0 + 4, xn, gate, &mut sc)?;
+            apply(s0 + 5, xn, up, &mut sc)?;
+            let up: &[f32] = up;
+            for_rows(exec, gate, n, f, &|first, rows| {
+                let Some(u) = up.get(first * f..first * f + rows.len()) else {
+                    return false;
+                };
+                swiglu(rows, u);
+                true
+            })?;
+            apply(s0 + 6, gate, xn, &mut sc)?;
+            for (a, b) in x.iter_mut().zip(xn.iter()) {
+                *a += b;
+            }
+        }
+        self.output_norm.decode_f32(0, normw)?;
+        xn.copy_from_slice(x);
+        for row in xn.chunks_exact_mut(h) {
+            rms_norm(row, normw, c.eps);
+        }
+        // The head ranks the next tokens on `f32` inputs, each row as a step alone.
+        let head = Dense {
+            weight: WeightView::Tensor(self.output),
+            rows: c.vocab,
+            cols: h,
+            scale: None,
+            bias: None,
+        };
+        dense_steps(exec, &head, xn, n, logits, sc.wbuf, heads_out, false)?;
+        for s in steps.iter_mut() {
+            let owner = s.adapter.map(|p| p.state_key());
+            s.state.advance(1, owner);
+        }
+        Ok(())
+    }
+}
+
+/// Writes `t` new positions' keys and values (`[q, k, v]`: their queries, keys and
+/// values) into block `blk` of a sequence's cache (`kv` of `context` positions, `past`
+/// filled), then their causal attention over the cache into `out`.
+#[allow(clippy::too_many_arguments)]
+fn attend_cached(
+    llama: &Llama<'_>,
+    exec: Exec<'_>,
+    (mut kv, context, past): (KvSliceMut<'_>, usize, usize),
+    (blk, t): (usize, usize),
+    [q, k, v]: [&[f32]; 3],
+    out: &mut [f32],
+    bufs: [&mut [f32]; 2],
+) -> Result<()> {
+    let kvw = llama.config.kv_width();
+    let short = Error::BufferTooSmall {
+        needed: llama.kv_len(context),
+        got: kv.len(),
+    };
+    let (mut kc, mut vc) = kv
+        .reborrow()
+        .range(2 * blk * context * kvw, 2 * context * kvw)
+        .and_then(|cache| cache.split_at(context * kvw))
+        .ok_or(short)?;
+    kc.write(past * kvw, k)?;
+    vc.write(past * kvw, v)?;
+    let filled = (past + t) * kvw;
+    let (Some(keys), Some(values)) = (
+        kc.as_slice().range(0, filled),
+        vc.as_slice().range(0, filled),
+    ) else {
+        return Err(Error::BufferTooSmall {
+            needed: filled,
+            got: kc.len(),
+        });
+    };
+    attend(exec, llama.shape(), q, keys, values, [t, past], out, bufs)
 }
 
 impl<'a> Forward<'a> for Llama<'a> {
