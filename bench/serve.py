@@ -2,8 +2,15 @@
 throughput and p50/p95 latency of greedy chat completions at 1, 4 and 8 concurrent clients.
 
     python bench/serve.py --model M.gguf [--adapters DIR] [--threads 2] [--requests 16]
-                          [--max-tokens 32] [--riffle target/release/riffle]
+                          [--max-tokens 32] [--clients 1,4,8] [--rounds 1]
+                          [--servers riffle,riffle-unbatched,llama-server]
+                          [--riffle target/release/riffle]
                           [--llama-server $(scripts/llama-cpp)/llama-server]
+
+`riffle-unbatched` is `riffle serve --no-batching` (each request decodes its own tokens), to
+measure what decoding the running requests together buys within the same run. With
+`--rounds R` every (clients, server) pair runs R times, the servers alternating within each
+round, and a summary line per pair gives the median and range of the rounds.
 
 riffle's clients cycle through the base and every adapter in DIR (`model` = task name,
 made e.g. by scripts/serve-adapters.py); llama-server has no orthogonal adapters (its
@@ -108,39 +115,65 @@ def main():
     ap.add_argument("--riffle", default="target/release/riffle")
     ap.add_argument("--llama-server", default=os.path.expanduser(
         "~/.cache/riffle/llama.cpp/build/bin/llama-server"))
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--servers", default="riffle,riffle-unbatched,llama-server")
     a = ap.parse_args()
     adapters = sorted(Path(a.adapters).glob("*.gguf")) if a.adapters else []
-    for clients in [int(c) for c in a.clients.split(",")]:
-        for server in ["riffle", "llama-server"]:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            if server == "riffle":
-                cmd = [a.riffle, "--threads", str(a.threads), "serve", "--model", a.model,
-                       "--port", str(port), "--parallel", str(clients), "--ctx-size", "512"]
-                for f in adapters:
-                    cmd += ["--adapter", str(f)]
-                models = ["base"] + [f.stem for f in adapters]
-            else:
-                if not Path(a.llama_server).exists():
+    runs = {}
+    for rnd in range(a.rounds):
+        for clients in [int(c) for c in a.clients.split(",")]:
+            servers = a.servers.split(",")
+            if rnd % 2 == 1:
+                servers.reverse()
+            for server in servers:
+                r = run_server(a, server, clients, adapters)
+                if r is None:
                     continue
-                cmd = [a.llama_server, "-m", a.model, "--host", "127.0.0.1", "--port", str(port),
-                       "-t", str(a.threads), "-np", str(clients), "-c", str(512 * clients)]
-                models = ["base"]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait_ready(url, proc)
-                # One warm-up request per model.
-                for m in models:
-                    post(url + "/v1/chat/completions", {"model": m, "temperature": 0, "max_tokens": 4,
-                         "messages": [{"role": "user", "content": "Hi"}]})
-                r = run_load(url, models, clients, a.requests, a.max_tokens)
-                r.update({"server": server, "model": Path(a.model).name, "threads": a.threads,
-                          "adapters": len(models) - 1})
+                r["round"] = rnd
                 print(json.dumps(r), flush=True)
-            finally:
-                proc.terminate()
-                proc.wait()
+                runs.setdefault((clients, server), []).append(r)
+    if a.rounds > 1:
+        for (clients, server), rs in runs.items():
+            summary = {"summary": True, "clients": clients, "server": server, "rounds": len(rs)}
+            for key in ("completion_tokens_per_s", "requests_per_s", "p50_s", "p95_s"):
+                v = sorted(r[key] for r in rs)
+                summary[key] = {"median": v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2,
+                                "min": v[0], "max": v[-1]}
+            print(json.dumps(summary), flush=True)
 
+
+def run_server(a, server, clients, adapters):
+    """One load run of `server` with `clients` concurrent clients, or None if absent."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if server.startswith("riffle"):
+        cmd = [a.riffle, "--threads", str(a.threads), "serve", "--model", a.model,
+               "--port", str(port), "--parallel", str(clients), "--ctx-size", "512"]
+        if server == "riffle-unbatched":
+            cmd.append("--no-batching")
+        for f in adapters:
+            cmd += ["--adapter", str(f)]
+        models = ["base"] + [f.stem for f in adapters]
+    else:
+        if not Path(a.llama_server).exists():
+            return None
+        cmd = [a.llama_server, "-m", a.model, "--host", "127.0.0.1", "--port", str(port),
+               "-t", str(a.threads), "-np", str(clients), "-c", str(512 * clients)]
+        models = ["base"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(url, proc)
+        # One warm-up request per model.
+        for m in models:
+            post(url + "/v1/chat/completions", {"model": m, "temperature": 0, "max_tokens": 4,
+                 "messages": [{"role": "user", "content": "Hi"}]})
+        r = run_load(url, models, clients, a.requests, a.max_tokens)
+        r.update({"server": server, "model": Path(a.model).name, "threads": a.threads,
+                  "adapters": len(models) - 1})
+        return r
+    finally:
+        proc.terminate()
+        proc.wait()
 
 if __name__ == "__main__":
     main()

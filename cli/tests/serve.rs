@@ -620,6 +620,29 @@ fn generation_is_exact_under_concurrency_with_mixed_adapters() {
             + s.metric("riffle_requests_total{model=\"SmolLM2-135M-Instruct.Q8_0\"}") as usize,
         32
     );
+    // The running requests' tokens were decoded together (else the answers above were
+    // never computed beside each other's): more than one token per step on average.
+    let (steps, tokens) = (
+        s.metric("riffle_decode_batches_total"),
+        s.metric("riffle_decode_batched_tokens_total"),
+    );
+    assert!(
+        steps > 0.0 && tokens / steps > 1.5,
+        "{tokens} tokens in {steps} steps"
+    );
+    // The reference server ran one request at a time: every step decoded one token.
+    drop(s);
+    let one = Server::start(&args);
+    greedy(&one, "alpha", &prompts()[0], 6);
+    assert_eq!(
+        one.metric("riffle_decode_batched_tokens_total"),
+        one.metric("riffle_decode_batches_total")
+    );
+    let no_batching = [&args[..], &["--no-batching"]].concat();
+    let s = Server::start(&no_batching);
+    let ((model, p), want) = &reference[4];
+    assert_eq!(&greedy(&s, model, p, 6).0, want);
+    assert_eq!(s.metric("riffle_decode_batches_total"), 0.0);
 }
 
 /// `--cache-type f16` keeps each slot's keys and values as halves (half the memory, said at

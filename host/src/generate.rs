@@ -349,6 +349,34 @@ pub fn generate_tokens(
     bufs: &mut Buffers,
     on_token: &mut dyn FnMut(GeneratedToken<'_>) -> bool,
 ) -> Result<Generation, Error> {
+    let mut step =
+        |state: &mut DecoderState<'_>, token: u32, logits: &mut [f32], arena: &mut [f32]| {
+            session.step(state, &[token], logits, arena).map(|_| ())
+        };
+    let parts = (prompt, vocab, options);
+    generate_tokens_with(session, state, parts, bufs, &mut step, on_token)
+}
+
+/// How [`generate_tokens_with`] reads each generated token: `step(state, token, logits,
+/// arena)` reads `token` into `state` and writes the next token's logits, as
+/// [`Session::step`] does with one token (a server hands it to the loop that decodes
+/// every request's token together, `riffle_core::runtime::Model::decode_steps`).
+pub type TokenStep<'f, 's> =
+    dyn FnMut(&mut DecoderState<'s>, u32, &mut [f32], &mut [f32]) -> Result<(), Error> + 'f;
+
+/// [`generate_tokens`] with each generated token read by `step` (the prompt is read by
+/// `session`).
+///
+/// # Errors
+/// As [`generate`], and `step`'s.
+pub fn generate_tokens_with<'s>(
+    session: &Session<'_, '_, '_>,
+    state: &mut DecoderState<'s>,
+    (prompt, vocab, options): (&[u32], &dyn TokenBytes, &GenerateOptions),
+    bufs: &mut Buffers,
+    step: &mut TokenStep<'_, 's>,
+    on_token: &mut dyn FnMut(GeneratedToken<'_>) -> bool,
+) -> Result<Generation, Error> {
     let t0 = (bufs.clock)();
     if prompt.is_empty() && state.is_empty() {
         return Err(Error::BadInput);
@@ -430,7 +458,7 @@ pub fn generate_tokens(
         if state.len() >= state.context() {
             break StopReason::Context;
         }
-        session.step(state, &[next], &mut bufs.logits, &mut bufs.arena)?;
+        step(state, next, &mut bufs.logits, &mut bufs.arena)?;
     };
     let rest = stream.finish();
     if !rest.is_empty() {

@@ -211,6 +211,26 @@ impl Metrics {
     }
 }
 
+/// Appends the batch thread's counters (`[steps, tokens]`: their ratio is the mean number
+/// of requests decoded together; both 0 without batching).
+pub fn render_batching(s: &mut String, [steps, tokens]: [u64; 2]) {
+    let counters = [
+        (
+            "riffle_decode_batches_total",
+            "Decoding steps that read every running request's next token together.",
+            steps,
+        ),
+        (
+            "riffle_decode_batched_tokens_total",
+            "Tokens those steps decoded (per step: the requests decoded together).",
+            tokens,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+}
+
 /// The process's resident memory (Linux `/proc/self/statm`), in bytes.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

@@ -17,6 +17,7 @@
 //! - A client that disconnects cancels its generation (the stream's receiver is gone).
 
 mod api;
+mod batch;
 mod metrics;
 mod registry;
 mod work;
@@ -91,6 +92,10 @@ pub struct ServeArgs {
     /// Most adapters resident at once.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_adapters: usize,
+    /// Decode each request on its own instead of every running request's next token
+    /// together (the answers are the same either way, bit for bit).
+    #[arg(long)]
+    pub no_batching: bool,
     #[command(flatten)]
     pub cache: crate::llm::CacheArgs,
 }
@@ -155,12 +160,25 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 None
             }
         };
+        // With more than one slot, the running requests' tokens are decoded together.
+        let batcher = if parallel > 1 && !a.no_batching {
+            let b = batch::Batcher::start(model, parallel).map_err(|e| {
+                bad(
+                    "--parallel",
+                    format!("cannot start the decoding thread: {e}"),
+                )
+            })?;
+            Some(b)
+        } else {
+            None
+        };
         Kind::Causal(Box::new(Causal {
             vocab,
             template,
             context,
             slots: std::sync::Mutex::new(slots),
             slot_count: parallel,
+            batcher,
         }))
     } else if matches!(model.input_kind(), InputKind::Tokens { .. }) {
         let n = model
@@ -526,11 +544,18 @@ async fn detokenize(State(s): State<Shared>, req: Request) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    let slots = match &s.kind {
-        Kind::Causal(c) => c.slot_count,
-        _ => 0,
+    let (slots, batched) = match &s.kind {
+        Kind::Causal(c) => (
+            c.slot_count,
+            c.batcher.as_ref().map(|b| {
+                use std::sync::atomic::Ordering::Relaxed;
+                [b.steps.load(Relaxed), b.tokens.load(Relaxed)]
+            }),
+        ),
+        _ => (0, None),
     };
-    let text = s.metrics.render(s.registry.list().len(), slots);
+    let mut text = s.metrics.render(s.registry.list().len(), slots);
+    metrics::render_batching(&mut text, batched.unwrap_or_default());
     s.ok(
         "metrics",
         ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text),

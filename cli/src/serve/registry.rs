@@ -67,6 +67,11 @@ impl Entry {
         })
     }
 
+    /// The prepared adapter.
+    pub fn prepared(&self) -> &Prepared<'_, '_> {
+        self.owned.borrow_prepared()
+    }
+
     /// Runs `f` with the prepared adapter.
     pub fn with<R>(&self, f: impl FnOnce(&Prepared<'_, '_>) -> R) -> R {
         f(self.owned.borrow_prepared())

@@ -130,6 +130,9 @@ pub struct Causal {
     pub slots: Mutex<Vec<Slot>>,
     /// Slots made.
     pub slot_count: usize,
+    /// The thread that decodes the running requests' tokens together (`None`: each
+    /// request decodes its own, `--no-batching` or one slot).
+    pub batcher: Option<std::sync::Arc<super::batch::Batcher>>,
 }
 
 /// An encoder's serving parts.
@@ -595,15 +598,34 @@ impl Causal {
             }
             !hit_stop && !gone
         };
-        let g = generate::generate_tokens(
-            &session,
-            &mut slot.state,
-            read,
-            tb,
-            &options,
-            &mut slot.bufs,
-            &mut on_token,
-        );
+        let g = match &self.batcher {
+            Some(b) => {
+                let mut decoding = b.join(req.adapter.clone(), model.output_len());
+                let mut step =
+                    |state: &mut DecoderState<'static>,
+                     token,
+                     logits: &mut [f32],
+                     _: &mut [f32]| { decoding.step(state, token, logits) };
+                let parts = (read, tb, &options);
+                generate::generate_tokens_with(
+                    &session,
+                    &mut slot.state,
+                    parts,
+                    &mut slot.bufs,
+                    &mut step,
+                    &mut on_token,
+                )
+            }
+            None => generate::generate_tokens(
+                &session,
+                &mut slot.state,
+                read,
+                tb,
+                &options,
+                &mut slot.bufs,
+                &mut on_token,
+            ),
+        };
         let g = match g {
             Ok(g) => g,
             Err(e) => return Err(self.abandon(slot, server_error(e))),
