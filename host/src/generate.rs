@@ -350,27 +350,27 @@ pub fn generate_tokens(
     on_token: &mut dyn FnMut(GeneratedToken<'_>) -> bool,
 ) -> Result<Generation, Error> {
     let mut step =
-        |state: &mut DecoderState<'_>, token: u32, logits: &mut [f32], arena: &mut [f32]| {
-            session.step(state, &[token], logits, arena).map(|_| ())
+        |state: &mut DecoderState<'_>, tokens: &[u32], logits: &mut [f32], arena: &mut [f32]| {
+            session.step(state, tokens, logits, arena).map(|_| ())
         };
     let parts = (prompt, vocab, options);
-    generate_tokens_with(session, state, parts, bufs, &mut step, on_token)
+    generate_tokens_with(state, parts, bufs, &mut step, on_token)
 }
 
-/// How [`generate_tokens_with`] reads each generated token: `step(state, token, logits,
-/// arena)` reads `token` into `state` and writes the next token's logits, as
-/// [`Session::step`] does with one token (a server hands it to the loop that decodes
-/// every request's token together, `riffle_core::runtime::Model::decode_steps`).
+/// How [`generate_tokens_with`] reads tokens: `step(state, tokens, logits, arena)` reads
+/// `tokens` into `state` and writes the logits of the token after them, as
+/// [`Session::step`] does (a server hands it to the thread that computes every request's
+/// steps, decoding their tokens together: `riffle_core::runtime::Model::decode_steps`).
+/// The prompt comes in chunks of the buffers' chunk, then one generated token at a time.
 pub type TokenStep<'f, 's> =
-    dyn FnMut(&mut DecoderState<'s>, u32, &mut [f32], &mut [f32]) -> Result<(), Error> + 'f;
+    dyn FnMut(&mut DecoderState<'s>, &[u32], &mut [f32], &mut [f32]) -> Result<(), Error> + 'f;
 
-/// [`generate_tokens`] with each generated token read by `step` (the prompt is read by
-/// `session`).
+/// [`generate_tokens`] with every step (the prompt's chunks, then each generated token)
+/// run by `step`.
 ///
 /// # Errors
 /// As [`generate`], and `step`'s.
 pub fn generate_tokens_with<'s>(
-    session: &Session<'_, '_, '_>,
     state: &mut DecoderState<'s>,
     (prompt, vocab, options): (&[u32], &dyn TokenBytes, &GenerateOptions),
     bufs: &mut Buffers,
@@ -382,7 +382,9 @@ pub fn generate_tokens_with<'s>(
         return Err(Error::BadInput);
     }
     room_for(state, prompt.len())?;
-    read_prompt(session, state, prompt, bufs)?;
+    for chunk in prompt.chunks(bufs.chunk) {
+        step(state, chunk, &mut bufs.logits, &mut bufs.arena)?;
+    }
     let t1 = (bufs.clock)();
     let prompt_ms = t1 - t0;
     let mut sampler = Sampler::new(options.sampler);
@@ -458,7 +460,7 @@ pub fn generate_tokens_with<'s>(
         if state.len() >= state.context() {
             break StopReason::Context;
         }
-        step(state, next, &mut bufs.logits, &mut bufs.arena)?;
+        step(state, &[next], &mut bufs.logits, &mut bufs.arena)?;
     };
     let rest = stream.finish();
     if !rest.is_empty() {

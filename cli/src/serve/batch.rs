@@ -1,8 +1,10 @@
-//! Continuous batching across adapters: one thread decodes the next token of every request
-//! that is waiting for one, all at once (`Model::decode_steps`), each under its own adapter,
-//! so the base's weights are read once per step for all of them instead of once per
-//! request. Requests read their prompts on their own threads and join the batch from
-//! their first generated token on; they leave it when their answer ends.
+//! Continuous batching across adapters: one thread computes every request's steps. The
+//! next tokens of all the requests that are decoding go in one step (`Model::decode_steps`),
+//! each under its own adapter, so the base's weights are read once per step for all of
+//! them instead of once per request; between two such steps it reads one chunk of one
+//! waiting prompt. Only this thread uses the process's thread pool, so each step gets
+//! every core (requests computed on their own threads take turns at the pool instead).
+//! Request threads tokenize, sample and stream.
 //!
 //! A request's state moves to the batch thread for its step and back (no shared mutable
 //! memory), and every row of logits is bit for bit the request's own step: answers do not
@@ -22,11 +24,12 @@ use super::registry::Entry;
 /// requests' tokens (each samples its token and sends its text between two steps).
 const GATHER: Duration = Duration::from_millis(3);
 
-/// One request's token, waiting for the next batch.
+/// One request's step, waiting for the batch thread: a generated token, or a chunk of its
+/// prompt.
 struct Job {
     adapter: Option<Arc<Entry>>,
     state: DecoderState<'static>,
-    token: u32,
+    tokens: Vec<u32>,
     logits: Vec<f32>,
     reply: mpsc::SyncSender<Done>,
 }
@@ -38,7 +41,7 @@ struct Done {
     result: Result<(), Error>,
 }
 
-/// Tokens waiting, and how many requests are decoding (each sends one token per step).
+/// Steps waiting, and how many requests are generating (each sends one step at a time).
 struct Queue {
     jobs: Vec<Job>,
     decoding: usize,
@@ -56,12 +59,16 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batch thread for `model`, at most `max` requests per step (at most
-    /// [`MAX_STEPS`]).
+    /// Starts the batch thread for `model`: at most `max` requests decoded per step (at
+    /// most [`MAX_STEPS`]), prompts read in chunks of at most `chunk` tokens.
     ///
     /// # Errors
     /// The thread could not be spawned.
-    pub fn start(model: &'static Model<'static>, max: usize) -> std::io::Result<Arc<Self>> {
+    pub fn start(
+        model: &'static Model<'static>,
+        max: usize,
+        chunk: usize,
+    ) -> std::io::Result<Arc<Self>> {
         let batcher = Arc::new(Batcher {
             queue: Mutex::new(Queue {
                 jobs: Vec::new(),
@@ -75,7 +82,7 @@ impl Batcher {
         let b = Arc::clone(&batcher);
         std::thread::Builder::new()
             .name("riffle-decode".into())
-            .spawn(move || b.run(model))?;
+            .spawn(move || b.run(model, chunk))?;
         Ok(batcher)
     }
 
@@ -83,8 +90,9 @@ impl Batcher {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A request's handle on the batch, under `adapter` (`None`: the bare base). It joins
-    /// the decoding requests at its first [`Decoding::step`] and leaves when dropped.
+    /// A request's handle on the batch thread, under `adapter` (`None`: the bare base). It
+    /// joins the generating requests at its first [`Decoding::step`] and leaves when
+    /// dropped.
     pub fn join(self: &Arc<Self>, adapter: Option<Arc<Entry>>, vocab: usize) -> Decoding {
         Decoding {
             batcher: Arc::clone(self),
@@ -94,21 +102,22 @@ impl Batcher {
         }
     }
 
-    /// The batch thread: waits for a token, gathers the other decoding requests' (at most
-    /// [`GATHER`]), decodes them together and hands every state back.
-    fn run(&self, model: &'static Model<'static>) {
+    /// The batch thread: waits for a step, gathers the other generating requests' (at
+    /// most [`GATHER`]), decodes the generated tokens together and hands their states
+    /// back, then reads one waiting prompt chunk.
+    fn run(&self, model: &'static Model<'static>, chunk: usize) {
         let pool = crate::threads::executor();
         let mut out = vec![0.0f32; self.max * model.output_len()];
         let mut arena = vec![0.0f32; model.decode_steps_arena_len(self.max)];
-        let mut one = vec![0.0f32; model.step_arena_len(1)];
+        let mut one = vec![0.0f32; model.step_arena_len(chunk.max(1))];
         loop {
-            let mut jobs = {
+            let (mut tokens, prompt) = {
                 let mut q = self.lock();
                 while q.jobs.is_empty() {
                     q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
                 let first = Instant::now();
-                while q.jobs.len() < q.decoding.min(self.max) {
+                while q.jobs.len() < q.decoding {
                     let Some(left) = GATHER.checked_sub(first.elapsed()) else {
                         break;
                     };
@@ -118,32 +127,64 @@ impl Batcher {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
-                let take = q.jobs.len().min(self.max);
-                q.jobs.drain(..take).collect::<Vec<_>>()
+                // Every waiting generated token (up to `max`), and the oldest prompt chunk.
+                let mut tokens = Vec::new();
+                let mut prompt = None;
+                let mut i = 0;
+                while i < q.jobs.len() {
+                    let is_token = q.jobs[i].tokens.len() == 1;
+                    if is_token && tokens.len() < self.max {
+                        tokens.push(q.jobs.remove(i));
+                    } else if !is_token && prompt.is_none() {
+                        prompt = Some(q.jobs.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                (tokens, prompt)
             };
-            let n = jobs.len() as u64;
-            let results = catch_unwind(AssertUnwindSafe(|| {
-                decode(model, pool, &mut jobs, (&mut out, &mut arena, &mut one))
-            }))
-            .unwrap_or_else(|_| vec![Err(Error::BadInput); jobs.len()]);
-            self.steps.fetch_add(1, Ordering::Relaxed);
-            self.tokens.fetch_add(n, Ordering::Relaxed);
-            for (job, result) in jobs.into_iter().zip(results) {
-                let done = Done {
-                    state: job.state,
-                    logits: job.logits,
-                    result,
-                };
-                // A request that went away takes nothing back.
-                let _ = job.reply.send(done);
+            if !tokens.is_empty() {
+                let n = tokens.len() as u64;
+                let results = catch_unwind(AssertUnwindSafe(|| {
+                    decode(model, pool, &mut tokens, (&mut out, &mut arena, &mut one))
+                }))
+                .unwrap_or_else(|_| vec![Err(Error::BadInput); tokens.len()]);
+                self.steps.fetch_add(1, Ordering::Relaxed);
+                self.tokens.fetch_add(n, Ordering::Relaxed);
+                reply(tokens, results);
+            }
+            if let Some(mut job) = prompt {
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    decode(
+                        model,
+                        pool,
+                        std::slice::from_mut(&mut job),
+                        (&mut out, &mut arena, &mut one),
+                    )
+                }))
+                .unwrap_or_else(|_| vec![Err(Error::BadInput)]);
+                reply(vec![job], result);
             }
         }
     }
 }
 
-/// Decodes `jobs` (one step each) and writes each one's logits into its buffer; one result
-/// per job. Several go through `decode_steps`; one, or a batch that fails as a whole, step
-/// by step, each with its own result.
+/// Hands every job's state and logits back with its result (a request that went away takes
+/// nothing back).
+fn reply(jobs: Vec<Job>, results: Vec<Result<(), Error>>) {
+    for (job, result) in jobs.into_iter().zip(results) {
+        let done = Done {
+            state: job.state,
+            logits: job.logits,
+            result,
+        };
+        let _ = job.reply.send(done);
+    }
+}
+
+/// Runs `jobs` (one step each) and writes each one's logits into its buffer; one result
+/// per job. Several (one token each) go through `decode_steps`; one, or a batch that fails
+/// as a whole, step by step, each with its own result.
 fn decode(
     model: &'static Model<'static>,
     pool: Option<&'static riffle_host::threads::Pool>,
@@ -164,7 +205,7 @@ fn decode(
             .map(|(j, a)| DecodeStep {
                 adapter: *a,
                 state: &mut j.state,
-                token: j.token,
+                token: j.tokens[0],
             })
             .collect();
         let r = match pool {
@@ -181,10 +222,9 @@ fn decode(
     jobs.iter_mut()
         .zip(&adapters)
         .map(|(j, a)| {
-            let tokens = [j.token];
             match pool {
-                Some(p) => model.step_on(p, *a, &mut j.state, &tokens, &mut j.logits, one),
-                None => model.step(*a, &mut j.state, &tokens, &mut j.logits, one),
+                Some(p) => model.step_on(p, *a, &mut j.state, &j.tokens, &mut j.logits, one),
+                None => model.step(*a, &mut j.state, &j.tokens, &mut j.logits, one),
             }
             .map(|_| ())
         })
@@ -200,8 +240,9 @@ pub struct Decoding {
 }
 
 impl Decoding {
-    /// Reads `token` into `state` in the next batch and writes the next token's logits
-    /// into `logits`, as `Session::step` would with this request's adapter.
+    /// Reads `tokens` into `state` on the batch thread (one token: with the other
+    /// requests' next tokens) and writes the logits of the token after them into
+    /// `logits`, as `Session::step` would with this request's adapter.
     ///
     /// # Errors
     /// The step's error ([`Error::BadInput`] if the batch thread failed: the state is then
@@ -209,7 +250,7 @@ impl Decoding {
     pub fn step(
         &mut self,
         state: &mut DecoderState<'static>,
-        token: u32,
+        tokens: &[u32],
         logits: &mut [f32],
     ) -> Result<(), Error> {
         let empty: &'static mut [f32] = &mut [];
@@ -218,7 +259,7 @@ impl Decoding {
         let job = Job {
             adapter: self.adapter.clone(),
             state: std::mem::replace(state, placeholder),
-            token,
+            tokens: tokens.to_vec(),
             logits: std::mem::take(&mut self.logits),
             reply,
         };

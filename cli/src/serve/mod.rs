@@ -162,7 +162,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         };
         // With more than one slot, the running requests' tokens are decoded together.
         let batcher = if parallel > 1 && !a.no_batching {
-            let b = batch::Batcher::start(model, parallel).map_err(|e| {
+            let b = batch::Batcher::start(model, parallel, work::PREFILL_CHUNK).map_err(|e| {
                 bad(
                     "--parallel",
                     format!("cannot start the decoding thread: {e}"),

@@ -603,12 +603,11 @@ impl Causal {
                 let mut decoding = b.join(req.adapter.clone(), model.output_len());
                 let mut step =
                     |state: &mut DecoderState<'static>,
-                     token,
+                     tokens: &[u32],
                      logits: &mut [f32],
-                     _: &mut [f32]| { decoding.step(state, token, logits) };
+                     _: &mut [f32]| { decoding.step(state, tokens, logits) };
                 let parts = (read, tb, &options);
                 generate::generate_tokens_with(
-                    &session,
                     &mut slot.state,
                     parts,
                     &mut slot.bufs,
