@@ -119,7 +119,7 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
         // Up to four inputs per pass over the weights on the 512-bit kernel (each input's
         // arithmetic the same as alone: its own lanes and accumulators), one elsewhere.
         let take = if wide && kind != Q5_0 {
-            (n - t).min(ROWS)
+            (n - t).min(STEPS)
         } else {
             1
         };
@@ -138,29 +138,52 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
         // `take` runs of `rows` outputs `stride` apart (checked above), the only memory
         // the kernels read and write.
         unsafe {
-            match (kind, wide, take) {
-                (Q8_0, true, 1) => wide_rows::<Q8_0, 34, 1>(&job, out, stride, rows),
-                (Q8_0, true, 2) => wide_rows::<Q8_0, 34, 2>(&job, out, stride, rows),
-                (Q8_0, true, 3) => wide_rows::<Q8_0, 34, 3>(&job, out, stride, rows),
-                (Q8_0, true, _) => wide_rows::<Q8_0, 34, 4>(&job, out, stride, rows),
-                (Q4_0, true, 1) => wide_rows::<Q4_0, 18, 1>(&job, out, stride, rows),
-                (Q4_0, true, 2) => wide_rows::<Q4_0, 18, 2>(&job, out, stride, rows),
-                (Q4_0, true, 3) => wide_rows::<Q4_0, 18, 3>(&job, out, stride, rows),
-                (Q4_0, true, _) => wide_rows::<Q4_0, 18, 4>(&job, out, stride, rows),
-                (Q5_0, true, _) => vnni_rows::<Q5_0, 22>(&job, out),
-                (_, true, 1) => wide_rows::<Q4_1, 20, 1>(&job, out, stride, rows),
-                (_, true, 2) => wide_rows::<Q4_1, 20, 2>(&job, out, stride, rows),
-                (_, true, 3) => wide_rows::<Q4_1, 20, 3>(&job, out, stride, rows),
-                (_, true, _) => wide_rows::<Q4_1, 20, 4>(&job, out, stride, rows),
-                (Q8_0, false, _) => avx2_rows::<Q8_0, 34>(&job, out),
-                (Q4_0, false, _) => avx2_rows::<Q4_0, 18>(&job, out),
-                (Q5_0, false, _) => avx2_rows::<Q5_0, 22>(&job, out),
-                (_, false, _) => avx2_rows::<Q4_1, 20>(&job, out),
+            match (kind, wide) {
+                (Q8_0, true) => wide_steps::<Q8_0, 34>(&job, out, stride, rows, take),
+                (Q4_0, true) => wide_steps::<Q4_0, 18>(&job, out, stride, rows, take),
+                (Q5_0, true) => vnni_rows::<Q5_0, 22>(&job, out),
+                (_, true) => wide_steps::<Q4_1, 20>(&job, out, stride, rows, take),
+                (Q8_0, false) => avx2_rows::<Q8_0, 34>(&job, out),
+                (Q4_0, false) => avx2_rows::<Q4_0, 18>(&job, out),
+                (Q5_0, false) => avx2_rows::<Q5_0, 22>(&job, out),
+                (_, false) => avx2_rows::<Q4_1, 20>(&job, out),
             }
         }
         t += take;
     }
     true
+}
+
+/// Activation rows that share one pass over the weights on the 512-bit kernel (decoding
+/// steps of different sequences, [`wide_rows`]): up to eight, whose accumulators fit in
+/// the 32 vector registers with the unpacked weight block.
+const STEPS: usize = 8;
+
+/// [`wide_rows`] for `take` (1 to [`STEPS`]) activation rows.
+///
+/// # Safety
+/// As [`wide_rows`] with `T = take`.
+#[inline(always)]
+unsafe fn wide_steps<const K: u8, const B: usize>(
+    job: &Job<'_>,
+    out: &mut [f32],
+    stride: usize,
+    rows: usize,
+    take: usize,
+) {
+    // SAFETY: the caller's contract, `T` = `take`.
+    unsafe {
+        match take {
+            1 => wide_rows::<K, B, 1>(job, out, stride, rows),
+            2 => wide_rows::<K, B, 2>(job, out, stride, rows),
+            3 => wide_rows::<K, B, 3>(job, out, stride, rows),
+            4 => wide_rows::<K, B, 4>(job, out, stride, rows),
+            5 => wide_rows::<K, B, 5>(job, out, stride, rows),
+            6 => wide_rows::<K, B, 6>(job, out, stride, rows),
+            7 => wide_rows::<K, B, 7>(job, out, stride, rows),
+            _ => wide_rows::<K, B, 8>(job, out, stride, rows),
+        }
+    }
 }
 
 /// Activation rows against weight rows, lengths checked: `w` holds at least the
