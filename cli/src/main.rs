@@ -153,6 +153,11 @@ enum Command {
         /// Tokens generated one by one after the prompt (generative models).
         #[arg(long, default_value_t = 64, value_name = "N")]
         gen_tokens: usize,
+        /// Also decode this many sequences together (one step reads every sequence's next
+        /// token, as `riffle serve` does with its running requests; with --adapter, every
+        /// other sequence under it) against one after another (generative models).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        sequences: usize,
         /// Sequence lengths for text models, comma-separated (vector models use their
         /// input length).
         #[arg(long, value_name = "16,64,128", value_delimiter = ',')]
@@ -293,6 +298,7 @@ fn main() -> ExitCode {
             adapter,
             prompt_tokens,
             gen_tokens,
+            sequences,
             seq,
             budget,
             cache,
@@ -300,7 +306,7 @@ fn main() -> ExitCode {
         } => cmd::bench_llm::run(
             &model,
             adapter.as_ref(),
-            [prompt_tokens, gen_tokens],
+            [prompt_tokens, gen_tokens, sequences],
             &seq,
             budget,
             cache.cache_type,

@@ -252,6 +252,63 @@ fn bench_with_an_adapter_alternates_and_reports_the_ratio() {
 }
 
 #[test]
+fn bench_decodes_sequences_together_and_one_after_another() {
+    let Some(m) = smollm2("Q8_0") else { return };
+    let adapter = format!(
+        "{}/../models/smollm2-adapters/smollm2-topic.gguf",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let o = run(
+        &[
+            "bench",
+            "--model",
+            &m,
+            "--adapter",
+            &adapter,
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "3",
+            "--sequences",
+            "3",
+            "--json",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    let s = &v["sequences"];
+    assert_eq!(
+        (s["n"].as_u64(), s["with_adapter"].as_u64()),
+        (Some(3), Some(1))
+    );
+    for k in [
+        "one_after_another_decode_tokens_per_s",
+        "together_decode_tokens_per_s",
+        "together_speedup",
+    ] {
+        let x = s[k].as_f64().unwrap();
+        assert!(x.is_finite() && x > 0.0, "{k}: {x}");
+    }
+    // Without the flag there is no such entry.
+    let o = run(
+        &[
+            "bench",
+            "--model",
+            &m,
+            "--prompt-tokens",
+            "4",
+            "--gen-tokens",
+            "2",
+            "--json",
+        ],
+        "",
+    );
+    let v: Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert!(v.get("sequences").is_none());
+}
+
+#[test]
 fn bad_inputs_exit_2_with_one_line() {
     let Some(m) = smollm2("Q8_0") else { return };
     let digits = format!("{}/../models/digits/mlp.gguf", env!("CARGO_MANIFEST_DIR"));
@@ -290,6 +347,8 @@ fn bad_inputs_exit_2_with_one_line() {
             "--gen-tokens",
             "1",
         ],
+        vec!["bench", "--model", &m, "--sequences", "0"],
+        vec!["bench", "--model", &m, "--sequences", "65"],
     ];
     for args in cases {
         let o = run(&args, "");

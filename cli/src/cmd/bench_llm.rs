@@ -4,12 +4,14 @@
 //! decoder state for the base and one for the adapter and interleaves their token steps
 //! (base first on even steps of even rounds, the adapter first otherwise), so a machine
 //! whose speed drifts moves both alike within a few milliseconds; the decode time ratio is
-//! the median of the rounds' own ratios.
+//! the median of the rounds' own ratios. With `--sequences N` it also decodes N sequences
+//! one after another and N together (`Model::decode_steps`, what `riffle serve` does with
+//! its running requests), the order of the two swapping every round.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use riffle_core::runtime::{DecoderState, Session};
+use riffle_core::runtime::{DecodeStep, DecoderState, Model, Prepared, Session, MAX_STEPS};
 use serde_json::json;
 
 use crate::cmd::run::{open, pairs};
@@ -194,7 +196,7 @@ fn speed(runs: &[(f64, f64)]) -> Speed {
 pub fn run(
     model_path: &Path,
     adapter: Option<&PathBuf>,
-    [prompt_tokens, gen_tokens]: [usize; 2],
+    [prompt_tokens, gen_tokens, sequences]: [usize; 3],
     seq: &[usize],
     budget: f64,
     cache: CacheType,
@@ -211,6 +213,12 @@ pub fn run(
     }
     if prompt_tokens == 0 || gen_tokens == 0 {
         return Err(bad("--prompt-tokens/--gen-tokens", "must be at least 1"));
+    }
+    if !(1..=MAX_STEPS).contains(&sequences) {
+        return Err(bad(
+            "--sequences",
+            format!("must be 1 to {MAX_STEPS} (sequences decoded together)"),
+        ));
     }
     let mut residents = Residents::load(&model, m.name(), &pairs(&a), None)?;
     let mut session = residents.session(&model)?;
@@ -270,6 +278,33 @@ pub fn run(
         adapter_runs.push(a);
         ratios.push(b.1 / a.1);
     }
+    let together = if sequences > 1 {
+        let adapter = session.adapters().first().cloned();
+        let mut many = Many::new(
+            &model,
+            sequences,
+            prompt_tokens + gen_tokens,
+            cache,
+            m.name(),
+        )?;
+        let mut rounds = Vec::with_capacity(REPEATS);
+        for round in 0..REPEATS {
+            rounds.push(many.round(
+                &model,
+                adapter.as_ref(),
+                &prompt,
+                gen_tokens,
+                round,
+                m.name(),
+            )?);
+        }
+        let one_by_one = median(rounds.iter().map(|r| r[0]).collect());
+        let both = median(rounds.iter().map(|r| r[1]).collect());
+        let ratio = median(rounds.iter().map(|r| r[1] / r[0]).collect());
+        Some([one_by_one, both, ratio])
+    } else {
+        None
+    };
     let base = speed(&base_runs);
     let unmerged = (!adapter_runs.is_empty()).then(|| speed(&adapter_runs));
     let decode_ratio = (!ratios.is_empty()).then(|| median(ratios));
@@ -292,6 +327,15 @@ pub fn run(
             o["activate_ns"] = json!(activate_ns);
             o["unmerged_decode_time_ratio"] = json!(decode_ratio);
         }
+        if let Some([one, both, ratio]) = together {
+            o["sequences"] = json!({
+                "n": sequences,
+                "with_adapter": (sequences / 2) * usize::from(!tasks.is_empty()),
+                "one_after_another_decode_tokens_per_s": one,
+                "together_decode_tokens_per_s": both,
+                "together_speedup": ratio,
+            });
+        }
         println!("{o}");
     } else {
         println!(
@@ -313,6 +357,153 @@ pub fn run(
                 activate_ns.unwrap_or(0.0)
             );
         }
+        if let Some([one, both, ratio]) = together {
+            let mix = if tasks.is_empty() {
+                String::new()
+            } else {
+                format!(", {} of them under {}", sequences / 2, tasks[0])
+            };
+            println!(
+                "  {sequences} sequences{mix}: decode {one:.1} tokens/s one after another, {both:.1} together ({ratio:.2}x, median of the rounds' ratios)"
+            );
+        }
     }
     Ok(())
+}
+
+/// `n` decoder states for `--sequences`, with the working memory of both ways of decoding
+/// them.
+struct Many {
+    kv: Vec<KvBuffer>,
+    context: usize,
+    arena: Vec<f32>,
+    steps_arena: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl Many {
+    fn new(
+        model: &Model<'_>,
+        n: usize,
+        context: usize,
+        cache: CacheType,
+        name: &str,
+    ) -> Result<Self> {
+        let kv = (0..n)
+            .map(|i| {
+                KvBuffer::new(
+                    model,
+                    context,
+                    cache,
+                    &format!("{name}: the key/value cache of sequence {}", i + 1),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Many {
+            kv,
+            context,
+            arena: crate::limits::zeroed::<f32>(
+                model.step_arena_len(context),
+                &format!("{name}: the working memory"),
+            )?,
+            steps_arena: crate::limits::zeroed::<f32>(
+                model.decode_steps_arena_len(n),
+                &format!("{name}: the working memory of {n} sequences"),
+            )?,
+            logits: crate::limits::zeroed::<f32>(
+                n * model.output_len(),
+                &format!("{name}: the logits"),
+            )?,
+        })
+    }
+
+    /// One round: the sequences (odd ones under `adapter`) prefilled with `prompt`, then
+    /// `gen` tokens each decoded one sequence after another and, from fresh states, all
+    /// together (which goes first alternating by round). Returns the two decode speeds in
+    /// tokens per second of all sequences.
+    fn round(
+        &mut self,
+        model: &Model<'_>,
+        adapter: Option<&Prepared<'_, '_>>,
+        prompt: &[u32],
+        gen: usize,
+        round: usize,
+        name: &str,
+    ) -> Result<[f64; 2]> {
+        let n = self.kv.len();
+        let vocab = model.output_len();
+        let pool = crate::threads::executor();
+        let adapters: Vec<_> = (0..n).map(|b| adapter.filter(|_| b % 2 == 1)).collect();
+        let mut speeds = [0.0; 2];
+        for k in 0..2 {
+            let together = (k + round) % 2 == 1;
+            let context = self.context;
+            let mut states = self
+                .kv
+                .iter_mut()
+                .map(|b| b.state(model, context))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| runtime(name, e))?;
+            for ((state, a), logits) in states
+                .iter_mut()
+                .zip(&adapters)
+                .zip(self.logits.chunks_exact_mut(vocab))
+            {
+                match pool {
+                    Some(p) => model.step_on(p, *a, state, prompt, logits, &mut self.arena),
+                    None => model.step(*a, state, prompt, logits, &mut self.arena),
+                }
+                .map_err(|e| runtime(name, e))?;
+            }
+            let t = Instant::now();
+            for _ in 0..gen {
+                let next: Vec<u32> = self
+                    .logits
+                    .chunks_exact(vocab)
+                    .map(riffle_core::sample::argmax)
+                    .collect();
+                if together {
+                    let mut steps: Vec<DecodeStep<'_, '_, '_, '_>> = states
+                        .iter_mut()
+                        .zip(&adapters)
+                        .zip(&next)
+                        .map(|((state, a), &token)| DecodeStep {
+                            adapter: *a,
+                            state,
+                            token,
+                        })
+                        .collect();
+                    match pool {
+                        Some(p) => model.decode_steps_on(
+                            p,
+                            &mut steps,
+                            &mut self.logits,
+                            &mut self.steps_arena,
+                        ),
+                        None => {
+                            model.decode_steps(&mut steps, &mut self.logits, &mut self.steps_arena)
+                        }
+                    }
+                    .map_err(|e| runtime(name, e))?;
+                } else {
+                    for (((state, a), &token), logits) in states
+                        .iter_mut()
+                        .zip(&adapters)
+                        .zip(&next)
+                        .zip(self.logits.chunks_exact_mut(vocab))
+                    {
+                        match pool {
+                            Some(p) => {
+                                model.step_on(p, *a, state, &[token], logits, &mut self.arena)
+                            }
+                            None => model.step(*a, state, &[token], logits, &mut self.arena),
+                        }
+                        .map_err(|e| runtime(name, e))?;
+                    }
+                }
+            }
+            speeds[usize::from(together)] = (n * gen) as f64 / t.elapsed().as_secs_f64();
+        }
+        Ok(speeds)
+    }
 }
