@@ -472,46 +472,27 @@ impl<'a> Llama<'a> {
         let logits = output
             .get_mut(..want)
             .ok_or(Error::BufferTooSmall { needed: want, got })?;
-        let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
+        let (h, f, kvw) = (c.hidden, c.ffn, c.kv_width());
         let half = c.rope_dims / 2;
-        let (x, rest) = arena.split_at_mut(t * h);
-        let (xn, rest) = rest.split_at_mut(t * h);
-        let (q, rest) = rest.split_at_mut(t * h);
-        let (k, rest) = rest.split_at_mut(t * kvw);
-        let (v, rest) = rest.split_at_mut(t * kvw);
-        let (att, rest) = rest.split_at_mut(t * h);
-        let (gate, rest) = rest.split_at_mut(t * f);
-        let (up, rest) = rest.split_at_mut(t * f);
-        let (cos, rest) = rest.split_at_mut(t * half);
-        let (sin, rest) = rest.split_at_mut(t * half);
-        let (scores, rest) = rest.split_at_mut(c.heads / c.kv_heads * c.context);
-        let (partials, rest) = rest.split_at_mut(self.partials_len());
-        let (normw, rest) = rest.split_at_mut(h);
-        let (rot, rest) = rest.split_at_mut(t * wide);
-        let (spare, rest) = rest.split_at_mut(t * wide);
-        let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * t));
-        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, t).max(h));
-        let bias = &mut rest[..wide];
-        let mut sc = SlotScratch {
-            rot,
-            spare,
-            chain,
-            wbuf,
-            bias,
-        };
+        let StepBufs {
+            x,
+            xn,
+            q,
+            k,
+            v,
+            att,
+            gate,
+            up,
+            cos,
+            sin,
+            scores,
+            partials,
+            normw,
+            mut sc,
+        } = self.step_bufs(arena, t);
         for (i, (&id, row)) in tokens.iter().zip(x.chunks_exact_mut(h)).enumerate() {
-            let id = id as usize;
-            if id >= c.vocab {
-                return Err(Error::BadInput);
-            }
-            self.token_embd.decode_f32(id * h, row)?;
-            rope_angles(
-                past + i,
-                c.rope_dims,
-                c.rope_base,
-                &mut cos[i * half..][..half],
-                &mut sin[i * half..][..half],
-            );
+            let angles = [&mut cos[i * half..][..half], &mut sin[i * half..][..half]];
+            self.embed(id, past + i, row, angles)?;
         }
         let per_block = BLOCK_LINEARS.len();
         for blk in 0..c.blocks {
@@ -593,6 +574,98 @@ impl<'a> Llama<'a> {
     }
 }
 
+/// A step's working memory over `t` rows, cut from its arena ([`Llama::step_bufs`]).
+struct StepBufs<'x> {
+    x: &'x mut [f32],
+    xn: &'x mut [f32],
+    q: &'x mut [f32],
+    k: &'x mut [f32],
+    v: &'x mut [f32],
+    att: &'x mut [f32],
+    gate: &'x mut [f32],
+    up: &'x mut [f32],
+    cos: &'x mut [f32],
+    sin: &'x mut [f32],
+    scores: &'x mut [f32],
+    partials: &'x mut [f32],
+    normw: &'x mut [f32],
+    sc: SlotScratch<'x>,
+}
+
+impl<'a> Llama<'a> {
+    /// The buffers of a step over `t` rows, from an arena of at least
+    /// [`Llama::step_arena`]`(t)` values (checked by the caller): hidden states, normed
+    /// states, q, k, v, attention output, gate and up, RoPE angles, attention scores,
+    /// key-block partial results, a norm weight, and the slot scratch.
+    fn step_bufs<'x>(&self, arena: &'x mut [f32], t: usize) -> StepBufs<'x> {
+        let c = &self.config;
+        let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
+        let half = c.rope_dims / 2;
+        let (x, rest) = arena.split_at_mut(t * h);
+        let (xn, rest) = rest.split_at_mut(t * h);
+        let (q, rest) = rest.split_at_mut(t * h);
+        let (k, rest) = rest.split_at_mut(t * kvw);
+        let (v, rest) = rest.split_at_mut(t * kvw);
+        let (att, rest) = rest.split_at_mut(t * h);
+        let (gate, rest) = rest.split_at_mut(t * f);
+        let (up, rest) = rest.split_at_mut(t * f);
+        let (cos, rest) = rest.split_at_mut(t * half);
+        let (sin, rest) = rest.split_at_mut(t * half);
+        let (scores, rest) = rest.split_at_mut(c.heads / c.kv_heads * c.context);
+        let (partials, rest) = rest.split_at_mut(self.partials_len());
+        let (normw, rest) = rest.split_at_mut(h);
+        let (rot, rest) = rest.split_at_mut(t * wide);
+        let (spare, rest) = rest.split_at_mut(t * wide);
+        let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * t));
+        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, t).max(h));
+        let bias = &mut rest[..wide];
+        StepBufs {
+            x,
+            xn,
+            q,
+            k,
+            v,
+            att,
+            gate,
+            up,
+            cos,
+            sin,
+            scores,
+            partials,
+            normw,
+            sc: SlotScratch {
+                rot,
+                spare,
+                chain,
+                wbuf,
+                bias,
+            },
+        }
+    }
+
+    /// Token `id`'s embedding into `row`, and the RoPE angles of position `pos` into
+    /// `cos` and `sin` (`rope_dims / 2` each).
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] for an id outside the vocabulary; the tensor's decoding errors.
+    fn embed(
+        &self,
+        id: u32,
+        pos: usize,
+        row: &mut [f32],
+        [cos, sin]: [&mut [f32]; 2],
+    ) -> Result<()> {
+        let c = &self.config;
+        let id = id as usize;
+        if id >= c.vocab {
+            return Err(Error::BadInput);
+        }
+        self.token_embd.decode_f32(id * c.hidden, row)?;
+        rope_angles(pos, c.rope_dims, c.rope_base, cos, sin);
+        Ok(())
+    }
+}
+
 impl<'a> Llama<'a> {
     /// Arena `f32`s of [`Llama::decode_steps`] for `n` sequences: a step's over `n` tokens,
     /// and the output head's `n` rows of logits as its threads write them (by runs of
@@ -654,50 +727,33 @@ impl<'a> Llama<'a> {
         let logits = output
             .get_mut(..want)
             .ok_or(Error::BufferTooSmall { needed: want, got })?;
-        let (h, f, kvw, wide) = (c.hidden, c.ffn, c.kv_width(), self.wide());
+        let (h, f, kvw) = (c.hidden, c.ffn, c.kv_width());
         let half = c.rope_dims / 2;
         let (arena, heads_out) = arena.split_at_mut(self.step_arena(n));
-        let (x, rest) = arena.split_at_mut(n * h);
-        let (xn, rest) = rest.split_at_mut(n * h);
-        let (q, rest) = rest.split_at_mut(n * h);
-        let (k, rest) = rest.split_at_mut(n * kvw);
-        let (v, rest) = rest.split_at_mut(n * kvw);
-        let (att, rest) = rest.split_at_mut(n * h);
-        let (gate, rest) = rest.split_at_mut(n * f);
-        let (up, rest) = rest.split_at_mut(n * f);
-        let (cos, rest) = rest.split_at_mut(n * half);
-        let (sin, rest) = rest.split_at_mut(n * half);
-        let (scores, rest) = rest.split_at_mut(c.heads / c.kv_heads * c.context);
-        let (partials, rest) = rest.split_at_mut(self.partials_len());
-        let (normw, rest) = rest.split_at_mut(h);
-        let (rot, rest) = rest.split_at_mut(n * wide);
-        let (spare, rest) = rest.split_at_mut(n * wide);
-        let (chain, rest) = rest.split_at_mut((2 * wide).max(MAX_BLOCK_SIZE * n));
-        let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, n).max(h));
-        let bias = &mut rest[..wide];
-        let mut sc = SlotScratch {
-            rot,
-            spare,
-            chain,
-            wbuf,
-            bias,
-        };
+        let StepBufs {
+            x,
+            xn,
+            q,
+            k,
+            v,
+            att,
+            gate,
+            up,
+            cos,
+            sin,
+            scores,
+            partials,
+            normw,
+            mut sc,
+        } = self.step_bufs(arena, n);
         let mut adapters: heapless::Vec<Option<&Prepared<'a, '_>>, MAX_STEPS> =
             heapless::Vec::new();
         for (b, s) in steps.iter().enumerate() {
             adapters
                 .push(s.adapter)
                 .map_err(|_| Error::CapacityExceeded)?;
-            let past = s.state.len();
-            self.token_embd
-                .decode_f32(s.token as usize * h, &mut x[b * h..][..h])?;
-            rope_angles(
-                past,
-                c.rope_dims,
-                c.rope_base,
-                &mut cos[b * half..][..half],
-                &mut sin[b * half..][..half],
-            );
+            let angles = [&mut cos[b * half..][..half], &mut sin[b * half..][..half]];
+            self.embed(s.token, s.state.len(), &mut x[b * h..][..h], angles)?;
         }
         let adapters = &adapters[..];
         let per_block = BLOCK_LINEARS.len();
