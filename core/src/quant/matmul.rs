@@ -244,7 +244,13 @@ pub(crate) fn matmul_then(
 ///
 /// # Errors
 /// As [`matmul`].
-#[cfg_attr(not(feature = "llama"), allow(dead_code))]
+#[cfg_attr(
+    not(all(
+        feature = "llama",
+        any(feature = "q8_0", feature = "q4", feature = "k-quants")
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn matmul_decode_then(
     w: &QMatrix<'_>,
     rows: Range<usize>,
@@ -724,10 +730,7 @@ fn float_rows(p: &Problem<'_>, y: &mut [f32], size: usize, widen: impl Fn(&[u8],
 /// Blocks of 32 (`B` bytes, value = `d q + m`) against Q8_1 inputs; `MIN` adds the
 /// `m * s` term (Q4_1).
 #[inline(always)]
-#[cfg_attr(
-    not(any(feature = "q4", feature = "q8_0", feature = "k-quants")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(any(feature = "q4", feature = "q8_0")), allow(dead_code))]
 fn block_rows<const B: usize, const MIN: bool>(
     p: &Problem<'_>,
     y: &mut [f32],
