@@ -472,78 +472,25 @@ impl<'a> Llama<'a> {
         let logits = output
             .get_mut(..want)
             .ok_or(Error::BufferTooSmall { needed: want, got })?;
-        let (h, f, kvw) = (c.hidden, c.ffn, c.kv_width());
+        let h = c.hidden;
         let half = c.rope_dims / 2;
         let StepBufs {
-            x,
-            xn,
-            q,
-            k,
-            v,
-            att,
-            gate,
-            up,
-            cos,
-            sin,
-            scores,
-            partials,
-            normw,
+            blocks: mut bufs,
+            attention,
             mut sc,
         } = self.step_bufs(arena, t);
-        for (i, (&id, row)) in tokens.iter().zip(x.chunks_exact_mut(h)).enumerate() {
+        let [cos, sin] = &mut bufs.angles;
+        for (i, (&id, row)) in tokens.iter().zip(bufs.x.chunks_exact_mut(h)).enumerate() {
             let angles = [&mut cos[i * half..][..half], &mut sin[i * half..][..half]];
             self.embed(id, past + i, row, angles)?;
         }
-        let per_block = BLOCK_LINEARS.len();
-        for blk in 0..c.blocks {
-            let s0 = blk * per_block;
-            let norm = |i: usize| {
-                lin.slots
-                    .get(s0 + i)
-                    .and_then(|s| s.norm)
-                    .ok_or(Error::MissingTensor)
-            };
-            // Attention.
-            norm(0)?.decode_f32(0, normw)?;
-            normed(lin.exec, x, xn, t, h, normw, c.eps)?;
-            lin.apply(s0, xn, t, q, &mut sc)?;
-            lin.apply_pair(s0 + 1, xn, t, k, v, &mut sc)?;
-            for i in 0..t {
-                let (cs, sn) = (&cos[i * half..][..half], &sin[i * half..][..half]);
-                rope_apply(&mut q[i * h..][..h], c.head_dim, c.rope_dims, cs, sn);
-                rope_apply(&mut k[i * kvw..][..kvw], c.head_dim, c.rope_dims, cs, sn);
-            }
+        let one = OneSequence { lin, t };
+        let mut attend = |blk: usize, qkv: [&[f32]; 3], att: &mut [f32], sp: [&mut [f32]; 2]| {
             let cache = (kv.reborrow(), context, past);
-            attend_cached(
-                self,
-                lin.exec,
-                cache,
-                (blk, t),
-                [q, k, v],
-                att,
-                [scores, partials],
-            )?;
-            lin.apply(s0 + 3, att, t, xn, &mut sc)?;
-            for (a, b) in x.iter_mut().zip(xn.iter()) {
-                *a += b;
-            }
-            // Feed-forward.
-            norm(4)?.decode_f32(0, normw)?;
-            normed(lin.exec, x, xn, t, h, normw, c.eps)?;
-            lin.apply_pair(s0 + 4, xn, t, gate, up, &mut sc)?;
-            let up: &[f32] = up;
-            for_rows(lin.exec, gate, t, f, &|first, rows| {
-                let Some(u) = up.get(first * f..first * f + rows.len()) else {
-                    return false;
-                };
-                swiglu(rows, u);
-                true
-            })?;
-            lin.apply(s0 + 6, gate, t, xn, &mut sc)?;
-            for (a, b) in x.iter_mut().zip(xn.iter()) {
-                *a += b;
-            }
-        }
+            attend_cached(self, lin.exec, cache, (blk, t), qkv, att, sp)
+        };
+        self.run_blocks(&one, &mut bufs, t, &mut attend, (attention, &mut sc))?;
+        let Blocks { x, xn, normw, .. } = bufs;
         // The head reads the last `heads` positions (generation: the last one only).
         self.output_norm.decode_f32(0, normw)?;
         let last = &mut xn[..heads * h];
@@ -574,8 +521,92 @@ impl<'a> Llama<'a> {
     }
 }
 
-/// A step's working memory over `t` rows, cut from its arena ([`Llama::step_bufs`]).
-struct StepBufs<'x> {
+/// How a step runs the slots of its blocks on its `t` rows: the rows of one sequence
+/// through its [`Linears`], or one row of each of several sequences, each under its own
+/// adapter, through [`apply_steps`].
+trait BlockSlots<'a> {
+    /// The executor the step splits its work with.
+    fn exec(&self) -> Exec<'_>;
+    /// The base's slots (norm weights included).
+    fn slots(&self) -> &SlotTable<'a>;
+    /// Slot `i` on the rows `x` into `y`.
+    fn apply(&self, i: usize, x: &mut [f32], y: &mut [f32], sc: &mut SlotScratch<'_>)
+        -> Result<()>;
+    /// Slots `i` and `i + 1`, which read the same rows `x`, into `ya` and `yb`.
+    fn apply_pair(
+        &self,
+        i: usize,
+        x: &mut [f32],
+        [ya, yb]: [&mut [f32]; 2],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<()> {
+        self.apply(i, x, ya, sc)?;
+        self.apply(i + 1, x, yb, sc)
+    }
+}
+
+/// The `t` rows of one sequence ([`Llama::run_step`]).
+struct OneSequence<'l, 'r, 'a> {
+    lin: &'l Linears<'r, 'a>,
+    t: usize,
+}
+
+impl<'a> BlockSlots<'a> for OneSequence<'_, '_, 'a> {
+    fn exec(&self) -> Exec<'_> {
+        self.lin.exec
+    }
+    fn slots(&self) -> &SlotTable<'a> {
+        self.lin.slots
+    }
+    fn apply(
+        &self,
+        i: usize,
+        x: &mut [f32],
+        y: &mut [f32],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<()> {
+        self.lin.apply(i, x, self.t, y, sc).map(|_| ())
+    }
+    fn apply_pair(
+        &self,
+        i: usize,
+        x: &mut [f32],
+        [ya, yb]: [&mut [f32]; 2],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<()> {
+        self.lin.apply_pair(i, x, self.t, ya, yb, sc)
+    }
+}
+
+/// One row of each of several sequences, row `b` under `adapters[b]`
+/// ([`Llama::decode_steps`]).
+struct Sequences<'s, 'e, 'a, 'w> {
+    slots: &'s SlotTable<'a>,
+    adapters: &'s [Option<&'s Prepared<'a, 'w>>],
+    exec: Exec<'e>,
+}
+
+impl<'a> BlockSlots<'a> for Sequences<'_, '_, 'a, '_> {
+    fn exec(&self) -> Exec<'_> {
+        self.exec
+    }
+    fn slots(&self) -> &SlotTable<'a> {
+        self.slots
+    }
+    fn apply(
+        &self,
+        i: usize,
+        x: &mut [f32],
+        y: &mut [f32],
+        sc: &mut SlotScratch<'_>,
+    ) -> Result<()> {
+        let n = self.adapters.len();
+        apply_steps(self.slots, self.adapters, self.exec, i, x, n, y, sc).map(|_| ())
+    }
+}
+
+/// The buffers the blocks of a step read and write ([`Llama::run_blocks`]).
+struct Blocks<'x> {
     x: &'x mut [f32],
     xn: &'x mut [f32],
     q: &'x mut [f32],
@@ -584,11 +615,86 @@ struct StepBufs<'x> {
     att: &'x mut [f32],
     gate: &'x mut [f32],
     up: &'x mut [f32],
-    cos: &'x mut [f32],
-    sin: &'x mut [f32],
-    scores: &'x mut [f32],
-    partials: &'x mut [f32],
+    /// The rows' RoPE angles (cosines, sines).
+    angles: [&'x mut [f32]; 2],
     normw: &'x mut [f32],
+}
+
+/// A step's attention over its caches: `(block, [q, k, v] of its rows after RoPE, the
+/// attention output, [scores, partials] scratch)`.
+type AttendFn<'f> = dyn FnMut(usize, [&[f32]; 3], &mut [f32], [&mut [f32]; 2]) -> Result<()> + 'f;
+
+impl<'a> Llama<'a> {
+    /// Every block of a step on its `t` rows in `b.x`: RMS norm, q, k and v, RoPE, the
+    /// attention (`attend`: one sequence's causal attention, or each sequence's over its
+    /// own cache), the output slot and the residual; RMS norm, gate and up, SwiGLU, down
+    /// and the residual.
+    fn run_blocks(
+        &self,
+        s: &dyn BlockSlots<'a>,
+        b: &mut Blocks<'_>,
+        t: usize,
+        attend: &mut AttendFn<'_>,
+        ([scores, partials], sc): ([&mut [f32]; 2], &mut SlotScratch<'_>),
+    ) -> Result<()> {
+        let c = &self.config;
+        let (h, f, kvw) = (c.hidden, c.ffn, c.kv_width());
+        let half = c.rope_dims / 2;
+        let exec = s.exec();
+        let per_block = BLOCK_LINEARS.len();
+        for blk in 0..c.blocks {
+            let s0 = blk * per_block;
+            let norm = |i: usize| {
+                s.slots()
+                    .get(s0 + i)
+                    .and_then(|s| s.norm)
+                    .ok_or(Error::MissingTensor)
+            };
+            // Attention.
+            norm(0)?.decode_f32(0, b.normw)?;
+            normed(exec, b.x, b.xn, t, h, b.normw, c.eps)?;
+            s.apply(s0, b.xn, b.q, sc)?;
+            s.apply_pair(s0 + 1, b.xn, [&mut *b.k, &mut *b.v], sc)?;
+            let [cos, sin] = &b.angles;
+            for i in 0..t {
+                let (cs, sn) = (&cos[i * half..][..half], &sin[i * half..][..half]);
+                rope_apply(&mut b.q[i * h..][..h], c.head_dim, c.rope_dims, cs, sn);
+                rope_apply(&mut b.k[i * kvw..][..kvw], c.head_dim, c.rope_dims, cs, sn);
+            }
+            let qkv = [&*b.q, &*b.k, &*b.v];
+            attend(blk, qkv, b.att, [&mut *scores, &mut *partials])?;
+            s.apply(s0 + 3, b.att, b.xn, sc)?;
+            for (a, r) in b.x.iter_mut().zip(b.xn.iter()) {
+                *a += r;
+            }
+            // Feed-forward.
+            norm(4)?.decode_f32(0, b.normw)?;
+            normed(exec, b.x, b.xn, t, h, b.normw, c.eps)?;
+            s.apply_pair(s0 + 4, b.xn, [&mut *b.gate, &mut *b.up], sc)?;
+            let up: &[f32] = b.up;
+            for_rows(exec, b.gate, t, f, &|first, rows| {
+                let Some(u) = up.get(first * f..first * f + rows.len()) else {
+                    return false;
+                };
+                swiglu(rows, u);
+                true
+            })?;
+            s.apply(s0 + 6, b.gate, b.xn, sc)?;
+            for (a, r) in b.x.iter_mut().zip(b.xn.iter()) {
+                *a += r;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A step's working memory over `t` rows, cut from its arena ([`Llama::step_bufs`]).
+struct StepBufs<'x> {
+    /// What the blocks read and write.
+    blocks: Blocks<'x>,
+    /// Attention scores and a decoding step's key-block partial results.
+    attention: [&'x mut [f32]; 2],
+    /// The slot scratch.
     sc: SlotScratch<'x>,
 }
 
@@ -620,19 +726,19 @@ impl<'a> Llama<'a> {
         let (wbuf, rest) = rest.split_at_mut(weight_scratch_len(wide, t).max(h));
         let bias = &mut rest[..wide];
         StepBufs {
-            x,
-            xn,
-            q,
-            k,
-            v,
-            att,
-            gate,
-            up,
-            cos,
-            sin,
-            scores,
-            partials,
-            normw,
+            blocks: Blocks {
+                x,
+                xn,
+                q,
+                k,
+                v,
+                att,
+                gate,
+                up,
+                angles: [cos, sin],
+                normw,
+            },
+            attention: [scores, partials],
             sc: SlotScratch {
                 rot,
                 spare,
@@ -727,23 +833,12 @@ impl<'a> Llama<'a> {
         let logits = output
             .get_mut(..want)
             .ok_or(Error::BufferTooSmall { needed: want, got })?;
-        let (h, f, kvw) = (c.hidden, c.ffn, c.kv_width());
+        let (h, kvw) = (c.hidden, c.kv_width());
         let half = c.rope_dims / 2;
         let (arena, heads_out) = arena.split_at_mut(self.step_arena(n));
         let StepBufs {
-            x,
-            xn,
-            q,
-            k,
-            v,
-            att,
-            gate,
-            up,
-            cos,
-            sin,
-            scores,
-            partials,
-            normw,
+            blocks: mut bufs,
+            attention,
             mut sc,
         } = self.step_bufs(arena, n);
         let mut adapters: heapless::Vec<Option<&Prepared<'a, '_>>, MAX_STEPS> =
@@ -752,70 +847,29 @@ impl<'a> Llama<'a> {
             adapters
                 .push(s.adapter)
                 .map_err(|_| Error::CapacityExceeded)?;
+            let [cos, sin] = &mut bufs.angles;
             let angles = [&mut cos[b * half..][..half], &mut sin[b * half..][..half]];
-            self.embed(s.token, s.state.len(), &mut x[b * h..][..h], angles)?;
+            self.embed(s.token, s.state.len(), &mut bufs.x[b * h..][..h], angles)?;
         }
-        let adapters = &adapters[..];
-        let per_block = BLOCK_LINEARS.len();
-        let apply = |i: usize, x: &mut [f32], y: &mut [f32], sc: &mut SlotScratch<'_>| {
-            apply_steps(slots, adapters, exec, i, x, n, y, sc)
+        let seqs = Sequences {
+            slots,
+            adapters: &adapters[..],
+            exec,
         };
-        for blk in 0..c.blocks {
-            let s0 = blk * per_block;
-            let norm = |i: usize| {
-                slots
-                    .get(s0 + i)
-                    .and_then(|s| s.norm)
-                    .ok_or(Error::MissingTensor)
+        // Each sequence against its own cache.
+        let mut attend =
+            |blk: usize, [q, k, v]: [&[f32]; 3], att: &mut [f32], [sc, pa]: [&mut [f32]; 2]| {
+                for (b, s) in steps.iter_mut().enumerate() {
+                    let owner = s.adapter.map(|p| p.state_key());
+                    let cache = s.state.claim(owner)?;
+                    let qkv = [&q[b * h..][..h], &k[b * kvw..][..kvw], &v[b * kvw..][..kvw]];
+                    let out = &mut att[b * h..][..h];
+                    attend_cached(self, exec, cache, (blk, 1), qkv, out, [&mut *sc, &mut *pa])?;
+                }
+                Ok(())
             };
-            // Attention: each sequence against its own cache.
-            norm(0)?.decode_f32(0, normw)?;
-            normed(exec, x, xn, n, h, normw, c.eps)?;
-            apply(s0, xn, q, &mut sc)?;
-            apply(s0 + 1, xn, k, &mut sc)?;
-            apply(s0 + 2, xn, v, &mut sc)?;
-            for (b, s) in steps.iter_mut().enumerate() {
-                let (cs, sn) = (&cos[b * half..][..half], &sin[b * half..][..half]);
-                let qb = &mut q[b * h..][..h];
-                let (kb, vb) = (&mut k[b * kvw..][..kvw], &v[b * kvw..][..kvw]);
-                rope_apply(qb, c.head_dim, c.rope_dims, cs, sn);
-                rope_apply(kb, c.head_dim, c.rope_dims, cs, sn);
-                let owner = s.adapter.map(|p| p.state_key());
-                let (kv, context, past) = s.state.claim(owner)?;
-                let out = &mut att[b * h..][..h];
-                let cache = (kv, context, past);
-                attend_cached(
-                    self,
-                    exec,
-                    cache,
-                    (blk, 1),
-                    [qb, kb, vb],
-                    out,
-                    [scores, partials],
-                )?;
-            }
-            apply(s0 + 3, att, xn, &mut sc)?;
-            for (a, b) in x.iter_mut().zip(xn.iter()) {
-                *a += b;
-            }
-            // Feed-forward.
-            norm(4)?.decode_f32(0, normw)?;
-            normed(exec, x, xn, n, h, normw, c.eps)?;
-            apply(s0 + 4, xn, gate, &mut sc)?;
-            apply(s0 + 5, xn, up, &mut sc)?;
-            let up: &[f32] = up;
-            for_rows(exec, gate, n, f, &|first, rows| {
-                let Some(u) = up.get(first * f..first * f + rows.len()) else {
-                    return false;
-                };
-                swiglu(rows, u);
-                true
-            })?;
-            apply(s0 + 6, gate, xn, &mut sc)?;
-            for (a, b) in x.iter_mut().zip(xn.iter()) {
-                *a += b;
-            }
-        }
+        self.run_blocks(&seqs, &mut bufs, n, &mut attend, (attention, &mut sc))?;
+        let Blocks { x, xn, normw, .. } = bufs;
         self.output_norm.decode_f32(0, normw)?;
         xn.copy_from_slice(x);
         for row in xn.chunks_exact_mut(h) {
