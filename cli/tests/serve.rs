@@ -696,34 +696,48 @@ fn prompt_cache_is_keyed_by_adapter_and_tokens() {
     let Some(paths) = llama_and_adapters("serve-llama-cache", &["alpha:1"]) else {
         return;
     };
-    let args = serve_args(
-        &paths,
-        &["--parallel", "1", "--ctx-size", "512", "--threads", "1"],
-    );
-    let long: Vec<u32> = (0..300).map(|i| 200 + (i * 13) % 5000).collect();
-    let fresh = |model: &str| {
+    // One slot: each request computes its own steps; two: the batch thread computes them
+    // (the prompt's chunks too).
+    for parallel in ["1", "2"] {
+        let args = serve_args(
+            &paths,
+            &[
+                "--parallel",
+                parallel,
+                "--ctx-size",
+                "512",
+                "--threads",
+                "1",
+            ],
+        );
+        let long: Vec<u32> = (0..300).map(|i| 200 + (i * 13) % 5000).collect();
+        let fresh = |model: &str| {
+            let s = Server::start(&args);
+            greedy(&s, model, &long, 4).0
+        };
+        let (base_alone, alpha_alone) = (fresh("base"), fresh("alpha"));
+        assert_ne!(base_alone, alpha_alone);
         let s = Server::start(&args);
-        greedy(&s, model, &long, 4).0
-    };
-    let (base_alone, alpha_alone) = (fresh("base"), fresh("alpha"));
-    assert_ne!(base_alone, alpha_alone);
-    let s = Server::start(&args);
-    let (ids, v) = greedy(&s, "alpha", &long, 4);
-    assert_eq!(ids, alpha_alone);
-    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
-    // The same prompt again with the same adapter: the first 256 positions are reused.
-    let (ids, v) = greedy(&s, "alpha", &long, 4);
-    assert_eq!(ids, alpha_alone);
-    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 256);
-    // Under the base, nothing of alpha's state is reused, and the answer is the base's.
-    let (ids, v) = greedy(&s, "base", &long, 4);
-    assert_eq!(ids, base_alone);
-    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
-    // A different prompt with the same first 256 tokens reuses them.
-    let mut other = long.clone();
-    other[280] += 1;
-    let (_, v) = greedy(&s, "base", &other, 4);
-    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 256);
+        let (ids, v) = greedy(&s, "alpha", &long, 4);
+        assert_eq!(ids, alpha_alone);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+        // The same prompt again with the same adapter: the first 256 positions are reused.
+        let (ids, v) = greedy(&s, "alpha", &long, 4);
+        assert_eq!(ids, alpha_alone, "--parallel {parallel}");
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 256);
+        // Under the base, nothing of alpha's state is reused, and the answer is the base's.
+        let (ids, v) = greedy(&s, "base", &long, 4);
+        assert_eq!(ids, base_alone, "--parallel {parallel}");
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+        // A different prompt with the same first 256 tokens reuses them.
+        let mut other = long.clone();
+        other[280] += 1;
+        let (_, v) = greedy(&s, "base", &other, 4);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 256);
+        if parallel == "2" {
+            assert!(s.metric("riffle_decode_batches_total") > 0.0);
+        }
+    }
 }
 
 #[test]
