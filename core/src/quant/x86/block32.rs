@@ -118,10 +118,10 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
     while t < n {
         // Up to four inputs per pass over the weights on the 512-bit kernel (each input's
         // arithmetic the same as alone: its own lanes and accumulators), one elsewhere.
-        let take = if wide && kind != Q5_0 {
-            (n - t).min(STEPS)
-        } else {
-            1
+        let take = match (wide, kind) {
+            (true, Q5_0) => 1,
+            (true, _) => (n - t).min(STEPS),
+            (false, _) => (n - t).min(AVX2_STEPS),
         };
         let job = Job {
             w: p.data,
@@ -143,10 +143,10 @@ pub(in crate::quant) fn run_block32(p: &Problem<'_>, y: &mut [f32], vnni: bool) 
                 (Q4_0, true) => wide_steps::<Q4_0, 18>(&job, out, stride, rows, take),
                 (Q5_0, true) => vnni_rows::<Q5_0, 22>(&job, out),
                 (_, true) => wide_steps::<Q4_1, 20>(&job, out, stride, rows, take),
-                (Q8_0, false) => avx2_rows::<Q8_0, 34>(&job, out),
-                (Q4_0, false) => avx2_rows::<Q4_0, 18>(&job, out),
-                (Q5_0, false) => avx2_rows::<Q5_0, 22>(&job, out),
-                (_, false) => avx2_rows::<Q4_1, 20>(&job, out),
+                (Q8_0, false) => avx2_steps::<Q8_0, 34>(&job, out, stride, rows, take),
+                (Q4_0, false) => avx2_steps::<Q4_0, 18>(&job, out, stride, rows, take),
+                (Q5_0, false) => avx2_steps::<Q5_0, 22>(&job, out, stride, rows, take),
+                (_, false) => avx2_steps::<Q4_1, 20>(&job, out, stride, rows, take),
             }
         }
         t += take;
@@ -413,11 +413,56 @@ unsafe fn quarters(rows: [*const u8; ROWS], at: usize) -> __m512i {
     }
 }
 
-/// [`rows`] with `vpmaddubsw` + `vpmaddwd` (AVX2).
+/// [`rows`] with `vpmaddubsw` + `vpmaddwd` (AVX2), for `take` (1 to [`AVX2_STEPS`])
+/// activation rows, their outputs `stride` apart in `out`: several (a batch of decoding
+/// steps) share one pass over the weights, a weight row at a time, each with its own
+/// accumulators (the same arithmetic as alone).
+///
+/// # Safety
+/// AVX2, FMA and F16C present; `job` as [`Job`] says with `take` activation rows, `B` the
+/// bytes of a `K` block; `out` holds `(take - 1) · stride + count` values.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2_rows<const K: u8, const B: usize>(job: &Job<'_>, out: &mut [f32]) {
-    // SAFETY: the caller checked AVX2, FMA and F16C, and the lengths in `job`.
-    unsafe { rows::<K, B, false>(job, out) }
+unsafe fn avx2_steps<const K: u8, const B: usize>(
+    job: &Job<'_>,
+    out: &mut [f32],
+    stride: usize,
+    count: usize,
+    take: usize,
+) {
+    // SAFETY: the caller checked AVX2, FMA and F16C, and the lengths.
+    unsafe {
+        match take {
+            1 => rows::<K, B, false>(job, &mut out[..count]),
+            2 => rows_steps::<K, B, 2>(job, out, stride, count),
+            3 => rows_steps::<K, B, 3>(job, out, stride, count),
+            _ => rows_steps::<K, B, 4>(job, out, stride, count),
+        }
+    }
+}
+
+/// Activation rows that share one pass over the weights on the AVX2 kernel (its 16
+/// vector registers hold the accumulators of one weight row against four).
+const AVX2_STEPS: usize = 4;
+
+/// Every output of `T` activation rows, one weight row at a time.
+///
+/// # Safety
+/// As [`avx2_steps`] with `take = T`.
+#[inline(always)]
+unsafe fn rows_steps<const K: u8, const B: usize, const T: usize>(
+    job: &Job<'_>,
+    out: &mut [f32],
+    stride: usize,
+    rows: usize,
+) {
+    for r in 0..rows {
+        let mut sums = [[0f32; 1]; T];
+        // SAFETY: row r exists (the loop bound, and the caller's lengths).
+        unsafe { dot_rows::<K, B, false, 1, T>(job, r, &mut sums) };
+        for (t, s) in sums.iter().enumerate() {
+            out[t * stride + r] = s[0];
+        }
+    }
 }
 
 /// [`rows`] with `vpdpbusd` (AVX-512 VNNI, 256-bit form): one instruction for the
@@ -437,17 +482,17 @@ unsafe fn vnni_rows<const K: u8, const B: usize>(job: &Job<'_>, out: &mut [f32])
 unsafe fn rows<const K: u8, const B: usize, const VNNI: bool>(job: &Job<'_>, out: &mut [f32]) {
     let mut r = 0;
     while r + ROWS <= out.len() {
-        let mut sums = [0f32; ROWS];
+        let mut sums = [[0f32; ROWS]; 1];
         // SAFETY: rows r .. r + ROWS exist (the loop bound, and the caller's lengths).
-        unsafe { dot_rows::<K, B, VNNI, ROWS>(job, r, &mut sums) };
-        out[r..r + ROWS].copy_from_slice(&sums);
+        unsafe { dot_rows::<K, B, VNNI, ROWS, 1>(job, r, &mut sums) };
+        out[r..r + ROWS].copy_from_slice(&sums[0]);
         r += ROWS;
     }
     while r < out.len() {
-        let mut sum = [0f32; 1];
+        let mut sum = [[0f32; 1]; 1];
         // SAFETY: row r exists (the loop bound).
-        unsafe { dot_rows::<K, B, VNNI, 1>(job, r, &mut sum) };
-        out[r] = sum[0];
+        unsafe { dot_rows::<K, B, VNNI, 1, 1>(job, r, &mut sum) };
+        out[r] = sum[0][0];
         r += 1;
     }
 }
@@ -458,10 +503,16 @@ unsafe fn rows<const K: u8, const B: usize, const VNNI: bool>(job: &Job<'_>, out
 /// As [`rows`], and rows `r .. r + R` inside `job.w`.
 #[inline(always)]
 #[allow(unused_unsafe)]
-unsafe fn dot_rows<const K: u8, const B: usize, const VNNI: bool, const R: usize>(
+unsafe fn dot_rows<
+    const K: u8,
+    const B: usize,
+    const VNNI: bool,
+    const R: usize,
+    const T: usize,
+>(
     job: &Job<'_>,
     r: usize,
-    sums: &mut [f32; R],
+    sums: &mut [[f32; R]; T],
 ) {
     // SAFETY (every pointer read below): the weight rows r .. r + R hold `blocks`
     // blocks of B bytes each and the activation row `blocks` blocks of Q8_1_BYTES (the
@@ -470,14 +521,17 @@ unsafe fn dot_rows<const K: u8, const B: usize, const VNNI: bool, const R: usize
     // 0..40 of 40. The intrinsics' features are enabled by the caller.
     unsafe {
         let w0 = job.w.as_ptr().add(r * job.rb);
-        let a0 = job.act.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut mins = [_mm_setzero_ps(); R];
+        let arow = job.blocks * Q8_1_BYTES;
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut mins = [[_mm_setzero_ps(); T]; R];
         for b in 0..job.blocks {
-            let ab = a0.add(b * Q8_1_BYTES);
-            // (d, s) of the activation block: its scale and d · Σ q.
-            let ds = _mm_castsi128_ps(_mm_loadl_epi64(ab.cast()));
-            let av = _mm256_loadu_si256(ab.add(8).cast());
+            // (d, s) of each activation row's block: its scale and d · Σ q; its quants.
+            let ab: [*const u8; T] =
+                core::array::from_fn(|t| job.act.as_ptr().add(t * arow + b * Q8_1_BYTES));
+            let ds: [__m128; T] =
+                core::array::from_fn(|t| _mm_castsi128_ps(_mm_loadl_epi64(ab[t].cast())));
+            let av: [__m256i; T] =
+                core::array::from_fn(|t| _mm256_loadu_si256(ab[t].add(8).cast()));
             for (i, (acc, mins)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
                 let wb = w0.add(i * job.rb + b * B);
                 _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(AHEAD_ROWS * job.rb).cast());
@@ -488,37 +542,43 @@ unsafe fn dot_rows<const K: u8, const B: usize, const VNNI: bool, const R: usize
                 } else {
                     i32::from(wb.cast::<u16>().read_unaligned())
                 };
-                let dm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(half)), ds);
-                let sum = match K {
-                    Q4_1 => {
-                        *mins = _mm_add_ps(*mins, dm);
-                        products::<VNNI>(nibbles(wb.add(4)), av)
-                    }
+                let wd = _mm_cvtph_ps(_mm_cvtsi32_si128(half));
+                // The weight block, unpacked once for every activation row: unsigned
+                // values (Q4_1), or signed ones.
+                let w = match K {
+                    Q4_1 => nibbles(wb.add(4)),
+                    Q8_0 => _mm256_loadu_si256(wb.add(2).cast()),
+                    Q4_0 => _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8)),
                     _ => {
-                        let w = match K {
-                            Q8_0 => _mm256_loadu_si256(wb.add(2).cast()),
-                            Q4_0 => _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8)),
-                            _ => {
-                                let qh = wb.add(2).cast::<u32>().read_unaligned();
-                                let sixteen = _mm256_set1_epi8(16);
-                                let high = _mm256_and_si256(bits_to_bytes(qh), sixteen);
-                                let q = _mm256_or_si256(nibbles(wb.add(6)), high);
-                                _mm256_sub_epi8(q, sixteen)
-                            }
-                        };
-                        // Signed weights: |w| times sign(a, w) keeps the
-                        // unsigned-by-signed form of the byte products.
-                        products::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(av, w))
+                        let qh = wb.add(2).cast::<u32>().read_unaligned();
+                        let sixteen = _mm256_set1_epi8(16);
+                        let high = _mm256_and_si256(bits_to_bytes(qh), sixteen);
+                        let q = _mm256_or_si256(nibbles(wb.add(6)), high);
+                        _mm256_sub_epi8(q, sixteen)
                     }
                 };
-                *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(sum), *acc);
+                for t in 0..T {
+                    let dm = _mm_mul_ps(wd, ds[t]);
+                    let sum = if K == Q4_1 {
+                        mins[t] = _mm_add_ps(mins[t], dm);
+                        products::<VNNI>(w, av[t])
+                    } else {
+                        // Signed weights: |w| times sign(a, w) keeps the
+                        // unsigned-by-signed form of the byte products.
+                        products::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(av[t], w))
+                    };
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(sum), acc[t]);
+                }
             }
         }
-        for ((s, acc), mins) in sums.iter_mut().zip(&acc).zip(&mins) {
-            *s = hsum(*acc);
-            if K == Q4_1 {
-                // Lane 1: Σ m_w · s_a.
-                *s += _mm_cvtss_f32(_mm_shuffle_ps::<1>(*mins, *mins));
+        for (t, sums) in sums.iter_mut().enumerate() {
+            for (i, s) in sums.iter_mut().enumerate() {
+                *s = hsum(acc[i][t]);
+                if K == Q4_1 {
+                    // Lane 1: Σ m_w · s_a.
+                    *s += _mm_cvtss_f32(_mm_shuffle_ps::<1>(mins[i][t], mins[i][t]));
+                }
             }
         }
     }
