@@ -168,6 +168,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
                     format!("cannot start the decoding thread: {e}"),
                 )
             })?;
+            eprintln!(
+                "riffle serve: the running requests' next tokens are decoded together, each under its own adapter (--no-batching: each on its own)"
+            );
             Some(b)
         } else {
             None
