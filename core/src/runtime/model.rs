@@ -394,6 +394,39 @@ impl<'a> Model<'a> {
     /// what [`Model::step`] gives that sequence alone. `arena` holds
     /// [`Model::decode_steps_arena_len`]`(steps.len())` values.
     ///
+    /// ```
+    /// use riffle_core::runtime::{DecodeStep, DecoderState, Model};
+    /// // The tests' tiny random llama (2 blocks, vocabulary of 261).
+    /// let file = include_bytes!("../../../tests/data/llama/tiny-llama-f32.gguf");
+    /// let model = Model::from_bytes(&file[..])?;
+    /// let (context, vocab) = (16, model.output_len());
+    /// let need = model.state_len(context);
+    /// let mut kv = [vec![0.0f32; need], vec![0.0f32; need], vec![0.0f32; need]];
+    /// let [kv_a, kv_b, kv_c] = &mut kv;
+    /// let mut a = DecoderState::new(kv_a, need, context)?;
+    /// let mut b = DecoderState::new(kv_b, need, context)?;
+    /// let mut c = DecoderState::new(kv_c, need, context)?; // b's twin, stepped alone
+    /// let (mut arena, mut alone) = (vec![0.0f32; model.step_arena_len(3)], vec![0.0f32; vocab]);
+    /// model.step(None, &mut a, &[1, 2, 3], &mut alone, &mut arena)?; // two prompts
+    /// model.step(None, &mut b, &[4, 5], &mut alone, &mut arena)?;
+    /// model.step(None, &mut c, &[4, 5], &mut alone, &mut arena)?;
+    ///
+    /// // One step of both sequences at once (each may name its own adapter).
+    /// let mut logits = vec![0.0f32; 2 * vocab];
+    /// let mut steps_arena = vec![0.0f32; model.decode_steps_arena_len(2)];
+    /// let mut steps = [
+    ///     DecodeStep { adapter: None, state: &mut a, token: 7 },
+    ///     DecodeStep { adapter: None, state: &mut b, token: 8 },
+    /// ];
+    /// model.decode_steps(&mut steps, &mut logits, &mut steps_arena)?;
+    /// assert_eq!((a.len(), b.len()), (4, 3));
+    ///
+    /// // Row 1 is b's next-token logits, exactly as a step of b alone gives them.
+    /// model.step(None, &mut c, &[8], &mut alone, &mut arena)?;
+    /// assert_eq!(&logits[vocab..], &alone[..]);
+    /// # Ok::<(), riffle_core::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`Model::step`] for any of the steps (checked for all before the first state
     /// changes: on error no state records a new position); [`Error::BadInput`] for no
