@@ -4,6 +4,7 @@
 
 use std::sync::OnceLock;
 
+use riffle_core::runtime::{DecodeStep, DecoderState, Model, Prepared};
 use riffle_host::threads::{available, Pool};
 
 use crate::fail::{bad, Result};
@@ -68,4 +69,40 @@ pub fn configure_kernels() -> Result<()> {
 /// The pool, when more than one thread was asked for.
 pub fn executor() -> Option<&'static Pool> {
     POOL.get().and_then(|p| p.as_ref())
+}
+
+/// `model.step` on the process's pool when there is one ([`executor`]), else on the
+/// calling thread.
+///
+/// # Errors
+/// As `Model::step`.
+pub fn step<'a>(
+    model: &Model<'a>,
+    adapter: Option<&Prepared<'a, '_>>,
+    state: &mut DecoderState<'_>,
+    tokens: &[u32],
+    logits: &mut [f32],
+    arena: &mut [f32],
+) -> std::result::Result<usize, riffle_core::Error> {
+    match executor() {
+        Some(p) => model.step_on(p, adapter, state, tokens, logits, arena),
+        None => model.step(adapter, state, tokens, logits, arena),
+    }
+}
+
+/// `model.decode_steps` on the process's pool when there is one, else on the calling
+/// thread.
+///
+/// # Errors
+/// As `Model::decode_steps`.
+pub fn decode_steps<'a>(
+    model: &Model<'a>,
+    steps: &mut [DecodeStep<'_, '_, 'a, '_>],
+    logits: &mut [f32],
+    arena: &mut [f32],
+) -> std::result::Result<(), riffle_core::Error> {
+    match executor() {
+        Some(p) => model.decode_steps_on(p, steps, logits, arena),
+        None => model.decode_steps(steps, logits, arena),
+    }
 }

@@ -432,7 +432,6 @@ impl Many {
     ) -> Result<[f64; 2]> {
         let n = self.kv.len();
         let vocab = model.output_len();
-        let pool = crate::threads::executor();
         let adapters: Vec<_> = (0..n).map(|b| adapter.filter(|_| b % 2 == 1)).collect();
         let mut speeds = [0.0; 2];
         for k in 0..2 {
@@ -449,11 +448,8 @@ impl Many {
                 .zip(&adapters)
                 .zip(self.logits.chunks_exact_mut(vocab))
             {
-                match pool {
-                    Some(p) => model.step_on(p, *a, state, prompt, logits, &mut self.arena),
-                    None => model.step(*a, state, prompt, logits, &mut self.arena),
-                }
-                .map_err(|e| runtime(name, e))?;
+                crate::threads::step(model, *a, state, prompt, logits, &mut self.arena)
+                    .map_err(|e| runtime(name, e))?;
             }
             let t = Instant::now();
             for _ in 0..gen {
@@ -473,17 +469,12 @@ impl Many {
                             token,
                         })
                         .collect();
-                    match pool {
-                        Some(p) => model.decode_steps_on(
-                            p,
-                            &mut steps,
-                            &mut self.logits,
-                            &mut self.steps_arena,
-                        ),
-                        None => {
-                            model.decode_steps(&mut steps, &mut self.logits, &mut self.steps_arena)
-                        }
-                    }
+                    crate::threads::decode_steps(
+                        model,
+                        &mut steps,
+                        &mut self.logits,
+                        &mut self.steps_arena,
+                    )
                     .map_err(|e| runtime(name, e))?;
                 } else {
                     for (((state, a), &token), logits) in states
@@ -492,13 +483,8 @@ impl Many {
                         .zip(&next)
                         .zip(self.logits.chunks_exact_mut(vocab))
                     {
-                        match pool {
-                            Some(p) => {
-                                model.step_on(p, *a, state, &[token], logits, &mut self.arena)
-                            }
-                            None => model.step(*a, state, &[token], logits, &mut self.arena),
-                        }
-                        .map_err(|e| runtime(name, e))?;
+                        crate::threads::step(model, *a, state, &[token], logits, &mut self.arena)
+                            .map_err(|e| runtime(name, e))?;
                     }
                 }
             }

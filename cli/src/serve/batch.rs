@@ -106,7 +106,6 @@ impl Batcher {
     /// most [`GATHER`]), decodes the generated tokens together and hands their states
     /// back, then reads one waiting prompt chunk.
     fn run(&self, model: &'static Model<'static>, chunk: usize) {
-        let pool = crate::threads::executor();
         let mut out = vec![0.0f32; self.max * model.output_len()];
         let mut arena = vec![0.0f32; model.decode_steps_arena_len(self.max)];
         let mut one = vec![0.0f32; model.step_arena_len(chunk.max(1))];
@@ -146,7 +145,7 @@ impl Batcher {
             if !tokens.is_empty() {
                 let n = tokens.len() as u64;
                 let results = catch_unwind(AssertUnwindSafe(|| {
-                    decode(model, pool, &mut tokens, (&mut out, &mut arena, &mut one))
+                    decode(model, &mut tokens, (&mut out, &mut arena, &mut one))
                 }))
                 .unwrap_or_else(|_| vec![Err(Error::BadInput); tokens.len()]);
                 self.steps.fetch_add(1, Ordering::Relaxed);
@@ -157,7 +156,6 @@ impl Batcher {
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     decode(
                         model,
-                        pool,
                         std::slice::from_mut(&mut job),
                         (&mut out, &mut arena, &mut one),
                     )
@@ -187,7 +185,6 @@ fn reply(jobs: Vec<Job>, results: Vec<Result<(), Error>>) {
 /// as a whole, step by step, each with its own result.
 fn decode(
     model: &'static Model<'static>,
-    pool: Option<&'static riffle_host::threads::Pool>,
     jobs: &mut [Job],
     (out, arena, one): (&mut [f32], &mut [f32], &mut [f32]),
 ) -> Vec<Result<(), Error>> {
@@ -208,10 +205,7 @@ fn decode(
                 token: j.tokens[0],
             })
             .collect();
-        let r = match pool {
-            Some(p) => model.decode_steps_on(p, &mut steps, out, arena),
-            None => model.decode_steps(&mut steps, out, arena),
-        };
+        let r = crate::threads::decode_steps(model, &mut steps, out, arena);
         if r.is_ok() {
             for (j, row) in jobs.iter_mut().zip(out.chunks_exact(vocab)) {
                 j.logits.copy_from_slice(row);
@@ -222,11 +216,7 @@ fn decode(
     jobs.iter_mut()
         .zip(&adapters)
         .map(|(j, a)| {
-            match pool {
-                Some(p) => model.step_on(p, *a, &mut j.state, &j.tokens, &mut j.logits, one),
-                None => model.step(*a, &mut j.state, &j.tokens, &mut j.logits, one),
-            }
-            .map(|_| ())
+            crate::threads::step(model, *a, &mut j.state, &j.tokens, &mut j.logits, one).map(|_| ())
         })
         .collect()
 }
@@ -245,8 +235,10 @@ impl Decoding {
     /// `logits`, as `Session::step` would with this request's adapter.
     ///
     /// # Errors
-    /// The step's error ([`Error::BadInput`] if the batch thread failed: the state is then
-    /// the one before the step).
+    /// The step's error, with the state back and holding the positions it held
+    /// ([`Error::BadInput`] if the step panicked); [`Error::BadInput`] if the batch
+    /// thread is gone, and then the state is not back: `state` is left empty (no
+    /// context), so the slot's next request fails instead of reading another's cache.
     pub fn step(
         &mut self,
         state: &mut DecoderState<'static>,
