@@ -463,9 +463,7 @@ impl<'a> Linears<'_, 'a> {
         t: &LayerTransform<'_>,
         token_step: bool,
     ) -> Option<ReflectorChain<'_>> {
-        self.adapter
-            .filter(|_| token_step && t.q_in.is_some())
-            .and_then(|p| p.reflectors_in(slot))
+        token_reflectors(self.adapter, slot, t, token_step)
     }
 
     /// What slot `next` reads first when it runs unmerged: its input chain's reflectors on
@@ -643,6 +641,19 @@ impl<'a> Linears<'_, 'a> {
     }
 }
 
+/// The reflector form of slot `slot`'s input chain (transform `t`) under `adapter`, which
+/// a decoder's token step (`token_step`) rotates with where the adapter keeps one.
+fn token_reflectors<'p>(
+    adapter: Option<&'p Prepared<'_, '_>>,
+    slot: usize,
+    t: &LayerTransform<'_>,
+    token_step: bool,
+) -> Option<ReflectorChain<'p>> {
+    adapter
+        .filter(|_| token_step && t.q_in.is_some())
+        .and_then(|p| p.reflectors_in(slot))
+}
+
 /// A product of `n` inputs that are each a decoding step of its own sequence
 /// ([`crate::runtime::Model::decode_steps`]) on `exec`'s threads or the calling one:
 /// every output row bit for bit what [`dense`] gives that input alone. `spare` (free
@@ -735,9 +746,9 @@ pub(crate) fn apply_steps<'a>(
         .enumerate()
     {
         let t = transform(b);
-        let reflectors = adapters[b]
-            .filter(|_| super::adapter::REFLECTOR_BUILD && t.q_in.is_some())
-            .and_then(|p| p.reflectors_in(i));
+        // Every row is a token step of its own (one input, the block kernels).
+        let token_step = super::adapter::REFLECTOR_BUILD;
+        let reflectors = token_reflectors(adapters[b], i, &t, token_step);
         if t.q_in.is_some() {
             rotated_input(ONE_THREAD, (&t, reflectors), xb, 1, rb, spare, chain)?;
         } else {

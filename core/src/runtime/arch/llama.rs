@@ -442,26 +442,8 @@ impl<'a> Llama<'a> {
         if t == 0 {
             return Err(Error::BadInput);
         }
-        if past + t > context {
-            return Err(Error::ContextExceeded {
-                needed: past + t,
-                context,
-            });
-        }
-        let kv_need = self.kv_len(context);
-        if kv.len() < kv_need {
-            return Err(Error::BufferTooSmall {
-                needed: kv_need,
-                got: kv.len(),
-            });
-        }
-        let need = self.step_arena(t);
-        if arena.len() < need {
-            return Err(Error::BufferTooSmall {
-                needed: need,
-                got: arena.len(),
-            });
-        }
+        self.check_cache(kv.len(), context, past, t)?;
+        check_len(arena.len(), self.step_arena(t))?;
         // Rows of logits: the last position's, or every position's.
         let heads = match rows {
             Logits::Last => 1,
@@ -492,12 +474,8 @@ impl<'a> Llama<'a> {
         self.run_blocks(&one, &mut bufs, t, &mut attend, (attention, &mut sc))?;
         let Blocks { x, xn, normw, .. } = bufs;
         // The head reads the last `heads` positions (generation: the last one only).
-        self.output_norm.decode_f32(0, normw)?;
         let last = &mut xn[..heads * h];
-        last.copy_from_slice(&x[(t - heads) * h..t * h]);
-        for row in last.chunks_exact_mut(h) {
-            rms_norm(row, normw, c.eps);
-        }
+        self.head_inputs(&x[(t - heads) * h..t * h], last, normw)?;
         let head = Dense {
             weight: WeightView::Tensor(self.output),
             rows: c.vocab,
@@ -749,6 +727,32 @@ impl<'a> Llama<'a> {
         }
     }
 
+    /// [`Error::ContextExceeded`] unless a cache of `context` positions with `past` filled
+    /// has room for `t` more; [`Error::BufferTooSmall`] unless its `kv_len` values hold it.
+    fn check_cache(&self, kv_len: usize, context: usize, past: usize, t: usize) -> Result<()> {
+        if past + t > context {
+            return Err(Error::ContextExceeded {
+                needed: past + t,
+                context,
+            });
+        }
+        check_len(kv_len, self.kv_len(context))
+    }
+
+    /// The output head's inputs: the final hidden rows `x`, RMS-normed with the output
+    /// norm (decoded into `normw`) into `out`.
+    ///
+    /// # Errors
+    /// The norm tensor's decoding errors.
+    fn head_inputs(&self, x: &[f32], out: &mut [f32], normw: &mut [f32]) -> Result<()> {
+        self.output_norm.decode_f32(0, normw)?;
+        out.copy_from_slice(x);
+        for row in out.chunks_exact_mut(self.config.hidden) {
+            rms_norm(row, normw, self.config.eps);
+        }
+        Ok(())
+    }
+
     /// Token `id`'s embedding into `row`, and the RoPE angles of position `pos` into
     /// `cos` and `sin` (`rope_dims / 2` each).
     ///
@@ -801,33 +805,15 @@ impl<'a> Llama<'a> {
         if n == 0 {
             return Err(Error::BadInput);
         }
-        let kv_need = |context: usize| self.kv_len(context);
         for s in steps.iter_mut() {
             if s.token as usize >= c.vocab {
                 return Err(Error::BadInput);
             }
             let owner = s.adapter.map(|p| p.state_key());
             let (kv, context, past) = s.state.claim(owner)?;
-            if past + 1 > context {
-                return Err(Error::ContextExceeded {
-                    needed: past + 1,
-                    context,
-                });
-            }
-            if kv.len() < kv_need(context) {
-                return Err(Error::BufferTooSmall {
-                    needed: kv_need(context),
-                    got: kv.len(),
-                });
-            }
+            self.check_cache(kv.len(), context, past, 1)?;
         }
-        let need = self.steps_arena(n);
-        if arena.len() < need {
-            return Err(Error::BufferTooSmall {
-                needed: need,
-                got: arena.len(),
-            });
-        }
+        check_len(arena.len(), self.steps_arena(n))?;
         let want = n.saturating_mul(c.vocab);
         let got = output.len();
         let logits = output
@@ -870,11 +856,7 @@ impl<'a> Llama<'a> {
             };
         self.run_blocks(&seqs, &mut bufs, n, &mut attend, (attention, &mut sc))?;
         let Blocks { x, xn, normw, .. } = bufs;
-        self.output_norm.decode_f32(0, normw)?;
-        xn.copy_from_slice(x);
-        for row in xn.chunks_exact_mut(h) {
-            rms_norm(row, normw, c.eps);
-        }
+        self.head_inputs(x, xn, normw)?;
         // The head ranks the next tokens on `f32` inputs, each row as a step alone.
         let head = Dense {
             weight: WeightView::Tensor(self.output),
@@ -890,6 +872,14 @@ impl<'a> Llama<'a> {
         }
         Ok(())
     }
+}
+
+/// [`Error::BufferTooSmall`] unless `got >= needed`.
+fn check_len(got: usize, needed: usize) -> Result<()> {
+    if got < needed {
+        return Err(Error::BufferTooSmall { needed, got });
+    }
+    Ok(())
 }
 
 /// Writes `t` new positions' keys and values (`[q, k, v]`: their queries, keys and
