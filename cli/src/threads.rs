@@ -38,8 +38,10 @@ pub fn configure(threads: Option<usize>) -> Result<()> {
 
 /// Caps riffle-core's SIMD kernels at the family named by the environment variable
 /// `RIFFLE_KERNELS` (`avx512`, the default: whatever the CPU runs; `avx2`: what an x86-64
-/// CPU without AVX-512 runs; `portable`: no SIMD kernels), so that one machine can
-/// measure and test the code other CPUs run. Call once, before any model loads.
+/// CPU without AVX-512 runs; `neon`, the same level on AArch64: NEON without the dot
+/// product, what a Cortex-A53 or A72 runs; `portable`: no SIMD kernels), so that one
+/// machine can measure and test the code other CPUs run. Call once, before any model
+/// loads.
 ///
 /// # Errors
 /// A bad input for any other value.
@@ -50,13 +52,13 @@ pub fn configure_kernels() -> Result<()> {
     };
     let family = match v.to_str() {
         Some("avx512") => KernelFamily::Avx512,
-        Some("avx2") => KernelFamily::Avx2,
+        Some("avx2" | "neon") => KernelFamily::Avx2,
         Some("portable") => KernelFamily::Portable,
         _ => {
             return Err(bad(
                 "RIFFLE_KERNELS",
                 format!(
-                    "{:?} is not a kernel family (avx512, avx2 or portable)",
+                    "{:?} is not a kernel family (avx512, avx2, neon or portable)",
                     v.to_string_lossy()
                 ),
             ))

@@ -111,9 +111,10 @@ fn scale(amax: f32) -> (f32, f32) {
 /// `x` (whole blocks of 32) rounded to 16 bits per block into `q`, each block's scale into
 /// `scales`: scale = the block's largest magnitude / 32767, values half away from zero (a
 /// relative error under 2^-16 of that magnitude). The inputs of the `f32`-input head
-/// kernels (x86-64 AVX-512, WebAssembly SIMD128).
+/// kernels (x86-64 AVX-512, WebAssembly SIMD128, AArch64 NEON).
 #[cfg(any(
     target_arch = "x86_64",
+    target_arch = "aarch64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // wasm: with q8_0 only

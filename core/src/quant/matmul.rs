@@ -415,8 +415,8 @@ fn strided_then(
     Ok(())
 }
 
-/// `p` on the fastest kernel this CPU has (the x86-64 builds where they apply), else the
-/// portable one.
+/// `p` on the fastest kernel this CPU has (the x86-64, WebAssembly SIMD128 or AArch64
+/// NEON kernels where they apply), else the portable one.
 fn run_best(p: &Problem<'_>, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::x86::run(p, y) {
@@ -428,6 +428,10 @@ fn run_best(p: &Problem<'_>, y: &mut [f32]) {
         any(feature = "q4", feature = "q8_0")
     ))]
     if super::wasm::run(p, y) {
+        return;
+    }
+    #[cfg(all(target_arch = "aarch64", any(feature = "q4", feature = "q8_0")))]
+    if super::arm::run(p, y) {
         return;
     }
     run(p, y);
@@ -483,6 +487,10 @@ pub fn matmul_f32_inputs(
         any(feature = "q4", feature = "q8_0")
     ))]
     if super::wasm::run_f32_inputs(&p, y) {
+        return Ok(());
+    }
+    #[cfg(all(target_arch = "aarch64", any(feature = "q4", feature = "q8_0")))]
+    if super::arm::run_f32_inputs(&p, y) {
         return Ok(());
     }
     run_f32_inputs(&p, y);

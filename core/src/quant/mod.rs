@@ -27,6 +27,8 @@
 //! [`Error::UnknownTensorType`].
 
 mod act;
+#[cfg(all(target_arch = "aarch64", any(feature = "q4", feature = "q8_0")))]
+mod arm;
 mod bf16;
 mod f16;
 /// The exact half-to-float and the rounding float-to-half conversions, for code outside

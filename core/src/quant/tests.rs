@@ -284,6 +284,29 @@ fn every_product_path_matches_the_f64_reference() {
                     }
                 }
             }
+            // The NEON kernel without the dot product, where this CPU would take it:
+            // the same lanes, so the same bits.
+            #[cfg(all(target_arch = "aarch64", any(feature = "q4", feature = "q8_0")))]
+            {
+                let mut neon = std::vec![f32::NAN; n * out];
+                if super::arm::run_with(&p, &mut neon, false) {
+                    for i in 0..n * out {
+                        let err = f64::from((neon[i] - got[i]).abs());
+                        assert!(err <= 1e-5 * scale[i] + 1e-6, "{ty} neon vs portable");
+                    }
+                    let mut dot = std::vec![f32::NAN; n * out];
+                    assert!(super::arm::run_with(&p, &mut dot, true));
+                    assert_eq!(
+                        dot.iter()
+                            .map(|v| v.to_bits())
+                            .collect::<std::vec::Vec<_>>(),
+                        neon.iter()
+                            .map(|v| v.to_bits())
+                            .collect::<std::vec::Vec<_>>(),
+                        "{ty} sdot vs neon"
+                    );
+                }
+            }
             // The one-call form quantizes the same way.
             let mut again = std::vec![f32::NAN; n * out];
             let mut scratch2 = std::vec![0u8; activation_scratch_len(ty, cols, n).unwrap()];
@@ -421,6 +444,51 @@ fn q8_1_quantization_is_the_same_on_every_path() {
     let mut simd = std::vec![0u8; blocks * act::Q8_1_BYTES];
     if super::x86::quantize_q8_1(&x, &mut simd) {
         assert_eq!(simd, portable);
+    }
+}
+
+/// The largest products the 8-bit kernels meet (Q8_0 quants of -128 against activations
+/// of 127, which the NEON and WebAssembly kernels sum two at a time in 16 bits) give the
+/// exact sum on every path.
+#[cfg(feature = "q8_0")]
+#[test]
+fn the_largest_q8_0_products_do_not_overflow() {
+    let (rows, cols, n) = (5, 64, 5);
+    let mut data = std::vec::Vec::new();
+    for _ in 0..rows * cols / 32 {
+        data.extend_from_slice(&0x3c00u16.to_le_bytes()); // d = 1
+        data.extend_from_slice(&[0x80; 32]); // q = -128
+    }
+    let m = QMatrix::new(0, TensorType::Q8_0, rows, cols, &data).unwrap();
+    let x = std::vec![1f32; n * cols]; // every activation quantized to 127
+    let mut scratch = std::vec![0u8; activation_scratch_len(TensorType::Q8_0, cols, n).unwrap()];
+    let mut y = std::vec![f32::NAN; n * rows];
+    matmul(&m, 0..rows, &x, n, &mut y, &mut scratch).unwrap();
+    let want = -128.0 * 127.0 * cols as f64 * f64::from(1f32 / 127.0);
+    for v in &y {
+        assert!(
+            (f64::from(*v) - want).abs() <= 1e-6 * want.abs(),
+            "{v} vs {want}"
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let a = quantize_activations(ActivationType::Q8_1, &x, cols, n, &mut scratch).unwrap();
+        let p = Problem {
+            ty: TensorType::Q8_0,
+            cols,
+            row_bytes: 34 * cols / 32,
+            data: &data,
+            a,
+            y_stride: rows,
+            next: &[],
+            batch: false,
+            decode: false,
+        };
+        let mut neon = std::vec![f32::NAN; n * rows];
+        if super::arm::run_with(&p, &mut neon, false) {
+            assert_eq!(neon, y);
+        }
     }
 }
 

@@ -21,6 +21,8 @@
 //! norm). The x86 files are the gemm's only `unsafe` code.
 
 /// The run-time CPU probes, shared with the quantized kernels (`crate::quant`).
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod arm_cpu;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod cpu;
 mod portable;
@@ -831,12 +833,15 @@ pub(crate) fn matmul_then(
 }
 
 /// The families of SIMD kernels riffle-core picks from at run time on x86-64, least
-/// capable first (see [`limit_kernels`]).
+/// capable first (see [`limit_kernels`]). On AArch64 the three levels are the portable
+/// code, NEON without the dot-product instructions (`Avx2`'s level: what a Cortex-A53
+/// or A72 runs) and every kernel the CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum KernelFamily {
     /// The portable code only (what a CPU without AVX2 runs).
     Portable,
-    /// AVX2 + FMA kernels at most (what most x86-64 PCs without AVX-512 run).
+    /// AVX2 + FMA kernels at most (what most x86-64 PCs without AVX-512 run); on
+    /// AArch64, NEON kernels without `SDOT`.
     Avx2,
     /// Every kernel the CPU runs (the default).
     Avx512,
@@ -845,7 +850,8 @@ pub enum KernelFamily {
 /// Caps the kernels this process picks at `family`: on x86-64 an AVX-512 machine then
 /// runs the code an AVX2-only or older CPU runs, for benchmarks and tests of those paths
 /// (`riffle` reads it from `RIFFLE_KERNELS`); on WebAssembly `Portable` turns the SIMD128
-/// kernels off (any other family turns them back on); elsewhere nothing changes. Never
+/// kernels off (any other family turns them back on); on AArch64 `Portable` turns the
+/// NEON kernels off and `Avx2` their dot-product form; elsewhere nothing changes. Never
 /// turns on a kernel the CPU lacks. Call it before loading models: a layout chosen at
 /// activation for one family still computes correctly under another, only slower.
 ///
@@ -858,6 +864,8 @@ pub enum KernelFamily {
 pub fn limit_kernels(family: KernelFamily) {
     #[cfg(target_arch = "x86_64")]
     cpu::set_ceiling(family as u8);
+    #[cfg(target_arch = "aarch64")]
+    arm_cpu::set_ceiling(family as u8);
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     SIMD128.store(
         family != KernelFamily::Portable,
@@ -865,6 +873,7 @@ pub fn limit_kernels(family: KernelFamily) {
     );
     #[cfg(not(any(
         target_arch = "x86_64",
+        target_arch = "aarch64",
         all(target_arch = "wasm32", target_feature = "simd128")
     )))]
     let _ = family;
@@ -883,8 +892,19 @@ pub(crate) fn simd128_allowed() -> bool {
 }
 
 /// The kernel the dense products run on this CPU: `"avx512"`, `"avx2+fma"` (x86-64
-/// without AVX-512), `"wasm-simd128"` (WebAssembly with SIMD128) or `"portable"`.
+/// without AVX-512), `"wasm-simd128"` (WebAssembly with SIMD128) or `"portable"`; on
+/// AArch64 the block-quantized products' kernel, `"neon+dotprod"` or `"neon"` (the dense
+/// ones there are the portable source, which LLVM vectorises for NEON).
 pub fn simd_kernel_name() -> &'static str {
+    #[cfg(target_arch = "aarch64")]
+    {
+        if arm_cpu::dotprod_available() {
+            return "neon+dotprod";
+        }
+        if arm_cpu::neon_allowed() {
+            return "neon";
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if cpu::avx512_available() {
