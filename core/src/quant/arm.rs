@@ -1,11 +1,13 @@
 //! The AArch64 NEON kernels for weights in blocks of 32, taken where
 //! `limit_kernels` allows them (every AArch64 CPU has NEON):
-//! - [`run`]: Q8_0, Q4_0 and Q4_1 weights against Q8_1 activations (a decoder's linears,
-//!   a prompt's too; MiniLM Q8_0's products);
+//! - [`run`]: Q8_0, Q4_0, Q4_1 and Q5_0 weights against Q8_1 activations (a decoder's
+//!   linears, one token or several requests' tokens at a time; Q5_0 is most of SmolLM2's
+//!   Q4_K file);
 //! - [`run_f32_inputs`]: Q8_0 weights against `f32` inputs (a decoder's output head).
 //!
 //! [`run`], per block, weight row and input row: the 32 quants unpacked into two 16-byte
-//! registers (Q4: the low and the high nibbles, Q4_0 less 8), then 32 products summed
+//! registers (Q4: the low and the high nibbles, Q4_0 less 8; Q5_0 with its fifth bits
+//! spread by a table lookup and a bit test, less 16), then 32 products summed
 //! into four `i32` lanes, lane `j` holding positions `4j .. 4j + 4` of each half. With
 //! the Armv8.2 dot product that is two `SDOT`; without it (Cortex-A53, A72) four widening
 //! multiplies (`SMULL`), two pairwise adds in 16 bits and two pairwise accumulates into 32
@@ -14,9 +16,8 @@
 //! block's `d_w · d_x` into four `f32` lanes; Q4_1's `m_w · s_x` is summed apart, as the
 //! portable kernel sums it. Four weight rows go together (their four half-precision
 //! scales widened by one `FCVTL`), against one input row or four: each output's
-//! operations are the same whatever the grouping, so rows split across threads, inputs
-//! batched or not (`Model::decode_steps`), the prompt's rows and a decoding step all give
-//! bit-identical results.
+//! operations are the same whatever the grouping, so rows split across threads and
+//! inputs batched or not (`Model::decode_steps`) give bit-identical results.
 //!
 //! Not the portable kernel's bits (that one sums eight lanes, `l, l + 8, l + 16, l + 24`,
 //! with a separate multiply and add): within rounding of them (`quant::tests`).
@@ -35,9 +36,10 @@
 
 use core::arch::aarch64::{
     float32x4_t, int16x8_t, int32x4_t, int8x16_t, vaddvq_f32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32,
-    vdupq_n_s32, vdupq_n_s8, vdupq_n_u8, vfmaq_n_f32, vget_low_s8, vgetq_lane_f32, vld1_u16,
-    vld1q_s8, vld1q_u8, vmull_high_s8, vmull_s8, vmulq_n_f32, vpadalq_s16, vpaddq_s16,
-    vreinterpretq_s8_u8, vshrq_n_u8, vsubq_s8,
+    vdupq_n_s32, vdupq_n_s8, vdupq_n_u32, vdupq_n_u8, vfmaq_n_f32, vget_low_s8, vgetq_lane_f32,
+    vld1_u16, vld1q_s8, vld1q_u8, vmull_high_s8, vmull_s8, vmulq_n_f32, vorrq_u8, vpadalq_s16,
+    vpaddq_s16, vqtbl1q_u8, vreinterpretq_s8_u8, vreinterpretq_u8_u32, vshrq_n_u8, vsubq_s8,
+    vtstq_u8,
 };
 use core::arch::asm;
 
@@ -50,13 +52,14 @@ use crate::math::gemm::arm_cpu::{dotprod_available, neon_allowed};
 const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
+const Q5_0: u8 = 3;
 
 /// Weight rows per pass.
 const ROWS: usize = 4;
 /// Input rows per pass (a prompt, or decoding steps taken together).
 const INPUTS: usize = 4;
 
-/// Runs `p` (Q8_0, Q4_0 or Q4_1 weights, Q8_1 activations) on the NEON kernel: `false`
+/// Runs `p` (Q8_0, Q4_0, Q4_1 or Q5_0 weights, Q8_1 activations) on the NEON kernel: `false`
 /// (nothing written) for any other type, inconsistent lengths, or kernels turned off by
 /// `limit_kernels`; the caller then runs the portable kernel.
 pub(super) fn run(p: &Problem<'_>, y: &mut [f32]) -> bool {
@@ -75,6 +78,8 @@ pub(super) fn run_with(p: &Problem<'_>, y: &mut [f32], dot: bool) -> bool {
         TensorType::Q4_0 => (Q4_0, 18),
         #[cfg(feature = "q4")]
         TensorType::Q4_1 => (Q4_1, 20),
+        #[cfg(feature = "q4")]
+        TensorType::Q5_0 => (Q5_0, 22),
         _ => return false,
     };
     let Some(shape) = Shape::of(p, y, block, Q8_1_BYTES) else {
@@ -88,9 +93,11 @@ pub(super) fn run_with(p: &Problem<'_>, y: &mut [f32], dot: bool) -> bool {
             (Q8_0, true) => block_rows_dot::<34, Q8_0>(p, y, &shape),
             (Q4_0, true) => block_rows_dot::<18, Q4_0>(p, y, &shape),
             (Q4_1, true) => block_rows_dot::<20, Q4_1>(p, y, &shape),
+            (Q5_0, true) => block_rows_dot::<22, Q5_0>(p, y, &shape),
             (Q8_0, false) => block_rows::<34, Q8_0, false>(p, y, &shape),
             (Q4_0, false) => block_rows::<18, Q4_0, false>(p, y, &shape),
-            _ => block_rows::<20, Q4_1, false>(p, y, &shape),
+            (Q4_1, false) => block_rows::<20, Q4_1, false>(p, y, &shape),
+            _ => block_rows::<22, Q5_0, false>(p, y, &shape),
         }
     }
     true
@@ -205,6 +212,16 @@ unsafe fn read_u16(at: *const u8) -> u16 {
     u16::from_le_bytes(unsafe { at.cast::<[u8; 2]>().read_unaligned() })
 }
 
+/// The little-endian `u32` at `at`.
+///
+/// # Safety
+/// `at .. at + 4` is readable.
+#[inline(always)]
+unsafe fn read_u32(at: *const u8) -> u32 {
+    // SAFETY: the caller's range; an unaligned read of plain bytes.
+    u32::from_le_bytes(unsafe { at.cast::<[u8; 4]>().read_unaligned() })
+}
+
 /// The little-endian `f32` at `at`.
 ///
 /// # Safety
@@ -215,20 +232,53 @@ unsafe fn read_f32(at: *const u8) -> f32 {
     f32::from_le_bytes(unsafe { at.cast::<[u8; 4]>().read_unaligned() })
 }
 
+/// Byte `k` of a Q5_0 block's 32 high bits that holds position `j`'s bit, for positions
+/// 0-15 and 16-31; and that bit's mask within its byte.
+const Q5_BYTE_LO: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
+const Q5_BYTE_HI: [u8; 16] = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
+const Q5_BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+
 /// A weight block's 32 quants as two vectors of `i8` (positions 0-15, 16-31).
 ///
 /// # Safety
 /// The block's `B` bytes at `wb` are readable.
 #[inline(always)]
 unsafe fn unpack<const T: u8>(wb: *const u8) -> (int8x16_t, int8x16_t) {
-    // SAFETY: the caller's range (Q8_0: bytes 2-33; Q4_0: 2-17; Q4_1: 4-19).
+    // SAFETY: the caller's range (Q8_0: bytes 2-33; Q4_0: 2-17; Q4_1: 4-19; Q5_0: 2-21).
     unsafe {
         if T == Q8_0 {
             return (vld1q_s8(wb.add(2).cast()), vld1q_s8(wb.add(18).cast()));
         }
-        let nibbles = vld1q_u8(wb.add(if T == Q4_1 { 4 } else { 2 }));
-        let lo = vreinterpretq_s8_u8(vandq_u8(nibbles, vdupq_n_u8(0xf)));
-        let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(nibbles));
+        let at = match T {
+            Q4_1 => 4,
+            Q5_0 => 6,
+            _ => 2,
+        };
+        let nibbles = vld1q_u8(wb.add(at));
+        let lo = vandq_u8(nibbles, vdupq_n_u8(0xf));
+        let hi = vshrq_n_u8::<4>(nibbles);
+        if T == Q5_0 {
+            // The fifth bit of each quant: bit `j` of the 32 high bits for position
+            // `j`, spread to a byte per position (0x10 or 0), then `q - 16`.
+            let high = vreinterpretq_u8_u32(vdupq_n_u32(read_u32(wb.add(2))));
+            let bit = vld1q_u8(Q5_BIT.as_ptr());
+            let fifth = |bytes: &[u8; 16]| {
+                let spread = vqtbl1q_u8(high, vld1q_u8(bytes.as_ptr()));
+                vandq_u8(vtstq_u8(spread, bit), vdupq_n_u8(0x10))
+            };
+            let sixteen = vdupq_n_s8(16);
+            return (
+                vsubq_s8(
+                    vreinterpretq_s8_u8(vorrq_u8(lo, fifth(&Q5_BYTE_LO))),
+                    sixteen,
+                ),
+                vsubq_s8(
+                    vreinterpretq_s8_u8(vorrq_u8(hi, fifth(&Q5_BYTE_HI))),
+                    sixteen,
+                ),
+            );
+        }
+        let (lo, hi) = (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi));
         if T == Q4_0 {
             let eight = vdupq_n_s8(8);
             (vsubq_s8(lo, eight), vsubq_s8(hi, eight))
