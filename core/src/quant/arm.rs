@@ -3,7 +3,8 @@
 //! - [`run`]: Q8_0, Q4_0, Q4_1 and Q5_0 weights against Q8_1 activations (a decoder's
 //!   linears, one token or several requests' tokens at a time; Q5_0 is most of SmolLM2's
 //!   Q4_K file);
-//! - [`run_f32_inputs`]: Q8_0 weights against `f32` inputs (a decoder's output head).
+//! - [`run_f32_inputs`]: Q8_0 weights against `f32` inputs (a decoder's output head);
+//! - `k_quants`: Q4_K and Q6_K against Q8_K activations, the portable kernel's bits.
 //!
 //! [`run`], per block, weight row and input row: the 32 quants unpacked into two 16-byte
 //! registers (Q4: the low and the high nibbles, Q4_0 less 8; Q5_0 with its fifth bits
@@ -33,6 +34,11 @@
 //! other unsafe code is the NEON loads, through pointers whose ranges are checked once
 //! before the loops.
 #![allow(unsafe_code)]
+// With the K-quants alone (no Q4_0, Q4_1, Q8_0), the blocks-of-32 kernels are never taken.
+#![cfg_attr(
+    not(any(feature = "q4", feature = "q8_0")),
+    allow(dead_code, unused_imports, unreachable_code, unused_variables)
+)]
 
 use core::arch::aarch64::{
     float32x4_t, int16x8_t, int32x4_t, int8x16_t, vaddvq_f32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32,
@@ -68,7 +74,14 @@ pub(super) fn run(p: &Problem<'_>, y: &mut [f32]) -> bool {
 
 /// [`run`] with the dot-product form allowed or not (tests take both on a CPU with it).
 pub(super) fn run_with(p: &Problem<'_>, y: &mut [f32], dot: bool) -> bool {
-    if p.a.kind != ActivationType::Q8_1 || !neon_allowed() {
+    if !neon_allowed() {
+        return false;
+    }
+    #[cfg(feature = "k-quants")]
+    if p.a.kind == ActivationType::Q8K {
+        return k_quants::run(p, y, dot && dotprod_available());
+    }
+    if p.a.kind != ActivationType::Q8_1 {
         return false;
     }
     let (kind, block) = match p.ty {
@@ -82,7 +95,7 @@ pub(super) fn run_with(p: &Problem<'_>, y: &mut [f32], dot: bool) -> bool {
         TensorType::Q5_0 => (Q5_0, 22),
         _ => return false,
     };
-    let Some(shape) = Shape::of(p, y, block, Q8_1_BYTES) else {
+    let Some(shape) = Shape::of(p, y, 32, block, Q8_1_BYTES) else {
         return false;
     };
     // SAFETY: `Shape::of` checked every range the kernels read and write; `SDOT` runs
@@ -116,14 +129,21 @@ struct Shape {
 }
 
 impl Shape {
-    /// The shape of `p` with `block` bytes per weight block and `input_block` bytes per
-    /// input block (32 for `f32` inputs, counted as values), or `None` if any row of the
-    /// weights, the inputs or the outputs would fall outside its slice.
-    fn of(p: &Problem<'_>, y: &[f32], block: usize, input_block: usize) -> Option<Shape> {
-        if p.cols == 0 || !p.cols.is_multiple_of(32) {
+    /// The shape of `p` with blocks of `len` values, `block` bytes per weight block and
+    /// `input_block` bytes per input block (`len` for `f32` inputs, counted as values), or
+    /// `None` if any row of the weights, the inputs or the outputs would fall outside its
+    /// slice.
+    fn of(
+        p: &Problem<'_>,
+        y: &[f32],
+        len: usize,
+        block: usize,
+        input_block: usize,
+    ) -> Option<Shape> {
+        if p.cols == 0 || len == 0 || !p.cols.is_multiple_of(len) {
             return None;
         }
-        let blocks = p.cols / 32;
+        let blocks = p.cols / len;
         let row_bytes = blocks.checked_mul(block)?;
         if p.row_bytes != row_bytes || !p.data.len().is_multiple_of(row_bytes) {
             return None;
@@ -329,7 +349,7 @@ unsafe fn block_rows_dot<const B: usize, const T: u8>(p: &Problem<'_>, y: &mut [
 /// one at a time) against [`INPUTS`] input rows (then one at a time).
 ///
 /// # Safety
-/// `s` is `Shape::of(p, y, B, Q8_1_BYTES)`; with `DOT`, as [`sdot`].
+/// `s` is `Shape::of(p, y, 32, B, Q8_1_BYTES)`; with `DOT`, as [`sdot`].
 #[inline(always)]
 unsafe fn block_rows<const B: usize, const T: u8, const DOT: bool>(
     p: &Problem<'_>,
@@ -423,7 +443,7 @@ const SEGMENT: usize = 2048;
 pub(super) fn run_f32_inputs(p: &Problem<'_>, y: &mut [f32]) -> bool {
     #[cfg(feature = "q8_0")]
     if p.ty == TensorType::Q8_0 && p.cols <= SEGMENT && neon_allowed() {
-        if let Some(shape) = Shape::of(p, y, 34, 32) {
+        if let Some(shape) = Shape::of(p, y, 32, 34, 32) {
             // SAFETY: `Shape::of` checked the ranges.
             unsafe { head_rows(p, y, &shape) };
             return true;
@@ -436,7 +456,7 @@ pub(super) fn run_f32_inputs(p: &Problem<'_>, y: &mut [f32]) -> bool {
 /// [`run_f32_inputs`] on checked Q8_0 rows.
 ///
 /// # Safety
-/// `s` is `Shape::of(p, y, 34, 32)` and `p.cols <= SEGMENT`.
+/// `s` is `Shape::of(p, y, 32, 34, 32)` and `p.cols <= SEGMENT`.
 #[cfg(feature = "q8_0")]
 unsafe fn head_rows(p: &Problem<'_>, y: &mut [f32], s: &Shape) {
     let mut q = [0i16; SEGMENT];
@@ -515,5 +535,224 @@ unsafe fn head_pass<const R: usize>(
         if let Some(o) = y.get_mut(t * p.y_stride + r0 + r) {
             *o = vaddvq_f32(*acc);
         }
+    }
+}
+
+/// The K-quants (Q4_K, Q6_K) against Q8_K activations: per super-block of 256, the 4- or
+/// 6-bit quants unpacked 16 or 32 at a time into `i8` registers and their products with
+/// the activations summed by [`dot32`] (or one `SDOT` per 16), each sub-block's sum times
+/// its integer scale accumulated in `i32`; Q4_K's minimums times the activation block's
+/// sums per 16, also in integers. Both integer totals are exact, so they equal the
+/// portable kernel's, and the super-block's `f32` contribution is the portable formula
+/// (`d_x · (d · Σ − d_min · Σ_m)`, added in block order): the same bits as the portable
+/// kernel (tested).
+#[cfg(feature = "k-quants")]
+mod k_quants {
+    use core::arch::aarch64::{
+        int32x4_t, int8x16_t, vaddvq_s32, vandq_u8, vdupq_n_s32, vdupq_n_s8, vdupq_n_u8, vld1q_s8,
+        vld1q_u8, vmlaq_n_s32, vorrq_u8, vreinterpretq_s8_u8, vshlq_n_u8, vshrq_n_u8, vsubq_s8,
+    };
+
+    use super::super::act::Q8K_BYTES;
+    use super::super::matmul::Problem;
+    use super::super::TensorType;
+    use super::{dot32, read_f32, read_u16, sdot, Shape};
+
+    /// Runs `p` (Q4_K or Q6_K weights, Q8_K activations); `false` for another type or
+    /// inconsistent lengths.
+    pub(super) fn run(p: &Problem<'_>, y: &mut [f32], dot: bool) -> bool {
+        let (q6, block) = match p.ty {
+            TensorType::Q4_K => (false, 144),
+            TensorType::Q6_K => (true, 210),
+            _ => return false,
+        };
+        let Some(shape) = Shape::of(p, y, 256, block, Q8K_BYTES) else {
+            return false;
+        };
+        // SAFETY: `Shape::of` checked every row's range; `SDOT` only where the CPU has it
+        // (`dot` comes from `dotprod_available`).
+        unsafe {
+            match (q6, dot) {
+                (false, true) => rows_dot::<144, false>(p, y, &shape),
+                (true, true) => rows_dot::<210, true>(p, y, &shape),
+                (false, false) => rows::<144, false, false>(p, y, &shape),
+                (true, false) => rows::<210, true, false>(p, y, &shape),
+            }
+        }
+        true
+    }
+
+    /// [`rows`] with `SDOT`.
+    ///
+    /// # Safety
+    /// As [`rows`], and the CPU has FEAT_DotProd.
+    #[target_feature(enable = "dotprod")]
+    unsafe fn rows_dot<const B: usize, const Q6: bool>(p: &Problem<'_>, y: &mut [f32], s: &Shape) {
+        // SAFETY: the caller's guarantees.
+        unsafe { rows::<B, Q6, true>(p, y, s) }
+    }
+
+    /// The 16 products of `w` and `x` in four lanes.
+    ///
+    /// # Safety
+    /// With `DOT`, as [`sdot`].
+    #[inline(always)]
+    unsafe fn dot16<const DOT: bool>(w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            if DOT {
+                sdot(vdupq_n_s32(0), w, x)
+            } else {
+                dot32::<false>(w, vdupq_n_s8(0), x, vdupq_n_s8(0))
+            }
+        }
+    }
+
+    /// Every output of `p`, one weight row and input row at a time (the block kernels'
+    /// sharing of loads matters less here: each super-block's unpacking is most of the
+    /// work).
+    ///
+    /// # Safety
+    /// `s` is `Shape::of(p, y, 256, B, Q8K_BYTES)`; with `DOT`, as [`sdot`].
+    #[inline(always)]
+    unsafe fn rows<const B: usize, const Q6: bool, const DOT: bool>(
+        p: &Problem<'_>,
+        y: &mut [f32],
+        s: &Shape,
+    ) {
+        for t in 0..p.a.n {
+            for r in 0..s.rows {
+                let mut out = 0f32;
+                for k in 0..s.blocks {
+                    // SAFETY: super-block `k` of row `r` and of input `t` lie inside the
+                    // checked rows (`Shape::of`).
+                    let (wb, ab) = unsafe {
+                        (
+                            p.data.as_ptr().add(r * s.row_bytes + k * B),
+                            p.a.bytes.as_ptr().add(t * s.input_len + k * Q8K_BYTES),
+                        )
+                    };
+                    // SAFETY: as above; the caller's guarantee for `DOT`.
+                    out += unsafe {
+                        if Q6 {
+                            q6_k::<DOT>(wb, ab)
+                        } else {
+                            q4_k::<DOT>(wb, ab)
+                        }
+                    };
+                }
+                if let Some(o) = y.get_mut(t * p.y_stride + r) {
+                    *o = out;
+                }
+            }
+        }
+    }
+
+    /// The activation block's sum of positions `16j .. 16j + 16` (an `i16` after its 256
+    /// quants).
+    ///
+    /// # Safety
+    /// The 292 bytes at `ab` are readable.
+    #[inline(always)]
+    unsafe fn block_sum(ab: *const u8, j: usize) -> i32 {
+        // SAFETY: the caller's range.
+        i32::from(unsafe { read_u16(ab.add(260 + 2 * j)) } as i16)
+    }
+
+    /// One Q4_K super-block (144 bytes at `wb`) against one Q8_K block (292 at `ab`).
+    ///
+    /// # Safety
+    /// Both ranges are readable; with `DOT`, as [`sdot`].
+    #[inline(always)]
+    unsafe fn q4_k<const DOT: bool>(wb: *const u8, ab: *const u8) -> f32 {
+        // SAFETY (every read): the caller's ranges.
+        let (d, dmin) = unsafe {
+            (
+                super::super::f16::to_f32(read_u16(wb)),
+                super::super::f16::to_f32(read_u16(wb.add(2))),
+            )
+        };
+        let mut packed = [0u8; 12];
+        for (i, v) in packed.iter_mut().enumerate() {
+            *v = unsafe { *wb.add(4 + i) };
+        }
+        let x = |at: usize| unsafe { vld1q_s8(ab.add(4 + at).cast()) };
+        let mut acc = vdupq_n_s32(0);
+        let mut summ = 0i32;
+        let low = vdupq_n_u8(0xf);
+        for g in 0..4 {
+            let (v0, v1) =
+                unsafe { (vld1q_u8(wb.add(16 + 32 * g)), vld1q_u8(wb.add(32 + 32 * g))) };
+            let (sc_lo, m_lo) = super::super::q4_k::scale_min(2 * g, &packed);
+            let (sc_hi, m_hi) = super::super::q4_k::scale_min(2 * g + 1, &packed);
+            let nib = |v, hi: bool| {
+                vreinterpretq_s8_u8(if hi {
+                    vshrq_n_u8::<4>(v)
+                } else {
+                    vandq_u8(v, low)
+                })
+            };
+            let base = 64 * g;
+            let lo = unsafe { dot32::<DOT>(nib(v0, false), nib(v1, false), x(base), x(base + 16)) };
+            let hi =
+                unsafe { dot32::<DOT>(nib(v0, true), nib(v1, true), x(base + 32), x(base + 48)) };
+            acc = vmlaq_n_s32(acc, lo, i32::from(sc_lo));
+            acc = vmlaq_n_s32(acc, hi, i32::from(sc_hi));
+            let sums = |j: usize| unsafe { block_sum(ab, j) + block_sum(ab, j + 1) };
+            summ += sums(4 * g) * i32::from(m_lo) + sums(4 * g + 2) * i32::from(m_hi);
+        }
+        let sumi = vaddvq_s32(acc);
+        let dx = unsafe { read_f32(ab) };
+        dx * (d * sumi as f32 - dmin * summ as f32)
+    }
+
+    /// One Q6_K super-block (210 bytes at `wb`) against one Q8_K block (292 at `ab`).
+    ///
+    /// # Safety
+    /// Both ranges are readable; with `DOT`, as [`sdot`].
+    #[inline(always)]
+    unsafe fn q6_k<const DOT: bool>(wb: *const u8, ab: *const u8) -> f32 {
+        // SAFETY (every read): the caller's ranges (ql 0..128, qh 128..192, scales
+        // 192..208, d 208..210).
+        let d = unsafe { super::super::f16::to_f32(read_u16(wb.add(208))) };
+        let low = vdupq_n_u8(0xf);
+        let three = vdupq_n_u8(3);
+        let thirty_two = vdupq_n_s8(32);
+        let mut acc = vdupq_n_s32(0);
+        for h in 0..2 {
+            for l in [0, 16] {
+                let (a, c, bits) = unsafe {
+                    (
+                        vld1q_u8(wb.add(64 * h + l)),
+                        vld1q_u8(wb.add(64 * h + 32 + l)),
+                        vld1q_u8(wb.add(128 + 32 * h + l)),
+                    )
+                };
+                // Quant `k` of this 16: four bits from `a` or `c`, two from `bits`.
+                let quants = [
+                    vorrq_u8(vandq_u8(a, low), vshlq_n_u8::<4>(vandq_u8(bits, three))),
+                    vorrq_u8(
+                        vandq_u8(c, low),
+                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(bits), three)),
+                    ),
+                    vorrq_u8(
+                        vshrq_n_u8::<4>(a),
+                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(bits), three)),
+                    ),
+                    vorrq_u8(vshrq_n_u8::<4>(c), vshlq_n_u8::<4>(vshrq_n_u8::<6>(bits))),
+                ];
+                for (k, q) in quants.into_iter().enumerate() {
+                    let at = 128 * h + 32 * k + l;
+                    let q = vsubq_s8(vreinterpretq_s8_u8(q), thirty_two);
+                    let sums = unsafe { dot16::<DOT>(q, vld1q_s8(ab.add(4 + at).cast())) };
+                    let sc = unsafe { *wb.add(192 + at / 16) } as i8;
+                    acc = vmlaq_n_s32(acc, sums, i32::from(sc));
+                }
+            }
+        }
+        let sumi = vaddvq_s32(acc);
+        let dx = unsafe { read_f32(ab) };
+        let (dmin, summ) = (0f32, 0i32);
+        dx * (d * sumi as f32 - dmin * summ as f32)
     }
 }

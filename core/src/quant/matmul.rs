@@ -430,7 +430,10 @@ fn run_best(p: &Problem<'_>, y: &mut [f32]) {
     if super::wasm::run(p, y) {
         return;
     }
-    #[cfg(all(target_arch = "aarch64", any(feature = "q4", feature = "q8_0")))]
+    #[cfg(all(
+        target_arch = "aarch64",
+        any(feature = "q4", feature = "q8_0", feature = "k-quants")
+    ))]
     if super::arm::run(p, y) {
         return;
     }
@@ -489,7 +492,10 @@ pub fn matmul_f32_inputs(
     if super::wasm::run_f32_inputs(&p, y) {
         return Ok(());
     }
-    #[cfg(all(target_arch = "aarch64", any(feature = "q4", feature = "q8_0")))]
+    #[cfg(all(
+        target_arch = "aarch64",
+        any(feature = "q4", feature = "q8_0", feature = "k-quants")
+    ))]
     if super::arm::run_f32_inputs(&p, y) {
         return Ok(());
     }

@@ -27,7 +27,10 @@
 //! [`Error::UnknownTensorType`].
 
 mod act;
-#[cfg(all(target_arch = "aarch64", any(feature = "q4", feature = "q8_0")))]
+#[cfg(all(
+    target_arch = "aarch64",
+    any(feature = "q4", feature = "q8_0", feature = "k-quants")
+))]
 mod arm;
 mod bf16;
 mod f16;

@@ -42,7 +42,7 @@ impl BlockQ4K {
 /// keep their 6 bits in the low bits of bytes `j` and `j + 4`; 4..8 split theirs between
 /// a nibble of bytes 8..12 and the top two bits of bytes 0..8.
 #[inline(always)]
-fn scale_min(j: usize, s: &[u8; 12]) -> (u8, u8) {
+pub(super) fn scale_min(j: usize, s: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
