@@ -27,7 +27,8 @@
 //! the inputs rounded to 16 bits per block of 32 (relative error under 2^-16 of the
 //! block's largest magnitude), then per block and weight row the quants widened to 16
 //! bits and multiplied into four `i32` lanes (`SMULL`/`SMLAL`, exact), converted and
-//! scaled by `d_w · d_x`.
+//! scaled by `d_w · d_x`; four weight rows by up to four inputs a pass, each output's
+//! operations the same whatever the grouping.
 //!
 //! `SDOT` and `FCVTL` are written as inline assembly: the dot-product intrinsics are not
 //! stable in Rust, and the half-precision vector types are not either. The module's only
@@ -459,81 +460,97 @@ pub(super) fn run_f32_inputs(p: &Problem<'_>, y: &mut [f32]) -> bool {
 /// `s` is `Shape::of(p, y, 32, 34, 32)` and `p.cols <= SEGMENT`.
 #[cfg(feature = "q8_0")]
 unsafe fn head_rows(p: &Problem<'_>, y: &mut [f32], s: &Shape) {
-    let mut q = [0i16; SEGMENT];
-    let mut scales = [0f32; SEGMENT / 32];
-    for t in 0..p.a.n {
-        let Some(x) = p.a.f32s.get(t * p.cols..(t + 1) * p.cols) else {
-            continue;
-        };
-        super::act::round_i16_blocks(x, &mut q, &mut scales);
-        let mut r = 0;
-        while r < s.rows {
-            // SAFETY: rows `r .. r + R` are inside the checked shape; `q` and `scales`
-            // hold `s.blocks` blocks.
-            unsafe {
-                if s.rows - r >= ROWS {
-                    head_pass::<ROWS>(p, y, s, &q, &scales, r, t);
-                    r += ROWS;
-                } else {
-                    head_pass::<1>(p, y, s, &q, &scales, r, t);
-                    r += 1;
-                }
+    let mut q = [[0i16; SEGMENT]; INPUTS];
+    let mut scales = [[0f32; SEGMENT / 32]; INPUTS];
+    let mut t = 0;
+    while t < p.a.n {
+        let tn = if p.a.n - t >= INPUTS { INPUTS } else { 1 };
+        for (i, (q, scales)) in q.iter_mut().zip(&mut scales).enumerate().take(tn) {
+            if let Some(x) = p.a.f32s.get((t + i) * p.cols..(t + i + 1) * p.cols) {
+                super::act::round_i16_blocks(x, q, scales);
             }
         }
+        let mut r = 0;
+        while r < s.rows {
+            let rn = if s.rows - r >= ROWS { ROWS } else { 1 };
+            // SAFETY: rows `r .. r + rn` and inputs `t .. t + tn` are inside the checked
+            // shape; `q` and `scales` hold `s.blocks` blocks of each of those inputs.
+            unsafe {
+                match (rn, tn) {
+                    (ROWS, INPUTS) => head_pass::<ROWS, INPUTS>(p, y, s, &q, &scales, r, t),
+                    (ROWS, _) => head_pass::<ROWS, 1>(p, y, s, &q, &scales, r, t),
+                    (_, INPUTS) => head_pass::<1, INPUTS>(p, y, s, &q, &scales, r, t),
+                    _ => head_pass::<1, 1>(p, y, s, &q, &scales, r, t),
+                }
+            }
+            r += rn;
+        }
+        t += tn;
     }
 }
 
-/// Weight rows `r0 .. r0 + R` of the head against input `t`, rounded into `q` and
-/// `scales`.
+/// Weight rows `r0 .. r0 + R` of the head against inputs `t0 .. t0 + I`, rounded into
+/// `q[..I]` and `scales[..I]`: each weight block is widened once for the `I` inputs.
 ///
 /// # Safety
-/// As [`head_rows`], and `r0 + R <= s.rows`.
+/// As [`head_rows`], `r0 + R <= s.rows` and `t0 + I <= p.a.n`.
 #[cfg(feature = "q8_0")]
 #[inline(always)]
-unsafe fn head_pass<const R: usize>(
+unsafe fn head_pass<const R: usize, const I: usize>(
     p: &Problem<'_>,
     y: &mut [f32],
     s: &Shape,
-    q: &[i16; SEGMENT],
-    scales: &[f32; SEGMENT / 32],
+    q: &[[i16; SEGMENT]; INPUTS],
+    scales: &[[f32; SEGMENT / 32]; INPUTS],
     r0: usize,
-    t: usize,
+    t0: usize,
 ) {
     use core::arch::aarch64::{
-        vaddq_s32, vget_low_s16, vld1q_s16, vmlal_high_s16, vmlal_s16, vmovl_high_s8, vmovl_s8,
-        vmull_s16,
+        vaddq_s32, vdupq_n_s16, vget_low_s16, vld1q_s16, vmlal_high_s16, vmlal_s16, vmovl_high_s8,
+        vmovl_s8, vmull_s16,
     };
-    let mut acc = [vdupq_n_f32(0.0); R];
+    let mut acc = [[vdupq_n_f32(0.0); I]; R];
     // SAFETY: the rows lie in `p.data` (`Shape::of`).
     let w = unsafe { p.data.as_ptr().add(r0 * s.row_bytes) };
-    for (b, &dx) in scales.iter().enumerate().take(s.blocks) {
-        // SAFETY: block `b` of `q` (`s.blocks * 32 <= SEGMENT` values).
-        let xs: [int16x8_t; 4] =
-            core::array::from_fn(|k| unsafe { vld1q_s16(q.as_ptr().add(b * 32 + 8 * k)) });
+    let zero = vdupq_n_s16(0);
+    #[allow(clippy::needless_range_loop)] // `b` indexes the weights, the quants and the scales
+    for b in 0..s.blocks {
         let mut d = [0u16; 4];
-        for (r, d) in d.iter_mut().enumerate().take(R) {
-            // SAFETY: block `b` of row `r0 + r`.
-            *d = unsafe { read_u16(w.add(r * s.row_bytes + b * 34)) };
-        }
-        let dd = vmulq_n_f32(halves(&d), dx);
-        for (r, acc) in acc.iter_mut().enumerate() {
+        let mut ws = [[(zero, zero); 2]; R];
+        for (r, (d, ws)) in d.iter_mut().zip(&mut ws).enumerate() {
             // SAFETY: block `b` of row `r0 + r`.
             let wb = unsafe { w.add(r * s.row_bytes + b * 34) };
+            *d = unsafe { read_u16(wb) };
+            // The 32 quants widened to 16 bits: positions 0-7 and 8-15, 16-23 and 24-31.
             let (lo, hi) = unsafe { unpack::<Q8_0>(wb) };
-            let part = |w: int8x16_t, x0: int16x8_t, x1: int16x8_t| -> int32x4_t {
-                let (a, b) = (vmovl_s8(vget_low_s8(w)), vmovl_high_s8(w));
-                let s = vmull_s16(vget_low_s16(a), vget_low_s16(x0));
-                let s = vmlal_high_s16(s, a, x0);
-                let s = vmlal_s16(s, vget_low_s16(b), vget_low_s16(x1));
-                vmlal_high_s16(s, b, x1)
-            };
-            let sums = vaddq_s32(part(lo, xs[0], xs[1]), part(hi, xs[2], xs[3]));
-            *acc = vfmaq_n_f32(*acc, vcvtq_f32_s32(sums), lane(dd, r));
+            *ws = [
+                (vmovl_s8(vget_low_s8(lo)), vmovl_high_s8(lo)),
+                (vmovl_s8(vget_low_s8(hi)), vmovl_high_s8(hi)),
+            ];
+        }
+        let d = halves(&d);
+        for t in 0..I {
+            // SAFETY: block `b` of input `t0 + t`'s rounding (`s.blocks * 32 <= SEGMENT`).
+            let xs: [int16x8_t; 4] =
+                core::array::from_fn(|k| unsafe { vld1q_s16(q[t].as_ptr().add(b * 32 + 8 * k)) });
+            let dd = vmulq_n_f32(d, scales[t][b]);
+            for (r, (acc, ws)) in acc.iter_mut().zip(&ws).enumerate() {
+                let part = |(a, b): (int16x8_t, int16x8_t), x0: int16x8_t, x1: int16x8_t| {
+                    let s = vmull_s16(vget_low_s16(a), vget_low_s16(x0));
+                    let s = vmlal_high_s16(s, a, x0);
+                    let s = vmlal_s16(s, vget_low_s16(b), vget_low_s16(x1));
+                    vmlal_high_s16(s, b, x1)
+                };
+                let sums = vaddq_s32(part(ws[0], xs[0], xs[1]), part(ws[1], xs[2], xs[3]));
+                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sums), lane(dd, r));
+            }
         }
     }
     for (r, acc) in acc.iter().enumerate() {
-        if let Some(o) = y.get_mut(t * p.y_stride + r0 + r) {
-            *o = vaddvq_f32(*acc);
+        for (t, acc) in acc.iter().enumerate() {
+            if let Some(o) = y.get_mut((t0 + t) * p.y_stride + r0 + r) {
+                *o = vaddvq_f32(*acc);
+            }
         }
     }
 }

@@ -337,7 +337,13 @@ fn every_product_path_matches_the_f64_reference() {
 fn f32_input_products_match_the_f64_reference() {
     for ty in compiled_block_types() {
         let len = ty.block_len();
-        let shapes = [(7, len, 1), (37, 2 * len, 1), (9, 3 * len, 2), (5, len, 3)];
+        let shapes = [
+            (7, len, 1),
+            (37, 2 * len, 1),
+            (9, 3 * len, 2),
+            (5, len, 3),
+            (6, 2 * len, 9), // inputs in passes of four, then one at a time
+        ];
         let shapes = if cfg!(miri) {
             &shapes[..1]
         } else {
@@ -406,12 +412,19 @@ fn f32_input_products_match_the_f64_reference() {
                     }
                 }
             }
-            // Rows split in two give the same outputs, bit for bit.
+            // Rows split in two give the same outputs, bit for bit, and so does each input
+            // alone.
             let mut halves = std::vec![f32::NAN; n * rows];
             let mid = rows / 2;
             matmul_f32_inputs(&m, 0..mid, &x, n, &mut halves, rows).unwrap();
             matmul_f32_inputs(&m, mid..rows, &x, n, &mut halves[mid..], rows).unwrap();
             assert_eq!(halves, got, "{ty}");
+            for t in 0..n {
+                let mut one = std::vec![f32::NAN; rows];
+                let xt = &x[t * cols..(t + 1) * cols];
+                matmul_f32_inputs(&m, 0..rows, xt, 1, &mut one, rows).unwrap();
+                assert_eq!(one, got[t * rows..(t + 1) * rows], "{ty} input {t} alone");
+            }
         }
     }
     // Lengths are checked.
