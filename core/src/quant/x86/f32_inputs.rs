@@ -8,7 +8,9 @@
 //! and weight row the 32 quants, sign-extended to 16 bits, meet them in one `vpmaddwd`
 //! (exact integer sums), converted and scaled by `d_w · d_x` in one fused
 //! multiply-add. Without it (AVX2), the quants are converted to `f32` and multiplied by
-//! the `f32` inputs. Four weight rows share each block of inputs. Each output's
+//! the `f32` inputs. Four weight rows share each block of inputs; with AVX-512 up to four
+//! inputs (a batch of decoding steps) share each weight block's widening, with AVX2 its
+//! conversion (one row at a time). Each output's
 //! additions run in the same order whatever the row grouping (bit-identical when rows
 //! are split across threads).
 
@@ -76,6 +78,29 @@ pub(in crate::quant) fn run_q8_0(p: &Problem<'_>, y: &mut [f32], wide: bool) -> 
                     2 => i16_rows::<2>(p.data, rb, x, out, (p.y_stride, rows)),
                     3 => i16_rows::<3>(p.data, rb, x, out, (p.y_stride, rows)),
                     _ => i16_rows::<4>(p.data, rb, x, out, (p.y_stride, rows)),
+                }
+            }
+            t += take;
+        }
+        return true;
+    }
+    if !wide && n > 1 {
+        // AVX2: up to four inputs per pass over the weights (a batch of decoding steps),
+        // each computed as alone.
+        let mut t = 0;
+        while t < n {
+            let take = (n - t).min(ROWS);
+            let x = &p.a.f32s[t * p.cols..(t + take) * p.cols];
+            let out = &mut y[t * p.y_stride..(t + take - 1) * p.y_stride + rows];
+            // SAFETY: AVX2, FMA and F16C present (checked); `p.data` holds `rows` rows
+            // of `blocks` blocks, `x` `take` inputs of `blocks · 32` values, `out` `take`
+            // runs of `rows` outputs `y_stride` apart (checked above).
+            unsafe {
+                match take {
+                    1 => avx2_steps::<1>(p.data, rb, x, out, (p.y_stride, rows)),
+                    2 => avx2_steps::<2>(p.data, rb, x, out, (p.y_stride, rows)),
+                    3 => avx2_steps::<3>(p.data, rb, x, out, (p.y_stride, rows)),
+                    _ => avx2_steps::<4>(p.data, rb, x, out, (p.y_stride, rows)),
                 }
             }
             t += take;
@@ -281,6 +306,60 @@ unsafe fn avx2_rows(w: &[u8], rb: usize, x: &[f32], out: &mut [f32]) {
         // SAFETY: row r exists.
         out[r] = unsafe { avx2_dot::<1>(w, rb, r, x) }[0];
         r += 1;
+    }
+}
+
+/// Every output of `T` inputs (a batch of decoding steps), one weight row at a time: each
+/// block's quants converted to `f32` once for the `T` inputs, each input with its own
+/// accumulator and the operations of [`avx2_dot`], so every output has the bits it has
+/// with its input alone; input `t`'s outputs start at `out[t · stride]`.
+///
+/// # Safety
+/// AVX2, FMA and F16C present; `x.len() = T · cols`, `cols` a multiple of 32; `w` holds
+/// `rows` rows of `rb = cols / 32 · 34` bytes, and `out` holds `(T - 1) · stride + rows`
+/// values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_steps<const T: usize>(
+    w: &[u8],
+    rb: usize,
+    x: &[f32],
+    out: &mut [f32],
+    (stride, rows): (usize, usize),
+) {
+    let cols = x.len() / T;
+    // SAFETY: as in `avx2_dot`, for each of the `T` inputs; the outputs are inside `out`
+    // (the caller's lengths).
+    unsafe {
+        for r in 0..rows {
+            let w0 = w.as_ptr().add(r * rb);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..cols / 32 {
+                let wb = w0.add(b * B);
+                _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(AHEAD_ROWS * rb).cast());
+                let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+                    wb.cast::<u16>().read_unaligned(),
+                ))));
+                // Quants 8j .. 8j + 8 as f32.
+                let q: [__m256; 4] = core::array::from_fn(|j| {
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                        wb.add(2 + 8 * j).cast(),
+                    )))
+                });
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let xp = x.as_ptr().add(t * cols + b * 32);
+                    let mut s = _mm256_mul_ps(q[0], _mm256_loadu_ps(xp));
+                    s = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xp.add(8)), s);
+                    s = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xp.add(16)), s);
+                    s = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xp.add(24)), s);
+                    *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), s, *acc);
+                }
+            }
+            for (t, acc) in acc.iter().enumerate() {
+                if let Some(o) = out.get_mut(t * stride + r) {
+                    *o = super::block32::hsum(*acc);
+                }
+            }
+        }
     }
 }
 
