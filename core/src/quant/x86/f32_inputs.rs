@@ -60,47 +60,31 @@ pub(in crate::quant) fn run_q8_0(p: &Problem<'_>, y: &mut [f32], wide: bool) -> 
     }
     let wide = wide && crate::math::gemm::cpu::avx512_int8_available();
     let blocks16 = blocks.min(SEGMENT / 32);
-    if wide && blocks16 == blocks {
-        // Up to four inputs per pass over the weights (a batch of decoding steps), each
-        // computed as alone.
+    // Up to four inputs per pass over the weights (a batch of decoding steps), each
+    // computed as alone: with AVX-512 whenever the rows fit the 16-bit rounding, with
+    // AVX2 for more than one input (one input takes `avx2_rows`, four weight rows a pass).
+    if (wide && blocks16 == blocks) || (!wide && n > 1) {
         let mut t = 0;
         while t < n {
             let take = (n - t).min(ROWS);
             let x = &p.a.f32s[t * p.cols..(t + take) * p.cols];
             let out = &mut y[t * p.y_stride..(t + take - 1) * p.y_stride + rows];
-            // SAFETY: AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C present (checked);
-            // `p.data` holds `rows` rows of `blocks` blocks, `x` `take` inputs of
-            // `blocks · 32 <= SEGMENT` values, `out` `take` runs of `rows` outputs
-            // `y_stride` apart (checked above), all the kernel reads and writes.
+            let shape = (p.y_stride, rows);
+            // SAFETY: AVX2, FMA and F16C present, AVX-512 F/BW/VL/VNNI where `wide`
+            // (checked); `p.data` holds `rows` rows of `blocks` blocks, `x` `take` inputs
+            // of `blocks · 32` values (at most SEGMENT where `wide`), `out` `take` runs of
+            // `rows` outputs `y_stride` apart (checked above), all the kernels read and
+            // write.
             unsafe {
-                match take {
-                    1 => i16_rows::<1>(p.data, rb, x, out, (p.y_stride, rows)),
-                    2 => i16_rows::<2>(p.data, rb, x, out, (p.y_stride, rows)),
-                    3 => i16_rows::<3>(p.data, rb, x, out, (p.y_stride, rows)),
-                    _ => i16_rows::<4>(p.data, rb, x, out, (p.y_stride, rows)),
-                }
-            }
-            t += take;
-        }
-        return true;
-    }
-    if !wide && n > 1 {
-        // AVX2: up to four inputs per pass over the weights (a batch of decoding steps),
-        // each computed as alone.
-        let mut t = 0;
-        while t < n {
-            let take = (n - t).min(ROWS);
-            let x = &p.a.f32s[t * p.cols..(t + take) * p.cols];
-            let out = &mut y[t * p.y_stride..(t + take - 1) * p.y_stride + rows];
-            // SAFETY: AVX2, FMA and F16C present (checked); `p.data` holds `rows` rows
-            // of `blocks` blocks, `x` `take` inputs of `blocks · 32` values, `out` `take`
-            // runs of `rows` outputs `y_stride` apart (checked above).
-            unsafe {
-                match take {
-                    1 => avx2_steps::<1>(p.data, rb, x, out, (p.y_stride, rows)),
-                    2 => avx2_steps::<2>(p.data, rb, x, out, (p.y_stride, rows)),
-                    3 => avx2_steps::<3>(p.data, rb, x, out, (p.y_stride, rows)),
-                    _ => avx2_steps::<4>(p.data, rb, x, out, (p.y_stride, rows)),
+                match (wide, take) {
+                    (true, 1) => i16_rows::<1>(p.data, rb, x, out, shape),
+                    (true, 2) => i16_rows::<2>(p.data, rb, x, out, shape),
+                    (true, 3) => i16_rows::<3>(p.data, rb, x, out, shape),
+                    (true, _) => i16_rows::<4>(p.data, rb, x, out, shape),
+                    (false, 1) => avx2_steps::<1>(p.data, rb, x, out, shape),
+                    (false, 2) => avx2_steps::<2>(p.data, rb, x, out, shape),
+                    (false, 3) => avx2_steps::<3>(p.data, rb, x, out, shape),
+                    (false, _) => avx2_steps::<4>(p.data, rb, x, out, shape),
                 }
             }
             t += take;
