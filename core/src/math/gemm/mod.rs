@@ -18,7 +18,8 @@
 //! (the in-place product and panel rotation for CPUs with AVX2 but not AVX-512),
 //! `x86_blocks.rs` (the adapter's block-diagonal rotation kernels), `x86_reflectors.rs`
 //! (Householder factors) and `x86_elementwise.rs` (softmax, GELU, SiLU, layer and RMS
-//! norm). The x86 files are the gemm's only `unsafe` code.
+//! norm). The x86 files and the AArch64 probe (`arm_cpu.rs`) are the gemm's only `unsafe`
+//! code.
 
 /// The run-time CPU probes, shared with the quantized kernels (`crate::quant`).
 #[cfg(target_arch = "aarch64")]
