@@ -1,4 +1,4 @@
-//! The AArch64 NEON kernels for weights in blocks of 32, taken where
+//! The AArch64 NEON kernels for block-quantized weights, taken where
 //! `limit_kernels` allows them (every AArch64 CPU has NEON):
 //! - [`run`]: Q8_0, Q4_0, Q4_1 and Q5_0 weights against Q8_1 activations (a decoder's
 //!   linears, one token or several requests' tokens at a time; Q5_0 is most of SmolLM2's
