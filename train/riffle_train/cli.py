@@ -118,6 +118,30 @@ def main(argv: list[str] | None = None) -> int:
     lc.add_argument("--threads", type=int, default=None)
     lc.add_argument("--prepared", default=None, help="folder of <task>.split.json from `llm prepare` (no corpora needed)")
     lc.add_argument("--note", default="", help="a line for the table (e.g. the CPU fallback's shortening)")
+    lt = lsub.add_parser("train", help="train an adapter on your own chats (JSONL: {\"messages\": [...]} or "
+                                       "{\"prompt\", \"completion\"}) over a llama GGUF; writes the adapter GGUF")
+    lt.add_argument("--base", required=True, help="the llama GGUF the adapter will run on (any weight type)")
+    lt.add_argument("--data", required=True, help="training conversations, JSONL")
+    lt.add_argument("--task", required=True, help="the adapter's task name (what `:use`, `--task` and `model` name)")
+    lt.add_argument("--out", required=True, help="the adapter GGUF to write (F16 parameters)")
+    lt.add_argument("--validation", default=None, help="held-out conversations, JSONL (default: --validation-split "
+                                                        "of --data when it has at least 20)")
+    lt.add_argument("--validation-split", type=float, default=0.1)
+    lt.add_argument("--method", default="gsoft", choices=["gsoft", "double_gsoft", "oft", "boft"])
+    lt.add_argument("--block-size", type=int, default=8)
+    lt.add_argument("--blocks", default="all", help="adapted blocks: all or comma-separated indices")
+    lt.add_argument("--epochs", type=float, default=3.0, help="passes over the data (unless --steps)")
+    lt.add_argument("--steps", type=int, default=None)
+    lt.add_argument("--batch", type=int, default=8)
+    lt.add_argument("--lr", type=float, default=1e-3)
+    lt.add_argument("--max-length", type=int, default=512, help="tokens per conversation (longer ones keep their end)")
+    lt.add_argument("--eval-limit", type=int, default=50, help="held-out conversations answered greedily for the report")
+    lt.add_argument("--compatible", action="append", default=[],
+                    help="another GGUF of the same weights (e.g. a requantization) the adapter may bind to; repeatable")
+    lt.add_argument("--seed", type=int, default=0)
+    lt.add_argument("--device", default=None, help="cuda when there is one, else cpu")
+    lt.add_argument("--threads", type=int, default=None)
+    lt.add_argument("--report", default=None, help="write the report (JSON) here too")
     lp = lsub.add_parser("prepare", help="write each task's split as <task>.split.json for a machine without corpora")
     lp.add_argument("--tasks", default="sentiment,topic,language,news_json")
     lp.add_argument("--out", required=True)
@@ -276,6 +300,8 @@ def _llm(args, argv) -> int:
             recs = llm.read_heldout(args.task)
             Path(args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs),
                                       encoding="utf-8")
+    elif args.llm_cmd == "train":
+        return _llm_train(args)
     elif args.llm_cmd == "prepare":
         for t in args.tasks.split(","):
             llm.dump_split(t, llm.Budget(train=args.train, heldout=args.heldout), Path(args.out))
@@ -337,3 +363,38 @@ def _llm(args, argv) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _llm_train(args) -> int:
+    """``llm train``: bad input is one line on stderr and exit status 2."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from . import llm_finetune as ft
+    from .llama import base_model_id
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        blocks = None if args.blocks == "all" else tuple(int(x) for x in args.blocks.split(","))
+    except ValueError:
+        print(f"riffle-train llm train: --blocks {args.blocks!r} is not `all` or comma-separated indices",
+              file=sys.stderr)
+        return 2
+    s = ft.Settings(method=args.method, block_size=args.block_size, blocks=blocks, epochs=args.epochs,
+                    steps=args.steps, batch=args.batch, lr=args.lr, max_length=args.max_length,
+                    validation_split=args.validation_split, eval_limit=args.eval_limit, seed=args.seed)
+    try:
+        comp = [base_model_id(p) for p in args.compatible]
+        rep = ft.run_train(args.base, args.data, args.out, args.task, s, validation=args.validation,
+                           compatible=comp, device=args.device)
+    except (ft.DataError, FileNotFoundError) as e:
+        print(f"riffle-train llm train: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(rep, ensure_ascii=False)
+    if args.report:
+        Path(args.report).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0

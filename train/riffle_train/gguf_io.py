@@ -11,6 +11,7 @@ is re-read with ``gguf.GGUFReader`` to check them.
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,28 @@ def write_gguf(path: str | Path, arch: str, kv: dict[str, Any],
     ``tensors``: (name, array) in PyTorch shape order, or (name, quantised uint8 array as
     made by ``gguf.quants.quantize``, ggml type) for quantised data. ``id_key`` = "model_id" adds
     ``riffle.model_id``; "crc" adds ``riffle.data_crc32``. Returns the span facts.
+
+    The file is written under a temporary name in the same folder, read back and checked,
+    then renamed over ``path``: an existing file there is replaced whole or not at all.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = [(t[0], t[1]) for t in tensors]
     span = data_span(plain)
     facts = {"model_id": model_id(span), "data_crc32": crc32(span), "span_bytes": len(span)}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write_checked(tmp, arch, kv, tensors, id_key, facts)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    facts["bytes"] = path.stat().st_size
+    return facts
+
+
+def _write_checked(path: Path, arch: str, kv: dict[str, Any], tensors, id_key: str | None,
+                   facts: dict[str, Any]) -> None:
+    """:func:`write_gguf`'s file at ``path``, flushed to disk and its data span checked."""
     w = gguf.GGUFWriter(str(path), arch)
     for key, val in kv.items():
         _add_kv(w, key, val)
@@ -108,11 +125,11 @@ def write_gguf(path: str | Path, arch: str, kv: dict[str, Any],
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
     check = verify_span(path)
     if check["model_id"] != facts["model_id"] or check["data_crc32"] != facts["data_crc32"]:
         raise RuntimeError(f"{path}: data span differs from the computed layout")
-    facts["bytes"] = path.stat().st_size
-    return facts
 
 
 # --------------------------------------------------------------------------- reading

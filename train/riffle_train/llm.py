@@ -381,32 +381,43 @@ def max_new_tokens(task: str) -> int:
     return 64 if task == "news_json" else 6
 
 
-def make_batches(rows: list[tuple[list[int], list[int]]], batch: int, steps: int, seed: int,
-                 max_prompt: int, pad: int):
-    """``steps`` batches (ids, labels) drawn by seeded shuffling epochs; the prompt is cut on the
-    left to ``max_prompt`` tokens; labels are -100 except on the answer tokens."""
+def batch_order(n: int, batch: int, steps: int, seed: int):
+    """``steps`` lists of ``batch`` row indices out of ``n``, drawn by seeded shuffling epochs."""
     g = random.Random(seed)
     order: list[int] = []
     for _ in range(steps):
         if len(order) < batch:
-            more = list(range(len(rows)))
+            more = list(range(n))
             g.shuffle(more)
             order += more
         take, order = order[:batch], order[batch:]
+        yield take
+
+
+def collate(seqs: list[tuple[list[int], list[int]]], pad: int):
+    """(ids, labels, attention mask) of ``(ids, labels)`` rows, right-padded to the longest."""
+    n = max(len(s[0]) for s in seqs)
+    ids = torch.full((len(seqs), n), pad, dtype=torch.long)
+    lab = torch.full((len(seqs), n), -100, dtype=torch.long)
+    att = torch.zeros((len(seqs), n), dtype=torch.long)
+    for r, (s, l) in enumerate(seqs):
+        ids[r, :len(s)] = torch.tensor(s)
+        lab[r, :len(l)] = torch.tensor(l)
+        att[r, :len(s)] = 1
+    return ids, lab, att
+
+
+def make_batches(rows: list[tuple[list[int], list[int]]], batch: int, steps: int, seed: int,
+                 max_prompt: int, pad: int):
+    """``steps`` batches (ids, labels) drawn by seeded shuffling epochs; the prompt is cut on the
+    left to ``max_prompt`` tokens; labels are -100 except on the answer tokens."""
+    for take in batch_order(len(rows), batch, steps, seed):
         seqs = []
         for i in take:
             p, a = rows[i]
             p = p[-max_prompt:]
             seqs.append((p + a, [-100] * len(p) + a))
-        n = max(len(s[0]) for s in seqs)
-        ids = torch.full((len(seqs), n), pad, dtype=torch.long)
-        lab = torch.full((len(seqs), n), -100, dtype=torch.long)
-        att = torch.zeros((len(seqs), n), dtype=torch.long)
-        for r, (s, l) in enumerate(seqs):
-            ids[r, :len(s)] = torch.tensor(s)
-            lab[r, :len(l)] = torch.tensor(l)
-            att[r, :len(s)] = 1
-        yield ids, lab, att
+        yield collate(seqs, pad)
 
 
 def unwrap(model: nn.Module) -> Llama:
@@ -504,10 +515,11 @@ def generate_texts(model: nn.Module, tok, chats: list[list[dict]], max_new: int,
 # --------------------------------------------------------------------------- export
 
 
-def adapter_kv(method: str, b: Budget, task: str, base_id: str, compatible: list[str], labels) -> dict:
+def adapter_kv(method: str, b: Budget, task: str, base_id: str, compatible: list[str], labels,
+               base_name: str = "SmolLM2-135M-Instruct") -> dict:
     bs, fac = (b.boft_block_size, b.boft_factors) if method == "boft" else (b.block_size, None)
     cfg = AdapterConfig(method, bs, fac)
-    kv = {"general.type": "adapter", "general.name": f"SmolLM2-135M-Instruct {task} ({method}, b={bs})",
+    kv = {"general.type": "adapter", "general.name": f"{base_name} {task} ({method}, b={bs})",
           "adapter.type": "orthogonal", "adapter.orthogonal.method": method,
           "adapter.orthogonal.block_size": U32(bs), "adapter.orthogonal.permutation": cfg.permutation,
           "adapter.orthogonal.factor_count": U32(cfg.factor_count),
@@ -518,12 +530,12 @@ def adapter_kv(method: str, b: Budget, task: str, base_id: str, compatible: list
 
 
 def export_adapter(model: Llama, method: str, b: Budget, task: str, path: str | Path, base_id: str,
-                   compatible: list[str], labels=None) -> dict:
+                   compatible: list[str], labels=None, base_name: str = "SmolLM2-135M-Instruct") -> dict:
     """Write the injected model's adapter as a GGUF with F16 parameters (format.md). ``labels`` is not
     written: a chat adapter has no head (its label words are in its answers)."""
     tensors = adapter_tensors(model, (), np.float16)
-    return gguf_io.write_gguf(path, "llama", adapter_kv(method, b, task, base_id, compatible, labels), tensors,
-                              id_key="crc")
+    kv = adapter_kv(method, b, task, base_id, compatible, labels, base_name)
+    return gguf_io.write_gguf(path, "llama", kv, tensors, id_key="crc")
 
 
 def load_adapter(model: Llama, path: str | Path, base_id: str | None = None) -> dict:
