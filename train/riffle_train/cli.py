@@ -388,8 +388,10 @@ def _llm_train(args) -> int:
                     validation_split=args.validation_split, eval_limit=args.eval_limit, seed=args.seed)
     try:
         comp = [base_model_id(p) for p in args.compatible]
+        # Progress on stderr, the report alone on stdout.
         rep = ft.run_train(args.base, args.data, args.out, args.task, s, validation=args.validation,
-                           compatible=comp, device=args.device)
+                           compatible=comp, device=args.device,
+                           log=lambda *a, **k: print(*a, file=sys.stderr, flush=True))
     except (ft.DataError, FileNotFoundError) as e:
         print(f"riffle-train llm train: {e}", file=sys.stderr)
         return 2

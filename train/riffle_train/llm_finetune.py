@@ -199,10 +199,10 @@ def stop_ids(kv: dict, tok) -> set[int]:
 
 
 def encode_chat(tok, template: ChatTemplate, chat: Chat, stops: set[int]) -> tuple[list[int], list[int]]:
-    """(ids, labels) of a conversation as the template renders it: labels are ``-100`` except
-    on each trained answer's tokens up to and including the first end-of-turn token in it.
-    The text is encoded in pieces cut where answers begin and end (the runtime encodes a
-    prompt, which ends where an answer begins, as a whole)."""
+    """(ids, labels) of a conversation as the template renders it, up to its last trained
+    token: labels are ``-100`` except on each trained answer's tokens up to and including the
+    first end-of-turn token in it. The text is encoded in pieces cut where answers begin and
+    end (the runtime encodes a prompt, which ends where an answer begins, as a whole)."""
     msgs = chat.messages
     full = template.render(msgs, False)
     cuts: list[tuple[int, int]] = []
@@ -227,8 +227,9 @@ def encode_chat(tok, template: ChatTemplate, chat: Chat, stops: set[int]) -> tup
         ids += answer
         labels += answer[:end] + [-100] * (len(answer) - end)
         at = b
-    tail = llm.encode(tok, full[at:])
-    return ids + tail, labels + [-100] * len(tail)
+    # Nothing after the last trained token is trained on or predicts one: left out.
+    end = max(j for j, x in enumerate(labels) if x != -100) + 1 if any(x != -100 for x in labels) else 0
+    return ids[:end], labels[:end]
 
 
 def fit(ids: list[int], labels: list[int], max_length: int) -> tuple[list[int], list[int]] | None:
@@ -374,7 +375,8 @@ def run_train(base: str | Path, data: str | Path, out: str | Path, task: str, s:
         "adapter": str(out), "task": task, "bytes": facts["bytes"], "base": str(base), "base_model_id": base_id,
         "compatible_model_ids": comp, "trainable_parameters": trainable, "device": llm.device_name(dev),
         "train_conversations": len(rows), "skipped": skipped, "steps": steps, "train_seconds": round(seconds, 2),
-        "loss_first": round(tr["losses"][0], 4), "loss_last": round(tr["losses"][-1], 4),
+        "loss_first": round(tr["losses"][0], 4),
+        "loss_last_10": round(sum(tr["losses"][-10:]) / len(tr["losses"][-10:]), 4),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()},
         "validation": report_val,
     }
