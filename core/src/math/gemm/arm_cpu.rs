@@ -30,19 +30,8 @@ pub(crate) fn neon_allowed() -> bool {
 
 /// Whether this CPU runs `SDOT` and the ceiling allows it. Detected once, then cached.
 pub(crate) fn dotprod_available() -> bool {
-    if cfg!(feature = "force-portable") || CEILING.load(Ordering::Relaxed) < 2 {
-        return false;
-    }
     static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let yes = detect_dotprod();
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-    }
+    CEILING.load(Ordering::Relaxed) >= 2 && super::cached_probe(&STATE, detect_dotprod)
 }
 
 #[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]

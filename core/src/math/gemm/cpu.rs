@@ -38,7 +38,7 @@ pub(crate) fn avx512_available() -> bool {
         return cfg!(target_feature = "avx512f") && !cfg!(feature = "force-portable");
     }
     static STATE: AtomicU8 = AtomicU8::new(0);
-    cached(&STATE, detect)
+    super::cached_probe(&STATE, detect)
 }
 
 /// Whether this CPU and OS run AVX2 and FMA code (CPUID leaves 1 and 7, XCR0 enabling
@@ -52,24 +52,7 @@ pub(crate) fn avx2_fma_available() -> bool {
             && !cfg!(feature = "force-portable");
     }
     static STATE: AtomicU8 = AtomicU8::new(0);
-    cached(&STATE, detect_avx2_fma)
-}
-
-/// `detect()` once per `state` (0 = not yet, 1 = no, 2 = yes); always `false` with the
-/// `force-portable` feature.
-fn cached(state: &AtomicU8, detect: fn() -> bool) -> bool {
-    if cfg!(feature = "force-portable") {
-        return false;
-    }
-    match state.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let yes = detect();
-            state.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-    }
+    super::cached_probe(&STATE, detect_avx2_fma)
 }
 
 #[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
@@ -125,7 +108,7 @@ pub(crate) fn avx512_int8_available() -> bool {
         )) && !cfg!(feature = "force-portable");
     }
     static STATE: AtomicU8 = AtomicU8::new(0);
-    avx512_available() && cached(&STATE, detect_avx512_int8)
+    avx512_available() && super::cached_probe(&STATE, detect_avx512_int8)
 }
 
 #[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
@@ -147,7 +130,7 @@ pub(crate) fn f16c_available() -> bool {
         return cfg!(target_feature = "f16c") && !cfg!(feature = "force-portable");
     }
     static STATE: AtomicU8 = AtomicU8::new(0);
-    cached(&STATE, detect_f16c)
+    super::cached_probe(&STATE, detect_f16c)
 }
 
 #[allow(unused_unsafe)] // `__cpuid` is a safe function on newer toolchains
@@ -170,7 +153,7 @@ pub(crate) fn sha_available() -> bool {
         )) && !cfg!(feature = "force-portable");
     }
     static STATE: AtomicU8 = AtomicU8::new(0);
-    cached(&STATE, detect_sha)
+    super::cached_probe(&STATE, detect_sha)
 }
 
 #[cfg(feature = "sha256")]

@@ -27,6 +27,25 @@ pub(crate) mod arm_cpu;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod cpu;
 mod portable;
+
+/// `detect()` once per `state` (0 = not yet, 1 = no, 2 = yes), then the cached answer; always
+/// `false` with the `force-portable` feature. The CPU probes' cache (`cpu.rs`, `arm_cpu.rs`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn cached_probe(state: &core::sync::atomic::AtomicU8, detect: fn() -> bool) -> bool {
+    use core::sync::atomic::Ordering;
+    if cfg!(feature = "force-portable") {
+        return false;
+    }
+    match state.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes = detect();
+            state.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
