@@ -227,10 +227,28 @@ class OrthogonalChain(nn.Module):
     def blocks(self, params: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """The ``m`` factors' Cayley blocks, each ``(k, b, b)`` (one batched solve), of this
         chain's parameters or of ``params`` (tensors shaped like them)."""
-        params = list(self.params) if params is None else list(params)
+        if params is None:
+            return self._inference_cached("blocks", lambda: self._blocks_of(list(self.params)))
+        return self._blocks_of(list(params))
+
+    def _blocks_of(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.m == 1:
             return [cayley(params[0], self.b)]
         return list(cayley(torch.cat(params), self.b).split(self.k))
+
+    def _inference_cached(self, what: str, make):
+        """``make()``, kept while autograd is off and this chain's parameters are unchanged
+        (their storage and version counters, which every in-place update such as an optimizer
+        step or ``copy_`` advances): generation and scoring then solve the Cayley blocks once,
+        not at every forward. With autograd on, always ``make()`` (the graph needs it)."""
+        if torch.is_grad_enabled():
+            return make()
+        key = tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in self.params)
+        cache = self.__dict__.setdefault("_cache", {})
+        hit = cache.get(what)
+        if hit is None or hit[0] != key:
+            hit = cache[what] = (key, make())
+        return hit[1]
 
     def paired(self) -> bool:
         """Whether this chain is two GS factors on a width that is a multiple of ``b^2``: then
@@ -275,7 +293,11 @@ class OrthogonalChain(nn.Module):
         return self.ungroup(torch.bmm(self.regroup(x), m if transpose else m.transpose(1, 2)), x.shape[:-1])
 
     def _run_paired(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
-        return self.rotate_grouped(x, self.group_matrices(blocks).to(x.dtype), transpose)
+        if blocks is None:
+            m = self._inference_cached(f"groups-{x.dtype}", lambda: self.group_matrices().to(x.dtype))
+        else:
+            m = self.group_matrices(blocks).to(x.dtype)
+        return self.rotate_grouped(x, m, transpose)
 
     def _run(self, x: torch.Tensor, transpose: bool, blocks: list[torch.Tensor] | None) -> torch.Tensor:
         if self.paired():

@@ -101,6 +101,35 @@ def test_grouped_form_of_a_two_factor_gs_chain_equals_its_factors(n, b):
         assert all(torch.allclose(a, b_, atol=1e-12) for a, b_ in zip(gp0, gp1))
 
 
+@pytest.mark.parametrize("m,perm", [(2, "gs"), (2, "butterfly"), (1, "none")])
+def test_inference_keeps_the_blocks_until_a_parameter_changes(m, perm):
+    """Without autograd a chain solves its Cayley blocks once and reuses them (generation
+    calls it at every token); an in-place update (an optimizer step, ``copy_``) or a new
+    parameter is seen at the next call, and every answer equals a fresh computation."""
+    torch.manual_seed(3)
+    n, b = 64, 8
+    c = OrthogonalChain(n, b, m, perm, dtype=D)
+    x = torch.randn(4, n, dtype=D)
+
+    def fresh():
+        with torch.enable_grad():
+            return c(x).detach()
+
+    with torch.no_grad():
+        for p in c.params:
+            p.normal_(0, 0.5)
+        first = c(x)
+        assert torch.equal(first, fresh())
+        blocks = c.blocks()
+        assert all(a is b_ for a, b_ in zip(blocks, c.blocks()))  # reused, not solved again
+        c.params[0].add_(0.25)  # in place: the version counter moves
+        second = c(x)
+        assert not torch.allclose(first, second) and torch.equal(second, fresh())
+        c.params[0] = nn.Parameter(c.params[0].detach() * 2)  # a new parameter
+        third = c(x)
+        assert not torch.allclose(second, third) and torch.equal(third, fresh())
+
+
 def test_gs_density():
     # b >= k: dense; b < k with m = 2: structural zeros
     for n, b, dense in ((64, 8, True), (24, 4, False)):
