@@ -126,21 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     lt.add_argument("--out", required=True, help="the adapter GGUF to write (F16 parameters)")
     lt.add_argument("--validation", default=None, help="held-out conversations, JSONL (default: --validation-split "
                                                         "of --data when it has at least 20)")
-    lt.add_argument("--validation-split", type=float, default=0.1)
-    lt.add_argument("--method", default="gsoft", choices=["gsoft", "double_gsoft", "oft", "boft"])
-    lt.add_argument("--block-size", type=int, default=8)
+    lt.add_argument("--validation-split", type=float, default=0.1, help="share held out when there is no --validation (%(default)s)")
+    lt.add_argument("--method", default="gsoft", choices=["gsoft", "double_gsoft", "oft", "boft"], help="(%(default)s)")
+    lt.add_argument("--block-size", type=int, default=8, help="rotation block size b (%(default)s)")
     lt.add_argument("--blocks", default="all", help="adapted blocks: all or comma-separated indices")
-    lt.add_argument("--epochs", type=float, default=3.0, help="passes over the data (unless --steps)")
-    lt.add_argument("--steps", type=int, default=None)
-    lt.add_argument("--batch", type=int, default=8)
-    lt.add_argument("--lr", type=float, default=1e-3)
-    lt.add_argument("--max-length", type=int, default=512, help="tokens per conversation (longer ones keep their end)")
-    lt.add_argument("--eval-limit", type=int, default=50, help="held-out conversations answered greedily for the report")
+    lt.add_argument("--epochs", type=float, default=3.0, help="passes over the data, unless --steps (%(default)s)")
+    lt.add_argument("--steps", type=int, default=None, help="optimizer steps (default: from --epochs)")
+    lt.add_argument("--batch", type=int, default=8, help="conversations per step (%(default)s)")
+    lt.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate, 10%% warm-up, linear decay (%(default)s)")
+    lt.add_argument("--max-length", type=int, default=512, help="tokens per conversation, longer ones keep their end (%(default)s)")
+    lt.add_argument("--eval-limit", type=int, default=50, help="held-out conversations answered greedily for the report (%(default)s)")
     lt.add_argument("--compatible", action="append", default=[],
                     help="another GGUF of the same weights (e.g. a requantization) the adapter may bind to; repeatable")
-    lt.add_argument("--seed", type=int, default=0)
+    lt.add_argument("--seed", type=int, default=0, help="batch order and held-out split (%(default)s)")
     lt.add_argument("--device", default=None, help="cuda when there is one, else cpu")
-    lt.add_argument("--threads", type=int, default=None)
+    lt.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     lt.add_argument("--report", default=None, help="write the report (JSON) here too")
     lp = lsub.add_parser("prepare", help="write each task's split as <task>.split.json for a machine without corpora")
     lp.add_argument("--tasks", default="sentiment,topic,language,news_json")
@@ -392,7 +392,7 @@ def _llm_train(args) -> int:
         rep = ft.run_train(args.base, args.data, args.out, args.task, s, validation=args.validation,
                            compatible=comp, device=args.device,
                            log=lambda *a, **k: print(*a, file=sys.stderr, flush=True))
-    except (ft.DataError, FileNotFoundError) as e:
+    except (ft.DataError, OSError) as e:
         print(f"riffle-train llm train: {e}", file=sys.stderr)
         return 2
     text = json.dumps(rep, ensure_ascii=False)

@@ -289,11 +289,22 @@ def run_train(base: str | Path, data: str | Path, out: str | Path, task: str, s:
     for name, v in (("batch", s.batch), ("max-length", s.max_length), ("block-size", s.block_size)):
         if v < 1:
             raise DataError(f"--{name} must be at least 1 (got {v})")
-    if not (s.lr > 0 and math.isfinite(s.lr)):
-        raise DataError(f"--lr must be a positive number (got {s.lr})")
+    for name, v in (("lr", s.lr), ("epochs", s.epochs)):
+        if not (v > 0 and math.isfinite(v)):
+            raise DataError(f"--{name} must be a positive number (got {v})")
+    if not 0 <= s.validation_split < 1:
+        raise DataError(f"--validation-split must be at least 0 and below 1 (got {s.validation_split})")
+    if s.steps is not None and s.steps < 1:
+        raise DataError(f"--steps must be at least 1 (got {s.steps})")
     base = Path(base)
     if not base.is_file():
         raise DataError(f"{base}: no such file")
+    # The adapter never replaces one of the command's own inputs.
+    for what, p in (("--base", base), ("--data", data), ("--validation", validation)):
+        if p is not None and Path(p).exists() and Path(out).exists() and Path(p).samefile(out):
+            raise DataError(f"--out {out} is the {what} file")
+    if Path(out).is_dir():
+        raise DataError(f"--out {out} is a folder")
     seed_everything(s.seed)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     kv = gguf_io.read_kv_only(base)
@@ -325,33 +336,31 @@ def run_train(base: str | Path, data: str | Path, out: str | Path, task: str, s:
         raise DataError(f"{data}: no conversation keeps a trained token within --max-length {s.max_length}")
     held_rows = [r for r in (fit(*encode_chat(tok, template, c, stops), s.max_length) for c in held) if r]
     steps = s.steps if s.steps is not None else max(1, math.ceil(s.epochs * len(rows) / s.batch))
-    if steps < 1:
-        raise DataError(f"--steps must be at least 1 (got {steps})")
-    log(f"{len(rows)} training conversations ({skipped} skipped: no answer within --max-length), "
-        f"{len(held)} held out; {steps} steps of {s.batch} on {llm.device_name(dev)}", flush=True)
-
     model, _ = llama_from_gguf(base)
     model.to(dev)
+    if s.blocks is not None and any(not 0 <= i < len(model.blk) for i in s.blocks):
+        raise DataError(f"--blocks {','.join(map(str, s.blocks))}: the base has blocks 0 to {len(model.blk) - 1}")
     pad = max(stops)
     stop = _answer_stop(rows, stops)
     limit = held[: s.eval_limit]
+    # The bare base, kept for scoring (before training) and for the adapter read back (after).
+    base_copy = copy.deepcopy(model) if (held_rows or limit) else None
+    b = llm.Budget(block_size=s.block_size, boft_block_size=s.block_size, boft_factors=s.boft_factors,
+                   blocks=s.blocks)
+    try:
+        llm.apply_method(model, s.method, llm.targets(model, s.blocks), b)
+    except ValueError as e:
+        raise DataError(f"{s.method} with block size {s.block_size}: {e}") from None
+    log(f"{len(rows)} training conversations ({skipped} skipped: no answer within --max-length), "
+        f"{len(held)} held out; {steps} steps of {s.batch} on {llm.device_name(dev)}", flush=True)
+
     max_new = _max_new(tok, limit, s.max_new_tokens)
     report_val: dict = {"conversations": len(held_rows), "generated": len(limit)}
     if held_rows:
-        report_val["base_loss"] = round(answer_loss_mean(model, held_rows, pad), 4)
+        report_val["base_loss"] = round(answer_loss_mean(base_copy, held_rows, pad), 4)
     if limit:
-        report_val["base_exact"], _ = exact_answers(model, tok, template, limit, stop, max_new)
+        report_val["base_exact"], _ = exact_answers(base_copy, tok, template, limit, stop, max_new)
 
-    b = llm.Budget(block_size=s.block_size, boft_block_size=s.block_size, boft_factors=s.boft_factors,
-                   blocks=s.blocks)
-    base_copy = copy.deepcopy(model) if (held_rows or limit) else None
-    if s.blocks is not None and any(not 0 <= i < len(model.blk) for i in s.blocks):
-        raise DataError(f"--blocks {','.join(map(str, s.blocks))}: the base has blocks 0 to {len(model.blk) - 1}")
-    tg = llm.targets(model, s.blocks)
-    try:
-        llm.apply_method(model, s.method, tg, b)
-    except ValueError as e:
-        raise DataError(f"{s.method} with block size {s.block_size}: {e}") from None
     trainable = trainable_parameters(model)
     batches = (llm.collate([rows[i] for i in take], pad) for take in llm.batch_order(len(rows), s.batch, steps, s.seed))
     t0 = time.perf_counter()

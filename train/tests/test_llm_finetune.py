@@ -156,7 +156,24 @@ def test_bad_input_exits_2_with_one_line_and_keeps_the_old_file(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("riffle-train llm train: ") and says in lines[0], lines
         assert out.read_bytes() == b"the user's file"
-    good = write_jsonl(tmp_path / "good.jsonl", chats_for(2, "x"))
+    good = write_jsonl(tmp_path / "good.jsonl", chats_for(24, "x"))
+    base_copy = tmp_path / "base.gguf"
+    base_copy.write_bytes(TINY.read_bytes())
+    for args, says in [
+        (["--base", str(base_copy), "--out", str(base_copy)], "is the --base file"),
+        (["--base", str(TINY), "--out", str(good)], "is the --data file"),
+        (["--base", str(TINY), "--out", str(tmp_path)], "is a folder"),
+        (["--base", str(TINY), "--out", str(out), "--validation-split", "1"], "--validation-split"),
+        (["--base", str(TINY), "--out", str(out), "--epochs", "0"], "--epochs must be a positive number"),
+        (["--base", str(TINY), "--out", str(out), "--steps", "0"], "--steps must be at least 1"),
+        (["--base", str(TINY), "--out", str(out), "--block-size", "7", "--steps", "1"], "gsoft with block size 7"),
+    ]:
+        r = run_cli("--data", str(good), "--task", "t", *args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and says in lines[0], (args, lines)
+    assert base_copy.read_bytes() == TINY.read_bytes() and out.read_bytes() == b"the user's file"
+    assert good.read_text().count("\n") == 24
     r = run_cli("--base", str(no_template), "--data", str(good), "--task", "t", "--out", str(out))
     assert r.returncode == 2 and "its tokenizer is not one this command reads" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
