@@ -265,6 +265,13 @@ impl<'c> KvSliceMut<'c> {
             KvSliceMut::F16(s) => KvSlice::F16(s),
         }
     }
+    /// The values, read-only, for as long as this view's borrow lasts.
+    pub fn into_slice(self) -> KvSlice<'c> {
+        match self {
+            KvSliceMut::F32(s) => KvSlice::F32(s),
+            KvSliceMut::F16(s) => KvSlice::F16(s),
+        }
+    }
     /// A shorter-lived view of the same values.
     pub fn reborrow(&mut self) -> KvSliceMut<'_> {
         match self {

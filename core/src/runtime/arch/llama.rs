@@ -218,21 +218,33 @@ fn balanced_rows(
     parts: usize,
     starts: &mut [usize; crate::par::MAX_PARTS + 1],
 ) -> usize {
-    let parts = parts.clamp(1, crate::par::MAX_PARTS).min(t.max(1)) as u64;
-    let work = |rows: usize| -> u64 {
+    balanced_runs(t, parts, starts, &|rows| {
         let (r, p) = (rows as u64, past as u64);
         r * (p + 1) + r * r.saturating_sub(1) / 2
-    };
-    let total = work(t);
+    })
+}
+
+/// Cuts `n` items into at most `parts` runs of about equal work, `work(i)` being the work
+/// of the first `i` items; the runs are `starts[k] .. starts[k + 1]` for `k` below the
+/// returned count, none of them empty.
+#[cfg(feature = "parallel")]
+fn balanced_runs(
+    n: usize,
+    parts: usize,
+    starts: &mut [usize; crate::par::MAX_PARTS + 1],
+    work: &dyn Fn(usize) -> u64,
+) -> usize {
+    let parts = parts.clamp(1, crate::par::MAX_PARTS).min(n.max(1)) as u64;
+    let total = work(n);
     starts[0] = 0;
     let mut count = 1;
-    for i in 1..t {
+    for i in 1..n {
         if (count as u64) < parts && work(i) * parts >= total * count as u64 {
             starts[count] = i;
             count += 1;
         }
     }
-    starts[count] = t;
+    starts[count] = n;
     count
 }
 
@@ -845,6 +857,12 @@ impl<'a> Llama<'a> {
         // Each sequence against its own cache.
         let mut attend =
             |blk: usize, [q, k, v]: [&[f32]; 3], att: &mut [f32], [sc, pa]: [&mut [f32]; 2]| {
+                #[cfg(feature = "parallel")]
+                if let Some(e) = exec.filter(|e| e.threads() > 1) {
+                    if self.attend_steps_apart(e, steps, blk, [q, k, v], att)? {
+                        return Ok(());
+                    }
+                }
                 for (b, s) in steps.iter_mut().enumerate() {
                     let owner = s.adapter.map(|p| p.state_key());
                     let cache = s.state.claim(owner)?;
@@ -874,6 +892,104 @@ impl<'a> Llama<'a> {
     }
 }
 
+/// Fixed work of one sequence's attention in a decoding step, in positions read (the
+/// head's set-up and merge), for sharing sequences out among threads.
+#[cfg(feature = "parallel")]
+const STEP_ATTENTION_SETUP: u64 = 16;
+
+impl<'a> Llama<'a> {
+    /// The attention of block `blk` for each of several sequences' decoding steps, the
+    /// sequences shared out among `exec`'s threads in runs of about equal work, each
+    /// sequence whole on one thread as one thread computes it alone (so the same bits as
+    /// [`attend_cached`] on any thread count). It applies where the runs balance: every
+    /// sequence short of [`KEY_BLOCKS_FROM`] positions (which [`attend`] keeps on the
+    /// calling thread), or no run above 1.15 times the mean; elsewhere `Ok(false)`, and
+    /// the caller splits each sequence's attention among the threads instead (the caches,
+    /// maybe written here already, take the same values again).
+    #[cfg(feature = "parallel")]
+    fn attend_steps_apart(
+        &self,
+        exec: &dyn crate::par::Executor,
+        steps: &mut [DecodeStep<'_, '_, 'a, '_>],
+        blk: usize,
+        [q, k, v]: [&[f32]; 3],
+        att: &mut [f32],
+    ) -> Result<bool> {
+        use crate::par::{run_split, MAX_PARTS};
+        let n = steps.len();
+        let (h, kvw) = (self.config.hidden, self.config.kv_width());
+        let mut seen: heapless::Vec<usize, MAX_STEPS> = heapless::Vec::new();
+        for s in steps.iter() {
+            seen.push(s.state.len() + 1)
+                .map_err(|_| Error::CapacityExceeded)?;
+        }
+        let work = |i: usize| -> u64 {
+            seen[..i]
+                .iter()
+                .map(|&p| p as u64 + STEP_ATTENTION_SETUP)
+                .sum()
+        };
+        let mut starts = [0usize; MAX_PARTS + 1];
+        let count = balanced_runs(n, exec.threads(), &mut starts, &work);
+        if count < 2 || q.len() < n * h || k.len() < n * kvw || v.len() < n * kvw {
+            return Ok(false);
+        }
+        let heaviest = (0..count)
+            .map(|i| work(starts[i + 1]) - work(starts[i]))
+            .max()
+            .unwrap_or(0);
+        let short = seen.iter().all(|&p| p < KEY_BLOCKS_FROM);
+        if !short && heaviest * count as u64 * 100 > work(n) * 115 {
+            return Ok(false);
+        }
+        let mut caches: heapless::Vec<([KvSlice<'_>; 2], usize), MAX_STEPS> = heapless::Vec::new();
+        for (b, s) in steps.iter_mut().enumerate() {
+            let owner = s.adapter.map(|p| p.state_key());
+            let cache = s.state.claim(owner)?;
+            let past = cache.2;
+            let kv = [&k[b * kvw..][..kvw], &v[b * kvw..][..kvw]];
+            let filled = write_cached(self, cache, blk, kv)?;
+            caches
+                .push((filled, past))
+                .map_err(|_| Error::CapacityExceeded)?;
+        }
+        let shape = self.shape();
+        let most = seen.iter().copied().max().unwrap_or(1);
+        let scores_len = shape.group() * most;
+        let partials_len = key_block_units(shape, most) * key_block_width(shape);
+        let done = run_split(
+            exec,
+            &mut att[..n * h],
+            &starts,
+            count,
+            h,
+            scores_len + partials_len,
+            &|r, out, scratch| {
+                let Some((scores, partials)) = scratch.split_at_mut_checked(scores_len) else {
+                    return false;
+                };
+                r.clone().zip(out.chunks_exact_mut(h)).all(|(b, row)| {
+                    let ([keys, values], past) = caches[b];
+                    let bufs = [&mut *scores, &mut *partials];
+                    let q = &q[b * h..][..h];
+                    attend(
+                        crate::runtime::linear::ONE_THREAD,
+                        shape,
+                        q,
+                        keys,
+                        values,
+                        [1, past],
+                        row,
+                        bufs,
+                    )
+                    .is_ok()
+                })
+            },
+        );
+        Ok(done)
+    }
+}
+
 /// [`Error::BufferTooSmall`] unless `got >= needed`.
 fn check_len(got: usize, needed: usize) -> Result<()> {
     if got < needed {
@@ -889,35 +1005,49 @@ fn check_len(got: usize, needed: usize) -> Result<()> {
 fn attend_cached(
     llama: &Llama<'_>,
     exec: Exec<'_>,
-    (mut kv, context, past): (KvSliceMut<'_>, usize, usize),
+    cache: (KvSliceMut<'_>, usize, usize),
     (blk, t): (usize, usize),
     [q, k, v]: [&[f32]; 3],
     out: &mut [f32],
     bufs: [&mut [f32]; 2],
 ) -> Result<()> {
+    let past = cache.2;
+    let [keys, values] = write_cached(llama, cache, blk, [k, v])?;
+    attend(exec, llama.shape(), q, keys, values, [t, past], out, bufs)
+}
+
+/// Writes new positions' keys and values (`[k, v]`, whole rows of the key/value width) into
+/// block `blk` of a sequence's cache (`kv` of `context` positions, `past` filled) and
+/// returns that block's filled keys and values, the new positions included.
+fn write_cached<'k>(
+    llama: &Llama<'_>,
+    (kv, context, past): (KvSliceMut<'k>, usize, usize),
+    blk: usize,
+    [k, v]: [&[f32]; 2],
+) -> Result<[KvSlice<'k>; 2]> {
     let kvw = llama.config.kv_width();
     let short = Error::BufferTooSmall {
         needed: llama.kv_len(context),
         got: kv.len(),
     };
     let (mut kc, mut vc) = kv
-        .reborrow()
         .range(2 * blk * context * kvw, 2 * context * kvw)
         .and_then(|cache| cache.split_at(context * kvw))
         .ok_or(short)?;
     kc.write(past * kvw, k)?;
     vc.write(past * kvw, v)?;
-    let filled = (past + t) * kvw;
-    let (Some(keys), Some(values)) = (
-        kc.as_slice().range(0, filled),
-        vc.as_slice().range(0, filled),
-    ) else {
-        return Err(Error::BufferTooSmall {
+    let filled = past * kvw + k.len();
+    let got = kc.len();
+    match (
+        kc.into_slice().range(0, filled),
+        vc.into_slice().range(0, filled),
+    ) {
+        (Some(keys), Some(values)) => Ok([keys, values]),
+        _ => Err(Error::BufferTooSmall {
             needed: filled,
-            got: kc.len(),
-        });
-    };
-    attend(exec, llama.shape(), q, keys, values, [t, past], out, bufs)
+            got,
+        }),
+    }
 }
 
 impl<'a> Forward<'a> for Llama<'a> {
