@@ -485,8 +485,9 @@ fn logit_bias_and_penalties_follow_openais_rule_token_by_token() {
 /// Several sequences decoded together (`Model::decode_steps`), each under its own adapter
 /// (every method of the fixture, Double GSOFT's output side included, the bare base twice,
 /// one adapter on two sequences), at different positions (one past 64 cached positions,
-/// where a step's attention is cut into key blocks): every row of logits equals the
-/// sequence's own step bit for bit, on one thread and split across 2 and 3.
+/// where a step's attention is cut into key blocks; and all of them short of it, where the
+/// threads share the sequences' attention out): every row of logits equals the sequence's
+/// own step bit for bit, on one thread and split across 2 and 3.
 #[test]
 fn sequences_decoded_together_equal_each_decoded_alone() {
     let f = fixture();
@@ -522,9 +523,26 @@ fn sequences_decoded_together_equal_each_decoded_alone() {
     let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.1.clone()).collect();
     let moved = riffle_tests::check_decode_steps(&model, &list, &prompts, 5, None);
     assert!(moved > 1.0, "the adapters barely move the logits ({moved})");
+    // Without the long one every sequence is short of 64 positions: the threads then share
+    // the sequences out, each sequence's attention whole on one thread.
+    let (short_list, short_prompts): (Vec<_>, Vec<_>) = list
+        .iter()
+        .zip(&prompts)
+        .filter(|(_, p)| p.len() < 60)
+        .map(|(a, p)| (*a, p.clone()))
+        .unzip();
+    assert_eq!(short_list.len(), cases.len() - 1);
     for threads in [2, 3] {
         let pool = riffle_host::threads::Pool::new(threads).unwrap();
         riffle_tests::check_decode_steps(&model, &list, &prompts, 3, Some(&pool));
+        riffle_tests::check_decode_steps(&model, &short_list, &short_prompts, 3, Some(&pool));
+        riffle_tests::check_decode_steps(
+            &model,
+            &short_list[..2],
+            &short_prompts[..2],
+            3,
+            Some(&pool),
+        );
     }
     // One sequence alone, and a batch of one.
     riffle_tests::check_decode_steps(&model, &list[1..2], &prompts[1..2], 2, None);

@@ -901,11 +901,10 @@ impl<'a> Llama<'a> {
     /// The attention of block `blk` for each of several sequences' decoding steps, the
     /// sequences shared out among `exec`'s threads in runs of about equal work, each
     /// sequence whole on one thread as one thread computes it alone (so the same bits as
-    /// [`attend_cached`] on any thread count). It applies where the runs balance: every
-    /// sequence short of [`KEY_BLOCKS_FROM`] positions (which [`attend`] keeps on the
-    /// calling thread), or no run above 1.15 times the mean; elsewhere `Ok(false)`, and
-    /// the caller splits each sequence's attention among the threads instead (the caches,
-    /// maybe written here already, take the same values again).
+    /// [`attend_cached`] on any thread count). It applies while every sequence is short of
+    /// [`KEY_BLOCKS_FROM`] positions, where [`attend`] keeps a sequence's attention on the
+    /// calling thread and the others would wait; elsewhere `Ok(false)` (nothing written),
+    /// and the caller splits each sequence's attention among the threads by key blocks.
     #[cfg(feature = "parallel")]
     fn attend_steps_apart(
         &self,
@@ -923,6 +922,9 @@ impl<'a> Llama<'a> {
             seen.push(s.state.len() + 1)
                 .map_err(|_| Error::CapacityExceeded)?;
         }
+        if seen.iter().any(|&p| p >= KEY_BLOCKS_FROM) {
+            return Ok(false);
+        }
         let work = |i: usize| -> u64 {
             seen[..i]
                 .iter()
@@ -932,14 +934,6 @@ impl<'a> Llama<'a> {
         let mut starts = [0usize; MAX_PARTS + 1];
         let count = balanced_runs(n, exec.threads(), &mut starts, &work);
         if count < 2 || q.len() < n * h || k.len() < n * kvw || v.len() < n * kvw {
-            return Ok(false);
-        }
-        let heaviest = (0..count)
-            .map(|i| work(starts[i + 1]) - work(starts[i]))
-            .max()
-            .unwrap_or(0);
-        let short = seen.iter().all(|&p| p < KEY_BLOCKS_FROM);
-        if !short && heaviest * count as u64 * 100 > work(n) * 115 {
             return Ok(false);
         }
         let mut caches: heapless::Vec<([KvSlice<'_>; 2], usize), MAX_STEPS> = heapless::Vec::new();
