@@ -903,8 +903,9 @@ impl<'a> Llama<'a> {
     /// sequence whole on one thread as one thread computes it alone (so the same bits as
     /// [`attend_cached`] on any thread count). It applies while every sequence is short of
     /// [`KEY_BLOCKS_FROM`] positions, where [`attend`] keeps a sequence's attention on the
-    /// calling thread and the others would wait; elsewhere `Ok(false)` (nothing written),
-    /// and the caller splits each sequence's attention among the threads by key blocks.
+    /// calling thread and the others would wait. `Ok(false)` elsewhere, or when a part
+    /// failed: the caller then runs each sequence's attention itself (writing the same keys
+    /// and values again where they were written here), which names any error.
     #[cfg(feature = "parallel")]
     fn attend_steps_apart(
         &self,
