@@ -368,10 +368,10 @@ if __name__ == "__main__":
 def _llm_train(args) -> int:
     """``llm train``: bad input is one line on stderr and exit status 2."""
     import json
-    from pathlib import Path
 
     import torch
 
+    from . import gguf_io
     from . import llm_finetune as ft
     from .llama import base_model_id
 
@@ -387,6 +387,8 @@ def _llm_train(args) -> int:
                     steps=args.steps, batch=args.batch, lr=args.lr, max_length=args.max_length,
                     validation_split=args.validation_split, eval_limit=args.eval_limit, seed=args.seed)
     try:
+        ft.refuse_overwriting({"--out": args.out, "--report": args.report},
+                              {"--base": args.base, "--data": args.data, "--validation": args.validation})
         comp = [base_model_id(p) for p in args.compatible]
         # Progress on stderr, the report alone on stdout.
         rep = ft.run_train(args.base, args.data, args.out, args.task, s, validation=args.validation,
@@ -397,6 +399,10 @@ def _llm_train(args) -> int:
         return 2
     text = json.dumps(rep, ensure_ascii=False)
     if args.report:
-        Path(args.report).write_text(text + "\n", encoding="utf-8")
+        try:
+            gguf_io.write_replacing(args.report, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+        except OSError as e:
+            print(f"riffle-train llm train: --report: {e}", file=sys.stderr)
+            return 2
     print(text)
     return 0

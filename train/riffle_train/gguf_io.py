@@ -14,7 +14,7 @@ import hashlib
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import gguf
@@ -94,19 +94,29 @@ def write_gguf(path: str | Path, arch: str, kv: dict[str, Any],
     plain = [(t[0], t[1]) for t in tensors]
     span = data_span(plain)
     facts = {"model_id": model_id(span), "data_crc32": crc32(span), "span_bytes": len(span)}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        _write_checked(tmp, arch, kv, tensors, id_key, facts)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_replacing(path, lambda tmp: _write_checked(tmp, arch, kv, tensors, id_key, facts))
     facts["bytes"] = path.stat().st_size
     return facts
 
 
+def write_replacing(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, flushed to disk, then renamed over
+    ``path``: a file there is replaced whole or not at all (the temporary file is removed when
+    ``write`` fails)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_checked(path: Path, arch: str, kv: dict[str, Any], tensors, id_key: str | None,
                    facts: dict[str, Any]) -> None:
-    """:func:`write_gguf`'s file at ``path``, flushed to disk and its data span checked."""
+    """:func:`write_gguf`'s file at ``path``, its data span read back and checked."""
     w = gguf.GGUFWriter(str(path), arch)
     for key, val in kv.items():
         _add_kv(w, key, val)
@@ -125,8 +135,6 @@ def _write_checked(path: Path, arch: str, kv: dict[str, Any], tensors, id_key: s
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
     check = verify_span(path)
     if check["model_id"] != facts["model_id"] or check["data_crc32"] != facts["data_crc32"]:
         raise RuntimeError(f"{path}: data span differs from the computed layout")

@@ -277,6 +277,22 @@ def exact_answers(model: Llama, tok, template: ChatTemplate, chats: list[Chat], 
     return hits / len(chats), texts
 
 
+def refuse_overwriting(outputs: dict, inputs: dict) -> None:
+    """:class:`DataError` when an output path (flag -> path) is a folder, or the same file as
+    an input or as another output: the command never writes over what it reads."""
+    seen = {k: Path(p) for k, p in inputs.items() if p is not None}
+    for flag, p in outputs.items():
+        if p is None:
+            continue
+        p = Path(p)
+        if p.is_dir():
+            raise DataError(f"{flag} {p} is a folder")
+        for what, q in seen.items():
+            if p.exists() and q.exists() and q.samefile(p):
+                raise DataError(f"{flag} {p} is the {what} file")
+        seen[flag] = p
+
+
 def run_train(base: str | Path, data: str | Path, out: str | Path, task: str, s: Settings,
               validation: str | Path | None = None, compatible: list[str] = (), device: str | None = None,
               log=print) -> dict:
@@ -299,12 +315,7 @@ def run_train(base: str | Path, data: str | Path, out: str | Path, task: str, s:
     base = Path(base)
     if not base.is_file():
         raise DataError(f"{base}: no such file")
-    # The adapter never replaces one of the command's own inputs.
-    for what, p in (("--base", base), ("--data", data), ("--validation", validation)):
-        if p is not None and Path(p).exists() and Path(out).exists() and Path(p).samefile(out):
-            raise DataError(f"--out {out} is the {what} file")
-    if Path(out).is_dir():
-        raise DataError(f"--out {out} is a folder")
+    refuse_overwriting({"--out": out}, {"--base": base, "--data": data, "--validation": validation})
     seed_everything(s.seed)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     kv = gguf_io.read_kv_only(base)

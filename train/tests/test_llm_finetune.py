@@ -106,11 +106,14 @@ def test_an_adapter_trained_on_chats_answers_in_the_runtime_as_in_the_trainer(tm
     held = write_jsonl(tmp_path / "held.jsonl", chats[24:])
     out = tmp_path / "ok.gguf"
     rc = main(["llm", "train", "--base", str(TINY), "--data", str(data), "--validation", str(held), "--task", "ok",
-               "--out", str(out), "--steps", "60", "--batch", "8", "--lr", "0.02", "--compatible", str(TINY)])
+               "--out", str(out), "--steps", "60", "--batch", "8", "--lr", "0.02", "--compatible", str(TINY),
+               "--report", str(tmp_path / "report.json")])
     assert rc == 0
     out_lines = capsys.readouterr().out.strip().splitlines()
     assert len(out_lines) == 1  # progress goes to stderr, the report alone to stdout
     rep = json.loads(out_lines[0])
+    assert json.loads((tmp_path / "report.json").read_text()) == rep
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held.jsonl", "ok.gguf", "report.json", "train.jsonl"]
     kv = gguf_io.read_kv_only(out)
     assert kv["adapter.task_name"] == "ok" and kv["adapter.orthogonal.method"] == "gsoft"
     assert kv["adapter.base_model_id"] == base_model_id(TINY) == rep["base_model_id"]
@@ -163,6 +166,8 @@ def test_bad_input_exits_2_with_one_line_and_keeps_the_old_file(tmp_path):
         (["--base", str(base_copy), "--out", str(base_copy)], "is the --base file"),
         (["--base", str(TINY), "--out", str(good)], "is the --data file"),
         (["--base", str(TINY), "--out", str(tmp_path)], "is a folder"),
+        (["--base", str(TINY), "--out", str(out), "--report", str(good)], f"--report {good} is the --data file"),
+        (["--base", str(TINY), "--out", str(out), "--report", str(out)], "is the --out file"),
         (["--base", str(TINY), "--out", str(out), "--validation-split", "1"], "--validation-split"),
         (["--base", str(TINY), "--out", str(out), "--epochs", "0"], "--epochs must be a positive number"),
         (["--base", str(TINY), "--out", str(out), "--steps", "0"], "--steps must be at least 1"),
